@@ -1,0 +1,266 @@
+/*
+ * auth.c — the caller's authentication context.  nadi.authenticate(token)
+ * (token.c) verifies a JWT and stores its claims here, for the transaction or
+ * the connection; every session function and every row-level security policy
+ * asks this file whether a tenant's row is visible to the caller.  Without a
+ * token, the caller's database role decides: nadi_admin and nadi_cell see
+ * every tenant, anyone else sees nothing.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_authid.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "fmgr.h"
+
+#include "nadi.h"
+
+typedef struct NadiAuth
+{
+	NadiScope	scope;
+	bool		txn_local;
+	bool		has_sid;
+	pg_uuid_t	sid;
+	char	   *tenant;			/* in TopMemoryContext */
+	char	   *subject;
+	Jsonb	   *claims;
+} NadiAuth;
+
+static NadiAuth auth;
+static bool xact_callback_registered = false;
+
+static const char *const scope_names[] = {
+	[NADI_SCOPE_NONE] = "none",
+	[NADI_SCOPE_ADMIN] = "admin",
+	[NADI_SCOPE_TENANT] = "tenant",
+	[NADI_SCOPE_SESSION] = "session",
+	[NADI_SCOPE_SANDBOX] = "sandbox",
+};
+
+NadiScope
+nadi_scope_from_string(const char *s)
+{
+	for (int i = NADI_SCOPE_ADMIN; i < lengthof(scope_names); i++)
+		if (strcmp(s, scope_names[i]) == 0)
+			return (NadiScope) i;
+	return NADI_SCOPE_NONE;
+}
+
+const char *
+nadi_scope_name(NadiScope scope)
+{
+	return scope_names[scope];
+}
+
+void
+nadi_auth_reset(void)
+{
+	if (auth.tenant)
+		pfree(auth.tenant);
+	if (auth.subject)
+		pfree(auth.subject);
+	if (auth.claims)
+		pfree(auth.claims);
+	memset(&auth, 0, sizeof(auth));
+}
+
+/* A transaction-local context ends with its transaction, committed or not. */
+static void
+auth_xact_callback(XactEvent event, void *arg)
+{
+	if (!auth.txn_local || auth.scope == NADI_SCOPE_NONE)
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		nadi_auth_reset();
+}
+
+/*
+ * Install verified claims.  The caller (token verification) has checked the
+ * signature, expiry and audience; this only stores them.
+ */
+void
+nadi_auth_set(const char *tenant, const char *subject, NadiScope scope,
+			  const pg_uuid_t *sid, Jsonb *claims, bool txn_local)
+{
+	MemoryContext old;
+
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(auth_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	nadi_auth_reset();
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	auth.scope = scope;
+	auth.txn_local = txn_local;
+	auth.tenant = tenant ? pstrdup(tenant) : NULL;
+	auth.subject = subject ? pstrdup(subject) : NULL;
+	if (sid)
+	{
+		auth.has_sid = true;
+		auth.sid = *sid;
+	}
+	if (claims)
+	{
+		auth.claims = palloc(VARSIZE(claims));
+		memcpy(auth.claims, claims, VARSIZE(claims));
+	}
+	MemoryContextSwitchTo(old);
+}
+
+NadiScope
+nadi_auth_scope(void)
+{
+	return auth.scope;
+}
+
+const char *
+nadi_auth_tenant(void)
+{
+	return auth.scope == NADI_SCOPE_NONE ? NULL : auth.tenant;
+}
+
+static bool
+outer_user_has_role(const char *rolname)
+{
+	Oid			role = get_role_oid(rolname, true);
+
+	return OidIsValid(role) && has_privs_of_role(GetOuterUserId(), role);
+}
+
+/*
+ * True when no token is in force and the calling role (outside any SECURITY
+ * DEFINER function) is nadi_admin or nadi_cell, or a superuser.
+ */
+bool
+nadi_caller_is_privileged(void)
+{
+	if (auth.scope != NADI_SCOPE_NONE)
+		return false;
+	return outer_user_has_role("nadi_admin") || outer_user_has_role("nadi_cell");
+}
+
+const char *
+nadi_actor(void)
+{
+	if (auth.scope != NADI_SCOPE_NONE)
+		return psprintf("token:%s", auth.subject ? auth.subject : "");
+	return GetUserNameFromId(GetOuterUserId(), false);
+}
+
+/*
+ * Is a row of this tenant (and, for per-session rows, this session) visible
+ * to the caller?  The same rule serves the SQL functions and the row-level
+ * security policies, so the two can never disagree.
+ */
+bool
+nadi_tenant_visible(const char *tenant, const pg_uuid_t *sid)
+{
+	switch (auth.scope)
+	{
+		case NADI_SCOPE_NONE:
+			return nadi_caller_is_privileged();
+		case NADI_SCOPE_ADMIN:
+			return true;
+		case NADI_SCOPE_TENANT:
+			return tenant && strcmp(tenant, auth.tenant) == 0;
+		case NADI_SCOPE_SESSION:
+		case NADI_SCOPE_SANDBOX:
+			return tenant && strcmp(tenant, auth.tenant) == 0 &&
+				sid && auth.has_sid &&
+				memcmp(sid->data, auth.sid.data, UUID_LEN) == 0;
+	}
+	return false;
+}
+
+/*
+ * The tenant a new session belongs to.  A token's tenant wins; a request that
+ * names another tenant is refused rather than silently rewritten.
+ */
+const char *
+nadi_caller_tenant_for_create(const char *requested)
+{
+	switch (auth.scope)
+	{
+		case NADI_SCOPE_NONE:
+			if (!nadi_caller_is_privileged())
+				ereport(ERROR,
+						(errcode(ERRCODE_NADI_NOT_AUTHENTICATED),
+						 errmsg("not authenticated"),
+						 errdetail("The calling role has no nadi token in force and is not nadi_admin."),
+						 errhint("Call nadi.authenticate(token) first.")));
+			if (requested == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						 errmsg("tenant_id must not be null"),
+						 errhint("Without a token, name the tenant explicitly.")));
+			return requested;
+		case NADI_SCOPE_ADMIN:
+			if (requested == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						 errmsg("tenant_id must not be null"),
+						 errhint("An admin token spans tenants; name the tenant explicitly.")));
+			return requested;
+		case NADI_SCOPE_TENANT:
+			if (requested && strcmp(requested, auth.tenant) != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_NADI_FORBIDDEN),
+						 errmsg("tenant \"%s\" does not match the token's tenant", requested),
+						 errdetail("The token in force belongs to tenant \"%s\".", auth.tenant)));
+			return auth.tenant;
+		case NADI_SCOPE_SESSION:
+		case NADI_SCOPE_SANDBOX:
+			ereport(ERROR,
+					(errcode(ERRCODE_NADI_FORBIDDEN),
+					 errmsg("a %s-scoped token cannot create sessions", nadi_scope_name(auth.scope)),
+					 errhint("Use a tenant-scoped token.")));
+	}
+	return NULL;				/* keep compiler quiet */
+}
+
+/* Refuse unless the caller is an administrator (role or admin token). */
+void
+nadi_require_admin(void)
+{
+	if (auth.scope == NADI_SCOPE_ADMIN)
+		return;
+	if (auth.scope == NADI_SCOPE_NONE && outer_user_has_role("nadi_admin"))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied: nadi administrator required"),
+			 errhint("Grant nadi_admin to the calling role, or use an admin-scoped token.")));
+}
+
+/* The verified claims in force, or NULL. */
+Jsonb *
+nadi_auth_claims(void)
+{
+	return auth.scope == NADI_SCOPE_NONE ? NULL : auth.claims;
+}
+
+/* The session id a session- or sandbox-scoped token is bound to. */
+const pg_uuid_t *
+nadi_auth_sid(void)
+{
+	return auth.has_sid ? &auth.sid : NULL;
+}
+
+/* nadi.tenant_visible(tenant_id, session_id): the row-level security rule. */
+PG_FUNCTION_INFO_V1(nadi_tenant_visible_sql);
+Datum
+nadi_tenant_visible_sql(PG_FUNCTION_ARGS)
+{
+	char	   *tenant;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(false);
+	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	PG_RETURN_BOOL(nadi_tenant_visible(tenant, PG_ARGISNULL(1) ? NULL : PG_GETARG_UUID_P(1)));
+}

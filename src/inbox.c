@@ -1,0 +1,888 @@
+/*
+ * inbox.c — the command inbox.  Commands are queued per session in commit
+ * order (ids are drawn under the session lock), claimed one at a time by the
+ * cell that holds the session's lease, and completed or failed under that
+ * lease's epoch.  Failures retry with exponential backoff and are
+ * dead-lettered after max_attempts.  cancel, approve and deny are control
+ * commands: they take effect when they are enqueued, not in queue order.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+#include "nadi.h"
+#include "session.h"
+#include "wake.h"
+
+#define OPEN_STATUSES "('queued', 'running', 'waiting')"
+
+typedef struct CommandRef
+{
+	int64		id;
+	char	   *status;
+	int32		attempts;
+	int32		max_attempts;
+	int64		claimed_epoch;	/* -1 when not claimed */
+	bool		cancel_requested;
+	char	   *type;
+} CommandRef;
+
+static const char *const command_types[] = {"message", "tool", "cancel", "approve", "deny"};
+
+static bool
+is_control(const char *type)
+{
+	return strcmp(type, "cancel") == 0 || strcmp(type, "approve") == 0 ||
+		strcmp(type, "deny") == 0;
+}
+
+/* Find a string member of a jsonb object, or NULL. */
+static JsonbValue *
+jsonb_member(Jsonb *j, const char *key)
+{
+	JsonbValue	k;
+
+	if (!JB_ROOT_IS_OBJECT(j) || JB_ROOT_IS_SCALAR(j))
+		return NULL;
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	return findJsonbValueFromContainer(&j->root, JB_FOBJECT, &k);
+}
+
+static void
+payload_invalid(const char *type, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid payload for a %s command", type),
+			 errdetail("%s", detail)));
+}
+
+/* The command_id a control command targets, or 0 for "the obvious one". */
+static int64
+payload_target(Jsonb *payload, const char *type)
+{
+	JsonbValue *v = jsonb_member(payload, "command_id");
+
+	if (v == NULL || v->type == jbvNull)
+		return 0;
+	if (v->type != jbvNumeric)
+		payload_invalid(type, "\"command_id\" must be a number.");
+	return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric)));
+}
+
+/* Check the shape of a payload for its type; raise if it is wrong. */
+static void
+payload_validate(const char *type, Jsonb *payload)
+{
+	JsonbValue *v;
+	bool		known = false;
+
+	for (int i = 0; i < lengthof(command_types); i++)
+		known |= strcmp(type, command_types[i]) == 0;
+	if (!known)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown command type \"%s\"", type),
+				 errhint("Command types are message, tool, cancel, approve and deny.")));
+	if (!JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload))
+		payload_invalid(type, "The payload must be a JSON object.");
+	nadi_check_payload(payload, "command payload");
+
+	if (strcmp(type, "message") == 0)
+	{
+		v = jsonb_member(payload, "text");
+		if (v == NULL || v->type != jbvString)
+			payload_invalid(type, "A message needs a string \"text\".");
+	}
+	else if (strcmp(type, "tool") == 0)
+	{
+		v = jsonb_member(payload, "name");
+		if (v == NULL || v->type != jbvString || v->val.string.len == 0)
+			payload_invalid(type, "A tool call needs a non-empty string \"name\".");
+		v = jsonb_member(payload, "args");
+		if (v != NULL && v->type != jbvBinary)
+			payload_invalid(type, "\"args\" must be a JSON object.");
+	}
+	else
+		(void) payload_target(payload, type);
+}
+
+/* Load one command of a locked session; raise if it does not exist. */
+static CommandRef
+command_load(SessionTx *tx, int64 command_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[2] = {UUIDPGetDatum(&tx->id), Int64GetDatum(command_id)};
+	CommandRef	c = {0};
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+
+	nadi_exec(nadi_plan(&plan,
+						"SELECT status::text, attempts, max_attempts, claimed_epoch, "
+						"cancel_requested, type FROM nadi.command_inbox "
+						"WHERE session_id = $1 AND command_id = $2",
+						2, (Oid[]) {UUIDOID, INT8OID}),
+			  values, NULL, false, 1);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_COMMAND_NOT_FOUND),
+				 errmsg("command " INT64_FORMAT " not found in session %s", command_id, tx->id_text)));
+	row = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	c.id = command_id;
+	c.status = SPI_getvalue(row, desc, 1);
+	c.attempts = DatumGetInt32(SPI_getbinval(row, desc, 2, &isnull));
+	c.max_attempts = DatumGetInt32(SPI_getbinval(row, desc, 3, &isnull));
+	d = SPI_getbinval(row, desc, 4, &isnull);
+	c.claimed_epoch = isnull ? -1 : DatumGetInt64(d);
+	c.cancel_requested = DatumGetBool(SPI_getbinval(row, desc, 5, &isnull));
+	c.type = SPI_getvalue(row, desc, 6);
+	return c;
+}
+
+/* The oldest open command of a locked session (id 0 if none). */
+static CommandRef
+command_head(SessionTx *tx, TimestampTz *available_at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1] = {UUIDPGetDatum(&tx->id)};
+	CommandRef	c = {0};
+	bool		isnull;
+
+	nadi_exec(nadi_plan(&plan,
+						"SELECT command_id, status::text, available_at FROM nadi.command_inbox "
+						"WHERE session_id = $1 AND status IN " OPEN_STATUSES " "
+						"ORDER BY command_id LIMIT 1",
+						1, (Oid[]) {UUIDOID}),
+			  values, NULL, false, 1);
+	if (SPI_processed == 1)
+	{
+		c.id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		c.status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+		if (available_at)
+			*available_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+															  SPI_tuptable->tupdesc, 3, &isnull));
+	}
+	return c;
+}
+
+/* Refuse a cell write about a command it does not hold under this epoch. */
+static void
+command_require_running(const CommandRef *c, int64 epoch)
+{
+	if (strcmp(c->status, "running") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_COMMAND_STATE),
+				 errmsg("command " INT64_FORMAT " is %s, not running", c->id, c->status)));
+	if (c->claimed_epoch != epoch)
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_FENCED),
+				 errmsg("command " INT64_FORMAT " was claimed under epoch " INT64_FORMAT ", not " INT64_FORMAT,
+						c->id, c->claimed_epoch, epoch)));
+}
+
+/*
+ * Set a command's status and the columns that go with it; leaves the new
+ * row in SPI_tuptable.
+ */
+static void
+command_update(SessionTx *tx, int64 command_id, const char *status, Jsonb *result,
+			   Jsonb *error, TimestampTz available_at, bool finished)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[7] = {UUIDOID, INT8OID, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', 'n', 'n', 'n', 'n'};
+
+	values[0] = UUIDPGetDatum(&tx->id);
+	values[1] = Int64GetDatum(command_id);
+	values[2] = CStringGetTextDatum(status);
+	if (result)
+	{
+		values[3] = JsonbPGetDatum(result);
+		nulls[3] = ' ';
+	}
+	if (error)
+	{
+		values[4] = JsonbPGetDatum(error);
+		nulls[4] = ' ';
+	}
+	if (available_at)
+	{
+		values[5] = TimestampTzGetDatum(available_at);
+		nulls[5] = ' ';
+	}
+	if (finished)
+	{
+		values[6] = TimestampTzGetDatum(nadi_now());
+		nulls[6] = ' ';
+	}
+	nadi_exec(nadi_plan(&plan,
+						"UPDATE nadi.command_inbox SET status = $3::nadi.command_status, "
+						"result = coalesce($4, result), last_error = coalesce($5, last_error), "
+						"available_at = coalesce($6, available_at), finished_at = $7, "
+						"claimed_epoch = CASE WHEN $3 = 'running' THEN claimed_epoch END, "
+						"claimed_at = CASE WHEN $3 = 'running' THEN claimed_at END "
+						"WHERE session_id = $1 AND command_id = $2 RETURNING *",
+						7, types),
+			  values, nulls, false, 0);
+}
+
+static Jsonb *
+json_object1(const char *key, const char *value)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	nadi_json_str(&buf, key, value);
+	appendStringInfoChar(&buf, '}');
+	return nadi_jsonb(buf.data);
+}
+
+/*
+ * Cancel one command of a locked session: a queued or waiting one at once,
+ * a running one by asking its cell (which sees cancel_requested).  Returns
+ * false if it had already finished.
+ */
+static bool
+command_cancel_one(SessionTx *tx, const CommandRef *c, const char *reason)
+{
+	static SPIPlanPtr flag_plan = NULL;
+
+	if (strcmp(c->status, "queued") == 0 || strcmp(c->status, "waiting") == 0)
+	{
+		command_update(tx, c->id, "cancelled", NULL, NULL, 0, true);
+		session_event(tx, "command.cancelled", json_object1("reason", reason), c->id, -1);
+		return true;
+	}
+	if (strcmp(c->status, "running") == 0)
+	{
+		Datum		values[2] = {UUIDPGetDatum(&tx->id), Int64GetDatum(c->id)};
+
+		if (!c->cancel_requested)
+		{
+			nadi_exec(nadi_plan(&flag_plan,
+								"UPDATE nadi.command_inbox SET cancel_requested = true "
+								"WHERE session_id = $1 AND command_id = $2",
+								2, (Oid[]) {UUIDOID, INT8OID}),
+					  values, NULL, false, 0);
+			session_event(tx, "command.cancel_requested", json_object1("reason", reason), c->id, -1);
+			nadi_wake_cell_at_commit(tx->cell_host_id);
+		}
+		return true;
+	}
+	return false;
+}
+
+/* Cancel every open command of a locked session.  Returns how many. */
+int
+inbox_cancel_open(SessionTx *tx, const char *reason)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1] = {UUIDPGetDatum(&tx->id)};
+	uint64		n;
+	int64	   *ids;
+	int			count = 0;
+
+	nadi_exec(nadi_plan(&plan,
+						"SELECT command_id FROM nadi.command_inbox WHERE session_id = $1 "
+						"AND status IN " OPEN_STATUSES " ORDER BY command_id",
+						1, (Oid[]) {UUIDOID}),
+			  values, NULL, false, 0);
+	n = SPI_processed;
+	ids = palloc(sizeof(int64) * (n + 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	for (uint64 i = 0; i < n; i++)
+	{
+		CommandRef	c = command_load(tx, ids[i]);
+
+		count += command_cancel_one(tx, &c, reason) ? 1 : 0;
+	}
+	return count;
+}
+
+/* The command a control command acts on: explicit, or found by status. */
+static CommandRef
+control_target(SessionTx *tx, const char *type, Jsonb *payload)
+{
+	int64		target = payload_target(payload, type);
+	CommandRef	head;
+
+	if (target > 0)
+		return command_load(tx, target);
+	head = command_head(tx, NULL);
+	if (head.id == 0 ||
+		(strcmp(type, "cancel") != 0 && strcmp(head.status, "waiting") != 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_COMMAND_STATE),
+				 errmsg("session %s has no command to %s", tx->id_text, type),
+				 strcmp(type, "cancel") == 0 ?
+				 errdetail("No command is queued, running or waiting.") :
+				 errdetail("No tool call is waiting for permission.")));
+	return command_load(tx, head.id);
+}
+
+/*
+ * Apply a control command now.  Returns its result (the control command
+ * itself is recorded as completed with it).
+ */
+static Jsonb *
+control_apply(SessionTx *tx, const char *type, Jsonb *payload)
+{
+	CommandRef	c = control_target(tx, type, payload);
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	nadi_json_int(&buf, "command_id", c.id);
+
+	if (strcmp(type, "cancel") == 0)
+	{
+		if (!command_cancel_one(tx, &c, "cancel command"))
+			ereport(ERROR,
+					(errcode(ERRCODE_NADI_COMMAND_STATE),
+					 errmsg("command " INT64_FORMAT " has already finished", c.id),
+					 errdetail("It is %s.", c.status)));
+		nadi_json_str(&buf, "outcome", strcmp(c.status, "running") == 0 ? "cancel_requested" : "cancelled");
+	}
+	else
+	{
+		bool		approve = strcmp(type, "approve") == 0;
+		JsonbValue *reason = jsonb_member(payload, "reason");
+
+		if (strcmp(c.status, "waiting") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NADI_COMMAND_STATE),
+					 errmsg("command " INT64_FORMAT " is not waiting for permission", c.id),
+					 errdetail("It is %s.", c.status)));
+		nadi_json_str(&buf, "decision", approve ? "approved" : "denied");
+		if (reason && reason->type == jbvString)
+			nadi_json_str(&buf, "reason", pnstrdup(reason->val.string.val, reason->val.string.len));
+		appendStringInfoChar(&buf, '}');
+		/* back to the head of the queue: the cell resumes it, decision in hand */
+		command_update(tx, c.id, "queued", NULL, NULL, nadi_now(), false);
+		session_event(tx, "permission.resolved", nadi_jsonb(buf.data), c.id, -1);
+		nadi_wake_cell_at_commit(tx->cell_host_id);
+		return nadi_jsonb(buf.data);
+	}
+	appendStringInfoChar(&buf, '}');
+	return nadi_jsonb(buf.data);
+}
+
+/*
+ * nadi.command_enqueue(session_id, type, payload, idempotency_key)
+ *   → command_inbox
+ * The same idempotency key returns the same command and changes nothing;
+ * the same key with a different request is refused.  A suspended session
+ * goes back to pending; the holding cell is woken at commit.
+ */
+PG_FUNCTION_INFO_V1(nadi_command_enqueue);
+Datum
+nadi_command_enqueue(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr key_plan = NULL;
+	static SPIPlanPtr count_plan = NULL;
+	static SPIPlanPtr insert_plan = NULL;
+	MemoryContext outer = CurrentMemoryContext;
+	pg_uuid_t  *id;
+	char	   *type;
+	Jsonb	   *payload;
+	text	   *key = NULL;
+	SessionTx  *tx;
+	Datum		values[10];
+	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		result;
+	bool		control;
+	Jsonb	   *control_result = NULL;
+	int64		command_id;
+	bool		isnull;
+	StringInfoData buf;
+
+	NADI_ARG_NOT_NULL(0, "session_id");
+	NADI_ARG_NOT_NULL(1, "type");
+	id = PG_GETARG_UUID_P(0);
+	type = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	payload = PG_ARGISNULL(2) ? nadi_jsonb("{}") : PG_GETARG_JSONB_P(2);
+	if (!PG_ARGISNULL(3))
+	{
+		key = PG_GETARG_TEXT_PP(3);
+		if (VARSIZE_ANY_EXHDR(key) == 0 || VARSIZE_ANY_EXHDR(key) > 255)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("idempotency_key must be 1 to 255 bytes long")));
+	}
+	payload_validate(type, payload);
+	control = is_control(type);
+
+	nadi_connect();
+	tx = session_lock(id);
+
+	/* a retry with the same key gets the original, whatever happened since */
+	if (key)
+	{
+		values[0] = UUIDPGetDatum(id);
+		values[1] = PointerGetDatum(key);
+		nadi_exec(nadi_plan(&key_plan,
+							"SELECT * FROM nadi.command_inbox "
+							"WHERE session_id = $1 AND idempotency_key = $2",
+							2, (Oid[]) {UUIDOID, TEXTOID}),
+				  values, NULL, false, 1);
+		if (SPI_processed == 1)
+		{
+			HeapTuple	row = SPI_tuptable->vals[0];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			char	   *old_type = SPI_getvalue(row, desc, SPI_fnumber(desc, "type"));
+			Jsonb	   *old_payload = DatumGetJsonbP(SPI_getbinval(row, desc,
+																	SPI_fnumber(desc, "payload"),
+																	&isnull));
+
+			if (strcmp(old_type, type) != 0 ||
+				compareJsonbContainers(&old_payload->root, &payload->root) != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_NADI_IDEMPOTENCY_CONFLICT),
+						 errmsg("idempotency key already used for a different command"),
+						 errdetail("The key was first used for a %s command with another payload.",
+								   old_type),
+						 errhint("Use a new idempotency key for a new command.")));
+			result = nadi_row_datum(fcinfo, row, desc, outer);
+			nadi_finish();
+			PG_RETURN_DATUM(result);
+		}
+	}
+
+	if (!session_state_is_live(tx->state) || tx->state == SS_TERMINATING)
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_SESSION_NOT_LIVE),
+				 errmsg("session %s is %s", tx->id_text, session_state_name(tx->state)),
+				 errdetail("Commands can only be sent to a live session.")));
+
+	if (control)
+		control_result = control_apply(tx, type, payload);
+	else
+	{
+		values[0] = UUIDPGetDatum(id);
+		values[1] = Int32GetDatum(nadi_max_queued_per_session);
+		nadi_exec(nadi_plan(&count_plan,
+							"SELECT count(*) FROM (SELECT 1 FROM nadi.command_inbox "
+							"WHERE session_id = $1 AND status IN " OPEN_STATUSES " LIMIT $2) s",
+							2, (Oid[]) {UUIDOID, INT4OID}),
+				  values, NULL, false, 1);
+		if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) >=
+			nadi_max_queued_per_session)
+			ereport(ERROR,
+					(errcode(ERRCODE_NADI_LIMIT_EXCEEDED),
+					 errmsg("session %s has too many open commands", tx->id_text),
+					 errdetail("The limit is %d queued, running or waiting commands.",
+							   nadi_max_queued_per_session),
+					 errhint("Wait for the session to catch up, or raise nadi.max_queued_commands.")));
+	}
+
+	/* the command id is drawn under the session lock: ids follow commit order */
+	values[0] = UUIDPGetDatum(id);
+	values[1] = CStringGetTextDatum(tx->tenant);
+	values[2] = CStringGetTextDatum(type);
+	values[3] = JsonbPGetDatum(payload);
+	if (key)
+		values[4] = PointerGetDatum(key);
+	else
+		nulls[4] = 'n';
+	values[5] = CStringGetTextDatum(control ? "completed" : "queued");
+	values[6] = Int32GetDatum(nadi_max_attempts);
+	values[7] = TimestampTzGetDatum(nadi_now());
+	if (control_result)
+		values[8] = JsonbPGetDatum(control_result);
+	else
+		nulls[8] = 'n';
+	nadi_exec(nadi_plan(&insert_plan,
+						"INSERT INTO nadi.command_inbox (session_id, tenant_id, type, payload, "
+						"idempotency_key, status, max_attempts, available_at, created_at, result, "
+						"finished_at) VALUES ($1, $2, $3, $4, $5, $6::nadi.command_status, $7, $8, $8, $9, "
+						"CASE WHEN $9 IS NULL THEN NULL ELSE $8 END) RETURNING *",
+						9, (Oid[]) {UUIDOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, INT4OID,
+						TIMESTAMPTZOID, JSONBOID}),
+			  values, nulls, false, 0);
+	command_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+											 SPI_fnumber(SPI_tuptable->tupdesc, "command_id"),
+											 &isnull));
+	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	nadi_json_str(&buf, "type", type);
+	nadi_json_raw(&buf, "payload", nadi_jsonb_text(payload));
+	if (key)
+		nadi_json_str(&buf, "idempotency_key", text_to_cstring(key));
+	appendStringInfoChar(&buf, '}');
+	session_event(tx, "command.received", nadi_jsonb(buf.data), command_id, -1);
+
+	if (!control)
+	{
+		if (tx->state == SS_SUSPENDED)
+			session_set_state(tx, SS_PENDING, NULL);
+		else
+			nadi_wake_cell_at_commit(tx->cell_host_id);
+	}
+	session_save(tx);
+	nadi_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * nadi.command_claim(session_id, epoch) → setof command_inbox (0 or 1 row)
+ * The head of the session's queue, if it is queued and due, becomes running
+ * under the caller's epoch.  Nothing is returned while another command of
+ * the session is running or waiting (one in flight per session), or while
+ * the head waits out its retry backoff.
+ */
+PG_FUNCTION_INFO_V1(nadi_command_claim);
+Datum
+nadi_command_claim(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	SessionTx  *tx;
+	CommandRef	head;
+	TimestampTz available_at = 0;
+	int64		epoch;
+	Datum		values[3];
+	StringInfoData buf;
+	bool		isnull;
+
+	NADI_ARG_NOT_NULL(0, "session_id");
+	NADI_ARG_NOT_NULL(1, "epoch");
+	epoch = PG_GETARG_INT64(1);
+	InitMaterializedSRF(fcinfo, 0);
+
+	nadi_connect();
+	tx = session_lock(PG_GETARG_UUID_P(0));
+	lease_check(tx, epoch);
+	head = command_head(tx, &available_at);
+	if (head.id != 0 && strcmp(head.status, "queued") == 0 && available_at <= nadi_now())
+	{
+		values[0] = UUIDPGetDatum(&tx->id);
+		values[1] = Int64GetDatum(head.id);
+		values[2] = Int64GetDatum(epoch);
+		nadi_exec(nadi_plan(&plan,
+							"UPDATE nadi.command_inbox SET status = 'running', "
+							"attempts = attempts + 1, claimed_epoch = $3, claimed_at = nadi.now() "
+							"WHERE session_id = $1 AND command_id = $2 RETURNING *",
+							3, (Oid[]) {UUIDOID, INT8OID, INT8OID}),
+				  values, NULL, false, 0);
+		nadi_rows_to_srf(fcinfo);
+		initStringInfo(&buf);
+		appendStringInfoChar(&buf, '{');
+		nadi_json_int(&buf, "attempt",
+					  DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+												  SPI_fnumber(SPI_tuptable->tupdesc, "attempts"),
+												  &isnull)));
+		appendStringInfoChar(&buf, '}');
+		session_event(tx, "command.started", nadi_jsonb(buf.data), head.id, epoch);
+		session_save(tx);
+	}
+	nadi_finish();
+	return (Datum) 0;
+}
+
+/* nadi.command_complete(session_id, command_id, epoch, result) → command_inbox */
+PG_FUNCTION_INFO_V1(nadi_command_complete);
+Datum
+nadi_command_complete(PG_FUNCTION_ARGS)
+{
+	MemoryContext outer = CurrentMemoryContext;
+	SessionTx  *tx;
+	CommandRef	c;
+	int64		epoch;
+	Jsonb	   *result_json;
+	Datum		result;
+	StringInfoData buf;
+
+	NADI_ARG_NOT_NULL(0, "session_id");
+	NADI_ARG_NOT_NULL(1, "command_id");
+	NADI_ARG_NOT_NULL(2, "epoch");
+	epoch = PG_GETARG_INT64(2);
+	result_json = PG_ARGISNULL(3) ? nadi_jsonb("{}") : PG_GETARG_JSONB_P(3);
+	nadi_check_payload(result_json, "command result");
+
+	nadi_connect();
+	tx = session_lock(PG_GETARG_UUID_P(0));
+	lease_check(tx, epoch);
+	c = command_load(tx, PG_GETARG_INT64(1));
+	command_require_running(&c, epoch);
+	command_update(tx, c.id, "completed", result_json, NULL, 0, true);
+	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	nadi_json_raw(&buf, "result", nadi_jsonb_text(result_json));
+	appendStringInfoChar(&buf, '}');
+	session_event(tx, "command.completed", nadi_jsonb(buf.data), c.id, epoch);
+	session_save(tx);
+	nadi_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/* Delay before retry number `attempts` + 1: base * 2^(attempts-1), capped. */
+static TimestampTz
+retry_at(int32 attempts)
+{
+	int64		delay = nadi_backoff_base_ms;
+
+	for (int i = 1; i < attempts && delay < nadi_backoff_max_ms; i++)
+		delay *= 2;
+	delay = Min(delay, (int64) nadi_backoff_max_ms);
+	return nadi_now() + delay * 1000;
+}
+
+/*
+ * nadi.command_fail(session_id, command_id, epoch, error, retryable)
+ *   → command_inbox
+ * A retryable failure with attempts left goes back to the queue after a
+ * backoff; otherwise the command is dead-lettered (kept, status 'dead').  A
+ * command whose cancel was requested ends as cancelled.
+ */
+PG_FUNCTION_INFO_V1(nadi_command_fail);
+Datum
+nadi_command_fail(PG_FUNCTION_ARGS)
+{
+	MemoryContext outer = CurrentMemoryContext;
+	SessionTx  *tx;
+	CommandRef	c;
+	int64		epoch;
+	Jsonb	   *error;
+	bool		retryable;
+	Datum		result;
+	StringInfoData buf;
+	const char *status;
+	TimestampTz when = 0;
+
+	NADI_ARG_NOT_NULL(0, "session_id");
+	NADI_ARG_NOT_NULL(1, "command_id");
+	NADI_ARG_NOT_NULL(2, "epoch");
+	NADI_ARG_NOT_NULL(3, "error");
+	epoch = PG_GETARG_INT64(2);
+	error = PG_GETARG_JSONB_P(3);
+	retryable = PG_ARGISNULL(4) ? true : PG_GETARG_BOOL(4);
+	nadi_check_payload(error, "command error");
+
+	nadi_connect();
+	tx = session_lock(PG_GETARG_UUID_P(0));
+	lease_check(tx, epoch);
+	c = command_load(tx, PG_GETARG_INT64(1));
+	command_require_running(&c, epoch);
+
+	if (c.cancel_requested)
+		status = "cancelled";
+	else if (retryable && c.attempts < c.max_attempts)
+	{
+		status = "queued";
+		when = retry_at(c.attempts);
+	}
+	else
+		status = "dead";
+	command_update(tx, c.id, status, NULL, error, when, strcmp(status, "queued") != 0);
+	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	nadi_json_raw(&buf, "error", nadi_jsonb_text(error));
+	nadi_json_int(&buf, "attempt", c.attempts);
+	nadi_json_int(&buf, "max_attempts", c.max_attempts);
+	nadi_json_raw(&buf, "will_retry", when ? "true" : "false");
+	if (when)
+		nadi_json_str(&buf, "retry_at", nadi_timestamptz_text(when));
+	appendStringInfoChar(&buf, '}');
+	session_event(tx, "command.failed", nadi_jsonb(buf.data), c.id, epoch);
+	if (strcmp(status, "dead") == 0)
+		session_event(tx, "command.dead", nadi_jsonb(buf.data), c.id, epoch);
+	else if (strcmp(status, "cancelled") == 0)
+		session_event(tx, "command.cancelled", json_object1("reason", "cancelled in flight"), c.id, epoch);
+	session_save(tx);
+	nadi_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * nadi.command_await_permission(session_id, command_id, epoch, request)
+ *   → command_inbox
+ * The cell needs a yes or no before a tool call.  The command parks as
+ * 'waiting' (still at the head of the queue, so nothing overtakes it), the
+ * attempt ends without counting, and a permission.requested event asks the
+ * client.  approve/deny put it back in the queue.
+ */
+PG_FUNCTION_INFO_V1(nadi_command_await_permission);
+Datum
+nadi_command_await_permission(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	MemoryContext outer = CurrentMemoryContext;
+	SessionTx  *tx;
+	CommandRef	c;
+	int64		epoch;
+	Jsonb	   *request;
+	Datum		result;
+	Datum		values[2];
+
+	NADI_ARG_NOT_NULL(0, "session_id");
+	NADI_ARG_NOT_NULL(1, "command_id");
+	NADI_ARG_NOT_NULL(2, "epoch");
+	NADI_ARG_NOT_NULL(3, "request");
+	epoch = PG_GETARG_INT64(2);
+	request = PG_GETARG_JSONB_P(3);
+	if (!JB_ROOT_IS_OBJECT(request) || JB_ROOT_IS_SCALAR(request))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("request must be a JSON object")));
+	nadi_check_payload(request, "permission request");
+
+	nadi_connect();
+	tx = session_lock(PG_GETARG_UUID_P(0));
+	lease_check(tx, epoch);
+	c = command_load(tx, PG_GETARG_INT64(1));
+	command_require_running(&c, epoch);
+	values[0] = UUIDPGetDatum(&tx->id);
+	values[1] = Int64GetDatum(c.id);
+	nadi_exec(nadi_plan(&plan,
+						"UPDATE nadi.command_inbox SET status = 'waiting', attempts = attempts - 1, "
+						"claimed_epoch = NULL, claimed_at = NULL "
+						"WHERE session_id = $1 AND command_id = $2 RETURNING *",
+						2, (Oid[]) {UUIDOID, INT8OID}),
+			  values, NULL, false, 0);
+	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+	session_event(tx, "permission.requested", request, c.id, epoch);
+	session_save(tx);
+	nadi_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/* nadi.command_cancel(session_id, command_id) → command_inbox */
+PG_FUNCTION_INFO_V1(nadi_command_cancel);
+Datum
+nadi_command_cancel(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	MemoryContext outer = CurrentMemoryContext;
+	SessionTx  *tx;
+	CommandRef	c;
+	Datum		values[2];
+	Datum		result;
+
+	NADI_ARG_NOT_NULL(0, "session_id");
+	NADI_ARG_NOT_NULL(1, "command_id");
+	nadi_connect();
+	tx = session_lock(PG_GETARG_UUID_P(0));
+	c = command_load(tx, PG_GETARG_INT64(1));
+	if (!command_cancel_one(tx, &c, "cancelled by request"))
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_COMMAND_STATE),
+				 errmsg("command " INT64_FORMAT " has already finished", c.id),
+				 errdetail("It is %s.", c.status)));
+	session_save(tx);
+	values[0] = UUIDPGetDatum(&tx->id);
+	values[1] = Int64GetDatum(c.id);
+	nadi_exec(nadi_plan(&plan,
+						"SELECT * FROM nadi.command_inbox WHERE session_id = $1 AND command_id = $2",
+						2, (Oid[]) {UUIDOID, INT8OID}),
+			  values, NULL, false, 1);
+	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+	nadi_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/* Raise "session not found" unless the caller may see this session. */
+void
+inbox_require_visible_session(const pg_uuid_t *id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1] = {UUIDPGetDatum(id)};
+
+	nadi_exec(nadi_plan(&plan, "SELECT tenant_id FROM nadi.sessions WHERE session_id = $1",
+						1, (Oid[]) {UUIDOID}),
+			  values, NULL, true, 1);
+	if (SPI_processed != 1 ||
+		!nadi_tenant_visible(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), id))
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_SESSION_NOT_FOUND),
+				 errmsg("session %s not found", nadi_uuid_out(id)),
+				 errdetail("No session with this id is visible to the caller.")));
+}
+
+/* nadi.command_get(session_id, command_id) → command_inbox */
+PG_FUNCTION_INFO_V1(nadi_command_get);
+Datum
+nadi_command_get(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	MemoryContext outer = CurrentMemoryContext;
+	Datum		values[2];
+	Datum		result;
+
+	NADI_ARG_NOT_NULL(0, "session_id");
+	NADI_ARG_NOT_NULL(1, "command_id");
+	nadi_connect();
+	inbox_require_visible_session(PG_GETARG_UUID_P(0));
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+	nadi_exec(nadi_plan(&plan,
+						"SELECT * FROM nadi.command_inbox WHERE session_id = $1 AND command_id = $2",
+						2, (Oid[]) {UUIDOID, INT8OID}),
+			  values, NULL, true, 1);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_COMMAND_NOT_FOUND),
+				 errmsg("command " INT64_FORMAT " not found in session %s",
+						PG_GETARG_INT64(1), nadi_uuid_out(PG_GETARG_UUID_P(0)))));
+	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+	nadi_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/* nadi.command_list(session_id, status, after, limit) → setof command_inbox */
+PG_FUNCTION_INFO_V1(nadi_command_list);
+Datum
+nadi_command_list(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[4];
+	char		nulls[4] = {' ', 'n', ' ', ' '};
+	int32		limit = PG_ARGISNULL(3) ? 100 : PG_GETARG_INT32(3);
+	int64		after = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2);
+
+	NADI_ARG_NOT_NULL(0, "session_id");
+	nadi_check_limit(limit, 10000);
+	if (after < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("after must not be negative")));
+	InitMaterializedSRF(fcinfo, 0);
+	nadi_connect();
+	inbox_require_visible_session(PG_GETARG_UUID_P(0));
+	values[0] = PG_GETARG_DATUM(0);
+	if (!PG_ARGISNULL(1))
+	{
+		values[1] = CStringGetTextDatum(DatumGetCString(DirectFunctionCall1(enum_out, PG_GETARG_DATUM(1))));
+		nulls[1] = ' ';
+	}
+	values[2] = Int64GetDatum(after);
+	values[3] = Int32GetDatum(limit);
+	nadi_exec(nadi_plan(&plan,
+						"SELECT * FROM nadi.command_inbox WHERE session_id = $1 "
+						"AND ($2::text IS NULL OR status = $2::nadi.command_status) "
+						"AND command_id > $3 ORDER BY command_id LIMIT $4",
+						4, (Oid[]) {UUIDOID, TEXTOID, INT8OID, INT4OID}),
+			  values, nulls, true, 0);
+	nadi_rows_to_srf(fcinfo);
+	nadi_finish();
+	return (Datum) 0;
+}

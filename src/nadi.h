@@ -1,0 +1,113 @@
+/*
+ * nadi.h — declarations shared by the nadi extension's C files: SQLSTATEs,
+ * GUCs, the caller's authentication context, the injectable clock and the
+ * per-session lock (SessionTx) through which every session mutation goes.
+ */
+#ifndef NADI_H
+#define NADI_H
+
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+/*
+ * nadi's own SQLSTATEs, class "NA".  The table in docs/SQL_API.md lists them;
+ * keep the two in step.
+ */
+#define ERRCODE_NADI_INVALID_TRANSITION   MAKE_SQLSTATE('N','A','0','0','1')
+#define ERRCODE_NADI_SESSION_NOT_FOUND    MAKE_SQLSTATE('N','A','0','0','2')
+#define ERRCODE_NADI_COMMAND_NOT_FOUND    MAKE_SQLSTATE('N','A','0','0','3')
+#define ERRCODE_NADI_LEASE_HELD           MAKE_SQLSTATE('N','A','0','0','4')
+#define ERRCODE_NADI_FENCED               MAKE_SQLSTATE('N','A','0','0','5')
+#define ERRCODE_NADI_COMMAND_STATE        MAKE_SQLSTATE('N','A','0','0','6')
+#define ERRCODE_NADI_IDEMPOTENCY_CONFLICT MAKE_SQLSTATE('N','A','0','0','7')
+#define ERRCODE_NADI_NO_CAPACITY          MAKE_SQLSTATE('N','A','0','0','8')
+#define ERRCODE_NADI_HOST_NOT_FOUND       MAKE_SQLSTATE('N','A','0','0','9')
+#define ERRCODE_NADI_SESSION_NOT_LIVE     MAKE_SQLSTATE('N','A','0','1','0')
+#define ERRCODE_NADI_PAYLOAD_TOO_LARGE    MAKE_SQLSTATE('N','A','0','1','1')
+#define ERRCODE_NADI_LIMIT_EXCEEDED       MAKE_SQLSTATE('N','A','0','1','2')
+#define ERRCODE_NADI_INVALID_TOKEN        MAKE_SQLSTATE('N','A','0','2','0')
+#define ERRCODE_NADI_TOKEN_EXPIRED        MAKE_SQLSTATE('N','A','0','2','1')
+#define ERRCODE_NADI_NO_SIGNING_KEY       MAKE_SQLSTATE('N','A','0','2','2')
+#define ERRCODE_NADI_NOT_AUTHENTICATED    MAKE_SQLSTATE('N','A','0','3','0')
+#define ERRCODE_NADI_FORBIDDEN            MAKE_SQLSTATE('N','A','0','3','1')
+
+/* GUCs (guc.c) */
+extern int	nadi_lease_ttl_ms;
+extern int	nadi_host_ttl_ms;
+extern int	nadi_max_payload_bytes;
+extern int	nadi_max_attempts;
+extern int	nadi_backoff_base_ms;
+extern int	nadi_backoff_max_ms;
+extern int	nadi_crash_budget;
+extern int	nadi_max_queued_per_session;
+extern int	nadi_max_live_sessions;
+extern int	nadi_clock_offset_ms;
+extern bool nadi_notify;
+extern bool nadi_allow_hs256;
+
+extern void nadi_guc_define(void);
+
+/* clock.c: the one clock every expiry decision reads */
+extern TimestampTz nadi_now(void);
+
+/* auth.c: who is calling, established by nadi.authenticate(token) */
+typedef enum NadiScope
+{
+	NADI_SCOPE_NONE = 0,		/* no token: the caller's database role decides */
+	NADI_SCOPE_ADMIN,			/* every tenant */
+	NADI_SCOPE_TENANT,			/* every session of one tenant */
+	NADI_SCOPE_SESSION,			/* one session of one tenant */
+	NADI_SCOPE_SANDBOX			/* one sandbox of one session (credentials proxy) */
+} NadiScope;
+
+extern NadiScope nadi_scope_from_string(const char *s);
+extern const char *nadi_scope_name(NadiScope scope);
+extern void nadi_auth_set(const char *tenant, const char *subject, NadiScope scope,
+						  const pg_uuid_t *sid, Jsonb *claims, bool txn_local);
+extern void nadi_auth_reset(void);
+extern NadiScope nadi_auth_scope(void);
+extern const char *nadi_auth_tenant(void);	/* NULL without a token */
+extern Jsonb *nadi_auth_claims(void);
+extern const pg_uuid_t *nadi_auth_sid(void);
+extern const char *nadi_actor(void);	/* role or token subject, for audit */
+extern bool nadi_caller_is_privileged(void);	/* admin or cell role, no token */
+extern bool nadi_tenant_visible(const char *tenant, const pg_uuid_t *sid);
+extern const char *nadi_caller_tenant_for_create(const char *requested);
+extern void nadi_require_admin(void);
+
+/* util.c */
+extern void nadi_check_payload(Jsonb *payload, const char *what);
+extern void nadi_check_limit(int32 limit, int32 max);
+extern char *nadi_uuid_out(const pg_uuid_t *u);
+extern void nadi_uuid_v7(pg_uuid_t *u);
+extern Datum nadi_row_datum(FunctionCallInfo fcinfo, HeapTuple tuple, TupleDesc spi_desc,
+							MemoryContext outer);
+extern void nadi_rows_to_srf(FunctionCallInfo fcinfo);
+extern int	nadi_exec(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only, long count);
+extern Jsonb *nadi_jsonb(const char *text);
+extern void nadi_json_str(StringInfo buf, const char *key, const char *value);
+extern void nadi_json_int(StringInfo buf, const char *key, int64 value);
+extern void nadi_json_raw(StringInfo buf, const char *key, const char *json);
+extern char *nadi_jsonb_text(Jsonb *j);
+extern char *nadi_timestamptz_text(TimestampTz ts);
+extern void nadi_audit(const char *action, const pg_uuid_t *session_id,
+					   const char *tenant, Jsonb *detail);
+extern void nadi_connect(void);
+extern void nadi_finish(void);
+extern SPIPlanPtr nadi_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes);
+
+#define NADI_ARG_NOT_NULL(n, name) \
+	do { \
+		if (PG_ARGISNULL(n)) \
+			ereport(ERROR, \
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), \
+					 errmsg("%s must not be null", (name)))); \
+	} while (0)
+
+#endif							/* NADI_H */

@@ -1,0 +1,382 @@
+/*
+ * placement.c — cell hosts and sandbox hosts (registration, heartbeats,
+ * draining) and placement: a pending session goes to the least-loaded live
+ * cell host with room that carries the labels it asks for, preferring hosts
+ * labelled for its tenant and refusing hosts labelled for another tenant.
+ * Its sandbox host is kept across re-placements while it lives (that is
+ * where the session's files are).
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+
+#include "nadi.h"
+#include "session.h"
+#include "wake.h"
+
+typedef struct HostKind
+{
+	const char *table;			/* nadi.cell_hosts or nadi.sandbox_hosts */
+	const char *noun;			/* for messages and audit */
+	SPIPlanPtr	register_plan;
+	SPIPlanPtr	heartbeat_plan;
+	SPIPlanPtr	state_plan;
+} HostKind;
+
+static HostKind cell_kind = {"nadi.cell_hosts", "cell_host"};
+static HostKind sandbox_kind = {"nadi.sandbox_hosts", "sandbox_host"};
+
+static void
+host_id_validate(const char *host_id)
+{
+	size_t		len = strlen(host_id);
+	bool		ok = len >= 1 && len <= 63 && isalnum((unsigned char) host_id[0]);
+
+	for (size_t i = 1; ok && i < len; i++)
+		ok = isalnum((unsigned char) host_id[i]) || strchr("._:-", host_id[i]) != NULL;
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid host id \"%s\"", host_id),
+				 errdetail("Host ids are 1 to 63 letters, digits, '.', '_', ':' or '-', starting with a letter or digit.")));
+}
+
+static Jsonb *
+host_detail(const char *host_id, int32 capacity)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	nadi_json_str(&buf, "host_id", host_id);
+	if (capacity >= 0)
+		nadi_json_int(&buf, "capacity", capacity);
+	appendStringInfoChar(&buf, '}');
+	return nadi_jsonb(buf.data);
+}
+
+static Datum
+host_register(FunctionCallInfo fcinfo, HostKind *kind)
+{
+	MemoryContext outer = CurrentMemoryContext;
+	char	   *host_id;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int32		capacity = PG_ARGISNULL(2) ? 100 : PG_GETARG_INT32(2);
+	Jsonb	   *labels = PG_ARGISNULL(3) ? nadi_jsonb("{}") : PG_GETARG_JSONB_P(3);
+	Datum		result;
+
+	NADI_ARG_NOT_NULL(0, "host_id");
+	host_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	host_id_validate(host_id);
+	if (capacity < 0 || capacity > 1000000)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("capacity must be between 0 and 1000000")));
+	if (!JB_ROOT_IS_OBJECT(labels) || JB_ROOT_IS_SCALAR(labels))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("labels must be a JSON object")));
+	nadi_check_payload(labels, "labels");
+
+	values[0] = CStringGetTextDatum(host_id);
+	if (PG_ARGISNULL(1))
+		nulls[1] = 'n';
+	else
+		values[1] = PG_GETARG_DATUM(1);
+	values[2] = Int32GetDatum(capacity);
+	values[3] = JsonbPGetDatum(labels);
+	values[4] = TimestampTzGetDatum(nadi_now());
+
+	nadi_connect();
+	nadi_exec(nadi_plan(&kind->register_plan,
+						psprintf("INSERT INTO %s AS h (host_id, address, capacity, labels, state, "
+								 "registered_at, heartbeat_at) VALUES ($1, $2, $3, $4, 'live', $5, $5) "
+								 "ON CONFLICT (host_id) DO UPDATE SET address = EXCLUDED.address, "
+								 "capacity = EXCLUDED.capacity, labels = EXCLUDED.labels, state = 'live', "
+								 "heartbeat_at = EXCLUDED.heartbeat_at RETURNING *", kind->table),
+						5, (Oid[]) {TEXTOID, TEXTOID, INT4OID, JSONBOID, TIMESTAMPTZOID}),
+			  values, nulls, false, 0);
+	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+	nadi_audit(psprintf("%s.register", kind->noun), NULL, NULL, host_detail(host_id, capacity));
+	nadi_finish();
+	nadi_wake_broker_at_commit();
+	PG_RETURN_DATUM(result);
+}
+
+static Datum
+host_heartbeat(FunctionCallInfo fcinfo, HostKind *kind)
+{
+	MemoryContext outer = CurrentMemoryContext;
+	Datum		values[2];
+	Datum		result;
+	bool		revived;
+	bool		isnull;
+
+	NADI_ARG_NOT_NULL(0, "host_id");
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = TimestampTzGetDatum(nadi_now());
+	nadi_connect();
+	nadi_exec(nadi_plan(&kind->heartbeat_plan,
+						psprintf("UPDATE %s h SET heartbeat_at = $2, "
+								 "state = CASE WHEN h.state = 'dead' THEN 'live' ELSE h.state END "
+								 "FROM (SELECT host_id, state = 'dead' AS was_dead FROM %s "
+								 "      WHERE host_id = $1 FOR UPDATE) o "
+								 "WHERE h.host_id = o.host_id RETURNING h.*, o.was_dead",
+								 kind->table, kind->table),
+						2, (Oid[]) {TEXTOID, TIMESTAMPTZOID}),
+			  values, NULL, false, 0);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_HOST_NOT_FOUND),
+				 errmsg("%s \"%s\" is not registered", kind->noun, text_to_cstring(PG_GETARG_TEXT_PP(0))),
+				 errhint("Register the host before sending heartbeats.")));
+	revived = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										 SPI_tuptable->tupdesc->natts, &isnull));
+	{
+		/* drop the trailing was_dead column */
+		TupleDesc	desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
+
+		desc->natts--;
+		result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], desc, outer);
+	}
+	nadi_finish();
+	if (revived)
+		nadi_wake_broker_at_commit();
+	PG_RETURN_DATUM(result);
+}
+
+static Datum
+host_set_state(FunctionCallInfo fcinfo, HostKind *kind)
+{
+	MemoryContext outer = CurrentMemoryContext;
+	Datum		values[2];
+	Datum		result;
+
+	NADI_ARG_NOT_NULL(0, "host_id");
+	NADI_ARG_NOT_NULL(1, "state");
+	nadi_require_admin();
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = CStringGetTextDatum(DatumGetCString(DirectFunctionCall1(enum_out, PG_GETARG_DATUM(1))));
+	nadi_connect();
+	nadi_exec(nadi_plan(&kind->state_plan,
+						psprintf("UPDATE %s SET state = $2::nadi.host_state WHERE host_id = $1 "
+								 "RETURNING *", kind->table),
+						2, (Oid[]) {TEXTOID, TEXTOID}),
+			  values, NULL, false, 0);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_HOST_NOT_FOUND),
+				 errmsg("%s \"%s\" is not registered", kind->noun, text_to_cstring(PG_GETARG_TEXT_PP(0)))));
+	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+	nadi_audit(psprintf("%s.%s", kind->noun, TextDatumGetCString(values[1])),
+			   NULL, NULL, host_detail(text_to_cstring(PG_GETARG_TEXT_PP(0)), -1));
+	nadi_finish();
+	nadi_wake_broker_at_commit();
+	PG_RETURN_DATUM(result);
+}
+
+PG_FUNCTION_INFO_V1(nadi_cell_host_register);
+Datum
+nadi_cell_host_register(PG_FUNCTION_ARGS)
+{
+	return host_register(fcinfo, &cell_kind);
+}
+
+PG_FUNCTION_INFO_V1(nadi_cell_host_heartbeat);
+Datum
+nadi_cell_host_heartbeat(PG_FUNCTION_ARGS)
+{
+	return host_heartbeat(fcinfo, &cell_kind);
+}
+
+PG_FUNCTION_INFO_V1(nadi_cell_host_set_state);
+Datum
+nadi_cell_host_set_state(PG_FUNCTION_ARGS)
+{
+	return host_set_state(fcinfo, &cell_kind);
+}
+
+PG_FUNCTION_INFO_V1(nadi_sandbox_host_register);
+Datum
+nadi_sandbox_host_register(PG_FUNCTION_ARGS)
+{
+	return host_register(fcinfo, &sandbox_kind);
+}
+
+PG_FUNCTION_INFO_V1(nadi_sandbox_host_heartbeat);
+Datum
+nadi_sandbox_host_heartbeat(PG_FUNCTION_ARGS)
+{
+	return host_heartbeat(fcinfo, &sandbox_kind);
+}
+
+PG_FUNCTION_INFO_V1(nadi_sandbox_host_set_state);
+Datum
+nadi_sandbox_host_set_state(PG_FUNCTION_ARGS)
+{
+	return host_set_state(fcinfo, &sandbox_kind);
+}
+
+/*
+ * Choose hosts for a locked pending session and place it.  Returns false
+ * (changing nothing) when no live cell host has room for it.
+ */
+static bool
+place_locked(SessionTx *tx)
+{
+	static SPIPlanPtr cell_plan = NULL;
+	static SPIPlanPtr sandbox_plan = NULL;
+	static SPIPlanPtr labels_plan = NULL;
+	Datum		values[4];
+	char	   *cell;
+	char	   *sandbox = NULL;
+
+	values[0] = UUIDPGetDatum(&tx->id);
+	nadi_exec(nadi_plan(&labels_plan, "SELECT labels FROM nadi.sessions WHERE session_id = $1",
+						1, (Oid[]) {UUIDOID}),
+			  values, NULL, false, 1);
+	values[0] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool) {false});
+	values[1] = CStringGetTextDatum(tx->tenant);
+	values[2] = TimestampTzGetDatum(nadi_now() - (TimestampTz) nadi_host_ttl_ms * 1000);
+
+	/*
+	 * Load counts the sessions a host has taken on and not let go; a host
+	 * labelled "tenant" serves that tenant only, and is preferred by it.
+	 */
+	nadi_exec(nadi_plan(&cell_plan,
+						"SELECT h.host_id FROM nadi.cell_hosts h, LATERAL ("
+						"  SELECT count(*) AS load FROM nadi.sessions s WHERE s.cell_host_id = h.host_id "
+						"  AND s.state IN ('placed', 'active', 'terminating')) l "
+						"WHERE h.state = 'live' AND h.heartbeat_at > $3 AND h.labels @> $1 "
+						"AND coalesce(h.labels->>'tenant', $2) = $2 AND l.load < h.capacity "
+						"ORDER BY (h.labels ? 'tenant') DESC, l.load::float8 / h.capacity, h.host_id "
+						"LIMIT 1",
+						3, (Oid[]) {JSONBOID, TEXTOID, TIMESTAMPTZOID}),
+			  values, NULL, false, 1);
+	if (SPI_processed != 1)
+		return false;
+	cell = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+	/* keep a live sandbox host; otherwise pick the least loaded live one */
+	values[3] = tx->sandbox_host_id ? CStringGetTextDatum(tx->sandbox_host_id) : (Datum) 0;
+	nadi_exec(nadi_plan(&sandbox_plan,
+						"SELECT h.host_id FROM nadi.sandbox_hosts h, LATERAL ("
+						"  SELECT count(*) AS load FROM nadi.sessions s WHERE s.sandbox_host_id = h.host_id "
+						"  AND s.state NOT IN ('terminated', 'failed')) l "
+						"WHERE h.state = 'live' AND h.heartbeat_at > $3 AND h.labels @> $1 "
+						"AND coalesce(h.labels->>'tenant', $2) = $2 "
+						"AND (h.host_id = $4 OR l.load < h.capacity) "
+						"ORDER BY h.host_id = $4 DESC NULLS LAST, (h.labels ? 'tenant') DESC, "
+						"l.load::float8 / greatest(h.capacity, 1), h.host_id LIMIT 1",
+						4, (Oid[]) {JSONBOID, TEXTOID, TIMESTAMPTZOID, TEXTOID}),
+			  values, tx->sandbox_host_id ? "    " : "   n", false, 1);
+	if (SPI_processed == 1)
+		sandbox = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+	session_set_hosts(tx, cell, sandbox);
+	session_set_state(tx, SS_PLACED, psprintf("placed on cell host %s", cell));
+	session_save(tx);
+	return true;
+}
+
+/*
+ * nadi.place(session_id) → sessions
+ * Raises ERRCODE_NADI_NO_CAPACITY when no live cell host can take it.
+ */
+PG_FUNCTION_INFO_V1(nadi_place);
+Datum
+nadi_place(PG_FUNCTION_ARGS)
+{
+	MemoryContext outer = CurrentMemoryContext;
+	SessionTx  *tx;
+	Datum		result;
+
+	NADI_ARG_NOT_NULL(0, "session_id");
+	nadi_require_admin();
+	nadi_connect();
+	tx = session_lock(PG_GETARG_UUID_P(0));
+	if (tx->state != SS_PENDING)
+		session_set_state(tx, SS_PLACED, NULL);	/* raises for any other state */
+	if (!place_locked(tx))
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_NO_CAPACITY),
+				 errmsg("no live cell host can take session %s", tx->id_text),
+				 errdetail("Every live cell host is full, missing the session's labels, or reserved for another tenant."),
+				 errhint("Register a cell host, raise a host's capacity, or check the session's labels.")));
+	result = session_row(fcinfo, &tx->id, outer);
+	nadi_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * nadi.place_pending(limit) → number placed
+ * The broker's batch: places up to limit pending sessions, oldest first,
+ * skipping sessions another placer holds and those no host can take.
+ */
+PG_FUNCTION_INFO_V1(nadi_place_pending);
+Datum
+nadi_place_pending(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	int32		limit = PG_ARGISNULL(0) ? 100 : PG_GETARG_INT32(0);
+	Datum		values[1];
+	uint64		n;
+	pg_uuid_t  *ids;
+	int			placed = 0;
+
+	nadi_require_admin();
+	nadi_check_limit(limit, 100000);
+	nadi_connect();
+	values[0] = Int32GetDatum(limit);
+	nadi_exec(nadi_plan(&plan,
+						"SELECT session_id FROM nadi.sessions WHERE state = 'pending' "
+						"ORDER BY session_id LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED",
+						1, (Oid[]) {INT4OID}),
+			  values, NULL, false, 0);
+	n = SPI_processed;
+	ids = palloc(sizeof(pg_uuid_t) * (n + 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	for (uint64 i = 0; i < n; i++)
+	{
+		SessionTx  *tx = session_lock(&ids[i]);
+
+		if (tx->state == SS_PENDING && place_locked(tx))
+			placed++;
+	}
+	nadi_finish();
+	PG_RETURN_INT32(placed);
+}
+
+/*
+ * nadi.cell_sessions(cell_host_id) → setof sessions
+ * What a cell host should be working on: sessions placed on it, held by it,
+ * or terminating there.
+ */
+PG_FUNCTION_INFO_V1(nadi_cell_sessions);
+Datum
+nadi_cell_sessions(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+
+	NADI_ARG_NOT_NULL(0, "cell_host_id");
+	InitMaterializedSRF(fcinfo, 0);
+	values[0] = PG_GETARG_DATUM(0);
+	nadi_connect();
+	nadi_exec(nadi_plan(&plan,
+						"SELECT * FROM nadi.sessions WHERE cell_host_id = $1 "
+						"AND state IN ('placed', 'active', 'terminating') ORDER BY session_id",
+						1, (Oid[]) {TEXTOID}),
+			  values, NULL, true, 0);
+	nadi_rows_to_srf(fcinfo);
+	nadi_finish();
+	return (Datum) 0;
+}

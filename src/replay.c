@@ -1,0 +1,350 @@
+/*
+ * replay.c — folds a session's event log into the state a cell holds for it
+ * (invariant 7: cell state is reconstructable).  The fold is a pure function
+ * of the events, applied in sequence order; docs/SQL_API.md lists what each
+ * event kind contributes.  A cell that resumes a session after a crash or a
+ * suspension starts from exactly this.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/jsonb.h"
+
+#include "nadi.h"
+#include "session.h"
+
+typedef struct ReplayCommand
+{
+	int64		command_id;		/* hash key */
+	int			order;			/* position in the commands array */
+} ReplayCommand;
+
+typedef struct CommandState
+{
+	int64		id;
+	char	   *type;
+	const char *status;
+	bool		cancel_requested;
+} CommandState;
+
+typedef struct Replay
+{
+	char	   *tenant;
+	const char *state;
+	int64		last_seq;
+	int64		epoch;
+	char	   *cell_host_id;
+	int64		open_command;
+	char	   *pending_permission;	/* JSON text */
+	StringInfoData messages;	/* JSON array elements, comma separated */
+	int			nmessages;
+	CommandState *commands;
+	int			ncommands;
+	int			capcommands;
+	HTAB	   *index;
+} Replay;
+
+static JsonbValue *
+member(Jsonb *j, const char *key)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	return findJsonbValueFromContainer(&j->root, JB_FOBJECT, &k);
+}
+
+static char *
+member_text(Jsonb *j, const char *key)
+{
+	JsonbValue *v = member(j, key);
+
+	if (v == NULL || v->type != jbvString)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/* A member as JSON text (any type), or NULL when absent. */
+static char *
+member_json(Jsonb *j, const char *key)
+{
+	JsonbValue *v = member(j, key);
+	Jsonb	   *sub;
+
+	if (v == NULL)
+		return NULL;
+	sub = JsonbValueToJsonb(v);
+	return nadi_jsonb_text(sub);
+}
+
+static CommandState *
+command_find(Replay *r, int64 id)
+{
+	bool		found;
+	ReplayCommand *e = hash_search(r->index, &id, HASH_FIND, &found);
+
+	return found ? &r->commands[e->order] : NULL;
+}
+
+static void
+command_add(Replay *r, int64 id, const char *type, const char *status)
+{
+	bool		found;
+	ReplayCommand *e;
+
+	if (r->ncommands == r->capcommands)
+	{
+		r->capcommands = r->capcommands ? r->capcommands * 2 : 16;
+		r->commands = r->commands ? repalloc(r->commands, sizeof(CommandState) * r->capcommands)
+			: palloc(sizeof(CommandState) * r->capcommands);
+	}
+	e = hash_search(r->index, &id, HASH_ENTER, &found);
+	e->order = r->ncommands;
+	r->commands[r->ncommands].id = id;
+	r->commands[r->ncommands].type = pstrdup(type);
+	r->commands[r->ncommands].status = status;
+	r->commands[r->ncommands].cancel_requested = false;
+	r->ncommands++;
+}
+
+static void
+command_status(Replay *r, int64 id, const char *status)
+{
+	CommandState *c = command_find(r, id);
+
+	if (c)
+		c->status = status;
+	if (r->open_command == id && strcmp(status, "running") != 0)
+		r->open_command = 0;
+}
+
+static void
+message_add(Replay *r, const char *role, const char *content_json, int64 command_id,
+			const char *extra_key, const char *extra_json)
+{
+	StringInfo	m = &r->messages;
+	StringInfoData one;
+
+	initStringInfo(&one);
+	appendStringInfoChar(&one, '{');
+	nadi_json_str(&one, "role", role);
+	nadi_json_raw(&one, "content", content_json);
+	if (command_id > 0)
+		nadi_json_int(&one, "command_id", command_id);
+	if (extra_key && extra_json)
+		nadi_json_raw(&one, extra_key, extra_json);
+	appendStringInfoChar(&one, '}');
+	if (r->nmessages++ > 0)
+		appendStringInfoChar(m, ',');
+	appendStringInfoString(m, one.data);
+}
+
+/* Apply one event.  Unknown kinds change nothing but last_seq. */
+static void
+replay_apply(Replay *r, int64 seq, const char *kind, Jsonb *p, int64 cmd)
+{
+	r->last_seq = seq;
+
+	if (strcmp(kind, "session.created") == 0)
+		r->tenant = member_text(p, "tenant_id");
+	else if (strcmp(kind, "session.state") == 0)
+		r->state = member_text(p, "to");
+	else if (strcmp(kind, "session.lease") == 0)
+	{
+		char	   *what = member_text(p, "event");
+		JsonbValue *epoch = member(p, "epoch");
+
+		if (epoch && epoch->type == jbvNumeric)
+			r->epoch = DatumGetInt64(DirectFunctionCall1(numeric_int8,
+														 NumericGetDatum(epoch->val.numeric)));
+		r->cell_host_id = (what && (strcmp(what, "acquired") == 0 || strcmp(what, "taken_over") == 0))
+			? member_text(p, "cell_host_id") : NULL;
+	}
+	else if (strcmp(kind, "command.received") == 0)
+	{
+		char	   *type = member_text(p, "type");
+		bool		control = type && (strcmp(type, "cancel") == 0 || strcmp(type, "approve") == 0 ||
+									   strcmp(type, "deny") == 0);
+
+		command_add(r, cmd, type ? type : "", control ? "completed" : "queued");
+		if (type && strcmp(type, "message") == 0)
+		{
+			JsonbValue *payload = member(p, "payload");
+
+			if (payload && payload->type == jbvBinary)
+			{
+				Jsonb	   *pj = JsonbValueToJsonb(payload);
+
+				message_add(r, "user", member_json(pj, "text"), cmd, NULL, NULL);
+			}
+		}
+	}
+	else if (strcmp(kind, "command.started") == 0)
+	{
+		command_status(r, cmd, "running");
+		r->open_command = cmd;
+	}
+	else if (strcmp(kind, "command.completed") == 0)
+		command_status(r, cmd, "completed");
+	else if (strcmp(kind, "command.failed") == 0)
+	{
+		JsonbValue *retry = member(p, "will_retry");
+
+		command_status(r, cmd, (retry && retry->type == jbvBool && retry->val.boolean) ? "queued" : "failed");
+	}
+	else if (strcmp(kind, "command.dead") == 0)
+		command_status(r, cmd, "dead");
+	else if (strcmp(kind, "command.cancelled") == 0)
+		command_status(r, cmd, "cancelled");
+	else if (strcmp(kind, "command.requeued") == 0)
+		command_status(r, cmd, "queued");
+	else if (strcmp(kind, "command.cancel_requested") == 0)
+	{
+		CommandState *c = command_find(r, cmd);
+
+		if (c)
+			c->cancel_requested = true;
+	}
+	else if (strcmp(kind, "permission.requested") == 0)
+	{
+		StringInfoData buf;
+
+		command_status(r, cmd, "waiting");
+		initStringInfo(&buf);
+		appendStringInfoChar(&buf, '{');
+		nadi_json_int(&buf, "command_id", cmd);
+		nadi_json_raw(&buf, "request", nadi_jsonb_text(p));
+		appendStringInfoChar(&buf, '}');
+		r->pending_permission = buf.data;
+	}
+	else if (strcmp(kind, "permission.resolved") == 0)
+	{
+		command_status(r, cmd, "queued");
+		r->pending_permission = NULL;
+	}
+	else if (strcmp(kind, "model.reply") == 0)
+		message_add(r, "assistant", member_json(p, "text"), cmd,
+					"tool_calls", member_json(p, "tool_calls"));
+	else if (strcmp(kind, "tool.result") == 0)
+		message_add(r, "tool", member_json(p, "result"), cmd,
+					"name", member_json(p, "name"));
+}
+
+static char *
+replay_json(Replay *r, const pg_uuid_t *id)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	nadi_json_str(&buf, "session_id", nadi_uuid_out(id));
+	nadi_json_str(&buf, "tenant_id", r->tenant);
+	nadi_json_str(&buf, "state", r->state);
+	nadi_json_int(&buf, "last_seq", r->last_seq);
+	nadi_json_int(&buf, "epoch", r->epoch);
+	nadi_json_str(&buf, "cell_host_id", r->cell_host_id);
+	if (r->open_command > 0)
+		nadi_json_int(&buf, "open_command", r->open_command);
+	else
+		nadi_json_raw(&buf, "open_command", "null");
+	nadi_json_raw(&buf, "pending_permission", r->pending_permission);
+	appendStringInfoString(&buf, ",\"messages\":[");
+	appendStringInfoString(&buf, r->messages.data);
+	appendStringInfoString(&buf, "],\"commands\":[");
+	for (int i = 0; i < r->ncommands; i++)
+	{
+		StringInfoData c;
+
+		initStringInfo(&c);
+		appendStringInfoChar(&c, '{');
+		nadi_json_int(&c, "command_id", r->commands[i].id);
+		nadi_json_str(&c, "type", r->commands[i].type);
+		nadi_json_str(&c, "status", r->commands[i].status);
+		if (r->commands[i].cancel_requested)
+			nadi_json_raw(&c, "cancel_requested", "true");
+		appendStringInfoChar(&c, '}');
+		if (i > 0)
+			appendStringInfoChar(&buf, ',');
+		appendStringInfoString(&buf, c.data);
+	}
+	appendStringInfoString(&buf, "]}");
+	return buf.data;
+}
+
+/*
+ * nadi.session_replay(session_id, upto) → jsonb
+ * The state after applying events 1..upto (all when upto is NULL).
+ */
+PG_FUNCTION_INFO_V1(nadi_session_replay);
+Datum
+nadi_session_replay(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	MemoryContext outer = CurrentMemoryContext;
+	pg_uuid_t  *id;
+	int64		upto = PG_ARGISNULL(1) ? PG_INT64_MAX : PG_GETARG_INT64(1);
+	Replay		r = {0};
+	HASHCTL		ctl = {0};
+	Portal		portal;
+	Datum		values[2];
+	char	   *json;
+	Jsonb	   *result;
+
+	NADI_ARG_NOT_NULL(0, "session_id");
+	id = PG_GETARG_UUID_P(0);
+	if (upto < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("upto must not be negative")));
+
+	nadi_connect();
+	inbox_require_visible_session(id);
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(ReplayCommand);
+	ctl.hcxt = CurrentMemoryContext;
+	r.index = hash_create("nadi replay commands", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	r.state = "pending";
+	initStringInfo(&r.messages);
+
+	values[0] = UUIDPGetDatum(id);
+	values[1] = Int64GetDatum(upto);
+	portal = SPI_cursor_open(NULL,
+							 nadi_plan(&plan,
+									   "SELECT seq, kind, payload, command_id FROM nadi.events "
+									   "WHERE session_id = $1 AND seq <= $2 ORDER BY seq",
+									   2, (Oid[]) {UUIDOID, INT8OID}),
+							 values, NULL, true);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, 1000);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	row = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			int64		seq = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
+			char	   *kind = SPI_getvalue(row, desc, 2);
+			Jsonb	   *payload = DatumGetJsonbP(SPI_getbinval(row, desc, 3, &isnull));
+			Datum		cmd = SPI_getbinval(row, desc, 4, &isnull);
+
+			replay_apply(&r, seq, kind, payload, isnull ? 0 : DatumGetInt64(cmd));
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	json = replay_json(&r, id);
+
+	{
+		MemoryContext old = MemoryContextSwitchTo(outer);
+
+		result = nadi_jsonb(json);
+		MemoryContextSwitchTo(old);
+	}
+	nadi_finish();
+	PG_RETURN_JSONB_P(result);
+}

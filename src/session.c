@@ -1,0 +1,615 @@
+/*
+ * session.c — sessions: the state machine (a transition table enforced here
+ * and nowhere else), the per-session lock every writer takes first, event
+ * sequencing, and the SQL functions to create, read, list and terminate
+ * sessions.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "commands/async.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+
+#include "nadi.h"
+#include "session.h"
+#include "wake.h"
+
+static const char *const state_names[SS_COUNT] = {
+	[SS_PENDING] = "pending",
+	[SS_PLACED] = "placed",
+	[SS_ACTIVE] = "active",
+	[SS_SUSPENDED] = "suspended",
+	[SS_TERMINATING] = "terminating",
+	[SS_TERMINATED] = "terminated",
+	[SS_FAILED] = "failed",
+};
+
+/*
+ * The transition table.  A pair not listed here is illegal and raises
+ * ERRCODE_NADI_INVALID_TRANSITION.  docs/SQL_API.md draws it.
+ */
+typedef struct Transition
+{
+	SessionState from;
+	SessionState to;
+	const char *cause;
+} Transition;
+
+static const Transition transitions[] = {
+	{SS_PENDING, SS_PLACED, "the broker placed it on a live cell host"},
+	{SS_PLACED, SS_ACTIVE, "a cell acquired its lease"},
+	{SS_PLACED, SS_PENDING, "its cell host died or was drained before taking it"},
+	{SS_ACTIVE, SS_SUSPENDED, "its cell released the lease while idle"},
+	{SS_ACTIVE, SS_PENDING, "its lease expired; the epoch moved on"},
+	{SS_SUSPENDED, SS_PENDING, "a command arrived for it"},
+	{SS_PENDING, SS_TERMINATING, "terminate"},
+	{SS_PLACED, SS_TERMINATING, "terminate"},
+	{SS_ACTIVE, SS_TERMINATING, "terminate"},
+	{SS_SUSPENDED, SS_TERMINATING, "terminate"},
+	{SS_TERMINATING, SS_TERMINATED, "no cell holds it any more"},
+	{SS_PENDING, SS_FAILED, "crash budget exhausted, or an operator failed it"},
+	{SS_PLACED, SS_FAILED, "crash budget exhausted, or an operator failed it"},
+	{SS_ACTIVE, SS_FAILED, "crash budget exhausted, or an operator failed it"},
+	{SS_SUSPENDED, SS_FAILED, "an operator failed it"},
+};
+
+const char *
+session_state_name(SessionState s)
+{
+	return state_names[s];
+}
+
+SessionState
+session_state_from_name(const char *name)
+{
+	for (int i = 0; i < SS_COUNT; i++)
+		if (strcmp(state_names[i], name) == 0)
+			return (SessionState) i;
+	elog(ERROR, "unknown session state \"%s\"", name);
+	return SS_COUNT;
+}
+
+bool
+session_state_is_live(SessionState s)
+{
+	return s != SS_TERMINATED && s != SS_FAILED;
+}
+
+static const Transition *
+transition_find(SessionState from, SessionState to)
+{
+	for (int i = 0; i < lengthof(transitions); i++)
+		if (transitions[i].from == from && transitions[i].to == to)
+			return &transitions[i];
+	return NULL;
+}
+
+/*
+ * Lock a session row and load it.  Raises ERRCODE_NADI_SESSION_NOT_FOUND
+ * when it does not exist or the caller may not see it (the two look the same
+ * on purpose, so ids do not leak across tenants).  Call with SPI connected;
+ * the struct lives in the SPI procedure context.
+ */
+SessionTx *
+session_lock(const pg_uuid_t *id)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1];
+	SessionTx  *tx;
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+
+	values[0] = UUIDPGetDatum(id);
+	nadi_exec(nadi_plan(&plan,
+						"SELECT tenant_id, state::text, cell_host_id, sandbox_host_id, "
+						"last_seq, crash_count, policy "
+						"FROM nadi.sessions WHERE session_id = $1 FOR NO KEY UPDATE",
+						1, types),
+			  values, NULL, false, 1);
+	if (SPI_processed == 1)
+	{
+		row = SPI_tuptable->vals[0];
+		desc = SPI_tuptable->tupdesc;
+		tx = palloc0(sizeof(SessionTx));
+		tx->id = *id;
+		tx->id_text = nadi_uuid_out(id);
+		tx->tenant = SPI_getvalue(row, desc, 1);
+		if (nadi_tenant_visible(tx->tenant, id))
+		{
+			tx->state = session_state_from_name(SPI_getvalue(row, desc, 2));
+			tx->orig_state = tx->state;
+			tx->cell_host_id = SPI_getvalue(row, desc, 3);
+			tx->sandbox_host_id = SPI_getvalue(row, desc, 4);
+			tx->last_seq = DatumGetInt64(SPI_getbinval(row, desc, 5, &isnull));
+			tx->orig_last_seq = tx->last_seq;
+			tx->crash_count = DatumGetInt32(SPI_getbinval(row, desc, 6, &isnull));
+			d = SPI_getbinval(row, desc, 7, &isnull);
+			tx->policy = DatumGetJsonbPCopy(d);
+			return tx;
+		}
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_NADI_SESSION_NOT_FOUND),
+			 errmsg("session %s not found", nadi_uuid_out(id)),
+			 errdetail("No session with this id is visible to the caller.")));
+	return NULL;
+}
+
+/*
+ * Move a locked session to another state, or raise if the table does not
+ * allow it.  Records a session.state event and wakes whoever must act.
+ */
+void
+session_set_state(SessionTx *tx, SessionState to, const char *cause)
+{
+	const Transition *t = transition_find(tx->state, to);
+	StringInfoData buf;
+
+	if (t == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_INVALID_TRANSITION),
+				 errmsg("invalid session state transition from %s to %s",
+						state_names[tx->state], state_names[to]),
+				 errdetail("Session %s is %s; the state machine has no edge to %s.",
+						   tx->id_text, state_names[tx->state], state_names[to]),
+				 errhint("See nadi.session_transitions() for the allowed transitions.")));
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	nadi_json_str(&buf, "from", state_names[tx->state]);
+	nadi_json_str(&buf, "to", state_names[to]);
+	nadi_json_str(&buf, "cause", cause ? cause : t->cause);
+	appendStringInfoChar(&buf, '}');
+
+	tx->state = to;
+	tx->dirty = true;
+	session_event(tx, "session.state", nadi_jsonb(buf.data), 0, -1);
+
+	switch (to)
+	{
+		case SS_PENDING:
+			nadi_wake_broker_at_commit();
+			break;
+		case SS_PLACED:
+		case SS_TERMINATING:
+			nadi_wake_cell_at_commit(tx->cell_host_id);
+			break;
+		default:
+			break;
+	}
+}
+
+void
+session_set_hosts(SessionTx *tx, const char *cell_host_id, const char *sandbox_host_id)
+{
+	tx->cell_host_id = cell_host_id ? pstrdup(cell_host_id) : NULL;
+	tx->sandbox_host_id = sandbox_host_id ? pstrdup(sandbox_host_id) : NULL;
+	tx->dirty = true;
+}
+
+/*
+ * Append an event to a locked session with the next sequence number.  epoch
+ * < 0 means "not written by a cell".  Returns the sequence number; the
+ * inserted row is left in SPI_tuptable.  The NOTIFY is delivered at commit
+ * and folded into one per session per transaction.
+ */
+int64
+session_event(SessionTx *tx, const char *kind, Jsonb *payload, int64 command_id, int64 epoch)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[8] = {UUIDOID, INT8OID, TEXTOID, TEXTOID, JSONBOID, INT8OID, INT8OID, TIMESTAMPTZOID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+	nadi_check_payload(payload, "event payload");
+	tx->last_seq++;
+	tx->dirty = true;
+	values[0] = UUIDPGetDatum(&tx->id);
+	values[1] = Int64GetDatum(tx->last_seq);
+	values[2] = CStringGetTextDatum(tx->tenant);
+	values[3] = CStringGetTextDatum(kind);
+	values[4] = JsonbPGetDatum(payload);
+	values[5] = Int64GetDatum(command_id);
+	if (command_id <= 0)
+		nulls[5] = 'n';
+	values[6] = Int64GetDatum(epoch);
+	if (epoch < 0)
+		nulls[6] = 'n';
+	values[7] = TimestampTzGetDatum(nadi_now());
+	nadi_exec(nadi_plan(&plan,
+						"INSERT INTO nadi.events "
+						"(session_id, seq, tenant_id, kind, payload, command_id, epoch, created_at) "
+						"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+						8, types),
+			  values, nulls, false, 0);
+	if (nadi_notify)
+		Async_Notify("nadi_events", tx->id_text);
+	return tx->last_seq;
+}
+
+/* Write a locked session's changes back, if it has any. */
+void
+session_save(SessionTx *tx)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[7] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT4OID, TIMESTAMPTZOID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+	if (!tx->dirty)
+		return;
+	values[0] = UUIDPGetDatum(&tx->id);
+	values[1] = CStringGetTextDatum(state_names[tx->state]);
+	if (tx->cell_host_id)
+		values[2] = CStringGetTextDatum(tx->cell_host_id);
+	else
+		nulls[2] = 'n';
+	if (tx->sandbox_host_id)
+		values[3] = CStringGetTextDatum(tx->sandbox_host_id);
+	else
+		nulls[3] = 'n';
+	values[4] = Int64GetDatum(tx->last_seq);
+	values[5] = Int32GetDatum(tx->crash_count);
+	values[6] = TimestampTzGetDatum(nadi_now());
+	nadi_exec(nadi_plan(&plan,
+						"UPDATE nadi.sessions SET state = $2::nadi.session_state, "
+						"cell_host_id = $3, sandbox_host_id = $4, last_seq = $5, "
+						"crash_count = $6, updated_at = $7 WHERE session_id = $1",
+						7, types),
+			  values, nulls, false, 0);
+	if (tx->state != tx->orig_state)
+	{
+		StringInfoData buf;
+
+		initStringInfo(&buf);
+		appendStringInfoChar(&buf, '{');
+		nadi_json_str(&buf, "from", state_names[tx->orig_state]);
+		nadi_json_str(&buf, "to", state_names[tx->state]);
+		appendStringInfoChar(&buf, '}');
+		nadi_audit("session.state", &tx->id, tx->tenant, nadi_jsonb(buf.data));
+		tx->orig_state = tx->state;
+	}
+	tx->orig_last_seq = tx->last_seq;
+	tx->dirty = false;
+}
+
+/* The session's row as the function's result, in the outer context. */
+Datum
+session_row(FunctionCallInfo fcinfo, const pg_uuid_t *id, MemoryContext outer)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1];
+
+	values[0] = UUIDPGetDatum(id);
+	nadi_exec(nadi_plan(&plan, "SELECT * FROM nadi.sessions WHERE session_id = $1", 1, types),
+			  values, NULL, false, 1);
+	if (SPI_processed != 1)
+		elog(ERROR, "session %s vanished", nadi_uuid_out(id));
+	return nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+}
+
+/*
+ * A terminating session that no cell holds any more is terminated: its open
+ * commands are cancelled and the lease is left released.
+ */
+void
+session_finish_termination(SessionTx *tx, const char *cause)
+{
+	inbox_cancel_open(tx, "session terminated");
+	session_set_state(tx, SS_TERMINATED, cause);
+}
+
+static Jsonb *
+arg_object(FunctionCallInfo fcinfo, int n, const char *name)
+{
+	Jsonb	   *j;
+
+	if (PG_ARGISNULL(n))
+		return nadi_jsonb("{}");
+	j = PG_GETARG_JSONB_P(n);
+	if (!JB_ROOT_IS_OBJECT(j) || JB_ROOT_IS_SCALAR(j))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a JSON object", name)));
+	nadi_check_payload(j, name);
+	return j;
+}
+
+/*
+ * nadi.session_create(tenant_id, metadata, labels, policy) → sessions
+ * The tenant comes from the token in force when there is one.
+ */
+PG_FUNCTION_INFO_V1(nadi_session_create);
+Datum
+nadi_session_create(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr lease_plan = NULL;
+	static SPIPlanPtr count_plan = NULL;
+	Oid			types[7] = {UUIDOID, TEXTOID, JSONBOID, JSONBOID, JSONBOID, TIMESTAMPTZOID, INT4OID};
+	Datum		values[7];
+	MemoryContext outer = CurrentMemoryContext;
+	const char *tenant;
+	Jsonb	   *metadata = arg_object(fcinfo, 1, "metadata");
+	Jsonb	   *labels = arg_object(fcinfo, 2, "labels");
+	Jsonb	   *policy = arg_object(fcinfo, 3, "policy");
+	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
+	SessionTx  *tx;
+	StringInfoData buf;
+	Datum		result;
+	int64		live;
+	bool		isnull;
+
+	tenant = nadi_caller_tenant_for_create(PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	if (tenant[0] == '\0' || strlen(tenant) > 255)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("tenant_id must be 1 to 255 bytes long")));
+	nadi_uuid_v7(id);
+
+	nadi_connect();
+
+	/* the per-tenant limit on live sessions, serialized per tenant */
+	values[0] = CStringGetTextDatum(tenant);
+	nadi_exec(nadi_plan(&count_plan,
+						"SELECT pg_advisory_xact_lock(1851878505, hashtext($1)), "
+						"(SELECT count(*) FROM nadi.sessions WHERE tenant_id = $1 "
+						" AND state NOT IN ('terminated', 'failed'))",
+						1, (Oid[]) {TEXTOID}),
+			  values, NULL, false, 1);
+	live = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (live >= nadi_max_live_sessions)
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_LIMIT_EXCEEDED),
+				 errmsg("tenant \"%s\" has too many live sessions", tenant),
+				 errdetail("The tenant has " INT64_FORMAT " live sessions; the limit is %d.",
+						   live, nadi_max_live_sessions),
+				 errhint("Terminate sessions that are no longer needed, or raise nadi.max_live_sessions.")));
+
+	values[0] = UUIDPGetDatum(id);
+	values[1] = CStringGetTextDatum(tenant);
+	values[2] = JsonbPGetDatum(metadata);
+	values[3] = JsonbPGetDatum(labels);
+	values[4] = JsonbPGetDatum(policy);
+	values[5] = TimestampTzGetDatum(nadi_now());
+	nadi_exec(nadi_plan(&plan,
+						"INSERT INTO nadi.sessions (session_id, tenant_id, metadata, labels, policy, "
+						"created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+						6, types),
+			  values, NULL, false, 0);
+	nadi_exec(nadi_plan(&lease_plan,
+						"INSERT INTO nadi.session_leases (session_id) VALUES ($1)", 1, types),
+			  values, NULL, false, 0);
+
+	tx = session_lock(id);
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	nadi_json_str(&buf, "tenant_id", tenant);
+	nadi_json_raw(&buf, "metadata", nadi_jsonb_text(metadata));
+	appendStringInfoChar(&buf, '}');
+	session_event(tx, "session.created", nadi_jsonb(buf.data), 0, -1);
+	session_save(tx);
+	nadi_wake_broker_at_commit();
+	nadi_audit("session.create", id, tenant, NULL);
+
+	result = session_row(fcinfo, id, outer);
+	nadi_finish();
+	PG_RETURN_DATUM(result);
+}
+
+static pg_uuid_t *
+arg_uuid(FunctionCallInfo fcinfo, int n, const char *name)
+{
+	NADI_ARG_NOT_NULL(n, name);
+	return PG_GETARG_UUID_P(n);
+}
+
+/* nadi.session_get(session_id) → sessions */
+PG_FUNCTION_INFO_V1(nadi_session_get);
+Datum
+nadi_session_get(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	pg_uuid_t  *id = arg_uuid(fcinfo, 0, "session_id");
+	MemoryContext outer = CurrentMemoryContext;
+	Datum		values[1] = {UUIDPGetDatum(id)};
+	Datum		result;
+	char	   *tenant;
+
+	nadi_connect();
+	nadi_exec(nadi_plan(&plan, "SELECT * FROM nadi.sessions WHERE session_id = $1",
+						1, (Oid[]) {UUIDOID}),
+			  values, NULL, true, 1);
+	tenant = SPI_processed == 1 ? SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2) : NULL;
+	if (tenant == NULL || !nadi_tenant_visible(tenant, id))
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_SESSION_NOT_FOUND),
+				 errmsg("session %s not found", nadi_uuid_out(id)),
+				 errdetail("No session with this id is visible to the caller.")));
+	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+	nadi_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * nadi.session_list(state, after, limit, tenant_id) → setof sessions
+ * Pages by session id (uuid v7: creation order).  A tenant token lists its
+ * own tenant; asking for another tenant is refused.
+ */
+PG_FUNCTION_INFO_V1(nadi_session_list);
+Datum
+nadi_session_list(PG_FUNCTION_ARGS)
+{
+	Oid			types[5] = {TEXTOID, TEXTOID, UUIDOID, INT4OID, UUIDOID};
+	Datum		values[5];
+	char		nulls[5] = {'n', 'n', 'n', ' ', 'n'};
+	const char *tenant = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	int32		limit = PG_ARGISNULL(2) ? 100 : PG_GETARG_INT32(2);
+	NadiScope	scope = nadi_auth_scope();
+
+	nadi_check_limit(limit, 10000);
+	if (scope == NADI_SCOPE_NONE && !nadi_caller_is_privileged())
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_NOT_AUTHENTICATED),
+				 errmsg("not authenticated"),
+				 errhint("Call nadi.authenticate(token) first.")));
+	if (scope != NADI_SCOPE_NONE && scope != NADI_SCOPE_ADMIN)
+	{
+		if (tenant && strcmp(tenant, nadi_auth_tenant()) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NADI_FORBIDDEN),
+					 errmsg("tenant \"%s\" does not match the token's tenant", tenant)));
+		tenant = nadi_auth_tenant();
+	}
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (tenant)
+	{
+		values[0] = CStringGetTextDatum(tenant);
+		nulls[0] = ' ';
+	}
+	if (!PG_ARGISNULL(0))
+	{
+		values[1] = DirectFunctionCall1(enum_out, PG_GETARG_DATUM(0));
+		values[1] = CStringGetTextDatum(DatumGetCString(values[1]));
+		nulls[1] = ' ';
+	}
+	if (!PG_ARGISNULL(1))
+	{
+		values[2] = PG_GETARG_DATUM(1);
+		nulls[2] = ' ';
+	}
+	values[3] = Int32GetDatum(limit);
+	if (scope == NADI_SCOPE_SESSION || scope == NADI_SCOPE_SANDBOX)
+	{
+		/* a session token sees its own session only */
+		values[4] = UUIDPGetDatum(nadi_auth_sid());
+		nulls[4] = ' ';
+	}
+
+	nadi_connect();
+	if (SPI_execute_with_args("SELECT * FROM nadi.sessions "
+							  "WHERE ($1::text IS NULL OR tenant_id = $1) "
+							  "AND ($2::text IS NULL OR state = $2::nadi.session_state) "
+							  "AND ($3::uuid IS NULL OR session_id > $3) "
+							  "AND ($5::uuid IS NULL OR session_id = $5) "
+							  "ORDER BY session_id LIMIT $4",
+							  5, types, values, nulls, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "session list query failed");
+	nadi_rows_to_srf(fcinfo);
+	nadi_finish();
+	return (Datum) 0;
+}
+
+/*
+ * nadi.session_terminate(session_id, reason) → sessions
+ * A session no cell holds is terminated at once; one a cell holds becomes
+ * terminating, and the cell finishes it when it lets go (or its lease ends).
+ * Terminating a session that is already over is refused.
+ */
+PG_FUNCTION_INFO_V1(nadi_session_terminate);
+Datum
+nadi_session_terminate(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *id = arg_uuid(fcinfo, 0, "session_id");
+	const char *reason = PG_ARGISNULL(1) ? "terminate" : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	MemoryContext outer = CurrentMemoryContext;
+	SessionTx  *tx;
+	Datum		result;
+
+	nadi_connect();
+	tx = session_lock(id);
+	if (tx->state == SS_TERMINATING)
+		result = session_row(fcinfo, id, outer);	/* already on its way */
+	else
+	{
+		bool		held_by_cell = (tx->state == SS_ACTIVE);
+
+		session_set_state(tx, SS_TERMINATING, reason);
+		if (!held_by_cell)
+			session_finish_termination(tx, reason);
+		else
+			inbox_cancel_open(tx, "session terminating");
+		session_save(tx);
+		result = session_row(fcinfo, id, outer);
+	}
+	nadi_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * nadi.session_transition(session_id, to_state, reason) → sessions
+ * An operator's lever: any transition the table allows.  Leaving a state that
+ * a cell holds releases the lease (bumping nothing: the epoch already fences).
+ */
+PG_FUNCTION_INFO_V1(nadi_session_transition);
+Datum
+nadi_session_transition(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *id = arg_uuid(fcinfo, 0, "session_id");
+	const char *reason = PG_ARGISNULL(2) ? "operator" : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	MemoryContext outer = CurrentMemoryContext;
+	SessionState to;
+	SessionTx  *tx;
+	Datum		result;
+
+	NADI_ARG_NOT_NULL(1, "to_state");
+	nadi_require_admin();
+	to = session_state_from_name(DatumGetCString(DirectFunctionCall1(enum_out, PG_GETARG_DATUM(1))));
+	if (to == SS_ACTIVE || to == SS_PLACED)
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_INVALID_TRANSITION),
+				 errmsg("a session becomes %s only through %s", session_state_name(to),
+						to == SS_ACTIVE ? "nadi.lease_acquire()" : "nadi.place()"),
+				 errhint("nadi.session_transition() moves sessions to pending, suspended, terminating, terminated or failed.")));
+
+	nadi_connect();
+	tx = session_lock(id);
+	if ((tx->state == SS_ACTIVE || tx->state == SS_TERMINATING) &&
+		to != SS_TERMINATING && lease_read(tx).held)
+		lease_drop(tx, reason);
+	session_set_state(tx, to, reason);
+	if (to == SS_PENDING)
+		session_set_hosts(tx, NULL, NULL);
+	if (to == SS_FAILED || to == SS_TERMINATED)
+		inbox_cancel_open(tx, reason);
+	session_save(tx);
+	result = session_row(fcinfo, id, outer);
+	nadi_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/* nadi.session_transitions() → setof (from_state, to_state, cause) */
+PG_FUNCTION_INFO_V1(nadi_session_transitions);
+Datum
+nadi_session_transitions(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo;
+	Oid			enum_type;
+
+	InitMaterializedSRF(fcinfo, 0);
+	rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	enum_type = TupleDescAttr(rsinfo->setDesc, 0)->atttypid;
+	for (int i = 0; i < lengthof(transitions); i++)
+	{
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+
+		values[0] = OidFunctionCall2(F_ENUM_IN, CStringGetDatum(state_names[transitions[i].from]),
+									 ObjectIdGetDatum(enum_type));
+		values[1] = OidFunctionCall2(F_ENUM_IN, CStringGetDatum(state_names[transitions[i].to]),
+									 ObjectIdGetDatum(enum_type));
+		values[2] = CStringGetTextDatum(transitions[i].cause);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

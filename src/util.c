@@ -1,0 +1,247 @@
+/*
+ * util.c — small pieces every nadi C file uses: SPI plan caching, argument
+ * checks, returning table rows from SPI results, uuids, JSON building and the
+ * audit log.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "common/pg_prng.h"
+#include "funcapi.h"
+#include "port/pg_bswap.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+
+#include "nadi.h"
+
+void
+nadi_connect(void)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+void
+nadi_finish(void)
+{
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+}
+
+/*
+ * Prepare a statement once per backend and keep it.  Call with SPI
+ * connected.  Plans are revalidated by the plan cache when the tables they
+ * use change, so DROP/CREATE EXTENSION in a live backend is safe.
+ */
+SPIPlanPtr
+nadi_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*cache == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		*cache = plan;
+	}
+	return *cache;
+}
+
+/* Run a kept plan; raise if it did not do what it was for. */
+int
+nadi_exec(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only, long count)
+{
+	int			rc = SPI_execute_plan(plan, values, nulls, read_only, count);
+
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return rc;
+}
+
+/* Refuse payloads over nadi.max_payload_size. */
+void
+nadi_check_payload(Jsonb *payload, const char *what)
+{
+	if (payload != NULL && VARSIZE(payload) > (Size) nadi_max_payload_bytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_PAYLOAD_TOO_LARGE),
+				 errmsg("%s is too large", what),
+				 errdetail("It takes %zu bytes; the limit is %d bytes.",
+						   (Size) VARSIZE(payload), nadi_max_payload_bytes),
+				 errhint("Raise nadi.max_payload_size, or store large data elsewhere and pass a reference.")));
+}
+
+void
+nadi_check_limit(int32 limit, int32 max)
+{
+	if (limit < 1 || limit > max)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("limit must be between 1 and %d", max),
+				 errdetail("The limit given was %d.", limit)));
+}
+
+char *
+nadi_uuid_out(const pg_uuid_t *u)
+{
+	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(u)));
+}
+
+/*
+ * A version 7 uuid (RFC 9562): 48 bits of Unix milliseconds, then random.
+ * Ids sort by creation time, so session lists page by id and the primary key
+ * index is appended to rather than written all over.
+ */
+void
+nadi_uuid_v7(pg_uuid_t *u)
+{
+	uint64		ms = (uint64) ((GetCurrentTimestamp() / 1000) +
+							   ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000));
+
+	if (!pg_strong_random(u->data, UUID_LEN))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random bytes for a session id")));
+	for (int i = 0; i < 6; i++)
+		u->data[i] = (unsigned char) (ms >> (40 - 8 * i));
+	u->data[6] = (u->data[6] & 0x0f) | 0x70;
+	u->data[8] = (u->data[8] & 0x3f) | 0x80;
+}
+
+/*
+ * Convert a row produced by SPI (a table's "RETURNING *" or "SELECT *") into
+ * a datum of the function's declared row type, allocated in the caller's
+ * memory context (which must be the one current before SPI_connect).
+ */
+Datum
+nadi_row_datum(FunctionCallInfo fcinfo, HeapTuple tuple, TupleDesc spi_desc,
+			   MemoryContext outer)
+{
+	TupleDesc	tupdesc;
+	MemoryContext old = MemoryContextSwitchTo(outer);
+	Datum	   *values;
+	bool	   *nulls;
+	HeapTuple	copy;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	tupdesc = BlessTupleDesc(tupdesc);
+	values = palloc(sizeof(Datum) * spi_desc->natts);
+	nulls = palloc(sizeof(bool) * spi_desc->natts);
+	heap_deform_tuple(tuple, spi_desc, values, nulls);
+	if (tupdesc->natts != spi_desc->natts)
+		elog(ERROR, "row has %d columns, function returns %d", spi_desc->natts, tupdesc->natts);
+	copy = heap_form_tuple(tupdesc, values, nulls);
+	MemoryContextSwitchTo(old);
+	return HeapTupleGetDatum(copy);
+}
+
+/*
+ * Append every row of the last SPI result to a materialized set-returning
+ * function's result.  InitMaterializedSRF must have been called before
+ * SPI_connect.
+ */
+void
+nadi_rows_to_srf(FunctionCallInfo fcinfo)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	SPITupleTable *tt = SPI_tuptable;
+	int			natts = tt->tupdesc->natts;
+	Datum	   *values = palloc(sizeof(Datum) * natts);
+	bool	   *nulls = palloc(sizeof(bool) * natts);
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		heap_deform_tuple(tt->vals[i], tt->tupdesc, values, nulls);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+}
+
+/* Parse JSON text built by the caller into jsonb. */
+Jsonb *
+nadi_jsonb(const char *text)
+{
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+}
+
+/* Append "key": "value" (JSON-escaped) to a JSON object being built. */
+void
+nadi_json_str(StringInfo buf, const char *key, const char *value)
+{
+	if (buf->len > 1)
+		appendStringInfoChar(buf, ',');
+	escape_json(buf, key);
+	appendStringInfoChar(buf, ':');
+	if (value)
+		escape_json(buf, value);
+	else
+		appendStringInfoString(buf, "null");
+}
+
+void
+nadi_json_int(StringInfo buf, const char *key, int64 value)
+{
+	if (buf->len > 1)
+		appendStringInfoChar(buf, ',');
+	escape_json(buf, key);
+	appendStringInfo(buf, ":" INT64_FORMAT, value);
+}
+
+void
+nadi_json_raw(StringInfo buf, const char *key, const char *json)
+{
+	if (buf->len > 1)
+		appendStringInfoChar(buf, ',');
+	escape_json(buf, key);
+	appendStringInfoChar(buf, ':');
+	appendStringInfoString(buf, json ? json : "null");
+}
+
+char *
+nadi_jsonb_text(Jsonb *j)
+{
+	return JsonbToCString(NULL, &j->root, VARSIZE(j));
+}
+
+char *
+nadi_timestamptz_text(TimestampTz ts)
+{
+	return DatumGetCString(DirectFunctionCall1(timestamptz_out, TimestampTzGetDatum(ts)));
+}
+
+/*
+ * Write an audit_log row in the current transaction.  Connects to SPI itself
+ * (nesting is fine), so callers need not be connected.
+ */
+void
+nadi_audit(const char *action, const pg_uuid_t *session_id, const char *tenant,
+		   Jsonb *detail)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[6] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, UUIDOID, TEXTOID, JSONBOID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+	nadi_connect();
+	values[0] = TimestampTzGetDatum(nadi_now());
+	values[1] = CStringGetTextDatum(nadi_actor());
+	if (tenant)
+		values[2] = CStringGetTextDatum(tenant);
+	else
+		nulls[2] = 'n';
+	if (session_id)
+		values[3] = UUIDPGetDatum(session_id);
+	else
+		nulls[3] = 'n';
+	values[4] = CStringGetTextDatum(action);
+	values[5] = JsonbPGetDatum(detail ? detail : nadi_jsonb("{}"));
+	nadi_exec(nadi_plan(&plan,
+						"INSERT INTO nadi.audit_log (at, actor, tenant_id, session_id, action, detail) "
+						"VALUES ($1, $2, $3, $4, $5, $6)", 6, types),
+			  values, nulls, false, 0);
+	nadi_finish();
+}

@@ -1,0 +1,226 @@
+/*
+ * wake.c — commit-time wake-ups.  A transaction that gives a cell or the
+ * broker something to do (a command enqueued, a session pending, a host
+ * changed) records whom to wake; an XactCallback sets their latches once the
+ * commit is durable, and forgets them on abort.  Workers wait on their latch,
+ * so a command reaches its cell without any polling.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "funcapi.h"
+
+#include "nadi.h"
+#include "wake.h"
+
+NadiShared *nadi_shared = NULL;
+bool		nadi_preloaded = false;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* Backend-local: whom to wake when the current transaction commits. */
+#define MAX_PENDING_HOSTS 16
+static char pending_hosts[MAX_PENDING_HOSTS][NADI_HOST_ID_LEN];
+static int	n_pending_hosts = 0;
+static bool pending_all_cells = false;
+static bool pending_broker = false;
+static bool callback_registered = false;
+
+void
+nadi_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(NadiShared)));
+	RequestNamedLWLockTranche("nadi", 1);
+}
+
+static void
+shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	nadi_shared = ShmemInitStruct("nadi", sizeof(NadiShared), &found);
+	if (!found)
+	{
+		memset(nadi_shared, 0, sizeof(NadiShared));
+		nadi_shared->lock = &(GetNamedLWLockTranche("nadi"))->lock;
+		pg_atomic_init_u64(&nadi_shared->cell_wakeups, 0);
+		pg_atomic_init_u64(&nadi_shared->broker_wakeups, 0);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+nadi_shmem_startup(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = nadi_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = shmem_startup;
+}
+
+static void
+wake_clear(void)
+{
+	n_pending_hosts = 0;
+	pending_all_cells = false;
+	pending_broker = false;
+}
+
+/*
+ * Runs in the committing backend after the commit record is flushed
+ * (XACT_EVENT_COMMIT), so a woken worker always finds the committed rows.
+ */
+static void
+wake_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+	{
+		wake_clear();
+		return;
+	}
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT)
+		return;
+	if (n_pending_hosts == 0 && !pending_all_cells && !pending_broker)
+		return;
+
+	if (nadi_shared != NULL)
+	{
+		LWLockAcquire(nadi_shared->lock, LW_SHARED);
+		for (int i = 0; i < NADI_MAX_WORKERS; i++)
+		{
+			NadiWorkerSlot *slot = &nadi_shared->slots[i];
+			bool		wake = false;
+
+			if (slot->kind == NADI_WORKER_BROKER)
+				wake = pending_broker;
+			else if (slot->kind == NADI_WORKER_CELL)
+			{
+				wake = pending_all_cells;
+				for (int h = 0; !wake && h < n_pending_hosts; h++)
+					wake = strcmp(slot->host_id, pending_hosts[h]) == 0;
+			}
+			if (wake && slot->proc != NULL)
+				SetLatch(&slot->proc->procLatch);
+		}
+		LWLockRelease(nadi_shared->lock);
+		if (pending_broker)
+			pg_atomic_fetch_add_u64(&nadi_shared->broker_wakeups, 1);
+		if (n_pending_hosts > 0 || pending_all_cells)
+			pg_atomic_fetch_add_u64(&nadi_shared->cell_wakeups, 1);
+	}
+	wake_clear();
+}
+
+static void
+ensure_callback(void)
+{
+	if (!callback_registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		callback_registered = true;
+	}
+}
+
+/* Wake the cell workers of host_id when this transaction commits. */
+void
+nadi_wake_cell_at_commit(const char *host_id)
+{
+	ensure_callback();
+	if (host_id == NULL || pending_all_cells)
+		return;
+	for (int h = 0; h < n_pending_hosts; h++)
+		if (strcmp(pending_hosts[h], host_id) == 0)
+			return;
+	if (n_pending_hosts == MAX_PENDING_HOSTS)
+	{
+		/* a transaction touching many hosts wakes every cell: still correct */
+		pending_all_cells = true;
+		return;
+	}
+	strlcpy(pending_hosts[n_pending_hosts++], host_id, NADI_HOST_ID_LEN);
+}
+
+void
+nadi_wake_broker_at_commit(void)
+{
+	ensure_callback();
+	pending_broker = true;
+}
+
+/*
+ * A worker claims a slot so that commits can find its latch.  Returns the
+ * slot number, or raises if all are taken.
+ */
+int
+nadi_worker_attach(NadiWorkerKind kind, const char *host_id)
+{
+	int			found = -1;
+
+	LWLockAcquire(nadi_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < NADI_MAX_WORKERS; i++)
+	{
+		if (nadi_shared->slots[i].kind == NADI_WORKER_FREE)
+		{
+			NadiWorkerSlot *slot = &nadi_shared->slots[i];
+
+			slot->kind = kind;
+			slot->proc = MyProc;
+			strlcpy(slot->host_id, host_id ? host_id : "", NADI_HOST_ID_LEN);
+			found = i;
+			break;
+		}
+	}
+	LWLockRelease(nadi_shared->lock);
+	if (found < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many nadi workers"),
+				 errdetail("At most %d nadi workers can run at once.", NADI_MAX_WORKERS)));
+	return found;
+}
+
+void
+nadi_worker_detach(int slot)
+{
+	LWLockAcquire(nadi_shared->lock, LW_EXCLUSIVE);
+	memset(&nadi_shared->slots[slot], 0, sizeof(NadiWorkerSlot));
+	LWLockRelease(nadi_shared->lock);
+}
+
+/* nadi.wakeup_stats(): how many commits woke cells and the broker. */
+PG_FUNCTION_INFO_V1(nadi_wakeup_stats);
+Datum
+nadi_wakeup_stats(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+	int			workers = 0;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	LWLockAcquire(nadi_shared->lock, LW_SHARED);
+	for (int i = 0; i < NADI_MAX_WORKERS; i++)
+		if (nadi_shared->slots[i].kind != NADI_WORKER_FREE)
+			workers++;
+	LWLockRelease(nadi_shared->lock);
+	values[0] = Int64GetDatum((int64) pg_atomic_read_u64(&nadi_shared->cell_wakeups));
+	values[1] = Int64GetDatum((int64) pg_atomic_read_u64(&nadi_shared->broker_wakeups));
+	values[2] = Int32GetDatum(workers);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
