@@ -60,7 +60,7 @@ nadi_guc_define(void)
 							"How many times a session's cell may die holding it before the session fails.",
 							NULL,
 							&nadi_crash_budget, 3, 0, 1000,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
+							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("nadi.max_queued_commands",
 							"Most commands one session may have queued or in flight.",
 							NULL,

@@ -106,7 +106,7 @@ payload_validate(const char *type, Jsonb *payload)
 		if (v == NULL || v->type != jbvString || v->val.string.len == 0)
 			payload_invalid(type, "A tool call needs a non-empty string \"name\".");
 		v = jsonb_member(payload, "args");
-		if (v != NULL && v->type != jbvBinary)
+		if (v != NULL && (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data)))
 			payload_invalid(type, "\"args\" must be a JSON object.");
 	}
 	else
@@ -701,7 +701,7 @@ nadi_command_fail(PG_FUNCTION_ARGS)
 	nadi_json_int(&buf, "max_attempts", c.max_attempts);
 	nadi_json_raw(&buf, "will_retry", when ? "true" : "false");
 	if (when)
-		nadi_json_str(&buf, "retry_at", nadi_timestamptz_text(when));
+		nadi_json_str(&buf, "retry_at", nadi_timestamptz_iso(when));
 	appendStringInfoChar(&buf, '}');
 	session_event(tx, "command.failed", nadi_jsonb(buf.data), c.id, epoch);
 	if (strcmp(status, "dead") == 0)

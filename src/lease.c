@@ -68,7 +68,7 @@ lease_check(const SessionTx *tx, int64 epoch)
 		ereport(ERROR,
 				(errcode(ERRCODE_NADI_FENCED),
 				 errmsg("lease epoch " INT64_FORMAT " of session %s has expired", epoch, tx->id_text),
-				 errdetail("It expired at %s.", nadi_timestamptz_text(l.expires_at)),
+				 errdetail("It expired at %s.", nadi_timestamptz_iso(l.expires_at)),
 				 errhint("Renew leases well within nadi.lease_ttl.")));
 }
 
@@ -308,7 +308,7 @@ nadi_lease_acquire(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_NADI_LEASE_HELD),
 					 errmsg("session %s is leased to cell host \"%s\"", tx->id_text, l.cell_host_id),
 					 errdetail("The lease at epoch " INT64_FORMAT " expires at %s.",
-							   l.epoch, nadi_timestamptz_text(l.expires_at)),
+							   l.epoch, nadi_timestamptz_iso(l.expires_at)),
 					 errhint("An expired lease can be taken over; wait for it or for the reaper.")));
 		/* takeover: whatever the old holder was doing goes back to the queue */
 		lease_requeue_running(tx, true, "lease taken over", NULL);

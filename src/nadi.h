@@ -95,7 +95,7 @@ extern void nadi_json_str(StringInfo buf, const char *key, const char *value);
 extern void nadi_json_int(StringInfo buf, const char *key, int64 value);
 extern void nadi_json_raw(StringInfo buf, const char *key, const char *json);
 extern char *nadi_jsonb_text(Jsonb *j);
-extern char *nadi_timestamptz_text(TimestampTz ts);
+extern char *nadi_timestamptz_iso(TimestampTz ts);
 extern void nadi_audit(const char *action, const pg_uuid_t *session_id,
 					   const char *tenant, Jsonb *detail);
 extern void nadi_connect(void);

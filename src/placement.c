@@ -19,14 +19,15 @@
 typedef struct HostKind
 {
 	const char *table;			/* nadi.cell_hosts or nadi.sandbox_hosts */
-	const char *noun;			/* for messages and audit */
+	const char *noun;			/* for audit actions */
+	const char *display;		/* for messages */
 	SPIPlanPtr	register_plan;
 	SPIPlanPtr	heartbeat_plan;
 	SPIPlanPtr	state_plan;
 } HostKind;
 
-static HostKind cell_kind = {"nadi.cell_hosts", "cell_host"};
-static HostKind sandbox_kind = {"nadi.sandbox_hosts", "sandbox_host"};
+static HostKind cell_kind = {"nadi.cell_hosts", "cell_host", "cell host"};
+static HostKind sandbox_kind = {"nadi.sandbox_hosts", "sandbox_host", "sandbox host"};
 
 static void
 host_id_validate(const char *host_id)
@@ -131,7 +132,7 @@ host_heartbeat(FunctionCallInfo fcinfo, HostKind *kind)
 	if (SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_NADI_HOST_NOT_FOUND),
-				 errmsg("%s \"%s\" is not registered", kind->noun, text_to_cstring(PG_GETARG_TEXT_PP(0))),
+				 errmsg("%s \"%s\" is not registered", kind->display, text_to_cstring(PG_GETARG_TEXT_PP(0))),
 				 errhint("Register the host before sending heartbeats.")));
 	revived = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 										 SPI_tuptable->tupdesc->natts, &isnull));
@@ -169,7 +170,7 @@ host_set_state(FunctionCallInfo fcinfo, HostKind *kind)
 	if (SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_NADI_HOST_NOT_FOUND),
-				 errmsg("%s \"%s\" is not registered", kind->noun, text_to_cstring(PG_GETARG_TEXT_PP(0)))));
+				 errmsg("%s \"%s\" is not registered", kind->display, text_to_cstring(PG_GETARG_TEXT_PP(0)))));
 	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
 	nadi_audit(psprintf("%s.%s", kind->noun, TextDatumGetCString(values[1])),
 			   NULL, NULL, host_detail(text_to_cstring(PG_GETARG_TEXT_PP(0)), -1));

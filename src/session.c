@@ -371,8 +371,9 @@ nadi_session_create(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NADI_LIMIT_EXCEEDED),
 				 errmsg("tenant \"%s\" has too many live sessions", tenant),
-				 errdetail("The tenant has " INT64_FORMAT " live sessions; the limit is %d.",
-						   live, nadi_max_live_sessions),
+				 errdetail_plural("The tenant has " INT64_FORMAT " live session; the limit is %d.",
+								  "The tenant has " INT64_FORMAT " live sessions; the limit is %d.",
+								  live, live, nadi_max_live_sessions),
 				 errhint("Terminate sessions that are no longer needed, or raise nadi.max_live_sessions.")));
 
 	values[0] = UUIDPGetDatum(id);

@@ -207,11 +207,13 @@ nadi_jsonb_text(Jsonb *j)
 	return JsonbToCString(NULL, &j->root, VARSIZE(j));
 }
 
+/* ISO 8601, whatever the DateStyle: for timestamps inside JSON. */
 char *
-nadi_timestamptz_text(TimestampTz ts)
+nadi_timestamptz_iso(TimestampTz ts)
 {
-	return DatumGetCString(DirectFunctionCall1(timestamptz_out, TimestampTzGetDatum(ts)));
+	return JsonEncodeDateTime(NULL, TimestampTzGetDatum(ts), TIMESTAMPTZOID, NULL);
 }
+
 
 /*
  * Write an audit_log row in the current transaction.  Connects to SPI itself
