@@ -9,7 +9,7 @@ NADI_SRCS   = $(sort $(wildcard src/*.c) $(wildcard bgworkers/*.c))
 OBJS        = $(NADI_SRCS:.c=.o)
 PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter \
               -Wno-sign-compare -Wno-missing-field-initializers
-SHLIB_LINK  = -lcrypto
+SHLIB_LINK  = -lcrypto -ljansson -lcurl
 
 # pg_regress: sql/<name>.sql against expected/<name>.out, in a server of its
 # own started with test/nadi.conf (shared_preload_libraries = 'nadi').

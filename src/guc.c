@@ -86,5 +86,4 @@ nadi_guc_define(void)
 							 NULL,
 							 &nadi_allow_hs256, false,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
-	MarkGUCPrefixReserved("nadi");
 }

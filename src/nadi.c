@@ -7,9 +7,11 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/guc.h"
 
 #include "nadi.h"
 #include "wake.h"
+#include "../bgworkers/worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -29,6 +31,9 @@ _PG_init(void)
 				 errhint("Add nadi to shared_preload_libraries in postgresql.conf and restart the server.")));
 
 	nadi_guc_define();
+	nadi_workers_define_gucs();
+	MarkGUCPrefixReserved("nadi");
 	nadi_shmem_startup();
+	nadi_workers_register();
 	nadi_preloaded = true;
 }

@@ -85,6 +85,8 @@ extern void nadi_require_admin(void);
 extern void nadi_check_payload(Jsonb *payload, const char *what);
 extern void nadi_check_limit(int32 limit, int32 max);
 extern char *nadi_uuid_out(const pg_uuid_t *u);
+extern void nadi_uuid_parse(const char *text, pg_uuid_t *u);
+extern TimestampTz nadi_timestamptz_parse(const char *text);
 extern void nadi_uuid_v7(pg_uuid_t *u);
 extern Datum nadi_row_datum(FunctionCallInfo fcinfo, HeapTuple tuple, TupleDesc spi_desc,
 							MemoryContext outer);

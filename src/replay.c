@@ -27,6 +27,8 @@ typedef struct CommandState
 	char	   *type;
 	const char *status;
 	bool		cancel_requested;
+	char	   *text;			/* a message's text (JSON), until it starts */
+	char	   *pending_tool;	/* tool (JSON string) awaiting permission */
 } CommandState;
 
 typedef struct Replay
@@ -107,6 +109,8 @@ command_add(Replay *r, int64 id, const char *type, const char *status)
 	r->commands[r->ncommands].type = pstrdup(type);
 	r->commands[r->ncommands].status = status;
 	r->commands[r->ncommands].cancel_requested = false;
+	r->commands[r->ncommands].text = NULL;
+	r->commands[r->ncommands].pending_tool = NULL;
 	r->ncommands++;
 }
 
@@ -175,15 +179,19 @@ replay_apply(Replay *r, int64 seq, const char *kind, Jsonb *p, int64 cmd)
 			JsonbValue *payload = member(p, "payload");
 
 			if (payload && payload->type == jbvBinary)
-			{
-				Jsonb	   *pj = JsonbValueToJsonb(payload);
-
-				message_add(r, "user", member_json(pj, "text"), cmd, NULL, NULL);
-			}
+				command_find(r, cmd)->text = member_json(JsonbValueToJsonb(payload), "text");
 		}
 	}
 	else if (strcmp(kind, "command.started") == 0)
 	{
+		CommandState *c = command_find(r, cmd);
+
+		/* the conversation gets a user message when the cell starts on it */
+		if (c && c->text)
+		{
+			message_add(r, "user", c->text, cmd, NULL, NULL);
+			c->text = NULL;
+		}
 		command_status(r, cmd, "running");
 		r->open_command = cmd;
 	}
@@ -213,6 +221,8 @@ replay_apply(Replay *r, int64 seq, const char *kind, Jsonb *p, int64 cmd)
 		StringInfoData buf;
 
 		command_status(r, cmd, "waiting");
+		if (command_find(r, cmd))
+			command_find(r, cmd)->pending_tool = member_json(p, "tool");
 		initStringInfo(&buf);
 		appendStringInfoChar(&buf, '{');
 		nadi_json_int(&buf, "command_id", cmd);
@@ -222,6 +232,13 @@ replay_apply(Replay *r, int64 seq, const char *kind, Jsonb *p, int64 cmd)
 	}
 	else if (strcmp(kind, "permission.resolved") == 0)
 	{
+		char	   *decision = member_text(p, "decision");
+		CommandState *c = command_find(r, cmd);
+
+		/* a denial is part of the conversation: the model answers it */
+		if (decision && strcmp(decision, "denied") == 0)
+			message_add(r, "denied", member_json(p, "reason"), cmd,
+						"name", c ? c->pending_tool : NULL);
 		command_status(r, cmd, "queued");
 		r->pending_permission = NULL;
 	}
@@ -229,8 +246,16 @@ replay_apply(Replay *r, int64 seq, const char *kind, Jsonb *p, int64 cmd)
 		message_add(r, "assistant", member_json(p, "text"), cmd,
 					"tool_calls", member_json(p, "tool_calls"));
 	else if (strcmp(kind, "tool.result") == 0)
-		message_add(r, "tool", member_json(p, "result"), cmd,
-					"name", member_json(p, "name"));
+	{
+		/* what the model sees of a result: result, else stdout, else error */
+		char	   *content = member_json(p, "result");
+
+		if (content == NULL)
+			content = member_json(p, "stdout");
+		if (content == NULL)
+			content = member_json(p, "error");
+		message_add(r, "tool", content, cmd, "name", member_json(p, "name"));
+	}
 }
 
 static char *

@@ -85,6 +85,19 @@ nadi_check_limit(int32 limit, int32 max)
 				 errdetail("The limit given was %d.", limit)));
 }
 
+void
+nadi_uuid_parse(const char *text, pg_uuid_t *u)
+{
+	memcpy(u, DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(text))), sizeof(pg_uuid_t));
+}
+
+TimestampTz
+nadi_timestamptz_parse(const char *text)
+{
+	return DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(text),
+												   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+}
+
 char *
 nadi_uuid_out(const pg_uuid_t *u)
 {

@@ -1,0 +1,532 @@
+/*
+ * agent.c — the agent loop for one command of one session.
+ *
+ *   tool    {"name", "args"}: a direct tool call on the session's sandbox.
+ *   message {"text"}: model step → reply, and for each tool call the model
+ *           asks for: permission (if the session's policy says so; the
+ *           command then waits in Postgres, not here), the call, the result
+ *           back to the model, until it answers without tool calls.
+ *
+ * Every write carries the lease epoch (store.c → the fenced SQL API), so a
+ * cell that lost its lease cannot change the session.  The conversation in
+ * CellSession.messages is built exactly as nadi.session_replay() folds the
+ * events this loop writes (invariant 7).
+ */
+#include "postgres.h"
+
+#include <errno.h>
+
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/wait_event.h"
+#include "utils/timestamp.h"
+
+#include "cell.h"
+#include "http.h"
+
+#define NA_FENCED "NA005"
+
+static char *
+json_text(json_t *j)
+{
+	return json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+}
+
+static char *
+int64_text(int64 v)
+{
+	return psprintf(INT64_FORMAT, v);
+}
+
+/* Append a cell event (fenced).  Returns false if the lease moved on. */
+static bool
+agent_event(CellSession *s, int64 cmd, const char *kind, json_t *payload)
+{
+	char	   *p = json_text(payload);
+	const char *args[5] = {s->id_text, int64_text(s->epoch), kind, p, int64_text(cmd)};
+	StoreResult r = store_exec("SELECT seq FROM nadi.event_append($1::uuid, $2::bigint, $3, $4::jsonb, $5::bigint)",
+							   5, args);
+	bool		ok = r.sqlerrcode == 0;
+
+	free(p);
+	store_result_free(&r);
+	return ok;
+}
+
+static bool
+agent_complete(CellSession *s, int64 cmd, json_t *result)
+{
+	char	   *p = json_text(result);
+	const char *args[4] = {s->id_text, int64_text(cmd), int64_text(s->epoch), p};
+	StoreResult r = store_exec("SELECT status FROM nadi.command_complete($1::uuid, $2::bigint, $3::bigint, $4::jsonb)",
+							   4, args);
+	bool		ok = r.sqlerrcode == 0;
+
+	free(p);
+	store_result_free(&r);
+	return ok;
+}
+
+static void
+agent_fail(CellSession *s, int64 cmd, const char *code, const char *message, bool retryable)
+{
+	json_t	   *e = json_pack("{s:s, s:s}", "code", code, "message", message);
+	char	   *p = json_text(e);
+	const char *args[5] = {s->id_text, int64_text(cmd), int64_text(s->epoch), p, retryable ? "true" : "false"};
+	StoreResult r = store_exec("SELECT status FROM nadi.command_fail($1::uuid, $2::bigint, $3::bigint, $4::jsonb, $5::boolean)",
+							   5, args);
+
+	free(p);
+	json_decref(e);
+	store_result_free(&r);
+}
+
+/* Has a cancel been asked for?  Checked at every step. */
+static bool
+agent_cancelled(CellSession *s, int64 cmd)
+{
+	const char *args[2] = {s->id_text, int64_text(cmd)};
+	StoreResult r = store_exec("SELECT cancel_requested FROM nadi.command_inbox "
+							   "WHERE session_id = $1::uuid AND command_id = $2::bigint", 2, args);
+	bool		yes = json_is_true(json_object_get(json_array_get(r.rows, 0), "cancel_requested"));
+
+	store_result_free(&r);
+	if (yes)
+		agent_fail(s, cmd, "cancelled", "cancelled at the cell's next step", false);
+	return yes;
+}
+
+static void
+message_add(CellSession *s, const char *role, json_t *content, int64 cmd,
+			const char *extra_key, json_t *extra)
+{
+	json_t	   *m = json_pack("{s:s, s:O, s:I}", "role", role, "content", content ? content : json_null(),
+							  "command_id", (json_int_t) cmd);
+
+	if (extra_key && extra)
+		json_object_set(m, extra_key, extra);
+	json_array_append_new(s->messages, m);
+}
+
+static bool
+abort_requested(void)
+{
+	return InterruptPending;
+}
+
+/*
+ * Run a tool on the session's sandbox host.  Returns 0 and sets *result
+ * ({ok, result, ...}); -EAGAIN when the sandbox host could not be reached
+ * (the command should be retried); another negative errno for a call the
+ * sandbox refused (err says why).
+ */
+static int
+agent_tool(CellSession *s, const char *name, json_t *args, json_t **result, char *err, size_t errlen)
+{
+	const char *base = s->sandbox_url[0] ? s->sandbox_url : nadi_sandboxd_url;
+	char		url[1024];
+	json_t	   *resp = NULL;
+	long		status = 0;
+	int			r;
+
+	*result = NULL;
+	if (s->sandbox_id[0] == '\0')
+	{
+		json_t	   *req = json_pack("{s:s, s:s}", "session_id", s->id_text, "image", nadi_sandbox_image);
+
+		snprintf(url, sizeof(url), "%s/v1/sandboxes", base);
+		r = http_json("POST", url, nadi_sandboxd_token, req, nadi_tool_timeout_ms, 1 << 20,
+					  abort_requested, &status, &resp, err, errlen);
+		json_decref(req);
+		CHECK_FOR_INTERRUPTS();
+		if (r < 0)
+			return r == -EINTR ? r : -EAGAIN;
+		if ((status == 200 || status == 201 || status == 409) &&
+			json_is_string(json_object_get(resp, "id")))
+			strlcpy(s->sandbox_id, json_string_value(json_object_get(resp, "id")), sizeof(s->sandbox_id));
+		else if (status == 409)
+			strlcpy(s->sandbox_id, s->id_text, sizeof(s->sandbox_id));
+		else
+		{
+			snprintf(err, errlen, "sandbox host refused to create a sandbox (HTTP %ld)", status);
+			json_decref(resp);
+			return status >= 500 ? -EAGAIN : -EPROTO;
+		}
+		json_decref(resp);
+		resp = NULL;
+	}
+
+	snprintf(url, sizeof(url), "%s/v1/sandboxes/%s/tools/%s", base, s->sandbox_id, name);
+	{
+		json_t	   *req = json_pack("{s:O}", "args", args);
+
+		r = http_json("POST", url, nadi_sandboxd_token, req, nadi_tool_timeout_ms, 4 << 20,
+					  abort_requested, &status, &resp, err, errlen);
+		json_decref(req);
+	}
+	CHECK_FOR_INTERRUPTS();
+	if (r < 0)
+		return r == -EINTR ? r : -EAGAIN;
+	if (status == 404 && json_is_object(resp) &&
+		json_is_string(json_object_get(resp, "code")) &&
+		strcmp(json_string_value(json_object_get(resp, "code")), "sandbox_not_found") == 0)
+	{
+		/* the sandbox host lost it (restart): make a new one next attempt */
+		s->sandbox_id[0] = '\0';
+		snprintf(err, errlen, "sandbox not found on its host");
+		json_decref(resp);
+		return -EAGAIN;
+	}
+	if (status >= 500 || resp == NULL)
+	{
+		snprintf(err, errlen, "sandbox host answered HTTP %ld", status);
+		json_decref(resp);
+		return -EAGAIN;
+	}
+	if (status >= 400)
+	{
+		json_t	   *detail = json_object_get(resp, "detail");
+
+		snprintf(err, errlen, "%s", json_is_string(detail) ? json_string_value(detail) : "tool call refused");
+		*result = json_pack("{s:b, s:O}", "ok", 0, "error", resp);
+		json_decref(resp);
+		return -EPROTO;
+	}
+	*result = resp;
+	return 0;
+}
+
+/* What goes into the conversation for a tool's result. */
+static json_t *
+tool_content(json_t *result)
+{
+	json_t	   *v = json_object_get(result, "result");
+
+	if (v == NULL)
+		v = json_object_get(result, "stdout");
+	if (v == NULL)
+		v = json_object_get(result, "error");
+	return v ? v : json_null();
+}
+
+/*
+ * Call a tool and record tool.call / tool.result.  Returns 1 when the result
+ * is in, 0 when the command was failed (already recorded), -1 when the
+ * lease is gone.
+ */
+static int
+agent_call(CellSession *s, int64 cmd, const char *name, json_t *args, json_t **result)
+{
+	char		err[512] = "";
+	int			r;
+	json_t	   *ev;
+
+	ev = json_pack("{s:s, s:O}", "name", name, "args", args);
+	if (!agent_event(s, cmd, "tool.call", ev))
+	{
+		json_decref(ev);
+		return -1;
+	}
+	json_decref(ev);
+
+	r = agent_tool(s, name, args, result, err, sizeof(err));
+	if (r == -EAGAIN || r == -EINTR)
+	{
+		ev = json_pack("{s:s, s:s, s:s}", "name", name, "code", "sandbox_unavailable", "message", err);
+		agent_event(s, cmd, "tool.error", ev);
+		json_decref(ev);
+		agent_fail(s, cmd, "sandbox_unavailable", err, true);
+		return 0;
+	}
+	if (*result == NULL)
+		*result = json_pack("{s:b, s:{s:s}}", "ok", 0, "error", "message", err);
+	ev = json_deep_copy(*result);
+	json_object_set_new(ev, "name", json_string(name));
+	if (!agent_event(s, cmd, "tool.result", ev))
+	{
+		json_decref(ev);
+		return -1;
+	}
+	json_decref(ev);
+	return 1;
+}
+
+/* The builtin model's "/sleep MS" prefix: a slow model step, for tests. */
+static void
+model_delay(json_t *messages)
+{
+	json_t	   *last = json_array_get(messages, json_array_size(messages) - 1);
+	const char *text = json_string_value(json_object_get(last, "content"));
+	long		ms;
+
+	if (text == NULL || strncmp(text, "/sleep ", 7) != 0)
+		return;
+	ms = strtol(text + 7, NULL, 10);
+	if (ms > 0 && ms <= 600000)
+	{
+		TimestampTz end = GetCurrentTimestamp() + ms * 1000;
+
+		while (GetCurrentTimestamp() < end)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Max(1, (end - GetCurrentTimestamp()) / 1000), PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+}
+
+/* The permission decision recorded for a resumed command, or NULL. */
+static json_t *
+agent_decision(CellSession *s, int64 cmd, json_t **request)
+{
+	const char *args[2] = {s->id_text, int64_text(cmd)};
+	StoreResult r = store_exec("SELECT kind, payload FROM nadi.events WHERE session_id = $1::uuid "
+							   "AND command_id = $2::bigint AND kind IN ('permission.requested', 'permission.resolved') "
+							   "ORDER BY seq DESC LIMIT 2", 2, args);
+	json_t	   *decision = NULL;
+	json_t	   *first = json_array_get(r.rows, 0);
+	json_t	   *second = json_array_get(r.rows, 1);
+
+	*request = NULL;
+	if (first && strcmp(json_string_value(json_object_get(first, "kind")), "permission.resolved") == 0 && second)
+	{
+		decision = json_incref(json_object_get(first, "payload"));
+		*request = json_incref(json_object_get(second, "payload"));
+	}
+	store_result_free(&r);
+	return decision;
+}
+
+static bool
+needs_permission(CellSession *s, const char *tool)
+{
+	json_t	   *list = json_object_get(s->policy, "require_approval");
+	size_t		i;
+	json_t	   *v;
+
+	json_array_foreach(list, i, v)
+		if (json_is_string(v) && (strcmp(json_string_value(v), tool) == 0 ||
+								  strcmp(json_string_value(v), "*") == 0))
+		return true;
+	return false;
+}
+
+ModelConfig
+agent_model_config(void)
+{
+	ModelConfig cfg = {nadi_model_provider, nadi_model_url, nadi_model_name, nadi_tool_timeout_ms};
+
+	return cfg;
+}
+
+/* Ask the client for permission; the command waits in Postgres. */
+static void
+agent_converse_park(CellSession *s, int64 cmd, json_t *call)
+{
+	json_t	   *req = json_pack("{s:O, s:O}", "tool", json_object_get(call, "name"),
+								"args", json_object_get(call, "args"));
+	char	   *p = json_text(req);
+	const char *args[4] = {s->id_text, int64_text(cmd), int64_text(s->epoch), p};
+	StoreResult r = store_exec("SELECT status FROM nadi.command_await_permission("
+							   "$1::uuid, $2::bigint, $3::bigint, $4::jsonb)", 4, args);
+
+	free(p);
+	json_decref(req);
+	store_result_free(&r);
+}
+
+/* Run the model loop of a message command from the conversation as it is. */
+static void
+agent_converse(CellSession *s, int64 cmd, json_t *pending_call)
+{
+	ModelConfig cfg = agent_model_config();
+	json_t	   *call = json_incref(pending_call);
+
+	for (int step = 0; step < nadi_model_max_steps; step++)
+	{
+		char		err[512] = "";
+		json_t	   *reply = NULL;
+		json_t	   *calls;
+
+		if (call == NULL)
+		{
+			int			r;
+
+			if (agent_cancelled(s, cmd))
+				return;
+			model_delay(s->messages);
+			r = model_step(&cfg, s->messages, NULL, &reply, err, sizeof(err));
+			if (r < 0)
+			{
+				agent_fail(s, cmd, "model_error", err, r == -EAGAIN);
+				return;
+			}
+			calls = json_object_get(reply, "tool_calls");
+			if (json_array_size(calls) == 0)
+			{
+				json_t	   *result = json_pack("{s:O}", "text", json_object_get(reply, "text"));
+
+				json_object_del(reply, "tool_calls");
+				if (agent_event(s, cmd, "model.reply", reply))
+				{
+					message_add(s, "assistant", json_object_get(reply, "text"), cmd, NULL, NULL);
+					if (!agent_cancelled(s, cmd))
+						agent_complete(s, cmd, result);
+				}
+				json_decref(result);
+				json_decref(reply);
+				return;
+			}
+			if (!agent_event(s, cmd, "model.reply", reply))
+			{
+				json_decref(reply);
+				return;
+			}
+			message_add(s, "assistant", json_object_get(reply, "text"), cmd, "tool_calls", calls);
+			call = json_incref(json_array_get(calls, 0));
+			json_decref(reply);
+
+			if (needs_permission(s, json_string_value(json_object_get(call, "name"))))
+			{
+				agent_converse_park(s, cmd, call);
+				json_decref(call);
+				return;			/* parked in Postgres until approve/deny */
+			}
+		}
+
+		{
+			json_t	   *result = NULL;
+			const char *name = json_string_value(json_object_get(call, "name"));
+			json_t	   *args = json_object_get(call, "args");
+			int			r;
+
+			if (agent_cancelled(s, cmd))
+			{
+				json_decref(call);
+				return;
+			}
+			r = agent_call(s, cmd, name, args ? args : json_object(), &result);
+			if (r <= 0)
+			{
+				json_decref(result);
+				json_decref(call);
+				return;
+			}
+			message_add(s, "tool", tool_content(result), cmd, "name", json_object_get(call, "name"));
+			json_decref(result);
+			json_decref(call);
+			call = NULL;
+		}
+	}
+	agent_fail(s, cmd, "too_many_steps", "the model kept calling tools", false);
+}
+
+/* The last conversation entry of a command, or NULL (borrowed reference). */
+static json_t *
+conversation_last(CellSession *s, int64 cmd)
+{
+	for (size_t i = json_array_size(s->messages); i > 0; i--)
+	{
+		json_t	   *m = json_array_get(s->messages, i - 1);
+
+		if (json_integer_value(json_object_get(m, "command_id")) == cmd)
+			return m;
+	}
+	return NULL;
+}
+
+/*
+ * A message command, fresh or resumed: after a permission decision, or a
+ * retry after the sandbox host was unreachable, it goes on from where its
+ * conversation stopped rather than starting over.
+ */
+static void
+agent_message(CellSession *s, int64 cmd, json_t *payload)
+{
+	json_t	   *request = NULL;
+	json_t	   *decision = agent_decision(s, cmd, &request);
+	json_t	   *last = conversation_last(s, cmd);
+	const char *role = last ? json_string_value(json_object_get(last, "role")) : NULL;
+	json_t	   *calls = last ? json_object_get(last, "tool_calls") : NULL;
+	bool		pending = role && strcmp(role, "assistant") == 0 && json_array_size(calls) > 0;
+	const char *verdict = decision ? json_string_value(json_object_get(decision, "decision")) : NULL;
+
+	if (last == NULL)
+	{
+		/* a fresh message: the user's turn enters the conversation */
+		message_add(s, "user", json_object_get(payload, "text"), cmd, NULL, NULL);
+		agent_converse(s, cmd, NULL);
+	}
+	else if (pending && verdict && strcmp(verdict, "denied") == 0)
+	{
+		message_add(s, "denied", json_object_get(decision, "reason"), cmd,
+					"name", json_object_get(request, "tool"));
+		agent_converse(s, cmd, NULL);
+	}
+	else if (pending && !(verdict && strcmp(verdict, "approved") == 0) &&
+			 needs_permission(s, json_string_value(json_object_get(json_array_get(calls, 0), "name"))))
+		agent_converse_park(s, cmd, json_array_get(calls, 0));
+	else if (pending)
+		agent_converse(s, cmd, json_array_get(calls, 0));
+	else
+		agent_converse(s, cmd, NULL);
+	json_decref(decision);
+	json_decref(request);
+}
+
+/*
+ * Claim the next command of a session and run it.  Returns true if there
+ * was one (so the caller may look for more work at once).
+ */
+bool
+agent_run_one(CellSession *s)
+{
+	const char *args[2] = {s->id_text, int64_text(s->epoch)};
+	StoreResult r = store_exec("SELECT command_id, type, payload, attempts FROM nadi.command_claim($1::uuid, $2::bigint)",
+							   2, args);
+	json_t	   *row = json_array_get(r.rows, 0);
+	int64		cmd;
+	const char *type;
+	json_t	   *payload;
+
+	if (r.sqlerrcode != 0 || row == NULL)
+	{
+		if (store_is(&r, NA_FENCED))
+			s->epoch = -1;		/* lost: the caller drops the session */
+		store_result_free(&r);
+		return false;
+	}
+	s->last_active = GetCurrentTimestamp();
+	cmd = json_integer_value(json_object_get(row, "command_id"));
+	type = json_string_value(json_object_get(row, "type"));
+	payload = json_object_get(row, "payload");
+
+	if (strcmp(type, "tool") == 0)
+	{
+		json_t	   *result = NULL;
+		json_t	   *args_j = json_object_get(payload, "args");
+		const char *name = json_string_value(json_object_get(payload, "name"));
+		int			rc;
+
+		if (!agent_cancelled(s, cmd))
+		{
+			rc = agent_call(s, cmd, name, args_j ? args_j : json_object(), &result);
+			if (rc > 0)
+			{
+				if (json_is_true(json_object_get(result, "ok")) || json_object_get(result, "ok") == NULL)
+					agent_complete(s, cmd, result);
+				else
+					agent_fail(s, cmd, "tool_error", "the tool call failed", false);
+			}
+			json_decref(result);
+		}
+	}
+	else if (strcmp(type, "message") == 0)
+		agent_message(s, cmd, payload);
+	else
+		agent_fail(s, cmd, "unknown_type", "the cell does not know this command type", false);
+
+	store_result_free(&r);
+	return true;
+}

@@ -1,0 +1,115 @@
+/*
+ * broker.c — the `nadi broker` background worker: one per cluster, in the
+ * database nadi.database.  It places pending sessions on live cell hosts
+ * (nadi.place_pending) and heals (nadi.reap: expired leases, dead hosts,
+ * orphaned placements, crash budgets).  It never reads a command's payload
+ * and is never in the path of a command or a tool call: cells claim
+ * commands themselves, woken by the enqueuing commit.
+ *
+ * It sleeps on its latch.  Commits that make a session pending or change a
+ * host set it (wake.c); the timeout is the next lease expiry or host
+ * deadline, capped by nadi.broker_naptime as a safety net.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "nadi.h"
+#include "wake.h"
+#include "worker.h"
+
+static int	broker_slot = -1;
+
+static void
+broker_detach(int code, Datum arg)
+{
+	if (broker_slot >= 0)
+		nadi_worker_detach(broker_slot);
+}
+
+/*
+ * Run one SQL statement in its own transaction and return the first column
+ * of its first row as int64 (or -1 when NULL or no row).  Errors are caught,
+ * reported and survived: the next cycle tries again.
+ */
+static int64
+broker_step(const char *what, const char *sql)
+{
+	MemoryContext ctx = CurrentMemoryContext;
+	volatile int64 result = -1;
+
+	pgstat_report_activity(STATE_RUNNING, sql);
+	SetCurrentStatementStartTimestamp();	/* else now() stays at worker start */
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (worker_extension_ready())
+		{
+			bool		isnull;
+			Datum		d;
+
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			if (SPI_execute(sql, false, 1) < 0)
+				elog(ERROR, "%s failed", what);
+			if (SPI_processed == 1)
+			{
+				d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+				if (!isnull)
+					result = DatumGetInt64(d);
+			}
+			SPI_finish();
+		}
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(ctx);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		result = -1;
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return result;
+}
+
+void
+nadi_broker_main(Datum arg)
+{
+	worker_setup("nadi broker");
+	broker_slot = nadi_worker_attach(NADI_WORKER_BROKER, NULL);
+	before_shmem_exit(broker_detach, (Datum) 0);
+
+	for (;;)
+	{
+		int64		placed;
+		int64		next_ms;
+
+		/* heal first: sessions freed by expiry are placed in the same cycle */
+		broker_step("reap",
+					"SELECT leases_expired + commands_requeued + hosts_dead + sessions_replaced "
+					"FROM nadi.reap()");
+		do
+			placed = broker_step("place", "SELECT nadi.place_pending(1000)");
+		while (placed == 1000);
+
+		/* sleep until the next lease can expire, or until woken */
+		next_ms = broker_step("deadline",
+							  "SELECT greatest(0, ceil(extract(epoch FROM min(expires_at) - nadi.now()) * 1000))::bigint "
+							  "FROM nadi.session_leases WHERE cell_host_id IS NOT NULL");
+		if (next_ms < 0 || next_ms > nadi_broker_naptime_ms)
+			next_ms = nadi_broker_naptime_ms;
+		worker_wait(next_ms + 1);
+	}
+}

@@ -1,0 +1,381 @@
+/*
+ * cell.c — the `nadi cell` background workers: an embedded cell host.
+ *
+ * Each of the nadi.cell_workers processes of host nadi.cell_host_id takes
+ * the sessions placed on the host whose id hashes to it, acquires their
+ * leases, keeps them renewed, runs their commands one at a time (agent.c),
+ * suspends sessions idle for nadi.idle_suspend (lease released, state stays
+ * in Postgres) and lets go of terminating ones.  A session it (re)takes is
+ * resumed from nadi.session_replay(): the event log is the state.
+ *
+ * The worker sleeps on its latch; a commit that enqueues a command for one
+ * of its host's sessions sets it (wake.c).  Timeouts only cover renewals,
+ * heartbeats, retry backoffs and idleness.
+ */
+#include "postgres.h"
+
+#include <unistd.h>
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "nadi.h"
+#include "cell.h"
+#include "wake.h"
+#include "worker.h"
+
+char	   *nadi_cell_host_id = NULL;
+int			nadi_cell_capacity = 1000;
+int			nadi_heartbeat_interval_ms = 2000;
+int			nadi_idle_suspend_ms = 60000;
+char	   *nadi_sandboxd_url = NULL;
+char	   *nadi_sandboxd_token = NULL;
+char	   *nadi_sandbox_image = NULL;
+int			nadi_tool_timeout_ms = 30000;
+char	   *nadi_model_provider = NULL;
+char	   *nadi_model_url = NULL;
+char	   *nadi_model_name = NULL;
+int			nadi_model_max_steps = 8;
+
+static int	cell_index;
+static int	cell_slot = -1;
+static char host_id[NADI_HOST_ID_LEN];
+static HTAB *sessions;
+
+void
+cell_define_gucs(void)
+{
+	DefineCustomStringVariable("nadi.cell_host_id",
+							   "Host id of the embedded cell host (default: the machine's host name).",
+							   NULL, &nadi_cell_host_id, "",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("nadi.cell_capacity",
+							"Sessions the embedded cell host offers to hold.",
+							NULL, &nadi_cell_capacity, 1000, 0, 1000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("nadi.heartbeat_interval",
+							"How often cells heartbeat their host and renew their leases at the latest.",
+							NULL, &nadi_heartbeat_interval_ms, 2000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("nadi.idle_suspend",
+							"A session with no command for this long is suspended (its lease released).",
+							NULL, &nadi_idle_suspend_ms, 60000, 10, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomStringVariable("nadi.sandboxd_url",
+							   "Sandbox host to use for sessions whose sandbox host has no address.",
+							   NULL, &nadi_sandboxd_url, "http://127.0.0.1:7100",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("nadi.sandboxd_token",
+							   "Bearer token cells present to sandbox hosts.",
+							   NULL, &nadi_sandboxd_token, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("nadi.sandbox_image",
+							   "Image new sandboxes are made from.",
+							   NULL, &nadi_sandbox_image, "busybox",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("nadi.tool_timeout",
+							"Longest a tool call or a model call may take.",
+							NULL, &nadi_tool_timeout_ms, 30000, 100, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomStringVariable("nadi.model",
+							   "Model provider: builtin (deterministic, offline) or openai (chat completions).",
+							   NULL, &nadi_model_provider, "builtin",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("nadi.model_url",
+							   "Base URL of the chat-completions API (the credentials proxy, which holds the key).",
+							   NULL, &nadi_model_url, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("nadi.model_name",
+							   "Model name sent to the chat-completions API.",
+							   NULL, &nadi_model_name, "default",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("nadi.model_max_steps",
+							"Most model steps (tool round trips) one message command may take.",
+							NULL, &nadi_model_max_steps, 8, 1, 100,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+}
+
+static void
+cell_detach(int code, Datum arg)
+{
+	if (cell_slot >= 0)
+		nadi_worker_detach(cell_slot);
+}
+
+static TimestampTz
+ts_from_json(json_t *v)
+{
+	const char *s = json_string_value(v);
+
+	return s ? nadi_timestamptz_parse(s) : 0;
+}
+
+static void
+session_forget(CellSession *s)
+{
+	json_decref(s->messages);
+	json_decref(s->policy);
+	hash_search(sessions, &s->id, HASH_REMOVE, NULL);
+}
+
+/* Register the host, or heartbeat it (registering again if it was lost). */
+static void
+cell_heartbeat(void)
+{
+	char		cap[16];
+	const char *args[3] = {host_id, NULL, cap};
+	StoreResult r;
+
+	r = store_exec("SELECT state FROM nadi.cell_host_heartbeat($1)", 1, args);
+	if (r.sqlerrcode != 0)
+	{
+		store_result_free(&r);
+		snprintf(cap, sizeof(cap), "%d", nadi_cell_capacity);
+		args[1] = "embedded";
+		r = store_exec("SELECT state FROM nadi.cell_host_register($1, $2, $3::integer)", 3, args);
+	}
+	store_result_free(&r);
+}
+
+/* Take a placed session: acquire its lease and rebuild its state by replay. */
+static void
+cell_take(const char *id_text, json_t *row)
+{
+	const char *args[2] = {id_text, host_id};
+	StoreResult r = store_exec("SELECT epoch, expires_at FROM nadi.lease_acquire($1::uuid, $2)", 2, args);
+	StoreResult replay;
+	json_t	   *lease = json_array_get(r.rows, 0);
+	pg_uuid_t	id;
+	CellSession *s;
+	bool		found;
+
+	if (r.sqlerrcode != 0 || lease == NULL)
+	{
+		store_result_free(&r);
+		return;
+	}
+	replay = store_exec("SELECT nadi.session_replay($1::uuid) AS state", 1, args);
+	nadi_uuid_parse(id_text, &id);
+	s = hash_search(sessions, &id, HASH_ENTER, &found);
+	memset((char *) s + sizeof(pg_uuid_t), 0, sizeof(CellSession) - sizeof(pg_uuid_t));
+	strlcpy(s->id_text, id_text, sizeof(s->id_text));
+	s->epoch = json_integer_value(json_object_get(lease, "epoch"));
+	s->lease_expires = ts_from_json(json_object_get(lease, "expires_at"));
+	s->last_active = GetCurrentTimestamp();
+	s->messages = json_incref(json_object_get(json_object_get(json_array_get(replay.rows, 0), "state"), "messages"));
+	if (s->messages == NULL)
+		s->messages = json_array();
+	s->policy = json_incref(json_object_get(row, "policy"));
+	if (json_is_string(json_object_get(row, "sandbox_url")))
+		strlcpy(s->sandbox_url, json_string_value(json_object_get(row, "sandbox_url")), sizeof(s->sandbox_url));
+	s->listed = true;
+	store_result_free(&replay);
+	store_result_free(&r);
+}
+
+/*
+ * Let go of a session: write the cell's state as a cell.checkpoint event
+ * (so a test can compare it with the replay), then release the lease.
+ */
+static void
+cell_release(CellSession *s)
+{
+	json_t	   *cp = json_pack("{s:O}", "messages", s->messages);
+	char	   *p = json_dumps(cp, JSON_COMPACT);
+	char		epoch[32];
+	const char *args[4] = {s->id_text, epoch, "cell.checkpoint", p};
+	StoreResult r;
+
+	snprintf(epoch, sizeof(epoch), INT64_FORMAT, s->epoch);
+	r = store_exec("SELECT seq FROM nadi.event_append($1::uuid, $2::bigint, $3, $4::jsonb)", 4, args);
+	store_result_free(&r);
+	r = store_exec("SELECT epoch FROM nadi.lease_release($1::uuid, $2::bigint)", 2, args);
+	store_result_free(&r);
+	free(p);
+	json_decref(cp);
+	session_forget(s);
+}
+
+/*
+ * One round: list this worker's sessions, take placed ones, renew, run one
+ * command per session with work, release idle and terminating ones.
+ * Returns how long the worker may sleep (ms), 0 if there may be more work.
+ */
+static long
+cell_round(void)
+{
+	char		n[16],
+				i[16];
+	const char *args[3] = {host_id, n, i};
+	StoreResult list;
+	json_t	   *row;
+	size_t		k;
+	HASH_SEQ_STATUS seq;
+	CellSession *s;
+	TimestampTz now = GetCurrentTimestamp();
+	long		sleep_ms = nadi_heartbeat_interval_ms;
+	bool		worked = false;
+
+	snprintf(n, sizeof(n), "%d", nadi_cell_workers);
+	snprintf(i, sizeof(i), "%d", cell_index);
+	list = store_exec("SELECT s.session_id, s.state, l.epoch, l.cell_host_id AS holder, s.policy, "
+					  "h.address AS sandbox_url, "
+					  "EXISTS (SELECT 1 FROM nadi.command_inbox c WHERE c.session_id = s.session_id "
+					  "  AND c.status = 'queued' AND c.available_at <= nadi.now()) AS has_work, "
+					  "EXISTS (SELECT 1 FROM nadi.command_inbox c WHERE c.session_id = s.session_id "
+					  "  AND c.status IN ('queued', 'running', 'waiting')) AS has_open, "
+					  "(SELECT ceil(extract(epoch FROM min(c.available_at) - nadi.now()) * 1000) "
+					  "  FROM nadi.command_inbox c WHERE c.session_id = s.session_id "
+					  "  AND c.status = 'queued') AS next_due_ms "
+					  "FROM nadi.sessions s JOIN nadi.session_leases l USING (session_id) "
+					  "LEFT JOIN nadi.sandbox_hosts h ON h.host_id = s.sandbox_host_id "
+					  "WHERE s.cell_host_id = $1 AND s.state IN ('placed', 'active', 'terminating') "
+					  "AND get_byte(uuid_send(s.session_id), 15) % $2::integer = $3::integer",
+					  3, args);
+
+	hash_seq_init(&seq, sessions);
+	while ((s = hash_seq_search(&seq)) != NULL)
+		s->listed = false;
+
+	json_array_foreach(list.rows, k, row)
+	{
+		const char *id_text = json_string_value(json_object_get(row, "session_id"));
+		const char *state = json_string_value(json_object_get(row, "state"));
+		int64		epoch = json_integer_value(json_object_get(row, "epoch"));
+		json_t	   *due = json_object_get(row, "next_due_ms");
+		pg_uuid_t	id;
+		bool		found;
+
+		nadi_uuid_parse(id_text, &id);
+		s = hash_search(sessions, &id, HASH_FIND, &found);
+		if (strcmp(state, "placed") == 0)
+		{
+			if (found)
+				session_forget(s);
+			cell_take(id_text, row);
+			s = hash_search(sessions, &id, HASH_FIND, &found);
+			if (found)
+				epoch = s->epoch;	/* the listing predates our acquire */
+		}
+		if (!found || s->epoch != epoch)
+			continue;			/* not ours (or not any more) */
+		s->listed = true;
+
+		if (strcmp(state, "terminating") == 0)
+		{
+			cell_release(s);
+			continue;
+		}
+		if (json_is_true(json_object_get(row, "has_work")))
+		{
+			worked |= agent_run_one(s);
+			if (s->epoch < 0)
+			{
+				session_forget(s);
+				continue;
+			}
+		}
+		else if (json_is_number(due))
+			sleep_ms = Min(sleep_ms, Max(1, (long) json_number_value(due)));
+		if (!json_is_true(json_object_get(row, "has_open")) && !worked &&
+			TimestampDifferenceExceeds(s->last_active, now, nadi_idle_suspend_ms))
+			cell_release(s);
+	}
+	store_result_free(&list);
+
+	/*
+	 * Forget what is no longer ours; renew what is due.  Collect first: a
+	 * hash scan must not stay open across the transactions store_exec runs.
+	 */
+	{
+		long		count = hash_get_num_entries(sessions);
+		CellSession **all = palloc(sizeof(CellSession *) * (count + 1));
+		long		m = 0;
+
+		hash_seq_init(&seq, sessions);
+		while ((s = hash_seq_search(&seq)) != NULL)
+			all[m++] = s;
+		for (long j = 0; j < m; j++)
+		{
+			s = all[j];
+			if (!s->listed)
+				session_forget(s);
+			else if (s->lease_expires - GetCurrentTimestamp() <
+					 (TimestampTz) nadi_lease_ttl_ms * 1000 * 2 / 3)
+			{
+				char		epoch[32];
+				const char *rargs[2] = {s->id_text, epoch};
+				StoreResult r;
+
+				snprintf(epoch, sizeof(epoch), INT64_FORMAT, s->epoch);
+				r = store_exec("SELECT expires_at FROM nadi.lease_renew($1::uuid, $2::bigint)", 2, rargs);
+				if (r.sqlerrcode != 0)
+					session_forget(s);
+				else
+					s->lease_expires = ts_from_json(json_object_get(json_array_get(r.rows, 0), "expires_at"));
+				store_result_free(&r);
+			}
+		}
+	}
+	sleep_ms = Min(sleep_ms, nadi_lease_ttl_ms / 3);
+	return worked ? 0 : sleep_ms;
+}
+
+void
+nadi_cell_main(Datum arg)
+{
+	MemoryContext round_ctx;
+	HASHCTL		ctl = {0};
+	TimestampTz last_heartbeat = 0;
+
+	cell_index = DatumGetInt32(arg);
+	if (nadi_cell_host_id && nadi_cell_host_id[0])
+		strlcpy(host_id, nadi_cell_host_id, sizeof(host_id));
+	else if (gethostname(host_id, sizeof(host_id)) != 0 || host_id[0] == '\0')
+		strlcpy(host_id, "localhost", sizeof(host_id));
+
+	worker_setup("nadi cell");
+	cell_slot = nadi_worker_attach(NADI_WORKER_CELL, host_id);
+	before_shmem_exit(cell_detach, (Datum) 0);
+
+	ctl.keysize = sizeof(pg_uuid_t);
+	ctl.entrysize = sizeof(CellSession);
+	ctl.hcxt = TopMemoryContext;
+	sessions = hash_create("nadi cell sessions", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	round_ctx = AllocSetContextCreate(TopMemoryContext, "nadi cell round", ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		MemoryContext old;
+		long		sleep_ms;
+		bool		ready;
+
+		old = MemoryContextSwitchTo(round_ctx);
+		{
+			StoreResult r = store_exec("SELECT 1 AS ready FROM pg_extension WHERE extname = 'nadi'", 0, NULL);
+
+			ready = json_array_size(r.rows) == 1;
+			store_result_free(&r);
+		}
+		if (!ready)
+			sleep_ms = 1000;
+		else
+		{
+			if (TimestampDifferenceExceeds(last_heartbeat, GetCurrentTimestamp(), nadi_heartbeat_interval_ms))
+			{
+				cell_heartbeat();
+				last_heartbeat = GetCurrentTimestamp();
+			}
+			sleep_ms = cell_round();
+		}
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(round_ctx);
+		worker_wait(sleep_ms);
+	}
+}

@@ -1,0 +1,64 @@
+/*
+ * cell.h — the embedded cell host: worker processes that hold session
+ * leases and run the agent loop (cell.c: leases, sessions, the main loop;
+ * agent.c: one command; store.c: the SQL steps, each its own transaction).
+ */
+#ifndef NADI_CELL_H
+#define NADI_CELL_H
+
+#include "postgres.h"
+
+#include <jansson.h>
+
+#include "datatype/timestamp.h"
+#include "utils/uuid.h"
+
+#include "model.h"
+
+extern char *nadi_cell_host_id;
+extern int	nadi_cell_capacity;
+extern int	nadi_heartbeat_interval_ms;
+extern int	nadi_idle_suspend_ms;
+extern char *nadi_sandboxd_url;
+extern char *nadi_sandboxd_token;
+extern char *nadi_sandbox_image;
+extern int	nadi_tool_timeout_ms;
+extern char *nadi_model_provider;
+extern char *nadi_model_url;
+extern char *nadi_model_name;
+extern int	nadi_model_max_steps;
+
+extern void cell_define_gucs(void);
+
+/* A session this worker holds the lease of. */
+typedef struct CellSession
+{
+	pg_uuid_t	id;				/* hash key */
+	char		id_text[UUID_LEN * 2 + 5];
+	int64		epoch;
+	TimestampTz lease_expires;
+	TimestampTz last_active;
+	char		sandbox_url[256];	/* the session's sandbox host, or "" */
+	char		sandbox_id[128];	/* created on first tool call */
+	json_t	   *messages;		/* the conversation: the cell's state */
+	json_t	   *policy;
+	bool		listed;			/* seen in this round's listing */
+} CellSession;
+
+/* store.c: each call runs in a transaction of its own */
+typedef struct StoreResult
+{
+	int			sqlerrcode;		/* 0 on success */
+	char		message[512];
+	json_t	   *rows;			/* array of objects (column → value) */
+} StoreResult;
+
+extern StoreResult store_exec(const char *sql, int nargs, const char *const *args);
+extern void store_result_free(StoreResult *r);
+extern bool store_is(const StoreResult *r, const char *sqlstate);
+
+/* agent.c */
+extern bool agent_run_one(CellSession *s);
+extern ModelConfig agent_model_config(void);
+
+#endif							/* NADI_CELL_H */

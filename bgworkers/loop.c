@@ -1,0 +1,64 @@
+/*
+ * loop.c — the parts of a worker's life that the broker and the cells
+ * share: signals, connecting, waiting on the latch, and noticing that the
+ * extension is (not yet) installed.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+
+#include "worker.h"
+
+/*
+ * Signals and the database connection.  SIGTERM is die(): the worker ends
+ * at its next CHECK_FOR_INTERRUPTS(), aborting whatever transaction it is
+ * in, which is always safe here because every step commits on its own.
+ */
+void
+worker_setup(const char *what)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(nadi_database, NULL, 0);
+	pgstat_report_appname(what);
+	elog(LOG, "%s started in database \"%s\"", what, nadi_database);
+}
+
+/*
+ * Sleep until the latch is set or timeout_ms passes.  The latch is the
+ * mechanism (commits set it); the timeout is only a safety net.  Returns
+ * true when woken by the latch.
+ */
+bool
+worker_wait(long timeout_ms)
+{
+	int			rc;
+
+	rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+				   Max(timeout_ms, 1), PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+	return (rc & WL_LATCH_SET) != 0;
+}
+
+/* Inside a transaction: is CREATE EXTENSION nadi done in this database? */
+bool
+worker_extension_ready(void)
+{
+	return OidIsValid(get_extension_oid("nadi", true));
+}

@@ -1,0 +1,227 @@
+/*
+ * model.c — models behind one interface.
+ *
+ * "builtin" is deterministic, so the whole system runs offline and tests are
+ * exact.  Its rules, applied to the last message of the conversation:
+ *   - a user message "/tool NAME {json}" calls tool NAME with those args
+ *     (args default to {} when omitted);
+ *   - a tool result is answered with "NAME returned: RESULT";
+ *   - a denied tool call is answered with "NAME was not run: permission denied.";
+ *   - any other user message gets "You said: TEXT".
+ *
+ * "openai" speaks the chat-completions API with tool calling.  The cell
+ * holds no API key: nadi.model_url points at the credentials proxy (or a
+ * local endpoint), which adds the key outside the cell.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+#include "model.h"
+
+static json_t *
+reply_new(const char *text)
+{
+	return json_pack("{s:s, s:[]}", "text", text, "tool_calls");
+}
+
+static const char *
+str_member(json_t *obj, const char *key)
+{
+	json_t	   *v = json_object_get(obj, key);
+
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+int
+model_builtin_step(json_t *messages, json_t **reply, char *err, size_t errlen)
+{
+	size_t		n = json_array_size(messages);
+	json_t	   *last;
+	const char *role;
+	const char *content;
+	char		buf[8192];
+
+	if (n == 0)
+	{
+		snprintf(err, errlen, "the conversation is empty");
+		return -EINVAL;
+	}
+	last = json_array_get(messages, n - 1);
+	role = str_member(last, "role");
+	content = str_member(last, "content");
+	if (role == NULL)
+	{
+		snprintf(err, errlen, "message without a role");
+		return -EINVAL;
+	}
+
+	if (strcmp(role, "tool") == 0)
+	{
+		const char *name = str_member(last, "name");
+		json_t	   *c = json_object_get(last, "content");
+		char	   *text = json_is_string(c) ? strdup(json_string_value(c)) : json_dumps(c, JSON_COMPACT | JSON_ENCODE_ANY);
+
+		snprintf(buf, sizeof(buf), "%s returned: %s", name ? name : "tool", text ? text : "null");
+		free(text);
+		*reply = reply_new(buf);
+		return 0;
+	}
+	if (strcmp(role, "denied") == 0)
+	{
+		const char *name = str_member(last, "name");
+
+		snprintf(buf, sizeof(buf), "%s was not run: permission denied.", name ? name : "tool");
+		*reply = reply_new(buf);
+		return 0;
+	}
+	if (content == NULL)
+		content = "";
+	if (strncmp(content, "/tool ", 6) == 0)
+	{
+		const char *p = content + 6;
+		size_t		len = strcspn(p, " \t\n");
+		char		name[128];
+		json_t	   *args;
+		json_error_t jerr;
+
+		if (len == 0 || len >= sizeof(name))
+		{
+			*reply = reply_new("Usage: /tool NAME {json arguments}");
+			return 0;
+		}
+		memcpy(name, p, len);
+		name[len] = '\0';
+		p += len;
+		p += strspn(p, " \t\n");
+		args = *p ? json_loads(p, 0, &jerr) : json_object();
+		if (args == NULL || !json_is_object(args))
+		{
+			snprintf(buf, sizeof(buf), "I could not read the arguments for %s: %s", name,
+					 args ? "they must be a JSON object" : jerr.text);
+			json_decref(args);
+			*reply = reply_new(buf);
+			return 0;
+		}
+		snprintf(buf, sizeof(buf), "Calling %s.", name);
+		*reply = reply_new(buf);
+		json_array_append_new(json_object_get(*reply, "tool_calls"),
+							  json_pack("{s:s, s:o}", "name", name, "args", args));
+		return 0;
+	}
+	snprintf(buf, sizeof(buf), "You said: %s", content);
+	*reply = reply_new(buf);
+	return 0;
+}
+
+/* Translate our conversation into chat-completions messages. */
+static json_t *
+openai_messages(json_t *messages)
+{
+	json_t	   *out = json_array();
+	size_t		i;
+	json_t	   *m;
+
+	json_array_foreach(messages, i, m)
+	{
+		const char *role = str_member(m, "role");
+		json_t	   *c = json_object_get(m, "content");
+		char	   *text = json_is_string(c) ? strdup(json_string_value(c))
+			: json_dumps(c, JSON_COMPACT | JSON_ENCODE_ANY);
+
+		if (role && (strcmp(role, "tool") == 0 || strcmp(role, "denied") == 0))
+		{
+			char		note[8192];
+
+			/* results go back as user-visible text: no tool_call_id bookkeeping */
+			snprintf(note, sizeof(note), "%s %s: %s", str_member(m, "name") ? str_member(m, "name") : "tool",
+					 strcmp(role, "tool") == 0 ? "returned" : "was denied", text ? text : "");
+			json_array_append_new(out, json_pack("{s:s, s:s}", "role", "user", "content", note));
+		}
+		else
+			json_array_append_new(out, json_pack("{s:s, s:s}", "role", role ? role : "user",
+												 "content", text ? text : ""));
+		free(text);
+	}
+	return out;
+}
+
+static int
+model_openai_step(const ModelConfig *cfg, json_t *messages, json_t *tools, json_t **reply,
+				  char *err, size_t errlen)
+{
+	char		url[2048];
+	json_t	   *req;
+	json_t	   *resp = NULL;
+	json_t	   *msg;
+	json_t	   *calls;
+	long		status;
+	int			r;
+	size_t		i;
+	json_t	   *call;
+
+	snprintf(url, sizeof(url), "%s/chat/completions", cfg->url);
+	req = json_pack("{s:s, s:o}", "model", cfg->model ? cfg->model : "default",
+					"messages", openai_messages(messages));
+	if (tools && json_array_size(tools) > 0)
+		json_object_set(req, "tools", tools);
+	r = http_json("POST", url, NULL, req, cfg->timeout_ms, 4 * 1024 * 1024, NULL,
+				  &status, &resp, err, errlen);
+	json_decref(req);
+	if (r < 0)
+		return r == -ETIMEDOUT || r == -ECONNREFUSED ? -EAGAIN : r;
+	if (status == 429 || status >= 500)
+	{
+		snprintf(err, errlen, "model provider answered HTTP %ld", status);
+		json_decref(resp);
+		return -EAGAIN;
+	}
+	msg = json_object_get(json_array_get(json_object_get(resp, "choices"), 0), "message");
+	if (status != 200 || !json_is_object(msg))
+	{
+		snprintf(err, errlen, "model provider answered HTTP %ld without a message", status);
+		json_decref(resp);
+		return -EPROTO;
+	}
+	*reply = reply_new(str_member(msg, "content") ? str_member(msg, "content") : "");
+	calls = json_object_get(msg, "tool_calls");
+	json_array_foreach(calls, i, call)
+	{
+		json_t	   *fn = json_object_get(call, "function");
+		const char *name = str_member(fn, "name");
+		const char *args = str_member(fn, "arguments");
+		json_error_t jerr;
+		json_t	   *parsed = args ? json_loads(args, 0, &jerr) : json_object();
+
+		if (name == NULL || parsed == NULL || !json_is_object(parsed))
+		{
+			json_decref(parsed);
+			continue;
+		}
+		json_array_append_new(json_object_get(*reply, "tool_calls"),
+							  json_pack("{s:s, s:o}", "name", name, "args", parsed));
+	}
+	json_decref(resp);
+	return 0;
+}
+
+int
+model_step(const ModelConfig *cfg, json_t *messages, json_t *tools, json_t **reply,
+		   char *err, size_t errlen)
+{
+	if (cfg->provider == NULL || strcmp(cfg->provider, "builtin") == 0)
+		return model_builtin_step(messages, reply, err, errlen);
+	if (strcmp(cfg->provider, "openai") == 0)
+	{
+		if (cfg->url == NULL || cfg->url[0] == '\0')
+		{
+			snprintf(err, errlen, "nadi.model_url is not set");
+			return -EINVAL;
+		}
+		return model_openai_step(cfg, messages, tools, reply, err, errlen);
+	}
+	snprintf(err, errlen, "unknown model provider \"%s\"", cfg->provider);
+	return -EINVAL;
+}

@@ -1,0 +1,70 @@
+/*
+ * register.c — the workers' configuration (nadi.* GUCs that only the
+ * workers read) and their registration with the postmaster at
+ * shared_preload_libraries time.
+ */
+#include "postgres.h"
+
+#include <unistd.h>
+
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "utils/guc.h"
+
+#include "cell.h"
+#include "worker.h"
+
+char	   *nadi_database = NULL;
+bool		nadi_broker_enabled = true;
+int			nadi_broker_naptime_ms = 1000;
+int			nadi_cell_workers = 2;
+
+void
+nadi_workers_define_gucs(void)
+{
+	DefineCustomStringVariable("nadi.database",
+							   "Database the nadi broker and cells work in.",
+							   NULL, &nadi_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("nadi.broker",
+							 "Start the nadi broker (placement and healing).",
+							 NULL, &nadi_broker_enabled, true,
+							 PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("nadi.broker_naptime",
+							"Longest the broker sleeps when nothing wakes it (a safety net).",
+							NULL, &nadi_broker_naptime_ms, 1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("nadi.cell_workers",
+							"Worker processes of the embedded cell host (0: no embedded cell).",
+							NULL, &nadi_cell_workers, 2, 0, 32,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	cell_define_gucs();
+}
+
+void
+nadi_workers_register(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	strlcpy(worker.bgw_library_name, "nadi", BGW_MAXLEN);
+
+	if (nadi_broker_enabled)
+	{
+		strlcpy(worker.bgw_function_name, "nadi_broker_main", BGW_MAXLEN);
+		strlcpy(worker.bgw_name, "nadi broker", BGW_MAXLEN);
+		strlcpy(worker.bgw_type, "nadi broker", BGW_MAXLEN);
+		RegisterBackgroundWorker(&worker);
+	}
+	for (int i = 0; i < nadi_cell_workers; i++)
+	{
+		strlcpy(worker.bgw_function_name, "nadi_cell_main", BGW_MAXLEN);
+		snprintf(worker.bgw_name, BGW_MAXLEN, "nadi cell %d", i);
+		strlcpy(worker.bgw_type, "nadi cell", BGW_MAXLEN);
+		worker.bgw_main_arg = Int32GetDatum(i);
+		RegisterBackgroundWorker(&worker);
+	}
+}
