@@ -21,6 +21,7 @@
 #include "utils/wait_event.h"
 #include "utils/timestamp.h"
 
+#include "nadi.h"
 #include "cell.h"
 #include "http.h"
 
@@ -108,9 +109,12 @@ message_add(CellSession *s, const char *role, json_t *content, int64 cmd,
 	json_array_append_new(s->messages, m);
 }
 
+/* libcurl's progress callback: keep leases alive; stop when asked to. */
 static bool
 abort_requested(void)
 {
+	if (!InterruptPending)
+		cell_keepalive(false);
 	return InterruptPending;
 }
 
@@ -269,9 +273,11 @@ model_delay(json_t *messages)
 		while (GetCurrentTimestamp() < end)
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 Max(1, (end - GetCurrentTimestamp()) / 1000), PG_WAIT_EXTENSION);
+							 Min(Max(1, (end - GetCurrentTimestamp()) / 1000), nadi_lease_ttl_ms / 6 + 1),
+							 PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
+			cell_keepalive(false);
 		}
 	}
 }

@@ -203,6 +203,57 @@ cell_release(CellSession *s)
 }
 
 /*
+ * Renew the leases that are due for it (a third of the TTL left to run at
+ * the latest).  Called between rounds and, through agent.c, while a long
+ * model step or tool call is under way, so slow work does not lose its
+ * lease.  With forget, sessions that are no longer ours are dropped;
+ * otherwise (in the middle of a command) they are only marked (epoch -1).
+ */
+void
+cell_keepalive(bool forget)
+{
+	static TimestampTz last = 0;
+	long		count = hash_get_num_entries(sessions);
+	CellSession **all;
+	HASH_SEQ_STATUS seq;
+	CellSession *s;
+	long		m = 0;
+
+	if (!forget && !TimestampDifferenceExceeds(last, GetCurrentTimestamp(), nadi_lease_ttl_ms / 6))
+		return;
+	last = GetCurrentTimestamp();
+	/* collect first: a hash scan must not stay open across transactions */
+	all = palloc(sizeof(CellSession *) * (count + 1));
+	hash_seq_init(&seq, sessions);
+	while ((s = hash_seq_search(&seq)) != NULL)
+		all[m++] = s;
+	for (long j = 0; j < m; j++)
+	{
+		s = all[j];
+		if (forget && (!s->listed || s->epoch < 0))
+			session_forget(s);
+		else if (s->epoch >= 0 &&
+				 s->lease_expires - GetCurrentTimestamp() < (TimestampTz) nadi_lease_ttl_ms * 1000 * 2 / 3)
+		{
+			char		epoch[32];
+			const char *rargs[2] = {s->id_text, epoch};
+			StoreResult r;
+
+			snprintf(epoch, sizeof(epoch), INT64_FORMAT, s->epoch);
+			r = store_exec("SELECT expires_at FROM nadi.lease_renew($1::uuid, $2::bigint)", 2, rargs);
+			if (r.sqlerrcode != 0)
+				s->epoch = -1;
+			else
+				s->lease_expires = ts_from_json(json_object_get(json_array_get(r.rows, 0), "expires_at"));
+			store_result_free(&r);
+			if (forget && s->epoch < 0)
+				session_forget(s);
+		}
+	}
+	pfree(all);
+}
+
+/*
  * One round: list this worker's sessions, take placed ones, renew, run one
  * command per session with work, release idle and terminating ones.
  * Returns how long the worker may sleep (ms), 0 if there may be more work.
@@ -289,40 +340,8 @@ cell_round(void)
 	}
 	store_result_free(&list);
 
-	/*
-	 * Forget what is no longer ours; renew what is due.  Collect first: a
-	 * hash scan must not stay open across the transactions store_exec runs.
-	 */
-	{
-		long		count = hash_get_num_entries(sessions);
-		CellSession **all = palloc(sizeof(CellSession *) * (count + 1));
-		long		m = 0;
-
-		hash_seq_init(&seq, sessions);
-		while ((s = hash_seq_search(&seq)) != NULL)
-			all[m++] = s;
-		for (long j = 0; j < m; j++)
-		{
-			s = all[j];
-			if (!s->listed)
-				session_forget(s);
-			else if (s->lease_expires - GetCurrentTimestamp() <
-					 (TimestampTz) nadi_lease_ttl_ms * 1000 * 2 / 3)
-			{
-				char		epoch[32];
-				const char *rargs[2] = {s->id_text, epoch};
-				StoreResult r;
-
-				snprintf(epoch, sizeof(epoch), INT64_FORMAT, s->epoch);
-				r = store_exec("SELECT expires_at FROM nadi.lease_renew($1::uuid, $2::bigint)", 2, rargs);
-				if (r.sqlerrcode != 0)
-					session_forget(s);
-				else
-					s->lease_expires = ts_from_json(json_object_get(json_array_get(r.rows, 0), "expires_at"));
-				store_result_free(&r);
-			}
-		}
-	}
+	/* forget what is no longer ours; renew what is due */
+	cell_keepalive(true);
 	sleep_ms = Min(sleep_ms, nadi_lease_ttl_ms / 3);
 	return worked ? 0 : sleep_ms;
 }

@@ -57,6 +57,9 @@ extern StoreResult store_exec(const char *sql, int nargs, const char *const *arg
 extern void store_result_free(StoreResult *r);
 extern bool store_is(const StoreResult *r, const char *sqlstate);
 
+/* cell.c */
+extern void cell_keepalive(bool forget);
+
 /* agent.c */
 extern bool agent_run_one(CellSession *s);
 extern ModelConfig agent_model_config(void);

@@ -1,0 +1,122 @@
+# The broker and the embedded cell, end to end inside one cluster: placement,
+# the agent loop, approvals, suspension and resumption by replay, a poison
+# command, and a broker that goes away and comes back.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('workers');
+$node->init;
+$node->append_conf('postgresql.conf', q{
+shared_preload_libraries = 'nadi'
+nadi.database = 'postgres'
+nadi.cell_workers = 2
+nadi.cell_host_id = 'tap-cell'
+nadi.lease_ttl = '2s'
+nadi.heartbeat_interval = '500ms'
+nadi.idle_suspend = '1s'
+nadi.retry_backoff_base = '100ms'
+nadi.max_attempts = 3
+nadi.sandboxd_url = 'http://127.0.0.1:9'
+nadi.tool_timeout = '2s'
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION nadi');
+
+# workers show up with their types
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 3 FROM pg_stat_activity WHERE backend_type IN ('nadi broker', 'nadi cell')")
+  or die 'workers did not start';
+$node->poll_query_until('postgres',
+	"SELECT state = 'live' FROM nadi.cell_hosts WHERE host_id = 'tap-cell'")
+  or die 'cell host did not register';
+pass('broker and two cell workers running; the cell host registered itself');
+
+sub events
+{
+	my ($sid, $after) = @_;
+	$after //= 0;
+	return $node->safe_psql('postgres',
+		"SELECT string_agg(kind, ' ' ORDER BY seq) FROM nadi.events WHERE session_id = '$sid' AND seq > $after");
+}
+
+sub wait_status
+{
+	my ($sid, $cmd, $status) = @_;
+	return $node->poll_query_until('postgres',
+		"SELECT status = '$status' FROM nadi.command_inbox WHERE session_id = '$sid' AND command_id = $cmd");
+}
+
+# a message goes through the model and back, with no polling anywhere
+my $sid = $node->safe_psql('postgres', "SELECT session_id FROM nadi.session_create('acme', policy => '{\"require_approval\": [\"exec\"]}')");
+my $c1 = $node->safe_psql('postgres', "SELECT command_id FROM nadi.command_enqueue('$sid', 'message', '{\"text\": \"hello\"}')");
+ok(wait_status($sid, $c1, 'completed'), 'message completed');
+is($node->safe_psql('postgres', "SELECT result->>'text' FROM nadi.command_inbox WHERE command_id = $c1"),
+	'You said: hello', 'builtin model reply');
+like(events($sid), qr/session.created session.state session.state session.lease command.received command.started model.reply command.completed/,
+	'placed, leased, started, replied, completed');
+
+# a tool call that needs approval waits in Postgres; deny answers it
+my $c2 = $node->safe_psql('postgres',
+	"SELECT command_id FROM nadi.command_enqueue('$sid', 'message', '{\"text\": \"/tool exec {\\\"argv\\\": [\\\"rm\\\", \\\"-rf\\\", \\\"/\\\"]}\"}')");
+ok(wait_status($sid, $c2, 'waiting'), 'tool call parked for permission');
+is($node->safe_psql('postgres', "SELECT payload->>'tool' FROM nadi.events WHERE session_id = '$sid' AND kind = 'permission.requested'"),
+	'exec', 'permission.requested names the tool');
+$node->safe_psql('postgres', "SELECT nadi.command_enqueue('$sid', 'deny', '{\"reason\": \"not on my machine\"}')");
+ok(wait_status($sid, $c2, 'completed'), 'denied command completed');
+is($node->safe_psql('postgres', "SELECT result->>'text' FROM nadi.command_inbox WHERE command_id = $c2"),
+	'exec was not run: permission denied.', 'the model answered the denial');
+is($node->safe_psql('postgres', "SELECT count(*) FROM nadi.events WHERE session_id = '$sid' AND kind = 'tool.call'"),
+	'0', 'the denied tool never ran');
+
+# idle sessions are suspended with a checkpoint of the cell's state, which
+# the replay of the log reproduces (invariant 7)
+$node->poll_query_until('postgres', "SELECT state = 'suspended' FROM nadi.sessions WHERE session_id = '$sid'")
+  or die 'session was not suspended';
+is($node->safe_psql('postgres', qq{
+	SELECT (e.payload->'messages') = (nadi.session_replay('$sid', e.seq - 1)->'messages')
+	FROM nadi.events e WHERE e.session_id = '$sid' AND e.kind = 'cell.checkpoint'
+	ORDER BY e.seq DESC LIMIT 1}), 't', 'replay of the log equals the cell state at suspension');
+
+# the next command resumes it: the cell rebuilds the conversation by replay
+my $c3 = $node->safe_psql('postgres', "SELECT command_id FROM nadi.command_enqueue('$sid', 'message', '{\"text\": \"again\"}')");
+ok(wait_status($sid, $c3, 'completed'), 'suspended session resumed for a new command');
+$node->poll_query_until('postgres', "SELECT state = 'suspended' FROM nadi.sessions WHERE session_id = '$sid'")
+  or die 'session was not suspended again';
+is($node->safe_psql('postgres', qq{
+	SELECT jsonb_array_length(e.payload->'messages') || ' ' ||
+	       ((e.payload->'messages') = (nadi.session_replay('$sid', e.seq - 1)->'messages'))
+	FROM nadi.events e WHERE e.session_id = '$sid' AND e.kind = 'cell.checkpoint'
+	ORDER BY e.seq DESC LIMIT 1}), '8 true', 'after resumption the cell holds the whole conversation, as the replay does');
+
+# a poison command (its sandbox host is unreachable) retries with backoff, is
+# dead-lettered, and the session goes on with the next command
+my $p = $node->safe_psql('postgres', "SELECT command_id FROM nadi.command_enqueue('$sid', 'tool', '{\"name\": \"uppercase\", \"args\": {\"text\": \"x\"}}')");
+my $after = $node->safe_psql('postgres', "SELECT command_id FROM nadi.command_enqueue('$sid', 'message', '{\"text\": \"still here\"}')");
+ok(wait_status($sid, $p, 'dead'), 'poison command dead-lettered');
+is($node->safe_psql('postgres', "SELECT attempts || ' ' || (last_error->>'code') FROM nadi.command_inbox WHERE command_id = $p"),
+	'3 sandbox_unavailable', 'tried max_attempts times, with the reason kept');
+is($node->safe_psql('postgres', "SELECT count(*) FROM nadi.events WHERE command_id = $p AND kind = 'command.failed'"),
+	'3', 'each failure is an event');
+ok(wait_status($sid, $after, 'completed'), 'the next command ran after the dead letter');
+
+# the broker goes away: cells keep working on what they hold; it comes back
+# by itself and places what arrived meanwhile
+my $sid2 = $node->safe_psql('postgres', "SELECT session_id FROM nadi.session_create('acme')");
+my $c4 = $node->safe_psql('postgres', "SELECT command_id FROM nadi.command_enqueue('$sid2', 'message', '{\"text\": \"/sleep 1500 hold\"}')");
+$node->poll_query_until('postgres', "SELECT state = 'active' FROM nadi.sessions WHERE session_id = '$sid2'")
+  or die 'second session not active';
+my $broker = $node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'nadi broker'");
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($broker)");
+my $sid3 = $node->safe_psql('postgres', "SELECT session_id FROM nadi.session_create('acme')");
+my $c5 = $node->safe_psql('postgres', "SELECT command_id FROM nadi.command_enqueue('$sid3', 'message', '{\"text\": \"placed later\"}')");
+my $c6 = $node->safe_psql('postgres', "SELECT command_id FROM nadi.command_enqueue('$sid2', 'message', '{\"text\": \"while the broker is away\"}')");
+ok(wait_status($sid2, $c6, 'completed'), 'a held session went on without the broker');
+ok(wait_status($sid3, $c5, 'completed'), 'the broker came back and placed the new session');
+isnt($node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'nadi broker'"),
+	$broker, 'a new broker process');
+
+$node->stop;
+done_testing();
