@@ -21,7 +21,9 @@ BEGIN
 END
 $roles$;
 
-GRANT USAGE ON SCHEMA nadi TO nadi_admin, nadi_edge, nadi_cell, nadi_sandbox_host;
+-- USAGE for everyone: nadi.authenticate() is public; every other function and
+-- table grants its own privileges below.
+GRANT USAGE ON SCHEMA nadi TO PUBLIC;
 
 CREATE TYPE nadi.session_state AS ENUM (
     'pending', 'placed', 'active', 'suspended', 'terminating', 'terminated', 'failed'
@@ -151,7 +153,30 @@ CREATE TABLE nadi.audit_log (
 CREATE INDEX audit_log_session_idx ON nadi.audit_log (session_id, audit_id)
     WHERE session_id IS NOT NULL;
 
---@@TOKEN_TABLES@@
+-- Signing keys.  public_key is the raw 32-byte Ed25519 public key (NULL for
+-- HS256); the private half is in nadi.signing_key_secrets, which only the
+-- extension's owner can read.  A key mints tokens until retire_at and
+-- verifies them until expires_at (NULL: no limit); nadi.key_rotate() sets both.
+CREATE TABLE nadi.signing_keys (
+    kid        text PRIMARY KEY CHECK (kid ~ '^[A-Za-z0-9._-]{1,64}$'),
+    alg        text NOT NULL CHECK (alg IN ('EdDSA', 'HS256')),
+    public_key bytea CHECK (public_key IS NULL OR length(public_key) = 32),
+    created_at timestamptz NOT NULL,
+    retire_at  timestamptz,
+    expires_at timestamptz,
+    CHECK ((alg = 'EdDSA') = (public_key IS NOT NULL))
+);
+
+CREATE TABLE nadi.signing_key_secrets (
+    kid    text PRIMARY KEY REFERENCES nadi.signing_keys ON DELETE CASCADE,
+    secret bytea NOT NULL CHECK (length(secret) >= 32)
+);
+
+REVOKE ALL ON nadi.signing_keys, nadi.signing_key_secrets FROM PUBLIC;
+
+-- Keys are data: a restored database must still verify the tokens it issued.
+SELECT pg_catalog.pg_extension_config_dump('nadi.signing_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('nadi.signing_key_secrets', '');
 
 -- Catalog state for pg_dump: these tables hold user data.
 SELECT pg_catalog.pg_extension_config_dump('nadi.cell_hosts', '');
@@ -172,7 +197,7 @@ SELECT pg_catalog.pg_extension_config_dump('nadi.audit_log', '');
 CREATE FUNCTION nadi.tenant_visible(tenant_id text, session_id uuid DEFAULT NULL)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'nadi_tenant_visible_sql'
-LANGUAGE C STABLE PARALLEL SAFE LEAKPROOF;
+LANGUAGE C STABLE PARALLEL RESTRICTED LEAKPROOF;
 
 ALTER TABLE nadi.sessions ENABLE ROW LEVEL SECURITY;
 ALTER TABLE nadi.command_inbox ENABLE ROW LEVEL SECURITY;
@@ -222,27 +247,32 @@ CREATE FUNCTION nadi.session_create(tenant_id text DEFAULT NULL,
                                     labels jsonb DEFAULT '{}',
                                     policy jsonb DEFAULT '{}')
 RETURNS nadi.sessions
-AS 'MODULE_PATHNAME', 'nadi_session_create' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_session_create' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.session_get(session_id uuid)
 RETURNS nadi.sessions
-AS 'MODULE_PATHNAME', 'nadi_session_get' LANGUAGE C STABLE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_session_get' LANGUAGE C STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.session_list(state nadi.session_state DEFAULT NULL,
                                   after uuid DEFAULT NULL,
                                   "limit" integer DEFAULT 100,
                                   tenant_id text DEFAULT NULL)
 RETURNS SETOF nadi.sessions
-AS 'MODULE_PATHNAME', 'nadi_session_list' LANGUAGE C STABLE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_session_list' LANGUAGE C STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.session_terminate(session_id uuid, reason text DEFAULT NULL)
 RETURNS nadi.sessions
-AS 'MODULE_PATHNAME', 'nadi_session_terminate' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_session_terminate' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.session_transition(session_id uuid, to_state nadi.session_state,
                                         reason text DEFAULT NULL)
 RETURNS nadi.sessions
-AS 'MODULE_PATHNAME', 'nadi_session_transition' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_session_transition' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 ---------------------------------------------------------------------------
 -- Command inbox
@@ -252,41 +282,49 @@ CREATE FUNCTION nadi.command_enqueue(session_id uuid, type text,
                                      payload jsonb DEFAULT '{}',
                                      idempotency_key text DEFAULT NULL)
 RETURNS nadi.command_inbox
-AS 'MODULE_PATHNAME', 'nadi_command_enqueue' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_command_enqueue' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.command_get(session_id uuid, command_id bigint)
 RETURNS nadi.command_inbox
-AS 'MODULE_PATHNAME', 'nadi_command_get' LANGUAGE C STABLE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_command_get' LANGUAGE C STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.command_list(session_id uuid,
                                   status nadi.command_status DEFAULT NULL,
                                   after bigint DEFAULT 0,
                                   "limit" integer DEFAULT 100)
 RETURNS SETOF nadi.command_inbox
-AS 'MODULE_PATHNAME', 'nadi_command_list' LANGUAGE C STABLE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_command_list' LANGUAGE C STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.command_cancel(session_id uuid, command_id bigint)
 RETURNS nadi.command_inbox
-AS 'MODULE_PATHNAME', 'nadi_command_cancel' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_command_cancel' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.command_claim(session_id uuid, epoch bigint)
 RETURNS SETOF nadi.command_inbox
-AS 'MODULE_PATHNAME', 'nadi_command_claim' LANGUAGE C VOLATILE SECURITY DEFINER ROWS 1;
+AS 'MODULE_PATHNAME', 'nadi_command_claim' LANGUAGE C VOLATILE SECURITY DEFINER ROWS 1
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.command_complete(session_id uuid, command_id bigint, epoch bigint,
                                       result jsonb DEFAULT '{}')
 RETURNS nadi.command_inbox
-AS 'MODULE_PATHNAME', 'nadi_command_complete' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_command_complete' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.command_fail(session_id uuid, command_id bigint, epoch bigint,
                                   error jsonb, retryable boolean DEFAULT true)
 RETURNS nadi.command_inbox
-AS 'MODULE_PATHNAME', 'nadi_command_fail' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_command_fail' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.command_await_permission(session_id uuid, command_id bigint,
                                               epoch bigint, request jsonb)
 RETURNS nadi.command_inbox
-AS 'MODULE_PATHNAME', 'nadi_command_await_permission' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_command_await_permission' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 ---------------------------------------------------------------------------
 -- Leases
@@ -294,21 +332,25 @@ AS 'MODULE_PATHNAME', 'nadi_command_await_permission' LANGUAGE C VOLATILE SECURI
 
 CREATE FUNCTION nadi.lease_acquire(session_id uuid, cell_host_id text)
 RETURNS nadi.session_leases
-AS 'MODULE_PATHNAME', 'nadi_lease_acquire' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_lease_acquire' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.lease_renew(session_id uuid, epoch bigint)
 RETURNS nadi.session_leases
-AS 'MODULE_PATHNAME', 'nadi_lease_renew' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_lease_renew' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.lease_release(session_id uuid, epoch bigint)
 RETURNS nadi.session_leases
-AS 'MODULE_PATHNAME', 'nadi_lease_release' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_lease_release' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.reap(OUT leases_expired integer, OUT commands_requeued integer,
                           OUT commands_dead integer, OUT sessions_failed integer,
                           OUT hosts_dead integer, OUT sessions_replaced integer)
 RETURNS record
-AS 'MODULE_PATHNAME', 'nadi_reap' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_reap' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 ---------------------------------------------------------------------------
 -- Hosts and placement
@@ -318,41 +360,50 @@ CREATE FUNCTION nadi.cell_host_register(host_id text, address text DEFAULT NULL,
                                         capacity integer DEFAULT 100,
                                         labels jsonb DEFAULT '{}')
 RETURNS nadi.cell_hosts
-AS 'MODULE_PATHNAME', 'nadi_cell_host_register' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_cell_host_register' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.cell_host_heartbeat(host_id text)
 RETURNS nadi.cell_hosts
-AS 'MODULE_PATHNAME', 'nadi_cell_host_heartbeat' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_cell_host_heartbeat' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.cell_host_set_state(host_id text, state nadi.host_state)
 RETURNS nadi.cell_hosts
-AS 'MODULE_PATHNAME', 'nadi_cell_host_set_state' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_cell_host_set_state' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.sandbox_host_register(host_id text, address text DEFAULT NULL,
                                            capacity integer DEFAULT 100,
                                            labels jsonb DEFAULT '{}')
 RETURNS nadi.sandbox_hosts
-AS 'MODULE_PATHNAME', 'nadi_sandbox_host_register' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_sandbox_host_register' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.sandbox_host_heartbeat(host_id text)
 RETURNS nadi.sandbox_hosts
-AS 'MODULE_PATHNAME', 'nadi_sandbox_host_heartbeat' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_sandbox_host_heartbeat' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.sandbox_host_set_state(host_id text, state nadi.host_state)
 RETURNS nadi.sandbox_hosts
-AS 'MODULE_PATHNAME', 'nadi_sandbox_host_set_state' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_sandbox_host_set_state' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.place(session_id uuid)
 RETURNS nadi.sessions
-AS 'MODULE_PATHNAME', 'nadi_place' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_place' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.place_pending("limit" integer DEFAULT 100)
 RETURNS integer
-AS 'MODULE_PATHNAME', 'nadi_place_pending' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_place_pending' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.cell_sessions(cell_host_id text)
 RETURNS SETOF nadi.sessions
-AS 'MODULE_PATHNAME', 'nadi_cell_sessions' LANGUAGE C STABLE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_cell_sessions' LANGUAGE C STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 ---------------------------------------------------------------------------
 -- Events
@@ -361,16 +412,19 @@ AS 'MODULE_PATHNAME', 'nadi_cell_sessions' LANGUAGE C STABLE SECURITY DEFINER;
 CREATE FUNCTION nadi.event_append(session_id uuid, epoch bigint, kind text,
                                   payload jsonb DEFAULT '{}', command_id bigint DEFAULT NULL)
 RETURNS nadi.events
-AS 'MODULE_PATHNAME', 'nadi_event_append' LANGUAGE C VOLATILE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_event_append' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.events_read(session_id uuid, after bigint DEFAULT 0,
                                  "limit" integer DEFAULT 100)
 RETURNS SETOF nadi.events
-AS 'MODULE_PATHNAME', 'nadi_events_read' LANGUAGE C STABLE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_events_read' LANGUAGE C STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.session_replay(session_id uuid, upto bigint DEFAULT NULL)
 RETURNS jsonb
-AS 'MODULE_PATHNAME', 'nadi_session_replay' LANGUAGE C STABLE SECURITY DEFINER;
+AS 'MODULE_PATHNAME', 'nadi_session_replay' LANGUAGE C STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 -- Commit-time wake-ups delivered so far, and workers attached.
 CREATE FUNCTION nadi.wakeup_stats(OUT cell_wakeups bigint, OUT broker_wakeups bigint,
@@ -378,7 +432,63 @@ CREATE FUNCTION nadi.wakeup_stats(OUT cell_wakeups bigint, OUT broker_wakeups bi
 RETURNS record
 AS 'MODULE_PATHNAME', 'nadi_wakeup_stats' LANGUAGE C VOLATILE;
 
---@@TOKEN_FUNCTIONS@@
+---------------------------------------------------------------------------
+-- Signing keys and tokens
+---------------------------------------------------------------------------
+
+-- Every function here that reads keys is SECURITY DEFINER with a fixed
+-- search_path, so its queries cannot be redirected by the caller's.
+
+-- A new signing key; returns its kid.  HS256 only with nadi.allow_hs256 = on.
+CREATE FUNCTION nadi.key_create(alg text DEFAULT 'EdDSA')
+RETURNS text
+AS 'MODULE_PATHNAME', 'nadi_key_create' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- A new EdDSA key mints from now on; older keys stop minting now and stop
+-- verifying after the overlap.  Returns the new kid.
+CREATE FUNCTION nadi.key_rotate(overlap interval DEFAULT '1 day')
+RETURNS text
+AS 'MODULE_PATHNAME', 'nadi_key_rotate' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION nadi.token_mint(tenant_id text, subject text,
+                                scope text DEFAULT 'tenant',
+                                ttl interval DEFAULT '1 hour',
+                                session_id uuid DEFAULT NULL,
+                                audience text DEFAULT 'nadi')
+RETURNS text
+AS 'MODULE_PATHNAME', 'nadi_token_mint' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- The claims of a valid token; an error (SQLSTATE NA020 or NA021) otherwise.
+CREATE FUNCTION nadi.token_verify(token text, audience text DEFAULT 'nadi')
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'nadi_token_verify' LANGUAGE C STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- Verify a token and put its tenant, subject, scope and session in force for
+-- the transaction (or the connection).  Returns the claims.
+CREATE FUNCTION nadi.authenticate(token text, transaction_only boolean DEFAULT true)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'nadi_authenticate' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- The claims and tenant in force (NULL without a token).  The context lives
+-- in the backend, so these must not run in parallel workers.
+CREATE FUNCTION nadi.current_claims()
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'nadi_current_claims' LANGUAGE C STABLE PARALLEL RESTRICTED;
+
+CREATE FUNCTION nadi.current_tenant()
+RETURNS text
+AS 'MODULE_PATHNAME', 'nadi_current_tenant' LANGUAGE C STABLE PARALLEL RESTRICTED;
+
+-- The public keys that still verify, as a JSON Web Key Set.
+CREATE FUNCTION nadi.jwks()
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'nadi_jwks' LANGUAGE C STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 ---------------------------------------------------------------------------
 -- Privileges: each role can EXECUTE only what it needs.
@@ -439,4 +549,33 @@ GRANT EXECUTE ON FUNCTION
     nadi.wakeup_stats()
 TO nadi_admin;
 
---@@TOKEN_GRANTS@@
+REVOKE ALL ON FUNCTION
+    nadi.key_create(text),
+    nadi.key_rotate(interval),
+    nadi.token_mint(text, text, text, interval, uuid, text),
+    nadi.token_verify(text, text),
+    nadi.authenticate(text, boolean),
+    nadi.current_claims(),
+    nadi.current_tenant(),
+    nadi.jwks()
+FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+    nadi.key_create(text),
+    nadi.key_rotate(interval),
+    nadi.token_mint(text, text, text, interval, uuid, text)
+TO nadi_admin;
+
+GRANT EXECUTE ON FUNCTION
+    nadi.token_verify(text, text),
+    nadi.jwks()
+TO nadi_edge, nadi_sandbox_host, nadi_admin;
+
+GRANT EXECUTE ON FUNCTION
+    nadi.authenticate(text, boolean),
+    nadi.current_claims(),
+    nadi.current_tenant()
+TO PUBLIC;
+
+-- Administrators may see which keys exist (never the secrets).
+GRANT SELECT ON nadi.signing_keys TO nadi_admin;

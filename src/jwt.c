@@ -32,7 +32,7 @@ nadi_jwt_strerror(int err)
 		case NADI_JWT_ETOOLONG:
 			return "too long";
 		case NADI_JWT_EFORMAT:
-			return "not a compact JWS (three non-empty base64url segments separated by dots)";
+			return "not a compact JWS (header.payload.signature)";
 		case NADI_JWT_EBASE64:
 			return "a segment is not valid base64url";
 		case NADI_JWT_EJSON:
