@@ -1,0 +1,86 @@
+# The OpenAI-compatible model provider: the cell speaks chat completions with
+# tool calling to nadi.model_url (in production the credentials proxy, which
+# adds the API key; here a loopback endpoint that answers like a provider and
+# records what it was sent), and never sends a key itself.
+use strict;
+use warnings;
+use IO::Socket::INET;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+# A provider on loopback: the first request of a conversation gets a tool
+# call, a request carrying a tool result gets a plain answer.
+my $listen = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 5, ReuseAddr => 1)
+  or die "listen: $!";
+my $port = $listen->sockport;
+my $log = "${PostgreSQL::Test::Utils::tmp_check}/provider.log";
+my $pid = fork();
+die "fork: $!" unless defined $pid;
+if ($pid == 0)
+{
+	while (my $c = $listen->accept)
+	{
+		my ($head, $body, $len) = ('', '', 0);
+		while (my $line = <$c>)
+		{
+			$head .= $line;
+			$len = $1 if $line =~ /^Content-Length:\s*(\d+)/i;
+			last if $line eq "\r\n";
+		}
+		read($c, $body, $len) if $len;
+		open(my $fh, '>>', $log) or die;
+		print $fh $head, $body, "\n----\n";
+		close $fh;
+		my $answer = $body =~ /returned|was denied/
+		  ? '{"choices":[{"message":{"role":"assistant","content":"The provider saw the result."}}]}'
+		  : '{"choices":[{"message":{"role":"assistant","content":"Let me run that.","tool_calls":[{"id":"call_1","type":"function","function":{"name":"exec","arguments":"{\"argv\":[\"id\"]}"}}]}}]}';
+		print $c "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+		  . length($answer) . "\r\nConnection: close\r\n\r\n$answer";
+		close $c;
+	}
+	exit 0;
+}
+
+my $node = PostgreSQL::Test::Cluster->new('provider');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'nadi'
+nadi.database = 'postgres'
+nadi.cell_workers = 1
+nadi.model = 'openai'
+nadi.model_url = 'http://127.0.0.1:$port/v1'
+nadi.model_name = 'test-model'
+nadi.lease_ttl = '3s'
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION nadi');
+
+my $sid = $node->safe_psql('postgres',
+	"SELECT session_id FROM nadi.session_create('acme', policy => '{\"require_approval\": [\"exec\"]}')");
+my $c = $node->safe_psql('postgres',
+	"SELECT command_id FROM nadi.command_enqueue('$sid', 'message', '{\"text\": \"who am I?\"}')");
+$node->poll_query_until('postgres', "SELECT status = 'waiting' FROM nadi.command_inbox WHERE command_id = $c")
+  or die 'the provider\'s tool call was not parked for permission';
+is($node->safe_psql('postgres',
+	"SELECT payload->>'tool' || ' ' || (payload->'args') FROM nadi.events WHERE kind = 'permission.requested'"),
+	'exec {"argv": ["id"]}', 'the provider\'s tool call, with parsed arguments, asks for permission');
+is($node->safe_psql('postgres', "SELECT payload->>'text' FROM nadi.events WHERE kind = 'model.reply'"),
+	'Let me run that.', 'the provider\'s text became a model.reply');
+
+$node->safe_psql('postgres', "SELECT nadi.command_enqueue('$sid', 'deny', '{}')");
+$node->poll_query_until('postgres', "SELECT status = 'completed' FROM nadi.command_inbox WHERE command_id = $c")
+  or die 'not completed after the denial';
+is($node->safe_psql('postgres', "SELECT result->>'text' FROM nadi.command_inbox WHERE command_id = $c"),
+	'The provider saw the result.', 'the denial went back to the provider, which answered');
+
+my $sent = slurp_file($log);
+like($sent, qr{POST /v1/chat/completions}, 'chat completions endpoint');
+like($sent, qr{"model":\s*"test-model"}, 'configured model name');
+like($sent, qr{who am I\?}, 'the user message was sent');
+unlike($sent, qr{Authorization}i, 'the cell sends no API key');
+
+$node->stop;
+kill 'TERM', $pid;
+waitpid($pid, 0);
+done_testing();
