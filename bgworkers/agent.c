@@ -39,18 +39,72 @@ int64_text(int64 v)
 	return psprintf(INT64_FORMAT, v);
 }
 
+/* One statement for a StoreGroup: [sql, [args...]]. */
+json_t *
+agent_stmt(const char *sql, int nargs, const char *const *args)
+{
+	json_t	   *a = json_array();
+
+	for (int i = 0; i < nargs; i++)
+		json_array_append_new(a, args[i] ? json_string(args[i]) : json_null());
+	return json_pack("[s, o]", sql, a);
+}
+
+/*
+ * A fenced write.  In a batched round it joins the session's pending group,
+ * committed with every other session's at the end of the round (or before
+ * anything slow); otherwise it commits now.  Returns false if it failed (the
+ * lease moved on): the session is then dropped.
+ */
+static bool
+agent_write(CellSession *s, const char *sql, int nargs, const char *const *args)
+{
+	StoreResult r;
+	bool		ok;
+
+	if (s->epoch < 0)
+		return false;
+	if (s->batched)
+	{
+		if (s->pending == NULL)
+			s->pending = json_array();
+		json_array_append_new(s->pending, agent_stmt(sql, nargs, args));
+		return true;
+	}
+	r = store_exec(sql, nargs, args);
+	ok = r.sqlerrcode == 0;
+	if (!ok)
+		s->epoch = -1;
+	store_result_free(&r);
+	return ok;
+}
+
+/* Commit a session's pending writes now (before anything slow). */
+void
+agent_flush(CellSession *s)
+{
+	StoreGroup	g = {0};
+
+	if (s->pending == NULL || json_array_size(s->pending) == 0)
+		return;
+	g.stmts = s->pending;
+	s->pending = NULL;
+	store_exec_groups(&g, 1);
+	if (g.sqlerrcode != 0)
+		s->epoch = -1;
+	store_group_free(&g);
+}
+
 /* Append a cell event (fenced).  Returns false if the lease moved on. */
 static bool
 agent_event(CellSession *s, int64 cmd, const char *kind, json_t *payload)
 {
 	char	   *p = json_text(payload);
 	const char *args[5] = {s->id_text, int64_text(s->epoch), kind, p, int64_text(cmd)};
-	StoreResult r = store_exec("SELECT seq FROM nadi.event_append($1::uuid, $2::bigint, $3, $4::jsonb, $5::bigint)",
-							   5, args);
-	bool		ok = r.sqlerrcode == 0;
+	bool		ok = agent_write(s, "SELECT seq FROM nadi.event_append($1::uuid, $2::bigint, $3, $4::jsonb, $5::bigint)",
+								 5, args);
 
 	free(p);
-	store_result_free(&r);
 	return ok;
 }
 
@@ -59,12 +113,10 @@ agent_complete(CellSession *s, int64 cmd, json_t *result)
 {
 	char	   *p = json_text(result);
 	const char *args[4] = {s->id_text, int64_text(cmd), int64_text(s->epoch), p};
-	StoreResult r = store_exec("SELECT status FROM nadi.command_complete($1::uuid, $2::bigint, $3::bigint, $4::jsonb)",
-							   4, args);
-	bool		ok = r.sqlerrcode == 0;
+	bool		ok = agent_write(s, "SELECT status FROM nadi.command_complete($1::uuid, $2::bigint, $3::bigint, $4::jsonb)",
+								 4, args);
 
 	free(p);
-	store_result_free(&r);
 	return ok;
 }
 
@@ -74,27 +126,44 @@ agent_fail(CellSession *s, int64 cmd, const char *code, const char *message, boo
 	json_t	   *e = json_pack("{s:s, s:s}", "code", code, "message", message);
 	char	   *p = json_text(e);
 	const char *args[5] = {s->id_text, int64_text(cmd), int64_text(s->epoch), p, retryable ? "true" : "false"};
-	StoreResult r = store_exec("SELECT status FROM nadi.command_fail($1::uuid, $2::bigint, $3::bigint, $4::jsonb, $5::boolean)",
-							   5, args);
 
+	agent_write(s, "SELECT status FROM nadi.command_fail($1::uuid, $2::bigint, $3::bigint, $4::jsonb, $5::boolean)",
+				5, args);
 	free(p);
 	json_decref(e);
-	store_result_free(&r);
 }
 
-/* Has a cancel been asked for?  Checked at every step. */
+/*
+ * Has a cancel been asked for?  Checked before every slow step (a tool call,
+ * a model call over the network, a delay), after making what was written so
+ * far durable.  Between instant steps of a batched round there is nothing
+ * to interrupt: a cancel that arrives then is seen at the next slow step, or
+ * loses the race to the completion.
+ */
 static bool
 agent_cancelled(CellSession *s, int64 cmd)
 {
 	const char *args[2] = {s->id_text, int64_text(cmd)};
-	StoreResult r = store_exec("SELECT cancel_requested FROM nadi.command_inbox "
-							   "WHERE session_id = $1::uuid AND command_id = $2::bigint", 2, args);
-	bool		yes = json_is_true(json_object_get(json_array_get(r.rows, 0), "cancel_requested"));
+	StoreResult r;
+	bool		yes;
 
+	agent_flush(s);
+	if (s->epoch < 0)
+		return true;
+	r = store_exec("SELECT cancel_requested FROM nadi.command_inbox "
+				   "WHERE session_id = $1::uuid AND command_id = $2::bigint", 2, args);
+	yes = json_is_true(json_object_get(json_array_get(r.rows, 0), "cancel_requested"));
 	store_result_free(&r);
 	if (yes)
 		agent_fail(s, cmd, "cancelled", "cancelled at the cell's next step", false);
 	return yes;
+}
+
+/* A cancel point between instant steps: see agent_cancelled(). */
+static bool
+agent_cancel_point(CellSession *s, int64 cmd)
+{
+	return s->batched ? s->epoch < 0 : agent_cancelled(s, cmd);
 }
 
 static void
@@ -232,6 +301,10 @@ agent_call(CellSession *s, int64 cmd, const char *name, json_t *args, json_t **r
 		return -1;
 	}
 	json_decref(ev);
+	if (agent_cancelled(s, cmd))	/* flushes: the call is on record before it is made */
+		return 0;
+	if (s->epoch < 0)
+		return -1;
 
 	r = agent_tool(s, name, args, result, err, sizeof(err));
 	if (r == -EAGAIN || r == -EINTR)
@@ -253,6 +326,17 @@ agent_call(CellSession *s, int64 cmd, const char *name, json_t *args, json_t **r
 	}
 	json_decref(ev);
 	return 1;
+}
+
+/* Will the next model step take a while (network, or the builtin's delay)? */
+static bool
+model_is_slow(const ModelConfig *cfg, json_t *messages)
+{
+	json_t	   *last = json_array_get(messages, json_array_size(messages) - 1);
+	const char *text = json_string_value(json_object_get(last, "content"));
+
+	return (cfg->provider && strcmp(cfg->provider, "builtin") != 0) ||
+		(text && strncmp(text, "/sleep ", 7) == 0);
 }
 
 /* The builtin model's "/sleep MS" prefix: a slow model step, for tests. */
@@ -334,12 +418,11 @@ agent_converse_park(CellSession *s, int64 cmd, json_t *call)
 								"args", json_object_get(call, "args"));
 	char	   *p = json_text(req);
 	const char *args[4] = {s->id_text, int64_text(cmd), int64_text(s->epoch), p};
-	StoreResult r = store_exec("SELECT status FROM nadi.command_await_permission("
-							   "$1::uuid, $2::bigint, $3::bigint, $4::jsonb)", 4, args);
 
+	agent_write(s, "SELECT status FROM nadi.command_await_permission("
+				"$1::uuid, $2::bigint, $3::bigint, $4::jsonb)", 4, args);
 	free(p);
 	json_decref(req);
-	store_result_free(&r);
 }
 
 /* Run the model loop of a message command from the conversation as it is. */
@@ -359,7 +442,7 @@ agent_converse(CellSession *s, int64 cmd, json_t *pending_call)
 		{
 			int			r;
 
-			if (agent_cancelled(s, cmd))
+			if (model_is_slow(&cfg, s->messages) ? agent_cancelled(s, cmd) : agent_cancel_point(s, cmd))
 				return;
 			model_delay(s->messages);
 			r = model_step(&cfg, s->messages, NULL, &reply, err, sizeof(err));
@@ -377,7 +460,7 @@ agent_converse(CellSession *s, int64 cmd, json_t *pending_call)
 				if (agent_event(s, cmd, "model.reply", reply))
 				{
 					message_add(s, "assistant", json_object_get(reply, "text"), cmd, NULL, NULL);
-					if (!agent_cancelled(s, cmd))
+					if (!agent_cancel_point(s, cmd))
 						agent_complete(s, cmd, result);
 				}
 				json_decref(result);
@@ -407,11 +490,6 @@ agent_converse(CellSession *s, int64 cmd, json_t *pending_call)
 			json_t	   *args = json_object_get(call, "args");
 			int			r;
 
-			if (agent_cancelled(s, cmd))
-			{
-				json_decref(call);
-				return;
-			}
 			r = agent_call(s, cmd, name, args ? args : json_object(), &result);
 			if (r <= 0)
 			{
@@ -451,8 +529,9 @@ static void
 agent_message(CellSession *s, int64 cmd, json_t *payload)
 {
 	json_t	   *request = NULL;
-	json_t	   *decision = agent_decision(s, cmd, &request);
 	json_t	   *last = conversation_last(s, cmd);
+	/* only a command that ran before can have waited for a decision */
+	json_t	   *decision = last ? agent_decision(s, cmd, &request) : NULL;
 	const char *role = last ? json_string_value(json_object_get(last, "role")) : NULL;
 	json_t	   *calls = last ? json_object_get(last, "tool_calls") : NULL;
 	bool		pending = role && strcmp(role, "assistant") == 0 && json_array_size(calls) > 0;
@@ -482,32 +561,16 @@ agent_message(CellSession *s, int64 cmd, json_t *payload)
 }
 
 /*
- * Claim the next command of a session and run it.  Returns true if there
- * was one (so the caller may look for more work at once).
+ * Run a command this cell has just claimed (row: command_id, type, payload).
  */
-bool
-agent_run_one(CellSession *s)
+void
+agent_run_claimed(CellSession *s, json_t *row)
 {
-	const char *args[2] = {s->id_text, int64_text(s->epoch)};
-	StoreResult r = store_exec("SELECT command_id, type, payload, attempts FROM nadi.command_claim($1::uuid, $2::bigint)",
-							   2, args);
-	json_t	   *row = json_array_get(r.rows, 0);
-	int64		cmd;
-	const char *type;
-	json_t	   *payload;
+	int64		cmd = json_integer_value(json_object_get(row, "command_id"));
+	const char *type = json_string_value(json_object_get(row, "type"));
+	json_t	   *payload = json_object_get(row, "payload");
 
-	if (r.sqlerrcode != 0 || row == NULL)
-	{
-		if (store_is(&r, NA_FENCED))
-			s->epoch = -1;		/* lost: the caller drops the session */
-		store_result_free(&r);
-		return false;
-	}
 	s->last_active = GetCurrentTimestamp();
-	cmd = json_integer_value(json_object_get(row, "command_id"));
-	type = json_string_value(json_object_get(row, "type"));
-	payload = json_object_get(row, "payload");
-
 	if (strcmp(type, "tool") == 0)
 	{
 		json_t	   *result = NULL;
@@ -515,24 +578,39 @@ agent_run_one(CellSession *s)
 		const char *name = json_string_value(json_object_get(payload, "name"));
 		int			rc;
 
-		if (!agent_cancelled(s, cmd))
+		rc = agent_call(s, cmd, name, args_j ? args_j : json_object(), &result);
+		if (rc > 0)
 		{
-			rc = agent_call(s, cmd, name, args_j ? args_j : json_object(), &result);
-			if (rc > 0)
-			{
-				if (json_is_true(json_object_get(result, "ok")) || json_object_get(result, "ok") == NULL)
-					agent_complete(s, cmd, result);
-				else
-					agent_fail(s, cmd, "tool_error", "the tool call failed", false);
-			}
-			json_decref(result);
+			if (json_is_true(json_object_get(result, "ok")) || json_object_get(result, "ok") == NULL)
+				agent_complete(s, cmd, result);
+			else
+				agent_fail(s, cmd, "tool_error", "the tool call failed", false);
 		}
+		json_decref(result);
 	}
 	else if (strcmp(type, "message") == 0)
 		agent_message(s, cmd, payload);
 	else
 		agent_fail(s, cmd, "unknown_type", "the cell does not know this command type", false);
+}
 
+/*
+ * Claim the next command of a session and run it, unbatched.  Returns true
+ * if there was one.
+ */
+bool
+agent_run_one(CellSession *s)
+{
+	const char *args[2] = {s->id_text, int64_text(s->epoch)};
+	StoreResult r = store_exec("SELECT command_id, type, payload FROM nadi.command_claim($1::uuid, $2::bigint)",
+							   2, args);
+	json_t	   *row = json_array_get(r.rows, 0);
+	bool		found = r.sqlerrcode == 0 && row != NULL;
+
+	if (store_is(&r, NA_FENCED))
+		s->epoch = -1;			/* lost: the caller drops the session */
+	if (found)
+		agent_run_claimed(s, row);
 	store_result_free(&r);
-	return true;
+	return found;
 }

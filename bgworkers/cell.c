@@ -119,6 +119,7 @@ ts_from_json(json_t *v)
 static void
 session_forget(CellSession *s)
 {
+	json_decref(s->pending);
 	json_decref(s->messages);
 	json_decref(s->policy);
 	hash_search(sessions, &s->id, HASH_REMOVE, NULL);
@@ -254,6 +255,65 @@ cell_keepalive(bool forget)
 }
 
 /*
+ * The batched path: claim the next command of every session with work in
+ * one transaction, run them (instant steps write nothing yet; slow steps
+ * commit what they must first), then commit every session's writes in one
+ * transaction, a subtransaction per session.  One commit serves many
+ * sessions; per session the order of events and fencing are unchanged.
+ */
+static void
+cell_run_batch(CellSession **work, int nwork)
+{
+	StoreGroup *groups = palloc0(sizeof(StoreGroup) * nwork);
+	int			nflush = 0;
+
+	for (int j = 0; j < nwork; j++)
+	{
+		char	   *epoch = psprintf(INT64_FORMAT, work[j]->epoch);
+		const char *args[2] = {work[j]->id_text, epoch};
+
+		groups[j].stmts = json_pack("[o]", agent_stmt("SELECT command_id, type, payload "
+													  "FROM nadi.command_claim($1::uuid, $2::bigint)",
+													  2, args));
+	}
+	store_exec_groups(groups, nwork);
+	for (int j = 0; j < nwork; j++)
+	{
+		json_t	   *row = json_array_get(json_array_get(groups[j].results, 0), 0);
+
+		if (groups[j].sqlerrcode != 0)
+			work[j]->epoch = -1;
+		else if (row)
+		{
+			work[j]->batched = true;
+			agent_run_claimed(work[j], row);
+		}
+		store_group_free(&groups[j]);
+	}
+
+	/* one commit for everything the instant steps wrote */
+	memset(groups, 0, sizeof(StoreGroup) * nwork);
+	for (int j = 0; j < nwork; j++)
+	{
+		work[j]->batched = false;
+		if (work[j]->pending && json_array_size(work[j]->pending) > 0)
+		{
+			groups[nflush].stmts = work[j]->pending;
+			work[j]->pending = NULL;
+			work[nflush++] = work[j];
+		}
+	}
+	store_exec_groups(groups, nflush);
+	for (int j = 0; j < nflush; j++)
+	{
+		if (groups[j].sqlerrcode != 0)
+			work[j]->epoch = -1;
+		store_group_free(&groups[j]);
+	}
+	pfree(groups);
+}
+
+/*
  * One round: list this worker's sessions, take placed ones, renew, run one
  * command per session with work, release idle and terminating ones.
  * Returns how long the worker may sleep (ms), 0 if there may be more work.
@@ -272,6 +332,8 @@ cell_round(void)
 	TimestampTz now = GetCurrentTimestamp();
 	long		sleep_ms = nadi_heartbeat_interval_ms;
 	bool		worked = false;
+	CellSession **work;
+	int			nwork = 0;
 
 	snprintf(n, sizeof(n), "%d", nadi_cell_workers);
 	snprintf(i, sizeof(i), "%d", cell_index);
@@ -293,6 +355,7 @@ cell_round(void)
 	hash_seq_init(&seq, sessions);
 	while ((s = hash_seq_search(&seq)) != NULL)
 		s->listed = false;
+	work = palloc(sizeof(CellSession *) * (json_array_size(list.rows) + 1));
 
 	json_array_foreach(list.rows, k, row)
 	{
@@ -324,21 +387,20 @@ cell_round(void)
 			continue;
 		}
 		if (json_is_true(json_object_get(row, "has_work")))
-		{
-			worked |= agent_run_one(s);
-			if (s->epoch < 0)
-			{
-				session_forget(s);
-				continue;
-			}
-		}
+			work[nwork++] = s;
 		else if (json_is_number(due))
 			sleep_ms = Min(sleep_ms, Max(1, (long) json_number_value(due)));
-		if (!json_is_true(json_object_get(row, "has_open")) && !worked &&
+		if (!json_is_true(json_object_get(row, "has_open")) &&
 			TimestampDifferenceExceeds(s->last_active, now, nadi_idle_suspend_ms))
 			cell_release(s);
 	}
 	store_result_free(&list);
+
+	if (nwork > 0)
+	{
+		cell_run_batch(work, nwork);
+		worked = true;
+	}
 
 	/* forget what is no longer ours; renew what is due */
 	cell_keepalive(true);

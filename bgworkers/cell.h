@@ -42,6 +42,8 @@ typedef struct CellSession
 	char		sandbox_id[128];	/* created on first tool call */
 	json_t	   *messages;		/* the conversation: the cell's state */
 	json_t	   *policy;
+	json_t	   *pending;		/* writes not yet committed: [[sql, [args]], ...] */
+	bool		batched;		/* defer writes to the round's group commit */
 	bool		listed;			/* seen in this round's listing */
 } CellSession;
 
@@ -54,6 +56,18 @@ typedef struct StoreResult
 } StoreResult;
 
 extern StoreResult store_exec(const char *sql, int nargs, const char *const *args);
+
+/* A group of statements that commit or roll back together (store_exec_groups). */
+typedef struct StoreGroup
+{
+	json_t	   *stmts;			/* [[sql, [text args]], ...] */
+	int			sqlerrcode;		/* 0 when the group committed */
+	char		message[256];
+	json_t	   *results;		/* one row array per statement */
+} StoreGroup;
+
+extern void store_exec_groups(StoreGroup *groups, int ngroups);
+extern void store_group_free(StoreGroup *g);
 extern void store_result_free(StoreResult *r);
 extern bool store_is(const StoreResult *r, const char *sqlstate);
 
@@ -62,6 +76,9 @@ extern void cell_keepalive(bool forget);
 
 /* agent.c */
 extern bool agent_run_one(CellSession *s);
+extern void agent_run_claimed(CellSession *s, json_t *row);
+extern void agent_flush(CellSession *s);
+extern json_t *agent_stmt(const char *sql, int nargs, const char *const *args);
 extern ModelConfig agent_model_config(void);
 
 #endif							/* NADI_CELL_H */

@@ -8,6 +8,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "utils/resowner.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "pgstat.h"
@@ -16,9 +17,82 @@
 #include "utils/builtins.h"
 #undef json_object
 #include "utils/memutils.h"
+#include "utils/hsearch.h"
 #include "utils/snapmgr.h"
 
 #include "cell.h"
+
+/*
+ * Kept plans, one per distinct statement text (a cell uses a handful), so a
+ * statement is parsed and planned once per worker, not once per call.
+ */
+typedef struct PlanEntry
+{
+	char		key[NAMEDATALEN * 8];	/* statement text (truncated key) */
+	SPIPlanPtr	plan;
+	char	   *sql;
+} PlanEntry;
+
+static SPIPlanPtr
+store_plan(const char *sql, int nargs)
+{
+	static HTAB *plans = NULL;
+	PlanEntry  *e;
+	bool		found;
+	char		key[NAMEDATALEN * 8];
+
+	if (plans == NULL)
+	{
+		HASHCTL		ctl = {0};
+
+		ctl.keysize = sizeof(key);
+		ctl.entrysize = sizeof(PlanEntry);
+		plans = hash_create("nadi cell plans", 64, &ctl, HASH_ELEM | HASH_STRINGS);
+	}
+	memset(key, 0, sizeof(key));
+	strlcpy(key, sql, sizeof(key));
+	e = hash_search(plans, key, HASH_ENTER, &found);
+	if (found && strcmp(e->sql, sql) != 0)
+		found = false;			/* same prefix, other statement: replan, do not keep */
+	if (!found || e->plan == NULL)
+	{
+		Oid		   *types = palloc(sizeof(Oid) * (nargs + 1));
+		char	   *wrapped = psprintf("SELECT coalesce(json_agg(row_to_json(q)), '[]')::text FROM (%s) q", sql);
+		SPIPlanPtr	plan;
+
+		for (int i = 0; i < nargs; i++)
+			types[i] = TEXTOID;
+		plan = SPI_prepare(wrapped, nargs, types);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+		if (found && strcmp(e->sql, sql) != 0)
+			return plan;
+		SPI_keepplan(plan);
+		e->plan = plan;
+		e->sql = MemoryContextStrdup(TopMemoryContext, sql);
+	}
+	return e->plan;
+}
+
+/* Run a statement through its kept plan; return its rows as a JSON array. */
+static json_t *
+store_run(const char *sql, int nargs, Datum *values, const char *nulls)
+{
+	bool		isnull;
+	json_t	   *rows = NULL;
+
+	if (SPI_execute_plan(store_plan(sql, nargs), values, nulls, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "cell statement failed: %s", sql);
+	if (SPI_processed == 1)
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		json_error_t jerr;
+
+		if (!isnull)
+			rows = json_loads(TextDatumGetCString(d), 0, &jerr);
+	}
+	return rows ? rows : json_array();
+}
 
 /*
  * Run `sql` with text parameters $1..$n, wrapped as
@@ -35,16 +109,12 @@ store_exec(const char *sql, int nargs, const char *const *args)
 	pgstat_report_activity(STATE_RUNNING, sql);
 	PG_TRY();
 	{
-		Oid		   *types = palloc(sizeof(Oid) * (nargs + 1));
 		Datum	   *values = palloc(sizeof(Datum) * (nargs + 1));
 		char	   *nulls = palloc(nargs + 1);
-		char	   *wrapped = psprintf("SELECT coalesce(json_agg(row_to_json(q)), '[]')::text FROM (%s) q", sql);
-		bool		isnull;
-		char	   *out = NULL;
+		json_t	   *rows;
 
 		for (int i = 0; i < nargs; i++)
 		{
-			types[i] = TEXTOID;
 			values[i] = args[i] ? CStringGetTextDatum(args[i]) : (Datum) 0;
 			nulls[i] = args[i] ? ' ' : 'n';
 		}
@@ -54,27 +124,12 @@ store_exec(const char *sql, int nargs, const char *const *args)
 		PushActiveSnapshot(GetTransactionSnapshot());
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		if (SPI_execute_with_args(wrapped, nargs, types, values, nulls, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "cell statement failed: %s", sql);
-		if (SPI_processed == 1)
-		{
-			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-			if (!isnull)
-				out = MemoryContextStrdup(caller, TextDatumGetCString(d));
-		}
+		rows = store_run(sql, nargs, values, nulls);
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 		in_xact = false;
-		if (out)
-		{
-			json_error_t jerr;
-
-			r.rows = json_loads(out, 0, &jerr);
-		}
-		if (r.rows == NULL)
-			r.rows = json_array();
+		r.rows = rows;
 	}
 	PG_CATCH();
 	{
@@ -109,4 +164,120 @@ bool
 store_is(const StoreResult *r, const char *sqlstate)
 {
 	return r->sqlerrcode == MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2], sqlstate[3], sqlstate[4]);
+}
+
+/*
+ * Run groups of statements in ONE transaction, each group in a
+ * subtransaction of its own: a group that fails is rolled back alone (its
+ * SQLSTATE recorded), the others commit together.  This is how a cell
+ * amortizes one commit over the work of many sessions.  Each group's stmts
+ * is an array of [sql, [text args...]]; results get one row array per
+ * statement.
+ */
+void
+store_exec_groups(StoreGroup *groups, int ngroups)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner;
+	volatile bool in_xact = false;
+
+	if (ngroups == 0)
+		return;
+	pgstat_report_activity(STATE_RUNNING, "nadi cell: batch");
+	PG_TRY();
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		in_xact = true;
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		owner = CurrentResourceOwner;
+		for (volatile int g = 0; g < ngroups; g++)
+		{
+			StoreGroup *grp = &groups[g];
+			MemoryContext xact_ctx = CurrentMemoryContext;
+
+			grp->sqlerrcode = 0;
+			grp->results = json_array();
+			BeginInternalSubTransaction(NULL);
+			MemoryContextSwitchTo(xact_ctx);
+			PG_TRY();
+			{
+				size_t		i;
+				json_t	   *stmt;
+
+				json_array_foreach(grp->stmts, i, stmt)
+				{
+					json_t	   *args = json_array_get(stmt, 1);
+					int			nargs = (int) json_array_size(args);
+					Datum	   *values = palloc(sizeof(Datum) * (nargs + 1));
+					char	   *nulls = palloc(nargs + 1);
+
+					for (int a = 0; a < nargs; a++)
+					{
+						json_t	   *v = json_array_get(args, a);
+
+						nulls[a] = json_is_string(v) ? ' ' : 'n';
+						values[a] = json_is_string(v) ? CStringGetTextDatum(json_string_value(v)) : (Datum) 0;
+					}
+					json_array_append_new(grp->results,
+										  store_run(json_string_value(json_array_get(stmt, 0)), nargs, values, nulls));
+				}
+				ReleaseCurrentSubTransaction();
+				MemoryContextSwitchTo(xact_ctx);
+				CurrentResourceOwner = owner;
+			}
+			PG_CATCH();
+			{
+				ErrorData  *edata;
+
+				MemoryContextSwitchTo(caller);
+				edata = CopyErrorData();
+				FlushErrorState();
+				RollbackAndReleaseCurrentSubTransaction();
+				MemoryContextSwitchTo(xact_ctx);
+				CurrentResourceOwner = owner;
+				grp->sqlerrcode = edata->sqlerrcode;
+				strlcpy(grp->message, edata->message ? edata->message : "error", sizeof(grp->message));
+				ereport(grp->sqlerrcode == MAKE_SQLSTATE('N', 'A', '0', '0', '5') ? DEBUG1 : LOG,
+						(errmsg("nadi cell: %s", grp->message)));
+				FreeErrorData(edata);
+			}
+			PG_END_TRY();
+		}
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		in_xact = false;
+	}
+	PG_CATCH();
+	{
+		/* the transaction itself failed (e.g. at commit): every group did */
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		if (in_xact)
+			AbortCurrentTransaction();
+		for (int g = 0; g < ngroups; g++)
+		{
+			groups[g].sqlerrcode = edata->sqlerrcode;
+			strlcpy(groups[g].message, edata->message ? edata->message : "error", sizeof(groups[g].message));
+		}
+		ereport(LOG, (errmsg("nadi cell: batch failed: %s", edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+void
+store_group_free(StoreGroup *g)
+{
+	json_decref(g->stmts);
+	json_decref(g->results);
+	g->stmts = g->results = NULL;
 }

@@ -3,7 +3,7 @@
  * nadi--1.0--X.Y.sql upgrade scripts.
  *
  * Every per-session table is keyed by session_id first, so the schema can be
- * distributed by session_id (docs/OPERATIONS.md, "Sharding").
+ * distributed by session_id (docs/ARCHITECTURE.md, "Sharding").
  */
 \echo Use "CREATE EXTENSION nadi" to load this file. \quit
 

@@ -9,6 +9,8 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
 #include "catalog/pg_authid.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
@@ -22,6 +24,7 @@ typedef struct NadiAuth
 {
 	NadiScope	scope;
 	bool		txn_local;
+	int			nest_level;		/* subtransaction level it was set in */
 	bool		has_sid;
 	pg_uuid_t	sid;
 	char	   *tenant;			/* in TopMemoryContext */
@@ -31,6 +34,7 @@ typedef struct NadiAuth
 
 static NadiAuth auth;
 static bool xact_callback_registered = false;
+static ProcessUtility_hook_type prev_process_utility = NULL;
 
 static const char *const scope_names[] = {
 	[NADI_SCOPE_NONE] = "none",
@@ -80,6 +84,53 @@ auth_xact_callback(XactEvent event, void *arg)
 }
 
 /*
+ * A token set inside a subtransaction that rolls back goes with it, as any
+ * other change made there would.
+ */
+static void
+auth_subxact_callback(SubXactEvent event, SubTransactionId my, SubTransactionId parent, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB && auth.scope != NADI_SCOPE_NONE &&
+		auth.nest_level >= GetCurrentTransactionNestLevel())
+		nadi_auth_reset();
+}
+
+/*
+ * What a connection pooler runs between clients (DISCARD ALL, RESET ALL,
+ * SET/RESET SESSION AUTHORIZATION) also clears a connection-wide token, so
+ * the next client never inherits the previous one's tenant.
+ */
+static void
+auth_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+					 ProcessUtilityContext context, ParamListInfo params,
+					 QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+
+	if (IsA(stmt, DiscardStmt) && ((DiscardStmt *) stmt)->target == DISCARD_ALL)
+		nadi_auth_reset();
+	else if (IsA(stmt, VariableSetStmt))
+	{
+		VariableSetStmt *v = (VariableSetStmt *) stmt;
+
+		if (v->kind == VAR_RESET_ALL ||
+			(v->name && strcmp(v->name, "session_authorization") == 0))
+			nadi_auth_reset();
+	}
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+}
+
+void
+nadi_auth_init(void)
+{
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = auth_process_utility;
+}
+
+/*
  * Install verified claims.  The caller (token verification) has checked the
  * signature, expiry and audience; this only stores them.
  */
@@ -92,12 +143,14 @@ nadi_auth_set(const char *tenant, const char *subject, NadiScope scope,
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(auth_xact_callback, NULL);
+		RegisterSubXactCallback(auth_subxact_callback, NULL);
 		xact_callback_registered = true;
 	}
 	nadi_auth_reset();
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	auth.scope = scope;
 	auth.txn_local = txn_local;
+	auth.nest_level = IsTransactionState() ? GetCurrentTransactionNestLevel() : 0;
 	auth.tenant = tenant ? pstrdup(tenant) : NULL;
 	auth.subject = subject ? pstrdup(subject) : NULL;
 	if (sid)
@@ -259,8 +312,10 @@ nadi_tenant_visible_sql(PG_FUNCTION_ARGS)
 {
 	char	   *tenant;
 
+	/* rows of no tenant (host and key audit) are for administrators only */
 	if (PG_ARGISNULL(0))
-		PG_RETURN_BOOL(false);
+		PG_RETURN_BOOL(auth.scope == NADI_SCOPE_ADMIN ||
+					   (auth.scope == NADI_SCOPE_NONE && outer_user_has_role("nadi_admin")));
 	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	PG_RETURN_BOOL(nadi_tenant_visible(tenant, PG_ARGISNULL(1) ? NULL : PG_GETARG_UUID_P(1)));
 }

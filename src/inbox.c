@@ -529,7 +529,11 @@ nadi_command_enqueue(PG_FUNCTION_ARGS)
 	appendStringInfoChar(&buf, '}');
 	session_event(tx, "command.received", nadi_jsonb(buf.data), command_id, -1);
 
-	if (!control)
+	/*
+	 * New work (a command, or an approved/denied tool call back in the queue)
+	 * brings a suspended session back; a held one gets its cell woken.
+	 */
+	if (!control || strcmp(type, "cancel") != 0)
 	{
 		if (tx->state == SS_SUSPENDED)
 			session_set_state(tx, SS_PENDING, NULL);
@@ -570,7 +574,8 @@ nadi_command_claim(PG_FUNCTION_ARGS)
 	tx = session_lock(PG_GETARG_UUID_P(0));
 	lease_check(tx, epoch);
 	head = command_head(tx, &available_at);
-	if (head.id != 0 && strcmp(head.status, "queued") == 0 && available_at <= nadi_now())
+	if (tx->state == SS_ACTIVE && head.id != 0 && strcmp(head.status, "queued") == 0 &&
+		available_at <= nadi_now())
 	{
 		values[0] = UUIDPGetDatum(&tx->id);
 		values[1] = Int64GetDatum(head.id);

@@ -34,6 +34,7 @@ _PG_init(void)
 	nadi_workers_define_gucs();
 	MarkGUCPrefixReserved("nadi");
 	nadi_shmem_startup();
+	nadi_auth_init();
 	nadi_workers_register();
 	nadi_preloaded = true;
 }

@@ -71,6 +71,7 @@ extern const char *nadi_scope_name(NadiScope scope);
 extern void nadi_auth_set(const char *tenant, const char *subject, NadiScope scope,
 						  const pg_uuid_t *sid, Jsonb *claims, bool txn_local);
 extern void nadi_auth_reset(void);
+extern void nadi_auth_init(void);
 extern NadiScope nadi_auth_scope(void);
 extern const char *nadi_auth_tenant(void);	/* NULL without a token */
 extern Jsonb *nadi_auth_claims(void);

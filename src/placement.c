@@ -374,7 +374,8 @@ nadi_cell_sessions(PG_FUNCTION_ARGS)
 	nadi_connect();
 	nadi_exec(nadi_plan(&plan,
 						"SELECT * FROM nadi.sessions WHERE cell_host_id = $1 "
-						"AND state IN ('placed', 'active', 'terminating') ORDER BY session_id",
+						"AND state IN ('placed', 'active', 'terminating') "
+						"AND nadi.tenant_visible(tenant_id, session_id) ORDER BY session_id",
 						1, (Oid[]) {TEXTOID}),
 			  values, NULL, true, 0);
 	nadi_rows_to_srf(fcinfo);

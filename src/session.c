@@ -512,6 +512,23 @@ nadi_session_list(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Start terminating a locked session: one no cell holds is terminated at
+ * once; one a cell holds becomes terminating (its open commands cancelled),
+ * and the cell finishes it when it lets go, or the lease runs out.
+ */
+static void
+session_begin_termination(SessionTx *tx, const char *reason)
+{
+	bool		held_by_cell = (tx->state == SS_ACTIVE);
+
+	session_set_state(tx, SS_TERMINATING, reason);
+	if (held_by_cell)
+		inbox_cancel_open(tx, "session terminating");
+	else
+		session_finish_termination(tx, reason);
+}
+
+/*
  * nadi.session_terminate(session_id, reason) → sessions
  * A session no cell holds is terminated at once; one a cell holds becomes
  * terminating, and the cell finishes it when it lets go (or its lease ends).
@@ -529,20 +546,12 @@ nadi_session_terminate(PG_FUNCTION_ARGS)
 
 	nadi_connect();
 	tx = session_lock(id);
-	if (tx->state == SS_TERMINATING)
-		result = session_row(fcinfo, id, outer);	/* already on its way */
-	else
+	if (tx->state != SS_TERMINATING)	/* else already on its way */
 	{
-		bool		held_by_cell = (tx->state == SS_ACTIVE);
-
-		session_set_state(tx, SS_TERMINATING, reason);
-		if (!held_by_cell)
-			session_finish_termination(tx, reason);
-		else
-			inbox_cancel_open(tx, "session terminating");
+		session_begin_termination(tx, reason);
 		session_save(tx);
-		result = session_row(fcinfo, id, outer);
 	}
+	result = session_row(fcinfo, id, outer);
 	nadi_finish();
 	PG_RETURN_DATUM(result);
 }
@@ -550,7 +559,8 @@ nadi_session_terminate(PG_FUNCTION_ARGS)
 /*
  * nadi.session_transition(session_id, to_state, reason) → sessions
  * An operator's lever: any transition the table allows.  Leaving a state that
- * a cell holds releases the lease (bumping nothing: the epoch already fences).
+ * a cell holds revokes the lease (bumping the epoch, so the cell is fenced
+ * off at once); terminating behaves as nadi.session_terminate().
  */
 PG_FUNCTION_INFO_V1(nadi_session_transition);
 Datum
@@ -575,14 +585,18 @@ nadi_session_transition(PG_FUNCTION_ARGS)
 
 	nadi_connect();
 	tx = session_lock(id);
-	if ((tx->state == SS_ACTIVE || tx->state == SS_TERMINATING) &&
-		to != SS_TERMINATING && lease_read(tx).held)
-		lease_drop(tx, reason);
-	session_set_state(tx, to, reason);
-	if (to == SS_PENDING)
-		session_set_hosts(tx, NULL, NULL);
-	if (to == SS_FAILED || to == SS_TERMINATED)
-		inbox_cancel_open(tx, reason);
+	if (to == SS_TERMINATING)
+		session_begin_termination(tx, reason);
+	else
+	{
+		if ((tx->state == SS_ACTIVE || tx->state == SS_TERMINATING) && lease_read(tx).held)
+			lease_drop(tx, reason);
+		session_set_state(tx, to, reason);
+		if (to == SS_PENDING)	/* the sandbox host keeps the session's files */
+			session_set_hosts(tx, NULL, tx->sandbox_host_id);
+		if (to == SS_FAILED || to == SS_TERMINATED)
+			inbox_cancel_open(tx, reason);
+	}
 	session_save(tx);
 	result = session_row(fcinfo, id, outer);
 	nadi_finish();
