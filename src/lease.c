@@ -279,6 +279,7 @@ nadi_lease_acquire(PG_FUNCTION_ARGS)
 	SessionTx  *tx;
 	LeaseInfo	l;
 	Datum		result;
+	int			dead = 0;
 
 	NADI_ARG_NOT_NULL(0, "session_id");
 	NADI_ARG_NOT_NULL(1, "cell_host_id");
@@ -310,11 +311,26 @@ nadi_lease_acquire(PG_FUNCTION_ARGS)
 					 errdetail("The lease at epoch " INT64_FORMAT " expires at %s.",
 							   l.epoch, nadi_timestamptz_iso(l.expires_at)),
 					 errhint("An expired lease can be taken over; wait for it or for the reaper.")));
-		/* takeover: whatever the old holder was doing goes back to the queue */
-		lease_requeue_running(tx, true, "lease taken over", NULL);
-		lease_write(tx, host, l.epoch + 1, true);
-		lease_event(tx, "taken_over", host, l.epoch + 1, NULL);
-		session_set_hosts(tx, host, tx->sandbox_host_id);
+		/*
+		 * Takeover: whatever the old holder was doing goes back to the queue,
+		 * and counts against the crash budget exactly as if the reaper had
+		 * found the lease first.
+		 */
+		if (lease_requeue_running(tx, true, "lease taken over", &dead) + dead > 0)
+			tx->crash_count++;
+		if (tx->crash_count > nadi_crash_budget)
+		{
+			lease_write(tx, NULL, l.epoch + 1, false);
+			lease_event(tx, "expired", l.cell_host_id, l.epoch + 1, "lease expired");
+			session_set_state(tx, SS_FAILED, "crash budget exhausted");
+			inbox_cancel_open(tx, "session failed");
+		}
+		else
+		{
+			lease_write(tx, host, l.epoch + 1, true);
+			lease_event(tx, "taken_over", host, l.epoch + 1, NULL);
+			session_set_hosts(tx, host, tx->sandbox_host_id);
+		}
 	}
 	else
 		session_set_state(tx, SS_ACTIVE, NULL);	/* raises: no such edge */

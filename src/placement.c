@@ -225,9 +225,19 @@ nadi_sandbox_host_set_state(PG_FUNCTION_ARGS)
  * Choose hosts for a locked pending session and place it.  Returns false
  * (changing nothing) when no live cell host has room for it.
  */
+static bool place_locked_try(SessionTx *tx, int attempt);
+
 static bool
 place_locked(SessionTx *tx)
 {
+	return place_locked_try(tx, 0);
+}
+
+static bool
+place_locked_try(SessionTx *tx, int attempt)
+{
+	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr recount_plan = NULL;
 	static SPIPlanPtr cell_plan = NULL;
 	static SPIPlanPtr sandbox_plan = NULL;
 	static SPIPlanPtr labels_plan = NULL;
@@ -260,6 +270,28 @@ place_locked(SessionTx *tx)
 	if (SPI_processed != 1)
 		return false;
 	cell = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+	/*
+	 * Two placers may pick the same host at once.  Lock it (until commit, so
+	 * placements on one host are serialized) and count again: the count now
+	 * sees every placement committed before us.  If it is full after all,
+	 * choose again.
+	 */
+	values[3] = CStringGetTextDatum(cell);
+	nadi_exec(nadi_plan(&lock_plan,
+						"SELECT 1 FROM nadi.cell_hosts WHERE host_id = $1 FOR NO KEY UPDATE",
+						1, (Oid[]) {TEXTOID}),
+			  &values[3], NULL, false, 1);
+	/* a new statement, so a new snapshot: it sees what committed while we waited */
+	nadi_exec(nadi_plan(&recount_plan,
+						"SELECT (SELECT count(*) FROM nadi.sessions s WHERE s.cell_host_id = h.host_id "
+						"  AND s.state IN ('placed', 'active', 'terminating')) < h.capacity "
+						"FROM nadi.cell_hosts h WHERE h.host_id = $1",
+						1, (Oid[]) {TEXTOID}),
+			  &values[3], NULL, false, 1);
+	if (SPI_processed != 1 ||
+		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool) {false})))
+		return ++attempt < 3 ? place_locked_try(tx, attempt) : false;
 
 	/* keep a live sandbox host; otherwise pick the least loaded live one */
 	values[3] = tx->sandbox_host_id ? CStringGetTextDatum(tx->sandbox_host_id) : (Datum) 0;
