@@ -50,6 +50,15 @@ SAVEPOINT a;
 SELECT nadi.authenticate(:'tok')->>'tenant' AS tenant;
 ROLLBACK TO a;
 SELECT nadi.current_tenant() AS after_rollback_to_savepoint;
+-- set in a savepoint that is released, it belongs to the transaction and
+-- survives a later savepoint's rollback
+SAVEPOINT b;
+SELECT nadi.authenticate(:'tok')->>'tenant' AS tenant;
+RELEASE b;
+SAVEPOINT c;
+SELECT 1 / 0;
+ROLLBACK TO c;
+SELECT nadi.current_tenant() AS after_release_then_rollback;
 COMMIT;
 SELECT nadi.authenticate(:'tok', false)->>'tenant' AS tenant;
 SELECT nadi.current_tenant() AS connection_scoped;

@@ -90,9 +90,12 @@ auth_xact_callback(XactEvent event, void *arg)
 static void
 auth_subxact_callback(SubXactEvent event, SubTransactionId my, SubTransactionId parent, void *arg)
 {
-	if (event == SUBXACT_EVENT_ABORT_SUB && auth.scope != NADI_SCOPE_NONE &&
-		auth.nest_level >= GetCurrentTransactionNestLevel())
+	if (auth.scope == NADI_SCOPE_NONE || auth.nest_level < GetCurrentTransactionNestLevel())
+		return;
+	if (event == SUBXACT_EVENT_ABORT_SUB)
 		nadi_auth_reset();
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+		auth.nest_level = GetCurrentTransactionNestLevel() - 1;	/* now the parent's */
 }
 
 /*
