@@ -108,16 +108,27 @@ agent_event(CellSession *s, int64 cmd, const char *kind, json_t *payload)
 	return ok;
 }
 
+/* Complete a command, appending one cell event first in the same call. */
+static bool
+agent_complete_with(CellSession *s, int64 cmd, json_t *result, const char *kind, json_t *payload)
+{
+	json_t	   *events = kind ? json_pack("[{s:s, s:O}]", "kind", kind, "payload", payload) : NULL;
+	char	   *p = json_text(result);
+	char	   *e = events ? json_text(events) : NULL;
+	const char *args[5] = {s->id_text, int64_text(cmd), int64_text(s->epoch), p, e};
+	bool		ok = agent_write(s, "SELECT status FROM nadi.command_complete($1::uuid, $2::bigint, $3::bigint, "
+								 "$4::jsonb, $5::jsonb)", 5, args);
+
+	free(p);
+	free(e);
+	json_decref(events);
+	return ok;
+}
+
 static bool
 agent_complete(CellSession *s, int64 cmd, json_t *result)
 {
-	char	   *p = json_text(result);
-	const char *args[4] = {s->id_text, int64_text(cmd), int64_text(s->epoch), p};
-	bool		ok = agent_write(s, "SELECT status FROM nadi.command_complete($1::uuid, $2::bigint, $3::bigint, $4::jsonb)",
-								 4, args);
-
-	free(p);
-	return ok;
+	return agent_complete_with(s, cmd, result, NULL, NULL);
 }
 
 static void
@@ -457,11 +468,11 @@ agent_converse(CellSession *s, int64 cmd, json_t *pending_call)
 				json_t	   *result = json_pack("{s:O}", "text", json_object_get(reply, "text"));
 
 				json_object_del(reply, "tool_calls");
-				if (agent_event(s, cmd, "model.reply", reply))
+				/* a cancel that came during the step discards the reply */
+				if (!agent_cancel_point(s, cmd))
 				{
 					message_add(s, "assistant", json_object_get(reply, "text"), cmd, NULL, NULL);
-					if (!agent_cancel_point(s, cmd))
-						agent_complete(s, cmd, result);
+					agent_complete_with(s, cmd, result, "model.reply", reply);
 				}
 				json_decref(result);
 				json_decref(reply);

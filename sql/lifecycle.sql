@@ -74,3 +74,20 @@ SET ROLE life_admin;
 SELECT count(*) > 0 AS host_audit_visible FROM nadi.audit_log WHERE tenant_id IS NULL;
 RESET ROLE;
 DROP ROLE life_admin;
+
+-- a completion can carry the cell's last events: appended in order, fenced,
+-- under the same lock; bad ones refuse the whole call
+SELECT session_id AS r FROM nadi.session_create('acme', labels => '{"pool": "life"}') \gset
+SELECT cell_host_id FROM nadi.place(:'r');
+SELECT epoch AS re FROM nadi.lease_acquire(:'r', 'life-cell') \gset
+SELECT command_id AS rc FROM nadi.command_enqueue(:'r', 'message', '{"text": "hi"}') \gset
+SELECT status FROM nadi.command_claim(:'r', :re);
+SELECT try(format($$SELECT nadi.command_complete(%L, %s, %s, '{}', '{"kind": "model.reply"}')$$, :'r', :rc, :re));
+SELECT try(format($$SELECT nadi.command_complete(%L, %s, %s, '{}', '[{"kind": "command.completed"}]')$$, :'r', :rc, :re));
+SELECT try(format($$SELECT nadi.command_complete(%L, %s, %s, '{}', '[{"payload": {}}]')$$, :'r', :rc, :re));
+SELECT status FROM nadi.command_get(:'r', :rc);
+SELECT status FROM nadi.command_complete(:'r', :rc, :re, '{"text": "You said: hi"}',
+    '[{"kind": "model.reply", "payload": {"text": "You said: hi"}}, {"kind": "cell.note"}]');
+SELECT seq, kind, command_id = :rc AS cmd, epoch = :re AS fenced, payload FROM nadi.events
+WHERE session_id = :'r' AND seq > 6 ORDER BY seq;
+SELECT nadi.session_replay(:'r')->'messages' AS conversation;

@@ -309,7 +309,7 @@ AS 'MODULE_PATHNAME', 'nadi_command_claim' LANGUAGE C VOLATILE SECURITY DEFINER 
 SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION nadi.command_complete(session_id uuid, command_id bigint, epoch bigint,
-                                      result jsonb DEFAULT '{}')
+                                      result jsonb DEFAULT '{}', events jsonb DEFAULT NULL)
 RETURNS nadi.command_inbox
 AS 'MODULE_PATHNAME', 'nadi_command_complete' LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
@@ -520,7 +520,7 @@ GRANT EXECUTE ON FUNCTION
     nadi.command_get(uuid, bigint),
     nadi.command_list(uuid, nadi.command_status, bigint, integer),
     nadi.command_claim(uuid, bigint),
-    nadi.command_complete(uuid, bigint, bigint, jsonb),
+    nadi.command_complete(uuid, bigint, bigint, jsonb, jsonb),
     nadi.command_fail(uuid, bigint, bigint, jsonb, boolean),
     nadi.command_await_permission(uuid, bigint, bigint, jsonb),
     nadi.lease_acquire(uuid, text),

@@ -17,8 +17,8 @@
 /* Kinds the extension writes itself; cells may not forge them. */
 static const char *const reserved_prefixes[] = {"session.", "command.", "permission."};
 
-static void
-kind_validate(const char *kind)
+void
+events_kind_validate(const char *kind)
 {
 	size_t		len = strlen(kind);
 	bool		ok = len > 0 && len <= 64 && kind[0] >= 'a' && kind[0] <= 'z';
@@ -76,7 +76,7 @@ nadi_event_append(PG_FUNCTION_ARGS)
 	epoch = PG_GETARG_INT64(1);
 	kind = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	payload = PG_ARGISNULL(3) ? nadi_jsonb("{}") : PG_GETARG_JSONB_P(3);
-	kind_validate(kind);
+	events_kind_validate(kind);
 	nadi_check_payload(payload, "event payload");
 
 	nadi_connect();
@@ -109,6 +109,50 @@ nadi_event_append(PG_FUNCTION_ARGS)
 	session_save(tx);
 	nadi_finish();
 	PG_RETURN_DATUM(result);
+}
+
+/*
+ * Append cell events given as a JSON array of {"kind", "payload"} to a
+ * locked session whose lease the caller has checked.
+ */
+void
+events_append_array(SessionTx *tx, Jsonb *events, int64 command_id, int64 epoch)
+{
+	JsonbIterator *it = JsonbIteratorInit(&events->root);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		Jsonb	   *elem;
+		JsonbValue	key;
+		JsonbValue *kind;
+		JsonbValue *payload;
+		char	   *kind_text;
+
+		if (tok != WJB_ELEM)
+			continue;
+		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("each event must be a JSON object with \"kind\" and \"payload\"")));
+		elem = JsonbValueToJsonb(&v);
+		key.type = jbvString;
+		key.val.string.val = "kind";
+		key.val.string.len = 4;
+		kind = findJsonbValueFromContainer(&elem->root, JB_FOBJECT, &key);
+		key.val.string.val = "payload";
+		key.val.string.len = 7;
+		payload = findJsonbValueFromContainer(&elem->root, JB_FOBJECT, &key);
+		if (kind == NULL || kind->type != jbvString)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("each event needs a string \"kind\"")));
+		kind_text = pnstrdup(kind->val.string.val, kind->val.string.len);
+		events_kind_validate(kind_text);
+		session_event(tx, kind_text, payload ? JsonbValueToJsonb(payload) : nadi_jsonb("{}"),
+					  command_id, epoch);
+	}
 }
 
 /*

@@ -601,7 +601,13 @@ nadi_command_claim(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/* nadi.command_complete(session_id, command_id, epoch, result) → command_inbox */
+/*
+ * nadi.command_complete(session_id, command_id, epoch, result, events)
+ *   → command_inbox
+ * events, optional, is an array of {"kind", "payload"} the cell appends
+ * (fenced, in order) just before command.completed: a reply and its
+ * completion then cost one lock of the session, not two.
+ */
 PG_FUNCTION_INFO_V1(nadi_command_complete);
 Datum
 nadi_command_complete(PG_FUNCTION_ARGS)
@@ -611,6 +617,7 @@ nadi_command_complete(PG_FUNCTION_ARGS)
 	CommandRef	c;
 	int64		epoch;
 	Jsonb	   *result_json;
+	Jsonb	   *events = NULL;
 	Datum		result;
 	StringInfoData buf;
 
@@ -621,11 +628,23 @@ nadi_command_complete(PG_FUNCTION_ARGS)
 	result_json = PG_ARGISNULL(3) ? nadi_jsonb("{}") : PG_GETARG_JSONB_P(3);
 	nadi_check_payload(result_json, "command result");
 
+	if (!PG_ARGISNULL(4))
+	{
+		events = PG_GETARG_JSONB_P(4);
+		if (!JB_ROOT_IS_ARRAY(events) || JB_ROOT_IS_SCALAR(events))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("events must be a JSON array of {\"kind\", \"payload\"} objects")));
+		nadi_check_payload(events, "events");
+	}
+
 	nadi_connect();
 	tx = session_lock(PG_GETARG_UUID_P(0));
 	lease_check(tx, epoch);
 	c = command_load(tx, PG_GETARG_INT64(1));
 	command_require_running(&c, epoch);
+	if (events)
+		events_append_array(tx, events, c.id, epoch);
 	command_update(tx, c.id, "completed", result_json, NULL, 0, true);
 	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
 	initStringInfo(&buf);

@@ -72,6 +72,10 @@ extern int	lease_requeue_running(SessionTx *tx, bool count_attempt, const char *
 								  int *dead_out);
 extern void lease_drop(SessionTx *tx, const char *reason);
 
+/* events.c */
+extern void events_kind_validate(const char *kind);
+extern void events_append_array(SessionTx *tx, Jsonb *events, int64 command_id, int64 epoch);
+
 /* inbox.c */
 extern int	inbox_cancel_open(SessionTx *tx, const char *reason);
 extern void inbox_require_visible_session(const pg_uuid_t *id);

@@ -137,7 +137,7 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
       $$SELECT 1 / (1 - count(*))::int FROM nadi.command_claim('{S}', 1)$$, '42501', 'ok', '42501', 'ok'),
  (34, 'command_fail', 'nadi.command_fail(uuid, bigint, bigint, jsonb, boolean)',
       $$SELECT nadi.command_fail('{S}', {C}, 1, '{"error": "x"}')$$, '42501', 'NA006', '42501', 'NA006'),
- (35, 'command_complete', 'nadi.command_complete(uuid, bigint, bigint, jsonb)',
+ (35, 'command_complete', 'nadi.command_complete(uuid, bigint, bigint, jsonb, jsonb)',
       $$SELECT nadi.command_complete('{S}', {C}, 1, '{}')$$, '42501', 'NA006', '42501', 'NA006'),
  -- leases (the session is held: a second acquire is refused)
  (40, 'lease_acquire', 'nadi.lease_acquire(uuid, text)',

@@ -113,7 +113,7 @@ INSERT INTO api VALUES
     ('command_list',             ARRAY['uuid', 'nadi.command_status', 'bigint', 'integer']),
     ('command_cancel',           ARRAY['uuid', 'bigint']),
     ('command_claim',            ARRAY['uuid', 'bigint']),
-    ('command_complete',         ARRAY['uuid', 'bigint', 'bigint', 'jsonb']),
+    ('command_complete',         ARRAY['uuid', 'bigint', 'bigint', 'jsonb', 'jsonb']),
     ('command_fail',             ARRAY['uuid', 'bigint', 'bigint', 'jsonb', 'boolean']),
     ('command_await_permission', ARRAY['uuid', 'bigint', 'bigint', 'jsonb']),
     ('lease_acquire',            ARRAY['uuid', 'text']),
