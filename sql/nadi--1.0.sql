@@ -115,9 +115,12 @@ CREATE TABLE nadi.command_inbox (
     last_error       jsonb,
     created_at       timestamptz NOT NULL,
     finished_at      timestamptz,
-    PRIMARY KEY (session_id, command_id),
-    UNIQUE (session_id, idempotency_key)
+    PRIMARY KEY (session_id, command_id)
 );
+
+-- Only commands that carry a key are indexed by it.
+CREATE UNIQUE INDEX command_inbox_idempotency_idx ON nadi.command_inbox (session_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 
 -- The head of a session's queue, and nothing else: stays small however long
 -- the history grows.

@@ -224,7 +224,7 @@ lease_expire(SessionTx *tx, int *dead, bool *failed)
 	else
 	{
 		session_set_state(tx, SS_PENDING, "lease expired");
-		tx->cell_host_id = NULL;
+		session_set_hosts(tx, NULL, tx->sandbox_host_id);
 	}
 	return requeued;
 }
@@ -406,7 +406,7 @@ nadi_lease_release(PG_FUNCTION_ARGS)
 		if (has_work)
 		{
 			session_set_state(tx, SS_PENDING, "released with queued commands");
-			tx->cell_host_id = NULL;
+			session_set_hosts(tx, NULL, tx->sandbox_host_id);
 		}
 		else
 			session_set_state(tx, SS_SUSPENDED, NULL);
@@ -521,7 +521,7 @@ nadi_reap(PG_FUNCTION_ARGS)
 		if (tx->state != SS_PLACED)
 			continue;
 		session_set_state(tx, SS_PENDING, "its cell host is not live");
-		tx->cell_host_id = NULL;
+		session_set_hosts(tx, NULL, tx->sandbox_host_id);
 		session_save(tx);
 		replaced++;
 	}

@@ -193,6 +193,7 @@ session_set_hosts(SessionTx *tx, const char *cell_host_id, const char *sandbox_h
 	tx->cell_host_id = cell_host_id ? pstrdup(cell_host_id) : NULL;
 	tx->sandbox_host_id = sandbox_host_id ? pstrdup(sandbox_host_id) : NULL;
 	tx->dirty = true;
+	tx->hosts_changed = true;
 }
 
 /*
@@ -240,6 +241,7 @@ void
 session_save(SessionTx *tx)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr state_plan = NULL;
 	Oid			types[7] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT4OID, TIMESTAMPTZOID};
 	Datum		values[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
@@ -259,12 +261,29 @@ session_save(SessionTx *tx)
 	values[4] = Int64GetDatum(tx->last_seq);
 	values[5] = Int32GetDatum(tx->crash_count);
 	values[6] = TimestampTzGetDatum(nadi_now());
-	nadi_exec(nadi_plan(&plan,
-						"UPDATE nadi.sessions SET state = $2::nadi.session_state, "
-						"cell_host_id = $3, sandbox_host_id = $4, last_seq = $5, "
-						"crash_count = $6, updated_at = $7 WHERE session_id = $1",
-						7, types),
-			  values, nulls, false, 0);
+	if (tx->hosts_changed)
+		nadi_exec(nadi_plan(&plan,
+							"UPDATE nadi.sessions SET state = $2::nadi.session_state, "
+							"cell_host_id = $3, sandbox_host_id = $4, last_seq = $5, "
+							"crash_count = $6, updated_at = $7 WHERE session_id = $1",
+							7, types),
+				  values, nulls, false, 0);
+	else
+	{
+		/*
+		 * Leave the host columns alone: an UPDATE that sets a foreign key
+		 * fires its check (a row lock on the host) whenever the row was
+		 * already changed in this transaction, even to the same value.
+		 */
+		Datum		v[5] = {values[0], values[1], values[4], values[5], values[6]};
+
+		nadi_exec(nadi_plan(&state_plan,
+							"UPDATE nadi.sessions SET state = $2::nadi.session_state, last_seq = $3, "
+							"crash_count = $4, updated_at = $5 WHERE session_id = $1",
+							5, (Oid[]) {UUIDOID, TEXTOID, INT8OID, INT4OID, TIMESTAMPTZOID}),
+				  v, NULL, false, 0);
+	}
+	tx->hosts_changed = false;
 	if (tx->state != tx->orig_state)
 	{
 		StringInfoData buf;

@@ -41,6 +41,7 @@ typedef struct SessionTx
 	int32		crash_count;
 	Jsonb	   *policy;
 	bool		dirty;
+	bool		hosts_changed;	/* cell/sandbox host to be written back */
 } SessionTx;
 
 extern const char *session_state_name(SessionState s);
