@@ -18,6 +18,7 @@ char	   *nadi_database = NULL;
 bool		nadi_broker_enabled = true;
 int			nadi_broker_naptime_ms = 1000;
 int			nadi_cell_workers = 2;
+bool		nadi_notifier_enabled = true;
 
 void
 nadi_workers_define_gucs(void)
@@ -38,6 +39,11 @@ nadi_workers_define_gucs(void)
 							"Worker processes of the embedded cell host (0: no embedded cell).",
 							NULL, &nadi_cell_workers, 2, 0, 32,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("nadi.notifier",
+							 "Send NOTIFY nadi_events from a worker that batches many commits' notifications.",
+							 "Off: each event-writing transaction sends its own NOTIFY, which serializes their commits.",
+							 &nadi_notifier_enabled, true,
+							 PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	cell_define_gucs();
 }
 
@@ -57,6 +63,13 @@ nadi_workers_register(void)
 		strlcpy(worker.bgw_function_name, "nadi_broker_main", BGW_MAXLEN);
 		strlcpy(worker.bgw_name, "nadi broker", BGW_MAXLEN);
 		strlcpy(worker.bgw_type, "nadi broker", BGW_MAXLEN);
+		RegisterBackgroundWorker(&worker);
+	}
+	if (nadi_notifier_enabled)
+	{
+		strlcpy(worker.bgw_function_name, "nadi_notifier_main", BGW_MAXLEN);
+		strlcpy(worker.bgw_name, "nadi notifier", BGW_MAXLEN);
+		strlcpy(worker.bgw_type, "nadi notifier", BGW_MAXLEN);
 		RegisterBackgroundWorker(&worker);
 	}
 	for (int i = 0; i < nadi_cell_workers; i++)

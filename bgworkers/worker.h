@@ -12,6 +12,7 @@ extern char *nadi_database;
 extern bool nadi_broker_enabled;
 extern int	nadi_broker_naptime_ms;
 extern int	nadi_cell_workers;
+extern bool nadi_notifier_enabled;
 
 extern void nadi_workers_define_gucs(void);
 extern void nadi_workers_register(void);
@@ -19,6 +20,7 @@ extern void nadi_workers_register(void);
 /* entry points, looked up by name by the postmaster */
 extern PGDLLEXPORT void nadi_broker_main(Datum arg);
 extern PGDLLEXPORT void nadi_cell_main(Datum arg);
+extern PGDLLEXPORT void nadi_notifier_main(Datum arg);
 
 /* loop.c: what every worker's main loop shares */
 extern void worker_setup(const char *what);

@@ -232,7 +232,7 @@ session_event(SessionTx *tx, const char *kind, Jsonb *payload, int64 command_id,
 						8, types),
 			  values, nulls, false, 0);
 	if (nadi_notify)
-		Async_Notify("nadi_events", tx->id_text);
+		nadi_notify_session(&tx->id, tx->id_text);
 	return tx->last_seq;
 }
 

@@ -16,6 +16,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "funcapi.h"
+#include "commands/async.h"
 
 #include "nadi.h"
 #include "wake.h"
@@ -33,6 +34,14 @@ static int	n_pending_hosts = 0;
 static bool pending_all_cells = false;
 static bool pending_broker = false;
 static bool callback_registered = false;
+
+static void ensure_callback(void);
+
+/* Backend-local: sessions to hand to the notifier when this commits. */
+#define MAX_PENDING_NOTIFY 64
+static pg_uuid_t pending_notify[MAX_PENDING_NOTIFY];
+static int	n_pending_notify = 0;
+static bool pending_notify_overflow = false;
 
 void
 nadi_shmem_request(void)
@@ -59,6 +68,8 @@ shmem_startup(void)
 		nadi_shared->lock = &(GetNamedLWLockTranche("nadi"))->lock;
 		pg_atomic_init_u64(&nadi_shared->cell_wakeups, 0);
 		pg_atomic_init_u64(&nadi_shared->broker_wakeups, 0);
+		SpinLockInit(&nadi_shared->ring_lock);
+		nadi_shared->notifier_db = InvalidOid;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -78,6 +89,83 @@ wake_clear(void)
 	n_pending_hosts = 0;
 	pending_all_cells = false;
 	pending_broker = false;
+	n_pending_notify = 0;
+	pending_notify_overflow = false;
+}
+
+/* At commit: queue this transaction's sessions for the notifier. */
+static void
+notify_flush(void)
+{
+	PGPROC	   *notifier = NULL;
+
+	if (n_pending_notify == 0 && !pending_notify_overflow)
+		return;
+	SpinLockAcquire(&nadi_shared->ring_lock);
+	for (int i = 0; i < n_pending_notify; i++)
+	{
+		if (nadi_shared->ring_head - nadi_shared->ring_tail >= NADI_NOTIFY_RING)
+		{
+			nadi_shared->ring_overflow = true;
+			break;
+		}
+		nadi_shared->ring[nadi_shared->ring_head++ % NADI_NOTIFY_RING] = pending_notify[i];
+	}
+	if (pending_notify_overflow)
+		nadi_shared->ring_overflow = true;
+	SpinLockRelease(&nadi_shared->ring_lock);
+
+	LWLockAcquire(nadi_shared->lock, LW_SHARED);
+	for (int i = 0; i < NADI_MAX_WORKERS; i++)
+		if (nadi_shared->slots[i].kind == NADI_WORKER_NOTIFIER)
+			notifier = nadi_shared->slots[i].proc;
+	if (notifier)
+		SetLatch(&notifier->procLatch);
+	LWLockRelease(nadi_shared->lock);
+}
+
+/*
+ * A session has new events in this transaction.  With a notifier attached
+ * to this database, the session id is handed to it at commit and it sends
+ * the NOTIFY, batching many commits into one: PostgreSQL serializes every
+ * notifying commit (and its WAL flush) on one lock, which would otherwise
+ * cap all event-writing transactions at single-commit speed.  Without one,
+ * NOTIFY directly.  Either way listeners hear of it only after the commit.
+ */
+void
+nadi_notify_session(const pg_uuid_t *id, const char *id_text)
+{
+	if (nadi_shared == NULL || nadi_shared->notifier_db != MyDatabaseId)
+	{
+		Async_Notify("nadi_events", id_text);
+		return;
+	}
+	ensure_callback();
+	for (int i = 0; i < n_pending_notify; i++)
+		if (memcmp(pending_notify[i].data, id->data, UUID_LEN) == 0)
+			return;
+	if (n_pending_notify == MAX_PENDING_NOTIFY)
+		pending_notify_overflow = true;
+	else
+		pending_notify[n_pending_notify++] = *id;
+}
+
+/*
+ * The notifier takes what is queued: up to max session ids, and whether
+ * some were lost (listeners must then re-read every stream).
+ */
+int
+nadi_notify_drain(pg_uuid_t *out, int max, bool *overflow)
+{
+	int			n = 0;
+
+	SpinLockAcquire(&nadi_shared->ring_lock);
+	while (n < max && nadi_shared->ring_tail < nadi_shared->ring_head)
+		out[n++] = nadi_shared->ring[nadi_shared->ring_tail++ % NADI_NOTIFY_RING];
+	*overflow = nadi_shared->ring_overflow;
+	nadi_shared->ring_overflow = false;
+	SpinLockRelease(&nadi_shared->ring_lock);
+	return n;
 }
 
 /*
@@ -95,8 +183,13 @@ wake_xact_callback(XactEvent event, void *arg)
 	}
 	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT)
 		return;
+	if (nadi_shared != NULL)
+		notify_flush();
 	if (n_pending_hosts == 0 && !pending_all_cells && !pending_broker)
+	{
+		wake_clear();
 		return;
+	}
 
 	if (nadi_shared != NULL)
 	{
@@ -180,6 +273,8 @@ nadi_worker_attach(NadiWorkerKind kind, const char *host_id)
 
 			slot->kind = kind;
 			slot->proc = MyProc;
+			if (kind == NADI_WORKER_NOTIFIER)
+				nadi_shared->notifier_db = MyDatabaseId;
 			strlcpy(slot->host_id, host_id ? host_id : "", NADI_HOST_ID_LEN);
 			found = i;
 			break;
@@ -198,6 +293,8 @@ void
 nadi_worker_detach(int slot)
 {
 	LWLockAcquire(nadi_shared->lock, LW_EXCLUSIVE);
+	if (nadi_shared->slots[slot].kind == NADI_WORKER_NOTIFIER)
+		nadi_shared->notifier_db = InvalidOid;
 	memset(&nadi_shared->slots[slot], 0, sizeof(NadiWorkerSlot));
 	LWLockRelease(nadi_shared->lock);
 }

@@ -6,6 +6,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IPC::Run;
 
 my $node = PostgreSQL::Test::Cluster->new('workers');
 $node->init;
@@ -47,6 +48,23 @@ sub wait_status
 	my ($sid, $cmd, $status) = @_;
 	return $node->poll_query_until('postgres',
 		"SELECT status = '$status' FROM nadi.command_inbox WHERE session_id = '$sid' AND command_id = $cmd");
+}
+
+# events reach listeners through the notifier, after their commit
+{
+	my ($stdout, $stderr) = ('', '');
+	my $listener = IPC::Run::start(
+		[ 'psql', '-X', '-A', '-t', '-d', $node->connstr('postgres') ],
+		'<', \"LISTEN nadi_events; SELECT pg_sleep(2); SELECT 'done';\n",
+		'>', \$stdout, '2>', \$stderr);
+	sleep 1;
+	my $s = $node->safe_psql('postgres', "SELECT session_id FROM nadi.session_create('acme')");
+	$listener->finish;
+	like($stdout, qr/Asynchronous notification "nadi_events" with payload "$s" received/,
+		'NOTIFY nadi_events with the session id, sent by the notifier');
+	is($node->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'nadi notifier'"),
+		'1', 'one notifier');
+	$node->safe_psql('postgres', "SELECT nadi.session_terminate('$s')");
 }
 
 # a message goes through the model and back, with no polling anywhere
