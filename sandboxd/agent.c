@@ -1,0 +1,620 @@
+/*
+ * agent.c — nadi-sbx-init, PID 1 inside every sandbox container.  It is
+ * started by systemd-nspawn (so it lives under nspawn's namespaces, dropped
+ * capabilities and seccomp filter), reads one request at a time from stdin,
+ * runs the command with the call's limits as the sandbox user, and writes the
+ * result to stdout.  Being PID 1 of the container's PID namespace it reaps
+ * every orphan, and after each call it kills whatever the call left behind,
+ * so no process outlives the call that started it.  EOF on stdin means the
+ * daemon wants the container gone (or died): kill everything and exit.
+ *
+ * Built statically so that it runs in any image, busybox included.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/capability.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proto.h"
+
+#define GRACE_MS 100 /* after the command exits, wait this long for its output */
+
+struct request {
+	char **argv;
+	size_t argc;
+	char **env;
+	size_t envc;
+	const char *in;
+	size_t in_len;
+	char *cwd;
+	uint64_t timeout_ms, out_limit, fsize, as, nproc, uid, gid;
+};
+
+struct stream {
+	int fd;
+	char *buf;
+	size_t len;
+	int truncated;
+};
+
+enum { STAGE_CHDIR = 1, STAGE_LIMITS, STAGE_USER, STAGE_EXEC };
+struct exec_report {
+	int stage;
+	int err;
+};
+
+static int sigfd = -1;
+
+static uint64_t
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t
+mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* 1: got n bytes; 0: clean EOF before the first byte; -1: error or short read. */
+static int
+read_full(int fd, void *buf, size_t n)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t k = read(fd, (char *)buf + got, n - got);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return (k == 0 && got == 0) ? 0 : -1;
+		got += (size_t)k;
+	}
+	return 1;
+}
+
+static int
+write_full(int fd, const void *buf, size_t n)
+{
+	const char *p = buf;
+
+	while (n > 0) {
+		ssize_t k = write(fd, p, n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -1;
+		p += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+/*
+ * Kill every process in the container except ourselves and reap them all.
+ * kill(-1) from PID 1 reaches the whole PID namespace; it is repeated until
+ * nothing is left so that processes forked while we were killing die too.
+ */
+static void
+kill_all(pid_t main_pid, int *status, int *exited)
+{
+	for (;;) {
+		pid_t p;
+		int st;
+
+		kill(-1, SIGKILL);
+		p = waitpid(-1, &st, 0);
+		if (p < 0) {
+			if (errno == EINTR)
+				continue;
+			break; /* ECHILD: the namespace is empty */
+		}
+		if (p == main_pid && !*exited) {
+			*status = st;
+			*exited = 1;
+		}
+	}
+}
+
+static void
+reap(pid_t main_pid, int *status, int *exited)
+{
+	struct signalfd_siginfo si;
+	pid_t p;
+	int st;
+
+	while (read(sigfd, &si, sizeof si) == sizeof si)
+		;
+	while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+		if (p == main_pid && !*exited) {
+			*status = st;
+			*exited = 1;
+		}
+}
+
+static _Noreturn void
+child_fail(int fd, int stage)
+{
+	struct exec_report r = {stage, errno};
+
+	(void)!write(fd, &r, sizeof r);
+	_exit(127);
+}
+
+/* Capabilities root keeps inside the sandbox: file ownership and identity, nothing that reaches the kernel. */
+#define KEEP_CAPS ((1u << 0) /* CHOWN */ | (1u << 1) /* DAC_OVERRIDE */ | (1u << 2) /* DAC_READ_SEARCH */ | \
+		   (1u << 3) /* FOWNER */ | (1u << 4) /* FSETID */ | (1u << 5) /* KILL */ |                 \
+		   (1u << 6) /* SETGID */ | (1u << 7) /* SETUID */ | (1u << 10) /* NET_BIND_SERVICE */)
+
+static void
+drop_bounding_caps(uint32_t keep)
+{
+	for (int c = 0; c <= 63; c++)
+		if (c >= 32 || !(keep & (1u << c)))
+			prctl(PR_CAPBSET_DROP, c, 0, 0, 0);
+}
+
+/*
+ * Once set up, the init itself keeps only what it needs to run commands
+ * (switch user, kill, drop the bounding set of root commands).
+ */
+static int
+drop_own_caps(void)
+{
+	struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct d[2];
+	uint32_t keep = KEEP_CAPS | (1u << 8) /* SETPCAP */;
+
+	drop_bounding_caps(keep);
+	if (syscall(SYS_capget, &h, d) < 0)
+		return -1;
+	d[0].effective &= keep;
+	d[0].permitted &= keep;
+	d[0].inheritable = 0;
+	d[1].effective = d[1].permitted = d[1].inheritable = 0;
+	return (int)syscall(SYS_capset, &h, d);
+}
+
+static _Noreturn void
+child(const struct request *q, int in_fd, int out_fd, int err_fd, int report_fd)
+{
+	sigset_t none;
+	struct rlimit rl;
+	int fd;
+
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	setsid();
+	if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
+		child_fail(report_fd, STAGE_EXEC);
+	umask(022);
+
+	/* The command, not this init, is what the OOM killer should pick. */
+	fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		(void)!write(fd, "1000", 4);
+		close(fd);
+	}
+	rl.rlim_cur = rl.rlim_max = q->fsize ? q->fsize : RLIM_INFINITY;
+	if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+		child_fail(report_fd, STAGE_LIMITS);
+	rl.rlim_cur = rl.rlim_max = 0;
+	setrlimit(RLIMIT_CORE, &rl);
+	if (q->as) {
+		rl.rlim_cur = rl.rlim_max = q->as;
+		if (setrlimit(RLIMIT_AS, &rl) < 0)
+			child_fail(report_fd, STAGE_LIMITS);
+	}
+	if (q->nproc) {
+		rl.rlim_cur = rl.rlim_max = q->nproc;
+		if (setrlimit(RLIMIT_NPROC, &rl) < 0)
+			child_fail(report_fd, STAGE_LIMITS);
+	}
+
+	if (q->uid != 0 || q->gid != 0) {
+		if (setgroups(0, NULL) < 0 || setresgid((gid_t)q->gid, (gid_t)q->gid, (gid_t)q->gid) < 0 ||
+		    setresuid((uid_t)q->uid, (uid_t)q->uid, (uid_t)q->uid) < 0)
+			child_fail(report_fd, STAGE_USER);
+	} else
+		drop_bounding_caps(KEEP_CAPS);
+	prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	/* As the sandbox user, so that its permissions apply. */
+	if (chdir(q->cwd) < 0)
+		child_fail(report_fd, STAGE_CHDIR);
+
+	clearenv();
+	for (size_t i = 0; i < q->envc; i++)
+		putenv(q->env[i]);
+	execvp(q->argv[0], q->argv);
+	child_fail(report_fd, STAGE_EXEC);
+}
+
+static void
+stream_read(struct stream *s, uint64_t limit)
+{
+	char tmp[65536];
+
+	for (;;) {
+		ssize_t n = read(s->fd, tmp, sizeof tmp);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				return;
+			n = 0;
+		}
+		if (n == 0) {
+			close(s->fd);
+			s->fd = -1;
+			return;
+		}
+		size_t room = limit > s->len ? (size_t)(limit - s->len) : 0;
+		size_t take = (size_t)n < room ? (size_t)n : room;
+		if (take) {
+			char *nb = realloc(s->buf, s->len + take);
+			if (!nb)
+				take = 0;
+			else {
+				s->buf = nb;
+				memcpy(s->buf + s->len, tmp, take);
+				s->len += take;
+			}
+		}
+		if (take < (size_t)n) {
+			/* Over the limit: stop reading, the writer gets EPIPE/SIGPIPE. */
+			s->truncated = 1;
+			close(s->fd);
+			s->fd = -1;
+			return;
+		}
+	}
+}
+
+static void
+run(const struct request *q, struct pbuf *out)
+{
+	int in[2] = {-1, -1}, o[2] = {-1, -1}, e[2] = {-1, -1}, rp[2] = {-1, -1};
+	struct stream so = {-1, NULL, 0, 0}, se = {-1, NULL, 0, 0};
+	struct exec_report report = {0, 0};
+	uint64_t t0 = mono_us(), deadline, grace = 0, flags = 0;
+	size_t in_off = 0;
+	int status = 0, exited = 0, timed_out = 0, rp_fd;
+	pid_t pid;
+
+	reap(0, &status, &exited); /* drain stale SIGCHLD notifications */
+	exited = 0;
+	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0 ||
+	    pipe2(rp, O_CLOEXEC) < 0) {
+		pbuf_add_str(out, PT_ERROR, "cannot create pipes");
+		pbuf_add_u64(out, PT_FLAGS, PF_EXEC_FAILED);
+		goto close_all;
+	}
+	pid = fork();
+	if (pid < 0) {
+		pbuf_add_str(out, PT_ERROR, "cannot fork");
+		pbuf_add_u64(out, PT_FLAGS, PF_EXEC_FAILED);
+		goto close_all;
+	}
+	if (pid == 0)
+		child(q, in[0], o[1], e[1], rp[1]);
+
+	close(in[0]);
+	close(o[1]);
+	close(e[1]);
+	close(rp[1]);
+	in[0] = o[1] = e[1] = rp[1] = -1;
+	so.fd = o[0];
+	se.fd = e[0];
+	o[0] = e[0] = -1;
+	rp_fd = rp[0];
+	rp[0] = -1;
+	fcntl(in[1], F_SETFL, O_NONBLOCK);
+	fcntl(so.fd, F_SETFL, O_NONBLOCK);
+	fcntl(se.fd, F_SETFL, O_NONBLOCK);
+	if (q->in_len == 0) {
+		close(in[1]);
+		in[1] = -1;
+	}
+	deadline = t0 / 1000 + q->timeout_ms;
+
+	for (;;) {
+		struct pollfd pf[6];
+		int n = 0, i_sig, i_ctl, i_in = -1, i_out = -1, i_err = -1, i_rp = -1;
+		uint64_t now = mono_ms(), until;
+
+		if (exited && so.fd < 0 && se.fd < 0 && rp_fd < 0)
+			break;
+		if (!exited && now >= deadline) {
+			timed_out = 1;
+			break;
+		}
+		if (exited && now >= grace)
+			break;
+		until = exited ? grace : deadline;
+
+		pf[i_sig = n++] = (struct pollfd){sigfd, POLLIN, 0};
+		pf[i_ctl = n++] = (struct pollfd){0, 0, 0}; /* POLLHUP: the daemon went away */
+		if (in[1] >= 0)
+			pf[i_in = n++] = (struct pollfd){in[1], POLLOUT, 0};
+		if (so.fd >= 0)
+			pf[i_out = n++] = (struct pollfd){so.fd, POLLIN, 0};
+		if (se.fd >= 0)
+			pf[i_err = n++] = (struct pollfd){se.fd, POLLIN, 0};
+		if (rp_fd >= 0)
+			pf[i_rp = n++] = (struct pollfd){rp_fd, POLLIN, 0};
+		if (poll(pf, (nfds_t)n, (int)(until - now)) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pf[i_ctl].revents & (POLLHUP | POLLERR)) {
+			kill_all(pid, &status, &exited);
+			_exit(0);
+		}
+		if (pf[i_sig].revents)
+			reap(pid, &status, &exited);
+		if (exited && grace == 0)
+			grace = mono_ms() + GRACE_MS;
+		if (i_in >= 0 && pf[i_in].revents) {
+			ssize_t k = write(in[1], q->in + in_off, q->in_len - in_off);
+			if (k > 0)
+				in_off += (size_t)k;
+			if ((k < 0 && errno != EAGAIN && errno != EINTR) || in_off == q->in_len) {
+				close(in[1]);
+				in[1] = -1;
+			}
+		}
+		if (i_out >= 0 && pf[i_out].revents)
+			stream_read(&so, q->out_limit);
+		if (i_err >= 0 && pf[i_err].revents)
+			stream_read(&se, q->out_limit);
+		if (i_rp >= 0 && pf[i_rp].revents) {
+			ssize_t k = read(rp_fd, &report, sizeof report);
+			if (k != sizeof report)
+				report.stage = 0;
+			close(rp_fd);
+			rp_fd = -1;
+		}
+	}
+
+	kill_all(pid, &status, &exited);
+	/* Whatever the killed processes wrote before dying is still in the pipes. */
+	if (so.fd >= 0)
+		stream_read(&so, q->out_limit);
+	if (se.fd >= 0)
+		stream_read(&se, q->out_limit);
+	if (rp_fd >= 0) {
+		if (read(rp_fd, &report, sizeof report) != sizeof report)
+			report.stage = 0;
+		close(rp_fd);
+	}
+
+	if (report.stage) {
+		static const char *what[] = {"", "chdir to", "set limits for", "switch user for", "execute"};
+		char msg[512];
+		snprintf(msg, sizeof msg, "cannot %s %s: %s", what[report.stage],
+			 report.stage == STAGE_CHDIR ? q->cwd : q->argv[0], strerror(report.err));
+		pbuf_add_str(out, PT_ERROR, msg);
+		flags |= PF_EXEC_FAILED;
+	}
+	if (timed_out)
+		flags |= PF_TIMED_OUT;
+	if (so.truncated)
+		flags |= PF_STDOUT_TRUNCATED;
+	if (se.truncated)
+		flags |= PF_STDERR_TRUNCATED;
+	if (exited && WIFEXITED(status))
+		pbuf_add_u64(out, PT_EXIT, (uint64_t)WEXITSTATUS(status));
+	else if (exited && WIFSIGNALED(status))
+		pbuf_add_u64(out, PT_SIGNAL, (uint64_t)WTERMSIG(status));
+	pbuf_add(out, PT_STDOUT, so.buf, so.len);
+	pbuf_add(out, PT_STDERR, se.buf, se.len);
+	pbuf_add_u64(out, PT_FLAGS, flags);
+	pbuf_add_u64(out, PT_DURATION_US, mono_us() - t0);
+
+close_all: {
+	int *fds[] = {&in[0], &in[1], &o[0], &o[1], &e[0], &e[1], &rp[0], &rp[1], &so.fd, &se.fd};
+	for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+		if (*fds[i] >= 0) {
+			close(*fds[i]);
+			*fds[i] = -1;
+		}
+	}
+	free(so.buf);
+	free(se.buf);
+}
+
+/* Parse a request payload in place; strings are NUL-terminated copies. */
+static int
+parse_request(const char *payload, size_t len, struct request *q)
+{
+	struct preader r;
+	uint16_t tag;
+	const char *val;
+	uint32_t vlen;
+	int k;
+
+	memset(q, 0, sizeof *q);
+	q->timeout_ms = 30000;
+	q->out_limit = 1 << 20;
+	preader_init(&r, payload, len);
+	while ((k = preader_next(&r, &tag, &val, &vlen)) > 0) {
+		char *s = NULL;
+		uint64_t *num = NULL;
+
+		switch (tag) {
+		case PT_ARGV:
+		case PT_ENV:
+		case PT_CWD:
+			if (memchr(val, '\0', vlen))
+				return -EINVAL;
+			s = strndup(val, vlen);
+			if (!s)
+				return -ENOMEM;
+			break;
+		case PT_STDIN:
+			q->in = val;
+			q->in_len = vlen;
+			continue;
+		case PT_TIMEOUT_MS: num = &q->timeout_ms; break;
+		case PT_OUT_LIMIT: num = &q->out_limit; break;
+		case PT_FSIZE: num = &q->fsize; break;
+		case PT_AS: num = &q->as; break;
+		case PT_NPROC: num = &q->nproc; break;
+		case PT_UID: num = &q->uid; break;
+		case PT_GID: num = &q->gid; break;
+		default:
+			continue;
+		}
+		if (num) {
+			if (proto_u64(val, vlen, num) < 0)
+				return -EBADMSG;
+			continue;
+		}
+		if (tag == PT_CWD) {
+			free(q->cwd);
+			q->cwd = s;
+			continue;
+		}
+		char ***vec = tag == PT_ARGV ? &q->argv : &q->env;
+		size_t *cnt = tag == PT_ARGV ? &q->argc : &q->envc;
+		if (*cnt >= PROTO_MAX_ARGS) {
+			free(s);
+			return -E2BIG;
+		}
+		char **nv = realloc(*vec, (*cnt + 2) * sizeof(char *));
+		if (!nv) {
+			free(s);
+			return -ENOMEM;
+		}
+		nv[(*cnt)++] = s;
+		nv[*cnt] = NULL;
+		*vec = nv;
+	}
+	if (k < 0)
+		return k;
+	if (q->argc == 0)
+		return -EINVAL;
+	if (!q->cwd && !(q->cwd = strdup("/")))
+		return -ENOMEM;
+	return 0;
+}
+
+static void
+free_request(struct request *q)
+{
+	for (size_t i = 0; i < q->argc; i++)
+		free(q->argv[i]);
+	for (size_t i = 0; i < q->envc; i++)
+		free(q->env[i]);
+	free(q->argv);
+	free(q->env);
+	free(q->cwd);
+}
+
+static int
+send_frame(struct pbuf *b)
+{
+	if (pbuf_finish(b) < 0)
+		return -1;
+	return write_full(1, b->data, b->len);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct pbuf out = {0};
+	sigset_t all;
+	int status = 0, exited = 0;
+
+	/*
+	 * With --read-only-root the root file system becomes read-only here,
+	 * after nspawn set up its mounts: the workspace, /tmp and the API file
+	 * systems are mounts of their own and stay as they are.
+	 */
+	if (argc > 1 && strcmp(argv[1], "--read-only-root") == 0 &&
+	    mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0) {
+		perror("nadi-sbx-init: cannot make / read-only");
+		return 1;
+	}
+	if (drop_own_caps() < 0) {
+		perror("nadi-sbx-init: cannot drop capabilities");
+		return 1;
+	}
+	/* Not dumpable: even a root command cannot open /proc/1/fd and forge replies. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	if (getpid() != 1)
+		fprintf(stderr, "nadi-sbx-init: not PID 1; leftover processes may survive calls\n");
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	sigemptyset(&all);
+	sigaddset(&all, SIGCHLD);
+	sigfd = signalfd(-1, &all, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sigfd < 0) {
+		perror("nadi-sbx-init: signalfd");
+		return 1;
+	}
+	fcntl(0, F_SETFD, FD_CLOEXEC);
+	fcntl(1, F_SETFD, FD_CLOEXEC);
+
+	pbuf_begin(&out);
+	pbuf_add_u64(&out, PT_HELLO, PROTO_VERSION);
+	if (send_frame(&out) < 0)
+		return 1;
+
+	for (;;) {
+		unsigned char hdr[4];
+		struct request q;
+		uint32_t len;
+		char *payload;
+		int r = read_full(0, hdr, sizeof hdr);
+
+		if (r <= 0)
+			break;
+		len = proto_get_u32(hdr);
+		if (len > PROTO_MAX_FRAME) {
+			fprintf(stderr, "nadi-sbx-init: frame of %u bytes refused\n", len);
+			break;
+		}
+		payload = malloc(len ? len : 1);
+		if (!payload || read_full(0, payload, len) != 1) {
+			free(payload);
+			break;
+		}
+		pbuf_begin(&out);
+		r = parse_request(payload, len, &q);
+		if (r < 0) {
+			pbuf_add_str(&out, PT_ERROR, "malformed request");
+			pbuf_add_u64(&out, PT_FLAGS, PF_EXEC_FAILED);
+		} else
+			run(&q, &out);
+		free_request(&q);
+		free(payload);
+		if (send_frame(&out) < 0)
+			break;
+	}
+	kill_all(0, &status, &exited);
+	return 0;
+}

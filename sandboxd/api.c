@@ -1,0 +1,462 @@
+/*
+ * api.c — the HTTP API: routing of /v1/... paths to handlers, validation
+ * of identifiers and bodies.  Protocol reference: README.md.  Handlers
+ * answer through http.h, at once or (tool calls, deletes, exports,
+ * restores) when the work is done.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "export.h"
+#include "fsops.h"
+#include "http.h"
+#include "limits.h"
+#include "metrics.h"
+#include "sandbox.h"
+#include "store.h"
+#include "tools.h"
+
+extern bool sbx_draining;
+
+static bool
+session_id_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > SBX_SESSION_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+		      c == '.' || c == ':'))
+			return false;
+	}
+	return true;
+}
+
+static void
+method_not_allowed(struct http_req *r, const char *allow)
+{
+	http_add_header(r, "Allow", allow);
+	http_reply_problem(r, 405, "method_not_allowed", "%s is not allowed here; use %s", http_method(r), allow);
+}
+
+static bool
+is(const struct http_req *r, const char *m)
+{
+	return strcmp(http_method(r), m) == 0;
+}
+
+/* ---- /healthz, /metrics, /v1/tools, /v1/objects ---------------------------- */
+
+static void
+healthz(struct http_req *r)
+{
+	json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s}", "status", sbx_draining ? "draining" : "ok", "version",
+			      SBX_VERSION, "sandboxes", (json_int_t)sandbox_count(), "containers",
+			      (json_int_t)run_count(), "limits", limit_mode_name(limits_mode()), "storage",
+			      store_is_loop() ? "loop" : "btrfs", "host_id", cfg.host_id);
+	http_reply_json(r, sbx_draining ? 503 : 200, j);
+}
+
+static void
+metrics(struct http_req *r)
+{
+	size_t len;
+	char *text = metrics_render(&len);
+
+	if (!text) {
+		http_reply_problem(r, 500, "internal", "out of memory");
+		return;
+	}
+	http_reply_text(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+}
+
+/* ---- /v1/sandboxes ------------------------------------------------------------ */
+
+static void
+create_sandbox(struct http_req *r)
+{
+	json_t *body = http_body_json(r);
+	const char *session, *image, *key;
+	struct sbx_sandbox *sb;
+	json_t *v;
+	int k;
+
+	if (!body)
+		return;
+	json_object_foreach(body, key, v) {
+		if (strcmp(key, "session_id") != 0 && strcmp(key, "image") != 0) {
+			http_reply_problem(r, 400, "invalid_args", "unknown field \"%s\"", key);
+			goto out;
+		}
+	}
+	session = json_string_value(json_object_get(body, "session_id"));
+	image = json_string_value(json_object_get(body, "image"));
+	if (!session || !session_id_valid(session)) {
+		http_reply_problem(r, 400, "invalid_args",
+				   "\"session_id\" must be a string of 1 to %d letters, digits, '-', '_', '.' or ':'",
+				   SBX_SESSION_MAX);
+		goto out;
+	}
+	if (!image || !id_valid(image, SBX_IMAGE_MAX)) {
+		http_reply_problem(r, 400, "invalid_args", "\"image\" must name a base image (letters, digits, '.', '_', '-')");
+		goto out;
+	}
+	sb = sandbox_find_session(session);
+	if (sb) {
+		/* Creation is idempotent per session: a retried request gets the same sandbox. */
+		if (strcmp(sb->image, image) != 0)
+			http_reply_problem(r, 409, "session_has_sandbox",
+					   "session %s already has sandbox %s from image %s", session, sb->id, sb->image);
+		else
+			http_reply_json(r, 200, sandbox_json(sb));
+		goto out;
+	}
+	if (sandbox_count() >= cfg.max_sandboxes) {
+		http_add_header(r, "Retry-After", "5");
+		http_reply_problem(r, 503, "no_capacity", "this host holds its maximum of %llu sandboxes",
+				   (unsigned long long)cfg.max_sandboxes);
+		goto out;
+	}
+	k = sandbox_create(session, image, &sb);
+	if (k == -ENOENT)
+		http_reply_problem(r, 404, "image_not_found", "no base image named \"%s\"", image);
+	else if (k < 0)
+		http_reply_errno(r, k, "create sandbox");
+	else
+		http_reply_json(r, 201, sandbox_json(sb));
+out:
+	json_decref(body);
+}
+
+static void
+list_sandboxes(struct http_req *r)
+{
+	json_t *a = json_array();
+	const char *session = http_query(r, "session_id");
+
+	for (struct sbx_sandbox *sb = sandboxes; sb; sb = sb->next)
+		if (!session || strcmp(session, sb->session_id) == 0)
+			json_array_append_new(a, sandbox_json(sb));
+	http_reply_json(r, 200, json_pack("{s:o}", "sandboxes", a));
+}
+
+static void
+destroyed(void *ud, int res)
+{
+	struct http_req *r = ud;
+
+	if (res < 0)
+		http_reply_errno(r, res, "destroy");
+	else
+		http_reply_empty(r, 204);
+}
+
+static void
+delete_sandbox(struct http_req *r, struct sbx_sandbox *sb)
+{
+	int k = sandbox_destroy(sb, destroyed, r);
+
+	if (k == -EBUSY)
+		http_reply_problem(r, 409, "sandbox_busy", "an export of sandbox %s is running; retry when it is done",
+				   sb->id);
+	else if (k == -EALREADY)
+		http_reply_problem(r, 409, "sandbox_destroying", "sandbox %s is already being destroyed", sb->id);
+}
+
+static void
+restore(struct http_req *r)
+{
+	json_t *body = http_body_json(r);
+	const char *object, *session;
+
+	if (!body)
+		return;
+	object = json_string_value(json_object_get(body, "object"));
+	session = json_string_value(json_object_get(body, "session_id"));
+	if (!object)
+		http_reply_problem(r, 400, "invalid_args", "\"object\" (a string) is required");
+	else if (json_object_get(body, "session_id") && (!session || !session_id_valid(session)))
+		http_reply_problem(r, 400, "invalid_args", "\"session_id\" is not a valid session id");
+	else if (sandbox_count() >= cfg.max_sandboxes)
+		http_reply_problem(r, 503, "no_capacity", "this host holds its maximum of %llu sandboxes",
+				   (unsigned long long)cfg.max_sandboxes);
+	else
+		restore_object(r, object, session);
+	json_decref(body);
+}
+
+/* ---- /v1/sandboxes/{id}/... -------------------------------------------------- */
+
+static void
+tool(struct http_req *r, struct sbx_sandbox *sb, const char *name)
+{
+	json_t *body = http_body_json(r), *args;
+	const char *key;
+	json_t *v;
+
+	if (!body)
+		return;
+	json_object_foreach(body, key, v) {
+		if (strcmp(key, "args") != 0) {
+			http_reply_problem(r, 400, "invalid_args", "unknown field \"%s\"; put tool arguments in \"args\"", key);
+			json_decref(body);
+			return;
+		}
+	}
+	args = json_object_get(body, "args");
+	if (!args) {
+		json_object_set_new(body, "args", json_object());
+		args = json_object_get(body, "args");
+	}
+	tools_call(r, sb, name, args);
+	json_decref(body);
+}
+
+static void
+files(struct http_req *r, struct sbx_sandbox *sb)
+{
+	const char *path = http_query(r, "path");
+	_cleanup_(closep) int ws = -1;
+	char norm[4096];
+	int k;
+
+	if (!path) {
+		http_reply_problem(r, 400, "invalid_args", "the \"path\" query parameter is required");
+		return;
+	}
+	k = fs_normalize(path, norm, sizeof norm);
+	if (k < 0) {
+		http_reply_errno(r, k, path);
+		return;
+	}
+	ws = fs_open_workspace(sb->id);
+	if (ws < 0) {
+		http_reply_errno(r, ws, "workspace");
+		return;
+	}
+	if (is(r, "GET")) {
+		struct stat st;
+		json_t *entries;
+		bool truncated;
+		int fd;
+
+		if (fs_is_dir(ws, norm)) {
+			k = fs_list(ws, norm, false, 10000, &entries, &truncated);
+			if (k < 0)
+				http_reply_errno(r, k, norm);
+			else
+				http_reply_json(r, 200, json_pack("{s:s, s:o, s:b}", "path", norm, "entries", entries,
+								  "truncated", truncated));
+			return;
+		}
+		fd = fs_open_read(ws, norm, &st);
+		if (fd < 0)
+			http_reply_errno(r, fd, norm);
+		else
+			http_reply_fd(r, fd, (uint64_t)st.st_size);
+	} else if (is(r, "PUT")) {
+		size_t len;
+		const char *data = http_body(r, &len);
+		bool created;
+
+		k = fs_write(ws, norm, data, len, true, &created);
+		if (k < 0)
+			http_reply_errno(r, k, norm);
+		else
+			http_reply_json(r, created ? 201 : 200,
+					json_pack("{s:s, s:I, s:b}", "path", norm, "bytes", (json_int_t)len, "created", created));
+	} else
+		method_not_allowed(r, "GET, PUT");
+}
+
+static bool
+snapshot_room(struct http_req *r, struct sbx_sandbox *sb)
+{
+	char **names = store_snapshot_list(sb->id);
+	size_t n = 0;
+
+	while (names && names[n])
+		n++;
+	store_strv_free(names);
+	if (n < SBX_MAX_SNAPSHOTS)
+		return true;
+	http_reply_problem(r, 409, "snapshot_limit", "sandbox %s already has %d snapshots", sb->id, SBX_MAX_SNAPSHOTS);
+	return false;
+}
+
+static void
+snapshots(struct http_req *r, struct sbx_sandbox *sb)
+{
+	if (is(r, "GET")) {
+		json_t *j = sandbox_json(sb);
+		http_reply_json(r, 200, json_pack("{s:s, s:O}", "sandbox_id", sb->id, "snapshots",
+						  json_object_get(j, "snapshots")));
+		json_decref(j);
+	} else if (is(r, "POST")) {
+		json_t *body = http_body_json(r);
+		const char *name;
+		char gen[72], created[32];
+		int k;
+
+		if (!body)
+			return;
+		name = json_string_value(json_object_get(body, "name"));
+		if (json_object_get(body, "name") && (!name || !id_valid(name, 64))) {
+			http_reply_problem(r, 400, "invalid_args",
+					   "\"name\" must be 1 to 64 letters, digits, '.', '_' or '-' (no leading '.')");
+			json_decref(body);
+			return;
+		}
+		if (!snapshot_room(r, sb)) {
+			json_decref(body);
+			return;
+		}
+		if (!name) {
+			char rnd[9];
+			random_hex(rnd, 4);
+			snprintf(gen, sizeof gen, "snap-%lld-%s", (long long)time(NULL), rnd);
+			name = gen;
+		}
+		k = store_snapshot_create(sb->id, name);
+		if (k == -EEXIST)
+			http_reply_problem(r, 409, "snapshot_exists", "sandbox %s already has a snapshot \"%s\"", sb->id, name);
+		else if (k < 0)
+			http_reply_errno(r, k, "snapshot");
+		else {
+			iso8601(time(NULL), created);
+			http_reply_json(r, 201, json_pack("{s:s, s:s, s:s}", "sandbox_id", sb->id, "snapshot", name,
+							  "created_at", created));
+		}
+		json_decref(body);
+	} else
+		method_not_allowed(r, "GET, POST");
+}
+
+static void
+export(struct http_req *r, struct sbx_sandbox *sb)
+{
+	json_t *body = http_body_json(r);
+	json_t *snap;
+
+	if (!body)
+		return;
+	snap = json_object_get(body, "snapshot");
+	if (snap && !json_is_string(snap))
+		http_reply_problem(r, 400, "invalid_args", "\"snapshot\" must be a string");
+	else if (!snap && !snapshot_room(r, sb))
+		; /* answered */
+	else
+		export_snapshot(r, sb, snap ? json_string_value(snap) : NULL);
+	json_decref(body);
+}
+
+/* Split path into at most n segments after the prefix; returns the count. */
+static size_t
+segments(char *path, char **seg, size_t n)
+{
+	size_t k = 0;
+
+	for (char *save, *t = strtok_r(path, "/", &save); t; t = strtok_r(NULL, "/", &save)) {
+		if (k == n)
+			return n + 1;
+		seg[k++] = t;
+	}
+	return k;
+}
+
+void
+api_dispatch(struct http_req *r)
+{
+	_cleanup_(freep) char *path = strdup(http_path(r));
+	struct sbx_sandbox *sb;
+	char *seg[6];
+	size_t n;
+
+	if (!path) {
+		http_reply_problem(r, 500, "internal", "out of memory");
+		return;
+	}
+	if (strcmp(path, "/healthz") == 0) {
+		is(r, "GET") ? healthz(r) : method_not_allowed(r, "GET");
+		return;
+	}
+	if (strcmp(path, "/metrics") == 0) {
+		is(r, "GET") ? metrics(r) : method_not_allowed(r, "GET");
+		return;
+	}
+	n = segments(path, seg, ARRAY_SIZE(seg));
+	if (n < 2 || strcmp(seg[0], "v1") != 0)
+		goto not_found;
+	if (n == 2 && strcmp(seg[1], "tools") == 0) {
+		is(r, "GET") ? http_reply_json(r, 200, json_pack("{s:o}", "tools", tools_list_json()))
+			     : method_not_allowed(r, "GET");
+		return;
+	}
+	if (n == 2 && strcmp(seg[1], "objects") == 0) {
+		is(r, "GET") ? http_reply_json(r, 200, json_pack("{s:o}", "objects", objects_json()))
+			     : method_not_allowed(r, "GET");
+		return;
+	}
+	if (strcmp(seg[1], "sandboxes") != 0)
+		goto not_found;
+	if (n == 2) {
+		if (is(r, "GET"))
+			list_sandboxes(r);
+		else if (is(r, "POST"))
+			create_sandbox(r);
+		else
+			method_not_allowed(r, "GET, POST");
+		return;
+	}
+	if (n == 3 && strcmp(seg[2], "restore") == 0) {
+		is(r, "POST") ? restore(r) : method_not_allowed(r, "POST");
+		return;
+	}
+	if (!id_valid(seg[2], SBX_ID_LEN) || !(sb = sandbox_find(seg[2]))) {
+		http_reply_problem(r, 404, "sandbox_not_found", "no sandbox with id \"%.64s\"", seg[2]);
+		return;
+	}
+	if (n == 3) {
+		if (is(r, "GET"))
+			http_reply_json(r, 200, sandbox_json(sb));
+		else if (is(r, "DELETE"))
+			delete_sandbox(r, sb);
+		else
+			method_not_allowed(r, "GET, DELETE");
+		return;
+	}
+	if (sb->destroying) {
+		http_reply_problem(r, 409, "sandbox_destroying", "sandbox %s is being destroyed", sb->id);
+		return;
+	}
+	if (n == 5 && strcmp(seg[3], "tools") == 0) {
+		is(r, "POST") ? tool(r, sb, seg[4]) : method_not_allowed(r, "POST");
+		return;
+	}
+	if (n == 4 && strcmp(seg[3], "files") == 0) {
+		files(r, sb);
+		return;
+	}
+	if (n == 4 && strcmp(seg[3], "snapshots") == 0) {
+		snapshots(r, sb);
+		return;
+	}
+	if (n == 4 && strcmp(seg[3], "export") == 0) {
+		is(r, "POST") ? export(r, sb) : method_not_allowed(r, "POST");
+		return;
+	}
+	if (n == 4 && strcmp(seg[3], "stop") == 0) {
+		if (!is(r, "POST")) {
+			method_not_allowed(r, "POST");
+			return;
+		}
+		run_stop(sb, false, "requested");
+		http_reply_json(r, 202, sandbox_json(sb));
+		return;
+	}
+not_found:
+	http_reply_problem(r, 404, "not_found", "no such endpoint: %s %s", http_method(r), http_path(r));
+}

@@ -1,0 +1,244 @@
+/*
+ * main.c — nadi-sandboxd: configuration, start-up order, signals, the event
+ * loop, drain and shutdown, sd_notify.  One thread; everything that waits
+ * (HTTP sockets, container pipes, helper processes, the Postgres socket,
+ * signals, timers) waits in the one epoll set of evloop.c.
+ *
+ * First SIGTERM (or SIGINT) drains: stop accepting connections, answer 503
+ * on connections still open, let running and queued calls finish, stop the
+ * containers, then exit.  A second one stops every container at once and
+ * exits.  SIGHUP re-reads the token file.
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
+#include <jansson.h>
+
+#include "child.h"
+#include "http.h"
+#include "limits.h"
+#include "pg.h"
+#include "sandbox.h"
+#include "store.h"
+#include "unit.h"
+
+bool sbx_draining;
+static bool quit, forced;
+static struct ev_io sig_io;
+static struct ev_timer watchdog_timer, force_timer;
+static uint64_t watchdog_usec;
+
+/* Re-evaluate whether a drain is complete; called whenever work finishes. */
+void
+main_kick(void)
+{
+	if (!sbx_draining || quit)
+		return;
+	if (http_pending() == 0 && run_busy() == 0 && run_count() == 0 && child_count() == 0) {
+		log_notice("drained: no calls, containers or helpers left");
+		quit = true;
+	}
+}
+
+static void
+on_force_timeout(struct ev_timer *t)
+{
+	(void)t;
+	log_warning("containers did not stop in time; exiting anyway");
+	quit = true;
+}
+
+static void
+reload_token(void)
+{
+	_cleanup_(freep) char *buf = NULL;
+	size_t len;
+
+	if (!cfg.token_file)
+		return;
+	if (read_full_file(AT_FDCWD, cfg.token_file, &buf, &len, 4096) < 0) {
+		log_error("cannot re-read %s: %m; keeping the old token", cfg.token_file);
+		return;
+	}
+	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' ' || buf[len - 1] == '\r'))
+		buf[--len] = '\0';
+	if (len < 16) {
+		log_error("token in %s is shorter than 16 bytes; keeping the old token", cfg.token_file);
+		return;
+	}
+	free(cfg.token);
+	cfg.token = buf;
+	cfg.token_len = len;
+	buf = NULL;
+	log_notice("token reloaded from %s", cfg.token_file);
+}
+
+static void
+on_signal(struct ev_io *io, uint32_t revents)
+{
+	struct signalfd_siginfo si;
+	(void)revents;
+
+	while (read(io->fd, &si, sizeof si) == sizeof si) {
+		if (si.ssi_signo == SIGHUP) {
+			reload_token();
+			continue;
+		}
+		if (!sbx_draining) {
+			log_notice("%s: draining (send it again to stop at once)", strsignal((int)si.ssi_signo));
+			sbx_draining = true;
+			sd_notify(0, "STOPPING=1\nSTATUS=Draining");
+			http_quiesce();
+			run_stop_all(false);
+			main_kick();
+		} else if (!forced) {
+			log_notice("%s again: stopping every container now", strsignal((int)si.ssi_signo));
+			forced = true;
+			run_stop_all(true);
+			child_kill_all();
+			ev_timer_arm(&force_timer, 5000, on_force_timeout, NULL);
+			if (run_count() == 0 && child_count() == 0)
+				quit = true;
+		}
+	}
+}
+
+static void
+on_watchdog(struct ev_timer *t)
+{
+	(void)t;
+	sd_notify(0, "WATCHDOG=1");
+	ev_timer_arm(&watchdog_timer, watchdog_usec / 2000, on_watchdog, NULL);
+}
+
+static int
+setup_signals(void)
+{
+	sigset_t mask;
+	int fd;
+
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+		return -errno;
+	fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	return ev_io_start(&sig_io, fd, EPOLLIN, on_signal, NULL);
+}
+
+static int
+check_labels(void)
+{
+	json_error_t err;
+	json_t *j = json_loads(cfg.labels, 0, &err);
+	bool ok = json_is_object(j);
+
+	json_decref(j);
+	if (!ok) {
+		log_error("labels must be a JSON object, not \"%s\"", cfg.labels);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void
+default_advertise(void)
+{
+	if (cfg.advertise)
+		return;
+	if (cfg.listen_tcp)
+		cfg.advertise = strchr(cfg.listen_tcp, ':') ? strdup(cfg.listen_tcp)
+							     : xasprintf("127.0.0.1:%s", cfg.listen_tcp);
+	else
+		cfg.advertise = xasprintf("unix:%s", cfg.listen_unix);
+}
+
+int
+main(int argc, char **argv)
+{
+	int r;
+
+	r = config_parse_args(argc, argv);
+	if (r < 0)
+		return 2;
+	r = config_finish();
+	if (r < 0 || check_labels() < 0)
+		return 2;
+	default_advertise();
+	if (geteuid() != 0)
+		log_warning("not running as root: snapshots, mounts and containers will likely fail");
+
+	r = ev_init();
+	if (r >= 0)
+		r = setup_signals();
+	if (r < 0) {
+		errno = -r;
+		log_error("cannot set up the event loop: %m");
+		return 1;
+	}
+	log_notice("nadi-sandboxd %s starting (state %s, images %s)", SBX_VERSION, cfg.state_dir, cfg.image_dir);
+
+	r = store_init();
+	if (r < 0)
+		goto fail;
+	r = limits_init();
+	if (r < 0)
+		goto fail;
+	r = sandbox_init();
+	if (r < 0) {
+		errno = -r;
+		log_error("cannot recover sandboxes: %m");
+		goto fail;
+	}
+	r = http_init();
+	if (r < 0)
+		goto fail;
+	pg_init();
+
+	sd_notifyf(0, "READY=1\nSTATUS=Serving %zu sandboxes (limits: %s)", sandbox_count(),
+		   limit_mode_name(limits_mode()));
+	if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0)
+		ev_timer_arm(&watchdog_timer, watchdog_usec / 2000, on_watchdog, NULL);
+	log_notice("ready");
+
+	while (!quit) {
+		r = ev_run_once(http_timeout_ms());
+		if (r < 0) {
+			errno = -r;
+			log_error("event loop: %m");
+			break;
+		}
+		http_run();
+	}
+
+	sd_notify(0, "STOPPING=1\nSTATUS=Stopping");
+	/* Forced or after a drain: anything left now goes. */
+	run_stop_all(true);
+	child_kill_all();
+	for (uint64_t until = now_ms() + 3000; (run_count() || child_count()) && now_ms() < until;)
+		ev_run_once(100);
+	http_done();
+	pg_done();
+	if (run_count() == 0)
+		limits_done();
+	unit_done();
+	store_done(run_count() == 0);
+	sandbox_free_all();
+	ev_done();
+	log_notice("stopped");
+	return r < 0 ? 1 : 0;
+
+fail:
+	http_done();
+	store_done(true);
+	log_error("start-up failed");
+	return 1;
+}

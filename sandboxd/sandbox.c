@@ -1,0 +1,411 @@
+/*
+ * sandbox.c — the registry of sandboxes and their lifecycle: create (a
+ * snapshot plus a metadata file), destroy (stop the container, delete the
+ * subvolumes, then the metadata), and recovery at start, which adopts every
+ * sandbox whose metadata and subvolume survived a crash and removes what a
+ * crash left half made.  Metadata is written before the snapshot and marked
+ * "active" after it, so a crash at any point leaves something recognisable.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "limits.h"
+#include "sandbox.h"
+#include "store.h"
+
+struct sbx_sandbox *sandboxes;
+void main_kick(void);
+
+const char *
+ct_state_name(enum ct_state s)
+{
+	switch (s) {
+	case CT_STOPPED: return "stopped";
+	case CT_STARTING: return "starting";
+	case CT_IDLE: return "idle";
+	case CT_BUSY: return "busy";
+	case CT_STOPPING: return "stopping";
+	}
+	return "?";
+}
+
+struct sbx_sandbox *
+sandbox_find(const char *id)
+{
+	for (struct sbx_sandbox *sb = sandboxes; sb; sb = sb->next)
+		if (strcmp(sb->id, id) == 0)
+			return sb;
+	return NULL;
+}
+
+struct sbx_sandbox *
+sandbox_find_session(const char *session_id)
+{
+	for (struct sbx_sandbox *sb = sandboxes; sb; sb = sb->next)
+		if (strcmp(sb->session_id, session_id) == 0 && !sb->destroying)
+			return sb;
+	return NULL;
+}
+
+size_t
+sandbox_count(void)
+{
+	size_t n = 0;
+
+	for (struct sbx_sandbox *sb = sandboxes; sb; sb = sb->next)
+		n++;
+	return n;
+}
+
+json_t *
+sandbox_json(const struct sbx_sandbox *sb)
+{
+	char created[32];
+	char **snaps = store_snapshot_list(sb->id);
+	json_t *js = json_array();
+
+	for (char **s = snaps; s && *s; s++)
+		json_array_append_new(js, json_string(*s));
+	store_strv_free(snaps);
+	iso8601(sb->created_at, created);
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:o, s:s}",
+			 "id", sb->id,
+			 "session_id", sb->session_id,
+			 "image", sb->image,
+			 "state", sb->destroying ? "destroying" : "active",
+			 "container", ct_state_name(sb->ct.state),
+			 "created_at", created,
+			 "calls", (json_int_t)sb->calls,
+			 "cold_starts", (json_int_t)sb->cold_starts,
+			 "queued", (json_int_t)(sb->q_len + (sb->current ? 1 : 0)),
+			 "snapshots", js,
+			 "workspace", "/" SBX_WORKSPACE);
+}
+
+static int
+meta_write(const struct sbx_sandbox *sb, const char *state)
+{
+	_cleanup_(freep) char *rel = xasprintf("meta/%s.json", sb->id);
+	_cleanup_(freep) char *text = NULL;
+	json_t *j;
+	int r;
+
+	if (!rel)
+		return -ENOMEM;
+	j = json_pack("{s:s, s:s, s:s, s:I, s:s}", "id", sb->id, "session_id", sb->session_id, "image", sb->image,
+		      "created_at", (json_int_t)sb->created_at, "state", state);
+	if (!j)
+		return -ENOMEM;
+	text = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	if (!text)
+		return -ENOMEM;
+	r = write_file_atomic(store_root_fd(), rel, text, strlen(text));
+	if (r < 0) {
+		errno = -r;
+		log_error("cannot write metadata of sandbox %s: %m", sb->id);
+	}
+	return r;
+}
+
+static void
+meta_remove(const char *id)
+{
+	_cleanup_(freep) char *rel = xasprintf("meta/%s.json", id);
+
+	if (rel && unlinkat(store_root_fd(), rel, 0) < 0 && errno != ENOENT)
+		log_warning("cannot remove metadata of sandbox %s: %m", id);
+}
+
+static struct sbx_sandbox *
+sandbox_new(const char *id, const char *session_id, const char *image, time_t created)
+{
+	struct sbx_sandbox *sb = calloc(1, sizeof *sb);
+
+	if (!sb)
+		return NULL;
+	snprintf(sb->id, sizeof sb->id, "%s", id);
+	snprintf(sb->session_id, sizeof sb->session_id, "%s", session_id);
+	snprintf(sb->image, sizeof sb->image, "%s", image);
+	sb->created_at = created;
+	sb->ct.state = CT_STOPPED;
+	sb->ct.pidfd = sb->ct.ctl_r = sb->ct.ctl_w = sb->ct.log_r = sb->ct.go_w = -1;
+	return sb;
+}
+
+static void
+link_sandbox(struct sbx_sandbox *sb)
+{
+	struct sbx_sandbox **pp = &sandboxes;
+
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = sb;
+}
+
+static void
+unlink_sandbox(struct sbx_sandbox *sb)
+{
+	for (struct sbx_sandbox **pp = &sandboxes; *pp; pp = &(*pp)->next)
+		if (*pp == sb) {
+			*pp = sb->next;
+			return;
+		}
+}
+
+static int
+create_common(const char *session_id, const char *image, const char *src, struct sbx_sandbox **ret)
+{
+	char id[SBX_ID_LEN + 1];
+	struct sbx_sandbox *sb;
+	uint64_t t0 = now_us();
+	int r;
+
+	r = random_hex(id, SBX_ID_LEN / 2);
+	if (r < 0)
+		return r;
+	sb = sandbox_new(id, session_id, image, time(NULL));
+	if (!sb)
+		return -ENOMEM;
+	r = meta_write(sb, "creating");
+	if (r < 0)
+		goto fail;
+	r = src ? store_sandbox_from_subvolume(id, src) : store_sandbox_create(id, image);
+	if (r < 0) {
+		meta_remove(id);
+		goto fail;
+	}
+	r = meta_write(sb, "active");
+	if (r < 0) {
+		store_sandbox_delete(id);
+		meta_remove(id);
+		goto fail;
+	}
+	link_sandbox(sb);
+	log_info("sandbox %s created for session %s from %s%s in %llu us", id, session_id, src ? "snapshot " : "image ",
+		 src ? src : image, (unsigned long long)(now_us() - t0));
+	*ret = sb;
+	return 0;
+fail:
+	free(sb);
+	return r;
+}
+
+int
+sandbox_create(const char *session_id, const char *image, struct sbx_sandbox **ret)
+{
+	int r = store_image_exists(image);
+
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return -ENOENT;
+	return create_common(session_id, image, NULL, ret);
+}
+
+int
+sandbox_create_from(const char *session_id, const char *image, const char *src, struct sbx_sandbox **ret)
+{
+	return create_common(session_id, image, src, ret);
+}
+
+static void
+finish_destroy(struct sbx_sandbox *sb)
+{
+	sandbox_destroy_cb cb = sb->destroy_cb;
+	void *ud = sb->destroy_ud;
+	int r;
+
+	r = store_sandbox_delete(sb->id);
+	if (r < 0) {
+		/* Keep the metadata ("destroying"): the next start tries again. */
+		errno = -r;
+		log_error("sandbox %s: cannot delete its subvolumes: %m", sb->id);
+	} else {
+		meta_remove(sb->id);
+		limits_release(sb->id);
+		log_info("sandbox %s destroyed", sb->id);
+	}
+	unlink_sandbox(sb);
+	free(sb);
+	if (cb)
+		cb(ud, r);
+	main_kick();
+}
+
+int
+sandbox_destroy(struct sbx_sandbox *sb, sandbox_destroy_cb cb, void *ud)
+{
+	if (sb->destroying)
+		return -EALREADY;
+	if (sb->ops > 0)
+		return -EBUSY;
+	sb->destroying = true;
+	sb->destroy_cb = cb;
+	sb->destroy_ud = ud;
+	meta_write(sb, "destroying");
+	run_cancel_queue(sb);
+	if (sb->ct.state == CT_STOPPED) {
+		finish_destroy(sb);
+		return 0;
+	}
+	run_stop(sb, true, "sandbox destroyed");
+	return 0;
+}
+
+void
+sandbox_on_stopped(struct sbx_sandbox *sb)
+{
+	if (sb->destroying)
+		finish_destroy(sb);
+}
+
+/* ---- recovery -------------------------------------------------------------- */
+
+static void
+adopt(const char *file)
+{
+	_cleanup_(freep) char *text = NULL;
+	const char *id, *session, *image, *state;
+	json_int_t created = 0;
+	json_error_t err;
+	json_t *j;
+
+	if (read_full_file(store_root_fd(), file, &text, NULL, 65536) < 0)
+		return;
+	j = json_loads(text, 0, &err);
+	if (!j || json_unpack(j, "{s:s, s:s, s:s, s?I, s:s}", "id", &id, "session_id", &session, "image", &image,
+			      "created_at", &created, "state", &state) < 0 ||
+	    !id_valid(id, SBX_ID_LEN) || strlen(session) > SBX_SESSION_MAX || strlen(image) > SBX_IMAGE_MAX) {
+		log_warning("ignoring unreadable sandbox metadata %s/%s", store_root(), file);
+		json_decref(j);
+		return;
+	}
+	if (strcmp(state, "active") != 0) {
+		log_notice("sandbox %s was %s when the daemon stopped; removing it", id, state);
+		store_sandbox_delete(id);
+		meta_remove(id);
+	} else if (!store_sandbox_exists(id)) {
+		log_warning("sandbox %s has metadata but no subvolume; forgetting it", id);
+		meta_remove(id);
+	} else if (sandbox_find(id)) {
+		/* duplicate: cannot happen with random ids */
+	} else {
+		struct sbx_sandbox *sb = sandbox_new(id, session, image, (time_t)created);
+		int k = store_sandbox_quota(id);
+		if (k < 0) {
+			errno = -k;
+			log_warning("sandbox %s: cannot set its disk quota: %m", id);
+		}
+		if (sb) {
+			link_sandbox(sb);
+			log_info("adopted sandbox %s (session %s)", id, session);
+		}
+	}
+	json_decref(j);
+}
+
+/* Remove every entry of dir below the store root (subvolumes included). */
+static void
+clear_dir(const char *rel)
+{
+	_cleanup_(freep) char *path = xasprintf("%s/%s", store_root(), rel);
+	DIR *d = path ? opendir(path) : NULL;
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		_cleanup_(freep) char *p = xasprintf("%s/%s", path, de->d_name);
+		if (!p)
+			continue;
+		log_notice("removing %s left by a previous run", p);
+		/* A restore target holds one received subvolume per directory. */
+		DIR *sub = opendir(p);
+		struct dirent *se;
+		while (sub && (se = readdir(sub))) {
+			if (se->d_name[0] == '.' && (!se->d_name[1] || (se->d_name[1] == '.' && !se->d_name[2])))
+				continue;
+			_cleanup_(freep) char *q = xasprintf("%s/%s", p, se->d_name);
+			if (q)
+				store_delete_subvolume(q);
+		}
+		if (sub)
+			closedir(sub);
+		store_delete_subvolume(p);
+	}
+	closedir(d);
+}
+
+static void
+remove_partial_objects(void)
+{
+	DIR *d = opendir(cfg.object_dir);
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		size_t n = strlen(de->d_name);
+		if (n > 5 && strcmp(de->d_name + n - 5, ".part") == 0) {
+			log_notice("removing partial export %s/%s", cfg.object_dir, de->d_name);
+			unlinkat(dirfd(d), de->d_name, 0);
+		}
+	}
+	closedir(d);
+}
+
+int
+sandbox_init(void)
+{
+	_cleanup_(freep) char *meta = xasprintf("%s/meta", store_root());
+	DIR *d;
+	struct dirent *de;
+	char **ids;
+	size_t n;
+
+	run_kill_orphans();
+	limits_cleanup_leftovers();
+	clear_dir("incoming");
+	remove_partial_objects();
+
+	d = meta ? opendir(meta) : NULL;
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		if (len > 5 && strcmp(de->d_name + len - 5, ".json") == 0) {
+			_cleanup_(freep) char *rel = xasprintf("meta/%s", de->d_name);
+			if (rel)
+				adopt(rel);
+		}
+	}
+	closedir(d);
+
+	ids = store_sandbox_list();
+	for (char **id = ids; id && *id; id++)
+		if (!sandbox_find(*id)) {
+			log_notice("removing sandbox subvolume %s without metadata (a crash during create)", *id);
+			store_sandbox_delete(*id);
+		}
+	store_strv_free(ids);
+	n = sandbox_count();
+	if (n)
+		log_notice("recovered %zu sandbox%s from a previous run", n, n == 1 ? "" : "es");
+	return 0;
+}
+
+void
+sandbox_free_all(void)
+{
+	while (sandboxes) {
+		struct sbx_sandbox *sb = sandboxes;
+		sandboxes = sb->next;
+		free(sb);
+	}
+}

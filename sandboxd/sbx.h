@@ -1,0 +1,148 @@
+/*
+ * sbx.h — shared declarations of nadi-sandboxd: configuration, logging, the
+ * event loop, and small helpers.  Each subsystem (store, cgroup, run, tools,
+ * http, pg, ...) has its own header; this one holds what all of them use.
+ */
+#ifndef SBX_H
+#define SBX_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SBX_VERSION "0.1.0"
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _printf_(a, b) __attribute__((format(printf, a, b)))
+#define _unused_ __attribute__((unused))
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* ---- logging (log.c) ---------------------------------------------------- */
+
+enum { SBX_LOG_ERR = 3, SBX_LOG_WARNING = 4, SBX_LOG_NOTICE = 5, SBX_LOG_INFO = 6, SBX_LOG_DEBUG = 7 };
+
+extern int sbx_log_level;
+void sbx_log(int level, const char *fmt, ...) _printf_(2, 3);
+#define log_error(...) sbx_log(SBX_LOG_ERR, __VA_ARGS__)
+#define log_warning(...) sbx_log(SBX_LOG_WARNING, __VA_ARGS__)
+#define log_notice(...) sbx_log(SBX_LOG_NOTICE, __VA_ARGS__)
+#define log_info(...) sbx_log(SBX_LOG_INFO, __VA_ARGS__)
+#define log_debug(...) sbx_log(SBX_LOG_DEBUG, __VA_ARGS__)
+
+/* ---- configuration (config.c) ------------------------------------------ */
+
+enum sbx_limit_mode {
+	SBX_LIMITS_AUTO = 0,
+	SBX_LIMITS_UNIT,    /* systemd transient scope over sd-bus */
+	SBX_LIMITS_CGROUP2, /* cgroup v2 below the daemon's own cgroup */
+	SBX_LIMITS_CGROUP1, /* cgroup v1 memory + pids hierarchies */
+	SBX_LIMITS_RLIMIT,  /* per-process rlimits only */
+};
+
+struct sbx_config {
+	char *config_file;
+	char *state_dir;
+	char *image_dir;
+	char *object_dir;
+	char *token_file;
+	char *listen_unix;
+	char *listen_tcp;      /* "PORT" or "127.0.0.1:PORT" */
+	char *agent_path;
+	char *nspawn_path;
+	char *btrfs_path;
+	char *pg_conninfo;
+	char *host_id;
+	char *advertise;
+	char *labels;          /* JSON object text */
+	uint64_t loop_size;
+	uid_t run_uid;
+	gid_t run_gid;
+	uint64_t memory_max;
+	uint64_t pids_max;
+	uint64_t call_timeout_ms;
+	uint64_t call_timeout_max_ms;
+	uint64_t output_limit;
+	uint64_t fsize_max;
+	uint64_t tmp_size;
+	uint64_t disk_max;
+	uint64_t max_request_bytes;
+	uint64_t max_file_bytes;
+	uint64_t max_sandboxes;
+	uint64_t max_running;
+	uint64_t max_queue;
+	uint64_t idle_timeout_ms;
+	uint64_t start_timeout_ms;
+	uint64_t heartbeat_ms;
+	enum sbx_limit_mode limits;
+	bool read_only_root;
+	char *token;           /* loaded from token_file */
+	size_t token_len;
+};
+
+extern struct sbx_config cfg;
+
+int config_parse_args(int argc, char **argv);
+int config_finish(void);
+const char *limit_mode_name(enum sbx_limit_mode m);
+
+/* ---- event loop (evloop.c) ---------------------------------------------- */
+
+struct ev_io;
+typedef void (*ev_io_cb)(struct ev_io *io, uint32_t revents);
+struct ev_io {
+	int fd;
+	uint32_t events;
+	bool added;
+	ev_io_cb cb;
+	void *data;
+};
+
+struct ev_timer;
+typedef void (*ev_timer_cb)(struct ev_timer *t);
+struct ev_timer {
+	uint64_t deadline;     /* CLOCK_MONOTONIC, ms */
+	bool armed;
+	ev_timer_cb cb;
+	void *data;
+	struct ev_timer *next;
+};
+
+int ev_init(void);
+void ev_done(void);
+int ev_io_start(struct ev_io *io, int fd, uint32_t events, ev_io_cb cb, void *data);
+int ev_io_modify(struct ev_io *io, uint32_t events);
+void ev_io_stop(struct ev_io *io);
+void ev_timer_arm(struct ev_timer *t, uint64_t after_ms, ev_timer_cb cb, void *data);
+void ev_timer_cancel(struct ev_timer *t);
+/* Wait at most max_ms (or until the next timer) and dispatch; -errno on error. */
+int ev_run_once(int64_t max_ms);
+uint64_t now_ms(void);
+uint64_t now_us(void);
+
+/* ---- helpers (util.c) --------------------------------------------------- */
+
+void freep(void *p);
+void closep(int *fd);
+int parse_size(const char *s, uint64_t *ret);
+int parse_duration_ms(const char *s, uint64_t *ret);
+int parse_bool(const char *s, bool *ret);
+int read_full_file(int dirfd, const char *path, char **ret, size_t *ret_len, size_t max);
+int write_file_atomic(int dirfd, const char *path, const void *data, size_t len);
+int write_string_file(const char *path, const char *s);
+int mkdir_p(const char *path, mode_t mode);
+int rm_rf_at(int dirfd, const char *name);
+bool id_valid(const char *s, size_t maxlen);
+int random_hex(char *buf, size_t nbytes);
+char *strjoin(const char *a, const char *b, const char *c);
+char *xasprintf(const char *fmt, ...) _printf_(1, 2);
+bool ct_equal(const void *a, size_t alen, const void *b, size_t blen);
+void iso8601(time_t t, char buf[32]);
+
+#endif

@@ -1,0 +1,673 @@
+/*
+ * store.c — the libbtrfsutil adapter (see store.h for the layout).  When the
+ * state directory is not on BTRFS, the store lives in a sparse image file
+ * under it, formatted once with mkfs.btrfs and loop-mounted by the daemon
+ * itself (LOOP_CONFIGURE with autoclear, so unmounting frees the device).
+ * A mount left by a daemon that crashed is found and used again.
+ */
+#include <btrfsutil.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/btrfs.h>
+#include <linux/loop.h>
+#include <linux/magic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+
+#include "child.h"
+#include "sbx.h"
+#include "store.h"
+
+static char *root;         /* store root: the state dir, or the loop mount in it */
+static int root_fd = -1;
+static bool mounted_loop;  /* we (or a crashed predecessor) loop-mounted root */
+
+const char *
+store_root(void)
+{
+	return root;
+}
+
+int
+store_root_fd(void)
+{
+	return root_fd;
+}
+
+bool
+store_is_loop(void)
+{
+	return mounted_loop;
+}
+
+static int
+btrfs_errno(enum btrfs_util_error e, const char *what, const char *path)
+{
+	int r = errno ? -errno : -EIO;
+
+	log_error("%s %s: %s (%s)", what, path, btrfs_util_strerror(e), strerror(-r));
+	return r;
+}
+
+/*
+ * Per-sandbox disk quota (disk_max): a BTRFS qgroup limit on the data a
+ * sandbox holds exclusively, i.e. what it wrote beyond the shared image.
+ */
+static int
+quota_enable(void)
+{
+	struct btrfs_ioctl_quota_ctl_args a = {.cmd = BTRFS_QUOTA_CTL_ENABLE};
+
+	if (ioctl(root_fd, BTRFS_IOC_QUOTA_CTL, &a) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int
+quota_limit(const char *path)
+{
+	_cleanup_(closep) int fd = -1;
+	struct btrfs_ioctl_qgroup_limit_args a = {0};
+
+	if (cfg.disk_max == 0)
+		return 0;
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	a.qgroupid = 0; /* the subvolume fd refers to */
+	a.lim.flags = BTRFS_QGROUP_LIMIT_MAX_EXCL;
+	a.lim.max_excl = cfg.disk_max;
+	return ioctl(fd, BTRFS_IOC_QGROUP_LIMIT, &a) < 0 ? -errno : 0;
+}
+
+static bool
+is_btrfs(const char *path)
+{
+	struct statfs sf;
+
+	return statfs(path, &sf) == 0 && (uint64_t)sf.f_type == (uint64_t)BTRFS_SUPER_MAGIC;
+}
+
+static const char *
+find_mkfs(void)
+{
+	static const char *cands[] = {"/usr/sbin/mkfs.btrfs", "/sbin/mkfs.btrfs", "/usr/bin/mkfs.btrfs"};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cands); i++)
+		if (access(cands[i], X_OK) == 0)
+			return cands[i];
+	return NULL;
+}
+
+/*
+ * Attach image to a free loop device with autoclear; returns the device's
+ * open fd, which must stay open until the file system is mounted (closing
+ * the last reference of an unmounted autoclear device detaches it).
+ */
+static int
+loop_attach(const char *image, char dev[64])
+{
+	_cleanup_(closep) int ctl = -1, img = -1;
+
+	img = open(image, O_RDWR | O_CLOEXEC);
+	if (img < 0)
+		return -errno;
+	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+	if (ctl < 0)
+		return -errno;
+	for (int attempt = 0; attempt < 16; attempt++) {
+		_cleanup_(closep) int lfd = -1;
+		struct loop_config lc = {0};
+		int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+
+		if (n < 0)
+			return -errno;
+		snprintf(dev, 64, "/dev/loop%d", n);
+		lfd = open(dev, O_RDWR | O_CLOEXEC);
+		if (lfd < 0)
+			return -errno;
+		lc.fd = (uint32_t)img;
+		lc.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+		snprintf((char *)lc.info.lo_file_name, sizeof lc.info.lo_file_name, "%s", image);
+		if (ioctl(lfd, LOOP_CONFIGURE, &lc) == 0) {
+			int ret = lfd;
+			lfd = -1;
+			return ret;
+		}
+		if (errno != EBUSY)
+			return -errno;
+		/* Another process took this device between GET_FREE and CONFIGURE. */
+	}
+	return -EBUSY;
+}
+
+/*
+ * Make root a BTRFS file system: the state dir itself, or a loop-mounted
+ * image file in it.  The mount keeps the loop device alive (autoclear).
+ */
+static int
+setup_root(void)
+{
+	_cleanup_(freep) char *img = NULL, *mnt = NULL;
+	_cleanup_(closep) int lfd = -1;
+	struct stat st_state, st_mnt;
+	char dev[64], err[512];
+	int r;
+
+	r = mkdir_p(cfg.state_dir, 0700);
+	if (r < 0) {
+		errno = -r;
+		log_error("cannot create state dir %s: %m", cfg.state_dir);
+		return r;
+	}
+	if (is_btrfs(cfg.state_dir)) {
+		root = strdup(cfg.state_dir);
+		log_info("state dir %s is on BTRFS; using it directly", cfg.state_dir);
+		return root ? 0 : -ENOMEM;
+	}
+
+	img = xasprintf("%s/store.img", cfg.state_dir);
+	mnt = xasprintf("%s/store", cfg.state_dir);
+	if (!img || !mnt)
+		return -ENOMEM;
+	if (mkdir(mnt, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	if (stat(cfg.state_dir, &st_state) < 0 || stat(mnt, &st_mnt) < 0)
+		return -errno;
+	if (st_mnt.st_dev != st_state.st_dev && is_btrfs(mnt)) {
+		log_notice("state dir %s is not on BTRFS; re-using the BTRFS image already mounted at %s",
+			   cfg.state_dir, mnt);
+		goto done;
+	}
+
+	log_notice("state dir %s is not on BTRFS; using a loop-mounted BTRFS image %s (%llu MiB)",
+		   cfg.state_dir, img, (unsigned long long)(cfg.loop_size >> 20));
+	if (access(img, F_OK) < 0) {
+		_cleanup_(closep) int fd = open(img, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		const char *mkfs = find_mkfs();
+
+		if (fd < 0 || ftruncate(fd, (off_t)cfg.loop_size) < 0) {
+			log_error("cannot create %s: %m", img);
+			unlink(img);
+			return -errno;
+		}
+		if (!mkfs) {
+			log_error("mkfs.btrfs not found (install btrfs-progs)");
+			unlink(img);
+			return -ENOENT;
+		}
+		r = child_run_sync((const char *[]){mkfs, "-q", "-L", "nadi-sandboxd", img, NULL}, err, sizeof err);
+		if (r != 0) {
+			log_error("mkfs.btrfs %s failed: %s", img, err);
+			unlink(img);
+			return -EIO;
+		}
+	}
+	lfd = loop_attach(img, dev);
+	if (lfd < 0) {
+		errno = -lfd;
+		log_error("cannot attach %s to a loop device: %m", img);
+		return lfd;
+	}
+	if (mount(dev, mnt, "btrfs", MS_NOSUID | MS_NODEV | MS_NOATIME, NULL) < 0) {
+		r = -errno;
+		log_error("cannot mount %s (%s) on %s: %m", dev, img, mnt);
+		return r; /* closing lfd detaches the device (autoclear) */
+	}
+	log_info("mounted %s on %s", dev, mnt);
+done:
+	mounted_loop = true;
+	root = mnt;
+	mnt = NULL;
+	return 0;
+}
+
+static int
+ensure_dir(int dirfd, const char *name, mode_t mode, uid_t uid, gid_t gid)
+{
+	struct stat st;
+
+	if (mkdirat(dirfd, name, mode) == 0) {
+		if (fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    fchmodat(dirfd, name, mode, 0) < 0)
+			return -errno;
+		return 0;
+	}
+	if (errno != EEXIST)
+		return -errno;
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+/* Read the stamp an image build leaves (or the tree's mtime) to detect rebuilds. */
+static char *
+image_stamp(const char *src)
+{
+	_cleanup_(freep) char *p = xasprintf("%s/.nadi-image", src);
+	char *buf = NULL;
+	size_t len;
+	struct stat st;
+
+	if (p && read_full_file(AT_FDCWD, p, &buf, &len, 4096) == 0) {
+		while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
+			buf[--len] = '\0';
+		return buf;
+	}
+	if (stat(src, &st) < 0)
+		return NULL;
+	return xasprintf("mtime:%lld.%09ld", (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+}
+
+static int
+import_image(const char *name, const char *src)
+{
+	_cleanup_(freep) char *dst = xasprintf("%s/images/%s", root, name);
+	_cleanup_(freep) char *tmp = xasprintf("%s/images/.%s.import", root, name);
+	_cleanup_(freep) char *stamp_path = xasprintf("meta/images/%s.stamp", name);
+	_cleanup_(freep) char *stamp = image_stamp(src);
+	_cleanup_(freep) char *old = NULL;
+	_cleanup_(freep) char *srcdot = xasprintf("%s/.", src);
+	enum btrfs_util_error e;
+	uint64_t t0 = now_ms();
+	char err[512];
+	int r;
+
+	if (!dst || !tmp || !stamp_path || !stamp || !srcdot)
+		return -ENOMEM;
+	if (read_full_file(root_fd, stamp_path, &old, NULL, 4096) == 0 && strcmp(old, stamp) == 0 &&
+	    btrfs_util_is_subvolume(dst) == BTRFS_UTIL_OK)
+		return 0;
+
+	if (btrfs_util_is_subvolume(tmp) == BTRFS_UTIL_OK)
+		store_delete_subvolume(tmp);
+	if (btrfs_util_is_subvolume(src) == BTRFS_UTIL_OK && is_btrfs(src)) {
+		/* Same file system: an O(1) read-only snapshot. */
+		e = btrfs_util_create_snapshot(src, tmp, BTRFS_UTIL_CREATE_SNAPSHOT_READ_ONLY, NULL, NULL);
+		if (e == BTRFS_UTIL_OK)
+			goto installed;
+		log_info("cannot snapshot %s directly (%s); copying it", src, btrfs_util_strerror(e));
+	}
+	e = btrfs_util_create_subvolume(tmp, 0, NULL, NULL);
+	if (e != BTRFS_UTIL_OK)
+		return btrfs_errno(e, "cannot create subvolume", tmp);
+	r = child_run_sync((const char *[]){"/bin/cp", "-a", "--reflink=auto", srcdot, tmp, NULL}, err, sizeof err);
+	if (r != 0) {
+		log_error("copying image %s into %s failed: %s", src, tmp, err);
+		store_delete_subvolume(tmp);
+		return -EIO;
+	}
+	e = btrfs_util_set_subvolume_read_only(tmp, true);
+	if (e != BTRFS_UTIL_OK) {
+		r = btrfs_errno(e, "cannot make read-only", tmp);
+		store_delete_subvolume(tmp);
+		return r;
+	}
+installed:
+	if (btrfs_util_is_subvolume(dst) == BTRFS_UTIL_OK)
+		store_delete_subvolume(dst); /* sandboxes made from it keep their own snapshots */
+	if (rename(tmp, dst) < 0) {
+		r = -errno;
+		log_error("cannot rename %s to %s: %m", tmp, dst);
+		store_delete_subvolume(tmp);
+		return r;
+	}
+	/*
+	 * Write the copied data out now: a snapshot flushes its source's dirty
+	 * data first, and the first sandbox of a large image would pay for it.
+	 */
+	e = btrfs_util_sync(dst);
+	if (e != BTRFS_UTIL_OK)
+		log_warning("cannot sync %s: %s", dst, btrfs_util_strerror(e));
+	r = write_file_atomic(root_fd, stamp_path, stamp, strlen(stamp));
+	if (r < 0)
+		log_warning("cannot record stamp of image %s: %s", name, strerror(-r));
+	log_info("imported image %s from %s in %llu ms", name, src, (unsigned long long)(now_ms() - t0));
+	return 0;
+}
+
+static void
+import_images(void)
+{
+	DIR *d = opendir(cfg.image_dir);
+	struct dirent *de;
+
+	if (!d) {
+		log_warning("image dir %s: %m; no base images available", cfg.image_dir);
+		return;
+	}
+	while ((de = readdir(d))) {
+		_cleanup_(freep) char *src = NULL;
+		struct stat st;
+
+		if (de->d_name[0] == '.' || !id_valid(de->d_name, 64))
+			continue;
+		src = xasprintf("%s/%s", cfg.image_dir, de->d_name);
+		if (!src || stat(src, &st) < 0 || !S_ISDIR(st.st_mode))
+			continue;
+		if (import_image(de->d_name, src) < 0)
+			log_error("image %s is unavailable", de->d_name);
+	}
+	closedir(d);
+}
+
+int
+store_init(void)
+{
+	static const char *dirs[] = {"images", "sandboxes", "snapshots", "incoming", "meta", "meta/images"};
+	int r;
+
+	r = setup_root();
+	if (r < 0)
+		return r;
+	root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (root_fd < 0)
+		return -errno;
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+		r = ensure_dir(root_fd, dirs[i], 0700, 0, 0);
+		if (r < 0) {
+			errno = -r;
+			log_error("cannot create %s/%s: %m", root, dirs[i]);
+			return r;
+		}
+	}
+	/* Containers traverse images/ and sandboxes/ only as root; nothing else needs to. */
+	r = mkdir_p(cfg.object_dir, 0700);
+	if (r < 0) {
+		errno = -r;
+		log_error("cannot create object dir %s: %m", cfg.object_dir);
+		return r;
+	}
+	if (cfg.disk_max) {
+		r = quota_enable();
+		if (r < 0) {
+			errno = -r;
+			log_error("cannot enable BTRFS quotas on %s (needed for disk_max): %m", root);
+			return r;
+		}
+		log_notice("disk quota: %llu MiB per sandbox (BTRFS qgroup, exclusive data)",
+			   (unsigned long long)(cfg.disk_max >> 20));
+	}
+	import_images();
+	return 0;
+}
+
+void
+store_done(bool unmount)
+{
+	if (root_fd >= 0)
+		close(root_fd);
+	root_fd = -1;
+	if (unmount && mounted_loop && root) {
+		if (umount2(root, 0) < 0) {
+			log_warning("cannot unmount %s (%m); detaching it lazily", root);
+			umount2(root, MNT_DETACH);
+		} else
+			log_info("unmounted %s", root);
+	}
+	free(root);
+	root = NULL;
+}
+
+int
+store_image_exists(const char *image)
+{
+	_cleanup_(freep) char *p = xasprintf("%s/images/%s", root, image);
+
+	if (!p)
+		return -ENOMEM;
+	if (btrfs_util_is_subvolume(p) == BTRFS_UTIL_OK)
+		return 1;
+	/* An image that appeared in image_dir after start is imported on first use. */
+	_cleanup_(freep) char *src = xasprintf("%s/%s", cfg.image_dir, image);
+	struct stat st;
+	if (src && stat(src, &st) == 0 && S_ISDIR(st.st_mode) && import_image(image, src) == 0)
+		return 1;
+	return 0;
+}
+
+static char **
+list_dir(const char *rel, bool subvolumes_only)
+{
+	_cleanup_(freep) char *path = xasprintf("%s/%s", root, rel);
+	DIR *d;
+	struct dirent *de;
+	char **v = NULL;
+	size_t n = 0;
+
+	if (!path || !(d = opendir(path)))
+		return calloc(1, sizeof(char *));
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (subvolumes_only) {
+			_cleanup_(freep) char *p = xasprintf("%s/%s", path, de->d_name);
+			if (!p || btrfs_util_is_subvolume(p) != BTRFS_UTIL_OK)
+				continue;
+		}
+		char **nv = realloc(v, (n + 2) * sizeof(char *));
+		if (!nv)
+			break;
+		v = nv;
+		v[n] = strdup(de->d_name);
+		if (v[n])
+			n++;
+		v[n] = NULL;
+	}
+	closedir(d);
+	return v ? v : calloc(1, sizeof(char *));
+}
+
+char **
+store_image_list(void)
+{
+	return list_dir("images", true);
+}
+
+char **
+store_sandbox_list(void)
+{
+	return list_dir("sandboxes", false);
+}
+
+void
+store_strv_free(char **v)
+{
+	for (char **p = v; p && *p; p++)
+		free(*p);
+	free(v);
+}
+
+char *
+store_sandbox_path(const char *id)
+{
+	return xasprintf("%s/sandboxes/%s", root, id);
+}
+
+int
+store_sandbox_quota(const char *id)
+{
+	_cleanup_(freep) char *p = store_sandbox_path(id);
+
+	return p ? quota_limit(p) : -ENOMEM;
+}
+
+bool
+store_sandbox_exists(const char *id)
+{
+	_cleanup_(freep) char *p = store_sandbox_path(id);
+
+	return p && btrfs_util_is_subvolume(p) == BTRFS_UTIL_OK;
+}
+
+/*
+ * Give a fresh sandbox root the mount points the container needs: the
+ * workspace (owned by the sandbox user), the init's directory and file, and
+ * the API file systems' directories, which a read-only root cannot grow.
+ */
+static int
+prepare_root(const char *path)
+{
+	static const struct {
+		const char *name;
+		mode_t mode;
+	} dirs[] = {{"tmp", 01777}, {"proc", 0555}, {"sys", 0555}, {"dev", 0755}, {"run", 0755},
+		    {"etc", 0755}, {SBX_AGENT_DIR, 0755}};
+	_cleanup_(closep) int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	_cleanup_(closep) int f = -1;
+	int r;
+
+	if (fd < 0)
+		return -errno;
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+		r = ensure_dir(fd, dirs[i].name, dirs[i].mode, 0, 0);
+		if (r < 0)
+			return r;
+	}
+	r = ensure_dir(fd, SBX_WORKSPACE, 0755, cfg.run_uid, cfg.run_gid);
+	if (r < 0)
+		return r;
+	f = openat(fd, SBX_AGENT_DIR "/init", O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0755);
+	if (f < 0)
+		return -errno;
+	/* systemd-nspawn refuses a tree without os-release. */
+	if (faccessat(fd, "etc/os-release", F_OK, AT_SYMLINK_NOFOLLOW) < 0 &&
+	    faccessat(fd, "usr/lib/os-release", F_OK, AT_SYMLINK_NOFOLLOW) < 0) {
+		_cleanup_(closep) int o = openat(fd, "etc/os-release", O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+		if (o >= 0)
+			(void)!write(o, "ID=nadi-sandbox\n", 16);
+	}
+	return 0;
+}
+
+int
+store_sandbox_from_subvolume(const char *id, const char *src)
+{
+	_cleanup_(freep) char *dst = store_sandbox_path(id);
+	enum btrfs_util_error e;
+	int r;
+
+	if (!dst)
+		return -ENOMEM;
+	e = btrfs_util_create_snapshot(src, dst, 0, NULL, NULL);
+	if (e != BTRFS_UTIL_OK)
+		return btrfs_errno(e, "cannot snapshot into", dst);
+	r = quota_limit(dst);
+	if (r < 0) {
+		errno = -r;
+		log_error("cannot set the disk quota of %s: %m", dst);
+		store_delete_subvolume(dst);
+		return r;
+	}
+	r = prepare_root(dst);
+	if (r < 0) {
+		errno = -r;
+		log_error("cannot prepare sandbox root %s: %m", dst);
+		store_delete_subvolume(dst);
+	}
+	return r;
+}
+
+int
+store_sandbox_create(const char *id, const char *image)
+{
+	_cleanup_(freep) char *src = xasprintf("%s/images/%s", root, image);
+
+	if (!src)
+		return -ENOMEM;
+	return store_sandbox_from_subvolume(id, src);
+}
+
+int
+store_delete_subvolume(const char *path)
+{
+	enum btrfs_util_error e;
+
+	errno = 0;
+	e = btrfs_util_delete_subvolume(path, BTRFS_UTIL_DELETE_SUBVOLUME_RECURSIVE);
+	if (e == BTRFS_UTIL_OK || errno == ENOENT)
+		return 0;
+	if (e == BTRFS_UTIL_ERROR_NOT_SUBVOLUME) {
+		/* A plain directory (a half-made restore, say): remove it as such. */
+		int r = rm_rf_at(AT_FDCWD, path);
+		return r;
+	}
+	return btrfs_errno(e, "cannot delete subvolume", path);
+}
+
+int
+store_sandbox_delete(const char *id)
+{
+	_cleanup_(freep) char *snaps = xasprintf("%s/snapshots/%s", root, id);
+	_cleanup_(freep) char *path = store_sandbox_path(id);
+	char **names;
+	int r = 0;
+
+	if (!snaps || !path)
+		return -ENOMEM;
+	names = store_snapshot_list(id);
+	for (char **n = names; n && *n; n++) {
+		_cleanup_(freep) char *p = store_snapshot_path(id, *n);
+		int k = p ? store_delete_subvolume(p) : -ENOMEM;
+		if (k < 0 && r == 0)
+			r = k;
+	}
+	store_strv_free(names);
+	if (rmdir(snaps) < 0 && errno != ENOENT && r == 0)
+		r = -errno;
+	if (access(path, F_OK) == 0) {
+		int k = store_delete_subvolume(path);
+		if (k < 0 && r == 0)
+			r = k;
+	}
+	return r;
+}
+
+char *
+store_snapshot_path(const char *id, const char *name)
+{
+	return xasprintf("%s/snapshots/%s/%s", root, id, name);
+}
+
+char **
+store_snapshot_list(const char *id)
+{
+	_cleanup_(freep) char *rel = xasprintf("snapshots/%s", id);
+
+	return rel ? list_dir(rel, true) : calloc(1, sizeof(char *));
+}
+
+int
+store_snapshot_create(const char *id, const char *name)
+{
+	_cleanup_(freep) char *dir = xasprintf("%s/snapshots/%s", root, id);
+	_cleanup_(freep) char *src = store_sandbox_path(id);
+	_cleanup_(freep) char *dst = store_snapshot_path(id, name);
+	enum btrfs_util_error e;
+
+	if (!dir || !src || !dst)
+		return -ENOMEM;
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	if (access(dst, F_OK) == 0)
+		return -EEXIST;
+	e = btrfs_util_create_snapshot(src, dst, BTRFS_UTIL_CREATE_SNAPSHOT_READ_ONLY, NULL, NULL);
+	if (e != BTRFS_UTIL_OK)
+		return btrfs_errno(e, "cannot snapshot", src);
+	return 0;
+}
+
+uint64_t
+store_free_bytes(void)
+{
+	struct statvfs sv;
+
+	if (!root || statvfs(root, &sv) < 0)
+		return 0;
+	return (uint64_t)sv.f_bavail * sv.f_frsize;
+}

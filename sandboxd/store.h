@@ -1,0 +1,46 @@
+/*
+ * store.h — sandbox storage on BTRFS through libbtrfsutil: base images as
+ * read-only subvolumes, one writable snapshot per sandbox, read-only
+ * snapshots of sandboxes.  Layout below the store root:
+ *
+ *   images/NAME           read-only subvolume, imported from image_dir
+ *   sandboxes/ID          the sandbox's root file system (writable snapshot)
+ *   snapshots/ID/NAME     read-only snapshots of sandbox ID
+ *   incoming/TMP/         target of btrfs receive during a restore
+ *   meta/ID.json          sandbox metadata; meta/images/NAME.stamp
+ */
+#ifndef SBX_STORE_H
+#define SBX_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define SBX_WORKSPACE "workspace"      /* below the sandbox root; /workspace inside */
+#define SBX_AGENT_DIR ".nadi"          /* mount point of the container init */
+
+int store_init(void);
+void store_done(bool unmount);
+const char *store_root(void);
+int store_root_fd(void);
+bool store_is_loop(void);
+
+int store_image_exists(const char *image);
+char **store_image_list(void);       /* NULL-terminated, free with store_strv_free */
+void store_strv_free(char **v);
+
+char *store_sandbox_path(const char *id);
+int store_sandbox_create(const char *id, const char *image);
+int store_sandbox_from_subvolume(const char *id, const char *src);
+int store_sandbox_delete(const char *id);
+bool store_sandbox_exists(const char *id);
+/* (Re)apply disk_max to an existing sandbox (adoption after a restart). */
+int store_sandbox_quota(const char *id);
+char **store_sandbox_list(void);
+
+int store_snapshot_create(const char *id, const char *name);
+char *store_snapshot_path(const char *id, const char *name);
+char **store_snapshot_list(const char *id);
+int store_delete_subvolume(const char *path);
+uint64_t store_free_bytes(void);
+
+#endif

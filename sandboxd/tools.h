@@ -1,0 +1,19 @@
+/*
+ * tools.h — the tools of a sandbox (tools.c): echo, uppercase, exec in the
+ * container; list_files, read_file, write_file, edit_file on the workspace.
+ */
+#ifndef SBX_TOOLS_H
+#define SBX_TOOLS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+struct http_req;
+struct sbx_sandbox;
+
+bool tools_known(const char *name);
+json_t *tools_list_json(void);
+/* Validate args and run; answers r now or when the container replies. */
+void tools_call(struct http_req *r, struct sbx_sandbox *sb, const char *name, json_t *args);
+
+#endif

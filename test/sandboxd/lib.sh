@@ -1,0 +1,201 @@
+# shellcheck shell=bash
+# Helpers for test/suites/20-sandboxd and bench/sandbox: the daemon on a
+# scratch state directory, HTTP calls through curl, JSON through jq, a
+# throwaway PostgreSQL cluster for registration.  Source it after setting T
+# (a scratch directory); it defines functions and a few variables only.
+
+SBX_SRC=${NADI_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+SBX_DIR=$SBX_SRC/sandboxd
+SBX_BIN=${SBX_BIN:-$SBX_DIR/nadi-sandboxd}
+SBX_INIT=$SBX_DIR/nadi-sbx-init
+SBX_PID=""
+SBX_PORT=""
+SBX_TOKEN=""
+
+# sbx_requirements: prints why the daemon cannot run here, or nothing.
+sbx_requirements() {
+	[ "$(id -u)" -eq 0 ] || { echo "not root"; return; }
+	command -v systemd-nspawn >/dev/null || { echo "systemd-nspawn missing (systemd-container)"; return; }
+	command -v btrfs >/dev/null || { echo "btrfs missing (btrfs-progs)"; return; }
+	[ -x /sbin/mkfs.btrfs ] || [ -x /usr/sbin/mkfs.btrfs ] || { echo "mkfs.btrfs missing (btrfs-progs)"; return; }
+	[ -x /bin/busybox ] || { echo "busybox missing (busybox-static)"; return; }
+	command -v curl >/dev/null || { echo "curl missing"; return; }
+	command -v jq >/dev/null || { echo "jq missing"; return; }
+	[ -e /dev/loop-control ] || { echo "no /dev/loop-control (loop devices)"; return; }
+	grep -qw btrfs /proc/filesystems || modprobe btrfs 2>/dev/null || { echo "kernel without btrfs"; return; }
+	grep -qw btrfs /proc/filesystems || echo "kernel without btrfs"
+}
+
+sbx_free_port() {
+	local p i
+	for i in $(seq 0 199); do
+		p=$((20000 + (RANDOM + i * 7919) % 30000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# sbx_setup: token, image, port (once per scratch directory).
+sbx_setup() {
+	mkdir -p "$T/images"
+	head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$T/token"
+	chmod 600 "$T/token"
+	SBX_TOKEN=$(cat "$T/token")
+	SBX_PORT=$(sbx_free_port)
+	[ -d "$T/images/busybox" ] || "$SBX_DIR/images/build-busybox" "$T/images/busybox" >/dev/null
+}
+
+# sbx_start [FLAGS...]: start the daemon (SBX_BIN) and wait until it answers.
+sbx_start() {
+	"$SBX_BIN" --state-dir="$T/state" --image-dir="$T/images" --token-file="$T/token" \
+		--listen-tcp="127.0.0.1:$SBX_PORT" --listen-unix="$T/sbx.sock" --agent-path="$SBX_INIT" \
+		--loop-size=2G --memory-max=64M --pids-max=32 --call-timeout=10s --output-limit=64K \
+		--fsize-max=8M --max-request-bytes=256K --max-file-bytes=1M --idle-timeout=30s \
+		--tmp-size=16M --disk-max=40M "$@" >>"$T/daemon.log" 2>&1 &
+	SBX_PID=$!
+	local i
+	# start-up imports images first: a large one takes a while (SBX_START_WAIT seconds)
+	for i in $(seq 1 $((${SBX_START_WAIT:-10} * 10))); do
+		if curl -s -o /dev/null -m 1 "http://127.0.0.1:$SBX_PORT/healthz"; then
+			return 0
+		fi
+		kill -0 "$SBX_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "daemon did not come up; log:" >&2
+	tail -n 30 "$T/daemon.log" >&2
+	return 1
+}
+
+# sbx_stop [SIGNAL]: stop the daemon we started and wait for it (5 s, then KILL).
+sbx_stop() {
+	local sig=${1:-TERM} i
+	[ -n "$SBX_PID" ] || return 0
+	kill -"$sig" "$SBX_PID" 2>/dev/null
+	for i in $(seq 1 50); do
+		kill -0 "$SBX_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$SBX_PID" 2>/dev/null
+	wait "$SBX_PID" 2>/dev/null
+	SBX_RC=$?
+	SBX_PID=""
+}
+
+# api METHOD PATH [BODY [CURL ARGS...]]: prints the status; the body is in $T/body.
+api() {
+	local m=$1 p=$2 data=()
+	shift 2
+	if [ $# -gt 0 ]; then
+		data=(--data-binary "$1")
+		shift
+	fi
+	curl -s -m 60 -o "$T/body" -w '%{http_code}' -X "$m" -H "Authorization: Bearer $SBX_TOKEN" \
+		-H 'Content-Type: application/json' "${data[@]}" "$@" "http://127.0.0.1:$SBX_PORT$p"
+}
+
+# tool SANDBOX NAME ARGS_JSON: a tool call; prints the status.
+tool() {
+	api POST "/v1/sandboxes/$1/tools/$2" "{\"args\":$3}"
+}
+
+# j FILTER: a jq filter over the last body (raw output).
+j() {
+	jq -r "$1" <"$T/body" 2>/dev/null
+}
+
+# sbx_container_pids: pids of the nspawn processes running this scratch
+# directory's sandboxes (from /proc, so that procps is not needed).
+sbx_container_pids() {
+	local f pid
+	for f in /proc/[0-9]*/cmdline; do
+		pid=${f#/proc/}
+		pid=${pid%/cmdline}
+		[ "$pid" = "$$" ] && continue
+		grep -qa -- "--directory=$T/state/store/sandboxes/" "$f" 2>/dev/null && echo "$pid"
+	done
+}
+
+# sbx_cleanup: kill our daemon, unmount and detach its store, remove cgroups.
+sbx_cleanup() {
+	local dev p
+	if [ -n "$SBX_PID" ]; then
+		kill -KILL "$SBX_PID" 2>/dev/null
+		wait "$SBX_PID" 2>/dev/null
+		SBX_PID=""
+	fi
+	# containers die with the daemon (their stdin closes); give them a moment
+	for _ in $(seq 1 30); do
+		[ -n "$(sbx_container_pids)" ] || break
+		sleep 0.1
+	done
+	# by pid, and only processes running one of this scratch directory's sandboxes
+	for p in $(sbx_container_pids); do
+		kill -KILL "$p" 2>/dev/null
+	done
+	if mountpoint -q "$T/state/store" 2>/dev/null; then
+		umount "$T/state/store" 2>/dev/null || umount -l "$T/state/store"
+	fi
+	for dev in $(losetup -j "$T/state/store.img" 2>/dev/null | cut -d: -f1); do
+		losetup -d "$dev" 2>/dev/null
+	done
+	# control groups of a daemon that could not clean up (its parents are per state dir)
+	local d g
+	for d in $(sed -n -e 's/.*limits: cgroup v1 below \(.*\) and \(.*\) (memory.*/\1 \2/p' \
+		-e 's/.*limits: cgroup v2 below \(.*\/nadi-sandboxd-[0-9a-f]*\) (.*/\1/p' "$T/daemon.log" 2>/dev/null | sort -u); do
+		[ -d "$d" ] || continue
+		for g in "$d"/sbx-*; do
+			[ -d "$g" ] && rmdir "$g" 2>/dev/null
+		done
+		rmdir "$d" 2>/dev/null
+	done
+}
+
+# ---- PostgreSQL (registration test) -----------------------------------------
+
+PG_T_DIR=""
+PG_T_USER=""
+
+# pg_t_start DIR USER: cluster with the nadi extension in DIR run as USER.
+pg_t_start() {
+	local bindir
+	PG_T_DIR=$1
+	PG_T_USER=$2
+	bindir=$("${PG_CONFIG:-pg_config}" --bindir)
+	mkdir -p "$PG_T_DIR"
+	chown "$PG_T_USER:" "$PG_T_DIR"
+	PG_T_PORT=$(sbx_free_port)
+	runuser -u "$PG_T_USER" -- "$bindir/initdb" -A trust -E UTF8 --no-sync -U postgres \
+		-D "$PG_T_DIR/data" >"$PG_T_DIR/initdb.log" 2>&1 || return 1
+	cat >>"$PG_T_DIR/data/postgresql.conf" <<CONF
+listen_addresses = ''
+unix_socket_directories = '$PG_T_DIR'
+port = $PG_T_PORT
+fsync = off
+shared_preload_libraries = 'nadi'
+nadi.broker = off
+nadi.cell_workers = 0
+CONF
+	runuser -u "$PG_T_USER" -- "$bindir/pg_ctl" -D "$PG_T_DIR/data" -l "$PG_T_DIR/server.log" -w -t 60 \
+		start >/dev/null || return 1
+	pg_t_psql postgres -c "CREATE DATABASE nadi" >/dev/null &&
+		pg_t_psql nadi -c "CREATE EXTENSION nadi" \
+			-c "CREATE ROLE sbx_host LOGIN IN ROLE nadi_sandbox_host" >/dev/null
+}
+
+# pg_t_psql DB [PSQL ARGS...] (as the superuser "postgres")
+pg_t_psql() {
+	local db=$1
+	shift
+	runuser -u "$PG_T_USER" -- "$("${PG_CONFIG:-pg_config}" --bindir)/psql" -X -q -At -v ON_ERROR_STOP=1 \
+		-h "$PG_T_DIR" -p "$PG_T_PORT" -U postgres -d "$db" "$@"
+}
+
+pg_t_stop() {
+	[ -n "$PG_T_DIR" ] && [ -f "$PG_T_DIR/data/postmaster.pid" ] || return 0
+	runuser -u "$PG_T_USER" -- "$("${PG_CONFIG:-pg_config}" --bindir)/pg_ctl" -D "$PG_T_DIR/data" \
+		-m immediate -w stop >/dev/null 2>&1
+}
