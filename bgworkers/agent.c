@@ -286,9 +286,9 @@ tool_content(json_t *result)
 {
 	json_t	   *v = json_object_get(result, "result");
 
-	if (v == NULL)
+	if (v == NULL || json_is_null(v))
 		v = json_object_get(result, "stdout");
-	if (v == NULL)
+	if (v == NULL || json_is_null(v))
 		v = json_object_get(result, "error");
 	return v ? v : json_null();
 }

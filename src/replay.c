@@ -250,9 +250,9 @@ replay_apply(Replay *r, int64 seq, const char *kind, Jsonb *p, int64 cmd)
 		/* what the model sees of a result: result, else stdout, else error */
 		char	   *content = member_json(p, "result");
 
-		if (content == NULL)
+		if (content == NULL || strcmp(content, "null") == 0)
 			content = member_json(p, "stdout");
-		if (content == NULL)
+		if (content == NULL || strcmp(content, "null") == 0)
 			content = member_json(p, "error");
 		message_add(r, "tool", content, cmd, "name", member_json(p, "name"));
 	}
