@@ -52,9 +52,13 @@ store_plan(const char *sql, int nargs)
 	memset(key, 0, sizeof(key));
 	strlcpy(key, sql, sizeof(key));
 	e = hash_search(plans, key, HASH_ENTER, &found);
-	if (found && strcmp(e->sql, sql) != 0)
-		found = false;			/* same prefix, other statement: replan, do not keep */
-	if (!found || e->plan == NULL)
+	if (!found)
+	{
+		/* stays empty if preparing fails: the next call tries again */
+		e->plan = NULL;
+		e->sql = NULL;
+	}
+	if (e->plan == NULL || strcmp(e->sql, sql) != 0)
 	{
 		Oid		   *types = palloc(sizeof(Oid) * (nargs + 1));
 		char	   *wrapped = psprintf("SELECT coalesce(json_agg(row_to_json(q)), '[]')::text FROM (%s) q", sql);
@@ -65,11 +69,11 @@ store_plan(const char *sql, int nargs)
 		plan = SPI_prepare(wrapped, nargs, types);
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-		if (found && strcmp(e->sql, sql) != 0)
-			return plan;
+		if (e->plan != NULL)
+			return plan;		/* another statement with the same long prefix: not kept */
 		SPI_keepplan(plan);
-		e->plan = plan;
 		e->sql = MemoryContextStrdup(TopMemoryContext, sql);
+		e->plan = plan;
 	}
 	return e->plan;
 }
