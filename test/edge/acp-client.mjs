@@ -1,0 +1,202 @@
+// An ACP client built on the official SDK (@agentclientprotocol/sdk) that
+// drives nadi-edge over one transport and checks what comes back:
+//
+//   node acp-client.mjs --transport stdio|http|ws --base http://127.0.0.1:PORT
+//                       --token TOKEN [--bridge path/to/nadi-acp]
+//
+// stdio runs the nadi-acp bridge as the agent process (ndJsonStream);
+// http uses the SDK's experimental HTTP client, ws its WebSocket client,
+// both straight at the edge's /acp.  Prints one "ok NAME" or
+// "not ok NAME: why" line per check; exits 1 if any check failed.
+import { spawn } from "node:child_process";
+import { Readable, Writable } from "node:stream";
+import { parseArgs } from "node:util";
+
+import * as acp from "@agentclientprotocol/sdk";
+import { createHttpStream } from "@agentclientprotocol/sdk/experimental/http-client";
+import { createWebSocketStream } from "@agentclientprotocol/sdk/experimental/ws-client";
+import WebSocket from "ws";
+
+const { values: opt } = parseArgs({
+  options: {
+    transport: { type: "string" },
+    base: { type: "string" },
+    token: { type: "string" },
+    bridge: { type: "string" },
+  },
+});
+
+let failures = 0;
+function check(name, cond, detail = "") {
+  if (cond) console.log(`ok ${opt.transport} ${name}`);
+  else {
+    failures++;
+    console.log(`not ok ${opt.transport} ${name}${detail ? ": " + detail : ""}`);
+  }
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function waitFor(pred, ms = 10000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (pred()) return true;
+    await sleep(50);
+  }
+  return pred();
+}
+function withTimeout(p, ms, what) {
+  return Promise.race([p, sleep(ms).then(() => { throw new Error(`${what}: no answer in ${ms} ms`); })]);
+}
+
+const children = [];
+function openStream() {
+  const headers = { Authorization: `Bearer ${opt.token}` };
+  if (opt.transport === "http") return createHttpStream(`${opt.base}/acp`, { headers });
+  if (opt.transport === "ws")
+    return createWebSocketStream(`${opt.base.replace(/^http/, "ws")}/acp`, { WebSocket, headers });
+  const child = spawn(opt.bridge, [], {
+    env: { ...process.env, NADI_ACP_URL: `${opt.base}/acp`, NADI_TOKEN: opt.token },
+    stdio: ["pipe", "pipe", "inherit"],
+  });
+  children.push(child);
+  return acp.ndJsonStream(Writable.toWeb(child.stdin), Readable.toWeb(child.stdout));
+}
+
+// Everything the agent sends, per session.
+const updates = new Map();
+const permissionRequests = [];
+let decisions = [];
+
+function makeApp() {
+  return acp
+    .client({ name: "nadi-edge-test" })
+    .onNotification(acp.methods.client.session.update, ({ params }) => {
+      if (!updates.has(params.sessionId)) updates.set(params.sessionId, []);
+      updates.get(params.sessionId).push(params.update);
+    })
+    .onRequest(acp.methods.client.session.requestPermission, async ({ params }) => {
+      permissionRequests.push(params);
+      const d = decisions.shift() ?? "cancelled";
+      if (d === "cancelled") return { outcome: { outcome: "cancelled" } };
+      return { outcome: { outcome: "selected", optionId: d } };
+    });
+}
+
+const of = (sid, kind) => (updates.get(sid) ?? []).filter((u) => u.sessionUpdate === kind);
+const texts = (sid, kind) => of(sid, kind).map((u) => u.content?.text ?? "");
+
+async function prompt(agent, sessionId, text, ms = 30000) {
+  return withTimeout(
+    agent.request(acp.methods.agent.session.prompt, { sessionId, prompt: [{ type: "text", text }] }),
+    ms, `prompt ${text}`);
+}
+
+async function firstConnection() {
+  let sessionId;
+  await makeApp().connectWith(openStream(), async (agent) => {
+    const init = await withTimeout(agent.request(acp.methods.agent.initialize, {
+      protocolVersion: 1,
+      clientCapabilities: { fs: { readTextFile: false, writeTextFile: false }, terminal: false },
+    }), 10000, "initialize");
+    check("initialize", init.protocolVersion === 1 && init.agentCapabilities?.loadSession === true,
+      JSON.stringify(init));
+
+    const auth = await agent.request(acp.methods.agent.authenticate, { methodId: "bearer" }).then(
+      () => true, (e) => e);
+    check("authenticate with the connection's token", auth === true, String(auth));
+
+    const s = await withTimeout(agent.request(acp.methods.agent.session.new, {
+      cwd: "/tmp", mcpServers: [], _meta: { nadi: { policy: { require_approval: ["exec"] } } },
+    }), 10000, "session/new");
+    sessionId = s.sessionId;
+    check("session/new returns a session id", /^[0-9a-f-]{36}$/.test(sessionId ?? ""), JSON.stringify(s));
+
+    const r1 = await prompt(agent, sessionId, "hello");
+    check("prompt hello ends the turn", r1.stopReason === "end_turn", JSON.stringify(r1));
+    check("agent_message_chunk carries the reply", texts(sessionId, "agent_message_chunk").includes("You said: hello"),
+      JSON.stringify(texts(sessionId, "agent_message_chunk")));
+
+    // a tool call with no sandbox host: the call and its failure arrive
+    const r2 = await prompt(agent, sessionId, '/tool uppercase {"text": "nadi"}');
+    const calls = of(sessionId, "tool_call").filter((u) => u.title === "uppercase");
+    const failed = of(sessionId, "tool_call_update").filter((u) => calls.some((c) => c.toolCallId === u.toolCallId) && u.status === "failed");
+    check("tool call reported", calls.length === 1 && calls[0].status === "pending", JSON.stringify(calls));
+    check("tool call failure reported", failed.length >= 1, JSON.stringify(of(sessionId, "tool_call_update")));
+    check("failed turn ends with end_turn and says why", r2.stopReason === "end_turn" && r2._meta?.nadi?.status === "dead",
+      JSON.stringify(r2));
+
+    // permission: deny
+    decisions = ["reject"];
+    const r3 = await prompt(agent, sessionId, '/tool exec {"argv": ["ls"]}');
+    const asked = permissionRequests.at(-1);
+    check("permission requested for exec", asked?.toolCall?.title === "exec" && asked?.sessionId === sessionId &&
+      asked?.options?.some((o) => o.kind === "allow_once") && asked?.options?.some((o) => o.kind === "reject_once"),
+    JSON.stringify(asked));
+    const denied = of(sessionId, "tool_call_update").find((u) => u.toolCallId === asked?.toolCall?.toolCallId && u.status === "failed");
+    check("denied tool call marked failed", denied && /Permission denied/.test(JSON.stringify(denied.content)), JSON.stringify(denied));
+    check("denied turn ends with the model's answer", r3.stopReason === "end_turn" &&
+      texts(sessionId, "agent_message_chunk").includes("exec was not run: permission denied."), JSON.stringify(r3));
+
+    // permission: approve (the tool then runs and, with no sandbox host, fails)
+    decisions = ["allow"];
+    const before = permissionRequests.length;
+    const r4 = await prompt(agent, sessionId, '/tool exec {"argv": ["true"]}');
+    const asked2 = permissionRequests.at(-1);
+    const id2 = asked2?.toolCall?.toolCallId;
+    const seq = of(sessionId, "tool_call_update").filter((u) => u.toolCallId === id2).map((u) => u.status);
+    check("approved: asked once more", permissionRequests.length === before + 1, String(permissionRequests.length - before));
+    check("approved tool call ran", seq.includes("in_progress") && seq.includes("failed"), JSON.stringify(seq));
+    check("approved turn ended", r4.stopReason === "end_turn", JSON.stringify(r4));
+
+    // cancel a slow turn
+    const p5 = prompt(agent, sessionId, "/sleep 3000 x");
+    await sleep(500);
+    await agent.notify(acp.methods.agent.session.cancel, { sessionId });
+    const r5 = await p5;
+    check("session/cancel ends the turn as cancelled", r5.stopReason === "cancelled", JSON.stringify(r5));
+
+    // an unknown session is refused
+    const bad = await agent.request(acp.methods.agent.session.prompt, {
+      sessionId: "00000000-0000-0000-0000-000000000000", prompt: [{ type: "text", text: "x" }],
+    }).then(() => null, (e) => e);
+    check("prompt on an unknown session is an error", bad && bad.code === -32002, String(bad?.message));
+  });
+  return sessionId;
+}
+
+async function loadConnection(sessionId) {
+  const before = (updates.get(sessionId) ?? []).length;
+  updates.set(sessionId, []);
+  await makeApp().connectWith(openStream(), async (agent) => {
+    await withTimeout(agent.request(acp.methods.agent.initialize, { protocolVersion: 1, clientCapabilities: {} }),
+      10000, "initialize");
+    const r = await withTimeout(agent.request(acp.methods.agent.session.load, {
+      sessionId, cwd: "/tmp", mcpServers: [],
+    }), 15000, "session/load");
+    check("session/load answers", r !== undefined && r !== null, JSON.stringify(r));
+    await waitFor(() => texts(sessionId, "user_message_chunk").length >= 5 &&
+      texts(sessionId, "agent_message_chunk").includes("exec was not run: permission denied."), 5000);
+    const users = texts(sessionId, "user_message_chunk");
+    check("replay: the user's messages", users[0] === "hello" && users.length === 5, JSON.stringify(users));
+    check("replay: the agent's messages", texts(sessionId, "agent_message_chunk").includes("You said: hello"),
+      JSON.stringify(texts(sessionId, "agent_message_chunk")));
+    check("replay: the tool calls", of(sessionId, "tool_call").length === 3,
+      JSON.stringify(of(sessionId, "tool_call").map((u) => u.title)));
+    check("replay sends what the first connection saw, and the user turns",
+      (updates.get(sessionId) ?? []).length >= before, `${(updates.get(sessionId) ?? []).length} < ${before}`);
+
+    // the loaded session takes new prompts
+    const again = await prompt(agent, sessionId, "again");
+    check("prompt after session/load", again.stopReason === "end_turn" &&
+      texts(sessionId, "agent_message_chunk").includes("You said: again"), JSON.stringify(again));
+  });
+}
+
+try {
+  const sid = await firstConnection();
+  if (sid) await loadConnection(sid);
+} catch (e) {
+  check("no exception", false, e?.stack ?? String(e));
+}
+for (const c of children) c.kill();
+process.exit(failures ? 1 : 0);
