@@ -448,15 +448,23 @@ agent_converse(CellSession *s, int64 cmd, json_t *pending_call)
 		char		err[512] = "";
 		json_t	   *reply = NULL;
 		json_t	   *calls;
+		bool		slow;
 
 		if (call == NULL)
 		{
 			int			r;
 
-			if (model_is_slow(&cfg, s->messages) ? agent_cancelled(s, cmd) : agent_cancel_point(s, cmd))
+			slow = model_is_slow(&cfg, s->messages);
+			if (slow ? agent_cancelled(s, cmd) : agent_cancel_point(s, cmd))
 				return;
 			model_delay(s->messages);
 			r = model_step(&cfg, s->messages, NULL, &reply, err, sizeof(err));
+			/* a cancel that came during a slow step stops the command here */
+			if (slow && r >= 0 && agent_cancelled(s, cmd))
+			{
+				json_decref(reply);
+				return;
+			}
 			if (r < 0)
 			{
 				agent_fail(s, cmd, "model_error", err, r == -EAGAIN);
@@ -512,6 +520,9 @@ agent_converse(CellSession *s, int64 cmd, json_t *pending_call)
 			json_decref(result);
 			json_decref(call);
 			call = NULL;
+			/* a tool call is slow: a cancel asked for meanwhile stops here */
+			if (agent_cancelled(s, cmd))
+				return;
 		}
 	}
 	agent_fail(s, cmd, "too_many_steps", "the model kept calling tools", false);

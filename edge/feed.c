@@ -429,8 +429,15 @@ feed_fetch(EdgeFeed *f)
 void
 feed_on_notify(const char *sid)
 {
-	EdgeFeed   *f = feed_find(sid);
+	EdgeFeed   *f;
 
+	/* "*": the notifier dropped ids (its ring overflowed); re-read every feed */
+	if (strcmp(sid, "*") == 0)
+	{
+		feed_on_listen_up();
+		return;
+	}
+	f = feed_find(sid);
 	if (f)
 		feed_fetch(f);
 }

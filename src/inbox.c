@@ -550,7 +550,8 @@ nadi_command_enqueue(PG_FUNCTION_ARGS)
  * lease that looks current?  A stale answer is harmless: "yes" is checked
  * again under the lock, and "no" only means the cell looks again when it is
  * woken.  A lease that has visibly moved on raises NA005 as the locked path
- * would, so a fenced cell learns it at once.
+ * would, so a fenced cell learns it at once.  Only for callers without a
+ * token: with one, the locked path also checks the session is visible.
  */
 static bool
 claim_worth_locking(const pg_uuid_t *id, int64 epoch)
@@ -608,7 +609,8 @@ nadi_command_claim(PG_FUNCTION_ARGS)
 	 * Look before locking: a claim that finds nothing to do takes no row
 	 * lock, so it needs no transaction id and no WAL flush at commit.
 	 */
-	if (!claim_worth_locking(PG_GETARG_UUID_P(0), epoch))
+	if (nadi_auth_scope() == NADI_SCOPE_NONE &&
+		!claim_worth_locking(PG_GETARG_UUID_P(0), epoch))
 	{
 		nadi_finish();
 		return (Datum) 0;

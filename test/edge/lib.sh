@@ -4,10 +4,11 @@
 # tokens.  Source it; it defines functions and sets nothing else up.
 #
 # PostgreSQL refuses to run as root, so the cluster runs as an unprivileged
-# user (EDGE_TEST_USER, default nadi-edge-test, created when missing) in a
-# directory that user owns; the server listens on a Unix socket there only.
+# user (EDGE_TEST_USER, else NADI_TEST_USER, else nadi-edge-test, created
+# when missing) in a directory that user owns; the server listens on a Unix
+# socket there only.
 
-EDGE_TEST_USER=${EDGE_TEST_USER:-nadi-edge-test}
+EDGE_TEST_USER=${EDGE_TEST_USER:-${NADI_TEST_USER:-nadi-edge-test}}
 PG_CONFIG=${PG_CONFIG:-pg_config}
 PG_BINDIR=$("$PG_CONFIG" --bindir)
 

@@ -89,6 +89,14 @@ is($node->safe_psql('postgres', "SELECT result->>'text' FROM nadi.command_inbox 
 is($node->safe_psql('postgres', "SELECT count(*) FROM nadi.events WHERE session_id = '$sid' AND kind = 'tool.call'"),
 	'0', 'the denied tool never ran');
 
+# a cancel stops a running command at its next step: after a slow model step
+my $slow = $node->safe_psql('postgres', "SELECT command_id FROM nadi.command_enqueue('$sid', 'message', '{\"text\": \"/sleep 1500 slow\"}')");
+ok(wait_status($sid, $slow, 'running'), 'slow command running');
+$node->safe_psql('postgres', "SELECT nadi.command_cancel('$sid', $slow)");
+ok(wait_status($sid, $slow, 'cancelled'), 'cancelled at its next step, not completed');
+is($node->safe_psql('postgres', "SELECT count(*) FROM nadi.events WHERE command_id = $slow AND kind IN ('model.reply', 'command.completed')"),
+	'0', 'no reply and no completion for the cancelled command');
+
 # idle sessions are suspended with a checkpoint of the cell's state, which
 # the replay of the log reproduces (invariant 7)
 $node->poll_query_until('postgres', "SELECT state = 'suspended' FROM nadi.sessions WHERE session_id = '$sid'")
@@ -107,7 +115,7 @@ is($node->safe_psql('postgres', qq{
 	SELECT jsonb_array_length(e.payload->'messages') || ' ' ||
 	       ((e.payload->'messages') = (nadi.session_replay('$sid', e.seq - 1)->'messages'))
 	FROM nadi.events e WHERE e.session_id = '$sid' AND e.kind = 'cell.checkpoint'
-	ORDER BY e.seq DESC LIMIT 1}), '8 true', 'after resumption the cell holds the whole conversation, as the replay does');
+	ORDER BY e.seq DESC LIMIT 1}), '9 true', 'after resumption the cell holds the whole conversation, as the replay does');
 
 # a poison command (its sandbox host is unreachable) retries with backoff, is
 # dead-lettered, and the session goes on with the next command
