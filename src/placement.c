@@ -124,7 +124,7 @@ host_heartbeat(FunctionCallInfo fcinfo, HostKind *kind)
 						psprintf("UPDATE %s h SET heartbeat_at = $2, "
 								 "state = CASE WHEN h.state = 'dead' THEN 'live' ELSE h.state END "
 								 "FROM (SELECT host_id, state = 'dead' AS was_dead FROM %s "
-								 "      WHERE host_id = $1 FOR UPDATE) o "
+								 "      WHERE host_id = $1 FOR NO KEY UPDATE) o "
 								 "WHERE h.host_id = o.host_id RETURNING h.*, o.was_dead",
 								 kind->table, kind->table),
 						2, (Oid[]) {TEXTOID, TIMESTAMPTZOID}),
