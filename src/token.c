@@ -60,48 +60,6 @@ typedef struct VerifiedToken
  * Helpers
  * ------------------------------------------------------------------------ */
 
-static void
-tok_connect(void)
-{
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-}
-
-static void
-tok_finish(void)
-{
-	if (SPI_finish() != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed");
-}
-
-/* Prepare once per backend; the plan cache revalidates it if tables change. */
-static SPIPlanPtr
-tok_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*cache == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
-				 SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		*cache = plan;
-	}
-	return *cache;
-}
-
-static int
-tok_exec(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only, long count)
-{
-	int			rc = SPI_execute_plan(plan, values, nulls, read_only, count);
-
-	if (rc < 0)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-	return rc;
-}
-
 /* nbytes random bytes as lowercase hex, in the current memory context. */
 static char *
 random_hex(int nbytes)
@@ -210,7 +168,7 @@ store_new_key(nadi_jwt_alg alg, const char *kid, TimestampTz now)
 	else
 		nulls[2] = 'n';
 	values[3] = TimestampTzGetDatum(now);
-	tok_exec(tok_plan(&key_plan,
+	nadi_exec(nadi_plan(&key_plan,
 					  "INSERT INTO nadi.signing_keys (kid, alg, public_key, created_at) "
 					  "VALUES ($1, $2, $3, $4)", 4, key_types),
 			 values, nulls, false, 0);
@@ -218,7 +176,7 @@ store_new_key(nadi_jwt_alg alg, const char *kid, TimestampTz now)
 	secret = make_bytea(priv, privlen);
 	explicit_bzero(priv, sizeof(priv));
 	values[1] = PointerGetDatum(secret);
-	tok_exec(tok_plan(&secret_plan,
+	nadi_exec(nadi_plan(&secret_plan,
 					  "INSERT INTO nadi.signing_key_secrets (kid, secret) VALUES ($1, $2)",
 					  2, secret_types),
 			 values, NULL, false, 0);
@@ -264,9 +222,9 @@ nadi_key_create(PG_FUNCTION_ARGS)
 				 errhint("Use EdDSA; for development only, set nadi.allow_hs256 = on.")));
 
 	kid = random_hex(8);
-	tok_connect();
+	nadi_connect();
 	store_new_key(alg, kid, nadi_now());
-	tok_finish();
+	nadi_finish();
 	nadi_audit("key.create", NULL, NULL, key_audit_detail(kid, nadi_jwt_alg_name(alg)));
 	PG_RETURN_TEXT_P(cstring_to_text(kid));
 }
@@ -303,7 +261,7 @@ nadi_key_rotate(PG_FUNCTION_ARGS)
 				 errmsg("overlap must not be negative")));
 
 	kid = random_hex(8);
-	tok_connect();
+	nadi_connect();
 	/* one rotation at a time, so two concurrent ones cannot both survive */
 	if (SPI_execute("LOCK TABLE nadi.signing_keys IN SHARE ROW EXCLUSIVE MODE", false, 0) < 0)
 		elog(ERROR, "could not lock nadi.signing_keys");
@@ -311,7 +269,7 @@ nadi_key_rotate(PG_FUNCTION_ARGS)
 	values[0] = TimestampTzGetDatum(now);
 	values[1] = TimestampTzGetDatum(until);
 	values[2] = CStringGetTextDatum(kid);
-	tok_exec(tok_plan(&retire_plan,
+	nadi_exec(nadi_plan(&retire_plan,
 					  "WITH old AS ("
 					  " SELECT kid, retire_at IS NULL OR retire_at > $1 AS minting"
 					  " FROM nadi.signing_keys"
@@ -330,7 +288,7 @@ nadi_key_rotate(PG_FUNCTION_ARGS)
 		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)))
 			retired++;
 	}
-	tok_finish();
+	nadi_finish();
 
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
@@ -422,7 +380,7 @@ nadi_token_mint(PG_FUNCTION_ARGS)
 	iat = ts_to_unix(now);
 	exp = ts_to_unix(exp_ts);
 
-	tok_connect();
+	nadi_connect();
 	if (sid != NULL)
 	{
 		Datum		v[1];
@@ -430,7 +388,7 @@ nadi_token_mint(PG_FUNCTION_ARGS)
 		char	   *owner;
 
 		v[0] = UUIDPGetDatum(sid);
-		tok_exec(tok_plan(&session_plan,
+		nadi_exec(nadi_plan(&session_plan,
 						  "SELECT tenant_id FROM nadi.sessions WHERE session_id = $1",
 						  1, session_types),
 				 v, NULL, true, 1);
@@ -456,7 +414,7 @@ nadi_token_mint(PG_FUNCTION_ARGS)
 
 		v[0] = TimestampTzGetDatum(now);
 		v[1] = BoolGetDatum(nadi_allow_hs256);
-		tok_exec(tok_plan(&key_plan,
+		nadi_exec(nadi_plan(&key_plan,
 						  "SELECT k.kid, k.alg, s.secret "
 						  "FROM nadi.signing_keys k JOIN nadi.signing_key_secrets s ON s.kid = k.kid "
 						  "WHERE (k.retire_at IS NULL OR k.retire_at > $1) "
@@ -479,7 +437,7 @@ nadi_token_mint(PG_FUNCTION_ARGS)
 		secret = MemoryContextAlloc(outer, VARSIZE_ANY(s));
 		memcpy(secret, s, VARSIZE_ANY(s));
 	}
-	tok_finish();
+	nadi_finish();
 
 	jti = random_hex(16);
 	initStringInfo(&payload);
@@ -684,7 +642,7 @@ verify_token(text *token, const char *audience, VerifiedToken *out)
 		INVALID_TOKEN("The token does not name its signing key (\"kid\").");
 
 	/* the key: copied out of SPI's memory before SPI_finish */
-	tok_connect();
+	nadi_connect();
 	{
 		Datum		v[2];
 		bool		isnull;
@@ -694,7 +652,7 @@ verify_token(text *token, const char *audience, VerifiedToken *out)
 
 		v[0] = CStringGetTextDatum(p->kid);
 		v[1] = TimestampTzGetDatum(now);
-		tok_exec(tok_plan(&key_plan,
+		nadi_exec(nadi_plan(&key_plan,
 						  "SELECT k.alg, "
 						  "CASE WHEN k.alg = 'HS256' THEN s.secret ELSE k.public_key END, "
 						  "k.expires_at IS NOT NULL AND k.expires_at <= $2 "
@@ -721,7 +679,7 @@ verify_token(text *token, const char *audience, VerifiedToken *out)
 		}
 		key_expired = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
 	}
-	tok_finish();
+	nadi_finish();
 
 	if (p->alg != key_alg)
 		INVALID_TOKEN("The token's algorithm does not match its signing key.");
@@ -875,8 +833,8 @@ nadi_jwks(PG_FUNCTION_ARGS)
 	initStringInfo(&key);
 	appendStringInfoString(&buf, "{\"keys\":[");
 	values[0] = TimestampTzGetDatum(nadi_now());
-	tok_connect();
-	tok_exec(tok_plan(&plan,
+	nadi_connect();
+	nadi_exec(nadi_plan(&plan,
 					  "SELECT kid, public_key FROM nadi.signing_keys "
 					  "WHERE alg = 'EdDSA' AND public_key IS NOT NULL "
 					  "AND (expires_at IS NULL OR expires_at > $1) "
@@ -913,7 +871,7 @@ nadi_jwks(PG_FUNCTION_ARGS)
 		appendBinaryStringInfo(&buf, key.data, key.len);
 		MemoryContextSwitchTo(old);
 	}
-	tok_finish();
+	nadi_finish();
 	appendStringInfoString(&buf, "]}");
 	PG_RETURN_JSONB_P(nadi_jsonb(buf.data));
 }
