@@ -149,6 +149,21 @@ http_reply_text(struct http_req *r, unsigned status, const char *content_type, c
 	deliver(r, status, resp);
 }
 
+/* Send encoded JSON (taking text), with a trailing newline: curl output and logs read well. */
+static void
+reply_json_text(struct http_req *r, unsigned status, const char *content_type, char *text)
+{
+	size_t len = strlen(text);
+	char *nl = realloc(text, len + 2);
+
+	if (nl) {
+		text = nl;
+		text[len++] = '\n';
+		text[len] = '\0';
+	}
+	http_reply_text(r, status, content_type, text, len);
+}
+
 void
 http_reply_json(struct http_req *r, unsigned status, json_t *body)
 {
@@ -159,15 +174,7 @@ http_reply_json(struct http_req *r, unsigned status, json_t *body)
 		http_reply_problem(r, 500, "internal", "cannot encode the answer");
 		return;
 	}
-	size_t len = strlen(text);
-	/* A trailing newline makes curl output and logs read well. */
-	char *nl = realloc(text, len + 2);
-	if (nl) {
-		text = nl;
-		text[len++] = '\n';
-		text[len] = '\0';
-	}
-	http_reply_text(r, status, "application/json", text, len);
+	reply_json_text(r, status, "application/json", text);
 }
 
 void
@@ -196,14 +203,7 @@ http_reply_problem(struct http_req *r, unsigned status, const char *code, const 
 		deliver(r, 500, NULL);
 		return;
 	}
-	size_t len = strlen(text);
-	char *nl = realloc(text, len + 2);
-	if (nl) {
-		text = nl;
-		text[len++] = '\n';
-		text[len] = '\0';
-	}
-	http_reply_text(r, status, "application/problem+json", text, len);
+	reply_json_text(r, status, "application/problem+json", text);
 }
 
 void

@@ -56,3 +56,17 @@ fmt_duration() {
 banner() {
 	printf '\n======== %s ========\n' "$*"
 }
+
+# A TCP port on 127.0.0.1 that nothing listens on now (for tests and the
+# local stack's scratch instances).
+free_port() {
+	local p i
+	for i in $(seq 0 199); do
+		p=$((20000 + (RANDOM + i * 7919) % 30000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}

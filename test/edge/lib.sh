@@ -8,6 +8,9 @@
 # when missing) in a directory that user owns; the server listens on a Unix
 # socket there only.
 
+# shellcheck source=scripts/lib.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/scripts/lib.sh"
+
 EDGE_TEST_USER=${EDGE_TEST_USER:-${NADI_TEST_USER:-nadi-edge-test}}
 PG_CONFIG=${PG_CONFIG:-pg_config}
 PG_BINDIR=$("$PG_CONFIG" --bindir)
@@ -21,17 +24,6 @@ as_pg() {
 	fi
 }
 
-edge_free_port() {
-	local p i
-	for i in $(seq 0 199); do
-		p=$((20000 + (RANDOM + i * 7919) % 30000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return 0
-		fi
-	done
-	return 1
-}
 
 # cluster_start DIR: initdb, configure, start, create database "nadi" with
 # the extension, a login role "edge" in nadi_edge.  Sets PGSOCK, PGPORT_T.
@@ -44,7 +36,7 @@ cluster_start() {
 	mkdir -p "$dir"
 	[ "$(id -u)" -eq 0 ] && chown "$EDGE_TEST_USER:" "$dir"
 	PGSOCK=$dir
-	PGPORT_T=$(edge_free_port)
+	PGPORT_T=$(free_port)
 	as_pg "$PG_BINDIR/initdb" -A trust -E UTF8 --no-sync -U postgres -D "$dir/data" >"$dir/initdb.log" 2>&1 || {
 		cat "$dir/initdb.log"
 		return 1

@@ -4,6 +4,9 @@
 # throwaway PostgreSQL cluster for registration.  Source it after setting T
 # (a scratch directory); it defines functions and a few variables only.
 
+# shellcheck source=scripts/lib.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/scripts/lib.sh"
+
 SBX_SRC=${NADI_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 SBX_DIR=$SBX_SRC/sandboxd
 SBX_BIN=${SBX_BIN:-$SBX_DIR/nadi-sandboxd}
@@ -26,17 +29,6 @@ sbx_requirements() {
 	grep -qw btrfs /proc/filesystems || echo "kernel without btrfs"
 }
 
-sbx_free_port() {
-	local p i
-	for i in $(seq 0 199); do
-		p=$((20000 + (RANDOM + i * 7919) % 30000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return 0
-		fi
-	done
-	return 1
-}
 
 # sbx_setup: token, image, port (once per scratch directory).
 sbx_setup() {
@@ -44,7 +36,7 @@ sbx_setup() {
 	head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$T/token"
 	chmod 600 "$T/token"
 	SBX_TOKEN=$(cat "$T/token")
-	SBX_PORT=$(sbx_free_port)
+	SBX_PORT=$(free_port)
 	[ -d "$T/images/busybox" ] || "$SBX_DIR/images/build-busybox" "$T/images/busybox" >/dev/null
 }
 
@@ -167,7 +159,7 @@ pg_t_start() {
 	bindir=$("${PG_CONFIG:-pg_config}" --bindir)
 	mkdir -p "$PG_T_DIR"
 	chown "$PG_T_USER:" "$PG_T_DIR"
-	PG_T_PORT=$(sbx_free_port)
+	PG_T_PORT=$(free_port)
 	runuser -u "$PG_T_USER" -- "$bindir/initdb" -A trust -E UTF8 --no-sync -U postgres \
 		-D "$PG_T_DIR/data" >"$PG_T_DIR/initdb.log" 2>&1 || return 1
 	cat >>"$PG_T_DIR/data/postgresql.conf" <<CONF
