@@ -464,6 +464,14 @@ RETURNS text
 AS 'MODULE_PATHNAME', 'nadi_token_mint' LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 
+-- token_mint without its administrator check, for the SECURITY DEFINER
+-- functions below that mint narrow tokens; only the owner may execute it.
+CREATE FUNCTION nadi._token_mint_internal(tenant_id text, subject text, scope text,
+                                          ttl interval, session_id uuid, audience text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'nadi_token_mint_internal' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
 -- The claims of a valid token; an error (SQLSTATE NA020 or NA021) otherwise.
 CREATE FUNCTION nadi.token_verify(token text, audience text DEFAULT 'nadi')
 RETURNS jsonb
@@ -492,6 +500,312 @@ CREATE FUNCTION nadi.jwks()
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'nadi_jwks' LANGUAGE C STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
+
+---------------------------------------------------------------------------
+-- Egress: the credentials proxy
+---------------------------------------------------------------------------
+--
+-- Sandboxes and cells reach upstream APIs only through nadi-credproxy, which
+-- holds the real credentials.  What they present is a short-lived token of
+-- audience 'nadi-proxy': a sandbox token (scope 'sandbox', subject
+-- 'sandbox:<id>') handed to the tools of one sandbox, or a model token (scope
+-- 'session', subject 'model') a cell sends with its model calls.  The proxy
+-- asks nadi.proxy_authorize() before every exchange and reports its end to
+-- nadi.proxy_finish(); both write nadi.audit_log rows.
+
+-- Which upstreams (names from the proxy's configuration) a tenant may reach;
+-- tenant_id '*' is every tenant.
+CREATE TABLE nadi.egress_rules (
+    tenant_id   text NOT NULL CHECK (tenant_id <> '' AND length(tenant_id) <= 256),
+    upstream    text NOT NULL CHECK (upstream ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'),
+    methods     text[] NOT NULL DEFAULT '{GET,HEAD,POST,PUT,PATCH,DELETE}'
+                CHECK (cardinality(methods) BETWEEN 1 AND 16
+                       AND array_position(methods, NULL) IS NULL),
+    path_prefix text NOT NULL DEFAULT '/'
+                CHECK (path_prefix ~ '^/' AND length(path_prefix) <= 1024),
+    created_at  timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, upstream)
+);
+
+SELECT pg_catalog.pg_extension_config_dump('nadi.egress_rules', '');
+REVOKE ALL ON nadi.egress_rules FROM PUBLIC;
+GRANT SELECT ON nadi.egress_rules TO nadi_admin;
+
+-- Allow (or change the rule for) a tenant's requests to an upstream.
+CREATE FUNCTION nadi.egress_allow(tenant_id text, upstream text,
+                                  methods text[] DEFAULT NULL,
+                                  path_prefix text DEFAULT '/')
+RETURNS nadi.egress_rules
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r nadi.egress_rules;
+    m text;
+BEGIN
+    IF tenant_id IS NULL OR tenant_id = '' OR length(tenant_id) > 256 THEN
+        RAISE EXCEPTION 'invalid tenant_id'
+            USING ERRCODE = '22023',
+                  DETAIL = 'A tenant_id is 1 to 256 characters, or ''*'' for every tenant.';
+    END IF;
+    IF upstream IS NULL OR upstream !~ '^[a-z0-9][a-z0-9_.-]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid upstream name %', coalesce(quote_literal(upstream), 'NULL')
+            USING ERRCODE = '22023',
+                  DETAIL = 'Upstream names are lower-case letters, digits, ".", "_" and "-", at most 63 characters.',
+                  HINT = 'Use the name of an upstream in nadi-credproxy''s configuration.';
+    END IF;
+    IF methods IS NOT NULL THEN
+        IF cardinality(methods) NOT BETWEEN 1 AND 16 THEN
+            RAISE EXCEPTION 'methods must list 1 to 16 HTTP methods' USING ERRCODE = '22023';
+        END IF;
+        FOREACH m IN ARRAY methods LOOP
+            IF m IS NULL OR m !~ '^[A-Z]{1,16}$' OR m = 'CONNECT' THEN
+                RAISE EXCEPTION 'invalid HTTP method %', coalesce(quote_literal(m), 'NULL')
+                    USING ERRCODE = '22023',
+                          DETAIL = 'Methods are upper-case tokens such as GET or POST; CONNECT is never forwarded.';
+            END IF;
+        END LOOP;
+    END IF;
+    IF path_prefix IS NULL OR path_prefix !~ '^/' OR length(path_prefix) > 1024 THEN
+        RAISE EXCEPTION 'invalid path_prefix'
+            USING ERRCODE = '22023', DETAIL = 'A path prefix starts with "/" and has at most 1024 characters.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM nadi.egress_rules e
+                   WHERE e.tenant_id = egress_allow.tenant_id AND e.upstream = egress_allow.upstream)
+       AND (SELECT count(*) FROM nadi.egress_rules e WHERE e.tenant_id = egress_allow.tenant_id) >= 1000 THEN
+        RAISE EXCEPTION 'tenant % has too many egress rules', quote_literal(tenant_id)
+            USING ERRCODE = 'NA012', DETAIL = 'A tenant has at most 1000 egress rules.',
+                  HINT = 'Remove rules with nadi.egress_revoke().';
+    END IF;
+    INSERT INTO nadi.egress_rules AS e (tenant_id, upstream, methods, path_prefix, created_at)
+    VALUES (tenant_id, upstream,
+            coalesce(methods, '{GET,HEAD,POST,PUT,PATCH,DELETE}'), path_prefix, nadi.now())
+    ON CONFLICT ON CONSTRAINT egress_rules_pkey
+    DO UPDATE SET methods = EXCLUDED.methods, path_prefix = EXCLUDED.path_prefix
+    RETURNING * INTO r;
+    INSERT INTO nadi.audit_log (at, actor, tenant_id, action, detail)
+    VALUES (nadi.now(), session_user, NULLIF(r.tenant_id, '*'), 'egress.allow',
+            jsonb_build_object('tenant_id', r.tenant_id, 'upstream', r.upstream,
+                               'methods', to_jsonb(r.methods), 'path_prefix', r.path_prefix));
+    RETURN r;
+END
+$fn$;
+
+-- Remove a rule; false when there was none.
+CREATE FUNCTION nadi.egress_revoke(tenant_id text, upstream text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    DELETE FROM nadi.egress_rules e
+    WHERE e.tenant_id = egress_revoke.tenant_id AND e.upstream = egress_revoke.upstream;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO nadi.audit_log (at, actor, tenant_id, action, detail)
+    VALUES (nadi.now(), session_user, NULLIF(tenant_id, '*'), 'egress.revoke',
+            jsonb_build_object('tenant_id', tenant_id, 'upstream', upstream));
+    RETURN true;
+END
+$fn$;
+
+-- The session of a proxy token, checked: it exists and is not over.
+CREATE FUNCTION nadi._proxy_token_session(session_id uuid, ttl interval)
+RETURNS nadi.sessions
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s nadi.sessions;
+BEGIN
+    IF ttl IS NULL OR ttl < interval '1 second' OR ttl > interval '1 hour' THEN
+        RAISE EXCEPTION 'invalid ttl'
+            USING ERRCODE = '22023',
+                  DETAIL = 'Proxy tokens live from 1 second to 1 hour.',
+                  HINT = 'Mint a new token before the old one expires.';
+    END IF;
+    SELECT * INTO s FROM nadi.sessions x WHERE x.session_id = _proxy_token_session.session_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'session % does not exist', session_id USING ERRCODE = 'NA002';
+    END IF;
+    IF s.state IN ('terminated', 'failed') THEN
+        RAISE EXCEPTION 'session % is %', session_id, s.state
+            USING ERRCODE = 'NA010', DETAIL = 'Proxy tokens are minted only for live sessions.';
+    END IF;
+    RETURN s;
+END
+$fn$;
+
+-- A token the tools of one sandbox present to the proxy.
+CREATE FUNCTION nadi.sandbox_token(session_id uuid, sandbox_id text,
+                                   ttl interval DEFAULT '15 minutes')
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s nadi.sessions;
+BEGIN
+    IF sandbox_id IS NULL OR sandbox_id !~ '^[A-Za-z0-9_-]{1,64}$' THEN
+        RAISE EXCEPTION 'invalid sandbox_id %', coalesce(quote_literal(sandbox_id), 'NULL')
+            USING ERRCODE = '22023',
+                  DETAIL = 'Sandbox ids are 1 to 64 letters, digits, "_" and "-", as nadi-sandboxd assigns them.';
+    END IF;
+    s := nadi._proxy_token_session(session_id, ttl);
+    RETURN nadi._token_mint_internal(s.tenant_id, 'sandbox:' || sandbox_id, 'sandbox', ttl,
+                           s.session_id, 'nadi-proxy');
+END
+$fn$;
+
+-- A token a cell sends with the model calls of one session.
+CREATE FUNCTION nadi.model_token(session_id uuid, ttl interval DEFAULT '15 minutes')
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s nadi.sessions;
+BEGIN
+    s := nadi._proxy_token_session(session_id, ttl);
+    RETURN nadi._token_mint_internal(s.tenant_id, 'model', 'session', ttl, s.session_id, 'nadi-proxy');
+END
+$fn$;
+
+-- The proxy's question before it forwards anything.  A refusal is an answer
+-- (allowed false, with an HTTP status and a stable code), not an error, so
+-- that its audit row commits.  sandbox_id is the sandbox whose socket the
+-- request came in on, NULL on the proxy's main listener (cells).
+CREATE FUNCTION nadi.proxy_authorize(token text, sandbox_id text, upstream text,
+                                     method text, path text, proxy_id text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    claims  jsonb;
+    tenant  text;
+    sid     uuid;
+    scope   text;
+    kind    text;
+    code    text;
+    status  integer := 403;
+    detail  text;
+    state   nadi.session_state;
+    id      bigint;
+BEGIN
+    IF proxy_id IS NULL OR proxy_id !~ '^[A-Za-z0-9._:-]{1,128}$' THEN
+        RAISE EXCEPTION 'invalid proxy_id' USING ERRCODE = '22023',
+            DETAIL = 'A proxy id is 1 to 128 letters, digits, ".", "_", ":" and "-".';
+    END IF;
+    IF upstream IS NULL OR length(upstream) > 63 OR method IS NULL OR method !~ '^[A-Z]{1,16}$'
+       OR path IS NULL OR path !~ '^/' THEN
+        RAISE EXCEPTION 'invalid upstream, method or path' USING ERRCODE = '22023',
+            DETAIL = 'The upstream is a configured name, the method an upper-case token, the path starts with "/".';
+    END IF;
+    IF sandbox_id IS NOT NULL AND sandbox_id !~ '^[A-Za-z0-9_-]{1,64}$' THEN
+        RAISE EXCEPTION 'invalid sandbox_id' USING ERRCODE = '22023';
+    END IF;
+    path := left(path, 2048);
+    kind := CASE WHEN sandbox_id IS NULL THEN 'model' ELSE 'sandbox' END;
+
+    BEGIN
+        claims := nadi.token_verify(token, 'nadi-proxy');
+    EXCEPTION
+        WHEN SQLSTATE 'NA021' THEN
+            code := 'token_expired'; status := 401; detail := 'The token has expired.';
+        WHEN SQLSTATE 'NA020' OR SQLSTATE 'NA022' OR SQLSTATE '22023' OR SQLSTATE '22004'
+             OR SQLSTATE '39004' THEN
+            GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
+            code := CASE WHEN detail LIKE '%audience%' THEN 'wrong_audience' ELSE 'token_invalid' END;
+            status := 401;
+            detail := coalesce(nullif(detail, ''), 'The token is not valid.');
+    END;
+
+    IF code IS NULL THEN
+        tenant := claims->>'tenant';
+        sid := (claims->>'sid')::uuid;
+        scope := claims->>'scope';
+        IF kind = 'sandbox' AND (scope <> 'sandbox' OR claims->>'sub' <> 'sandbox:' || sandbox_id) THEN
+            code := 'sandbox_mismatch';
+            detail := 'The token was not minted for the sandbox this request comes from.';
+        ELSIF kind = 'model' AND (scope <> 'session' OR claims->>'sub' <> 'model') THEN
+            code := 'scope_not_allowed';
+            detail := 'Only model tokens (nadi.model_token) are accepted outside a sandbox.';
+        ELSE
+            SELECT s.state INTO state FROM nadi.sessions s WHERE s.session_id = sid;
+            IF state IS NULL OR state IN ('terminated', 'failed') THEN
+                code := 'session_terminated';
+                detail := 'The token''s session is over.';
+            ELSIF NOT EXISTS (SELECT 1 FROM nadi.egress_rules e
+                              WHERE e.tenant_id IN (tenant, '*')
+                                AND e.upstream = proxy_authorize.upstream
+                                AND proxy_authorize.method = ANY (e.methods)
+                                AND starts_with(proxy_authorize.path, e.path_prefix)) THEN
+                code := 'not_allowed';
+                detail := format('Tenant %s may not send %s %s to upstream %s.',
+                                 quote_literal(tenant), method, path, quote_literal(upstream));
+            END IF;
+        END IF;
+    END IF;
+
+    INSERT INTO nadi.audit_log (at, actor, tenant_id, session_id, action, detail)
+    VALUES (nadi.now(), 'proxy:' || proxy_id, tenant, sid, 'proxy.request',
+            jsonb_strip_nulls(jsonb_build_object(
+                'upstream', upstream, 'method', method, 'path', path,
+                'sandbox_id', sandbox_id, 'kind', kind, 'jti', claims->>'jti',
+                'allowed', code IS NULL, 'code', code)))
+    RETURNING audit_id INTO id;
+
+    IF code IS NOT NULL THEN
+        RETURN jsonb_build_object('allowed', false, 'exchange_id', id, 'status', status,
+                                  'code', code, 'detail', detail);
+    END IF;
+    RETURN jsonb_build_object('allowed', true, 'exchange_id', id, 'tenant_id', tenant,
+                              'session_id', sid, 'sandbox_id', sandbox_id, 'scope', kind);
+END
+$fn$;
+
+-- The end of an allowed exchange: what the upstream answered and how much
+-- went each way.  error is NULL when the answer was passed on whole.
+CREATE FUNCTION nadi.proxy_finish(exchange_id bigint, status integer, bytes_up bigint,
+                                  bytes_down bigint, duration_ms double precision,
+                                  error text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    req nadi.audit_log;
+BEGIN
+    SELECT * INTO req FROM nadi.audit_log a
+    WHERE a.audit_id = proxy_finish.exchange_id AND a.action = 'proxy.request';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'exchange % does not exist', exchange_id USING ERRCODE = '22023',
+            HINT = 'Pass the exchange_id nadi.proxy_authorize() returned.';
+    END IF;
+    IF NOT (req.detail->>'allowed')::boolean THEN
+        RAISE EXCEPTION 'exchange % was refused', exchange_id USING ERRCODE = '22023';
+    END IF;
+    IF EXISTS (SELECT 1 FROM nadi.audit_log a
+               WHERE a.session_id IS NOT DISTINCT FROM req.session_id AND a.action = 'proxy.response'
+                 AND a.audit_id > req.audit_id
+                 AND (a.detail->>'exchange_id')::bigint = req.audit_id) THEN
+        RAISE EXCEPTION 'exchange % is already finished', exchange_id USING ERRCODE = '22023';
+    END IF;
+    IF status IS NOT NULL AND status NOT BETWEEN 100 AND 599 THEN
+        RAISE EXCEPTION 'invalid HTTP status %', status USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO nadi.audit_log (at, actor, tenant_id, session_id, action, detail)
+    VALUES (nadi.now(), req.actor, req.tenant_id, req.session_id, 'proxy.response',
+            jsonb_strip_nulls(jsonb_build_object(
+                'exchange_id', req.audit_id, 'upstream', req.detail->'upstream',
+                'status', status, 'bytes_up', greatest(bytes_up, 0),
+                'bytes_down', greatest(bytes_down, 0),
+                'duration_ms', round(greatest(duration_ms, 0)::numeric, 3),
+                'error', left(error, 1024))));
+END
+$fn$;
 
 ---------------------------------------------------------------------------
 -- Privileges: each role can EXECUTE only what it needs.
@@ -582,3 +896,19 @@ TO PUBLIC;
 
 -- Administrators may see which keys exist (never the secrets).
 GRANT SELECT ON nadi.signing_keys TO nadi_admin;
+
+GRANT EXECUTE ON FUNCTION
+    nadi.egress_allow(text, text, text[], text),
+    nadi.egress_revoke(text, text)
+TO nadi_admin;
+
+GRANT EXECUTE ON FUNCTION nadi.sandbox_token(uuid, text, interval)
+TO nadi_cell, nadi_sandbox_host, nadi_admin;
+
+GRANT EXECUTE ON FUNCTION nadi.model_token(uuid, interval)
+TO nadi_cell, nadi_admin;
+
+GRANT EXECUTE ON FUNCTION
+    nadi.proxy_authorize(text, text, text, text, text, text),
+    nadi.proxy_finish(bigint, integer, bigint, bigint, double precision, text)
+TO nadi_sandbox_host, nadi_admin;

@@ -310,9 +310,31 @@ nadi_key_rotate(PG_FUNCTION_ARGS)
  *                 ttl interval DEFAULT '1 hour', session_id uuid DEFAULT NULL,
  *                 audience text DEFAULT 'nadi') RETURNS text
  */
+static Datum token_mint(FunctionCallInfo fcinfo);
+
 PG_FUNCTION_INFO_V1(nadi_token_mint);
 Datum
 nadi_token_mint(PG_FUNCTION_ARGS)
+{
+	nadi_require_admin();
+	return token_mint(fcinfo);
+}
+
+/*
+ * nadi._token_mint_internal(): the same without the administrator check, for
+ * the SECURITY DEFINER functions that mint narrow tokens for other roles
+ * (nadi.sandbox_token, nadi.model_token).  Only the extension's owner may
+ * execute it.
+ */
+PG_FUNCTION_INFO_V1(nadi_token_mint_internal);
+Datum
+nadi_token_mint_internal(PG_FUNCTION_ARGS)
+{
+	return token_mint(fcinfo);
+}
+
+static Datum
+token_mint(FunctionCallInfo fcinfo)
 {
 	static SPIPlanPtr session_plan = NULL;
 	static SPIPlanPtr key_plan = NULL;
@@ -340,7 +362,6 @@ nadi_token_mint(PG_FUNCTION_ARGS)
 	size_t		token_len;
 	int			rc;
 
-	nadi_require_admin();
 	tenant = name_arg(fcinfo, 0, "tenant_id");
 	subject = name_arg(fcinfo, 1, "subject");
 	NADI_ARG_NOT_NULL(2, "scope");

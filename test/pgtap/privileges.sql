@@ -6,7 +6,7 @@
 -- for none.  Schema nadi is usable by PUBLIC (authenticate is public), so a
 -- role outside the nadi roles is stopped by the grants alone.
 BEGIN;
-SELECT plan(669);
+SELECT plan(759);
 
 ---------------------------------------------------------------------------
 -- Test roles: one member of each nadi role, and one of none
@@ -29,6 +29,7 @@ END $$;
 ---------------------------------------------------------------------------
 -- Fixture, as superuser: hosts, a session held by a cell, spare sessions
 ---------------------------------------------------------------------------
+SELECT nadi.key_create() IS NOT NULL AS fixture_key \gset
 SELECT host_id AS cell_host FROM nadi.cell_host_register('priv-cell-1', labels => '{"pgtap": "priv"}') \gset
 SELECT host_id AS sbx_host FROM nadi.sandbox_host_register('priv-sbx-1', labels => '{"pgtap": "priv"}') \gset
 -- s_held (the cell's) and s_adm (the admin's): placed on priv-cell-1 and
@@ -174,6 +175,27 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
       $$SELECT nadi.token_mint('acme', 'mallory', 'admin', '1 hour')$$, '42501', '42501', '42501', 'ok'),
  (62, 'key_rotate', 'nadi.key_rotate(interval)',
       $$SELECT nadi.key_rotate()$$, '42501', '42501', '42501', 'ok'),
+ -- egress: rules are the administrator's; the sandbox host's proxy
+ -- authorizes; cells and sandbox hosts mint sandbox tokens, cells model tokens
+ (63, 'egress_allow', 'nadi.egress_allow(text, text, text[], text)',
+      $$SELECT nadi.egress_allow('acme', 'priv-api')$$, '42501', '42501', '42501', 'ok'),
+ (64, 'egress_revoke', 'nadi.egress_revoke(text, text)',
+      $$SELECT nadi.egress_revoke('acme', 'priv-api')$$, '42501', '42501', '42501', 'ok'),
+ (65, 'sandbox_token', 'nadi.sandbox_token(uuid, text, interval)',
+      $$SELECT nadi.sandbox_token('{S}', 'priv-sbx')$$, '42501', 'ok', 'ok', 'ok'),
+ (66, 'model_token', 'nadi.model_token(uuid, interval)',
+      $$SELECT nadi.model_token('{S}')$$, '42501', 'ok', '42501', 'ok'),
+ (67, 'proxy_authorize', 'nadi.proxy_authorize(text, text, text, text, text, text)',
+      $$SELECT nadi.proxy_authorize('garbage', NULL, 'priv-api', 'GET', '/', 'priv')$$,
+      '42501', '42501', 'ok', 'ok'),
+ (68, 'proxy_finish', 'nadi.proxy_finish(bigint, integer, bigint, bigint, double precision, text)',
+      $$SELECT nadi.proxy_finish(0, 200, 0, 0, 0)$$, '42501', '42501', '22023', '22023'),
+ -- internal: the owner's alone
+ (69, '_token_mint_internal', 'nadi._token_mint_internal(text, text, text, interval, uuid, text)',
+      $$SELECT nadi._token_mint_internal('acme', 'x', 'admin', '1 hour', NULL, 'nadi')$$,
+      '42501', '42501', '42501', '42501'),
+ (70, '_proxy_token_session', 'nadi._proxy_token_session(uuid, interval)',
+      $$SELECT nadi._proxy_token_session('{S}', '1 minute')$$, '42501', '42501', '42501', '42501'),
  -- last: the cell lets go of its session
  (90, 'lease_release', 'nadi.lease_release(uuid, bigint)',
       $$SELECT nadi.lease_release('{S}', 1)$$, '42501', 'ok', '42501', 'ok');
@@ -225,6 +247,7 @@ INSERT INTO tables VALUES
     ('sandbox_hosts',  false, true,  false, true),
     ('audit_log',      false, false, false, true),
     ('signing_keys',   false, false, false, true),
+    ('egress_rules',   false, false, false, true),
     ('signing_key_secrets', false, false, false, false);
 
 SELECT table_privs_are('nadi', t.tname, r.role, CASE WHEN r.can THEN ARRAY['SELECT'] ELSE '{}'::text[] END,

@@ -1,7 +1,7 @@
 -- Schema: tables, keys, types, the SQL API's signatures, who may EXECUTE
 -- what by default, and row-level security being switched on.
 BEGIN;
-SELECT plan(128);
+SELECT plan(138);
 
 ---------------------------------------------------------------------------
 -- Schema and tables
@@ -11,7 +11,7 @@ SELECT has_extension('nadi');
 
 SELECT has_table('nadi', t, format('table nadi.%s exists', t))
 FROM unnest(ARRAY['sessions', 'events', 'command_inbox', 'cell_hosts', 'session_leases',
-                  'sandbox_hosts', 'audit_log', 'signing_keys', 'signing_key_secrets']) AS t;
+                  'sandbox_hosts', 'audit_log', 'signing_keys', 'signing_key_secrets', 'egress_rules']) AS t;
 
 SELECT has_sequence('nadi', 'command_id_seq', 'sequence nadi.command_id_seq exists');
 
@@ -20,7 +20,7 @@ SELECT set_eq(
     $$SELECT c.relname::text FROM pg_class c
       WHERE c.relnamespace = 'nadi'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')$$,
     ARRAY['sessions', 'events', 'command_inbox', 'cell_hosts', 'session_leases',
-          'sandbox_hosts', 'audit_log', 'signing_keys', 'signing_key_secrets'],
+          'sandbox_hosts', 'audit_log', 'signing_keys', 'signing_key_secrets', 'egress_rules'],
     'nadi has exactly the expected tables');
 
 ---------------------------------------------------------------------------
@@ -141,7 +141,17 @@ INSERT INTO api VALUES
     ('authenticate',             ARRAY['text', 'boolean']),
     ('jwks',                     ARRAY[]::text[]),
     ('current_tenant',           ARRAY[]::text[]),
-    ('current_claims',           ARRAY[]::text[]);
+    ('current_claims',           ARRAY[]::text[]),
+    -- egress through the credentials proxy
+    ('egress_allow',             ARRAY['text', 'text', 'text[]', 'text']),
+    ('egress_revoke',            ARRAY['text', 'text']),
+    ('sandbox_token',            ARRAY['uuid', 'text', 'interval']),
+    ('model_token',              ARRAY['uuid', 'interval']),
+    ('proxy_authorize',          ARRAY['text', 'text', 'text', 'text', 'text', 'text']),
+    ('proxy_finish',             ARRAY['bigint', 'integer', 'bigint', 'bigint', 'double precision', 'text']),
+    -- internal (owner only)
+    ('_token_mint_internal',     ARRAY['text', 'text', 'text', 'interval', 'uuid', 'text']),
+    ('_proxy_token_session',     ARRAY['uuid', 'interval']);
 
 SELECT has_function('nadi', fname, args,
                     format('function nadi.%s(%s) exists', fname, array_to_string(args, ', ')))
@@ -172,12 +182,20 @@ SELECT is_empty(
       WHERE p.pronamespace = 'nadi'::regnamespace AND p.prosecdef
         AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c = 'search_path=pg_catalog, pg_temp')$$,
     'every SECURITY DEFINER function in nadi runs with search_path = pg_catalog, pg_temp');
--- (in C, so no function body resolves names at run time either)
+-- They are in C, or in PL/pgSQL (the egress functions) whose bodies name
+-- nadi's objects with the schema: with pg_catalog first and pg_temp never
+-- searched for functions or operators, no name in them can be redirected.
 SELECT is_empty(
     $$SELECT p.oid::regprocedure FROM pg_proc p
       WHERE p.pronamespace = 'nadi'::regnamespace AND p.prosecdef
-        AND p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'c')$$,
-    'every SECURITY DEFINER function in nadi is written in C');
+        AND p.prolang NOT IN (SELECT oid FROM pg_language WHERE lanname IN ('c', 'plpgsql'))$$,
+    'every SECURITY DEFINER function in nadi is written in C or PL/pgSQL');
+SELECT is_empty(
+    $$SELECT p.oid::regprocedure FROM pg_proc p
+      WHERE p.pronamespace = 'nadi'::regnamespace AND p.prosecdef
+        AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'plpgsql')
+        AND p.prosrc ~* '(from|join)\s+(?!nadi\.)[a-z_]+\s'$$,
+    'the PL/pgSQL ones name every table with its schema');
 
 ---------------------------------------------------------------------------
 -- EXECUTE: revoked from PUBLIC but for the few meant for everyone
