@@ -199,6 +199,54 @@ abort_requested(void)
 }
 
 /*
+ * A token for the credentials proxy, minted in Postgres: the session's model
+ * token, or the token of its sandbox.  Tokens live 15 minutes and are minted
+ * again after half of that, so a busy session mints a few an hour, not one
+ * per call.  NULL (err says why) when none can be minted; a failure is
+ * logged once and tried again after PROXY_TOKEN_RETRY_US.
+ */
+#define PROXY_TOKEN_RENEW_US	(450 * USECS_PER_SEC)
+#define PROXY_TOKEN_RETRY_US	(30 * USECS_PER_SEC)
+
+static const char *
+agent_proxy_token(CellSession *s, bool model, char *err, size_t errlen)
+{
+	ProxyToken *t = model ? &s->model_token : &s->sandbox_token;
+	TimestampTz now = GetCurrentTimestamp();
+	const char *args[2] = {s->id_text, s->sandbox_id};
+	StoreResult r;
+	const char *tok;
+
+	if (now < t->renew_at && (model || strcmp(t->sandbox_id, s->sandbox_id) == 0))
+	{
+		if (t->token[0])
+			return t->token;
+		strlcpy(err, t->error, errlen);
+		return NULL;
+	}
+	t->token[0] = '\0';
+	strlcpy(t->sandbox_id, s->sandbox_id, sizeof(t->sandbox_id));
+	r = model ? store_exec("SELECT nadi.model_token($1::uuid) AS token", 1, args)
+		: store_exec("SELECT nadi.sandbox_token($1::uuid, $2) AS token", 2, args);
+	tok = json_string_value(json_object_get(json_array_get(r.rows, 0), "token"));
+	if (r.sqlerrcode != 0 || tok == NULL || strlen(tok) >= sizeof(t->token))
+	{
+		snprintf(t->error, sizeof(t->error), "cannot mint a %s token for the credentials proxy: %s",
+				 model ? "model" : "sandbox", r.sqlerrcode ? r.message : "no usable token");
+		ereport(LOG, (errmsg("nadi cell: session %s: %s", s->id_text, t->error)));
+		strlcpy(err, t->error, errlen);
+		t->renew_at = now + PROXY_TOKEN_RETRY_US;
+	}
+	else
+	{
+		strlcpy(t->token, tok, sizeof(t->token));
+		t->renew_at = now + PROXY_TOKEN_RENEW_US;
+	}
+	store_result_free(&r);
+	return t->token[0] ? t->token : NULL;
+}
+
+/*
  * Run a tool on the session's sandbox host.  Returns 0 and sets *result
  * ({ok, result, ...}); -EAGAIN when the sandbox host could not be reached
  * (the command should be retried); another negative errno for a call the
@@ -243,6 +291,17 @@ agent_tool(CellSession *s, const char *name, json_t *args, json_t **result, char
 	snprintf(url, sizeof(url), "%s/v1/sandboxes/%s/tools/%s", base, s->sandbox_id, name);
 	{
 		json_t	   *req = json_pack("{s:O}", "args", args);
+
+		/* the tools' way out: a token the credentials proxy accepts from this sandbox only */
+		if (nadi_proxy_tokens)
+		{
+			char		why[512];
+			const char *tok = agent_proxy_token(s, false, why, sizeof(why));
+
+			/* without one the tool runs all the same, with no way out */
+			if (tok)
+				json_object_set_new(req, "proxy_token", json_string(tok));
+		}
 
 		r = http_json("POST", url, nadi_sandboxd_token, req, nadi_tool_timeout_ms, 4 << 20,
 					  abort_requested, &status, &resp, err, errlen);
@@ -416,7 +475,7 @@ needs_permission(CellSession *s, const char *tool)
 ModelConfig
 agent_model_config(void)
 {
-	ModelConfig cfg = {nadi_model_provider, nadi_model_url, nadi_model_name, nadi_tool_timeout_ms};
+	ModelConfig cfg = {nadi_model_provider, nadi_model_url, nadi_model_name, nadi_tool_timeout_ms, NULL};
 
 	return cfg;
 }
@@ -458,6 +517,12 @@ agent_converse(CellSession *s, int64 cmd, json_t *pending_call)
 			if (slow ? agent_cancelled(s, cmd) : agent_cancel_point(s, cmd))
 				return;
 			model_delay(s->messages);
+			if (nadi_proxy_tokens && cfg.provider && strcmp(cfg.provider, "openai") == 0 &&
+				(cfg.token = agent_proxy_token(s, true, err, sizeof(err))) == NULL)
+			{
+				agent_fail(s, cmd, "model_error", err, true);
+				return;
+			}
 			r = model_step(&cfg, s->messages, NULL, &reply, err, sizeof(err));
 			/* a cancel that came during a slow step stops the command here */
 			if (slow && r >= 0 && agent_cancelled(s, cmd))

@@ -40,6 +40,7 @@ char	   *nadi_sandbox_image = NULL;
 int			nadi_tool_timeout_ms = 30000;
 char	   *nadi_model_provider = NULL;
 char	   *nadi_model_url = NULL;
+bool		nadi_proxy_tokens = true;
 char	   *nadi_model_name = NULL;
 int			nadi_model_max_steps = 8;
 
@@ -95,6 +96,11 @@ cell_define_gucs(void)
 							   "Model name sent to the chat-completions API.",
 							   NULL, &nadi_model_name, "default",
 							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("nadi.proxy_tokens",
+							 "Mint short-lived tokens for the credentials proxy: one sent with each model call, one passed with each tool call.",
+							 "Model calls with nadi.model = openai fail without a signing key while this is on; tool calls go on without a token.",
+							 &nadi_proxy_tokens, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("nadi.model_max_steps",
 							"Most model steps (tool round trips) one message command may take.",
 							NULL, &nadi_model_max_steps, 8, 1, 100,

@@ -27,8 +27,22 @@ extern char *nadi_model_provider;
 extern char *nadi_model_url;
 extern char *nadi_model_name;
 extern int	nadi_model_max_steps;
+extern bool nadi_proxy_tokens;
 
 extern void cell_define_gucs(void);
+
+/*
+ * A token for the credentials proxy (nadi.model_token, nadi.sandbox_token),
+ * kept until half its life is gone.  Tokens are at most a few hundred bytes;
+ * longer ones are not cached.
+ */
+typedef struct ProxyToken
+{
+	char		token[1024];
+	char		sandbox_id[128];	/* the sandbox a sandbox token is for */
+	TimestampTz renew_at;		/* with a token: mint a new one from then on */
+	char		error[256];		/* without: why minting failed, retried after renew_at */
+} ProxyToken;
 
 /* A session this worker holds the lease of. */
 typedef struct CellSession
@@ -45,6 +59,8 @@ typedef struct CellSession
 	json_t	   *pending;		/* writes not yet committed: [[sql, [args]], ...] */
 	bool		batched;		/* defer writes to the round's group commit */
 	bool		listed;			/* seen in this round's listing */
+	ProxyToken	model_token;	/* sent with model calls */
+	ProxyToken	sandbox_token;	/* passed with tool calls, for the tools' egress */
 } CellSession;
 
 /* store.c: each call runs in a transaction of its own */

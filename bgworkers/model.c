@@ -167,7 +167,7 @@ model_openai_step(const ModelConfig *cfg, json_t *messages, json_t *tools, json_
 					"messages", openai_messages(messages));
 	if (tools && json_array_size(tools) > 0)
 		json_object_set(req, "tools", tools);
-	r = http_json("POST", url, NULL, req, cfg->timeout_ms, 4 * 1024 * 1024, NULL,
+	r = http_json("POST", url, cfg->token, req, cfg->timeout_ms, 4 * 1024 * 1024, NULL,
 				  &status, &resp, err, errlen);
 	json_decref(req);
 	if (r < 0)

@@ -15,6 +15,7 @@ typedef struct ModelConfig
 	const char *url;			/* openai: base URL of a chat-completions API */
 	const char *model;			/* openai: model name */
 	long		timeout_ms;
+	const char *token;			/* openai: bearer token for the credentials proxy, or NULL */
 } ModelConfig;
 
 /*

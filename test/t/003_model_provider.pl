@@ -1,7 +1,8 @@
 # The OpenAI-compatible model provider: the cell speaks chat completions with
 # tool calling to nadi.model_url (in production the credentials proxy, which
 # adds the API key; here a loopback endpoint that answers like a provider and
-# records what it was sent), and never sends a key itself.
+# records what it was sent), and never sends a key itself: only a short-lived
+# model token (nadi.model_token) the proxy checks before it adds the key.
 use strict;
 use warnings;
 use IO::Socket::INET;
@@ -56,6 +57,21 @@ nadi.lease_ttl = '3s'
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION nadi');
 
+# Without a signing key no model token can be minted: the command fails
+# (retryably) and nothing reaches the provider.
+my $nokey = $node->safe_psql('postgres', "SELECT session_id FROM nadi.session_create('acme')");
+my $c0 = $node->safe_psql('postgres',
+	"SELECT command_id FROM nadi.command_enqueue('$nokey', 'message', '{\"text\": \"hello\"}')");
+$node->poll_query_until('postgres',
+	"SELECT count(*) > 0 FROM nadi.events WHERE session_id = '$nokey' AND kind = 'command.failed'")
+  or die 'the command did not fail without a signing key';
+like($node->safe_psql('postgres',
+	"SELECT payload::text FROM nadi.events WHERE session_id = '$nokey' AND kind = 'command.failed' LIMIT 1"),
+	qr/cannot mint a model token/, 'no signing key: the command fails with the reason');
+ok(!-e $log, 'no signing key: nothing was sent to the provider');
+$node->safe_psql('postgres', "SELECT nadi.session_terminate('$nokey')");
+$node->safe_psql('postgres', 'SELECT nadi.key_create()');
+
 my $sid = $node->safe_psql('postgres',
 	"SELECT session_id FROM nadi.session_create('acme', policy => '{\"require_approval\": [\"exec\"]}')");
 my $c = $node->safe_psql('postgres',
@@ -78,7 +94,16 @@ my $sent = slurp_file($log);
 like($sent, qr{POST /v1/chat/completions}, 'chat completions endpoint');
 like($sent, qr{"model":\s*"test-model"}, 'configured model name');
 like($sent, qr{who am I\?}, 'the user message was sent');
-unlike($sent, qr{Authorization}i, 'the cell sends no API key');
+my @tokens = $sent =~ m{^Authorization: Bearer (\S+)\r$}mgi;
+ok(@tokens >= 2, 'every model call carries a bearer token');
+my @claims = map {
+	$node->safe_psql('postgres',
+		"SELECT c->>'scope' || ' ' || (c->>'sub') || ' ' || (c->>'sid') FROM nadi.token_verify('$_', 'nadi-proxy') c")
+} @tokens;
+is_deeply(\@claims, [ map { "session model $sid" } @tokens ],
+	'it is the session\'s model token for the credentials proxy (nadi.model_token)');
+is(scalar(keys %{ { map { $_ => 1 } @tokens } }), 1, 'one token serves the session\'s calls until half its life is gone');
+unlike($sent, qr{sk-|api[_-]?key}i, 'the cell sends no API key');
 
 $node->stop;
 kill 'TERM', $pid;
