@@ -1,0 +1,199 @@
+/*
+ * gitd.h — shared declarations of nadi-gitd, the git mirror of a sandbox
+ * host: configuration, logging, small helpers, the git runner, the mirror
+ * registry and the scheduler.  Each concern lives in its own .c file; this
+ * header is the one place their interfaces meet.
+ */
+#ifndef GITD_H
+#define GITD_H
+
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#define GITD_VERSION "0.1.0"
+#define GITD_SANDBOX_ROOT "/srv/nadi-git"   /* where sandboxd mounts MIRROR_DIR */
+#define GITD_REGISTRY ".repos.json"         /* repositories added through the API */
+#define GITD_NAME_MAX 100
+#define GITD_URL_MAX 4096
+#define GITD_BODY_MAX (64u << 10)           /* request bodies */
+#define GITD_ERR_MAX 4096                   /* bytes of git's stderr kept */
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _printf_(a, b) __attribute__((format(printf, a, b)))
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* ---- logging (log.c) ---------------------------------------------------- */
+
+enum { GITD_LOG_ERR = 3, GITD_LOG_WARNING = 4, GITD_LOG_NOTICE = 5, GITD_LOG_INFO = 6, GITD_LOG_DEBUG = 7 };
+
+extern int gitd_log_level;
+void gitd_log(int level, const char *fmt, ...) _printf_(2, 3);
+#define log_error(...) gitd_log(GITD_LOG_ERR, __VA_ARGS__)
+#define log_warning(...) gitd_log(GITD_LOG_WARNING, __VA_ARGS__)
+#define log_notice(...) gitd_log(GITD_LOG_NOTICE, __VA_ARGS__)
+#define log_info(...) gitd_log(GITD_LOG_INFO, __VA_ARGS__)
+#define log_debug(...) gitd_log(GITD_LOG_DEBUG, __VA_ARGS__)
+
+/* ---- configuration (config.c) ------------------------------------------ */
+
+struct repo_spec {
+	char *name;
+	char *url;
+};
+
+struct gitd_config {
+	char *config_file;
+	char *mirror_dir;          /* absolute */
+	char *listen_unix;
+	char *listen_tcp;          /* "PORT" or "IPV4:PORT" */
+	char *token_file;
+	char *git_path;            /* "git": searched in PATH */
+	uint64_t fetch_interval_ms; /* 0: no periodic fetches */
+	uint64_t fetch_timeout_ms;
+	uint64_t max_repos;
+	uint64_t max_parallel_fetches;
+	uint64_t max_connections;
+	struct repo_spec *repos;   /* configured repositories */
+	size_t n_repos;
+};
+
+extern struct gitd_config cfg;
+
+int config_parse_args(int argc, char **argv);
+int config_finish(void);
+/* The bearer token (SIGHUP re-reads it); true when none is configured. */
+bool config_token_matches(const char *presented);
+int config_reload_token(void);
+
+/* ---- helpers (util.c) --------------------------------------------------- */
+
+void freep(void *p);
+void closep(int *fd);
+int parse_duration_ms(const char *s, uint64_t *ret);
+int read_full_file(int dirfd, const char *path, char **ret, size_t *ret_len, size_t max);
+int write_file_atomic(int dirfd, const char *path, const void *data, size_t len, mode_t mode);
+int rm_rf_at(int dirfd, const char *name);
+char *xasprintf(const char *fmt, ...) _printf_(1, 2);
+bool ct_equal(const void *a, size_t alen, const void *b, size_t blen);
+void iso8601(time_t t, char buf[32]);
+uint64_t now_ms(void);
+/* Valid UTF-8 without control characters (but \n, \t), trimmed; a new string. */
+char *text_clean(const char *s, size_t len);
+
+/* ---- git subprocesses (git.c) ------------------------------------------- */
+
+struct git_result {
+	int exit_status;      /* exit code, or -1 when killed by a signal */
+	int signal;
+	bool timed_out;
+	bool cancelled;       /* the daemon is stopping */
+	char *out;            /* stdout, at most out_max bytes kept */
+	size_t out_len;
+	size_t out_lines;     /* newlines in all of stdout, kept or not */
+	char *err;            /* stderr, cleaned and trimmed (last GITD_ERR_MAX bytes) */
+};
+
+/*
+ * Run `git ARGS...` (cfg.git_path, a sanitised environment, no terminal,
+ * its own process group) and wait at most timeout_ms.  0 when it ran (see
+ * res->exit_status), negative errno when it could not be started.
+ */
+int git_run(const char *const *args, uint64_t timeout_ms, size_t out_max, struct git_result *res);
+void git_result_done(struct git_result *res);
+/* Shutdown: no new git processes; signal the running ones. */
+void git_stop_all(int sig);
+unsigned git_running(void);
+
+/* ---- mirrors on disk (mirror.c) ----------------------------------------- */
+
+struct mirror_info {
+	char head[65];        /* "" when HEAD does not resolve */
+	uint64_t refs;
+};
+
+int mirror_init(void);   /* open MIRROR_DIR, remove leftovers of a crash */
+bool mirror_exists(const char *name, time_t *mtime);
+/* Clone url into a temporary directory and rename it to NAME.git. */
+int mirror_clone(const char *name, const char *url, char **err);
+/* git fetch --prune in NAME.git; the mirror stays as it was on failure. */
+int mirror_fetch(const char *name, const char *url, char **err);
+int mirror_inspect(const char *name, struct mirror_info *info);
+/*
+ * Deletion in two steps: detach renames NAME.git to a ".del-" name (the
+ * name is free at once; NULL with errno ENOENT when there was no mirror),
+ * purge removes that directory (slow for a large mirror).
+ */
+char *mirror_detach(const char *name);
+int mirror_purge(const char *aside);
+int mirror_dirfd(void);
+char *mirror_path(const char *name);
+
+/* ---- the registry (repo.c) ---------------------------------------------- */
+
+enum repo_state { REPO_NEW, REPO_FETCHING, REPO_READY, REPO_FAILED };
+
+struct repo;
+
+bool repo_name_valid(const char *name);
+/* NULL when url may be mirrored, else why not (a static string). */
+const char *repo_url_problem(const char *url);
+
+int repo_init(void);                  /* registry file + configured repos + mirrors on disk */
+void repo_done(void);
+size_t repo_count(void);
+size_t repo_fetching_count(void);
+
+struct repo *repo_get(const char *name);   /* a new reference, NULL if unknown */
+void repo_unref(struct repo *r);
+json_t *repo_json(struct repo *r);
+json_t *repo_list_json(void);
+
+enum repo_add_result {
+	REPO_ADDED, REPO_ALREADY, REPO_CONFLICT, REPO_DELETING, REPO_FULL, REPO_ADD_FAILED, REPO_GONE, REPO_CANCELLED
+};
+/* Add and clone (synchronously); *ret gets a reference on ADDED/ALREADY. */
+enum repo_add_result repo_add(const char *name, const char *url, struct repo **ret, char **err);
+/*
+ * Fetch now, or wait for the fetch in flight and share its result.  0 on
+ * success, -EIO with *err set when git failed, -ENOENT when the repository
+ * was deleted, -ECANCELED when the daemon is stopping.
+ */
+int repo_fetch(struct repo *r, char **err);
+int repo_delete(const char *name);
+/* Scheduler hooks: run the first inspections, queue what is due. */
+void repo_inspect_adopted(void);
+uint64_t repo_queue_due(uint64_t now);    /* returns ms until the next is due */
+void repo_run_queued(struct repo *r);     /* a worker's job; drops the queue's reference */
+
+/* ---- .repos.json (persist.c) ------------------------------------------- */
+
+int persist_load(json_t **ret);          /* the array of {name, url} */
+int persist_save(json_t *list);
+
+/* ---- scheduler and fetch slots (sched.c) -------------------------------- */
+
+int sched_start(void);
+void sched_stop(void);
+int sched_enqueue(struct repo *r);       /* takes the reference on success */
+int slot_acquire(void);                  /* -ECANCELED when stopping */
+void slot_release(void);
+extern atomic_bool gitd_stopping;   /* set once, on SIGTERM */
+
+/* ---- HTTP (http.c, api.c) ----------------------------------------------- */
+
+int http_init(void);
+void http_quiesce(void);
+void http_done(void);
+
+#endif

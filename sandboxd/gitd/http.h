@@ -1,0 +1,27 @@
+/*
+ * http.h — the libmicrohttpd adapter of nadi-gitd.  Each listener (unix
+ * socket, TCP) is an MHD daemon with a thread per connection, so a handler
+ * may block until a clone or fetch is done; max_connections bounds the
+ * threads.  A handler answers once through one of the http_reply_* calls.
+ */
+#ifndef GITD_HTTP_H
+#define GITD_HTTP_H
+
+#include <jansson.h>
+
+struct http_req;
+
+const char *http_method(const struct http_req *r);
+const char *http_path(const struct http_req *r);
+/* The body as a JSON object; answers 400 invalid_json itself and returns NULL on error. */
+json_t *http_body_json(struct http_req *r);
+
+void http_reply_json(struct http_req *r, unsigned status, json_t *body);   /* steals body */
+void http_reply_problem(struct http_req *r, unsigned status, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void http_reply_empty(struct http_req *r, unsigned status);
+void http_add_header(struct http_req *r, const char *name, const char *value);
+
+void api_dispatch(struct http_req *r);
+
+#endif

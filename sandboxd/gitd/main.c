@@ -1,0 +1,90 @@
+/*
+ * main.c — nadi-gitd: configuration, start-up order, signals, shutdown,
+ * sd_notify.  The main thread only waits for signals; HTTP connections have
+ * their threads (http.c), background fetches theirs (sched.c).
+ *
+ * SIGTERM or SIGINT: stop accepting connections, stop the running git
+ * processes (SIGTERM, SIGKILL after a grace period), answer what is still
+ * waiting, exit 0.  SIGHUP re-reads the token file.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#else
+#define sd_notify(unset, state) ((void)(unset), (void)(state), 0)
+#define sd_notifyf(unset, fmt, ...) ((void)(unset), 0)
+#endif
+
+#include "gitd.h"
+
+int
+main(int argc, char **argv)
+{
+	sigset_t mask;
+	int r, sig = 0;
+
+	/* Mirrors must be readable by every sandbox user: dirs 0755, files 0644. */
+	umask(022);
+	r = config_parse_args(argc, argv);
+	if (r < 0)
+		return 2;
+	r = config_finish();
+	if (r < 0)
+		return 2;
+
+	/* Before any thread exists, so that every thread inherits the mask. */
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &mask, NULL);
+
+	log_notice("nadi-gitd %s starting (mirrors in %s)", GITD_VERSION, cfg.mirror_dir);
+	r = repo_init();
+	if (r < 0) {
+		log_error("start-up failed");
+		return 1;
+	}
+	r = http_init();
+	if (r >= 0)
+		r = sched_start();
+	if (r < 0) {
+		errno = -r;
+		log_error("start-up failed: %m");
+		atomic_store(&gitd_stopping, true);
+		git_stop_all(SIGKILL);
+		sched_stop();
+		http_done();
+		return 1;
+	}
+	sd_notifyf(0, "READY=1\nSTATUS=Mirroring %zu repositories", repo_count());
+	log_notice("ready: %zu repositories", repo_count());
+
+	for (;;) {
+		siginfo_t si;
+		sig = sigwaitinfo(&mask, &si);
+		if (sig < 0)
+			continue; /* EINTR */
+		if (sig == SIGHUP) {
+			if (config_reload_token() == 0 && cfg.token_file)
+				log_notice("token reloaded from %s", cfg.token_file);
+			continue;
+		}
+		break;
+	}
+
+	log_notice("%s: stopping", strsignal(sig));
+	sd_notify(0, "STOPPING=1\nSTATUS=Stopping");
+	atomic_store(&gitd_stopping, true);
+	http_quiesce();
+	git_stop_all(SIGTERM);
+	sched_stop();   /* workers end when their git has */
+	http_done();    /* handlers too: their fetches are ending the same way */
+	repo_done();
+	log_notice("stopped");
+	return 0;
+}
