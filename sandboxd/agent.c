@@ -8,12 +8,21 @@
  * so no process outlives the call that started it.  EOF on stdin means the
  * daemon wants the container gone (or died): kill everything and exit.
  *
+ * With --proxy-relay it also runs the sandbox's one way out: a thread that
+ * listens on 127.0.0.1:3128 and relays each connection to the credentials
+ * proxy's unix socket bound at /.nadi/proxy.  A thread of PID 1, not a
+ * child, so that kill(-1) after each call spares it, no tool process can
+ * signal or trace it, and it dies with the container.
+ *
  * Built statically so that it runs in any image, busybox included.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,8 +32,11 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/resource.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -446,6 +458,197 @@ close_all: {
 	free(se.buf);
 }
 
+/* ---- the egress relay ------------------------------------------------------ */
+
+#define RELAY_BUF 16384
+
+/* Bytes read from fd[i], waiting to be written to fd[1 - i]. */
+struct relay_half {
+	size_t off, len;
+	int eof;           /* fd[i] said EOF */
+	int shut;          /* ... and fd[1 - i] got shutdown(SHUT_WR) */
+	char buf[RELAY_BUF];
+};
+
+struct relay_conn {
+	int fd[2];         /* 0: the client in the container, 1: the proxy's socket */
+	struct relay_half h[2];
+};
+
+static void
+relay_close(struct relay_conn **slot)
+{
+	close((*slot)->fd[0]);
+	close((*slot)->fd[1]);
+	free(*slot);
+	*slot = NULL;
+}
+
+/* A new client: connect it to the proxy's socket, or hang up at once. */
+static void
+relay_accept(int lfd, struct relay_conn **conns)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct relay_conn *c;
+	size_t i;
+	int cfd, ufd;
+
+	cfd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (cfd < 0)
+		return;
+	for (i = 0; i < SBX_PROXY_MAX_CONNS && conns[i]; i++)
+		;
+	snprintf(sa.sun_path, sizeof sa.sun_path, "%s/%s", SBX_PROXY_MOUNT, SBX_PROXY_SOCKET);
+	ufd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	/* No socket (no proxy running), a refusal or a full backlog: the client sees a closed connection. */
+	if (i == SBX_PROXY_MAX_CONNS || ufd < 0 || connect(ufd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+	    !(c = calloc(1, sizeof *c))) {
+		if (ufd >= 0)
+			close(ufd);
+		close(cfd);
+		return;
+	}
+	c->fd[0] = cfd;
+	c->fd[1] = ufd;
+	conns[i] = c;
+}
+
+/* Move what can be moved; returns -1 when the connection is finished or broken. */
+static int
+relay_pump(struct relay_conn *c)
+{
+	for (int i = 0; i < 2; i++) {
+		struct relay_half *h = &c->h[i];
+		int to = c->fd[1 - i];
+
+		for (;;) {
+			if (h->off < h->len) {
+				ssize_t k = send(to, h->buf + h->off, h->len - h->off, MSG_NOSIGNAL | MSG_DONTWAIT);
+				if (k < 0 && errno == EINTR)
+					continue;
+				if (k < 0 && errno == EAGAIN)
+					break;
+				if (k < 0)
+					return -1;
+				h->off += (size_t)k;
+				continue;
+			}
+			h->off = h->len = 0;
+			if (h->eof)
+				break;
+			ssize_t n = recv(c->fd[i], h->buf, sizeof h->buf, MSG_DONTWAIT);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 && errno == EAGAIN)
+				break;
+			if (n < 0)
+				return -1;
+			if (n == 0) {
+				h->eof = 1;
+				break;
+			}
+			h->len = (size_t)n;
+		}
+		/* Half-close: pass the EOF on once everything before it is written. */
+		if (h->eof && h->off == h->len && !h->shut) {
+			shutdown(to, SHUT_WR);
+			h->shut = 1;
+		}
+	}
+	return c->h[0].shut && c->h[1].shut ? -1 : 0;
+}
+
+static void *
+relay_main(void *arg)
+{
+	static struct relay_conn *conns[SBX_PROXY_MAX_CONNS];
+	int lfd = (int)(intptr_t)arg;
+
+	for (;;) {
+		struct pollfd pf[1 + 2 * SBX_PROXY_MAX_CONNS];
+		size_t n = 0, used = 0;
+
+		for (size_t i = 0; i < SBX_PROXY_MAX_CONNS; i++) {
+			struct relay_conn *c = conns[i];
+			for (int k = 0; k < 2; k++) {
+				short ev = 0;
+				if (c && !c->h[k].eof && c->h[k].len == 0)
+					ev |= POLLIN;
+				if (c && c->h[1 - k].off < c->h[1 - k].len)
+					ev |= POLLOUT;
+				/* A negative fd is skipped: no POLLHUP spinning on a side we do not wait for. */
+				pf[1 + 2 * i + (size_t)k] = (struct pollfd){ev ? c->fd[k] : -1, ev, 0};
+			}
+			used += c != NULL;
+		}
+		/* At the limit, further clients wait in the listen backlog. */
+		pf[0] = (struct pollfd){used < SBX_PROXY_MAX_CONNS ? lfd : -1, POLLIN, 0};
+		n = 1 + 2 * SBX_PROXY_MAX_CONNS;
+		if (poll(pf, (nfds_t)n, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			perror("nadi-sbx-init: relay: poll");
+			return NULL;
+		}
+		for (size_t i = 0; i < SBX_PROXY_MAX_CONNS; i++)
+			if (conns[i] && (pf[1 + 2 * i].revents || pf[2 + 2 * i].revents) && relay_pump(conns[i]) < 0)
+				relay_close(&conns[i]);
+		if (pf[0].revents & POLLIN)
+			relay_accept(lfd, conns);
+	}
+}
+
+/* lo is up under nspawn --private-network; say so plainly if it is not. */
+static void
+loopback_up(void)
+{
+	struct ifreq ifr = {0};
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return;
+	snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+	if (ioctl(fd, SIOCGIFFLAGS, &ifr) == 0 && !(ifr.ifr_flags & IFF_UP)) {
+		ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+		if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
+			perror("nadi-sbx-init: relay: the loopback interface is down and cannot be brought up "
+			       "(needs CAP_NET_ADMIN)");
+	}
+	close(fd);
+}
+
+/* Listen on 127.0.0.1:SBX_PROXY_PORT and start the relay thread (signals stay blocked in it). */
+static void
+relay_start(void)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(SBX_PROXY_PORT),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct stat st;
+	pthread_t t;
+	int one = 1, fd;
+
+	if (stat(SBX_PROXY_MOUNT, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "nadi-sbx-init: relay: %s is not mounted; no way out of this sandbox\n", SBX_PROXY_MOUNT);
+		return;
+	}
+	loopback_up();
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+	    bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 128) < 0) {
+		fprintf(stderr, "nadi-sbx-init: relay: cannot listen on 127.0.0.1:%d: %s\n", SBX_PROXY_PORT,
+			strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	if (pthread_create(&t, NULL, relay_main, (void *)(intptr_t)fd) != 0) {
+		fprintf(stderr, "nadi-sbx-init: relay: cannot start its thread\n");
+		close(fd);
+		return;
+	}
+	pthread_detach(t);
+}
+
 /* Parse a request payload in place; strings are NUL-terminated copies. */
 static int
 parse_request(const char *payload, size_t len, struct request *q)
@@ -547,15 +750,23 @@ main(int argc, char **argv)
 {
 	struct pbuf out = {0};
 	sigset_t all;
-	int status = 0, exited = 0;
+	int status = 0, exited = 0, read_only_root = 0, proxy_relay = 0;
 
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--read-only-root") == 0)
+			read_only_root = 1;
+		else if (strcmp(argv[i], "--proxy-relay") == 0)
+			proxy_relay = 1;
+		else
+			fprintf(stderr, "nadi-sbx-init: ignoring unknown argument %s\n", argv[i]);
+	}
 	/*
 	 * With --read-only-root the root file system becomes read-only here,
-	 * after nspawn set up its mounts: the workspace, /tmp and the API file
-	 * systems are mounts of their own and stay as they are.
+	 * after nspawn set up its mounts: the workspace, /tmp, the proxy
+	 * directory and the API file systems are mounts of their own and stay
+	 * as they are.
 	 */
-	if (argc > 1 && strcmp(argv[1], "--read-only-root") == 0 &&
-	    mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0) {
+	if (read_only_root && mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0) {
 		perror("nadi-sbx-init: cannot make / read-only");
 		return 1;
 	}
@@ -578,6 +789,9 @@ main(int argc, char **argv)
 	}
 	fcntl(0, F_SETFD, FD_CLOEXEC);
 	fcntl(1, F_SETFD, FD_CLOEXEC);
+	/* After every signal is blocked: the thread inherits the mask, SIGCHLD stays for the signalfd. */
+	if (proxy_relay)
+		relay_start();
 
 	pbuf_begin(&out);
 	pbuf_add_u64(&out, PT_HELLO, PROTO_VERSION);

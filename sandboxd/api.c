@@ -53,10 +53,11 @@ is(const struct http_req *r, const char *m)
 static void
 healthz(struct http_req *r)
 {
-	json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s}", "status", sbx_draining ? "draining" : "ok", "version",
-			      SBX_VERSION, "sandboxes", (json_int_t)sandbox_count(), "containers",
+	json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:b, s:b}", "status", sbx_draining ? "draining" : "ok",
+			      "version", SBX_VERSION, "sandboxes", (json_int_t)sandbox_count(), "containers",
 			      (json_int_t)run_count(), "limits", limit_mode_name(limits_mode()), "storage",
-			      store_is_loop() ? "loop" : "btrfs", "host_id", cfg.host_id);
+			      store_is_loop() ? "loop" : "btrfs", "host_id", cfg.host_id, "proxy", cfg.proxy_dir != NULL,
+			      "git_mirrors", cfg.git_mirror_dir != NULL);
 	http_reply_json(r, sbx_draining ? 503 : 200, j);
 }
 
@@ -190,28 +191,49 @@ restore(struct http_req *r)
 
 /* ---- /v1/sandboxes/{id}/... -------------------------------------------------- */
 
+/* A proxy token as the cells mint them: 1 to 4096 bytes of [A-Za-z0-9._-]. */
+static bool
+proxy_token_valid(json_t *v)
+{
+	const char *s = json_string_value(v);
+	size_t n = json_is_string(v) ? json_string_length(v) : 0;
+
+	if (n == 0 || n > SBX_PROXY_TOKEN_MAX)
+		return false;
+	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
 static void
 tool(struct http_req *r, struct sbx_sandbox *sb, const char *name)
 {
-	json_t *body = http_body_json(r), *args;
+	json_t *body = http_body_json(r), *args, *token;
 	const char *key;
 	json_t *v;
 
 	if (!body)
 		return;
 	json_object_foreach(body, key, v) {
-		if (strcmp(key, "args") != 0) {
+		if (strcmp(key, "args") != 0 && strcmp(key, "proxy_token") != 0) {
 			http_reply_problem(r, 400, "invalid_args", "unknown field \"%s\"; put tool arguments in \"args\"", key);
 			json_decref(body);
 			return;
 		}
+	}
+	/* The token is only passed on: never stored, never logged, not echoed in the problem. */
+	token = json_object_get(body, "proxy_token");
+	if (token && !proxy_token_valid(token)) {
+		http_reply_problem(r, 400, "invalid_args",
+				   "\"proxy_token\" must be a string of 1 to %d letters, digits, '.', '_' or '-'",
+				   SBX_PROXY_TOKEN_MAX);
+		json_decref(body);
+		return;
 	}
 	args = json_object_get(body, "args");
 	if (!args) {
 		json_object_set_new(body, "args", json_object());
 		args = json_object_get(body, "args");
 	}
-	tools_call(r, sb, name, args);
+	tools_call(r, sb, name, args, token ? json_string_value(token) : NULL);
 	json_decref(body);
 }
 

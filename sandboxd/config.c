@@ -61,6 +61,8 @@ static const struct key keys[] = {
 	{"host_id", K_STR, S(host_id), "host id in nadi.sandbox_hosts (default: hostname)"},
 	{"advertise", K_STR, S(advertise), "address cells use to reach this daemon"},
 	{"labels", K_STR, S(labels), "JSON object of host labels"},
+	{"git_mirror_dir", K_STR, S(git_mirror_dir), "nadi-gitd's mirror directory, read-only at /srv/nadi-git (git_clone)"},
+	{"proxy_dir", K_STR, S(proxy_dir), "per-sandbox credentials-proxy socket directories, bound at /.nadi/proxy"},
 	{"loop_size", K_SIZE, S(loop_size), "size of the BTRFS image made when STATE is not BTRFS"},
 	{"run_user", K_USER, 0, "UID[:GID] or user name tools run as inside the sandbox"},
 	{"memory_max", K_SIZE, S(memory_max), "memory limit per sandbox"},
@@ -365,11 +367,47 @@ load_token(void)
 	return 0;
 }
 
+/*
+ * An egress directory (git_mirror_dir, proxy_dir): empty means none; else
+ * an absolute directory without ':' (nspawn's --bind separator).  A missing
+ * proxy_dir is created (mode 0755); the mirror directory belongs to
+ * nadi-gitd and must exist.
+ */
+static int
+egress_dir(const char *key, char **dir, bool create)
+{
+	struct stat st;
+	int r;
+
+	if (!*dir)
+		return 0;
+	if (!**dir) {
+		free(*dir);
+		*dir = NULL;
+		return 0;
+	}
+	if ((*dir)[0] != '/' || strchr(*dir, ':')) {
+		log_error("%s must be an absolute path without ':' (got \"%s\")", key, *dir);
+		return -EINVAL;
+	}
+	if (create && (r = mkdir_p(*dir, 0755)) < 0) {
+		errno = -r;
+		log_error("cannot create %s %s: %m", key, *dir);
+		return r;
+	}
+	if (stat(*dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		log_error("%s %s is not a directory%s", key, *dir, create ? "" : " (start nadi-gitd first, or create it)");
+		return -ENOTDIR;
+	}
+	return 0;
+}
+
 /* Fill derived defaults and check the whole configuration. */
 int
 config_finish(void)
 {
 	char host[256];
+	int r;
 
 	if (!cfg.state_dir) {
 		log_error("state_dir is required (--state-dir=DIR)");
@@ -425,6 +463,9 @@ config_finish(void)
 		log_error("output_limit must be between 1 byte and 64M");
 		return -EINVAL;
 	}
+	if ((r = egress_dir("git_mirror_dir", &cfg.git_mirror_dir, false)) < 0 ||
+	    (r = egress_dir("proxy_dir", &cfg.proxy_dir, true)) < 0)
+		return r;
 	if (access(cfg.agent_path, X_OK) < 0) {
 		log_error("in-container init %s is not executable: %m", cfg.agent_path);
 		return -errno;

@@ -334,6 +334,24 @@ fs_is_dir(int ws, const char *path)
 	return fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+int
+fs_exists(int ws, const char *path)
+{
+	char rel[4096];
+	int fd, r;
+
+	r = fs_normalize(path, rel, sizeof rel);
+	if (r < 0)
+		return r;
+	fd = open_beneath(ws, rel, O_PATH | O_NOFOLLOW, 0);
+	if (fd == -ENOENT)
+		return 0;
+	if (fd < 0)
+		return fd;
+	close(fd);
+	return 1;
+}
+
 static int
 cmp_names(const void *a, const void *b)
 {

@@ -30,5 +30,7 @@ int fs_edit(int ws, const char *path, const char *old, size_t old_len, const cha
 /* Entries of a directory as JSON objects {name,type,size}; recursive walks below. */
 int fs_list(int ws, const char *path, bool recursive, size_t max_entries, json_t **entries, bool *truncated);
 bool fs_is_dir(int ws, const char *path);
+/* 1: path exists (a symlink counts, unfollowed); 0: it does not; -errno (-EXDEV: outside). */
+int fs_exists(int ws, const char *path);
 
 #endif

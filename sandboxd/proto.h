@@ -52,6 +52,18 @@ enum {
 	PF_EXEC_FAILED = 1 << 3,
 };
 
+/*
+ * The egress relay (nadi-sbx-init, started with --proxy-relay): it listens
+ * on 127.0.0.1:SBX_PROXY_PORT inside the container and relays every
+ * connection to the credentials proxy's socket, which nadi-sandboxd binds
+ * from PROXY_DIR/<sandbox id>/ at SBX_PROXY_MOUNT.
+ */
+#define SBX_PROXY_PORT 3128
+#define SBX_PROXY_MOUNT "/.nadi/proxy"
+#define SBX_PROXY_SOCKET "proxy.sock"
+#define SBX_PROXY_MAX_CONNS 64
+#define SBX_PROXY_TOKEN_MAX 4096   /* bytes of a call's proxy_token */
+
 struct pbuf {
 	char *data;
 	size_t len, cap;

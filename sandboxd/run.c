@@ -426,6 +426,14 @@ build_argv(const struct sbx_sandbox *sb, char **argv, char *store[], size_t nsto
 	argv[a++] = "--private-network";
 	argv[a++] = OWN("--bind-ro=%s:/%s/init", cfg.agent_path, SBX_AGENT_DIR);
 	argv[a++] = OWN("--bind=%s/sandboxes/%s/%s:/%s", root, sb->id, SBX_WORKSPACE, SBX_WORKSPACE);
+	if (cfg.git_mirror_dir) {
+		/* nadi-gitd's mirrors, and the git config git_clone points GIT_CONFIG_GLOBAL at. */
+		argv[a++] = OWN("--bind-ro=%s:%s", cfg.git_mirror_dir, SBX_GIT_MOUNT);
+		argv[a++] = OWN("--bind-ro=%s/%s:%s", root, SBX_GITCONFIG_HOST, SBX_GITCONFIG);
+	}
+	if (cfg.proxy_dir)
+		/* Read-only is enough to connect to the socket in it; the init relays to it. */
+		argv[a++] = OWN("--bind-ro=%s/%s:%s", cfg.proxy_dir, sb->id, SBX_PROXY_MOUNT);
 	argv[a++] = OWN("--tmpfs=/tmp:mode=1777,nosuid,nodev,size=%llu", (unsigned long long)cfg.tmp_size);
 	/* nspawn's own /dev/shm may take a tenth of the host's memory; bound it like /tmp. */
 	argv[a++] = OWN("--tmpfs=/dev/shm:mode=1777,nosuid,nodev,noexec,size=%llu", (unsigned long long)cfg.tmp_size);
@@ -441,6 +449,8 @@ build_argv(const struct sbx_sandbox *sb, char **argv, char *store[], size_t nsto
 	argv[a++] = OWN("/%s/init", SBX_AGENT_DIR);
 	if (cfg.read_only_root)
 		argv[a++] = "--read-only-root";
+	if (cfg.proxy_dir)
+		argv[a++] = "--proxy-relay";
 	argv[a] = NULL;
 #undef OWN
 	for (size_t i = 0; i < a; i++)
@@ -464,6 +474,13 @@ start(struct sbx_sandbox *sb)
 		errno = -r;
 		log_error("sandbox %s: cannot set up limits: %m", sb->id);
 		return r;
+	}
+	/* Bind sources must exist; the proxy directory may have been removed under us. */
+	r = sandbox_proxy_prepare(sb->id);
+	if (r < 0) {
+		errno = -r;
+		log_error("sandbox %s: cannot make its proxy directory in %s: %m", sb->id, cfg.proxy_dir);
+		goto fail;
 	}
 	r = build_argv(sb, argv, own, ARRAY_SIZE(own));
 	if (r < 0)

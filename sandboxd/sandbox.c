@@ -5,6 +5,10 @@
  * sandbox whose metadata and subvolume survived a crash and removes what a
  * crash left half made.  Metadata is written before the snapshot and marked
  * "active" after it, so a crash at any point leaves something recognisable.
+ *
+ * Egress: with proxy_dir set, every live sandbox has a directory
+ * PROXY_DIR/<id>/ (root, 0755) in which nadi-credproxy binds its socket;
+ * it is made at create and adoption and removed with the sandbox.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -71,7 +75,7 @@ sandbox_json(const struct sbx_sandbox *sb)
 		json_array_append_new(js, json_string(*s));
 	store_strv_free(snaps);
 	iso8601(sb->created_at, created);
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:o, s:s}",
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:o, s:s, s:b, s:b}",
 			 "id", sb->id,
 			 "session_id", sb->session_id,
 			 "image", sb->image,
@@ -82,7 +86,99 @@ sandbox_json(const struct sbx_sandbox *sb)
 			 "cold_starts", (json_int_t)sb->cold_starts,
 			 "queued", (json_int_t)(sb->q_len + (sb->current ? 1 : 0)),
 			 "snapshots", js,
-			 "workspace", "/" SBX_WORKSPACE);
+			 "workspace", "/" SBX_WORKSPACE,
+			 "proxy", cfg.proxy_dir != NULL,
+			 "git_mirrors", cfg.git_mirror_dir != NULL);
+}
+
+/* ---- egress ------------------------------------------------------------------ */
+
+/*
+ * Make PROXY_DIR/<id>/ a real directory owned by root, mode 0755, whatever
+ * was there (a symlink would redirect the container's bind mount).
+ */
+int
+sandbox_proxy_prepare(const char *id)
+{
+	_cleanup_(closep) int dfd = -1;
+	struct stat st;
+
+	if (!cfg.proxy_dir)
+		return 0;
+	dfd = open(cfg.proxy_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	if (fstatat(dfd, id, &st, AT_SYMLINK_NOFOLLOW) == 0 && (!S_ISDIR(st.st_mode) || st.st_uid != 0)) {
+		log_warning("sandbox %s: replacing %s/%s, which is not root's directory", id, cfg.proxy_dir, id);
+		rm_rf_at(dfd, id);
+	}
+	if (mkdirat(dfd, id, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	/* Against the umask, and a directory left with other modes. */
+	if (fchmodat(dfd, id, 0755, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Remove PROXY_DIR/<id>/ and the socket in it; a missing one is fine. */
+static void
+proxy_remove(const char *id)
+{
+	_cleanup_(closep) int dfd = -1;
+	int r;
+
+	if (!cfg.proxy_dir)
+		return;
+	dfd = open(cfg.proxy_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	r = dfd < 0 ? -errno : rm_rf_at(dfd, id);
+	if (r < 0) {
+		errno = -r;
+		log_warning("sandbox %s: cannot remove %s/%s: %m", id, cfg.proxy_dir, id);
+	}
+}
+
+/* At start: remove proxy directories of sandboxes that no longer exist. */
+static void
+proxy_sweep(void)
+{
+	DIR *d = cfg.proxy_dir ? opendir(cfg.proxy_dir) : NULL;
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		size_t n = strspn(de->d_name, "0123456789abcdef");
+		if (n != SBX_ID_LEN || de->d_name[n] || sandbox_find(de->d_name))
+			continue;
+		log_notice("removing proxy directory %s/%s of a sandbox that is gone", cfg.proxy_dir, de->d_name);
+		rm_rf_at(dirfd(d), de->d_name);
+	}
+	closedir(d);
+}
+
+/*
+ * git 2.39 honours safe.directory only from system or global configuration;
+ * git_clone points GIT_CONFIG_GLOBAL at this file (bound read-only at
+ * SBX_GITCONFIG) so that the sandbox user may clone the mirrors, which
+ * belong to nadi-gitd's user.
+ */
+static int
+gitconfig_write(void)
+{
+	static const char text[] = "# written by nadi-sandboxd for the git_clone tool\n"
+				   "[safe]\n\tdirectory = *\n[protocol \"file\"]\n\tallow = always\n";
+	int r;
+
+	if (!cfg.git_mirror_dir)
+		return 0;
+	r = write_file_atomic(store_root_fd(), SBX_GITCONFIG_HOST, text, sizeof text - 1);
+	if (r == 0 && fchmodat(store_root_fd(), SBX_GITCONFIG_HOST, 0644, 0) < 0)
+		r = -errno;
+	if (r < 0) {
+		errno = -r;
+		log_error("cannot write %s/%s: %m", store_root(), SBX_GITCONFIG_HOST);
+	}
+	return r;
 }
 
 static int
@@ -185,6 +281,12 @@ create_common(const char *session_id, const char *image, const char *src, struct
 		goto fail;
 	}
 	link_sandbox(sb);
+	r = sandbox_proxy_prepare(id);
+	if (r < 0) {
+		/* The container start tries again, and fails the call if it cannot. */
+		errno = -r;
+		log_error("sandbox %s: cannot make its proxy directory in %s: %m", id, cfg.proxy_dir);
+	}
 	log_info("sandbox %s created for session %s from %s%s in %llu us", id, session_id, src ? "snapshot " : "image ",
 		 src ? src : image, (unsigned long long)(now_us() - t0));
 	*ret = sb;
@@ -219,6 +321,7 @@ finish_destroy(struct sbx_sandbox *sb)
 	void *ud = sb->destroy_ud;
 	int r;
 
+	proxy_remove(sb->id); /* no way out for a sandbox being deleted, whatever happens next */
 	r = store_sandbox_delete(sb->id);
 	if (r < 0) {
 		/* Keep the metadata ("destroying"): the next start tries again. */
@@ -303,6 +406,10 @@ adopt(const char *file)
 		if (sb) {
 			link_sandbox(sb);
 			log_info("adopted sandbox %s (session %s)", id, session);
+			if ((k = sandbox_proxy_prepare(id)) < 0) {
+				errno = -k;
+				log_error("sandbox %s: cannot make its proxy directory in %s: %m", id, cfg.proxy_dir);
+			}
 		}
 	}
 	json_decref(j);
@@ -394,6 +501,9 @@ sandbox_init(void)
 			store_sandbox_delete(*id);
 		}
 	store_strv_free(ids);
+	proxy_sweep();
+	if (gitconfig_write() < 0)
+		return -EIO;
 	n = sandbox_count();
 	if (n)
 		log_notice("recovered %zu sandbox%s from a previous run", n, n == 1 ? "" : "es");

@@ -111,6 +111,8 @@ int sandbox_create_from(const char *session_id, const char *image, const char *s
 int sandbox_destroy(struct sbx_sandbox *sb, sandbox_destroy_cb cb, void *ud);
 /* Called by run.c whenever a container has fully stopped. */
 void sandbox_on_stopped(struct sbx_sandbox *sb);
+/* Make PROXY_DIR/<id>/ (no-op without proxy_dir); -errno. */
+int sandbox_proxy_prepare(const char *id);
 json_t *sandbox_json(const struct sbx_sandbox *sb);
 const char *ct_state_name(enum ct_state s);
 void sandbox_free_all(void);

@@ -17,6 +17,9 @@
 
 #define SBX_WORKSPACE "workspace"      /* below the sandbox root; /workspace inside */
 #define SBX_AGENT_DIR ".nadi"          /* mount point of the container init */
+#define SBX_GIT_MOUNT "/srv/nadi-git"  /* git_mirror_dir, read-only, inside containers */
+#define SBX_GITCONFIG "/.nadi/gitconfig"          /* git_clone's GIT_CONFIG_GLOBAL inside */
+#define SBX_GITCONFIG_HOST "meta/sandbox.gitconfig" /* ... and its source below the store root */
 
 int store_init(void);
 void store_done(bool unmount);

@@ -1,14 +1,17 @@
 /*
- * tools.c — the tools a sandbox offers.  echo, uppercase and exec run as a
- * command in the sandbox's container; list_files, read_file, write_file and
- * edit_file work on the workspace from the host (fsops.c), without a
- * container.  Arguments are checked strictly: unknown keys and wrong types
- * are refused with a 400 naming the argument.
+ * tools.c — the tools a sandbox offers.  echo, uppercase, exec and
+ * git_clone run as a command in the sandbox's container; list_files,
+ * read_file, write_file and edit_file work on the workspace from the host
+ * (fsops.c), without a container.  Arguments are checked strictly: unknown
+ * keys and wrong types are refused with a 400 naming the argument.  A call's
+ * proxy token (api.c) reaches the environment of exec and git_clone only,
+ * and is never stored or logged.
  *
  * Every answer has the same shape: ok, exit_status, signal, stdout, stderr,
  * truncated, timed_out, oom_killed, duration_ms, cold, result, and error
  * when the command could not run or finish.
  */
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,16 +26,18 @@
 
 #define MAX_LIST_ENTRIES 10000
 
-enum kind { T_ECHO, T_UPPERCASE, T_EXEC };
+enum kind { T_ECHO, T_UPPERCASE, T_EXEC, T_GIT_CLONE };
 
 struct tool_call {
 	struct sbx_call call;
 	struct http_req *req;
 	const char *tool;
 	enum kind kind;
+	char *repo, *path, *branch; /* git_clone */
 };
 
-static const char *const known[] = {"echo", "uppercase", "list_files", "exec", "read_file", "write_file", "edit_file"};
+static const char *const known[] = {"echo",	 "uppercase",  "list_files", "exec",
+				    "read_file", "write_file", "edit_file",  "git_clone"};
 
 bool
 tools_known(const char *name)
@@ -241,6 +246,31 @@ answer(bool ok, const struct sbx_result *res, bool cold, uint64_t us, json_t *re
 }
 
 static void
+tool_call_free(struct tool_call *tc)
+{
+	free(tc->repo);
+	free(tc->path);
+	free(tc->branch);
+	free(tc);
+}
+
+/* git_clone's script prints HEAD's id, then the branch checked out (empty when detached). */
+static json_t *
+git_clone_result(const struct tool_call *tc, const struct sbx_result *res)
+{
+	const char *out = res->out ? res->out : "";
+	size_t n = strspn(out, "0123456789abcdef"), b;
+	const char *br;
+
+	if ((n != 40 && n != 64) || out[n] != '\n')
+		return NULL;
+	br = out + n + 1;
+	b = strcspn(br, "\n");
+	return json_pack("{s:s, s:s, s:s%, s:o}", "repo", tc->repo, "path", tc->path, "head", out, n, "branch",
+			 b ? json_stringn(br, b) : tc->branch ? json_string(tc->branch) : json_null());
+}
+
+static void
 call_done(struct sbx_call *c, int err)
 {
 	struct tool_call *tc = c->ud;
@@ -268,23 +298,52 @@ call_done(struct sbx_call *c, int err)
 			break;
 		}
 		run_result_free(res);
-		free(tc);
+		tool_call_free(tc);
 		return;
 	}
 	ok = res->exited && res->exit_status == 0 && !res->timed_out && !res->exec_failed;
+	if (tc->kind == T_GIT_CLONE && res->exited && res->exit_status == 127 && !res->exec_failed) {
+		metrics_call(tc->tool, "failed", c->cold, us);
+		http_reply_problem(tc->req, 422, "git_not_in_image",
+				   "git_clone: this sandbox's image has no git (git: command not found); use an image "
+				   "with git (sandboxd/images/build-busybox --with-git, or build-debian)");
+		run_result_free(res);
+		tool_call_free(tc);
+		return;
+	}
 	if ((tc->kind == T_ECHO || tc->kind == T_UPPERCASE) && ok)
 		result = json_pack("{s:o}", "text", text_json(res->out, res->out_len, NULL));
+	if (tc->kind == T_GIT_CLONE && ok && !(result = git_clone_result(tc, res))) {
+		ok = false;
+		if (!res->error)
+			res->error = strdup("git_clone: git printed no commit id for HEAD");
+	}
 	outcome = res->timed_out ? "timed_out" : ok ? "ok" : "failed";
 	metrics_call(tc->tool, outcome, c->cold, us);
 	http_reply_json(tc->req, 200, answer(ok, res, c->cold, us, result));
 	run_result_free(res);
-	free(tc);
+	tool_call_free(tc);
 }
 
 /* ---- container tools ------------------------------------------------------- */
 
 static void
-add_env(struct pbuf *b, json_t *env)
+add_env_pair(struct pbuf *b, json_t *env, const char *key, const char *value)
+{
+	if (!env || !json_object_get(env, key)) {
+		_cleanup_(freep) char *kv = xasprintf("%s=%s", key, value);
+		if (kv)
+			pbuf_add_str(b, PT_ENV, kv);
+	}
+}
+
+/*
+ * The command's environment: defaults, then the proxy variables when the
+ * call has a token and the host a proxy, then the caller's env (which wins
+ * over both).
+ */
+static void
+add_env(struct pbuf *b, json_t *env, const char *proxy_token)
 {
 	static const char *defaults[][2] = {
 		{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
@@ -294,11 +353,20 @@ add_env(struct pbuf *b, json_t *env)
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(defaults); i++)
-		if (!env || !json_object_get(env, defaults[i][0])) {
-			_cleanup_(freep) char *kv = xasprintf("%s=%s", defaults[i][0], defaults[i][1]);
-			if (kv)
-				pbuf_add_str(b, PT_ENV, kv);
+		add_env_pair(b, env, defaults[i][0], defaults[i][1]);
+	if (proxy_token && cfg.proxy_dir) {
+		char url[64];
+		_cleanup_(freep) char *auth = xasprintf("http://nadi:%s@127.0.0.1:%d", proxy_token, SBX_PROXY_PORT);
+
+		snprintf(url, sizeof url, "http://127.0.0.1:%d", SBX_PROXY_PORT);
+		add_env_pair(b, env, "NADI_PROXY_TOKEN", proxy_token);
+		add_env_pair(b, env, "NADI_PROXY_URL", url);
+		if (auth) {
+			add_env_pair(b, env, "http_proxy", auth);
+			add_env_pair(b, env, "HTTP_PROXY", auth);
 		}
+		add_env_pair(b, env, "no_proxy", "localhost,127.0.0.1");
+	}
 	if (env) {
 		const char *k;
 		json_t *v;
@@ -349,14 +417,76 @@ no_nul(struct http_req *r, const char *tool, const char *what, const char *s, si
 	return false;
 }
 
+static struct tool_call *
+tool_call_new(struct http_req *r, const char *tool, enum kind kind, uint64_t timeout)
+{
+	struct tool_call *tc = calloc(1, sizeof *tc);
+
+	if (!tc) {
+		http_reply_problem(r, 500, "internal", "out of memory");
+		return NULL;
+	}
+	tc->req = r;
+	tc->tool = tool;
+	tc->kind = kind;
+	tc->call.ud = tc;
+	tc->call.done = call_done;
+	tc->call.timeout_ms = timeout;
+	pbuf_begin(&tc->call.frame);
+	return tc;
+}
+
+/* Finish tc's frame (argv and env are in it) and queue it; answers r on failure. */
 static void
-container_tool(struct http_req *r, struct sbx_sandbox *sb, const char *tool, json_t *args)
+tool_call_submit(struct http_req *r, struct sbx_sandbox *sb, struct tool_call *tc, const char *cwd)
+{
+	struct pbuf *b = &tc->call.frame;
+	uint64_t as, nproc;
+	int k;
+
+	if (cwd && cwd[0] == '/')
+		pbuf_add_str(b, PT_CWD, cwd);
+	else {
+		_cleanup_(freep) char *full = xasprintf("/%s%s%s", SBX_WORKSPACE, cwd ? "/" : "", cwd ? cwd : "");
+		if (full)
+			pbuf_add_str(b, PT_CWD, full);
+	}
+	limits_call_rlimits(&as, &nproc);
+	pbuf_add_u64(b, PT_TIMEOUT_MS, tc->call.timeout_ms);
+	pbuf_add_u64(b, PT_OUT_LIMIT, cfg.output_limit);
+	pbuf_add_u64(b, PT_FSIZE, cfg.fsize_max);
+	pbuf_add_u64(b, PT_AS, as);
+	pbuf_add_u64(b, PT_NPROC, nproc);
+	pbuf_add_u64(b, PT_UID, cfg.run_uid);
+	pbuf_add_u64(b, PT_GID, cfg.run_gid);
+	if (pbuf_finish(b) < 0) {
+		pbuf_free(b);
+		http_reply_problem(r, 413, "request_too_large", "%s: the call is too large to send", tc->tool);
+		tool_call_free(tc);
+		return;
+	}
+	k = run_submit(sb, &tc->call);
+	if (k < 0) {
+		pbuf_free(b);
+		tool_call_free(tc);
+		if (k == -EBUSY)
+			http_reply_problem(r, 429, "sandbox_busy", "sandbox %s already has %llu calls waiting", sb->id,
+					   (unsigned long long)cfg.max_queue);
+		else if (k == -ESHUTDOWN)
+			http_reply_problem(r, 503, "draining", "this sandbox host is shutting down");
+		else
+			http_reply_problem(r, 409, "sandbox_destroyed", "sandbox %s is being destroyed", sb->id);
+	}
+}
+
+static void
+container_tool(struct http_req *r, struct sbx_sandbox *sb, const char *tool, json_t *args, const char *proxy_token)
 {
 	static const char *const echo_keys[] = {"text", NULL};
 	static const char *const exec_keys[] = {"argv", "stdin", "env", "cwd", "timeout", "timeout_ms", NULL};
 	struct tool_call *tc;
 	struct pbuf *b;
-	uint64_t timeout = cfg.call_timeout_ms, as, nproc;
+	uint64_t timeout = cfg.call_timeout_ms;
 	const char *text = NULL, *in = NULL, *cwd = NULL;
 	size_t text_len = 0, in_len = 0, cwd_len = 0;
 	json_t *argv = NULL, *env = NULL;
@@ -403,19 +533,9 @@ container_tool(struct http_req *r, struct sbx_sandbox *sb, const char *tool, jso
 			timeout *= 1000;
 	}
 
-	tc = calloc(1, sizeof *tc);
-	if (!tc) {
-		http_reply_problem(r, 500, "internal", "out of memory");
+	if (!(tc = tool_call_new(r, tool, kind, timeout)))
 		return;
-	}
-	tc->req = r;
-	tc->tool = tool;
-	tc->kind = kind;
-	tc->call.ud = tc;
-	tc->call.done = call_done;
-	tc->call.timeout_ms = timeout;
 	b = &tc->call.frame;
-	pbuf_begin(b);
 	if (kind == T_ECHO) {
 		pbuf_add_str(b, PT_ARGV, "printf");
 		pbuf_add_str(b, PT_ARGV, "%s");
@@ -433,40 +553,162 @@ container_tool(struct http_req *r, struct sbx_sandbox *sb, const char *tool, jso
 		if (in)
 			pbuf_add(b, PT_STDIN, in, in_len);
 	}
-	add_env(b, env);
-	if (cwd && cwd[0] == '/')
-		pbuf_add_str(b, PT_CWD, cwd);
-	else {
-		_cleanup_(freep) char *full = xasprintf("/%s%s%s", SBX_WORKSPACE, cwd ? "/" : "", cwd ? cwd : "");
-		if (full)
-			pbuf_add_str(b, PT_CWD, full);
+	add_env(b, env, kind == T_EXEC ? proxy_token : NULL);
+	tool_call_submit(r, sb, tc, cwd);
+}
+
+/* ---- git_clone ------------------------------------------------------------ */
+
+/*
+ * Run as `sh -c SCRIPT sh REPO DEST BRANCH`: the values are positional
+ * parameters, never part of the script text.  Exit 127 (with the message)
+ * when the image has no git; otherwise git's own status.
+ */
+static const char git_clone_script[] =
+	"command -v git >/dev/null 2>&1 || { echo 'git: command not found in this image' >&2; exit 127; }\n"
+	"src=" SBX_GIT_MOUNT "/$1.git dest=/" SBX_WORKSPACE "/$2\n"
+	"if [ -n \"$3\" ]; then git clone --shared --quiet --branch \"$3\" -- \"$src\" \"$dest\" || exit\n"
+	"else git clone --shared --quiet -- \"$src\" \"$dest\" || exit; fi\n"
+	"git -C \"$dest\" rev-parse --verify --quiet HEAD || { echo 'git_clone: the clone has no HEAD commit' >&2; exit 1; }\n"
+	"git -C \"$dest\" symbolic-ref --quiet --short HEAD || echo\n";
+
+/* A mirror name: ^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$, no "..", not ending in ".git" (nadi-gitd's rule). */
+static bool
+repo_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 100 || strstr(s, "..") || (n >= 4 && strcmp(s + n - 4, ".git") == 0))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+			return false;
 	}
-	limits_call_rlimits(&as, &nproc);
-	pbuf_add_u64(b, PT_TIMEOUT_MS, timeout);
-	pbuf_add_u64(b, PT_OUT_LIMIT, cfg.output_limit);
-	pbuf_add_u64(b, PT_FSIZE, cfg.fsize_max);
-	pbuf_add_u64(b, PT_AS, as);
-	pbuf_add_u64(b, PT_NPROC, nproc);
-	pbuf_add_u64(b, PT_UID, cfg.run_uid);
-	pbuf_add_u64(b, PT_GID, cfg.run_gid);
-	if (pbuf_finish(b) < 0) {
-		pbuf_free(b);
-		free(tc);
-		http_reply_problem(r, 413, "request_too_large", "%s: the call is too large to send", tool);
+	return true;
+}
+
+/* A ref name git would accept for --branch (the rules of git check-ref-format that matter here). */
+static bool
+branch_ok(const char *s, size_t len)
+{
+	if (len == 0 || len > 255 || s[0] == '-' || s[0] == '/' || s[len - 1] == '/' || s[len - 1] == '.' ||
+	    strstr(s, "..") || strstr(s, "@{") || strstr(s, "//") || (len >= 5 && strcmp(s + len - 5, ".lock") == 0) ||
+	    strcmp(s, "@") == 0)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c == 0x7f || strchr(" ~^:?*[\\", c))
+			return false;
+	}
+	return true;
+}
+
+static void
+git_clone_tool(struct http_req *r, struct sbx_sandbox *sb, json_t *args, const char *proxy_token)
+{
+	static const char *const keys[] = {"repo", "dest", "branch", "timeout_ms", NULL};
+	static const char *const tool = "git_clone";
+	const char *repo, *dest = NULL, *branch = NULL;
+	size_t dest_len = 0, branch_len = 0;
+	uint64_t timeout = cfg.call_timeout_ms;
+	_cleanup_(closep) int ws = -1, mfd = -1;
+	_cleanup_(freep) char *mirror = NULL;
+	struct tool_call *tc;
+	struct pbuf *b;
+	struct stat st;
+	char norm[4096];
+	int k;
+
+	if (!check_keys(r, tool, args, keys) || !(repo = arg_string(r, tool, args, "repo", true, NULL)))
+		return;
+	if (!repo_name_ok(repo)) {
+		http_reply_problem(r, 400, "invalid_args",
+				   "git_clone: \"repo\" must be a mirror name: 1 to 100 letters, digits, '.', '_' or '-', "
+				   "starting with a letter or digit, without \"..\" or a \".git\" suffix");
 		return;
 	}
-	k = run_submit(sb, &tc->call);
-	if (k < 0) {
-		pbuf_free(b);
-		free(tc);
-		if (k == -EBUSY)
-			http_reply_problem(r, 429, "sandbox_busy", "sandbox %s already has %llu calls waiting", sb->id,
-					   (unsigned long long)cfg.max_queue);
-		else if (k == -ESHUTDOWN)
-			http_reply_problem(r, 503, "draining", "this sandbox host is shutting down");
-		else
-			http_reply_problem(r, 409, "sandbox_destroyed", "sandbox %s is being destroyed", sb->id);
+	if (json_object_get(args, "dest") &&
+	    (!(dest = arg_string(r, tool, args, "dest", false, &dest_len)) || !no_nul(r, tool, "\"dest\"", dest, dest_len)))
+		return;
+	if (json_object_get(args, "branch") && !(branch = arg_string(r, tool, args, "branch", false, &branch_len)))
+		return;
+	if (branch && (memchr(branch, '\0', branch_len) || !branch_ok(branch, branch_len))) {
+		http_reply_problem(r, 400, "invalid_args",
+				   "git_clone: \"branch\" must be a ref name of at most 255 bytes (no leading '-', no "
+				   "\"..\", no spaces or control characters)");
+		return;
 	}
+	if (arg_uint(r, tool, args, "timeout_ms", cfg.call_timeout_max_ms, &timeout) < 0)
+		return;
+	k = fs_normalize(dest ? dest : repo, norm, sizeof norm);
+	if (k < 0) {
+		http_reply_errno(r, k, dest ? dest : repo);
+		return;
+	}
+	if (!cfg.git_mirror_dir) {
+		http_reply_problem(r, 501, "git_mirror_unavailable",
+				   "git_clone: this sandbox host has no git mirrors (nadi-sandboxd runs without git_mirror_dir)");
+		return;
+	}
+	mirror = xasprintf("%s.git", repo);
+	mfd = open(cfg.git_mirror_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (!mirror || mfd < 0 || fstatat(mfd, mirror, &st, 0) < 0 || !S_ISDIR(st.st_mode)) {
+		http_reply_problem(r, 404, "repo_not_mirrored",
+				   "git_clone: no mirror of \"%s\" on this host; ask nadi-gitd to mirror it "
+				   "(POST /v1/repos {\"name\":\"%s\",\"url\":...}) and try again", repo, repo);
+		return;
+	}
+	ws = fs_open_workspace(sb->id);
+	if (ws < 0) {
+		http_reply_errno(r, ws, "workspace");
+		return;
+	}
+	k = fs_exists(ws, norm);
+	if (k > 0) {
+		http_reply_problem(r, 409, "destination_exists", "git_clone: /%s%s%s already exists; choose another \"dest\"",
+				   SBX_WORKSPACE, strcmp(norm, ".") == 0 ? "" : "/", strcmp(norm, ".") == 0 ? "" : norm);
+		return;
+	}
+	if (k < 0) {
+		http_reply_errno(r, k, norm);
+		return;
+	}
+
+	if (!(tc = tool_call_new(r, tool, T_GIT_CLONE, timeout)))
+		return;
+	tc->repo = strdup(repo);
+	tc->path = xasprintf("/%s/%s", SBX_WORKSPACE, norm);
+	tc->branch = branch ? strdup(branch) : NULL;
+	if (!tc->repo || !tc->path || (branch && !tc->branch)) {
+		pbuf_free(&tc->call.frame);
+		tool_call_free(tc);
+		http_reply_problem(r, 500, "internal", "out of memory");
+		return;
+	}
+	b = &tc->call.frame;
+	pbuf_add_str(b, PT_ARGV, "sh");
+	pbuf_add_str(b, PT_ARGV, "-c");
+	pbuf_add_str(b, PT_ARGV, git_clone_script);
+	pbuf_add_str(b, PT_ARGV, "sh");
+	pbuf_add_str(b, PT_ARGV, repo);
+	pbuf_add_str(b, PT_ARGV, norm);
+	pbuf_add_str(b, PT_ARGV, branch ? branch : "");
+	add_env(b, NULL, proxy_token);
+	/*
+	 * The mirror belongs to another user: git wants safe.directory, which
+	 * git 2.39 reads only from global or system configuration (SBX_GITCONFIG);
+	 * newer git also takes it from GIT_CONFIG_COUNT.
+	 */
+	pbuf_add_str(b, PT_ENV, "GIT_CONFIG_GLOBAL=" SBX_GITCONFIG);
+	pbuf_add_str(b, PT_ENV, "GIT_CONFIG_COUNT=2");
+	pbuf_add_str(b, PT_ENV, "GIT_CONFIG_KEY_0=safe.directory");
+	pbuf_add_str(b, PT_ENV, "GIT_CONFIG_VALUE_0=*");
+	pbuf_add_str(b, PT_ENV, "GIT_CONFIG_KEY_1=protocol.file.allow");
+	pbuf_add_str(b, PT_ENV, "GIT_CONFIG_VALUE_1=always");
+	pbuf_add_str(b, PT_ENV, "GIT_TERMINAL_PROMPT=0");
+	tool_call_submit(r, sb, tc, NULL);
 }
 
 /* ---- host-side file tools -------------------------------------------------- */
@@ -618,7 +860,7 @@ file_tool(struct http_req *r, struct sbx_sandbox *sb, const char *tool, json_t *
 }
 
 void
-tools_call(struct http_req *r, struct sbx_sandbox *sb, const char *name, json_t *args)
+tools_call(struct http_req *r, struct sbx_sandbox *sb, const char *name, json_t *args, const char *proxy_token)
 {
 	/* Use the static name: it outlives the request for metrics and logs. */
 	for (size_t i = 0; i < ARRAY_SIZE(known); i++)
@@ -626,7 +868,7 @@ tools_call(struct http_req *r, struct sbx_sandbox *sb, const char *name, json_t 
 			name = known[i];
 	if (!tools_known(name)) {
 		http_reply_problem(r, 404, "unknown_tool", "no tool named \"%.64s\"; known tools: echo, uppercase, "
-				   "list_files, exec, read_file, write_file, edit_file", name);
+				   "list_files, exec, read_file, write_file, edit_file, git_clone", name);
 		return;
 	}
 	if (!json_is_object(args)) {
@@ -634,7 +876,9 @@ tools_call(struct http_req *r, struct sbx_sandbox *sb, const char *name, json_t 
 		return;
 	}
 	if (strcmp(name, "echo") == 0 || strcmp(name, "uppercase") == 0 || strcmp(name, "exec") == 0)
-		container_tool(r, sb, name, args);
+		container_tool(r, sb, name, args, proxy_token);
+	else if (strcmp(name, "git_clone") == 0)
+		git_clone_tool(r, sb, args, proxy_token);
 	else
 		file_tool(r, sb, name, args);
 }

@@ -1,6 +1,7 @@
 /*
- * tools.h — the tools of a sandbox (tools.c): echo, uppercase, exec in the
- * container; list_files, read_file, write_file, edit_file on the workspace.
+ * tools.h — the tools of a sandbox (tools.c): echo, uppercase, exec and
+ * git_clone in the container; list_files, read_file, write_file, edit_file
+ * on the workspace.
  */
 #ifndef SBX_TOOLS_H
 #define SBX_TOOLS_H
@@ -13,7 +14,11 @@ struct sbx_sandbox;
 
 bool tools_known(const char *name);
 json_t *tools_list_json(void);
-/* Validate args and run; answers r now or when the container replies. */
-void tools_call(struct http_req *r, struct sbx_sandbox *sb, const char *name, json_t *args);
+/*
+ * Validate args and run; answers r now or when the container replies.
+ * proxy_token (may be NULL, already validated) goes into the environment
+ * of exec and git_clone when the host has a proxy_dir.
+ */
+void tools_call(struct http_req *r, struct sbx_sandbox *sb, const char *name, json_t *args, const char *proxy_token);
 
 #endif

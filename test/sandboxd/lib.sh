@@ -114,6 +114,7 @@ sbx_container_pids() {
 # sbx_cleanup: kill our daemon, unmount and detach its store, remove cgroups.
 sbx_cleanup() {
 	local dev p
+	sbx_proxy_stub_stop
 	if [ -n "$SBX_PID" ]; then
 		kill -KILL "$SBX_PID" 2>/dev/null
 		wait "$SBX_PID" 2>/dev/null
@@ -144,6 +145,63 @@ sbx_cleanup() {
 		done
 		rmdir "$d" 2>/dev/null
 	done
+}
+
+# ---- egress: git mirrors and the proxy socket ---------------------------------
+
+# sbx_git_image: the busybox image with the host's git ($T/images/busybox-git).
+sbx_git_image() {
+	[ -d "$T/images/busybox-git" ] || "$SBX_DIR/images/build-busybox" --with-git "$T/images/busybox-git" >/dev/null
+}
+
+# sbx_mirror MIRROR_DIR NAME: a scratch upstream ($T/up-NAME: README on main,
+# a second commit on branch dev) mirrored as nadi-gitd lays mirrors out
+# (git clone --mirror into MIRROR_DIR/NAME.git, world-readable).
+sbx_mirror() {
+	local dir=$1 name=$2 up=$T/up-$2
+	local g=(git -C "$up" -c user.name=nadi-test -c user.email=test@nadi.invalid -c commit.gpgsign=false)
+	git init -q -b main "$up" &&
+		echo "hello from $name" >"$up/README" && "${g[@]}" add README && "${g[@]}" commit -q -m one &&
+		"${g[@]}" checkout -q -b dev && echo dev >"$up/DEV" && "${g[@]}" add DEV && "${g[@]}" commit -q -m two &&
+		"${g[@]}" checkout -q main &&
+		git clone -q --mirror "$up" "$dir/$name.git" && chmod -R a+rX "$dir/$name.git"
+}
+
+# sbx_proxy_stub SOCKET: stand in for nadi-credproxy on a sandbox's socket:
+# every request is answered 200 with the request line and headers it had.
+# Sets STUB_PID; sbx_proxy_stub_stop ends it.
+STUB_PID=""
+sbx_proxy_stub() {
+	local sock=$1 i
+	node -e '
+const net = require("net"), fs = require("fs"), path = process.argv[1];
+try { fs.unlinkSync(path); } catch (e) {}
+net.createServer(s => {
+	let buf = "";
+	s.on("error", () => {});
+	s.on("data", d => {
+		buf += d.toString("latin1");
+		const end = buf.indexOf("\r\n\r\n");
+		if (end < 0) return;
+		const body = "proxy saw:\n" + buf.slice(0, end) + "\n";
+		s.end("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: " +
+			Buffer.byteLength(body) + "\r\n\r\n" + body);
+	});
+}).listen(path, () => fs.chmodSync(path, 0o666));
+' "$sock" >>"$T/stub.log" 2>&1 &
+	STUB_PID=$!
+	for i in $(seq 1 50); do
+		[ -S "$sock" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+sbx_proxy_stub_stop() {
+	[ -n "$STUB_PID" ] || return 0
+	kill "$STUB_PID" 2>/dev/null
+	wait "$STUB_PID" 2>/dev/null
+	STUB_PID=""
 }
 
 # ---- PostgreSQL (registration test) -----------------------------------------
