@@ -1,0 +1,741 @@
+/*
+ * config.c — configuration from command-line flags and an optional file of
+ * "key = value" lines, like nadi-sandboxd's; flags win over the file.  The
+ * upstreams are the one repeatable key: "upstream NAME url=... header=...
+ * format=\"Bearer %s\" secret_file=PATH" lines in the file and/or
+ * --upstream="NAME ..." flags.  Secrets are read at start and on SIGHUP,
+ * never logged, and a secret file others may read stops the start.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <openssl/crypto.h>
+
+#include "credproxy.h"
+
+struct cp_config cfg = {
+	.pg_pool = 4,
+	.pg_timeout_ms = 5000,
+	.max_request_bytes = 8ULL << 20,
+	.max_response_bytes = 64ULL << 20,
+	.upstream_timeout_ms = 120000,
+	.connect_timeout_ms = 10000,
+	.low_speed_time_ms = 30000,
+	.max_connections = 256,
+	.max_sandbox_connections = 16,
+	.max_sandboxes = 1024,
+	.idle_timeout_ms = 60000,
+	.drain_timeout_ms = 30000,
+};
+
+pthread_rwlock_t cp_secret_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+enum kind { K_STR, K_SIZE, K_MS, K_COUNT, K_UPSTREAM, K_LOGLEVEL };
+
+struct key {
+	const char *name;
+	enum kind kind;
+	size_t off;
+	const char *help;
+};
+
+#define S(f) offsetof(struct cp_config, f)
+static const struct key keys[] = {
+	{"upstream", K_UPSTREAM, 0, "\"NAME url=URL [header=H] [format=F] secret_file=P|secret_env=V\" (repeatable)"},
+	{"pg_conninfo", K_STR, S(pg_conninfo), "libpq conninfo of a role in nadi_sandbox_host (required)"},
+	{"sandbox_dir", K_STR, S(sandbox_dir), "directory nadi-sandboxd makes a subdirectory in per sandbox"},
+	{"listen_tcp", K_STR, S(listen_tcp), "PORT or IPV4:PORT of the main listener (cells)"},
+	{"listen_unix", K_STR, S(listen_unix), "unix socket path of the main listener (cells)"},
+	{"proxy_id", K_STR, S(proxy_id), "this proxy's name in audit rows (default: hostname)"},
+	{"pg_pool", K_COUNT, S(pg_pool), "database connections"},
+	{"pg_timeout", K_MS, S(pg_timeout_ms), "limit of one authorization (wait for a connection + query)"},
+	{"max_request_bytes", K_SIZE, S(max_request_bytes), "largest request body"},
+	{"max_response_bytes", K_SIZE, S(max_response_bytes), "largest response body passed on"},
+	{"upstream_timeout", K_MS, S(upstream_timeout_ms), "total time of one upstream exchange"},
+	{"connect_timeout", K_MS, S(connect_timeout_ms), "time to connect to an upstream"},
+	{"low_speed_time", K_MS, S(low_speed_time_ms), "abort an upstream slower than 1 byte/s for this long"},
+	{"max_connections", K_COUNT, S(max_connections), "client connections at once"},
+	{"max_sandbox_connections", K_COUNT, S(max_sandbox_connections), "client connections per sandbox"},
+	{"max_sandboxes", K_COUNT, S(max_sandboxes), "sandbox sockets listened on at once"},
+	{"idle_timeout", K_MS, S(idle_timeout_ms), "close a client connection idle this long"},
+	{"drain_timeout", K_MS, S(drain_timeout_ms), "on SIGTERM, wait this long for running exchanges"},
+	{"log_level", K_LOGLEVEL, 0, "error, warning, notice, info or debug"},
+};
+#undef S
+
+/* ---- upstreams ------------------------------------------------------------ */
+
+void
+upstream_clear(struct upstream *up)
+{
+	char **fields[] = {&up->name, &up->url, &up->scheme, &up->host, &up->origin, &up->base, &up->header,
+			   &up->format, &up->secret_file, &up->secret_env, &up->resolve, &up->ca_file};
+
+	for (size_t i = 0; i < ARRAY_SIZE(fields); i++) {
+		free(*fields[i]);
+		*fields[i] = NULL;
+	}
+	if (up->secret) {
+		OPENSSL_cleanse(up->secret, strlen(up->secret));
+		free(up->secret);
+		up->secret = NULL;
+	}
+}
+
+/* RFC 9110 token characters: what a header name may consist of. */
+static bool
+header_name_valid(const char *s)
+{
+	if (!*s || strlen(s) > 64)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s))
+			return false;
+	return true;
+}
+
+/* One "%s" and no other conversion; the value may not break the header. */
+static bool
+format_valid(const char *f)
+{
+	unsigned n = 0;
+
+	if (strlen(f) > 256)
+		return false;
+	for (const char *p = f; *p; p++) {
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return false;
+		if (*p == '%') {
+			if (p[1] != 's')
+				return false;
+			n++;
+			p++;
+		}
+	}
+	return n == 1;
+}
+
+/* Split off the next word of a spec; "double quoted" words may hold spaces. */
+static int
+next_word(const char **sp, char *out, size_t outsz)
+{
+	const char *s = *sp;
+	size_t n = 0;
+	bool quoted = false;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	if (!*s)
+		return 0;
+	for (; *s && (quoted || !isspace((unsigned char)*s)); s++) {
+		char c = *s;
+		if (c == '"') {
+			quoted = !quoted;
+			continue;
+		}
+		if (c == '\\' && quoted && (s[1] == '"' || s[1] == '\\'))
+			c = *++s;
+		if (n + 1 >= outsz)
+			return -E2BIG;
+		out[n++] = c;
+	}
+	if (quoted)
+		return -EINVAL;
+	out[n] = '\0';
+	*sp = s;
+	return 1;
+}
+
+static int
+parse_url(struct upstream *up, char *err, size_t errlen)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL, *query = NULL, *user = NULL;
+	int r = -EINVAL;
+
+	if (!u)
+		return -ENOMEM;
+	if (curl_url_set(u, CURLUPART_URL, up->url, 0) != CURLUE_OK) {
+		snprintf(err, errlen, "url \"%s\" is not a valid URL", up->url);
+		goto out;
+	}
+	curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+	curl_url_get(u, CURLUPART_HOST, &host, 0);
+	curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT);
+	curl_url_get(u, CURLUPART_PATH, &path, 0);
+	curl_url_get(u, CURLUPART_QUERY, &query, 0);
+	curl_url_get(u, CURLUPART_USER, &user, 0);
+	if (!scheme || (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)) {
+		snprintf(err, errlen, "url \"%s\": only http and https upstreams are supported", up->url);
+		goto out;
+	}
+	if (!host || !*host || !port || user || query || strchr(up->url, '#')) {
+		snprintf(err, errlen, "url \"%s\" needs a host and no user, query or fragment", up->url);
+		goto out;
+	}
+	up->scheme = strdup(strcasecmp(scheme, "https") == 0 ? "https" : "http");
+	up->port = (unsigned)strtoul(port, NULL, 10);
+	/* curl gives an IPv6 host in brackets; keep it bare, compare without case. */
+	if (host[0] == '[') {
+		size_t n = strlen(host);
+		memmove(host, host + 1, n - 1);
+		host[n - 2] = '\0';
+	}
+	for (char *p = host; *p; p++)
+		*p = (char)tolower((unsigned char)*p);
+	up->host = strdup(host);
+	up->origin = xasprintf(strchr(host, ':') ? "%s://[%s]:%u" : "%s://%s:%u", up->scheme, host, up->port);
+	if (path) {
+		size_t n = strlen(path);
+		while (n > 0 && path[n - 1] == '/')
+			path[--n] = '\0';
+	}
+	up->base = strdup(path ? path : "");
+	r = up->scheme && up->host && up->origin && up->base ? 0 : -ENOMEM;
+out:
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_free(path);
+	curl_free(query);
+	curl_free(user);
+	curl_url_cleanup(u);
+	return r;
+}
+
+/*
+ * "NAME url=URL [header=NAME] [format=F] secret_file=PATH|secret_env=VAR
+ * [resolve=ADDR] [ca_file=PATH]" → *up (cleared on error, err says why).
+ */
+int
+upstream_parse(const char *spec, struct upstream *up, char *err, size_t errlen)
+{
+	char word[4096];
+	int r;
+
+	memset(up, 0, sizeof *up);
+	r = next_word(&spec, word, sizeof word);
+	if (r <= 0 || !upstream_name_valid(word, strlen(word))) {
+		snprintf(err, errlen, "an upstream starts with its name: lower-case letters, digits, \".\", \"_\" and "
+			 "\"-\", at most 63 characters");
+		return -EINVAL;
+	}
+	up->name = strdup(word);
+	while ((r = next_word(&spec, word, sizeof word)) > 0) {
+		char *eq = strchr(word, '='), **field = NULL;
+		const char *k = word, *v;
+
+		if (!eq) {
+			snprintf(err, errlen, "upstream %s: expected key=value, not \"%s\"", up->name, word);
+			goto fail;
+		}
+		*eq = '\0';
+		v = eq + 1;
+		if (strcmp(k, "url") == 0)
+			field = &up->url;
+		else if (strcmp(k, "header") == 0)
+			field = &up->header;
+		else if (strcmp(k, "format") == 0)
+			field = &up->format;
+		else if (strcmp(k, "secret_file") == 0)
+			field = &up->secret_file;
+		else if (strcmp(k, "secret_env") == 0)
+			field = &up->secret_env;
+		else if (strcmp(k, "resolve") == 0)
+			field = &up->resolve;
+		else if (strcmp(k, "ca_file") == 0)
+			field = &up->ca_file;
+		if (!field) {
+			snprintf(err, errlen, "upstream %s: unknown key \"%s\" (url, header, format, secret_file, "
+				 "secret_env, resolve, ca_file)", up->name, k);
+			goto fail;
+		}
+		if (*field) {
+			snprintf(err, errlen, "upstream %s: %s given twice", up->name, k);
+			goto fail;
+		}
+		*field = strdup(v);
+	}
+	if (r < 0) {
+		snprintf(err, errlen, "upstream %s: unbalanced quotes or a value longer than %zu bytes", up->name,
+			 sizeof word - 1);
+		goto fail;
+	}
+	if (!up->url) {
+		snprintf(err, errlen, "upstream %s: url=... is required", up->name);
+		goto fail;
+	}
+	if (!up->header)
+		up->header = strdup("Authorization");
+	if (!up->format)
+		up->format = strdup("Bearer %s");
+	if (!header_name_valid(up->header) || strcasecmp(up->header, "Host") == 0 ||
+	    strcasecmp(up->header, "Content-Length") == 0 || strcasecmp(up->header, "Transfer-Encoding") == 0 ||
+	    strcasecmp(up->header, "Connection") == 0 || strncasecmp(up->header, "Proxy-", 6) == 0) {
+		snprintf(err, errlen, "upstream %s: header \"%s\" cannot carry a credential", up->name, up->header);
+		goto fail;
+	}
+	if (!format_valid(up->format)) {
+		snprintf(err, errlen, "upstream %s: format needs exactly one %%s and no other %% or control character",
+			 up->name);
+		goto fail;
+	}
+	if (!up->secret_file == !up->secret_env) {
+		snprintf(err, errlen, "upstream %s: give exactly one of secret_file=PATH and secret_env=VAR", up->name);
+		goto fail;
+	}
+	if (up->resolve) {
+		unsigned char buf[16];
+		if (inet_pton(AF_INET, up->resolve, buf) != 1 && inet_pton(AF_INET6, up->resolve, buf) != 1) {
+			snprintf(err, errlen, "upstream %s: resolve=%s is not an IP address", up->name, up->resolve);
+			goto fail;
+		}
+	}
+	if (parse_url(up, err, errlen) < 0)
+		goto fail;
+	return 0;
+fail:
+	upstream_clear(up);
+	return -EINVAL;
+}
+
+static int
+add_upstream(const char *spec)
+{
+	struct upstream up, *n;
+	char err[512];
+
+	if (upstream_parse(spec, &up, err, sizeof err) < 0) {
+		log_error("%s", err);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < cfg.n_upstreams; i++)
+		if (strcmp(cfg.upstreams[i].name, up.name) == 0) {
+			log_error("upstream %s is defined twice", up.name);
+			upstream_clear(&up);
+			return -EINVAL;
+		}
+	n = realloc(cfg.upstreams, (cfg.n_upstreams + 1) * sizeof *n);
+	if (!n) {
+		upstream_clear(&up);
+		return -ENOMEM;
+	}
+	cfg.upstreams = n;
+	cfg.upstreams[cfg.n_upstreams++] = up;
+	return 0;
+}
+
+const struct upstream *
+upstream_by_name(const char *name)
+{
+	for (size_t i = 0; i < cfg.n_upstreams; i++)
+		if (strcmp(cfg.upstreams[i].name, name) == 0)
+			return &cfg.upstreams[i];
+	return NULL;
+}
+
+/* ---- secrets ---------------------------------------------------------------- */
+
+static int
+read_secret_file(const char *path, char **ret)
+{
+	_cleanup_(closep) int fd = -1;
+	char buf[CP_SECRET_MAX + 2];
+	struct stat st;
+	size_t len = 0;
+	ssize_t n;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		log_error("cannot read secret file %s: %m", path);
+		return -errno;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		log_error("secret file %s is not a regular file", path);
+		return -EINVAL;
+	}
+	if (st.st_mode & S_IROTH) {
+		log_error("secret file %s is readable by every user (mode %04o): refusing to use it; "
+			  "run chmod o-rwx %s", path, (unsigned)(st.st_mode & 07777), path);
+		return -EPERM;
+	}
+	while ((n = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
+		len += (size_t)n;
+	if (n < 0) {
+		log_error("cannot read secret file %s: %m", path);
+		return -errno;
+	}
+	if (len > CP_SECRET_MAX) {
+		log_error("secret file %s holds more than %d bytes", path, CP_SECRET_MAX);
+		OPENSSL_cleanse(buf, sizeof buf);
+		return -EFBIG;
+	}
+	buf[len] = '\0';
+	*ret = strdup(buf);
+	OPENSSL_cleanse(buf, sizeof buf);
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* The secret of one upstream, trimmed and checked, or a negative errno. */
+static int
+load_secret(const struct upstream *up, char **ret)
+{
+	char *s = NULL;
+	size_t len;
+	int r;
+
+	if (up->secret_file) {
+		r = read_secret_file(up->secret_file, &s);
+		if (r < 0)
+			return r;
+	} else {
+		const char *e = getenv(up->secret_env);
+		if (!e) {
+			log_error("upstream %s: environment variable %s is not set", up->name, up->secret_env);
+			return -ENOENT;
+		}
+		if (strlen(e) > CP_SECRET_MAX) {
+			log_error("upstream %s: %s holds more than %d bytes", up->name, up->secret_env, CP_SECRET_MAX);
+			return -EFBIG;
+		}
+		s = strdup(e);
+		if (!s)
+			return -ENOMEM;
+	}
+	len = strlen(s);
+	while (len > 0 && isspace((unsigned char)s[len - 1]))
+		s[--len] = '\0';
+	r = len == 0 ? -ENODATA : 0;
+	for (size_t i = 0; i < len && r == 0; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			r = -EINVAL;
+	if (r < 0) {
+		log_error("upstream %s: the secret is %s", up->name,
+			  r == -ENODATA ? "empty" : "not one line of printable characters");
+		OPENSSL_cleanse(s, strlen(s));
+		free(s);
+		return r;
+	}
+	*ret = s;
+	return 0;
+}
+
+int
+config_reload_secrets(void)
+{
+	int r = 0;
+
+	for (size_t i = 0; i < cfg.n_upstreams; i++) {
+		struct upstream *up = &cfg.upstreams[i];
+		char *s = NULL, *old;
+		int q = load_secret(up, &s);
+
+		if (q < 0) {
+			if (up->secret)
+				log_warning("upstream %s keeps its previous secret", up->name);
+			r = r < 0 ? r : q;
+			continue;
+		}
+		pthread_rwlock_wrlock(&cp_secret_lock);
+		old = up->secret;
+		up->secret = s;
+		pthread_rwlock_unlock(&cp_secret_lock);
+		if (old) {
+			OPENSSL_cleanse(old, strlen(old));
+			free(old);
+		}
+	}
+	return r;
+}
+
+/* ---- flags and file --------------------------------------------------------- */
+
+static const struct key *
+find_key(const char *name, size_t len)
+{
+	char norm[64];
+
+	if (len >= sizeof norm)
+		return NULL;
+	for (size_t i = 0; i < len; i++)
+		norm[i] = name[i] == '-' ? '_' : name[i];
+	norm[len] = '\0';
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+		if (strcmp(keys[i].name, norm) == 0)
+			return &keys[i];
+	return NULL;
+}
+
+static int
+set_key(const struct key *k, const char *v)
+{
+	char *base = (char *)&cfg;
+
+	switch (k->kind) {
+	case K_STR: {
+		char **p = (char **)(base + k->off);
+		free(*p);
+		*p = strdup(v);
+		return *p ? 0 : -ENOMEM;
+	}
+	case K_SIZE:
+		return parse_size(v, (uint64_t *)(base + k->off));
+	case K_MS:
+		return parse_duration_ms(v, (uint64_t *)(base + k->off));
+	case K_COUNT:
+		return parse_count(v, (uint64_t *)(base + k->off));
+	case K_UPSTREAM:
+		return add_upstream(v);
+	case K_LOGLEVEL: {
+		static const char *names[] = {"error", "warning", "notice", "info", "debug"};
+		for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+			if (strcmp(v, names[i]) == 0) {
+				cp_log_level = CP_LOG_ERR + (int)i;
+				return 0;
+			}
+		return -EINVAL;
+	}
+	}
+	return -EINVAL;
+}
+
+static char *
+trim(char *s)
+{
+	char *e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+static int
+load_file(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	char line[8192];
+	unsigned lineno = 0;
+	int r = 0;
+
+	if (!f) {
+		log_error("cannot open config file %s: %m", path);
+		return -errno;
+	}
+	while (fgets(line, sizeof line, f)) {
+		char *s = trim(line), *eq, *k, *v;
+		const struct key *key;
+
+		lineno++;
+		if (!*s || *s == '#' || *s == ';')
+			continue;
+		/* "upstream NAME url=..." as well as "upstream = NAME url=..." */
+		if (strncmp(s, "upstream", 8) == 0 && isspace((unsigned char)s[8]) && *trim(s + 8) != '=') {
+			if (add_upstream(trim(s + 8)) < 0) {
+				log_error("%s:%u: invalid upstream", path, lineno);
+				r = -EINVAL;
+				break;
+			}
+			continue;
+		}
+		eq = strchr(s, '=');
+		if (!eq) {
+			log_error("%s:%u: expected key = value", path, lineno);
+			r = -EINVAL;
+			break;
+		}
+		*eq = '\0';
+		k = trim(s);
+		v = trim(eq + 1);
+		key = find_key(k, strlen(k));
+		if (!key) {
+			log_error("%s:%u: unknown key \"%s\"", path, lineno, k);
+			r = -EINVAL;
+			break;
+		}
+		if (key->kind == K_STR && *(char **)((char *)&cfg + key->off))
+			continue; /* set by a flag */
+		if (set_key(key, v) < 0) {
+			/* never echo the value: it may be an upstream line */
+			log_error("%s:%u: invalid value for %s", path, lineno, k);
+			r = -EINVAL;
+			break;
+		}
+	}
+	fclose(f);
+	return r;
+}
+
+static void
+usage(void)
+{
+	printf("usage: nadi-credproxy [--config FILE] [--KEY=VALUE ...]\n\n"
+	       "Forwards sandboxes' and cells' HTTP requests to configured upstream APIs,\n"
+	       "injecting the upstream's credential after nadi.proxy_authorize() allowed them.\n"
+	       "Every KEY can also be set in the config file as \"KEY = VALUE\".\n\n");
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+		char flag[64];
+		size_t j;
+		for (j = 0; keys[i].name[j]; j++)
+			flag[j] = keys[i].name[j] == '_' ? '-' : keys[i].name[j];
+		flag[j] = '\0';
+		printf("  --%-24s %s\n", flag, keys[i].help);
+	}
+}
+
+/*
+ * Flags first (so that --config may appear anywhere), then the file for
+ * the keys the flags left unset; scalars set by flags are applied again
+ * after the file so that flags win for them too.  Upstreams add up.
+ */
+int
+config_parse_args(int argc, char **argv)
+{
+	int r;
+
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 1; i < argc; i++) {
+			const char *a = argv[i], *v;
+			const struct key *k;
+			size_t nlen;
+
+			if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+				usage();
+				exit(0);
+			}
+			if (strcmp(a, "--version") == 0) {
+				printf("nadi-credproxy %s\n", CP_VERSION);
+				exit(0);
+			}
+			if (strncmp(a, "--", 2) != 0 && strcmp(a, "-c") != 0) {
+				log_error("unexpected argument \"%s\"", a);
+				return -EINVAL;
+			}
+			a += (a[1] == '-') ? 2 : 1;
+			v = strchr(a, '=');
+			nlen = v ? (size_t)(v - a) : strlen(a);
+			if (v)
+				v++;
+			else if (i + 1 < argc)
+				v = argv[++i];
+			else {
+				log_error("flag --%s needs a value", a);
+				return -EINVAL;
+			}
+			if ((nlen == 1 && a[0] == 'c') || (nlen == 6 && strncmp(a, "config", 6) == 0)) {
+				if (pass == 0) {
+					free(cfg.config_file);
+					cfg.config_file = strdup(v);
+				}
+				continue;
+			}
+			k = find_key(a, nlen);
+			if (!k) {
+				log_error("unknown flag --%.*s (see --help)", (int)nlen, a);
+				return -EINVAL;
+			}
+			if (pass == 1 && k->kind == K_UPSTREAM)
+				continue;
+			if (set_key(k, v) < 0) {
+				if (k->kind == K_UPSTREAM)
+					log_error("invalid --upstream");
+				else
+					log_error("invalid value for --%.*s: \"%s\"", (int)nlen, a, v);
+				return -EINVAL;
+			}
+		}
+		if (pass == 0 && cfg.config_file) {
+			r = load_file(cfg.config_file);
+			if (r < 0)
+				return r;
+		} else
+			break;
+	}
+	return 0;
+}
+
+static bool
+proxy_id_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 128)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("._:-", *s))
+			return false;
+	return true;
+}
+
+/* Fill derived defaults, check the whole configuration, read the secrets. */
+int
+config_finish(void)
+{
+	char host[256];
+	int r;
+
+	if (!cfg.pg_conninfo) {
+		log_error("pg_conninfo is required (--pg-conninfo=\"host=... dbname=nadi user=...\")");
+		return -EINVAL;
+	}
+	if (cfg.n_upstreams == 0) {
+		log_error("no upstream configured: add --upstream=\"NAME url=... secret_file=...\" or an "
+			  "\"upstream NAME ...\" line to the config file");
+		return -EINVAL;
+	}
+	if (!cfg.sandbox_dir)
+		cfg.sandbox_dir = strdup("/run/nadi-credproxy/sandboxes");
+	if (!cfg.proxy_id) {
+		if (gethostname(host, sizeof host) < 0)
+			snprintf(host, sizeof host, "credproxy");
+		host[sizeof host - 1] = '\0';
+		cfg.proxy_id = strdup(host);
+	}
+	if (!cfg.sandbox_dir || !cfg.proxy_id)
+		return -ENOMEM;
+	if (cfg.sandbox_dir[0] != '/') {
+		log_error("sandbox_dir must be an absolute path");
+		return -EINVAL;
+	}
+	if (!proxy_id_valid(cfg.proxy_id)) {
+		log_error("proxy_id \"%s\" must be 1 to 128 letters, digits, \".\", \"_\", \":\" and \"-\"", cfg.proxy_id);
+		return -EINVAL;
+	}
+	if (cfg.pg_pool < 1 || cfg.pg_pool > 64) {
+		log_error("pg_pool must be between 1 and 64");
+		return -EINVAL;
+	}
+	if (cfg.max_connections < 1 || cfg.max_connections > 65536 || cfg.max_sandbox_connections < 1 ||
+	    cfg.max_sandboxes < 1) {
+		log_error("max_connections (1 to 65536), max_sandbox_connections and max_sandboxes must be positive");
+		return -EINVAL;
+	}
+	if (cfg.upstream_timeout_ms < 100 || cfg.connect_timeout_ms < 100 || cfg.pg_timeout_ms < 100 ||
+	    cfg.idle_timeout_ms < 1000) {
+		log_error("upstream_timeout, connect_timeout and pg_timeout must be at least 100ms, "
+			  "idle_timeout at least 1s");
+		return -EINVAL;
+	}
+	if (cfg.max_request_bytes > (1ULL << 30)) {
+		log_error("max_request_bytes is at most 1G (request bodies are held in memory)");
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < cfg.n_upstreams; i++) {
+		const struct upstream *up = &cfg.upstreams[i];
+		if (up->ca_file && access(up->ca_file, R_OK) < 0) {
+			log_error("upstream %s: cannot read ca_file %s: %m", up->name, up->ca_file);
+			return -errno;
+		}
+	}
+	r = config_reload_secrets();
+	if (r < 0)
+		log_error("cannot start without every upstream's secret");
+	return r;
+}

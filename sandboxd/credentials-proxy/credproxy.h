@@ -1,0 +1,119 @@
+/*
+ * credproxy.h — shared declarations of nadi-credproxy, the credentials proxy
+ * of a sandbox host: configuration and upstreams, logging, small helpers.
+ * Each concern has its own .c file and header (listen, pg, target, fwd,
+ * proxy); this header holds what all of them use.
+ */
+#ifndef CREDPROXY_H
+#define CREDPROXY_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define CP_VERSION "0.1.0"
+#define CP_TOKEN_MAX 8192          /* bytes of a presented token */
+#define CP_SANDBOX_ID_MAX 64
+#define CP_SECRET_MAX 8192         /* bytes of an upstream secret */
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _printf_(a, b) __attribute__((format(printf, a, b)))
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* ---- logging (log.c) ---------------------------------------------------- */
+
+enum { CP_LOG_ERR = 3, CP_LOG_WARNING = 4, CP_LOG_NOTICE = 5, CP_LOG_INFO = 6, CP_LOG_DEBUG = 7 };
+
+extern int cp_log_level;
+void cp_log(int level, const char *fmt, ...) _printf_(2, 3);
+#define log_error(...) cp_log(CP_LOG_ERR, __VA_ARGS__)
+#define log_warning(...) cp_log(CP_LOG_WARNING, __VA_ARGS__)
+#define log_notice(...) cp_log(CP_LOG_NOTICE, __VA_ARGS__)
+#define log_info(...) cp_log(CP_LOG_INFO, __VA_ARGS__)
+#define log_debug(...) cp_log(CP_LOG_DEBUG, __VA_ARGS__)
+
+/* ---- configuration (config.c) ------------------------------------------ */
+
+/*
+ * An upstream API.  Everything but the secret is fixed at start-up; the
+ * secret is re-read on SIGHUP and read by connection threads under
+ * cp_secret_lock.
+ */
+struct upstream {
+	char *name;
+	char *url;            /* as configured */
+	char *scheme;         /* "http" or "https" */
+	char *host;           /* lower case; an IPv6 address without brackets */
+	unsigned port;        /* explicit or the scheme's default */
+	char *origin;         /* scheme://host[:port], for building URLs */
+	char *base;           /* path prefix without a trailing "/"; "" for none */
+	char *header;         /* the credential header, e.g. Authorization */
+	char *format;         /* its value, one "%s" standing for the secret */
+	char *secret_file;
+	char *secret_env;
+	char *resolve;        /* connect to this address instead of resolving host */
+	char *ca_file;        /* CA bundle for this upstream's TLS */
+	char *secret;         /* under cp_secret_lock */
+};
+
+struct cp_config {
+	char *config_file;
+	char *sandbox_dir;
+	char *listen_tcp;     /* "PORT" or "IPV4:PORT" */
+	char *listen_unix;
+	char *pg_conninfo;
+	char *proxy_id;
+	uint64_t pg_pool;
+	uint64_t pg_timeout_ms;
+	uint64_t max_request_bytes;
+	uint64_t max_response_bytes;
+	uint64_t upstream_timeout_ms;
+	uint64_t connect_timeout_ms;
+	uint64_t low_speed_time_ms;
+	uint64_t max_connections;
+	uint64_t max_sandbox_connections;
+	uint64_t max_sandboxes;
+	uint64_t idle_timeout_ms;
+	uint64_t drain_timeout_ms;
+	struct upstream *upstreams;
+	size_t n_upstreams;
+};
+
+extern struct cp_config cfg;
+extern pthread_rwlock_t cp_secret_lock;
+extern atomic_bool cp_draining;   /* SIGTERM: finish what runs, take nothing new */
+extern atomic_bool cp_stopping;   /* give up on running exchanges too */
+
+int config_parse_args(int argc, char **argv);
+int config_finish(void);
+/* Re-read every upstream's secret; keeps the old one of an upstream that fails. */
+int config_reload_secrets(void);
+const struct upstream *upstream_by_name(const char *name);
+/* Parse one upstream definition ("NAME key=value ..."); for tests and config. */
+int upstream_parse(const char *spec, struct upstream *up, char *err, size_t errlen);
+void upstream_clear(struct upstream *up);
+
+/* ---- helpers (util.c) --------------------------------------------------- */
+
+void freep(void *p);
+void closep(int *fd);
+int parse_size(const char *s, uint64_t *ret);
+int parse_duration_ms(const char *s, uint64_t *ret);
+int parse_count(const char *s, uint64_t *ret);
+char *xasprintf(const char *fmt, ...) _printf_(1, 2);
+uint64_t now_ms(void);
+uint64_t now_us(void);
+bool upstream_name_valid(const char *s, size_t len);
+bool sandbox_id_valid(const char *s, size_t len);
+/* Decode standard base64 into out (NUL-terminated); -EINVAL when malformed. */
+int base64_decode(const char *in, size_t inlen, char *out, size_t outsz, size_t *outlen);
+
+#endif
