@@ -60,7 +60,10 @@ tools_list_json(void)
 
 /* ---- encodings ------------------------------------------------------------- */
 
-/* Copy s, replacing every invalid UTF-8 sequence by U+FFFD. */
+/*
+ * Copy s, replacing every invalid UTF-8 sequence, and every NUL (which no
+ * PostgreSQL text or jsonb value can hold), by U+FFFD.
+ */
 static char *
 utf8_sanitize(const char *s, size_t len, size_t *out_len, bool *lossy)
 {
@@ -73,7 +76,7 @@ utf8_sanitize(const char *s, size_t len, size_t *out_len, bool *lossy)
 	while (p < end) {
 		unsigned c = *p;
 		size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-		bool ok = n > 0 && (size_t)(end - p) >= n;
+		bool ok = n > 0 && c != 0 && (size_t)(end - p) >= n;
 		uint32_t cp = n == 1 ? c : n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
 
 		for (size_t i = 1; ok && i < n; i++) {

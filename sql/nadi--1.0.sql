@@ -156,6 +156,10 @@ CREATE TABLE nadi.audit_log (
 CREATE INDEX audit_log_session_idx ON nadi.audit_log (session_id, audit_id)
     WHERE session_id IS NOT NULL;
 
+-- An exchange through the credentials proxy is finished once (proxy_finish).
+CREATE UNIQUE INDEX audit_log_proxy_exchange_idx ON nadi.audit_log (((detail->>'exchange_id')::bigint))
+    WHERE action = 'proxy.response';
+
 -- Signing keys.  public_key is the raw 32-byte Ed25519 public key (NULL for
 -- HS256); the private half is in nadi.signing_key_secrets, which only the
 -- extension's owner can read.  A key mints tokens until retire_at and
@@ -787,23 +791,21 @@ BEGIN
     IF NOT (req.detail->>'allowed')::boolean THEN
         RAISE EXCEPTION 'exchange % was refused', exchange_id USING ERRCODE = '22023';
     END IF;
-    IF EXISTS (SELECT 1 FROM nadi.audit_log a
-               WHERE a.session_id IS NOT DISTINCT FROM req.session_id AND a.action = 'proxy.response'
-                 AND a.audit_id > req.audit_id
-                 AND (a.detail->>'exchange_id')::bigint = req.audit_id) THEN
-        RAISE EXCEPTION 'exchange % is already finished', exchange_id USING ERRCODE = '22023';
-    END IF;
     IF status IS NOT NULL AND status NOT BETWEEN 100 AND 599 THEN
         RAISE EXCEPTION 'invalid HTTP status %', status USING ERRCODE = '22023';
     END IF;
-    INSERT INTO nadi.audit_log (at, actor, tenant_id, session_id, action, detail)
-    VALUES (nadi.now(), req.actor, req.tenant_id, req.session_id, 'proxy.response',
-            jsonb_strip_nulls(jsonb_build_object(
-                'exchange_id', req.audit_id, 'upstream', req.detail->'upstream',
-                'status', status, 'bytes_up', greatest(bytes_up, 0),
-                'bytes_down', greatest(bytes_down, 0),
-                'duration_ms', round(greatest(duration_ms, 0)::numeric, 3),
-                'error', left(error, 1024))));
+    BEGIN
+        INSERT INTO nadi.audit_log (at, actor, tenant_id, session_id, action, detail)
+        VALUES (nadi.now(), req.actor, req.tenant_id, req.session_id, 'proxy.response',
+                jsonb_strip_nulls(jsonb_build_object(
+                    'exchange_id', req.audit_id, 'upstream', req.detail->'upstream',
+                    'status', status, 'bytes_up', greatest(bytes_up, 0),
+                    'bytes_down', greatest(bytes_down, 0),
+                    'duration_ms', round(greatest(duration_ms, 0)::numeric, 3),
+                    'error', left(error, 1024))));
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'exchange % is already finished', exchange_id USING ERRCODE = '22023';
+    END;
 END
 $fn$;
 

@@ -204,6 +204,15 @@ parse_absolute_form(const char *uri, struct target *t, struct problem *p)
 			rest = r;
 		}
 	}
+	/*
+	 * http://NAME/PATH names an upstream by its name, and a path-style target
+	 * behind any host (http://127.0.0.1:3128/u/NAME/PATH, what clients that
+	 * ignore no_proxy send for the relay itself) is taken as path-style.
+	 */
+	if (!t->up && !host_known && !port && (t->up = upstream_by_name(host)) != NULL)
+		rest = *path ? path : "/";
+	else if (!t->up && !host_known && strncmp(path, "/u/", 3) == 0)
+		return parse_origin_form(path, t, p);
 	if (!t->up)
 		return fail(p, 404, "unknown_upstream",
 			    host_known ? "the path is outside every upstream configured for host %s"
