@@ -24,6 +24,10 @@ FROM nadi.token_verify(:'ta', 'nadi-proxy') c;
 SELECT c->>'scope' AS scope, c->>'sub' AS sub, (c->>'exp')::bigint - (c->>'iat')::bigint AS ttl
 FROM nadi.token_verify(nadi.model_token(:'s', '1 minute'), 'nadi-proxy') c;
 
+-- a proxy token opens no API: authenticate wants audience nadi
+SELECT try(format('SELECT nadi.authenticate(%L)', :'ta')) AS authenticate_with_sandbox_token;
+SELECT try(format('SELECT nadi.authenticate(%L)', :'ma')) AS authenticate_with_model_token;
+
 -- bad input: clear errors
 SELECT nadi.sandbox_token(:'s', 'no spaces');
 SELECT nadi.sandbox_token(:'s', NULL);
