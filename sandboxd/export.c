@@ -77,7 +77,7 @@ export_done(void *ud, int status, const char *err)
 			 "session_id", x->sb->session_id, "image", x->sb->image, "snapshot", x->snapshot, "bytes",
 			 (json_int_t)st.st_size, "created_at", created, "host_id", cfg.host_id);
 	text = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
-	if (!text || write_file_atomic(AT_FDCWD, x->meta, text, strlen(text)) < 0)
+	if (!text || write_file_atomic(AT_FDCWD, x->meta, text, strlen(text), 0600) < 0)
 		log_warning("cannot write %s", x->meta);
 	free(text);
 	log_info("sandbox %s: exported snapshot %s as %s (%lld bytes)", x->sb->id, x->snapshot, x->object,

@@ -119,15 +119,11 @@ static int
 setup_signals(void)
 {
 	sigset_t mask;
-	int fd;
+	int fd, r;
 
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGHUP);
-	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
-		return -errno;
+	r = signals_block(&mask);
+	if (r < 0)
+		return r;
 	fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (fd < 0)
 		return -errno;
@@ -166,6 +162,7 @@ main(int argc, char **argv)
 {
 	int r;
 
+	log_ident = "nadi-sandboxd";
 	r = config_parse_args(argc, argv);
 	if (r < 0)
 		return 2;

@@ -91,7 +91,7 @@ log_container(struct sbx_sandbox *sb, const char *line)
 		return;
 	ct->logged += strlen(line);
 	/* nspawn's exit chatter is noise once we asked the container to go. */
-	sbx_log(ct->state == CT_STOPPING ? SBX_LOG_DEBUG : SBX_LOG_INFO, "sandbox %s: %s", sb->id, line);
+	log_at(ct->state == CT_STOPPING ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO, "sandbox %s: %s", sb->id, line);
 	if (ct->logged > LOG_BUDGET)
 		log_warning("sandbox %s: container log budget exhausted; further lines dropped", sb->id);
 }

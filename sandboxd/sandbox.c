@@ -171,7 +171,7 @@ gitconfig_write(void)
 
 	if (!cfg.git_mirror_dir)
 		return 0;
-	r = write_file_atomic(store_root_fd(), SBX_GITCONFIG_HOST, text, sizeof text - 1);
+	r = write_file_atomic(store_root_fd(), SBX_GITCONFIG_HOST, text, sizeof text - 1, 0600);
 	if (r == 0 && fchmodat(store_root_fd(), SBX_GITCONFIG_HOST, 0644, 0) < 0)
 		r = -errno;
 	if (r < 0) {
@@ -199,7 +199,7 @@ meta_write(const struct sbx_sandbox *sb, const char *state)
 	json_decref(j);
 	if (!text)
 		return -ENOMEM;
-	r = write_file_atomic(store_root_fd(), rel, text, strlen(text));
+	r = write_file_atomic(store_root_fd(), rel, text, strlen(text), 0600);
 	if (r < 0) {
 		errno = -r;
 		log_error("cannot write metadata of sandbox %s: %m", sb->id);

@@ -17,24 +17,9 @@
 
 #define SBX_VERSION "0.1.0"
 
-#define _cleanup_(f) __attribute__((cleanup(f)))
-#define _printf_(a, b) __attribute__((format(printf, a, b)))
-#define _unused_ __attribute__((unused))
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
-#define MAX(a, b) ((a) > (b) ? (a) : (b))
-
-/* ---- logging (log.c) ---------------------------------------------------- */
-
-enum { SBX_LOG_ERR = 3, SBX_LOG_WARNING = 4, SBX_LOG_NOTICE = 5, SBX_LOG_INFO = 6, SBX_LOG_DEBUG = 7 };
-
-extern int sbx_log_level;
-void sbx_log(int level, const char *fmt, ...) _printf_(2, 3);
-#define log_error(...) sbx_log(SBX_LOG_ERR, __VA_ARGS__)
-#define log_warning(...) sbx_log(SBX_LOG_WARNING, __VA_ARGS__)
-#define log_notice(...) sbx_log(SBX_LOG_NOTICE, __VA_ARGS__)
-#define log_info(...) sbx_log(SBX_LOG_INFO, __VA_ARGS__)
-#define log_debug(...) sbx_log(SBX_LOG_DEBUG, __VA_ARGS__)
+/* Logging, parsing and file helpers shared with nadi-gitd and nadi-credproxy. */
+#include "common/log.h"
+#include "common/util.h"
 
 /* ---- configuration (config.c) ------------------------------------------ */
 
@@ -125,26 +110,13 @@ void ev_timer_arm(struct ev_timer *t, uint64_t after_ms, ev_timer_cb cb, void *d
 void ev_timer_cancel(struct ev_timer *t);
 /* Wait at most max_ms (or until the next timer) and dispatch; -errno on error. */
 int ev_run_once(int64_t max_ms);
-uint64_t now_ms(void);
-uint64_t now_us(void);
 
-/* ---- helpers (util.c) --------------------------------------------------- */
+/* ---- helpers of its own (util.c; the shared ones are in common/util.h) --- */
 
-void freep(void *p);
-void closep(int *fd);
-int parse_size(const char *s, uint64_t *ret);
-int parse_duration_ms(const char *s, uint64_t *ret);
-int parse_bool(const char *s, bool *ret);
-int read_full_file(int dirfd, const char *path, char **ret, size_t *ret_len, size_t max);
-int write_file_atomic(int dirfd, const char *path, const void *data, size_t len);
 int write_string_file(const char *path, const char *s);
 int mkdir_p(const char *path, mode_t mode);
-int rm_rf_at(int dirfd, const char *name);
 bool id_valid(const char *s, size_t maxlen);
 int random_hex(char *buf, size_t nbytes);
 char *strjoin(const char *a, const char *b, const char *c);
-char *xasprintf(const char *fmt, ...) _printf_(1, 2);
-bool ct_equal(const void *a, size_t alen, const void *b, size_t blen);
-void iso8601(time_t t, char buf[32]);
 
 #endif

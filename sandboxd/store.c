@@ -324,7 +324,7 @@ installed:
 	e = btrfs_util_sync(dst);
 	if (e != BTRFS_UTIL_OK)
 		log_warning("cannot sync %s: %s", dst, btrfs_util_strerror(e));
-	r = write_file_atomic(root_fd, stamp_path, stamp, strlen(stamp));
+	r = write_file_atomic(root_fd, stamp_path, stamp, strlen(stamp), 0600);
 	if (r < 0)
 		log_warning("cannot record stamp of image %s: %s", name, strerror(-r));
 	log_info("imported image %s from %s in %llu ms", name, src, (unsigned long long)(now_ms() - t0));

@@ -575,23 +575,6 @@ static const char git_clone_script[] =
 	"git -C \"$dest\" rev-parse --verify --quiet HEAD || { echo 'git_clone: the clone has no HEAD commit' >&2; exit 1; }\n"
 	"git -C \"$dest\" symbolic-ref --quiet --short HEAD || echo\n";
 
-/* A mirror name: ^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$, no "..", not ending in ".git" (nadi-gitd's rule). */
-static bool
-repo_name_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n > 100 || strstr(s, "..") || (n >= 4 && strcmp(s + n - 4, ".git") == 0))
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
-			return false;
-	}
-	return true;
-}
-
 /* A ref name git would accept for --branch (the rules of git check-ref-format that matter here). */
 static bool
 branch_ok(const char *s, size_t len)
@@ -626,7 +609,7 @@ git_clone_tool(struct http_req *r, struct sbx_sandbox *sb, json_t *args, const c
 
 	if (!check_keys(r, tool, args, keys) || !(repo = arg_string(r, tool, args, "repo", true, NULL)))
 		return;
-	if (!repo_name_ok(repo)) {
+	if (!repo_name_valid(repo)) {   /* nadi-gitd's rule, common/util.c */
 		http_reply_problem(r, 400, "invalid_args",
 				   "git_clone: \"repo\" must be a mirror name: 1 to 100 letters, digits, '.', '_' or '-', "
 				   "starting with a letter or digit, without \"..\" or a \".git\" suffix");

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <openssl/crypto.h>
 
+#include "../common/conf.h"
 #include "credproxy.h"
 
 struct cp_config cfg = {
@@ -34,39 +35,6 @@ struct cp_config cfg = {
 };
 
 pthread_rwlock_t cp_secret_lock = PTHREAD_RWLOCK_INITIALIZER;
-
-enum kind { K_STR, K_SIZE, K_MS, K_COUNT, K_UPSTREAM, K_LOGLEVEL };
-
-struct key {
-	const char *name;
-	enum kind kind;
-	size_t off;
-	const char *help;
-};
-
-#define S(f) offsetof(struct cp_config, f)
-static const struct key keys[] = {
-	{"upstream", K_UPSTREAM, 0, "\"NAME url=URL [header=H] [format=F] secret_file=P|secret_env=V\" (repeatable)"},
-	{"pg_conninfo", K_STR, S(pg_conninfo), "libpq conninfo of a role in nadi_sandbox_host (required)"},
-	{"sandbox_dir", K_STR, S(sandbox_dir), "directory nadi-sandboxd makes a subdirectory in per sandbox"},
-	{"listen_tcp", K_STR, S(listen_tcp), "PORT or IPV4:PORT of the main listener (cells)"},
-	{"listen_unix", K_STR, S(listen_unix), "unix socket path of the main listener (cells)"},
-	{"proxy_id", K_STR, S(proxy_id), "this proxy's name in audit rows (default: hostname)"},
-	{"pg_pool", K_COUNT, S(pg_pool), "database connections"},
-	{"pg_timeout", K_MS, S(pg_timeout_ms), "limit of one authorization (wait for a connection + query)"},
-	{"max_request_bytes", K_SIZE, S(max_request_bytes), "largest request body"},
-	{"max_response_bytes", K_SIZE, S(max_response_bytes), "largest response body passed on"},
-	{"upstream_timeout", K_MS, S(upstream_timeout_ms), "total time of one upstream exchange"},
-	{"connect_timeout", K_MS, S(connect_timeout_ms), "time to connect to an upstream"},
-	{"low_speed_time", K_MS, S(low_speed_time_ms), "abort an upstream slower than 1 byte/s for this long"},
-	{"max_connections", K_COUNT, S(max_connections), "client connections at once"},
-	{"max_sandbox_connections", K_COUNT, S(max_sandbox_connections), "client connections per sandbox"},
-	{"max_sandboxes", K_COUNT, S(max_sandboxes), "sandbox sockets listened on at once"},
-	{"idle_timeout", K_MS, S(idle_timeout_ms), "close a client connection idle this long"},
-	{"drain_timeout", K_MS, S(drain_timeout_ms), "on SIGTERM, wait this long for running exchanges"},
-	{"log_level", K_LOGLEVEL, 0, "error, warning, notice, info or debug"},
-};
-#undef S
 
 /* ---- upstreams ------------------------------------------------------------ */
 
@@ -304,11 +272,13 @@ fail:
 	return -EINVAL;
 }
 
+/* A "upstream" flag or line; a name may be defined only once. */
 static int
-add_upstream(const char *spec)
+add_upstream(const char *spec, bool from_flag)
 {
 	struct upstream up, *n;
 	char err[512];
+	(void)from_flag;
 
 	if (upstream_parse(spec, &up, err, sizeof err) < 0) {
 		log_error("%s", err);
@@ -455,210 +425,52 @@ config_reload_secrets(void)
 
 /* ---- flags and file --------------------------------------------------------- */
 
-static const struct key *
-find_key(const char *name, size_t len)
-{
-	char norm[64];
+#define S(f) offsetof(struct cp_config, f)
+static const struct conf_key keys[] = {
+	{"upstream", CONF_FUNC, 0, "\"NAME url=URL [header=H] [format=F] secret_file=P|secret_env=V\" (repeatable)",
+	 CONF_LIST | CONF_SECRET | CONF_BARE, add_upstream},
+	{"pg_conninfo", CONF_STR, S(pg_conninfo), "libpq conninfo of a role in nadi_sandbox_host (required)", 0, NULL},
+	{"sandbox_dir", CONF_STR, S(sandbox_dir), "directory nadi-sandboxd makes a subdirectory in per sandbox", 0, NULL},
+	{"listen_tcp", CONF_STR, S(listen_tcp), "PORT or IPV4:PORT of the main listener (cells)", 0, NULL},
+	{"listen_unix", CONF_STR, S(listen_unix), "unix socket path of the main listener (cells)", 0, NULL},
+	{"proxy_id", CONF_STR, S(proxy_id), "this proxy's name in audit rows (default: hostname)", 0, NULL},
+	{"pg_pool", CONF_COUNT, S(pg_pool), "database connections", 0, NULL},
+	{"pg_timeout", CONF_MS, S(pg_timeout_ms), "limit of one authorization (wait for a connection + query)", 0, NULL},
+	{"max_request_bytes", CONF_SIZE, S(max_request_bytes), "largest request body", 0, NULL},
+	{"max_response_bytes", CONF_SIZE, S(max_response_bytes), "largest response body passed on", 0, NULL},
+	{"upstream_timeout", CONF_MS, S(upstream_timeout_ms), "total time of one upstream exchange", 0, NULL},
+	{"connect_timeout", CONF_MS, S(connect_timeout_ms), "time to connect to an upstream", 0, NULL},
+	{"low_speed_time", CONF_MS, S(low_speed_time_ms), "abort an upstream slower than 1 byte/s for this long", 0, NULL},
+	{"max_connections", CONF_COUNT, S(max_connections), "client connections at once", 0, NULL},
+	{"max_sandbox_connections", CONF_COUNT, S(max_sandbox_connections), "client connections per sandbox", 0, NULL},
+	{"max_sandboxes", CONF_COUNT, S(max_sandboxes), "sandbox sockets listened on at once", 0, NULL},
+	{"idle_timeout", CONF_MS, S(idle_timeout_ms), "close a client connection idle this long", 0, NULL},
+	{"drain_timeout", CONF_MS, S(drain_timeout_ms), "on SIGTERM, wait this long for running exchanges", 0, NULL},
+	CONF_KEY_LOG_LEVEL,
+};
+#undef S
 
-	if (len >= sizeof norm)
-		return NULL;
-	for (size_t i = 0; i < len; i++)
-		norm[i] = name[i] == '-' ? '_' : name[i];
-	norm[len] = '\0';
-	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
-		if (strcmp(keys[i].name, norm) == 0)
-			return &keys[i];
-	return NULL;
-}
-
-static int
-set_key(const struct key *k, const char *v)
-{
-	char *base = (char *)&cfg;
-
-	switch (k->kind) {
-	case K_STR: {
-		char **p = (char **)(base + k->off);
-		free(*p);
-		*p = strdup(v);
-		return *p ? 0 : -ENOMEM;
-	}
-	case K_SIZE:
-		return parse_size(v, (uint64_t *)(base + k->off));
-	case K_MS:
-		return parse_duration_ms(v, (uint64_t *)(base + k->off));
-	case K_COUNT:
-		return parse_count(v, (uint64_t *)(base + k->off));
-	case K_UPSTREAM:
-		return add_upstream(v);
-	case K_LOGLEVEL: {
-		static const char *names[] = {"error", "warning", "notice", "info", "debug"};
-		for (size_t i = 0; i < ARRAY_SIZE(names); i++)
-			if (strcmp(v, names[i]) == 0) {
-				cp_log_level = CP_LOG_ERR + (int)i;
-				return 0;
-			}
-		return -EINVAL;
-	}
-	}
-	return -EINVAL;
-}
-
-static char *
-trim(char *s)
-{
-	char *e;
-
-	while (isspace((unsigned char)*s))
-		s++;
-	e = s + strlen(s);
-	while (e > s && isspace((unsigned char)e[-1]))
-		*--e = '\0';
-	return s;
-}
-
-static int
-load_file(const char *path)
-{
-	FILE *f = fopen(path, "re");
-	char line[8192];
-	unsigned lineno = 0;
-	int r = 0;
-
-	if (!f) {
-		log_error("cannot open config file %s: %m", path);
-		return -errno;
-	}
-	while (fgets(line, sizeof line, f)) {
-		char *s = trim(line), *eq, *k, *v;
-		const struct key *key;
-
-		lineno++;
-		if (!*s || *s == '#' || *s == ';')
-			continue;
-		/* "upstream NAME url=..." as well as "upstream = NAME url=..." */
-		if (strncmp(s, "upstream", 8) == 0 && isspace((unsigned char)s[8]) && *trim(s + 8) != '=') {
-			if (add_upstream(trim(s + 8)) < 0) {
-				log_error("%s:%u: invalid upstream", path, lineno);
-				r = -EINVAL;
-				break;
-			}
-			continue;
-		}
-		eq = strchr(s, '=');
-		if (!eq) {
-			log_error("%s:%u: expected key = value", path, lineno);
-			r = -EINVAL;
-			break;
-		}
-		*eq = '\0';
-		k = trim(s);
-		v = trim(eq + 1);
-		key = find_key(k, strlen(k));
-		if (!key) {
-			log_error("%s:%u: unknown key \"%s\"", path, lineno, k);
-			r = -EINVAL;
-			break;
-		}
-		if (key->kind == K_STR && *(char **)((char *)&cfg + key->off))
-			continue; /* set by a flag */
-		if (set_key(key, v) < 0) {
-			/* never echo the value: it may be an upstream line */
-			log_error("%s:%u: invalid value for %s", path, lineno, k);
-			r = -EINVAL;
-			break;
-		}
-	}
-	fclose(f);
-	return r;
-}
-
-static void
-usage(void)
-{
-	printf("usage: nadi-credproxy [--config FILE] [--KEY=VALUE ...]\n\n"
-	       "Forwards sandboxes' and cells' HTTP requests to configured upstream APIs,\n"
-	       "injecting the upstream's credential after nadi.proxy_authorize() allowed them.\n"
-	       "Every KEY can also be set in the config file as \"KEY = VALUE\".\n\n");
-	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
-		char flag[64];
-		size_t j;
-		for (j = 0; keys[i].name[j]; j++)
-			flag[j] = keys[i].name[j] == '_' ? '-' : keys[i].name[j];
-		flag[j] = '\0';
-		printf("  --%-24s %s\n", flag, keys[i].help);
-	}
-}
+/* Values in the file are never echoed: a line may be an upstream's. */
+static const struct conf_spec spec = {
+	.program = "nadi-credproxy",
+	.version = CP_VERSION,
+	.about = "Forwards sandboxes' and cells' HTTP requests to configured upstream APIs,\n"
+		 "injecting the upstream's credential after nadi.proxy_authorize() allowed them.\n",
+	.help_width = 24,
+	CONF_SPEC_TABLE(cfg, keys),
+	.file_hides_values = true,
+};
 
 /*
  * Flags first (so that --config may appear anywhere), then the file for
  * the keys the flags left unset; scalars set by flags are applied again
- * after the file so that flags win for them too.  Upstreams add up.
+ * after the file so that flags win for them too.  Upstreams add up: both
+ * "upstream NAME url=..." and "upstream = NAME url=..." lines work.
  */
 int
 config_parse_args(int argc, char **argv)
 {
-	int r;
-
-	for (int pass = 0; pass < 2; pass++) {
-		for (int i = 1; i < argc; i++) {
-			const char *a = argv[i], *v;
-			const struct key *k;
-			size_t nlen;
-
-			if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-				usage();
-				exit(0);
-			}
-			if (strcmp(a, "--version") == 0) {
-				printf("nadi-credproxy %s\n", CP_VERSION);
-				exit(0);
-			}
-			if (strncmp(a, "--", 2) != 0 && strcmp(a, "-c") != 0) {
-				log_error("unexpected argument \"%s\"", a);
-				return -EINVAL;
-			}
-			a += (a[1] == '-') ? 2 : 1;
-			v = strchr(a, '=');
-			nlen = v ? (size_t)(v - a) : strlen(a);
-			if (v)
-				v++;
-			else if (i + 1 < argc)
-				v = argv[++i];
-			else {
-				log_error("flag --%s needs a value", a);
-				return -EINVAL;
-			}
-			if ((nlen == 1 && a[0] == 'c') || (nlen == 6 && strncmp(a, "config", 6) == 0)) {
-				if (pass == 0) {
-					free(cfg.config_file);
-					cfg.config_file = strdup(v);
-				}
-				continue;
-			}
-			k = find_key(a, nlen);
-			if (!k) {
-				log_error("unknown flag --%.*s (see --help)", (int)nlen, a);
-				return -EINVAL;
-			}
-			if (pass == 1 && k->kind == K_UPSTREAM)
-				continue;
-			if (set_key(k, v) < 0) {
-				if (k->kind == K_UPSTREAM)
-					log_error("invalid --upstream");
-				else
-					log_error("invalid value for --%.*s: \"%s\"", (int)nlen, a, v);
-				return -EINVAL;
-			}
-		}
-		if (pass == 0 && cfg.config_file) {
-			r = load_file(cfg.config_file);
-			if (r < 0)
-				return r;
-		} else
-			break;
-	}
-	return 0;
+	return conf_parse_args(&spec, argc, argv);
 }
 
 static bool

@@ -17,28 +17,14 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+/* Logging, parsing and file helpers shared with nadi-sandboxd and nadi-gitd. */
+#include "../common/log.h"
+#include "../common/util.h"
+
 #define CP_VERSION "0.1.0"
 #define CP_TOKEN_MAX 8192          /* bytes of a presented token */
 #define CP_SANDBOX_ID_MAX 64
 #define CP_SECRET_MAX 8192         /* bytes of an upstream secret */
-
-#define _cleanup_(f) __attribute__((cleanup(f)))
-#define _printf_(a, b) __attribute__((format(printf, a, b)))
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
-#define MAX(a, b) ((a) > (b) ? (a) : (b))
-
-/* ---- logging (log.c) ---------------------------------------------------- */
-
-enum { CP_LOG_ERR = 3, CP_LOG_WARNING = 4, CP_LOG_NOTICE = 5, CP_LOG_INFO = 6, CP_LOG_DEBUG = 7 };
-
-extern int cp_log_level;
-void cp_log(int level, const char *fmt, ...) _printf_(2, 3);
-#define log_error(...) cp_log(CP_LOG_ERR, __VA_ARGS__)
-#define log_warning(...) cp_log(CP_LOG_WARNING, __VA_ARGS__)
-#define log_notice(...) cp_log(CP_LOG_NOTICE, __VA_ARGS__)
-#define log_info(...) cp_log(CP_LOG_INFO, __VA_ARGS__)
-#define log_debug(...) cp_log(CP_LOG_DEBUG, __VA_ARGS__)
 
 /* ---- configuration (config.c) ------------------------------------------ */
 
@@ -101,16 +87,8 @@ const struct upstream *upstream_by_name(const char *name);
 int upstream_parse(const char *spec, struct upstream *up, char *err, size_t errlen);
 void upstream_clear(struct upstream *up);
 
-/* ---- helpers (util.c) --------------------------------------------------- */
+/* ---- helpers of its own (util.c; the shared ones are in common/util.h) --- */
 
-void freep(void *p);
-void closep(int *fd);
-int parse_size(const char *s, uint64_t *ret);
-int parse_duration_ms(const char *s, uint64_t *ret);
-int parse_count(const char *s, uint64_t *ret);
-char *xasprintf(const char *fmt, ...) _printf_(1, 2);
-uint64_t now_ms(void);
-uint64_t now_us(void);
 bool upstream_name_valid(const char *s, size_t len);
 bool sandbox_id_valid(const char *s, size_t len);
 /* Decode standard base64 into out (NUL-terminated); -EINVAL when malformed. */

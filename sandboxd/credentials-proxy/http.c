@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../common/problem.h"
 #include "credproxy.h"
 #include "http.h"
 #include "listen.h"
@@ -24,33 +25,15 @@ http_active_requests(void)
 	return atomic_load(&active);
 }
 
-static const char *
-reason(unsigned status)
-{
-	const char *s = MHD_get_reason_phrase_for(status);
-	return s && *s ? s : "Error";
-}
-
 static enum MHD_Result
 reply_text(struct MHD_Connection *c, unsigned status, const char *content_type, const char *const *headers,
 	   char *text)
 {
-	size_t len = strlen(text);
-	char *nl = realloc(text, len + 2);
-	struct MHD_Response *resp;
+	struct MHD_Response *resp = text_response(text, content_type);
 	enum MHD_Result ret;
 
-	if (nl) {
-		text = nl;
-		text[len++] = '\n';
-		text[len] = '\0';
-	}
-	resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
-	if (!resp) {
-		free(text);
+	if (!resp)
 		return MHD_NO;
-	}
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
 	for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
 		MHD_add_response_header(resp, headers[i], headers[i + 1]);
 	if (atomic_load(&cp_draining))
@@ -77,19 +60,12 @@ http_reply_problem(struct MHD_Connection *c, unsigned status, const char *code, 
 {
 	char detail[1024];
 	va_list ap;
-	json_t *j;
 	char *text;
 
 	va_start(ap, fmt);
 	vsnprintf(detail, sizeof detail, fmt, ap);
 	va_end(ap);
-	j = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title", reason(status), "status",
-		      (int)status, "code", code, "detail", detail);
-	if (!j) /* invalid UTF-8 in the detail: say less rather than nothing */
-		j = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank", "title", reason(status), "status",
-			      (int)status, "code", code);
-	text = j ? json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
-	json_decref(j);
+	text = problem_text(status, code, detail);
 	if (!text)
 		return MHD_NO;
 	return reply_text(c, status, "application/problem+json", headers, text);

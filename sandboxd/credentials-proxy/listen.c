@@ -14,7 +14,6 @@
  * accept until MHD closes it, so no other connection can have the same fd
  * while the record waits.
  */
-#include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -26,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include "../common/listener.h"
 #include "credproxy.h"
 #include "http.h"
 #include "listen.h"
@@ -194,29 +194,6 @@ accept_on(int lfd, struct sandbox *s)
 
 /* ---- sockets ------------------------------------------------------------------ */
 
-static int
-unix_listen(const char *path, mode_t mode)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct stat st;
-	int fd;
-
-	if (strlen(path) >= sizeof sa.sun_path)
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return -errno;
-	if (lstat(path, &st) == 0 && !S_ISDIR(st.st_mode))
-		unlink(path); /* a stale socket of an earlier run */
-	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || chmod(path, mode) < 0 || listen(fd, 128) < 0) {
-		int r = -errno;
-		close(fd);
-		return r;
-	}
-	return fd;
-}
-
 static void
 on_main(struct watch *w, uint32_t events)
 {
@@ -227,27 +204,11 @@ on_main(struct watch *w, uint32_t events)
 static int
 tcp_listen(const char *spec)
 {
-	const char *colon = strrchr(spec, ':');
-	char host[64] = "127.0.0.1";
-	struct sockaddr_in sin = {.sin_family = AF_INET};
-	unsigned long port;
-	char *end;
+	struct sockaddr_in sin;
 	int fd, one = 1;
 
-	if (colon) {
-		size_t n = (size_t)(colon - spec);
-		if (n == 0 || n >= sizeof host)
-			return -EINVAL;
-		memcpy(host, spec, n);
-		host[n] = '\0';
-		spec = colon + 1;
-	}
-	port = strtoul(spec, &end, 10);
-	if (*end || port == 0 || port > 65535 || inet_pton(AF_INET, host, &sin.sin_addr) != 1)
+	if (listen_addr_parse(spec, &sin) < 0)
 		return -EINVAL;
-	sin.sin_port = htons((uint16_t)port);
-	if ((ntohl(sin.sin_addr.s_addr) >> 24) != 127)
-		log_warning("listening on %s, which is not a loopback address", host);
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
@@ -282,7 +243,7 @@ static int
 add_main(const char *unix_path, const char *tcp)
 {
 	struct main_listener *m = &mains[n_mains];
-	int fd = unix_path ? unix_listen(unix_path, 0666) : tcp_listen(tcp);
+	int fd = unix_path ? listen_unix_socket(unix_path, 0666) : tcp_listen(tcp);
 
 	if (fd < 0) {
 		errno = -fd;
@@ -345,13 +306,13 @@ sandbox_open(const char *id)
 	}
 	snprintf(s->id, sizeof s->id, "%s", id);
 	if (strlen(s->sock_path) < sizeof(((struct sockaddr_un *)0)->sun_path))
-		fd = unix_listen(s->sock_path, 0666);
+		fd = listen_unix_socket(s->sock_path, 0666);
 	else {
 		/* Too long for sun_path: bind through the directory's fd instead. */
 		char short_path[64];
 		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		snprintf(short_path, sizeof short_path, "/proc/self/fd/%d/proxy.sock", dfd);
-		fd = dfd < 0 ? -errno : unix_listen(short_path, 0666);
+		fd = dfd < 0 ? -errno : listen_unix_socket(short_path, 0666);
 		if (dfd >= 0)
 			close(dfd);
 	}

@@ -71,17 +71,13 @@ main(int argc, char **argv)
 	sigset_t mask;
 	int epfd, r;
 
+	log_ident = "nadi-credproxy";
 	umask(022);
 	if (config_parse_args(argc, argv) < 0 || config_finish() < 0)
 		return 2;
 
 	/* Before any thread exists, so that every thread inherits the mask. */
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &mask, NULL);
+	signals_block(&mask);
 
 	log_notice("nadi-credproxy %s starting (proxy id %s, %zu upstreams)", CP_VERSION, cfg.proxy_id,
 		   cfg.n_upstreams);

@@ -7,7 +7,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "../log.c"
+#include "../common/log.c"
+#include "../common/util.c"
 #include "../util.c"
 #include "../fsops.c"
 

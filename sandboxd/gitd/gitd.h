@@ -19,31 +19,17 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Logging, parsing and file helpers shared with nadi-sandboxd and nadi-credproxy. */
+#include "../common/log.h"
+#include "../common/util.h"
+
 #define GITD_VERSION "0.1.0"
 #define GITD_SANDBOX_ROOT "/srv/nadi-git"   /* where sandboxd mounts MIRROR_DIR */
 #define GITD_REGISTRY ".repos.json"         /* repositories added through the API */
-#define GITD_NAME_MAX 100
+#define GITD_NAME_MAX REPO_NAME_MAX       /* repo_name_valid(), common/util.c */
 #define GITD_URL_MAX 4096
 #define GITD_BODY_MAX (64u << 10)           /* request bodies */
 #define GITD_ERR_MAX 4096                   /* bytes of git's stderr kept */
-
-#define _cleanup_(f) __attribute__((cleanup(f)))
-#define _printf_(a, b) __attribute__((format(printf, a, b)))
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
-#define MAX(a, b) ((a) > (b) ? (a) : (b))
-
-/* ---- logging (log.c) ---------------------------------------------------- */
-
-enum { GITD_LOG_ERR = 3, GITD_LOG_WARNING = 4, GITD_LOG_NOTICE = 5, GITD_LOG_INFO = 6, GITD_LOG_DEBUG = 7 };
-
-extern int gitd_log_level;
-void gitd_log(int level, const char *fmt, ...) _printf_(2, 3);
-#define log_error(...) gitd_log(GITD_LOG_ERR, __VA_ARGS__)
-#define log_warning(...) gitd_log(GITD_LOG_WARNING, __VA_ARGS__)
-#define log_notice(...) gitd_log(GITD_LOG_NOTICE, __VA_ARGS__)
-#define log_info(...) gitd_log(GITD_LOG_INFO, __VA_ARGS__)
-#define log_debug(...) gitd_log(GITD_LOG_DEBUG, __VA_ARGS__)
 
 /* ---- configuration (config.c) ------------------------------------------ */
 
@@ -76,18 +62,8 @@ int config_finish(void);
 bool config_token_matches(const char *presented);
 int config_reload_token(void);
 
-/* ---- helpers (util.c) --------------------------------------------------- */
+/* ---- helpers of its own (util.c; the shared ones are in common/util.h) --- */
 
-void freep(void *p);
-void closep(int *fd);
-int parse_duration_ms(const char *s, uint64_t *ret);
-int read_full_file(int dirfd, const char *path, char **ret, size_t *ret_len, size_t max);
-int write_file_atomic(int dirfd, const char *path, const void *data, size_t len, mode_t mode);
-int rm_rf_at(int dirfd, const char *name);
-char *xasprintf(const char *fmt, ...) _printf_(1, 2);
-bool ct_equal(const void *a, size_t alen, const void *b, size_t blen);
-void iso8601(time_t t, char buf[32]);
-uint64_t now_ms(void);
 /* Valid UTF-8 without control characters (but \n, \t), trimmed; a new string. */
 char *text_clean(const char *s, size_t len);
 
@@ -145,7 +121,6 @@ enum repo_state { REPO_NEW, REPO_FETCHING, REPO_READY, REPO_FAILED };
 
 struct repo;
 
-bool repo_name_valid(const char *name);
 /* NULL when url may be mirrored, else why not (a static string). */
 const char *repo_url_problem(const char *url);
 

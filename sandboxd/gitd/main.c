@@ -26,6 +26,7 @@ main(int argc, char **argv)
 	sigset_t mask;
 	int r, sig = 0;
 
+	log_ident = "nadi-gitd";
 	/* Mirrors must be readable by every sandbox user: dirs 0755, files 0644. */
 	umask(022);
 	r = config_parse_args(argc, argv);
@@ -36,12 +37,7 @@ main(int argc, char **argv)
 		return 2;
 
 	/* Before any thread exists, so that every thread inherits the mask. */
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &mask, NULL);
+	signals_block(&mask);
 
 	log_notice("nadi-gitd %s starting (mirrors in %s)", GITD_VERSION, cfg.mirror_dir);
 	r = repo_init();

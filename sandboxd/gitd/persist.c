@@ -60,6 +60,8 @@ persist_save(json_t *list)
 		text[len++] = '\n';
 	}
 	r = write_file_atomic(mirror_dirfd(), GITD_REGISTRY, text, len, 0600);
+	if (r == 0)
+		(void)fsync(mirror_dirfd());   /* the rename, too, survives a crash */
 	if (r < 0) {
 		errno = -r;
 		log_error("cannot write %s/%s: %m", cfg.mirror_dir, GITD_REGISTRY);

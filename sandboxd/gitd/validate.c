@@ -1,35 +1,13 @@
 /*
- * validate.c — what may be a repository name and what may be mirrored.
- * Names become directory names (NAME.git) and URL path segments; URLs are
- * handed to git, so anything git would read as an option or as a command
+ * validate.c — what may be mirrored.  (What may be a repository name is
+ * repo_name_valid() in common/util.c, shared with sandboxd's git_clone.)
+ * URLs are handed to git, so anything git would read as an option or as a command
  * to run (the ext:: transport, other "helper::address" forms) is refused,
  * and so are credentials in a URL: the mirror is readable by every sandbox.
  */
 #include <string.h>
 
 #include "gitd.h"
-
-/* ^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$, no "..", not ending in ".git". */
-bool
-repo_name_valid(const char *s)
-{
-	size_t n;
-
-	if (!s)
-		return false;
-	n = strlen(s);
-	if (n == 0 || n > GITD_NAME_MAX || strstr(s, ".."))
-		return false;
-	if (n >= 4 && strcmp(s + n - 4, ".git") == 0)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
-			return false;
-	}
-	return true;
-}
 
 static bool
 scheme_char(char c, bool first)

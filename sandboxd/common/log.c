@@ -1,17 +1,18 @@
 /*
- * log.c — the daemon's log.  Lines go to stderr; under systemd (stderr
- * connected to the journal) each line carries a "<N>" priority prefix that
- * journald understands, otherwise a timestamp and a level name.  Safe to
- * call from any thread: each line is one write.
+ * log.c — see log.h.  Each line is one write(2), so the lines of
+ * concurrent threads do not interleave.  Callers never pass tokens or
+ * secrets here.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
-#include "gitd.h"
+#include "log.h"
 
-int gitd_log_level = GITD_LOG_INFO;
+int log_max_level = LOG_LEVEL_INFO;
+const char *log_ident = "nadi";
 
 static bool
 stderr_is_journal(void)
@@ -30,15 +31,15 @@ stderr_is_journal(void)
 }
 
 void
-gitd_log(int level, const char *fmt, ...)
+log_at(int level, const char *fmt, ...)
 {
 	static const char *names[] = {"emerg", "alert", "crit", "error", "warning", "notice", "info", "debug"};
 	int saved = errno;
-	char msg[2048], line[2200];
+	char msg[2048], line[2400];
 	va_list ap;
 	int n;
 
-	if (level > gitd_log_level)
+	if (level > log_max_level)
 		return;
 	va_start(ap, fmt);
 	errno = saved; /* so that %m works */
@@ -55,13 +56,28 @@ gitd_log(int level, const char *fmt, ...)
 		clock_gettime(CLOCK_REALTIME, &ts);
 		gmtime_r(&ts.tv_sec, &tm);
 		strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-		n = snprintf(line, sizeof line, "%s.%03ldZ nadi-gitd[%d] %s: %s\n", stamp, ts.tv_nsec / 1000000,
+		n = snprintf(line, sizeof line, "%s.%03ldZ %s[%d] %s: %s\n", stamp, ts.tv_nsec / 1000000, log_ident,
 			     (int)getpid(), names[level & 7], msg);
 	}
-	if (n > (int)sizeof line - 1)
+	if (n > (int)sizeof line - 1) {
 		n = (int)sizeof line - 1;
-	if (write(STDERR_FILENO, line, (size_t)n) < 0) {
+		line[n - 1] = '\n';
+	}
+	if (n > 0 && write(STDERR_FILENO, line, (size_t)n) < 0) {
 		/* nowhere left to complain */
 	}
 	errno = saved;
+}
+
+int
+log_level_parse(const char *name)
+{
+	static const char *names[] = {"error", "warning", "notice", "info", "debug"};
+
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+		if (strcmp(name, names[i]) == 0) {
+			log_max_level = LOG_LEVEL_ERR + (int)i;
+			return 0;
+		}
+	return -EINVAL;
 }

@@ -1,0 +1,160 @@
+/*
+ * listener.c — see listener.h.
+ */
+#include <arpa/inet.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "listener.h"
+#include "log.h"
+
+int
+listen_unix_socket(const char *path, mode_t mode)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct stat st;
+	int fd;
+
+	if (strlen(path) >= sizeof sa.sun_path)
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (lstat(path, &st) == 0 && !S_ISDIR(st.st_mode))
+		unlink(path); /* a stale socket of an earlier run */
+	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || chmod(path, mode) < 0 || listen(fd, 128) < 0) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+int
+listen_addr_parse(const char *s, struct sockaddr_in *sin)
+{
+	const char *colon = strrchr(s, ':');
+	char host[64] = "127.0.0.1";
+	unsigned long port;
+	char *end;
+
+	if (colon) {
+		size_t n = (size_t)(colon - s);
+		if (n == 0 || n >= sizeof host)
+			return -EINVAL;
+		memcpy(host, s, n);
+		host[n] = '\0';
+		s = colon + 1;
+	}
+	port = strtoul(s, &end, 10);
+	if (*end || port == 0 || port > 65535)
+		return -EINVAL;
+	memset(sin, 0, sizeof *sin);
+	sin->sin_family = AF_INET;
+	sin->sin_port = htons((uint16_t)port);
+	if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+		return -EINVAL;
+	if ((ntohl(sin->sin_addr.s_addr) >> 24) != 127)
+		log_warning("listening on %s, which is not a loopback address", host);
+	return 0;
+}
+
+static int
+start_one(struct mhd_listeners *ls, const char *unix_path, const struct sockaddr_in *sin, const char *what,
+	  unsigned flags, unsigned limit, MHD_AccessHandlerCallback on_request,
+	  MHD_RequestCompletedCallback on_completed)
+{
+	struct mhd_listener *l = &ls->l[ls->n];
+	int fd = -1;
+
+	if (unix_path) {
+		fd = listen_unix_socket(unix_path, 0660);
+		if (fd < 0) {
+			errno = -fd;
+			log_error("cannot listen on %s: %m", unix_path);
+			return fd;
+		}
+		l->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
+					MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
+					(unsigned)60, MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_END);
+	} else
+		l->d = MHD_start_daemon(flags, ntohs(sin->sin_port), NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR,
+					sin, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+					MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_CONNECTION_LIMIT, limit,
+					MHD_OPTION_END);
+	if (!l->d) {
+		log_error("cannot start the HTTP server on %s", what);
+		if (fd >= 0)
+			close(fd);
+		return -EADDRINUSE;
+	}
+	l->unix_path = unix_path ? strdup(unix_path) : NULL;
+	l->quiesced = false;
+	ls->n++;
+	if (unix_path)
+		log_info("listening on unix:%s", unix_path);
+	else {
+		char addr[INET_ADDRSTRLEN] = "?";
+		inet_ntop(AF_INET, &sin->sin_addr, addr, sizeof addr);
+		log_info("listening on http://%s:%u", addr, (unsigned)ntohs(sin->sin_port));
+	}
+	return 0;
+}
+
+int
+mhd_listeners_start(struct mhd_listeners *ls, const char *listen_unix, const char *listen_tcp, unsigned flags,
+		    unsigned connection_limit, MHD_AccessHandlerCallback on_request,
+		    MHD_RequestCompletedCallback on_completed)
+{
+	int r;
+
+	if (listen_unix) {
+		r = start_one(ls, listen_unix, NULL, listen_unix, flags, connection_limit, on_request, on_completed);
+		if (r < 0)
+			return r;
+	}
+	if (listen_tcp) {
+		struct sockaddr_in sin;
+		if (listen_addr_parse(listen_tcp, &sin) < 0) {
+			log_error("listen_tcp must be PORT or IPV4:PORT, not \"%s\"", listen_tcp);
+			return -EINVAL;
+		}
+		r = start_one(ls, NULL, &sin, listen_tcp, flags, connection_limit, on_request, on_completed);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+void
+mhd_listeners_quiesce(struct mhd_listeners *ls)
+{
+	for (size_t i = 0; i < ls->n; i++) {
+		struct mhd_listener *l = &ls->l[i];
+		if (l->quiesced)
+			continue;
+		MHD_socket fd = MHD_quiesce_daemon(l->d);
+		if (fd != MHD_INVALID_SOCKET)
+			close(fd);
+		if (l->unix_path)
+			unlink(l->unix_path);
+		l->quiesced = true;
+	}
+}
+
+void
+mhd_listeners_stop(struct mhd_listeners *ls)
+{
+	for (size_t i = 0; i < ls->n; i++) {
+		struct mhd_listener *l = &ls->l[i];
+		MHD_stop_daemon(l->d);
+		if (l->unix_path && !l->quiesced)
+			unlink(l->unix_path);
+		free(l->unix_path);
+		l->unix_path = NULL;
+	}
+	ls->n = 0;
+}

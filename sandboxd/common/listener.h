@@ -1,0 +1,44 @@
+/*
+ * listener.h — listening sockets of the sandbox-host daemons: a unix
+ * socket (a stale socket of an earlier run is replaced), "PORT" or
+ * "IPV4:PORT" (loopback unless told otherwise), and the pair of
+ * libmicrohttpd daemons sandboxd and gitd serve their API on.
+ */
+#ifndef NADI_COMMON_LISTENER_H
+#define NADI_COMMON_LISTENER_H
+
+#include <microhttpd.h>
+#include <netinet/in.h>
+
+#include "util.h"
+
+/* A bound, listening, non-blocking unix socket of that mode; -errno. */
+int listen_unix_socket(const char *path, mode_t mode);
+/* "PORT" (127.0.0.1) or "IPV4:PORT"; warns when the address is not loopback. */
+int listen_addr_parse(const char *spec, struct sockaddr_in *sin);
+
+struct mhd_listener {
+	struct MHD_Daemon *d;
+	char *unix_path;
+	bool quiesced;
+};
+
+struct mhd_listeners {
+	struct mhd_listener l[2];
+	size_t n;
+};
+
+/*
+ * An MHD daemon on listen_unix (mode 0660) and one on listen_tcp, each
+ * that is set; connections time out after 60 s idle.  Logs what fails and
+ * what listens; on failure the daemons already started stay in *ls for
+ * mhd_listeners_stop().
+ */
+int mhd_listeners_start(struct mhd_listeners *ls, const char *listen_unix, const char *listen_tcp, unsigned flags,
+			unsigned connection_limit, MHD_AccessHandlerCallback on_request,
+			MHD_RequestCompletedCallback on_completed);
+/* Stop accepting connections (the unix socket goes); open ones stay. */
+void mhd_listeners_quiesce(struct mhd_listeners *ls);
+void mhd_listeners_stop(struct mhd_listeners *ls);
+
+#endif
