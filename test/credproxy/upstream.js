@@ -90,9 +90,10 @@ const handler = (req, res) => {
 
 const server = http.createServer(handler);
 server.keepAliveTimeout = 1000;
-server.listen(port, '127.0.0.1', () => console.log('listening on ' + port));
+// Port 0 picks a free one; the line printed names it ("http PORT", "https PORT").
+server.listen(port, '127.0.0.1', () => console.log('http ' + server.address().port));
 if (process.argv[3]) {
   const tls = https.createServer({ cert: fs.readFileSync(process.argv[4]), key: fs.readFileSync(process.argv[5]) },
     handler);
-  tls.listen(Number(process.argv[3]), '127.0.0.1', () => console.log('listening on ' + process.argv[3] + ' (https)'));
+  tls.listen(Number(process.argv[3]), '127.0.0.1', () => console.log('https ' + tls.address().port));
 }
