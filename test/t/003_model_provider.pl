@@ -5,43 +5,24 @@
 # model token (nadi.model_token) the proxy checks before it adds the key.
 use strict;
 use warnings;
-use IO::Socket::INET;
+use lib "$ENV{TESTDIR}/test/perl";
+use NadiProvider;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
 # A provider on loopback: the first request of a conversation gets a tool
 # call, a request carrying a tool result gets a plain answer.
-my $listen = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 5, ReuseAddr => 1)
-  or die "listen: $!";
-my $port = $listen->sockport;
 my $log = "${PostgreSQL::Test::Utils::tmp_check}/provider.log";
-my $pid = fork();
-die "fork: $!" unless defined $pid;
-if ($pid == 0)
-{
-	while (my $c = $listen->accept)
-	{
-		my ($head, $body, $len) = ('', '', 0);
-		while (my $line = <$c>)
-		{
-			$head .= $line;
-			$len = $1 if $line =~ /^Content-Length:\s*(\d+)/i;
-			last if $line eq "\r\n";
-		}
-		read($c, $body, $len) if $len;
-		open(my $fh, '>>', $log) or die;
-		print $fh $head, $body, "\n----\n";
-		close $fh;
-		my $answer = $body =~ /returned|was denied/
-		  ? '{"choices":[{"message":{"role":"assistant","content":"The provider saw the result."}}]}'
-		  : '{"choices":[{"message":{"role":"assistant","content":"Let me run that.","tool_calls":[{"id":"call_1","type":"function","function":{"name":"exec","arguments":"{\"argv\":[\"id\"]}"}}]}}]}';
-		print $c "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-		  . length($answer) . "\r\nConnection: close\r\n\r\n$answer";
-		close $c;
-	}
-	exit 0;
-}
+my ($port, $pid) = NadiProvider::start(
+	$log,
+	sub {
+		my ($head, $body) = @_;
+		return ('200 OK',
+			$body =~ /returned|was denied/
+			? '{"choices":[{"message":{"role":"assistant","content":"The provider saw the result."}}]}'
+			: '{"choices":[{"message":{"role":"assistant","content":"Let me run that.","tool_calls":[{"id":"call_1","type":"function","function":{"name":"exec","arguments":"{\\"argv\\":[\\"id\\"]}"}}]}}]}');
+	});
 
 my $node = PostgreSQL::Test::Cluster->new('provider');
 $node->init;
@@ -106,6 +87,5 @@ is(scalar(keys %{ { map { $_ => 1 } @tokens } }), 1, 'one token serves the sessi
 unlike($sent, qr{sk-|api[_-]?key}i, 'the cell sends no API key');
 
 $node->stop;
-kill 'TERM', $pid;
-waitpid($pid, 0);
+NadiProvider::stop($pid);
 done_testing();

@@ -8,6 +8,8 @@ use strict;
 use warnings;
 use IO::Socket::INET;
 use IPC::Run;
+use lib "$ENV{TESTDIR}/test/perl";
+use NadiProvider;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -20,42 +22,14 @@ my $key = 'sk-test-' . join('', map { ('a' .. 'z')[ rand 26 ] } 1 .. 24);
 my $log = "$tmp/provider.log";
 
 # The provider: 401 without the key, an answer with it.
-my $listen = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 5, ReuseAddr => 1)
-  or die "listen: $!";
-my $provider_port = $listen->sockport;
-my $pid = fork();
-die "fork: $!" unless defined $pid;
-if ($pid == 0)
-{
-	while (my $c = $listen->accept)
-	{
-		my ($head, $body, $len) = ('', '', 0);
-		while (my $line = <$c>)
-		{
-			$head .= $line;
-			$len = $1 if $line =~ /^Content-Length:\s*(\d+)/i;
-			last if $line eq "\r\n";
-		}
-		read($c, $body, $len) if $len;
-		open(my $fh, '>>', $log) or die;
-		print $fh $head, $body, "\n----\n";
-		close $fh;
-		my ($status, $answer);
-		if ($head !~ /^Authorization: Bearer \Q$key\E\r$/mi)
-		{
-			($status, $answer) = ('401 Unauthorized', '{"error":{"message":"invalid api key"}}');
-		}
-		else
-		{
-			$status = '200 OK';
-			$answer = '{"choices":[{"message":{"role":"assistant","content":"Done, through the proxy."}}]}';
-		}
-		print $c "HTTP/1.1 $status\r\nContent-Type: application/json\r\nContent-Length: "
-		  . length($answer) . "\r\nConnection: close\r\n\r\n$answer";
-		close $c;
-	}
-	exit 0;
-}
+my ($provider_port, $pid) = NadiProvider::start(
+	$log,
+	sub {
+		my ($head) = @_;
+		return $head =~ /^Authorization: Bearer \Q$key\E\r$/mi
+		  ? ('200 OK', '{"choices":[{"message":{"role":"assistant","content":"Done, through the proxy."}}]}')
+		  : ('401 Unauthorized', '{"error":{"message":"invalid api key"}}');
+	});
 
 my $node = PostgreSQL::Test::Cluster->new('via_proxy');
 $node->init;
@@ -142,6 +116,5 @@ unlike(slurp_file("$tmp/proxy.log"), qr/\Q$key\E/, 'nor in the proxy\'s log');
 $proxy->signal('TERM');
 $proxy->finish;
 $node->stop;
-kill 'TERM', $pid;
-waitpid($pid, 0);
+NadiProvider::stop($pid);
 done_testing();

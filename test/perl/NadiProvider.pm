@@ -1,0 +1,50 @@
+# A loopback HTTP endpoint for the TAP tests that answers like a model
+# provider (chat completions): it records every request (head and body) in a
+# log file and answers what a callback decides.  Used by
+# test/t/003_model_provider.pl and test/t/004_model_via_proxy.pl.
+package NadiProvider;
+
+use strict;
+use warnings;
+use IO::Socket::INET;
+
+# start($log, sub { my ($head, $body) = @_; return ($status_line, $json) })
+# Returns ($port, $pid); stop($pid) ends it.
+sub start
+{
+	my ($log, $answer) = @_;
+	my $listen = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 5, ReuseAddr => 1)
+	  or die "listen: $!";
+	my $port = $listen->sockport;
+	my $pid = fork();
+	die "fork: $!" unless defined $pid;
+	return ($port, $pid) if $pid;
+	while (my $c = $listen->accept)
+	{
+		my ($head, $body, $len) = ('', '', 0);
+		while (my $line = <$c>)
+		{
+			$head .= $line;
+			$len = $1 if $line =~ /^Content-Length:\s*(\d+)/i;
+			last if $line eq "\r\n";
+		}
+		read($c, $body, $len) if $len;
+		open(my $fh, '>>', $log) or die "$log: $!";
+		print $fh $head, $body, "\n----\n";
+		close $fh;
+		my ($status, $json) = $answer->($head, $body);
+		print $c "HTTP/1.1 $status\r\nContent-Type: application/json\r\nContent-Length: "
+		  . length($json) . "\r\nConnection: close\r\n\r\n$json";
+		close $c;
+	}
+	exit 0;
+}
+
+sub stop
+{
+	my ($pid) = @_;
+	kill 'TERM', $pid;
+	waitpid($pid, 0);
+}
+
+1;
