@@ -7,6 +7,19 @@
  * it, so a slow client slows the upstream down instead of growing memory.
  * Redirects are passed on, never followed; no proxy from the environment
  * is used; only http and https are spoken.
+ *
+ * Upstream connections are kept alive and reused.  libcurl keeps them in
+ * the multi handle's connection cache, and a multi handle is used by one
+ * thread at a time (libcurl does not support sharing a connection cache
+ * between concurrent threads), so idle multi handles wait in a pool,
+ * each tagged with the one upstream it has ever spoken to: an exchange
+ * takes one of its upstream's (or a new one) and gives it back at its end,
+ * so connections pass between client connections but never between
+ * upstreams.  The easy handle is new for every exchange (no option, header
+ * or credential of one exchange reaches the next).  A transfer removed
+ * before its end (client gone, limit, error) has its connection closed by
+ * libcurl, not cached.  Bounds: POOL_MAX idle handles of at most one idle
+ * connection each, none kept idle longer than IDLE_MS.
  */
 #include <stdio.h>
 #include <string.h>
@@ -17,10 +30,24 @@
 #define MAX_HEADERS 200
 #define MAX_HEADER_BYTES (64u << 10)
 #define POLL_MS 250   /* how often a waiting exchange looks at cp_stopping */
+#define POOL_MAX 64   /* idle multi handles kept, so idle upstream connections */
+#define IDLE_MS 60000 /* how long an idle upstream connection is kept */
+
+struct pooled {
+	CURLM *multi;
+	const struct upstream *up;   /* the only upstream it has spoken to */
+	uint64_t since;              /* now_ms() when it became idle */
+};
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pooled pool[POOL_MAX];   /* oldest first */
+static size_t pool_n;
 
 struct fwd {
+	const struct upstream *up;
 	CURL *easy;
 	CURLM *multi;
+	bool multi_broken;   /* curl_multi_perform failed: not pooled again */
 	struct curl_slist *resolve;
 	/* answer */
 	unsigned status;
@@ -48,7 +75,81 @@ fwd_global_init(void)
 void
 fwd_global_done(void)
 {
+	pthread_mutex_lock(&pool_lock);
+	for (size_t i = 0; i < pool_n; i++)
+		curl_multi_cleanup(pool[i].multi);
+	pool_n = 0;
+	pthread_mutex_unlock(&pool_lock);
 	curl_global_cleanup();
+}
+
+/* Drop pool[i]; the caller holds pool_lock.  Returns the handle to clean up. */
+static CURLM *
+pool_remove(size_t i)
+{
+	CURLM *m = pool[i].multi;
+
+	memmove(pool + i, pool + i + 1, (pool_n - i - 1) * sizeof *pool);
+	pool_n--;
+	return m;
+}
+
+/*
+ * Take out the handles idle longer than IDLE_MS, and the most recently
+ * idle one of up (when up is not NULL).  They are cleaned up outside the
+ * lock: closing connections may take a moment (TLS close_notify).
+ */
+static CURLM *
+pool_sweep_take(const struct upstream *up)
+{
+	CURLM *found = NULL, *expired[POOL_MAX];
+	size_t n_expired = 0;
+	uint64_t now = now_ms();
+
+	pthread_mutex_lock(&pool_lock);
+	while (pool_n > 0 && now - pool[0].since > IDLE_MS)
+		expired[n_expired++] = pool_remove(0);
+	for (size_t i = pool_n; up && i-- > 0;)
+		if (pool[i].up == up) {
+			found = pool_remove(i);
+			break;
+		}
+	pthread_mutex_unlock(&pool_lock);
+	for (size_t i = 0; i < n_expired; i++)
+		curl_multi_cleanup(expired[i]);
+	return found;
+}
+
+void
+fwd_sweep(void)
+{
+	pool_sweep_take(NULL);
+}
+
+/* A multi handle for an exchange with up: the most recently idle of up's, or a new one. */
+static CURLM *
+pool_take(const struct upstream *up)
+{
+	CURLM *found = pool_sweep_take(up);
+
+	if (!found && (found = curl_multi_init()))
+		curl_multi_setopt(found, CURLMOPT_MAXCONNECTS, 1L);
+	return found;
+}
+
+/* Give back an idle multi handle (no easy handle in it) of up; the oldest goes when the pool is full. */
+static void
+pool_put(CURLM *m, const struct upstream *up)
+{
+	CURLM *evicted = NULL;
+
+	pthread_mutex_lock(&pool_lock);
+	if (pool_n == POOL_MAX)
+		evicted = pool_remove(0);
+	pool[pool_n++] = (struct pooled){.multi = m, .up = up, .since = now_ms()};
+	pthread_mutex_unlock(&pool_lock);
+	if (evicted)
+		curl_multi_cleanup(evicted);
 }
 
 static void
@@ -188,6 +289,7 @@ pump(struct fwd *f, bool (*ready)(const struct fwd *))
 			break;
 		}
 		if (curl_multi_perform(f->multi, &running) != CURLM_OK) {
+			f->multi_broken = true;
 			f->done = true;
 			f->result = CURLE_FAILED_INIT;
 			break;
@@ -230,8 +332,9 @@ fwd_start(const struct fwd_request *req, struct fwd **ret)
 	f->content_length = -1;
 	f->cap = FWD_BUFFER;
 	f->buf = malloc(f->cap);
+	f->up = up;
 	f->easy = e = curl_easy_init();
-	f->multi = curl_multi_init();
+	f->multi = pool_take(up);
 	if (!f->buf || !e || !f->multi)
 		return -ENOMEM;
 
@@ -253,6 +356,7 @@ fwd_start(const struct fwd_request *req, struct fwd **ret)
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, f->errbuf);
+	curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, (long)(IDLE_MS / 1000));
 	if (up->ca_file)
 		curl_easy_setopt(e, CURLOPT_CAINFO, up->ca_file);
 	if (up->resolve) {
@@ -275,8 +379,10 @@ fwd_start(const struct fwd_request *req, struct fwd **ret)
 		}
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
 	}
-	if (curl_multi_add_handle(f->multi, e) != CURLM_OK)
+	if (curl_multi_add_handle(f->multi, e) != CURLM_OK) {
+		f->multi_broken = true;
 		return -ENOMEM;
+	}
 	r = pump(f, have_headers);
 	if (r == 0 && !f->headers_done)
 		r = -EIO; /* ended without a complete head */
@@ -288,12 +394,25 @@ fwd_free(struct fwd *f)
 {
 	if (!f)
 		return;
+	if (f->multi && f->easy && !f->done && !f->paused && f->headers_done && !f->multi_broken) {
+		/*
+		 * The reader may stop at the announced length before curl has
+		 * seen the transfer end (the last bytes came with an unpause):
+		 * one look without waiting lets a finished transfer complete, so
+		 * that its connection is kept.  Anything unfinished is cut below.
+		 */
+		int running;
+		if (curl_multi_perform(f->multi, &running) != CURLM_OK)
+			f->multi_broken = true;
+	}
 	if (f->multi && f->easy)
-		curl_multi_remove_handle(f->multi, f->easy);
+		curl_multi_remove_handle(f->multi, f->easy); /* an unfinished transfer's connection is closed */
 	if (f->easy)
 		curl_easy_cleanup(f->easy);
-	if (f->multi)
+	if (f->multi && (f->multi_broken || atomic_load(&cp_stopping)))
 		curl_multi_cleanup(f->multi);
+	else if (f->multi)
+		pool_put(f->multi, f->up);
 	curl_slist_free_all(f->resolve);
 	clear_headers(f);
 	free(f->hdr_name);

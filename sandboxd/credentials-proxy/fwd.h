@@ -30,6 +30,8 @@ struct fwd_request {
 
 int fwd_global_init(void);
 void fwd_global_done(void);
+/* Close the upstream connections idle for longer than a minute (call now and then). */
+void fwd_sweep(void);
 
 /*
  * Send the request; wait for the answer's headers.  0 with *ret; or a

@@ -32,6 +32,8 @@
 atomic_bool cp_draining;
 atomic_bool cp_stopping;
 
+#define SWEEP_MS 5000   /* how often idle upstream connections are looked at */
+
 static struct watch signal_w = {.fd = -1, .late = true};
 static int stop_requests;
 
@@ -67,7 +69,7 @@ int
 main(int argc, char **argv)
 {
 	struct epoll_event evs[32];
-	uint64_t deadline = 0;
+	uint64_t deadline = 0, last_sweep = now_ms();
 	sigset_t mask;
 	int epfd, r;
 
@@ -109,7 +111,7 @@ main(int argc, char **argv)
 	log_notice("ready");
 
 	while (stop_requests < 2) {
-		int timeout = -1, n;
+		int timeout = SWEEP_MS, n;
 
 		if (stop_requests == 1) {
 			if (!deadline)
@@ -126,6 +128,10 @@ main(int argc, char **argv)
 		if (n < 0 && errno != EINTR) {
 			log_error("epoll_wait: %m");
 			break;
+		}
+		if (now_ms() - last_sweep >= SWEEP_MS) {
+			fwd_sweep();
+			last_sweep = now_ms();
 		}
 		/* Accepting first: a late watch may close (and free) listeners of this batch. */
 		for (int pass = 0; pass < 2; pass++)
