@@ -904,8 +904,9 @@ GRANT EXECUTE ON FUNCTION
     nadi.egress_revoke(text, text)
 TO nadi_admin;
 
+-- Cells mint the tokens; a sandbox host or the proxy cannot make one up.
 GRANT EXECUTE ON FUNCTION nadi.sandbox_token(uuid, text, interval)
-TO nadi_cell, nadi_sandbox_host, nadi_admin;
+TO nadi_cell, nadi_admin;
 
 GRANT EXECUTE ON FUNCTION nadi.model_token(uuid, interval)
 TO nadi_cell, nadi_admin;

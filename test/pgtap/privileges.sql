@@ -176,13 +176,13 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
  (62, 'key_rotate', 'nadi.key_rotate(interval)',
       $$SELECT nadi.key_rotate()$$, '42501', '42501', '42501', 'ok'),
  -- egress: rules are the administrator's; the sandbox host's proxy
- -- authorizes; cells and sandbox hosts mint sandbox tokens, cells model tokens
+ -- authorizes; cells mint the sandbox and model tokens
  (63, 'egress_allow', 'nadi.egress_allow(text, text, text[], text)',
       $$SELECT nadi.egress_allow('acme', 'priv-api')$$, '42501', '42501', '42501', 'ok'),
  (64, 'egress_revoke', 'nadi.egress_revoke(text, text)',
       $$SELECT nadi.egress_revoke('acme', 'priv-api')$$, '42501', '42501', '42501', 'ok'),
  (65, 'sandbox_token', 'nadi.sandbox_token(uuid, text, interval)',
-      $$SELECT nadi.sandbox_token('{S}', 'priv-sbx')$$, '42501', 'ok', 'ok', 'ok'),
+      $$SELECT nadi.sandbox_token('{S}', 'priv-sbx')$$, '42501', 'ok', '42501', 'ok'),
  (66, 'model_token', 'nadi.model_token(uuid, interval)',
       $$SELECT nadi.model_token('{S}')$$, '42501', 'ok', '42501', 'ok'),
  (67, 'proxy_authorize', 'nadi.proxy_authorize(text, text, text, text, text, text)',
