@@ -24,6 +24,7 @@
 #include <openssl/rand.h>
 
 #include "edge.h"
+#include "jwt.h"
 #include "acp_int.h"
 
 static AcpConn *conns;
@@ -597,7 +598,7 @@ acp_handle(AcpConn *c, json_t *msg)
 	{
 		const char *sid = json_string_value(json_object_get(params, "sessionId"));
 
-		if (!edge_is_uuid(sid))
+		if (!nadi_jwt_uuid_text(sid))
 			acp_reply_error(c, id, ACP_NOT_FOUND, "Resource not found: no such session.", NULL);
 		else
 			acp_session_attach(c, sid, 0, id, true);

@@ -32,6 +32,7 @@
 #include <microhttpd.h>
 
 #include "edge.h"
+#include "acp_id.h"
 
 #define ACP_MAX_SLOTS 256
 #define ACP_MAX_ROUTES 1024
@@ -75,17 +76,6 @@ static const char *const session_methods[] = {
 	"session/set_model", NULL
 };
 
-
-static void
-id_key(json_t *id, char *out, size_t n)
-{
-	if (json_is_integer(id))
-		snprintf(out, n, "n:%lld", (long long) json_integer_value(id));
-	else if (json_is_string(id))
-		snprintf(out, n, "s:%.80s", json_string_value(id));
-	else
-		snprintf(out, n, "null");
-}
 
 static AcpSlot *
 slot_get(AcpHttp *h, const char *sid, bool create)
@@ -165,7 +155,7 @@ t_send(AcpConn *c, const char *json, size_t len, const char *session, json_t *re
 	{
 		char		key[96];
 
-		id_key(response_id, key, sizeof(key));
+		acp_id_key(response_id, key, sizeof(key));
 		for (AcpRoute **pp = &h->routes; *pp; pp = &(*pp)->next)
 			if (strcmp((*pp)->key, key) == 0)
 			{
@@ -375,7 +365,7 @@ post_cont(EdgeReq *req)
 
 		if (rt)
 		{
-			id_key(id, rt->key, sizeof(rt->key));
+			acp_id_key(id, rt->key, sizeof(rt->key));
 			snprintf(rt->sid, sizeof(rt->sid), "%s", hsid);
 			rt->next = h->routes;
 			h->routes = rt;

@@ -371,7 +371,7 @@ auth_check(const char *authorization, EdgeAuth *out, EdgeProblem *p)
 		FAIL(401, "invalid_token", "The token's \"scope\" claim is not a known scope.");
 	if (json_object_get(claims, "sid"))
 	{
-		if (!claim_copy(claims, "sid", out->sid, sizeof(out->sid)) || !edge_is_uuid(out->sid))
+		if (!claim_copy(claims, "sid", out->sid, sizeof(out->sid)) || !nadi_jwt_uuid_text(out->sid))
 			FAIL(401, "invalid_token", "The token's \"sid\" claim is not a uuid.");
 		out->has_sid = true;
 	}

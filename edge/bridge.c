@@ -32,6 +32,8 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "acp_id.h"
+
 #define MAX_LINE (32 * 1024 * 1024)
 
 typedef struct Text
@@ -142,17 +144,6 @@ emit_json(json_t *msg)
 	free(t);
 }
 
-static void
-id_key(json_t *id, char *out, size_t n)
-{
-	if (json_is_integer(id))
-		snprintf(out, n, "n:%lld", (long long) json_integer_value(id));
-	else if (json_is_string(id))
-		snprintf(out, n, "s:%.80s", json_string_value(id));
-	else
-		snprintf(out, n, "null");
-}
-
 static struct curl_slist *
 base_headers(const char *sid, const char *content_type, const char *accept)
 {
@@ -227,7 +218,7 @@ stream_event(Xfer *x)
 
 		if (r)
 		{
-			id_key(id, r->key, sizeof(r->key));
+			acp_id_key(id, r->key, sizeof(r->key));
 			snprintf(r->sid, sizeof(r->sid), "%s", x->sid);
 			r->next = routes;
 			routes = r;
@@ -360,7 +351,7 @@ message_session(json_t *msg)
 
 	if (sid || json_object_get(msg, "method") || !json_object_get(msg, "id"))
 		return sid;
-	id_key(json_object_get(msg, "id"), key, sizeof(key));
+	acp_id_key(json_object_get(msg, "id"), key, sizeof(key));
 	for (Route **pp = &routes; *pp; pp = &(*pp)->next)
 		if (strcmp((*pp)->key, key) == 0)
 		{

@@ -154,7 +154,6 @@ char	   *problem_json(const EdgeProblem *p, const char *instance);
  * ------------------------------------------------------------------------ */
 json_t	   *json_parse_strict(const char *s, size_t n, EdgeProblem *p);
 int			json_only_fields(json_t *obj, const char *const *allowed, EdgeProblem *p);
-bool		edge_is_uuid(const char *s);
 bool		edge_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out);
 char	   *json_compact(json_t *j);	/* malloc'd text, never NULL-safe-free */
 

@@ -112,24 +112,6 @@ json_only_fields(json_t *obj, const char *const *allowed, EdgeProblem *p)
 	return 0;
 }
 
-bool
-edge_is_uuid(const char *s)
-{
-	if (s == NULL || strlen(s) != 36)
-		return false;
-	for (int i = 0; i < 36; i++)
-	{
-		if (i == 8 || i == 13 || i == 18 || i == 23)
-		{
-			if (s[i] != '-')
-				return false;
-		}
-		else if (!isxdigit((unsigned char) s[i]))
-			return false;
-	}
-	return true;
-}
-
 /* A decimal integer in [min, max] and nothing else (no sign for min >= 0). */
 bool
 edge_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out)

@@ -17,6 +17,7 @@
 #include <microhttpd.h>
 
 #include "edge.h"
+#include "jwt.h"
 #include "routes_int.h"
 
 static void
@@ -387,7 +388,7 @@ session_list(EdgeReq *req)
 
 	if (!query_only(req, q) || !query_int(req, "limit", 1, LIST_MAX, 100, &limit))
 		return;
-	if (after && !edge_is_uuid(after))
+	if (after && !nadi_jwt_uuid_text(after))
 	{
 		respond_problem(req, 400, "invalid_parameter", "\"after\" must be a %s.", "session id (uuid)");
 		return;
@@ -490,7 +491,7 @@ dispatch_session(EdgeReq *req, RouteCtx *c)
 {
 	Path	   *p = &c->path;
 
-	if (!edge_is_uuid(p->seg[1]))
+	if (!nadi_jwt_uuid_text(p->seg[1]))
 	{
 		respond_problem(req, 400, "invalid_session_id", "\"%.64s\" is not a session id (uuid).",
 						p->seg[1]);

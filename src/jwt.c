@@ -9,6 +9,7 @@
  */
 #include "jwt.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -1156,4 +1157,22 @@ nadi_jwt_verify(const nadi_jwt_parsed *p, nadi_jwt_alg key_alg,
 		return NADI_JWT_EALG_MISMATCH;
 	return nadi_jwt_verify_sig(key_alg, key, keylen, p->signing_input, p->signing_input_len,
 							   p->sig, p->sig_len);
+}
+
+int
+nadi_jwt_uuid_text(const char *s)
+{
+	if (s == NULL || strlen(s) != 36)
+		return 0;
+	for (int i = 0; i < 36; i++)
+	{
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+		{
+			if (s[i] != '-')
+				return 0;
+		}
+		else if (!isxdigit((unsigned char) s[i]))
+			return 0;
+	}
+	return 1;
 }

@@ -164,4 +164,10 @@ extern int	nadi_jwt_json_string(const char *json, size_t len, const char *key,
 /* Is json[0..len) one valid JSON object (strict, as nadi_jwt_parse checks)? */
 extern int	nadi_jwt_json_check_object(const char *json, size_t len);
 
+/*
+ * Is s the text of a uuid (8-4-4-4-12 hex digits, either case)?  The shape
+ * of the "sid" claim, and of every session id the edge reads from a request.
+ */
+extern int	nadi_jwt_uuid_text(const char *s);
+
 #endif							/* NADI_JWT_H */

@@ -16,7 +16,6 @@
  */
 #include "postgres.h"
 
-#include <ctype.h>
 
 #include "catalog/pg_type.h"
 #include "common/jsonapi.h"
@@ -593,24 +592,6 @@ audience_matches(Jsonb *claims, const char *audience)
 	return findJsonbValueFromContainer(v->val.binary.data, JB_FARRAY, &want) != NULL;
 }
 
-static bool
-looks_like_uuid(const char *s)
-{
-	if (strlen(s) != 36)
-		return false;
-	for (int i = 0; i < 36; i++)
-	{
-		if (i == 8 || i == 13 || i == 18 || i == 23)
-		{
-			if (s[i] != '-')
-				return false;
-		}
-		else if (!isxdigit((unsigned char) s[i]))
-			return false;
-	}
-	return true;
-}
-
 /*
  * Verify a token: shape, key, algorithm, signature, key expiry, then the
  * claims (issuer, required claims, audience, expiry, not-before).  Raises
@@ -749,7 +730,7 @@ verify_token(text *token, const char *audience, VerifiedToken *out)
 	out->has_sid = sid_text != NULL;
 	if (sid_text)
 	{
-		if (!looks_like_uuid(sid_text))
+		if (!nadi_jwt_uuid_text(sid_text))
 			INVALID_TOKEN("The token's \"sid\" claim is not a uuid.");
 		memcpy(&out->sid, DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(sid_text))),
 			   sizeof(pg_uuid_t));

@@ -501,6 +501,20 @@ test_malformed(void)
 	free(p);
 }
 
+static void
+test_uuid_text(void)
+{
+	CHECK(nadi_jwt_uuid_text("01a20ef0-40ea-73c0-8101-8b8d72711057"));
+	CHECK(nadi_jwt_uuid_text("01A20EF0-40EA-73C0-8101-8B8D72711057"));
+	CHECK(!nadi_jwt_uuid_text(NULL));
+	CHECK(!nadi_jwt_uuid_text(""));
+	CHECK(!nadi_jwt_uuid_text("01a20ef0-40ea-73c0-8101-8b8d7271105"));	/* short */
+	CHECK(!nadi_jwt_uuid_text("01a20ef0-40ea-73c0-8101-8b8d727110577"));	/* long */
+	CHECK(!nadi_jwt_uuid_text("01a20ef0x40ea-73c0-8101-8b8d72711057"));	/* dash */
+	CHECK(!nadi_jwt_uuid_text("01a20ef0-40ea-73c0-8101-8b8d7271105g"));	/* hex */
+	CHECK(!nadi_jwt_uuid_text("{1a20ef0-40ea-73c0-8101-8b8d72711057"));
+}
+
 int
 main(void)
 {
@@ -511,6 +525,7 @@ main(void)
 	test_roundtrip(NADI_JWT_ALG_EDDSA);
 	test_roundtrip(NADI_JWT_ALG_HS256);
 	test_malformed();
+	test_uuid_text();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed == 0 ? 0 : 1;
 }
