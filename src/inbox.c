@@ -103,8 +103,9 @@ payload_validate(const char *type, Jsonb *payload)
 	else if (strcmp(type, "tool") == 0)
 	{
 		v = jsonb_member(payload, "name");
-		if (v == NULL || v->type != jbvString || v->val.string.len == 0)
-			payload_invalid(type, "A tool call needs a non-empty string \"name\".");
+		if (v == NULL)
+			payload_invalid(type, "A tool call needs a string \"name\".");
+		nadi_check_tool_name(v, "a tool command");
 		v = jsonb_member(payload, "args");
 		if (v != NULL && (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data)))
 			payload_invalid(type, "\"args\" must be a JSON object.");

@@ -31,6 +31,7 @@
 #define ERRCODE_NADI_SESSION_NOT_LIVE     MAKE_SQLSTATE('N','A','0','1','0')
 #define ERRCODE_NADI_PAYLOAD_TOO_LARGE    MAKE_SQLSTATE('N','A','0','1','1')
 #define ERRCODE_NADI_LIMIT_EXCEEDED       MAKE_SQLSTATE('N','A','0','1','2')
+#define ERRCODE_NADI_INVALID_TOOL_NAME    MAKE_SQLSTATE('N','A','0','1','3')
 #define ERRCODE_NADI_INVALID_TOKEN        MAKE_SQLSTATE('N','A','0','2','0')
 #define ERRCODE_NADI_TOKEN_EXPIRED        MAKE_SQLSTATE('N','A','0','2','1')
 #define ERRCODE_NADI_NO_SIGNING_KEY       MAKE_SQLSTATE('N','A','0','2','2')
@@ -85,6 +86,9 @@ extern void nadi_require_admin(void);
 /* util.c */
 extern void nadi_check_payload(Jsonb *payload, const char *what);
 extern void nadi_check_limit(int32 limit, int32 max);
+extern bool nadi_tool_name_ok(const char *name, size_t len);
+extern void nadi_check_tool_name(const JsonbValue *v, const char *where);
+extern void nadi_check_approval_policy(Jsonb *policy);
 extern char *nadi_uuid_out(const pg_uuid_t *u);
 extern void nadi_uuid_parse(const char *text, pg_uuid_t *u);
 extern TimestampTz nadi_timestamptz_parse(const char *text);

@@ -9,6 +9,7 @@
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "port/pg_bswap.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
@@ -73,6 +74,92 @@ nadi_check_payload(Jsonb *payload, const char *what)
 				 errdetail("It takes %zu bytes; the limit is %d bytes.",
 						   (Size) VARSIZE(payload), nadi_max_payload_bytes),
 				 errhint("Raise nadi.max_payload_size, or store large data elsewhere and pass a reference.")));
+}
+
+/*
+ * Tool names are identifiers: ^[a-z][a-z0-9_]{0,63}$.  They become a path
+ * segment of sandboxd's URLs and the key approval policies match, so
+ * anything else ("x/../exec", "%2e%2e", "EXEC") is refused before it is
+ * stored.  The cell checks again with the same rule before any policy check.
+ */
+bool
+nadi_tool_name_ok(const char *name, size_t len)
+{
+	if (name == NULL || len < 1 || len > 64 || name[0] < 'a' || name[0] > 'z')
+		return false;
+	for (size_t i = 1; i < len; i++)
+	{
+		char		c = name[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+			return false;
+	}
+	return true;
+}
+
+/* Raise NA013 unless v is a string that is a tool name; where says whose. */
+void
+nadi_check_tool_name(const JsonbValue *v, const char *where)
+{
+	StringInfoData shown;
+
+	if (v != NULL && v->type == jbvString &&
+		nadi_tool_name_ok(v->val.string.val, v->val.string.len))
+		return;
+	initStringInfo(&shown);
+	if (v == NULL || v->type != jbvString)
+		appendStringInfoString(&shown, "(not a string)");
+	else
+	{
+		/* shown escaped and cut short: the name is hostile input */
+		int			n = pg_mbcliplen(v->val.string.val, v->val.string.len, 64);
+
+		escape_json(&shown, pnstrdup(v->val.string.val, n));
+		if (n < v->val.string.len)
+			appendStringInfo(&shown, " (%d bytes)", v->val.string.len);
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_NADI_INVALID_TOOL_NAME),
+			 errmsg("invalid tool name %s in %s", shown.data, where),
+			 errdetail("A tool name is a string of 1 to 64 characters: a lower-case letter, then lower-case letters, digits or \"_\"."),
+			 errhint("Use the name of a tool the sandbox host lists (GET /v1/tools), such as \"exec\".")));
+}
+
+/*
+ * A session policy's "require_approval", when present, is an array of tool
+ * names or "*": a name the cell could never call would approve nothing, and
+ * one that is not canonical would never match.
+ */
+void
+nadi_check_approval_policy(Jsonb *policy)
+{
+	JsonbValue	k;
+	JsonbValue *list;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	k.type = jbvString;
+	k.val.string.val = "require_approval";
+	k.val.string.len = strlen(k.val.string.val);
+	list = findJsonbValueFromContainer(&policy->root, JB_FOBJECT, &k);
+	if (list == NULL)
+		return;
+	if (list->type != jbvBinary || !JsonContainerIsArray(list->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("policy.require_approval must be a JSON array"),
+				 errdetail("It lists the tool names that need a client's approval, or \"*\" for every tool."),
+				 errhint("For example {\"require_approval\": [\"exec\", \"write_file\"]}.")));
+	it = JsonbIteratorInit(list->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok != WJB_ELEM)
+			continue;
+		if (v.type == jbvString && v.val.string.len == 1 && v.val.string.val[0] == '*')
+			continue;
+		nadi_check_tool_name(&v, "policy.require_approval");
+	}
 }
 
 void
