@@ -8,3 +8,239 @@
  * labels are set by administrators, and sandboxd tokens are per session.
  */
 \echo Use "ALTER EXTENSION nadi UPDATE TO '1.1'" to load this file. \quit
+
+---------------------------------------------------------------------------
+-- Host bindings: which login may act for which host
+---------------------------------------------------------------------------
+--
+-- A login that is neither superuser nor nadi_admin may register, heartbeat,
+-- take leases for and write as (fenced writes) only the host ids bound here
+-- to a role it is a member of.  Bindings exist before the host registers:
+-- an administrator binds, then the host comes up.
+CREATE TABLE nadi.host_bindings (
+    kind      text NOT NULL CHECK (kind IN ('cell', 'sandbox')),
+    host_id   text NOT NULL CHECK (host_id ~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,62}$'),
+    role_name name NOT NULL,
+    PRIMARY KEY (kind, host_id)
+);
+
+SELECT pg_catalog.pg_extension_config_dump('nadi.host_bindings', '');
+REVOKE ALL ON nadi.host_bindings FROM PUBLIC;
+GRANT SELECT ON nadi.host_bindings TO nadi_admin;
+
+-- The kind and host id of a binding or a label change, checked.
+CREATE FUNCTION nadi._host_ref_check(kind text, host_id text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF kind IS NULL OR kind NOT IN ('cell', 'sandbox') THEN
+        RAISE EXCEPTION 'invalid host kind %', coalesce(quote_literal(kind), 'NULL')
+            USING ERRCODE = '22023', DETAIL = 'A host is of kind ''cell'' or ''sandbox''.';
+    END IF;
+    IF host_id IS NULL OR host_id !~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid host id %', coalesce(quote_literal(host_id), 'NULL')
+            USING ERRCODE = '22023',
+                  DETAIL = 'Host ids are 1 to 63 letters, digits, ''.'', ''_'', '':'' or ''-'', starting with a letter or digit.';
+    END IF;
+END
+$fn$;
+
+-- Bind a host id to the role whose members may act for it (replacing an
+-- earlier binding of the same host).
+CREATE FUNCTION nadi.host_bind(kind text, host_id text, role name)
+RETURNS nadi.host_bindings
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    b nadi.host_bindings;
+BEGIN
+    PERFORM nadi._host_ref_check(kind, host_id);
+    IF role IS NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = host_bind.role) THEN
+        RAISE EXCEPTION 'role % does not exist', coalesce(quote_ident(role), 'NULL')
+            USING ERRCODE = '42704', HINT = 'Create the host''s login role first.';
+    END IF;
+    INSERT INTO nadi.host_bindings AS h (kind, host_id, role_name)
+    VALUES (kind, host_id, role)
+    ON CONFLICT ON CONSTRAINT host_bindings_pkey DO UPDATE SET role_name = EXCLUDED.role_name
+    RETURNING * INTO b;
+    INSERT INTO nadi.audit_log (at, actor, action, detail)
+    VALUES (nadi.now(), session_user, 'host.bind',
+            jsonb_build_object('kind', b.kind, 'host_id', b.host_id, 'role', b.role_name));
+    RETURN b;
+END
+$fn$;
+
+-- Remove a binding; false when there was none.  The host's login can no
+-- longer act for it from its next call on.
+CREATE FUNCTION nadi.host_unbind(kind text, host_id text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    gone name;
+BEGIN
+    PERFORM nadi._host_ref_check(kind, host_id);
+    DELETE FROM nadi.host_bindings h
+    WHERE h.kind = host_unbind.kind AND h.host_id = host_unbind.host_id
+    RETURNING h.role_name INTO gone;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO nadi.audit_log (at, actor, action, detail)
+    VALUES (nadi.now(), session_user, 'host.unbind',
+            jsonb_build_object('kind', kind, 'host_id', host_id, 'role', gone));
+    RETURN true;
+END
+$fn$;
+
+-- Set a registered host's labels (all of them), including the "tenant"
+-- label only administrators may set.  Returns the new labels.
+CREATE FUNCTION nadi.host_set_labels(kind text, host_id text, labels jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    result jsonb;
+BEGIN
+    PERFORM nadi._host_ref_check(kind, host_id);
+    IF labels IS NULL OR jsonb_typeof(labels) <> 'object' THEN
+        RAISE EXCEPTION 'labels must be a JSON object' USING ERRCODE = '22023';
+    END IF;
+    IF labels ? 'tenant' AND (jsonb_typeof(labels->'tenant') <> 'string' OR labels->>'tenant' = '') THEN
+        RAISE EXCEPTION 'the label "tenant" must be a tenant id'
+            USING ERRCODE = '22023', DETAIL = 'A tenant label is a non-empty string.';
+    END IF;
+    IF length(labels::text) > 65536 THEN
+        RAISE EXCEPTION 'labels are too large' USING ERRCODE = 'NA011',
+            DETAIL = 'Labels take at most 64 kB as JSON text.';
+    END IF;
+    IF kind = 'cell' THEN
+        UPDATE nadi.cell_hosts h SET labels = host_set_labels.labels
+        WHERE h.host_id = host_set_labels.host_id RETURNING h.labels INTO result;
+    ELSE
+        UPDATE nadi.sandbox_hosts h SET labels = host_set_labels.labels
+        WHERE h.host_id = host_set_labels.host_id RETURNING h.labels INTO result;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '% host % is not registered', kind, quote_literal(host_id)
+            USING ERRCODE = 'NA009', HINT = 'The host registers itself first; then set its labels.';
+    END IF;
+    INSERT INTO nadi.audit_log (at, actor, action, detail)
+    VALUES (nadi.now(), session_user, kind || '_host.labels',
+            jsonb_build_object('host_id', host_id, 'labels', result));
+    RETURN result;
+END
+$fn$;
+
+---------------------------------------------------------------------------
+-- Tokens for a session: only for the cell host that holds its lease
+---------------------------------------------------------------------------
+
+-- "cell:<host>" when a cell host holds the session's lease and the caller
+-- may act for it, "admin" for an administrator when no cell holds it;
+-- 42501 otherwise.
+CREATE FUNCTION nadi._session_token_subject(session_id uuid)
+RETURNS text
+AS 'MODULE_PATHNAME', 'nadi_session_token_subject' LANGUAGE C STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- A token the tools of one sandbox present to the proxy (1.1: minted only
+-- by the cell holding the session, or an administrator).
+CREATE OR REPLACE FUNCTION nadi.sandbox_token(session_id uuid, sandbox_id text,
+                                              ttl interval DEFAULT '15 minutes')
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s nadi.sessions;
+BEGIN
+    IF sandbox_id IS NULL OR sandbox_id !~ '^[A-Za-z0-9_-]{1,64}$' THEN
+        RAISE EXCEPTION 'invalid sandbox_id %', coalesce(quote_literal(sandbox_id), 'NULL')
+            USING ERRCODE = '22023',
+                  DETAIL = 'Sandbox ids are 1 to 64 letters, digits, "_" and "-", as nadi-sandboxd assigns them.';
+    END IF;
+    s := nadi._proxy_token_session(session_id, ttl);
+    PERFORM nadi._session_token_subject(s.session_id);
+    RETURN nadi._token_mint_internal(s.tenant_id, 'sandbox:' || sandbox_id, 'sandbox', ttl,
+                           s.session_id, 'nadi-proxy');
+END
+$fn$;
+
+-- A token a cell sends with the model calls of one session (1.1: minted
+-- only by the cell holding the session, or an administrator).
+CREATE OR REPLACE FUNCTION nadi.model_token(session_id uuid, ttl interval DEFAULT '15 minutes')
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s nadi.sessions;
+BEGIN
+    s := nadi._proxy_token_session(session_id, ttl);
+    PERFORM nadi._session_token_subject(s.session_id);
+    RETURN nadi._token_mint_internal(s.tenant_id, 'model', 'session', ttl, s.session_id, 'nadi-proxy');
+END
+$fn$;
+
+---------------------------------------------------------------------------
+-- Privileges of the 1.1 functions (new functions start executable by PUBLIC)
+---------------------------------------------------------------------------
+
+REVOKE ALL ON FUNCTION
+    nadi._host_ref_check(text, text),
+    nadi.host_bind(text, text, name),
+    nadi.host_unbind(text, text),
+    nadi.host_set_labels(text, text, jsonb),
+    nadi._session_token_subject(uuid)
+FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+    nadi.host_bind(text, text, name),
+    nadi.host_unbind(text, text),
+    nadi.host_set_labels(text, text, jsonb)
+TO nadi_admin;
+
+---------------------------------------------------------------------------
+-- Sandbox host tokens: a cell's credential at nadi-sandboxd, for one session
+---------------------------------------------------------------------------
+--
+-- Audience "nadi-sandboxd", scope "sandbox", sid the session, tenant its
+-- tenant, sub "cell:<host holding the lease>" (or "admin").  nadi-sandboxd
+-- verifies it against nadi.jwks() and lets it reach only the sandboxes of
+-- that session; its operator routes take the operator token alone.
+CREATE FUNCTION nadi.sandboxd_token(session_id uuid, ttl interval DEFAULT '15 minutes')
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s nadi.sessions;
+BEGIN
+    IF ttl IS NULL OR ttl < interval '1 second' OR ttl > interval '1 hour' THEN
+        RAISE EXCEPTION 'invalid ttl'
+            USING ERRCODE = '22023',
+                  DETAIL = 'Sandbox host tokens live from 1 second to 1 hour.',
+                  HINT = 'Mint a new token before the old one expires.';
+    END IF;
+    SELECT * INTO s FROM nadi.sessions x WHERE x.session_id = sandboxd_token.session_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'session % does not exist', coalesce(session_id::text, 'NULL')
+            USING ERRCODE = 'NA002';
+    END IF;
+    IF s.state IN ('terminated', 'failed') THEN
+        RAISE EXCEPTION 'session % is %', session_id, s.state
+            USING ERRCODE = 'NA010', DETAIL = 'Sandbox host tokens are minted only for live sessions.';
+    END IF;
+    RETURN nadi._token_mint_internal(s.tenant_id, nadi._session_token_subject(s.session_id),
+                                     'sandbox', ttl, s.session_id, 'nadi-sandboxd');
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION nadi.sandboxd_token(uuid, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION nadi.sandboxd_token(uuid, interval) TO nadi_cell, nadi_admin;

@@ -280,6 +280,17 @@ nadi_caller_tenant_for_create(const char *requested)
 	return NULL;				/* keep compiler quiet */
 }
 
+/*
+ * Hosts are the administrators' to manage: true for a superuser (the
+ * embedded cells), a member of nadi_admin, or an admin-scoped token.  Any
+ * other login acts only for the host ids bound to it (nadi.host_bind).
+ */
+bool
+nadi_caller_is_host_admin(void)
+{
+	return auth.scope == NADI_SCOPE_ADMIN || outer_user_has_role("nadi_admin");
+}
+
 /* Refuse unless the caller is an administrator (role or admin token). */
 void
 nadi_require_admin(void)

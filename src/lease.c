@@ -11,6 +11,7 @@
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 
 #include "nadi.h"
@@ -70,6 +71,12 @@ lease_check(const SessionTx *tx, int64 epoch)
 				 errmsg("lease epoch " INT64_FORMAT " of session %s has expired", epoch, tx->id_text),
 				 errdetail("It expired at %s.", nadi_timestamptz_iso(l.expires_at)),
 				 errhint("Renew leases well within nadi.lease_ttl.")));
+
+	/*
+	 * The epoch is readable by every cell login (nadi.session_leases): the
+	 * writer must also be the host the lease names, bound to the caller.
+	 */
+	nadi_require_host_binding("cell", l.cell_host_id, "write as");
 }
 
 /* Point the lease at a holder (NULL: nobody) and an epoch, starting its TTL. */
@@ -288,6 +295,7 @@ nadi_lease_acquire(PG_FUNCTION_ARGS)
 
 	nadi_connect();
 	require_live_cell_host(host);
+	nadi_require_host_binding("cell", host, "acquire leases for");
 	tx = session_lock(id);
 	l = lease_read(tx);
 
@@ -535,4 +543,57 @@ nadi_reap(PG_FUNCTION_ARGS)
 	out[4] = Int32GetDatum(hosts);
 	out[5] = Int32GetDatum(replaced);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), out, outnulls)));
+}
+
+/*
+ * nadi._session_token_subject(session_id) → text
+ * Who mints a token for a session: "cell:<host>" when a cell host holds its
+ * lease and the caller may act for that host (nadi_require_host_binding),
+ * "admin" when no cell holds it and the caller is an administrator.
+ * Anything else raises 42501.  For the SECURITY DEFINER token functions
+ * (nadi.sandbox_token, nadi.model_token, nadi.sandboxd_token).
+ */
+PG_FUNCTION_INFO_V1(nadi_session_token_subject);
+Datum
+nadi_session_token_subject(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	MemoryContext outer = CurrentMemoryContext;
+	pg_uuid_t  *id;
+	Datum		values[1];
+	char	   *holder;
+	char	   *subject;
+	bool		isnull;
+	Datum		d;
+
+	NADI_ARG_NOT_NULL(0, "session_id");
+	id = PG_GETARG_UUID_P(0);
+	values[0] = UUIDPGetDatum(id);
+	nadi_connect();
+	nadi_exec(nadi_plan(&plan,
+						"SELECT cell_host_id, expires_at FROM nadi.session_leases WHERE session_id = $1",
+						1, (Oid[]) {UUIDOID}),
+			  values, NULL, true, 1);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_SESSION_NOT_FOUND),
+				 errmsg("session %s does not exist", nadi_uuid_out(id))));
+	holder = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (holder != NULL && !isnull && DatumGetTimestampTz(d) > nadi_now())
+	{
+		nadi_require_host_binding("cell", holder, "mint tokens as");
+		subject = MemoryContextStrdup(outer, psprintf("cell:%s", holder));
+	}
+	else if (nadi_caller_is_host_admin())
+		subject = MemoryContextStrdup(outer, "admin");
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" may not mint tokens for session %s",
+						GetUserNameFromId(GetOuterUserId(), false), nadi_uuid_out(id)),
+				 errdetail("No cell host holds the session's lease."),
+				 errhint("A cell mints tokens only for the sessions its host holds.")));
+	nadi_finish();
+	PG_RETURN_TEXT_P(cstring_to_text(subject));
 }

@@ -82,6 +82,10 @@ extern bool nadi_caller_is_privileged(void);	/* admin or cell role, no token */
 extern bool nadi_tenant_visible(const char *tenant, const pg_uuid_t *sid);
 extern const char *nadi_caller_tenant_for_create(const char *requested);
 extern void nadi_require_admin(void);
+extern bool nadi_caller_is_host_admin(void);
+
+/* placement.c: host bindings (kind "cell" or "sandbox") */
+extern void nadi_require_host_binding(const char *kind, const char *host_id, const char *what);
 
 /* util.c */
 extern void nadi_check_payload(Jsonb *payload, const char *what);

@@ -10,6 +10,8 @@
 
 #include "catalog/pg_type.h"
 #include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 
 #include "nadi.h"
@@ -21,13 +23,82 @@ typedef struct HostKind
 	const char *table;			/* nadi.cell_hosts or nadi.sandbox_hosts */
 	const char *noun;			/* for audit actions */
 	const char *display;		/* for messages */
+	const char *bind_kind;		/* nadi.host_bindings.kind */
 	SPIPlanPtr	register_plan;
 	SPIPlanPtr	heartbeat_plan;
 	SPIPlanPtr	state_plan;
 } HostKind;
 
-static HostKind cell_kind = {"nadi.cell_hosts", "cell_host", "cell host"};
-static HostKind sandbox_kind = {"nadi.sandbox_hosts", "sandbox_host", "sandbox host"};
+static HostKind cell_kind = {"nadi.cell_hosts", "cell_host", "cell host", "cell"};
+static HostKind sandbox_kind = {"nadi.sandbox_hosts", "sandbox_host", "sandbox host", "sandbox"};
+
+/*
+ * Refuse (42501) unless the caller may act for this host: an administrator
+ * (nadi_caller_is_host_admin), or a login that is a member of the role
+ * nadi.host_bindings names for (kind, host_id).  what completes "may not
+ * ... cell host X".  SPI must be connected.
+ */
+void
+nadi_require_host_binding(const char *kind, const char *host_id, const char *what)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[2];
+	char	   *bound = NULL;
+	Oid			caller = GetOuterUserId();
+
+	if (nadi_caller_is_host_admin())
+		return;
+	values[0] = CStringGetTextDatum(kind);
+	values[1] = CStringGetTextDatum(host_id);
+	nadi_exec(nadi_plan(&plan,
+						"SELECT role_name::text FROM nadi.host_bindings WHERE kind = $1 AND host_id = $2",
+						2, (Oid[]) {TEXTOID, TEXTOID}),
+			  values, NULL, true, 1);
+	if (SPI_processed == 1)
+	{
+		Oid			role;
+
+		bound = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		role = get_role_oid(bound, true);
+		if (OidIsValid(role) && is_member_of_role(caller, role))
+			return;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("role \"%s\" may not %s %s host \"%s\"",
+					GetUserNameFromId(caller, false), what, kind, host_id),
+			 bound ?
+			 errdetail("The %s host \"%s\" is bound to role \"%s\", and \"%s\" is not a member of it.",
+					   kind, host_id, bound, GetUserNameFromId(caller, false)) :
+			 errdetail("No role is bound to the %s host \"%s\": only administrators may act for it.",
+					   kind, host_id),
+			 errhint("An administrator binds a host id to the login that runs the host with nadi.host_bind('%s', '%s', role).",
+					 kind, host_id)));
+}
+
+/*
+ * The label "tenant" steers placement (a host labelled for a tenant is
+ * preferred for its sessions and refused for others'), so only an
+ * administrator may set it (nadi.host_set_labels or an admin's registration).
+ */
+static void
+host_labels_check(HostKind *kind, const char *host_id, Jsonb *labels)
+{
+	JsonbValue	k;
+
+	if (nadi_caller_is_host_admin())
+		return;
+	k.type = jbvString;
+	k.val.string.val = "tenant";
+	k.val.string.len = strlen(k.val.string.val);
+	if (findJsonbValueFromContainer(&labels->root, JB_FOBJECT, &k) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only an administrator may set the label \"tenant\" of a %s", kind->display),
+				 errdetail("The label \"tenant\" steers placement; a host cannot declare itself a tenant's."),
+				 errhint("An administrator sets it with nadi.host_set_labels('%s', '%s', labels).",
+						 kind->bind_kind, host_id)));
+}
 
 static void
 host_id_validate(const char *host_id)
@@ -92,11 +163,18 @@ host_register(FunctionCallInfo fcinfo, HostKind *kind)
 	values[4] = TimestampTzGetDatum(nadi_now());
 
 	nadi_connect();
+	nadi_require_host_binding(kind->bind_kind, host_id, "register");
+	host_labels_check(kind, host_id, labels);
+	/* a registration without a "tenant" label keeps the one an administrator set */
 	nadi_exec(nadi_plan(&kind->register_plan,
 						psprintf("INSERT INTO %s AS h (host_id, address, capacity, labels, state, "
 								 "registered_at, heartbeat_at) VALUES ($1, $2, $3, $4, 'live', $5, $5) "
 								 "ON CONFLICT (host_id) DO UPDATE SET address = EXCLUDED.address, "
-								 "capacity = EXCLUDED.capacity, labels = EXCLUDED.labels, state = 'live', "
+								 "capacity = EXCLUDED.capacity, "
+								 "labels = CASE WHEN EXCLUDED.labels ? 'tenant' OR NOT h.labels ? 'tenant' "
+								 "  THEN EXCLUDED.labels "
+								 "  ELSE EXCLUDED.labels || jsonb_build_object('tenant', h.labels->'tenant') END, "
+								 "state = 'live', "
 								 "heartbeat_at = EXCLUDED.heartbeat_at RETURNING *", kind->table),
 						5, (Oid[]) {TEXTOID, TEXTOID, INT4OID, JSONBOID, TIMESTAMPTZOID}),
 			  values, nulls, false, 0);
@@ -120,6 +198,8 @@ host_heartbeat(FunctionCallInfo fcinfo, HostKind *kind)
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = TimestampTzGetDatum(nadi_now());
 	nadi_connect();
+	nadi_require_host_binding(kind->bind_kind, text_to_cstring(PG_GETARG_TEXT_PP(0)),
+							  "send heartbeats for");
 	nadi_exec(nadi_plan(&kind->heartbeat_plan,
 						psprintf("UPDATE %s h SET heartbeat_at = $2, "
 								 "state = CASE WHEN h.state = 'dead' THEN 'live' ELSE h.state END "

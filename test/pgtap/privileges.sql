@@ -6,7 +6,7 @@
 -- for none.  Schema nadi is usable by PUBLIC (authenticate is public), so a
 -- role outside the nadi roles is stopped by the grants alone.
 BEGIN;
-SELECT plan(759);
+SELECT plan(845);
 
 ---------------------------------------------------------------------------
 -- Test roles: one member of each nadi role, and one of none
@@ -16,6 +16,10 @@ CREATE ROLE priv_cell NOLOGIN IN ROLE nadi_cell;
 CREATE ROLE priv_sandbox NOLOGIN IN ROLE nadi_sandbox_host;
 CREATE ROLE priv_admin NOLOGIN IN ROLE nadi_admin;
 CREATE ROLE priv_nobody NOLOGIN;
+
+-- The host logins act for the hosts an administrator bound to them.
+SELECT nadi.host_bind('cell', h, 'priv_cell') FROM unnest(ARRAY['priv-cell-1', 'priv-cell-2']) AS h;
+SELECT nadi.host_bind('sandbox', h, 'priv_sandbox') FROM unnest(ARRAY['priv-sbx-1', 'priv-sbx-2']) AS h;
 
 -- Runs a statement; 'ok' or the SQLSTATE it raised.
 CREATE FUNCTION pg_temp.sqlstate_of(stmt text) RETURNS text LANGUAGE plpgsql AS $$
@@ -185,6 +189,8 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
       $$SELECT nadi.sandbox_token('{S}', 'priv-sbx')$$, '42501', 'ok', '42501', 'ok'),
  (66, 'model_token', 'nadi.model_token(uuid, interval)',
       $$SELECT nadi.model_token('{S}')$$, '42501', 'ok', '42501', 'ok'),
+ (73, 'sandboxd_token', 'nadi.sandboxd_token(uuid, interval)',
+      $$SELECT nadi.sandboxd_token('{S}')$$, '42501', 'ok', '42501', 'ok'),
  (67, 'proxy_authorize', 'nadi.proxy_authorize(text, text, text, text, text, text)',
       $$SELECT nadi.proxy_authorize('garbage', NULL, 'priv-api', 'GET', '/', 'priv')$$,
       '42501', '42501', 'ok', 'ok'),
@@ -196,6 +202,18 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
       '42501', '42501', '42501', '42501'),
  (70, '_proxy_token_session', 'nadi._proxy_token_session(uuid, interval)',
       $$SELECT nadi._proxy_token_session('{S}', '1 minute')$$, '42501', '42501', '42501', '42501'),
+ (71, '_session_token_subject', 'nadi._session_token_subject(uuid)',
+      $$SELECT nadi._session_token_subject('{S}')$$, '42501', '42501', '42501', '42501'),
+ (72, '_host_ref_check', 'nadi._host_ref_check(text, text)',
+      $$SELECT nadi._host_ref_check('cell', 'priv-cell-3')$$, '42501', '42501', '42501', '42501'),
+ -- host bindings and labels: the administrator's
+ (75, 'host_bind', 'nadi.host_bind(text, text, name)',
+      $$SELECT nadi.host_bind('cell', 'priv-cell-3', 'priv_cell')$$, '42501', '42501', '42501', 'ok'),
+ (76, 'host_set_labels', 'nadi.host_set_labels(text, text, jsonb)',
+      $$SELECT nadi.host_set_labels('sandbox', 'priv-sbx-1', '{"pgtap": "priv", "tenant": "acme"}')$$,
+      '42501', '42501', '42501', 'ok'),
+ (77, 'host_unbind', 'nadi.host_unbind(text, text)',
+      $$SELECT nadi.host_unbind('cell', 'priv-cell-3')$$, '42501', '42501', '42501', 'ok'),
  -- last: the cell lets go of its session
  (90, 'lease_release', 'nadi.lease_release(uuid, bigint)',
       $$SELECT nadi.lease_release('{S}', 1)$$, '42501', 'ok', '42501', 'ok');
@@ -248,6 +266,7 @@ INSERT INTO tables VALUES
     ('audit_log',      false, false, false, true),
     ('signing_keys',   false, false, false, true),
     ('egress_rules',   false, false, false, true),
+    ('host_bindings',  false, false, false, true),
     ('signing_key_secrets', false, false, false, false);
 
 SELECT table_privs_are('nadi', t.tname, r.role, CASE WHEN r.can THEN ARRAY['SELECT'] ELSE '{}'::text[] END,
@@ -390,7 +409,8 @@ SELECT r.n, r.role, t.tname, w.verb,
 FROM tables t
 JOIN (VALUES ('sessions', 'tenant_id'), ('command_inbox', 'payload'), ('events', 'payload'),
              ('session_leases', 'epoch'), ('cell_hosts', 'capacity'), ('sandbox_hosts', 'capacity'),
-             ('audit_log', 'detail'), ('signing_keys', 'kid'), ('signing_key_secrets', 'secret'))
+             ('audit_log', 'detail'), ('signing_keys', 'kid'), ('signing_key_secrets', 'secret'),
+             ('host_bindings', 'role_name'))
           AS k(tname, col) USING (tname),
      writes w,
      (VALUES (1, 'priv_edge'), (2, 'priv_cell'), (3, 'priv_sandbox'), (4, 'priv_admin')) AS r(n, role);

@@ -1,7 +1,7 @@
 -- Schema: tables, keys, types, the SQL API's signatures, who may EXECUTE
 -- what by default, and row-level security being switched on.
 BEGIN;
-SELECT plan(138);
+SELECT plan(146);
 
 ---------------------------------------------------------------------------
 -- Schema and tables
@@ -11,7 +11,8 @@ SELECT has_extension('nadi');
 
 SELECT has_table('nadi', t, format('table nadi.%s exists', t))
 FROM unnest(ARRAY['sessions', 'events', 'command_inbox', 'cell_hosts', 'session_leases',
-                  'sandbox_hosts', 'audit_log', 'signing_keys', 'signing_key_secrets', 'egress_rules']) AS t;
+                  'sandbox_hosts', 'audit_log', 'signing_keys', 'signing_key_secrets', 'egress_rules',
+                  'host_bindings']) AS t;
 
 SELECT has_sequence('nadi', 'command_id_seq', 'sequence nadi.command_id_seq exists');
 
@@ -20,7 +21,8 @@ SELECT set_eq(
     $$SELECT c.relname::text FROM pg_class c
       WHERE c.relnamespace = 'nadi'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')$$,
     ARRAY['sessions', 'events', 'command_inbox', 'cell_hosts', 'session_leases',
-          'sandbox_hosts', 'audit_log', 'signing_keys', 'signing_key_secrets', 'egress_rules'],
+          'sandbox_hosts', 'audit_log', 'signing_keys', 'signing_key_secrets', 'egress_rules',
+          'host_bindings'],
     'nadi has exactly the expected tables');
 
 ---------------------------------------------------------------------------
@@ -37,6 +39,7 @@ SELECT col_is_pk('nadi', 'sandbox_hosts', 'host_id', 'sandbox_hosts is keyed by 
 SELECT col_is_pk('nadi', 'audit_log', 'audit_id', 'audit_log is keyed by audit_id');
 SELECT col_is_pk('nadi', 'signing_keys', 'kid', 'signing_keys is keyed by kid');
 SELECT col_is_pk('nadi', 'signing_key_secrets', 'kid', 'signing_key_secrets is keyed by kid');
+SELECT col_is_pk('nadi', 'host_bindings', ARRAY['kind', 'host_id'], 'host_bindings is keyed by (kind, host_id)');
 
 -- The per-session tables are the ones with a NOT NULL session_id.
 SELECT set_eq(
@@ -147,11 +150,18 @@ INSERT INTO api VALUES
     ('egress_revoke',            ARRAY['text', 'text']),
     ('sandbox_token',            ARRAY['uuid', 'text', 'interval']),
     ('model_token',              ARRAY['uuid', 'interval']),
+    ('sandboxd_token',           ARRAY['uuid', 'interval']),
     ('proxy_authorize',          ARRAY['text', 'text', 'text', 'text', 'text', 'text']),
     ('proxy_finish',             ARRAY['bigint', 'integer', 'bigint', 'bigint', 'double precision', 'text']),
     -- internal (owner only)
     ('_token_mint_internal',     ARRAY['text', 'text', 'text', 'interval', 'uuid', 'text']),
-    ('_proxy_token_session',     ARRAY['uuid', 'interval']);
+    ('_proxy_token_session',     ARRAY['uuid', 'interval']),
+    ('_session_token_subject',   ARRAY['uuid']),
+    ('_host_ref_check',          ARRAY['text', 'text']),
+    -- host bindings and labels (1.1)
+    ('host_bind',                ARRAY['text', 'text', 'name']),
+    ('host_unbind',              ARRAY['text', 'text']),
+    ('host_set_labels',          ARRAY['text', 'text', 'jsonb']);
 
 SELECT has_function('nadi', fname, args,
                     format('function nadi.%s(%s) exists', fname, array_to_string(args, ', ')))

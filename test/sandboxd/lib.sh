@@ -233,7 +233,8 @@ CONF
 		start >/dev/null || return 1
 	pg_t_psql postgres -c "CREATE DATABASE nadi" >/dev/null &&
 		pg_t_psql nadi -c "CREATE EXTENSION nadi" \
-			-c "CREATE ROLE sbx_host LOGIN IN ROLE nadi_sandbox_host" >/dev/null
+			-c "CREATE ROLE sbx_host LOGIN IN ROLE nadi_sandbox_host" \
+			-c "SELECT nadi.host_bind('sandbox', 'sbx-test-host', 'sbx_host')" >/dev/null
 }
 
 # pg_t_psql DB [PSQL ARGS...] (as the superuser "postgres")
