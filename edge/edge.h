@@ -26,7 +26,8 @@
 typedef struct EdgeConfig
 {
 	const char *listen_addr;
-	int			port;
+	int			port;			/* 0: any free one; the bound one once listening */
+	const char *ready_file;		/* gets the bound port once serving */
 	const char *conninfo;
 	int			pool_size;			/* libpq connections for requests */
 	int			queue_max;			/* jobs waiting for a connection */

@@ -306,6 +306,9 @@ http_start(void)
 		mhd = NULL;
 		return -EIO;
 	}
+	info = MHD_get_daemon_info(mhd, MHD_DAEMON_INFO_BIND_PORT);
+	if (info != NULL && info->port != 0)
+		edge_cfg.port = info->port;
 	edge_log(LOG_I, "listening on %s port %d", edge_cfg.listen_addr, edge_cfg.port);
 	return 0;
 }

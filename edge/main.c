@@ -85,7 +85,8 @@ usage(FILE *f)
 			"Usage: nadi-edge [options]\n"
 			"The stateless HTTP front of Nadi: REST, Server-Sent Events and ACP.\n\n"
 			"  --listen ADDR              address to listen on (127.0.0.1)\n"
-			"  --port N                   port (8080)\n"
+			"  --port N                   port (8080; 0: any free one, see --ready-file)\n"
+			"  --ready-file PATH          once serving, write the bound port to PATH\n"
 			"  --db CONNINFO              libpq connection string (libpq's PG* variables)\n"
 			"  --pool N                   database connections for requests (4)\n"
 			"  --queue N                  requests waiting for a connection (4096)\n"
@@ -117,7 +118,7 @@ typedef struct IntOpt
 } IntOpt;
 
 static const IntOpt int_opts[] = {
-	{"port", &edge_cfg.port, NULL, 1, 65535},
+	{"port", &edge_cfg.port, NULL, 0, 65535},
 	{"pool", &edge_cfg.pool_size, NULL, 1, 256},
 	{"queue", &edge_cfg.queue_max, NULL, 1, 1000000},
 	{"max-connections", &edge_cfg.max_conns, NULL, 16, 1000000},
@@ -144,6 +145,8 @@ set_option(const char *name, const char *value)
 
 	if (strcmp(name, "listen") == 0)
 		edge_cfg.listen_addr = value;
+	else if (strcmp(name, "ready-file") == 0)
+		edge_cfg.ready_file = value;
 	else if (strcmp(name, "db") == 0)
 		edge_cfg.conninfo = value;
 	else if (strcmp(name, "dev-no-auth") == 0)
@@ -180,12 +183,12 @@ set_option(const char *name, const char *value)
 static int
 config_env(void)
 {
-	static const char *const names[] = {"listen", "db", "dev-no-auth", "verbose", NULL};
+	static const char *const names[] = {"listen", "db", "dev-no-auth", "verbose", "ready-file", NULL};
 	char		var[64];
 
-	for (size_t i = 0; i < sizeof(int_opts) / sizeof(int_opts[0]) + 4; i++)
+	for (size_t i = 0; i < sizeof(int_opts) / sizeof(int_opts[0]) + 5; i++)
 	{
-		const char *name = i < 4 ? names[i] : int_opts[i - 4].name;
+		const char *name = i < 5 ? names[i] : int_opts[i - 5].name;
 		const char *v;
 		size_t		j;
 
@@ -202,12 +205,13 @@ config_env(void)
 static int
 config_args(int argc, char **argv)
 {
-	struct option opts[sizeof(int_opts) / sizeof(int_opts[0]) + 8];
+	struct option opts[sizeof(int_opts) / sizeof(int_opts[0]) + 9];
 	size_t		n = 0;
 	int			c;
 	int			idx;
 
 	opts[n++] = (struct option) {"listen", required_argument, NULL, 0};
+	opts[n++] = (struct option) {"ready-file", required_argument, NULL, 0};
 	opts[n++] = (struct option) {"db", required_argument, NULL, 0};
 	opts[n++] = (struct option) {"dev-no-auth", no_argument, NULL, 0};
 	opts[n++] = (struct option) {"verbose", no_argument, NULL, 0};
@@ -239,6 +243,34 @@ config_args(int argc, char **argv)
 	{
 		fprintf(stderr, "nadi-edge: unexpected argument \"%s\"\n", argv[optind]);
 		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * --ready-file: the bound port and a newline, through a temporary file
+ * beside it renamed into place, so a reader sees the whole port or no file.
+ */
+static int
+ready_file_write(void)
+{
+	char		tmp[4096];
+	FILE	   *f;
+
+	if (edge_cfg.ready_file == NULL)
+		return 0;
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp%d", edge_cfg.ready_file, (int) getpid()) >= (int) sizeof(tmp))
+	{
+		edge_log(LOG_E, "--ready-file: the path is too long");
+		return -ENAMETOOLONG;
+	}
+	f = fopen(tmp, "we");
+	if (f == NULL || fprintf(f, "%d\n", edge_cfg.port) < 0 || fflush(f) != 0 || fsync(fileno(f)) < 0 ||
+		fclose(f) != 0 || rename(tmp, edge_cfg.ready_file) < 0)
+	{
+		edge_log(LOG_E, "could not write the ready file %s: %m", edge_cfg.ready_file);
+		(void) unlink(tmp);
+		return -EIO;
 	}
 	return 0;
 }
@@ -337,7 +369,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	db_listen_handlers(feed_on_notify, feed_on_listen_up);
-	if (db_init() < 0 || auth_init() < 0 || http_start() < 0)
+	if (db_init() < 0 || auth_init() < 0 || http_start() < 0 || ready_file_write() < 0)
 		return 1;
 	if (sd_watchdog_enabled(0, &watchdog_usec) <= 0)
 		watchdog_usec = 0;
@@ -363,6 +395,8 @@ main(int argc, char **argv)
 		}
 	}
 	edge_log(LOG_I, "stopped");
+	if (edge_cfg.ready_file)
+		(void) unlink(edge_cfg.ready_file);
 	http_stop();
 	db_shutdown();
 	return 0;

@@ -80,7 +80,7 @@ static void
 create_sandbox(struct http_req *r)
 {
 	json_t *body = http_body_json(r);
-	const char *session, *image, *key;
+	const char *session, *image, *tenant = NULL, *key;
 	struct sbx_sandbox *sb;
 	json_t *v;
 	int k;
@@ -88,7 +88,7 @@ create_sandbox(struct http_req *r)
 	if (!body)
 		return;
 	json_object_foreach(body, key, v) {
-		if (strcmp(key, "session_id") != 0 && strcmp(key, "image") != 0) {
+		if (strcmp(key, "session_id") != 0 && strcmp(key, "image") != 0 && strcmp(key, "tenant") != 0) {
 			http_reply_problem(r, 400, "invalid_args", "unknown field \"%s\"", key);
 			goto out;
 		}
@@ -103,6 +103,15 @@ create_sandbox(struct http_req *r)
 	}
 	if (!image || !id_valid(image, SBX_IMAGE_MAX)) {
 		http_reply_problem(r, 400, "invalid_args", "\"image\" must name a base image (letters, digits, '.', '_', '-')");
+		goto out;
+	}
+	/* The tenant whose git mirrors the sandbox sees besides the shared ones. */
+	if (json_object_get(body, "tenant") &&
+	    (!(tenant = json_string_value(json_object_get(body, "tenant"))) || !mirror_owner_valid(tenant) ||
+	     strcmp(tenant, MIRROR_OWNER_SHARED) == 0)) {
+		http_reply_problem(r, 400, "invalid_args",
+				   "\"tenant\" must be a string of 1 to %d bytes without control characters, not \"*\"",
+				   MIRROR_OWNER_MAX);
 		goto out;
 	}
 	sb = sandbox_find_session(session);
@@ -126,8 +135,10 @@ create_sandbox(struct http_req *r)
 		http_reply_problem(r, 404, "image_not_found", "no base image named \"%s\"", image);
 	else if (k < 0)
 		http_reply_errno(r, k, "create sandbox");
-	else
+	else {
+		snprintf(sb->tenant, sizeof sb->tenant, "%s", tenant ? tenant : "");
 		http_reply_json(r, 201, sandbox_json(sb));
+	}
 out:
 	json_decref(body);
 }

@@ -369,6 +369,12 @@ http_timeout_ms(void)
 	return best;
 }
 
+uint16_t
+http_tcp_port(void)
+{
+	return listeners.tcp_port;
+}
+
 void
 http_quiesce(void)
 {

@@ -17,6 +17,7 @@
 struct http_req;
 
 int http_init(void);
+uint16_t http_tcp_port(void);      /* the port listen_tcp is bound to (0: none) */
 void http_run(void);              /* let MHD process ready sockets */
 int64_t http_timeout_ms(void);    /* MHD's next deadline, -1 for none */
 void http_quiesce(void);          /* stop accepting connections (drain) */

@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "child.h"
+#include "common/listener.h"
 #include "http.h"
 #include "limits.h"
 #include "pg.h"
@@ -145,15 +146,29 @@ check_labels(void)
 	return 0;
 }
 
+/*
+ * After http_init(): the port is the one bound (listen_tcp may say 0).  An
+ * advertise address ending in ":0" ("http://127.0.0.1:0") gets that port too.
+ */
 static void
 default_advertise(void)
 {
+	size_t n = cfg.advertise ? strlen(cfg.advertise) : 0;
+
+	if (n > 2 && strcmp(cfg.advertise + n - 2, ":0") == 0 && http_tcp_port()) {
+		char *a = xasprintf("%.*s:%u", (int)(n - 2), cfg.advertise, (unsigned)http_tcp_port());
+		if (a) {
+			free(cfg.advertise);
+			cfg.advertise = a;
+		}
+	}
 	if (cfg.advertise)
 		return;
-	if (cfg.listen_tcp)
-		cfg.advertise = strchr(cfg.listen_tcp, ':') ? strdup(cfg.listen_tcp)
-							     : xasprintf("127.0.0.1:%s", cfg.listen_tcp);
-	else
+	if (cfg.listen_tcp) {
+		const char *colon = strrchr(cfg.listen_tcp, ':');
+		cfg.advertise = xasprintf("%.*s:%u", colon ? (int)(colon - cfg.listen_tcp) : 9,
+					  colon ? cfg.listen_tcp : "127.0.0.1", (unsigned)http_tcp_port());
+	} else
 		cfg.advertise = xasprintf("unix:%s", cfg.listen_unix);
 }
 
@@ -169,7 +184,6 @@ main(int argc, char **argv)
 	r = config_finish();
 	if (r < 0 || check_labels() < 0)
 		return 2;
-	default_advertise();
 	if (geteuid() != 0)
 		log_warning("not running as root: snapshots, mounts and containers will likely fail");
 
@@ -196,6 +210,10 @@ main(int argc, char **argv)
 		goto fail;
 	}
 	r = http_init();
+	if (r < 0)
+		goto fail;
+	default_advertise();
+	r = ready_file_write(cfg.ready_file, http_tcp_port());
 	if (r < 0)
 		goto fail;
 	pg_init();
@@ -230,6 +248,7 @@ main(int argc, char **argv)
 	store_done(run_count() == 0);
 	sandbox_free_all();
 	ev_done();
+	ready_file_remove(cfg.ready_file);
 	log_notice("stopped");
 	return r < 0 ? 1 : 0;
 

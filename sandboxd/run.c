@@ -409,6 +409,22 @@ on_unit_started(void *ud, int r)
 
 static void on_exit_(struct ev_io *io, uint32_t revents);
 
+/* owner's directory below git_mirror_dir, made when missing; NULL (logged) when it cannot be. */
+static char *
+git_mirror_dir(const char *owner)
+{
+	_cleanup_(closep) int fd = open(cfg.git_mirror_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = fd < 0 ? -errno : mirror_owner_dir_ensure(fd, owner);
+
+	if (r < 0) {
+		errno = -r;
+		log_error("cannot make the git mirror directory of %s below %s: %m; sandboxes started now do "
+			  "not see those mirrors", owner, cfg.git_mirror_dir);
+		return NULL;
+	}
+	return mirror_owner_dir(owner);
+}
+
 static int
 build_argv(const struct sbx_sandbox *sb, char **argv, char *store[], size_t nstore)
 {
@@ -427,8 +443,17 @@ build_argv(const struct sbx_sandbox *sb, char **argv, char *store[], size_t nsto
 	argv[a++] = OWN("--bind-ro=%s:/%s/init", cfg.agent_path, SBX_AGENT_DIR);
 	argv[a++] = OWN("--bind=%s/sandboxes/%s/%s:/%s", root, sb->id, SBX_WORKSPACE, SBX_WORKSPACE);
 	if (cfg.git_mirror_dir) {
-		/* nadi-gitd's mirrors, and the git config git_clone points GIT_CONFIG_GLOBAL at. */
-		argv[a++] = OWN("--bind-ro=%s:%s", cfg.git_mirror_dir, SBX_GIT_MOUNT);
+		/*
+		 * nadi-gitd's mirrors shared with every tenant, those of the
+		 * sandbox's tenant (no other's), and the git config git_clone
+		 * points GIT_CONFIG_GLOBAL at.
+		 */
+		_cleanup_(freep) char *tdir = sb->tenant[0] ? git_mirror_dir(sb->tenant) : NULL;
+		_cleanup_(freep) char *sdir = git_mirror_dir(MIRROR_OWNER_SHARED);
+		if (sdir)
+			argv[a++] = OWN("--bind-ro=%s/%s:%s", cfg.git_mirror_dir, sdir, SBX_GIT_MOUNT);
+		if (tdir)
+			argv[a++] = OWN("--bind-ro=%s/%s:%s", cfg.git_mirror_dir, tdir, MIRROR_MOUNT_TENANT);
 		argv[a++] = OWN("--bind-ro=%s/%s:%s", root, SBX_GITCONFIG_HOST, SBX_GITCONFIG);
 	}
 	if (cfg.proxy_dir)

@@ -85,6 +85,7 @@ typedef void (*sandbox_destroy_cb)(void *ud, int r);
 struct sbx_sandbox {
 	char id[SBX_ID_LEN + 1];
 	char session_id[SBX_SESSION_MAX + 1];
+	char tenant[MIRROR_OWNER_MAX + 1];   /* "" when none: it sees the shared git mirrors only */
 	char image[SBX_IMAGE_MAX + 1];
 	time_t created_at;
 	bool destroying;

@@ -38,7 +38,8 @@ struct sbx_config {
 	char *object_dir;
 	char *token_file;
 	char *listen_unix;
-	char *listen_tcp;      /* "PORT" or "127.0.0.1:PORT" */
+	char *listen_tcp;      /* "PORT" or "127.0.0.1:PORT" (port 0: the kernel picks) */
+	char *ready_file;      /* gets the bound TCP port once serving */
 	char *agent_path;
 	char *nspawn_path;
 	char *btrfs_path;

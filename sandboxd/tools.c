@@ -563,13 +563,13 @@ container_tool(struct http_req *r, struct sbx_sandbox *sb, const char *tool, jso
 /* ---- git_clone ------------------------------------------------------------ */
 
 /*
- * Run as `sh -c SCRIPT sh REPO DEST BRANCH`: the values are positional
+ * Run as `sh -c SCRIPT sh MIRROR DEST BRANCH`: the values are positional
  * parameters, never part of the script text.  Exit 127 (with the message)
  * when the image has no git; otherwise git's own status.
  */
 static const char git_clone_script[] =
 	"command -v git >/dev/null 2>&1 || { echo 'git: command not found in this image' >&2; exit 127; }\n"
-	"src=" SBX_GIT_MOUNT "/$1.git dest=/" SBX_WORKSPACE "/$2\n"
+	"src=$1 dest=/" SBX_WORKSPACE "/$2\n"
 	"if [ -n \"$3\" ]; then git clone --shared --quiet --branch \"$3\" -- \"$src\" \"$dest\" || exit\n"
 	"else git clone --shared --quiet -- \"$src\" \"$dest\" || exit; fi\n"
 	"git -C \"$dest\" rev-parse --verify --quiet HEAD || { echo 'git_clone: the clone has no HEAD commit' >&2; exit 1; }\n"
@@ -600,7 +600,8 @@ git_clone_tool(struct http_req *r, struct sbx_sandbox *sb, json_t *args, const c
 	size_t dest_len = 0, branch_len = 0;
 	uint64_t timeout = cfg.call_timeout_ms;
 	_cleanup_(closep) int ws = -1, mfd = -1;
-	_cleanup_(freep) char *mirror = NULL;
+	_cleanup_(freep) char *mirror = NULL, *tdir = NULL;
+	const char *mount = NULL;
 	struct tool_call *tc;
 	struct pbuf *b;
 	struct stat st;
@@ -638,9 +639,19 @@ git_clone_tool(struct http_req *r, struct sbx_sandbox *sb, json_t *args, const c
 				   "git_clone: this sandbox host has no git mirrors (nadi-sandboxd runs without git_mirror_dir)");
 		return;
 	}
-	mirror = xasprintf("%s.git", repo);
+	/* The sandbox's tenant's mirror first, then the shared one: never another tenant's. */
 	mfd = open(cfg.git_mirror_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (!mirror || mfd < 0 || fstatat(mfd, mirror, &st, 0) < 0 || !S_ISDIR(st.st_mode)) {
+	if (mfd >= 0 && sb->tenant[0] && (tdir = mirror_owner_dir(sb->tenant)) &&
+	    (mirror = xasprintf("%s/%s.git", tdir, repo)) && fstatat(mfd, mirror, &st, 0) == 0 && S_ISDIR(st.st_mode))
+		mount = MIRROR_MOUNT_TENANT;
+	free(mirror);
+	mirror = NULL;
+	if (mfd >= 0 && !mount && (mirror = xasprintf("%s/%s.git", MIRROR_SHARED, repo)) &&
+	    fstatat(mfd, mirror, &st, 0) == 0 && S_ISDIR(st.st_mode))
+		mount = SBX_GIT_MOUNT;
+	free(mirror);
+	mirror = mount ? xasprintf("%s/%s.git", mount, repo) : NULL;
+	if (!mirror) {
 		http_reply_problem(r, 404, "repo_not_mirrored",
 				   "git_clone: no mirror of \"%s\" on this host; ask nadi-gitd to mirror it "
 				   "(POST /v1/repos {\"name\":\"%s\",\"url\":...}) and try again", repo, repo);
@@ -678,7 +689,7 @@ git_clone_tool(struct http_req *r, struct sbx_sandbox *sb, json_t *args, const c
 	pbuf_add_str(b, PT_ARGV, "-c");
 	pbuf_add_str(b, PT_ARGV, git_clone_script);
 	pbuf_add_str(b, PT_ARGV, "sh");
-	pbuf_add_str(b, PT_ARGV, repo);
+	pbuf_add_str(b, PT_ARGV, mirror);
 	pbuf_add_str(b, PT_ARGV, norm);
 	pbuf_add_str(b, PT_ARGV, branch ? branch : "");
 	add_env(b, NULL, proxy_token);

@@ -57,12 +57,46 @@ banner() {
 	printf '\n======== %s ========\n' "$*"
 }
 
-# A TCP port on 127.0.0.1 that nothing listens on now (for tests and the
-# local stack's scratch instances).
+# wait_ready FILE PID [SECONDS]: wait until the daemon PID, started with port
+# 0 and --ready-file FILE (remove FILE before starting it), has written the
+# port it bound; prints that port.  Fails when the process ends first or
+# SECONDS (default 60) pass.  Daemons are never handed a port picked in
+# advance: another process could take it before they bind it.
+wait_ready() {
+	local file=$1 pid=$2 i port
+	for i in $(seq 1 $((${3:-60} * 10))); do
+		if [ -s "$file" ] && read -r port <"$file" && [ -n "$port" ]; then
+			echo "$port"
+			return 0
+		fi
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	return 1
+}
+
+# promtool_check FILE: `promtool check metrics` of a /metrics answer saved in
+# FILE; its complaints are printed as "#" comments.  Fails when promtool is
+# missing (scripts/bootstrap installs Debian's prometheus package, which has it).
+promtool_check() {
+	local out
+	command -v promtool >/dev/null 2>&1 ||
+		{ echo "# promtool missing (scripts/bootstrap installs the prometheus package)"; return 1; }
+	out=$(promtool check metrics <"$1" 2>&1) && return 0
+	printf '%s\n' "$out" | sed 's/^/#   /'
+	return 1
+}
+
+# A TCP port on 127.0.0.1 that nothing listens on now, below the kernel's
+# ephemeral range (outgoing connections take those).  Racy by nature: use it
+# only for what cannot bind port 0 itself (benchmarks' fixed layouts); the
+# daemons take port 0 and report theirs (wait_ready).
 free_port() {
-	local p i
+	local p i lo=32768
+	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
+	[ "$lo" -gt 20100 ] || lo=32768
 	for i in $(seq 0 199); do
-		p=$((20000 + (RANDOM + i * 7919) % 30000))
+		p=$((20000 + (RANDOM + i * 7919) % (lo - 20000)))
 		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
 			echo "$p"
 			return 0

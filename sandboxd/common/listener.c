@@ -2,6 +2,8 @@
  * listener.c — see listener.h.
  */
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -50,7 +52,7 @@ listen_addr_parse(const char *s, struct sockaddr_in *sin)
 		s = colon + 1;
 	}
 	port = strtoul(s, &end, 10);
-	if (*end || port == 0 || port > 65535)
+	if (!*s || *end || port > 65535)  /* 0: the kernel picks a free port */
 		return -EINVAL;
 	memset(sin, 0, sizeof *sin);
 	sin->sin_family = AF_INET;
@@ -62,34 +64,82 @@ listen_addr_parse(const char *s, struct sockaddr_in *sin)
 	return 0;
 }
 
+int
+listen_tcp_socket(const struct sockaddr_in *sin, uint16_t *bound)
+{
+	struct sockaddr_in got;
+	socklen_t len = sizeof got;
+	int fd, one = 1;
+
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (bind(fd, (const struct sockaddr *)sin, sizeof *sin) < 0 || listen(fd, 128) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&got, &len) < 0) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	*bound = ntohs(got.sin_port);
+	return fd;
+}
+
+void
+listen_log_tcp(const struct sockaddr_in *sin, uint16_t port)
+{
+	char addr[INET_ADDRSTRLEN] = "?";
+
+	inet_ntop(AF_INET, &sin->sin_addr, addr, sizeof addr);
+	log_notice("listening on %s port %u", addr, (unsigned)port);
+}
+
+int
+ready_file_write(const char *path, uint16_t port)
+{
+	char text[16];
+	int n, r;
+
+	if (!path)
+		return 0;
+	n = port ? snprintf(text, sizeof text, "%u\n", (unsigned)port) : snprintf(text, sizeof text, "\n");
+	r = write_file_atomic(AT_FDCWD, path, text, (size_t)n, 0644);
+	if (r < 0) {
+		errno = -r;
+		log_error("cannot write the ready file %s: %m", path);
+	}
+	return r;
+}
+
+void
+ready_file_remove(const char *path)
+{
+	if (path && unlink(path) < 0 && errno != ENOENT)
+		log_warning("cannot remove the ready file %s: %m", path);
+}
+
 static int
 start_one(struct mhd_listeners *ls, const char *unix_path, const struct sockaddr_in *sin, const char *what,
 	  unsigned flags, unsigned limit, MHD_AccessHandlerCallback on_request,
 	  MHD_RequestCompletedCallback on_completed)
 {
 	struct mhd_listener *l = &ls->l[ls->n];
-	int fd = -1;
+	uint16_t port = 0;
+	int fd;
 
-	if (unix_path) {
-		fd = listen_unix_socket(unix_path, 0660);
-		if (fd < 0) {
-			errno = -fd;
-			log_error("cannot listen on %s: %m", unix_path);
-			return fd;
-		}
-		l->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
-					MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
-					(unsigned)60, MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_END);
-	} else
-		l->d = MHD_start_daemon(flags, ntohs(sin->sin_port), NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR,
-					sin, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-					MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_CONNECTION_LIMIT, limit,
-					MHD_OPTION_END);
+	fd = unix_path ? listen_unix_socket(unix_path, 0660) : listen_tcp_socket(sin, &port);
+	if (fd < 0) {
+		errno = -fd;
+		log_error("cannot listen on %s: %m", what);
+		return fd;
+	}
+	l->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
+				MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
+				(unsigned)60, MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_END);
 	if (!l->d) {
 		log_error("cannot start the HTTP server on %s", what);
-		if (fd >= 0)
-			close(fd);
-		return -EADDRINUSE;
+		close(fd);
+		return -EIO;
 	}
 	l->unix_path = unix_path ? strdup(unix_path) : NULL;
 	l->quiesced = false;
@@ -97,9 +147,8 @@ start_one(struct mhd_listeners *ls, const char *unix_path, const struct sockaddr
 	if (unix_path)
 		log_info("listening on unix:%s", unix_path);
 	else {
-		char addr[INET_ADDRSTRLEN] = "?";
-		inet_ntop(AF_INET, &sin->sin_addr, addr, sizeof addr);
-		log_info("listening on http://%s:%u", addr, (unsigned)ntohs(sin->sin_port));
+		ls->tcp_port = port;
+		listen_log_tcp(sin, port);
 	}
 	return 0;
 }

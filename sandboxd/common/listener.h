@@ -14,8 +14,24 @@
 
 /* A bound, listening, non-blocking unix socket of that mode; -errno. */
 int listen_unix_socket(const char *path, mode_t mode);
-/* "PORT" (127.0.0.1) or "IPV4:PORT"; warns when the address is not loopback. */
+/*
+ * "PORT" (127.0.0.1) or "IPV4:PORT"; warns when the address is not loopback.
+ * Port 0 asks the kernel for a free port: the bound one is what
+ * listen_tcp_socket() reports.
+ */
 int listen_addr_parse(const char *spec, struct sockaddr_in *sin);
+/* A bound, listening, non-blocking TCP socket; *bound gets its port; -errno. */
+int listen_tcp_socket(const struct sockaddr_in *sin, uint16_t *bound);
+/* The log line harnesses wait for: "listening on ADDR port N" (notice). */
+void listen_log_tcp(const struct sockaddr_in *sin, uint16_t port);
+/*
+ * --ready-file: once the daemon serves, PATH gets the bound TCP port and a
+ * newline (an empty line when it listens on a unix socket only), written
+ * atomically (a temporary file beside it, renamed), so whoever sees the
+ * file reads the whole port.  NULL path: nothing.  Removed at exit.
+ */
+int ready_file_write(const char *path, uint16_t port);
+void ready_file_remove(const char *path);
 
 struct mhd_listener {
 	struct MHD_Daemon *d;
@@ -26,6 +42,7 @@ struct mhd_listener {
 struct mhd_listeners {
 	struct mhd_listener l[2];
 	size_t n;
+	uint16_t tcp_port;   /* the port listen_tcp is bound to (0: none) */
 };
 
 /*

@@ -336,6 +336,70 @@ repo_name_valid(const char *s)
 	return true;
 }
 
+bool
+mirror_owner_valid(const char *s)
+{
+	size_t n;
+
+	if (!s)
+		return false;
+	n = strlen(s);
+	if (n == 0 || n > MIRROR_OWNER_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+char *
+mirror_owner_dir(const char *owner)
+{
+	unsigned char d[SHA256_DIGEST_LENGTH];
+	char hex[2 * SHA256_DIGEST_LENGTH + 1];
+
+	if (strcmp(owner, MIRROR_OWNER_SHARED) == 0)
+		return strdup(MIRROR_SHARED);
+	SHA256((const unsigned char *)owner, strlen(owner), d);
+	for (size_t i = 0; i < sizeof d; i++)
+		snprintf(hex + 2 * i, 3, "%02x", d[i]);
+	return xasprintf("%s/%s", MIRROR_TENANTS, hex);
+}
+
+static int
+mkdir_owned(int rootfd, const char *rel, mode_t mode, const struct stat *root)
+{
+	struct stat st;
+
+	if (mkdirat(rootfd, rel, mode) == 0) {
+		/* Owned like the root (when we may chown), with the mode not cut by the umask. */
+		if (geteuid() == 0 && fchownat(rootfd, rel, root->st_uid, root->st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+		return fchmodat(rootfd, rel, mode, 0) < 0 ? -errno : 0;
+	}
+	if (errno != EEXIST)
+		return -errno;
+	if (fstatat(rootfd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+int
+mirror_owner_dir_ensure(int rootfd, const char *owner)
+{
+	_cleanup_(freep) char *rel = mirror_owner_dir(owner);
+	struct stat root;
+	int r;
+
+	if (!rel)
+		return -ENOMEM;
+	if (fstat(rootfd, &root) < 0)
+		return -errno;
+	if (strcmp(owner, MIRROR_OWNER_SHARED) != 0 && (r = mkdir_owned(rootfd, MIRROR_TENANTS, 0711, &root)) < 0)
+		return r;
+	return mkdir_owned(rootfd, rel, 0755, &root);
+}
+
 int
 signals_block(sigset_t *mask)
 {

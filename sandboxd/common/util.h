@@ -61,6 +61,31 @@ uint64_t now_us(void);
 bool repo_name_valid(const char *name);
 
 /*
+ * The mirror root's layout, shared by nadi-gitd (which writes it) and
+ * nadi-sandboxd (which binds parts of it into containers): a mirror owned
+ * by "*" (every tenant) is MIRROR_DIR/shared/NAME.git, one owned by a tenant
+ * MIRROR_DIR/tenants/<sha256 hex of the tenant>/NAME.git.  A sandbox sees
+ * shared/ at /srv/nadi-git and its tenant's directory at /srv/nadi-git-tenant.
+ */
+#define MIRROR_SHARED "shared"
+#define MIRROR_TENANTS "tenants"
+#define MIRROR_OWNER_SHARED "*"
+#define MIRROR_OWNER_MAX 255
+#define MIRROR_MOUNT_SHARED "/srv/nadi-git"
+#define MIRROR_MOUNT_TENANT "/srv/nadi-git-tenant"
+/* "*" or a tenant: 1 to 255 bytes, no control characters. */
+bool mirror_owner_valid(const char *owner);
+/* The directory of owner's mirrors below the root: "shared" or "tenants/HEX"; a new string. */
+char *mirror_owner_dir(const char *owner);
+/*
+ * Make owner's directory below rootfd (and tenants/) when missing: mode
+ * 0755 (tenants/ 0711: no listing of who has mirrors), owned by the owner
+ * of the root, so that nadi-gitd, which may run as another user than the
+ * caller, can write into it.  0 or -errno.
+ */
+int mirror_owner_dir_ensure(int rootfd, const char *owner);
+
+/*
  * Ignore SIGPIPE and block SIGTERM, SIGINT and SIGHUP in the calling thread
  * (before any other thread exists, so that every thread inherits the mask);
  * *mask gets the set, for sigwaitinfo() or signalfd().

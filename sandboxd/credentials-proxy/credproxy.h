@@ -53,7 +53,8 @@ struct upstream {
 struct cp_config {
 	char *config_file;
 	char *sandbox_dir;
-	char *listen_tcp;     /* "PORT" or "IPV4:PORT" */
+	char *listen_tcp;     /* "PORT" or "IPV4:PORT" (port 0: the kernel picks) */
+	char *ready_file;     /* gets the bound TCP port once serving */
 	char *listen_unix;
 	char *pg_conninfo;
 	char *proxy_id;

@@ -85,33 +85,43 @@ healthz(struct MHD_Connection *c)
 					 "connections", (int)listen_client_count()));
 }
 
+/*
+ * Prometheus text format: HELP and TYPE for every metric; text_response()
+ * ends the exposition with its newline.
+ */
 static enum MHD_Result
 metrics(struct MHD_Connection *c)
 {
-	char *text = xasprintf("# TYPE nadi_credproxy_requests_total counter\n"
-			       "nadi_credproxy_requests_total %llu\n"
-			       "# TYPE nadi_credproxy_refused_total counter\n"
-			       "nadi_credproxy_refused_total %llu\n"
-			       "# TYPE nadi_credproxy_forwarded_total counter\n"
-			       "nadi_credproxy_forwarded_total %llu\n"
-			       "# TYPE nadi_credproxy_upstream_errors_total counter\n"
-			       "nadi_credproxy_upstream_errors_total %llu\n"
-			       "# TYPE nadi_credproxy_bytes_up_total counter\n"
-			       "nadi_credproxy_bytes_up_total %llu\n"
-			       "# TYPE nadi_credproxy_bytes_down_total counter\n"
-			       "nadi_credproxy_bytes_down_total %llu\n"
-			       "# TYPE nadi_credproxy_connections gauge\n"
-			       "nadi_credproxy_connections %u\n"
-			       "# TYPE nadi_credproxy_sandboxes gauge\n"
-			       "nadi_credproxy_sandboxes %u",
-			       atomic_load(&proxy_stats.requests), atomic_load(&proxy_stats.refused),
-			       atomic_load(&proxy_stats.forwarded), atomic_load(&proxy_stats.upstream_errors),
-			       atomic_load(&proxy_stats.bytes_up), atomic_load(&proxy_stats.bytes_down),
-			       listen_client_count(), listen_sandbox_count());
+	const struct {
+		const char *name, *type, *help;
+		unsigned long long value;
+	} m[] = {
+		{"requests_total", "counter", "Requests received on every listener.", atomic_load(&proxy_stats.requests)},
+		{"refused_total", "counter", "Requests refused (token, policy, target or size).",
+		 atomic_load(&proxy_stats.refused)},
+		{"forwarded_total", "counter", "Requests forwarded to an upstream.", atomic_load(&proxy_stats.forwarded)},
+		{"upstream_errors_total", "counter", "Forwarded requests whose upstream failed.",
+		 atomic_load(&proxy_stats.upstream_errors)},
+		{"bytes_up_total", "counter", "Request body bytes sent upstream.", atomic_load(&proxy_stats.bytes_up)},
+		{"bytes_down_total", "counter", "Response body bytes sent back to clients.",
+		 atomic_load(&proxy_stats.bytes_down)},
+		{"connections", "gauge", "Client connections open now.", listen_client_count()},
+		{"sandboxes", "gauge", "Sandbox sockets listened on now.", listen_sandbox_count()},
+	};
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
 
-	if (!text)
+	if (!f)
 		return MHD_NO;
-	return reply_text(c, 200, "text/plain; version=0.0.4", NULL, text);
+	for (size_t i = 0; i < ARRAY_SIZE(m); i++)
+		fprintf(f, "%s# HELP nadi_credproxy_%s %s\n# TYPE nadi_credproxy_%s %s\nnadi_credproxy_%s %llu",
+			i ? "\n" : "", m[i].name, m[i].help, m[i].name, m[i].type, m[i].name, m[i].value);
+	if (fclose(f) != 0 || !text) {
+		free(text);
+		return MHD_NO;
+	}
+	return reply_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text);
 }
 
 static enum MHD_Result

@@ -201,23 +201,25 @@ on_main(struct watch *w, uint32_t events)
 	accept_on(w->fd, NULL);
 }
 
+static uint16_t tcp_port;
+
+uint16_t
+listen_tcp_port(void)
+{
+	return tcp_port;
+}
+
 static int
 tcp_listen(const char *spec)
 {
 	struct sockaddr_in sin;
-	int fd, one = 1;
+	int fd;
 
 	if (listen_addr_parse(spec, &sin) < 0)
 		return -EINVAL;
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return -errno;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	if (bind(fd, (struct sockaddr *)&sin, sizeof sin) < 0 || listen(fd, 128) < 0) {
-		int r = -errno;
-		close(fd);
-		return r;
-	}
+	fd = listen_tcp_socket(&sin, &tcp_port);
+	if (fd >= 0)
+		listen_log_tcp(&sin, tcp_port);
 	return fd;
 }
 
@@ -257,7 +259,8 @@ add_main(const char *unix_path, const char *tcp)
 	m->w.cb = on_main;
 	m->unix_path = unix_path ? strdup(unix_path) : NULL;
 	n_mains++;
-	log_info("listening on %s%s", unix_path ? "unix:" : "tcp:", unix_path ? unix_path : tcp);
+	if (unix_path)
+		log_info("listening on unix:%s", unix_path);
 	return watch_add(&m->w);
 }
 

@@ -31,6 +31,7 @@ struct client {
 };
 
 int listen_init(int epoll_fd);
+uint16_t listen_tcp_port(void);   /* the main listener's TCP port (0: none) */
 /* Stop accepting: close every listening socket and remove the socket files. */
 void listen_stop(void);
 unsigned listen_sandbox_count(void);

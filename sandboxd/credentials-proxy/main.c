@@ -27,6 +27,7 @@
 #include "fwd.h"
 #include "http.h"
 #include "listen.h"
+#include "../common/listener.h"
 #include "pg.h"
 
 atomic_bool cp_draining;
@@ -101,6 +102,8 @@ main(int argc, char **argv)
 		r = http_start();
 	if (r >= 0)
 		r = listen_init(epfd);
+	if (r >= 0)
+		r = ready_file_write(cfg.ready_file, listen_tcp_port());
 	if (r < 0) {
 		log_error("start-up failed");
 		listen_stop();
@@ -149,6 +152,7 @@ main(int argc, char **argv)
 	http_stop();   /* joins the connection threads; each records its end */
 	pg_done();
 	fwd_global_done();
+	ready_file_remove(cfg.ready_file);
 	log_notice("stopped");
 	return 0;
 }

@@ -10,6 +10,8 @@
 #include "gitd.h"
 #include "http.h"
 
+#define URL_SAFE "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+
 static bool
 is(const struct http_req *r, const char *m)
 {
@@ -32,6 +34,54 @@ invalid_name(struct http_req *r)
 }
 
 static void
+invalid_owner(struct http_req *r)
+{
+	http_reply_problem(r, 400, "invalid_owner",
+			   "an owner is \"*\" (every tenant's sandboxes see the mirror) or a tenant: 1 to %d bytes, "
+			   "no control characters", MIRROR_OWNER_MAX);
+}
+
+/* ?owner=: the repository's owner, "*" when absent; NULL (answered 400) when invalid. */
+static const char *
+query_owner(struct http_req *r, bool absent_is_shared)
+{
+	const char *owner = http_query(r, "owner");
+
+	if (!owner)
+		return absent_is_shared ? MIRROR_OWNER_SHARED : NULL;
+	if (!mirror_owner_valid(owner)) {
+		invalid_owner(r);
+		return NULL;
+	}
+	return owner;
+}
+
+static void
+metrics(struct http_req *r)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (!f) {
+		http_reply_problem(r, 500, "internal", "out of memory");
+		return;
+	}
+	fprintf(f, "# HELP nadi_gitd_info Version of this daemon.\n# TYPE nadi_gitd_info gauge\n"
+		   "nadi_gitd_info{version=\"%s\"} 1\n", GITD_VERSION);
+	http_metrics(f);
+	repo_metrics(f);
+	if (fclose(f) != 0 || !text) {
+		free(text);
+		http_reply_problem(r, 500, "internal", "out of memory");
+		return;
+	}
+	if (len > 0 && text[len - 1] == '\n')
+		text[len - 1] = '\0';   /* http_reply_text ends it with one */
+	http_reply_text(r, 200, text, "text/plain; version=0.0.4; charset=utf-8");
+}
+
+static void
 healthz(struct http_req *r)
 {
 	http_reply_json(r, 200,
@@ -42,7 +92,12 @@ healthz(struct http_req *r)
 static void
 list_repos(struct http_req *r)
 {
-	json_t *list = repo_list_json();
+	const char *owner = query_owner(r, false);
+	json_t *list;
+
+	if (!owner && http_query(r, "owner"))
+		return;
+	list = repo_list_json(owner);
 
 	http_reply_json(r, 200, list ? json_pack("{s:o}", "repos", list) : NULL);
 }
@@ -51,18 +106,23 @@ static void
 add_repo(struct http_req *r)
 {
 	json_t *body = http_body_json(r), *v;
-	const char *name, *url, *key, *why;
+	const char *name, *url, *owner = MIRROR_OWNER_SHARED, *key, *why;
 	struct repo *repo = NULL;
 	char *err = NULL;
 
 	if (!body)
 		return;
 	json_object_foreach(body, key, v) {
-		if (strcmp(key, "name") != 0 && strcmp(key, "url") != 0) {
-			http_reply_problem(r, 400, "invalid_json", "unknown field \"%s\" (a repository is {name, url})",
-					   key);
+		if (strcmp(key, "name") != 0 && strcmp(key, "url") != 0 && strcmp(key, "owner") != 0) {
+			http_reply_problem(r, 400, "invalid_json",
+					   "unknown field \"%s\" (a repository is {name, url, owner})", key);
 			goto out;
 		}
+	}
+	if (json_object_get(body, "owner") &&
+	    !mirror_owner_valid(owner = json_string_value(json_object_get(body, "owner")))) {
+		invalid_owner(r);
+		goto out;
 	}
 	name = json_string_value(json_object_get(body, "name"));
 	url = json_string_value(json_object_get(body, "url"));
@@ -79,10 +139,15 @@ add_repo(struct http_req *r)
 		http_reply_problem(r, 400, "invalid_url", "%s", why);
 		goto out;
 	}
-	switch (repo_add(name, url, &repo, &err)) {
+	switch (repo_add(owner, name, url, &repo, &err)) {
 	case REPO_ADDED: {
-		char loc[160];
-		snprintf(loc, sizeof loc, "/v1/repos/%s", name);
+		char loc[160 + 3 * MIRROR_OWNER_MAX];
+		int k = snprintf(loc, sizeof loc, "/v1/repos/%s", name);
+		if (strcmp(owner, MIRROR_OWNER_SHARED) != 0) {
+			k += snprintf(loc + k, sizeof loc - (size_t)k, "?owner=");
+			for (const unsigned char *c = (const unsigned char *)owner; *c; c++)
+				k += snprintf(loc + k, sizeof loc - (size_t)k, strchr(URL_SAFE, *c) ? "%c" : "%%%02X", *c);
+		}
 		http_add_header(r, "Location", loc);
 		http_reply_json(r, 201, repo_json(repo));
 		break;
@@ -142,6 +207,7 @@ one_repo(struct http_req *r, const char *rest)
 	const char *slash = strchr(rest, '/');
 	size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
 	char name[GITD_NAME_MAX + 1];
+	const char *owner;
 	struct repo *repo;
 
 	if (slash && strcmp(slash, "/fetch") != 0) {
@@ -162,16 +228,18 @@ one_repo(struct http_req *r, const char *rest)
 		method_not_allowed(r, slash ? "POST" : "GET, DELETE");
 		return;
 	}
+	if (!(owner = query_owner(r, true)))
+		return;
 	if (is(r, "DELETE")) {
-		if (repo_delete(name) < 0)
-			http_reply_problem(r, 404, "repo_not_found", "no repository named %s", name);
+		if (repo_delete(owner, name) < 0)
+			http_reply_problem(r, 404, "repo_not_found", "no repository named %s owned by %s", name, owner);
 		else
 			http_reply_empty(r, 204);
 		return;
 	}
-	repo = repo_get(name);
+	repo = repo_get(owner, name);
 	if (!repo) {
-		http_reply_problem(r, 404, "repo_not_found", "no repository named %s", name);
+		http_reply_problem(r, 404, "repo_not_found", "no repository named %s owned by %s", name, owner);
 		return;
 	}
 	if (slash)
@@ -189,6 +257,11 @@ api_dispatch(struct http_req *r)
 	if (strcmp(p, "/healthz") == 0) {
 		if (is(r, "GET") || is(r, "HEAD"))
 			healthz(r);
+		else
+			method_not_allowed(r, "GET");
+	} else if (strcmp(p, "/metrics") == 0) {
+		if (is(r, "GET") || is(r, "HEAD"))
+			metrics(r);
 		else
 			method_not_allowed(r, "GET");
 	} else if (strcmp(p, "/v1/repos") == 0) {

@@ -65,7 +65,8 @@ add_repo_spec(const char *v, bool replace)
 static const struct conf_key keys[] = {
 	{"mirror_dir", CONF_STR, S(mirror_dir), "directory of the bare mirrors NAME.git (required)", 0, NULL},
 	{"listen_unix", CONF_STR, S(listen_unix), "unix socket path to listen on", 0, NULL},
-	{"listen_tcp", CONF_STR, S(listen_tcp), "PORT or IPV4:PORT to listen on", 0, NULL},
+	{"listen_tcp", CONF_STR, S(listen_tcp), "PORT or IPV4:PORT to listen on (port 0: any free one)", 0, NULL},
+	{"ready_file", CONF_STR, S(ready_file), "file that gets the TCP port once the daemon serves", 0, NULL},
 	{"token_file", CONF_STR, S(token_file), "file holding the bearer token callers must present", 0, NULL},
 	{"repo", CONF_FUNC, 0, "NAME=URL: a repository to mirror (repeatable)", CONF_LIST, add_repo_spec},
 	{"fetch_interval", CONF_MS, S(fetch_interval_ms), "refresh every mirror this often (0: only on demand)", 0, NULL},

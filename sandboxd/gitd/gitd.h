@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/types.h>
 #include <time.h>
@@ -24,7 +25,6 @@
 #include "../common/util.h"
 
 #define GITD_VERSION "0.1.0"
-#define GITD_SANDBOX_ROOT "/srv/nadi-git"   /* where sandboxd mounts MIRROR_DIR */
 #define GITD_REGISTRY ".repos.json"         /* repositories added through the API */
 #define GITD_NAME_MAX REPO_NAME_MAX       /* repo_name_valid(), common/util.c */
 #define GITD_URL_MAX 4096
@@ -42,7 +42,8 @@ struct gitd_config {
 	char *config_file;
 	char *mirror_dir;          /* absolute */
 	char *listen_unix;
-	char *listen_tcp;          /* "PORT" or "IPV4:PORT" */
+	char *listen_tcp;          /* "PORT" or "IPV4:PORT" (port 0: the kernel picks) */
+	char *ready_file;          /* gets the bound TCP port once serving */
 	char *token_file;
 	char *git_path;            /* "git": searched in PATH */
 	uint64_t fetch_interval_ms; /* 0: no periodic fetches */
@@ -98,22 +99,26 @@ struct mirror_info {
 	uint64_t refs;
 };
 
-int mirror_init(void);   /* open MIRROR_DIR, remove leftovers of a crash */
-bool mirror_exists(const char *name, time_t *mtime);
-/* Clone url into a temporary directory and rename it to NAME.git. */
-int mirror_clone(const char *name, const char *url, char **err);
-/* git fetch --prune in NAME.git; the mirror stays as it was on failure. */
-int mirror_fetch(const char *name, const char *url, char **err);
-int mirror_inspect(const char *name, struct mirror_info *info);
 /*
- * Deletion in two steps: detach renames NAME.git to a ".del-" name (the
- * name is free at once; NULL with errno ENOENT when there was no mirror),
- * purge removes that directory (slow for a large mirror).
+ * OWNER_DIR is mirror_owner_dir(owner) (common/util.h): "shared" or
+ * "tenants/HEX", below MIRROR_DIR.
  */
-char *mirror_detach(const char *name);
+int mirror_init(void);   /* open MIRROR_DIR, remove leftovers of a crash, move the flat layout */
+bool mirror_exists(const char *owner_dir, const char *name, time_t *mtime);
+/* Clone url into a temporary directory and rename it to OWNER_DIR/NAME.git. */
+int mirror_clone(const char *owner, const char *owner_dir, const char *name, const char *url, char **err);
+/* git fetch --prune in OWNER_DIR/NAME.git; the mirror stays as it was on failure. */
+int mirror_fetch(const char *owner_dir, const char *name, const char *url, char **err);
+int mirror_inspect(const char *owner_dir, const char *name, struct mirror_info *info);
+/*
+ * Deletion in two steps: detach renames OWNER_DIR/NAME.git to a ".del-"
+ * name (the name is free at once; NULL with errno ENOENT when there was no
+ * mirror), purge removes that directory (slow for a large mirror).
+ */
+char *mirror_detach(const char *owner_dir, const char *name);
 int mirror_purge(const char *aside);
 int mirror_dirfd(void);
-char *mirror_path(const char *name);
+char *mirror_path(const char *owner_dir, const char *name);
 
 /* ---- the registry (repo.c) ---------------------------------------------- */
 
@@ -129,23 +134,26 @@ void repo_done(void);
 size_t repo_count(void);
 size_t repo_fetching_count(void);
 
-struct repo *repo_get(const char *name);   /* a new reference, NULL if unknown */
+/* Repos are named by owner ("*" or a tenant) and name. */
+struct repo *repo_get(const char *owner, const char *name);   /* a new reference, NULL if unknown */
 void repo_unref(struct repo *r);
 json_t *repo_json(struct repo *r);
-json_t *repo_list_json(void);
+json_t *repo_list_json(const char *owner);   /* NULL: every owner's */
+/* The registry's part of GET /metrics. */
+void repo_metrics(FILE *f);
 
 enum repo_add_result {
 	REPO_ADDED, REPO_ALREADY, REPO_CONFLICT, REPO_DELETING, REPO_FULL, REPO_ADD_FAILED, REPO_GONE, REPO_CANCELLED
 };
 /* Add and clone (synchronously); *ret gets a reference on ADDED/ALREADY. */
-enum repo_add_result repo_add(const char *name, const char *url, struct repo **ret, char **err);
+enum repo_add_result repo_add(const char *owner, const char *name, const char *url, struct repo **ret, char **err);
 /*
  * Fetch now, or wait for the fetch in flight and share its result.  0 on
  * success, -EIO with *err set when git failed, -ENOENT when the repository
  * was deleted, -ECANCELED when the daemon is stopping.
  */
 int repo_fetch(struct repo *r, char **err);
-int repo_delete(const char *name);
+int repo_delete(const char *owner, const char *name);
 /* Scheduler hooks: run the first inspections, queue what is due. */
 void repo_inspect_adopted(void);
 uint64_t repo_queue_due(uint64_t now);    /* returns ms until the next is due */
@@ -153,7 +161,7 @@ void repo_run_queued(struct repo *r);     /* a worker's job; drops the queue's r
 
 /* ---- .repos.json (persist.c) ------------------------------------------- */
 
-int persist_load(json_t **ret);          /* the array of {name, url} */
+int persist_load(json_t **ret);          /* the array of {name, owner, url} */
 int persist_save(json_t *list);
 
 /* ---- scheduler and fetch slots (sched.c) -------------------------------- */

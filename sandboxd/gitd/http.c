@@ -20,9 +20,11 @@
 
 struct http_req {
 	struct mhd_req m;      /* method, path, body, the answer */
+	struct MHD_Connection *conn;
 };
 
 static struct mhd_listeners listeners;
+static atomic_ullong answers[6];   /* by status class, for /metrics */
 
 const char *
 http_method(const struct http_req *r)
@@ -36,6 +38,27 @@ http_path(const struct http_req *r)
 	return r->m.path;
 }
 
+const char *
+http_query(const struct http_req *r, const char *key)
+{
+	return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+uint16_t
+http_tcp_port(void)
+{
+	return listeners.tcp_port;
+}
+
+void
+http_metrics(FILE *f)
+{
+	fprintf(f, "# HELP nadi_gitd_http_responses_total HTTP answers by status class.\n"
+		   "# TYPE nadi_gitd_http_responses_total counter\n");
+	for (unsigned c = 1; c < ARRAY_SIZE(answers); c++)
+		fprintf(f, "nadi_gitd_http_responses_total{class=\"%uxx\"} %llu\n", c, atomic_load(&answers[c]));
+}
+
 void
 http_add_header(struct http_req *r, const char *name, const char *value)
 {
@@ -45,8 +68,17 @@ http_add_header(struct http_req *r, const char *name, const char *value)
 static void
 deliver(struct http_req *r, unsigned status, struct MHD_Response *resp)
 {
-	if (mhd_req_answer(&r->m, status, resp))
+	if (mhd_req_answer(&r->m, status, resp)) {
 		log_debug("%s %s -> %u", r->m.method, r->m.path, r->m.status);
+		if (r->m.status / 100 < ARRAY_SIZE(answers))
+			atomic_fetch_add(&answers[r->m.status / 100], 1);
+	}
+}
+
+void
+http_reply_text(struct http_req *r, unsigned status, char *text, const char *content_type)
+{
+	deliver(r, status, text_response(text, content_type));
 }
 
 void
@@ -111,8 +143,10 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 			return MHD_NO;
 		}
 		*con_cls = r;
+		r->conn = conn;
 		/* Refuse early, before reading a body that would be thrown away. */
-		if (strcmp(url, "/healthz") != 0 && !config_token_matches(bearer_token(conn))) {
+		if (strcmp(url, "/healthz") != 0 && strcmp(url, "/metrics") != 0 &&
+		    !config_token_matches(bearer_token(conn))) {
 			http_add_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
 			http_reply_problem(r, 401, "unauthorized", "a valid bearer token is required");
 		} else if (req_body_announced_too_large(conn, GITD_BODY_MAX))

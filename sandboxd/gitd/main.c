@@ -18,7 +18,9 @@
 #define sd_notifyf(unset, fmt, ...) ((void)(unset), 0)
 #endif
 
+#include "../common/listener.h"
 #include "gitd.h"
+#include "http.h"
 
 int
 main(int argc, char **argv)
@@ -57,6 +59,13 @@ main(int argc, char **argv)
 		http_done();
 		return 1;
 	}
+	if (ready_file_write(cfg.ready_file, http_tcp_port()) < 0) {
+		atomic_store(&gitd_stopping, true);
+		git_stop_all(SIGKILL);
+		sched_stop();
+		http_done();
+		return 1;
+	}
 	sd_notifyf(0, "READY=1\nSTATUS=Mirroring %zu repositories", repo_count());
 	log_notice("ready: %zu repositories", repo_count());
 
@@ -81,6 +90,7 @@ main(int argc, char **argv)
 	sched_stop();   /* workers end when their git has */
 	http_done();    /* handlers too: their fetches are ending the same way */
 	repo_done();
+	ready_file_remove(cfg.ready_file);
 	log_notice("stopped");
 	return 0;
 }

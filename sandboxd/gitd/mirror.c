@@ -1,11 +1,16 @@
 /*
- * mirror.c — the on-disk side: MIRROR_DIR/NAME.git is a complete bare
- * mirror or absent, never half-written.  A first clone goes into a
- * temporary ".tmp-NAME-XXXXXX" beside it and is renamed into place only on
- * success; a fetch updates refs in one transaction (git fetch --atomic), so
- * a failing upstream leaves the last good mirror as it was.  Deletion moves
- * the mirror aside to ".del-..." first, so the name is free at once.  Names
- * starting with "." are never repositories.
+ * mirror.c — the on-disk side: DIR/NAME.git, where DIR is the owner's
+ * directory below MIRROR_DIR ("shared" for "*", "tenants/<sha256 hex>" for
+ * a tenant: common/util.h), is a complete bare mirror or absent, never
+ * half-written.  A first clone goes into a temporary ".tmp-NAME-XXXXXX" in
+ * MIRROR_DIR itself (which no sandbox sees) and is renamed into place only
+ * on success; a fetch updates refs in one transaction (git fetch --atomic),
+ * so a failing upstream leaves the last good mirror as it was.  Deletion
+ * moves the mirror aside to MIRROR_DIR/.del-... first, so the name is free
+ * at once.  Names starting with "." are never repositories.
+ *
+ * The layout before owners existed, MIRROR_DIR/NAME.git, is moved to
+ * shared/ at start (those mirrors were visible to every sandbox).
  *
  * Mirrors are shared by clones in sandboxes through objects/info/alternates,
  * so nothing here ever prunes objects: gc is off in every mirror.
@@ -26,9 +31,37 @@ static atomic_uint aside_counter;
 #define NO_GC "-c", "gc.auto=0", "-c", "gc.pruneExpire=never", "-c", "maintenance.auto=false"
 
 char *
-mirror_path(const char *name)
+mirror_path(const char *dir, const char *name)
 {
-	return xasprintf("%s/%s.git", cfg.mirror_dir, name);
+	return xasprintf("%s/%s/%s.git", cfg.mirror_dir, dir, name);
+}
+
+/* Move MIRROR_DIR/NAME.git of the flat layout to shared/NAME.git. */
+static void
+migrate_flat(const char *entry)
+{
+	size_t n = strlen(entry);
+	_cleanup_(freep) char *name = n > 4 ? strndup(entry, n - 4) : NULL;
+	_cleanup_(freep) char *to = NULL;
+	struct stat st;
+
+	if (n <= 4 || strcmp(entry + n - 4, ".git") != 0 || fstatat(mirror_fd, entry, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !S_ISDIR(st.st_mode))
+		return;
+	if (!name || !repo_name_valid(name) || !(to = xasprintf("%s/%s", MIRROR_SHARED, entry))) {
+		log_warning("%s/%s: not a mirror name; left where it is", cfg.mirror_dir, entry);
+		return;
+	}
+	if (fstatat(mirror_fd, to, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		log_warning("%s/%s: %s/%s exists already; the old mirror is left where it is (no sandbox sees it)",
+			    cfg.mirror_dir, entry, cfg.mirror_dir, to);
+		return;
+	}
+	if (renameat(mirror_fd, entry, mirror_fd, to) < 0)
+		log_error("cannot move %s/%s to %s/%s: %m", cfg.mirror_dir, entry, cfg.mirror_dir, to);
+	else
+		log_notice("moved %s/%s to %s/%s (shared with every tenant, as before)", cfg.mirror_dir, entry,
+			   cfg.mirror_dir, to);
 }
 
 static bool
@@ -44,7 +77,7 @@ mirror_init(void)
 	struct stat st;
 	DIR *d;
 	struct dirent *de;
-	int fd;
+	int fd, r;
 
 	if (mkdir(cfg.mirror_dir, 0755) < 0 && errno != EEXIST) {
 		log_error("cannot create %s: %m", cfg.mirror_dir);
@@ -55,9 +88,15 @@ mirror_init(void)
 		log_error("cannot open %s: %m", cfg.mirror_dir);
 		return -errno;
 	}
-	if (fstat(mirror_fd, &st) == 0 && (st.st_mode & 0005) != 0005)
-		log_warning("%s is not readable and searchable by others (mode %03o): sandboxes will not "
-			    "be able to clone from it", cfg.mirror_dir, (unsigned)(st.st_mode & 0777));
+	r = mirror_owner_dir_ensure(mirror_fd, MIRROR_OWNER_SHARED);
+	if (r < 0) {
+		errno = -r;
+		log_error("cannot create %s/%s: %m", cfg.mirror_dir, MIRROR_SHARED);
+		return r;
+	}
+	if (fstatat(mirror_fd, MIRROR_SHARED, &st, 0) == 0 && (st.st_mode & 0005) != 0005)
+		log_warning("%s/%s is not readable and searchable by others (mode %03o): sandboxes will not "
+			    "be able to clone from it", cfg.mirror_dir, MIRROR_SHARED, (unsigned)(st.st_mode & 0777));
 	/* A crash may leave a temporary clone or a half-deleted mirror: both go. */
 	fd = dup(mirror_fd);
 	d = fd >= 0 ? fdopendir(fd) : NULL;
@@ -70,17 +109,18 @@ mirror_init(void)
 		if (is_leftover(de->d_name)) {
 			log_notice("removing leftover %s/%s", cfg.mirror_dir, de->d_name);
 			rm_rf_at(mirror_fd, de->d_name);
-		}
+		} else if (de->d_name[0] != '.')
+			migrate_flat(de->d_name);
 	closedir(d);
 	return 0;
 }
 
 bool
-mirror_exists(const char *name, time_t *mtime)
+mirror_exists(const char *owner_dir, const char *name, time_t *mtime)
 {
-	_cleanup_(freep) char *dir = xasprintf("%s.git", name);
-	_cleanup_(freep) char *head = xasprintf("%s.git/HEAD", name);
-	_cleanup_(freep) char *objects = xasprintf("%s.git/objects", name);
+	_cleanup_(freep) char *dir = xasprintf("%s/%s.git", owner_dir, name);
+	_cleanup_(freep) char *head = xasprintf("%s/%s.git/HEAD", owner_dir, name);
+	_cleanup_(freep) char *objects = xasprintf("%s/%s.git/objects", owner_dir, name);
 	struct stat st, hs, os;
 
 	if (!dir || !head || !objects)
@@ -94,15 +134,15 @@ mirror_exists(const char *name, time_t *mtime)
 	return true;
 }
 
-/* Move name (below MIRROR_DIR) out of the way to a ".del-" name; returns that name. */
+/* Move path (below MIRROR_DIR) out of the way to MIRROR_DIR/.del-NAME-...; returns that name. */
 static char *
-move_aside(const char *name)
+move_aside(const char *path, const char *name)
 {
 	char *aside = xasprintf(".del-%s-%d-%u", name, (int)getpid(), atomic_fetch_add(&aside_counter, 1));
 
 	if (!aside)
 		return NULL;
-	if (renameat(mirror_fd, name, mirror_fd, aside) < 0) {
+	if (renameat(mirror_fd, path, mirror_fd, aside) < 0) {
 		int saved = errno;
 		free(aside);
 		errno = saved;
@@ -150,16 +190,21 @@ run_git(const char *what, const char *const *args, char **err)
 }
 
 int
-mirror_clone(const char *name, const char *url, char **err)
+mirror_clone(const char *owner, const char *owner_dir, const char *name, const char *url, char **err)
 {
 	_cleanup_(freep) char *tmp = xasprintf("%s/.tmp-%s-XXXXXX", cfg.mirror_dir, name);
-	_cleanup_(freep) char *final = xasprintf("%s.git", name);
+	_cleanup_(freep) char *final = xasprintf("%s/%s.git", owner_dir, name);
 	const char *base;
 	int r;
 
 	*err = NULL;
 	if (!tmp || !final)
 		return -ENOMEM;
+	r = mirror_owner_dir_ensure(mirror_fd, owner);
+	if (r < 0) {
+		*err = xasprintf("cannot create %s/%s: %s", cfg.mirror_dir, owner_dir, strerror(-r));
+		return r;
+	}
 	if (!mkdtemp(tmp)) {
 		r = -errno;
 		*err = xasprintf("cannot create a temporary directory in %s: %s", cfg.mirror_dir, strerror(errno));
@@ -175,7 +220,7 @@ mirror_clone(const char *name, const char *url, char **err)
 	}
 	if (r == 0 && renameat(mirror_fd, base, mirror_fd, final) < 0) {
 		/* Something that is not a mirror holds the name: it goes. */
-		_cleanup_(freep) char *aside = (errno == EEXIST || errno == ENOTEMPTY) ? move_aside(final) : NULL;
+		_cleanup_(freep) char *aside = (errno == EEXIST || errno == ENOTEMPTY) ? move_aside(final, name) : NULL;
 		if (aside)
 			rm_rf_at(mirror_fd, aside);
 		if (!aside || renameat(mirror_fd, base, mirror_fd, final) < 0) {
@@ -192,10 +237,10 @@ mirror_clone(const char *name, const char *url, char **err)
 }
 
 int
-mirror_fetch(const char *name, const char *url, char **err)
+mirror_fetch(const char *owner_dir, const char *name, const char *url, char **err)
 {
-	_cleanup_(freep) char *path = mirror_path(name);
-	_cleanup_(freep) char *dir = xasprintf("%s.git", name);
+	_cleanup_(freep) char *path = mirror_path(owner_dir, name);
+	_cleanup_(freep) char *dir = xasprintf("%s/%s.git", owner_dir, name);
 	int r;
 
 	*err = NULL;
@@ -211,9 +256,9 @@ mirror_fetch(const char *name, const char *url, char **err)
 }
 
 int
-mirror_inspect(const char *name, struct mirror_info *info)
+mirror_inspect(const char *owner_dir, const char *name, struct mirror_info *info)
 {
-	_cleanup_(freep) char *path = mirror_path(name);
+	_cleanup_(freep) char *path = mirror_path(owner_dir, name);
 	struct git_result res;
 	const char *args[] = {"-C", path, "show-ref", "--head", NULL};
 	int r;
@@ -248,15 +293,15 @@ mirror_dirfd(void)
 }
 
 char *
-mirror_detach(const char *name)
+mirror_detach(const char *owner_dir, const char *name)
 {
-	_cleanup_(freep) char *dir = xasprintf("%s.git", name);
+	_cleanup_(freep) char *dir = xasprintf("%s/%s.git", owner_dir, name);
 
 	if (!dir) {
 		errno = ENOMEM;
 		return NULL;
 	}
-	return move_aside(dir);
+	return move_aside(dir, name);
 }
 
 int

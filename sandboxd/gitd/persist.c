@@ -1,6 +1,7 @@
 /*
  * persist.c — MIRROR_DIR/.repos.json, the repositories added through the
- * API, so that they survive a restart: {"version":1,"repos":[{name,url}]}.
+ * API, so that they survive a restart:
+ * {"version":2,"repos":[{name,owner,url}]} (version 1 had no owner: shared).
  * Written whole to a temporary file, fsynced and renamed, so a crash
  * leaves the old list or the new one.  Mode 0600: URLs name upstreams.
  */
@@ -46,7 +47,7 @@ persist_load(json_t **ret)
 int
 persist_save(json_t *list)
 {
-	json_t *doc = json_pack("{s:i, s:O}", "version", 1, "repos", list);
+	json_t *doc = json_pack("{s:i, s:O}", "version", 2, "repos", list);
 	char *text = doc ? json_dumps(doc, JSON_INDENT(1) | JSON_ENSURE_ASCII) : NULL;
 	int r;
 

@@ -10,6 +10,9 @@
  * clone fails; a repo with a good mirror stays ready whatever later fetches
  * do (last_error tells).  A repo added through the API is "provisional"
  * until its first clone succeeded; if that fails it is dropped again.
+ *
+ * A repo is named by its owner ("*": every tenant; else one tenant) and its
+ * name: two tenants may each mirror a "tools" of their own.
  */
 #include <stdio.h>
 #include <string.h>
@@ -18,6 +21,8 @@
 
 struct repo {
 	char *name;
+	char *owner;        /* "*" or a tenant */
+	char *dir;          /* mirror_owner_dir(owner) */
 	char *url;
 	unsigned refcount;
 	bool linked;        /* in the list */
@@ -43,29 +48,50 @@ struct repo {
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct repo *repos;
 static size_t n_repos, n_fetching;
+static uint64_t n_runs[2], n_failures[2];   /* [0] clones, [1] fetches (for /metrics) */
 
 static struct repo *
-find(const char *name)
+find(const char *owner, const char *name)
 {
 	for (struct repo *r = repos; r; r = r->next)
-		if (strcmp(r->name, name) == 0)
+		if (strcmp(r->name, name) == 0 && strcmp(r->owner, owner) == 0)
 			return r;
 	return NULL;
 }
 
+/* Listing order: by name, then by owner ("*" first). */
+static int
+cmp(const struct repo *a, const char *owner, const char *name)
+{
+	int c = strcmp(a->name, name);
+
+	return c ? c : strcmp(a->owner, owner);
+}
+
+static void
+repo_free(struct repo *r)
+{
+	free(r->name);
+	free(r->owner);
+	free(r->dir);
+	free(r->url);
+	free(r->last_error);
+	free(r);
+}
+
 static struct repo *
-repo_new(const char *name, const char *url)
+repo_new(const char *owner, const char *name, const char *url)
 {
 	struct repo *r = calloc(1, sizeof *r);
 
 	if (!r)
 		return NULL;
 	r->name = strdup(name);
+	r->owner = strdup(owner);
+	r->dir = mirror_owner_dir(owner);
 	r->url = strdup(url);
-	if (!r->name || !r->url) {
-		free(r->name);
-		free(r->url);
-		free(r);
+	if (!r->name || !r->owner || !r->dir || !r->url) {
+		repo_free(r);
 		return NULL;
 	}
 	r->refcount = 1;
@@ -79,7 +105,7 @@ link_repo(struct repo *r)
 {
 	struct repo **pp = &repos;
 
-	while (*pp && strcmp((*pp)->name, r->name) < 0)
+	while (*pp && cmp(*pp, r->owner, r->name) < 0)
 		pp = &(*pp)->next;
 	r->next = *pp;
 	*pp = r;
@@ -113,19 +139,16 @@ repo_unref(struct repo *r)
 	if (!last)
 		return;
 	pthread_cond_destroy(&r->done);
-	free(r->name);
-	free(r->url);
-	free(r->last_error);
-	free(r);
+	repo_free(r);
 }
 
 struct repo *
-repo_get(const char *name)
+repo_get(const char *owner, const char *name)
 {
 	struct repo *r;
 
 	pthread_mutex_lock(&lock);
-	r = find(name);
+	r = find(owner, name);
 	if (r && r->deleted)
 		r = NULL;
 	if (r)
@@ -170,14 +193,22 @@ time_json(time_t t)
 }
 
 /* Called with the lock held. */
+static const char *
+repo_state_name(const struct repo *r)
+{
+	return r->has_mirror ? "ready" : r->fetching ? "fetching" : r->failed ? "failed" : "new";
+}
+
+/* Called with the lock held. */
 static json_t *
 to_json(const struct repo *r)
 {
-	const char *state = r->has_mirror ? "ready" : r->fetching ? "fetching" : r->failed ? "failed" : "new";
-	char *path = mirror_path(r->name);
-	char *inside = xasprintf("%s/%s.git", GITD_SANDBOX_ROOT, r->name);
-	json_t *j = json_pack("{s:s, s:s, s:s?, s:s?, s:s, s:b, s:I, s:o, s:o, s:o, s:o, s:I}", "name", r->name,
-			      "url", r->url, "path", path, "mirror_path", inside, "state", state, "fetching",
+	const char *state = repo_state_name(r);
+	bool shared = strcmp(r->owner, MIRROR_OWNER_SHARED) == 0;
+	char *path = mirror_path(r->dir, r->name);
+	char *inside = xasprintf("%s/%s.git", shared ? MIRROR_MOUNT_SHARED : MIRROR_MOUNT_TENANT, r->name);
+	json_t *j = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s, s:b, s:I, s:o, s:o, s:o, s:o, s:I}", "name", r->name,
+			      "owner", r->owner, "url", r->url, "path", path, "mirror_path", inside, "state", state, "fetching",
 			      r->fetching, "fetches", (json_int_t)r->fetches, "last_fetch_at",
 			      time_json(r->last_fetch_at), "last_success_at", time_json(r->last_success_at),
 			      "last_error", r->last_error ? json_string(r->last_error) : json_null(), "head",
@@ -200,7 +231,7 @@ repo_json(struct repo *r)
 }
 
 json_t *
-repo_list_json(void)
+repo_list_json(const char *owner)
 {
 	json_t *list = json_array();
 
@@ -208,7 +239,8 @@ repo_list_json(void)
 		return NULL;
 	pthread_mutex_lock(&lock);
 	for (struct repo *r = repos; r; r = r->next)
-		if (!r->deleted && json_array_append_new(list, to_json(r)) < 0) {
+		if (!r->deleted && (!owner || strcmp(owner, r->owner) == 0) &&
+		    json_array_append_new(list, to_json(r)) < 0) {
 			json_decref(list);
 			list = NULL;
 			break;
@@ -229,7 +261,8 @@ persist(void)
 	pthread_mutex_lock(&lock);
 	for (struct repo *r = repos; r && list; r = r->next)
 		if (!r->configured && !r->provisional && !r->deleted)
-			json_array_append_new(list, json_pack("{s:s, s:s}", "name", r->name, "url", r->url));
+			json_array_append_new(list, json_pack("{s:s, s:s, s:s}", "name", r->name, "owner", r->owner,
+							       "url", r->url));
 	pthread_mutex_unlock(&lock);
 	if (!list || persist_save(list) < 0)
 		log_error("cannot record the repository list in %s/%s; API-added repositories may be "
@@ -244,7 +277,7 @@ int
 repo_fetch(struct repo *r, char **err)
 {
 	struct mirror_info info = {.refs = UINT64_MAX};
-	char *name, *url, *e = NULL;
+	char *name, *owner, *dir, *url, *e = NULL;
 	bool clone;
 	int rc;
 
@@ -269,19 +302,26 @@ repo_fetch(struct repo *r, char **err)
 	n_fetching++;
 	clone = !r->has_mirror;
 	name = strdup(r->name);
+	owner = strdup(r->owner);
+	dir = strdup(r->dir);
 	url = strdup(r->url);
 	pthread_mutex_unlock(&lock);
 
-	if (!name || !url)
+	if (!name || !owner || !dir || !url)
 		rc = -ENOMEM;
 	else
 		rc = slot_acquire();
 	if (rc == 0) {
-		log_info("%s: %s %s", name, clone ? "cloning" : "fetching", url);
-		rc = clone ? mirror_clone(name, url, &e) : mirror_fetch(name, url, &e);
-		if (rc == 0 && mirror_inspect(name, &info) < 0)
+		log_info("%s (owner %s): %s %s", name, owner, clone ? "cloning" : "fetching", url);
+		rc = clone ? mirror_clone(owner, dir, name, url, &e) : mirror_fetch(dir, name, url, &e);
+		if (rc == 0 && mirror_inspect(dir, name, &info) < 0)
 			info.refs = UINT64_MAX; /* keep what we knew */
 		slot_release();
+		pthread_mutex_lock(&lock);
+		n_runs[clone ? 0 : 1]++;
+		if (rc < 0)
+			n_failures[clone ? 0 : 1]++;
+		pthread_mutex_unlock(&lock);
 	}
 	if (rc == -ECANCELED && !e)
 		e = strdup("the daemon is stopping");
@@ -323,12 +363,14 @@ repo_fetch(struct repo *r, char **err)
 	else
 		free(e);
 	free(name);
+	free(owner);
+	free(dir);
 	free(url);
 	return rc;
 }
 
 enum repo_add_result
-repo_add(const char *name, const char *url, struct repo **ret, char **err)
+repo_add(const char *owner, const char *name, const char *url, struct repo **ret, char **err)
 {
 	struct repo *r;
 	bool ready;
@@ -337,7 +379,7 @@ repo_add(const char *name, const char *url, struct repo **ret, char **err)
 	*ret = NULL;
 	*err = NULL;
 	pthread_mutex_lock(&lock);
-	r = find(name);
+	r = find(owner, name);
 	if (r) {
 		if (r->deleted) {
 			pthread_mutex_unlock(&lock);
@@ -364,7 +406,7 @@ repo_add(const char *name, const char *url, struct repo **ret, char **err)
 		pthread_mutex_unlock(&lock);
 		return REPO_FULL;
 	}
-	r = repo_new(name, url);
+	r = repo_new(owner, name, url);
 	if (!r) {
 		pthread_mutex_unlock(&lock);
 		*err = strdup("out of memory");
@@ -398,14 +440,14 @@ repo_add(const char *name, const char *url, struct repo **ret, char **err)
 }
 
 int
-repo_delete(const char *name)
+repo_delete(const char *owner, const char *name)
 {
 	struct repo *r;
 	char *aside = NULL;
 	bool was_api;
 
 	pthread_mutex_lock(&lock);
-	r = find(name);
+	r = find(owner, name);
 	if (!r || r->deleted) {
 		pthread_mutex_unlock(&lock);
 		return -ENOENT;
@@ -417,7 +459,7 @@ repo_delete(const char *name)
 	if (r->linked)
 		unlink_repo(r);
 	/* Renamed under the lock, so that a new repo of this name never meets the old directory. */
-	aside = mirror_detach(name);
+	aside = mirror_detach(r->dir, name);
 	if (!aside && errno != ENOENT)
 		log_error("%s: cannot move the mirror aside: %m", name);
 	pthread_mutex_unlock(&lock);
@@ -453,7 +495,7 @@ repo_inspect_adopted(void)
 			repo_unref(r);
 			return;
 		}
-		int rc = mirror_inspect(r->name, &info);
+		int rc = mirror_inspect(r->dir, r->name, &info);
 		pthread_mutex_lock(&lock);
 		if (rc == 0 && !r->inspected) {
 			memcpy(r->head, info.head, sizeof r->head);
@@ -512,9 +554,9 @@ repo_run_queued(struct repo *r)
 
 /* Add a repo found in the file or the configuration; the lock is not needed yet. */
 static int
-adopt(const char *name, const char *url, bool configured)
+adopt(const char *owner, const char *name, const char *url, bool configured)
 {
-	struct repo *r = find(name);
+	struct repo *r = find(owner, name);
 	time_t mtime;
 
 	if (r) {
@@ -529,11 +571,11 @@ adopt(const char *name, const char *url, bool configured)
 		r->configured = r->configured || configured;
 		return 0;
 	}
-	r = repo_new(name, url);
+	r = repo_new(owner, name, url);
 	if (!r)
 		return -ENOMEM;
 	r->configured = configured;
-	if (mirror_exists(name, &mtime)) {
+	if (mirror_exists(r->dir, name, &mtime)) {
 		uint64_t age = (uint64_t)MAX(0, (long long)(time(NULL) - mtime)) * 1000;
 		r->has_mirror = true;
 		r->last_success_at = mtime;
@@ -561,17 +603,20 @@ repo_init(void)
 	json_array_foreach(list, i, e) {
 		const char *name = json_string_value(json_object_get(e, "name"));
 		const char *url = json_string_value(json_object_get(e, "url"));
-		if (!repo_name_valid(name) || repo_url_problem(url)) {
-			log_warning("%s/%s: skipping entry %zu (invalid name or url)", cfg.mirror_dir, GITD_REGISTRY, i);
+		json_t *o = json_object_get(e, "owner");   /* absent in files of the flat layout: shared */
+		const char *owner = o ? json_string_value(o) : MIRROR_OWNER_SHARED;
+		if (!repo_name_valid(name) || repo_url_problem(url) || !mirror_owner_valid(owner)) {
+			log_warning("%s/%s: skipping entry %zu (invalid name, owner or url)", cfg.mirror_dir,
+				    GITD_REGISTRY, i);
 			continue;
 		}
-		r = adopt(name, url, false);
+		r = adopt(owner, name, url, false);
 		if (r < 0)
 			break;
 	}
 	json_decref(list);
 	for (i = 0; r >= 0 && i < cfg.n_repos; i++)
-		r = adopt(cfg.repos[i].name, cfg.repos[i].url, true);
+		r = adopt(MIRROR_OWNER_SHARED, cfg.repos[i].name, cfg.repos[i].url, true);
 	if (r < 0)
 		return r;
 	if (n_repos > cfg.max_repos)
@@ -593,4 +638,49 @@ repo_done(void)
 		pthread_mutex_lock(&lock);
 	}
 	pthread_mutex_unlock(&lock);
+}
+
+/* The registry's part of GET /metrics (Prometheus text format). */
+void
+repo_metrics(FILE *f)
+{
+	static const char *const states[] = {"new", "fetching", "ready", "failed"};
+	size_t by_state[ARRAY_SIZE(states)] = {0}, shared = 0, tenant = 0;
+	uint64_t runs[2], failures[2], fetching;
+
+	pthread_mutex_lock(&lock);
+	for (struct repo *r = repos; r; r = r->next) {
+		if (r->deleted)
+			continue;
+		for (size_t i = 0; i < ARRAY_SIZE(states); i++)
+			if (strcmp(states[i], repo_state_name(r)) == 0)
+				by_state[i]++;
+		if (strcmp(r->owner, MIRROR_OWNER_SHARED) == 0)
+			shared++;
+		else
+			tenant++;
+	}
+	memcpy(runs, n_runs, sizeof runs);
+	memcpy(failures, n_failures, sizeof failures);
+	fetching = n_fetching;
+	pthread_mutex_unlock(&lock);
+
+	fprintf(f, "# HELP nadi_gitd_repos Repositories mirrored, by state.\n# TYPE nadi_gitd_repos gauge\n");
+	for (size_t i = 0; i < ARRAY_SIZE(states); i++)
+		fprintf(f, "nadi_gitd_repos{state=\"%s\"} %zu\n", states[i], by_state[i]);
+	fprintf(f, "# HELP nadi_gitd_repos_by_owner Repositories mirrored, shared with every tenant or owned by one.\n"
+		   "# TYPE nadi_gitd_repos_by_owner gauge\n"
+		   "nadi_gitd_repos_by_owner{owner=\"shared\"} %zu\n"
+		   "nadi_gitd_repos_by_owner{owner=\"tenant\"} %zu\n", shared, tenant);
+	fprintf(f, "# HELP nadi_gitd_fetching Clones and fetches running now.\n# TYPE nadi_gitd_fetching gauge\n"
+		   "nadi_gitd_fetching %llu\n", (unsigned long long)fetching);
+	fprintf(f, "# HELP nadi_gitd_fetches_total git runs (first clones and fetches) since start.\n"
+		   "# TYPE nadi_gitd_fetches_total counter\n"
+		   "nadi_gitd_fetches_total{kind=\"clone\"} %llu\nnadi_gitd_fetches_total{kind=\"fetch\"} %llu\n",
+		(unsigned long long)runs[0], (unsigned long long)runs[1]);
+	fprintf(f, "# HELP nadi_gitd_fetch_failures_total git runs that failed (the mirror stayed as it was).\n"
+		   "# TYPE nadi_gitd_fetch_failures_total counter\n"
+		   "nadi_gitd_fetch_failures_total{kind=\"clone\"} %llu\n"
+		   "nadi_gitd_fetch_failures_total{kind=\"fetch\"} %llu\n",
+		(unsigned long long)failures[0], (unsigned long long)failures[1]);
 }

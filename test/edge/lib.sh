@@ -36,7 +36,7 @@ cluster_start() {
 	mkdir -p "$dir"
 	[ "$(id -u)" -eq 0 ] && chown "$EDGE_TEST_USER:" "$dir"
 	PGSOCK=$dir
-	PGPORT_T=$(free_port)
+	PGPORT_T=5432   # a unix socket in the cluster's own directory only: no port to race for
 	as_pg "$PG_BINDIR/initdb" -A trust -E UTF8 --no-sync -U postgres -D "$dir/data" >"$dir/initdb.log" 2>&1 || {
 		cat "$dir/initdb.log"
 		return 1
@@ -92,15 +92,32 @@ edge_conninfo() {
 }
 
 # edge_start LOGFILE PORT ARGS...: start nadi-edge in the background; sets
-# EDGE_PID.  Waits until /healthz answers.
+# EDGE_PID and EDGE_PORT (the port it bound: PORT 0 lets the kernel pick one,
+# its --ready-file LOGFILE.ready says which).  A fixed PORT (a restart on the
+# port clients know) that another process holds for a moment is tried again.
+# Waits until /readyz answers.
 edge_start() {
-	local log=$1 port=$2
+	local log=$1 port=$2 try i
 	shift 2
-	"$EDGE_BIN" --listen 127.0.0.1 --port "$port" --db "$(edge_conninfo)" "$@" >>"$log" 2>&1 &
-	EDGE_PID=$!
-	local i
+	EDGE_PORT=""
+	for try in $(seq 1 10); do
+		rm -f "$log.ready"
+		"$EDGE_BIN" --listen 127.0.0.1 --port "$port" --ready-file "$log.ready" --db "$(edge_conninfo)" "$@" \
+			>>"$log" 2>&1 &
+		EDGE_PID=$!
+		EDGE_PORT=$(wait_ready "$log.ready" "$EDGE_PID" 30) && break
+		if kill -0 "$EDGE_PID" 2>/dev/null || [ "$port" = 0 ] || ! tail -n 3 "$log" | grep -q "could not listen"; then
+			kill -KILL "$EDGE_PID" 2>/dev/null
+			tail -20 "$log"
+			return 1
+		fi
+		wait "$EDGE_PID" 2>/dev/null
+		echo "# port $port is taken (try $try); trying again" >&2
+		sleep 1
+	done
+	[ -n "$EDGE_PORT" ] || { tail -20 "$log"; return 1; }
 	for i in $(seq 1 100); do
-		if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then
+		if curl -fsS "http://127.0.0.1:$EDGE_PORT/readyz" >/dev/null 2>&1; then
 			return 0
 		fi
 		kill -0 "$EDGE_PID" 2>/dev/null || { tail -20 "$log"; return 1; }

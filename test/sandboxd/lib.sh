@@ -30,33 +30,27 @@ sbx_requirements() {
 }
 
 
-# sbx_setup: token, image, port (once per scratch directory).
+# sbx_setup: token, image (once per scratch directory).
 sbx_setup() {
 	mkdir -p "$T/images"
 	head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$T/token"
 	chmod 600 "$T/token"
 	SBX_TOKEN=$(cat "$T/token")
-	SBX_PORT=$(free_port)
 	[ -d "$T/images/busybox" ] || "$SBX_DIR/images/build-busybox" "$T/images/busybox" >/dev/null
 }
 
-# sbx_start [FLAGS...]: start the daemon (SBX_BIN) and wait until it answers.
+# sbx_start [FLAGS...]: start the daemon (SBX_BIN) on a port the kernel
+# picks and wait until it serves; SBX_PORT is that port.
 sbx_start() {
+	rm -f "$T/sbx.ready"
 	"$SBX_BIN" --state-dir="$T/state" --image-dir="$T/images" --token-file="$T/token" \
-		--listen-tcp="127.0.0.1:$SBX_PORT" --listen-unix="$T/sbx.sock" --agent-path="$SBX_INIT" \
+		--listen-tcp=127.0.0.1:0 --ready-file="$T/sbx.ready" --listen-unix="$T/sbx.sock" --agent-path="$SBX_INIT" \
 		--loop-size=2G --memory-max=64M --pids-max=32 --call-timeout=10s --output-limit=64K \
 		--fsize-max=8M --max-request-bytes=256K --max-file-bytes=1M --idle-timeout=30s \
 		--tmp-size=16M --disk-max=40M "$@" >>"$T/daemon.log" 2>&1 &
 	SBX_PID=$!
-	local i
 	# start-up imports images first: a large one takes a while (SBX_START_WAIT seconds)
-	for i in $(seq 1 $((${SBX_START_WAIT:-10} * 10))); do
-		if curl -s -o /dev/null -m 1 "http://127.0.0.1:$SBX_PORT/healthz"; then
-			return 0
-		fi
-		kill -0 "$SBX_PID" 2>/dev/null || break
-		sleep 0.1
-	done
+	SBX_PORT=$(wait_ready "$T/sbx.ready" "$SBX_PID" "${SBX_START_WAIT:-60}") && return 0
 	echo "daemon did not come up; log:" >&2
 	tail -n 30 "$T/daemon.log" >&2
 	return 1
@@ -154,14 +148,21 @@ sbx_git_image() {
 	[ -d "$T/images/busybox-git" ] || "$SBX_DIR/images/build-busybox" --with-git "$T/images/busybox-git" >/dev/null
 }
 
-# sbx_mirror MIRROR_DIR NAME: a scratch upstream ($T/up-NAME: README on main,
-# a second commit on branch dev) mirrored as nadi-gitd lays mirrors out
-# (git clone --mirror into MIRROR_DIR/NAME.git, world-readable).
+# sbx_mirror MIRROR_DIR NAME [TENANT]: a scratch upstream ($T/up-NAME[-TENANT]:
+# README "hello from NAME[ of TENANT]" on main, a second commit on branch dev)
+# mirrored as nadi-gitd lays mirrors out (git clone --mirror into
+# MIRROR_DIR/shared/NAME.git, or MIRROR_DIR/tenants/<sha256 of TENANT>/NAME.git;
+# world-readable).
 sbx_mirror() {
-	local dir=$1 name=$2 up=$T/up-$2
+	local dir=$1/shared name=$2 up=$T/up-$2${3:+-$3}
+	if [ -n "${3:-}" ]; then
+		mkdir -p -m 711 "$1/tenants"
+		dir=$1/tenants/$(printf %s "$3" | sha256sum | cut -c1-64)
+	fi
+	mkdir -p -m 755 "$dir"
 	local g=(git -C "$up" -c user.name=nadi-test -c user.email=test@nadi.invalid -c commit.gpgsign=false)
 	git init -q -b main "$up" &&
-		echo "hello from $name" >"$up/README" && "${g[@]}" add README && "${g[@]}" commit -q -m one &&
+		echo "hello from $name${3:+ of $3}" >"$up/README" && "${g[@]}" add README && "${g[@]}" commit -q -m one &&
 		"${g[@]}" checkout -q -b dev && echo dev >"$up/DEV" && "${g[@]}" add DEV && "${g[@]}" commit -q -m two &&
 		"${g[@]}" checkout -q main &&
 		git clone -q --mirror "$up" "$dir/$name.git" && chmod -R a+rX "$dir/$name.git"
@@ -217,7 +218,7 @@ pg_t_start() {
 	bindir=$("${PG_CONFIG:-pg_config}" --bindir)
 	mkdir -p "$PG_T_DIR"
 	chown "$PG_T_USER:" "$PG_T_DIR"
-	PG_T_PORT=$(free_port)
+	PG_T_PORT=5432   # a unix socket in the cluster's own directory only: no port to race for
 	runuser -u "$PG_T_USER" -- "$bindir/initdb" -A trust -E UTF8 --no-sync -U postgres \
 		-D "$PG_T_DIR/data" >"$PG_T_DIR/initdb.log" 2>&1 || return 1
 	cat >>"$PG_T_DIR/data/postgresql.conf" <<CONF
