@@ -11,10 +11,13 @@
  *   DELETE /acp  close the connection
  *
  * The agent's messages are SSE events ("data: <json>\n\n").  A response
- * goes to the stream of the session its request was posted with (except
- * session/load's, and requests without a session, which go to the
- * connection stream); notifications and requests naming a sessionId go to
- * that session's stream.  A stream with no receiver buffers up to
+ * goes to the stream of the session its request was posted with (requests
+ * without a session: the connection stream); notifications and requests
+ * naming a sessionId go to that session's stream.  session/load's answer
+ * too, unlike the SDK's reference server, which sends it on the connection
+ * stream: ACP wants the whole history as session/update notifications
+ * before the answer, and only one stream keeps that order (the SDK's client
+ * takes a response on any stream).  A stream with no receiver buffers up to
  * --stream-buffer bytes; beyond that the connection is closed.
  *
  * Every request must carry a token of the principal that opened the
@@ -359,7 +362,7 @@ post_cont(EdgeReq *req)
 		text_error(req, 400, "session_id_mismatch", "Acp-Session-Id does not match params.sessionId.");
 		return;
 	}
-	if (method && id && hsid && strcmp(method, "session/load") != 0 && h->nroutes < ACP_MAX_ROUTES)
+	if (method && id && hsid && h->nroutes < ACP_MAX_ROUTES)
 	{
 		AcpRoute   *rt = calloc(1, sizeof(*rt));
 

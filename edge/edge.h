@@ -216,6 +216,7 @@ typedef enum EdgeStmt
 	STMT_COMMAND_LIST,
 	STMT_COMMAND_CANCEL,
 	STMT_EVENTS_READ,
+	STMT_EVENTS_FOLLOW,			/* a subscriber's read: also the session's last seq */
 	STMT__COUNT
 } EdgeStmt;
 
