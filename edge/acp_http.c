@@ -44,6 +44,7 @@ typedef struct AcpSlot
 {
 	char		sid[37];		/* "" for the connection stream */
 	EdgeStream *st;
+	EdgeQuota  *quota;			/* st's share of the stream limits */
 	EdgeBuf		pending;
 	struct AcpHttp *h;
 	struct AcpSlot *next;
@@ -119,7 +120,7 @@ http_close(AcpHttp *h)
 		if (s->st)
 		{
 			stream_detach(s->st);
-			stream_slot_give();
+			quota_give(s->quota, QUOTA_STREAM);
 		}
 		buf_free(&s->pending);
 		free(s);
@@ -285,6 +286,7 @@ post_initialize(EdgeReq *req, json_t *msg)
 	AcpHttp    *h;
 	char	   *text;
 	const char *headers[3] = {"Acp-Connection-Id", NULL, NULL};
+	EdgeProblem p;
 
 	if (json_object_get(msg, "id") == NULL || json_is_null(json_object_get(msg, "id")))
 	{
@@ -292,10 +294,12 @@ post_initialize(EdgeReq *req, json_t *msg)
 		return;
 	}
 	h = calloc(1, sizeof(*h));
-	if (h == NULL || (h->acp = acp_conn_new(&http_transport, h, &req->auth)) == NULL)
+	if (h == NULL)
+		problem_set(&p, 503, "unavailable", "Out of memory.");
+	if (h == NULL || (h->acp = acp_conn_new(&http_transport, h, &req->auth, &p)) == NULL)
 	{
 		free(h);
-		text_error(req, 503, "too_many_connections", "This edge holds as many ACP connections as it may.");
+		http_respond_problem(req, &p);
 		return;
 	}
 	h->last_active_ms = loop_now_ms();
@@ -393,7 +397,8 @@ slot_stream_closed(EdgeStream *st, void *owner)
 	AcpSlot    *s = owner;
 
 	s->st = NULL;
-	stream_slot_give();
+	quota_give(s->quota, QUOTA_STREAM);
+	s->quota = NULL;
 	s->h->last_active_ms = loop_now_ms();
 }
 
@@ -413,6 +418,8 @@ get_cont(EdgeReq *req)
 	AcpHttp    *h;
 	AcpSlot    *s;
 	EdgeStream *st;
+	EdgeQuota  *quota;
+	EdgeProblem p;
 	struct MHD_Response *r;
 
 	if (!lookup_or_answer(req, &h))
@@ -433,10 +440,10 @@ get_cont(EdgeReq *req)
 		text_error(req, 409, "stream_busy", "Outbound stream already has an active receiver.");
 		return;
 	}
-	if (!stream_slot_take())
+	if ((quota = quota_take(QUOTA_STREAM, acp_conn_auth(h->acp), &p)) == NULL)
 	{
 		edge_metrics.sse_rejected++;
-		text_error(req, 503, "too_many_streams", "This edge holds as many streams as it may.");
+		http_respond_problem(req, &p);
 		return;
 	}
 	st = stream_new(acp_buffer_limit(), slot_stream_closed, slot_stream_room, s);
@@ -444,11 +451,12 @@ get_cont(EdgeReq *req)
 	if (r == NULL)
 	{
 		stream_free(st);
-		stream_slot_give();
+		quota_give(quota, QUOTA_STREAM);
 		text_error(req, 503, "unavailable", "Out of memory.");
 		return;
 	}
 	s->st = st;
+	s->quota = quota;
 	if (buf_pending(&s->pending))
 	{
 		stream_write(st, buf_head(&s->pending), buf_pending(&s->pending));

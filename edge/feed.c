@@ -66,11 +66,7 @@ static void sub_fetch(EdgeSub *s);
 static unsigned
 sid_hash(const char *sid)
 {
-	unsigned	h = 2166136261u;
-
-	for (const char *p = sid; *p; p++)
-		h = (h ^ (unsigned char) *p) * 16777619u;
-	return h % FEED_BUCKETS;
+	return edge_str_hash(sid) % FEED_BUCKETS;
 }
 
 static EdgeFeed *
