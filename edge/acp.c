@@ -64,21 +64,23 @@ acp_conn_set_auth(AcpConn *c, const EdgeAuth *auth)
 }
 
 AcpConn *
-acp_conn_new(const AcpTransport *t, void *tdata, const EdgeAuth *auth)
+acp_conn_new(const AcpTransport *t, void *tdata, const EdgeAuth *auth, EdgeProblem *p)
 {
 	AcpConn    *c;
+	EdgeQuota  *quota;
 	unsigned char rnd[16];
 
-	if (nconns >= edge_cfg.max_acp || RAND_bytes(rnd, sizeof(rnd)) != 1)
+	if ((quota = quota_take(QUOTA_ACP, auth, p)) == NULL)
 		return NULL;
 	c = calloc(1, sizeof(*c));
-	if (c == NULL)
-		return NULL;
-	if (auth && auth_copy(&c->auth, auth) < 0)
+	if (c == NULL || RAND_bytes(rnd, sizeof(rnd)) != 1 || (auth && auth_copy(&c->auth, auth) < 0))
 	{
 		free(c);
+		quota_give(quota, QUOTA_ACP);
+		problem_set(p, 503, "unavailable", "Out of memory.");
 		return NULL;
 	}
+	c->quota = quota;
 	for (int i = 0; i < 16; i++)
 		snprintf(c->id + 2 * i, 3, "%02x", rnd[i]);
 	c->t = t;
@@ -139,6 +141,8 @@ acp_conn_free(AcpConn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	nconns--;
+	quota_give(c->quota, QUOTA_ACP);
+	c->quota = NULL;
 	loop_timer_arm(&c->reap, 0, conn_reap_fn, c);
 }
 
@@ -275,6 +279,23 @@ acp_enqueue(AcpOp *op, const char *sid, const char *type, json_t *payload, EdgeD
  * Methods
  * ------------------------------------------------------------------------ */
 
+/*
+ * Room for one more session on c (those loaded and those being created
+ * count)?  If not, the request is answered with an error naming the limit.
+ */
+static bool
+session_room(AcpConn *c, json_t *id)
+{
+	if (c->nsessions + c->opening < edge_cfg.max_acp_sessions)
+		return true;
+	acp_reply_error(c, id, ACP_LIMIT_EXCEEDED,
+					"Too many sessions on this ACP connection: it has as many loaded as the edge "
+					"allows one connection; open another connection for more.",
+					json_pack("{s:s, s:i}", "code", "acp_session_limit",
+							  "limit", edge_cfg.max_acp_sessions));
+	return false;
+}
+
 static json_t *
 initialize_result(void)
 {
@@ -308,6 +329,7 @@ done_session_new(void *arg, EdgeDbResult *r)
 	AcpConn    *c = op->conn;
 
 	op->job = NULL;
+	c->opening--;
 	if (!r->ok || db_rows(r) != 1)
 	{
 		EdgeProblem p;
@@ -339,15 +361,15 @@ method_session_new(AcpConn *c, json_t *id, json_t *params)
 					"_meta.nadi.policy and _meta.nadi.labels must be objects.", NULL);
 		return;
 	}
-	op = acp_op_new(c, id, NULL, 0);
-	if (op == NULL)
+	if (!session_room(c, id) || (op = acp_op_new(c, id, NULL, 0)) == NULL)
 		return;
 	meta = json_pack("{s:{s:O}}", "acp", "cwd", cwd ? cwd : json_null());
 	p[0] = NULL;
 	p[1] = t[0] = json_compact(meta);
 	p[2] = t[1] = labels ? json_compact(labels) : NULL;
 	p[3] = t[2] = policy ? json_compact(policy) : NULL;
-	acp_op_submit(op, STMT_SESSION_CREATE, 4, p, done_session_new);
+	if (acp_op_submit(op, STMT_SESSION_CREATE, 4, p, done_session_new))
+		c->opening++;
 	json_decref(meta);
 	for (int i = 0; i < 3; i++)
 		free(t[i]);
@@ -600,7 +622,7 @@ acp_handle(AcpConn *c, json_t *msg)
 
 		if (!nadi_jwt_uuid_text(sid))
 			acp_reply_error(c, id, ACP_NOT_FOUND, "Resource not found: no such session.", NULL);
-		else
+		else if (acp_session_find(c, sid) || session_room(c, id))
 			acp_session_attach(c, sid, 0, id, true);
 	}
 	else if (strcmp(method, "session/prompt") == 0)

@@ -11,10 +11,13 @@
  *   DELETE /acp  close the connection
  *
  * The agent's messages are SSE events ("data: <json>\n\n").  A response
- * goes to the stream of the session its request was posted with (except
- * session/load's, and requests without a session, which go to the
- * connection stream); notifications and requests naming a sessionId go to
- * that session's stream.  A stream with no receiver buffers up to
+ * goes to the stream of the session its request was posted with (requests
+ * without a session: the connection stream); notifications and requests
+ * naming a sessionId go to that session's stream.  session/load's answer
+ * too, unlike the SDK's reference server, which sends it on the connection
+ * stream: ACP wants the whole history as session/update notifications
+ * before the answer, and only one stream keeps that order (the SDK's client
+ * takes a response on any stream).  A stream with no receiver buffers up to
  * --stream-buffer bytes; beyond that the connection is closed.
  *
  * Every request must carry a token of the principal that opened the
@@ -41,6 +44,7 @@ typedef struct AcpSlot
 {
 	char		sid[37];		/* "" for the connection stream */
 	EdgeStream *st;
+	EdgeQuota  *quota;			/* st's share of the stream limits */
 	EdgeBuf		pending;
 	struct AcpHttp *h;
 	struct AcpSlot *next;
@@ -116,7 +120,7 @@ http_close(AcpHttp *h)
 		if (s->st)
 		{
 			stream_detach(s->st);
-			stream_slot_give();
+			quota_give(s->quota, QUOTA_STREAM);
 		}
 		buf_free(&s->pending);
 		free(s);
@@ -282,6 +286,7 @@ post_initialize(EdgeReq *req, json_t *msg)
 	AcpHttp    *h;
 	char	   *text;
 	const char *headers[3] = {"Acp-Connection-Id", NULL, NULL};
+	EdgeProblem p;
 
 	if (json_object_get(msg, "id") == NULL || json_is_null(json_object_get(msg, "id")))
 	{
@@ -289,10 +294,12 @@ post_initialize(EdgeReq *req, json_t *msg)
 		return;
 	}
 	h = calloc(1, sizeof(*h));
-	if (h == NULL || (h->acp = acp_conn_new(&http_transport, h, &req->auth)) == NULL)
+	if (h == NULL)
+		problem_set(&p, 503, "unavailable", "Out of memory.");
+	if (h == NULL || (h->acp = acp_conn_new(&http_transport, h, &req->auth, &p)) == NULL)
 	{
 		free(h);
-		text_error(req, 503, "too_many_connections", "This edge holds as many ACP connections as it may.");
+		http_respond_problem(req, &p);
 		return;
 	}
 	h->last_active_ms = loop_now_ms();
@@ -359,7 +366,7 @@ post_cont(EdgeReq *req)
 		text_error(req, 400, "session_id_mismatch", "Acp-Session-Id does not match params.sessionId.");
 		return;
 	}
-	if (method && id && hsid && strcmp(method, "session/load") != 0 && h->nroutes < ACP_MAX_ROUTES)
+	if (method && id && hsid && h->nroutes < ACP_MAX_ROUTES)
 	{
 		AcpRoute   *rt = calloc(1, sizeof(*rt));
 
@@ -390,7 +397,8 @@ slot_stream_closed(EdgeStream *st, void *owner)
 	AcpSlot    *s = owner;
 
 	s->st = NULL;
-	stream_slot_give();
+	quota_give(s->quota, QUOTA_STREAM);
+	s->quota = NULL;
 	s->h->last_active_ms = loop_now_ms();
 }
 
@@ -410,6 +418,8 @@ get_cont(EdgeReq *req)
 	AcpHttp    *h;
 	AcpSlot    *s;
 	EdgeStream *st;
+	EdgeQuota  *quota;
+	EdgeProblem p;
 	struct MHD_Response *r;
 
 	if (!lookup_or_answer(req, &h))
@@ -430,10 +440,10 @@ get_cont(EdgeReq *req)
 		text_error(req, 409, "stream_busy", "Outbound stream already has an active receiver.");
 		return;
 	}
-	if (!stream_slot_take())
+	if ((quota = quota_take(QUOTA_STREAM, acp_conn_auth(h->acp), &p)) == NULL)
 	{
 		edge_metrics.sse_rejected++;
-		text_error(req, 503, "too_many_streams", "This edge holds as many streams as it may.");
+		http_respond_problem(req, &p);
 		return;
 	}
 	st = stream_new(acp_buffer_limit(), slot_stream_closed, slot_stream_room, s);
@@ -441,11 +451,12 @@ get_cont(EdgeReq *req)
 	if (r == NULL)
 	{
 		stream_free(st);
-		stream_slot_give();
+		quota_give(quota, QUOTA_STREAM);
 		text_error(req, 503, "unavailable", "Out of memory.");
 		return;
 	}
 	s->st = st;
+	s->quota = quota;
 	if (buf_pending(&s->pending))
 	{
 		stream_write(st, buf_head(&s->pending), buf_pending(&s->pending));

@@ -23,6 +23,8 @@
 #define RPC_INTERNAL_ERROR -32603
 #define ACP_AUTH_REQUIRED -32000
 #define ACP_NOT_FOUND -32002
+/* a limit of the edge (sessions per connection); data.code names it */
+#define ACP_LIMIT_EXCEEDED -32029
 
 typedef struct AcpCmd
 {
@@ -81,7 +83,10 @@ struct AcpConn
 	EdgeAuth	auth;
 	bool		initialized;
 	bool		closing;
+	EdgeQuota  *quota;			/* the connection's share of the limits */
 	AcpSession *sessions;
+	int			nsessions;		/* attached */
+	int			opening;		/* session/new in flight */
 	AcpSession *dead;			/* detached; freed on the next iteration */
 	EdgeTimer	dead_timer;
 	AcpOp	   *ops;

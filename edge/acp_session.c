@@ -40,6 +40,15 @@
  * Sessions and their commands
  * ------------------------------------------------------------------------ */
 
+static int	nattached;		/* sessions attached, all connections */
+
+/* ACP sessions attached on this edge (for /metrics). */
+int
+acp_session_count(void)
+{
+	return nattached;
+}
+
 AcpSession *
 acp_session_find(AcpConn *c, const char *sid)
 {
@@ -86,6 +95,8 @@ acp_session_detach(AcpSession *s)
 		if (*pp == s)
 		{
 			*pp = s->next;
+			c->nsessions--;
+			nattached--;
 			break;
 		}
 	feed_unsubscribe(&s->sub);
@@ -430,12 +441,14 @@ acp_started(EdgeSub *sub, const EdgeProblem *p)
 
 	if (p == NULL || s->conn == NULL)
 		return;
-	/* the first read failed: session/new or session/load fails with it */
+	/*
+	 * The first read failed (no such session, not the caller's, ...):
+	 * session/new or session/load fails with it, and the session leaves
+	 * the connection, so failed loads cost nothing.
+	 */
 	if (s->open_id)
 		acp_reply_problem(s->conn, s->open_id, p);
-	feed_unsubscribe(&s->sub);
-	json_decref(s->open_id);
-	s->open_id = NULL;
+	acp_session_detach(s);
 }
 
 static void
@@ -499,6 +512,8 @@ acp_session_attach(AcpConn *c, const char *sid, int64_t after, json_t *open_id, 
 	s->replaying = is_load;
 	s->next = c->sessions;
 	c->sessions = s;
+	c->nsessions++;
+	nattached++;
 	if (feed_subscribe(&s->sub, sid, after, &c->auth, &acp_sub_ops, s) < 0)
 	{
 		acp_reply_error(c, open_id, RPC_INTERNAL_ERROR, "Out of memory.", NULL);

@@ -11,8 +11,14 @@
  * response announces a new sessionId.  Answers to the agent's requests go
  * back with the session header of the stream the request came on.
  *
- * Configuration: --url / NADI_ACP_URL (http://127.0.0.1:8080/acp) and
- * --token / NADI_TOKEN (or --token-file / NADI_TOKEN_FILE).  Exit status 0
+ * session/load's answer comes on the session's stream after the replay
+ * (acp_http.c sends it there), so the editor sees the whole history as
+ * session/update notifications before the answer, as ACP requires; one
+ * stream keeps its order, two would not.
+ *
+ * Configuration: --url / NADI_ACP_URL, the edge's /acp endpoint or its base
+ * URL (http://127.0.0.1:8080, to which /acp is added), and --token /
+ * NADI_TOKEN (or --token-file / NADI_TOKEN_FILE).  Exit status 0
  * when stdin ends, 1 when the edge refuses the connection or goes away (the
  * editor starts a new bridge and reloads its session from the log).
  *
@@ -530,8 +536,45 @@ static void
 usage(FILE *f)
 {
 	fprintf(f, "Usage: nadi-acp [--url URL] [--token TOKEN | --token-file FILE]\n"
-			"An ACP agent on stdin/stdout that relays to a nadi-edge's /acp endpoint.\n"
+			"An ACP agent on stdin/stdout that relays to a nadi-edge's /acp endpoint.\n\n"
+			"  --url URL          the edge's ACP endpoint, http(s)://HOST[:PORT]/acp; a URL\n"
+			"                     without a path (http://HOST:PORT) gets /acp added\n"
+			"                     (default http://127.0.0.1:8080/acp)\n"
+			"  --token TOKEN      bearer token of the principal (a tenant or session token)\n"
+			"  --token-file FILE  read the token from FILE (first line)\n\n"
 			"Environment: NADI_ACP_URL, NADI_TOKEN, NADI_TOKEN_FILE.\n");
+}
+
+/*
+ * The endpoint for a URL given by the user: http(s) only; an empty path or
+ * "/" means the edge's base URL, so /acp is added.  NULL (and a message)
+ * when the URL cannot be used.
+ */
+static char *
+endpoint_url(const char *given)
+{
+	CURLU	   *u = curl_url();
+	char	   *scheme = NULL;
+	char	   *path = NULL;
+	char	   *out = NULL;
+
+	if (u == NULL)
+		return NULL;
+	if (curl_url_set(u, CURLUPART_URL, given, 0) != CURLUE_OK ||
+		curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+		(strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0))
+		fprintf(stderr, "nadi-acp: --url must be an http:// or https:// URL such as "
+				"http://127.0.0.1:8080/acp (got \"%s\")\n", given);
+	else if (curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK &&
+			 (strcmp(path, "/") == 0 || path[0] == '\0') &&
+			 curl_url_set(u, CURLUPART_PATH, "/acp", 0) != CURLUE_OK)
+		fprintf(stderr, "nadi-acp: out of memory\n");
+	else if (curl_url_get(u, CURLUPART_URL, &out, 0) != CURLUE_OK)
+		fprintf(stderr, "nadi-acp: cannot use the URL \"%s\"\n", given);
+	curl_free(scheme);
+	curl_free(path);
+	curl_url_cleanup(u);
+	return out;
 }
 
 static char *
@@ -597,6 +640,8 @@ main(int argc, char **argv)
 	}
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || (multi = curl_multi_init()) == NULL)
 		return 1;
+	if ((url = endpoint_url(url)) == NULL)
+		return 2;
 	queue = json_array();
 	to_open = json_array();
 

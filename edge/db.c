@@ -68,6 +68,17 @@ static const char *const stmt_sql[STMT__COUNT] = {
 	"SELECT e.seq, json_build_object('seq', e.seq, 'kind', e.kind, 'session_id', e.session_id, "
 	"'command_id', e.command_id, 'payload', e.payload, 'created_at', e.created_at)::text "
 	"FROM nadi.events_read($1::uuid, $2::bigint, $3::integer) e",
+	/*
+	 * The session's last seq comes from the same snapshot as the events, so
+	 * a cursor beyond it can be clamped to it; the read starts there too.
+	 */
+	[STMT_EVENTS_FOLLOW] =
+	"SELECT s.last_seq, e.seq, json_build_object('seq', e.seq, 'kind', e.kind, "
+	"'session_id', e.session_id, 'command_id', e.command_id, 'payload', e.payload, "
+	"'created_at', e.created_at)::text "
+	"FROM nadi.session_get($1::uuid) s LEFT JOIN LATERAL "
+	"nadi.events_read($1::uuid, least($2::bigint, s.last_seq), $3::integer) e ON true "
+	"ORDER BY e.seq",
 };
 
 #define AUTH_SQL "SELECT nadi.authenticate($1::text) IS NOT NULL"

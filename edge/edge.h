@@ -36,6 +36,9 @@ typedef struct EdgeConfig
 	int			max_conns_per_ip;
 	int			max_streams;		/* SSE streams, REST and ACP together */
 	int			max_acp;			/* ACP connections */
+	int			max_streams_per_tenant;	/* of max_streams, for one tenant */
+	int			max_acp_per_tenant;	/* of max_acp, for one tenant */
+	int			max_acp_sessions;	/* sessions loaded on one ACP connection */
 	size_t		body_limit;
 	int			json_depth;
 	int			header_timeout_s;	/* request line and headers */
@@ -118,6 +121,17 @@ void		buf_consume(EdgeBuf *b, size_t n);
 void		buf_reset(EdgeBuf *b);
 void		buf_free(EdgeBuf *b);
 char	   *buf_cstr(EdgeBuf *b);	/* NUL-terminated view; NULL on ENOMEM */
+
+/* FNV-1a of a string, for the small hash tables (feeds, tenants). */
+static inline unsigned
+edge_str_hash(const char *s)
+{
+	unsigned	h = 2166136261u;
+
+	for (const char *p = s; *p; p++)
+		h = (h ^ (unsigned char) *p) * 16777619u;
+	return h;
+}
 
 static inline size_t
 buf_pending(const EdgeBuf *b)
@@ -217,6 +231,7 @@ typedef enum EdgeStmt
 	STMT_COMMAND_LIST,
 	STMT_COMMAND_CANCEL,
 	STMT_EVENTS_READ,
+	STMT_EVENTS_FOLLOW,			/* a subscriber's read: also the session's last seq */
 	STMT__COUNT
 } EdgeStmt;
 
@@ -378,8 +393,21 @@ void		sse_open(EdgeReq *req, const char *sid, int64_t after);
 void		sse_tick(void);
 void		sse_drain(void);
 int			sse_active(void);
-bool		stream_slot_take(void);
-void		stream_slot_give(void);
+
+/* ------------------------------------------------------------------------
+ * Streams and ACP connections, counted edge-wide and per tenant (quota.c)
+ * ------------------------------------------------------------------------ */
+typedef enum QuotaKind
+{
+	QUOTA_STREAM = 0,			/* an SSE stream (events or ACP over HTTP) */
+	QUOTA_ACP,					/* an ACP connection (HTTP or WebSocket) */
+	QUOTA__KINDS
+} QuotaKind;
+
+typedef struct EdgeQuota EdgeQuota;
+EdgeQuota  *quota_take(QuotaKind kind, const EdgeAuth *auth, EdgeProblem *p);
+void		quota_give(EdgeQuota *q, QuotaKind kind);
+int			quota_tenants(void);
 
 /* A generic push stream: an SSE body fed from a bounded buffer. */
 typedef struct EdgeStream EdgeStream;
@@ -412,7 +440,8 @@ typedef struct AcpTransport
 	void		(*close) (AcpConn *c, int code, const char *why);
 } AcpTransport;
 
-AcpConn    *acp_conn_new(const AcpTransport *t, void *tdata, const EdgeAuth *auth);
+/* NULL with p filled in at a connection limit (edge-wide or the tenant's). */
+AcpConn    *acp_conn_new(const AcpTransport *t, void *tdata, const EdgeAuth *auth, EdgeProblem *p);
 void		acp_conn_free(AcpConn *c);
 void	   *acp_conn_tdata(AcpConn *c);
 const char *acp_conn_id(AcpConn *c);
@@ -424,6 +453,7 @@ void		acp_handle(AcpConn *c, json_t *msg);
 char	   *acp_initialize_response(AcpConn *c, json_t *msg);
 void		acp_tick(AcpConn *c);
 int			acp_active(void);
+int			acp_session_count(void);
 void		acp_conn_writable(AcpConn *c);	/* the transport drained */
 size_t		acp_buffer_limit(void);
 
@@ -453,6 +483,7 @@ typedef struct EdgeMetrics
 	uint64_t	sse_events;
 	uint64_t	sse_slow_cut;
 	uint64_t	sse_rejected;
+	uint64_t	tenant_limited;	/* refused at a tenant's limit */
 	uint64_t	feed_fetches;
 	uint64_t	acp_messages_in;
 	uint64_t	acp_messages_out;

@@ -12,6 +12,12 @@
  * (under the token of one of its LIVE subscribers) and hands each event to
  * every LIVE subscriber whose cursor is exactly one behind it.
  *
+ * A client's cursor is never trusted: each catch-up read also returns the
+ * session's last sequence number (same snapshot), a cursor beyond it is
+ * clamped to it (the client gets the events that come next), and only that
+ * number from the database moves the feed's position — a cursor far ahead
+ * must not make the feed skip what its other subscribers wait for.
+ *
  * No gap and no duplicate: a subscriber only ever takes seq = cursor + 1
  * (catch-up reads also skip seq <= cursor); when a feed event is further
  * ahead than that, the subscriber drops back to CATCHUP and reads the
@@ -60,11 +66,7 @@ static void sub_fetch(EdgeSub *s);
 static unsigned
 sid_hash(const char *sid)
 {
-	unsigned	h = 2166136261u;
-
-	for (const char *p = sid; *p; p++)
-		h = (h ^ (unsigned char) *p) * 16777619u;
-	return h % FEED_BUCKETS;
+	return edge_str_hash(sid) % FEED_BUCKETS;
 }
 
 static EdgeFeed *
@@ -132,6 +134,7 @@ sub_fetch_done(void *arg, EdgeDbResult *r)
 	EdgeSub    *s = arg;
 	EdgeFeed   *f = s->feed;
 	int			n;
+	int64_t		last;
 	bool		first = !s->started;
 
 	s->job = NULL;
@@ -143,11 +146,18 @@ sub_fetch_done(void *arg, EdgeDbResult *r)
 		sub_fail(s, &p);
 		return;
 	}
+	/* one row per event, or one row of NULLs after the session's last seq */
 	n = db_rows(r);
+	last = n > 0 ? strtoll(db_value(r, 0, 0), NULL, 10) : 0;
+	if (n == 1 && db_isnull(r, 0, 1))
+		n = 0;
+	/* a cursor beyond the log: the client gets what comes next */
+	if (s->cursor > last)
+		s->cursor = last;
 	for (int i = 0; i < n; i++)
 	{
-		int64_t		seq = strtoll(db_value(r, i, 0), NULL, 10);
-		const char *json = db_value(r, i, 1);
+		int64_t		seq = strtoll(db_value(r, i, 1), NULL, 10);
+		const char *json = db_value(r, i, 2);
 
 		if (seq <= s->cursor)
 			continue;
@@ -184,8 +194,9 @@ sub_fetch_done(void *arg, EdgeDbResult *r)
 		sub_fetch(s);
 		return;
 	}
-	if (f->last_seq < s->cursor)
-		f->last_seq = s->cursor;
+	/* the database's last seq, never the client's cursor, moves the feed */
+	if (f->last_seq < last)
+		f->last_seq = last;
 	s->state = SUB_LIVE;
 	s->ops->caught_up(s);
 	if (s->state == SUB_CLOSED)
@@ -206,7 +217,7 @@ sub_fetch(EdgeSub *s)
 	s->state = SUB_CATCHUP;
 	s->paused = false;
 	snprintf(after, sizeof(after), "%lld", (long long) s->cursor);
-	s->job = db_submit(STMT_EVENTS_READ, s->auth, 3, params, sub_fetch_done, s);
+	s->job = db_submit(STMT_EVENTS_FOLLOW, s->auth, 3, params, sub_fetch_done, s);
 	if (s->job == NULL)
 	{
 		problem_set(&p, 503, "overloaded", "Too many requests are waiting for the database.");

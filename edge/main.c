@@ -32,6 +32,9 @@ EdgeConfig	edge_cfg = {
 	.max_conns_per_ip = 512,
 	.max_streams = 10000,
 	.max_acp = 1000,
+	.max_streams_per_tenant = 1000,
+	.max_acp_per_tenant = 100,
+	.max_acp_sessions = 64,
 	.body_limit = 1024 * 1024,
 	.json_depth = 64,
 	.header_timeout_s = 10,
@@ -94,6 +97,9 @@ usage(FILE *f)
 			"  --max-connections-per-ip N (512)\n"
 			"  --max-streams N            SSE streams (10000)\n"
 			"  --max-acp N                ACP connections (1000)\n"
+			"  --max-streams-per-tenant N streams one tenant may hold (1000)\n"
+			"  --max-acp-per-tenant N     ACP connections one tenant may hold (100)\n"
+			"  --max-acp-sessions N       sessions loaded on one ACP connection (64)\n"
 			"  --body-limit BYTES         largest request body (1048576)\n"
 			"  --json-depth N             deepest JSON nesting accepted (64)\n"
 			"  --header-timeout S         time to send request headers (10)\n"
@@ -136,6 +142,9 @@ static const IntOpt int_opts[] = {
 	{"drain-timeout", &edge_cfg.drain_timeout_s, NULL, 0, 3600},
 	{"queue-timeout", &edge_cfg.queue_timeout_s, NULL, 1, 3600},
 	{"acp-idle", &edge_cfg.acp_idle_s, NULL, 1, 86400},
+	{"max-streams-per-tenant", &edge_cfg.max_streams_per_tenant, NULL, 0, 1000000},
+	{"max-acp-per-tenant", &edge_cfg.max_acp_per_tenant, NULL, 0, 100000},
+	{"max-acp-sessions", &edge_cfg.max_acp_sessions, NULL, 1, 256},
 };
 
 static int

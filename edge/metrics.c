@@ -76,10 +76,14 @@ metrics_render(void)
 	counter(&b, "nadi_edge_sse_events_total", "Events written to SSE streams.", m->sse_events);
 	counter(&b, "nadi_edge_sse_slow_clients_cut_total",
 			"Streams closed because their client fell behind.", m->sse_slow_cut);
-	counter(&b, "nadi_edge_sse_rejected_total", "Streams refused at the stream limit.", m->sse_rejected);
+	counter(&b, "nadi_edge_sse_rejected_total", "Streams refused at a stream limit.", m->sse_rejected);
+	counter(&b, "nadi_edge_tenant_limited_total",
+			"Streams and ACP connections refused at a tenant's limit.", m->tenant_limited);
+	gauge(&b, "nadi_edge_tenants", "Tenants holding streams or ACP connections here.", quota_tenants());
 	gauge(&b, "nadi_edge_feeds", "Sessions with subscribers on this edge.", feed_count());
 	counter(&b, "nadi_edge_feed_fetches_total", "Event reads made for feeds.", m->feed_fetches);
 	gauge(&b, "nadi_edge_acp_connections", "Open ACP connections (HTTP and WebSocket).", acp_active());
+	gauge(&b, "nadi_edge_acp_sessions", "Sessions loaded on ACP connections.", acp_session_count());
 	gauge(&b, "nadi_edge_websockets", "Open WebSocket connections.", ws_count());
 	counter(&b, "nadi_edge_acp_messages_in_total", "JSON-RPC messages received.", m->acp_messages_in);
 	counter(&b, "nadi_edge_acp_messages_out_total", "JSON-RPC messages sent.", m->acp_messages_out);

@@ -53,27 +53,12 @@ typedef struct SseStream
 	EdgeReq    *req;			/* until the response is queued */
 	uint64_t	last_ping_ms;
 	EdgeTimer	reap;			/* frees a stream that never started */
+	EdgeQuota  *quota;			/* the stream's share of the limits */
 	struct SseStream *prev, *next;
 } SseStream;
 
 static SseStream *streams;
 static int	nstreams;
-static int	slots;
-
-bool
-stream_slot_take(void)
-{
-	if (slots >= edge_cfg.max_streams)
-		return false;
-	slots++;
-	return true;
-}
-
-void
-stream_slot_give(void)
-{
-	slots--;
-}
 
 int
 sse_active(void)
@@ -270,7 +255,7 @@ sse_forget(SseStream *ss)
 	if (ss->next)
 		ss->next->prev = ss->prev;
 	nstreams--;
-	stream_slot_give();
+	quota_give(ss->quota, QUOTA_STREAM);
 	free(ss);
 }
 
@@ -408,12 +393,14 @@ void
 sse_open(EdgeReq *req, const char *sid, int64_t after)
 {
 	SseStream  *ss;
+	EdgeQuota  *quota = NULL;
 	EdgeProblem p;
 
-	if (edge_draining || !stream_slot_take())
+	if (edge_draining)
+		problem_set(&p, 503, "too_many_streams", "This edge is shutting down.");
+	if (edge_draining || (quota = quota_take(QUOTA_STREAM, &req->auth, &p)) == NULL)
 	{
 		edge_metrics.sse_rejected++;
-		problem_set(&p, 503, "too_many_streams", "This edge holds as many streams as it may.");
 		p.retry_after = 2;
 		http_respond_problem(req, &p);
 		return;
@@ -425,11 +412,12 @@ sse_open(EdgeReq *req, const char *sid, int64_t after)
 		if (ss)
 			auth_clear(&ss->auth);
 		free(ss);
-		stream_slot_give();
+		quota_give(quota, QUOTA_STREAM);
 		problem_set(&p, 503, "unavailable", "Out of memory.");
 		http_respond_problem(req, &p);
 		return;
 	}
+	ss->quota = quota;
 	ss->req = req;
 	ss->last_ping_ms = loop_now_ms();
 	ss->next = streams;

@@ -467,11 +467,14 @@ upgrade_cont(EdgeReq *req)
 	EdgeProblem p;
 
 	w = edge_draining ? NULL : calloc(1, sizeof(*w));
-	if (w == NULL || (w->acp = acp_conn_new(&ws_transport, w, &req->auth)) == NULL)
+	if (w == NULL)
+	{
+		problem_set(&p, 503, "too_many_connections", "This edge takes no ACP connections now.");
+		p.retry_after = 2;
+	}
+	if (w == NULL || (w->acp = acp_conn_new(&ws_transport, w, &req->auth, &p)) == NULL)
 	{
 		free(w);
-		problem_set(&p, 503, "too_many_connections", "This edge holds as many ACP connections as it may.");
-		p.retry_after = 2;
 		http_respond_problem(req, &p);
 		return;
 	}

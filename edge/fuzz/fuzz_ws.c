@@ -22,8 +22,9 @@ edge_log(int level, const char *fmt,...)
 }
 
 AcpConn    *
-acp_conn_new(const AcpTransport *t, void *tdata, const EdgeAuth *auth)
+acp_conn_new(const AcpTransport *t, void *tdata, const EdgeAuth *auth, EdgeProblem *p)
 {
+	problem_set(p, 503, "unavailable", "fuzzing");
 	return NULL;
 }
 void

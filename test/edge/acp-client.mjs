@@ -170,12 +170,17 @@ async function loadConnection(sessionId) {
   await makeApp().connectWith(openStream(), async (agent) => {
     await withTimeout(agent.request(acp.methods.agent.initialize, { protocolVersion: 1, clientCapabilities: {} }),
       10000, "initialize");
+    let atAnswer = -1;
     const r = await withTimeout(agent.request(acp.methods.agent.session.load, {
       sessionId, cwd: "/tmp", mcpServers: [],
-    }), 15000, "session/load");
+    }).then((v) => { atAnswer = (updates.get(sessionId) ?? []).length; return v; }), 15000, "session/load");
     check("session/load answers", r !== undefined && r !== null, JSON.stringify(r));
     await waitFor(() => texts(sessionId, "user_message_chunk").length >= 5 &&
       texts(sessionId, "agent_message_chunk").includes("exec was not run: permission denied."), 5000);
+    // ACP: the whole history as session/update notifications, then the answer
+    const replayed = (updates.get(sessionId) ?? []).length;
+    check(`session/load answers after the whole replay (${atAnswer} of ${replayed} updates before the answer)`,
+      atAnswer > 0 && atAnswer === replayed, `${atAnswer} before, ${replayed} in all`);
     const users = texts(sessionId, "user_message_chunk");
     check("replay: the user's messages", users[0] === "hello" && users.length === 5, JSON.stringify(users));
     check("replay: the agent's messages", texts(sessionId, "agent_message_chunk").includes("You said: hello"),
