@@ -750,11 +750,13 @@ main(int argc, char **argv)
 {
 	struct pbuf out = {0};
 	sigset_t all;
-	int status = 0, exited = 0, read_only_root = 0, proxy_relay = 0;
+	int status = 0, exited = 0, read_only_root = 0, proxy_relay = 0, own_workspace = 0;
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--read-only-root") == 0)
 			read_only_root = 1;
+		else if (strcmp(argv[i], "--workspace-mount") == 0)
+			own_workspace = 1;
 		else if (strcmp(argv[i], "--proxy-relay") == 0)
 			proxy_relay = 1;
 		else
@@ -766,6 +768,17 @@ main(int argc, char **argv)
 	 * directory and the API file systems are mounts of their own and stay
 	 * as they are.
 	 */
+	/*
+	 * --workspace-mount: with a user namespace the daemon cannot bind the
+	 * workspace itself (its source lies below the idmapped root, and an
+	 * idmapped mount cannot be idmapped again), so it is made a mount of
+	 * its own here, a bind of the idmapped root's /workspace that keeps the
+	 * mapping, and stays writable when / becomes read-only.
+	 */
+	if (own_workspace && mount("/workspace", "/workspace", NULL, MS_BIND, NULL) < 0) {
+		perror("nadi-sbx-init: cannot bind /workspace");
+		return 1;
+	}
 	if (read_only_root && mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0) {
 		perror("nadi-sbx-init: cannot make / read-only");
 		return 1;

@@ -25,6 +25,9 @@ struct sbx_config cfg = {
 	.output_limit = 1 << 20,
 	.fsize_max = 1ULL << 30,
 	.tmp_size = 64ULL << 20,
+	.disk_max = 1ULL << 30,
+	.private_users = true,
+	.private_users_base = 0x70000000u,
 	.max_request_bytes = 4 << 20,
 	.max_file_bytes = 64 << 20,
 	.max_sandboxes = 256,
@@ -118,6 +121,8 @@ static const struct conf_key keys[] = {
 	{"fsize_max", CONF_SIZE, S(fsize_max), "largest file a tool may write (RLIMIT_FSIZE)", 0, NULL},
 	{"tmp_size", CONF_SIZE, S(tmp_size), "size of the private /tmp and /dev/shm", 0, NULL},
 	{"disk_max", CONF_SIZE, S(disk_max), "disk space a sandbox may add to its image (BTRFS qgroup; 0: no quota)", 0, NULL},
+	{"private_users", CONF_BOOL, S(private_users), "a user namespace and a uid range of its own per sandbox", 0, NULL},
+	{"private_users_base", CONF_COUNT, S(private_users_base), "first host uid of the sandboxes' ranges (65536 each)", 0, NULL},
 	{"max_request_bytes", CONF_SIZE, S(max_request_bytes), "largest JSON request body", 0, NULL},
 	{"max_file_bytes", CONF_SIZE, S(max_file_bytes), "largest file body (PUT) or file read", 0, NULL},
 	{"max_sandboxes", CONF_COUNT, S(max_sandboxes), "sandboxes this host holds (its capacity)", 0, NULL},
@@ -250,6 +255,16 @@ config_finish(void)
 	}
 	if (cfg.output_limit == 0 || cfg.output_limit > (64 << 20)) {
 		log_error("output_limit must be between 1 byte and 64M");
+		return -EINVAL;
+	}
+	if (cfg.private_users &&
+	    (cfg.private_users_base % SBX_USERNS_SIZE != 0 || cfg.private_users_base < SBX_USERNS_SIZE ||
+	     cfg.private_users_base + SBX_USERNS_SIZE > SBX_USERNS_END)) {
+		log_error("private_users_base must be a multiple of 65536 between 65536 and %u", SBX_USERNS_END - SBX_USERNS_SIZE);
+		return -EINVAL;
+	}
+	if (cfg.private_users && (cfg.run_uid >= SBX_USERNS_SIZE || cfg.run_gid >= SBX_USERNS_SIZE)) {
+		log_error("with private_users, run_user must be a uid and gid below 65536 (the range each sandbox maps)");
 		return -EINVAL;
 	}
 	if ((r = egress_dir("git_mirror_dir", &cfg.git_mirror_dir, false)) < 0 ||

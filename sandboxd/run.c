@@ -426,7 +426,7 @@ git_mirror_dir(const char *owner)
 }
 
 static int
-build_argv(const struct sbx_sandbox *sb, char **argv, char *store[], size_t nstore)
+build_argv(const struct sbx_sandbox *sb, uint64_t userns_base, char **argv, char *store[], size_t nstore)
 {
 	const char *root = store_root();
 	size_t a = 0, s = 0;
@@ -441,7 +441,19 @@ build_argv(const struct sbx_sandbox *sb, char **argv, char *store[], size_t nsto
 	argv[a++] = OWN("--directory=%s/sandboxes/%s", root, sb->id);
 	argv[a++] = "--private-network";
 	argv[a++] = OWN("--bind-ro=%s:/%s/init", cfg.agent_path, SBX_AGENT_DIR);
-	argv[a++] = OWN("--bind=%s/sandboxes/%s/%s:/%s", root, sb->id, SBX_WORKSPACE, SBX_WORKSPACE);
+	if (cfg.private_users) {
+		/*
+		 * A user namespace per sandbox, with a host uid range of its own:
+		 * the run user's processes count against RLIMIT_NPROC per sandbox,
+		 * root inside is nobody outside.  Idmapped mounts show the
+		 * snapshot's on-disk owners inside unchanged (no chown: a sandbox
+		 * stays an O(1) snapshot).
+		 */
+		argv[a++] = OWN("--private-users=%llu:%u", (unsigned long long)userns_base, SBX_USERNS_SIZE);
+		argv[a++] = "--private-users-ownership=map";
+		/* The workspace is in the root already; the init makes it a mount of its own (see agent.c). */
+	} else
+		argv[a++] = OWN("--bind=%s/sandboxes/%s/%s:/%s", root, sb->id, SBX_WORKSPACE, SBX_WORKSPACE);
 	if (cfg.git_mirror_dir) {
 		/*
 		 * nadi-gitd's mirrors shared with every tenant, those of the
@@ -472,6 +484,8 @@ build_argv(const struct sbx_sandbox *sb, char **argv, char *store[], size_t nsto
 		    "CAP_SYS_TTY_CONFIG,CAP_SYS_NICE,CAP_NET_ADMIN,CAP_NET_RAW,CAP_MKNOD,CAP_AUDIT_CONTROL,"
 		    "CAP_AUDIT_WRITE,CAP_LINUX_IMMUTABLE,CAP_IPC_OWNER,CAP_LEASE,CAP_SETFCAP";
 	argv[a++] = OWN("/%s/init", SBX_AGENT_DIR);
+	if (cfg.private_users)
+		argv[a++] = "--workspace-mount";
 	if (cfg.read_only_root)
 		argv[a++] = "--read-only-root";
 	if (cfg.proxy_dir)
@@ -489,8 +503,9 @@ start(struct sbx_sandbox *sb)
 {
 	struct sbx_container *ct = &sb->ct;
 	int ctl[2] = {-1, -1}, out[2] = {-1, -1}, lg[2] = {-1, -1}, go[2] = {-1, -1}, att[2] = {-1, -1};
-	char *argv[32], *own[16] = {0};
+	char *argv[40], *own[16] = {0};
 	bool unit = limits_mode() == SBX_LIMITS_UNIT;
+	uint64_t userns_base = 0;
 	pid_t pid;
 	int r;
 
@@ -507,7 +522,12 @@ start(struct sbx_sandbox *sb)
 		log_error("sandbox %s: cannot make its proxy directory in %s: %m", sb->id, cfg.proxy_dir);
 		goto fail;
 	}
-	r = build_argv(sb, argv, own, ARRAY_SIZE(own));
+	if (cfg.private_users && (r = store_userns_base(sb->id, &userns_base)) < 0) {
+		errno = -r;
+		log_error("sandbox %s: cannot allocate its user namespace range: %m", sb->id);
+		goto fail;
+	}
+	r = build_argv(sb, userns_base, argv, own, ARRAY_SIZE(own));
 	if (r < 0)
 		goto fail;
 	if (pipe2(ctl, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(lg, O_CLOEXEC) < 0 ||

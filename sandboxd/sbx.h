@@ -17,6 +17,15 @@
 
 #define SBX_VERSION "0.1.0"
 
+/*
+ * User namespaces: sandbox N (a slot, persisted per sandbox) maps its uids
+ * 0..65535 to PRIVATE_USERS_BASE + N * 65536 and up on the host.  The
+ * ranges end below 0x7FFE0000 (systemd's "foreign" range and the top of
+ * the signed 32-bit space).
+ */
+#define SBX_USERNS_SIZE 65536u
+#define SBX_USERNS_END 0x7FFE0000u
+
 /* Logging, parsing and file helpers shared with nadi-gitd and nadi-credproxy. */
 #include "common/log.h"
 #include "common/util.h"
@@ -60,6 +69,8 @@ struct sbx_config {
 	uint64_t fsize_max;
 	uint64_t tmp_size;
 	uint64_t disk_max;
+	bool private_users;    /* a user namespace and uid range of its own per sandbox */
+	uint64_t private_users_base; /* first host uid of the ranges (65536 per sandbox) */
 	uint64_t max_request_bytes;
 	uint64_t max_file_bytes;
 	uint64_t max_sandboxes;

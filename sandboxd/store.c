@@ -359,7 +359,7 @@ import_images(void)
 int
 store_init(void)
 {
-	static const char *dirs[] = {"images", "sandboxes", "snapshots", "incoming", "meta", "meta/images"};
+	static const char *dirs[] = {"images", "sandboxes", "snapshots", "incoming", "meta", "meta/images", "meta/userns"};
 	int r;
 
 	r = setup_root();
@@ -506,6 +506,107 @@ store_sandbox_exists(const char *id)
 }
 
 /*
+ * User namespace ranges (private_users).  A sandbox's slot N is recorded in
+ * meta/userns/ID when its first container starts, so that restarts and
+ * adoption keep its range; it is freed with the sandbox.  A new sandbox
+ * takes the lowest slot no existing sandbox holds.  With
+ * --private-users-ownership=map nothing on disk depends on the range, so
+ * the record is about which ranges are in use, never about file ownership.
+ */
+static void
+userns_forget(const char *id)
+{
+	_cleanup_(freep) char *rel = xasprintf("meta/userns/%s", id);
+
+	if (rel && unlinkat(root_fd, rel, 0) < 0 && errno != ENOENT)
+		log_warning("cannot remove %s/%s: %m", root, rel);
+}
+
+static uint64_t
+userns_slots(void)
+{
+	return (SBX_USERNS_END - cfg.private_users_base) / SBX_USERNS_SIZE;
+}
+
+/* The recorded slot of id, or -errno (-ENOENT: none yet). */
+static int64_t
+userns_read(const char *id)
+{
+	_cleanup_(freep) char *rel = xasprintf("meta/userns/%s", id);
+	_cleanup_(freep) char *buf = NULL;
+	char *end;
+	unsigned long long v;
+	int r;
+
+	if (!rel)
+		return -ENOMEM;
+	r = read_full_file(root_fd, rel, &buf, NULL, 64);
+	if (r < 0)
+		return r;
+	errno = 0;
+	v = strtoull(buf, &end, 10);
+	if (errno || end == buf || (*end && *end != '\n') || v >= userns_slots())
+		return -EBADMSG;
+	return (int64_t)v;
+}
+
+static int64_t
+userns_allocate(const char *id)
+{
+	_cleanup_(freep) bool *used = NULL;
+	_cleanup_(freep) char *rel = xasprintf("meta/userns/%s", id);
+	uint64_t n = userns_slots(), slot;
+	int dfd = openat(root_fd, "meta/userns", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	struct dirent *de;
+	char text[32];
+	int r;
+
+	used = calloc(n, sizeof *used);
+	if (!d || !used || !rel) {
+		if (d)
+			closedir(d);
+		else if (dfd >= 0)
+			close(dfd);
+		return d || dfd < 0 ? -errno : -ENOMEM;
+	}
+	while ((de = readdir(d))) {
+		int64_t k;
+
+		if (!id_valid(de->d_name, 64) || strcmp(de->d_name, id) == 0)
+			continue;
+		if (!store_sandbox_exists(de->d_name)) {
+			userns_forget(de->d_name); /* left by a crash during destroy */
+			continue;
+		}
+		k = userns_read(de->d_name);
+		if (k >= 0)
+			used[k] = true;
+	}
+	closedir(d);
+	for (slot = 0; slot < n && used[slot]; slot++)
+		;
+	if (slot == n)
+		return -EUSERS;
+	snprintf(text, sizeof text, "%llu\n", (unsigned long long)slot);
+	r = write_file_atomic(root_fd, rel, text, strlen(text), 0600);
+	return r < 0 ? r : (int64_t)slot;
+}
+
+int
+store_userns_base(const char *id, uint64_t *base)
+{
+	int64_t slot = userns_read(id);
+
+	if (slot == -ENOENT || slot == -EBADMSG)
+		slot = userns_allocate(id);
+	if (slot < 0)
+		return (int)slot;
+	*base = cfg.private_users_base + (uint64_t)slot * SBX_USERNS_SIZE;
+	return 0;
+}
+
+/*
  * Give a fresh sandbox root the mount points the container needs: the
  * workspace (owned by the sandbox user), the init's directory and file, and
  * the API file systems' directories, which a read-only root cannot grow.
@@ -620,6 +721,7 @@ store_sandbox_delete(const char *id)
 	store_strv_free(names);
 	if (rmdir(snaps) < 0 && errno != ENOENT && r == 0)
 		r = -errno;
+	userns_forget(id);
 	if (access(path, F_OK) == 0) {
 		int k = store_delete_subvolume(path);
 		if (k < 0 && r == 0)

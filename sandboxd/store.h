@@ -8,6 +8,7 @@
  *   snapshots/ID/NAME     read-only snapshots of sandbox ID
  *   incoming/TMP/         target of btrfs receive during a restore
  *   meta/ID.json          sandbox metadata; meta/images/NAME.stamp
+ *   meta/userns/ID        the sandbox's user namespace slot (private_users)
  */
 #ifndef SBX_STORE_H
 #define SBX_STORE_H
@@ -39,6 +40,8 @@ bool store_sandbox_exists(const char *id);
 /* (Re)apply disk_max to an existing sandbox (adoption after a restart). */
 int store_sandbox_quota(const char *id);
 char **store_sandbox_list(void);
+/* First host uid of the sandbox's 65536 (allocated and recorded on first use); -errno. */
+int store_userns_base(const char *id, uint64_t *base);
 
 int store_snapshot_create(const char *id, const char *name);
 char *store_snapshot_path(const char *id, const char *name);
