@@ -222,6 +222,9 @@ AS $fn$
 DECLARE
     s nadi.sessions;
 BEGIN
+    IF session_id IS NULL THEN
+        RAISE EXCEPTION 'session_id must not be null' USING ERRCODE = '22004';
+    END IF;
     IF ttl IS NULL OR ttl < interval '1 second' OR ttl > interval '1 hour' THEN
         RAISE EXCEPTION 'invalid ttl'
             USING ERRCODE = '22023',
@@ -230,8 +233,7 @@ BEGIN
     END IF;
     SELECT * INTO s FROM nadi.sessions x WHERE x.session_id = sandboxd_token.session_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'session % does not exist', coalesce(session_id::text, 'NULL')
-            USING ERRCODE = 'NA002';
+        RAISE EXCEPTION 'session % does not exist', session_id USING ERRCODE = 'NA002';
     END IF;
     IF s.state IN ('terminated', 'failed') THEN
         RAISE EXCEPTION 'session % is %', session_id, s.state

@@ -50,8 +50,11 @@ CREATE ROLE sbt_cell_b LOGIN IN ROLE nadi_cell;
 SELECT role_name FROM nadi.host_bind('cell', 'sbt-cell-a', 'sbt_cell_a');
 SELECT role_name FROM nadi.host_bind('cell', 'sbt-cell-b', 'sbt_cell_b');
 SET ROLE sbt_cell_a;
-SELECT c->>'sub' AS sub, c->>'tenant' AS tenant
-FROM nadi.token_verify(nadi.sandboxd_token(:'s'), 'nadi-sandboxd') AS c;
+SELECT nadi.sandboxd_token(:'s') AS tok_a \gset
+RESET ROLE;
+SELECT c->>'sub' AS sub, c->>'tenant' AS tenant, c->>'sid' = :'s' AS sid_is_session
+FROM nadi.token_verify(:'tok_a', 'nadi-sandboxd') AS c;
+SET ROLE sbt_cell_a;
 SELECT try(format('SELECT nadi.sandboxd_token(%L)', :'s_idle'));
 SET ROLE sbt_cell_b;
 SELECT try(format('SELECT nadi.sandboxd_token(%L)', :'s'));
