@@ -591,6 +591,16 @@ branch_ok(const char *s, size_t len)
 	return true;
 }
 
+/* DIR/REPO.git below the mirror root (mfd) is a directory. */
+static bool
+mirror_found(int mfd, const char *dir, const char *repo)
+{
+	_cleanup_(freep) char *rel = mfd >= 0 && dir ? xasprintf("%s/%s.git", dir, repo) : NULL;
+	struct stat st;
+
+	return rel && fstatat(mfd, rel, &st, 0) == 0 && S_ISDIR(st.st_mode);
+}
+
 static void
 git_clone_tool(struct http_req *r, struct sbx_sandbox *sb, json_t *args, const char *proxy_token)
 {
@@ -604,7 +614,6 @@ git_clone_tool(struct http_req *r, struct sbx_sandbox *sb, json_t *args, const c
 	const char *mount = NULL;
 	struct tool_call *tc;
 	struct pbuf *b;
-	struct stat st;
 	char norm[4096];
 	int k;
 
@@ -641,15 +650,11 @@ git_clone_tool(struct http_req *r, struct sbx_sandbox *sb, json_t *args, const c
 	}
 	/* The sandbox's tenant's mirror first, then the shared one: never another tenant's. */
 	mfd = open(cfg.git_mirror_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (mfd >= 0 && sb->tenant[0] && (tdir = mirror_owner_dir(sb->tenant)) &&
-	    (mirror = xasprintf("%s/%s.git", tdir, repo)) && fstatat(mfd, mirror, &st, 0) == 0 && S_ISDIR(st.st_mode))
+	tdir = sb->tenant[0] ? mirror_owner_dir(sb->tenant) : NULL;
+	if (mirror_found(mfd, tdir, repo))
 		mount = MIRROR_MOUNT_TENANT;
-	free(mirror);
-	mirror = NULL;
-	if (mfd >= 0 && !mount && (mirror = xasprintf("%s/%s.git", MIRROR_SHARED, repo)) &&
-	    fstatat(mfd, mirror, &st, 0) == 0 && S_ISDIR(st.st_mode))
+	else if (mirror_found(mfd, MIRROR_SHARED, repo))
 		mount = SBX_GIT_MOUNT;
-	free(mirror);
 	mirror = mount ? xasprintf("%s/%s.git", mount, repo) : NULL;
 	if (!mirror) {
 		http_reply_problem(r, 404, "repo_not_mirrored",

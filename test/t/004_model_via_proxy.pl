@@ -33,13 +33,13 @@ my ($provider_port, $pid) = NadiProvider::start(
 
 my $node = PostgreSQL::Test::Cluster->new('via_proxy');
 $node->init;
-my $proxy_port = PostgreSQL::Test::Cluster::get_free_port();
+# nadi.model_url is set below, once the proxy has a port (it takes one the
+# kernel picks: a port chosen here could be taken before the proxy binds it).
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'nadi'
 nadi.database = 'postgres'
 nadi.cell_workers = 1
 nadi.model = 'openai'
-nadi.model_url = 'http://127.0.0.1:$proxy_port/u/model/v1'
 nadi.model_name = 'test-model'
 nadi.sandboxd_url = 'http://127.0.0.1:1'
 nadi.lease_ttl = '3s'
@@ -61,17 +61,25 @@ my $conninfo = 'host=' . $node->host . ' port=' . $node->port . ' dbname=postgre
 my $proxy = IPC::Run::start(
 	[
 		$proxy_bin, "--pg-conninfo=$conninfo", "--sandbox-dir=$tmp/sandboxes",
-		"--listen-tcp=127.0.0.1:$proxy_port", '--proxy-id=tap',
+		'--listen-tcp=127.0.0.1:0', "--ready-file=$tmp/proxy.ready", '--proxy-id=tap',
 		"--upstream=model url=http://127.0.0.1:$provider_port header=Authorization format=\"Bearer %s\" secret_file=$tmp/model.secret"
 	],
 	'>', "$tmp/proxy.log", '2>&1');
-my $up = 0;
-for (1 .. 100)
+my $proxy_port;
+for (1 .. 300)
 {
-	$up = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $proxy_port) and last;
+	if (-s "$tmp/proxy.ready" && open(my $rf, '<', "$tmp/proxy.ready"))
+	{
+		($proxy_port) = <$rf> =~ /^(\d+)$/;
+		close $rf;
+		last if $proxy_port;
+	}
 	select(undef, undef, undef, 0.1);
 }
-ok($up, 'nadi-credproxy listens');
+my $up = $proxy_port && IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $proxy_port);
+ok($up, 'nadi-credproxy listens on the port of its ready file');
+$node->safe_psql('postgres',
+	"ALTER SYSTEM SET nadi.model_url = 'http://127.0.0.1:$proxy_port/u/model/v1'; SELECT pg_reload_conf();");
 
 sub run_message
 {
