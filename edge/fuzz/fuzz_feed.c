@@ -19,32 +19,13 @@
 EdgeConfig	edge_cfg;
 EdgeMetrics edge_metrics;
 
+
+#include "fake_db.h"
+
 #define MAX_SUBS 6
-#define MAX_JOBS 64
 #define MAX_STEPS 20000
 
-struct EdgeJob
-{
-	EdgeStmt	stmt;
-	int64_t		after;
-	int			limit;
-	EdgeDbDone	done;
-	void	   *arg;
-	bool		live;
-};
-
-typedef struct FakeRow
-{
-	char		last[24];
-	char		seq[24];
-	bool		null_seq;
-} FakeRow;
-
-static EdgeJob jobs[MAX_JOBS];
 static int64_t log_last;		/* the session's last seq */
-static FakeRow *rows;
-static int	nrows;
-static EdgeStmt rows_stmt;
 
 typedef struct Sub
 {
@@ -81,89 +62,35 @@ loop_timer_cancel(EdgeTimer *t)
 	t->armed = false;
 }
 
-static EdgeJob *
-fake_submit(EdgeStmt stmt, const char *const *params, EdgeDbDone done, void *arg)
-{
-	for (int i = 0; i < MAX_JOBS; i++)
-		if (!jobs[i].live)
-		{
-			jobs[i] = (EdgeJob) {.stmt = stmt, .done = done, .arg = arg, .live = true};
-			jobs[i].after = strtoll(params[1], NULL, 10);
-			jobs[i].limit = atoi(params[2]);
-			return &jobs[i];
-		}
-	return NULL;				/* the queue is full: callers cope */
-}
-
-EdgeJob *
-db_submit(EdgeStmt stmt, const EdgeAuth *auth, int nparams, const char *const *params,
-		  EdgeDbDone done, void *arg)
-{
-	return fake_submit(stmt, params, done, arg);
-}
-
-EdgeJob *
-db_submit_ex(EdgeStmt stmt, const EdgeAuth *auth, int nparams, const char *const *params,
-			 EdgeDbDone done, void *arg, bool urgent)
-{
-	return fake_submit(stmt, params, done, arg);
-}
-
-void
-db_cancel(EdgeJob *job)
-{
-	if (job)
-		job->live = false;
-}
-
-int
-db_rows(EdgeDbResult *r)
-{
-	return nrows;
-}
-
-bool
-db_isnull(EdgeDbResult *r, int row, int col)
-{
-	return rows_stmt == STMT_EVENTS_FOLLOW && col >= 1 && rows[row].null_seq;
-}
-
-const char *
-db_value(EdgeDbResult *r, int row, int col)
-{
-	if (rows_stmt == STMT_EVENTS_FOLLOW)
-		return col == 0 ? rows[row].last : col == 1 ? (rows[row].null_seq ? "" : rows[row].seq) : "{}";
-	return col == 0 ? rows[row].seq : "{}";
-}
-
 /* Answer job j as the database would, from the log as it is now. */
 static void
 complete(EdgeJob *j)
 {
-	EdgeJob		copy = *j;
-	EdgeDbResult r = {.ok = true};
-	int64_t		from = copy.after;
+	bool		follow = j->stmt == STMT_EVENTS_FOLLOW;
+	int64_t		from = strtoll(j->params[1], NULL, 10);
+	int			limit = atoi(j->params[2]);
+	char		num[24];
+	char		last[24];
+	int			n = 0;
 
-	j->live = false;
-	if (copy.stmt == STMT_EVENTS_FOLLOW && from > log_last)
+	snprintf(last, sizeof(last), "%lld", (long long) log_last);
+	if (follow && from > log_last)
 		from = log_last;		/* least($2, s.last_seq) */
-	nrows = 0;
-	rows = calloc((size_t) copy.limit + 1, sizeof(FakeRow));
-	for (int64_t seq = from + 1; seq <= log_last && nrows < copy.limit; seq++, nrows++)
+	for (int64_t seq = from + 1; seq <= log_last && n < limit; seq++, n++)
 	{
-		snprintf(rows[nrows].last, sizeof(rows[nrows].last), "%lld", (long long) log_last);
-		snprintf(rows[nrows].seq, sizeof(rows[nrows].seq), "%lld", (long long) seq);
+		snprintf(num, sizeof(num), "%lld", (long long) seq);
+		if (follow)
+			fake_set(n, 0, last);
+		fake_set(n, follow ? 1 : 0, num);
+		fake_set(n, follow ? 2 : 1, "{}");
 	}
-	if (copy.stmt == STMT_EVENTS_FOLLOW && nrows == 0)
+	if (follow && n == 0)
 	{
-		snprintf(rows[0].last, sizeof(rows[0].last), "%lld", (long long) log_last);
-		rows[0].null_seq = true;
-		nrows = 1;
+		fake_set(0, 0, last);
+		fake_set(0, 1, NULL);
+		fake_set(0, 2, NULL);
 	}
-	rows_stmt = copy.stmt;
-	copy.done(copy.arg, &r);
-	free(rows);
-	rows = NULL;
+	fake_answer(j, NULL);
 }
 
 static bool
@@ -218,24 +145,13 @@ check_feed(void)
 		abort();				/* the shared position passed the log */
 }
 
-static int
-pending(void)
-{
-	int			n = 0;
-
-	for (int i = 0; i < MAX_JOBS; i++)
-		n += jobs[i].live;
-	return n;
-}
-
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	size_t		i = 0;
 	int			steps = 0;
 
-	memset(jobs, 0, sizeof(jobs));
-	memset(subs, 0, sizeof(subs));
+		memset(subs, 0, sizeof(subs));
 	log_last = size > 0 ? data[i++] % 40 : 0;
 	while (i < size)
 	{
@@ -267,10 +183,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				feed_on_notify("s");
 				break;
 			case 2:				/* the database answers a read */
-				for (int k = 0; k < MAX_JOBS; k++)
-					if (jobs[(op + k) % MAX_JOBS].live)
+				for (int k = 0; k < FAKE_JOBS; k++)
+					if (fake_jobs[(op + k) % FAKE_JOBS].live)
 					{
-						complete(&jobs[(op + k) % MAX_JOBS]);
+						complete(&fake_jobs[(op + k) % FAKE_JOBS]);
 						break;
 					}
 				break;
@@ -300,13 +216,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			feed_sub_room(&subs[k].sub);
 		}
 	feed_on_notify("s");
-	while (pending() > 0)
+	while (fake_pending() > 0)
 	{
 		if (++steps > MAX_STEPS)
 			abort();			/* reads without end */
-		for (int k = 0; k < MAX_JOBS; k++)
-			if (jobs[k].live)
-				complete(&jobs[k]);
+		for (int k = 0; k < FAKE_JOBS; k++)
+			if (fake_jobs[k].live)
+				complete(&fake_jobs[k]);
 		check_feed();
 	}
 	for (int k = 0; k < MAX_SUBS; k++)
