@@ -138,6 +138,41 @@ fake_answer(EdgeJob *j, const char *sqlstate)
 	fake_clear();
 }
 
+/*
+ * The rows job j (STMT_EVENTS_READ or STMT_EVENTS_FOLLOW) gets from a log
+ * of `last` events, event(seq) giving each one's JSON: (seq, json) for a
+ * read; (last, seq, json) for a subscriber's read, which starts at
+ * least(after, last) and is one row (last, NULL, NULL) past the end.
+ */
+static void
+fake_events(EdgeJob *j, int64_t last, const char *(*event) (int64_t seq))
+{
+	bool		follow = j->stmt == STMT_EVENTS_FOLLOW;
+	int64_t		from = strtoll(j->params[1], NULL, 10);
+	int			limit = atoi(j->params[2]);
+	char		num[24];
+	char		lastnum[24];
+	int			n = 0;
+
+	snprintf(lastnum, sizeof(lastnum), "%lld", (long long) last);
+	if (follow && from > last)
+		from = last;
+	for (int64_t seq = from + 1; seq <= last && n < limit; seq++, n++)
+	{
+		snprintf(num, sizeof(num), "%lld", (long long) seq);
+		if (follow)
+			fake_set(n, 0, lastnum);
+		fake_set(n, follow ? 1 : 0, num);
+		fake_set(n, follow ? 2 : 1, event(seq));
+	}
+	if (follow && n == 0)
+	{
+		fake_set(0, 0, lastnum);
+		fake_set(0, 1, NULL);
+		fake_set(0, 2, NULL);
+	}
+}
+
 static int
 fake_pending(void)
 {
