@@ -692,6 +692,15 @@ main(int argc, char **argv)
 					}
 				if (x->sid[0] == '\0' && exit_code < 0)
 					die("the edge closed the connection's stream (%s)", curl_easy_strerror(m->data.result));
+				else if (x->sid[0] && exit_code < 0)
+				{
+					long		status = 0;
+
+					/* e.g. 429 at the tenant's stream limit: the next message reopens it */
+					curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+					fprintf(stderr, "nadi-acp: the stream of session %s ended (HTTP %ld, %s)\n",
+							x->sid, status, curl_easy_strerror(m->data.result));
+				}
 			}
 			xfer_free(x);
 		}

@@ -128,6 +128,26 @@ sub_fail(EdgeSub *s, const EdgeProblem *p)
 		s->ops->failed(s, p);
 }
 
+/*
+ * The feed's position moved past its LIVE subscribers (a catch-up read saw
+ * events before the feed's own read did, which will now skip them): they
+ * read the rest themselves.
+ */
+static void
+feed_behind(EdgeFeed *f, EdgeSub *except)
+{
+	f->busy++;
+	for (EdgeSub *x = f->subs; x; x = f->iter_next)
+	{
+		f->iter_next = x->next;
+		if (x != except && x->state == SUB_LIVE && x->cursor < f->last_seq)
+			sub_fetch(x);
+	}
+	f->iter_next = NULL;
+	f->busy--;
+	feed_maybe_free(f);
+}
+
 static void
 sub_fetch_done(void *arg, EdgeDbResult *r)
 {
@@ -196,7 +216,15 @@ sub_fetch_done(void *arg, EdgeDbResult *r)
 	}
 	/* the database's last seq, never the client's cursor, moves the feed */
 	if (f->last_seq < last)
+	{
+		int64_t		was = f->last_seq;
+
 		f->last_seq = last;
+		if (was >= 0)
+			feed_behind(f, s);
+	}
+	if (s->state == SUB_CLOSED)
+		return;
 	s->state = SUB_LIVE;
 	s->ops->caught_up(s);
 	if (s->state == SUB_CLOSED)
