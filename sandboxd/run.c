@@ -195,6 +195,7 @@ parse_result(const unsigned char *p, size_t len, struct sbx_result *res)
 	res->err_truncated = flags & PF_STDERR_TRUNCATED;
 	res->timed_out = flags & PF_TIMED_OUT;
 	res->exec_failed = flags & PF_EXEC_FAILED;
+	res->oom_killed = flags & PF_OOM_KILLED;
 	return 0;
 }
 
