@@ -7,6 +7,9 @@
  * every orphan, and after each call it kills whatever the call left behind,
  * so no process outlives the call that started it.  EOF on stdin means the
  * daemon wants the container gone (or died): kill everything and exit.
+ * Where no memory cgroup holds the container (rlimit mode, the request
+ * carries a memory limit), it also watches a call's resident memory and
+ * kills the call past the limit (PF_OOM_KILLED).
  *
  * With --proxy-relay it also runs the sandbox's one way out: a thread that
  * listens on 127.0.0.1:3128 and relays each connection to the credentials
@@ -838,12 +841,6 @@ main(int argc, char **argv)
 			fprintf(stderr, "nadi-sbx-init: ignoring unknown argument %s\n", argv[i]);
 	}
 	/*
-	 * With --read-only-root the root file system becomes read-only here,
-	 * after nspawn set up its mounts: the workspace, /tmp, the proxy
-	 * directory and the API file systems are mounts of their own and stay
-	 * as they are.
-	 */
-	/*
 	 * --workspace-mount: with a user namespace the daemon cannot bind the
 	 * workspace itself (its source lies below the idmapped root, and an
 	 * idmapped mount cannot be idmapped again), so it is made a mount of
@@ -854,6 +851,12 @@ main(int argc, char **argv)
 		perror("nadi-sbx-init: cannot bind /workspace");
 		return 1;
 	}
+	/*
+	 * With --read-only-root the root file system becomes read-only here,
+	 * after nspawn set up its mounts: the workspace, /tmp, the proxy
+	 * directory and the API file systems are mounts of their own and stay
+	 * as they are.
+	 */
 	if (read_only_root && mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0) {
 		perror("nadi-sbx-init: cannot make / read-only");
 		return 1;
