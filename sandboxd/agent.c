@@ -7,6 +7,9 @@
  * every orphan, and after each call it kills whatever the call left behind,
  * so no process outlives the call that started it.  EOF on stdin means the
  * daemon wants the container gone (or died): kill everything and exit.
+ * Where no memory cgroup holds the container (rlimit mode, the request
+ * carries a memory limit), it also watches a call's resident memory and
+ * kills the call past the limit (PF_OOM_KILLED).
  *
  * With --proxy-relay it also runs the sandbox's one way out: a thread that
  * listens on 127.0.0.1:3128 and relays each connection to the credentials
@@ -16,6 +19,7 @@
  *
  * Built statically so that it runs in any image, busybox included.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -44,6 +48,7 @@
 #include "proto.h"
 
 #define GRACE_MS 100 /* after the command exits, wait this long for its output */
+#define MEMWATCH_MS 10 /* rlimit mode: how often the call's memory is looked at */
 
 struct request {
 	char **argv;
@@ -70,6 +75,7 @@ struct exec_report {
 };
 
 static int sigfd = -1;
+static long peak_rss_kb;   /* largest ru_maxrss of the call's processes reaped so far */
 
 static uint64_t
 mono_ms(void)
@@ -123,6 +129,59 @@ write_full(int fd, const void *buf, size_t n)
 	return 0;
 }
 
+/* waitpid(-1) that remembers the largest peak RSS of what it reaps. */
+static pid_t
+reap_one(int *status, int options)
+{
+	struct rusage ru;
+	pid_t p = wait4(-1, status, options, &ru);
+
+	if (p > 0 && ru.ru_maxrss > peak_rss_kb)
+		peak_rss_kb = ru.ru_maxrss;
+	return p;
+}
+
+/*
+ * Resident memory of every process of the container but this init, in
+ * bytes (/proc lists the container's PID namespace only).
+ */
+static uint64_t
+rss_total(void)
+{
+	static long page;
+	uint64_t sum = 0;
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+
+	if (!page)
+		page = sysconf(_SC_PAGESIZE);
+	if (!d)
+		return 0;
+	while ((de = readdir(d))) {
+		char path[64], buf[128];
+		unsigned long size, resident;
+		long pid = strtol(de->d_name, NULL, 10);
+		int fd;
+		ssize_t n;
+
+		if (pid <= 1)
+			continue;
+		snprintf(path, sizeof path, "/proc/%ld/statm", pid);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		n = read(fd, buf, sizeof buf - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		if (sscanf(buf, "%lu %lu", &size, &resident) == 2)
+			sum += (uint64_t)resident * (uint64_t)page;
+	}
+	closedir(d);
+	return sum;
+}
+
 /*
  * Kill every process in the container except ourselves and reap them all.
  * kill(-1) from PID 1 reaches the whole PID namespace; it is repeated until
@@ -136,7 +195,7 @@ kill_all(pid_t main_pid, int *status, int *exited)
 		int st;
 
 		kill(-1, SIGKILL);
-		p = waitpid(-1, &st, 0);
+		p = reap_one(&st, 0);
 		if (p < 0) {
 			if (errno == EINTR)
 				continue;
@@ -158,7 +217,7 @@ reap(pid_t main_pid, int *status, int *exited)
 
 	while (read(sigfd, &si, sizeof si) == sizeof si)
 		;
-	while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+	while ((p = reap_one(&st, WNOHANG)) > 0)
 		if (p == main_pid && !*exited) {
 			*status = st;
 			*exited = 1;
@@ -234,7 +293,12 @@ child(const struct request *q, int in_fd, int out_fd, int err_fd, int report_fd)
 	rl.rlim_cur = rl.rlim_max = 0;
 	setrlimit(RLIMIT_CORE, &rl);
 	if (q->as) {
-		rl.rlim_cur = rl.rlim_max = q->as;
+		/*
+		 * rlimit mode: the call's memory_max is enforced by run()'s watch
+		 * on its total RSS; RLIMIT_AS at twice that is the backstop per
+		 * process (an allocation past it is refused, not killed).
+		 */
+		rl.rlim_cur = rl.rlim_max = q->as > UINT64_MAX / 2 ? RLIM_INFINITY : 2 * q->as;
 		if (setrlimit(RLIMIT_AS, &rl) < 0)
 			child_fail(report_fd, STAGE_LIMITS);
 	}
@@ -310,13 +374,14 @@ run(const struct request *q, struct pbuf *out)
 	int in[2] = {-1, -1}, o[2] = {-1, -1}, e[2] = {-1, -1}, rp[2] = {-1, -1};
 	struct stream so = {-1, NULL, 0, 0}, se = {-1, NULL, 0, 0};
 	struct exec_report report = {0, 0};
-	uint64_t t0 = mono_us(), deadline, grace = 0, flags = 0;
+	uint64_t t0 = mono_us(), deadline, grace = 0, flags = 0, next_watch = 0;
 	size_t in_off = 0;
-	int status = 0, exited = 0, timed_out = 0, rp_fd;
+	int status = 0, exited = 0, timed_out = 0, oom = 0, rp_fd;
 	pid_t pid;
 
 	reap(0, &status, &exited); /* drain stale SIGCHLD notifications */
 	exited = 0;
+	peak_rss_kb = 0;
 	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0 ||
 	    pipe2(rp, O_CLOEXEC) < 0) {
 		pbuf_add_str(out, PT_ERROR, "cannot create pipes");
@@ -364,7 +429,17 @@ run(const struct request *q, struct pbuf *out)
 		}
 		if (exited && now >= grace)
 			break;
+		/* rlimit mode: no memory cgroup; watch the call's resident memory instead. */
+		if (q->as && now >= next_watch) {
+			next_watch = now + MEMWATCH_MS;
+			if (rss_total() > q->as) {
+				oom = 1;
+				break;
+			}
+		}
 		until = exited ? grace : deadline;
+		if (q->as && until > next_watch)
+			until = next_watch;
 
 		pf[i_sig = n++] = (struct pollfd){sigfd, POLLIN, 0};
 		pf[i_ctl = n++] = (struct pollfd){0, 0, 0}; /* POLLHUP: the daemon went away */
@@ -433,6 +508,9 @@ run(const struct request *q, struct pbuf *out)
 	}
 	if (timed_out)
 		flags |= PF_TIMED_OUT;
+	/* Killed by the watch, or a process that went past memory_max before its allocation failed. */
+	if (q->as && (oom || (uint64_t)peak_rss_kb * 1024 > q->as))
+		flags |= PF_OOM_KILLED;
 	if (so.truncated)
 		flags |= PF_STDOUT_TRUNCATED;
 	if (se.truncated)
@@ -763,12 +841,6 @@ main(int argc, char **argv)
 			fprintf(stderr, "nadi-sbx-init: ignoring unknown argument %s\n", argv[i]);
 	}
 	/*
-	 * With --read-only-root the root file system becomes read-only here,
-	 * after nspawn set up its mounts: the workspace, /tmp, the proxy
-	 * directory and the API file systems are mounts of their own and stay
-	 * as they are.
-	 */
-	/*
 	 * --workspace-mount: with a user namespace the daemon cannot bind the
 	 * workspace itself (its source lies below the idmapped root, and an
 	 * idmapped mount cannot be idmapped again), so it is made a mount of
@@ -779,6 +851,12 @@ main(int argc, char **argv)
 		perror("nadi-sbx-init: cannot bind /workspace");
 		return 1;
 	}
+	/*
+	 * With --read-only-root the root file system becomes read-only here,
+	 * after nspawn set up its mounts: the workspace, /tmp, the proxy
+	 * directory and the API file systems are mounts of their own and stay
+	 * as they are.
+	 */
 	if (read_only_root && mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0) {
 		perror("nadi-sbx-init: cannot make / read-only");
 		return 1;

@@ -2,7 +2,8 @@
  * limits.c — per-sandbox memory and process limits (see limits.h).  Control
  * groups contain a whole container (nspawn, its init and every tool process)
  * and survive fork bombs; rlimits are the fallback where no cgroup is
- * writable, and they only bind a non-root sandbox user.
+ * writable: RLIMIT_NPROC counts per user namespace, so it is per sandbox
+ * with private_users (each sandbox has a host uid range of its own).
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -257,10 +258,12 @@ chosen:
 		log_notice("limits: cgroup v1 below %s and %s (memory.limit_in_bytes, pids.max)", v1_mem, v1_pids);
 		break;
 	default:
-		log_notice("limits: no writable cgroup; per-process rlimits (RLIMIT_AS, RLIMIT_NPROC)");
-		if (cfg.run_uid == 0)
-			log_warning("run_user is root: RLIMIT_NPROC does not bind root, so only the wall-time "
-				    "limit stops a fork bomb");
+		log_notice("limits: no writable cgroup; per-process rlimits (RLIMIT_AS, RLIMIT_NPROC) and the "
+			   "init's memory watch");
+		if (!cfg.private_users)
+			log_warning("private_users is off: RLIMIT_NPROC counts the run user's processes of every "
+				    "sandbox together, so a fork bomb in one sandbox stops the others from forking%s",
+				    cfg.run_uid == 0 ? " (and it does not bind root at all)" : "");
 		break;
 	}
 	return 0;

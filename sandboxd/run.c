@@ -195,6 +195,7 @@ parse_result(const unsigned char *p, size_t len, struct sbx_result *res)
 	res->err_truncated = flags & PF_STDERR_TRUNCATED;
 	res->timed_out = flags & PF_TIMED_OUT;
 	res->exec_failed = flags & PF_EXEC_FAILED;
+	res->oom_killed = flags & PF_OOM_KILLED;
 	return 0;
 }
 
@@ -237,7 +238,11 @@ handle_frame(struct sbx_sandbox *sb, const unsigned char *payload, size_t len)
 		return; /* finished when the container is gone */
 	}
 	ev_timer_cancel(&ct->timer);
-	c->res.oom_killed = limits_oom_kills(sb->id) > ct->oom_before;
+	c->res.oom_killed |= limits_oom_kills(sb->id) > ct->oom_before;
+	if (c->res.oom_killed && !c->res.error)
+		c->res.error = xasprintf("the call ran out of memory: the sandbox's memory limit (%llu MiB) was reached "
+					 "and a process of the call was killed",
+					 (unsigned long long)(cfg.memory_max >> 20));
 	sb->current = NULL;
 	ct->state = CT_IDLE;
 	sb->last_used_ms = now_ms();

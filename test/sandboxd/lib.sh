@@ -41,13 +41,15 @@ sbx_setup() {
 
 # sbx_start [FLAGS...]: start the daemon (SBX_BIN) on a port the kernel
 # picks and wait until it serves; SBX_PORT is that port.
+# SBX_DISK_MAX (default 40M) is its disk_max; empty: the daemon's default.
 sbx_start() {
+	local disk=${SBX_DISK_MAX-40M}
 	rm -f "$T/sbx.ready"
 	"$SBX_BIN" --state-dir="$T/state" --image-dir="$T/images" --token-file="$T/token" \
 		--listen-tcp=127.0.0.1:0 --ready-file="$T/sbx.ready" --listen-unix="$T/sbx.sock" --agent-path="$SBX_INIT" \
 		--loop-size=2G --memory-max=64M --pids-max=32 --call-timeout=10s --output-limit=64K \
 		--fsize-max=8M --max-request-bytes=256K --max-file-bytes=1M --idle-timeout=30s \
-		--tmp-size=16M --disk-max=40M "$@" >>"$T/daemon.log" 2>&1 &
+		--tmp-size=16M ${disk:+"--disk-max=$disk"} "$@" >>"$T/daemon.log" 2>&1 &
 	SBX_PID=$!
 	# start-up imports images first: a large one takes a while (SBX_START_WAIT seconds)
 	SBX_PORT=$(wait_ready "$T/sbx.ready" "$SBX_PID" "${SBX_START_WAIT:-60}") && return 0
