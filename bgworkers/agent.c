@@ -358,6 +358,8 @@ tools_fetch(CellSession *s, ToolsCache *c, char *err, size_t errlen)
 	if (r < 0)
 		return r == -EINTR ? r : -EAGAIN;
 	list = json_object_get(resp, "tools");
+	if (status == 401)
+		s->sandboxd_token.renew_at = 0;	/* a new token next time */
 	if (status != 200 || !json_is_array(list))
 	{
 		snprintf(err, errlen, "sandbox host answered HTTP %ld to GET /v1/tools, without a list of tools", status);
@@ -611,8 +613,11 @@ agent_tool(CellSession *s, const char *name, json_t *info, json_t *args, json_t 
 		json_decref(resp);
 		return -EAGAIN;
 	}
-	if (status >= 500)
+	if (status >= 500 || status == 401)
 	{
+		/* 401: refused before anything ran; the next attempt mints a new token */
+		if (status == 401)
+			s->sandboxd_token.renew_at = 0;
 		snprintf(err, errlen, "sandbox host answered HTTP %ld", status);
 		json_decref(resp);
 		return -EAGAIN;
