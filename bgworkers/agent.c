@@ -664,6 +664,27 @@ tool_content(json_t *result)
  * good).  One without side effects is tried again, and the tool.error says
  * the outcome was unknown.
  */
+/*
+ * Did an earlier attempt of this command stop in the middle of a tool call
+ * (a tool.call on record, with no tool.result or tool.error after it)?  The
+ * cell that made it died, or lost its lease, while the call was out.
+ */
+static bool
+agent_call_cut_short(CellSession *s, int64 cmd)
+{
+	const char *args[2] = {s->id_text, int64_text(cmd)};
+	StoreResult r;
+	bool		yes;
+
+	agent_flush(s);				/* this attempt's own events count too */
+	r = store_exec("SELECT kind FROM nadi.events WHERE session_id = $1::uuid AND command_id = $2::bigint "
+				   "AND kind IN ('tool.call', 'tool.result', 'tool.error') ORDER BY seq DESC LIMIT 1", 2, args);
+	yes = r.sqlerrcode == 0 &&
+		strcmp(json_string_value(json_object_get(json_array_get(r.rows, 0), "kind")) ?: "", "tool.call") == 0;
+	store_result_free(&r);
+	return yes;
+}
+
 static int
 agent_call_args(CellSession *s, int64 cmd, const char *name, json_t *info, json_t *args, json_t **result)
 {
@@ -671,6 +692,19 @@ agent_call_args(CellSession *s, int64 cmd, const char *name, json_t *info, json_
 	int			r;
 	json_t	   *ev;
 
+	/* a call that may have run when its cell went away is not made again blindly */
+	if (tool_has_side_effects(info) && agent_call_cut_short(s, cmd))
+	{
+		*result = json_pack("{s:b, s:s, s:{s:s, s:s}}", "ok", 0, "outcome", "unknown", "error",
+							"code", "outcome_unknown", "message",
+							"an earlier attempt made this call and stopped before its answer came: it may or may "
+							"not have run, and is not tried again because the tool may have side effects");
+		ev = json_deep_copy(*result);
+		json_object_set_new(ev, "name", json_string(name));
+		r = agent_event(s, cmd, "tool.result", ev) ? 1 : -1;
+		json_decref(ev);
+		return r;
+	}
 	ev = json_pack("{s:s, s:O}", "name", name, "args", args);
 	if (!agent_event(s, cmd, "tool.call", ev))
 	{

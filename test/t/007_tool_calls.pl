@@ -8,9 +8,9 @@
 #     (nadi.sandboxd_token), never the cluster-wide nadi.sandboxd_token
 #   - a call that hits its limit is answered once (timed_out), not retried;
 #     oom_killed comes through to the command's error
-#   - a call sent but not answered: its outcome is unknown; a tool with side
-#     effects is not run again, one without is; a call that could not
-#     connect is retried
+#   - a call sent but not answered, or cut short by the cell going away: its
+#     outcome is unknown; a tool with side effects is not run again, one
+#     without is; a call that could not connect is retried
 use strict;
 use warnings;
 use lib "$ENV{TESTDIR}/test/perl";
@@ -77,8 +77,8 @@ nadi.sandboxd_url = 'http://127.0.0.1:$port'
 nadi.sandboxd_token = 'cluster-wide-secret'
 nadi.tool_timeout = '500ms'
 nadi.lease_ttl = '3s'
-nadi.retry_backoff_base = '100ms'
-nadi.max_attempts = 4
+nadi.retry_backoff_base = '200ms'
+nadi.max_attempts = 10
 nadi.proxy_tokens = off
 });
 $node->start;
@@ -225,7 +225,27 @@ is(q1("SELECT attempts FROM nadi.command_inbox WHERE command_id = $c"), '2', 'on
 is(q1("SELECT (payload->>'code') || ' ' || (payload->>'outcome') FROM nadi.events WHERE command_id = $c AND kind = 'tool.error'"),
 	'outcome_unknown unknown', 'the first attempt\'s tool.error says its outcome was unknown');
 
+# ---- the cell goes away while exec is out: not run again by the next one ------------
+$c = enqueue($sid, 'tool', '{"name": "exec", "args": {"argv": ["sleep", "cut-short"]}}');
+my $sent = 0;
+for (1 .. 600)
+{
+	last if ($sent = tool_posts('cut-short')) > 0;
+	select(undef, undef, undef, 0.1);
+}
+is($sent, 1, 'exec is out');
+q1("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'nadi cell'");
+ok(wait_status($c, 'dead'), 'the next cell to take the command ends it');
+is(q1("SELECT (attempts > 1) || ' ' || (last_error->>'code') FROM nadi.command_inbox WHERE command_id = $c"),
+	'true outcome_unknown', 'on a later attempt, for good: the outcome of the cut-short call is unknown');
+is(q1("SELECT (payload->>'outcome') FROM nadi.events WHERE command_id = $c AND kind = 'tool.result'"),
+	'unknown', 'a tool.result says so');
+is(tool_posts('cut-short'), 1, 'exec was sent once, never again');
+
 # ---- could not connect: tried again -------------------------------------------------
+# (the cell that took over knows the host's tools once it has made a call)
+$c = enqueue($sid, 'tool', '{"name": "echo", "args": {"text": "warm"}}');
+ok(wait_status($c, 'completed'), 'the cell that took over runs tools');
 NadiProvider::stop($pid);
 $pid = undef;
 $c = enqueue($sid, 'tool', '{"name": "echo", "args": {"text": "refused"}}');
