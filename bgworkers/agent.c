@@ -131,16 +131,24 @@ agent_complete(CellSession *s, int64 cmd, json_t *result)
 	return agent_complete_with(s, cmd, result, NULL, NULL);
 }
 
+/* Fail a command with an error object ({code, message, ...}). */
 static void
-agent_fail(CellSession *s, int64 cmd, const char *code, const char *message, bool retryable)
+agent_fail_with(CellSession *s, int64 cmd, json_t *error, bool retryable)
 {
-	json_t	   *e = json_pack("{s:s, s:s}", "code", code, "message", message);
-	char	   *p = json_text(e);
+	char	   *p = json_text(error);
 	const char *args[5] = {s->id_text, int64_text(cmd), int64_text(s->epoch), p, retryable ? "true" : "false"};
 
 	agent_write(s, "SELECT status FROM nadi.command_fail($1::uuid, $2::bigint, $3::bigint, $4::jsonb, $5::boolean)",
 				5, args);
 	free(p);
+}
+
+static void
+agent_fail(CellSession *s, int64 cmd, const char *code, const char *message, bool retryable)
+{
+	json_t	   *e = json_pack("{s:s, s:s}", "code", code, "message", message);
+
+	agent_fail_with(s, cmd, e, retryable);
 	json_decref(e);
 }
 
@@ -199,25 +207,39 @@ abort_requested(void)
 }
 
 /*
- * A token for the credentials proxy, minted in Postgres: the session's model
- * token, or the token of its sandbox.  Tokens live 15 minutes and are minted
- * again after half of that, so a busy session mints a few an hour, not one
- * per call.  NULL (err says why) when none can be minted; a failure is
- * logged once and tried again after PROXY_TOKEN_RETRY_US.
+ * A token minted in Postgres: the session's model token or the token of its
+ * sandbox for the credentials proxy, or the session's token for its sandbox
+ * host.  Tokens live 15 minutes and are minted again after half of that, so
+ * a busy session mints a few an hour, not one per call.  NULL (err says why)
+ * when none can be minted; a failure is logged once and tried again after
+ * PROXY_TOKEN_RETRY_US.
  */
 #define PROXY_TOKEN_RENEW_US	(450 * USECS_PER_SEC)
 #define PROXY_TOKEN_RETRY_US	(30 * USECS_PER_SEC)
 
-static const char *
-agent_proxy_token(CellSession *s, bool model, char *err, size_t errlen)
+typedef enum TokenKind
 {
-	ProxyToken *t = model ? &s->model_token : &s->sandbox_token;
+	TOKEN_MODEL,				/* nadi.model_token: model calls, via the proxy */
+	TOKEN_SANDBOX,				/* nadi.sandbox_token: the tools' egress, via the proxy */
+	TOKEN_SANDBOXD				/* nadi.sandboxd_token: every call to the sandbox host */
+} TokenKind;
+
+static const char *
+agent_token(CellSession *s, TokenKind kind, char *err, size_t errlen)
+{
+	static const char *const what[] = {
+		[TOKEN_MODEL] = "a model token for the credentials proxy",
+		[TOKEN_SANDBOX] = "a sandbox token for the credentials proxy",
+		[TOKEN_SANDBOXD] = "a session token for the sandbox host",
+	};
+	ProxyToken *t = kind == TOKEN_MODEL ? &s->model_token
+		: kind == TOKEN_SANDBOX ? &s->sandbox_token : &s->sandboxd_token;
 	TimestampTz now = GetCurrentTimestamp();
 	const char *args[2] = {s->id_text, s->sandbox_id};
 	StoreResult r;
 	const char *tok;
 
-	if (now < t->renew_at && (model || strcmp(t->sandbox_id, s->sandbox_id) == 0))
+	if (now < t->renew_at && (kind != TOKEN_SANDBOX || strcmp(t->sandbox_id, s->sandbox_id) == 0))
 	{
 		if (t->token[0])
 			return t->token;
@@ -226,13 +248,17 @@ agent_proxy_token(CellSession *s, bool model, char *err, size_t errlen)
 	}
 	t->token[0] = '\0';
 	strlcpy(t->sandbox_id, s->sandbox_id, sizeof(t->sandbox_id));
-	r = model ? store_exec("SELECT nadi.model_token($1::uuid) AS token", 1, args)
-		: store_exec("SELECT nadi.sandbox_token($1::uuid, $2) AS token", 2, args);
+	if (kind == TOKEN_MODEL)
+		r = store_exec("SELECT nadi.model_token($1::uuid) AS token", 1, args);
+	else if (kind == TOKEN_SANDBOX)
+		r = store_exec("SELECT nadi.sandbox_token($1::uuid, $2) AS token", 2, args);
+	else
+		r = store_exec("SELECT nadi.sandboxd_token($1::uuid) AS token", 1, args);
 	tok = json_string_value(json_object_get(json_array_get(r.rows, 0), "token"));
 	if (r.sqlerrcode != 0 || tok == NULL || strlen(tok) >= sizeof(t->token))
 	{
-		snprintf(t->error, sizeof(t->error), "cannot mint a %s token for the credentials proxy: %s",
-				 model ? "model" : "sandbox", r.sqlerrcode ? r.message : "no usable token");
+		snprintf(t->error, sizeof(t->error), "cannot mint %s: %s",
+				 what[kind], r.sqlerrcode ? r.message : "no usable token");
 		ereport(LOG, (errmsg("nadi cell: session %s: %s", s->id_text, t->error)));
 		strlcpy(err, t->error, errlen);
 		t->renew_at = now + PROXY_TOKEN_RETRY_US;
@@ -247,35 +273,289 @@ agent_proxy_token(CellSession *s, bool model, char *err, size_t errlen)
 }
 
 /*
+ * Tool names are identifiers, ^[a-z][a-z0-9_]{0,63}$, as at enqueue: checked
+ * again here before anything else looks at a name (the approval policy, a
+ * URL), since a model's tool calls never went through enqueue.
+ */
+#define TOOL_NAME_MAX	64
+
+static bool
+tool_name_valid(const char *name)
+{
+	size_t		n;
+
+	if (name == NULL || name[0] < 'a' || name[0] > 'z')
+		return false;
+	n = strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_");
+	return name[n] == '\0' && n <= TOOL_NAME_MAX;
+}
+
+/*
+ * The tools each sandbox host offers (GET /v1/tools), cached per URL in this
+ * worker.  A name not in the list refreshes it, at most every
+ * TOOLS_REFRESH_US; a list older than TOOLS_MAX_AGE_US is refreshed on the
+ * next use.  An entry is what the host said of the tool: timeout_ms (the
+ * limit it enforces when a call names none), side_effects; {} for a host
+ * that lists bare names.
+ */
+#define TOOLS_CACHE_SLOTS	8
+#define TOOLS_REFRESH_US	(5 * USECS_PER_SEC)
+#define TOOLS_MAX_AGE_US	(300 * USECS_PER_SEC)
+
+typedef struct ToolsCache
+{
+	char		url[256];
+	json_t	   *tools;			/* name → entry, or NULL before the first list */
+	TimestampTz fetched_at;		/* the list's age */
+	TimestampTz tried_at;		/* the last attempt, good or bad */
+	char		error[256];		/* why the last attempt failed */
+} ToolsCache;
+
+static ToolsCache tools_cache[TOOLS_CACHE_SLOTS];
+
+static ToolsCache *
+tools_slot(const char *base)
+{
+	ToolsCache *oldest = &tools_cache[0];
+
+	for (int i = 0; i < TOOLS_CACHE_SLOTS; i++)
+	{
+		ToolsCache *c = &tools_cache[i];
+
+		if (strcmp(c->url, base) == 0)
+			return c;
+		if (c->url[0] == '\0' || (oldest->url[0] != '\0' && c->tried_at < oldest->tried_at))
+			oldest = c;
+	}
+	json_decref(oldest->tools);
+	memset(oldest, 0, sizeof(*oldest));
+	strlcpy(oldest->url, base, sizeof(oldest->url));
+	return oldest;
+}
+
+/* GET <base>/v1/tools into c.  0, or -EAGAIN / -EINTR (err says why). */
+static int
+tools_fetch(CellSession *s, ToolsCache *c, char *err, size_t errlen)
+{
+	char		url[1024];
+	const char *token;
+	json_t	   *resp = NULL;
+	json_t	   *list;
+	json_t	   *tools;
+	json_t	   *v;
+	long		status = 0;
+	size_t		i;
+	int			r;
+
+	c->tried_at = GetCurrentTimestamp();
+	if ((token = agent_token(s, TOKEN_SANDBOXD, err, errlen)) == NULL)
+		return -EAGAIN;
+	snprintf(url, sizeof(url), "%s/v1/tools", c->url);
+	agent_flush(s);				/* slow: what was written so far is committed first */
+	r = http_json("GET", url, token, NULL, nadi_tool_timeout_ms, 1 << 20,
+				  abort_requested, &status, &resp, err, errlen);
+	CHECK_FOR_INTERRUPTS();
+	if (r < 0)
+		return r == -EINTR ? r : -EAGAIN;
+	list = json_object_get(resp, "tools");
+	if (status == 401)
+		s->sandboxd_token.renew_at = 0;	/* a new token next time */
+	if (status != 200 || !json_is_array(list))
+	{
+		snprintf(err, errlen, "sandbox host answered HTTP %ld to GET /v1/tools, without a list of tools", status);
+		json_decref(resp);
+		return -EAGAIN;
+	}
+	tools = http_json_object();
+	json_array_foreach(list, i, v)
+	{
+		const char *name = json_is_string(v) ? json_string_value(v)
+			: json_string_value(json_object_get(v, "name"));
+
+		/* a name no call can use is not kept */
+		if (tool_name_valid(name))
+			json_object_set_new(tools, name, json_is_object(v) ? json_deep_copy(v) : http_json_object());
+	}
+	json_decref(resp);
+	json_decref(c->tools);
+	c->tools = tools;
+	c->fetched_at = c->tried_at;
+	return 0;
+}
+
+/* A tool.error event.  Returns false if the lease moved on. */
+static bool
+agent_tool_error(CellSession *s, int64 cmd, json_t *name_j, const char *code, const char *message)
+{
+	json_t	   *ev = json_pack("{s:O, s:s, s:s}", "name", name_j ? name_j : json_null(),
+							   "code", code, "message", message);
+	bool		ok = agent_event(s, cmd, "tool.error", ev);
+
+	json_decref(ev);
+	return ok;
+}
+
+typedef enum ToolCheck
+{
+	TOOL_OFFERED,				/* go on: *info is the host's entry */
+	TOOL_REJECTED,				/* not a name, or not a tool the host offers */
+	TOOL_UNKNOWABLE,			/* the host's list could not be had: retry */
+	TOOL_LOST					/* the lease is gone */
+} ToolCheck;
+
+/*
+ * Check a tool call's name before anything else is done with it (the
+ * approval policy, the call): an identifier naming a tool the session's
+ * sandbox host offers.  TOOL_OFFERED sets *info (a new reference);
+ * otherwise *code and err say why, nothing was sent to the tools' routes,
+ * and for TOOL_REJECTED a tool.error is on record.
+ */
+static ToolCheck
+agent_tool_check(CellSession *s, int64 cmd, json_t *name_j, json_t **info,
+				 const char **code, char *err, size_t errlen)
+{
+	const char *name = json_string_value(name_j);
+	const char *base = s->sandbox_url[0] ? s->sandbox_url : nadi_sandboxd_url;
+	TimestampTz now = GetCurrentTimestamp();
+	ToolsCache *c;
+	json_t	   *entry = NULL;
+	ToolCheck	res;
+
+	*info = NULL;
+	if (!tool_name_valid(name))
+	{
+		*code = "invalid_tool_name";
+		snprintf(err, errlen, "a tool name is a lowercase identifier of at most %d characters "
+				 "(^[a-z][a-z0-9_]{0,63}$)", TOOL_NAME_MAX);
+		res = TOOL_REJECTED;
+	}
+	else if (strlen(base) >= sizeof(c->url))
+	{
+		*code = "sandbox_unavailable";
+		snprintf(err, errlen, "the sandbox host's URL is longer than %zu bytes", sizeof(c->url) - 1);
+		res = TOOL_UNKNOWABLE;
+	}
+	else
+	{
+		c = tools_slot(base);
+		if (c->tools)
+			entry = json_object_get(c->tools, name);
+		if ((entry == NULL || now - c->fetched_at >= TOOLS_MAX_AGE_US) &&
+			(c->tried_at == 0 || now - c->tried_at >= TOOLS_REFRESH_US))
+		{
+			if (tools_fetch(s, c, err, errlen) < 0)
+				strlcpy(c->error, err, sizeof(c->error));
+			/* a stale list still answers while the host cannot be asked */
+			entry = c->tools ? json_object_get(c->tools, name) : NULL;
+		}
+		if (entry)
+		{
+			*info = json_incref(entry);
+			return TOOL_OFFERED;
+		}
+		if (c->tools == NULL)
+		{
+			*code = "sandbox_unavailable";
+			snprintf(err, errlen, "cannot list the sandbox host's tools: %s", c->error);
+			res = TOOL_UNKNOWABLE;
+		}
+		else
+		{
+			*code = "unknown_tool";
+			snprintf(err, errlen, "the sandbox host offers no tool \"%s\"", name);
+			res = TOOL_REJECTED;
+		}
+	}
+	if (res == TOOL_REJECTED && !agent_tool_error(s, cmd, name_j, *code, err))
+		res = TOOL_LOST;
+	return res;
+}
+
+/*
+ * How long to wait for a tool call's answer: the call's own limit (its
+ * "timeout_ms", or "timeout" in seconds, as exec and git_clone take them;
+ * else the limit the host listed for the tool; else nadi.tool_timeout) plus
+ * TOOL_MARGIN_MS for the host to answer once the limit hit, and never less
+ * than nadi.tool_timeout.  A call that hits its limit is then answered by
+ * the host (timed_out), not given up by the cell.
+ */
+#define TOOL_MARGIN_MS		10000
+#define TOOL_LIMIT_MAX_MS	(24 * 3600 * 1000L)
+
+static long
+tool_wait_ms(json_t *info, json_t *args)
+{
+	json_t	   *ms = json_object_get(args, "timeout_ms");
+	json_t	   *sec = json_object_get(args, "timeout");
+	json_t	   *listed = json_object_get(info, "timeout_ms");
+	long		limit = nadi_tool_timeout_ms;
+
+	if (json_is_integer(ms) && json_integer_value(ms) > 0)
+		limit = Min(json_integer_value(ms), TOOL_LIMIT_MAX_MS);
+	else if (json_is_integer(sec) && json_integer_value(sec) > 0)
+		limit = Min(json_integer_value(sec), TOOL_LIMIT_MAX_MS / 1000) * 1000;
+	else if (json_is_integer(listed) && json_integer_value(listed) > 0)
+		limit = Min(json_integer_value(listed), TOOL_LIMIT_MAX_MS);
+	return Max((long) nadi_tool_timeout_ms, limit + TOOL_MARGIN_MS);
+}
+
+/* May the tool change anything?  Unless its host says it does not, yes. */
+static bool
+tool_has_side_effects(json_t *info)
+{
+	return !json_is_false(json_object_get(info, "side_effects"));
+}
+
+/*
  * Run a tool on the session's sandbox host.  Returns 0 and sets *result
- * ({ok, result, ...}); -EAGAIN when the sandbox host could not be reached
- * (the command should be retried); another negative errno for a call the
- * sandbox refused (err says why).
+ * ({ok, result, ...}); -EAGAIN when the call did not reach the sandbox host
+ * (or it could not take it: the command should be retried); -ETIMEDOUT when
+ * the call was sent and no usable answer came (it may have run: its outcome
+ * is unknown); -EINTR when the worker is stopping; another negative errno
+ * for a call the sandbox refused (err says why).
  */
 static int
-agent_tool(CellSession *s, const char *name, json_t *args, json_t **result, char *err, size_t errlen)
+agent_tool(CellSession *s, const char *name, json_t *info, json_t *args, json_t **result,
+		   char *err, size_t errlen)
 {
 	const char *base = s->sandbox_url[0] ? s->sandbox_url : nadi_sandboxd_url;
+	const char *token;
 	char		url[1024];
+	char	   *sandbox;
+	char	   *tool;
 	json_t	   *resp = NULL;
 	long		status = 0;
 	int			r;
 
 	*result = NULL;
+	if ((token = agent_token(s, TOKEN_SANDBOXD, err, errlen)) == NULL)
+		return -EAGAIN;
 	if (s->sandbox_id[0] == '\0')
 	{
 		json_t	   *req = json_pack("{s:s, s:s}", "session_id", s->id_text, "image", nadi_sandbox_image);
+		const char *id;
 
 		snprintf(url, sizeof(url), "%s/v1/sandboxes", base);
-		r = http_json("POST", url, nadi_sandboxd_token, req, nadi_tool_timeout_ms, 1 << 20,
+		r = http_json("POST", url, token, req, nadi_tool_timeout_ms, 1 << 20,
 					  abort_requested, &status, &resp, err, errlen);
 		json_decref(req);
 		CHECK_FOR_INTERRUPTS();
 		if (r < 0)
 			return r == -EINTR ? r : -EAGAIN;
-		if ((status == 200 || status == 201 || status == 409) &&
-			json_is_string(json_object_get(resp, "id")))
-			strlcpy(s->sandbox_id, json_string_value(json_object_get(resp, "id")), sizeof(s->sandbox_id));
+		id = json_string_value(json_object_get(resp, "id"));
+		if ((status == 200 || status == 201 || status == 409) && id)
+		{
+			/* a path component: 1 to 64 of [A-Za-z0-9_-], as sandboxd assigns them */
+			if (id[0] == '\0' || strlen(id) > 64 ||
+				id[strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")] != '\0')
+			{
+				snprintf(err, errlen, "sandbox host answered with an unusable sandbox id "
+						 "(sandbox ids are 1 to 64 letters, digits, \"_\" and \"-\")");
+				json_decref(resp);
+				return -EPROTO;
+			}
+			strlcpy(s->sandbox_id, id, sizeof(s->sandbox_id));
+		}
 		else if (status == 409)
 			strlcpy(s->sandbox_id, s->id_text, sizeof(s->sandbox_id));
 		else
@@ -288,7 +568,16 @@ agent_tool(CellSession *s, const char *name, json_t *args, json_t **result, char
 		resp = NULL;
 	}
 
-	snprintf(url, sizeof(url), "%s/v1/sandboxes/%s/tools/%s", base, s->sandbox_id, name);
+	sandbox = http_escape(s->sandbox_id);
+	tool = http_escape(name);
+	r = sandbox && tool ? snprintf(url, sizeof(url), "%s/v1/sandboxes/%s/tools/%s", base, sandbox, tool) : -1;
+	free(sandbox);
+	free(tool);
+	if (r < 0 || r >= (int) sizeof(url))
+	{
+		snprintf(err, errlen, "cannot build the tool call's URL");
+		return -EPROTO;
+	}
 	{
 		json_t	   *req = json_pack("{s:O}", "args", args);
 
@@ -296,20 +585,24 @@ agent_tool(CellSession *s, const char *name, json_t *args, json_t **result, char
 		if (nadi_proxy_tokens)
 		{
 			char		why[512];
-			const char *tok = agent_proxy_token(s, false, why, sizeof(why));
+			const char *tok = agent_token(s, TOKEN_SANDBOX, why, sizeof(why));
 
 			/* without one the tool runs all the same, with no way out */
 			if (tok)
 				json_object_set_new(req, "proxy_token", json_string(tok));
 		}
 
-		r = http_json("POST", url, nadi_sandboxd_token, req, nadi_tool_timeout_ms, 4 << 20,
+		r = http_json("POST", url, token, req, tool_wait_ms(info, args), 4 << 20,
 					  abort_requested, &status, &resp, err, errlen);
 		json_decref(req);
 	}
 	CHECK_FOR_INTERRUPTS();
+	if (r == -EINTR)
+		return r;
+	if (r == -ETIMEDOUT || r == -EIO || r == -EMSGSIZE)
+		return -ETIMEDOUT;		/* sent: it may have run */
 	if (r < 0)
-		return r == -EINTR ? r : -EAGAIN;
+		return -EAGAIN;			/* it never reached the host */
 	if (status == 404 && json_is_object(resp) &&
 		json_is_string(json_object_get(resp, "code")) &&
 		strcmp(json_string_value(json_object_get(resp, "code")), "sandbox_not_found") == 0)
@@ -320,11 +613,19 @@ agent_tool(CellSession *s, const char *name, json_t *args, json_t **result, char
 		json_decref(resp);
 		return -EAGAIN;
 	}
-	if (status >= 500 || resp == NULL)
+	if (status >= 500 || status == 401)
 	{
+		/* 401: refused before anything ran; the next attempt mints a new token */
+		if (status == 401)
+			s->sandboxd_token.renew_at = 0;
 		snprintf(err, errlen, "sandbox host answered HTTP %ld", status);
 		json_decref(resp);
 		return -EAGAIN;
+	}
+	if (resp == NULL)
+	{
+		snprintf(err, errlen, "sandbox host answered HTTP %ld without a JSON body", status);
+		return status >= 400 ? -EPROTO : -ETIMEDOUT;
 	}
 	if (status >= 400)
 	{
@@ -353,17 +654,57 @@ tool_content(json_t *result)
 }
 
 /*
- * Call a tool and record tool.call / tool.result.  Returns 1 when the result
- * is in, 0 when the command was failed (already recorded), -1 when the
- * lease is gone.
+ * Call a tool (its name checked by agent_tool_check) and record tool.call /
+ * tool.result.  Returns 1 when the result is in, 0 when the command was
+ * failed (already recorded), -1 when the lease is gone.
+ *
+ * A call that was sent but got no answer may have run.  A tool that may
+ * have side effects is not run again blindly: its tool.result says
+ * "outcome": "unknown" (the model sees it; a direct tool command fails for
+ * good).  One without side effects is tried again, and the tool.error says
+ * the outcome was unknown.
  */
+/*
+ * Did an earlier attempt of this command stop in the middle of a tool call
+ * (a tool.call on record, with no tool.result or tool.error after it)?  The
+ * cell that made it died, or lost its lease, while the call was out.
+ */
+static bool
+agent_call_cut_short(CellSession *s, int64 cmd)
+{
+	const char *args[2] = {s->id_text, int64_text(cmd)};
+	StoreResult r;
+	bool		yes;
+
+	agent_flush(s);				/* this attempt's own events count too */
+	r = store_exec("SELECT kind FROM nadi.events WHERE session_id = $1::uuid AND command_id = $2::bigint "
+				   "AND kind IN ('tool.call', 'tool.result', 'tool.error') ORDER BY seq DESC LIMIT 1", 2, args);
+	yes = r.sqlerrcode == 0 &&
+		strcmp(json_string_value(json_object_get(json_array_get(r.rows, 0), "kind")) ?: "", "tool.call") == 0;
+	store_result_free(&r);
+	return yes;
+}
+
 static int
-agent_call(CellSession *s, int64 cmd, const char *name, json_t *args, json_t **result)
+agent_call_args(CellSession *s, int64 cmd, const char *name, json_t *info, json_t *args, json_t **result)
 {
 	char		err[512] = "";
 	int			r;
 	json_t	   *ev;
 
+	/* a call that may have run when its cell went away is not made again blindly */
+	if (tool_has_side_effects(info) && agent_call_cut_short(s, cmd))
+	{
+		*result = json_pack("{s:b, s:s, s:{s:s, s:s}}", "ok", 0, "outcome", "unknown", "error",
+							"code", "outcome_unknown", "message",
+							"an earlier attempt made this call and stopped before its answer came: it may or may "
+							"not have run, and is not tried again because the tool may have side effects");
+		ev = json_deep_copy(*result);
+		json_object_set_new(ev, "name", json_string(name));
+		r = agent_event(s, cmd, "tool.result", ev) ? 1 : -1;
+		json_decref(ev);
+		return r;
+	}
 	ev = json_pack("{s:s, s:O}", "name", name, "args", args);
 	if (!agent_event(s, cmd, "tool.call", ev))
 	{
@@ -376,10 +717,18 @@ agent_call(CellSession *s, int64 cmd, const char *name, json_t *args, json_t **r
 	if (s->epoch < 0)
 		return -1;
 
-	r = agent_tool(s, name, args, result, err, sizeof(err));
-	if (r == -EAGAIN || r == -EINTR)
+	r = agent_tool(s, name, info, args, result, err, sizeof(err));
+	if (r == -ETIMEDOUT && tool_has_side_effects(info))
+		*result = json_pack("{s:b, s:s, s:{s:s, s:s}}", "ok", 0, "outcome", "unknown", "error",
+							"code", "outcome_unknown", "message",
+							psprintf("%s; the call may or may not have run, and is not tried again "
+									 "because the tool may have side effects", err));
+	else if (r == -EAGAIN || r == -EINTR || r == -ETIMEDOUT)
 	{
-		ev = json_pack("{s:s, s:s, s:s}", "name", name, "code", "sandbox_unavailable", "message", err);
+		ev = json_pack("{s:s, s:s, s:s}", "name", name,
+					   "code", r == -ETIMEDOUT ? "outcome_unknown" : "sandbox_unavailable", "message", err);
+		if (r == -ETIMEDOUT)
+			json_object_set_new(ev, "outcome", json_string("unknown"));
 		agent_event(s, cmd, "tool.error", ev);
 		json_decref(ev);
 		agent_fail(s, cmd, "sandbox_unavailable", err, true);
@@ -396,6 +745,17 @@ agent_call(CellSession *s, int64 cmd, const char *name, json_t *args, json_t **r
 	}
 	json_decref(ev);
 	return 1;
+}
+
+/* agent_call_args(), with no arguments as {} */
+static int
+agent_call(CellSession *s, int64 cmd, const char *name, json_t *info, json_t *args, json_t **result)
+{
+	json_t	   *a = args ? json_incref(args) : http_json_object();
+	int			r = agent_call_args(s, cmd, name, info, a, result);
+
+	json_decref(a);
+	return r;
 }
 
 /* Will the next model step take a while (network, or the builtin's delay)? */
@@ -495,9 +855,13 @@ agent_converse_park(CellSession *s, int64 cmd, json_t *call)
 	json_decref(req);
 }
 
-/* Run the model loop of a message command from the conversation as it is. */
+/*
+ * Run the model loop of a message command from the conversation as it is:
+ * from a pending tool call (approved: the client said yes to it), or from a
+ * model step.
+ */
 static void
-agent_converse(CellSession *s, int64 cmd, json_t *pending_call)
+agent_converse(CellSession *s, int64 cmd, json_t *pending_call, bool approved)
 {
 	ModelConfig cfg = agent_model_config();
 	json_t	   *call = json_incref(pending_call);
@@ -518,7 +882,7 @@ agent_converse(CellSession *s, int64 cmd, json_t *pending_call)
 				return;
 			model_delay(s->messages);
 			if (nadi_proxy_tokens && cfg.provider && strcmp(cfg.provider, "openai") == 0 &&
-				(cfg.token = agent_proxy_token(s, true, err, sizeof(err))) == NULL)
+				(cfg.token = agent_token(s, TOKEN_MODEL, err, sizeof(err))) == NULL)
 			{
 				agent_fail(s, cmd, "model_error", err, true);
 				return;
@@ -559,29 +923,63 @@ agent_converse(CellSession *s, int64 cmd, json_t *pending_call)
 			message_add(s, "assistant", json_object_get(reply, "text"), cmd, "tool_calls", calls);
 			call = json_incref(json_array_get(calls, 0));
 			json_decref(reply);
-
-			if (needs_permission(s, json_string_value(json_object_get(call, "name"))))
-			{
-				agent_converse_park(s, cmd, call);
-				json_decref(call);
-				return;			/* parked in Postgres until approve/deny */
-			}
+			approved = false;
 		}
 
 		{
 			json_t	   *result = NULL;
-			const char *name = json_string_value(json_object_get(call, "name"));
+			json_t	   *name_j = json_object_get(call, "name");
 			json_t	   *args = json_object_get(call, "args");
+			json_t	   *info = NULL;
+			const char *code = NULL;
 			int			r;
 
-			r = agent_call(s, cmd, name, args ? args : json_object(), &result);
+			/* the name first: the policy and the URL only ever see a tool the host offers */
+			switch (agent_tool_check(s, cmd, name_j, &info, &code, err, sizeof(err)))
+			{
+				case TOOL_OFFERED:
+					break;
+				case TOOL_REJECTED:
+					/* the model sees the error as the call's result, and goes on */
+					result = json_pack("{s:O, s:b, s:{s:s, s:s}}", "name", name_j ? name_j : json_null(),
+									   "ok", 0, "error", "code", code, "message", err);
+					if (agent_event(s, cmd, "tool.result", result))
+						message_add(s, "tool", tool_content(result), cmd, "name", name_j);
+					json_decref(result);
+					json_decref(call);
+					call = NULL;
+					if (s->epoch < 0)
+						return;
+					continue;
+				case TOOL_UNKNOWABLE:
+					/* the host cannot be asked: a yes or no may still be asked for */
+					if (!approved && needs_permission(s, json_string_value(name_j)))
+						break;
+					if (agent_tool_error(s, cmd, name_j, code, err))
+						agent_fail(s, cmd, code, err, true);
+					/* fall through */
+				case TOOL_LOST:
+					json_decref(call);
+					return;
+			}
+			/* the policy names canonical tools: the name is one by now */
+			if (!approved && needs_permission(s, json_string_value(name_j)))
+			{
+				agent_converse_park(s, cmd, call);
+				json_decref(info);
+				json_decref(call);
+				return;			/* parked in Postgres until approve/deny */
+			}
+
+			r = agent_call(s, cmd, json_string_value(name_j), info, args, &result);
+			json_decref(info);
 			if (r <= 0)
 			{
 				json_decref(result);
 				json_decref(call);
 				return;
 			}
-			message_add(s, "tool", tool_content(result), cmd, "name", json_object_get(call, "name"));
+			message_add(s, "tool", tool_content(result), cmd, "name", name_j);
 			json_decref(result);
 			json_decref(call);
 			call = NULL;
@@ -628,23 +1026,52 @@ agent_message(CellSession *s, int64 cmd, json_t *payload)
 	{
 		/* a fresh message: the user's turn enters the conversation */
 		message_add(s, "user", json_object_get(payload, "text"), cmd, NULL, NULL);
-		agent_converse(s, cmd, NULL);
+		agent_converse(s, cmd, NULL, false);
 	}
 	else if (pending && verdict && strcmp(verdict, "denied") == 0)
 	{
 		message_add(s, "denied", json_object_get(decision, "reason"), cmd,
 					"name", json_object_get(request, "tool"));
-		agent_converse(s, cmd, NULL);
+		agent_converse(s, cmd, NULL, false);
 	}
-	else if (pending && !(verdict && strcmp(verdict, "approved") == 0) &&
-			 needs_permission(s, json_string_value(json_object_get(json_array_get(calls, 0), "name"))))
-		agent_converse_park(s, cmd, json_array_get(calls, 0));
 	else if (pending)
-		agent_converse(s, cmd, json_array_get(calls, 0));
+		/* no decision yet: agent_converse asks again if the policy wants one */
+		agent_converse(s, cmd, json_array_get(calls, 0), verdict && strcmp(verdict, "approved") == 0);
 	else
-		agent_converse(s, cmd, NULL);
+		agent_converse(s, cmd, NULL, false);
 	json_decref(decision);
 	json_decref(request);
+}
+
+/*
+ * Why a direct tool command failed, from the tool's answer: the code says
+ * whether it hit its time limit, ran out of memory, or its outcome is
+ * unknown, and the answer's flags and exit status come along.
+ */
+static json_t *
+tool_failure(json_t *result)
+{
+	static const char *const flags[] = {"timed_out", "oom_killed", "outcome", "exit_status", "signal", "truncated"};
+	json_t	   *error = json_object_get(result, "error");
+	json_t	   *e;
+
+	if (json_is_true(json_object_get(result, "timed_out")))
+		e = json_pack("{s:s, s:s}", "code", "timed_out", "message", "the tool call hit its time limit and was stopped");
+	else if (json_is_true(json_object_get(result, "oom_killed")))
+		e = json_pack("{s:s, s:s}", "code", "oom_killed", "message", "the tool call ran out of memory and was killed");
+	else if (json_is_string(json_object_get(result, "outcome")) &&
+			 strcmp(json_string_value(json_object_get(result, "outcome")), "unknown") == 0)
+		e = json_pack("{s:s, s:s}", "code", "outcome_unknown", "message",
+					  json_string_value(json_object_get(error, "message")) ?
+					  json_string_value(json_object_get(error, "message")) : "the tool call's outcome is unknown");
+	else
+		e = json_pack("{s:s, s:s}", "code", "tool_error", "message", "the tool call failed");
+	for (int i = 0; i < lengthof(flags); i++)
+		if (json_object_get(result, flags[i]))
+			json_object_set(e, flags[i], json_object_get(result, flags[i]));
+	if (error)
+		json_object_set(e, "detail", error);
+	return e;
 }
 
 /*
@@ -662,17 +1089,38 @@ agent_run_claimed(CellSession *s, json_t *row)
 	{
 		json_t	   *result = NULL;
 		json_t	   *args_j = json_object_get(payload, "args");
-		const char *name = json_string_value(json_object_get(payload, "name"));
-		int			rc;
+		json_t	   *name_j = json_object_get(payload, "name");
+		json_t	   *info = NULL;
+		const char *code = NULL;
+		char		err[512];
 
-		rc = agent_call(s, cmd, name, args_j ? args_j : json_object(), &result);
-		if (rc > 0)
+		switch (agent_tool_check(s, cmd, name_j, &info, &code, err, sizeof(err)))
 		{
-			if (json_is_true(json_object_get(result, "ok")) || json_object_get(result, "ok") == NULL)
-				agent_complete(s, cmd, result);
-			else
-				agent_fail(s, cmd, "tool_error", "the tool call failed", false);
+			case TOOL_OFFERED:
+				if (agent_call(s, cmd, json_string_value(name_j), info, args_j, &result) > 0)
+				{
+					if (json_is_true(json_object_get(result, "ok")) || json_object_get(result, "ok") == NULL)
+						agent_complete(s, cmd, result);
+					else
+					{
+						json_t	   *e = tool_failure(result);
+
+						agent_fail_with(s, cmd, e, false);
+						json_decref(e);
+					}
+				}
+				break;
+			case TOOL_REJECTED:
+				agent_fail(s, cmd, code, err, false);
+				break;
+			case TOOL_UNKNOWABLE:
+				if (agent_tool_error(s, cmd, name_j, code, err))
+					agent_fail(s, cmd, code, err, true);
+				break;
+			case TOOL_LOST:
+				break;
 		}
+		json_decref(info);
 		json_decref(result);
 	}
 	else if (strcmp(type, "message") == 0)

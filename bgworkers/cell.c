@@ -73,16 +73,18 @@ cell_define_gucs(void)
 							   NULL, &nadi_sandboxd_url, "http://127.0.0.1:7100",
 							   PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("nadi.sandboxd_token",
-							   "Bearer token cells present to sandbox hosts.",
-							   NULL, &nadi_sandboxd_token, "",
+							   "Operator token of the sandbox hosts; cells do not send it.",
+							   "Cells present each session's own token, nadi.sandboxd_token(session).",
+							   &nadi_sandboxd_token, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	DefineCustomStringVariable("nadi.sandbox_image",
 							   "Image new sandboxes are made from.",
 							   NULL, &nadi_sandbox_image, "busybox",
 							   PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("nadi.tool_timeout",
-							"Longest a tool call or a model call may take.",
-							NULL, &nadi_tool_timeout_ms, 30000, 100, 3600 * 1000,
+							"Longest a model call, or a request to a sandbox host other than a tool call, may take.",
+							"A tool call is waited for until its own limit (its arguments, else the limit its host lists, else this) plus 10 s, and never less than this.",
+							&nadi_tool_timeout_ms, 30000, 100, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomStringVariable("nadi.model",
 							   "Model provider: builtin (deterministic, offline) or openai (chat completions).",

@@ -32,8 +32,9 @@ extern bool nadi_proxy_tokens;
 extern void cell_define_gucs(void);
 
 /*
- * A token for the credentials proxy (nadi.model_token, nadi.sandbox_token),
- * kept until half its life is gone.  Tokens are at most a few hundred bytes;
+ * A token minted in Postgres: for the credentials proxy (nadi.model_token,
+ * nadi.sandbox_token) or for the sandbox host (nadi.sandboxd_token), kept
+ * until half its life is gone.  Tokens are at most a few hundred bytes;
  * longer ones are not cached.
  */
 typedef struct ProxyToken
@@ -61,6 +62,7 @@ typedef struct CellSession
 	bool		listed;			/* seen in this round's listing */
 	ProxyToken	model_token;	/* sent with model calls */
 	ProxyToken	sandbox_token;	/* passed with tool calls, for the tools' egress */
+	ProxyToken	sandboxd_token; /* the session's credential at its sandbox host */
 } CellSession;
 
 /* store.c: each call runs in a transaction of its own */

@@ -95,6 +95,8 @@ http_json(const char *method, const char *url, const char *bearer, json_t *body,
 	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
 	curl_easy_setopt(curl, CURLOPT_XFERINFODATA, (void *) abort_fn);
 	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+	/* the path goes out as built: no dot segment is resolved on our side */
+	curl_easy_setopt(curl, CURLOPT_PATH_AS_IS, 1L);
 	if (strncmp(url, "unix:", 5) == 0)
 	{
 		/* unix:/path/to.sock:/http/path */
@@ -117,11 +119,16 @@ http_json(const char *method, const char *url, const char *bearer, json_t *body,
 	rc = curl_easy_perform(curl);
 	if (rc != CURLE_OK)
 	{
+		long		sent = 0;
+
+		/* bytes of the request that went out: none means the server saw nothing */
+		curl_easy_getinfo(curl, CURLINFO_REQUEST_SIZE, &sent);
 		snprintf(err, errlen, "%s %s: %s", method, url, curl_easy_strerror(rc));
-		if (rc == CURLE_OPERATION_TIMEDOUT)
-			r = -ETIMEDOUT;
-		else if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST)
+		if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+			(rc == CURLE_OPERATION_TIMEDOUT && sent == 0))
 			r = -ECONNREFUSED;
+		else if (rc == CURLE_OPERATION_TIMEDOUT)
+			r = -ETIMEDOUT;
 		else if (rc == CURLE_ABORTED_BY_CALLBACK)
 			r = -EINTR;
 		else if (buf.overflow)
@@ -143,4 +150,14 @@ done:
 	curl_slist_free_all(headers);
 	curl_easy_cleanup(curl);
 	return r;
+}
+
+char *
+http_escape(const char *s)
+{
+	char	   *e = curl_easy_escape(NULL, s, 0);
+	char	   *copy = e ? strdup(e) : NULL;
+
+	curl_free(e);
+	return copy;
 }

@@ -96,7 +96,7 @@ model_builtin_step(json_t *messages, json_t **reply, char *err, size_t errlen)
 		name[len] = '\0';
 		p += len;
 		p += strspn(p, " \t\n");
-		args = *p ? json_loads(p, 0, &jerr) : json_object();
+		args = *p ? json_loads(p, 0, &jerr) : http_json_object();
 		if (args == NULL || !json_is_object(args))
 		{
 			snprintf(buf, sizeof(buf), "I could not read the arguments for %s: %s", name,
@@ -193,7 +193,7 @@ model_openai_step(const ModelConfig *cfg, json_t *messages, json_t *tools, json_
 		const char *name = str_member(fn, "name");
 		const char *args = str_member(fn, "arguments");
 		json_error_t jerr;
-		json_t	   *parsed = args ? json_loads(args, 0, &jerr) : json_object();
+		json_t	   *parsed = args ? json_loads(args, 0, &jerr) : http_json_object();
 
 		if (name == NULL || parsed == NULL || !json_is_object(parsed))
 		{

@@ -1,19 +1,23 @@
 # A loopback HTTP endpoint for the TAP tests that answers like a model
-# provider (chat completions): it records every request (head and body) in a
-# log file and answers what a callback decides.  Used by
-# test/t/003_model_provider.pl and test/t/004_model_via_proxy.pl.
+# provider (chat completions) or a sandbox host: it records every request
+# (head and body) in a log file and answers what a callback decides.  Used by
+# test/t/003_model_provider.pl, test/t/004_model_via_proxy.pl and
+# test/t/007_tool_calls.pl.
 package NadiProvider;
 
 use strict;
 use warnings;
 use IO::Socket::INET;
 
-# start($log, sub { my ($head, $body) = @_; return ($status_line, $json) })
+# start($log, sub { my ($head, $body) = @_; return ($status_line, $json) }, $port)
+# A callback that returns nothing hangs up without answering (after reading
+# the whole request).  $port: listen there (default: any free port).
 # Returns ($port, $pid); stop($pid) ends it.
 sub start
 {
-	my ($log, $answer) = @_;
-	my $listen = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 5, ReuseAddr => 1)
+	my ($log, $answer, $want_port) = @_;
+	my $listen = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $want_port // 0, Listen => 5,
+		ReuseAddr => 1)
 	  or die "listen: $!";
 	my $port = $listen->sockport;
 	my $pid = fork();
@@ -33,6 +37,11 @@ sub start
 		print $fh $head, $body, "\n----\n";
 		close $fh;
 		my ($status, $json) = $answer->($head, $body);
+		if (!defined $status)
+		{
+			close $c;
+			next;
+		}
 		print $c "HTTP/1.1 $status\r\nContent-Type: application/json\r\nContent-Length: "
 		  . length($json) . "\r\nConnection: close\r\n\r\n$json";
 		close $c;
