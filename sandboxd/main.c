@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "child.h"
+#include "access.h"
 #include "http.h"
 #include "limits.h"
 #include "pg.h"
@@ -198,6 +199,7 @@ main(int argc, char **argv)
 	r = http_init();
 	if (r < 0)
 		goto fail;
+	access_init();
 	pg_init();
 
 	sd_notifyf(0, "READY=1\nSTATUS=Serving %zu sandboxes (limits: %s)", sandbox_count(),
@@ -224,6 +226,7 @@ main(int argc, char **argv)
 		ev_run_once(100);
 	http_done();
 	pg_done();
+	access_done();
 	if (run_count() == 0)
 		limits_done();
 	unit_done();

@@ -78,11 +78,13 @@ start_one(struct mhd_listeners *ls, const char *unix_path, const struct sockaddr
 			return fd;
 		}
 		l->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
-					MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
+					MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+					MHD_OPTION_URI_LOG_CALLBACK, ls->uri_log, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
 					(unsigned)60, MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_END);
 	} else
 		l->d = MHD_start_daemon(flags, ntohs(sin->sin_port), NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR,
 					sin, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+					MHD_OPTION_URI_LOG_CALLBACK, ls->uri_log, NULL,
 					MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_CONNECTION_LIMIT, limit,
 					MHD_OPTION_END);
 	if (!l->d) {

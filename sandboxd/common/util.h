@@ -61,6 +61,13 @@ uint64_t now_us(void);
 bool repo_name_valid(const char *name);
 
 /*
+ * A URL path (no query) without a "." or ".." segment, also when its dots
+ * or slashes are percent-encoded ("%2e%2e", "..%2F", "%5c"), and without a
+ * fragment, a backslash, a control character or a malformed %-escape.
+ */
+bool url_path_safe(const char *s, size_t len);
+
+/*
  * Ignore SIGPIPE and block SIGTERM, SIGINT and SIGHUP in the calling thread
  * (before any other thread exists, so that every thread inherits the mask);
  * *mask gets the set, for sigwaitinfo() or signalfd().
