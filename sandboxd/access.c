@@ -3,8 +3,9 @@
  * are checked as the edge checks its tokens (edge/auth.c) and as the
  * extension's token_verify does: an EdDSA signature by a key of
  * nadi.jwks(), issuer "nadi", audience "nadi-sandboxd", scope "sandbox",
- * a uuid "sid", a tenant, exp, and nbf with 60 s leeway.  The jwt.c doing
- * the parsing and the signature is the extension's own (src/jwt.c).
+ * a uuid "sid", a tenant, exp, and nbf with 60 s leeway.  The code doing
+ * the parsing, the signature and the claims is the extension's own
+ * (src/jwt.c, src/jwt_claims.h), shared with the edge.
  *
  * The key set is cached and refreshed every jwks_refresh, and early when a
  * token names a key the cache does not know (rotation); such a request
@@ -17,19 +18,14 @@
 
 #include "access.h"
 #include "jwt.h"
+#include "jwt_claims.h"
 #include "pg.h"
 #include "sbx.h"
 
 #define MAX_KEYS 64
-#define NBF_LEEWAY_S 60
 #define MIN_REFRESH_MS 1000
 #define WAIT_MAX_MS 5000   /* a request waits this long for a refresh at most */
 #define AUDIENCE "nadi-sandboxd"
-
-struct key {
-	char kid[NADI_JWT_MAX_KID + 1];
-	unsigned char pub[NADI_JWT_ED25519_KEY_LEN];
-};
 
 struct waiter {
 	void (*fn)(void *arg);
@@ -37,7 +33,7 @@ struct waiter {
 	struct waiter *next;
 };
 
-static struct key keys[MAX_KEYS];
+static NadiJwk keys[MAX_KEYS];
 static size_t nkeys;
 static bool loaded, in_flight;
 static uint64_t last_attempt_ms;
@@ -52,7 +48,7 @@ access_key_count(void)
 	return nkeys;
 }
 
-static const struct key *
+static const NadiJwk *
 key_find(const char *kid)
 {
 	for (size_t i = 0; i < nkeys; i++)
@@ -65,31 +61,13 @@ key_find(const char *kid)
 static int
 keys_load(const char *text)
 {
-	json_t *doc = json_loads(text, 0, NULL), *arr = json_object_get(doc, "keys"), *k;
-	struct key fresh[MAX_KEYS];
-	size_t n = 0, i;
+	NadiJwk fresh[MAX_KEYS];
+	int n = nadi_jwks_parse(text, fresh, MAX_KEYS);
 
-	if (!json_is_array(arr)) {
-		json_decref(doc);
+	if (n < 0)
 		return -EINVAL;
-	}
-	json_array_foreach(arr, i, k) {
-		const char *kid = json_string_value(json_object_get(k, "kid"));
-		const char *x = json_string_value(json_object_get(k, "x"));
-		const char *crv = json_string_value(json_object_get(k, "crv"));
-		size_t len = 0;
-
-		if (n == MAX_KEYS || !kid || !x || !crv || strcmp(crv, "Ed25519") != 0 || strlen(kid) > NADI_JWT_MAX_KID)
-			continue;
-		if (nadi_jwt_b64url_decode(x, strlen(x), fresh[n].pub, sizeof fresh[n].pub, &len) != 0 ||
-		    len != NADI_JWT_ED25519_KEY_LEN)
-			continue;
-		strcpy(fresh[n].kid, kid);
-		n++;
-	}
-	json_decref(doc);
-	memcpy(keys, fresh, sizeof(struct key) * n);
-	nkeys = n;
+	memcpy(keys, fresh, sizeof(NadiJwk) * (size_t)n);
+	nkeys = (size_t)n;
 	return 0;
 }
 
@@ -211,46 +189,6 @@ access_wait_cancel(void *arg)
 
 /* ---- session tokens ------------------------------------------------------- */
 
-static bool
-audience_ok(json_t *aud)
-{
-	size_t i;
-	json_t *v;
-
-	if (json_is_string(aud))
-		return strcmp(json_string_value(aud), AUDIENCE) == 0;
-	json_array_foreach(aud, i, v)
-		if (json_is_string(v) && strcmp(json_string_value(v), AUDIENCE) == 0)
-			return true;
-	return false;
-}
-
-/* A NumericDate claim: a non-negative number of seconds. */
-static bool
-claim_time(json_t *claims, const char *name, int64_t *out)
-{
-	json_t *v = json_object_get(claims, name);
-
-	if (json_is_integer(v) && json_integer_value(v) >= 0)
-		*out = json_integer_value(v);
-	else if (json_is_real(v) && json_real_value(v) >= 0 && json_real_value(v) < 1e12)
-		*out = (int64_t)json_real_value(v);
-	else
-		return false;
-	return true;
-}
-
-static bool
-claim_copy(json_t *claims, const char *name, char *out, size_t size)
-{
-	const char *s = json_string_value(json_object_get(claims, name));
-
-	if (!s || strlen(s) >= size || memchr(s, '\0', json_string_length(json_object_get(claims, name))))
-		return false;
-	strcpy(out, s);
-	return true;
-}
-
 #define DENY(...)                                          \
 	do {                                               \
 		snprintf(why, whylen, __VA_ARGS__);        \
@@ -264,7 +202,7 @@ session_token(const char *tok, struct access_principal *out, char *why, size_t w
 	_cleanup_(freep) nadi_jwt_parsed *jp = NULL;
 	enum access_result res = ACCESS_OK;
 	json_t *claims = NULL;
-	const struct key *key;
+	const NadiJwk *key;
 	const char *s;
 	int64_t exp, nbf, now = (int64_t)time(NULL);
 	int rc;
@@ -292,22 +230,22 @@ session_token(const char *tok, struct access_principal *out, char *why, size_t w
 	s = json_string_value(json_object_get(claims, "iss"));
 	if (!s || strcmp(s, "nadi") != 0)
 		DENY("the token was not issued by nadi");
-	if (!audience_ok(json_object_get(claims, "aud")))
+	if (!nadi_claim_audience(claims, AUDIENCE))
 		DENY("the token is not meant for audience \"" AUDIENCE "\"");
 	s = json_string_value(json_object_get(claims, "scope"));
 	if (!s || strcmp(s, "sandbox") != 0)
 		DENY("the token's scope is not \"sandbox\"");
-	if (!claim_copy(claims, "sid", out->sid, sizeof out->sid) || !nadi_jwt_uuid_text(out->sid))
+	if (!nadi_claim_copy(claims, "sid", out->sid, sizeof out->sid) || !nadi_jwt_uuid_text(out->sid))
 		DENY("the token's \"sid\" claim is not a session id (uuid)");
-	if (!claim_copy(claims, "tenant", out->tenant, sizeof out->tenant) || !out->tenant[0])
+	if (!nadi_claim_copy(claims, "tenant", out->tenant, sizeof out->tenant) || !out->tenant[0])
 		DENY("the token lacks a valid \"tenant\" claim");
-	if (!claim_copy(claims, "sub", out->subject, sizeof out->subject))
+	if (!nadi_claim_copy(claims, "sub", out->subject, sizeof out->subject))
 		DENY("the token lacks a valid \"sub\" claim");
-	if (!claim_time(claims, "exp", &exp))
+	if (!nadi_claim_time(claims, "exp", &exp))
 		DENY("the token lacks a valid \"exp\" claim");
 	if (now >= exp)
 		DENY("the token has expired");
-	if (json_object_get(claims, "nbf") && (!claim_time(claims, "nbf", &nbf) || nbf > now + NBF_LEEWAY_S))
+	if (json_object_get(claims, "nbf") && (!nadi_claim_time(claims, "nbf", &nbf) || nbf > now + NADI_JWT_NBF_LEEWAY_S))
 		DENY("the token is not valid yet");
 	out->kind = ACCESS_SESSION;
 out:
