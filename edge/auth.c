@@ -19,16 +19,12 @@
 
 #include "edge.h"
 #include "jwt.h"
+#include "jwt_claims.h"
 
 #define AUTH_MAX_KEYS 64
-#define AUTH_NBF_LEEWAY_S 60
 #define AUTH_MIN_REFRESH_MS 1000
 
-typedef struct AuthKey
-{
-	char		kid[NADI_JWT_MAX_KID + 1];
-	unsigned char pub[NADI_JWT_ED25519_KEY_LEN];
-} AuthKey;
+typedef NadiJwk AuthKey;
 
 typedef struct AuthWaiter
 {
@@ -61,36 +57,11 @@ key_find(const char *kid)
 static int
 jwks_load(const char *text)
 {
-	json_error_t err;
-	json_t	   *doc = json_loads(text, 0, &err);
-	json_t	   *arr = json_object_get(doc, "keys");
 	AuthKey		fresh[AUTH_MAX_KEYS];
-	int			n = 0;
-	size_t		i;
-	json_t	   *k;
+	int			n = nadi_jwks_parse(text, fresh, AUTH_MAX_KEYS);
 
-	if (!json_is_array(arr))
-	{
-		json_decref(doc);
+	if (n < 0)
 		return -EINVAL;
-	}
-	json_array_foreach(arr, i, k)
-	{
-		const char *kid = json_string_value(json_object_get(k, "kid"));
-		const char *x = json_string_value(json_object_get(k, "x"));
-		const char *crv = json_string_value(json_object_get(k, "crv"));
-		size_t		len = 0;
-
-		if (n == AUTH_MAX_KEYS || kid == NULL || x == NULL || crv == NULL ||
-			strcmp(crv, "Ed25519") != 0 || strlen(kid) > NADI_JWT_MAX_KID)
-			continue;
-		if (nadi_jwt_b64url_decode(x, strlen(x), fresh[n].pub, sizeof(fresh[n].pub), &len) != 0 ||
-			len != NADI_JWT_ED25519_KEY_LEN)
-			continue;
-		strcpy(fresh[n].kid, kid);
-		n++;
-	}
-	json_decref(doc);
 	memcpy(keys, fresh, sizeof(AuthKey) * n);
 	nkeys = n;
 	return 0;
@@ -252,46 +223,6 @@ auth_expired(const EdgeAuth *a)
 #define FAIL(status, code, ...) \
 	do { problem_set(p, status, code, __VA_ARGS__); goto fail; } while (0)
 
-static bool
-audience_ok(json_t *aud)
-{
-	size_t		i;
-	json_t	   *v;
-
-	if (json_is_string(aud))
-		return strcmp(json_string_value(aud), "nadi") == 0;
-	json_array_foreach(aud, i, v)
-		if (json_is_string(v) && strcmp(json_string_value(v), "nadi") == 0)
-		return true;
-	return false;
-}
-
-/* A NumericDate claim: a non-negative number of seconds. */
-static bool
-claim_time(json_t *claims, const char *name, int64_t *out)
-{
-	json_t	   *v = json_object_get(claims, name);
-
-	if (json_is_integer(v) && json_integer_value(v) >= 0)
-		*out = json_integer_value(v);
-	else if (json_is_real(v) && json_real_value(v) >= 0 && json_real_value(v) < 1e12)
-		*out = (int64_t) json_real_value(v);
-	else
-		return false;
-	return true;
-}
-
-static bool
-claim_copy(json_t *claims, const char *name, char *out, size_t size)
-{
-	const char *s = json_string_value(json_object_get(claims, name));
-
-	if (s == NULL || strlen(s) >= size)
-		return false;
-	strcpy(out, s);
-	return true;
-}
-
 /*
  * Check an Authorization header.  AUTH_OK fills *out (the caller clears it
  * with auth_clear); AUTH_RETRY means the signing key is unknown and the key
@@ -352,9 +283,9 @@ auth_check(const char *authorization, EdgeAuth *out, EdgeProblem *p)
 	if (!json_is_string(json_object_get(claims, "iss")) ||
 		strcmp(json_string_value(json_object_get(claims, "iss")), "nadi") != 0)
 		FAIL(401, "invalid_token", "The token was not issued by nadi.");
-	if (!claim_copy(claims, "sub", out->subject, sizeof(out->subject)))
+	if (!nadi_claim_copy(claims, "sub", out->subject, sizeof(out->subject)))
 		FAIL(401, "invalid_token", "The token lacks a valid \"sub\" claim.");
-	if (!claim_copy(claims, "tenant", out->tenant, sizeof(out->tenant)) || out->tenant[0] == '\0')
+	if (!nadi_claim_copy(claims, "tenant", out->tenant, sizeof(out->tenant)) || out->tenant[0] == '\0')
 		FAIL(401, "invalid_token", "The token lacks a valid \"tenant\" claim.");
 	scope = json_string_value(json_object_get(claims, "scope"));
 	if (scope == NULL)
@@ -371,23 +302,23 @@ auth_check(const char *authorization, EdgeAuth *out, EdgeProblem *p)
 		FAIL(401, "invalid_token", "The token's \"scope\" claim is not a known scope.");
 	if (json_object_get(claims, "sid"))
 	{
-		if (!claim_copy(claims, "sid", out->sid, sizeof(out->sid)) || !nadi_jwt_uuid_text(out->sid))
+		if (!nadi_claim_copy(claims, "sid", out->sid, sizeof(out->sid)) || !nadi_jwt_uuid_text(out->sid))
 			FAIL(401, "invalid_token", "The token's \"sid\" claim is not a uuid.");
 		out->has_sid = true;
 	}
 	else if (out->scope == SCOPE_SESSION || out->scope == SCOPE_SANDBOX)
 		FAIL(401, "invalid_token", "A %s-scoped token must carry a \"sid\" claim.", scope);
-	if (!audience_ok(json_object_get(claims, "aud")))
+	if (!nadi_claim_audience(claims, "nadi"))
 		FAIL(401, "invalid_token", "The token is not meant for audience \"nadi\".");
-	if (!claim_time(claims, "exp", &out->exp))
+	if (!nadi_claim_time(claims, "exp", &out->exp))
 		FAIL(401, "invalid_token", "The token lacks a valid \"exp\" claim.");
 	if (loop_wall_s() >= out->exp)
 		FAIL(401, "token_expired", "The token has expired.");
 	if (json_object_get(claims, "nbf"))
 	{
-		if (!claim_time(claims, "nbf", &nbf))
+		if (!nadi_claim_time(claims, "nbf", &nbf))
 			FAIL(401, "invalid_token", "The token's \"nbf\" claim is not a number of seconds.");
-		if (nbf > loop_wall_s() + AUTH_NBF_LEEWAY_S)
+		if (nbf > loop_wall_s() + NADI_JWT_NBF_LEEWAY_S)
 			FAIL(401, "invalid_token", "The token is not valid yet.");
 	}
 	if (out->scope == SCOPE_SANDBOX)

@@ -1,13 +1,19 @@
 /*
- * api.c — the HTTP API: routing of /v1/... paths to handlers, validation
- * of identifiers and bodies.  Protocol reference: README.md.  Handlers
- * answer through http.h, at once or (tool calls, deletes, exports,
- * restores) when the work is done.
+ * api.c — the HTTP API: routing of /v1/... paths to handlers, who may use
+ * which route, validation of identifiers and bodies.  Protocol reference:
+ * README.md.  Handlers answer through http.h, at once or (tool calls,
+ * deletes, exports, restores) when the work is done.
+ *
+ * Authorization: the operator token reaches everything.  A session token
+ * (access.h) reaches GET /v1/tools, POST /v1/sandboxes for its own session,
+ * and, on its session's sandbox, GET /v1/sandboxes/ID, its tools and its
+ * files; anything else is 403 "forbidden".
  */
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "access.h"
 #include "export.h"
 #include "fsops.h"
 #include "http.h"
@@ -33,6 +39,40 @@ session_id_valid(const char *s)
 			return false;
 	}
 	return true;
+}
+
+static bool
+is_operator(const struct http_req *r)
+{
+	return http_principal(r)->kind == ACCESS_OPERATOR;
+}
+
+static void
+forbidden(struct http_req *r, const char *what)
+{
+	http_reply_problem(r, 403, "forbidden", "a session token does not reach %s; that needs the operator token",
+			   what);
+}
+
+/* Routes for the operator only: false (and 403 answered) for anyone else. */
+static bool
+operator_only(struct http_req *r, const char *what)
+{
+	if (is_operator(r))
+		return true;
+	forbidden(r, what);
+	return false;
+}
+
+/* A tool name is an identifier: ^[a-z][a-z0-9_]{0,63}$. */
+static bool
+tool_name_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 64 || !(s[0] >= 'a' && s[0] <= 'z'))
+		return false;
+	return strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_") == n;
 }
 
 static void
@@ -79,6 +119,7 @@ metrics(struct http_req *r)
 static void
 create_sandbox(struct http_req *r)
 {
+	const struct access_principal *who = http_principal(r);
 	json_t *body = http_body_json(r);
 	const char *session, *image, *tenant = NULL, *key;
 	struct sbx_sandbox *sb;
@@ -95,6 +136,23 @@ create_sandbox(struct http_req *r)
 	}
 	session = json_string_value(json_object_get(body, "session_id"));
 	image = json_string_value(json_object_get(body, "image"));
+	tenant = json_string_value(json_object_get(body, "tenant"));
+	/* The tenant whose git mirrors the sandbox sees besides the shared ones. */
+	if (json_object_get(body, "tenant") &&
+	    (!tenant || !tenant_valid(tenant) || strcmp(tenant, MIRROR_OWNER_SHARED) == 0)) {
+		http_reply_problem(r, 400, "invalid_args", "\"tenant\" must be a string of 1 to %d bytes without control "
+				   "characters, not \"*\"", SBX_TENANT_MAX);
+		goto out;
+	}
+	if (who->kind == ACCESS_SESSION) {
+		/* A session token creates its own session's sandbox, which takes the token's tenant. */
+		if (!session || strcmp(session, who->sid) != 0 || (tenant && strcmp(tenant, who->tenant) != 0)) {
+			http_reply_problem(r, 403, "forbidden", "a session token creates a sandbox for its own session "
+					   "(and tenant) only");
+			goto out;
+		}
+		tenant = who->tenant;
+	}
 	if (!session || !session_id_valid(session)) {
 		http_reply_problem(r, 400, "invalid_args",
 				   "\"session_id\" must be a string of 1 to %d letters, digits, '-', '_', '.' or ':'",
@@ -105,21 +163,17 @@ create_sandbox(struct http_req *r)
 		http_reply_problem(r, 400, "invalid_args", "\"image\" must name a base image (letters, digits, '.', '_', '-')");
 		goto out;
 	}
-	/* The tenant whose git mirrors the sandbox sees besides the shared ones. */
-	if (json_object_get(body, "tenant") &&
-	    (!(tenant = json_string_value(json_object_get(body, "tenant"))) || !mirror_owner_valid(tenant) ||
-	     strcmp(tenant, MIRROR_OWNER_SHARED) == 0)) {
-		http_reply_problem(r, 400, "invalid_args",
-				   "\"tenant\" must be a string of 1 to %d bytes without control characters, not \"*\"",
-				   MIRROR_OWNER_MAX);
-		goto out;
-	}
 	sb = sandbox_find_session(session);
 	if (sb) {
 		/* Creation is idempotent per session: a retried request gets the same sandbox. */
 		if (strcmp(sb->image, image) != 0)
 			http_reply_problem(r, 409, "session_has_sandbox",
 					   "session %s already has sandbox %s from image %s", session, sb->id, sb->image);
+		else if (tenant && sb->tenant[0] && strcmp(sb->tenant, tenant) != 0)
+			http_reply_problem(r, 409, "session_has_sandbox",
+					   "session %s already has sandbox %s of another tenant", session, sb->id);
+		else if (tenant && !sb->tenant[0] && (k = sandbox_set_tenant(sb, tenant)) < 0)
+			http_reply_errno(r, k, "record the tenant");
 		else
 			http_reply_json(r, 200, sandbox_json(sb));
 		goto out;
@@ -130,7 +184,7 @@ create_sandbox(struct http_req *r)
 				   (unsigned long long)cfg.max_sandboxes);
 		goto out;
 	}
-	k = sandbox_create(session, image, &sb);
+	k = sandbox_create(session, tenant, image, &sb);
 	if (k == -ENOENT)
 		http_reply_problem(r, 404, "image_not_found", "no base image named \"%s\"", image);
 	else if (k < 0)
@@ -424,11 +478,14 @@ api_dispatch(struct http_req *r)
 	if (n < 2 || strcmp(seg[0], "v1") != 0)
 		goto not_found;
 	if (n == 2 && strcmp(seg[1], "tools") == 0) {
-		is(r, "GET") ? http_reply_json(r, 200, json_pack("{s:o}", "tools", tools_list_json()))
+		is(r, "GET") ? http_reply_json(r, 200, json_pack("{s:o, s:I}", "tools", tools_list_json(),
+								  "start_timeout_ms", (json_int_t)cfg.start_timeout_ms))
 			     : method_not_allowed(r, "GET");
 		return;
 	}
 	if (n == 2 && strcmp(seg[1], "objects") == 0) {
+		if (!operator_only(r, "the object store"))
+			return;
 		is(r, "GET") ? http_reply_json(r, 200, json_pack("{s:o}", "objects", objects_json()))
 			     : method_not_allowed(r, "GET");
 		return;
@@ -436,6 +493,8 @@ api_dispatch(struct http_req *r)
 	if (strcmp(seg[1], "sandboxes") != 0)
 		goto not_found;
 	if (n == 2) {
+		if (is(r, "GET") && !operator_only(r, "the list of sandboxes"))
+			return;
 		if (is(r, "GET"))
 			list_sandboxes(r);
 		else if (is(r, "POST"))
@@ -445,14 +504,21 @@ api_dispatch(struct http_req *r)
 		return;
 	}
 	if (n == 3 && strcmp(seg[2], "restore") == 0) {
-		is(r, "POST") ? restore(r) : method_not_allowed(r, "POST");
+		if (operator_only(r, "restores"))
+			is(r, "POST") ? restore(r) : method_not_allowed(r, "POST");
 		return;
 	}
 	if (!id_valid(seg[2], SBX_ID_LEN) || !(sb = sandbox_find(seg[2]))) {
 		http_reply_problem(r, 404, "sandbox_not_found", "no sandbox with id \"%.64s\"", seg[2]);
 		return;
 	}
+	if (!is_operator(r) && strcmp(sb->session_id, http_principal(r)->sid) != 0) {
+		http_reply_problem(r, 403, "forbidden", "sandbox %s belongs to another session", sb->id);
+		return;
+	}
 	if (n == 3) {
+		if (is(r, "DELETE") && !operator_only(r, "deleting a sandbox"))
+			return;
 		if (is(r, "GET"))
 			http_reply_json(r, 200, sandbox_json(sb));
 		else if (is(r, "DELETE"))
@@ -466,7 +532,11 @@ api_dispatch(struct http_req *r)
 		return;
 	}
 	if (n == 5 && strcmp(seg[3], "tools") == 0) {
-		is(r, "POST") ? tool(r, sb, seg[4]) : method_not_allowed(r, "POST");
+		if (!tool_name_valid(seg[4]))
+			http_reply_problem(r, 400, "invalid_tool_name",
+					   "a tool name is 1 to 64 lower-case letters, digits and '_', starting with a letter");
+		else
+			is(r, "POST") ? tool(r, sb, seg[4]) : method_not_allowed(r, "POST");
 		return;
 	}
 	if (n == 4 && strcmp(seg[3], "files") == 0) {
@@ -474,14 +544,18 @@ api_dispatch(struct http_req *r)
 		return;
 	}
 	if (n == 4 && strcmp(seg[3], "snapshots") == 0) {
-		snapshots(r, sb);
+		if (operator_only(r, "snapshots"))
+			snapshots(r, sb);
 		return;
 	}
 	if (n == 4 && strcmp(seg[3], "export") == 0) {
-		is(r, "POST") ? export(r, sb) : method_not_allowed(r, "POST");
+		if (operator_only(r, "exports"))
+			is(r, "POST") ? export(r, sb) : method_not_allowed(r, "POST");
 		return;
 	}
 	if (n == 4 && strcmp(seg[3], "stop") == 0) {
+		if (!operator_only(r, "stopping a sandbox"))
+			return;
 		if (!is(r, "POST")) {
 			method_not_allowed(r, "POST");
 			return;

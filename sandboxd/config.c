@@ -36,6 +36,7 @@ struct sbx_config cfg = {
 	.idle_timeout_ms = 300000,
 	.start_timeout_ms = 20000,
 	.heartbeat_ms = 10000,
+	.jwks_refresh_ms = 60000,
 	.limits = SBX_LIMITS_AUTO,
 	.read_only_root = true,
 };
@@ -131,6 +132,7 @@ static const struct conf_key keys[] = {
 	{"idle_timeout", CONF_MS, S(idle_timeout_ms), "stop a warm container after this idle time (0: after each call)", 0, NULL},
 	{"start_timeout", CONF_MS, S(start_timeout_ms), "give up on a container that does not start", 0, NULL},
 	{"heartbeat", CONF_MS, S(heartbeat_ms), "interval of registration heartbeats", 0, NULL},
+	{"jwks_refresh", CONF_MS, S(jwks_refresh_ms), "interval of signing-key refreshes (session tokens)", 0, NULL},
 	{"limits", CONF_FUNC, 0, "auto, unit, cgroup2, cgroup1 or rlimit", 0, parse_limits},
 	{"read_only_root", CONF_BOOL, S(read_only_root), "mount the sandbox root read-only (workspace stays writable)", 0, NULL},
 	CONF_KEY_LOG_LEVEL,
@@ -251,6 +253,10 @@ config_finish(void)
 	}
 	if (cfg.max_running == 0 || cfg.max_sandboxes == 0 || cfg.max_queue == 0) {
 		log_error("max_running, max_sandboxes and max_queue must be positive");
+		return -EINVAL;
+	}
+	if (cfg.jwks_refresh_ms < 1000) {
+		log_error("jwks_refresh must be at least 1s");
 		return -EINVAL;
 	}
 	if (cfg.output_limit == 0 || cfg.output_limit > (64 << 20)) {

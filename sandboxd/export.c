@@ -30,6 +30,7 @@ struct restore_ctx {
 	struct http_req *req;
 	char object[SBX_ID_LEN + 80];
 	char session_id[SBX_SESSION_MAX + 1];
+	char tenant[SBX_TENANT_MAX + 1];
 	char image[SBX_IMAGE_MAX + 1];
 	char *dir;        /* incoming/TMP */
 };
@@ -73,9 +74,9 @@ export_done(void *ud, int status, const char *err)
 	}
 	close(fd);
 	iso8601(time(NULL), created);
-	meta = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s}", "object", x->object, "sandbox_id", x->sb->id,
-			 "session_id", x->sb->session_id, "image", x->sb->image, "snapshot", x->snapshot, "bytes",
-			 (json_int_t)st.st_size, "created_at", created, "host_id", cfg.host_id);
+	meta = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s}", "object", x->object, "sandbox_id", x->sb->id,
+			 "session_id", x->sb->session_id, "tenant", x->sb->tenant, "image", x->sb->image, "snapshot",
+			 x->snapshot, "bytes", (json_int_t)st.st_size, "created_at", created, "host_id", cfg.host_id);
 	text = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
 	if (!text || write_file_atomic(AT_FDCWD, x->meta, text, strlen(text), 0600) < 0)
 		log_warning("cannot write %s", x->meta);
@@ -209,7 +210,7 @@ restore_done(void *ud, int status, const char *err)
 		restore_free(x);
 		return;
 	}
-	k = sandbox_create_from(x->session_id, x->image, received, &sb);
+	k = sandbox_create_from(x->session_id, x->tenant, x->image, received, &sb);
 	if (k < 0) {
 		http_reply_errno(x->req, k, "restore");
 		restore_free(x);
@@ -250,6 +251,9 @@ restore_object(struct http_req *r, const char *object, const char *session_id)
 	if (read_full_file(AT_FDCWD, meta_path, &meta_text, NULL, 65536) == 0 && (meta = json_loads(meta_text, 0, NULL))) {
 		const char *s = json_string_value(json_object_get(meta, "session_id"));
 		const char *img = json_string_value(json_object_get(meta, "image"));
+		const char *tenant = json_string_value(json_object_get(meta, "tenant"));
+		if (tenant && tenant_valid(tenant))
+			snprintf(x->tenant, sizeof x->tenant, "%s", tenant);
 		if (s)
 			snprintf(x->session_id, sizeof x->session_id, "%s", s);
 		if (img)

@@ -1,10 +1,12 @@
 /*
  * http.c — the libmicrohttpd adapter (see http.h): listeners, request
- * bodies with a size limit, bearer-token authentication compared in
- * constant time, suspend/resume for answers that come later, and
- * RFC 9457 problem+json errors carrying a stable "code".  What it shares
- * with nadi-gitd's (listeners, problem bodies, body reading) is in
- * common/listener.c and common/problem.c.
+ * paths refused when a segment is "." or ".." (also percent-encoded),
+ * before anything else; request bodies with a size limit; the caller's
+ * credential (access.c), with requests whose token names a key not yet
+ * known waiting for one key refresh; suspend/resume for answers that come
+ * later; and RFC 9457 problem+json errors carrying a stable "code".  What
+ * it shares with nadi-gitd's (listeners, problem bodies, body reading) is
+ * in common/listener.c and common/problem.c.
  */
 #include <microhttpd.h>
 #include <stdarg.h>
@@ -12,6 +14,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 
+#include "access.h"
 #include "common/listener.h"
 #include "common/problem.h"
 #include "http.h"
@@ -26,6 +29,11 @@ void api_dispatch(struct http_req *r);
 struct http_req {
 	struct mhd_req m;      /* method, path, body, the answer */
 	struct MHD_Connection *conn;
+	char *raw_path;        /* the path as received, before MHD decoded it */
+	struct access_principal who;
+	bool started;          /* on_request has seen it */
+	bool key_unknown;      /* its token names a key the cache does not know (yet) */
+	bool waiting_keys;     /* suspended until a key refresh is over */
 	bool in_handler, dispatched, suspended;
 	uint64_t t0;
 	struct http_req *next;
@@ -55,6 +63,12 @@ const char *
 http_path(const struct http_req *r)
 {
 	return r->m.path;
+}
+
+const struct access_principal *
+http_principal(const struct http_req *r)
+{
+	return &r->who;
 }
 
 const char *
@@ -212,15 +226,66 @@ http_body_json(struct http_req *r)
 	return j;
 }
 
+/*
+ * A request path sandboxd serves: no "." or ".." segment and no encoded
+ * slash or backslash, in the form received and in the form MHD decoded
+ * (so a double encoding does not slip through either).  Every route is made
+ * of identifiers: nothing legitimate needs any of these.
+ */
 static bool
-authorized(struct http_req *r)
+path_ok(const char *raw, const char *decoded)
 {
-	const char *h;
+	size_t n = strcspn(raw, "?");
 
-	if (!cfg.token)
-		return true;
-	h = bearer_token(r->conn);
-	return h && ct_equal(h, strlen(h), cfg.token, cfg.token_len);
+	if (!url_path_safe(raw, n) || !url_path_safe(decoded, strlen(decoded)))
+		return false;
+	for (size_t i = 0; i + 2 < n; i++)
+		if (raw[i] == '%' && ((raw[i + 1] == '2' && (raw[i + 2] == 'f' || raw[i + 2] == 'F')) ||
+				      (raw[i + 1] == '5' && (raw[i + 2] == 'c' || raw[i + 2] == 'C'))))
+			return false;
+	return true;
+}
+
+static void
+unauthorized(struct http_req *r, const char *why)
+{
+	http_add_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+	http_reply_problem(r, 401, "unauthorized", "%s", why);
+}
+
+/* Who sends r: fills r->who, answers 401, or marks the request to wait for keys. */
+static void
+authenticate(struct http_req *r, bool may_wait)
+{
+	char why[256];
+
+	switch (access_authenticate(bearer_token(r->conn), &r->who, why, sizeof why)) {
+	case ACCESS_OK:
+		r->key_unknown = false;
+		break;
+	case ACCESS_RETRY:
+		if (may_wait) {
+			r->key_unknown = true;
+			break;
+		}
+		/* fall through */
+	case ACCESS_DENIED:
+		r->key_unknown = false;
+		unauthorized(r, why);
+		break;
+	}
+}
+
+/* The key refresh r waited for is over: check its token again, then serve it. */
+static void
+keys_refreshed(void *arg)
+{
+	struct http_req *r = arg;
+
+	r->waiting_keys = false;
+	authenticate(r, false);
+	if (!r->m.resp)
+		api_dispatch(r);
 }
 
 static bool
@@ -243,6 +308,28 @@ queue(struct http_req *r)
 	return mhd_req_queue(&r->m, r->conn);
 }
 
+/* MHD_OPTION_URI_LOG_CALLBACK: the request begins; keep its target as received. */
+static void *
+on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	struct http_req *r = calloc(1, sizeof *r);
+	(void)cls;
+	(void)conn;
+
+	if (r && !(r->raw_path = strdup(uri))) {
+		free(r);
+		r = NULL;
+	}
+	return r;
+}
+
+static void
+req_free(struct http_req *r)
+{
+	free(r->raw_path);
+	free(r);
+}
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method, const char *version,
 	   const char *upload_data, size_t *upload_data_size, void **con_cls)
@@ -251,13 +338,13 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 	(void)cls;
 	(void)version;
 
-	if (!r) {
-		r = calloc(1, sizeof *r);
-		if (!r || mhd_req_init(&r->m, method, url,
-				       is_file_upload(method, url) ? cfg.max_file_bytes : cfg.max_request_bytes) < 0) {
-			free(r);
+	if (!r || !r->started) {
+		if (!r)
+			return MHD_NO; /* out of memory in on_uri */
+		if (mhd_req_init(&r->m, method, url,
+				 is_file_upload(method, url) ? cfg.max_file_bytes : cfg.max_request_bytes) < 0)
 			return MHD_NO;
-		}
+		r->started = true;
 		r->conn = conn;
 		r->t0 = now_us();
 		r->next = requests;
@@ -269,12 +356,17 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		if (sbx_draining && strcmp(url, "/healthz") != 0) {
 			http_add_header(r, "Retry-After", "1");
 			http_reply_problem(r, 503, "draining", "this sandbox host is shutting down");
-		} else if (!is_public(url) && !authorized(r)) {
-			http_add_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-			http_reply_problem(r, 401, "unauthorized", "a valid bearer token is required");
-		} else if (req_body_announced_too_large(conn, r->m.body.limit)) {
-			http_reply_problem(r, 413, "request_too_large", "the request body exceeds the %llu byte limit",
-					   (unsigned long long)r->m.body.limit);
+		} else if (!path_ok(r->raw_path, url)) {
+			http_reply_problem(r, 400, "invalid_path",
+					   "the path has a \".\" or \"..\" segment (also percent-encoded), an encoded slash, a "
+					   "backslash, a control character or a malformed %%-escape");
+		} else {
+			if (!is_public(url))
+				authenticate(r, true);
+			if (!r->m.resp && req_body_announced_too_large(conn, r->m.body.limit))
+				http_reply_problem(r, 413, "request_too_large",
+						   "the request body exceeds the %llu byte limit",
+						   (unsigned long long)r->m.body.limit);
 		}
 		r->in_handler = false;
 		if (r->m.resp)
@@ -292,7 +384,17 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 	if (r->m.body.too_large)
 		http_reply_problem(r, 413, "request_too_large", "the request body exceeds the %llu byte limit",
 				   (unsigned long long)r->m.body.limit);
-	else
+	else if (r->key_unknown) {
+		/* Suspended below, unless answered already; keys_refreshed() carries on. */
+		r->key_unknown = false;
+		r->waiting_keys = true;
+		if (!access_wait_keys(keys_refreshed, r)) {
+			r->waiting_keys = false;
+			authenticate(r, false);
+			if (!r->m.resp)
+				api_dispatch(r);
+		}
+	} else
 		api_dispatch(r);
 	r->in_handler = false;
 	if (r->m.resp)
@@ -312,13 +414,16 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_Re
 
 	if (!r)
 		return;
+	if (r->waiting_keys)
+		access_wait_cancel(r);
 	for (struct http_req **pp = &requests; *pp; pp = &(*pp)->next)
 		if (*pp == r) {
 			*pp = r->next;
 			break;
 		}
-	mhd_req_done(&r->m, toe);
-	free(r);
+	if (r->started)
+		mhd_req_done(&r->m, toe);
+	req_free(r);
 	*con_cls = NULL;
 }
 
@@ -334,7 +439,10 @@ on_listener(struct ev_io *io, uint32_t revents)
 int
 http_init(void)
 {
-	int r = mhd_listeners_start(&listeners, cfg.listen_unix, cfg.listen_tcp,
+	int r;
+
+	listeners.uri_log = on_uri;
+	r = mhd_listeners_start(&listeners, cfg.listen_unix, cfg.listen_tcp,
 				    MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 512, on_request,
 				    on_completed);
 

@@ -15,6 +15,7 @@
 #include <sys/types.h>
 
 struct http_req;
+struct access_principal;
 
 int http_init(void);
 uint16_t http_tcp_port(void);      /* the port listen_tcp is bound to (0: none) */
@@ -27,6 +28,8 @@ unsigned http_pending(void);      /* requests waiting for an answer */
 const char *http_method(const struct http_req *r);
 const char *http_path(const struct http_req *r);
 const char *http_query(const struct http_req *r, const char *key);
+/* Who sent r (access.h); ACCESS_NONE on the public routes. */
+const struct access_principal *http_principal(const struct http_req *r);
 const char *http_body(const struct http_req *r, size_t *len);
 /* The body as a JSON object ({} when empty); answers 400 itself on error. */
 json_t *http_body_json(struct http_req *r);

@@ -20,6 +20,7 @@
 
 #include "child.h"
 #include "common/listener.h"
+#include "access.h"
 #include "http.h"
 #include "limits.h"
 #include "pg.h"
@@ -216,6 +217,7 @@ main(int argc, char **argv)
 	r = ready_file_write(cfg.ready_file, http_tcp_port());
 	if (r < 0)
 		goto fail;
+	access_init();
 	pg_init();
 
 	sd_notifyf(0, "READY=1\nSTATUS=Serving %zu sandboxes (limits: %s)", sandbox_count(),
@@ -242,6 +244,7 @@ main(int argc, char **argv)
 		ev_run_once(100);
 	http_done();
 	pg_done();
+	access_done();
 	if (run_count() == 0)
 		limits_done();
 	unit_done();

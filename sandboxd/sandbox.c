@@ -75,9 +75,10 @@ sandbox_json(const struct sbx_sandbox *sb)
 		json_array_append_new(js, json_string(*s));
 	store_strv_free(snaps);
 	iso8601(sb->created_at, created);
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:o, s:s, s:b, s:b}",
+	return json_pack("{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:o, s:s, s:b, s:b}",
 			 "id", sb->id,
 			 "session_id", sb->session_id,
+			 "tenant", sb->tenant[0] ? json_string(sb->tenant) : json_null(),
 			 "image", sb->image,
 			 "state", sb->destroying ? "destroying" : "active",
 			 "container", ct_state_name(sb->ct.state),
@@ -191,8 +192,8 @@ meta_write(const struct sbx_sandbox *sb, const char *state)
 
 	if (!rel)
 		return -ENOMEM;
-	j = json_pack("{s:s, s:s, s:s, s:I, s:s}", "id", sb->id, "session_id", sb->session_id, "image", sb->image,
-		      "created_at", (json_int_t)sb->created_at, "state", state);
+	j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s}", "id", sb->id, "session_id", sb->session_id, "tenant",
+		      sb->tenant, "image", sb->image, "created_at", (json_int_t)sb->created_at, "state", state);
 	if (!j)
 		return -ENOMEM;
 	text = json_dumps(j, JSON_COMPACT);
@@ -217,7 +218,7 @@ meta_remove(const char *id)
 }
 
 static struct sbx_sandbox *
-sandbox_new(const char *id, const char *session_id, const char *image, time_t created)
+sandbox_new(const char *id, const char *session_id, const char *tenant, const char *image, time_t created)
 {
 	struct sbx_sandbox *sb = calloc(1, sizeof *sb);
 
@@ -225,6 +226,7 @@ sandbox_new(const char *id, const char *session_id, const char *image, time_t cr
 		return NULL;
 	snprintf(sb->id, sizeof sb->id, "%s", id);
 	snprintf(sb->session_id, sizeof sb->session_id, "%s", session_id);
+	snprintf(sb->tenant, sizeof sb->tenant, "%s", tenant ? tenant : "");
 	snprintf(sb->image, sizeof sb->image, "%s", image);
 	sb->created_at = created;
 	sb->ct.state = CT_STOPPED;
@@ -253,7 +255,8 @@ unlink_sandbox(struct sbx_sandbox *sb)
 }
 
 static int
-create_common(const char *session_id, const char *image, const char *src, struct sbx_sandbox **ret)
+create_common(const char *session_id, const char *tenant, const char *image, const char *src,
+	      struct sbx_sandbox **ret)
 {
 	char id[SBX_ID_LEN + 1];
 	struct sbx_sandbox *sb;
@@ -263,7 +266,7 @@ create_common(const char *session_id, const char *image, const char *src, struct
 	r = random_hex(id, SBX_ID_LEN / 2);
 	if (r < 0)
 		return r;
-	sb = sandbox_new(id, session_id, image, time(NULL));
+	sb = sandbox_new(id, session_id, tenant, image, time(NULL));
 	if (!sb)
 		return -ENOMEM;
 	r = meta_write(sb, "creating");
@@ -296,8 +299,35 @@ fail:
 	return r;
 }
 
+bool
+tenant_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > SBX_TENANT_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
 int
-sandbox_create(const char *session_id, const char *image, struct sbx_sandbox **ret)
+sandbox_set_tenant(struct sbx_sandbox *sb, const char *tenant)
+{
+	char old[sizeof sb->tenant];
+	int r;
+
+	snprintf(old, sizeof old, "%s", sb->tenant);
+	snprintf(sb->tenant, sizeof sb->tenant, "%s", tenant);
+	r = meta_write(sb, "active");
+	if (r < 0)
+		snprintf(sb->tenant, sizeof sb->tenant, "%s", old);
+	return r;
+}
+
+int
+sandbox_create(const char *session_id, const char *tenant, const char *image, struct sbx_sandbox **ret)
 {
 	int r = store_image_exists(image);
 
@@ -305,13 +335,14 @@ sandbox_create(const char *session_id, const char *image, struct sbx_sandbox **r
 		return r;
 	if (r == 0)
 		return -ENOENT;
-	return create_common(session_id, image, NULL, ret);
+	return create_common(session_id, tenant, image, NULL, ret);
 }
 
 int
-sandbox_create_from(const char *session_id, const char *image, const char *src, struct sbx_sandbox **ret)
+sandbox_create_from(const char *session_id, const char *tenant, const char *image, const char *src,
+		    struct sbx_sandbox **ret)
 {
-	return create_common(session_id, image, src, ret);
+	return create_common(session_id, tenant, image, src, ret);
 }
 
 static void
@@ -372,7 +403,7 @@ static void
 adopt(const char *file)
 {
 	_cleanup_(freep) char *text = NULL;
-	const char *id, *session, *image, *state;
+	const char *id, *session, *image, *state, *tenant = "";
 	json_int_t created = 0;
 	json_error_t err;
 	json_t *j;
@@ -380,9 +411,10 @@ adopt(const char *file)
 	if (read_full_file(store_root_fd(), file, &text, NULL, 65536) < 0)
 		return;
 	j = json_loads(text, 0, &err);
-	if (!j || json_unpack(j, "{s:s, s:s, s:s, s?I, s:s}", "id", &id, "session_id", &session, "image", &image,
-			      "created_at", &created, "state", &state) < 0 ||
-	    !id_valid(id, SBX_ID_LEN) || strlen(session) > SBX_SESSION_MAX || strlen(image) > SBX_IMAGE_MAX) {
+	if (!j || json_unpack(j, "{s:s, s:s, s?s, s:s, s?I, s:s}", "id", &id, "session_id", &session, "tenant", &tenant,
+			      "image", &image, "created_at", &created, "state", &state) < 0 ||
+	    !id_valid(id, SBX_ID_LEN) || strlen(session) > SBX_SESSION_MAX || strlen(image) > SBX_IMAGE_MAX ||
+	    (tenant[0] && !tenant_valid(tenant))) {
 		log_warning("ignoring unreadable sandbox metadata %s/%s", store_root(), file);
 		json_decref(j);
 		return;
@@ -397,7 +429,7 @@ adopt(const char *file)
 	} else if (sandbox_find(id)) {
 		/* duplicate: cannot happen with random ids */
 	} else {
-		struct sbx_sandbox *sb = sandbox_new(id, session, image, (time_t)created);
+		struct sbx_sandbox *sb = sandbox_new(id, session, tenant, image, (time_t)created);
 		int k = store_sandbox_quota(id);
 		if (k < 0) {
 			errno = -k;

@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "access.h"
 #include "proto.h"
 #include "sbx.h"
 
@@ -85,7 +86,7 @@ typedef void (*sandbox_destroy_cb)(void *ud, int r);
 struct sbx_sandbox {
 	char id[SBX_ID_LEN + 1];
 	char session_id[SBX_SESSION_MAX + 1];
-	char tenant[MIRROR_OWNER_MAX + 1];   /* "" when none: it sees the shared git mirrors only */
+	char tenant[SBX_TENANT_MAX + 1];   /* the session's tenant; "" when none: it sees the shared git mirrors only */
 	char image[SBX_IMAGE_MAX + 1];
 	time_t created_at;
 	bool destroying;
@@ -106,9 +107,15 @@ int sandbox_init(void);
 struct sbx_sandbox *sandbox_find(const char *id);
 struct sbx_sandbox *sandbox_find_session(const char *session_id);
 size_t sandbox_count(void);
-int sandbox_create(const char *session_id, const char *image, struct sbx_sandbox **ret);
+/* tenant may be NULL or "" (unknown: the operator created it without one). */
+int sandbox_create(const char *session_id, const char *tenant, const char *image, struct sbx_sandbox **ret);
 /* A sandbox whose root is a writable snapshot of src (a restore). */
-int sandbox_create_from(const char *session_id, const char *image, const char *src, struct sbx_sandbox **ret);
+int sandbox_create_from(const char *session_id, const char *tenant, const char *image, const char *src,
+			struct sbx_sandbox **ret);
+/* Record the tenant of a sandbox that had none (kept in its metadata). */
+int sandbox_set_tenant(struct sbx_sandbox *sb, const char *tenant);
+/* A tenant id as sandboxd keeps it: 1 to SBX_TENANT_MAX bytes, no control characters. */
+bool tenant_valid(const char *s);
 int sandbox_destroy(struct sbx_sandbox *sb, sandbox_destroy_cb cb, void *ud);
 /* Called by run.c whenever a container has fully stopped. */
 void sandbox_on_stopped(struct sbx_sandbox *sb);

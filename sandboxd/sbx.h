@@ -79,6 +79,7 @@ struct sbx_config {
 	uint64_t idle_timeout_ms;
 	uint64_t start_timeout_ms;
 	uint64_t heartbeat_ms;
+	uint64_t jwks_refresh_ms;   /* signing keys for session tokens (access.c) */
 	enum sbx_limit_mode limits;
 	bool read_only_root;
 	char *token;           /* loaded from token_file */

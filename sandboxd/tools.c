@@ -48,13 +48,28 @@ tools_known(const char *name)
 	return false;
 }
 
+/*
+ * What a caller needs to know to call a tool and wait for it: the limit a
+ * call gets unless it asks for another (timeout_max_ms: the most it may ask
+ * for, when it may ask at all), and whether a call changes the sandbox, so
+ * that a caller never repeats one blindly after an unknown outcome.
+ */
 json_t *
 tools_list_json(void)
 {
 	json_t *a = json_array();
 
-	for (size_t i = 0; i < ARRAY_SIZE(known); i++)
-		json_array_append_new(a, json_string(known[i]));
+	for (size_t i = 0; i < ARRAY_SIZE(known); i++) {
+		const char *n = known[i];
+		bool exec = strcmp(n, "exec") == 0 || strcmp(n, "git_clone") == 0;
+		bool side_effects = exec || strcmp(n, "write_file") == 0 || strcmp(n, "edit_file") == 0;
+		json_t *t = json_pack("{s:s, s:I, s:b}", "name", n, "timeout_ms", (json_int_t)cfg.call_timeout_ms,
+				      "side_effects", side_effects);
+
+		if (exec)
+			json_object_set_new(t, "timeout_max_ms", json_integer((json_int_t)cfg.call_timeout_max_ms));
+		json_array_append_new(a, t);
+	}
 	return a;
 }
 

@@ -134,7 +134,8 @@ start_one(struct mhd_listeners *ls, const char *unix_path, const struct sockaddr
 		return fd;
 	}
 	l->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
-				MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
+				MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+				MHD_OPTION_URI_LOG_CALLBACK, ls->uri_log, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
 				(unsigned)60, MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_END);
 	if (!l->d) {
 		log_error("cannot start the HTTP server on %s", what);

@@ -43,6 +43,12 @@ struct mhd_listeners {
 	struct mhd_listener l[2];
 	size_t n;
 	uint16_t tcp_port;   /* the port listen_tcp is bound to (0: none) */
+	/*
+	 * Optional: MHD_OPTION_URI_LOG_CALLBACK, called with the request target
+	 * as received (before MHD decodes it); what it returns becomes the
+	 * request's *con_cls.
+	 */
+	void *(*uri_log)(void *cls, const char *uri, struct MHD_Connection *conn);
 };
 
 /*

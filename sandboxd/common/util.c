@@ -400,6 +400,54 @@ mirror_owner_dir_ensure(int rootfd, const char *owner)
 	return mkdir_owned(rootfd, rel, 0755, &root);
 }
 
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/*
+ * Dots and slashes count as such also when percent-encoded, and an encoded
+ * backslash as a slash, so that no decoding further on (a client library,
+ * a proxy, an upstream) can turn an accepted path into one with a dot
+ * segment.
+ */
+bool
+url_path_safe(const char *s, size_t len)
+{
+	size_t seg = 0, dots = 0;
+
+	for (size_t i = 0; i <= len; i++) {
+		char c = i < len ? s[i] : '/';
+
+		if (i < len && ((unsigned char)c <= 0x20 || c == 0x7f || c == '#' || c == '\\'))
+			return false;
+		if (i < len && c == '%') {
+			int hi = i + 1 < len ? hexval(s[i + 1]) : -1, lo = i + 2 < len ? hexval(s[i + 2]) : -1;
+			if (hi < 0 || lo < 0)
+				return false;
+			c = (char)(hi * 16 + lo);
+			i += 2;
+			if (c == '\\')
+				c = '/';
+		}
+		if (c == '/') {
+			if (seg > 0 && seg == dots && dots <= 2)
+				return false;
+			seg = dots = 0;
+			continue;
+		}
+		seg++;
+		if (c == '.')
+			dots++;
+	}
+	return true;
+}
+
 int
 signals_block(sigset_t *mask)
 {

@@ -86,6 +86,13 @@ char *mirror_owner_dir(const char *owner);
 int mirror_owner_dir_ensure(int rootfd, const char *owner);
 
 /*
+ * A URL path (no query) without a "." or ".." segment, also when its dots
+ * or slashes are percent-encoded ("%2e%2e", "..%2F", "%5c"), and without a
+ * fragment, a backslash, a control character or a malformed %-escape.
+ */
+bool url_path_safe(const char *s, size_t len);
+
+/*
  * Ignore SIGPIPE and block SIGTERM, SIGINT and SIGHUP in the calling thread
  * (before any other thread exists, so that every thread inherits the mask);
  * *mask gets the set, for sigwaitinfo() or signalfd().

@@ -40,51 +40,6 @@ target_clear(struct target *t)
 	t->up = NULL;
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = (char)tolower((unsigned char)c);
-	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/*
- * A path the upstream may see: printable, no fragment, no backslash, and no
- * "." or ".." segment even when the dots or slashes are percent-encoded.
- */
-static bool
-path_safe(const char *s, size_t len)
-{
-	size_t seg = 0, dots = 0;
-
-	for (size_t i = 0; i <= len; i++) {
-		char c = i < len ? s[i] : '/';
-
-		if (i < len && ((unsigned char)c <= 0x20 || c == 0x7f || c == '#' || c == '\\'))
-			return false;
-		if (i < len && c == '%') {
-			int hi = i + 1 < len ? hexval(s[i + 1]) : -1, lo = i + 2 < len ? hexval(s[i + 2]) : -1;
-			if (hi < 0 || lo < 0)
-				return false;
-			c = (char)(hi * 16 + lo);
-			i += 2;
-			if (c == '\\')
-				c = '/';
-		}
-		if (c == '/') {
-			if (seg > 0 && seg == dots && dots <= 2)
-				return false;
-			seg = dots = 0;
-			continue;
-		}
-		seg++;
-		if (c == '.')
-			dots++;
-	}
-	return true;
-}
-
 /* Split "PATH[?QUERY]" (PATH may be empty: "/") into t, checking both. */
 static int
 split_path(const char *s, struct target *t, struct problem *p)
@@ -96,7 +51,7 @@ split_path(const char *s, struct target *t, struct problem *p)
 		return fail(p, 414, "path_too_long", "the path is longer than %d bytes", PATH_MAX_BYTES);
 	if (plen > 0 && s[0] != '/')
 		return fail(p, 400, "invalid_target", "the path must start with \"/\"");
-	if (!path_safe(s, plen))
+	if (!url_path_safe(s, plen))
 		return fail(p, 400, "invalid_path",
 			    "the path has a \".\" or \"..\" segment, a fragment, a backslash, a control character "
 			    "or a malformed %%-escape");
