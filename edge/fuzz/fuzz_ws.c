@@ -22,7 +22,7 @@ edge_log(int level, const char *fmt,...)
 }
 
 AcpConn    *
-acp_conn_new(const AcpTransport *t, void *tdata, const EdgeAuth *auth)
+acp_conn_new(const AcpTransport *t, void *tdata, const EdgeAuth *auth, EdgeProblem *p)
 {
 	return NULL;
 }
