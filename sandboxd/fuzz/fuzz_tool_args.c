@@ -14,6 +14,7 @@
  */
 #include <assert.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +40,19 @@ struct sbx_config cfg = {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static char root[64];
+static char root[512];
+
+static int
+rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static void
+rm_root(void)
+{
+	nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 char *
 store_sandbox_path(const char *id)
@@ -150,11 +163,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct stat st;
 
 	if (!root[0]) {
-		char path[128];
+		char path[700];
 		int fd;
 
-		snprintf(root, sizeof root, "/tmp/nadi-fuzz-tools.XXXXXX");
+		const char *tmp = getenv("TMPDIR");
+
+		snprintf(root, sizeof root, "%s/nadi-fuzz-tools.XXXXXX", tmp && *tmp ? tmp : "/tmp");
 		assert(mkdtemp(root));
+		atexit(rm_root);
 		snprintf(path, sizeof path, "%s/%s", root, sb.id);
 		assert(mkdir(path, 0700) == 0);
 		snprintf(path, sizeof path, "%s/%s/%s", root, sb.id, SBX_WORKSPACE);
@@ -185,7 +201,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/* nothing outside the workspace was touched */
 	{
-		char path[128];
+		char path[700];
 
 		snprintf(path, sizeof path, "%s/%s/canary", root, sb.id);
 		assert(stat(path, &st) == 0 && st.st_size == canary_st.st_size && st.st_mtime == canary_st.st_mtime);
