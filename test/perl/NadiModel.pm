@@ -194,6 +194,7 @@ sub any_session
 	my @recent = @{ $self->{order} };
 	@recent = @recent[ -12 .. -1 ] if @recent > 12;
 	my $sid = $self->chance(90) && @live ? $self->pick(@live) : $self->pick(@recent);
+	$self->{touched}{$sid} = 1;
 	return $self->{sessions}{$sid};
 }
 
@@ -374,6 +375,7 @@ sub cell_pick
 	my $p = $self->chance(80) && @cur ? $self->pick(@cur) : $self->pick(@pairs);
 	return unless $p;
 	my ($h, $sid) = @$p;
+	$self->{touched}{$sid} = 1;
 	return ($h, $self->{sessions}{$sid}, $self->{view}{$h}{$sid});
 }
 
@@ -659,6 +661,7 @@ sub op_reap
 	{
 		my $s = $self->{sessions}{$sid};
 		next unless $self->expired($s);
+		$self->{touched}{$sid} = 1;
 		my @run = grep { $_->{status} eq 'running' } $self->cmds_of($s);
 		my $n = $self->requeue_running($s, 1);
 		my $d = grep { $_->{status} eq 'dead' } @run;
@@ -730,6 +733,8 @@ sub step
 {
 	my ($self, $i) = @_;
 	my $what;
+	# whatever was live before the step is checked after it
+	$self->{touched}{$_} = 1 for grep { is_live($self->{sessions}{$_}) } @{ $self->{order} };
 	if ($self->live_count < $LIVE_SESSIONS && @{ $self->{order} } < $MAX_SESSIONS)
 	{
 		$what = $self->new_session;
@@ -761,6 +766,7 @@ my $CHECK = q{
 SELECT 'S', s.session_id::text, s.state::text, l.epoch::text, coalesce(l.cell_host_id, '-'),
        s.crash_count::text, coalesce(s.cell_host_id, '-'), s.last_seq::text
 FROM nadi.sessions s JOIN nadi.session_leases l USING (session_id)
+WHERE s.session_id = ANY ('%IDS%')
 UNION ALL
 SELECT 'C', c.session_id::text, c.command_id::text, c.status::text, c.attempts::text,
        CASE WHEN c.cancel_requested THEN 't' ELSE 'f' END, coalesce(e.started, 0)::text, coalesce(e.completed, 0)::text
@@ -768,17 +774,25 @@ FROM nadi.command_inbox c LEFT JOIN (
   SELECT session_id, command_id,
          count(*) FILTER (WHERE kind = 'command.started') AS started,
          count(*) FILTER (WHERE kind = 'command.completed') AS completed
-  FROM nadi.events WHERE command_id IS NOT NULL GROUP BY 1, 2) e USING (session_id, command_id)
+  FROM nadi.events WHERE command_id IS NOT NULL AND session_id = ANY ('%IDS%') GROUP BY 1, 2
+) e USING (session_id, command_id)
+WHERE c.session_id = ANY ('%IDS%')
 UNION ALL
 SELECT 'E', session_id::text, count(*)::text, max(seq)::text, min(seq)::text,
        count(DISTINCT seq)::text, '', ''
-FROM nadi.events GROUP BY session_id
+FROM nadi.events WHERE session_id = ANY ('%IDS%') GROUP BY session_id
 };
 
+# Checks the sessions that may have changed in the last step (every live
+# one, and those the step named), or with $full every session.
 sub check
 {
-	my ($self) = @_;
-	my $rows = $self->must($CHECK);
+	my ($self, $full) = @_;
+	my @sids = grep { $full || $self->{touched}{$_} || is_live($self->{sessions}{$_}) } @{ $self->{order} };
+	$self->{touched} = {};
+	my $ids = '{' . join(',', @sids) . '}';
+	(my $q = $CHECK) =~ s/%IDS%/$ids/g;
+	my $rows = $self->must($q);
 	my (%dbs, %dbc, %ev);
 	for my $r (@$rows)
 	{
@@ -787,7 +801,7 @@ sub check
 		elsif ($t eq 'C') { $dbc{"$sid/$f[0]"} = \@f; }
 		else { $ev{$sid} = \@f; }
 	}
-	for my $sid (@{ $self->{order} })
+	for my $sid (@sids)
 	{
 		my $s = $self->{sessions}{$sid};
 		my $n = $self->short($sid);
