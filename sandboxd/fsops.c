@@ -389,7 +389,8 @@ list_into(int dfd, const char *prefix, bool recursive, int depth, size_t max, js
 		if (n > max * 2 + 16)
 			break; /* enough to fill the answer; the rest would be cut anyway */
 	}
-	qsort(names, n, sizeof(char *), cmp_names);
+	if (n > 0)	/* names is NULL in an empty directory */
+		qsort(names, n, sizeof(char *), cmp_names);
 	for (size_t i = 0; i < n; i++) {
 		struct stat st;
 		const char *type = "other";

@@ -135,12 +135,16 @@ run_submit(struct sbx_sandbox *sb, struct sbx_call *c)
 	uint32_t len;
 	int k;
 
-	assert(pending == NULL && c->sb == sb && c->done);
+	assert(pending == NULL && c->done);
+	c->sb = sb;
 	assert(c->timeout_ms > 0 && c->timeout_ms <= cfg.call_timeout_max_ms);
-	preader_init(&rd, c->frame.data, c->frame.len);
+	/* a length prefix, then the records */
+	assert(c->frame.len >= 4 && proto_get_u32((const unsigned char *)c->frame.data) == c->frame.len - 4);
+	preader_init(&rd, c->frame.data + 4, c->frame.len - 4);
 	while ((k = preader_next(&rd, &tag, &val, &len)) > 0)
-		assert(val >= (const char *)c->frame.data && val + len <= (const char *)c->frame.data + c->frame.len);
+		assert(val >= (const char *)c->frame.data + 4 && val + len <= (const char *)c->frame.data + c->frame.len);
 	assert(k == 0);
+	pbuf_free(&c->frame);	/* run.c owns the frame once submitted */
 	pending = c;
 	return 0;
 }
