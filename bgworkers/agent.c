@@ -277,17 +277,10 @@ agent_token(CellSession *s, TokenKind kind, char *err, size_t errlen)
  * again here before anything else looks at a name (the approval policy, a
  * URL), since a model's tool calls never went through enqueue.
  */
-#define TOOL_NAME_MAX	64
-
 static bool
 tool_name_valid(const char *name)
 {
-	size_t		n;
-
-	if (name == NULL || name[0] < 'a' || name[0] > 'z')
-		return false;
-	n = strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_");
-	return name[n] == '\0' && n <= TOOL_NAME_MAX;
+	return name != NULL && nadi_tool_name_ok(name, strlen(name));
 }
 
 /*
@@ -426,7 +419,7 @@ agent_tool_check(CellSession *s, int64 cmd, json_t *name_j, json_t **info,
 	{
 		*code = "invalid_tool_name";
 		snprintf(err, errlen, "a tool name is a lowercase identifier of at most %d characters "
-				 "(^[a-z][a-z0-9_]{0,63}$)", TOOL_NAME_MAX);
+				 "(^[a-z][a-z0-9_]{0,63}$)", 64);
 		res = TOOL_REJECTED;
 	}
 	else if (strlen(base) >= sizeof(c->url))
