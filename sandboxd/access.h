@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define SBX_TENANT_MAX 256
+#define SBX_TENANT_MAX 255    /* as nadi.sessions.tenant_id and MIRROR_OWNER_MAX */
 #define SBX_SUBJECT_MAX 256
 
 enum access_kind { ACCESS_NONE, ACCESS_OPERATOR, ACCESS_SESSION };
