@@ -549,11 +549,16 @@ agent_tool(CellSession *s, const char *name, json_t *info, json_t *args, json_t 
 			}
 			strlcpy(s->sandbox_id, id, sizeof(s->sandbox_id));
 		}
-		else if (status == 409)
-			strlcpy(s->sandbox_id, s->id_text, sizeof(s->sandbox_id));
 		else
 		{
-			snprintf(err, errlen, "sandbox host refused to create a sandbox (HTTP %ld)", status);
+			/*
+			 * 409 without an id: the session has a sandbox of another image
+			 * or tenant there; retrying cannot change that.
+			 */
+			const char *detail = json_string_value(json_object_get(resp, "detail"));
+
+			snprintf(err, errlen, "sandbox host refused to create a sandbox (HTTP %ld%s%s)", status,
+					 detail ? ": " : "", detail ? detail : "");
 			json_decref(resp);
 			return status >= 500 ? -EAGAIN : -EPROTO;
 		}

@@ -73,7 +73,7 @@ cell_define_gucs(void)
 							   NULL, &nadi_sandboxd_url, "http://127.0.0.1:7100",
 							   PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("nadi.sandboxd_token",
-							   "Operator token of the sandbox hosts; cells do not send it.",
+							   "Deprecated and unused: cells do not send it (a warning says so when it is set).",
 							   "Cells present each session's own token, nadi.sandboxd_token(session).",
 							   &nadi_sandboxd_token, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
@@ -431,6 +431,12 @@ nadi_cell_main(Datum arg)
 
 	worker_setup("nadi cell");
 	cell_slot = nadi_worker_attach(NADI_WORKER_CELL, host_id);
+	if (cell_index == 0 && nadi_sandboxd_token && nadi_sandboxd_token[0])
+		ereport(WARNING,
+				(errcode(ERRCODE_WARNING_DEPRECATED_FEATURE),
+				 errmsg("nadi.sandboxd_token is set but cells no longer send it"),
+				 errdetail("Each call to a sandbox host carries the session's own token, nadi.sandboxd_token(session)."),
+				 errhint("Keep the sandbox hosts' operator token out of the database: ALTER SYSTEM RESET nadi.sandboxd_token.")));
 	before_shmem_exit(cell_detach, (Datum) 0);
 
 	ctl.keysize = sizeof(pg_uuid_t);

@@ -28,6 +28,7 @@ static const SqlstateMap sqlstate_map[] = {
 	{"NA006", 409, "command_state", "Command is not in a state that allows this"},
 	{"NA010", 409, "session_not_live", "Session is not live"},
 	{"NA007", 422, "idempotency_conflict", "Idempotency key already used"},
+	{"NA013", 422, "invalid_tool_name", "Invalid tool name"},
 	{"NA011", 413, "payload_too_large", "Payload too large"},
 	{"NA012", 429, "limit_exceeded", "Limit exceeded"},
 	{"NA020", 401, "invalid_token", "Invalid token"},

@@ -137,7 +137,7 @@ async function firstConnection() {
     check("denied turn ends with the model's answer", r3.stopReason === "end_turn" &&
       texts(sessionId, "agent_message_chunk").includes("exec was not run: permission denied."), JSON.stringify(r3));
 
-    // permission: approve (the tool then runs and, with no sandbox host, fails)
+    // permission: approve (the call then goes ahead and, with no sandbox host, fails)
     decisions = ["allow"];
     const before = permissionRequests.length;
     const r4 = await prompt(agent, sessionId, '/tool exec {"argv": ["true"]}');
@@ -145,7 +145,12 @@ async function firstConnection() {
     const id2 = asked2?.toolCall?.toolCallId;
     const seq = of(sessionId, "tool_call_update").filter((u) => u.toolCallId === id2).map((u) => u.status);
     check("approved: asked once more", permissionRequests.length === before + 1, String(permissionRequests.length - before));
-    check("approved tool call ran", seq.includes("in_progress") && seq.includes("failed"), JSON.stringify(seq));
+    // with no sandbox host the cell cannot learn the host's tools: the call
+    // fails as sandbox_unavailable before any tool.call (so no in_progress)
+    const failedUpdate = of(sessionId, "tool_call_update").find((u) => u.toolCallId === id2 && u.status === "failed");
+    check("approved tool call went ahead and failed: no sandbox host",
+      seq.includes("failed") && /sandbox/i.test(JSON.stringify(failedUpdate?.content ?? failedUpdate)),
+      JSON.stringify(seq) + " " + JSON.stringify(failedUpdate));
     check("approved turn ended", r4.stopReason === "end_turn", JSON.stringify(r4));
 
     // cancel a slow turn
