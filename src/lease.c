@@ -319,6 +319,10 @@ nadi_lease_acquire(PG_FUNCTION_ARGS)
 					 errdetail("The lease at epoch " INT64_FORMAT " expires at %s.",
 							   l.epoch, nadi_timestamptz_iso(l.expires_at)),
 					 errhint("An expired lease can be taken over; wait for it or for the reaper.")));
+		/* another host may take over only if placement could have chosen it */
+		if (l.cell_host_id == NULL || strcmp(l.cell_host_id, host) != 0)
+			placement_require_fit(tx, host);
+
 		/*
 		 * Takeover: whatever the old holder was doing goes back to the queue,
 		 * and counts against the crash budget exactly as if the reaper had

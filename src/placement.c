@@ -129,6 +129,59 @@ host_detail(const char *host_id, int32 capacity)
 	return nadi_jsonb(buf.data);
 }
 
+/*
+ * A sandbox host's address is where cells send requests with a bearer
+ * token, so a host may give only a base URL: http(s)://HOST[:PORT][/], HOST a DNS name,
+ * an IPv4 address or a bracketed IPv6 one; no path, query, fragment or user
+ * info a cell's path could be appended to.  Administrators may also give
+ * "unix:/PATH" (a local socket).  Raises 22023.
+ */
+static void
+host_address_validate(const char *addr)
+{
+	const char *p = addr;
+	size_t		n;
+	bool		ok = true;
+
+	if (strncmp(p, "unix:/", 6) == 0 && nadi_caller_is_host_admin())
+	{
+		ok = strspn(p + 5, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/._-") == strlen(p + 5);
+		p = "";
+	}
+	else if (strncmp(p, "http://", 7) == 0)
+		p += 7;
+	else if (strncmp(p, "https://", 8) == 0)
+		p += 8;
+	else
+		ok = false;
+	if (ok && *p == '[')
+	{
+		n = strspn(p + 1, "0123456789abcdefABCDEF:.");
+		ok = n > 0 && p[1 + n] == ']';
+		p += ok ? n + 2 : 0;
+	}
+	else if (ok && *addr != 'u')
+	{
+		n = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-");
+		ok = n > 0 && n <= 253;
+		p += n;
+	}
+	if (ok && *p == ':')
+	{
+		n = strspn(p + 1, "0123456789");
+		ok = n >= 1 && n <= 5;
+		p += n + 1;
+	}
+	if (ok && *p == '/')
+		p++;
+	if (!ok || *p != '\0' || strlen(addr) > 1024)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid host address \"%s\"", addr),
+				 errdetail("A host's address is a base URL, http(s)://HOST[:PORT], with no path, query or user info: cells append their own paths to it."),
+				 errhint("Give the address the host listens on, for example http://10.0.0.5:7100; only an administrator may register a unix socket.")));
+}
+
 static Datum
 host_register(FunctionCallInfo fcinfo, HostKind *kind)
 {
@@ -164,6 +217,9 @@ host_register(FunctionCallInfo fcinfo, HostKind *kind)
 
 	nadi_connect();
 	nadi_require_host_binding(kind->bind_kind, host_id, "register");
+	/* cells send requests to sandbox hosts' addresses (a cell host's is a label) */
+	if (kind == &sandbox_kind && !PG_ARGISNULL(1))
+		host_address_validate(text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	host_labels_check(kind, host_id, labels);
 	/* a registration without a "tenant" label keeps the one an administrator set */
 	nadi_exec(nadi_plan(&kind->register_plan,
@@ -305,6 +361,36 @@ nadi_sandbox_host_set_state(PG_FUNCTION_ARGS)
  * Choose hosts for a locked pending session and place it.  Returns false
  * (changing nothing) when no live cell host has room for it.
  */
+/*
+ * Refuse (NA008) a takeover of the session by cell host `host` unless the
+ * host could have been chosen for it: it carries the session's labels and
+ * is not reserved ("tenant" label) for another tenant.  An expired lease
+ * must not let any cell host pull a session off the hosts placement keeps
+ * it to.  SPI must be connected.
+ */
+void
+placement_require_fit(const SessionTx *tx, const char *host)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[3];
+
+	values[0] = UUIDPGetDatum(&tx->id);
+	values[1] = CStringGetTextDatum(tx->tenant);
+	values[2] = CStringGetTextDatum(host);
+	nadi_exec(nadi_plan(&plan,
+						"SELECT 1 FROM nadi.cell_hosts h, nadi.sessions s "
+						"WHERE s.session_id = $1 AND h.host_id = $3 AND h.labels @> s.labels "
+						"AND coalesce(h.labels->>'tenant', $2) = $2",
+						3, (Oid[]) {UUIDOID, TEXTOID, TEXTOID}),
+			  values, NULL, true, 1);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_NO_CAPACITY),
+				 errmsg("cell host \"%s\" may not take over session %s", host, tx->id_text),
+				 errdetail("The host is not registered, lacks the session's labels, or is reserved for another tenant."),
+				 errhint("Let the reaper return the session to pending; the broker places it on a host that fits.")));
+}
+
 static bool place_locked_try(SessionTx *tx, int attempt);
 
 static bool

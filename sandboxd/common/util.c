@@ -432,6 +432,9 @@ url_path_safe(const char *s, size_t len)
 				return false;
 			c = (char)(hi * 16 + lo);
 			i += 2;
+			/* an encoded control character is refused like a raw one (%00 would cut the path) */
+			if ((unsigned char)c < 0x20 || c == 0x7f)
+				return false;
 			if (c == '\\')
 				c = '/';
 		}

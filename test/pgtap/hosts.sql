@@ -5,7 +5,7 @@
 -- lease even with the right epoch (every cell login can read it), and
 -- cannot mint tokens for B's sessions; B's login and an administrator can.
 BEGIN;
-SELECT plan(62);
+SELECT plan(67);
 
 CREATE ROLE hosts_cell_a LOGIN IN ROLE nadi_cell;
 CREATE ROLE hosts_cell_b LOGIN IN ROLE nadi_cell;
@@ -42,6 +42,14 @@ SET SESSION AUTHORIZATION hosts_sbx_b;
 SELECT lives_ok($$SELECT nadi.sandbox_host_register('hsbx-b', 'http://sbx-b', 10, '{"hosts": "b"}')$$,
                 'B''s login registers B');
 SELECT lives_ok($$SELECT nadi.sandbox_host_heartbeat('hsbx-b')$$, 'B''s login heartbeats B');
+-- cells send requests with a bearer token to a sandbox host's address: a base URL only
+SELECT throws_ok($$SELECT nadi.sandbox_host_register('hsbx-b', 'unix:/run/docker.sock', 10, '{"hosts": "b"}')$$,
+                 '22023', 'invalid host address "unix:/run/docker.sock"',
+                 'B''s login cannot point cells at a local socket');
+SELECT throws_ok($$SELECT nadi.sandbox_host_register('hsbx-b', 'http://10.0.0.5/admin?x=', 10, '{"hosts": "b"}')$$,
+                 '22023', NULL, 'nor at a path and query its own path would be appended to');
+SELECT throws_ok($$SELECT nadi.sandbox_host_register('hsbx-b', 'http://user:pw@sbx-b', 10, '{"hosts": "b"}')$$,
+                 '22023', NULL, 'nor give user info');
 
 SET SESSION AUTHORIZATION hosts_sbx_a;
 SELECT throws_ok($$SELECT nadi.sandbox_host_register('hsbx-b', 'http://attacker', 10)$$, '42501',
@@ -190,6 +198,20 @@ SET SESSION AUTHORIZATION hosts_cell_a;
 SELECT lives_ok(format($$SELECT nadi.lease_renew(%L, %s)$$, :'s', :e),
                 'now A''s login may renew B''s lease');
 RESET SESSION AUTHORIZATION;
+
+-- an expired lease is no way around placement: a takeover by another host
+-- needs a host placement could have chosen (the session's labels, no other
+-- tenant's reservation)
+SET nadi.clock_offset = '2h';
+SET SESSION AUTHORIZATION hosts_cell_c;
+SELECT throws_ok(format($$SELECT nadi.lease_acquire(%L, 'hcell-c')$$, :'s'), 'NA008',
+                 format('cell host "hcell-c" may not take over session %s', :'s'),
+                 'a bound host without the session''s labels cannot take over its expired lease');
+SET SESSION AUTHORIZATION hosts_cell_a;
+SELECT is((SELECT cell_host_id FROM nadi.lease_acquire(:'s', 'hcell-b')), 'hcell-b',
+          'the host that held it takes it back');
+RESET SESSION AUTHORIZATION;
+RESET nadi.clock_offset;
 
 ---------------------------------------------------------------------------
 -- Who can see the bindings, and the audit trail
