@@ -299,17 +299,12 @@ fail:
 	return r;
 }
 
+/* A tenant is what a mirror may be owned by. */
+_Static_assert(SBX_TENANT_MAX == MIRROR_OWNER_MAX, "a tenant is a mirror owner");
 bool
 tenant_valid(const char *s)
 {
-	size_t n = strlen(s);
-
-	if (n == 0 || n > SBX_TENANT_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			return false;
-	return true;
+	return mirror_owner_valid(s);
 }
 
 int

@@ -16,9 +16,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/util.h"
+
 #define SBX_WORKSPACE "workspace"      /* below the sandbox root; /workspace inside */
 #define SBX_AGENT_DIR ".nadi"          /* mount point of the container init */
-#define SBX_GIT_MOUNT "/srv/nadi-git"  /* git_mirror_dir, read-only, inside containers */
+#define SBX_GIT_MOUNT MIRROR_MOUNT_SHARED  /* git_mirror_dir/shared, read-only, inside containers */
 #define SBX_GITCONFIG "/.nadi/gitconfig"          /* git_clone's GIT_CONFIG_GLOBAL inside */
 #define SBX_GITCONFIG_HOST "meta/sandbox.gitconfig" /* ... and its source below the store root */
 
