@@ -9,9 +9,10 @@ use strict;
 use warnings;
 use IO::Socket::INET;
 
-# start($log, sub { my ($head, $body) = @_; return ($status_line, $json) }, $port)
+# start($log, sub { my ($head, $body, $conn) = @_; return ($status_line, $json) }, $port)
 # A callback that returns nothing hangs up without answering (after reading
-# the whole request).  $port: listen there (default: any free port).
+# the whole request); $conn is the client's connection (see wait_hangup).
+# $port: listen there (default: any free port).
 # Returns ($port, $pid); stop($pid) ends it.
 sub start
 {
@@ -36,7 +37,7 @@ sub start
 		open(my $fh, '>>', $log) or die "$log: $!";
 		print $fh $head, $body, "\n----\n";
 		close $fh;
-		my ($status, $json) = $answer->($head, $body);
+		my ($status, $json) = $answer->($head, $body, $c);
 		if (!defined $status)
 		{
 			close $c;
@@ -47,6 +48,25 @@ sub start
 		close $c;
 	}
 	exit 0;
+}
+
+# wait_hangup($conn, $seconds): from a callback, hold the request until the
+# client closes the connection or $seconds pass.  Returns 1 if the client
+# went away, 0 on the bound.
+sub wait_hangup
+{
+	my ($conn, $seconds) = @_;
+	my $until = time() + $seconds;
+	my $left;
+	while (($left = $until - time()) > 0)
+	{
+		my $rin = '';
+		vec($rin, fileno($conn), 1) = 1;
+		next if select(my $rout = $rin, undef, undef, $left) <= 0;
+		my $n = sysread($conn, my $buf, 4096);
+		return 1 if !$n;
+	}
+	return 0;
 }
 
 sub stop

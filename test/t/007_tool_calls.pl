@@ -28,7 +28,7 @@ my $hangups = 0;
 # limit, not give up at nadi.tool_timeout.
 sub answer
 {
-	my ($head, $body) = @_;
+	my ($head, $body, $conn) = @_;
 	my ($method, $path) = $head =~ m{^(\S+) (\S+)};
 	my $ok = '"exit_status":0,"signal":null,"stderr":"","truncated":false,"timed_out":false,"oom_killed":false';
 
@@ -49,6 +49,13 @@ sub answer
 		# read_file hangs up once, then answers; exec always hangs up
 		return () if $tool eq 'exec' || $hangups++ == 0;
 		return ('200 OK', qq{{"ok":true,$ok,"stdout":"","result":{"content":"after a hang-up"}}});
+	}
+	if ($body =~ /"cut-short"/)
+	{
+		# no answer until the cell that sent it is gone (the test ends that
+		# cell while the call is out), then hang up; at most 60 s
+		NadiProvider::wait_hangup($conn, 60);
+		return ();
 	}
 	if ($body =~ /"sleep"/)
 	{
@@ -226,7 +233,9 @@ is(q1("SELECT (payload->>'code') || ' ' || (payload->>'outcome') FROM nadi.event
 	'outcome_unknown unknown', 'the first attempt\'s tool.error says its outcome was unknown');
 
 # ---- the cell goes away while exec is out: not run again by the next one ------------
-$c = enqueue($sid, 'tool', '{"name": "exec", "args": {"argv": ["sleep", "cut-short"]}}');
+# (the endpoint holds the call until the cell goes; with a limit of 600 s
+# the cell does not give up on it first)
+$c = enqueue($sid, 'tool', '{"name": "exec", "args": {"argv": ["sleep", "cut-short"], "timeout_ms": 600000}}');
 my $sent = 0;
 for (1 .. 600)
 {
