@@ -131,7 +131,7 @@ host_detail(const char *host_id, int32 capacity)
 
 /*
  * A sandbox host's address is where cells send requests with a bearer
- * token, so a host may give only a base URL: http(s)://HOST[:PORT][/], HOST a DNS name,
+ * token, so a host may give only a base URL: [http(s)://]HOST[:PORT][/], HOST a DNS name,
  * an IPv4 address or a bracketed IPv6 one; no path, query, fragment or user
  * info a cell's path could be appended to.  Administrators may also give
  * "unix:/PATH" (a local socket).  Raises 22023.
@@ -141,44 +141,44 @@ host_address_validate(const char *addr)
 {
 	const char *p = addr;
 	size_t		n;
-	bool		ok = true;
+	bool		ok;
 
 	if (strncmp(p, "unix:/", 6) == 0 && nadi_caller_is_host_admin())
-	{
 		ok = strspn(p + 5, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/._-") == strlen(p + 5);
-		p = "";
-	}
-	else if (strncmp(p, "http://", 7) == 0)
-		p += 7;
-	else if (strncmp(p, "https://", 8) == 0)
-		p += 8;
 	else
-		ok = false;
-	if (ok && *p == '[')
 	{
-		n = strspn(p + 1, "0123456789abcdefABCDEF:.");
-		ok = n > 0 && p[1 + n] == ']';
-		p += ok ? n + 2 : 0;
+		if (strncmp(p, "http://", 7) == 0)
+			p += 7;
+		else if (strncmp(p, "https://", 8) == 0)
+			p += 8;
+		/* else HOST[:PORT], which cells reach over http */
+		if (*p == '[')
+		{
+			n = strspn(p + 1, "0123456789abcdefABCDEF:.");
+			ok = n > 0 && p[1 + n] == ']';
+			p += ok ? n + 2 : 0;
+		}
+		else
+		{
+			n = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-");
+			ok = n > 0 && n <= 253;
+			p += n;
+		}
+		if (ok && *p == ':')
+		{
+			n = strspn(p + 1, "0123456789");
+			ok = n >= 1 && n <= 5;
+			p += n + 1;
+		}
+		if (ok && *p == '/')
+			p++;
+		ok = ok && *p == '\0';
 	}
-	else if (ok && *addr != 'u')
-	{
-		n = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-");
-		ok = n > 0 && n <= 253;
-		p += n;
-	}
-	if (ok && *p == ':')
-	{
-		n = strspn(p + 1, "0123456789");
-		ok = n >= 1 && n <= 5;
-		p += n + 1;
-	}
-	if (ok && *p == '/')
-		p++;
-	if (!ok || *p != '\0' || strlen(addr) > 1024)
+	if (!ok || strlen(addr) > 1024)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid host address \"%s\"", addr),
-				 errdetail("A host's address is a base URL, http(s)://HOST[:PORT], with no path, query or user info: cells append their own paths to it."),
+				 errdetail("A sandbox host's address is a base URL, [http(s)://]HOST[:PORT], with no path, query or user info: cells append their own paths to it."),
 				 errhint("Give the address the host listens on, for example http://10.0.0.5:7100; only an administrator may register a unix socket.")));
 }
 
