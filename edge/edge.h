@@ -15,7 +15,8 @@
 
 #include <jansson.h>
 
-#define EDGE_VERSION "1.0.0"
+#include "nadi_version.h"
+#define EDGE_VERSION NADI_VERSION
 
 #define EDGE_UNUSED __attribute__((unused))
 #define EDGE_PRINTF(a, b) __attribute__((format(printf, a, b)))

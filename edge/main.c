@@ -239,7 +239,7 @@ config_args(int argc, char **argv)
 		}
 		if (c == 'V')
 		{
-			printf("nadi-edge %s\n", EDGE_VERSION);
+			printf("nadi-edge %s (extension nadi %s)\n", NADI_VERSION, NADI_EXT_VERSION);
 			exit(0);
 		}
 		if (c != 0 || set_option(opts[idx].name, optarg) < 0)

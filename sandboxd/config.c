@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "common/conf.h"
+#include "daemonlib/conf.h"
 #include "sbx.h"
 
 struct sbx_config cfg = {
@@ -141,7 +141,6 @@ static const struct conf_key keys[] = {
 
 static const struct conf_spec spec = {
 	.program = "nadi-sandboxd",
-	.version = SBX_VERSION,
 	.about = "Runs tool calls in systemd-nspawn containers on BTRFS snapshots.\n",
 	.help_width = 20,
 	CONF_SPEC_TABLE(cfg, keys),

@@ -6,7 +6,7 @@
  * known waiting for one key refresh; suspend/resume for answers that come
  * later; and RFC 9457 problem+json errors carrying a stable "code".  What
  * it shares with nadi-gitd's (listeners, problem bodies, body reading) is
- * in common/listener.c and common/problem.c.
+ * in daemonlib/listener.c and daemonlib/problem.c.
  */
 #include <microhttpd.h>
 #include <stdarg.h>
@@ -15,8 +15,8 @@
 #include <sys/epoll.h>
 
 #include "access.h"
-#include "common/listener.h"
-#include "common/problem.h"
+#include "daemonlib/listener.h"
+#include "daemonlib/problem.h"
 #include "http.h"
 #include "metrics.h"
 #include "sbx.h"

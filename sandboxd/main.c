@@ -19,7 +19,7 @@
 #include <jansson.h>
 
 #include "child.h"
-#include "common/listener.h"
+#include "daemonlib/listener.h"
 #include "access.h"
 #include "http.h"
 #include "limits.h"

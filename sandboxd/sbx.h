@@ -15,7 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SBX_VERSION "0.1.0"
+#include "nadi_version.h"
+#define SBX_VERSION NADI_VERSION
 
 /*
  * User namespaces: sandbox N (a slot, persisted per sandbox) maps its uids
@@ -27,8 +28,8 @@
 #define SBX_USERNS_END 0x7FFE0000u
 
 /* Logging, parsing and file helpers shared with nadi-gitd and nadi-credproxy. */
-#include "common/log.h"
-#include "common/util.h"
+#include "daemonlib/log.h"
+#include "daemonlib/util.h"
 
 /* ---- configuration (config.c) ------------------------------------------ */
 
@@ -124,7 +125,7 @@ void ev_timer_cancel(struct ev_timer *t);
 /* Wait at most max_ms (or until the next timer) and dispatch; -errno on error. */
 int ev_run_once(int64_t max_ms);
 
-/* ---- helpers of its own (util.c; the shared ones are in common/util.h) --- */
+/* ---- helpers of its own (util.c; the shared ones are in daemonlib/util.h) --- */
 
 int write_string_file(const char *path, const char *s);
 int mkdir_p(const char *path, mode_t mode);

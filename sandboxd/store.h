@@ -16,7 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "common/util.h"
+#include "daemonlib/util.h"
 
 #define SBX_WORKSPACE "workspace"      /* below the sandbox root; /workspace inside */
 #define SBX_AGENT_DIR ".nadi"          /* mount point of the container init */

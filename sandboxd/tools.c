@@ -634,7 +634,7 @@ git_clone_tool(struct http_req *r, struct sbx_sandbox *sb, json_t *args, const c
 
 	if (!check_keys(r, tool, args, keys) || !(repo = arg_string(r, tool, args, "repo", true, NULL)))
 		return;
-	if (!repo_name_valid(repo)) {   /* nadi-gitd's rule, common/util.c */
+	if (!repo_name_valid(repo)) {   /* nadi-gitd's rule, daemonlib/util.c */
 		http_reply_problem(r, 400, "invalid_args",
 				   "git_clone: \"repo\" must be a mirror name: 1 to 100 letters, digits, '.', '_' or '-', "
 				   "starting with a letter or digit, without \"..\" or a \".git\" suffix");

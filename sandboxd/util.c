@@ -1,7 +1,7 @@
 /*
  * util.c — small helpers of nadi-sandboxd's own: short writes to sysfs and
  * cgroupfs files, mkdir -p, identifiers, random names.  The helpers the
- * three daemons of a sandbox host share are in common/util.c.
+ * three daemons of a sandbox host share are in daemonlib/util.c.
  */
 #include <fcntl.h>
 #include <stdio.h>

@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <openssl/crypto.h>
 
-#include "../common/conf.h"
+#include "daemonlib/conf.h"
 #include "credproxy.h"
 
 struct cp_config cfg = {
@@ -454,7 +454,6 @@ static const struct conf_key keys[] = {
 /* Values in the file are never echoed: a line may be an upstream's. */
 static const struct conf_spec spec = {
 	.program = "nadi-credproxy",
-	.version = CP_VERSION,
 	.about = "Forwards sandboxes' and cells' HTTP requests to configured upstream APIs,\n"
 		 "injecting the upstream's credential after nadi.proxy_authorize() allowed them.\n",
 	.help_width = 24,

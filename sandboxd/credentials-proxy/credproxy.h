@@ -18,10 +18,11 @@
 #include <unistd.h>
 
 /* Logging, parsing and file helpers shared with nadi-sandboxd and nadi-gitd. */
-#include "../common/log.h"
-#include "../common/util.h"
+#include "daemonlib/log.h"
+#include "daemonlib/util.h"
 
-#define CP_VERSION "0.1.0"
+#include "nadi_version.h"
+#define CP_VERSION NADI_VERSION
 #define CP_TOKEN_MAX 8192          /* bytes of a presented token */
 #define CP_SANDBOX_ID_MAX 64
 #define CP_SECRET_MAX 8192         /* bytes of an upstream secret */
@@ -88,7 +89,7 @@ const struct upstream *upstream_by_name(const char *name);
 int upstream_parse(const char *spec, struct upstream *up, char *err, size_t errlen);
 void upstream_clear(struct upstream *up);
 
-/* ---- helpers of its own (util.c; the shared ones are in common/util.h) --- */
+/* ---- helpers of its own (util.c; the shared ones are in daemonlib/util.h) --- */
 
 bool upstream_name_valid(const char *s, size_t len);
 bool sandbox_id_valid(const char *s, size_t len);

@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../common/problem.h"
+#include "daemonlib/problem.h"
 #include "credproxy.h"
 #include "http.h"
 #include "listen.h"

@@ -25,7 +25,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
-#include "../common/listener.h"
+#include "daemonlib/listener.h"
 #include "credproxy.h"
 #include "http.h"
 #include "listen.h"

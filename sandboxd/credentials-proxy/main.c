@@ -27,7 +27,7 @@
 #include "fwd.h"
 #include "http.h"
 #include "listen.h"
-#include "../common/listener.h"
+#include "daemonlib/listener.h"
 #include "pg.h"
 
 atomic_bool cp_draining;

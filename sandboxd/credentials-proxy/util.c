@@ -1,7 +1,7 @@
 /*
  * util.c — small helpers of the daemon's own: names that must match a
  * fixed pattern, base64.  The helpers it shares with the other daemons of
- * a sandbox host (sizes, durations, counts, clocks) are in common/util.c.
+ * a sandbox host (sizes, durations, counts, clocks) are in daemonlib/util.c.
  */
 #include <string.h>
 #include <openssl/evp.h>

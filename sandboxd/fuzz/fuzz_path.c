@@ -7,8 +7,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "../common/log.c"
-#include "../common/util.c"
+#include "daemonlib/log.c"
+#include "daemonlib/util.c"
 #include "../util.c"
 #include "../fsops.c"
 

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../common/conf.h"
+#include "daemonlib/conf.h"
 #include "gitd.h"
 
 struct gitd_config cfg = {
@@ -81,7 +81,6 @@ static const struct conf_key keys[] = {
 
 static const struct conf_spec spec = {
 	.program = "nadi-gitd",
-	.version = GITD_VERSION,
 	.about = "Keeps bare mirrors of git repositories for the sandboxes of this host.\n",
 	.help_width = 22,
 	CONF_SPEC_TABLE(cfg, keys),

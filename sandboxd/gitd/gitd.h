@@ -21,12 +21,13 @@
 #include <unistd.h>
 
 /* Logging, parsing and file helpers shared with nadi-sandboxd and nadi-credproxy. */
-#include "../common/log.h"
-#include "../common/util.h"
+#include "daemonlib/log.h"
+#include "daemonlib/util.h"
 
-#define GITD_VERSION "0.1.0"
+#include "nadi_version.h"
+#define GITD_VERSION NADI_VERSION
 #define GITD_REGISTRY ".repos.json"         /* repositories added through the API */
-#define GITD_NAME_MAX REPO_NAME_MAX       /* repo_name_valid(), common/util.c */
+#define GITD_NAME_MAX REPO_NAME_MAX       /* repo_name_valid(), daemonlib/util.c */
 #define GITD_URL_MAX 4096
 #define GITD_BODY_MAX (64u << 10)           /* request bodies */
 #define GITD_ERR_MAX 4096                   /* bytes of git's stderr kept */
@@ -63,7 +64,7 @@ int config_finish(void);
 bool config_token_matches(const char *presented);
 int config_reload_token(void);
 
-/* ---- helpers of its own (util.c; the shared ones are in common/util.h) --- */
+/* ---- helpers of its own (util.c; the shared ones are in daemonlib/util.h) --- */
 
 /* Valid UTF-8 without control characters (but \n, \t), trimmed; a new string. */
 char *text_clean(const char *s, size_t len);
@@ -100,7 +101,7 @@ struct mirror_info {
 };
 
 /*
- * OWNER_DIR is mirror_owner_dir(owner) (common/util.h): "shared" or
+ * OWNER_DIR is mirror_owner_dir(owner) (daemonlib/util.h): "shared" or
  * "tenants/HEX", below MIRROR_DIR.
  */
 int mirror_init(void);   /* open MIRROR_DIR, remove leftovers of a crash, move the flat layout */

@@ -3,16 +3,16 @@
  * socket and/or TCP, request bodies with a size limit, bearer-token
  * authentication compared in constant time, and RFC 9457 problem+json
  * errors carrying a stable "code".  What it shares with nadi-sandboxd's
- * (listeners, problem bodies, body reading) is in common/listener.c and
- * common/problem.c.
+ * (listeners, problem bodies, body reading) is in daemonlib/listener.c and
+ * daemonlib/problem.c.
  */
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "../common/listener.h"
-#include "../common/problem.h"
+#include "daemonlib/listener.h"
+#include "daemonlib/problem.h"
 #include "gitd.h"
 #include "http.h"
 

@@ -18,7 +18,7 @@
 #define sd_notifyf(unset, fmt, ...) ((void)(unset), 0)
 #endif
 
-#include "../common/listener.h"
+#include "daemonlib/listener.h"
 #include "gitd.h"
 #include "http.h"
 

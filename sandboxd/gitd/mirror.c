@@ -1,7 +1,7 @@
 /*
  * mirror.c — the on-disk side: DIR/NAME.git, where DIR is the owner's
  * directory below MIRROR_DIR ("shared" for "*", "tenants/<sha256 hex>" for
- * a tenant: common/util.h), is a complete bare mirror or absent, never
+ * a tenant: daemonlib/util.h), is a complete bare mirror or absent, never
  * half-written.  A first clone goes into a temporary ".tmp-NAME-XXXXXX" in
  * MIRROR_DIR itself (which no sandbox sees) and is renamed into place only
  * on success; a fetch updates refs in one transaction (git fetch --atomic),

@@ -1,7 +1,7 @@
 /*
  * util.c — text cleaning for git's messages (they end up in JSON, which
  * must be valid UTF-8).  The helpers nadi-gitd shares with the other
- * daemons of a sandbox host are in common/util.c.
+ * daemons of a sandbox host are in daemonlib/util.c.
  */
 #include <string.h>
 

@@ -1,6 +1,6 @@
 /*
  * validate.c — what may be mirrored.  (What may be a repository name is
- * repo_name_valid() in common/util.c, shared with sandboxd's git_clone.)
+ * repo_name_valid() in daemonlib/util.c, shared with sandboxd's git_clone.)
  * URLs are handed to git, so anything git would read as an option or as a command
  * to run (the ext:: transport, other "helper::address" forms) is refused,
  * and so are credentials in a URL: the mirror is readable by every sandbox.

@@ -1,6 +1,6 @@
 /*
  * fuzz_api.c — libFuzzer target for nadi-gitd's API request handling
- * (api.c with validate.c and the name/owner checks of common/util.c): any
+ * (api.c with validate.c and the name/owner checks of daemonlib/util.c): any
  * method, path, query and body a client may send.  The HTTP layer and the
  * mirror registry are replaced by fakes (an in-memory table of repos).  It
  * checks that every request is answered exactly once with a valid status,

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "conf.h"
+#include "nadi_version.h"
 #include "log.h"
 
 static const struct conf_key *
@@ -188,7 +189,7 @@ conf_parse_args(const struct conf_spec *spec, int argc, char **argv)
 				exit(0);
 			}
 			if (strcmp(a, "--version") == 0) {
-				printf("%s %s\n", spec->program, spec->version);
+				printf("%s %s (extension nadi %s)\n", spec->program, NADI_VERSION, NADI_EXT_VERSION);
 				exit(0);
 			}
 			if (strncmp(a, "--", 2) != 0 && strcmp(a, "-c") != 0) {

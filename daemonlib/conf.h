@@ -38,7 +38,6 @@ struct conf_key {
 
 struct conf_spec {
 	const char *program;    /* --version and --help */
-	const char *version;
 	const char *about;      /* --help, between the usage line and the keys */
 	int help_width;         /* of the flag column */
 	void *base;             /* the configuration structure */

@@ -1,0 +1,82 @@
+# daemonlib/daemon.mk — the one build of every Nadi daemon (nadi-edge,
+# nadi-sandboxd, nadi-gitd, nadi-credproxy and the ones after them).  A
+# daemon's Makefile sets
+#
+#   PROG       the binary
+#   SRCS       its own sources (in its directory)
+#   DAEMONLIB  the daemonlib/ sources it links (names without .c)
+#   NADI_SRC   sources of the extension it shares (src/NAME.c, e.g. jwt)
+#   PKGS       pkg-config packages (libsystemd is added when present)
+#
+# and includes this file.  Objects of daemonlib/ and src/ are compiled into
+# the daemon's directory (dl-NAME.o, src-NAME.o) with the same flags.
+#
+#   make            build $(PROG)
+#   make asan       build $(PROG)-asan (AddressSanitizer + UBSan); ASAN_DIR=/tmp/x builds elsewhere
+#   make clean
+#
+# One warning set, one C dialect, one version: VERSION (the product) and
+# nadi.control's default_version (the extension it was built against), both
+# in the generated version.h every daemon reports with --version.
+
+NADI_TOP := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)
+DL_DIR   := $(NADI_TOP)/daemonlib
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN     = -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral \
+           -Wno-unused-parameter -Wno-missing-field-initializers
+CPPFLAGS += -D_GNU_SOURCE -iquote $(CURDIR) -iquote $(NADI_TOP) -iquote $(NADI_TOP)/src
+ifeq ($(shell pkg-config --exists libsystemd && echo yes),yes)
+PKGS     += libsystemd
+CPPFLAGS += -DHAVE_SYSTEMD
+endif
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS)) -pthread
+
+OBJS = $(SRCS:.c=.o) $(DAEMONLIB:%=dl-%.o) $(NADI_SRC:%=src-%.o)
+ASAN_DIR ?= .
+ASAN_OBJS = $(SRCS:%.c=$(ASAN_DIR)/%.asan.o) $(DAEMONLIB:%=$(ASAN_DIR)/dl-%.asan.o) \
+            $(NADI_SRC:%=$(ASAN_DIR)/src-%.asan.o)
+HDRS = $(wildcard *.h $(DL_DIR)/*.h $(NADI_TOP)/src/jwt*.h) nadi_version.h
+COMPILE = $(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -pthread $(PKG_CFLAGS) -c -o $@ $<
+ASAN_COMPILE = $(CC) $(CPPFLAGS) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+	-fno-sanitize-recover=undefined $(WARN) -pthread $(PKG_CFLAGS) -c -o $@ $<
+
+NADI_VERSION     := $(shell cat $(NADI_TOP)/VERSION)
+NADI_EXT_VERSION := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(NADI_TOP)/nadi.control)
+
+all: $(PROG)
+
+# Rewritten only when a version changes (so nothing rebuilds needlessly).
+nadi_version.h: $(NADI_TOP)/VERSION $(NADI_TOP)/nadi.control
+	@printf '#define NADI_VERSION "%s"\n#define NADI_EXT_VERSION "%s"\n' \
+		'$(NADI_VERSION)' '$(NADI_EXT_VERSION)' > $@.tmp && \
+	 { cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@; }
+
+$(PROG): $(OBJS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(PKG_LIBS) $(LIBS_MORE)
+
+%.o: %.c $(HDRS)
+	$(COMPILE)
+dl-%.o: $(DL_DIR)/%.c $(HDRS)
+	$(COMPILE)
+src-%.o: $(NADI_TOP)/src/%.c $(HDRS)
+	$(COMPILE)
+
+asan: $(ASAN_DIR)/$(PROG)-asan
+$(ASAN_DIR)/$(PROG)-asan: $(ASAN_OBJS)
+	$(CC) -fsanitize=address,undefined -g -o $@ $(ASAN_OBJS) $(PKG_LIBS) $(LIBS_MORE)
+$(ASAN_DIR)/%.asan.o: %.c $(HDRS)
+	@mkdir -p $(ASAN_DIR)
+	$(ASAN_COMPILE)
+$(ASAN_DIR)/dl-%.asan.o: $(DL_DIR)/%.c $(HDRS)
+	@mkdir -p $(ASAN_DIR)
+	$(ASAN_COMPILE)
+$(ASAN_DIR)/src-%.asan.o: $(NADI_TOP)/src/%.c $(HDRS)
+	@mkdir -p $(ASAN_DIR)
+	$(ASAN_COMPILE)
+
+clean:
+	rm -f $(PROG) $(PROG)-asan *.o nadi_version.h $(CLEAN_MORE)
+
+.PHONY: all asan clean
