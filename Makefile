@@ -33,7 +33,15 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # A changed header rebuilds every object (structures are shared between files).
-$(OBJS): $(wildcard src/*.h bgworkers/*.h)
+$(OBJS): $(wildcard src/*.h bgworkers/*.h) src/nadi_errcodes.h
+
+# The SQLSTATEs (ERRCODE_NADI_*) and their HTTP answers, from the one list
+# src/errcodes.txt; the daemons' build (daemonlib/daemon.mk) makes the same
+# file.  Written through a temporary file and only when it changes.
+src/nadi_errcodes.h: src/errcodes.txt scripts/gen-errcodes.pl
+	perl scripts/gen-errcodes.pl $< > $@.tmp$$$$ && \
+	{ cmp -s $@.tmp$$$$ $@ && rm -f $@.tmp$$$$ || mv -f $@.tmp$$$$ $@; }
+EXTRA_CLEAN += src/nadi_errcodes.h
 
 DAEMON_DIRS = $(patsubst %/Makefile,%,$(wildcard edge/Makefile sandboxd/Makefile))
 

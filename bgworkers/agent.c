@@ -25,7 +25,7 @@
 #include "cell.h"
 #include "http.h"
 
-#define NA_FENCED "NA005"
+#define NA_FENCED SQLSTATE_NADI_FENCED
 
 static char *
 json_text(json_t *j)

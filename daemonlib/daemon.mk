@@ -33,11 +33,12 @@ endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS)) -pthread
 
+ERRCODES_H := $(NADI_TOP)/src/nadi_errcodes.h
 OBJS = $(SRCS:.c=.o) $(DAEMONLIB:%=dl-%.o) $(NADI_SRC:%=src-%.o)
 ASAN_DIR ?= .
 ASAN_OBJS = $(SRCS:%.c=$(ASAN_DIR)/%.asan.o) $(DAEMONLIB:%=$(ASAN_DIR)/dl-%.asan.o) \
             $(NADI_SRC:%=$(ASAN_DIR)/src-%.asan.o)
-HDRS = $(wildcard *.h $(DL_DIR)/*.h $(NADI_TOP)/src/jwt*.h) nadi_version.h
+HDRS = $(wildcard *.h $(DL_DIR)/*.h $(NADI_TOP)/src/jwt*.h) nadi_version.h $(ERRCODES_H)
 COMPILE = $(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -pthread $(PKG_CFLAGS) -c -o $@ $<
 ASAN_COMPILE = $(CC) $(CPPFLAGS) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 	-fno-sanitize-recover=undefined $(WARN) -pthread $(PKG_CFLAGS) -c -o $@ $<
@@ -52,6 +53,13 @@ nadi_version.h: $(NADI_TOP)/VERSION $(NADI_TOP)/nadi.control
 	@printf '#define NADI_VERSION "%s"\n#define NADI_EXT_VERSION "%s"\n' \
 		'$(NADI_VERSION)' '$(NADI_EXT_VERSION)' > $@.tmp && \
 	 { cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@; }
+
+# The SQLSTATEs and their HTTP answers (daemonlib/errcodes.c, SQLSTATE_*),
+# from the one list src/errcodes.txt; the extension's build makes the same
+# file the same way (top-level Makefile).
+$(ERRCODES_H): $(NADI_TOP)/src/errcodes.txt $(NADI_TOP)/scripts/gen-errcodes.pl
+	perl $(NADI_TOP)/scripts/gen-errcodes.pl $< > $@.tmp$$$$ && \
+	{ cmp -s $@.tmp$$$$ $@ && rm -f $@.tmp$$$$ || mv -f $@.tmp$$$$ $@; }
 
 $(PROG): $(OBJS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(PKG_LIBS) $(LIBS_MORE)

@@ -1,10 +1,12 @@
 /*
  * problem.c — see problem.h.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
+#include "errcodes.h"
 #include "log.h"
 #include "problem.h"
 
@@ -15,20 +17,122 @@ http_reason(unsigned status)
 	return s && *s ? s : "Error";
 }
 
+const char *
+problem_title(int status)
+{
+	switch (status) {
+	case 400: return "Bad request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not found";
+	case 405: return "Method not allowed";
+	case 406: return "Not acceptable";
+	case 408: return "Request timeout";
+	case 409: return "Conflict";
+	case 410: return "Gone";
+	case 413: return "Content too large";
+	case 415: return "Unsupported media type";
+	case 422: return "Unprocessable content";
+	case 426: return "Upgrade required";
+	case 429: return "Too many requests";
+	case 501: return "Not implemented";
+	case 502: return "Bad gateway";
+	case 503: return "Service unavailable";
+	case 504: return "Gateway timeout";
+	case 507: return "Insufficient storage";
+	default: return status >= 500 ? "Internal server error" : "Error";
+	}
+}
+
+void
+problem_set(struct problem *p, int status, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	memset(p, 0, sizeof(*p));
+	p->status = status;
+	p->code = code;
+	p->title = problem_title(status);
+	if (fmt) {
+		va_start(ap, fmt);
+		vsnprintf(p->detail, sizeof(p->detail), fmt, ap);
+		va_end(ap);
+	}
+}
+
+bool
+problem_from_sqlstate(struct problem *p, const char *sqlstate, const char *msg, const char *detail,
+		      const char *hint)
+{
+	const ErrcodeInfo *e = errcode_find(sqlstate);
+
+	if (e && e->status < 500) {
+		memset(p, 0, sizeof(*p));
+		p->status = e->status;
+		p->code = e->code;
+		p->title = e->title;
+		snprintf(p->sqlstate, sizeof(p->sqlstate), "%s", sqlstate);
+		if (msg && detail && *detail)
+			snprintf(p->detail, sizeof(p->detail), "%s. %s", msg, detail);
+		else if (msg)
+			snprintf(p->detail, sizeof(p->detail), "%s", msg);
+		if (hint)
+			snprintf(p->hint, sizeof(p->hint), "%s", hint);
+		return true;
+	}
+	if (e && e->status == 503) {
+		problem_set(p, 503, e->code, "The database could not complete the request; retry.");
+		p->retry_after = 1;
+	} else
+		problem_set(p, 500, "internal_error", "The request failed inside the service.");
+	if (sqlstate)
+		snprintf(p->sqlstate, sizeof(p->sqlstate), "%s", sqlstate);
+	return false;
+}
+
+static char *
+problem_render(int status, const char *code, const char *title, const char *detail, const char *hint,
+	       const char *sqlstate, const char *instance, const char *request_id)
+{
+	json_t *o = json_object();
+	char type[128];
+	char *text;
+
+	if (!o)
+		return NULL;
+	code = code ? code : "error";
+	snprintf(type, sizeof(type), "urn:nadi:problem:%s", code);
+	json_object_set_new(o, "type", json_string(type));
+	json_object_set_new(o, "title", json_string(title ? title : problem_title(status)));
+	json_object_set_new(o, "status", json_integer(status));
+	json_object_set_new(o, "code", json_string(code));
+	/* Text that is not valid UTF-8 (one cut short, say) is left out: json_string() is NULL. */
+	if (detail && *detail)
+		json_object_set_new(o, "detail", json_string(detail));
+	if (hint && *hint)
+		json_object_set_new(o, "hint", json_string(hint));
+	if (sqlstate && *sqlstate && status < 500)
+		json_object_set_new(o, "sqlstate", json_string(sqlstate));
+	if (instance)
+		json_object_set_new(o, "instance", json_string(instance));
+	if (request_id)
+		json_object_set_new(o, "request_id", json_string(request_id));
+	text = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return text;
+}
+
+char *
+problem_json(const struct problem *p, const char *instance)
+{
+	return problem_render(p->status, p->code, p->title, p->detail, p->hint, p->sqlstate, instance,
+			      p->request_id);
+}
+
 char *
 problem_text(unsigned status, const char *code, const char *detail)
 {
-	json_t *j;
-	char *text;
-
-	j = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title", http_reason(status), "status",
-		      (int)status, "code", code, "detail", detail);
-	if (!j) /* invalid UTF-8 in the detail (one cut short, say): say less rather than nothing */
-		j = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank", "title", http_reason(status), "status",
-			      (int)status, "code", code);
-	text = j ? json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
-	json_decref(j);
-	return text;
+	return problem_render((int)status, code, NULL, detail, NULL, NULL, NULL, NULL);
 }
 
 struct MHD_Response *

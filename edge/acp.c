@@ -25,6 +25,7 @@
 
 #include "edge.h"
 #include "jwt.h"
+#include "nadi_errcodes.h"
 #include "acp_int.h"
 
 static AcpConn *conns;
@@ -334,7 +335,7 @@ done_session_new(void *arg, EdgeDbResult *r)
 	{
 		EdgeProblem p;
 
-		problem_from_db(&p, r->ok ? "NA002" : r->sqlstate, r->message, r->detail, r->hint);
+		problem_from_db(&p, r->ok ? SQLSTATE_NADI_SESSION_NOT_FOUND : r->sqlstate, r->message, r->detail, r->hint);
 		acp_reply_problem(c, op->rpc_id, &p);
 	}
 	else
@@ -490,7 +491,7 @@ done_quiet(void *arg, EdgeDbResult *r)
 	AcpOp	   *op = arg;
 
 	op->job = NULL;
-	if (!r->ok && strcmp(r->sqlstate, "NA006") != 0)
+	if (!r->ok && strcmp(r->sqlstate, SQLSTATE_NADI_COMMAND_STATE) != 0)
 		edge_log(LOG_I, "ACP connection %s: command for session %s failed: %s", op->conn->id,
 				 op->sid, r->message ? r->message : r->sqlstate);
 	acp_op_done(op);

@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "nadi_version.h"
+#include "daemonlib/problem.h"
 #define EDGE_VERSION NADI_VERSION
 
 #define EDGE_UNUSED __attribute__((unused))
@@ -149,21 +150,10 @@ buf_head(const EdgeBuf *b)
 /* ------------------------------------------------------------------------
  * Problems (problem.c): RFC 9457 application/problem+json
  * ------------------------------------------------------------------------ */
-typedef struct EdgeProblem
-{
-	int			status;
-	const char *code;			/* stable, machine-readable */
-	const char *title;
-	char		detail[512];
-	char		hint[256];
-	char		sqlstate[6];
-	int			retry_after;	/* seconds, 0: none */
-} EdgeProblem;
+typedef struct problem EdgeProblem;	/* daemonlib/problem.h */
 
-void		problem_set(EdgeProblem *p, int status, const char *code, const char *fmt,...) EDGE_PRINTF(4, 5);
 void		problem_from_db(EdgeProblem *p, const char *sqlstate, const char *msg,
 							const char *detail, const char *hint);
-char	   *problem_json(const EdgeProblem *p, const char *instance);
 
 /* ------------------------------------------------------------------------
  * JSON input (json.c)

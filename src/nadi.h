@@ -16,27 +16,10 @@
 #include "utils/uuid.h"
 
 /*
- * nadi's own SQLSTATEs, class "NA".  The table in docs/SQL_API.md lists them;
- * keep the two in step.
+ * nadi's own SQLSTATEs, class "NA" (ERRCODE_NADI_*), generated from
+ * src/errcodes.txt, the one list of them; docs/SQL_API.md lists the same.
  */
-#define ERRCODE_NADI_INVALID_TRANSITION   MAKE_SQLSTATE('N','A','0','0','1')
-#define ERRCODE_NADI_SESSION_NOT_FOUND    MAKE_SQLSTATE('N','A','0','0','2')
-#define ERRCODE_NADI_COMMAND_NOT_FOUND    MAKE_SQLSTATE('N','A','0','0','3')
-#define ERRCODE_NADI_LEASE_HELD           MAKE_SQLSTATE('N','A','0','0','4')
-#define ERRCODE_NADI_FENCED               MAKE_SQLSTATE('N','A','0','0','5')
-#define ERRCODE_NADI_COMMAND_STATE        MAKE_SQLSTATE('N','A','0','0','6')
-#define ERRCODE_NADI_IDEMPOTENCY_CONFLICT MAKE_SQLSTATE('N','A','0','0','7')
-#define ERRCODE_NADI_NO_CAPACITY          MAKE_SQLSTATE('N','A','0','0','8')
-#define ERRCODE_NADI_HOST_NOT_FOUND       MAKE_SQLSTATE('N','A','0','0','9')
-#define ERRCODE_NADI_SESSION_NOT_LIVE     MAKE_SQLSTATE('N','A','0','1','0')
-#define ERRCODE_NADI_PAYLOAD_TOO_LARGE    MAKE_SQLSTATE('N','A','0','1','1')
-#define ERRCODE_NADI_LIMIT_EXCEEDED       MAKE_SQLSTATE('N','A','0','1','2')
-#define ERRCODE_NADI_INVALID_TOOL_NAME    MAKE_SQLSTATE('N','A','0','1','3')
-#define ERRCODE_NADI_INVALID_TOKEN        MAKE_SQLSTATE('N','A','0','2','0')
-#define ERRCODE_NADI_TOKEN_EXPIRED        MAKE_SQLSTATE('N','A','0','2','1')
-#define ERRCODE_NADI_NO_SIGNING_KEY       MAKE_SQLSTATE('N','A','0','2','2')
-#define ERRCODE_NADI_NOT_AUTHENTICATED    MAKE_SQLSTATE('N','A','0','3','0')
-#define ERRCODE_NADI_FORBIDDEN            MAKE_SQLSTATE('N','A','0','3','1')
+#include "nadi_errcodes.h"
 
 /* GUCs (guc.c) */
 extern int	nadi_lease_ttl_ms;
