@@ -250,7 +250,7 @@ static void
 unauthorized(struct http_req *r, const char *why)
 {
 	http_add_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-	http_reply_problem(r, 401, "unauthorized", "%s", why);
+	http_reply_problem(r, 401, "not_authenticated", "%s", why);
 }
 
 /* Who sends r: fills r->who, answers 401, or marks the request to wait for keys. */
@@ -364,7 +364,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 			if (!is_public(url))
 				authenticate(r, true);
 			if (!r->m.resp && req_body_announced_too_large(conn, r->m.body.limit))
-				http_reply_problem(r, 413, "request_too_large",
+				http_reply_problem(r, 413, "body_too_large",
 						   "the request body exceeds the %llu byte limit",
 						   (unsigned long long)r->m.body.limit);
 		}
@@ -382,7 +382,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 
 	r->in_handler = true;
 	if (r->m.body.too_large)
-		http_reply_problem(r, 413, "request_too_large", "the request body exceeds the %llu byte limit",
+		http_reply_problem(r, 413, "body_too_large", "the request body exceeds the %llu byte limit",
 				   (unsigned long long)r->m.body.limit);
 	else if (r->key_unknown) {
 		/* Suspended below, unless answered already; keys_refreshed() carries on. */

@@ -479,7 +479,7 @@ tool_call_submit(struct http_req *r, struct sbx_sandbox *sb, struct tool_call *t
 	pbuf_add_u64(b, PT_GID, cfg.run_gid);
 	if (pbuf_finish(b) < 0) {
 		pbuf_free(b);
-		http_reply_problem(r, 413, "request_too_large", "%s: the call is too large to send", tc->tool);
+		http_reply_problem(r, 413, "body_too_large", "%s: the call is too large to send", tc->tool);
 		tool_call_free(tc);
 		return;
 	}

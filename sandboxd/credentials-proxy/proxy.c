@@ -200,7 +200,7 @@ begin(struct exchange *ex, const char *method)
 		char d[128];
 		snprintf(d, sizeof d, "the request body exceeds the %llu byte limit",
 			 (unsigned long long)cfg.max_request_bytes);
-		return refuse(ex, 413, "request_too_large", close_conn, d);
+		return refuse(ex, 413, "body_too_large", close_conn, d);
 	}
 	return authorize(ex);
 }
@@ -347,10 +347,10 @@ forward(struct exchange *ex)
 	int r;
 
 	if (ex->too_large) {
-		ex->error = "request_too_large";
+		ex->error = "body_too_large";
 		snprintf(detail, sizeof detail, "the request body exceeds the %llu byte limit",
 			 (unsigned long long)cfg.max_request_bytes);
-		return refuse(ex, 413, "request_too_large", close_conn, detail);
+		return refuse(ex, 413, "body_too_large", close_conn, detail);
 	}
 	MHD_get_connection_values(ex->mc, MHD_HEADER_KIND, add_request_header, &h);
 	url = target_url(&ex->target);

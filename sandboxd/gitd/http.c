@@ -148,16 +148,16 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		if (strcmp(url, "/healthz") != 0 && strcmp(url, "/metrics") != 0 &&
 		    !config_token_matches(bearer_token(conn))) {
 			http_add_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-			http_reply_problem(r, 401, "unauthorized", "a valid bearer token is required");
+			http_reply_problem(r, 401, "not_authenticated", "a valid bearer token is required");
 		} else if (req_body_announced_too_large(conn, GITD_BODY_MAX))
-			http_reply_problem(r, 413, "request_too_large", "the request body exceeds %u bytes",
+			http_reply_problem(r, 413, "body_too_large", "the request body exceeds %u bytes",
 					   GITD_BODY_MAX);
 		return r->m.resp ? mhd_req_queue(&r->m, conn) : MHD_YES;
 	}
 	if (*upload_data_size)
 		return req_body_feed(&r->m.body, upload_data, upload_data_size, DISCARD_MAX);
 	if (r->m.body.too_large)
-		http_reply_problem(r, 413, "request_too_large", "the request body exceeds %u bytes", GITD_BODY_MAX);
+		http_reply_problem(r, 413, "body_too_large", "the request body exceeds %u bytes", GITD_BODY_MAX);
 	else if (gitd_stopping)
 		http_reply_problem(r, 503, "shutting_down", "the mirror daemon is stopping");
 	else
