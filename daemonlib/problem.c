@@ -11,13 +11,6 @@
 #include "problem.h"
 
 const char *
-http_reason(unsigned status)
-{
-	const char *s = MHD_get_reason_phrase_for(status);
-	return s && *s ? s : "Error";
-}
-
-const char *
 problem_title(int status)
 {
 	switch (status) {

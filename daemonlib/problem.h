@@ -15,9 +15,6 @@
 #include <stdint.h>
 #include <microhttpd.h>
 
-/* The reason phrase of status, "Error" for an unknown one. */
-const char *http_reason(unsigned status);
-
 /*
  * A problem+json answer in the making.  Every daemon renders its problems
  * with problem_json(), so that all speak the same words:
