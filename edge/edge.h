@@ -1,6 +1,6 @@
 /*
  * edge.h — declarations shared by the files of nadi-edge, the stateless
- * HTTP front of Nadi.  One thread runs one event loop (loop.c); every other
+ * HTTP front of Nadi.  One thread runs one event loop (daemonlib/evloop.c); every other
  * file registers its file descriptors and timers there and never blocks.
  * Functions return 0 or a negative errno unless they say otherwise.
  */
@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "daemonlib/evloop.h"
 #include "nadi_version.h"
 #define EDGE_VERSION NADI_VERSION
 
@@ -66,43 +67,6 @@ void		edge_log(int level, const char *fmt,...) EDGE_PRINTF(2, 3);
 #define LOG_W 4
 #define LOG_I 6
 #define LOG_D 7
-
-/* ------------------------------------------------------------------------
- * Event loop (loop.c)
- * ------------------------------------------------------------------------ */
-typedef struct EdgeWatch EdgeWatch;
-typedef void (*EdgeWatchFn) (EdgeWatch *w, uint32_t events);
-
-struct EdgeWatch
-{
-	int			fd;
-	uint32_t	events;
-	EdgeWatchFn fn;
-	void	   *data;
-	bool		added;
-};
-
-typedef struct EdgeTimer EdgeTimer;
-typedef void (*EdgeTimerFn) (EdgeTimer *t);
-
-struct EdgeTimer
-{
-	uint64_t	due_ms;
-	EdgeTimerFn fn;
-	void	   *data;
-	EdgeTimer  *next;
-	bool		armed;
-};
-
-int			loop_init(void);
-int			loop_watch(EdgeWatch *w, int fd, uint32_t events, EdgeWatchFn fn, void *data);
-void		loop_unwatch(EdgeWatch *w);
-void		loop_timer_arm(EdgeTimer *t, uint64_t delay_ms, EdgeTimerFn fn, void *data);
-void		loop_timer_cancel(EdgeTimer *t);
-int			loop_run_once(int max_wait_ms);
-uint64_t	loop_now_ms(void);	/* monotonic, refreshed every iteration */
-int64_t		loop_wall_s(void);	/* seconds since the Unix epoch */
-void		loop_wake_soon(void);	/* make the next wait return at once */
 
 /* ------------------------------------------------------------------------
  * Byte buffers (buf.c)

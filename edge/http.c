@@ -40,7 +40,7 @@ typedef struct EdgeConnInfo
 } EdgeConnInfo;
 
 static struct MHD_Daemon *mhd;
-static EdgeWatch mhd_watch;
+static EvIo mhd_watch;
 static EdgeConnInfo *conns;
 static EdgeReq *in_handler;		/* the request whose handler is running */
 static int	nreqs;				/* requests not yet completed */
@@ -74,7 +74,7 @@ notify_connection(void *cls EDGE_UNUSED, struct MHD_Connection *conn,
 			return;
 		ci->conn = conn;
 		ci->fd = info ? info->connect_fd : -1;
-		ci->deadline_ms = loop_now_ms() + (uint64_t) edge_cfg.header_timeout_s * 1000;
+		ci->deadline_ms = ev_now_ms() + (uint64_t) edge_cfg.header_timeout_s * 1000;
 		ci->next = conns;
 		if (conns)
 			conns->prev = ci;
@@ -98,7 +98,7 @@ notify_connection(void *cls EDGE_UNUSED, struct MHD_Connection *conn,
 void
 http_tick(void)
 {
-	uint64_t	now = loop_now_ms();
+	uint64_t	now = ev_now_ms();
 
 	for (EdgeConnInfo *ci = conns; ci; ci = ci->next)
 		if (ci->deadline_ms && now >= ci->deadline_ms && ci->fd >= 0)
@@ -121,9 +121,9 @@ request_completed(void *cls EDGE_UNUSED, struct MHD_Connection *conn EDGE_UNUSED
 	*con_cls = NULL;
 	nreqs--;
 	if (req->ci)
-		req->ci->deadline_ms = loop_now_ms() + (uint64_t) edge_cfg.idle_timeout_s * 1000;
+		req->ci->deadline_ms = ev_now_ms() + (uint64_t) edge_cfg.idle_timeout_s * 1000;
 	if (req->status)
-		metrics_observe_request(req->status, loop_now_ms() - req->started_ms);
+		metrics_observe_request(req->status, ev_now_ms() - req->started_ms);
 	auth_wait_cancel(req);
 	db_cancel(req->job);
 	if (req->state_free)
@@ -159,10 +159,10 @@ access_handler(void *cls EDGE_UNUSED, struct MHD_Connection *conn, const char *u
 		req->conn = conn;
 		req->method = method;
 		req->url = url;
-		req->started_ms = loop_now_ms();
+		req->started_ms = ev_now_ms();
 		req->ci = info ? info->socket_context : NULL;
 		if (req->ci)
-			req->ci->deadline_ms = loop_now_ms() + (uint64_t) edge_cfg.body_timeout_s * 1000;
+			req->ci->deadline_ms = ev_now_ms() + (uint64_t) edge_cfg.body_timeout_s * 1000;
 		*con_cls = req;
 		if (cl && edge_parse_int64(cl, 0, INT64_MAX, &len) && (uint64_t) len > edge_cfg.body_limit)
 		{
@@ -234,7 +234,7 @@ access_handler(void *cls EDGE_UNUSED, struct MHD_Connection *conn, const char *u
 }
 
 static void
-mhd_io(EdgeWatch *w EDGE_UNUSED, uint32_t events EDGE_UNUSED)
+mhd_io(EvIo *w EDGE_UNUSED, uint32_t events EDGE_UNUSED)
 {
 	/* MHD_run() follows every loop iteration (http_run) */
 }
@@ -300,7 +300,7 @@ http_start(void)
 		return -EADDRINUSE;
 	}
 	info = MHD_get_daemon_info(mhd, MHD_DAEMON_INFO_EPOLL_FD);
-	if (info == NULL || loop_watch(&mhd_watch, info->epoll_fd, EPOLLIN, mhd_io, NULL) < 0)
+	if (info == NULL || ev_io_start(&mhd_watch, info->epoll_fd, EPOLLIN, mhd_io, NULL) < 0)
 	{
 		MHD_stop_daemon(mhd);
 		mhd = NULL;
@@ -331,7 +331,7 @@ http_stop(void)
 {
 	if (mhd == NULL)
 		return;
-	loop_unwatch(&mhd_watch);
+	ev_io_stop(&mhd_watch);
 	MHD_stop_daemon(mhd);
 	mhd = NULL;
 }
@@ -362,7 +362,7 @@ void
 http_resume_conn(struct MHD_Connection *conn)
 {
 	MHD_resume_connection(conn);
-	loop_wake_soon();
+	ev_wake_soon();
 }
 
 /*

@@ -50,8 +50,8 @@ EdgeConfig	edge_cfg = {
 volatile bool edge_draining;
 
 static bool journal;
-static EdgeWatch sig_watch;
-static EdgeTimer tick_timer;
+static EvIo sig_watch;
+static EvTimer tick_timer;
 static int	signals_seen;
 static uint64_t drain_deadline_ms;
 static uint64_t watchdog_usec;
@@ -303,7 +303,7 @@ drain_start(void)
 	edge_draining = true;
 	edge_notify("STOPPING=1");
 	edge_log(LOG_I, "draining: no new connections; streams end, clients resume elsewhere");
-	drain_deadline_ms = loop_now_ms() + (uint64_t) edge_cfg.drain_timeout_s * 1000;
+	drain_deadline_ms = ev_now_ms() + (uint64_t) edge_cfg.drain_timeout_s * 1000;
 	http_quiesce();
 	sse_drain();
 	acp_http_drain();
@@ -311,7 +311,7 @@ drain_start(void)
 }
 
 static void
-signal_io(EdgeWatch *w, uint32_t events EDGE_UNUSED)
+signal_io(EvIo *w, uint32_t events EDGE_UNUSED)
 {
 	struct signalfd_siginfo si;
 
@@ -334,7 +334,7 @@ signal_io(EdgeWatch *w, uint32_t events EDGE_UNUSED)
 }
 
 static void
-tick(EdgeTimer *t)
+tick(EvTimer *t)
 {
 	http_tick();
 	db_tick();
@@ -342,12 +342,12 @@ tick(EdgeTimer *t)
 	sse_tick();
 	acp_http_tick();
 	ws_tick();
-	if (watchdog_usec && loop_now_ms() - watchdog_last_ms >= watchdog_usec / 2000)
+	if (watchdog_usec && ev_now_ms() - watchdog_last_ms >= watchdog_usec / 2000)
 	{
 		edge_notify("WATCHDOG=1");
-		watchdog_last_ms = loop_now_ms();
+		watchdog_last_ms = ev_now_ms();
 	}
-	loop_timer_arm(t, 1000, tick, NULL);
+	ev_timer_arm(t, 1000, tick, NULL);
 }
 
 int
@@ -372,7 +372,7 @@ main(int argc, char **argv)
 	sigaddset(&mask, SIGHUP);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (sfd < 0 || loop_init() < 0 || loop_watch(&sig_watch, sfd, EPOLLIN, signal_io, NULL) < 0)
+	if (sfd < 0 || ev_init() < 0 || ev_io_start(&sig_watch, sfd, EPOLLIN, signal_io, NULL) < 0)
 	{
 		edge_log(LOG_E, "could not set up the event loop: %m");
 		return 1;
@@ -382,12 +382,12 @@ main(int argc, char **argv)
 		return 1;
 	if (sd_watchdog_enabled(0, &watchdog_usec) <= 0)
 		watchdog_usec = 0;
-	loop_timer_arm(&tick_timer, 1000, tick, NULL);
+	ev_timer_arm(&tick_timer, 1000, tick, NULL);
 	edge_notify("READY=1\nSTATUS=serving");
 
 	for (;;)
 	{
-		if (loop_run_once(wait_ms) < 0)
+		if (ev_run_once(wait_ms) < 0)
 		{
 			edge_log(LOG_E, "event loop failed: %m");
 			break;
@@ -395,7 +395,7 @@ main(int argc, char **argv)
 		wait_ms = http_run();
 		if (edge_draining)
 		{
-			if (drain_deadline_ms && loop_now_ms() >= drain_deadline_ms)
+			if (drain_deadline_ms && ev_now_ms() >= drain_deadline_ms)
 				break;
 			if (http_active() == 0 && ws_count() == 0)
 				break;

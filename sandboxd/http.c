@@ -40,7 +40,7 @@ struct http_req {
 };
 
 static struct mhd_listeners listeners;
-static struct ev_io listener_io[ARRAY_SIZE(listeners.l)];
+static EvIo listener_io[ARRAY_SIZE(listeners.l)];
 static struct http_req *requests;   /* every live request */
 
 unsigned
@@ -428,7 +428,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_Re
 }
 
 static void
-on_listener(struct ev_io *io, uint32_t revents)
+on_listener(EvIo *io, uint32_t revents)
 {
 	struct MHD_Daemon *d = io->data;
 	(void)revents;
