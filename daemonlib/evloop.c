@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "evloop.h"
+#include "util.h"
 
 #define EV_MAX_EVENTS 256
 
@@ -27,23 +28,11 @@ static int	batch_n;			/* events fetched this round */
 static int	batch_i;			/* the one being dispatched */
 static bool wake_soon;
 
-static uint64_t
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
-}
-
 static void
 clock_refresh(void)
 {
-	struct timespec ts;
-
-	now_ms_cached = mono_ms();
-	clock_gettime(CLOCK_REALTIME, &ts);
-	wall_s_cached = ts.tv_sec;
+	now_ms_cached = now_ms();
+	wall_s_cached = (int64_t) time(NULL);
 }
 
 int
@@ -154,7 +143,7 @@ ev_timer_arm(EvTimer *t, uint64_t after_ms, EvTimerFn fn, void *data)
 
 	ev_timer_cancel(t);
 	/* not the cached clock: setup work before the first round may be long */
-	t->due_ms = mono_ms() + after_ms;
+	t->due_ms = now_ms() + after_ms;
 	t->seq = timer_seq++;
 	t->fn = fn;
 	t->data = data;
@@ -193,7 +182,7 @@ ev_run_once(int64_t max_wait_ms)
 
 	if (timers)
 	{
-		uint64_t	now = mono_ms();
+		uint64_t	now = now_ms();
 		int64_t		d = timers->due_ms > now ? (int64_t) (timers->due_ms - now) : 0;
 
 		if (wait < 0 || d < wait)
@@ -224,7 +213,7 @@ ev_run_once(int64_t max_wait_ms)
 	}
 	batch_n = 0;
 	batch_i = 0;
-	now_ms_cached = mono_ms();
+	now_ms_cached = now_ms();
 	run_timers();
 	return 0;
 }
