@@ -231,21 +231,9 @@ http_problem_text(unsigned status, const char *code, const char *detail, const c
 HttpBearer
 http_bearer(struct MHD_Connection *conn, const char **token)
 {
-	const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-												MHD_HTTP_HEADER_AUTHORIZATION);
-
-	*token = NULL;
-	if (h == NULL)
-		return HTTP_BEARER_NONE;
-	if (strncasecmp(h, "Bearer ", 7) != 0)
-		return HTTP_BEARER_OTHER;
-	h += 7;
-	while (*h == ' ')
-		h++;
-	if (*h == '\0')
-		return HTTP_BEARER_OTHER;
-	*token = h;
-	return HTTP_BEARER_TOKEN;
+	return http_bearer_parse(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+														 MHD_HTTP_HEADER_AUTHORIZATION),
+							 token);
 }
 
 const char *

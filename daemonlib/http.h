@@ -22,6 +22,8 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
+#include <strings.h>
 
 #include <microhttpd.h>
 
@@ -103,12 +105,33 @@ extern char *http_json_add_request_id(char *json, const char *request_id);
 
 typedef enum HttpBearer
 {
-	HTTP_BEARER_NONE,			/* no Authorization header */
-	HTTP_BEARER_OTHER,			/* another scheme, or an empty token */
-	HTTP_BEARER_TOKEN			/* "Bearer TOKEN" */
+	HTTP_BEARER_NONE,			/* no Authorization header, or an empty one */
+	HTTP_BEARER_OTHER,			/* another scheme (or "Bearer" without a space) */
+	HTTP_BEARER_EMPTY,			/* "Bearer " and no token */
+	HTTP_BEARER_TOKEN			/* "Bearer TOKEN": *token is set */
 } HttpBearer;
 
-/* The Authorization header of conn; *token is set for HTTP_BEARER_TOKEN. */
+/* Read an Authorization header's value (NULL: none). */
+static inline HttpBearer
+http_bearer_parse(const char *authorization, const char **token)
+{
+	const char *h = authorization;
+
+	*token = NULL;
+	if (h == NULL || *h == '\0')
+		return HTTP_BEARER_NONE;
+	if (strncasecmp(h, "Bearer ", 7) != 0)
+		return HTTP_BEARER_OTHER;
+	h += 7;
+	while (*h == ' ')
+		h++;
+	if (*h == '\0')
+		return HTTP_BEARER_EMPTY;
+	*token = h;
+	return HTTP_BEARER_TOKEN;
+}
+
+/* The Authorization header of conn, read as http_bearer_parse does. */
 extern HttpBearer http_bearer(struct MHD_Connection *conn, const char **token);
 
 /* The token of "Authorization: Bearer TOKEN", NULL when there is none. */

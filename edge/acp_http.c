@@ -325,13 +325,13 @@ post_cont(EdgeReq *req)
 	const char *psid;
 	AcpHttp    *h;
 
-	if (buf_pending(&req->body) > 0 && buf_head(&req->body)[0] == '[')
+	if (req->body.len > 0 && req->body.data[0] == '[')
 	{
 		http_respond_json(req, 400, "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,"
 						  "\"message\":\"JSON-RPC batches are not supported\"}}", NULL);
 		return;
 	}
-	msg = json_parse_strict(buf_head(&req->body), buf_pending(&req->body), &p);
+	msg = json_parse_strict(req->body.data, req->body.len, &p);
 	if (msg == NULL)
 	{
 		http_respond_problem(req, &p);
@@ -489,7 +489,7 @@ acp_http_handle(EdgeReq *req)
 
 		if (ct == NULL || strncasecmp(ct, "application/json", 16) != 0)
 			text_error(req, 415, "unsupported_media_type", "Send JSON-RPC messages as application/json.");
-		else if (buf_pending(&req->body) == 0)
+		else if (req->body.len == 0)
 			text_error(req, 400, "invalid_json", "The body must be one JSON-RPC message.");
 		else
 			route_authenticate(req, post_cont);

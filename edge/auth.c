@@ -240,18 +240,19 @@ auth_check(const char *authorization, EdgeAuth *out, EdgeProblem *p)
 	int			rc;
 
 	memset(out, 0, sizeof(*out));
-	if (authorization == NULL || *authorization == '\0')
+	switch (http_bearer_parse(authorization, &tok))
 	{
-		if (edge_cfg.dev_no_auth)
-			return AUTH_NO_TOKEN;
-		FAIL(401, "not_authenticated", "This endpoint needs a token: send \"Authorization: Bearer <token>\".");
+		case HTTP_BEARER_NONE:
+			if (edge_cfg.dev_no_auth)
+				return AUTH_NO_TOKEN;
+			FAIL(401, "not_authenticated", "This endpoint needs a token: send \"Authorization: Bearer <token>\".");
+		case HTTP_BEARER_OTHER:
+			FAIL(401, "invalid_token", "Only the Bearer authorization scheme is accepted.");
+		case HTTP_BEARER_EMPTY:
+		case HTTP_BEARER_TOKEN:
+			break;
 	}
-	if (strncasecmp(authorization, "Bearer ", 7) != 0)
-		FAIL(401, "invalid_token", "Only the Bearer authorization scheme is accepted.");
-	tok = authorization + 7;
-	while (*tok == ' ')
-		tok++;
-	if (*tok == '\0' || strlen(tok) > NADI_JWT_MAX_TOKEN)
+	if (tok == NULL || strlen(tok) > NADI_JWT_MAX_TOKEN)
 		FAIL(401, "invalid_token", "The bearer token is empty or too long.");
 
 	jp = malloc(sizeof(*jp));

@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "daemonlib/evloop.h"
+#include "daemonlib/http.h"
 #include "nadi_version.h"
 #define EDGE_VERSION NADI_VERSION
 
@@ -257,8 +258,8 @@ struct EdgeReq
 	struct MHD_Connection *conn;
 	const char *method;
 	const char *url;
-	EdgeBuf		body;
-	bool		body_too_large;
+	struct req_body body;		/* daemonlib/http.h: up to --body-limit */
+	HttpAccess	access;			/* request id, the access-log line */
 	bool		dispatched;
 	bool		suspended;
 	struct MHD_Response *ready;	/* response waiting for the connection to resume */

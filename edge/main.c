@@ -20,6 +20,8 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "daemonlib/listener.h"
+#include "daemonlib/log.h"
 #include "edge.h"
 
 EdgeConfig	edge_cfg = {
@@ -256,34 +258,6 @@ config_args(int argc, char **argv)
 	return 0;
 }
 
-/*
- * --ready-file: the bound port and a newline, through a temporary file
- * beside it renamed into place, so a reader sees the whole port or no file.
- */
-static int
-ready_file_write(void)
-{
-	char		tmp[4096];
-	FILE	   *f;
-
-	if (edge_cfg.ready_file == NULL)
-		return 0;
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp%d", edge_cfg.ready_file, (int) getpid()) >= (int) sizeof(tmp))
-	{
-		edge_log(LOG_E, "--ready-file: the path is too long");
-		return -ENAMETOOLONG;
-	}
-	f = fopen(tmp, "we");
-	if (f == NULL || fprintf(f, "%d\n", edge_cfg.port) < 0 || fflush(f) != 0 || fsync(fileno(f)) < 0 ||
-		fclose(f) != 0 || rename(tmp, edge_cfg.ready_file) < 0)
-	{
-		edge_log(LOG_E, "could not write the ready file %s: %m", edge_cfg.ready_file);
-		(void) unlink(tmp);
-		return -EIO;
-	}
-	return 0;
-}
-
 /* Streams hold a socket each: take every descriptor the hard limit allows. */
 static void
 raise_fd_limit(void)
@@ -357,6 +331,7 @@ main(int argc, char **argv)
 	int			sfd;
 	int			wait_ms = 0;
 
+	log_ident = "nadi-edge";		/* daemonlib's lines: access log, listener */
 	journal = getenv("JOURNAL_STREAM") != NULL;
 	setvbuf(stderr, NULL, _IOLBF, 0);
 	if (config_env() < 0 || config_args(argc, argv) < 0)
@@ -378,7 +353,8 @@ main(int argc, char **argv)
 		return 1;
 	}
 	db_listen_handlers(feed_on_notify, feed_on_listen_up);
-	if (db_init() < 0 || auth_init() < 0 || http_start() < 0 || ready_file_write() < 0)
+	if (db_init() < 0 || auth_init() < 0 || http_start() < 0 ||
+		ready_file_write(edge_cfg.ready_file, (uint16_t) edge_cfg.port) < 0)
 		return 1;
 	if (sd_watchdog_enabled(0, &watchdog_usec) <= 0)
 		watchdog_usec = 0;
@@ -404,8 +380,7 @@ main(int argc, char **argv)
 		}
 	}
 	edge_log(LOG_I, "stopped");
-	if (edge_cfg.ready_file)
-		(void) unlink(edge_cfg.ready_file);
+	ready_file_remove(edge_cfg.ready_file);
 	http_stop();
 	db_shutdown();
 	return 0;
