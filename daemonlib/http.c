@@ -354,6 +354,24 @@ mhd_req_answer(struct mhd_req *r, unsigned status, struct MHD_Response *resp, in
 	return true;
 }
 
+const char *
+http_method(const struct http_req *r)
+{
+	return ((const struct mhd_req *) r)->method;
+}
+
+const char *
+http_path(const struct http_req *r)
+{
+	return ((const struct mhd_req *) r)->path;
+}
+
+void
+http_add_header(struct http_req *r, const char *name, const char *value)
+{
+	mhd_req_add_header((struct mhd_req *) r, name, value);
+}
+
 struct MHD_Response *
 mhd_req_problem(const struct mhd_req *r, unsigned status, const char *code, size_t detail_max,
 				int64_t *bytes, const char *fmt, va_list ap)

@@ -197,6 +197,15 @@ struct mhd_req
 	HttpAccess	access;
 };
 
+/*
+ * For a daemon's struct http_req, whose first member is a struct mhd_req:
+ * its method, its path, and a header for its answer (mhd_req_add_header).
+ */
+struct http_req;
+extern const char *http_method(const struct http_req *r);
+extern const char *http_path(const struct http_req *r);
+extern void http_add_header(struct http_req *r, const char *name, const char *value);
+
 extern int	mhd_req_init(struct mhd_req *r, struct MHD_Connection *conn, const char *method,
 						 const char *url, size_t body_limit);
 

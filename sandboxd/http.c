@@ -52,18 +52,6 @@ http_pending(void)
 	return n;
 }
 
-const char *
-http_method(const struct http_req *r)
-{
-	return r->m.method;
-}
-
-const char *
-http_path(const struct http_req *r)
-{
-	return r->m.path;
-}
-
 const struct access_principal *
 http_principal(const struct http_req *r)
 {
@@ -81,12 +69,6 @@ http_body(const struct http_req *r, size_t *len)
 {
 	*len = r->m.body.len;
 	return r->m.body.data ? r->m.body.data : "";
-}
-
-void
-http_add_header(struct http_req *r, const char *name, const char *value)
-{
-	mhd_req_add_header(&r->m, name, value);
 }
 
 /*

@@ -27,18 +27,6 @@ static struct mhd_listeners listeners;
 static atomic_ullong answers[6];   /* by status class, for /metrics */
 
 const char *
-http_method(const struct http_req *r)
-{
-	return r->m.method;
-}
-
-const char *
-http_path(const struct http_req *r)
-{
-	return r->m.path;
-}
-
-const char *
 http_query(const struct http_req *r, const char *key)
 {
 	return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
@@ -57,12 +45,6 @@ http_metrics(FILE *f)
 		   "# TYPE nadi_gitd_http_responses_total counter\n");
 	for (unsigned c = 1; c < ARRAY_SIZE(answers); c++)
 		fprintf(f, "nadi_gitd_http_responses_total{class=\"%uxx\"} %llu\n", c, atomic_load(&answers[c]));
-}
-
-void
-http_add_header(struct http_req *r, const char *name, const char *value)
-{
-	mhd_req_add_header(&r->m, name, value);
 }
 
 static void
