@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "http.h"
@@ -242,6 +243,87 @@ bearer_token(struct MHD_Connection *conn)
 	const char *token;
 
 	return http_bearer(conn, &token) == HTTP_BEARER_TOKEN ? token : NULL;
+}
+
+/* ----------------------------------------------------------------------
+ * Slow clients
+ * ---------------------------------------------------------------------- */
+
+struct HttpConn
+{
+	int			fd;
+	uint64_t	deadline_ms;	/* CLOCK_MONOTONIC; 0: none */
+	HttpConn   *prev;
+	HttpConn   *next;
+};
+
+void
+http_slow_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+				 enum MHD_ConnectionNotificationCode toe)
+{
+	HttpSlow   *s = cls;
+	HttpConn   *c = *socket_context;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+	{
+		const union MHD_ConnectionInfo *info =
+			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		c = calloc(1, sizeof(*c));
+		if (c == NULL)
+			return;
+		c->fd = info ? info->connect_fd : -1;
+		http_conn_deadline(c, s->header_timeout_ms);
+		c->next = s->conns;
+		if (s->conns)
+			s->conns->prev = c;
+		s->conns = c;
+		*socket_context = c;
+	}
+	else if (c != NULL)
+	{
+		if (c->prev)
+			c->prev->next = c->next;
+		else
+			s->conns = c->next;
+		if (c->next)
+			c->next->prev = c->prev;
+		free(c);
+		*socket_context = NULL;
+	}
+}
+
+HttpConn *
+http_conn_of(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *info =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return info ? info->socket_context : NULL;
+}
+
+void
+http_conn_deadline(HttpConn *c, uint64_t timeout_ms)
+{
+	if (c != NULL)
+		c->deadline_ms = timeout_ms ? now_ms() + timeout_ms : 0;
+}
+
+unsigned
+http_slow_sweep(HttpSlow *s)
+{
+	uint64_t	now = now_ms();
+	unsigned	n = 0;
+
+	for (HttpConn *c = s->conns; c; c = c->next)
+		if (c->deadline_ms && now >= c->deadline_ms && c->fd >= 0)
+		{
+			log_debug("closing a connection that did not send its request in time");
+			shutdown(c->fd, SHUT_RDWR);
+			c->deadline_ms = 0;
+			n++;
+		}
+	return n;
 }
 
 /* ----------------------------------------------------------------------

@@ -138,6 +138,38 @@ extern HttpBearer http_bearer(struct MHD_Connection *conn, const char **token);
 extern const char *bearer_token(struct MHD_Connection *conn);
 
 /* ----------------------------------------------------------------------
+ * Slow clients
+ *
+ * libmicrohttpd's connection timeout ends an idle connection, but a client
+ * that trickles a byte at a time is never idle.  A daemon whose HTTP runs
+ * on one thread (its event loop) gives each connection a deadline: to
+ * send its headers from the start, then its body, then (kept alive) its
+ * next request; a sweep, from a timer, shuts down the socket of every
+ * connection past its deadline.
+ * ---------------------------------------------------------------------- */
+
+typedef struct HttpConn HttpConn;
+
+typedef struct HttpSlow
+{
+	uint64_t	header_timeout_ms;	/* a new connection's deadline; 0: none */
+	HttpConn   *conns;
+} HttpSlow;
+
+/*
+ * MHD_OPTION_NOTIFY_CONNECTION's callback, with the HttpSlow as its cls:
+ * each connection's socket context becomes its HttpConn.
+ */
+extern void http_slow_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+							 enum MHD_ConnectionNotificationCode toe);
+/* The HttpConn of a connection (NULL when none could be made). */
+extern HttpConn *http_conn_of(struct MHD_Connection *conn);
+/* Its next deadline, timeout_ms from now; 0: none.  c may be NULL. */
+extern void http_conn_deadline(HttpConn *c, uint64_t timeout_ms);
+/* Shut down the connections past their deadline; how many. */
+extern unsigned http_slow_sweep(HttpSlow *s);
+
+/* ----------------------------------------------------------------------
  * Request bodies
  * ---------------------------------------------------------------------- */
 

@@ -276,7 +276,7 @@ struct EdgeReq
 	EdgeJob    *job;
 	void	   *ext;			/* owned by acp_http.c / ws.c */
 	EdgeReqFree ext_free;
-	struct EdgeConnInfo *ci;
+	HttpConn   *ci;				/* its connection's deadlines (daemonlib/http.h) */
 };
 
 int			http_start(void);

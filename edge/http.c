@@ -19,15 +19,15 @@
  *
  * The request layer the daemons share is daemonlib/http.c: request ids
  * (X-Request-Id, "request_id" in problem bodies), the access-log line,
- * the body read up to its limit and the 413 beyond it; the listening
- * socket is daemonlib/listener.c's.
+ * the body read up to its limit and the 413 beyond it, the connections'
+ * deadlines and their sweep; the listening socket is
+ * daemonlib/listener.c's.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
@@ -35,17 +35,9 @@
 #include "daemonlib/listener.h"
 #include "edge.h"
 
-typedef struct EdgeConnInfo
-{
-	struct MHD_Connection *conn;
-	int			fd;
-	uint64_t	deadline_ms;	/* 0: none */
-	struct EdgeConnInfo *prev, *next;
-} EdgeConnInfo;
-
 static struct MHD_Daemon *mhd;
 static EvIo mhd_watch;
-static EdgeConnInfo *conns;
+static HttpSlow slow;			/* --header-timeout, --body-timeout */
 static EdgeReq *in_handler;		/* the request whose handler is running */
 static int	nreqs;				/* requests not yet completed */
 
@@ -62,56 +54,11 @@ mhd_logger(void *cls EDGE_UNUSED, const char *fmt, va_list ap)
 	edge_log(LOG_D, "http: %s", line);
 }
 
-static void
-notify_connection(void *cls EDGE_UNUSED, struct MHD_Connection *conn,
-				  void **socket_context, enum MHD_ConnectionNotificationCode toe)
-{
-	EdgeConnInfo *ci = *socket_context;
-
-	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
-	{
-		const union MHD_ConnectionInfo *info =
-			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-
-		ci = calloc(1, sizeof(*ci));
-		if (ci == NULL)
-			return;
-		ci->conn = conn;
-		ci->fd = info ? info->connect_fd : -1;
-		ci->deadline_ms = ev_now_ms() + (uint64_t) edge_cfg.header_timeout_s * 1000;
-		ci->next = conns;
-		if (conns)
-			conns->prev = ci;
-		conns = ci;
-		*socket_context = ci;
-	}
-	else if (ci)
-	{
-		if (ci->prev)
-			ci->prev->next = ci->next;
-		else
-			conns = ci->next;
-		if (ci->next)
-			ci->next->prev = ci->prev;
-		free(ci);
-		*socket_context = NULL;
-	}
-}
-
 /* Shut down connections that are too slow to send a request. */
 void
 http_tick(void)
 {
-	uint64_t	now = ev_now_ms();
-
-	for (EdgeConnInfo *ci = conns; ci; ci = ci->next)
-		if (ci->deadline_ms && now >= ci->deadline_ms && ci->fd >= 0)
-		{
-			edge_log(LOG_D, "closing a connection that did not send its request in time");
-			shutdown(ci->fd, SHUT_RDWR);
-			ci->deadline_ms = 0;
-			edge_metrics.slowloris_cut++;
-		}
+	edge_metrics.slowloris_cut += http_slow_sweep(&slow);
 }
 
 static void
@@ -125,8 +72,7 @@ request_completed(void *cls EDGE_UNUSED, struct MHD_Connection *conn,
 	*con_cls = NULL;
 	http_access_end(&req->access, conn, toe);
 	nreqs--;
-	if (req->ci)
-		req->ci->deadline_ms = ev_now_ms() + (uint64_t) edge_cfg.idle_timeout_s * 1000;
+	http_conn_deadline(req->ci, (uint64_t) edge_cfg.idle_timeout_s * 1000);
 	if (req->status)
 		metrics_observe_request(req->status, ev_now_ms() - req->started_ms);
 	auth_wait_cancel(req);
@@ -152,9 +98,6 @@ access_handler(void *cls EDGE_UNUSED, struct MHD_Connection *conn, const char *u
 
 	if (req == NULL)
 	{
-		const union MHD_ConnectionInfo *info =
-			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-
 		req = calloc(1, sizeof(*req));
 		if (req == NULL)
 			return MHD_NO;
@@ -165,9 +108,8 @@ access_handler(void *cls EDGE_UNUSED, struct MHD_Connection *conn, const char *u
 		req->started_ms = ev_now_ms();
 		req->body.limit = edge_cfg.body_limit;
 		http_access_start(&req->access, conn, method, url);
-		req->ci = info ? info->socket_context : NULL;
-		if (req->ci)
-			req->ci->deadline_ms = ev_now_ms() + (uint64_t) edge_cfg.body_timeout_s * 1000;
+		req->ci = http_conn_of(conn);
+		http_conn_deadline(req->ci, (uint64_t) edge_cfg.body_timeout_s * 1000);
 		*con_cls = req;
 		if (req_body_announced_too_large(conn, edge_cfg.body_limit))
 		{
@@ -205,8 +147,7 @@ access_handler(void *cls EDGE_UNUSED, struct MHD_Connection *conn, const char *u
 	if (req->dispatched)
 		return MHD_YES;
 	req->dispatched = true;
-	if (req->ci)
-		req->ci->deadline_ms = 0;
+	http_conn_deadline(req->ci, 0);
 	in_handler = req;
 	if (req->body.too_large)
 	{
@@ -276,6 +217,7 @@ http_start(void)
 				 strerror(-fd));
 		return -EADDRINUSE;
 	}
+	slow.header_timeout_ms = (uint64_t) edge_cfg.header_timeout_s * 1000;
 	if (strchr(edge_cfg.listen_addr, ':') != NULL)
 		flags |= MHD_USE_IPv6;
 	mhd = MHD_start_daemon(flags, 0, NULL, NULL, access_handler, NULL,
@@ -285,7 +227,7 @@ http_start(void)
 						   MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int) edge_cfg.max_conns_per_ip,
 						   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) edge_cfg.idle_timeout_s,
 						   MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
-						   MHD_OPTION_NOTIFY_CONNECTION, notify_connection, NULL,
+						   MHD_OPTION_NOTIFY_CONNECTION, http_slow_notify, &slow,
 						   MHD_OPTION_END);
 	if (mhd == NULL)
 	{
