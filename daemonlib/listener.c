@@ -12,6 +12,9 @@
 #include "listener.h"
 #include "log.h"
 
+/* Pending connections a listening socket holds (the kernel caps it at somaxconn). */
+#define LISTEN_BACKLOG 1024
+
 int
 listen_unix_socket(const char *path, mode_t mode)
 {
@@ -27,7 +30,7 @@ listen_unix_socket(const char *path, mode_t mode)
 		return -errno;
 	if (lstat(path, &st) == 0 && !S_ISDIR(st.st_mode))
 		unlink(path); /* a stale socket of an earlier run */
-	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || chmod(path, mode) < 0 || listen(fd, 128) < 0) {
+	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || chmod(path, mode) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
 		int r = -errno;
 		close(fd);
 		return r;
@@ -64,25 +67,54 @@ listen_addr_parse(const char *s, struct sockaddr_in *sin)
 	return 0;
 }
 
-int
-listen_tcp_socket(const struct sockaddr_in *sin, uint16_t *bound)
+/* Bind sa (IPv4 or IPv6), listen, and report the port bound. */
+static int
+listen_sockaddr(const struct sockaddr *sa, socklen_t salen, uint16_t *bound)
 {
-	struct sockaddr_in got;
+	struct sockaddr_storage got;
 	socklen_t len = sizeof got;
 	int fd, one = 1;
 
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	if (bind(fd, (const struct sockaddr *)sin, sizeof *sin) < 0 || listen(fd, 128) < 0 ||
+	if (sa->sa_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+	if (bind(fd, sa, salen) < 0 || listen(fd, LISTEN_BACKLOG) < 0 ||
 	    getsockname(fd, (struct sockaddr *)&got, &len) < 0) {
 		int r = -errno;
 		close(fd);
 		return r;
 	}
-	*bound = ntohs(got.sin_port);
+	*bound = ntohs(got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
+						 : ((struct sockaddr_in *)&got)->sin_port);
 	return fd;
+}
+
+int
+listen_tcp_socket(const struct sockaddr_in *sin, uint16_t *bound)
+{
+	return listen_sockaddr((const struct sockaddr *)sin, sizeof *sin, bound);
+}
+
+int
+listen_inet_socket(const char *addr, uint16_t port, uint16_t *bound)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+	struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_port = htons(port)};
+
+	if (inet_pton(AF_INET, addr, &sin.sin_addr) == 1)
+		return listen_sockaddr((struct sockaddr *)&sin, sizeof sin, bound);
+	if (inet_pton(AF_INET6, addr, &sin6.sin6_addr) == 1)
+		return listen_sockaddr((struct sockaddr *)&sin6, sizeof sin6, bound);
+	return -EINVAL;
+}
+
+void
+listen_log_port(const char *addr, uint16_t port)
+{
+	log_notice("listening on %s port %u", addr, (unsigned)port);
 }
 
 void
@@ -91,7 +123,7 @@ listen_log_tcp(const struct sockaddr_in *sin, uint16_t port)
 	char addr[INET_ADDRSTRLEN] = "?";
 
 	inet_ntop(AF_INET, &sin->sin_addr, addr, sizeof addr);
-	log_notice("listening on %s port %u", addr, (unsigned)port);
+	listen_log_port(addr, port);
 }
 
 int

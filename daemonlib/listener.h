@@ -22,8 +22,14 @@ int listen_unix_socket(const char *path, mode_t mode);
 int listen_addr_parse(const char *spec, struct sockaddr_in *sin);
 /* A bound, listening, non-blocking TCP socket; *bound gets its port; -errno. */
 int listen_tcp_socket(const struct sockaddr_in *sin, uint16_t *bound);
+/*
+ * The same on an IPv4 or IPv6 address literal and a port (0: the kernel
+ * picks); -EINVAL when addr is neither.  IPv6 sockets are IPv6 only.
+ */
+int listen_inet_socket(const char *addr, uint16_t port, uint16_t *bound);
 /* The log line harnesses wait for: "listening on ADDR port N" (notice). */
 void listen_log_tcp(const struct sockaddr_in *sin, uint16_t port);
+void listen_log_port(const char *addr, uint16_t port);
 /*
  * --ready-file: once the daemon serves, PATH gets the bound TCP port and a
  * newline (an empty line when it listens on a unix socket only), written

@@ -96,11 +96,11 @@ acp_conn_new(const AcpTransport *t, void *tdata, const EdgeAuth *auth, EdgeProbl
 }
 
 static void
-conn_reap_fn(EdgeTimer *t)
+conn_reap_fn(EvTimer *t)
 {
 	AcpConn    *c = t->data;
 
-	loop_timer_cancel(&c->dead_timer);
+	ev_timer_cancel(&c->dead_timer);
 	acp_free_dead(c);
 	auth_clear(&c->auth);
 	free(c);
@@ -144,7 +144,7 @@ acp_conn_free(AcpConn *c)
 	nconns--;
 	quota_give(c->quota, QUOTA_ACP);
 	c->quota = NULL;
-	loop_timer_arm(&c->reap, 0, conn_reap_fn, c);
+	ev_timer_arm(&c->reap, 0, conn_reap_fn, c);
 }
 
 /* ------------------------------------------------------------------------

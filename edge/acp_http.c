@@ -67,7 +67,7 @@ typedef struct AcpHttp
 	uint64_t	last_active_ms;
 	uint64_t	last_ping_ms;
 	bool		closed;
-	EdgeTimer	reap;
+	EvTimer	reap;
 	struct AcpHttp *prev, *next;
 } AcpHttp;
 
@@ -100,7 +100,7 @@ slot_get(AcpHttp *h, const char *sid, bool create)
 }
 
 static void
-reap_fn(EdgeTimer *t)
+reap_fn(EvTimer *t)
 {
 	free(t->data);
 }
@@ -141,7 +141,7 @@ http_close(AcpHttp *h)
 	if (h->next)
 		h->next->prev = h->prev;
 	nlist--;
-	loop_timer_arm(&h->reap, 0, reap_fn, h);
+	ev_timer_arm(&h->reap, 0, reap_fn, h);
 }
 
 static int
@@ -302,7 +302,7 @@ post_initialize(EdgeReq *req, json_t *msg)
 		http_respond_problem(req, &p);
 		return;
 	}
-	h->last_active_ms = loop_now_ms();
+	h->last_active_ms = ev_now_ms();
 	h->next = list;
 	if (list)
 		list->prev = h;
@@ -325,13 +325,13 @@ post_cont(EdgeReq *req)
 	const char *psid;
 	AcpHttp    *h;
 
-	if (buf_pending(&req->body) > 0 && buf_head(&req->body)[0] == '[')
+	if (req->body.len > 0 && req->body.data[0] == '[')
 	{
 		http_respond_json(req, 400, "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,"
 						  "\"message\":\"JSON-RPC batches are not supported\"}}", NULL);
 		return;
 	}
-	msg = json_parse_strict(buf_head(&req->body), buf_pending(&req->body), &p);
+	msg = json_parse_strict(req->body.data, req->body.len, &p);
 	if (msg == NULL)
 	{
 		http_respond_problem(req, &p);
@@ -381,7 +381,7 @@ post_cont(EdgeReq *req)
 	}
 	if (req->has_auth)
 		acp_conn_set_auth(h->acp, &req->auth);
-	h->last_active_ms = loop_now_ms();
+	h->last_active_ms = ev_now_ms();
 	acp_handle(h->acp, msg);
 	json_decref(msg);
 	http_respond(req, 202, NULL, "", 0, NULL);
@@ -399,7 +399,7 @@ slot_stream_closed(EdgeStream *st, void *owner)
 	s->st = NULL;
 	quota_give(s->quota, QUOTA_STREAM);
 	s->quota = NULL;
-	s->h->last_active_ms = loop_now_ms();
+	s->h->last_active_ms = ev_now_ms();
 }
 
 static void
@@ -464,7 +464,7 @@ get_cont(EdgeReq *req)
 	}
 	if (req->has_auth)
 		acp_conn_set_auth(h->acp, &req->auth);
-	h->last_active_ms = loop_now_ms();
+	h->last_active_ms = ev_now_ms();
 	http_respond_response(req, 200, r);
 	acp_conn_writable(h->acp);
 }
@@ -489,7 +489,7 @@ acp_http_handle(EdgeReq *req)
 
 		if (ct == NULL || strncasecmp(ct, "application/json", 16) != 0)
 			text_error(req, 415, "unsupported_media_type", "Send JSON-RPC messages as application/json.");
-		else if (buf_pending(&req->body) == 0)
+		else if (req->body.len == 0)
 			text_error(req, 400, "invalid_json", "The body must be one JSON-RPC message.");
 		else
 			route_authenticate(req, post_cont);
@@ -523,7 +523,7 @@ acp_http_handle(EdgeReq *req)
 void
 acp_http_tick(void)
 {
-	uint64_t	now = loop_now_ms();
+	uint64_t	now = ev_now_ms();
 	AcpHttp    *next;
 
 	for (AcpHttp *h = list; h; h = next)

@@ -88,11 +88,11 @@ struct AcpConn
 	int			nsessions;		/* attached */
 	int			opening;		/* session/new in flight */
 	AcpSession *dead;			/* detached; freed on the next iteration */
-	EdgeTimer	dead_timer;
+	EvTimer	dead_timer;
 	AcpOp	   *ops;
 	AcpPerm    *perms;
 	int64_t		next_rpc_id;
-	EdgeTimer	reap;
+	EvTimer	reap;
 	AcpConn    *prev, *next;
 };
 

@@ -81,7 +81,7 @@ acp_free_dead(AcpConn *c)
 }
 
 static void
-dead_timer_fn(EdgeTimer *t)
+dead_timer_fn(EvTimer *t)
 {
 	acp_free_dead(t->data);
 }
@@ -114,7 +114,7 @@ acp_session_detach(AcpSession *s)
 	s->next = c->dead;
 	c->dead = s;
 	if (!c->closing)
-		loop_timer_arm(&c->dead_timer, 0, dead_timer_fn, c);
+		ev_timer_arm(&c->dead_timer, 0, dead_timer_fn, c);
 }
 
 AcpCmd *

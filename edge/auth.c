@@ -40,7 +40,7 @@ static uint64_t loaded_ms;
 static uint64_t last_attempt_ms;
 static EdgeJob *refresh_job;
 static AuthWaiter *waiters;
-static EdgeTimer refresh_timer;
+static EvTimer refresh_timer;
 
 static void auth_refresh(void);
 
@@ -78,7 +78,7 @@ refresh_done(void *arg EDGE_UNUSED, EdgeDbResult *r)
 		if (!loaded || edge_cfg.verbose)
 			edge_log(LOG_I, "loaded %d signing key(s) from nadi.jwks()", nkeys);
 		loaded = true;
-		loaded_ms = loop_now_ms();
+		loaded_ms = ev_now_ms();
 		edge_metrics.jwks_refreshes++;
 	}
 	else
@@ -98,7 +98,7 @@ refresh_done(void *arg EDGE_UNUSED, EdgeDbResult *r)
 }
 
 static void
-refresh_timer_fn(EdgeTimer *t EDGE_UNUSED)
+refresh_timer_fn(EvTimer *t EDGE_UNUSED)
 {
 	auth_refresh();
 }
@@ -107,21 +107,21 @@ refresh_timer_fn(EdgeTimer *t EDGE_UNUSED)
 static void
 auth_refresh(void)
 {
-	uint64_t	now = loop_now_ms();
+	uint64_t	now = ev_now_ms();
 
 	if (refresh_job)
 		return;
 	if (last_attempt_ms && now < last_attempt_ms + AUTH_MIN_REFRESH_MS)
 	{
 		if (!refresh_timer.armed)
-			loop_timer_arm(&refresh_timer, last_attempt_ms + AUTH_MIN_REFRESH_MS - now,
+			ev_timer_arm(&refresh_timer, last_attempt_ms + AUTH_MIN_REFRESH_MS - now,
 						   refresh_timer_fn, NULL);
 		return;
 	}
 	last_attempt_ms = now;
 	refresh_job = db_submit(STMT_JWKS, NULL, 0, NULL, refresh_done, NULL);
 	if (refresh_job == NULL)
-		loop_timer_arm(&refresh_timer, AUTH_MIN_REFRESH_MS, refresh_timer_fn, NULL);
+		ev_timer_arm(&refresh_timer, AUTH_MIN_REFRESH_MS, refresh_timer_fn, NULL);
 }
 
 int
@@ -134,7 +134,7 @@ auth_init(void)
 void
 auth_tick(void)
 {
-	if (!loaded || loop_now_ms() >= loaded_ms + (uint64_t) edge_cfg.jwks_refresh_s * 1000)
+	if (!loaded || ev_now_ms() >= loaded_ms + (uint64_t) edge_cfg.jwks_refresh_s * 1000)
 		auth_refresh();
 }
 
@@ -217,7 +217,7 @@ auth_same_principal(const EdgeAuth *a, const EdgeAuth *b)
 bool
 auth_expired(const EdgeAuth *a)
 {
-	return a->token && loop_wall_s() >= a->exp;
+	return a->token && ev_wall_s() >= a->exp;
 }
 
 #define FAIL(status, code, ...) \
@@ -240,18 +240,19 @@ auth_check(const char *authorization, EdgeAuth *out, EdgeProblem *p)
 	int			rc;
 
 	memset(out, 0, sizeof(*out));
-	if (authorization == NULL || *authorization == '\0')
+	switch (http_bearer_parse(authorization, &tok))
 	{
-		if (edge_cfg.dev_no_auth)
-			return AUTH_NO_TOKEN;
-		FAIL(401, "not_authenticated", "This endpoint needs a token: send \"Authorization: Bearer <token>\".");
+		case HTTP_BEARER_NONE:
+			if (edge_cfg.dev_no_auth)
+				return AUTH_NO_TOKEN;
+			FAIL(401, "not_authenticated", "This endpoint needs a token: send \"Authorization: Bearer <token>\".");
+		case HTTP_BEARER_OTHER:
+			FAIL(401, "invalid_token", "Only the Bearer authorization scheme is accepted.");
+		case HTTP_BEARER_EMPTY:
+		case HTTP_BEARER_TOKEN:
+			break;
 	}
-	if (strncasecmp(authorization, "Bearer ", 7) != 0)
-		FAIL(401, "invalid_token", "Only the Bearer authorization scheme is accepted.");
-	tok = authorization + 7;
-	while (*tok == ' ')
-		tok++;
-	if (*tok == '\0' || strlen(tok) > NADI_JWT_MAX_TOKEN)
+	if (tok == NULL || strlen(tok) > NADI_JWT_MAX_TOKEN)
 		FAIL(401, "invalid_token", "The bearer token is empty or too long.");
 
 	jp = malloc(sizeof(*jp));
@@ -312,13 +313,13 @@ auth_check(const char *authorization, EdgeAuth *out, EdgeProblem *p)
 		FAIL(401, "invalid_token", "The token is not meant for audience \"nadi\".");
 	if (!nadi_claim_time(claims, "exp", &out->exp))
 		FAIL(401, "invalid_token", "The token lacks a valid \"exp\" claim.");
-	if (loop_wall_s() >= out->exp)
+	if (ev_wall_s() >= out->exp)
 		FAIL(401, "token_expired", "The token has expired.");
 	if (json_object_get(claims, "nbf"))
 	{
 		if (!nadi_claim_time(claims, "nbf", &nbf))
 			FAIL(401, "invalid_token", "The token's \"nbf\" claim is not a number of seconds.");
-		if (nbf > loop_wall_s() + NADI_JWT_NBF_LEEWAY_S)
+		if (nbf > ev_wall_s() + NADI_JWT_NBF_LEEWAY_S)
 			FAIL(401, "invalid_token", "The token is not valid yet.");
 	}
 	if (out->scope == SCOPE_SANDBOX)

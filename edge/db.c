@@ -107,8 +107,8 @@ typedef struct DbConn
 	PGconn	   *pg;
 	DbState		state;
 	bool		listener;
-	EdgeWatch	watch;
-	EdgeTimer	retry;
+	EvIo	watch;
+	EvTimer	retry;
 	uint64_t	backoff_ms;
 	EdgeJob    *job;
 	int			nres;			/* results (other than Sync) seen so far */
@@ -127,7 +127,7 @@ static DbNotifyFn notify_fn;
 static DbListenUpFn listen_up_fn;
 
 static void conn_start(DbConn *c);
-static void conn_io(EdgeWatch *w, uint32_t events);
+static void conn_io(EvIo *w, uint32_t events);
 static void pool_dispatch(void);
 
 void
@@ -205,7 +205,7 @@ db_submit_ex(EdgeStmt stmt, const EdgeAuth *auth, int nparams, const char *const
 	j->nparams = nparams;
 	j->done = done;
 	j->arg = arg;
-	j->deadline_ms = loop_now_ms() + (uint64_t) edge_cfg.queue_timeout_s * 1000;
+	j->deadline_ms = ev_now_ms() + (uint64_t) edge_cfg.queue_timeout_s * 1000;
 	if (auth && auth->token && (j->token = strdup(auth->token)) == NULL)
 		goto oom;
 	for (int i = 0; i < nparams; i++)
@@ -266,7 +266,7 @@ db_isnull(EdgeDbResult *r, int row, int col)
  * ------------------------------------------------------------------------ */
 
 static void
-conn_retry_fn(EdgeTimer *t)
+conn_retry_fn(EvTimer *t)
 {
 	conn_start(t->data);
 }
@@ -316,7 +316,7 @@ conn_lost(DbConn *c, const char *why)
 	if (c->state >= DB_IDLE || c->job)
 		edge_log(LOG_W, "database connection %s lost: %s", c->listener ? "(LISTEN)" : "(pool)",
 				 one_line(why, line, sizeof(line)));
-	loop_unwatch(&c->watch);
+	ev_io_stop(&c->watch);
 	if (c->pg)
 		PQfinish(c->pg);
 	c->pg = NULL;
@@ -335,7 +335,7 @@ conn_lost(DbConn *c, const char *why)
 	if (c->backoff_ms > DB_BACKOFF_MAX_MS)
 		c->backoff_ms = DB_BACKOFF_MAX_MS;
 	if (!edge_draining || !c->listener)
-		loop_timer_arm(&c->retry, c->backoff_ms, conn_retry_fn, c);
+		ev_timer_arm(&c->retry, c->backoff_ms, conn_retry_fn, c);
 }
 
 static int
@@ -345,7 +345,7 @@ conn_watch(DbConn *c, uint32_t events)
 
 	if (fd < 0)
 		return -EBADF;
-	return loop_watch(&c->watch, fd, events, conn_io, c);
+	return ev_io_start(&c->watch, fd, events, conn_io, c);
 }
 
 static void
@@ -418,7 +418,7 @@ conn_connect_step(DbConn *c)
 	PostgresPollingStatusType st = PQconnectPoll(c->pg);
 
 	/* libpq may have closed the socket and opened another (next host): re-add */
-	loop_unwatch(&c->watch);
+	ev_io_stop(&c->watch);
 	switch (st)
 	{
 		case PGRES_POLLING_READING:
@@ -604,7 +604,7 @@ listener_io(DbConn *c)
 }
 
 static void
-conn_io(EdgeWatch *w, uint32_t events)
+conn_io(EvIo *w, uint32_t events)
 {
 	DbConn	   *c = w->data;
 	PGresult   *r;
@@ -684,7 +684,7 @@ db_init(void)
 void
 db_tick(void)
 {
-	uint64_t	now = loop_now_ms();
+	uint64_t	now = ev_now_ms();
 
 	while (queue_head && (queue_head->deadline_ms <= now || queue_head->cancelled))
 	{
@@ -733,8 +733,8 @@ db_shutdown(void)
 	{
 		DbConn	   *c = &pool[i];
 
-		loop_timer_cancel(&c->retry);
-		loop_unwatch(&c->watch);
+		ev_timer_cancel(&c->retry);
+		ev_io_stop(&c->watch);
 		if (c->job)
 		{
 			c->job->cancelled = true;
@@ -746,8 +746,8 @@ db_shutdown(void)
 			PQfinish(c->pg);
 		c->pg = NULL;
 	}
-	loop_timer_cancel(&listener.retry);
-	loop_unwatch(&listener.watch);
+	ev_timer_cancel(&listener.retry);
+	ev_io_stop(&listener.watch);
 	if (listener.pg)
 		PQfinish(listener.pg);
 	listener.pg = NULL;

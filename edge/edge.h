@@ -1,6 +1,6 @@
 /*
  * edge.h — declarations shared by the files of nadi-edge, the stateless
- * HTTP front of Nadi.  One thread runs one event loop (loop.c); every other
+ * HTTP front of Nadi.  One thread runs one event loop (daemonlib/evloop.c); every other
  * file registers its file descriptors and timers there and never blocks.
  * Functions return 0 or a negative errno unless they say otherwise.
  */
@@ -15,6 +15,8 @@
 
 #include <jansson.h>
 
+#include "daemonlib/evloop.h"
+#include "daemonlib/http.h"
 #include "nadi_version.h"
 #include "daemonlib/problem.h"
 #define EDGE_VERSION NADI_VERSION
@@ -67,43 +69,6 @@ void		edge_log(int level, const char *fmt,...) EDGE_PRINTF(2, 3);
 #define LOG_W 4
 #define LOG_I 6
 #define LOG_D 7
-
-/* ------------------------------------------------------------------------
- * Event loop (loop.c)
- * ------------------------------------------------------------------------ */
-typedef struct EdgeWatch EdgeWatch;
-typedef void (*EdgeWatchFn) (EdgeWatch *w, uint32_t events);
-
-struct EdgeWatch
-{
-	int			fd;
-	uint32_t	events;
-	EdgeWatchFn fn;
-	void	   *data;
-	bool		added;
-};
-
-typedef struct EdgeTimer EdgeTimer;
-typedef void (*EdgeTimerFn) (EdgeTimer *t);
-
-struct EdgeTimer
-{
-	uint64_t	due_ms;
-	EdgeTimerFn fn;
-	void	   *data;
-	EdgeTimer  *next;
-	bool		armed;
-};
-
-int			loop_init(void);
-int			loop_watch(EdgeWatch *w, int fd, uint32_t events, EdgeWatchFn fn, void *data);
-void		loop_unwatch(EdgeWatch *w);
-void		loop_timer_arm(EdgeTimer *t, uint64_t delay_ms, EdgeTimerFn fn, void *data);
-void		loop_timer_cancel(EdgeTimer *t);
-int			loop_run_once(int max_wait_ms);
-uint64_t	loop_now_ms(void);	/* monotonic, refreshed every iteration */
-int64_t		loop_wall_s(void);	/* seconds since the Unix epoch */
-void		loop_wake_soon(void);	/* make the next wait return at once */
 
 /* ------------------------------------------------------------------------
  * Byte buffers (buf.c)
@@ -283,8 +248,8 @@ struct EdgeReq
 	struct MHD_Connection *conn;
 	const char *method;
 	const char *url;
-	EdgeBuf		body;
-	bool		body_too_large;
+	struct req_body body;		/* daemonlib/http.h: up to --body-limit */
+	HttpAccess	access;			/* request id, the access-log line */
 	bool		dispatched;
 	bool		suspended;
 	struct MHD_Response *ready;	/* response waiting for the connection to resume */
@@ -301,7 +266,7 @@ struct EdgeReq
 	EdgeJob    *job;
 	void	   *ext;			/* owned by acp_http.c / ws.c */
 	EdgeReqFree ext_free;
-	struct EdgeConnInfo *ci;
+	HttpConn   *ci;				/* its connection's deadlines (daemonlib/http.h) */
 };
 
 int			http_start(void);

@@ -53,7 +53,7 @@ struct EdgeFeed
 	EdgeSub    *iter_next;		/* delivery loop's next subscriber */
 	bool		dirty;
 	int			busy;			/* inside a delivery: do not free */
-	EdgeTimer	retry;
+	EvTimer	retry;
 	EdgeFeed   *hnext;
 };
 
@@ -98,7 +98,7 @@ feed_maybe_free(EdgeFeed *f)
 			*pp = f->hnext;
 			break;
 		}
-	loop_timer_cancel(&f->retry);
+	ev_timer_cancel(&f->retry);
 	nfeeds--;
 	free(f);
 }
@@ -325,7 +325,7 @@ feed_sub_room(EdgeSub *s)
  * ------------------------------------------------------------------------ */
 
 static void
-feed_retry_fn(EdgeTimer *t)
+feed_retry_fn(EvTimer *t)
 {
 	EdgeFeed   *f = t->data;
 
@@ -405,7 +405,7 @@ feed_fetch_result(EdgeFeed *f, EdgeSub *used, EdgeDbResult *r)
 		else
 		{
 			f->dirty = true;
-			loop_timer_arm(&f->retry, FEED_RETRY_MS, feed_retry_fn, f);
+			ev_timer_arm(&f->retry, FEED_RETRY_MS, feed_retry_fn, f);
 		}
 		return;
 	}
@@ -459,7 +459,7 @@ feed_fetch(EdgeFeed *f)
 	if (f->job == NULL)
 	{
 		f->dirty = true;
-		loop_timer_arm(&f->retry, FEED_RETRY_MS, feed_retry_fn, f);
+		ev_timer_arm(&f->retry, FEED_RETRY_MS, feed_retry_fn, f);
 		return;
 	}
 	f->job_sub = pick;

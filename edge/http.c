@@ -16,32 +16,28 @@
  * its headers and its body (--header-timeout, --body-timeout): a periodic
  * sweep shuts down the socket of a connection past its deadline, which
  * defeats slowloris clients that trickle a byte at a time.
+ *
+ * The request layer the daemons share is daemonlib/http.c: request ids
+ * (X-Request-Id, "request_id" in problem bodies), the access-log line,
+ * the body read up to its limit and the 413 beyond it, the connections'
+ * deadlines and their sweep; the listening socket is
+ * daemonlib/listener.c's.
  */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
 
+#include "daemonlib/listener.h"
 #include "edge.h"
 
-typedef struct EdgeConnInfo
-{
-	struct MHD_Connection *conn;
-	int			fd;
-	uint64_t	deadline_ms;	/* 0: none */
-	struct EdgeConnInfo *prev, *next;
-} EdgeConnInfo;
-
 static struct MHD_Daemon *mhd;
-static EdgeWatch mhd_watch;
-static EdgeConnInfo *conns;
+static EvIo mhd_watch;
+static HttpSlow slow;			/* --header-timeout, --body-timeout */
 static EdgeReq *in_handler;		/* the request whose handler is running */
 static int	nreqs;				/* requests not yet completed */
 
@@ -58,72 +54,27 @@ mhd_logger(void *cls EDGE_UNUSED, const char *fmt, va_list ap)
 	edge_log(LOG_D, "http: %s", line);
 }
 
-static void
-notify_connection(void *cls EDGE_UNUSED, struct MHD_Connection *conn,
-				  void **socket_context, enum MHD_ConnectionNotificationCode toe)
-{
-	EdgeConnInfo *ci = *socket_context;
-
-	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
-	{
-		const union MHD_ConnectionInfo *info =
-			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-
-		ci = calloc(1, sizeof(*ci));
-		if (ci == NULL)
-			return;
-		ci->conn = conn;
-		ci->fd = info ? info->connect_fd : -1;
-		ci->deadline_ms = loop_now_ms() + (uint64_t) edge_cfg.header_timeout_s * 1000;
-		ci->next = conns;
-		if (conns)
-			conns->prev = ci;
-		conns = ci;
-		*socket_context = ci;
-	}
-	else if (ci)
-	{
-		if (ci->prev)
-			ci->prev->next = ci->next;
-		else
-			conns = ci->next;
-		if (ci->next)
-			ci->next->prev = ci->prev;
-		free(ci);
-		*socket_context = NULL;
-	}
-}
-
 /* Shut down connections that are too slow to send a request. */
 void
 http_tick(void)
 {
-	uint64_t	now = loop_now_ms();
-
-	for (EdgeConnInfo *ci = conns; ci; ci = ci->next)
-		if (ci->deadline_ms && now >= ci->deadline_ms && ci->fd >= 0)
-		{
-			edge_log(LOG_D, "closing a connection that did not send its request in time");
-			shutdown(ci->fd, SHUT_RDWR);
-			ci->deadline_ms = 0;
-			edge_metrics.slowloris_cut++;
-		}
+	edge_metrics.slowloris_cut += http_slow_sweep(&slow);
 }
 
 static void
-request_completed(void *cls EDGE_UNUSED, struct MHD_Connection *conn EDGE_UNUSED,
-				  void **con_cls, enum MHD_RequestTerminationCode toe EDGE_UNUSED)
+request_completed(void *cls EDGE_UNUSED, struct MHD_Connection *conn,
+				  void **con_cls, enum MHD_RequestTerminationCode toe)
 {
 	EdgeReq    *req = *con_cls;
 
 	if (req == NULL)
 		return;
 	*con_cls = NULL;
+	http_access_end(&req->access, conn, toe);
 	nreqs--;
-	if (req->ci)
-		req->ci->deadline_ms = loop_now_ms() + (uint64_t) edge_cfg.idle_timeout_s * 1000;
+	http_conn_deadline(req->ci, (uint64_t) edge_cfg.idle_timeout_s * 1000);
 	if (req->status)
-		metrics_observe_request(req->status, loop_now_ms() - req->started_ms);
+		metrics_observe_request(req->status, ev_now_ms() - req->started_ms);
 	auth_wait_cancel(req);
 	db_cancel(req->job);
 	if (req->state_free)
@@ -133,7 +84,7 @@ request_completed(void *cls EDGE_UNUSED, struct MHD_Connection *conn EDGE_UNUSED
 	if (req->ready)
 		MHD_destroy_response(req->ready);
 	auth_clear(&req->auth);
-	buf_free(&req->body);
+	req_body_free(&req->body);
 	free(req);
 }
 
@@ -147,11 +98,6 @@ access_handler(void *cls EDGE_UNUSED, struct MHD_Connection *conn, const char *u
 
 	if (req == NULL)
 	{
-		const union MHD_ConnectionInfo *info =
-			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-		const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-		int64_t		len;
-
 		req = calloc(1, sizeof(*req));
 		if (req == NULL)
 			return MHD_NO;
@@ -159,18 +105,19 @@ access_handler(void *cls EDGE_UNUSED, struct MHD_Connection *conn, const char *u
 		req->conn = conn;
 		req->method = method;
 		req->url = url;
-		req->started_ms = loop_now_ms();
-		req->ci = info ? info->socket_context : NULL;
-		if (req->ci)
-			req->ci->deadline_ms = loop_now_ms() + (uint64_t) edge_cfg.body_timeout_s * 1000;
+		req->started_ms = ev_now_ms();
+		req->body.limit = edge_cfg.body_limit;
+		http_access_start(&req->access, conn, method, url);
+		req->ci = http_conn_of(conn);
+		http_conn_deadline(req->ci, (uint64_t) edge_cfg.body_timeout_s * 1000);
 		*con_cls = req;
-		if (cl && edge_parse_int64(cl, 0, INT64_MAX, &len) && (uint64_t) len > edge_cfg.body_limit)
+		if (req_body_announced_too_large(conn, edge_cfg.body_limit))
 		{
 			EdgeProblem p;
 
 			req->dispatched = true;
-			problem_set(&p, 413, "body_too_large", "The request body is larger than %zu bytes.",
-						edge_cfg.body_limit);
+			problem_set(&p, HTTP_BODY_TOO_LARGE_STATUS, HTTP_BODY_TOO_LARGE_CODE,
+						HTTP_BODY_TOO_LARGE_DETAIL, (unsigned long long) edge_cfg.body_limit);
 			in_handler = req;
 			http_respond_problem(req, &p);
 			in_handler = NULL;
@@ -187,36 +134,27 @@ access_handler(void *cls EDGE_UNUSED, struct MHD_Connection *conn, const char *u
 	}
 	if (*upload_data_size)
 	{
-		if (!req->body_too_large && !req->dispatched)
-		{
-			if (req->body.len + *upload_data_size > edge_cfg.body_limit)
-			{
-				/*
-				 * A body of unknown length that grows too large: discard the
-				 * rest (--body-timeout bounds it) and answer at its end, so the
-				 * client, still sending, reads the answer instead of a reset.
-				 */
-				req->body_too_large = true;
-				buf_free(&req->body);
-			}
-			else if (buf_append(&req->body, upload_data, *upload_data_size) < 0)
-				return MHD_NO;
-		}
+		/*
+		 * A body of unknown length that grows too large is discarded to its
+		 * end (--body-timeout bounds it) and answered then, so the client,
+		 * still sending, reads the answer instead of a reset.
+		 */
+		if (!req->dispatched)
+			return req_body_feed(&req->body, upload_data, upload_data_size, UINT64_MAX);
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
 	if (req->dispatched)
 		return MHD_YES;
 	req->dispatched = true;
-	if (req->ci)
-		req->ci->deadline_ms = 0;
+	http_conn_deadline(req->ci, 0);
 	in_handler = req;
-	if (req->body_too_large)
+	if (req->body.too_large)
 	{
 		EdgeProblem p;
 
-		problem_set(&p, 413, "body_too_large", "The request body is larger than %zu bytes.",
-					edge_cfg.body_limit);
+		problem_set(&p, HTTP_BODY_TOO_LARGE_STATUS, HTTP_BODY_TOO_LARGE_CODE,
+					HTTP_BODY_TOO_LARGE_DETAIL, (unsigned long long) edge_cfg.body_limit);
 		http_respond_problem(req, &p);
 	}
 	else if (edge_draining && strcmp(url, "/healthz") != 0)
@@ -234,7 +172,7 @@ access_handler(void *cls EDGE_UNUSED, struct MHD_Connection *conn, const char *u
 }
 
 static void
-mhd_io(EdgeWatch *w EDGE_UNUSED, uint32_t events EDGE_UNUSED)
+mhd_io(EvIo *w EDGE_UNUSED, uint32_t events EDGE_UNUSED)
 {
 	/* MHD_run() follows every loop iteration (http_run) */
 }
@@ -261,55 +199,52 @@ http_run(void)
 int
 http_start(void)
 {
-	struct sockaddr_storage ss = {0};
-	struct sockaddr_in *sin = (struct sockaddr_in *) &ss;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *) &ss;
 	unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE |
 		MHD_USE_ERROR_LOG;
 	const union MHD_DaemonInfo *info;
+	uint16_t	port = 0;
+	int			fd;
 
-	if (inet_pton(AF_INET, edge_cfg.listen_addr, &sin->sin_addr) == 1)
-	{
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t) edge_cfg.port);
-	}
-	else if (inet_pton(AF_INET6, edge_cfg.listen_addr, &sin6->sin6_addr) == 1)
-	{
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t) edge_cfg.port);
-		flags |= MHD_USE_IPv6;
-	}
-	else
+	fd = listen_inet_socket(edge_cfg.listen_addr, (uint16_t) edge_cfg.port, &port);
+	if (fd == -EINVAL)
 	{
 		edge_log(LOG_E, "listen address \"%s\" is not an IPv4 or IPv6 address", edge_cfg.listen_addr);
 		return -EINVAL;
 	}
-	mhd = MHD_start_daemon(flags, (uint16_t) edge_cfg.port, NULL, NULL, access_handler, NULL,
+	if (fd < 0)
+	{
+		edge_log(LOG_E, "could not listen on %s port %d: %s", edge_cfg.listen_addr, edge_cfg.port,
+				 strerror(-fd));
+		return -EADDRINUSE;
+	}
+	slow.header_timeout_ms = (uint64_t) edge_cfg.header_timeout_s * 1000;
+	if (strchr(edge_cfg.listen_addr, ':') != NULL)
+		flags |= MHD_USE_IPv6;
+	mhd = MHD_start_daemon(flags, 0, NULL, NULL, access_handler, NULL,
 						   MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
-						   MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &ss,
+						   MHD_OPTION_LISTEN_SOCKET, fd,
 						   MHD_OPTION_CONNECTION_LIMIT, (unsigned int) edge_cfg.max_conns,
 						   MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int) edge_cfg.max_conns_per_ip,
 						   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) edge_cfg.idle_timeout_s,
 						   MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
-						   MHD_OPTION_NOTIFY_CONNECTION, notify_connection, NULL,
-						   MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+						   MHD_OPTION_NOTIFY_CONNECTION, http_slow_notify, &slow,
 						   MHD_OPTION_END);
 	if (mhd == NULL)
 	{
-		edge_log(LOG_E, "could not listen on %s port %d", edge_cfg.listen_addr, edge_cfg.port);
-		return -EADDRINUSE;
+		edge_log(LOG_E, "could not start the HTTP server on %s port %u", edge_cfg.listen_addr,
+				 (unsigned) port);
+		close(fd);
+		return -EIO;
 	}
 	info = MHD_get_daemon_info(mhd, MHD_DAEMON_INFO_EPOLL_FD);
-	if (info == NULL || loop_watch(&mhd_watch, info->epoll_fd, EPOLLIN, mhd_io, NULL) < 0)
+	if (info == NULL || ev_io_start(&mhd_watch, info->epoll_fd, EPOLLIN, mhd_io, NULL) < 0)
 	{
 		MHD_stop_daemon(mhd);
 		mhd = NULL;
 		return -EIO;
 	}
-	info = MHD_get_daemon_info(mhd, MHD_DAEMON_INFO_BIND_PORT);
-	if (info != NULL && info->port != 0)
-		edge_cfg.port = info->port;
-	edge_log(LOG_I, "listening on %s port %d", edge_cfg.listen_addr, edge_cfg.port);
+	edge_cfg.port = port;
+	listen_log_port(edge_cfg.listen_addr, port);
 	return 0;
 }
 
@@ -331,7 +266,7 @@ http_stop(void)
 {
 	if (mhd == NULL)
 		return;
-	loop_unwatch(&mhd_watch);
+	ev_io_stop(&mhd_watch);
 	MHD_stop_daemon(mhd);
 	mhd = NULL;
 }
@@ -362,7 +297,7 @@ void
 http_resume_conn(struct MHD_Connection *conn)
 {
 	MHD_resume_connection(conn);
-	loop_wake_soon();
+	ev_wake_soon();
 }
 
 /*
@@ -370,11 +305,12 @@ http_resume_conn(struct MHD_Connection *conn)
  * resuming the suspended connection, whose handler then queues it.  Takes
  * ownership of r.
  */
-int
-http_respond_response(EdgeReq *req, int status, struct MHD_Response *r)
+static int
+respond(EdgeReq *req, int status, struct MHD_Response *r, int64_t bytes)
 {
 	if (r == NULL)
 		return -ENOMEM;
+	http_access_answer(&req->access, r, (unsigned int) status, bytes);
 	if (edge_draining)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	if (req == in_handler && !req->suspended)
@@ -397,6 +333,13 @@ http_respond_response(EdgeReq *req, int status, struct MHD_Response *r)
 	return 0;
 }
 
+/* A response of a size not known here (a stream, an upgrade). */
+int
+http_respond_response(EdgeReq *req, int status, struct MHD_Response *r)
+{
+	return respond(req, status, r, -1);
+}
+
 /* headers: NULL-terminated name, value pairs */
 int
 http_respond(EdgeReq *req, int status, const char *ctype, const char *body, size_t len,
@@ -412,7 +355,7 @@ http_respond(EdgeReq *req, int status, const char *ctype, const char *body, size
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
 	for (const char *const *h = headers; h && h[0]; h += 2)
 		MHD_add_response_header(r, h[0], h[1]);
-	return http_respond_response(req, status, r);
+	return respond(req, status, r, (int64_t) len);
 }
 
 int
@@ -424,7 +367,7 @@ http_respond_json(EdgeReq *req, int status, const char *json, const char *const 
 int
 http_respond_problem(EdgeReq *req, const EdgeProblem *p)
 {
-	char	   *body = problem_json(p, req->url);
+	char	   *body = http_json_add_request_id(problem_json(p, req->url), req->access.request_id);
 	char		retry[16];
 	const char *headers[7] = {NULL};
 	int			n = 0;
@@ -443,7 +386,8 @@ http_respond_problem(EdgeReq *req, const EdgeProblem *p)
 		headers[n++] = retry;
 	}
 	if (p->status >= 500 && p->status != 503)
-		edge_log(LOG_W, "%s %s: %d %s", req->method, req->url, p->status, p->detail);
+		edge_log(LOG_W, "%s %s: %d %s (request %s)", req->method, req->url, p->status, p->detail,
+				 req->access.request_id);
 	r = http_respond(req, p->status, "application/problem+json", body ? body : "{}",
 					 body ? strlen(body) : 2, headers);
 	free(body);

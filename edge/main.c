@@ -20,6 +20,8 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "daemonlib/listener.h"
+#include "daemonlib/log.h"
 #include "edge.h"
 
 EdgeConfig	edge_cfg = {
@@ -50,8 +52,8 @@ EdgeConfig	edge_cfg = {
 volatile bool edge_draining;
 
 static bool journal;
-static EdgeWatch sig_watch;
-static EdgeTimer tick_timer;
+static EvIo sig_watch;
+static EvTimer tick_timer;
 static int	signals_seen;
 static uint64_t drain_deadline_ms;
 static uint64_t watchdog_usec;
@@ -256,34 +258,6 @@ config_args(int argc, char **argv)
 	return 0;
 }
 
-/*
- * --ready-file: the bound port and a newline, through a temporary file
- * beside it renamed into place, so a reader sees the whole port or no file.
- */
-static int
-ready_file_write(void)
-{
-	char		tmp[4096];
-	FILE	   *f;
-
-	if (edge_cfg.ready_file == NULL)
-		return 0;
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp%d", edge_cfg.ready_file, (int) getpid()) >= (int) sizeof(tmp))
-	{
-		edge_log(LOG_E, "--ready-file: the path is too long");
-		return -ENAMETOOLONG;
-	}
-	f = fopen(tmp, "we");
-	if (f == NULL || fprintf(f, "%d\n", edge_cfg.port) < 0 || fflush(f) != 0 || fsync(fileno(f)) < 0 ||
-		fclose(f) != 0 || rename(tmp, edge_cfg.ready_file) < 0)
-	{
-		edge_log(LOG_E, "could not write the ready file %s: %m", edge_cfg.ready_file);
-		(void) unlink(tmp);
-		return -EIO;
-	}
-	return 0;
-}
-
 /* Streams hold a socket each: take every descriptor the hard limit allows. */
 static void
 raise_fd_limit(void)
@@ -303,7 +277,7 @@ drain_start(void)
 	edge_draining = true;
 	edge_notify("STOPPING=1");
 	edge_log(LOG_I, "draining: no new connections; streams end, clients resume elsewhere");
-	drain_deadline_ms = loop_now_ms() + (uint64_t) edge_cfg.drain_timeout_s * 1000;
+	drain_deadline_ms = ev_now_ms() + (uint64_t) edge_cfg.drain_timeout_s * 1000;
 	http_quiesce();
 	sse_drain();
 	acp_http_drain();
@@ -311,7 +285,7 @@ drain_start(void)
 }
 
 static void
-signal_io(EdgeWatch *w, uint32_t events EDGE_UNUSED)
+signal_io(EvIo *w, uint32_t events EDGE_UNUSED)
 {
 	struct signalfd_siginfo si;
 
@@ -334,7 +308,7 @@ signal_io(EdgeWatch *w, uint32_t events EDGE_UNUSED)
 }
 
 static void
-tick(EdgeTimer *t)
+tick(EvTimer *t)
 {
 	http_tick();
 	db_tick();
@@ -342,12 +316,12 @@ tick(EdgeTimer *t)
 	sse_tick();
 	acp_http_tick();
 	ws_tick();
-	if (watchdog_usec && loop_now_ms() - watchdog_last_ms >= watchdog_usec / 2000)
+	if (watchdog_usec && ev_now_ms() - watchdog_last_ms >= watchdog_usec / 2000)
 	{
 		edge_notify("WATCHDOG=1");
-		watchdog_last_ms = loop_now_ms();
+		watchdog_last_ms = ev_now_ms();
 	}
-	loop_timer_arm(t, 1000, tick, NULL);
+	ev_timer_arm(t, 1000, tick, NULL);
 }
 
 int
@@ -357,6 +331,7 @@ main(int argc, char **argv)
 	int			sfd;
 	int			wait_ms = 0;
 
+	log_ident = "nadi-edge";		/* daemonlib's lines: access log, listener */
 	journal = getenv("JOURNAL_STREAM") != NULL;
 	setvbuf(stderr, NULL, _IOLBF, 0);
 	if (config_env() < 0 || config_args(argc, argv) < 0)
@@ -372,22 +347,23 @@ main(int argc, char **argv)
 	sigaddset(&mask, SIGHUP);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (sfd < 0 || loop_init() < 0 || loop_watch(&sig_watch, sfd, EPOLLIN, signal_io, NULL) < 0)
+	if (sfd < 0 || ev_init() < 0 || ev_io_start(&sig_watch, sfd, EPOLLIN, signal_io, NULL) < 0)
 	{
 		edge_log(LOG_E, "could not set up the event loop: %m");
 		return 1;
 	}
 	db_listen_handlers(feed_on_notify, feed_on_listen_up);
-	if (db_init() < 0 || auth_init() < 0 || http_start() < 0 || ready_file_write() < 0)
+	if (db_init() < 0 || auth_init() < 0 || http_start() < 0 ||
+		ready_file_write(edge_cfg.ready_file, (uint16_t) edge_cfg.port) < 0)
 		return 1;
 	if (sd_watchdog_enabled(0, &watchdog_usec) <= 0)
 		watchdog_usec = 0;
-	loop_timer_arm(&tick_timer, 1000, tick, NULL);
+	ev_timer_arm(&tick_timer, 1000, tick, NULL);
 	edge_notify("READY=1\nSTATUS=serving");
 
 	for (;;)
 	{
-		if (loop_run_once(wait_ms) < 0)
+		if (ev_run_once(wait_ms) < 0)
 		{
 			edge_log(LOG_E, "event loop failed: %m");
 			break;
@@ -395,7 +371,7 @@ main(int argc, char **argv)
 		wait_ms = http_run();
 		if (edge_draining)
 		{
-			if (drain_deadline_ms && loop_now_ms() >= drain_deadline_ms)
+			if (drain_deadline_ms && ev_now_ms() >= drain_deadline_ms)
 				break;
 			if (http_active() == 0 && ws_count() == 0)
 				break;
@@ -404,8 +380,7 @@ main(int argc, char **argv)
 		}
 	}
 	edge_log(LOG_I, "stopped");
-	if (edge_cfg.ready_file)
-		(void) unlink(edge_cfg.ready_file);
+	ready_file_remove(edge_cfg.ready_file);
 	http_stop();
 	db_shutdown();
 	return 0;

@@ -148,14 +148,14 @@ body_json(EdgeReq *req, bool empty_ok)
 		respond_problem(req, 415, "unsupported_media_type", "Send the body as %s.", "application/json");
 		return NULL;
 	}
-	if (buf_pending(&req->body) == 0)
+	if (req->body.len == 0)
 	{
 		if (empty_ok)
 			return json_object();
 		respond_problem(req, 400, "invalid_json", "This request needs a JSON %s body.", "object");
 		return NULL;
 	}
-	j = json_parse_strict(buf_head(&req->body), buf_pending(&req->body), &p);
+	j = json_parse_strict(req->body.data, req->body.len, &p);
 	if (j == NULL)
 		http_respond_problem(req, &p);
 	return j;

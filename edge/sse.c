@@ -34,7 +34,7 @@ struct EdgeStream
 	EdgeBuf		out;
 	size_t		limit;
 	struct MHD_Connection *conn;
-	EdgeWatch	hup;			/* the socket, while suspended: client gone? */
+	EvIo	hup;			/* the socket, while suspended: client gone? */
 	bool		suspended;
 	bool		gone;			/* the client hung up */
 	bool		ended;
@@ -52,7 +52,7 @@ typedef struct SseStream
 	EdgeAuth	auth;
 	EdgeReq    *req;			/* until the response is queued */
 	uint64_t	last_ping_ms;
-	EdgeTimer	reap;			/* frees a stream that never started */
+	EvTimer	reap;			/* frees a stream that never started */
 	EdgeQuota  *quota;			/* the stream's share of the limits */
 	struct SseStream *prev, *next;
 } SseStream;
@@ -89,7 +89,7 @@ stream_free(EdgeStream *st)
 {
 	if (st == NULL)
 		return;
-	loop_unwatch(&st->hup);
+	ev_io_stop(&st->hup);
 	buf_free(&st->out);
 	free(st);
 }
@@ -100,14 +100,14 @@ stream_wake(EdgeStream *st)
 	if (st->suspended)
 	{
 		st->suspended = false;
-		loop_unwatch(&st->hup);
+		ev_io_stop(&st->hup);
 		http_resume_conn(st->conn);
 	}
 }
 
 /* The client hung up while the stream waited: the body ends in error. */
 static void
-stream_hup(EdgeWatch *w, uint32_t events EDGE_UNUSED)
+stream_hup(EvIo *w, uint32_t events EDGE_UNUSED)
 {
 	EdgeStream *st = w->data;
 
@@ -130,7 +130,7 @@ stream_suspend(EdgeStream *st)
 	MHD_suspend_connection(st->conn);
 	st->suspended = true;
 	if (info)
-		loop_watch(&st->hup, info->connect_fd, EPOLLRDHUP, stream_hup, st);
+		ev_io_start(&st->hup, info->connect_fd, EPOLLRDHUP, stream_hup, st);
 }
 
 static ssize_t
@@ -312,7 +312,7 @@ sse_has_room(EdgeSub *s)
 }
 
 static void
-sse_reap_fn(EdgeTimer *t)
+sse_reap_fn(EvTimer *t)
 {
 	sse_forget(t->data);
 }
@@ -328,7 +328,7 @@ sse_abandon(SseStream *ss, EdgeReq *req, const EdgeProblem *p)
 	feed_unsubscribe(&ss->sub);
 	stream_free(ss->st);
 	ss->st = NULL;
-	loop_timer_arm(&ss->reap, 0, sse_reap_fn, ss);
+	ev_timer_arm(&ss->reap, 0, sse_reap_fn, ss);
 }
 
 static void
@@ -419,7 +419,7 @@ sse_open(EdgeReq *req, const char *sid, int64_t after)
 	}
 	ss->quota = quota;
 	ss->req = req;
-	ss->last_ping_ms = loop_now_ms();
+	ss->last_ping_ms = ev_now_ms();
 	ss->next = streams;
 	if (streams)
 		streams->prev = ss;
@@ -442,7 +442,7 @@ sse_open(EdgeReq *req, const char *sid, int64_t after)
 void
 sse_tick(void)
 {
-	uint64_t	now = loop_now_ms();
+	uint64_t	now = ev_now_ms();
 
 	for (SseStream *ss = streams; ss; ss = ss->next)
 	{

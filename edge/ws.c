@@ -45,7 +45,7 @@ typedef struct WsConn
 	AcpConn    *acp;
 	int			fd;
 	struct MHD_UpgradeResponseHandle *urh;
-	EdgeWatch	watch;
+	EvIo	watch;
 	EdgeBuf		in;
 	EdgeBuf		out;
 	EdgeBuf		msg;
@@ -57,7 +57,7 @@ typedef struct WsConn
 	uint64_t	last_seen_ms;
 	uint64_t	last_ping_ms;
 	uint64_t	close_deadline_ms;
-	EdgeTimer	reap;
+	EvTimer	reap;
 	struct WsConn *prev, *next;
 } WsConn;
 
@@ -89,7 +89,7 @@ ws_accept_key(const char *key, char *out, size_t outlen)
  * Output
  * ------------------------------------------------------------------------ */
 
-static void ws_io(EdgeWatch *w, uint32_t events);
+static void ws_io(EvIo *w, uint32_t events);
 static void ws_destroy(WsConn *w);
 
 static void
@@ -112,7 +112,7 @@ ws_flush(WsConn *w)
 		}
 		buf_consume(&w->out, (size_t) n);
 	}
-	loop_watch(&w->watch, w->fd, EPOLLIN | (buf_pending(&w->out) ? EPOLLOUT : 0), ws_io, w);
+	ev_io_start(&w->watch, w->fd, EPOLLIN | (buf_pending(&w->out) ? EPOLLOUT : 0), ws_io, w);
 	if (w->close_sent && buf_pending(&w->out) == 0)
 		shutdown(w->fd, SHUT_WR);
 	if ((was_full || buf_pending(&w->out) == 0) && buf_pending(&w->out) < acp_buffer_limit() / 2 &&
@@ -176,11 +176,11 @@ ws_close(WsConn *w, int code, const char *why)
 		w->acp = NULL;
 	}
 	ws_frame(w, WS_OP_CLOSE, p, n + 2);
-	w->close_deadline_ms = loop_now_ms() + 5000;
+	w->close_deadline_ms = ev_now_ms() + 5000;
 }
 
 static void
-reap_fn(EdgeTimer *t)
+reap_fn(EvTimer *t)
 {
 	WsConn	   *w = t->data;
 
@@ -200,7 +200,7 @@ ws_destroy(WsConn *w)
 	if (w->acp)
 		acp_conn_free(w->acp);
 	w->acp = NULL;
-	loop_unwatch(&w->watch);
+	ev_io_stop(&w->watch);
 	if (w->urh)
 		MHD_upgrade_action(w->urh, MHD_UPGRADE_ACTION_CLOSE);
 	w->urh = NULL;
@@ -211,7 +211,7 @@ ws_destroy(WsConn *w)
 	if (w->next)
 		w->next->prev = w->prev;
 	nws--;
-	loop_timer_arm(&w->reap, 0, reap_fn, w);
+	ev_timer_arm(&w->reap, 0, reap_fn, w);
 }
 
 /* ------------------------------------------------------------------------
@@ -322,7 +322,7 @@ ws_parse(WsConn *w)
 		payload = mask + 4;
 		for (uint64_t i = 0; i < len; i++)
 			payload[i] ^= mask[i & 3];
-		w->last_seen_ms = loop_now_ms();
+		w->last_seen_ms = ev_now_ms();
 
 		switch (op)
 		{
@@ -373,7 +373,7 @@ ws_parse(WsConn *w)
 }
 
 static void
-ws_io(EdgeWatch *watch, uint32_t events)
+ws_io(EvIo *watch, uint32_t events)
 {
 	WsConn	   *w = watch->data;
 	char		chunk[16384];
@@ -425,7 +425,7 @@ upgraded(void *cls, struct MHD_Connection *conn EDGE_UNUSED, void *con_cls,
 	w->fd = sock;
 	w->urh = urh;
 	w->upgraded = true;
-	w->last_seen_ms = w->last_ping_ms = loop_now_ms();
+	w->last_seen_ms = w->last_ping_ms = ev_now_ms();
 	fl = fcntl(sock, F_GETFL);
 	if (fl >= 0)
 		fcntl(sock, F_SETFL, fl | O_NONBLOCK);
@@ -435,7 +435,7 @@ upgraded(void *cls, struct MHD_Connection *conn EDGE_UNUSED, void *con_cls,
 	wsl = w;
 	nws++;
 	edge_metrics.ws_opened++;
-	if (loop_watch(&w->watch, sock, EPOLLIN, ws_io, w) < 0)
+	if (ev_io_start(&w->watch, sock, EPOLLIN, ws_io, w) < 0)
 	{
 		ws_destroy(w);
 		return;
@@ -553,7 +553,7 @@ ws_upgrade(EdgeReq *req)
 void
 ws_tick(void)
 {
-	uint64_t	now = loop_now_ms();
+	uint64_t	now = ev_now_ms();
 	uint64_t	beat = (uint64_t) edge_cfg.heartbeat_s * 1000;
 	WsConn	   *next;
 

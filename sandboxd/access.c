@@ -38,7 +38,7 @@ static size_t nkeys;
 static bool loaded, in_flight;
 static uint64_t last_attempt_ms;
 static struct waiter *waiters;
-static struct ev_timer periodic, retry, give_up;
+static EvTimer periodic, retry, give_up;
 
 static void refresh(void);
 
@@ -112,14 +112,14 @@ access_keys_failed(const char *why)
 }
 
 static void
-on_retry(struct ev_timer *t)
+on_retry(EvTimer *t)
 {
 	(void)t;
 	refresh();
 }
 
 static void
-on_periodic(struct ev_timer *t)
+on_periodic(EvTimer *t)
 {
 	(void)t;
 	refresh();
@@ -127,7 +127,7 @@ on_periodic(struct ev_timer *t)
 }
 
 static void
-on_give_up(struct ev_timer *t)
+on_give_up(EvTimer *t)
 {
 	(void)t;
 	log_warning("no answer from nadi.jwks() within %d s; refusing the tokens that wait for it", WAIT_MAX_MS / 1000);

@@ -24,7 +24,7 @@ char *const child_env[] = {
 struct child {
 	pid_t pid;
 	int pidfd, errfd;
-	struct ev_io pid_io, err_io;
+	EvIo pid_io, err_io;
 	char err[4096];
 	size_t err_len;
 	child_done_cb cb;
@@ -79,7 +79,7 @@ read_err(struct child *c)
 }
 
 static void
-on_err(struct ev_io *io, uint32_t revents)
+on_err(EvIo *io, uint32_t revents)
 {
 	struct child *c = io->data;
 
@@ -89,7 +89,7 @@ on_err(struct ev_io *io, uint32_t revents)
 }
 
 static void
-on_exit_(struct ev_io *io, uint32_t revents)
+on_exit_(EvIo *io, uint32_t revents)
 {
 	struct child *c = io->data;
 	siginfo_t si = {0};

@@ -4,9 +4,9 @@
  * before anything else; request bodies with a size limit; the caller's
  * credential (access.c), with requests whose token names a key not yet
  * known waiting for one key refresh; suspend/resume for answers that come
- * later; and RFC 9457 problem+json errors carrying a stable "code".  What
- * it shares with nadi-gitd's (listeners, problem bodies, body reading) is
- * in daemonlib/listener.c and daemonlib/problem.c.
+ * later; and RFC 9457 problem+json errors carrying a stable "code".  The
+ * request layer (request ids, the access log, bodies, bearer tokens) is
+ * daemonlib/http.c; listeners are daemonlib/listener.c.
  */
 #include <microhttpd.h>
 #include <stdarg.h>
@@ -15,8 +15,8 @@
 #include <sys/epoll.h>
 
 #include "access.h"
+#include "daemonlib/http.h"
 #include "daemonlib/listener.h"
-#include "daemonlib/problem.h"
 #include "http.h"
 #include "metrics.h"
 #include "sbx.h"
@@ -35,12 +35,11 @@ struct http_req {
 	bool key_unknown;      /* its token names a key the cache does not know (yet) */
 	bool waiting_keys;     /* suspended until a key refresh is over */
 	bool in_handler, dispatched, suspended;
-	uint64_t t0;
 	struct http_req *next;
 };
 
 static struct mhd_listeners listeners;
-static struct ev_io listener_io[ARRAY_SIZE(listeners.l)];
+static EvIo listener_io[ARRAY_SIZE(listeners.l)];
 static struct http_req *requests;   /* every live request */
 
 unsigned
@@ -51,18 +50,6 @@ http_pending(void)
 	for (struct http_req *r = requests; r; r = r->next)
 		n += r->suspended ? 1 : 0;
 	return n;
-}
-
-const char *
-http_method(const struct http_req *r)
-{
-	return r->m.method;
-}
-
-const char *
-http_path(const struct http_req *r)
-{
-	return r->m.path;
 }
 
 const struct access_principal *
@@ -84,26 +71,19 @@ http_body(const struct http_req *r, size_t *len)
 	return r->m.body.data ? r->m.body.data : "";
 }
 
-void
-http_add_header(struct http_req *r, const char *name, const char *value)
-{
-	mhd_req_add_header(&r->m, name, value);
-}
-
 /*
  * Hand a response to MHD now (inside the access handler) or store it and
  * resume the suspended connection, whose handler then queues it.
  */
 static void
-deliver(struct http_req *r, unsigned status, struct MHD_Response *resp)
+deliver(struct http_req *r, unsigned status, struct MHD_Response *resp, int64_t bytes)
 {
-	if (!mhd_req_answer(&r->m, status, resp))
+	if (!mhd_req_answer(&r->m, status, resp, bytes))
 		return;
 	if (sbx_draining)
 		MHD_add_response_header(r->m.resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	status = r->m.status;
 	metrics_http(status);
-	log_debug("%s %s -> %u (%llu us)", r->m.method, r->m.path, status, (unsigned long long)(now_us() - r->t0));
 	if (r->suspended) {
 		r->suspended = false;
 		MHD_resume_connection(r->conn);
@@ -119,7 +99,7 @@ http_reply_text(struct http_req *r, unsigned status, const char *content_type, c
 		free(text);
 	else if (content_type)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-	deliver(r, status, resp);
+	deliver(r, status, resp, (int64_t)len);
 }
 
 
@@ -133,19 +113,21 @@ http_reply_json(struct http_req *r, unsigned status, json_t *body)
 		http_reply_problem(r, 500, "internal", "cannot encode the answer");
 		return;
 	}
-	deliver(r, status, text_response(text, "application/json"));
+	int64_t len = (int64_t)strlen(text) + 1; /* text_response adds a newline */
+	deliver(r, status, text_response(text, "application/json"), len);
 }
 
 void
 http_reply_problem(struct http_req *r, unsigned status, const char *code, const char *fmt, ...)
 {
 	struct MHD_Response *resp;
+	int64_t bytes;
 	va_list ap;
 
 	va_start(ap, fmt);
-	resp = mhd_req_problem(&r->m, status, code, 1024, fmt, ap);
+	resp = mhd_req_problem(&r->m, status, code, 1024, &bytes, fmt, ap);
 	va_end(ap);
-	deliver(r, status, resp);
+	deliver(r, status, resp, bytes);
 }
 
 void
@@ -157,13 +139,13 @@ http_reply_fd(struct http_req *r, int fd, uint64_t size)
 		close(fd);
 	else
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
-	deliver(r, 200, resp);
+	deliver(r, 200, resp, (int64_t)size);
 }
 
 void
 http_reply_empty(struct http_req *r, unsigned status)
 {
-	deliver(r, status, MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT));
+	deliver(r, status, MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT), 0);
 }
 
 void
@@ -341,12 +323,11 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 	if (!r || !r->started) {
 		if (!r)
 			return MHD_NO; /* out of memory in on_uri */
-		if (mhd_req_init(&r->m, method, url,
+		if (mhd_req_init(&r->m, conn, method, url,
 				 is_file_upload(method, url) ? cfg.max_file_bytes : cfg.max_request_bytes) < 0)
 			return MHD_NO;
 		r->started = true;
 		r->conn = conn;
-		r->t0 = now_us();
 		r->next = requests;
 		requests = r;
 		*con_cls = r;
@@ -364,9 +345,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 			if (!is_public(url))
 				authenticate(r, true);
 			if (!r->m.resp && req_body_announced_too_large(conn, r->m.body.limit))
-				http_reply_problem(r, 413, "body_too_large",
-						   "the request body exceeds the %llu byte limit",
-						   (unsigned long long)r->m.body.limit);
+				http_reply_problem(r, HTTP_BODY_TOO_LARGE_STATUS, HTTP_BODY_TOO_LARGE_CODE,
+						   HTTP_BODY_TOO_LARGE_DETAIL, (unsigned long long)r->m.body.limit);
 		}
 		r->in_handler = false;
 		if (r->m.resp)
@@ -382,7 +362,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 
 	r->in_handler = true;
 	if (r->m.body.too_large)
-		http_reply_problem(r, 413, "body_too_large", "the request body exceeds the %llu byte limit",
+		http_reply_problem(r, HTTP_BODY_TOO_LARGE_STATUS, HTTP_BODY_TOO_LARGE_CODE, HTTP_BODY_TOO_LARGE_DETAIL,
 				   (unsigned long long)r->m.body.limit);
 	else if (r->key_unknown) {
 		/* Suspended below, unless answered already; keys_refreshed() carries on. */
@@ -422,13 +402,19 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_Re
 			break;
 		}
 	if (r->started)
-		mhd_req_done(&r->m, toe);
+		mhd_req_done(&r->m, conn, toe);
+	else {
+		/* refused by libmicrohttpd before the handler saw it */
+		HttpAccess a;
+		http_access_start(&a, NULL, NULL, r->raw_path);
+		http_access_end(&a, conn, toe);
+	}
 	req_free(r);
 	*con_cls = NULL;
 }
 
 static void
-on_listener(struct ev_io *io, uint32_t revents)
+on_listener(EvIo *io, uint32_t revents)
 {
 	struct MHD_Daemon *d = io->data;
 	(void)revents;

@@ -2,7 +2,7 @@
  * main.c — nadi-sandboxd: configuration, start-up order, signals, the event
  * loop, drain and shutdown, sd_notify.  One thread; everything that waits
  * (HTTP sockets, container pipes, helper processes, the Postgres socket,
- * signals, timers) waits in the one epoll set of evloop.c.
+ * signals, timers) waits in the one epoll set of daemonlib/evloop.c.
  *
  * First SIGTERM (or SIGINT) drains: stop accepting connections, answer 503
  * on connections still open, let running and queued calls finish, stop the
@@ -30,8 +30,8 @@
 
 bool sbx_draining;
 static bool quit, forced;
-static struct ev_io sig_io;
-static struct ev_timer watchdog_timer, force_timer;
+static EvIo sig_io;
+static EvTimer watchdog_timer, force_timer;
 static uint64_t watchdog_usec;
 
 /* Re-evaluate whether a drain is complete; called whenever work finishes. */
@@ -47,7 +47,7 @@ main_kick(void)
 }
 
 static void
-on_force_timeout(struct ev_timer *t)
+on_force_timeout(EvTimer *t)
 {
 	(void)t;
 	log_warning("containers did not stop in time; exiting anyway");
@@ -80,7 +80,7 @@ reload_token(void)
 }
 
 static void
-on_signal(struct ev_io *io, uint32_t revents)
+on_signal(EvIo *io, uint32_t revents)
 {
 	struct signalfd_siginfo si;
 	(void)revents;
@@ -110,7 +110,7 @@ on_signal(struct ev_io *io, uint32_t revents)
 }
 
 static void
-on_watchdog(struct ev_timer *t)
+on_watchdog(EvTimer *t)
 {
 	(void)t;
 	sd_notify(0, "WATCHDOG=1");

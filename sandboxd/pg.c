@@ -24,8 +24,8 @@ enum pg_query { Q_REGISTER, Q_HEARTBEAT, Q_JWKS };
 
 static PGconn *conn;
 static enum pg_state state = PG_OFF;
-static struct ev_io io;
-static struct ev_timer timer;
+static EvIo io;
+static EvTimer timer;
 static bool registered;     /* last register/heartbeat succeeded */
 static bool need_register = true;
 static bool need_jwks;       /* access.c asked for the keys */
@@ -34,7 +34,7 @@ static uint64_t next_beat_ms; /* when the next heartbeat (or registration retry)
 static bool warned;
 
 static void start_connect(void);
-static void on_io(struct ev_io *w, uint32_t revents);
+static void on_io(EvIo *w, uint32_t revents);
 
 bool
 pg_registered(void)
@@ -49,7 +49,7 @@ pg_connected(void)
 }
 
 static void
-on_timer(struct ev_timer *t);
+on_timer(EvTimer *t);
 
 static void
 drop(const char *why)
@@ -126,7 +126,7 @@ send_query(void)
 }
 
 static void
-on_timer(struct ev_timer *t)
+on_timer(EvTimer *t)
 {
 	(void)t;
 	if (state == PG_BACKOFF)
@@ -210,7 +210,7 @@ handle_results(void)
 }
 
 static void
-on_io(struct ev_io *w, uint32_t revents)
+on_io(EvIo *w, uint32_t revents)
 {
 	(void)w;
 	switch (state) {

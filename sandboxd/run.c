@@ -97,7 +97,7 @@ log_container(struct sbx_sandbox *sb, const char *line)
 }
 
 static void
-on_log(struct ev_io *io, uint32_t revents)
+on_log(EvIo *io, uint32_t revents)
 {
 	struct sbx_sandbox *sb = io->data;
 	struct sbx_container *ct = &sb->ct;
@@ -251,7 +251,7 @@ handle_frame(struct sbx_sandbox *sb, const unsigned char *payload, size_t len)
 }
 
 static void
-on_ctl_read(struct ev_io *io, uint32_t revents)
+on_ctl_read(EvIo *io, uint32_t revents)
 {
 	struct sbx_sandbox *sb = io->data;
 	struct sbx_container *ct = &sb->ct;
@@ -309,7 +309,7 @@ on_ctl_read(struct ev_io *io, uint32_t revents)
 
 /* ---- sending calls -------------------------------------------------------- */
 
-static void on_ctl_write(struct ev_io *io, uint32_t revents);
+static void on_ctl_write(EvIo *io, uint32_t revents);
 
 static void
 flush_tx(struct sbx_sandbox *sb)
@@ -336,14 +336,14 @@ flush_tx(struct sbx_sandbox *sb)
 }
 
 static void
-on_ctl_write(struct ev_io *io, uint32_t revents)
+on_ctl_write(EvIo *io, uint32_t revents)
 {
 	(void)revents;
 	flush_tx(io->data);
 }
 
 static void
-on_backstop(struct ev_timer *t)
+on_backstop(EvTimer *t)
 {
 	struct sbx_sandbox *sb = t->data;
 
@@ -378,19 +378,19 @@ dispatch(struct sbx_sandbox *sb)
 /* ---- start and stop ------------------------------------------------------- */
 
 static void
-on_start_timeout(struct ev_timer *t)
+on_start_timeout(EvTimer *t)
 {
 	force_stop(t->data, "container did not start in time");
 }
 
 static void
-on_idle_timeout(struct ev_timer *t)
+on_idle_timeout(EvTimer *t)
 {
 	run_stop(t->data, false, "idle");
 }
 
 static void
-on_stop_timeout(struct ev_timer *t)
+on_stop_timeout(EvTimer *t)
 {
 	force_stop(t->data, "container did not stop in time");
 }
@@ -412,7 +412,7 @@ on_unit_started(void *ud, int r)
 	ct->go_w = -1;
 }
 
-static void on_exit_(struct ev_io *io, uint32_t revents);
+static void on_exit_(EvIo *io, uint32_t revents);
 
 /* owner's directory below git_mirror_dir, made when missing; NULL (logged) when it cannot be. */
 static char *
@@ -734,7 +734,7 @@ remove_propagate_dir(const char *id)
 }
 
 static void
-on_exit_(struct ev_io *io, uint32_t revents)
+on_exit_(EvIo *io, uint32_t revents)
 {
 	struct sbx_sandbox *sb = io->data;
 	struct sbx_container *ct = &sb->ct;

@@ -65,8 +65,8 @@ struct sbx_container {
 	enum ct_state state;
 	pid_t pid;                  /* systemd-nspawn */
 	int pidfd, ctl_w, ctl_r, log_r, go_w;
-	struct ev_io pid_io, w_io, r_io, log_io;
-	struct ev_timer timer;
+	EvIo pid_io, w_io, r_io, log_io;
+	EvTimer timer;
 	unsigned char *rx;
 	size_t rx_len, rx_cap, tx_off;
 	uint64_t started_ms;

@@ -28,6 +28,7 @@
 #define SBX_USERNS_END 0x7FFE0000u
 
 /* Logging, parsing and file helpers shared with nadi-gitd and nadi-credproxy. */
+#include "daemonlib/evloop.h"
 #include "daemonlib/log.h"
 #include "daemonlib/util.h"
 
@@ -92,38 +93,6 @@ extern struct sbx_config cfg;
 int config_parse_args(int argc, char **argv);
 int config_finish(void);
 const char *limit_mode_name(enum sbx_limit_mode m);
-
-/* ---- event loop (evloop.c) ---------------------------------------------- */
-
-struct ev_io;
-typedef void (*ev_io_cb)(struct ev_io *io, uint32_t revents);
-struct ev_io {
-	int fd;
-	uint32_t events;
-	bool added;
-	ev_io_cb cb;
-	void *data;
-};
-
-struct ev_timer;
-typedef void (*ev_timer_cb)(struct ev_timer *t);
-struct ev_timer {
-	uint64_t deadline;     /* CLOCK_MONOTONIC, ms */
-	bool armed;
-	ev_timer_cb cb;
-	void *data;
-	struct ev_timer *next;
-};
-
-int ev_init(void);
-void ev_done(void);
-int ev_io_start(struct ev_io *io, int fd, uint32_t events, ev_io_cb cb, void *data);
-int ev_io_modify(struct ev_io *io, uint32_t events);
-void ev_io_stop(struct ev_io *io);
-void ev_timer_arm(struct ev_timer *t, uint64_t after_ms, ev_timer_cb cb, void *data);
-void ev_timer_cancel(struct ev_timer *t);
-/* Wait at most max_ms (or until the next timer) and dispatch; -errno on error. */
-int ev_run_once(int64_t max_ms);
 
 /* ---- helpers of its own (util.c; the shared ones are in daemonlib/util.h) --- */
 

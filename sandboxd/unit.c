@@ -37,8 +37,8 @@ struct scope {
 };
 
 static sd_bus *bus;
-static struct ev_io bus_io;
-static struct ev_timer bus_timer;
+static EvIo bus_io;
+static EvTimer bus_timer;
 static struct pending *pendings;
 static struct scope *scopes;
 static unsigned long scope_seq;
@@ -102,7 +102,7 @@ bus_process(void)
 }
 
 static void
-on_bus_io(struct ev_io *io, uint32_t revents)
+on_bus_io(EvIo *io, uint32_t revents)
 {
 	(void)io;
 	(void)revents;
@@ -110,7 +110,7 @@ on_bus_io(struct ev_io *io, uint32_t revents)
 }
 
 static void
-on_bus_timer(struct ev_timer *t)
+on_bus_timer(EvTimer *t)
 {
 	(void)t;
 	bus_process();

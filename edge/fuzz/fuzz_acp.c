@@ -31,7 +31,7 @@ volatile bool edge_draining;
 #define MAX_EVENTS 256
 #define MAX_STEPS 10000
 
-static EdgeTimer *timers[MAX_TIMERS];
+static EvTimer *timers[MAX_TIMERS];
 static int	ntimers;
 static char *events[MAX_EVENTS];	/* the log: events[i] has seq i + 1 */
 static int	nevents;
@@ -66,7 +66,7 @@ auth_expired(const EdgeAuth *a)
 }
 
 void
-loop_timer_cancel(EdgeTimer *t)
+ev_timer_cancel(EvTimer *t)
 {
 	for (int i = 0; i < ntimers; i++)
 		if (timers[i] == t)
@@ -78,9 +78,9 @@ loop_timer_cancel(EdgeTimer *t)
 }
 
 void
-loop_timer_arm(EdgeTimer *t, uint64_t delay_ms, EdgeTimerFn fn, void *data)
+ev_timer_arm(EvTimer *t, uint64_t delay_ms, EvTimerFn fn, void *data)
 {
-	loop_timer_cancel(t);
+	ev_timer_cancel(t);
 	if (ntimers == MAX_TIMERS)
 		abort();
 	t->fn = fn;
@@ -94,7 +94,7 @@ run_timers(void)
 {
 	while (ntimers > 0)
 	{
-		EdgeTimer  *t = timers[--ntimers];
+		EvTimer  *t = timers[--ntimers];
 
 		t->armed = false;
 		t->fn(t);

@@ -37,7 +37,7 @@ setup(void)
 	char		x[64];
 	char		jwks[256];
 
-	loop_init();
+	ev_init();
 	nadi_jwt_keygen(NADI_JWT_ALG_EDDSA, priv, sizeof(priv), &privlen, pub, sizeof(pub), &publen);
 	nadi_jwt_b64url_encode(pub, publen, x, sizeof(x), NULL);
 	snprintf(jwks, sizeof(jwks), "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"%s\",\"kid\":\"fuzz\"}]}", x);

@@ -49,7 +49,7 @@ auth_expired(const EdgeAuth *a)
 }
 
 void
-loop_timer_arm(EdgeTimer *t, uint64_t delay_ms, EdgeTimerFn fn, void *data)
+ev_timer_arm(EvTimer *t, uint64_t delay_ms, EvTimerFn fn, void *data)
 {
 	t->armed = true;
 	t->fn = fn;
@@ -57,7 +57,7 @@ loop_timer_arm(EdgeTimer *t, uint64_t delay_ms, EdgeTimerFn fn, void *data)
 }
 
 void
-loop_timer_cancel(EdgeTimer *t)
+ev_timer_cancel(EvTimer *t)
 {
 	t->armed = false;
 }

@@ -95,7 +95,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (!init)
 	{
-		loop_init();
+		ev_init();
 		init = true;
 	}
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) < 0)
@@ -117,7 +117,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	w->acp = NULL;
 	ws_destroy(w);
-	loop_run_once(0);			/* runs the reap timer */
+	ev_run_once(0);			/* runs the reap timer */
 	close(sv[0]);
 	close(sv[1]);
 	return 0;

@@ -5,12 +5,15 @@
  * thread.  The URI-log callback creates each request's exchange from the
  * raw request target (before libmicrohttpd splits off and decodes the
  * query), so what is forwarded is byte for byte what the client sent.
+ * Request ids and the access log are daemonlib/http.c's; a connection
+ * serves one request at a time, so its client record holds the request's
+ * access record.  The proxy's own answers carry X-Request-Id; an
+ * upstream's answer is passed on as the upstream made it.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "daemonlib/problem.h"
 #include "credproxy.h"
 #include "http.h"
 #include "listen.h"
@@ -25,15 +28,29 @@ http_active_requests(void)
 	return atomic_load(&active);
 }
 
+/* The access record of the request c is serving; NULL when there is none. */
+static HttpAccess *
+access_of(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct client *client = ci ? ci->socket_context : NULL;
+
+	return client ? &client->access : NULL;
+}
+
 static enum MHD_Result
 reply_text(struct MHD_Connection *c, unsigned status, const char *content_type, const char *const *headers,
 	   char *text)
 {
+	int64_t len = (int64_t)strlen(text) + 1; /* text_response adds a newline */
 	struct MHD_Response *resp = text_response(text, content_type);
+	HttpAccess *a = access_of(c);
 	enum MHD_Result ret;
 
 	if (!resp)
 		return MHD_NO;
+	if (a)
+		http_access_answer(a, resp, status, len);
 	for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
 		MHD_add_response_header(resp, headers[i], headers[i + 1]);
 	if (atomic_load(&cp_draining))
@@ -58,6 +75,7 @@ enum MHD_Result
 http_reply_problem(struct MHD_Connection *c, unsigned status, const char *code, const char *const *headers,
 		   const char *fmt, ...)
 {
+	HttpAccess *a = access_of(c);
 	char detail[1024];
 	va_list ap;
 	char *text;
@@ -65,7 +83,7 @@ http_reply_problem(struct MHD_Connection *c, unsigned status, const char *code, 
 	va_start(ap, fmt);
 	vsnprintf(detail, sizeof detail, fmt, ap);
 	va_end(ap);
-	text = problem_text(status, code, detail);
+	text = http_problem_text(status, code, detail, a ? a->request_id : NULL);
 	if (!text)
 		return MHD_NO;
 	return reply_text(c, status, "application/problem+json", headers, text);
@@ -137,6 +155,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 	if (!ex)
 		return MHD_NO; /* out of memory in on_uri */
 	client = proxy_client(ex);
+	if (client && !client->access.started)
+		http_access_start(&client->access, conn, method, proxy_uri(ex));
 	if ((!client || !client->sbx) && strcmp(method, "GET") == 0) {
 		if (strcmp(proxy_uri(ex), "/healthz") == 0)
 			return healthz(conn);
@@ -163,12 +183,15 @@ static void
 on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
 	struct exchange *ex = *con_cls;
+	struct client *client;
 	(void)cls;
-	(void)conn;
 
 	if (!ex)
 		return;
 	*con_cls = NULL;
+	client = proxy_client(ex);
+	if (client)
+		http_access_end(&client->access, conn, toe);
 	proxy_end(ex, toe);
 	atomic_fetch_sub(&active, 1);
 }

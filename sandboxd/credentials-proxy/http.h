@@ -12,6 +12,8 @@
 #include <microhttpd.h>
 #include <sys/socket.h>
 
+#include "daemonlib/http.h"
+
 int http_start(void);
 void http_stop(void);
 /* Hand an accepted socket to the daemon; it owns (and closes) fd from now on. */

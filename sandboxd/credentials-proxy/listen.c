@@ -132,6 +132,7 @@ client_closed(struct client *c)
 		sandbox_unref_locked(c->sbx);
 	}
 	pthread_mutex_unlock(&lock);
+	free(c->access.path); /* a request cut short without its end (none expected) */
 	free(c);
 }
 

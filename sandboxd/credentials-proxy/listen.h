@@ -13,6 +13,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "daemonlib/http.h"
+
 /* Something the main loop's epoll watches. */
 struct watch {
 	int fd;
@@ -27,6 +29,7 @@ struct client {
 	int fd;
 	struct sandbox *sbx;   /* NULL: the main listener */
 	bool over_limit;       /* accepted beyond max_connections or the sandbox's share */
+	HttpAccess access;     /* the request being served (one at a time on a connection) */
 	struct client *next;   /* in the list of accepted, not yet started, clients */
 };
 

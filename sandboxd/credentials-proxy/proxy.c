@@ -169,7 +169,7 @@ begin(struct exchange *ex, const char *method)
 	static const char *const ask_401[] = {"Proxy-Authenticate", "Basic realm=\"nadi-credproxy\"",
 					      "WWW-Authenticate", "Bearer realm=\"nadi-credproxy\"", NULL};
 	struct problem p;
-	const char *why, *cl;
+	const char *why;
 
 	snprintf(ex->method, sizeof ex->method, "%s", method);
 	if (atomic_load(&cp_draining))
@@ -196,11 +196,10 @@ begin(struct exchange *ex, const char *method)
 	if (ex->token_src == TOKEN_NONE)
 		return refuse(ex, ex->target.absolute ? 407 : 401, "token_missing",
 			      ex->target.absolute ? ask_407 : ask_401, why);
-	if ((cl = header(ex->mc, MHD_HTTP_HEADER_CONTENT_LENGTH)) && strtoull(cl, NULL, 10) > cfg.max_request_bytes) {
+	if (req_body_announced_too_large(ex->mc, cfg.max_request_bytes)) {
 		char d[128];
-		snprintf(d, sizeof d, "the request body exceeds the %llu byte limit",
-			 (unsigned long long)cfg.max_request_bytes);
-		return refuse(ex, 413, "body_too_large", close_conn, d);
+		snprintf(d, sizeof d, HTTP_BODY_TOO_LARGE_DETAIL, (unsigned long long)cfg.max_request_bytes);
+		return refuse(ex, HTTP_BODY_TOO_LARGE_STATUS, HTTP_BODY_TOO_LARGE_CODE, close_conn, d);
 	}
 	return authorize(ex);
 }
@@ -348,9 +347,8 @@ forward(struct exchange *ex)
 
 	if (ex->too_large) {
 		ex->error = "body_too_large";
-		snprintf(detail, sizeof detail, "the request body exceeds the %llu byte limit",
-			 (unsigned long long)cfg.max_request_bytes);
-		return refuse(ex, 413, "body_too_large", close_conn, detail);
+		snprintf(detail, sizeof detail, HTTP_BODY_TOO_LARGE_DETAIL, (unsigned long long)cfg.max_request_bytes);
+		return refuse(ex, HTTP_BODY_TOO_LARGE_STATUS, HTTP_BODY_TOO_LARGE_CODE, close_conn, detail);
 	}
 	MHD_get_connection_values(ex->mc, MHD_HEADER_KIND, add_request_header, &h);
 	url = target_url(&ex->target);

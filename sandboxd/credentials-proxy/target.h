@@ -12,12 +12,7 @@
 #include <stddef.h>
 
 #include "credproxy.h"
-
-struct problem {
-	unsigned status;
-	const char *code;
-	char detail[512];
-};
+#include "daemonlib/problem.h"   /* struct problem: status, code, detail */
 
 struct target {
 	const struct upstream *up;

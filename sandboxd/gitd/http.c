@@ -2,17 +2,17 @@
  * http.c — the libmicrohttpd adapter (see http.h): listeners on a unix
  * socket and/or TCP, request bodies with a size limit, bearer-token
  * authentication compared in constant time, and RFC 9457 problem+json
- * errors carrying a stable "code".  What it shares with nadi-sandboxd's
- * (listeners, problem bodies, body reading) is in daemonlib/listener.c and
- * daemonlib/problem.c.
+ * errors carrying a stable "code".  The request layer (request ids, the
+ * access log, bodies, bearer tokens) is daemonlib/http.c; listeners are
+ * daemonlib/listener.c.
  */
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "daemonlib/http.h"
 #include "daemonlib/listener.h"
-#include "daemonlib/problem.h"
 #include "gitd.h"
 #include "http.h"
 
@@ -25,18 +25,6 @@ struct http_req {
 
 static struct mhd_listeners listeners;
 static atomic_ullong answers[6];   /* by status class, for /metrics */
-
-const char *
-http_method(const struct http_req *r)
-{
-	return r->m.method;
-}
-
-const char *
-http_path(const struct http_req *r)
-{
-	return r->m.path;
-}
 
 const char *
 http_query(const struct http_req *r, const char *key)
@@ -59,17 +47,10 @@ http_metrics(FILE *f)
 		fprintf(f, "nadi_gitd_http_responses_total{class=\"%uxx\"} %llu\n", c, atomic_load(&answers[c]));
 }
 
-void
-http_add_header(struct http_req *r, const char *name, const char *value)
-{
-	mhd_req_add_header(&r->m, name, value);
-}
-
 static void
-deliver(struct http_req *r, unsigned status, struct MHD_Response *resp)
+deliver(struct http_req *r, unsigned status, struct MHD_Response *resp, int64_t bytes)
 {
-	if (mhd_req_answer(&r->m, status, resp)) {
-		log_debug("%s %s -> %u", r->m.method, r->m.path, r->m.status);
+	if (mhd_req_answer(&r->m, status, resp, bytes)) {
 		if (r->m.status / 100 < ARRAY_SIZE(answers))
 			atomic_fetch_add(&answers[r->m.status / 100], 1);
 	}
@@ -78,7 +59,9 @@ deliver(struct http_req *r, unsigned status, struct MHD_Response *resp)
 void
 http_reply_text(struct http_req *r, unsigned status, char *text, const char *content_type)
 {
-	deliver(r, status, text_response(text, content_type));
+	int64_t len = (int64_t)strlen(text) + 1; /* text_response adds a newline */
+
+	deliver(r, status, text_response(text, content_type), len);
 }
 
 void
@@ -91,25 +74,26 @@ http_reply_json(struct http_req *r, unsigned status, json_t *body)
 		http_reply_problem(r, 500, "internal", "cannot encode the answer");
 		return;
 	}
-	deliver(r, status, text_response(text, "application/json"));
+	http_reply_text(r, status, text, "application/json");
 }
 
 void
 http_reply_problem(struct http_req *r, unsigned status, const char *code, const char *fmt, ...)
 {
 	struct MHD_Response *resp;
+	int64_t bytes;
 	va_list ap;
 
 	va_start(ap, fmt);
-	resp = mhd_req_problem(&r->m, status, code, GITD_ERR_MAX + 512, fmt, ap);
+	resp = mhd_req_problem(&r->m, status, code, GITD_ERR_MAX + 512, &bytes, fmt, ap);
 	va_end(ap);
-	deliver(r, status, resp);
+	deliver(r, status, resp, bytes);
 }
 
 void
 http_reply_empty(struct http_req *r, unsigned status)
 {
-	deliver(r, status, MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT));
+	deliver(r, status, MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT), 0);
 }
 
 json_t *
@@ -138,7 +122,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 
 	if (!r) {
 		r = calloc(1, sizeof *r);
-		if (!r || mhd_req_init(&r->m, method, url, GITD_BODY_MAX) < 0) {
+		if (!r || mhd_req_init(&r->m, conn, method, url, GITD_BODY_MAX) < 0) {
 			free(r);
 			return MHD_NO;
 		}
@@ -150,14 +134,15 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 			http_add_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
 			http_reply_problem(r, 401, "not_authenticated", "a valid bearer token is required");
 		} else if (req_body_announced_too_large(conn, GITD_BODY_MAX))
-			http_reply_problem(r, 413, "body_too_large", "the request body exceeds %u bytes",
-					   GITD_BODY_MAX);
+			http_reply_problem(r, HTTP_BODY_TOO_LARGE_STATUS, HTTP_BODY_TOO_LARGE_CODE,
+					   HTTP_BODY_TOO_LARGE_DETAIL, (unsigned long long)GITD_BODY_MAX);
 		return r->m.resp ? mhd_req_queue(&r->m, conn) : MHD_YES;
 	}
 	if (*upload_data_size)
 		return req_body_feed(&r->m.body, upload_data, upload_data_size, DISCARD_MAX);
 	if (r->m.body.too_large)
-		http_reply_problem(r, 413, "body_too_large", "the request body exceeds %u bytes", GITD_BODY_MAX);
+		http_reply_problem(r, HTTP_BODY_TOO_LARGE_STATUS, HTTP_BODY_TOO_LARGE_CODE, HTTP_BODY_TOO_LARGE_DETAIL,
+				   (unsigned long long)GITD_BODY_MAX);
 	else if (gitd_stopping)
 		http_reply_problem(r, 503, "shutting_down", "the mirror daemon is stopping");
 	else
@@ -172,11 +157,15 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_Re
 {
 	struct http_req *r = *con_cls;
 	(void)cls;
-	(void)conn;
 
-	if (!r)
+	if (!r) {
+		/* refused by libmicrohttpd before the handler saw it */
+		HttpAccess a;
+		http_access_start(&a, NULL, NULL, NULL);
+		http_access_end(&a, conn, toe);
 		return;
-	mhd_req_done(&r->m, toe);
+	}
+	mhd_req_done(&r->m, conn, toe);
 	free(r);
 	*con_cls = NULL;
 }
