@@ -142,7 +142,6 @@ static const struct conf_key keys[] = {
 static const struct conf_spec spec = {
 	.program = "nadi-sandboxd",
 	.about = "Runs tool calls in systemd-nspawn containers on BTRFS snapshots.\n",
-	.help_width = 20,
 	CONF_SPEC_TABLE(cfg, keys),
 };
 

@@ -456,7 +456,6 @@ static const struct conf_spec spec = {
 	.program = "nadi-credproxy",
 	.about = "Forwards sandboxes' and cells' HTTP requests to configured upstream APIs,\n"
 		 "injecting the upstream's credential after nadi.proxy_authorize() allowed them.\n",
-	.help_width = 24,
 	CONF_SPEC_TABLE(cfg, keys),
 	.file_hides_values = true,
 };

@@ -82,7 +82,6 @@ static const struct conf_key keys[] = {
 static const struct conf_spec spec = {
 	.program = "nadi-gitd",
 	.about = "Keeps bare mirrors of git repositories for the sandboxes of this host.\n",
-	.help_width = 22,
 	CONF_SPEC_TABLE(cfg, keys),
 };
 
