@@ -55,7 +55,7 @@ mhd_logger(void *cls EDGE_UNUSED, const char *fmt, va_list ap)
 	n = strlen(line);
 	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
 		line[--n] = '\0';
-	edge_log(LOG_D, "http: %s", line);
+	log_debug("http: %s", line);
 }
 
 static void
@@ -103,7 +103,7 @@ http_tick(void)
 	for (EdgeConnInfo *ci = conns; ci; ci = ci->next)
 		if (ci->deadline_ms && now >= ci->deadline_ms && ci->fd >= 0)
 		{
-			edge_log(LOG_D, "closing a connection that did not send its request in time");
+			log_debug("closing a connection that did not send its request in time");
 			shutdown(ci->fd, SHUT_RDWR);
 			ci->deadline_ms = 0;
 			edge_metrics.slowloris_cut++;
@@ -281,7 +281,7 @@ http_start(void)
 	}
 	else
 	{
-		edge_log(LOG_E, "listen address \"%s\" is not an IPv4 or IPv6 address", edge_cfg.listen_addr);
+		log_error("listen address \"%s\" is not an IPv4 or IPv6 address", edge_cfg.listen_addr);
 		return -EINVAL;
 	}
 	mhd = MHD_start_daemon(flags, (uint16_t) edge_cfg.port, NULL, NULL, access_handler, NULL,
@@ -296,7 +296,7 @@ http_start(void)
 						   MHD_OPTION_END);
 	if (mhd == NULL)
 	{
-		edge_log(LOG_E, "could not listen on %s port %d", edge_cfg.listen_addr, edge_cfg.port);
+		log_error("could not listen on %s port %d", edge_cfg.listen_addr, edge_cfg.port);
 		return -EADDRINUSE;
 	}
 	info = MHD_get_daemon_info(mhd, MHD_DAEMON_INFO_EPOLL_FD);
@@ -309,7 +309,7 @@ http_start(void)
 	info = MHD_get_daemon_info(mhd, MHD_DAEMON_INFO_BIND_PORT);
 	if (info != NULL && info->port != 0)
 		edge_cfg.port = info->port;
-	edge_log(LOG_I, "listening on %s port %d", edge_cfg.listen_addr, edge_cfg.port);
+	log_info("listening on %s port %d", edge_cfg.listen_addr, edge_cfg.port);
 	return 0;
 }
 
@@ -443,7 +443,7 @@ http_respond_problem(EdgeReq *req, const EdgeProblem *p)
 		headers[n++] = retry;
 	}
 	if (p->status >= 500 && p->status != 503)
-		edge_log(LOG_W, "%s %s: %d %s", req->method, req->url, p->status, p->detail);
+		log_warning("%s %s: %d %s", req->method, req->url, p->status, p->detail);
 	r = http_respond(req, p->status, "application/problem+json", body ? body : "{}",
 					 body ? strlen(body) : 2, headers);
 	free(body);

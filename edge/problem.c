@@ -131,7 +131,7 @@ problem_from_db(EdgeProblem *p, const char *sqlstate, const char *msg,
 	}
 	else
 		problem_set(p, 500, "internal_error", "The request failed inside the service.");
-	edge_log(LOG_E, "database error %s: %s%s%s", sqlstate ? sqlstate : "?",
+	log_error("database error %s: %s%s%s", sqlstate ? sqlstate : "?",
 			 msg ? msg : "", detail ? " — " : "", detail ? detail : "");
 	if (sqlstate)
 		snprintf(p->sqlstate, sizeof(p->sqlstate), "%s", sqlstate);
