@@ -465,14 +465,11 @@ int			ws_count(void);
 int			ws_accept_key(const char *key, char *out, size_t outlen);
 
 /* ------------------------------------------------------------------------
- * Metrics (metrics.c)
+ * Metrics (metrics.c, through daemonlib/metrics.h)
  * ------------------------------------------------------------------------ */
 typedef struct EdgeMetrics
 {
-	uint64_t	http_requests[6];	/* by status class: 1xx..5xx, [0] other */
-	uint64_t	http_latency_bucket[12];
-	double		http_latency_sum;
-	uint64_t	http_latency_count;
+	uint64_t	http_requests[6];	/* by metrics_http_class(): 1xx..5xx, [0] other */
 	uint64_t	auth_failures;
 	uint64_t	jwks_refreshes;
 	uint64_t	slowloris_cut;
