@@ -154,28 +154,37 @@ metrics_begin(const char *daemon)
 	return o;
 }
 
-void
-metrics_counter(struct metrics_out *o, const char *name, const char *help, const char *const *labels,
-				uint64_t value)
+/* One sample of a counter or gauge: value is its text. */
+static void
+scalar(struct metrics_out *o, const char *name, const char *type, const char *help, const char *const *labels,
+	   const char *value)
 {
-	if (o->bad || !family(o, name, "counter", help) || !sample_start(o, name, "", labels, NULL))
+	if (o->bad || !family(o, name, type, help) || !sample_start(o, name, "", labels, NULL))
 	{
 		o->bad = true;
 		return;
 	}
-	fprintf(o->f, " %llu\n", (unsigned long long) value);
+	fprintf(o->f, " %s\n", value);
+}
+
+void
+metrics_counter(struct metrics_out *o, const char *name, const char *help, const char *const *labels,
+				uint64_t value)
+{
+	char		text[32];
+
+	snprintf(text, sizeof(text), "%llu", (unsigned long long) value);
+	scalar(o, name, "counter", help, labels, text);
 }
 
 void
 metrics_gauge(struct metrics_out *o, const char *name, const char *help, const char *const *labels,
 			  double value)
 {
-	if (o->bad || !family(o, name, "gauge", help) || !sample_start(o, name, "", labels, NULL))
-	{
-		o->bad = true;
-		return;
-	}
-	fprintf(o->f, " %.17g\n", value);
+	char		text[32];
+
+	snprintf(text, sizeof(text), "%.17g", value);
+	scalar(o, name, "gauge", help, labels, text);
 }
 
 void

@@ -90,24 +90,28 @@ healthz(struct MHD_Connection *c)
 static enum MHD_Result
 metrics(struct MHD_Connection *c)
 {
+	const struct {
+		const char *name, *help;
+		unsigned long long value;
+	} counters[] = {
+		{"nadi_credproxy_requests_total", "Requests received on every listener.", atomic_load(&proxy_stats.requests)},
+		{"nadi_credproxy_refused_total", "Requests refused (token, policy, target or size).",
+		 atomic_load(&proxy_stats.refused)},
+		{"nadi_credproxy_forwarded_total", "Requests forwarded to an upstream.", atomic_load(&proxy_stats.forwarded)},
+		{"nadi_credproxy_upstream_errors_total", "Forwarded requests whose upstream failed.",
+		 atomic_load(&proxy_stats.upstream_errors)},
+		{"nadi_credproxy_bytes_up_total", "Request body bytes sent upstream.", atomic_load(&proxy_stats.bytes_up)},
+		{"nadi_credproxy_bytes_down_total", "Response body bytes sent back to clients.",
+		 atomic_load(&proxy_stats.bytes_down)},
+	};
 	struct metrics_out *o = metrics_begin("nadi-credproxy");
 	char *text;
 	size_t len = 0;
 
 	if (!o)
 		return MHD_NO;
-	metrics_counter(o, "nadi_credproxy_requests_total", "Requests received on every listener.", NULL,
-			atomic_load(&proxy_stats.requests));
-	metrics_counter(o, "nadi_credproxy_refused_total", "Requests refused (token, policy, target or size).", NULL,
-			atomic_load(&proxy_stats.refused));
-	metrics_counter(o, "nadi_credproxy_forwarded_total", "Requests forwarded to an upstream.", NULL,
-			atomic_load(&proxy_stats.forwarded));
-	metrics_counter(o, "nadi_credproxy_upstream_errors_total", "Forwarded requests whose upstream failed.", NULL,
-			atomic_load(&proxy_stats.upstream_errors));
-	metrics_counter(o, "nadi_credproxy_bytes_up_total", "Request body bytes sent upstream.", NULL,
-			atomic_load(&proxy_stats.bytes_up));
-	metrics_counter(o, "nadi_credproxy_bytes_down_total", "Response body bytes sent back to clients.", NULL,
-			atomic_load(&proxy_stats.bytes_down));
+	for (size_t i = 0; i < ARRAY_SIZE(counters); i++)
+		metrics_counter(o, counters[i].name, counters[i].help, NULL, counters[i].value);
 	metrics_gauge(o, "nadi_credproxy_connections", "Client connections open now.", NULL, listen_client_count());
 	metrics_gauge(o, "nadi_credproxy_sandboxes", "Sandbox sockets listened on now.", NULL, listen_sandbox_count());
 	text = metrics_end(o, &len);
