@@ -60,6 +60,8 @@ struct conf_spec {
 /* The fields of a conf_spec for a configuration structure with a config_file member. */
 #define CONF_SPEC_TABLE(config, table) \
 	.base = &(config), .config_file = &(config).config_file, .keys = (table), .n_keys = ARRAY_SIZE(table)
+/* A whole conf_spec: CONF_SPEC("nadi-gitd", "Keeps ...\n", cfg, keys). */
+#define CONF_SPEC(prog, text, config, table) {.program = (prog), .about = (text), CONF_SPEC_TABLE(config, table)}
 
 /*
  * The whole configuration by the rule above.  --help and --version (-h,

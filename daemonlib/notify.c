@@ -23,37 +23,18 @@ send_state(const char *state)
 #endif
 }
 
-/* "HEAD\nSTATUS=<fmt ...>" */
-static void
-send_with_status(const char *head, const char *fmt, va_list ap)
-{
-	char		status[512];
-	char		state[600];
-
-	vsnprintf(status, sizeof status, fmt, ap);
-	snprintf(state, sizeof state, "%s%sSTATUS=%s", head, *head ? "\n" : "", status);
-	send_state(state);
-}
-
 void
 notify_ready(const char *fmt,...)
 {
+	char		state[600];
+	int			n = snprintf(state, sizeof state, "READY=1\nSTATUS=");
 	va_list		ap;
 
 	va_start(ap, fmt);
-	send_with_status("READY=1", fmt, ap);
+	vsnprintf(state + n, sizeof state - (size_t) n, fmt, ap);
 	va_end(ap);
+	send_state(state);
 	last_ping_ms = now_ms();
-}
-
-void
-notify_status(const char *fmt,...)
-{
-	va_list		ap;
-
-	va_start(ap, fmt);
-	send_with_status("", fmt, ap);
-	va_end(ap);
 }
 
 void

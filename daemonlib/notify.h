@@ -14,7 +14,6 @@
 
 /* READY=1 and STATUS=<fmt>; also starts the watchdog clock. */
 void		notify_ready(const char *fmt,...) _printf_(1, 2);
-void		notify_status(const char *fmt,...) _printf_(1, 2);
 /* STOPPING=1 and STATUS=<status> ("Draining", "Stopping"). */
 void		notify_stopping(const char *status);
 /* RELOADING=1 before a reload; notify_ready() after it. */

@@ -99,11 +99,8 @@ static const struct conf_key edge_keys[] = {
 };
 #undef E
 
-static const struct conf_spec edge_conf = {
-	.program = "nadi-edge",
-	.about = "The stateless HTTP front of Nadi: REST, Server-Sent Events and ACP.\n",
-	CONF_SPEC_TABLE(edge_cfg, edge_keys),
-};
+static const struct conf_spec edge_conf =
+	CONF_SPEC("nadi-edge", "The stateless HTTP front of Nadi: REST, Server-Sent Events and ACP.\n", edge_cfg, edge_keys);
 
 /*
  * --ready-file: the bound port and a newline, through a temporary file

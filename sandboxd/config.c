@@ -139,11 +139,8 @@ static const struct conf_key keys[] = {
 };
 #undef S
 
-static const struct conf_spec spec = {
-	.program = "nadi-sandboxd",
-	.about = "Runs tool calls in systemd-nspawn containers on BTRFS snapshots.\n",
-	CONF_SPEC_TABLE(cfg, keys),
-};
+static const struct conf_spec spec =
+	CONF_SPEC("nadi-sandboxd", "Runs tool calls in systemd-nspawn containers on BTRFS snapshots.\n", cfg, keys);
 
 int
 config_parse_args(int argc, char **argv)

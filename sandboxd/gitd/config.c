@@ -79,11 +79,8 @@ static const struct conf_key keys[] = {
 };
 #undef S
 
-static const struct conf_spec spec = {
-	.program = "nadi-gitd",
-	.about = "Keeps bare mirrors of git repositories for the sandboxes of this host.\n",
-	CONF_SPEC_TABLE(cfg, keys),
-};
+static const struct conf_spec spec =
+	CONF_SPEC("nadi-gitd", "Keeps bare mirrors of git repositories for the sandboxes of this host.\n", cfg, keys);
 
 /*
  * A --repo flag is applied before the variable and the file: their value
