@@ -1,10 +1,16 @@
 /*
- * conf.h — configuration from command-line flags and an optional file of
- * "key = value" lines (--config FILE or -c FILE), driven by a table of
- * keys.  Every key can be given either way ("--memory-max=64M" or
- * "memory_max = 64M"); flags win over the file: string keys a flag set are
- * skipped in the file, and the other flags are applied again after it.
- * A CONF_LIST key adds up instead (flags, then file lines).
+ * conf.h — the configuration of every Nadi daemon, from one table of keys:
+ * command-line flags ("--memory-max=64M", "--memory-max 64M"), environment
+ * variables (NADI_<DAEMON>_<KEY>, e.g. NADI_SANDBOXD_MEMORY_MAX) and an
+ * optional file of "key = value" lines (--config FILE, -c FILE or
+ * NADI_<DAEMON>_CONFIG).  One precedence rule for all daemons:
+ *
+ *     flag > environment > file > default
+ *
+ * A CONF_LIST key adds up instead: flags, then the environment, then file
+ * lines, each handed to the key's callback (which decides about repeats).
+ * --help is generated from the table: flag, environment variable and help
+ * of each key.
  */
 #ifndef NADI_COMMON_CONF_H
 #define NADI_COMMON_CONF_H
@@ -16,30 +22,32 @@ enum conf_kind {
 	CONF_SIZE,      /* uint64_t bytes, parse_size */
 	CONF_MS,        /* uint64_t milliseconds, parse_duration_ms */
 	CONF_COUNT,     /* uint64_t, parse_count */
-	CONF_BOOL,      /* bool, parse_bool */
+	CONF_INT,       /* int, a decimal number from min to max */
+	CONF_BOOL,      /* bool, parse_bool; "--key" alone means true */
 	CONF_LOGLEVEL,  /* log_max_level */
 	CONF_FUNC,      /* key->set(value, from_flag) */
 };
 
 enum {
-	CONF_LIST = 1 << 0,    /* repeatable: each flag applied once, before the file */
-	CONF_SECRET = 1 << 1,  /* never echo a flag's value in a message */
+	CONF_LIST = 1 << 0,    /* repeatable: each value handed to set(), flags first */
+	CONF_SECRET = 1 << 1,  /* never echo a flag's or variable's value in a message */
 	CONF_BARE = 1 << 2,    /* "KEY VALUE" lines in the file as well as "KEY = VALUE" */
+	CONF_SWITCH = 1 << 3,  /* a CONF_FUNC key whose flag may stand alone ("true") */
 };
 
 struct conf_key {
-	const char *name;     /* snake_case; the flag is --kebab-case */
+	const char *name;     /* snake_case; the flag is --kebab-case, the variable NADI_<DAEMON>_UPPER_CASE */
 	enum conf_kind kind;
 	size_t off;           /* into conf_spec.base */
 	const char *help;
 	unsigned flags;
 	int (*set)(const char *value, bool from_flag);   /* CONF_FUNC */
+	int64_t min, max;     /* CONF_INT always; CONF_SIZE, CONF_MS, CONF_COUNT when max > 0 */
 };
 
 struct conf_spec {
-	const char *program;    /* --version and --help */
+	const char *program;    /* "nadi-NAME": --version, --help, and the NADI_NAME_ prefix */
 	const char *about;      /* --help, between the usage line and the keys */
-	int help_width;         /* of the flag column */
 	void *base;             /* the configuration structure */
 	char **config_file;     /* where --config goes */
 	const struct conf_key *keys;
@@ -48,17 +56,21 @@ struct conf_spec {
 };
 
 /* The key every daemon has. */
-#define CONF_KEY_LOG_LEVEL {"log_level", CONF_LOGLEVEL, 0, "error, warning, notice, info or debug", 0, NULL}
+#define CONF_KEY_LOG_LEVEL {"log_level", CONF_LOGLEVEL, 0, "error, warning, notice, info or debug", 0, NULL, 0, 0}
 /* The fields of a conf_spec for a configuration structure with a config_file member. */
 #define CONF_SPEC_TABLE(config, table) \
 	.base = &(config), .config_file = &(config).config_file, .keys = (table), .n_keys = ARRAY_SIZE(table)
+/* A whole conf_spec: CONF_SPEC("nadi-gitd", "Keeps ...\n", cfg, keys). */
+#define CONF_SPEC(prog, text, config, table) {.program = (prog), .about = (text), CONF_SPEC_TABLE(config, table)}
 
 /*
- * Flags first (so that --config may appear anywhere), then the file, then
- * the flags again.  --help and --version print and exit(0).  Logs what is
- * wrong and returns -EINVAL.
+ * The whole configuration by the rule above.  --help and --version (-h,
+ * -V) print and exit(0).  Logs what is wrong and returns -EINVAL.
  */
 int conf_parse_args(const struct conf_spec *spec, int argc, char **argv);
+
+/* The environment variable of a key: "NADI_EDGE_MAX_STREAMS" for nadi-edge's max_streams. */
+void conf_env_name(const struct conf_spec *spec, const char *key, char *buf, size_t size);
 
 /*
  * A bearer token from a file: warns when others may read it, at most 4096

@@ -492,7 +492,7 @@ done_quiet(void *arg, EdgeDbResult *r)
 
 	op->job = NULL;
 	if (!r->ok && strcmp(r->sqlstate, SQLSTATE_NADI_COMMAND_STATE) != 0)
-		edge_log(LOG_I, "ACP connection %s: command for session %s failed: %s", op->conn->id,
+		log_info("ACP connection %s: command for session %s failed: %s", op->conn->id,
 				 op->sid, r->message ? r->message : r->sqlstate);
 	acp_op_done(op);
 }

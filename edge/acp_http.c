@@ -216,7 +216,7 @@ t_close(AcpConn *c, int code, const char *why)
 {
 	AcpHttp    *h = acp_conn_tdata(c);
 
-	edge_log(LOG_I, "ACP connection %s closed: %s", acp_conn_id(c), why);
+	log_info("ACP connection %s closed: %s", acp_conn_id(c), why);
 	http_close(h);
 }
 
@@ -538,7 +538,7 @@ acp_http_tick(void)
 			attached |= s->st != NULL;
 		if (!attached && now - h->last_active_ms >= (uint64_t) edge_cfg.acp_idle_s * 1000)
 		{
-			edge_log(LOG_I, "ACP connection %s closed: idle", acp_conn_id(h->acp));
+			log_info("ACP connection %s closed: idle", acp_conn_id(h->acp));
 			http_close(h);
 			continue;
 		}

@@ -478,7 +478,7 @@ acp_failed(EdgeSub *sub, const EdgeProblem *p)
 
 	if (s->conn)
 	{
-		edge_log(LOG_I, "ACP connection %s: session %s stream ended: %s", s->conn->id, s->sid, p->detail);
+		log_info("ACP connection %s: session %s stream ended: %s", s->conn->id, s->sid, p->detail);
 		s->conn->t->close(s->conn, 1008, p->code);
 	}
 }

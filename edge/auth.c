@@ -76,13 +76,13 @@ refresh_done(void *arg EDGE_UNUSED, EdgeDbResult *r)
 	if (r->ok && db_rows(r) == 1 && !db_isnull(r, 0, 0) && jwks_load(db_value(r, 0, 0)) == 0)
 	{
 		if (!loaded || edge_cfg.verbose)
-			edge_log(LOG_I, "loaded %d signing key(s) from nadi.jwks()", nkeys);
+			log_info("loaded %d signing key(s) from nadi.jwks()", nkeys);
 		loaded = true;
 		loaded_ms = ev_now_ms();
 		edge_metrics.jwks_refreshes++;
 	}
 	else
-		edge_log(LOG_W, "could not refresh the signing keys: %s",
+		log_warning("could not refresh the signing keys: %s",
 				 r->ok ? "bad key set" : (r->message ? r->message : "database error"));
 	/* waiters re-check once, whatever the outcome */
 	w = waiters;

@@ -304,7 +304,7 @@ notice_processor(void *arg EDGE_UNUSED, const char *message)
 {
 	char		line[512];
 
-	edge_log(LOG_I, "database: %s", one_line(message, line, sizeof(line)));
+	log_info("database: %s", one_line(message, line, sizeof(line)));
 }
 
 /* Drop a connection: fail its job, schedule a reconnect. */
@@ -314,7 +314,7 @@ conn_lost(DbConn *c, const char *why)
 	char		line[512];
 
 	if (c->state >= DB_IDLE || c->job)
-		edge_log(LOG_W, "database connection %s lost: %s", c->listener ? "(LISTEN)" : "(pool)",
+		log_warning("database connection %s lost: %s", c->listener ? "(LISTEN)" : "(pool)",
 				 one_line(why, line, sizeof(line)));
 	ev_io_stop(&c->watch);
 	if (c->pg)
@@ -579,7 +579,7 @@ listener_io(DbConn *c)
 	{
 		if (PQresultStatus(r) != PGRES_COMMAND_OK)
 		{
-			edge_log(LOG_E, "LISTEN failed: %s", PQresultErrorMessage(r));
+			log_error("LISTEN failed: %s", PQresultErrorMessage(r));
 			PQclear(r);
 			conn_lost(c, "LISTEN failed");
 			return;
@@ -589,7 +589,7 @@ listener_io(DbConn *c)
 		{
 			c->state = DB_IDLE;
 			stats.listen_up = true;
-			edge_log(LOG_I, "listening on nadi_events");
+			log_info("listening on nadi_events");
 			if (listen_up_fn)
 				listen_up_fn();
 		}

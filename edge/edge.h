@@ -25,14 +25,15 @@
 #define EDGE_PRINTF(a, b) __attribute__((format(printf, a, b)))
 
 /* ------------------------------------------------------------------------
- * Configuration (main.c)
+ * Configuration (main.c: the keys of daemonlib/conf.h)
  * ------------------------------------------------------------------------ */
 typedef struct EdgeConfig
 {
-	const char *listen_addr;
+	char	   *config_file;	/* --config: key = value lines */
+	char	   *listen_addr;
 	int			port;			/* 0: any free one; the bound one once listening */
-	const char *ready_file;		/* gets the bound port once serving */
-	const char *conninfo;
+	char	   *ready_file;		/* gets the bound port once serving */
+	char	   *conninfo;
 	int			pool_size;			/* libpq connections for requests */
 	int			queue_max;			/* jobs waiting for a connection */
 	int			queue_timeout_s;	/* a job waits at most this long */
@@ -43,13 +44,13 @@ typedef struct EdgeConfig
 	int			max_streams_per_tenant;	/* of max_streams, for one tenant */
 	int			max_acp_per_tenant;	/* of max_acp, for one tenant */
 	int			max_acp_sessions;	/* sessions loaded on one ACP connection */
-	size_t		body_limit;
+	uint64_t	body_limit;
 	int			json_depth;
 	int			header_timeout_s;	/* request line and headers */
 	int			body_timeout_s;		/* request body */
 	int			idle_timeout_s;		/* no bytes either way */
 	int			heartbeat_s;		/* SSE ": ping" and WebSocket ping */
-	size_t		stream_buffer;		/* per SSE stream / ACP connection */
+	uint64_t	stream_buffer;		/* per SSE stream / ACP connection */
 	int			jwks_refresh_s;
 	int			drain_timeout_s;
 	int			acp_idle_s;			/* HTTP ACP connection with no stream */
@@ -61,14 +62,9 @@ extern EdgeConfig edge_cfg;
 extern volatile bool edge_draining;
 
 /* ------------------------------------------------------------------------
- * Logging (main.c): one line per message on stderr (the journal)
+ * Logging: daemonlib/log.h (log_error, log_warning, log_info, log_debug)
  * ------------------------------------------------------------------------ */
-void		edge_log(int level, const char *fmt,...) EDGE_PRINTF(2, 3);
-
-#define LOG_E 3
-#define LOG_W 4
-#define LOG_I 6
-#define LOG_D 7
+#include "daemonlib/log.h"
 
 /* ------------------------------------------------------------------------
  * Byte buffers (buf.c)
@@ -424,14 +420,11 @@ int			ws_count(void);
 int			ws_accept_key(const char *key, char *out, size_t outlen);
 
 /* ------------------------------------------------------------------------
- * Metrics (metrics.c)
+ * Metrics (metrics.c, through daemonlib/metrics.h)
  * ------------------------------------------------------------------------ */
 typedef struct EdgeMetrics
 {
-	uint64_t	http_requests[6];	/* by status class: 1xx..5xx, [0] other */
-	uint64_t	http_latency_bucket[12];
-	double		http_latency_sum;
-	uint64_t	http_latency_count;
+	uint64_t	http_requests[6];	/* by metrics_http_class(): 1xx..5xx, [0] other */
 	uint64_t	auth_failures;
 	uint64_t	jwks_refreshes;
 	uint64_t	slowloris_cut;
@@ -449,8 +442,5 @@ typedef struct EdgeMetrics
 extern EdgeMetrics edge_metrics;
 void		metrics_observe_request(int status, uint64_t elapsed_ms);
 char	   *metrics_render(void);
-
-/* sd_notify wrapper (main.c) */
-void		edge_notify(const char *state);
 
 #endif							/* EDGE_H */

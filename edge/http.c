@@ -51,7 +51,7 @@ mhd_logger(void *cls EDGE_UNUSED, const char *fmt, va_list ap)
 	n = strlen(line);
 	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
 		line[--n] = '\0';
-	edge_log(LOG_D, "http: %s", line);
+	log_debug("http: %s", line);
 }
 
 /* Shut down connections that are too slow to send a request. */
@@ -208,13 +208,13 @@ http_start(void)
 	fd = listen_inet_socket(edge_cfg.listen_addr, (uint16_t) edge_cfg.port, &port);
 	if (fd == -EINVAL)
 	{
-		edge_log(LOG_E, "listen address \"%s\" is not an IPv4 or IPv6 address", edge_cfg.listen_addr);
+		log_error("listen address \"%s\" is not an IPv4 or IPv6 address", edge_cfg.listen_addr);
 		return -EINVAL;
 	}
 	if (fd < 0)
 	{
-		edge_log(LOG_E, "could not listen on %s port %d: %s", edge_cfg.listen_addr, edge_cfg.port,
-				 strerror(-fd));
+		log_error("could not listen on %s port %d: %s", edge_cfg.listen_addr, (int) edge_cfg.port,
+				  strerror(-fd));
 		return -EADDRINUSE;
 	}
 	slow.header_timeout_ms = (uint64_t) edge_cfg.header_timeout_s * 1000;
@@ -231,8 +231,8 @@ http_start(void)
 						   MHD_OPTION_END);
 	if (mhd == NULL)
 	{
-		edge_log(LOG_E, "could not start the HTTP server on %s port %u", edge_cfg.listen_addr,
-				 (unsigned) port);
+		log_error("could not start the HTTP server on %s port %u", edge_cfg.listen_addr,
+			  (unsigned) port);
 		close(fd);
 		return -EIO;
 	}
@@ -386,8 +386,8 @@ http_respond_problem(EdgeReq *req, const EdgeProblem *p)
 		headers[n++] = retry;
 	}
 	if (p->status >= 500 && p->status != 503)
-		edge_log(LOG_W, "%s %s: %d %s (request %s)", req->method, req->url, p->status, p->detail,
-				 req->access.request_id);
+		log_warning("%s %s: %d %s (request %s)", req->method, req->url, p->status, p->detail,
+				req->access.request_id);
 	r = http_respond(req, p->status, "application/problem+json", body ? body : "{}",
 					 body ? strlen(body) : 2, headers);
 	free(body);

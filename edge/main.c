@@ -1,6 +1,7 @@
 /*
- * main.c — nadi-edge: configuration (flags, then NADI_EDGE_* environment),
- * start-up, the event loop, signals and shutdown.
+ * main.c — nadi-edge: configuration (daemonlib/conf.h: flags, NADI_EDGE_*
+ * environment, a config file), start-up, the event loop, signals and
+ * shutdown.
  *
  * Shutdown: the first SIGTERM (or SIGINT) drains — stop accepting, tell
  * systemd STOPPING=1, end every stream (clients resume elsewhere from their
@@ -8,7 +9,6 @@
  * left or after --drain-timeout.  A second signal exits at once.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,14 +18,13 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#include <systemd/sd-daemon.h>
-
 #include "daemonlib/listener.h"
 #include "daemonlib/log.h"
 #include "edge.h"
+#include "daemonlib/conf.h"
+#include "daemonlib/notify.h"
 
 EdgeConfig	edge_cfg = {
-	.listen_addr = "127.0.0.1",
 	.port = 8080,
 	.pool_size = 4,
 	.queue_max = 4096,
@@ -51,212 +50,59 @@ EdgeConfig	edge_cfg = {
 
 volatile bool edge_draining;
 
-static bool journal;
 static EvIo sig_watch;
 static EvTimer tick_timer;
 static int	signals_seen;
 static uint64_t drain_deadline_ms;
-static uint64_t watchdog_usec;
-static uint64_t watchdog_last_ms;
 
-void
-edge_log(int level, const char *fmt,...)
+/* --verbose: --log-level=debug, and a few info lines more (auth.c). */
+static int
+set_verbose(const char *value, bool from_flag EDGE_UNUSED)
 {
-	static const char *const names[8] = {"", "", "", "error", "warning", "", "info", "debug"};
-	char		line[1024];
-	va_list		ap;
+	bool		on;
 
-	if (level >= LOG_D && !edge_cfg.verbose)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	if (journal)
-		fprintf(stderr, "<%d>%s\n", level, line);
-	else
-		fprintf(stderr, "nadi-edge: %s: %s\n", names[level & 7], line);
+	if (parse_bool(value, &on) < 0)
+		return -EINVAL;
+	edge_cfg.verbose = on;
+	if (on)
+		log_max_level = LOG_LEVEL_DEBUG;
+	return 0;
 }
 
-void
-edge_notify(const char *state)
-{
-	(void) sd_notify(0, state);
-}
-
-static void
-usage(FILE *f)
-{
-	fprintf(f,
-			"Usage: nadi-edge [options]\n"
-			"The stateless HTTP front of Nadi: REST, Server-Sent Events and ACP.\n\n"
-			"  --listen ADDR              address to listen on (127.0.0.1)\n"
-			"  --port N                   port (8080; 0: any free one, see --ready-file)\n"
-			"  --ready-file PATH          once serving, write the bound port to PATH\n"
-			"  --db CONNINFO              libpq connection string (libpq's PG* variables)\n"
-			"  --pool N                   database connections for requests (4)\n"
-			"  --queue N                  requests waiting for a connection (4096)\n"
-			"  --max-connections N        HTTP connections in total (16384)\n"
-			"  --max-connections-per-ip N (512)\n"
-			"  --max-streams N            SSE streams (10000)\n"
-			"  --max-acp N                ACP connections (1000)\n"
-			"  --max-streams-per-tenant N streams one tenant may hold (1000)\n"
-			"  --max-acp-per-tenant N     ACP connections one tenant may hold (100)\n"
-			"  --max-acp-sessions N       sessions loaded on one ACP connection (64)\n"
-			"  --body-limit BYTES         largest request body (1048576)\n"
-			"  --json-depth N             deepest JSON nesting accepted (64)\n"
-			"  --header-timeout S         time to send request headers (10)\n"
-			"  --body-timeout S           time to send a request body (30)\n"
-			"  --idle-timeout S           idle connection timeout (60)\n"
-			"  --heartbeat S              SSE / WebSocket keep-alive interval (15)\n"
-			"  --stream-buffer BYTES      output buffer per stream (262144)\n"
-			"  --jwks-refresh S           signing key reload interval (60)\n"
-			"  --drain-timeout S          longest graceful shutdown (10)\n"
-			"  --dev-no-auth              DEVELOPMENT ONLY: requests without a token\n"
-			"                             run with the edge's own database role\n"
-			"  --verbose                  debug logging\n"
-			"Each option can also be set as NADI_EDGE_<NAME> (e.g. NADI_EDGE_PORT=8080).\n");
-}
-
-typedef struct IntOpt
-{
-	const char *name;
-	int		   *ip;
-	size_t	   *zp;
-	long long	min, max;
-} IntOpt;
-
-static const IntOpt int_opts[] = {
-	{"port", &edge_cfg.port, NULL, 0, 65535},
-	{"pool", &edge_cfg.pool_size, NULL, 1, 256},
-	{"queue", &edge_cfg.queue_max, NULL, 1, 1000000},
-	{"max-connections", &edge_cfg.max_conns, NULL, 16, 1000000},
-	{"max-connections-per-ip", &edge_cfg.max_conns_per_ip, NULL, 1, 1000000},
-	{"max-streams", &edge_cfg.max_streams, NULL, 0, 1000000},
-	{"max-acp", &edge_cfg.max_acp, NULL, 0, 100000},
-	{"body-limit", NULL, &edge_cfg.body_limit, 1024, 256LL * 1024 * 1024},
-	{"json-depth", &edge_cfg.json_depth, NULL, 2, 1000},
-	{"header-timeout", &edge_cfg.header_timeout_s, NULL, 1, 3600},
-	{"body-timeout", &edge_cfg.body_timeout_s, NULL, 1, 3600},
-	{"idle-timeout", &edge_cfg.idle_timeout_s, NULL, 1, 86400},
-	{"heartbeat", &edge_cfg.heartbeat_s, NULL, 1, 3600},
-	{"stream-buffer", NULL, &edge_cfg.stream_buffer, 4096, 64LL * 1024 * 1024},
-	{"jwks-refresh", &edge_cfg.jwks_refresh_s, NULL, 1, 86400},
-	{"drain-timeout", &edge_cfg.drain_timeout_s, NULL, 0, 3600},
-	{"queue-timeout", &edge_cfg.queue_timeout_s, NULL, 1, 3600},
-	{"acp-idle", &edge_cfg.acp_idle_s, NULL, 1, 86400},
-	{"max-streams-per-tenant", &edge_cfg.max_streams_per_tenant, NULL, 0, 1000000},
-	{"max-acp-per-tenant", &edge_cfg.max_acp_per_tenant, NULL, 0, 100000},
-	{"max-acp-sessions", &edge_cfg.max_acp_sessions, NULL, 1, 256},
+#define E(f) offsetof(EdgeConfig, f)
+static const struct conf_key edge_keys[] = {
+	{"listen", CONF_STR, E(listen_addr), "IPv4 or IPv6 address to listen on (default 127.0.0.1)"},
+	{"port", CONF_INT, E(port), "port (default 8080; 0: any free one, see --ready-file)", 0, NULL, 0, 65535},
+	{"ready_file", CONF_STR, E(ready_file), "once serving, write the bound port to this file"},
+	{"db", CONF_STR, E(conninfo), "libpq connection string (libpq's PG* variables apply too)"},
+	{"pool", CONF_INT, E(pool_size), "database connections for requests (default 4)", 0, NULL, 1, 256},
+	{"queue", CONF_INT, E(queue_max), "requests waiting for a connection (default 4096)", 0, NULL, 1, 1000000},
+	{"queue_timeout", CONF_INT, E(queue_timeout_s), "seconds a request waits for a connection (default 5)", 0, NULL, 1, 3600},
+	{"max_connections", CONF_INT, E(max_conns), "HTTP connections in total (default 16384)", 0, NULL, 16, 1000000},
+	{"max_connections_per_ip", CONF_INT, E(max_conns_per_ip), "HTTP connections from one address (default 512)", 0, NULL, 1, 1000000},
+	{"max_streams", CONF_INT, E(max_streams), "SSE streams (default 10000)", 0, NULL, 0, 1000000},
+	{"max_acp", CONF_INT, E(max_acp), "ACP connections (default 1000)", 0, NULL, 0, 100000},
+	{"max_streams_per_tenant", CONF_INT, E(max_streams_per_tenant), "streams one tenant may hold (default 1000)", 0, NULL, 0, 1000000},
+	{"max_acp_per_tenant", CONF_INT, E(max_acp_per_tenant), "ACP connections one tenant may hold (default 100)", 0, NULL, 0, 100000},
+	{"max_acp_sessions", CONF_INT, E(max_acp_sessions), "sessions loaded on one ACP connection (default 64)", 0, NULL, 1, 256},
+	{"body_limit", CONF_SIZE, E(body_limit), "largest request body (default 1M)", 0, NULL, 1024, 256LL << 20},
+	{"json_depth", CONF_INT, E(json_depth), "deepest JSON nesting accepted (default 64)", 0, NULL, 2, 1000},
+	{"header_timeout", CONF_INT, E(header_timeout_s), "seconds to send the request headers (default 10)", 0, NULL, 1, 3600},
+	{"body_timeout", CONF_INT, E(body_timeout_s), "seconds to send a request body (default 30)", 0, NULL, 1, 3600},
+	{"idle_timeout", CONF_INT, E(idle_timeout_s), "seconds before an idle connection is closed (default 60)", 0, NULL, 1, 86400},
+	{"heartbeat", CONF_INT, E(heartbeat_s), "seconds between SSE / WebSocket keep-alives (default 15)", 0, NULL, 1, 3600},
+	{"stream_buffer", CONF_SIZE, E(stream_buffer), "output buffer per stream (default 256K)", 0, NULL, 4096, 64LL << 20},
+	{"jwks_refresh", CONF_INT, E(jwks_refresh_s), "seconds between signing key reloads (default 60)", 0, NULL, 1, 86400},
+	{"drain_timeout", CONF_INT, E(drain_timeout_s), "longest graceful shutdown in seconds (default 10)", 0, NULL, 0, 3600},
+	{"acp_idle", CONF_INT, E(acp_idle_s), "seconds an HTTP ACP connection without a stream lives (default 300)", 0, NULL, 1, 86400},
+	{"dev_no_auth", CONF_BOOL, E(dev_no_auth), "DEVELOPMENT ONLY: requests without a token run with the edge's own database role"},
+	{"verbose", CONF_FUNC, 0, "debug logging (--log-level=debug)", CONF_SWITCH, set_verbose},
+	CONF_KEY_LOG_LEVEL,
 };
+#undef E
 
-static int
-set_option(const char *name, const char *value)
-{
-	int64_t		v;
-
-	if (strcmp(name, "listen") == 0)
-		edge_cfg.listen_addr = value;
-	else if (strcmp(name, "ready-file") == 0)
-		edge_cfg.ready_file = value;
-	else if (strcmp(name, "db") == 0)
-		edge_cfg.conninfo = value;
-	else if (strcmp(name, "dev-no-auth") == 0)
-		edge_cfg.dev_no_auth = value == NULL || strcmp(value, "1") == 0 || strcmp(value, "true") == 0;
-	else if (strcmp(name, "verbose") == 0)
-		edge_cfg.verbose = value == NULL || strcmp(value, "0") != 0;
-	else
-	{
-		for (size_t i = 0; i < sizeof(int_opts) / sizeof(int_opts[0]); i++)
-		{
-			const IntOpt *o = &int_opts[i];
-
-			if (strcmp(name, o->name) != 0)
-				continue;
-			if (!edge_parse_int64(value, o->min, o->max, &v))
-			{
-				fprintf(stderr, "nadi-edge: --%s must be an integer from %lld to %lld\n",
-						name, o->min, o->max);
-				return -EINVAL;
-			}
-			if (o->ip)
-				*o->ip = (int) v;
-			else
-				*o->zp = (size_t) v;
-			return 0;
-		}
-		fprintf(stderr, "nadi-edge: unknown option --%s\n", name);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-/* NADI_EDGE_MAX_STREAMS=... for --max-streams, and so on. */
-static int
-config_env(void)
-{
-	static const char *const names[] = {"listen", "db", "dev-no-auth", "verbose", "ready-file", NULL};
-	char		var[64];
-
-	for (size_t i = 0; i < sizeof(int_opts) / sizeof(int_opts[0]) + 5; i++)
-	{
-		const char *name = i < 5 ? names[i] : int_opts[i - 5].name;
-		const char *v;
-		size_t		j;
-
-		snprintf(var, sizeof(var), "NADI_EDGE_%s", name);
-		for (j = 10; var[j]; j++)
-			var[j] = var[j] == '-' ? '_' : (char) (var[j] >= 'a' && var[j] <= 'z' ? var[j] - 32 : var[j]);
-		v = getenv(var);
-		if (v && *v && set_option(name, v) < 0)
-			return -EINVAL;
-	}
-	return 0;
-}
-
-static int
-config_args(int argc, char **argv)
-{
-	struct option opts[sizeof(int_opts) / sizeof(int_opts[0]) + 9];
-	size_t		n = 0;
-	int			c;
-	int			idx;
-
-	opts[n++] = (struct option) {"listen", required_argument, NULL, 0};
-	opts[n++] = (struct option) {"ready-file", required_argument, NULL, 0};
-	opts[n++] = (struct option) {"db", required_argument, NULL, 0};
-	opts[n++] = (struct option) {"dev-no-auth", no_argument, NULL, 0};
-	opts[n++] = (struct option) {"verbose", no_argument, NULL, 0};
-	opts[n++] = (struct option) {"help", no_argument, NULL, 'h'};
-	opts[n++] = (struct option) {"version", no_argument, NULL, 'V'};
-	for (size_t i = 0; i < sizeof(int_opts) / sizeof(int_opts[0]); i++)
-		opts[n++] = (struct option) {int_opts[i].name, required_argument, NULL, 0};
-	opts[n] = (struct option) {NULL, 0, NULL, 0};
-
-	while ((c = getopt_long(argc, argv, "hV", opts, &idx)) != -1)
-	{
-		if (c == 'h')
-		{
-			usage(stdout);
-			exit(0);
-		}
-		if (c == 'V')
-		{
-			printf("nadi-edge %s (extension nadi %s)\n", NADI_VERSION, NADI_EXT_VERSION);
-			exit(0);
-		}
-		if (c != 0 || set_option(opts[idx].name, optarg) < 0)
-		{
-			usage(stderr);
-			return -EINVAL;
-		}
-	}
-	if (optind < argc)
-	{
-		fprintf(stderr, "nadi-edge: unexpected argument \"%s\"\n", argv[optind]);
-		return -EINVAL;
-	}
-	return 0;
-}
+static const struct conf_spec edge_conf =
+	CONF_SPEC("nadi-edge", "The stateless HTTP front of Nadi: REST, Server-Sent Events and ACP.\n", edge_cfg, edge_keys);
 
 /* Streams hold a socket each: take every descriptor the hard limit allows. */
 static void
@@ -275,8 +121,8 @@ static void
 drain_start(void)
 {
 	edge_draining = true;
-	edge_notify("STOPPING=1");
-	edge_log(LOG_I, "draining: no new connections; streams end, clients resume elsewhere");
+	notify_stopping("draining");
+	log_info("draining: no new connections; streams end, clients resume elsewhere");
 	drain_deadline_ms = ev_now_ms() + (uint64_t) edge_cfg.drain_timeout_s * 1000;
 	http_quiesce();
 	sse_drain();
@@ -293,7 +139,7 @@ signal_io(EvIo *w, uint32_t events EDGE_UNUSED)
 	{
 		if (si.ssi_signo == SIGHUP)
 		{
-			edge_log(LOG_I, "SIGHUP: reloading the signing keys");
+			log_info("SIGHUP: reloading the signing keys");
 			auth_reload();
 			continue;
 		}
@@ -301,7 +147,7 @@ signal_io(EvIo *w, uint32_t events EDGE_UNUSED)
 			drain_start();
 		else
 		{
-			edge_log(LOG_I, "second signal: exiting now");
+			log_info("second signal: exiting now");
 			drain_deadline_ms = 1;
 		}
 	}
@@ -316,11 +162,7 @@ tick(EvTimer *t)
 	sse_tick();
 	acp_http_tick();
 	ws_tick();
-	if (watchdog_usec && ev_now_ms() - watchdog_last_ms >= watchdog_usec / 2000)
-	{
-		edge_notify("WATCHDOG=1");
-		watchdog_last_ms = ev_now_ms();
-	}
+	(void) notify_watchdog_tick(now_ms());
 	ev_timer_arm(t, 1000, tick, NULL);
 }
 
@@ -332,13 +174,13 @@ main(int argc, char **argv)
 	int			wait_ms = 0;
 
 	log_ident = "nadi-edge";		/* daemonlib's lines: access log, listener */
-	journal = getenv("JOURNAL_STREAM") != NULL;
-	setvbuf(stderr, NULL, _IOLBF, 0);
-	if (config_env() < 0 || config_args(argc, argv) < 0)
+	if (conf_parse_args(&edge_conf, argc, argv) < 0)
 		return 2;
+	if (edge_cfg.listen_addr == NULL && (edge_cfg.listen_addr = strdup("127.0.0.1")) == NULL)
+		return 1;
 	if (edge_cfg.dev_no_auth)
-		edge_log(LOG_W, "--dev-no-auth: requests without a token run with the edge's database "
-				 "role; never use this outside development");
+		log_warning("--dev-no-auth: requests without a token run with the edge's database "
+					"role; never use this outside development");
 	raise_fd_limit();
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&mask);
@@ -349,23 +191,21 @@ main(int argc, char **argv)
 	sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (sfd < 0 || ev_init() < 0 || ev_io_start(&sig_watch, sfd, EPOLLIN, signal_io, NULL) < 0)
 	{
-		edge_log(LOG_E, "could not set up the event loop: %m");
+		log_error("could not set up the event loop: %m");
 		return 1;
 	}
 	db_listen_handlers(feed_on_notify, feed_on_listen_up);
 	if (db_init() < 0 || auth_init() < 0 || http_start() < 0 ||
 		ready_file_write(edge_cfg.ready_file, (uint16_t) edge_cfg.port) < 0)
 		return 1;
-	if (sd_watchdog_enabled(0, &watchdog_usec) <= 0)
-		watchdog_usec = 0;
 	ev_timer_arm(&tick_timer, 1000, tick, NULL);
-	edge_notify("READY=1\nSTATUS=serving");
+	notify_ready("serving");
 
 	for (;;)
 	{
 		if (ev_run_once(wait_ms) < 0)
 		{
-			edge_log(LOG_E, "event loop failed: %m");
+			log_error("event loop failed: %m");
 			break;
 		}
 		wait_ms = http_run();
@@ -379,7 +219,7 @@ main(int argc, char **argv)
 				wait_ms = 100;
 		}
 	}
-	edge_log(LOG_I, "stopped");
+	log_info("stopped");
 	ready_file_remove(edge_cfg.ready_file);
 	http_stop();
 	db_shutdown();

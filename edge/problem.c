@@ -11,6 +11,6 @@ problem_from_db(EdgeProblem *p, const char *sqlstate, const char *msg,
 				const char *detail, const char *hint)
 {
 	if (!problem_from_sqlstate(p, sqlstate, msg, detail, hint))
-		edge_log(LOG_E, "database error %s: %s%s%s", sqlstate ? sqlstate : "?",
-				 msg ? msg : "", detail ? " — " : "", detail ? detail : "");
+		log_error("database error %s: %s%s%s", sqlstate ? sqlstate : "?",
+			  msg ? msg : "", detail ? " — " : "", detail ? detail : "");
 }

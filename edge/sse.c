@@ -370,7 +370,7 @@ sse_failed(EdgeSub *s, const EdgeProblem *p)
 
 	if (strcmp(p->code, "slow_client") == 0)
 		edge_metrics.sse_slow_cut++;
-	edge_log(LOG_D, "ending an event stream: %s", p->detail);
+	log_debug("ending an event stream: %s", p->detail);
 	feed_unsubscribe(&ss->sub);
 	stream_end(ss->st);
 }

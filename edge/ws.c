@@ -239,7 +239,7 @@ t_close(AcpConn *c, int code, const char *why)
 {
 	WsConn	   *w = acp_conn_tdata(c);
 
-	edge_log(LOG_I, "ACP WebSocket %s closed: %s", acp_conn_id(c), why);
+	log_info("ACP WebSocket %s closed: %s", acp_conn_id(c), why);
 	ws_close(w, code == 1008 ? 1008 : 1011, why);
 }
 

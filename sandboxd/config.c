@@ -1,7 +1,7 @@
 /*
- * config.c — configuration from command-line flags and an optional file of
- * "key = value" lines.  Every key can be given either way ("--memory-max=64M"
- * or "memory_max = 64M"); flags win over the file.  Defaults are safe for a
+ * config.c — the keys of daemonlib/conf.h: every key is a flag
+ * ("--memory-max=64M"), a variable (NADI_SANDBOXD_MEMORY_MAX) and a line of
+ * the optional file ("memory_max = 64M"); flag > environment > file.  Defaults are safe for a
  * host that runs nothing else: loopback only, tight limits, no network.
  */
 #include <ctype.h>
@@ -139,12 +139,8 @@ static const struct conf_key keys[] = {
 };
 #undef S
 
-static const struct conf_spec spec = {
-	.program = "nadi-sandboxd",
-	.about = "Runs tool calls in systemd-nspawn containers on BTRFS snapshots.\n",
-	.help_width = 20,
-	CONF_SPEC_TABLE(cfg, keys),
-};
+static const struct conf_spec spec =
+	CONF_SPEC("nadi-sandboxd", "Runs tool calls in systemd-nspawn containers on BTRFS snapshots.\n", cfg, keys);
 
 int
 config_parse_args(int argc, char **argv)

@@ -15,11 +15,11 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
-#include <systemd/sd-daemon.h>
 #include <jansson.h>
 
 #include "child.h"
 #include "daemonlib/listener.h"
+#include "daemonlib/notify.h"
 #include "access.h"
 #include "http.h"
 #include "limits.h"
@@ -32,7 +32,6 @@ bool sbx_draining;
 static bool quit, forced;
 static EvIo sig_io;
 static EvTimer watchdog_timer, force_timer;
-static uint64_t watchdog_usec;
 
 /* Re-evaluate whether a drain is complete; called whenever work finishes. */
 void
@@ -93,7 +92,7 @@ on_signal(EvIo *io, uint32_t revents)
 		if (!sbx_draining) {
 			log_notice("%s: draining (send it again to stop at once)", strsignal((int)si.ssi_signo));
 			sbx_draining = true;
-			sd_notify(0, "STOPPING=1\nSTATUS=Draining");
+			notify_stopping("Draining");
 			http_quiesce();
 			run_stop_all(false);
 			main_kick();
@@ -112,9 +111,11 @@ on_signal(EvIo *io, uint32_t revents)
 static void
 on_watchdog(EvTimer *t)
 {
+	int next = notify_watchdog_tick(now_ms());
 	(void)t;
-	sd_notify(0, "WATCHDOG=1");
-	ev_timer_arm(&watchdog_timer, watchdog_usec / 2000, on_watchdog, NULL);
+
+	if (next >= 0)
+		ev_timer_arm(&watchdog_timer, next > 0 ? (uint64_t)next : 1, on_watchdog, NULL);
 }
 
 static int
@@ -220,10 +221,9 @@ main(int argc, char **argv)
 	access_init();
 	pg_init();
 
-	sd_notifyf(0, "READY=1\nSTATUS=Serving %zu sandboxes (limits: %s)", sandbox_count(),
-		   limit_mode_name(limits_mode()));
-	if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0)
-		ev_timer_arm(&watchdog_timer, watchdog_usec / 2000, on_watchdog, NULL);
+	notify_ready("Serving %zu sandboxes (limits: %s)", sandbox_count(), limit_mode_name(limits_mode()));
+	if (notify_watchdog_interval_ms() > 0)
+		ev_timer_arm(&watchdog_timer, notify_watchdog_interval_ms(), on_watchdog, NULL);
 	log_notice("ready");
 
 	while (!quit) {
@@ -236,7 +236,7 @@ main(int argc, char **argv)
 		http_run();
 	}
 
-	sd_notify(0, "STOPPING=1\nSTATUS=Stopping");
+	notify_stopping("Stopping");
 	/* Forced or after a drain: anything left now goes. */
 	run_stop_all(true);
 	child_kill_all();

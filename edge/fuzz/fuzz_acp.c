@@ -40,7 +40,7 @@ static bool closed;
 static int	next_id;
 
 void
-edge_log(int level, const char *fmt,...)
+log_at(int level, const char *fmt,...)
 {
 }
 

@@ -15,7 +15,7 @@ EdgeConfig	edge_cfg = {.jwks_refresh_s = 60};
 EdgeMetrics edge_metrics;
 
 void
-edge_log(int level, const char *fmt,...)
+log_at(int level, const char *fmt,...)
 {
 }
 

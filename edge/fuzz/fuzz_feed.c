@@ -38,7 +38,7 @@ static Sub	subs[MAX_SUBS];
 static const EdgeAuth fake_auth = {.tenant = "t", .exp = 0};
 
 void
-edge_log(int level, const char *fmt,...)
+log_at(int level, const char *fmt,...)
 {
 }
 

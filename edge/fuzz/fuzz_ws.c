@@ -17,7 +17,7 @@ EdgeMetrics edge_metrics;
 static int	messages;
 
 void
-edge_log(int level, const char *fmt,...)
+log_at(int level, const char *fmt,...)
 {
 }
 

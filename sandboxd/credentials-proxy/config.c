@@ -1,6 +1,6 @@
 /*
- * config.c — configuration from command-line flags and an optional file of
- * "key = value" lines, like nadi-sandboxd's; flags win over the file.  The
+ * config.c — the keys of daemonlib/conf.h (flags, NADI_CREDPROXY_* variables
+ * and an optional file of "key = value" lines; flag > environment > file).  The
  * upstreams are the one repeatable key: "upstream NAME url=... header=...
  * format=\"Bearer %s\" secret_file=PATH" lines in the file and/or
  * --upstream="NAME ..." flags.  Secrets are read at start and on SIGHUP,
@@ -456,15 +456,12 @@ static const struct conf_spec spec = {
 	.program = "nadi-credproxy",
 	.about = "Forwards sandboxes' and cells' HTTP requests to configured upstream APIs,\n"
 		 "injecting the upstream's credential after nadi.proxy_authorize() allowed them.\n",
-	.help_width = 24,
 	CONF_SPEC_TABLE(cfg, keys),
 	.file_hides_values = true,
 };
 
 /*
- * Flags first (so that --config may appear anywhere), then the file for
- * the keys the flags left unset; scalars set by flags are applied again
- * after the file so that flags win for them too.  Upstreams add up: both
+ * Upstreams add up (flags, NADI_CREDPROXY_UPSTREAM, file lines): both
  * "upstream NAME url=..." and "upstream = NAME url=..." lines work.
  */
 int

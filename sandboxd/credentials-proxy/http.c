@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "daemonlib/metrics.h"
 #include "credproxy.h"
 #include "http.h"
 #include "listen.h"
@@ -103,43 +104,40 @@ healthz(struct MHD_Connection *c)
 					 "connections", (int)listen_client_count()));
 }
 
-/*
- * Prometheus text format: HELP and TYPE for every metric; text_response()
- * ends the exposition with its newline.
- */
+/* The Prometheus exposition (daemonlib/metrics.h); text_response() ends it with its newline. */
 static enum MHD_Result
 metrics(struct MHD_Connection *c)
 {
 	const struct {
-		const char *name, *type, *help;
+		const char *name, *help;
 		unsigned long long value;
-	} m[] = {
-		{"requests_total", "counter", "Requests received on every listener.", atomic_load(&proxy_stats.requests)},
-		{"refused_total", "counter", "Requests refused (token, policy, target or size).",
+	} counters[] = {
+		{"nadi_credproxy_requests_total", "Requests received on every listener.", atomic_load(&proxy_stats.requests)},
+		{"nadi_credproxy_refused_total", "Requests refused (token, policy, target or size).",
 		 atomic_load(&proxy_stats.refused)},
-		{"forwarded_total", "counter", "Requests forwarded to an upstream.", atomic_load(&proxy_stats.forwarded)},
-		{"upstream_errors_total", "counter", "Forwarded requests whose upstream failed.",
+		{"nadi_credproxy_forwarded_total", "Requests forwarded to an upstream.", atomic_load(&proxy_stats.forwarded)},
+		{"nadi_credproxy_upstream_errors_total", "Forwarded requests whose upstream failed.",
 		 atomic_load(&proxy_stats.upstream_errors)},
-		{"bytes_up_total", "counter", "Request body bytes sent upstream.", atomic_load(&proxy_stats.bytes_up)},
-		{"bytes_down_total", "counter", "Response body bytes sent back to clients.",
+		{"nadi_credproxy_bytes_up_total", "Request body bytes sent upstream.", atomic_load(&proxy_stats.bytes_up)},
+		{"nadi_credproxy_bytes_down_total", "Response body bytes sent back to clients.",
 		 atomic_load(&proxy_stats.bytes_down)},
-		{"connections", "gauge", "Client connections open now.", listen_client_count()},
-		{"sandboxes", "gauge", "Sandbox sockets listened on now.", listen_sandbox_count()},
 	};
-	char *text = NULL;
+	struct metrics_out *o = metrics_begin("nadi-credproxy");
+	char *text;
 	size_t len = 0;
-	FILE *f = open_memstream(&text, &len);
 
-	if (!f)
+	if (!o)
 		return MHD_NO;
-	for (size_t i = 0; i < ARRAY_SIZE(m); i++)
-		fprintf(f, "%s# HELP nadi_credproxy_%s %s\n# TYPE nadi_credproxy_%s %s\nnadi_credproxy_%s %llu",
-			i ? "\n" : "", m[i].name, m[i].help, m[i].name, m[i].type, m[i].name, m[i].value);
-	if (fclose(f) != 0 || !text) {
-		free(text);
+	for (size_t i = 0; i < ARRAY_SIZE(counters); i++)
+		metrics_counter(o, counters[i].name, counters[i].help, NULL, counters[i].value);
+	metrics_gauge(o, "nadi_credproxy_connections", "Client connections open now.", NULL, listen_client_count());
+	metrics_gauge(o, "nadi_credproxy_sandboxes", "Sandbox sockets listened on now.", NULL, listen_sandbox_count());
+	text = metrics_end(o, &len);
+	if (!text)
 		return MHD_NO;
-	}
-	return reply_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text);
+	if (len > 0 && text[len - 1] == '\n')
+		text[len - 1] = '\0';
+	return reply_text(c, 200, METRICS_CONTENT_TYPE, NULL, text);
 }
 
 static enum MHD_Result

@@ -16,18 +16,13 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
-#ifdef HAVE_SYSTEMD
-#include <systemd/sd-daemon.h>
-#else
-#define sd_notify(unset, state) ((void)(unset), (void)(state), 0)
-#define sd_notifyf(unset, fmt, ...) ((void)(unset), 0)
-#endif
 
 #include "credproxy.h"
 #include "fwd.h"
 #include "http.h"
 #include "listen.h"
 #include "daemonlib/listener.h"
+#include "daemonlib/notify.h"
 #include "pg.h"
 
 atomic_bool cp_draining;
@@ -46,19 +41,19 @@ on_signal(struct watch *w, uint32_t events)
 
 	while (read(w->fd, &si, sizeof si) == (ssize_t)sizeof si) {
 		if (si.ssi_signo == SIGHUP) {
-			sd_notify(0, "RELOADING=1");
+			notify_reloading();
 			if (config_reload_secrets() == 0)
 				log_notice("SIGHUP: upstream secrets re-read");
 			else
 				log_error("SIGHUP: some secrets could not be re-read; those upstreams keep their old ones");
-			sd_notify(0, "READY=1");
+			notify_ready("Serving %zu upstreams, %u sandboxes", cfg.n_upstreams, listen_sandbox_count());
 			continue;
 		}
 		stop_requests++;
 		if (stop_requests == 1) {
 			log_notice("%s: draining (%u requests running)", strsignal((int)si.ssi_signo),
 				   http_active_requests());
-			sd_notify(0, "STOPPING=1\nSTATUS=Draining");
+			notify_stopping("Draining");
 			atomic_store(&cp_draining, true);
 			listen_stop();
 		} else
@@ -110,11 +105,11 @@ main(int argc, char **argv)
 		http_stop();
 		return 1;
 	}
-	sd_notifyf(0, "READY=1\nSTATUS=Serving %zu upstreams, %u sandboxes", cfg.n_upstreams, listen_sandbox_count());
+	notify_ready("Serving %zu upstreams, %u sandboxes", cfg.n_upstreams, listen_sandbox_count());
 	log_notice("ready");
 
 	while (stop_requests < 2) {
-		int timeout = SWEEP_MS, n;
+		int timeout = SWEEP_MS, n, ping_ms = notify_watchdog_tick(now_ms());
 
 		if (stop_requests == 1) {
 			if (!deadline)
@@ -127,6 +122,8 @@ main(int argc, char **argv)
 			}
 			timeout = 100;
 		}
+		if (ping_ms >= 0 && ping_ms < timeout)
+			timeout = ping_ms;
 		n = epoll_wait(epfd, evs, (int)ARRAY_SIZE(evs), timeout);
 		if (n < 0 && errno != EINTR) {
 			log_error("epoll_wait: %m");
@@ -145,7 +142,7 @@ main(int argc, char **argv)
 			}
 	}
 
-	sd_notify(0, "STOPPING=1\nSTATUS=Stopping");
+	notify_stopping("Stopping");
 	atomic_store(&cp_draining, true);
 	atomic_store(&cp_stopping, true);
 	listen_stop();

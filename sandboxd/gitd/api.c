@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "daemonlib/metrics.h"
 #include "gitd.h"
 #include "http.h"
 
@@ -59,26 +60,23 @@ query_owner(struct http_req *r, bool absent_is_shared)
 static void
 metrics(struct http_req *r)
 {
-	char *text = NULL;
+	struct metrics_out *o = metrics_begin("nadi-gitd");
+	char *text;
 	size_t len = 0;
-	FILE *f = open_memstream(&text, &len);
 
-	if (!f) {
-		http_reply_problem(r, 500, "internal", "out of memory");
-		return;
+	if (o) {
+		metrics_gauge(o, "nadi_gitd_info", "Version of this daemon.", METRICS_LABELS("version", GITD_VERSION), 1);
+		http_metrics(o);
+		repo_metrics(o);
 	}
-	fprintf(f, "# HELP nadi_gitd_info Version of this daemon.\n# TYPE nadi_gitd_info gauge\n"
-		   "nadi_gitd_info{version=\"%s\"} 1\n", GITD_VERSION);
-	http_metrics(f);
-	repo_metrics(f);
-	if (fclose(f) != 0 || !text) {
-		free(text);
+	text = o ? metrics_end(o, &len) : NULL;
+	if (!text) {
 		http_reply_problem(r, 500, "internal", "out of memory");
 		return;
 	}
 	if (len > 0 && text[len - 1] == '\n')
 		text[len - 1] = '\0';   /* http_reply_text ends it with one */
-	http_reply_text(r, 200, text, "text/plain; version=0.0.4; charset=utf-8");
+	http_reply_text(r, 200, text, METRICS_CONTENT_TYPE);
 }
 
 static void

@@ -1,8 +1,8 @@
 /*
- * config.c — configuration from command-line flags and an optional file of
- * "key = value" lines (--config FILE).  Every key can be given either way
- * ("--fetch-interval=5m" or "fetch_interval = 5m"); flags win over the file.
- * "repo = NAME=URL" may repeat; a flag for a name replaces the file's line.
+ * config.c — the keys of daemonlib/conf.h: every key is a flag
+ * ("--fetch-interval=5m"), a variable (NADI_GITD_FETCH_INTERVAL) and a line
+ * of the optional file ("fetch_interval = 5m"); flag > environment > file.
+ * "repo = NAME=URL" may repeat; a flag for a name replaces the others' value.
  * Also the bearer token, which SIGHUP re-reads while requests check it.
  */
 #include <stdio.h>
@@ -79,18 +79,12 @@ static const struct conf_key keys[] = {
 };
 #undef S
 
-static const struct conf_spec spec = {
-	.program = "nadi-gitd",
-	.about = "Keeps bare mirrors of git repositories for the sandboxes of this host.\n",
-	.help_width = 22,
-	CONF_SPEC_TABLE(cfg, keys),
-};
+static const struct conf_spec spec =
+	CONF_SPEC("nadi-gitd", "Keeps bare mirrors of git repositories for the sandboxes of this host.\n", cfg, keys);
 
 /*
- * Flags first (so that --config may appear anywhere), then the file for
- * what the flags left unset, then the flags again so that they win for
- * scalars too.  A --repo flag is applied once, before the file: the
- * file's line for the same name does not replace it.
+ * A --repo flag is applied before the variable and the file: their value
+ * for the same name does not replace it.
  */
 int
 config_parse_args(int argc, char **argv)

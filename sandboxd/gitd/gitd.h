@@ -141,7 +141,8 @@ void repo_unref(struct repo *r);
 json_t *repo_json(struct repo *r);
 json_t *repo_list_json(const char *owner);   /* NULL: every owner's */
 /* The registry's part of GET /metrics. */
-void repo_metrics(FILE *f);
+struct metrics_out;
+void repo_metrics(struct metrics_out *o);
 
 enum repo_add_result {
 	REPO_ADDED, REPO_ALREADY, REPO_CONFLICT, REPO_DELETING, REPO_FULL, REPO_ADD_FAILED, REPO_GONE, REPO_CANCELLED

@@ -13,6 +13,7 @@
 
 #include "daemonlib/http.h"
 #include "daemonlib/listener.h"
+#include "daemonlib/metrics.h"
 #include "gitd.h"
 #include "http.h"
 
@@ -39,12 +40,13 @@ http_tcp_port(void)
 }
 
 void
-http_metrics(FILE *f)
+http_metrics(struct metrics_out *o)
 {
-	fprintf(f, "# HELP nadi_gitd_http_responses_total HTTP answers by status class.\n"
-		   "# TYPE nadi_gitd_http_responses_total counter\n");
-	for (unsigned c = 1; c < ARRAY_SIZE(answers); c++)
-		fprintf(f, "nadi_gitd_http_responses_total{class=\"%uxx\"} %llu\n", c, atomic_load(&answers[c]));
+	uint64_t counts[METRICS_HTTP_CLASSES];
+
+	for (unsigned c = 0; c < METRICS_HTTP_CLASSES; c++)
+		counts[c] = atomic_load(&answers[c]);
+	metrics_http_codes(o, "nadi_gitd_http_responses_total", "HTTP answers by status class.", counts);
 }
 
 static void

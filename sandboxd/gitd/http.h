@@ -31,6 +31,7 @@ void http_add_header(struct http_req *r, const char *name, const char *value);
 void api_dispatch(struct http_req *r);
 /* The TCP port listened on (0: none); answers by status class for /metrics. */
 uint16_t http_tcp_port(void);
-void http_metrics(FILE *f);
+struct metrics_out;
+void http_metrics(struct metrics_out *o);
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * main.c — nadi-gitd: configuration, start-up order, signals, shutdown,
- * sd_notify.  The main thread only waits for signals; HTTP connections have
- * their threads (http.c), background fetches theirs (sched.c).
+ * sd_notify.  The main thread only waits for signals (and sends the
+ * watchdog's pings between them); HTTP connections have their threads
+ * (http.c), background fetches theirs (sched.c).
  *
  * SIGTERM or SIGINT: stop accepting connections, stop the running git
  * processes (SIGTERM, SIGKILL after a grace period), answer what is still
@@ -11,14 +12,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#ifdef HAVE_SYSTEMD
-#include <systemd/sd-daemon.h>
-#else
-#define sd_notify(unset, state) ((void)(unset), (void)(state), 0)
-#define sd_notifyf(unset, fmt, ...) ((void)(unset), 0)
-#endif
 
 #include "daemonlib/listener.h"
+#include "daemonlib/notify.h"
 #include "gitd.h"
 #include "http.h"
 
@@ -66,14 +62,19 @@ main(int argc, char **argv)
 		http_done();
 		return 1;
 	}
-	sd_notifyf(0, "READY=1\nSTATUS=Mirroring %zu repositories", repo_count());
+	notify_ready("Mirroring %zu repositories", repo_count());
 	log_notice("ready: %zu repositories", repo_count());
 
 	for (;;) {
 		siginfo_t si;
-		sig = sigwaitinfo(&mask, &si);
+		int ping_ms = notify_watchdog_tick(now_ms());
+
+		if (ping_ms < 0)
+			sig = sigwaitinfo(&mask, &si);
+		else
+			sig = sigtimedwait(&mask, &si, &(struct timespec){ping_ms / 1000, (ping_ms % 1000) * 1000000L});
 		if (sig < 0)
-			continue; /* EINTR */
+			continue; /* EINTR, or time for the next watchdog ping */
 		if (sig == SIGHUP) {
 			if (config_reload_token() == 0 && cfg.token_file)
 				log_notice("token reloaded from %s", cfg.token_file);
@@ -83,7 +84,7 @@ main(int argc, char **argv)
 	}
 
 	log_notice("%s: stopping", strsignal(sig));
-	sd_notify(0, "STOPPING=1\nSTATUS=Stopping");
+	notify_stopping("Stopping");
 	atomic_store(&gitd_stopping, true);
 	http_quiesce();
 	git_stop_all(SIGTERM);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "daemonlib/metrics.h"
 #include "gitd.h"
 
 struct repo {
@@ -642,7 +643,7 @@ repo_done(void)
 
 /* The registry's part of GET /metrics (Prometheus text format). */
 void
-repo_metrics(FILE *f)
+repo_metrics(struct metrics_out *o)
 {
 	static const char *const states[] = {"new", "fetching", "ready", "failed"};
 	size_t by_state[ARRAY_SIZE(states)] = {0}, shared = 0, tenant = 0;
@@ -665,22 +666,19 @@ repo_metrics(FILE *f)
 	fetching = n_fetching;
 	pthread_mutex_unlock(&lock);
 
-	fprintf(f, "# HELP nadi_gitd_repos Repositories mirrored, by state.\n# TYPE nadi_gitd_repos gauge\n");
 	for (size_t i = 0; i < ARRAY_SIZE(states); i++)
-		fprintf(f, "nadi_gitd_repos{state=\"%s\"} %zu\n", states[i], by_state[i]);
-	fprintf(f, "# HELP nadi_gitd_repos_by_owner Repositories mirrored, shared with every tenant or owned by one.\n"
-		   "# TYPE nadi_gitd_repos_by_owner gauge\n"
-		   "nadi_gitd_repos_by_owner{owner=\"shared\"} %zu\n"
-		   "nadi_gitd_repos_by_owner{owner=\"tenant\"} %zu\n", shared, tenant);
-	fprintf(f, "# HELP nadi_gitd_fetching Clones and fetches running now.\n# TYPE nadi_gitd_fetching gauge\n"
-		   "nadi_gitd_fetching %llu\n", (unsigned long long)fetching);
-	fprintf(f, "# HELP nadi_gitd_fetches_total git runs (first clones and fetches) since start.\n"
-		   "# TYPE nadi_gitd_fetches_total counter\n"
-		   "nadi_gitd_fetches_total{kind=\"clone\"} %llu\nnadi_gitd_fetches_total{kind=\"fetch\"} %llu\n",
-		(unsigned long long)runs[0], (unsigned long long)runs[1]);
-	fprintf(f, "# HELP nadi_gitd_fetch_failures_total git runs that failed (the mirror stayed as it was).\n"
-		   "# TYPE nadi_gitd_fetch_failures_total counter\n"
-		   "nadi_gitd_fetch_failures_total{kind=\"clone\"} %llu\n"
-		   "nadi_gitd_fetch_failures_total{kind=\"fetch\"} %llu\n",
-		(unsigned long long)failures[0], (unsigned long long)failures[1]);
+		metrics_gauge(o, "nadi_gitd_repos", "Repositories mirrored, by state.",
+			      METRICS_LABELS("state", states[i]), (double)by_state[i]);
+	metrics_gauge(o, "nadi_gitd_repos_by_owner", "Repositories mirrored, shared with every tenant or owned by one.",
+		      METRICS_LABELS("owner", "shared"), (double)shared);
+	metrics_gauge(o, "nadi_gitd_repos_by_owner", "Repositories mirrored, shared with every tenant or owned by one.",
+		      METRICS_LABELS("owner", "tenant"), (double)tenant);
+	metrics_gauge(o, "nadi_gitd_fetching", "Clones and fetches running now.", NULL, (double)fetching);
+	for (int k = 0; k < 2; k++)
+		metrics_counter(o, "nadi_gitd_fetches_total", "git runs (first clones and fetches) since start.",
+				METRICS_LABELS("kind", k ? "fetch" : "clone"), runs[k]);
+	for (int k = 0; k < 2; k++)
+		metrics_counter(o, "nadi_gitd_fetch_failures_total",
+				"git runs that failed (the mirror stayed as it was).",
+				METRICS_LABELS("kind", k ? "fetch" : "clone"), failures[k]);
 }

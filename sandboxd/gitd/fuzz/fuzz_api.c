@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemonlib/metrics.h"
 #include "gitd.h"
 #include "http.h"
 
@@ -134,7 +135,7 @@ http_add_header(struct http_req *r, const char *name, const char *value)
 }
 
 void
-http_metrics(FILE *f)
+http_metrics(struct metrics_out *o)
 {
 }
 
@@ -222,9 +223,9 @@ repo_list_json(const char *owner)
 }
 
 void
-repo_metrics(FILE *f)
+repo_metrics(struct metrics_out *o)
 {
-	fprintf(f, "nadi_gitd_repos %zu\n", repo_count());
+	metrics_gauge(o, "nadi_gitd_repos", "Repositories mirrored.", NULL, (double)repo_count());
 }
 
 enum repo_add_result
