@@ -1,9 +1,10 @@
 /*
- * store.c — how a cell talks to Postgres: one SQL statement per call, in a
- * transaction of its own, with text parameters and rows returned as JSON
- * (row_to_json), so the agent loop above it deals in plain JSON and could
- * run over libpq just as well (an external nadi-celld).  Errors are caught
- * and returned with their SQLSTATE; the worker goes on.
+ * store_spi.c — the embedded cell's store (store.h) over SPI: one SQL
+ * statement in a transaction of its own, or groups of statements in one
+ * transaction with a subtransaction each, with text parameters and rows
+ * returned as JSON (row_to_json), so the runtime above it deals in plain
+ * JSON and runs over libpq just as well.  Errors are caught and returned
+ * with their SQLSTATE (nothing longjmps out of here); the worker goes on.
  */
 #include "postgres.h"
 
@@ -11,6 +12,7 @@
 #include "utils/resowner.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "pgstat.h"
 /* fmgrprotos.h declares the SQL function json_object(), as jansson does its own */
 #define json_object pg_sql_json_object
@@ -20,7 +22,16 @@
 #include "utils/hsearch.h"
 #include "utils/snapmgr.h"
 
-#include "cell.h"
+#include "store.h"
+#include "store_spi.h"
+
+/* fencing and missing rows are expected outcomes, not noise */
+static void
+store_spi_log_failure(const char *sqlstate, const char *message)
+{
+	ereport(strcmp(sqlstate, NA_FENCED) == 0 ? DEBUG1 : LOG,
+			(errmsg("nadi cell: %s", message)));
+}
 
 /*
  * Kept plans, one per distinct statement text (a cell uses a handful), so a
@@ -103,13 +114,15 @@ store_run(const char *sql, int nargs, Datum *values, const char *nulls)
  *   SELECT coalesce(json_agg(row_to_json(q)), '[]') FROM (sql) q
  * so any statement returning rows comes back as one JSON array.
  */
-StoreResult
-store_exec(const char *sql, int nargs, const char *const *args)
+static void
+spi_exec(void *ctx, const char *sql, int nargs, const char *const *args, StoreResult *out)
 {
 	StoreResult r = {0};
 	MemoryContext caller = CurrentMemoryContext;
 	volatile bool in_xact = false;
 
+	/* a worker told to stop stops here, before it writes anything more */
+	CHECK_FOR_INTERRUPTS();
 	pgstat_report_activity(STATE_RUNNING, sql);
 	PG_TRY();
 	{
@@ -144,30 +157,15 @@ store_exec(const char *sql, int nargs, const char *const *args)
 		FlushErrorState();
 		if (in_xact)
 			AbortCurrentTransaction();
-		r.sqlerrcode = edata->sqlerrcode;
+		strlcpy(r.sqlstate, unpack_sql_state(edata->sqlerrcode), sizeof(r.sqlstate));
 		strlcpy(r.message, edata->message ? edata->message : "error", sizeof(r.message));
 		r.rows = json_array();
-		/* fencing and missing rows are expected outcomes, not noise */
-		ereport(r.sqlerrcode == MAKE_SQLSTATE('N', 'A', '0', '0', '5') ? DEBUG1 : LOG,
-				(errmsg("nadi cell: %s", r.message)));
+		store_spi_log_failure(r.sqlstate, r.message);
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
-	return r;
-}
-
-void
-store_result_free(StoreResult *r)
-{
-	json_decref(r->rows);
-	r->rows = NULL;
-}
-
-bool
-store_is(const StoreResult *r, const char *sqlstate)
-{
-	return r->sqlerrcode == MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2], sqlstate[3], sqlstate[4]);
+	*out = r;
 }
 
 /*
@@ -178,8 +176,8 @@ store_is(const StoreResult *r, const char *sqlstate)
  * is an array of [sql, [text args...]]; results get one row array per
  * statement.
  */
-void
-store_exec_groups(StoreGroup *groups, int ngroups)
+static void
+spi_exec_groups(void *ctx, StoreGroup *groups, int ngroups)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	ResourceOwner owner;
@@ -187,6 +185,7 @@ store_exec_groups(StoreGroup *groups, int ngroups)
 
 	if (ngroups == 0)
 		return;
+	CHECK_FOR_INTERRUPTS();
 	pgstat_report_activity(STATE_RUNNING, "nadi cell: batch");
 	PG_TRY();
 	{
@@ -202,7 +201,8 @@ store_exec_groups(StoreGroup *groups, int ngroups)
 			StoreGroup *grp = &groups[g];
 			MemoryContext xact_ctx = CurrentMemoryContext;
 
-			grp->sqlerrcode = 0;
+			grp->sqlstate[0] = '\0';
+			json_decref(grp->results);
 			grp->results = json_array();
 			BeginInternalSubTransaction(NULL);
 			MemoryContextSwitchTo(xact_ctx);
@@ -242,10 +242,9 @@ store_exec_groups(StoreGroup *groups, int ngroups)
 				RollbackAndReleaseCurrentSubTransaction();
 				MemoryContextSwitchTo(xact_ctx);
 				CurrentResourceOwner = owner;
-				grp->sqlerrcode = edata->sqlerrcode;
+				strlcpy(grp->sqlstate, unpack_sql_state(edata->sqlerrcode), sizeof(grp->sqlstate));
 				strlcpy(grp->message, edata->message ? edata->message : "error", sizeof(grp->message));
-				ereport(grp->sqlerrcode == MAKE_SQLSTATE('N', 'A', '0', '0', '5') ? DEBUG1 : LOG,
-						(errmsg("nadi cell: %s", grp->message)));
+				store_spi_log_failure(grp->sqlstate, grp->message);
 				FreeErrorData(edata);
 			}
 			PG_END_TRY();
@@ -267,7 +266,7 @@ store_exec_groups(StoreGroup *groups, int ngroups)
 			AbortCurrentTransaction();
 		for (int g = 0; g < ngroups; g++)
 		{
-			groups[g].sqlerrcode = edata->sqlerrcode;
+			strlcpy(groups[g].sqlstate, unpack_sql_state(edata->sqlerrcode), sizeof(groups[g].sqlstate));
 			strlcpy(groups[g].message, edata->message ? edata->message : "error", sizeof(groups[g].message));
 		}
 		ereport(LOG, (errmsg("nadi cell: batch failed: %s", edata->message)));
@@ -278,10 +277,4 @@ store_exec_groups(StoreGroup *groups, int ngroups)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-void
-store_group_free(StoreGroup *g)
-{
-	json_decref(g->stmts);
-	json_decref(g->results);
-	g->stmts = g->results = NULL;
-}
+const CellStore store_spi = {NULL, spi_exec, spi_exec_groups};

@@ -1,6 +1,8 @@
 /*
- * http.c — JSON over HTTP with libcurl, bounded in time and size, and
- * abortable (a worker asked to stop gives up the call at once).
+ * http_client.c — JSON over HTTP with libcurl, bounded in time and size, and
+ * abortable (a worker asked to stop gives up the call at once).  The
+ * blocking driver (runtime_driver.c) performs the runtime's requests here,
+ * one at a time, with curl's easy interface.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -9,7 +11,7 @@
 
 #include <curl/curl.h>
 
-#include "http.h"
+#include "http_client.h"
 
 typedef struct Buffer
 {
@@ -41,19 +43,69 @@ on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+typedef struct Abort
+{
+	HttpAbortFn fn;
+	void	   *arg;
+} Abort;
+
 static int
 on_progress(void *clientp, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
 {
-	HttpAbortFn abort_fn = (HttpAbortFn) clientp;
+	Abort	   *a = clientp;
 
-	return abort_fn && abort_fn() ? 1 : 0;
+	return a->fn && a->fn(a->arg) ? 1 : 0;
 }
 
 int
-http_json(const char *method, const char *url, const char *bearer, json_t *body,
-		  long timeout_ms, size_t max_bytes, HttpAbortFn abort_fn, long *status,
-		  json_t **response, char *err, size_t errlen)
+http_request_set(HttpRequest *req, const char *method, const char *url, const char *bearer,
+				 json_t *body, long timeout_ms, size_t max_bytes)
 {
+	http_request_clear(req);
+	req->method = method;
+	req->url = strdup(url);
+	req->bearer = bearer ? strdup(bearer) : NULL;
+	req->body = body;
+	req->timeout_ms = timeout_ms;
+	req->max_bytes = max_bytes;
+	if (req->url == NULL || (bearer && req->bearer == NULL))
+	{
+		http_request_clear(req);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void
+http_request_clear(HttpRequest *req)
+{
+	free(req->url);
+	free(req->bearer);
+	json_decref(req->body);
+	memset(req, 0, sizeof(*req));
+}
+
+void
+http_reply_clear(HttpReply *reply)
+{
+	json_decref(reply->body);
+	memset(reply, 0, sizeof(*reply));
+}
+
+void
+http_perform(const HttpRequest *req, HttpAbortFn abort_fn, void *abort_arg, HttpReply *reply)
+{
+	const char *method = req->method;
+	const char *url = req->url;
+	const char *bearer = req->bearer;
+	json_t	   *body = req->body;
+	long		timeout_ms = req->timeout_ms;
+	size_t		max_bytes = req->max_bytes;
+	char	   *err = reply->error;
+	size_t		errlen = sizeof(reply->error);
+	long	   *status = &reply->status;
+	json_t	  **response = &reply->body;
+	Abort		abort_cb = {abort_fn, abort_arg};
 	CURL	   *curl = curl_easy_init();
 	struct curl_slist *headers = NULL;
 	Buffer		buf = {NULL, 0, max_bytes, false};
@@ -64,12 +116,12 @@ http_json(const char *method, const char *url, const char *bearer, json_t *body,
 	int			r = 0;
 	json_error_t jerr;
 
-	*response = NULL;
-	*status = 0;
+	memset(reply, 0, sizeof(*reply));
 	if (curl == NULL)
 	{
 		snprintf(err, errlen, "could not initialize libcurl");
-		return -ENOMEM;
+		reply->rc = -ENOMEM;
+		return;
 	}
 	headers = curl_slist_append(headers, "Accept: application/json");
 	if (body)
@@ -93,7 +145,7 @@ http_json(const char *method, const char *url, const char *bearer, json_t *body,
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &buf);
 	curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
-	curl_easy_setopt(curl, CURLOPT_XFERINFODATA, (void *) abort_fn);
+	curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &abort_cb);
 	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
 	/* the path goes out as built: no dot segment is resolved on our side */
 	curl_easy_setopt(curl, CURLOPT_PATH_AS_IS, 1L);
@@ -149,7 +201,7 @@ done:
 	free(payload);
 	curl_slist_free_all(headers);
 	curl_easy_cleanup(curl);
-	return r;
+	reply->rc = r;
 }
 
 char *
