@@ -25,6 +25,23 @@
 #include "store.h"
 #include "store_spi.h"
 
+/*
+ * In a PG_CATCH block: keep the error's SQLSTATE and message in the
+ * caller's buffers and clear the error state (the caller then rolls back).
+ */
+static void
+store_spi_caught(MemoryContext caller, char *sqlstate, char *message, size_t msglen)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(caller);
+	edata = CopyErrorData();
+	FlushErrorState();
+	strlcpy(sqlstate, unpack_sql_state(edata->sqlerrcode), 6);
+	strlcpy(message, edata->message ? edata->message : "error", msglen);
+	FreeErrorData(edata);
+}
+
 /* fencing and missing rows are expected outcomes, not noise */
 static void
 store_spi_log_failure(const char *sqlstate, const char *message)
@@ -150,18 +167,11 @@ spi_exec(void *ctx, const char *sql, int nargs, const char *const *args, StoreRe
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		FlushErrorState();
+		store_spi_caught(caller, r.sqlstate, r.message, sizeof(r.message));
 		if (in_xact)
 			AbortCurrentTransaction();
-		strlcpy(r.sqlstate, unpack_sql_state(edata->sqlerrcode), sizeof(r.sqlstate));
-		strlcpy(r.message, edata->message ? edata->message : "error", sizeof(r.message));
 		r.rows = json_array();
 		store_spi_log_failure(r.sqlstate, r.message);
-		FreeErrorData(edata);
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -234,18 +244,11 @@ spi_exec_groups(void *ctx, StoreGroup *groups, int ngroups)
 			}
 			PG_CATCH();
 			{
-				ErrorData  *edata;
-
-				MemoryContextSwitchTo(caller);
-				edata = CopyErrorData();
-				FlushErrorState();
+				store_spi_caught(caller, grp->sqlstate, grp->message, sizeof(grp->message));
 				RollbackAndReleaseCurrentSubTransaction();
 				MemoryContextSwitchTo(xact_ctx);
 				CurrentResourceOwner = owner;
-				strlcpy(grp->sqlstate, unpack_sql_state(edata->sqlerrcode), sizeof(grp->sqlstate));
-				strlcpy(grp->message, edata->message ? edata->message : "error", sizeof(grp->message));
 				store_spi_log_failure(grp->sqlstate, grp->message);
-				FreeErrorData(edata);
 			}
 			PG_END_TRY();
 		}
@@ -257,20 +260,15 @@ spi_exec_groups(void *ctx, StoreGroup *groups, int ngroups)
 	PG_CATCH();
 	{
 		/* the transaction itself failed (e.g. at commit): every group did */
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		FlushErrorState();
+		store_spi_caught(caller, groups[0].sqlstate, groups[0].message, sizeof(groups[0].message));
 		if (in_xact)
 			AbortCurrentTransaction();
-		for (int g = 0; g < ngroups; g++)
+		for (int g = 1; g < ngroups; g++)
 		{
-			strlcpy(groups[g].sqlstate, unpack_sql_state(edata->sqlerrcode), sizeof(groups[g].sqlstate));
-			strlcpy(groups[g].message, edata->message ? edata->message : "error", sizeof(groups[g].message));
+			memcpy(groups[g].sqlstate, groups[0].sqlstate, sizeof(groups[g].sqlstate));
+			memcpy(groups[g].message, groups[0].message, sizeof(groups[g].message));
 		}
-		ereport(LOG, (errmsg("nadi cell: batch failed: %s", edata->message)));
-		FreeErrorData(edata);
+		ereport(LOG, (errmsg("nadi cell: batch failed: %s", groups[0].message)));
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(caller);

@@ -215,37 +215,37 @@ test_tool_command(void)
 	runtime_session_free(&s);
 }
 
+/*
+ * A command that needs nothing (every step instant): it ends at once with
+ * the two writes named (function, text in its arguments) queued.
+ */
 static void
-test_hostile_name(void)
+instant(const char *type, const char *payload, const char *policy,
+		const char *fn1, const char *text1, const char *fn2, const char *text2, int line)
 {
 	RtSession	s;
-	json_t	   *row = claimed(5, "tool", "{\"name\": \"x/../exec\", \"args\": {}}");
+	json_t	   *row = claimed(5, type, payload);
 	RtNeed	   *n;
 
-	session(&s, "{\"require_approval\": [\"exec\"]}");
+	session(&s, policy);
 	n = runtime_start(&rt, &s, row);
-	CHECK(n->kind == RT_NEED_NONE);	/* nothing asked of anyone */
-	CHECK(wrote(s.pending, "event_append", "invalid_tool_name"));
-	CHECK(wrote(s.pending, "command_fail", "invalid_tool_name"));
+	check(n->kind == RT_NEED_NONE, "nothing asked of anyone", line);
+	check(wrote(s.pending, fn1, text1), fn1, line);
+	check(wrote(s.pending, fn2, text2), fn2, line);
 	json_decref(row);
 	runtime_session_free(&s);
 }
 
 static void
-test_approval_parks(void)
+test_instant(void)
 {
-	RtSession	s;
-	json_t	   *row = claimed(6, "message", "{\"text\": \"/tool echo {}\"}");
-	RtNeed	   *n;
-
-	session(&s, "{\"require_approval\": [\"*\"]}");
-	/* the list is still cached from test_tool_command */
-	n = runtime_start(&rt, &s, row);
-	CHECK(n->kind == RT_NEED_NONE);
-	CHECK(wrote(s.pending, "event_append", "model.reply"));
-	CHECK(wrote(s.pending, "command_await_permission", "echo"));
-	json_decref(row);
-	runtime_session_free(&s);
+	/* a hostile name: refused before the policy or a URL sees it */
+	instant("tool", "{\"name\": \"x/../exec\", \"args\": {}}", "{\"require_approval\": [\"exec\"]}",
+			"event_append", "invalid_tool_name", "command_fail", "invalid_tool_name", __LINE__);
+	/* approval: parked (the host's list is still cached from test_tool_command) */
+	instant("message", "{\"text\": \"/tool echo {}\"}", "{\"require_approval\": [\"*\"]}",
+			"event_append", "model.reply", "command_await_permission", "echo", __LINE__);
+	instant("launch", "{}", NULL, "command_fail", "unknown_type", "command_fail", "false", __LINE__);
 }
 
 static void
@@ -310,8 +310,7 @@ main(void)
 	test_sleep_is_a_timer(false);
 	test_sleep_is_a_timer(true);
 	test_tool_command();
-	test_hostile_name();
-	test_approval_parks();
+	test_instant();
 	test_lost_lease();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
