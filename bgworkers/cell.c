@@ -105,13 +105,17 @@ cell_configure(void)
 	cfg->log_arg = NULL;
 }
 
-/* While a request of the runtime is out: keep leases alive; stop when asked to. */
+/*
+ * While a request of the runtime is out: keep leases alive; give the
+ * request up when the worker is told to exit (it does so at its next store
+ * call, before anything more is written).
+ */
 static bool
 cell_abort_requested(void *arg)
 {
-	if (!InterruptPending)
+	if (!ProcDiePending)
 		cell_keepalive(false);
-	return InterruptPending;
+	return ProcDiePending;
 }
 
 /* A timer of the runtime (the builtin model's /sleep): wait on the latch, keeping leases. */

@@ -23,7 +23,7 @@
 
 #include "http_client.h"
 #include "model_client.h"
-#include "store.h"
+#include "cell_store.h"
 
 typedef enum RtLogLevel
 {
@@ -94,7 +94,7 @@ typedef struct RtToken
 typedef enum RtNeedKind
 {
 	RT_NEED_NONE,				/* the command is over */
-	RT_NEED_STORE,				/* run need.groups (store.h), then runtime_on_store */
+	RT_NEED_STORE,				/* run need.groups (cell_store.h), then runtime_on_store */
 	RT_NEED_MODEL,				/* perform need.http, then runtime_on_model_reply */
 	RT_NEED_TOOL,				/* perform need.http, then runtime_on_tool_result */
 	RT_NEED_TIMER				/* wait need.timer_ms, then runtime_on_timer */

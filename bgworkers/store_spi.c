@@ -1,5 +1,5 @@
 /*
- * store_spi.c — the embedded cell's store (store.h) over SPI: one SQL
+ * store_spi.c — the embedded cell's store (cell_store.h) over SPI: one SQL
  * statement in a transaction of its own, or groups of statements in one
  * transaction with a subtransaction each, with text parameters and rows
  * returned as JSON (row_to_json), so the runtime above it deals in plain
@@ -22,7 +22,7 @@
 #include "utils/hsearch.h"
 #include "utils/snapmgr.h"
 
-#include "store.h"
+#include "cell_store.h"
 #include "store_spi.h"
 
 /*

@@ -1,6 +1,7 @@
 /*
- * store.h — how a cell reaches Postgres: the store interface.  A store runs
- * SQL statements with text parameters and gives back their rows as JSON
+ * cell_store.h — how a cell reaches Postgres: the store interface.  A
+ * store runs SQL statements with text parameters and gives back their rows
+ * as JSON
  * (arrays of column → value objects), either one statement in a transaction
  * of its own, or groups of statements in one transaction, a subtransaction
  * per group.  The embedded cell's store is SPI (store_spi.c); an external
@@ -12,8 +13,8 @@
  * (bgworkers/README.md).  A non-blocking driver may run them whenever its
  * connection is free; nothing in the runtime waits for them.
  */
-#ifndef NADI_STORE_H
-#define NADI_STORE_H
+#ifndef NADI_CELL_STORE_H
+#define NADI_CELL_STORE_H
 
 #include <jansson.h>
 
@@ -86,4 +87,4 @@ store_group_rows(const StoreGroup *g, int n)
 	return json_array_get(g->results, n);
 }
 
-#endif							/* NADI_STORE_H */
+#endif							/* NADI_CELL_STORE_H */
