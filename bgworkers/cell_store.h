@@ -1,10 +1,9 @@
 /*
  * cell_store.h — how a cell reaches Postgres: the store interface.  A
  * store runs SQL statements with text parameters and gives back their rows
- * as JSON
- * (arrays of column → value objects), either one statement in a transaction
- * of its own, or groups of statements in one transaction, a subtransaction
- * per group.  The embedded cell's store is SPI (store_spi.c); an external
+ * as JSON (arrays of column → value objects), either one statement in a
+ * transaction of its own, or groups of statements in one transaction, a
+ * subtransaction per group.  The embedded cell's store is SPI (store_spi.c); an external
  * cell's is libpq over one connection (BEGIN; SAVEPOINT g; …; RELEASE g; …
  * COMMIT).  No PostgreSQL headers: the runtime and its drivers include this.
  *
