@@ -2,7 +2,8 @@
  * http_client.c — JSON over HTTP with libcurl, bounded in time and size, and
  * abortable (a worker asked to stop gives up the call at once).  The
  * blocking driver (runtime_driver.c) performs the runtime's requests here,
- * one at a time, with curl's easy interface.
+ * one at a time (http_perform); a non-blocking one adds each call's easy
+ * handle to a curl multi handle and finishes it when curl says it is done.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -92,116 +93,153 @@ http_reply_clear(HttpReply *reply)
 	memset(reply, 0, sizeof(*reply));
 }
 
-void
-http_perform(const HttpRequest *req, HttpAbortFn abort_fn, void *abort_arg, HttpReply *reply)
+/* One request in flight: its easy handle and what must live as long. */
+struct HttpCall
 {
-	const char *method = req->method;
-	const char *url = req->url;
-	const char *bearer = req->bearer;
-	json_t	   *body = req->body;
-	long		timeout_ms = req->timeout_ms;
-	size_t		max_bytes = req->max_bytes;
-	char	   *err = reply->error;
-	size_t		errlen = sizeof(reply->error);
-	long	   *status = &reply->status;
-	json_t	  **response = &reply->body;
-	Abort		abort_cb = {abort_fn, abort_arg};
-	CURL	   *curl = curl_easy_init();
-	struct curl_slist *headers = NULL;
-	Buffer		buf = {NULL, 0, max_bytes, false};
-	char	   *payload = NULL;
-	char		auth[1024];
-	char		unix_url[2048];
-	CURLcode	rc;
-	int			r = 0;
-	json_error_t jerr;
+	CURL	   *curl;
+	struct curl_slist *headers;
+	char	   *payload;		/* CURLOPT_POSTFIELDS is not copied */
+	Buffer		buf;
+	Abort		abort_cb;
+	const HttpRequest *req;
+};
+
+static void
+http_call_free(HttpCall *call)
+{
+	free(call->buf.data);
+	free(call->payload);
+	curl_slist_free_all(call->headers);
+	if (call->curl)
+		curl_easy_cleanup(call->curl);
+	free(call);
+}
+
+int
+http_call_new(const HttpRequest *req, HttpAbortFn abort_fn, void *abort_arg, HttpCall **out,
+			  HttpReply *reply)
+{
+	HttpCall   *call = calloc(1, sizeof(HttpCall));
+	CURL	   *curl;
+	char		auth[1200];
 
 	memset(reply, 0, sizeof(*reply));
-	if (curl == NULL)
+	*out = NULL;
+	if (call == NULL || (call->curl = curl_easy_init()) == NULL)
 	{
-		snprintf(err, errlen, "could not initialize libcurl");
-		reply->rc = -ENOMEM;
-		return;
+		if (call)
+			http_call_free(call);
+		snprintf(reply->error, sizeof(reply->error), "could not initialize libcurl");
+		return reply->rc = -ENOMEM;
 	}
-	headers = curl_slist_append(headers, "Accept: application/json");
-	if (body)
+	curl = call->curl;
+	call->req = req;
+	call->buf.max = req->max_bytes;
+	call->abort_cb.fn = abort_fn;
+	call->abort_cb.arg = abort_arg;
+	call->headers = curl_slist_append(call->headers, "Accept: application/json");
+	if (req->body)
 	{
-		payload = json_dumps(body, JSON_COMPACT);
-		headers = curl_slist_append(headers, "Content-Type: application/json");
-		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, payload);
+		call->payload = json_dumps(req->body, JSON_COMPACT);
+		call->headers = curl_slist_append(call->headers, "Content-Type: application/json");
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, call->payload);
 	}
-	if (bearer && bearer[0])
+	if (req->bearer && req->bearer[0])
 	{
-		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", bearer);
-		headers = curl_slist_append(headers, auth);
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", req->bearer);
+		call->headers = curl_slist_append(call->headers, auth);
 	}
-	curl_easy_setopt(curl, CURLOPT_URL, url);
-	curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
-	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
-	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 5000 ? timeout_ms : 5000);
+	curl_easy_setopt(curl, CURLOPT_URL, req->url);
+	curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req->method);
+	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, call->headers);
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, req->timeout_ms);
+	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, req->timeout_ms < 5000 ? req->timeout_ms : 5000);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &buf);
+	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &call->buf);
 	curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
-	curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &abort_cb);
+	curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &call->abort_cb);
 	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(curl, CURLOPT_PRIVATE, call);
 	/* the path goes out as built: no dot segment is resolved on our side */
 	curl_easy_setopt(curl, CURLOPT_PATH_AS_IS, 1L);
-	if (strncmp(url, "unix:", 5) == 0)
+	if (strncmp(req->url, "unix:", 5) == 0)
 	{
 		/* unix:/path/to.sock:/http/path */
 		char		sock[512];
-		const char *sep = strstr(url + 5, ":/");
+		char		unix_url[2048];
+		const char *sep = strstr(req->url + 5, ":/");
 
-		if (sep == NULL || (size_t) (sep - url - 5) >= sizeof(sock))
+		if (sep == NULL || (size_t) (sep - req->url - 5) >= sizeof(sock))
 		{
-			snprintf(err, errlen, "bad unix socket URL \"%s\"", url);
-			r = -EINVAL;
-			goto done;
+			snprintf(reply->error, sizeof(reply->error), "bad unix socket URL \"%s\"", req->url);
+			http_call_free(call);
+			return reply->rc = -EINVAL;
 		}
-		memcpy(sock, url + 5, sep - url - 5);
-		sock[sep - url - 5] = '\0';
+		memcpy(sock, req->url + 5, sep - req->url - 5);
+		sock[sep - req->url - 5] = '\0';
 		curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, sock);
 		snprintf(unix_url, sizeof(unix_url), "http://localhost%s", sep + 1);
 		curl_easy_setopt(curl, CURLOPT_URL, unix_url);
 	}
+	*out = call;
+	return 0;
+}
 
-	rc = curl_easy_perform(curl);
+void *
+http_call_handle(HttpCall *call)
+{
+	return call->curl;
+}
+
+void
+http_call_finish(HttpCall *call, int curl_result, HttpReply *reply)
+{
+	CURLcode	rc = (CURLcode) curl_result;
+	const HttpRequest *req = call->req;
+	json_error_t jerr;
+
+	memset(reply, 0, sizeof(*reply));
 	if (rc != CURLE_OK)
 	{
 		long		sent = 0;
 
 		/* bytes of the request that went out: none means the server saw nothing */
-		curl_easy_getinfo(curl, CURLINFO_REQUEST_SIZE, &sent);
-		snprintf(err, errlen, "%s %s: %s", method, url, curl_easy_strerror(rc));
+		curl_easy_getinfo(call->curl, CURLINFO_REQUEST_SIZE, &sent);
+		snprintf(reply->error, sizeof(reply->error), "%s %s: %s", req->method, req->url, curl_easy_strerror(rc));
 		if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
 			(rc == CURLE_OPERATION_TIMEDOUT && sent == 0))
-			r = -ECONNREFUSED;
+			reply->rc = -ECONNREFUSED;
 		else if (rc == CURLE_OPERATION_TIMEDOUT)
-			r = -ETIMEDOUT;
+			reply->rc = -ETIMEDOUT;
 		else if (rc == CURLE_ABORTED_BY_CALLBACK)
-			r = -EINTR;
-		else if (buf.overflow)
+			reply->rc = -EINTR;
+		else if (call->buf.overflow)
 		{
-			snprintf(err, errlen, "%s %s: response larger than %zu bytes", method, url, max_bytes);
-			r = -EMSGSIZE;
+			snprintf(reply->error, sizeof(reply->error), "%s %s: response larger than %zu bytes",
+					 req->method, req->url, req->max_bytes);
+			reply->rc = -EMSGSIZE;
 		}
 		else
-			r = -EIO;
-		goto done;
+			reply->rc = -EIO;
 	}
-	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
-	if (buf.len > 0)
-		*response = json_loadb(buf.data, buf.len, 0, &jerr);
+	else
+	{
+		curl_easy_getinfo(call->curl, CURLINFO_RESPONSE_CODE, &reply->status);
+		if (call->buf.len > 0)
+			reply->body = json_loadb(call->buf.data, call->buf.len, 0, &jerr);
+	}
+	http_call_free(call);
+}
 
-done:
-	free(buf.data);
-	free(payload);
-	curl_slist_free_all(headers);
-	curl_easy_cleanup(curl);
-	reply->rc = r;
+void
+http_perform(const HttpRequest *req, HttpAbortFn abort_fn, void *abort_arg, HttpReply *reply)
+{
+	HttpCall   *call;
+
+	if (http_call_new(req, abort_fn, abort_arg, &call, reply) == 0)
+		http_call_finish(call, curl_easy_perform(call->curl), reply);
 }
 
 char *

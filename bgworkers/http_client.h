@@ -64,6 +64,21 @@ extern void http_perform(const HttpRequest *req, HttpAbortFn abort_fn, void *abo
 						 HttpReply *reply);
 
 /*
+ * The same in two halves, for a driver with many requests in flight:
+ * http_call_new sets up a call (0, or a negative errno with reply filled
+ * in: nothing to perform); http_call_handle is its CURL easy handle (add it
+ * to a multi handle; CURLINFO_PRIVATE is the call); http_call_finish takes
+ * curl's result for it (a CURLcode), fills reply and frees the call (after
+ * curl_multi_remove_handle).  req must stay as it is until then.
+ */
+typedef struct HttpCall HttpCall;
+
+extern int	http_call_new(const HttpRequest *req, HttpAbortFn abort_fn, void *abort_arg,
+						  HttpCall **call, HttpReply *reply);
+extern void *http_call_handle(HttpCall *call);
+extern void http_call_finish(HttpCall *call, int curl_result, HttpReply *reply);
+
+/*
  * A new, empty JSON object.  Code loaded into postgres must not call
  * jansson's json_object(): the name resolves to PostgreSQL's SQL function
  * json_object() there.

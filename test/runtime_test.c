@@ -292,6 +292,25 @@ test_helpers(void)
 	json_decref(none);
 }
 
+/* The blocking HTTP client's failures, without a server. */
+static void
+test_http(void)
+{
+	HttpRequest req = {0};
+	HttpReply	reply;
+
+	CHECK(http_request_set(&req, "GET", "http://127.0.0.1:1/v1/tools", "t", NULL, 2000, 1024) == 0);
+	http_perform(&req, NULL, NULL, &reply);
+	CHECK(reply.rc == -ECONNREFUSED);	/* nothing reached a server: safe to retry */
+	CHECK(strstr(reply.error, "127.0.0.1:1") != NULL);
+	http_reply_clear(&reply);
+	CHECK(http_request_set(&req, "GET", "unix:no-separator", NULL, NULL, 2000, 1024) == 0);
+	http_perform(&req, NULL, NULL, &reply);
+	CHECK(reply.rc == -EINVAL);
+	http_reply_clear(&reply);
+	http_request_clear(&req);
+}
+
 int
 main(void)
 {
@@ -306,6 +325,7 @@ main(void)
 	rt.cfg.log = test_log;
 
 	test_helpers();
+	test_http();
 	test_builtin_message();
 	test_sleep_is_a_timer(false);
 	test_sleep_is_a_timer(true);
