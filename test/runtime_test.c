@@ -119,23 +119,6 @@ stmt_has(RtNeed *n, int group, const char *fn)
 }
 
 static void
-test_builtin_message(void)
-{
-	RtSession	s;
-	json_t	   *row = claimed(1, "message", "{\"text\": \"hello\"}");
-	RtNeed	   *n;
-
-	session(&s, NULL);
-	n = runtime_start(&rt, &s, row);
-	CHECK(n->kind == RT_NEED_NONE);	/* instant: nothing to wait for */
-	CHECK(wrote(s.pending, "command_complete", "You said: hello"));
-	CHECK(json_array_size(s.messages) == 2);
-	CHECK(json_integer_value(json_object_get(json_array_get(s.messages, 1), "command_id")) == 1);
-	json_decref(row);
-	runtime_session_free(&s);
-}
-
-static void
 test_sleep_is_a_timer(bool cancel)
 {
 	RtSession	s;
@@ -239,6 +222,9 @@ instant(const char *type, const char *payload, const char *policy,
 static void
 test_instant(void)
 {
+	/* the builtin model answers at once: the reply rides on the completion */
+	instant("message", "{\"text\": \"hello\"}", NULL,
+			"command_complete", "You said: hello", "command_complete", "model.reply", __LINE__);
 	/* a hostile name: refused before the policy or a URL sees it */
 	instant("tool", "{\"name\": \"x/../exec\", \"args\": {}}", "{\"require_approval\": [\"exec\"]}",
 			"event_append", "invalid_tool_name", "command_fail", "invalid_tool_name", __LINE__);
@@ -326,7 +312,6 @@ main(void)
 
 	test_helpers();
 	test_http();
-	test_builtin_message();
 	test_sleep_is_a_timer(false);
 	test_sleep_is_a_timer(true);
 	test_tool_command();
