@@ -90,19 +90,16 @@ cell_log(void *arg, RtLogLevel level, const char *msg)
 static void
 cell_configure(void)
 {
-	RuntimeConfig *cfg = &runtime.cfg;
-
-	cfg->sandboxd_url = nadi_sandboxd_url;
-	cfg->sandbox_image = nadi_sandbox_image;
-	cfg->tool_timeout_ms = nadi_tool_timeout_ms;
-	cfg->model.provider = nadi_model_provider;
-	cfg->model.url = nadi_model_url;
-	cfg->model.model = nadi_model_name;
-	cfg->model.timeout_ms = nadi_tool_timeout_ms;
-	cfg->model_max_steps = nadi_model_max_steps;
-	cfg->proxy_tokens = nadi_proxy_tokens;
-	cfg->log = cell_log;
-	cfg->log_arg = NULL;
+	runtime.cfg = (RuntimeConfig)
+	{
+		.sandboxd_url = nadi_sandboxd_url,
+		.sandbox_image = nadi_sandbox_image,
+		.tool_timeout_ms = nadi_tool_timeout_ms,
+		.model = {nadi_model_provider, nadi_model_url, nadi_model_name, nadi_tool_timeout_ms},
+		.model_max_steps = nadi_model_max_steps,
+		.proxy_tokens = nadi_proxy_tokens,
+		.log = cell_log,
+	};
 }
 
 /*

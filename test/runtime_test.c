@@ -60,6 +60,19 @@ claimed(long long id, const char *type, const char *payload)
 					 "payload", json_loads(payload, 0, &jerr));
 }
 
+/* A session that has just claimed a command: the first need. */
+static RtNeed *
+begin(RtSession *s, const char *policy, long long id, const char *type, const char *payload)
+{
+	json_t	   *row = claimed(id, type, payload);
+	RtNeed	   *n;
+
+	session(s, policy);
+	n = runtime_start(&rt, s, row);
+	json_decref(row);			/* what the runtime keeps, it holds a reference to */
+	return n;
+}
+
 /* The store's answer: every statement ran; the read returns row (or no row). */
 static RtNeed *
 store_answer(RtSession *s, RtNeed *n, json_t *row)
@@ -122,11 +135,8 @@ static void
 test_sleep_is_a_timer(bool cancel)
 {
 	RtSession	s;
-	json_t	   *row = claimed(2, "message", "{\"text\": \"/sleep 50 slow\"}");
-	RtNeed	   *n;
+	RtNeed	   *n = begin(&s, NULL, 2, "message", "{\"text\": \"/sleep 50 slow\"}");
 
-	session(&s, NULL);
-	n = runtime_start(&rt, &s, row);
 	/* slow: written so far is made durable, and a cancel looked for */
 	CHECK(n->kind == RT_NEED_STORE && stmt_has(n, n->read, "cancel_requested"));
 	CHECK(n->flush < 0);		/* the user's turn writes nothing */
@@ -146,7 +156,6 @@ test_sleep_is_a_timer(bool cancel)
 		CHECK(n->kind == RT_NEED_NONE);
 		CHECK(wrote(s.pending, "command_complete", "You said: /sleep 50 slow"));
 	}
-	json_decref(row);
 	runtime_session_free(&s);
 }
 
@@ -154,11 +163,9 @@ static void
 test_tool_command(void)
 {
 	RtSession	s;
-	json_t	   *row = claimed(3, "tool", "{\"name\": \"echo\", \"args\": {\"text\": \"hi\"}}");
-	RtNeed	   *n;
+	json_t	   *row;
+	RtNeed	   *n = begin(&s, NULL, 3, "tool", "{\"name\": \"echo\", \"args\": {\"text\": \"hi\"}}");
 
-	session(&s, NULL);
-	n = runtime_start(&rt, &s, row);
 	/* the sandbox host's token first, then its list of tools */
 	CHECK(n->kind == RT_NEED_STORE && stmt_has(n, n->read, "nadi.sandboxd_token"));
 	n = store_answer(&s, n, json_pack("{s:s}", "token", "tok-1"));
@@ -179,7 +186,6 @@ test_tool_command(void)
 	CHECK(n->kind == RT_NEED_NONE);
 	CHECK(wrote(s.pending, "event_append", "tool.result"));
 	CHECK(wrote(s.pending, "command_complete", NULL));
-	json_decref(row);
 
 	/* a second call: the list and the token are cached, the sandbox is there */
 	row = claimed(4, "tool", "{\"name\": \"echo\", \"args\": {}}");
@@ -207,15 +213,11 @@ instant(const char *type, const char *payload, const char *policy,
 		const char *fn1, const char *text1, const char *fn2, const char *text2, int line)
 {
 	RtSession	s;
-	json_t	   *row = claimed(5, type, payload);
-	RtNeed	   *n;
+	RtNeed	   *n = begin(&s, policy, 5, type, payload);
 
-	session(&s, policy);
-	n = runtime_start(&rt, &s, row);
 	check(n->kind == RT_NEED_NONE, "nothing asked of anyone", line);
 	check(wrote(s.pending, fn1, text1), fn1, line);
 	check(wrote(s.pending, fn2, text2), fn2, line);
-	json_decref(row);
 	runtime_session_free(&s);
 }
 
