@@ -23,7 +23,7 @@ ISOLATION_OPTS = --inputdir=test/isolation --outputdir=output_iso \
 TAP_TESTS   = 1
 PROVE_TESTS = test/t/*.pl
 
-EXTRA_CLEAN = tmp_check tmp_check_iso output_iso results regression.diffs regression.out
+EXTRA_CLEAN = tmp_check tmp_check_iso output_iso results regression.diffs regression.out runtime_test
 
 # No LLVM bitcode: it would need clang at install time for no gain here.
 override with_llvm = no
@@ -43,6 +43,18 @@ src/nadi_errcodes.h: src/errcodes.txt scripts/gen-errcodes.pl
 	{ cmp -s $@.tmp$$$$ $@ && rm -f $@.tmp$$$$ || mv -f $@.tmp$$$$ $@; }
 EXTRA_CLEAN += src/nadi_errcodes.h
 
+# The agent runtime builds without PostgreSQL (bgworkers/README.md): its
+# files compile and link with no PostgreSQL header or library, and
+# test/runtime_test.c drives its state machine.
+RUNTIME_SRCS = $(addprefix bgworkers/,runtime.c runtime_store.c runtime_tools.c runtime_driver.c \
+                 model_client.c http_client.c)
+runtime-check: runtime_test
+	./runtime_test
+runtime_test: test/runtime_test.c $(RUNTIME_SRCS) $(wildcard bgworkers/*.h) src/nadi_errcodes.h
+	$(CC) -iquote src -std=gnu11 -O1 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation \
+	    -o $@ test/runtime_test.c $(RUNTIME_SRCS) -ljansson -lcurl
+installcheck: runtime-check
+
 DAEMON_DIRS = $(patsubst %/Makefile,%,$(wildcard edge/Makefile sandboxd/Makefile))
 
 all: daemons
@@ -59,4 +71,4 @@ test:
 demo:
 	scripts/nadi demo
 
-.PHONY: daemons clean-daemons test demo
+.PHONY: daemons clean-daemons test demo runtime-check

@@ -3,7 +3,8 @@
  *
  * Each of the nadi.cell_workers processes of host nadi.cell_host_id takes
  * the sessions placed on the host whose id hashes to it, acquires their
- * leases, keeps them renewed, runs their commands one at a time (agent.c),
+ * leases, keeps them renewed, runs their commands one at a time (the agent
+ * runtime, runtime.c, through its blocking driver: this file is its host),
  * suspends sessions idle for nadi.idle_suspend (lease released, state stays
  * in Postgres) and lets go of terminating ones.  A session it (re)takes is
  * resumed from nadi.session_replay(): the event log is the state.
@@ -25,29 +26,113 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "storage/latch.h"
+#include "utils/wait_event.h"
+
 #include "nadi.h"
 #include "cell.h"
+#include "runtime.h"
+#include "store_spi.h"
 #include "wake.h"
 #include "worker.h"
 
-char	   *nadi_cell_host_id = NULL;
-int			nadi_cell_capacity = 1000;
-int			nadi_heartbeat_interval_ms = 2000;
-int			nadi_idle_suspend_ms = 60000;
-char	   *nadi_sandboxd_url = NULL;
-char	   *nadi_sandboxd_token = NULL;
-char	   *nadi_sandbox_image = NULL;
-int			nadi_tool_timeout_ms = 30000;
-char	   *nadi_model_provider = NULL;
-char	   *nadi_model_url = NULL;
-bool		nadi_proxy_tokens = true;
-char	   *nadi_model_name = NULL;
-int			nadi_model_max_steps = 8;
+static char *nadi_cell_host_id = NULL;
+static int	nadi_cell_capacity = 1000;
+static int	nadi_heartbeat_interval_ms = 2000;
+static int	nadi_idle_suspend_ms = 60000;
+static char *nadi_sandboxd_url = NULL;
+static char *nadi_sandboxd_token = NULL;
+static char *nadi_sandbox_image = NULL;
+static int	nadi_tool_timeout_ms = 30000;
+static char *nadi_model_provider = NULL;
+static char *nadi_model_url = NULL;
+static bool nadi_proxy_tokens = true;
+static char *nadi_model_name = NULL;
+static int	nadi_model_max_steps = 8;
+
+/* A session this worker holds the lease of. */
+typedef struct CellSession
+{
+	pg_uuid_t	id;				/* hash key */
+	RtSession	rt;				/* what the runtime keeps (id as text, epoch, conversation) */
+	TimestampTz lease_expires;
+	TimestampTz last_active;
+	bool		listed;			/* seen in this round's listing */
+} CellSession;
 
 static int	cell_index;
 static int	cell_slot = -1;
 static char host_id[NADI_HOST_ID_LEN];
 static HTAB *sessions;
+static const CellStore *store = &store_spi;
+static Runtime runtime;
+
+static void cell_keepalive(bool forget);
+
+/* One statement in a transaction of its own (the store's exec). */
+static StoreResult
+cell_exec(const char *sql, int nargs, const char *const *args)
+{
+	StoreResult r;
+
+	store->exec(store->ctx, sql, nargs, args, &r);
+	return r;
+}
+
+/* The runtime's messages, in the server log. */
+static void
+cell_log(void *arg, RtLogLevel level, const char *msg)
+{
+	elog(level == RT_LOG_WARNING ? WARNING : level == RT_LOG_INFO ? LOG : DEBUG1, "%s", msg);
+}
+
+/* The runtime's configuration, from the GUCs (read again after a reload). */
+static void
+cell_configure(void)
+{
+	runtime.cfg = (RuntimeConfig)
+	{
+		.sandboxd_url = nadi_sandboxd_url,
+		.sandbox_image = nadi_sandbox_image,
+		.tool_timeout_ms = nadi_tool_timeout_ms,
+		.model = {nadi_model_provider, nadi_model_url, nadi_model_name, nadi_tool_timeout_ms},
+		.model_max_steps = nadi_model_max_steps,
+		.proxy_tokens = nadi_proxy_tokens,
+		.log = cell_log,
+	};
+}
+
+/*
+ * While a request of the runtime is out: keep leases alive; give the
+ * request up when the worker is told to exit (it does so at its next store
+ * call, before anything more is written).
+ */
+static bool
+cell_abort_requested(void *arg)
+{
+	if (!ProcDiePending)
+		cell_keepalive(false);
+	return ProcDiePending;
+}
+
+/* A timer of the runtime (the builtin model's /sleep): wait on the latch, keeping leases. */
+static void
+cell_wait(void *arg, long ms)
+{
+	TimestampTz end = GetCurrentTimestamp() + (TimestampTz) ms * 1000;
+
+	while (GetCurrentTimestamp() < end)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(Max(1, (end - GetCurrentTimestamp()) / 1000), nadi_lease_ttl_ms / 6 + 1),
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		cell_keepalive(false);
+	}
+}
+
+static const RtHost cell_host = {&store_spi, cell_abort_requested, cell_wait, NULL};
 
 void
 cell_define_gucs(void)
@@ -127,9 +212,7 @@ ts_from_json(json_t *v)
 static void
 session_forget(CellSession *s)
 {
-	json_decref(s->pending);
-	json_decref(s->messages);
-	json_decref(s->policy);
+	runtime_session_free(&s->rt);
 	hash_search(sessions, &s->id, HASH_REMOVE, NULL);
 }
 
@@ -141,13 +224,13 @@ cell_heartbeat(void)
 	const char *args[3] = {host_id, NULL, cap};
 	StoreResult r;
 
-	r = store_exec("SELECT state FROM nadi.cell_host_heartbeat($1)", 1, args);
-	if (r.sqlerrcode != 0)
+	r = cell_exec("SELECT state FROM nadi.cell_host_heartbeat($1)", 1, args);
+	if (r.sqlstate[0] != '\0')
 	{
 		store_result_free(&r);
 		snprintf(cap, sizeof(cap), "%d", nadi_cell_capacity);
 		args[1] = "embedded";
-		r = store_exec("SELECT state FROM nadi.cell_host_register($1, $2, $3::integer)", 3, args);
+		r = cell_exec("SELECT state FROM nadi.cell_host_register($1, $2, $3::integer)", 3, args);
 	}
 	store_result_free(&r);
 }
@@ -157,32 +240,28 @@ static void
 cell_take(const char *id_text, json_t *row)
 {
 	const char *args[2] = {id_text, host_id};
-	StoreResult r = store_exec("SELECT epoch, expires_at FROM nadi.lease_acquire($1::uuid, $2)", 2, args);
+	StoreResult r = cell_exec("SELECT epoch, expires_at FROM nadi.lease_acquire($1::uuid, $2)", 2, args);
 	StoreResult replay;
 	json_t	   *lease = json_array_get(r.rows, 0);
 	pg_uuid_t	id;
 	CellSession *s;
 	bool		found;
 
-	if (r.sqlerrcode != 0 || lease == NULL)
+	if (r.sqlstate[0] != '\0' || lease == NULL)
 	{
 		store_result_free(&r);
 		return;
 	}
-	replay = store_exec("SELECT nadi.session_replay($1::uuid) AS state", 1, args);
+	replay = cell_exec("SELECT nadi.session_replay($1::uuid) AS state", 1, args);
 	nadi_uuid_parse(id_text, &id);
 	s = hash_search(sessions, &id, HASH_ENTER, &found);
 	memset((char *) s + sizeof(pg_uuid_t), 0, sizeof(CellSession) - sizeof(pg_uuid_t));
-	strlcpy(s->id_text, id_text, sizeof(s->id_text));
-	s->epoch = json_integer_value(json_object_get(lease, "epoch"));
+	runtime_session_init(&s->rt, id_text, json_integer_value(json_object_get(lease, "epoch")),
+						 json_object_get(json_object_get(json_array_get(replay.rows, 0), "state"), "messages"),
+						 json_object_get(row, "policy"),
+						 json_string_value(json_object_get(row, "sandbox_url")));
 	s->lease_expires = ts_from_json(json_object_get(lease, "expires_at"));
 	s->last_active = GetCurrentTimestamp();
-	s->messages = json_incref(json_object_get(json_object_get(json_array_get(replay.rows, 0), "state"), "messages"));
-	if (s->messages == NULL)
-		s->messages = json_array();
-	s->policy = json_incref(json_object_get(row, "policy"));
-	if (json_is_string(json_object_get(row, "sandbox_url")))
-		strlcpy(s->sandbox_url, json_string_value(json_object_get(row, "sandbox_url")), sizeof(s->sandbox_url));
 	s->listed = true;
 	store_result_free(&replay);
 	store_result_free(&r);
@@ -195,16 +274,16 @@ cell_take(const char *id_text, json_t *row)
 static void
 cell_release(CellSession *s)
 {
-	json_t	   *cp = json_pack("{s:O}", "messages", s->messages);
+	json_t	   *cp = json_pack("{s:O}", "messages", s->rt.messages);
 	char	   *p = json_dumps(cp, JSON_COMPACT);
 	char		epoch[32];
-	const char *args[4] = {s->id_text, epoch, "cell.checkpoint", p};
+	const char *args[4] = {s->rt.id, epoch, "cell.checkpoint", p};
 	StoreResult r;
 
-	snprintf(epoch, sizeof(epoch), INT64_FORMAT, s->epoch);
-	r = store_exec("SELECT seq FROM nadi.event_append($1::uuid, $2::bigint, $3, $4::jsonb)", 4, args);
+	snprintf(epoch, sizeof(epoch), INT64_FORMAT, s->rt.epoch);
+	r = cell_exec("SELECT seq FROM nadi.event_append($1::uuid, $2::bigint, $3, $4::jsonb)", 4, args);
 	store_result_free(&r);
-	r = store_exec("SELECT epoch FROM nadi.lease_release($1::uuid, $2::bigint)", 2, args);
+	r = cell_exec("SELECT epoch FROM nadi.lease_release($1::uuid, $2::bigint)", 2, args);
 	store_result_free(&r);
 	free(p);
 	json_decref(cp);
@@ -213,12 +292,12 @@ cell_release(CellSession *s)
 
 /*
  * Renew the leases that are due for it (a third of the TTL left to run at
- * the latest).  Called between rounds and, through agent.c, while a long
- * model step or tool call is under way, so slow work does not lose its
+ * the latest).  Called between rounds and, through the runtime's host
+ * callbacks, while a long model step, tool call or timer is under way, so slow work does not lose its
  * lease.  With forget, sessions that are no longer ours are dropped;
  * otherwise (in the middle of a command) they are only marked (epoch -1).
  */
-void
+static void
 cell_keepalive(bool forget)
 {
 	static TimestampTz last = 0;
@@ -239,23 +318,23 @@ cell_keepalive(bool forget)
 	for (long j = 0; j < m; j++)
 	{
 		s = all[j];
-		if (forget && (!s->listed || s->epoch < 0))
+		if (forget && (!s->listed || s->rt.epoch < 0))
 			session_forget(s);
-		else if (s->epoch >= 0 &&
+		else if (s->rt.epoch >= 0 &&
 				 s->lease_expires - GetCurrentTimestamp() < (TimestampTz) nadi_lease_ttl_ms * 1000 * 2 / 3)
 		{
 			char		epoch[32];
-			const char *rargs[2] = {s->id_text, epoch};
+			const char *rargs[2] = {s->rt.id, epoch};
 			StoreResult r;
 
-			snprintf(epoch, sizeof(epoch), INT64_FORMAT, s->epoch);
-			r = store_exec("SELECT expires_at FROM nadi.lease_renew($1::uuid, $2::bigint)", 2, rargs);
-			if (r.sqlerrcode != 0)
-				s->epoch = -1;
+			snprintf(epoch, sizeof(epoch), INT64_FORMAT, s->rt.epoch);
+			r = cell_exec("SELECT expires_at FROM nadi.lease_renew($1::uuid, $2::bigint)", 2, rargs);
+			if (r.sqlstate[0] != '\0')
+				s->rt.epoch = -1;
 			else
 				s->lease_expires = ts_from_json(json_object_get(json_array_get(r.rows, 0), "expires_at"));
 			store_result_free(&r);
-			if (forget && s->epoch < 0)
+			if (forget && s->rt.epoch < 0)
 				session_forget(s);
 		}
 	}
@@ -264,8 +343,9 @@ cell_keepalive(bool forget)
 
 /*
  * The batched path: claim the next command of every session with work in
- * one transaction, run them (instant steps write nothing yet; slow steps
- * commit what they must first), then commit every session's writes in one
+ * one transaction, run them one after the other through the runtime's
+ * blocking driver (instant steps write nothing yet; slow steps commit what
+ * they must first, as store needs), then commit every session's writes in one
  * transaction, a subtransaction per session.  One commit serves many
  * sessions; per session the order of events and fencing are unchanged.
  */
@@ -277,24 +357,25 @@ cell_run_batch(CellSession **work, int nwork)
 
 	for (int j = 0; j < nwork; j++)
 	{
-		char	   *epoch = psprintf(INT64_FORMAT, work[j]->epoch);
-		const char *args[2] = {work[j]->id_text, epoch};
+		char	   *epoch = psprintf(INT64_FORMAT, work[j]->rt.epoch);
+		const char *args[2] = {work[j]->rt.id, epoch};
 
-		groups[j].stmts = json_pack("[o]", agent_stmt("SELECT command_id, type, payload "
+		groups[j].stmts = json_pack("[o]", store_stmt("SELECT command_id, type, payload "
 													  "FROM nadi.command_claim($1::uuid, $2::bigint)",
 													  2, args));
 	}
-	store_exec_groups(groups, nwork);
+	store->exec_groups(store->ctx, groups, nwork);
+	cell_configure();
 	for (int j = 0; j < nwork; j++)
 	{
 		json_t	   *row = json_array_get(json_array_get(groups[j].results, 0), 0);
 
-		if (groups[j].sqlerrcode != 0)
-			work[j]->epoch = -1;
+		if (groups[j].sqlstate[0] != '\0')
+			work[j]->rt.epoch = -1;
 		else if (row)
 		{
-			work[j]->batched = true;
-			agent_run_claimed(work[j], row);
+			work[j]->last_active = GetCurrentTimestamp();
+			runtime_run(&runtime, &work[j]->rt, row, &cell_host);
 		}
 		store_group_free(&groups[j]);
 	}
@@ -303,19 +384,18 @@ cell_run_batch(CellSession **work, int nwork)
 	memset(groups, 0, sizeof(StoreGroup) * nwork);
 	for (int j = 0; j < nwork; j++)
 	{
-		work[j]->batched = false;
-		if (work[j]->pending && json_array_size(work[j]->pending) > 0)
+		if (work[j]->rt.pending && json_array_size(work[j]->rt.pending) > 0)
 		{
-			groups[nflush].stmts = work[j]->pending;
-			work[j]->pending = NULL;
+			groups[nflush].stmts = work[j]->rt.pending;
+			work[j]->rt.pending = NULL;
 			work[nflush++] = work[j];
 		}
 	}
-	store_exec_groups(groups, nflush);
+	store->exec_groups(store->ctx, groups, nflush);
 	for (int j = 0; j < nflush; j++)
 	{
-		if (groups[j].sqlerrcode != 0)
-			work[j]->epoch = -1;
+		if (groups[j].sqlstate[0] != '\0')
+			work[j]->rt.epoch = -1;
 		store_group_free(&groups[j]);
 	}
 	pfree(groups);
@@ -345,7 +425,7 @@ cell_round(void)
 
 	snprintf(n, sizeof(n), "%d", nadi_cell_workers);
 	snprintf(i, sizeof(i), "%d", cell_index);
-	list = store_exec("SELECT s.session_id, s.state, l.epoch, l.cell_host_id AS holder, s.policy, "
+	list = cell_exec("SELECT s.session_id, s.state, l.epoch, l.cell_host_id AS holder, s.policy, "
 					  "h.address AS sandbox_url, "
 					  "EXISTS (SELECT 1 FROM nadi.command_inbox c WHERE c.session_id = s.session_id "
 					  "  AND c.status = 'queued' AND c.available_at <= nadi.now()) AS has_work, "
@@ -383,9 +463,9 @@ cell_round(void)
 			cell_take(id_text, row);
 			s = hash_search(sessions, &id, HASH_FIND, &found);
 			if (found)
-				epoch = s->epoch;	/* the listing predates our acquire */
+				epoch = s->rt.epoch;	/* the listing predates our acquire */
 		}
-		if (!found || s->epoch != epoch)
+		if (!found || s->rt.epoch != epoch)
 			continue;			/* not ours (or not any more) */
 		s->listed = true;
 
@@ -444,6 +524,7 @@ nadi_cell_main(Datum arg)
 	ctl.hcxt = TopMemoryContext;
 	sessions = hash_create("nadi cell sessions", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	round_ctx = AllocSetContextCreate(TopMemoryContext, "nadi cell round", ALLOCSET_DEFAULT_SIZES);
+	runtime_init(&runtime);
 
 	for (;;)
 	{
@@ -453,7 +534,7 @@ nadi_cell_main(Datum arg)
 
 		old = MemoryContextSwitchTo(round_ctx);
 		{
-			StoreResult r = store_exec("SELECT 1 AS ready FROM pg_extension WHERE extname = 'nadi'", 0, NULL);
+			StoreResult r = cell_exec("SELECT 1 AS ready FROM pg_extension WHERE extname = 'nadi'", 0, NULL);
 
 			ready = json_array_size(r.rows) == 1;
 			store_result_free(&r);

@@ -22,7 +22,7 @@ extern PGDLLEXPORT void nadi_broker_main(Datum arg);
 extern PGDLLEXPORT void nadi_cell_main(Datum arg);
 extern PGDLLEXPORT void nadi_notifier_main(Datum arg);
 
-/* loop.c: what every worker's main loop shares */
+/* worker.c: what every worker's main loop shares */
 extern void worker_setup(const char *what);
 extern bool worker_wait(long timeout_ms);
 extern bool worker_extension_ready(void);

@@ -1,5 +1,5 @@
 /*
- * model.c — models behind one interface.
+ * model_client.c — models behind one interface.
  *
  * "builtin" is deterministic, so the whole system runs offline and tests are
  * exact.  Its rules, applied to the last message of the conversation:
@@ -7,19 +7,21 @@
  *     (args default to {} when omitted);
  *   - a tool result is answered with "NAME returned: RESULT";
  *   - a denied tool call is answered with "NAME was not run: permission denied.";
- *   - any other user message gets "You said: TEXT".
+ *   - any other user message gets "You said: TEXT";
+ *   - "/sleep MS text" makes the step wait MS milliseconds first (for tests
+ *     of crashes and cancels): the runtime asks its driver for a timer.
  *
  * "openai" speaks the chat-completions API with tool calling.  The cell
  * holds no API key: nadi.model_url points at the credentials proxy (or a
- * local endpoint), which adds the key outside the cell.
+ * local endpoint), which adds the key outside the cell.  This file builds
+ * the request and reads the answer; it performs no I/O.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "http.h"
-#include "model.h"
+#include "model_client.h"
 
 static json_t *
 reply_new(const char *text)
@@ -148,41 +150,95 @@ openai_messages(json_t *messages)
 	return out;
 }
 
-static int
-model_openai_step(const ModelConfig *cfg, json_t *messages, json_t *tools, json_t **reply,
-				  char *err, size_t errlen)
+bool
+model_is_builtin(const ModelConfig *cfg)
+{
+	return cfg->provider == NULL || strcmp(cfg->provider, "builtin") == 0;
+}
+
+static const char *
+last_text(json_t *messages)
+{
+	json_t	   *last = json_array_get(messages, json_array_size(messages) - 1);
+
+	return str_member(last, "content");
+}
+
+bool
+model_is_slow(const ModelConfig *cfg, json_t *messages)
+{
+	const char *text = last_text(messages);
+
+	return !model_is_builtin(cfg) || (text && strncmp(text, "/sleep ", 7) == 0);
+}
+
+long
+model_sleep_ms(json_t *messages)
+{
+	const char *text = last_text(messages);
+	long		ms;
+
+	if (text == NULL || strncmp(text, "/sleep ", 7) != 0)
+		return 0;
+	ms = strtol(text + 7, NULL, 10);
+	return ms > 0 && ms <= 600000 ? ms : 0;
+}
+
+int
+model_request(const ModelConfig *cfg, json_t *messages, json_t *tools, const char *token,
+			  HttpRequest *req, char *err, size_t errlen)
 {
 	char		url[2048];
-	json_t	   *req;
-	json_t	   *resp = NULL;
+	json_t	   *body;
+
+	if (cfg->provider == NULL || strcmp(cfg->provider, "openai") != 0)
+	{
+		snprintf(err, errlen, "unknown model provider \"%s\"", cfg->provider ? cfg->provider : "");
+		return -EINVAL;
+	}
+	if (cfg->url == NULL || cfg->url[0] == '\0')
+	{
+		snprintf(err, errlen, "nadi.model_url is not set");
+		return -EINVAL;
+	}
+	snprintf(url, sizeof(url), "%s/chat/completions", cfg->url);
+	body = json_pack("{s:s, s:o}", "model", cfg->model ? cfg->model : "default",
+					 "messages", openai_messages(messages));
+	if (tools && json_array_size(tools) > 0)
+		json_object_set(body, "tools", tools);
+	if (http_request_set(req, "POST", url, token, body, cfg->timeout_ms, 4 * 1024 * 1024) < 0)
+	{
+		snprintf(err, errlen, "out of memory");
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+int
+model_take_reply(const HttpReply *answer, json_t **reply, char *err, size_t errlen)
+{
+	json_t	   *resp = answer->body;
+	long		status = answer->status;
 	json_t	   *msg;
 	json_t	   *calls;
-	long		status;
-	int			r;
 	size_t		i;
 	json_t	   *call;
 
-	snprintf(url, sizeof(url), "%s/chat/completions", cfg->url);
-	req = json_pack("{s:s, s:o}", "model", cfg->model ? cfg->model : "default",
-					"messages", openai_messages(messages));
-	if (tools && json_array_size(tools) > 0)
-		json_object_set(req, "tools", tools);
-	r = http_json("POST", url, cfg->token, req, cfg->timeout_ms, 4 * 1024 * 1024, NULL,
-				  &status, &resp, err, errlen);
-	json_decref(req);
-	if (r < 0)
-		return r == -ETIMEDOUT || r == -ECONNREFUSED ? -EAGAIN : r;
+	*reply = NULL;
+	if (answer->rc < 0)
+	{
+		snprintf(err, errlen, "%s", answer->error);
+		return answer->rc == -ETIMEDOUT || answer->rc == -ECONNREFUSED ? -EAGAIN : answer->rc;
+	}
 	if (status == 429 || status >= 500)
 	{
 		snprintf(err, errlen, "model provider answered HTTP %ld", status);
-		json_decref(resp);
 		return -EAGAIN;
 	}
 	msg = json_object_get(json_array_get(json_object_get(resp, "choices"), 0), "message");
 	if (status != 200 || !json_is_object(msg))
 	{
 		snprintf(err, errlen, "model provider answered HTTP %ld without a message", status);
-		json_decref(resp);
 		return -EPROTO;
 	}
 	*reply = reply_new(str_member(msg, "content") ? str_member(msg, "content") : "");
@@ -203,25 +259,5 @@ model_openai_step(const ModelConfig *cfg, json_t *messages, json_t *tools, json_
 		json_array_append_new(json_object_get(*reply, "tool_calls"),
 							  json_pack("{s:s, s:o}", "name", name, "args", parsed));
 	}
-	json_decref(resp);
 	return 0;
-}
-
-int
-model_step(const ModelConfig *cfg, json_t *messages, json_t *tools, json_t **reply,
-		   char *err, size_t errlen)
-{
-	if (cfg->provider == NULL || strcmp(cfg->provider, "builtin") == 0)
-		return model_builtin_step(messages, reply, err, errlen);
-	if (strcmp(cfg->provider, "openai") == 0)
-	{
-		if (cfg->url == NULL || cfg->url[0] == '\0')
-		{
-			snprintf(err, errlen, "nadi.model_url is not set");
-			return -EINVAL;
-		}
-		return model_openai_step(cfg, messages, tools, reply, err, errlen);
-	}
-	snprintf(err, errlen, "unknown model provider \"%s\"", cfg->provider);
-	return -EINVAL;
 }

@@ -1,5 +1,5 @@
 /*
- * loop.c — the parts of a worker's life that the broker and the cells
+ * worker.c — the parts of a worker's life that the broker and the cells
  * share: signals, connecting, waiting on the latch, and noticing that the
  * extension is (not yet) installed.
  */

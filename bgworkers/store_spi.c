@@ -1,9 +1,10 @@
 /*
- * store.c — how a cell talks to Postgres: one SQL statement per call, in a
- * transaction of its own, with text parameters and rows returned as JSON
- * (row_to_json), so the agent loop above it deals in plain JSON and could
- * run over libpq just as well (an external nadi-celld).  Errors are caught
- * and returned with their SQLSTATE; the worker goes on.
+ * store_spi.c — the embedded cell's store (cell_store.h) over SPI: one SQL
+ * statement in a transaction of its own, or groups of statements in one
+ * transaction with a subtransaction each, with text parameters and rows
+ * returned as JSON (row_to_json), so the runtime above it deals in plain
+ * JSON and runs over libpq just as well.  Errors are caught and returned
+ * with their SQLSTATE (nothing longjmps out of here); the worker goes on.
  */
 #include "postgres.h"
 
@@ -11,6 +12,7 @@
 #include "utils/resowner.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "pgstat.h"
 /* fmgrprotos.h declares the SQL function json_object(), as jansson does its own */
 #define json_object pg_sql_json_object
@@ -20,7 +22,33 @@
 #include "utils/hsearch.h"
 #include "utils/snapmgr.h"
 
-#include "cell.h"
+#include "cell_store.h"
+#include "store_spi.h"
+
+/*
+ * In a PG_CATCH block: keep the error's SQLSTATE and message in the
+ * caller's buffers and clear the error state (the caller then rolls back).
+ */
+static void
+store_spi_caught(MemoryContext caller, char *sqlstate, char *message, size_t msglen)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(caller);
+	edata = CopyErrorData();
+	FlushErrorState();
+	strlcpy(sqlstate, unpack_sql_state(edata->sqlerrcode), 6);
+	strlcpy(message, edata->message ? edata->message : "error", msglen);
+	FreeErrorData(edata);
+}
+
+/* fencing and missing rows are expected outcomes, not noise */
+static void
+store_spi_log_failure(const char *sqlstate, const char *message)
+{
+	ereport(strcmp(sqlstate, NA_FENCED) == 0 ? DEBUG1 : LOG,
+			(errmsg("nadi cell: %s", message)));
+}
 
 /*
  * Kept plans, one per distinct statement text (a cell uses a handful), so a
@@ -103,13 +131,15 @@ store_run(const char *sql, int nargs, Datum *values, const char *nulls)
  *   SELECT coalesce(json_agg(row_to_json(q)), '[]') FROM (sql) q
  * so any statement returning rows comes back as one JSON array.
  */
-StoreResult
-store_exec(const char *sql, int nargs, const char *const *args)
+static void
+spi_exec(void *ctx, const char *sql, int nargs, const char *const *args, StoreResult *out)
 {
 	StoreResult r = {0};
 	MemoryContext caller = CurrentMemoryContext;
 	volatile bool in_xact = false;
 
+	/* a worker told to stop stops here, before it writes anything more */
+	CHECK_FOR_INTERRUPTS();
 	pgstat_report_activity(STATE_RUNNING, sql);
 	PG_TRY();
 	{
@@ -137,37 +167,15 @@ store_exec(const char *sql, int nargs, const char *const *args)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		FlushErrorState();
+		store_spi_caught(caller, r.sqlstate, r.message, sizeof(r.message));
 		if (in_xact)
 			AbortCurrentTransaction();
-		r.sqlerrcode = edata->sqlerrcode;
-		strlcpy(r.message, edata->message ? edata->message : "error", sizeof(r.message));
 		r.rows = json_array();
-		/* fencing and missing rows are expected outcomes, not noise */
-		ereport(r.sqlerrcode == MAKE_SQLSTATE('N', 'A', '0', '0', '5') ? DEBUG1 : LOG,
-				(errmsg("nadi cell: %s", r.message)));
-		FreeErrorData(edata);
+		store_spi_log_failure(r.sqlstate, r.message);
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
-	return r;
-}
-
-void
-store_result_free(StoreResult *r)
-{
-	json_decref(r->rows);
-	r->rows = NULL;
-}
-
-bool
-store_is(const StoreResult *r, const char *sqlstate)
-{
-	return r->sqlerrcode == MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2], sqlstate[3], sqlstate[4]);
+	*out = r;
 }
 
 /*
@@ -178,8 +186,8 @@ store_is(const StoreResult *r, const char *sqlstate)
  * is an array of [sql, [text args...]]; results get one row array per
  * statement.
  */
-void
-store_exec_groups(StoreGroup *groups, int ngroups)
+static void
+spi_exec_groups(void *ctx, StoreGroup *groups, int ngroups)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	ResourceOwner owner;
@@ -187,6 +195,7 @@ store_exec_groups(StoreGroup *groups, int ngroups)
 
 	if (ngroups == 0)
 		return;
+	CHECK_FOR_INTERRUPTS();
 	pgstat_report_activity(STATE_RUNNING, "nadi cell: batch");
 	PG_TRY();
 	{
@@ -202,7 +211,8 @@ store_exec_groups(StoreGroup *groups, int ngroups)
 			StoreGroup *grp = &groups[g];
 			MemoryContext xact_ctx = CurrentMemoryContext;
 
-			grp->sqlerrcode = 0;
+			grp->sqlstate[0] = '\0';
+			json_decref(grp->results);
 			grp->results = json_array();
 			BeginInternalSubTransaction(NULL);
 			MemoryContextSwitchTo(xact_ctx);
@@ -234,19 +244,11 @@ store_exec_groups(StoreGroup *groups, int ngroups)
 			}
 			PG_CATCH();
 			{
-				ErrorData  *edata;
-
-				MemoryContextSwitchTo(caller);
-				edata = CopyErrorData();
-				FlushErrorState();
+				store_spi_caught(caller, grp->sqlstate, grp->message, sizeof(grp->message));
 				RollbackAndReleaseCurrentSubTransaction();
 				MemoryContextSwitchTo(xact_ctx);
 				CurrentResourceOwner = owner;
-				grp->sqlerrcode = edata->sqlerrcode;
-				strlcpy(grp->message, edata->message ? edata->message : "error", sizeof(grp->message));
-				ereport(grp->sqlerrcode == MAKE_SQLSTATE('N', 'A', '0', '0', '5') ? DEBUG1 : LOG,
-						(errmsg("nadi cell: %s", grp->message)));
-				FreeErrorData(edata);
+				store_spi_log_failure(grp->sqlstate, grp->message);
 			}
 			PG_END_TRY();
 		}
@@ -258,30 +260,19 @@ store_exec_groups(StoreGroup *groups, int ngroups)
 	PG_CATCH();
 	{
 		/* the transaction itself failed (e.g. at commit): every group did */
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		FlushErrorState();
+		store_spi_caught(caller, groups[0].sqlstate, groups[0].message, sizeof(groups[0].message));
 		if (in_xact)
 			AbortCurrentTransaction();
-		for (int g = 0; g < ngroups; g++)
+		for (int g = 1; g < ngroups; g++)
 		{
-			groups[g].sqlerrcode = edata->sqlerrcode;
-			strlcpy(groups[g].message, edata->message ? edata->message : "error", sizeof(groups[g].message));
+			memcpy(groups[g].sqlstate, groups[0].sqlstate, sizeof(groups[g].sqlstate));
+			memcpy(groups[g].message, groups[0].message, sizeof(groups[g].message));
 		}
-		ereport(LOG, (errmsg("nadi cell: batch failed: %s", edata->message)));
-		FreeErrorData(edata);
+		ereport(LOG, (errmsg("nadi cell: batch failed: %s", groups[0].message)));
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(caller);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-void
-store_group_free(StoreGroup *g)
-{
-	json_decref(g->stmts);
-	json_decref(g->results);
-	g->stmts = g->results = NULL;
-}
+const CellStore store_spi = {NULL, spi_exec, spi_exec_groups};
