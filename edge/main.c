@@ -20,6 +20,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "daemonlib/log.h"
 #include "edge.h"
 
 EdgeConfig	edge_cfg = {
@@ -358,6 +359,7 @@ main(int argc, char **argv)
 	int			wait_ms = 0;
 
 	journal = getenv("JOURNAL_STREAM") != NULL;
+	log_ident = "nadi-edge";	/* daemonlib's log: the database's notices */
 	setvbuf(stderr, NULL, _IOLBF, 0);
 	if (config_env() < 0 || config_args(argc, argv) < 0)
 		return 2;
