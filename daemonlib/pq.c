@@ -337,7 +337,7 @@ pq_conn_step(PqConn *c)
 				break;
 			c->status = PQ_UP;
 			pq_backoff_reset(&c->backoff);
-			return pq_conn_wait(c, EPOLLIN);
+			return pq_conn_wait(c, EPOLLIN) == PQ_STEP_WAIT ? PQ_STEP_UP : PQ_STEP_FAILED;
 		default:
 			break;
 	}
