@@ -11,11 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <time.h>
 
 #include "log.h"
 #include "nadi_version.h"
 #include "pq.h"
+#include "util.h"
 
 /* The keywords and values handed to libpq, built from PqConnParams. */
 typedef struct PqKeys
@@ -28,15 +28,6 @@ typedef struct PqKeys
 	char		appname[64];	/* NAMEDATALEN */
 	char		timeout[16];
 } PqKeys;
-
-static uint64_t
-pq_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
-}
 
 /* ------------------------------------------------------------------------
  * Back-off
@@ -407,7 +398,7 @@ pq_wait_result(PGconn *pg, uint64_t deadline_ms, bool *timed_out)
 {
 	while (PQisBusy(pg))
 	{
-		uint64_t	now = pq_now_ms();
+		uint64_t	now = now_ms();
 		struct pollfd pfd = {.fd = PQsocket(pg), .events = POLLIN};
 		int			n;
 
@@ -431,20 +422,34 @@ int
 pq_exec_wait(PGconn *pg, const char *sql, int nparams, const char *const *params,
 			 uint64_t timeout_ms, PGresult **res, char sqlstate[6], char *err, size_t errsize)
 {
-	uint64_t	deadline = pq_now_ms() + timeout_ms;
+	uint64_t	deadline = now_ms() + timeout_ms;
 	PGresult   *keep = NULL,
 			   *r;
 	bool		timed_out = false;
-	bool		sent;
+	bool		broken = false;
 	ExecStatusType st;
 
 	*res = NULL;
 	sqlstate[0] = '\0';
 	err[0] = '\0';
-	sent = PQsendQueryParams(pg, sql, nparams, NULL, params, NULL, NULL, 0);
-	/* the first error wins; otherwise the last result */
-	while (sent && pq_wait_result(pg, deadline, &timed_out) && (r = PQgetResult(pg)) != NULL)
+	if (!PQsendQueryParams(pg, sql, nparams, NULL, params, NULL, NULL, 0))
 	{
+		pq_error_line(pg, NULL, err, errsize);
+		if (PQstatus(pg) != CONNECTION_BAD)
+			return -EIO;
+		snprintf(sqlstate, 6, "08006");
+		return -ECONNRESET;
+	}
+	/* the first error wins; otherwise the last result */
+	for (;;)
+	{
+		if (!pq_wait_result(pg, deadline, &timed_out))
+		{
+			broken = !timed_out;
+			break;
+		}
+		if ((r = PQgetResult(pg)) == NULL)
+			break;
 		if (keep && PQresultStatus(keep) == PGRES_FATAL_ERROR)
 			PQclear(r);
 		else
@@ -459,12 +464,10 @@ pq_exec_wait(PGconn *pg, const char *sql, int nparams, const char *const *params
 		snprintf(err, errsize, "no answer within %llu ms", (unsigned long long) timeout_ms);
 		return -ETIMEDOUT;
 	}
-	if (PQstatus(pg) == CONNECTION_BAD || (!sent && keep == NULL))
+	if (broken || PQstatus(pg) == CONNECTION_BAD)
 	{
 		pq_error_line(pg, NULL, err, errsize);
 		PQclear(keep);
-		if (PQstatus(pg) != CONNECTION_BAD)
-			return -EIO;
 		snprintf(sqlstate, 6, "08006");
 		return -ECONNRESET;
 	}
