@@ -12,10 +12,11 @@
  * (a session id) goes to feed.c.  When that connection comes back after a
  * loss, notifications may have been missed, so feed.c re-reads every feed.
  *
- * Connections are opened with PQconnectStartParams/PQconnectPoll and every
- * socket lives in the event loop: nothing here blocks.  A lost connection
- * fails its job with SQLSTATE 08006 (HTTP 503; nothing is retried, since a
- * write may have committed) and is reopened with exponential backoff.
+ * Connections are opened and driven through daemonlib/pq (connecting
+ * without blocking, application_name, notices, back-off) and every socket
+ * lives in the event loop: nothing here blocks.  A lost connection fails
+ * its job with SQLSTATE 08006 (HTTP 503; nothing is retried, since a write
+ * may have committed) and is reopened after pq's back-off.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -25,11 +26,11 @@
 
 #include <libpq-fe.h>
 
+#include "daemonlib/pq.h"
 #include "edge.h"
 
 #define DB_MAX_PARAMS 6
-#define DB_BACKOFF_MIN_MS 100
-#define DB_BACKOFF_MAX_MS 5000
+#define DB_OPTIONS "-c TimeZone=UTC -c statement_timeout=30s -c idle_in_transaction_session_timeout=30s"
 
 #define SESSION_JSON \
 	"json_build_object('id', s.session_id, 'tenant_id', s.tenant_id, 'state', s.state, " \
@@ -104,12 +105,11 @@ typedef enum DbState
 
 typedef struct DbConn
 {
-	PGconn	   *pg;
+	PqConn		pq;
 	DbState		state;
 	bool		listener;
 	EvIo	watch;
 	EvTimer	retry;
-	uint64_t	backoff_ms;
 	EdgeJob    *job;
 	int			nres;			/* results (other than Sync) seen so far */
 	int			api_index;		/* which of them is the API statement's */
@@ -279,47 +279,16 @@ conn_clear_results(DbConn *c)
 	c->api_res = c->err_res = NULL;
 }
 
-/* libpq's multi-line messages as one log line */
-static const char *
-one_line(const char *msg, char *buf, size_t size)
-{
-	size_t		n = 0;
-
-	for (const char *p = msg ? msg : "unknown error"; *p && n + 1 < size; p++)
-	{
-		char		ch = (*p == '\n' || *p == '\t' || *p == '\r') ? ' ' : *p;
-
-		if (ch == ' ' && (n == 0 || buf[n - 1] == ' '))
-			continue;
-		buf[n++] = ch;
-	}
-	while (n > 0 && buf[n - 1] == ' ')
-		n--;
-	buf[n] = '\0';
-	return buf;
-}
-
-static void
-notice_processor(void *arg EDGE_UNUSED, const char *message)
-{
-	char		line[512];
-
-	log_info("database: %s", one_line(message, line, sizeof(line)));
-}
-
 /* Drop a connection: fail its job, schedule a reconnect. */
 static void
 conn_lost(DbConn *c, const char *why)
 {
-	char		line[512];
+	uint64_t	delay_ms;
 
 	if (c->state >= DB_IDLE || c->job)
-		log_warning("database connection %s lost: %s", c->listener ? "(LISTEN)" : "(pool)",
-				 one_line(why, line, sizeof(line)));
+		log_warning("database connection %s lost: %s", c->listener ? "(LISTEN)" : "(pool)", why);
 	ev_io_stop(&c->watch);
-	if (c->pg)
-		PQfinish(c->pg);
-	c->pg = NULL;
+	pq_conn_close(&c->pq);
 	c->state = DB_DOWN;
 	conn_clear_results(c);
 	if (c->job)
@@ -331,41 +300,47 @@ conn_lost(DbConn *c, const char *why)
 	}
 	if (c->listener)
 		stats.listen_up = false;
-	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : DB_BACKOFF_MIN_MS;
-	if (c->backoff_ms > DB_BACKOFF_MAX_MS)
-		c->backoff_ms = DB_BACKOFF_MAX_MS;
+	delay_ms = pq_backoff_next(&c->pq.backoff);
 	if (!edge_draining || !c->listener)
-		ev_timer_arm(&c->retry, c->backoff_ms, conn_retry_fn, c);
+		ev_timer_arm(&c->retry, delay_ms, conn_retry_fn, c);
 }
 
+/* Watch the socket for what pq asks (after a flush or a connect step). */
 static int
-conn_watch(DbConn *c, uint32_t events)
+conn_watch(DbConn *c)
 {
-	int			fd = PQsocket(c->pg);
-
-	if (fd < 0)
+	if (c->pq.fd < 0)
 		return -EBADF;
-	return ev_io_start(&c->watch, fd, events, conn_io, c);
+	return ev_io_start(&c->watch, c->pq.fd, c->pq.events, conn_io, c);
+}
+
+/* Flush what was queued and watch for the answer. */
+static void
+conn_flush(DbConn *c)
+{
+	if (!pq_conn_flush(&c->pq))
+		conn_lost(c, pq_conn_error(&c->pq));
+	else
+		conn_watch(c);
 }
 
 static void
 conn_start(DbConn *c)
 {
-	const char *keys[] = {"dbname", "application_name", "options", "connect_timeout", NULL};
-	const char *vals[] = {edge_cfg.conninfo ? edge_cfg.conninfo : "",
-		c->listener ? "nadi-edge listen" : "nadi-edge",
-		"-c TimeZone=UTC -c statement_timeout=30s -c idle_in_transaction_session_timeout=30s",
-	"10", NULL};
+	const PqConnParams params = {
+		.conninfo = edge_cfg.conninfo,
+		.program = "nadi-edge",
+		.options = DB_OPTIONS,
+		.connect_timeout_s = 10,
+	};
 
-	c->pg = PQconnectStartParams(keys, vals, 1);
-	if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD)
+	if (pq_conn_start(&c->pq, &params) != PQ_STEP_WAIT)
 	{
-		conn_lost(c, c->pg ? PQerrorMessage(c->pg) : "out of memory");
+		conn_lost(c, pq_conn_error(&c->pq));
 		return;
 	}
-	PQsetNoticeProcessor(c->pg, notice_processor, NULL);
 	c->state = DB_CONNECTING;
-	if (conn_watch(c, EPOLLOUT) < 0)
+	if (conn_watch(c) < 0)
 		conn_lost(c, "no socket");
 }
 
@@ -373,69 +348,63 @@ conn_start(DbConn *c)
 static void
 conn_prepare(DbConn *c)
 {
+	PGconn	   *pg = c->pq.pg;
 	char		name[16];
 
-	if (PQsetnonblocking(c->pg, 1) != 0 || PQenterPipelineMode(c->pg) != 1)
-	{
-		conn_lost(c, PQerrorMessage(c->pg));
-		return;
-	}
-	if (!PQsendPrepare(c->pg, "auth", AUTH_SQL, 1, NULL))
+	if (PQenterPipelineMode(pg) != 1)
+		goto fail;
+	if (!PQsendPrepare(pg, "auth", AUTH_SQL, 1, NULL))
 		goto fail;
 	for (int i = 0; i < STMT__COUNT; i++)
 	{
 		snprintf(name, sizeof(name), "s%d", i);
-		if (!PQsendPrepare(c->pg, name, stmt_sql[i], 0, NULL))
+		if (!PQsendPrepare(pg, name, stmt_sql[i], 0, NULL))
 			goto fail;
 	}
-	if (!PQpipelineSync(c->pg))
+	if (!PQpipelineSync(pg))
 		goto fail;
 	c->state = DB_PREPARING;
 	c->nres = 0;
 	c->api_index = -1;
 	c->nulls = 0;
-	conn_watch(c, EPOLLIN | (PQflush(c->pg) == 1 ? EPOLLOUT : 0));
+	conn_flush(c);
 	return;
 fail:
-	conn_lost(c, PQerrorMessage(c->pg));
+	conn_lost(c, pq_conn_error(&c->pq));
 }
 
 static void
 conn_listen(DbConn *c)
 {
-	if (PQsetnonblocking(c->pg, 1) != 0 || !PQsendQuery(c->pg, "LISTEN nadi_events"))
+	if (!PQsendQuery(c->pq.pg, "LISTEN nadi_events"))
 	{
-		conn_lost(c, PQerrorMessage(c->pg));
+		conn_lost(c, pq_conn_error(&c->pq));
 		return;
 	}
 	c->state = DB_PREPARING;
-	conn_watch(c, EPOLLIN | (PQflush(c->pg) == 1 ? EPOLLOUT : 0));
+	conn_flush(c);
 }
 
 static void
 conn_connect_step(DbConn *c)
 {
-	PostgresPollingStatusType st = PQconnectPoll(c->pg);
+	PqStep		st = pq_conn_step(&c->pq);
 
 	/* libpq may have closed the socket and opened another (next host): re-add */
 	ev_io_stop(&c->watch);
 	switch (st)
 	{
-		case PGRES_POLLING_READING:
-			conn_watch(c, EPOLLIN);
+		case PQ_STEP_WAIT:
+			conn_watch(c);
 			break;
-		case PGRES_POLLING_WRITING:
-			conn_watch(c, EPOLLOUT);
-			break;
-		case PGRES_POLLING_OK:
-			c->backoff_ms = 0;
+		case PQ_STEP_UP:
 			if (c->listener)
 				conn_listen(c);
 			else
 				conn_prepare(c);
 			break;
-		default:
-			conn_lost(c, PQerrorMessage(c->pg));
+		case PQ_STEP_FAILED:
+			conn_lost(c, pq_conn_error(&c->pq));
 			break;
 	}
 }
@@ -444,16 +413,17 @@ conn_connect_step(DbConn *c)
 static bool
 conn_send(DbConn *c, EdgeJob *j)
 {
+	PGconn	   *pg = c->pq.pg;
 	char		name[16];
 	const char *tok[1] = {j->token};
 
 	snprintf(name, sizeof(name), "s%d", (int) j->stmt);
-	if (j->token && !PQsendQueryPrepared(c->pg, "auth", 1, tok, NULL, NULL, 0))
+	if (j->token && !PQsendQueryPrepared(pg, "auth", 1, tok, NULL, NULL, 0))
 		return false;
-	if (!PQsendQueryPrepared(c->pg, name, j->nparams, (const char *const *) j->params,
+	if (!PQsendQueryPrepared(pg, name, j->nparams, (const char *const *) j->params,
 							 NULL, NULL, 0))
 		return false;
-	if (!PQpipelineSync(c->pg))
+	if (!PQpipelineSync(pg))
 		return false;
 	c->job = j;
 	j->running = true;
@@ -461,7 +431,7 @@ conn_send(DbConn *c, EdgeJob *j)
 	c->nres = 0;
 	c->api_index = j->token ? 1 : 0;
 	c->nulls = 0;
-	conn_watch(c, EPOLLIN | (PQflush(c->pg) == 1 ? EPOLLOUT : 0));
+	conn_flush(c);
 	return true;
 }
 
@@ -497,7 +467,7 @@ pool_dispatch(void)
 			if (queue_tail == NULL)
 				queue_tail = j;
 			queue_len++;
-			conn_lost(c, PQerrorMessage(c->pg));
+			conn_lost(c, pq_conn_error(&c->pq));
 		}
 	}
 }
@@ -515,11 +485,14 @@ conn_result(DbConn *c, PGresult *r)
 		{
 			if (c->err_res)
 			{
-				conn_lost(c, PQresultErrorMessage(c->err_res));
+				char		line[PQ_ERROR_MAX];
+
+				conn_lost(c, pq_error_line(c->pq.pg, c->err_res, line, sizeof(line)));
 				return;
 			}
 			c->state = DB_IDLE;
-			conn_watch(c, EPOLLIN);
+			c->pq.events = EPOLLIN;
+			conn_watch(c);
 			return;
 		}
 		if (c->job)
@@ -529,12 +502,11 @@ conn_result(DbConn *c, PGresult *r)
 
 			c->job = NULL;
 			c->state = DB_IDLE;
-			conn_watch(c, EPOLLIN);
+			c->pq.events = EPOLLIN;
+			conn_watch(c);
 			if (c->err_res)
 			{
-				const char *ss = PQresultErrorField(c->err_res, PG_DIAG_SQLSTATE);
-
-				snprintf(res.sqlstate, sizeof(res.sqlstate), "%s", ss ? ss : "XX000");
+				pq_result_sqlstate(c->err_res, res.sqlstate, "XX000");
 				res.message = PQresultErrorField(c->err_res, PG_DIAG_MESSAGE_PRIMARY);
 				res.detail = PQresultErrorField(c->err_res, PG_DIAG_MESSAGE_DETAIL);
 				res.hint = PQresultErrorField(c->err_res, PG_DIAG_MESSAGE_HINT);
@@ -569,17 +541,13 @@ listener_io(DbConn *c)
 {
 	PGresult   *r;
 	PGnotify   *n;
+	char		line[PQ_ERROR_MAX];
 
-	if (!PQconsumeInput(c->pg))
-	{
-		conn_lost(c, PQerrorMessage(c->pg));
-		return;
-	}
-	while (!PQisBusy(c->pg) && (r = PQgetResult(c->pg)) != NULL)
+	while (!PQisBusy(c->pq.pg) && (r = PQgetResult(c->pq.pg)) != NULL)
 	{
 		if (PQresultStatus(r) != PGRES_COMMAND_OK)
 		{
-			log_error("LISTEN failed: %s", PQresultErrorMessage(r));
+			log_error("LISTEN failed: %s", pq_error_line(c->pq.pg, r, line, sizeof(line)));
 			PQclear(r);
 			conn_lost(c, "LISTEN failed");
 			return;
@@ -594,7 +562,7 @@ listener_io(DbConn *c)
 				listen_up_fn();
 		}
 	}
-	while ((n = PQnotifies(c->pg)) != NULL)
+	while ((n = PQnotifies(c->pq.pg)) != NULL)
 	{
 		stats.notifications++;
 		if (notify_fn && n->extra)
@@ -614,18 +582,14 @@ conn_io(EvIo *w, uint32_t events)
 		conn_connect_step(c);
 		return;
 	}
-	if (events & EPOLLOUT)
+	/* flushes on EPOLLOUT, reads on EPOLLIN */
+	if (!pq_conn_io(&c->pq, events))
 	{
-		int			f = PQflush(c->pg);
-
-		if (f < 0)
-		{
-			conn_lost(c, PQerrorMessage(c->pg));
-			return;
-		}
-		if (f == 0)
-			conn_watch(c, EPOLLIN);
+		conn_lost(c, pq_conn_error(&c->pq));
+		return;
 	}
+	if (events & EPOLLOUT)
+		conn_watch(c);
 	if (!(events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
 		return;
 	if (c->listener)
@@ -633,21 +597,16 @@ conn_io(EvIo *w, uint32_t events)
 		listener_io(c);
 		return;
 	}
-	if (!PQconsumeInput(c->pg))
-	{
-		conn_lost(c, PQerrorMessage(c->pg));
-		return;
-	}
 	if (c->state == DB_IDLE)
 	{
 		/* nothing is expected on an idle connection but a goodbye */
-		if (PQstatus(c->pg) == CONNECTION_BAD)
-			conn_lost(c, PQerrorMessage(c->pg));
+		if (pq_conn_broken(&c->pq))
+			conn_lost(c, pq_conn_error(&c->pq));
 		return;
 	}
-	while (c->pg && (c->state == DB_BUSY || c->state == DB_PREPARING) && !PQisBusy(c->pg))
+	while (c->pq.pg && (c->state == DB_BUSY || c->state == DB_PREPARING) && !PQisBusy(c->pq.pg))
 	{
-		r = PQgetResult(c->pg);
+		r = PQgetResult(c->pq.pg);
 		if (r == NULL)
 		{
 			/* ends one query's results; two in a row: nothing more yet */
@@ -658,8 +617,8 @@ conn_io(EvIo *w, uint32_t events)
 		c->nulls = 0;
 		conn_result(c, r);
 	}
-	if (c->pg && PQstatus(c->pg) == CONNECTION_BAD)
-		conn_lost(c, PQerrorMessage(c->pg));
+	if (c->pq.pg && pq_conn_broken(&c->pq))
+		conn_lost(c, pq_conn_error(&c->pq));
 	pool_dispatch();
 }
 
@@ -674,7 +633,11 @@ db_init(void)
 	if (pool == NULL)
 		return -ENOMEM;
 	for (int i = 0; i < edge_cfg.pool_size; i++)
+	{
+		pq_conn_init(&pool[i].pq);
 		conn_start(&pool[i]);
+	}
+	pq_conn_init(&listener.pq);
 	listener.listener = true;
 	conn_start(&listener);
 	return 0;
@@ -742,15 +705,11 @@ db_shutdown(void)
 			c->job = NULL;
 		}
 		conn_clear_results(c);
-		if (c->pg)
-			PQfinish(c->pg);
-		c->pg = NULL;
+		pq_conn_close(&c->pq);
 	}
 	ev_timer_cancel(&listener.retry);
 	ev_io_stop(&listener.watch);
-	if (listener.pg)
-		PQfinish(listener.pg);
-	listener.pg = NULL;
+	pq_conn_close(&listener.pq);
 	free(pool);
 	pool = NULL;
 }

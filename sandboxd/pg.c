@@ -1,9 +1,10 @@
 /*
  * pg.c — the libpq adapter (see pg.h).  One connection, never blocking the
- * event loop: PQconnectStart/PQconnectPoll, PQsendQueryParams, PQflush and
- * PQconsumeInput are driven by readiness of PQsocket().  Any failure drops
- * the connection and retries after a back-off; the next success registers
- * again, so a database restart or a lost row heals by itself.  The same
+ * event loop: daemonlib/pq connects without blocking and says which
+ * readiness of its socket to wait for; PQsendQueryParams, PQflush and
+ * PQconsumeInput follow that readiness.  Any failure drops the connection
+ * and retries after pq's back-off; the next success registers again, so a
+ * database restart or a lost row heals by itself.  The same
  * connection fetches nadi.jwks() for access.c: once connected and whenever
  * access.c asks, between heartbeats.  The role in the conninfo needs only
  * nadi_sandbox_host.
@@ -14,15 +15,16 @@
 #include <sys/epoll.h>
 
 #include "access.h"
+#include "daemonlib/pq.h"
 #include "pg.h"
 #include "sbx.h"
 
-#define BACKOFF_MS 5000
+#define RETRY_MS 5000 /* after a failed registration or heartbeat */
 
 enum pg_state { PG_OFF, PG_BACKOFF, PG_CONNECTING, PG_QUERY, PG_IDLE };
 enum pg_query { Q_REGISTER, Q_HEARTBEAT, Q_JWKS };
 
-static PGconn *conn;
+static PqConn conn = { .fd = -1 };
 static enum pg_state state = PG_OFF;
 static EvIo io;
 static EvTimer timer;
@@ -54,40 +56,45 @@ on_timer(EvTimer *t);
 static void
 drop(const char *why)
 {
-	if (why && (!warned || registered)) {
-		char line[512];
-		snprintf(line, sizeof line, "%s", why);
-		line[strcspn(line, "\n")] = '\0';
-		log_warning("postgres: %s; retrying in %d s", line, BACKOFF_MS / 1000);
-	}
+	uint64_t delay_ms = pq_backoff_next(&conn.backoff);
+
+	if (why && (!warned || registered))
+		log_warning("postgres: %s; retrying in %llu ms", why, (unsigned long long)delay_ms);
 	warned = true;
 	need_jwks = false;
 	access_keys_failed(why ? why : "the connection to postgres was lost");
 	ev_io_stop(&io);
-	if (conn)
-		PQfinish(conn);
-	conn = NULL;
+	pq_conn_close(&conn);
 	registered = false;
 	need_register = true;
 	state = PG_BACKOFF;
-	ev_timer_arm(&timer, BACKOFF_MS, on_timer, NULL);
+	ev_timer_arm(&timer, delay_ms, on_timer, NULL);
 }
 
+/* Watch the socket for what pq asks (it may be a new one after a connect step). */
 static void
-watch(uint32_t events)
+watch(void)
 {
-	int fd = PQsocket(conn);
-
-	if (fd < 0) {
+	if (conn.fd < 0) {
 		drop("connection has no socket");
 		return;
 	}
-	if (io.added && io.fd != fd)
+	if (io.added && io.fd != conn.fd)
 		ev_io_stop(&io);
 	if (!io.added)
-		ev_io_start(&io, fd, events, on_io, NULL);
+		ev_io_start(&io, conn.fd, conn.events, on_io, NULL);
 	else
-		ev_io_modify(&io, events);
+		ev_io_modify(&io, conn.events);
+}
+
+/* Send what libpq holds and wait for the answer. */
+static void
+flush(void)
+{
+	if (!pq_conn_flush(&conn))
+		drop(pq_conn_error(&conn));
+	else
+		watch();
 }
 
 static void
@@ -117,12 +124,12 @@ send_query(void)
 		n = 1;
 		current = Q_HEARTBEAT;
 	}
-	if (!PQsendQueryParams(conn, sql, n, NULL, params, NULL, NULL, 0)) {
-		drop(PQerrorMessage(conn));
+	if (!PQsendQueryParams(conn.pg, sql, n, NULL, params, NULL, NULL, 0)) {
+		drop(pq_conn_error(&conn));
 		return;
 	}
 	state = PG_QUERY;
-	watch(PQflush(conn) == 1 ? EPOLLIN | EPOLLOUT : EPOLLIN);
+	flush();
 }
 
 static void
@@ -142,7 +149,8 @@ go_idle(void)
 	uint64_t now = now_ms();
 
 	state = PG_IDLE;
-	watch(EPOLLIN); /* notice a closed connection while idle */
+	conn.events = EPOLLIN; /* notice a closed connection while idle */
+	watch();
 	if (state != PG_IDLE)
 		return;
 	if (need_jwks)
@@ -155,17 +163,18 @@ static void
 handle_jwks(void)
 {
 	PGresult *res;
-	char line[512] = "";
+	char line[PQ_ERROR_MAX] = "";
 	bool done = false;
 
-	while ((res = PQgetResult(conn))) {
+	while ((res = PQgetResult(conn.pg))) {
 		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) && !done) {
 			access_keys_loaded(PQgetvalue(res, 0, 0));
 			done = true;
 		} else if (!done && !line[0]) {
-			snprintf(line, sizeof line, "%s",
-				 PQresultStatus(res) == PGRES_TUPLES_OK ? "nadi.jwks() returned no row" : PQresultErrorMessage(res));
-			line[strcspn(line, "\n")] = '\0';
+			if (PQresultStatus(res) == PGRES_TUPLES_OK)
+				snprintf(line, sizeof line, "nadi.jwks() returned no row");
+			else
+				pq_error_line(conn.pg, res, line, sizeof line);
 		}
 		PQclear(res);
 	}
@@ -184,12 +193,11 @@ handle_results(void)
 		handle_jwks();
 		return;
 	}
-	while ((res = PQgetResult(conn))) {
+	while ((res = PQgetResult(conn.pg))) {
 		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-			const char *msg = PQresultErrorMessage(res);
-			char line[512];
-			snprintf(line, sizeof line, "%s", msg);
-			line[strcspn(line, "\n")] = '\0';
+			char line[PQ_ERROR_MAX];
+
+			pq_error_line(conn.pg, res, line, sizeof line);
 			log_error("postgres: %s failed: %s", need_register ? "sandbox_host_register" : "sandbox_host_heartbeat",
 				  line);
 			ok = false;
@@ -205,7 +213,7 @@ handle_results(void)
 	} else
 		need_register = true; /* a heartbeat for a lost row fails: register again */
 	registered = ok;
-	next_beat_ms = now_ms() + (ok ? cfg.heartbeat_ms : BACKOFF_MS);
+	next_beat_ms = now_ms() + (ok ? cfg.heartbeat_ms : RETRY_MS);
 	go_idle();
 }
 
@@ -215,46 +223,36 @@ on_io(EvIo *w, uint32_t revents)
 	(void)w;
 	switch (state) {
 	case PG_CONNECTING:
-		switch (PQconnectPoll(conn)) {
-		case PGRES_POLLING_READING:
-			watch(EPOLLIN);
+		switch (pq_conn_step(&conn)) {
+		case PQ_STEP_WAIT:
+			watch();
 			return;
-		case PGRES_POLLING_WRITING:
-			watch(EPOLLOUT);
-			return;
-		case PGRES_POLLING_OK:
+		case PQ_STEP_UP:
 			log_info("postgres: connected");
 			need_jwks = true;
 			send_query();
 			return;
-		default:
-			drop(PQerrorMessage(conn));
+		case PQ_STEP_FAILED:
+			drop(pq_conn_error(&conn));
 			return;
 		}
+		return;
 	case PG_QUERY:
-		if (revents & EPOLLOUT) {
-			int f = PQflush(conn);
-			if (f < 0) {
-				drop(PQerrorMessage(conn));
-				return;
-			}
-			watch(f == 1 ? EPOLLIN | EPOLLOUT : EPOLLIN);
+		if (!pq_conn_io(&conn, revents)) {
+			drop(pq_conn_error(&conn));
+			return;
 		}
-		if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-			if (!PQconsumeInput(conn)) {
-				drop(PQerrorMessage(conn));
-				return;
-			}
-			if (!PQisBusy(conn))
-				handle_results();
-		}
+		if (revents & EPOLLOUT)
+			watch();
+		if ((revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !PQisBusy(conn.pg))
+			handle_results();
 		return;
 	case PG_IDLE:
-		if (!PQconsumeInput(conn) || PQstatus(conn) != CONNECTION_OK) {
+		/* Nothing is in flight: only notices, or the end of the connection. */
+		if (!pq_conn_io(&conn, EPOLLIN) || PQstatus(conn.pg) != CONNECTION_OK) {
 			drop("connection lost");
 			return;
 		}
-		/* Discard notices; there are no queries in flight. */
 		return;
 	default:
 		return;
@@ -264,17 +262,14 @@ on_io(EvIo *w, uint32_t revents)
 static void
 start_connect(void)
 {
-	conn = PQconnectStart(cfg.pg_conninfo);
-	if (!conn || PQstatus(conn) == CONNECTION_BAD) {
-		drop(conn ? PQerrorMessage(conn) : "out of memory");
-		return;
-	}
-	if (PQsetnonblocking(conn, 1) < 0) {
-		drop(PQerrorMessage(conn));
+	const PqConnParams params = { .conninfo = cfg.pg_conninfo, .program = "nadi-sandboxd" };
+
+	if (pq_conn_start(&conn, &params) != PQ_STEP_WAIT) {
+		drop(pq_conn_error(&conn));
 		return;
 	}
 	state = PG_CONNECTING;
-	watch(EPOLLOUT);
+	watch();
 }
 
 bool
@@ -306,8 +301,6 @@ pg_done(void)
 {
 	ev_timer_cancel(&timer);
 	ev_io_stop(&io);
-	if (conn)
-		PQfinish(conn);
-	conn = NULL;
+	pq_conn_close(&conn);
 	state = PG_OFF;
 }

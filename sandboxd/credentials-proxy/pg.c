@@ -1,10 +1,12 @@
 /*
  * pg.c — the libpq adapter (see pg.h).  Connection threads borrow one of
  * cfg.pg_pool connections (waiting at most pg_timeout for one), run one
- * parameterised statement in blocking mode, and give it back.  A
- * connection that broke is dropped and made again on next use; a call that
- * finds its pooled connection dead (the server restarted) retries once on
- * a fresh one.  statement_timeout bounds a hung server.
+ * parameterised statement through daemonlib/pq's blocking helpers, and
+ * give it back.  A connection that broke is dropped and made again on next
+ * use; a call that finds its pooled connection dead (the server restarted)
+ * retries once on a fresh one.  statement_timeout bounds a slow statement
+ * and pg_timeout the wait for any answer: a connection that gave none is
+ * dropped.
  */
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -12,6 +14,7 @@
 #include <time.h>
 
 #include "credproxy.h"
+#include "daemonlib/pq.h"
 #include "pg.h"
 
 struct slot {
@@ -83,35 +86,27 @@ release(struct slot *s)
 	pthread_mutex_unlock(&lock);
 }
 
-static void
-one_line(const char *msg, char *out, size_t outsz)
-{
-	snprintf(out, outsz, "%s", msg ? msg : "");
-	out[strcspn(out, "\n")] = '\0';
-}
-
 static int
 connect_slot(struct slot *s)
 {
-	char timeout[32], options[64];
-	/* Defaults first: what pg_conninfo says wins. */
-	const char *keys[] = {"connect_timeout", "options", "application_name", "dbname", NULL};
-	const char *vals[] = {timeout, options, "nadi-credproxy", cfg.pg_conninfo, NULL};
-	char line[512];
+	char options[64];
+	PqConnParams params = {
+		.conninfo = cfg.pg_conninfo,
+		.program = "nadi-credproxy",
+		.options = options,
+		.connect_timeout_s = (int)MAX(1, cfg.pg_timeout_ms / 1000),
+	};
+	char line[PQ_ERROR_MAX];
 
-	snprintf(timeout, sizeof timeout, "%llu", (unsigned long long)MAX(1, cfg.pg_timeout_ms / 1000));
 	snprintf(options, sizeof options, "-c statement_timeout=%llu", (unsigned long long)cfg.pg_timeout_ms);
-	s->conn = PQconnectdbParams(keys, vals, 1);
-	if (s->conn && PQstatus(s->conn) == CONNECTION_OK) {
+	s->conn = pq_connect_wait(&params, line, sizeof line);
+	if (s->conn) {
 		if (atomic_exchange(&warned, false))
 			log_notice("postgres: connected again");
 		return 0;
 	}
-	one_line(s->conn ? PQerrorMessage(s->conn) : "out of memory", line, sizeof line);
 	if (!atomic_exchange(&warned, true))
 		log_warning("postgres: cannot connect: %s", line);
-	PQfinish(s->conn);
-	s->conn = NULL;
 	return -EIO;
 }
 
@@ -133,31 +128,28 @@ run(const char *what, const char *sql, int n, const char *const *params, PGresul
 	}
 	for (int attempt = 0; attempt < 2; attempt++) {
 		bool reused = s->conn != NULL;
-		PGresult *q;
-		char line[512];
+		char line[PQ_ERROR_MAX];
+		int e;
 
 		if (!s->conn && connect_slot(s) < 0)
 			break;
-		q = PQexecParams(s->conn, sql, n, NULL, params, NULL, NULL, 0);
-		if (q && PQresultStatus(q) == PGRES_TUPLES_OK) {
-			*res = q;
+		/* a second more than statement_timeout: the server's own error comes first */
+		e = pq_exec_wait(s->conn, sql, n, params, cfg.pg_timeout_ms + 1000, res, errcode, line, sizeof line);
+		if (e == 0) {
 			r = 0;
 			break;
 		}
-		if (PQstatus(s->conn) == CONNECTION_BAD) {
-			PQclear(q);
+		if (e == -ECONNRESET || e == -ETIMEDOUT) {
 			PQfinish(s->conn);
 			s->conn = NULL;
-			if (reused)
+			errcode[0] = '\0';
+			if (e == -ECONNRESET && reused)
 				continue; /* a stale pooled connection: once more on a new one */
-			log_warning("postgres: connection lost during %s", what);
+			log_warning("postgres: %s during %s: %s",
+				    e == -ETIMEDOUT ? "no answer" : "connection lost", what, line);
 			break;
 		}
-		one_line(q ? PQresultErrorMessage(q) : PQerrorMessage(s->conn), line, sizeof line);
-		if (q && PQresultErrorField(q, PG_DIAG_SQLSTATE))
-			snprintf(errcode, 6, "%s", PQresultErrorField(q, PG_DIAG_SQLSTATE));
 		log_warning("postgres: %s failed: %s", what, line);
-		PQclear(q);
 		break;
 	}
 	release(s);
