@@ -46,6 +46,28 @@ say(char *why, size_t whylen, const char *fmt,...)
 	va_end(ap);
 }
 
+/* The claim name, or NULL; false (why says so) when a required one is absent. */
+static bool
+claim_get(json_t *claims, const char *name, bool required, json_t **v,
+		  char *why, size_t whylen)
+{
+	*v = json_object_get(claims, name);
+	if (*v == NULL && required)
+	{
+		say(why, whylen, "The token lacks the \"%s\" claim.", name);
+		return false;
+	}
+	return true;
+}
+
+/* false, and why: "The token's "name" claim <fault>." */
+static bool
+bad_claim(const char *name, const char *fault, char *why, size_t whylen)
+{
+	say(why, whylen, "The token's \"%s\" claim %s.", name, fault);
+	return false;
+}
+
 /*
  * A required (or optional: absent is NULL) string claim: a string without
  * U+0000 (the JSON reader refuses it), non-empty and at most max bytes.
@@ -54,31 +76,19 @@ static bool
 claim_string(json_t *claims, const char *name, bool required, size_t max,
 			 const char **out, char *why, size_t whylen)
 {
-	json_t	   *v = json_object_get(claims, name);
+	json_t	   *v;
 
 	*out = NULL;
+	if (!claim_get(claims, name, required, &v, why, whylen))
+		return false;
 	if (v == NULL)
-	{
-		if (!required)
-			return true;
-		say(why, whylen, "The token lacks the \"%s\" claim.", name);
-		return false;
-	}
+		return true;
 	if (!json_is_string(v))
-	{
-		say(why, whylen, "The token's \"%s\" claim is not a string.", name);
-		return false;
-	}
+		return bad_claim(name, "is not a string", why, whylen);
 	if (json_string_length(v) == 0)
-	{
-		say(why, whylen, "The token's \"%s\" claim is empty.", name);
-		return false;
-	}
+		return bad_claim(name, "is empty", why, whylen);
 	if (json_string_length(v) > max)
-	{
-		say(why, whylen, "The token's \"%s\" claim is too long.", name);
-		return false;
-	}
+		return bad_claim(name, "is too long", why, whylen);
 	*out = json_string_value(v);
 	return true;
 }
@@ -91,47 +101,32 @@ static bool
 claim_time(json_t *claims, const char *name, bool required, bool *present, int64_t *out,
 		   char *why, size_t whylen)
 {
-	json_t	   *v = json_object_get(claims, name);
+	json_t	   *v;
+	double		d;
 
+	if (!claim_get(claims, name, required, &v, why, whylen))
+		return false;
 	*present = v != NULL;
 	if (v == NULL)
-	{
-		if (!required)
-			return true;
-		say(why, whylen, "The token lacks the \"%s\" claim.", name);
-		return false;
-	}
+		return true;
 	if (json_is_integer(v))
 	{
-		json_int_t	i = json_integer_value(v);
-
-		if (i < 0)
-			goto before_1970;
-		if (i > NADI_JWT_MAX_TIME)
-			goto out_of_range;
-		*out = (int64_t) i;
+		if (json_integer_value(v) < 0)
+			return bad_claim(name, "is before 1970", why, whylen);
+		if (json_integer_value(v) > NADI_JWT_MAX_TIME)
+			return bad_claim(name, "is out of range", why, whylen);
+		*out = (int64_t) json_integer_value(v);
 		return true;
 	}
-	if (json_is_real(v))
-	{
-		double		d = json_real_value(v);
-
-		if (d < 0)
-			goto before_1970;
-		if (d >= (double) NADI_JWT_MAX_TIME + 1.0)
-			goto out_of_range;
-		*out = (int64_t) d;
-		return true;
-	}
-	say(why, whylen, "The token's \"%s\" claim is not a number.", name);
-	return false;
-
-before_1970:
-	say(why, whylen, "The token's \"%s\" claim is before 1970.", name);
-	return false;
-out_of_range:
-	say(why, whylen, "The token's \"%s\" claim is out of range.", name);
-	return false;
+	if (!json_is_real(v))
+		return bad_claim(name, "is not a number", why, whylen);
+	d = json_real_value(v);
+	if (d < 0)
+		return bad_claim(name, "is before 1970", why, whylen);
+	if (d >= (double) NADI_JWT_MAX_TIME + 1.0)
+		return bad_claim(name, "is out of range", why, whylen);
+	*out = (int64_t) d;
+	return true;
 }
 
 /*
