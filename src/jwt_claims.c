@@ -31,6 +31,14 @@ nadi_jwt_scope_from_name(const char *s)
 	return NADI_JWT_SCOPE_NONE;
 }
 
+const char *
+nadi_jwt_scope_name(NadiJwtScope scope)
+{
+	if (scope < NADI_JWT_SCOPE_ADMIN || scope > NADI_JWT_SCOPE_SANDBOX)
+		return NULL;
+	return scope_names[scope];
+}
+
 static void say(char *why, size_t whylen, const char *fmt,...)
 			__attribute__((format(printf, 3, 4)));
 
@@ -200,7 +208,7 @@ check(json_t *claims, const char *audience, int64_t now, NadiClaims *out,
 		say(why, whylen, "The token's \"scope\" claim is not a known scope.");
 		return NADI_CLAIMS_INVALID;
 	}
-	out->scope_name = scope_names[out->scope];
+	out->scope_name = nadi_jwt_scope_name(out->scope);
 	if (!claim_string(claims, "sid", false, NADI_JWT_UUID_LEN, &s, why, whylen))
 	{
 		if (json_is_string(json_object_get(claims, "sid")))

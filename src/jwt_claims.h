@@ -89,7 +89,8 @@ extern NadiClaimsResult nadi_claims_check(const char *json, size_t len, const ch
 										  int64_t now, NadiClaims *out,
 										  char *why, size_t whylen);
 
-/* The scope named s, or NADI_JWT_SCOPE_NONE. */
+/* The scope named s, or NADI_JWT_SCOPE_NONE; and the name of a scope. */
 extern NadiJwtScope nadi_jwt_scope_from_name(const char *s);
+extern const char *nadi_jwt_scope_name(NadiJwtScope scope);
 
 #endif							/* NADI_JWT_CLAIMS_H */

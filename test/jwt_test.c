@@ -664,6 +664,8 @@ test_claims(void)
 	CHECK(nadi_jwt_scope_from_name("admin") == NADI_JWT_SCOPE_ADMIN);
 	CHECK(nadi_jwt_scope_from_name("Admin") == NADI_JWT_SCOPE_NONE);
 	CHECK(nadi_jwt_scope_from_name(NULL) == NADI_JWT_SCOPE_NONE);
+	CHECK(strcmp(nadi_jwt_scope_name(NADI_JWT_SCOPE_SANDBOX), "sandbox") == 0);
+	CHECK(nadi_jwt_scope_name(NADI_JWT_SCOPE_NONE) == NULL);
 
 	/* not an object, or not one strictly */
 	CHECK_CLAIMS("[1]", NADI_CLAIMS_INVALID, "not a JSON object");
