@@ -574,11 +574,13 @@ nadi_jwt_sign(nadi_jwt_alg alg, const char *kid,
 	if (nadi_jwt_json_check_object(payload_json, strlen(payload_json)) != NADI_JWT_OK)
 		return NADI_JWT_EJSON;
 
-	/* {"alg":..,"typ":"JWT","kid":..}: jansson keeps the order of insertion */
-	h = json_object();
+	/*
+	 * {"alg":..,"typ":"JWT","kid":..}: jansson keeps the order of insertion.
+	 * Not json_object(): in a backend that name is PostgreSQL's own SQL
+	 * function, which the dynamic linker would call instead.
+	 */
+	h = json_pack("{s:s, s:s}", "alg", name, "typ", "JWT");
 	if (h == NULL ||
-		json_object_set_new(h, "alg", json_string(name)) != 0 ||
-		json_object_set_new(h, "typ", json_string("JWT")) != 0 ||
 		(kid != NULL && json_object_set_new(h, "kid", json_string(kid)) != 0))
 	{
 		/* json_string() is NULL for text that is not UTF-8 */
