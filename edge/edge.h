@@ -125,7 +125,7 @@ bool		edge_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out);
 char	   *json_compact(json_t *j);	/* malloc'd text, never NULL-safe-free */
 
 /* ------------------------------------------------------------------------
- * Authentication (auth.c): bearer tokens verified locally against the
+ * Authentication (bearer.c): bearer tokens verified locally against the
  * public keys of nadi.jwks(); the database verifies them again.
  * ------------------------------------------------------------------------ */
 typedef enum EdgeScope

@@ -1,18 +1,17 @@
 /*
  * access.c — the credentials of a request (see access.h).  Session tokens
- * are checked as the edge checks its tokens (edge/auth.c) and as the
- * extension's token_verify does: an EdDSA signature by a key of
- * nadi.jwks(), issuer "nadi", audience "nadi-sandboxd", scope "sandbox",
- * a uuid "sid", a tenant, exp, and nbf with 60 s leeway.  The code doing
- * the parsing, the signature and the claims is the extension's own
- * (src/jwt.c, src/jwt_claims.h), shared with the edge.
+ * are checked by the extension's own code, as the edge checks its tokens
+ * (edge/bearer.c) and as nadi.token_verify does: src/jwt.c for the form and
+ * the EdDSA signature by a key of nadi.jwks(), src/jwt_claims.c for the
+ * claims (issuer "nadi", audience "nadi-sandboxd", exp, nbf and iat with
+ * one leeway, a tenant, a subject, a uuid "sid"); the scope must be
+ * "sandbox".
  *
- * The key set is cached and refreshed every jwks_refresh, and early when a
- * token names a key the cache does not know (rotation); such a request
- * waits for that one refresh.  Refreshes are at least a second apart, so
- * tokens naming unknown keys cannot make the daemon hammer the database.
+ * The keys are daemonlib's cache (jwks.c), refreshed every jwks_refresh, and
+ * early when a token names a key the cache does not know (rotation); such a
+ * request waits for that one refresh, WAIT_MAX_MS at most.  pg.c fetches
+ * them over its connection.
  */
-#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,108 +20,69 @@
 #include "jwt_claims.h"
 #include "pg.h"
 #include "sbx.h"
+#include "daemonlib/jwks.h"
 
-#define MAX_KEYS 64
-#define MIN_REFRESH_MS 1000
 #define WAIT_MAX_MS 5000   /* a request waits this long for a refresh at most */
-#define AUDIENCE "nadi-sandboxd"
 
-struct waiter {
-	void (*fn)(void *arg);
-	void *arg;
-	struct waiter *next;
-};
+_Static_assert(sizeof(((struct access_principal *)0)->tenant) >= NADI_JWT_MAX_NAME + 1 &&
+		       sizeof(((struct access_principal *)0)->subject) >= NADI_JWT_MAX_NAME + 1 &&
+		       sizeof(((struct access_principal *)0)->sid) == NADI_JWT_UUID_LEN + 1,
+	       "a principal holds what NadiClaims does");
 
-static NadiJwk keys[MAX_KEYS];
-static size_t nkeys;
-static bool loaded, in_flight;
-static uint64_t last_attempt_ms;
-static struct waiter *waiters;
+static JwksCache keys;
 static EvTimer periodic, retry, give_up;
-
-static void refresh(void);
 
 size_t
 access_key_count(void)
 {
-	return nkeys;
+	return (size_t)jwks_count(&keys);
 }
 
-static const NadiJwk *
-key_find(const char *kid)
-{
-	for (size_t i = 0; i < nkeys; i++)
-		if (strcmp(keys[i].kid, kid) == 0)
-			return &keys[i];
-	return NULL;
-}
-
-/* Replace the cache with the Ed25519 keys of a JWKS ({"keys": [...]}). */
-static int
-keys_load(const char *text)
-{
-	NadiJwk fresh[MAX_KEYS];
-	int n = nadi_jwks_parse(text, fresh, MAX_KEYS);
-
-	if (n < 0)
-		return -EINVAL;
-	memcpy(keys, fresh, sizeof(NadiJwk) * (size_t)n);
-	nkeys = (size_t)n;
-	return 0;
-}
-
-/* Every waiter re-checks once, whatever the outcome. */
+/* A request's wait ends with the refresh: so does its deadline. */
 static void
-wake_waiters(void)
+settle(void)
 {
-	struct waiter *w = waiters;
-
-	waiters = NULL;
-	ev_timer_cancel(&give_up);
-	while (w) {
-		struct waiter *next = w->next;
-		w->fn(w->arg);
-		free(w);
-		w = next;
-	}
+	if (!jwks_waiting(&keys))
+		ev_timer_cancel(&give_up);
 }
 
 void
 access_keys_loaded(const char *jwks)
 {
-	in_flight = false;
-	if (keys_load(jwks) < 0)
-		log_warning("nadi.jwks() returned no key set; keeping the %zu key(s) known", nkeys);
-	else {
-		if (!loaded)
-			log_info("loaded %zu signing key(s) from nadi.jwks()", nkeys);
-		loaded = true;
-	}
-	wake_waiters();
+	bool first = !keys.loaded;
+	int n = jwks_loaded(&keys, jwks);
+
+	if (n < 0)
+		log_warning("nadi.jwks() returned no key set; keeping the %d key(s) known", jwks_count(&keys));
+	else if (first)
+		log_info("loaded %d signing key(s) from nadi.jwks()", n);
+	settle();
 }
 
 void
 access_keys_failed(const char *why)
 {
-	if (!in_flight && !waiters)
+	if (!keys.in_flight && !jwks_waiting(&keys))
 		return;
-	in_flight = false;
 	log_warning("could not refresh the signing keys: %s", why);
-	wake_waiters();
+	jwks_failed(&keys);
+	settle();
 }
 
 static void
 on_retry(EvTimer *t)
 {
 	(void)t;
-	refresh();
+	jwks_refresh(&keys);
+	settle();
 }
 
 static void
 on_periodic(EvTimer *t)
 {
 	(void)t;
-	refresh();
+	jwks_refresh(&keys);
+	settle();
 	ev_timer_arm(&periodic, cfg.jwks_refresh_ms, on_periodic, NULL);
 }
 
@@ -130,61 +90,54 @@ static void
 on_give_up(EvTimer *t)
 {
 	(void)t;
+	if (!jwks_waiting(&keys))
+		return;
 	log_warning("no answer from nadi.jwks() within %d s; refusing the tokens that wait for it", WAIT_MAX_MS / 1000);
-	wake_waiters();
+	jwks_wake(&keys);
 }
 
-/* Ask pg.c for the keys now, or as soon as the rate limit allows. */
-static void
-refresh(void)
+/* Ask pg.c for the keys; without a connection nobody waits for them. */
+static JwksFetch
+keys_fetch(void *arg)
 {
-	uint64_t now = now_ms();
-
-	if (in_flight)
-		return;
-	if (last_attempt_ms && now < last_attempt_ms + MIN_REFRESH_MS) {
-		if (!retry.armed)
-			ev_timer_arm(&retry, last_attempt_ms + MIN_REFRESH_MS - now, on_retry, NULL);
-		return;
-	}
-	last_attempt_ms = now;
-	if (pg_jwks_request())
-		in_flight = true;
-	else if (waiters)
-		wake_waiters(); /* no connection now: nothing to wait for */
+	(void)arg;
+	return pg_jwks_request() ? JWKS_FETCH_STARTED : JWKS_FETCH_NONE;
 }
+
+static void
+keys_defer(void *arg, uint64_t delay_ms)
+{
+	(void)arg;
+	if (!retry.armed)
+		ev_timer_arm(&retry, delay_ms, on_retry, NULL);
+}
+
+static const JwksOps keys_ops = {
+	.fetch = keys_fetch,
+	.defer = keys_defer,
+	.now_ms = now_ms,
+};
 
 bool
 access_wait_keys(void (*fn)(void *arg), void *arg)
 {
-	struct waiter *w;
-
 	if (!pg_connected())
 		return false;
-	w = calloc(1, sizeof *w);
-	if (!w)
-		return false;
-	w->fn = fn;
-	w->arg = arg;
-	w->next = waiters;
-	waiters = w;
 	if (!give_up.armed)
 		ev_timer_arm(&give_up, WAIT_MAX_MS, on_give_up, NULL);
-	refresh();
+	if (!jwks_wait(&keys, fn, arg)) {
+		settle();
+		return false;
+	}
+	settle();
 	return true;
 }
 
 void
 access_wait_cancel(void *arg)
 {
-	for (struct waiter **pp = &waiters; *pp;) {
-		if ((*pp)->arg == arg) {
-			struct waiter *w = *pp;
-			*pp = w->next;
-			free(w);
-		} else
-			pp = &(*pp)->next;
-	}
+	jwks_wait_cancel(&keys, arg);
+	settle();
 }
 
 /* ---- session tokens ------------------------------------------------------- */
@@ -201,10 +154,8 @@ session_token(const char *tok, struct access_principal *out, char *why, size_t w
 {
 	_cleanup_(freep) nadi_jwt_parsed *jp = NULL;
 	enum access_result res = ACCESS_OK;
-	json_t *claims = NULL;
-	const NadiJwk *key;
-	const char *s;
-	int64_t exp, nbf, now = (int64_t)time(NULL);
+	const JwksKey *key;
+	NadiClaims c;
 	int rc;
 
 	if (strlen(tok) > NADI_JWT_MAX_TOKEN)
@@ -217,39 +168,24 @@ session_token(const char *tok, struct access_principal *out, char *why, size_t w
 		DENY("the bearer token is neither the operator token nor a valid session token (%s)", nadi_jwt_strerror(rc));
 	if (jp->alg != NADI_JWT_ALG_EDDSA || !jp->has_kid)
 		DENY("session tokens are EdDSA tokens that name their key (\"kid\")");
-	key = key_find(jp->kid);
+	key = jwks_find(&keys, jp->kid);
 	if (!key) {
 		snprintf(why, whylen, "the key that signed the token is unknown");
 		return ACCESS_RETRY;
 	}
 	if (nadi_jwt_verify(jp, NADI_JWT_ALG_EDDSA, key->pub, sizeof key->pub) != 0)
 		DENY("the token's signature does not verify");
-	claims = json_loadb(jp->payload, jp->payload_len, JSON_REJECT_DUPLICATES, NULL);
-	if (!json_is_object(claims))
-		DENY("the token's claims are not a JSON object");
-	s = json_string_value(json_object_get(claims, "iss"));
-	if (!s || strcmp(s, "nadi") != 0)
-		DENY("the token was not issued by nadi");
-	if (!nadi_claim_audience(claims, AUDIENCE))
-		DENY("the token is not meant for audience \"" AUDIENCE "\"");
-	s = json_string_value(json_object_get(claims, "scope"));
-	if (!s || strcmp(s, "sandbox") != 0)
+	if (nadi_claims_check(jp->payload, jp->payload_len, NADI_JWT_AUD_SANDBOXD, (int64_t)time(NULL), &c, why,
+			      whylen) != NADI_CLAIMS_OK)
+		return ACCESS_DENIED;
+	if (c.scope != NADI_JWT_SCOPE_SANDBOX)
 		DENY("the token's scope is not \"sandbox\"");
-	if (!nadi_claim_copy(claims, "sid", out->sid, sizeof out->sid) || !nadi_jwt_uuid_text(out->sid))
-		DENY("the token's \"sid\" claim is not a session id (uuid)");
-	if (!nadi_claim_copy(claims, "tenant", out->tenant, sizeof out->tenant) || !out->tenant[0])
-		DENY("the token lacks a valid \"tenant\" claim");
-	if (!nadi_claim_copy(claims, "sub", out->subject, sizeof out->subject))
-		DENY("the token lacks a valid \"sub\" claim");
-	if (!nadi_claim_time(claims, "exp", &exp))
-		DENY("the token lacks a valid \"exp\" claim");
-	if (now >= exp)
-		DENY("the token has expired");
-	if (json_object_get(claims, "nbf") && (!nadi_claim_time(claims, "nbf", &nbf) || nbf > now + NADI_JWT_NBF_LEEWAY_S))
-		DENY("the token is not valid yet");
+	/* sandbox-scoped: the validator has made sure of its "sid" */
+	memcpy(out->sid, c.sid, sizeof out->sid);
+	snprintf(out->tenant, sizeof out->tenant, "%s", c.tenant);
+	snprintf(out->subject, sizeof out->subject, "%s", c.subject);
 	out->kind = ACCESS_SESSION;
 out:
-	json_decref(claims);
 	return res;
 }
 
@@ -285,6 +221,7 @@ access_authenticate(const char *bearer, struct access_principal *out, char *why,
 int
 access_init(void)
 {
+	jwks_init(&keys, &keys_ops);
 	if (cfg.pg_conninfo && *cfg.pg_conninfo && cfg.token)
 		ev_timer_arm(&periodic, cfg.jwks_refresh_ms, on_periodic, NULL);
 	return 0;
@@ -296,9 +233,5 @@ access_done(void)
 	ev_timer_cancel(&periodic);
 	ev_timer_cancel(&retry);
 	ev_timer_cancel(&give_up);
-	while (waiters) {
-		struct waiter *w = waiters;
-		waiters = w->next;
-		free(w);
-	}
+	jwks_done(&keys);
 }

@@ -1,8 +1,11 @@
 /*
  * jwt.c — compact JWS/JWT on libcrypto (OpenSSL 3): base64url, Ed25519
- * ("EdDSA") and HS256 signatures, token building and parsing, and just enough
- * JSON to read "alg" and "kid" from a header.  No PostgreSQL includes: the
- * HTTP daemons build this same file.  See jwt.h for the contract.
+ * ("EdDSA") and HS256 signatures, token building and parsing.  JSON is
+ * jansson's, read strictly (nadi_jwt_json_object).  No PostgreSQL includes:
+ * the HTTP daemons build this same file.  See jwt.h for the contract.
+ *
+ * In the extension this runs in a backend: every json_t made here is freed
+ * before the function that made it returns, and nothing here can ereport.
  *
  * Every failure path clears libcrypto's per-thread error queue, so errors
  * from here never surface later in an unrelated TLS connection.
@@ -11,7 +14,9 @@
 
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -19,7 +24,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
-#define JSON_MAX_DEPTH 64
+#include <jansson.h>
 
 const char *
 nadi_jwt_strerror(int err)
@@ -52,8 +57,6 @@ nadi_jwt_strerror(int err)
 			return "unusable key";
 		case NADI_JWT_ECRYPTO:
 			return "cryptographic library failure";
-		case NADI_JWT_ENOTFOUND:
-			return "not found";
 	}
 	return "unknown error";
 }
@@ -223,465 +226,72 @@ nadi_jwt_b64url_decode(const char *in, size_t inlen,
 }
 
 /* ------------------------------------------------------------------------
- * JSON: a strict RFC 8259 scanner, enough to validate an object and read a
- * top-level string member.  Rejects invalid UTF-8 and \u0000 (so values are
- * safe C strings), and nesting deeper than JSON_MAX_DEPTH.
+ * JSON, on jansson
  * ------------------------------------------------------------------------ */
 
-typedef struct jscan
-{
-	const unsigned char *p;
-	const unsigned char *end;
-	int			depth;
-} jscan;
-
-static void
-js_ws(jscan *s)
-{
-	while (s->p < s->end &&
-		   (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
-		s->p++;
-}
-
+/* Is every array and object inside v (itself at depth) within the limit? */
 static int
-js_hex4(const unsigned char *p, unsigned int *v)
+json_depth_ok(json_t *v, int depth)
 {
-	unsigned int r = 0;
+	const char *k;
+	json_t	   *m;
+	size_t		i;
 
-	for (int i = 0; i < 4; i++)
-	{
-		unsigned char c = p[i];
-
-		r <<= 4;
-		if (c >= '0' && c <= '9')
-			r |= c - '0';
-		else if (c >= 'a' && c <= 'f')
-			r |= c - 'a' + 10;
-		else if (c >= 'A' && c <= 'F')
-			r |= c - 'A' + 10;
-		else
-			return -1;
-	}
-	*v = r;
-	return 0;
-}
-
-/* Length of the valid UTF-8 sequence at p (first byte >= 0x80), or 0. */
-static size_t
-utf8_seq(const unsigned char *p, const unsigned char *end)
-{
-	unsigned char c = p[0];
-	size_t		n;
-	unsigned char lo = 0x80,
-				hi = 0xBF;
-
-	if (c >= 0xC2 && c <= 0xDF)
-		n = 2;
-	else if (c >= 0xE0 && c <= 0xEF)
-	{
-		n = 3;
-		if (c == 0xE0)
-			lo = 0xA0;			/* no overlong forms */
-		else if (c == 0xED)
-			hi = 0x9F;			/* no surrogates */
-	}
-	else if (c >= 0xF0 && c <= 0xF4)
-	{
-		n = 4;
-		if (c == 0xF0)
-			lo = 0x90;
-		else if (c == 0xF4)
-			hi = 0x8F;			/* nothing above U+10FFFF */
-	}
-	else
+	if (depth > NADI_JWT_JSON_MAX_DEPTH)
 		return 0;
-	if ((size_t) (end - p) < n)
-		return 0;
-	if (p[1] < lo || p[1] > hi)
-		return 0;
-	for (size_t i = 2; i < n; i++)
-		if (p[i] < 0x80 || p[i] > 0xBF)
+	if (json_is_object(v))
+	{
+		json_object_foreach(v, k, m)
+			if ((json_is_object(m) || json_is_array(m)) && !json_depth_ok(m, depth + 1))
 			return 0;
-	return n;
+	}
+	else if (json_is_array(v))
+	{
+		json_array_foreach(v, i, m)
+			if ((json_is_object(m) || json_is_array(m)) && !json_depth_ok(m, depth + 1))
+			return 0;
+	}
+	return 1;
 }
 
-/* Append bytes to an optional output buffer, noting overflow. */
-static void
-js_put(char *out, size_t outsize, size_t *o, int *overflow,
-	   const unsigned char *bytes, size_t n)
+struct json_t *
+nadi_jwt_json_object(const char *json, size_t len, int *dup)
 {
-	if (out == NULL)
-		return;
-	if (*o + n + 1 > outsize)
-	{
-		*overflow = 1;
-		return;
-	}
-	memcpy(out + *o, bytes, n);
-	*o += n;
-}
+	json_error_t err;
+	json_t	   *v;
 
-/*
- * Scan a string starting at the opening quote.  With out, the unescaped
- * value is written there (NUL-terminated) unless it does not fit, in which
- * case *overflow is set and scanning still completes.
- */
-static int
-js_string(jscan *s, char *out, size_t outsize, size_t *outlen, int *overflow)
-{
-	size_t		o = 0;
-
-	*overflow = 0;
-	if (s->p >= s->end || *s->p != '"')
-		return -1;
-	s->p++;
-	for (;;)
-	{
-		unsigned char c;
-
-		if (s->p >= s->end)
-			return -1;
-		c = *s->p;
-		if (c == '"')
-		{
-			s->p++;
-			break;
-		}
-		if (c < 0x20)
-			return -1;
-		if (c == '\\')
-		{
-			unsigned char e;
-			unsigned char buf[4];
-			size_t		n = 1;
-
-			if (s->end - s->p < 2)
-				return -1;
-			e = s->p[1];
-			s->p += 2;
-			switch (e)
-			{
-				case '"':
-				case '\\':
-				case '/':
-					buf[0] = e;
-					break;
-				case 'b':
-					buf[0] = '\b';
-					break;
-				case 'f':
-					buf[0] = '\f';
-					break;
-				case 'n':
-					buf[0] = '\n';
-					break;
-				case 'r':
-					buf[0] = '\r';
-					break;
-				case 't':
-					buf[0] = '\t';
-					break;
-				case 'u':
-					{
-						unsigned int cp,
-									lo;
-
-						if (s->end - s->p < 4 || js_hex4(s->p, &cp) < 0)
-							return -1;
-						s->p += 4;
-						if (cp >= 0xDC00 && cp <= 0xDFFF)
-							return -1;	/* lone low surrogate */
-						if (cp >= 0xD800 && cp <= 0xDBFF)
-						{
-							if (s->end - s->p < 6 || s->p[0] != '\\' || s->p[1] != 'u' ||
-								js_hex4(s->p + 2, &lo) < 0 || lo < 0xDC00 || lo > 0xDFFF)
-								return -1;
-							s->p += 6;
-							cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-						}
-						if (cp == 0)
-							return -1;
-						if (cp < 0x80)
-							buf[0] = (unsigned char) cp;
-						else if (cp < 0x800)
-						{
-							buf[0] = (unsigned char) (0xC0 | (cp >> 6));
-							buf[1] = (unsigned char) (0x80 | (cp & 0x3F));
-							n = 2;
-						}
-						else if (cp < 0x10000)
-						{
-							buf[0] = (unsigned char) (0xE0 | (cp >> 12));
-							buf[1] = (unsigned char) (0x80 | ((cp >> 6) & 0x3F));
-							buf[2] = (unsigned char) (0x80 | (cp & 0x3F));
-							n = 3;
-						}
-						else
-						{
-							buf[0] = (unsigned char) (0xF0 | (cp >> 18));
-							buf[1] = (unsigned char) (0x80 | ((cp >> 12) & 0x3F));
-							buf[2] = (unsigned char) (0x80 | ((cp >> 6) & 0x3F));
-							buf[3] = (unsigned char) (0x80 | (cp & 0x3F));
-							n = 4;
-						}
-						break;
-					}
-				default:
-					return -1;
-			}
-			js_put(out, outsize, &o, overflow, buf, n);
-		}
-		else if (c < 0x80)
-		{
-			js_put(out, outsize, &o, overflow, s->p, 1);
-			s->p++;
-		}
-		else
-		{
-			size_t		n = utf8_seq(s->p, s->end);
-
-			if (n == 0)
-				return -1;
-			js_put(out, outsize, &o, overflow, s->p, n);
-			s->p += n;
-		}
-	}
-	if (out != NULL && !*overflow)
-	{
-		out[o] = '\0';
-		if (outlen)
-			*outlen = o;
-	}
-	return 0;
-}
-
-static int
-js_digits(jscan *s)
-{
-	const unsigned char *start = s->p;
-
-	while (s->p < s->end && *s->p >= '0' && *s->p <= '9')
-		s->p++;
-	return s->p > start ? 0 : -1;
-}
-
-static int
-js_number(jscan *s)
-{
-	if (s->p < s->end && *s->p == '-')
-		s->p++;
-	if (s->p >= s->end)
-		return -1;
-	if (*s->p == '0')
-		s->p++;
-	else if (js_digits(s) < 0)
-		return -1;
-	if (s->p < s->end && *s->p == '.')
-	{
-		s->p++;
-		if (js_digits(s) < 0)
-			return -1;
-	}
-	if (s->p < s->end && (*s->p == 'e' || *s->p == 'E'))
-	{
-		s->p++;
-		if (s->p < s->end && (*s->p == '+' || *s->p == '-'))
-			s->p++;
-		if (js_digits(s) < 0)
-			return -1;
-	}
-	return 0;
-}
-
-static int
-js_literal(jscan *s, const char *lit)
-{
-	size_t		n = strlen(lit);
-
-	if ((size_t) (s->end - s->p) < n || memcmp(s->p, lit, n) != 0)
-		return -1;
-	s->p += n;
-	return 0;
-}
-
-static int	js_value(jscan *s);
-
-static int
-js_container(jscan *s, unsigned char close)
-{
-	int			overflow;
-
-	if (++s->depth > JSON_MAX_DEPTH)
-		return -1;
-	s->p++;						/* the opening bracket */
-	js_ws(s);
-	if (s->p < s->end && *s->p == close)
-	{
-		s->p++;
-		s->depth--;
-		return 0;
-	}
-	for (;;)
-	{
-		if (close == '}')
-		{
-			if (js_string(s, NULL, 0, NULL, &overflow) < 0)
-				return -1;
-			js_ws(s);
-			if (s->p >= s->end || *s->p != ':')
-				return -1;
-			s->p++;
-			js_ws(s);
-		}
-		if (js_value(s) < 0)
-			return -1;
-		js_ws(s);
-		if (s->p >= s->end)
-			return -1;
-		if (*s->p == ',')
-		{
-			s->p++;
-			js_ws(s);
-			continue;
-		}
-		if (*s->p != close)
-			return -1;
-		s->p++;
-		s->depth--;
-		return 0;
-	}
-}
-
-static int
-js_value(jscan *s)
-{
-	int			overflow;
-
-	if (s->p >= s->end)
-		return -1;
-	switch (*s->p)
-	{
-		case '{':
-			return js_container(s, '}');
-		case '[':
-			return js_container(s, ']');
-		case '"':
-			return js_string(s, NULL, 0, NULL, &overflow);
-		case 't':
-			return js_literal(s, "true");
-		case 'f':
-			return js_literal(s, "false");
-		case 'n':
-			return js_literal(s, "null");
-		default:
-			return js_number(s);
-	}
-}
-
-/*
- * Walk a top-level object; find member `key` (if key is not NULL).  Sets
- * *vstart to its value's first byte, or NULL when absent.  Returns -1 on
- * invalid JSON, anything but an object, or a duplicate of `key`.
- */
-static int
-js_object_find(const char *json, size_t len, const char *key, const unsigned char **vstart)
-{
-	jscan		s;
-	char		name[NADI_JWT_MAX_KID + 1];
-	size_t		namelen = 0;
-	size_t		keylen = key ? strlen(key) : 0;
-	int			overflow;
-
-	*vstart = NULL;
+	if (dup)
+		*dup = 0;
 	if (json == NULL)
-		return -1;
-	s.p = (const unsigned char *) json;
-	s.end = s.p + len;
-	s.depth = 1;
-	js_ws(&s);
-	if (s.p >= s.end || *s.p != '{')
-		return -1;
-	s.p++;
-	js_ws(&s);
-	if (s.p < s.end && *s.p == '}')
-		s.p++;
-	else
+		return NULL;
+	/*
+	 * Without JSON_ALLOW_NUL jansson refuses \u0000; without
+	 * JSON_DECODE_ANY the text must be an object or an array; trailing
+	 * whitespace only.
+	 */
+	v = json_loadb(json, len, JSON_REJECT_DUPLICATES, &err);
+	if (v == NULL)
 	{
-		for (;;)
-		{
-			const unsigned char *v;
-
-			if (js_string(&s, name, sizeof(name), &namelen, &overflow) < 0)
-				return -1;
-			js_ws(&s);
-			if (s.p >= s.end || *s.p != ':')
-				return -1;
-			s.p++;
-			js_ws(&s);
-			v = s.p;
-			if (js_value(&s) < 0)
-				return -1;
-			if (key && !overflow && namelen == keylen && memcmp(name, key, keylen) == 0)
-			{
-				if (*vstart != NULL)
-					return -1;	/* ambiguous: the same member twice */
-				*vstart = v;
-			}
-			js_ws(&s);
-			if (s.p >= s.end)
-				return -1;
-			if (*s.p == ',')
-			{
-				s.p++;
-				js_ws(&s);
-				continue;
-			}
-			if (*s.p != '}')
-				return -1;
-			s.p++;
-			break;
-		}
+		if (dup && json_error_code(&err) == json_error_duplicate_key)
+			*dup = 1;
+		return NULL;
 	}
-	js_ws(&s);
-	return s.p == s.end ? 0 : -1;
+	if (!json_is_object(v) || !json_depth_ok(v, 1))
+	{
+		json_decref(v);
+		return NULL;
+	}
+	return v;
 }
 
 int
 nadi_jwt_json_check_object(const char *json, size_t len)
 {
-	const unsigned char *v;
+	json_t	   *v = nadi_jwt_json_object(json, len, NULL);
 
-	return js_object_find(json, len, NULL, &v) == 0 ? NADI_JWT_OK : NADI_JWT_EJSON;
-}
-
-int
-nadi_jwt_json_string(const char *json, size_t len, const char *key,
-					 char *out, size_t outsize, size_t *outlen)
-{
-	const unsigned char *v;
-	jscan		s;
-	int			overflow;
-	size_t		n = 0;
-
-	if (key == NULL || (out != NULL && outsize == 0))
-		return NADI_JWT_EINVAL;
-	if (js_object_find(json, len, key, &v) < 0)
-		return NADI_JWT_EJSON;
 	if (v == NULL)
-		return NADI_JWT_ENOTFOUND;
-	if (out == NULL)
-		return NADI_JWT_OK;
-	if (*v != '"')
 		return NADI_JWT_EJSON;
-	s.p = v;
-	s.end = (const unsigned char *) json + len;
-	s.depth = 0;
-	if (js_string(&s, out, outsize, &n, &overflow) < 0)
-		return NADI_JWT_EJSON;
-	if (overflow)
-		return NADI_JWT_ETOOLONG;
-	if (outlen)
-		*outlen = n;
+	json_decref(v);
 	return NADI_JWT_OK;
 }
 
@@ -944,66 +554,15 @@ nadi_jwt_sign_parts(nadi_jwt_alg alg, const unsigned char *key, size_t keylen,
 	return NADI_JWT_OK;
 }
 
-/* Append a JSON string literal; kid must be valid UTF-8. */
-static int
-json_quote(char *buf, size_t bufsize, size_t *o, const char *str)
-{
-	static const char hex[] = "0123456789abcdef";
-	const unsigned char *p = (const unsigned char *) str;
-	const unsigned char *end = p + strlen(str);
-
-#define PUT(c) do { if (*o + 1 >= bufsize) return NADI_JWT_ETOOLONG; buf[(*o)++] = (c); } while (0)
-	PUT('"');
-	while (p < end)
-	{
-		unsigned char c = *p;
-
-		if (c == '"' || c == '\\')
-		{
-			PUT('\\');
-			PUT((char) c);
-			p++;
-		}
-		else if (c < 0x20)
-		{
-			PUT('\\');
-			PUT('u');
-			PUT('0');
-			PUT('0');
-			PUT(hex[c >> 4]);
-			PUT(hex[c & 15]);
-			p++;
-		}
-		else if (c < 0x80)
-		{
-			PUT((char) c);
-			p++;
-		}
-		else
-		{
-			size_t		n = utf8_seq(p, end);
-
-			if (n == 0)
-				return NADI_JWT_EINVAL;
-			while (n-- > 0)
-				PUT((char) *p++);
-		}
-	}
-	PUT('"');
-	buf[*o] = '\0';
-#undef PUT
-	return NADI_JWT_OK;
-}
-
 int
 nadi_jwt_sign(nadi_jwt_alg alg, const char *kid,
 			  const unsigned char *key, size_t keylen,
 			  const char *payload_json,
 			  char *out, size_t outsize, size_t *outlen)
 {
-	char		header[64 + 6 * NADI_JWT_MAX_KID];
-	size_t		o;
 	const char *name = nadi_jwt_alg_name(alg);
+	json_t	   *h;
+	char	   *header;
 	int			rc;
 
 	if (payload_json == NULL || out == NULL)
@@ -1015,21 +574,28 @@ nadi_jwt_sign(nadi_jwt_alg alg, const char *kid,
 	if (nadi_jwt_json_check_object(payload_json, strlen(payload_json)) != NADI_JWT_OK)
 		return NADI_JWT_EJSON;
 
-	o = (size_t) snprintf(header, sizeof(header), "{\"alg\":\"%s\",\"typ\":\"JWT\"", name);
-	if (kid != NULL)
+	/*
+	 * {"alg":..,"typ":"JWT","kid":..}: jansson keeps the order of insertion.
+	 * Not json_object(): in a backend that name is PostgreSQL's own SQL
+	 * function, which the dynamic linker would call instead.
+	 */
+	h = json_pack("{s:s, s:s}", "alg", name, "typ", "JWT");
+	if (h == NULL ||
+		(kid != NULL && json_object_set_new(h, "kid", json_string(kid)) != 0))
 	{
-		memcpy(header + o, ",\"kid\":", 7);
-		o += 7;
-		if ((rc = json_quote(header, sizeof(header), &o, kid)) != NADI_JWT_OK)
-			return rc;
+		/* json_string() is NULL for text that is not UTF-8 */
+		json_decref(h);
+		return NADI_JWT_EINVAL;
 	}
-	if (o + 2 > sizeof(header))
-		return NADI_JWT_ETOOLONG;
-	header[o++] = '}';
-	header[o] = '\0';
-	return nadi_jwt_sign_parts(alg, key, keylen, header,
-							   payload_json, strlen(payload_json),
-							   out, outsize, outlen);
+	header = json_dumps(h, JSON_COMPACT);
+	json_decref(h);
+	if (header == NULL)
+		return NADI_JWT_EINVAL;
+	rc = nadi_jwt_sign_parts(alg, key, keylen, header,
+							 payload_json, strlen(payload_json),
+							 out, outsize, outlen);
+	free(header);
+	return rc;
 }
 
 int
@@ -1062,22 +628,64 @@ nadi_jwt_split(const char *token, size_t len, nadi_jwt_segments *seg)
 	return NADI_JWT_OK;
 }
 
-/* Decode a segment that must be a JSON object into a NUL-terminated buffer. */
-static int
-decode_json_segment(const char *seg, size_t seglen, char *buf, size_t bufsize, size_t *outlen)
+/*
+ * Decode a segment into a NUL-terminated buffer and parse it as a JSON
+ * object: returns a new reference, or NULL with *rc set.
+ */
+static json_t *
+decode_json_segment(const char *seg, size_t seglen, char *buf, size_t bufsize,
+					size_t *outlen, int *dup, int *rc)
 {
+	json_t	   *v;
 	size_t		n;
-	int			rc;
 
-	rc = nadi_jwt_b64url_decode(seg, seglen, (unsigned char *) buf, bufsize - 1, &n);
-	if (rc != NADI_JWT_OK)
-		return rc;
+	if (dup)
+		*dup = 0;
+	*rc = nadi_jwt_b64url_decode(seg, seglen, (unsigned char *) buf, bufsize - 1, &n);
+	if (*rc != NADI_JWT_OK)
+		return NULL;
 	buf[n] = '\0';
-	if (memchr(buf, '\0', n) != NULL)
-		return NADI_JWT_EJSON;
-	if (nadi_jwt_json_check_object(buf, n) != NADI_JWT_OK)
-		return NADI_JWT_EJSON;
+	/* a NUL byte outside a string: jansson would stop there */
+	if (memchr(buf, '\0', n) != NULL ||
+		(v = nadi_jwt_json_object(buf, n, dup)) == NULL)
+	{
+		*rc = NADI_JWT_EJSON;
+		return NULL;
+	}
 	*outlen = n;
+	return v;
+}
+
+/* The JOSE header's members: "alg", "kid", "typ" and "crit". */
+static int
+read_header(json_t *h, nadi_jwt_parsed *out)
+{
+	json_t	   *alg = json_object_get(h, "alg");
+	json_t	   *kid = json_object_get(h, "kid");
+	json_t	   *typ = json_object_get(h, "typ");
+	const char *name;
+
+	if (!json_is_string(alg))
+		return NADI_JWT_EHEADER;
+	name = json_string_value(alg);
+	if (strcasecmp(name, "none") == 0)
+		return NADI_JWT_EALG_NONE;
+	out->alg = nadi_jwt_alg_from_name(name);
+	if (out->alg == NADI_JWT_ALG_INVALID)
+		return NADI_JWT_EALG;
+	if (kid != NULL)
+	{
+		if (!json_is_string(kid) || json_string_length(kid) > NADI_JWT_MAX_KID)
+			return NADI_JWT_EHEADER;
+		memcpy(out->kid, json_string_value(kid), json_string_length(kid) + 1);
+		out->has_kid = out->kid[0] != '\0';
+	}
+	/* RFC 7519 section 5.1: "JWT", compared as a media type (any case) */
+	if (typ != NULL && (!json_is_string(typ) || strcasecmp(json_string_value(typ), "JWT") != 0))
+		return NADI_JWT_EHEADER;
+	/* critical extensions: none are understood, so any must be refused */
+	if (json_object_get(h, "crit") != NULL)
+		return NADI_JWT_EHEADER;
 	return NADI_JWT_OK;
 }
 
@@ -1085,8 +693,9 @@ int
 nadi_jwt_parse(const char *token, size_t len, nadi_jwt_parsed *out)
 {
 	nadi_jwt_segments seg;
-	char		alg[32];
+	json_t	   *v;
 	size_t		n;
+	int			dup;
 	int			rc;
 
 	if (token == NULL || out == NULL)
@@ -1095,40 +704,26 @@ nadi_jwt_parse(const char *token, size_t len, nadi_jwt_parsed *out)
 	if ((rc = nadi_jwt_split(token, len, &seg)) != NADI_JWT_OK)
 		return rc;
 
-	/* header */
-	rc = decode_json_segment(token + seg.header_off, seg.header_len,
-							 out->header, sizeof(out->header), &out->header_len);
+	/* header: a member named twice (two "alg"s: which one counts?) is a bad header */
+	v = decode_json_segment(token + seg.header_off, seg.header_len,
+							out->header, sizeof(out->header), &out->header_len, &dup, &rc);
+	if (v == NULL)
+		return dup ? NADI_JWT_EHEADER : rc;
+	rc = read_header(v, out);
+	json_decref(v);
 	if (rc != NADI_JWT_OK)
-		return rc;
-	rc = nadi_jwt_json_string(out->header, out->header_len, "alg", alg, sizeof(alg), NULL);
-	if (rc == NADI_JWT_ETOOLONG)
-		return NADI_JWT_EALG;
-	if (rc != NADI_JWT_OK)
-		return NADI_JWT_EHEADER;
-	if ((alg[0] == 'n' || alg[0] == 'N') && (alg[1] == 'o' || alg[1] == 'O') &&
-		(alg[2] == 'n' || alg[2] == 'N') && (alg[3] == 'e' || alg[3] == 'E') && alg[4] == '\0')
-		return NADI_JWT_EALG_NONE;
-	out->alg = nadi_jwt_alg_from_name(alg);
-	if (out->alg == NADI_JWT_ALG_INVALID)
-		return NADI_JWT_EALG;
-	rc = nadi_jwt_json_string(out->header, out->header_len, "kid",
-							  out->kid, sizeof(out->kid), NULL);
-	if (rc == NADI_JWT_OK)
-		out->has_kid = out->kid[0] != '\0';
-	else if (rc != NADI_JWT_ENOTFOUND)
-		return NADI_JWT_EHEADER;
-	if (!out->has_kid)
+	{
+		out->has_kid = 0;
 		out->kid[0] = '\0';
-	/* critical extensions: none are understood, so any must be refused */
-	rc = nadi_jwt_json_string(out->header, out->header_len, "crit", NULL, 0, NULL);
-	if (rc != NADI_JWT_ENOTFOUND)
-		return NADI_JWT_EHEADER;
-
-	/* payload */
-	rc = decode_json_segment(token + seg.payload_off, seg.payload_len,
-							 out->payload, sizeof(out->payload), &out->payload_len);
-	if (rc != NADI_JWT_OK)
 		return rc;
+	}
+
+	/* payload: only checked here; the claims validator reads it */
+	v = decode_json_segment(token + seg.payload_off, seg.payload_len,
+							out->payload, sizeof(out->payload), &out->payload_len, NULL, &rc);
+	if (v == NULL)
+		return rc;
+	json_decref(v);
 
 	/* signature */
 	if (seg.sig_len == 0)

@@ -10,10 +10,12 @@
  * or aborts: every function returns NADI_JWT_OK (0) or a negative
  * nadi_jwt_err code.  Outputs go to caller-supplied buffers.
  *
- * Claims are not interpreted here.  nadi_jwt_parse() checks that header and
- * payload are well-formed JSON objects and reads "alg" and "kid" from the
- * header; the payload is handed back as JSON text for the caller's own JSON
- * library.
+ * JSON is read with jansson, strictly (see nadi_jwt_json_object); no json_t
+ * outlives the call that made it, so the extension may ereport right after.
+ * Claims are not interpreted here: nadi_jwt_parse() checks that header and
+ * payload are JSON objects and reads "alg", "kid", "typ" and "crit" from the
+ * header; the payload is handed back as text for the claims validator
+ * (jwt_claims.h).
  */
 #ifndef NADI_JWT_H
 #define NADI_JWT_H
@@ -51,15 +53,18 @@ typedef enum nadi_jwt_err
 	NADI_JWT_EFORMAT = -3,		/* not three non-empty dot-separated segments */
 	NADI_JWT_EBASE64 = -4,		/* a segment is not canonical unpadded base64url */
 	NADI_JWT_EJSON = -5,		/* header or payload is not a JSON object */
-	NADI_JWT_EHEADER = -6,		/* header lacks "alg", has a bad "kid", or has "crit" */
+	NADI_JWT_EHEADER = -6,		/* header lacks "alg", has a bad "kid" or "typ", a member
+								 * twice, or "crit" */
 	NADI_JWT_EALG_NONE = -7,	/* "alg": "none" (unsecured JWS) */
 	NADI_JWT_EALG = -8,			/* an algorithm this library does not support */
 	NADI_JWT_EALG_MISMATCH = -9,	/* token's algorithm differs from the key's */
 	NADI_JWT_ESIG = -10,		/* signature does not verify */
 	NADI_JWT_EKEY = -11,		/* key of the wrong size or unusable */
-	NADI_JWT_ECRYPTO = -12,		/* libcrypto failed (out of memory, ...) */
-	NADI_JWT_ENOTFOUND = -13	/* JSON field absent (nadi_jwt_json_string) */
+	NADI_JWT_ECRYPTO = -12		/* libcrypto failed (out of memory, ...) */
 } nadi_jwt_err;
+
+/* Deepest nesting of arrays and objects accepted (the top object is 1). */
+#define NADI_JWT_JSON_MAX_DEPTH	64
 
 /* A parsed compact token.  Large (about 12 KiB): fine on a stack. */
 typedef struct nadi_jwt_parsed
@@ -140,9 +145,10 @@ extern int	nadi_jwt_sign_parts(nadi_jwt_alg alg, const unsigned char *key, size_
 extern int	nadi_jwt_split(const char *token, size_t len, nadi_jwt_segments *seg);
 
 /*
- * Split and decode a token: header and payload must be JSON objects (strict
- * RFC 8259, valid UTF-8, no \u0000), the header must name a supported "alg"
- * and may carry a string "kid" but no "crit".  Does not verify the signature.
+ * Split and decode a token: header and payload must be JSON objects (as
+ * nadi_jwt_json_object takes them), the header must name a supported "alg",
+ * may carry a string "kid" and a "typ" of "JWT" (any case), but no "crit".
+ * Does not verify the signature.
  */
 extern int	nadi_jwt_parse(const char *token, size_t len, nadi_jwt_parsed *out);
 
@@ -151,17 +157,15 @@ extern int	nadi_jwt_verify(const nadi_jwt_parsed *p, nadi_jwt_alg key_alg,
 							const unsigned char *key, size_t keylen);
 
 /*
- * Read the string member `key` of the JSON object in json[0..len): returns 0
- * and the unescaped value in out (NUL-terminated), NADI_JWT_ENOTFOUND when
- * absent, NADI_JWT_EJSON when the text is not a valid object, the member
- * occurs twice, or its value is not a string (or contains U+0000), and
- * NADI_JWT_ETOOLONG when the value does not fit.  out may be NULL to test
- * presence only (any type of value then counts).
+ * json[0..len) as one JSON object, with jansson: RFC 8259, valid UTF-8, no
+ * U+0000, no member twice in any object, nesting at most
+ * NADI_JWT_JSON_MAX_DEPTH.  Returns a new reference (json_decref it), or NULL;
+ * then *dup (may be NULL) tells whether a member named twice was the fault.
  */
-extern int	nadi_jwt_json_string(const char *json, size_t len, const char *key,
-								 char *out, size_t outsize, size_t *outlen);
+struct json_t;
+extern struct json_t *nadi_jwt_json_object(const char *json, size_t len, int *dup);
 
-/* Is json[0..len) one valid JSON object (strict, as nadi_jwt_parse checks)? */
+/* Is json[0..len) one JSON object as nadi_jwt_json_object takes it? */
 extern int	nadi_jwt_json_check_object(const char *json, size_t len);
 
 /*

@@ -1,111 +1,96 @@
 /*
- * jwt_claims.h — what the HTTP daemons (nadi-edge, nadi-sandboxd) do with a
- * token once jwt.c has checked its form and signature: read the public keys
- * of nadi.jwks() and check the claims, on jansson.  The extension makes the
- * same checks on jsonb (token.c).  Header-only, because every C file in src/ is
- * part of the extension, which does not link jansson.
+ * jwt_claims.h — the one claims validator of Nadi's tokens.  The extension
+ * (token.c: nadi.token_verify, nadi.authenticate), nadi-edge (bearer.c) and
+ * nadi-sandboxd (access.c) all call nadi_claims_check() on the payload of a
+ * token whose form and signature jwt.c has checked, so one set of rules
+ * decides everywhere: issuer, audience, exp, nbf and iat (with one leeway),
+ * subject, tenant, scope and the shape of "sid".
+ *
+ * No PostgreSQL includes and no allocation the caller must free: the claims
+ * are read with jansson and copied out into NadiClaims, and the json_t is
+ * freed before nadi_claims_check() returns (so the extension may ereport on
+ * the result).  What a caller adds on top (a scope it requires, a scope it
+ * refuses) stays with that caller.
  */
 #ifndef NADI_JWT_CLAIMS_H
 #define NADI_JWT_CLAIMS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
-#include <string.h>
 
-#include <jansson.h>
+/* The issuer of every token ("iss"). */
+#define NADI_JWT_ISSUER			"nadi"
+/* Audiences ("aud"): the API (edge, nadi.authenticate), sandbox hosts. */
+#define NADI_JWT_AUD_API		"nadi"
+#define NADI_JWT_AUD_SANDBOXD	"nadi-sandboxd"
+/* Clock skew tolerated for "nbf" and "iat" (the issuer may be another host). */
+#define NADI_JWT_LEEWAY_S		60
+/* Longest tenant, subject or audience, in bytes (as nadi.token_mint takes them). */
+#define NADI_JWT_MAX_NAME		255
+/* Largest NumericDate: 12 digits, so it converts to a timestamp without overflow. */
+#define NADI_JWT_MAX_TIME		INT64_C(999999999999)
+/* Length of a uuid in text (the "sid" claim). */
+#define NADI_JWT_UUID_LEN		36
 
-#include "jwt.h"
-
-/* Clock skew tolerated for "nbf", as the extension's token_verify. */
-#define NADI_JWT_NBF_LEEWAY_S	60
-
-/* A public key of nadi.jwks(). */
-typedef struct NadiJwk
+/* The scopes of a token, in the order of the extension's NadiScope. */
+typedef enum NadiJwtScope
 {
-	char		kid[NADI_JWT_MAX_KID + 1];
-	unsigned char pub[NADI_JWT_ED25519_KEY_LEN];
-} NadiJwk;
+	NADI_JWT_SCOPE_NONE = 0,
+	NADI_JWT_SCOPE_ADMIN,		/* every tenant */
+	NADI_JWT_SCOPE_TENANT,		/* every session of one tenant */
+	NADI_JWT_SCOPE_SESSION,		/* one session ("sid") of one tenant */
+	NADI_JWT_SCOPE_SANDBOX		/* one sandbox of one session ("sid") */
+} NadiJwtScope;
+
+typedef enum NadiClaimsResult
+{
+	NADI_CLAIMS_OK = 0,
+	NADI_CLAIMS_INVALID,		/* malformed, missing, or not for us: why says which */
+	NADI_CLAIMS_EXPIRED,		/* now >= exp */
+	NADI_CLAIMS_NOT_YET			/* nbf (or iat) later than now + leeway */
+} NadiClaimsResult;
+
+/* What a valid token says. */
+typedef struct NadiClaims
+{
+	char		subject[NADI_JWT_MAX_NAME + 1];
+	char		tenant[NADI_JWT_MAX_NAME + 1];
+	NadiJwtScope scope;
+	const char *scope_name;		/* "admin", "tenant", "session" or "sandbox" */
+	bool		has_sid;
+	char		sid[NADI_JWT_UUID_LEN + 1];
+	int64_t		exp;			/* Unix seconds */
+	bool		has_nbf;
+	int64_t		nbf;
+	bool		has_iat;
+	int64_t		iat;
+} NadiClaims;
 
 /*
- * The Ed25519 keys of a JSON Web Key Set ({"keys": [...]}) into keys[0..max):
- * returns how many, or -1 when text is not a key set.  Keys of another kind,
- * or malformed, are skipped.
+ * Check the claims json[0..len) of a token for audience at time now (Unix
+ * seconds).  NADI_CLAIMS_OK fills *out; anything else writes a sentence
+ * saying why into why[0..whylen) (never the token) and leaves *out
+ * unspecified (exp, or nbf, is set for NADI_CLAIMS_EXPIRED and _NOT_YET).
+ *
+ * The rules, in the order they are checked:
+ *   the payload is one JSON object (jwt.c's strict reading: no member twice);
+ *   "iss" is NADI_JWT_ISSUER;
+ *   "sub" and "tenant" are non-empty strings of at most NADI_JWT_MAX_NAME bytes;
+ *   "scope" is one of the four scopes;
+ *   "sid", when present, is a uuid in text; session and sandbox scopes need it;
+ *   "aud" is a string or an array of strings, and names audience;
+ *   "exp" is a NumericDate (a number from 0 to NADI_JWT_MAX_TIME; fractions
+ *   are dropped) and now < exp;
+ *   "nbf", when present, is a NumericDate and nbf <= now + NADI_JWT_LEEWAY_S;
+ *   "iat", when present, is a NumericDate and iat <= now + NADI_JWT_LEEWAY_S.
  */
-static inline int
-nadi_jwks_parse(const char *text, NadiJwk *keys, int max)
-{
-	json_t	   *doc = json_loads(text, 0, NULL);
-	json_t	   *arr = json_object_get(doc, "keys");
-	json_t	   *k;
-	size_t		i;
-	int			n = 0;
+extern NadiClaimsResult nadi_claims_check(const char *json, size_t len, const char *audience,
+										  int64_t now, NadiClaims *out,
+										  char *why, size_t whylen);
 
-	if (!json_is_array(arr))
-	{
-		json_decref(doc);
-		return -1;
-	}
-	json_array_foreach(arr, i, k)
-	{
-		const char *kid = json_string_value(json_object_get(k, "kid"));
-		const char *x = json_string_value(json_object_get(k, "x"));
-		const char *crv = json_string_value(json_object_get(k, "crv"));
-		size_t		len = 0;
-
-		if (n == max || kid == NULL || x == NULL || crv == NULL ||
-			strcmp(crv, "Ed25519") != 0 || strlen(kid) > NADI_JWT_MAX_KID)
-			continue;
-		if (nadi_jwt_b64url_decode(x, strlen(x), keys[n].pub, sizeof(keys[n].pub), &len) != 0 ||
-			len != NADI_JWT_ED25519_KEY_LEN)
-			continue;
-		strcpy(keys[n].kid, kid);
-		n++;
-	}
-	json_decref(doc);
-	return n;
-}
-
-/* Does the "aud" claim (a string or an array of strings) name audience? */
-static inline bool
-nadi_claim_audience(json_t *claims, const char *audience)
-{
-	json_t	   *aud = json_object_get(claims, "aud");
-	json_t	   *v;
-	size_t		i;
-
-	if (json_is_string(aud))
-		return strcmp(json_string_value(aud), audience) == 0;
-	json_array_foreach(aud, i, v)
-		if (json_is_string(v) && strcmp(json_string_value(v), audience) == 0)
-		return true;
-	return false;
-}
-
-/* A NumericDate claim: a non-negative number of seconds. */
-static inline bool
-nadi_claim_time(json_t *claims, const char *name, int64_t *out)
-{
-	json_t	   *v = json_object_get(claims, name);
-
-	if (json_is_integer(v) && json_integer_value(v) >= 0)
-		*out = json_integer_value(v);
-	else if (json_is_real(v) && json_real_value(v) >= 0 && json_real_value(v) < 1e12)
-		*out = (int64_t) json_real_value(v);
-	else
-		return false;
-	return true;
-}
-
-/* Copy a string claim that fits in size bytes (with its terminator). */
-static inline bool
-nadi_claim_copy(json_t *claims, const char *name, char *out, size_t size)
-{
-	const char *s = json_string_value(json_object_get(claims, name));
-
-	if (s == NULL || strlen(s) >= size)
-		return false;
-	strcpy(out, s);
-	return true;
-}
+/* The scope named s, or NADI_JWT_SCOPE_NONE; and the name of a scope. */
+extern NadiJwtScope nadi_jwt_scope_from_name(const char *s);
+extern const char *nadi_jwt_scope_name(NadiJwtScope scope);
 
 #endif							/* NADI_JWT_CLAIMS_H */

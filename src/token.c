@@ -22,21 +22,15 @@
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
-#include "utils/numeric.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
 #include "nadi.h"
 #include "jwt.h"
+#include "jwt_claims.h"
 
 /* The longest a token may live, whatever the caller asks for. */
 #define TOKEN_MAX_TTL_SECS		(30 * SECS_PER_DAY)
-/* Clock skew tolerated for "nbf" (the token's issuer may be another host). */
-#define TOKEN_NBF_LEEWAY_SECS	60
-/* Longest tenant, subject or audience. */
-#define TOKEN_MAX_NAME			255
-#define TOKEN_ISSUER			"nadi"
-#define TOKEN_DEFAULT_AUDIENCE	"nadi"
 
 #define INVALID_TOKEN(...) \
 	ereport(ERROR, \
@@ -124,11 +118,11 @@ name_arg(FunctionCallInfo fcinfo, int n, const char *name)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must not be empty", name)));
-	if (len > TOKEN_MAX_NAME)
+	if (len > NADI_JWT_MAX_NAME)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s is too long", name),
-				 errdetail("It has %zu bytes; the limit is %d bytes.", len, TOKEN_MAX_NAME)));
+				 errdetail("It has %zu bytes; the limit is %d bytes.", len, NADI_JWT_MAX_NAME)));
 	return s;
 }
 
@@ -462,7 +456,7 @@ token_mint(FunctionCallInfo fcinfo)
 	jti = random_hex(16);
 	initStringInfo(&payload);
 	appendStringInfoChar(&payload, '{');
-	nadi_json_str(&payload, "iss", TOKEN_ISSUER);
+	nadi_json_str(&payload, "iss", NADI_JWT_ISSUER);
 	nadi_json_str(&payload, "sub", subject);
 	nadi_json_str(&payload, "aud", audience);
 	nadi_json_str(&payload, "tenant", tenant);
@@ -509,92 +503,9 @@ token_mint(FunctionCallInfo fcinfo)
  * Verification
  * ------------------------------------------------------------------------ */
 
-static JsonbValue *
-claim(Jsonb *claims, const char *key, JsonbValue *buf)
-{
-	return getKeyJsonValueFromContainer(&claims->root, key, strlen(key), buf);
-}
-
-/* A string claim, or NULL when absent; any other type is malformed. */
-static char *
-claim_str(Jsonb *claims, const char *key, bool required)
-{
-	JsonbValue	buf;
-	JsonbValue *v = claim(claims, key, &buf);
-
-	if (v == NULL)
-	{
-		if (required)
-			INVALID_TOKEN("The token lacks the \"%s\" claim.", key);
-		return NULL;
-	}
-	if (v->type != jbvString)
-		INVALID_TOKEN("The token's \"%s\" claim is not a string.", key);
-	return pnstrdup(v->val.string.val, v->val.string.len);
-}
-
-/*
- * A NumericDate claim (seconds since the epoch; fractions are dropped).  At
- * most 12 integer digits, so it converts to a timestamp without overflow.
- */
-static bool
-claim_time(Jsonb *claims, const char *key, bool required, int64 *out)
-{
-	JsonbValue	buf;
-	JsonbValue *v = claim(claims, key, &buf);
-	char	   *s,
-			   *p;
-	int64		r = 0;
-	int			digits = 0;
-
-	if (v == NULL)
-	{
-		if (required)
-			INVALID_TOKEN("The token lacks the \"%s\" claim.", key);
-		return false;
-	}
-	if (v->type != jbvNumeric)
-		INVALID_TOKEN("The token's \"%s\" claim is not a number.", key);
-	s = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
-	p = s;
-	if (*p == '-')
-		INVALID_TOKEN("The token's \"%s\" claim is before 1970.", key);
-	for (; *p >= '0' && *p <= '9'; p++)
-	{
-		if (++digits > 12)
-			INVALID_TOKEN("The token's \"%s\" claim is out of range.", key);
-		r = r * 10 + (*p - '0');
-	}
-	if (digits == 0 || (*p != '\0' && *p != '.'))
-		INVALID_TOKEN("The token's \"%s\" claim is not a number of seconds.", key);
-	*out = r;
-	return true;
-}
-
-/* Does the "aud" claim (a string or an array of strings) name audience? */
-static bool
-audience_matches(Jsonb *claims, const char *audience)
-{
-	JsonbValue	buf;
-	JsonbValue *v = claim(claims, "aud", &buf);
-	JsonbValue	want;
-
-	if (v == NULL)
-		return false;
-	if (v->type == jbvString)
-		return v->val.string.len == (int) strlen(audience) &&
-			memcmp(v->val.string.val, audience, v->val.string.len) == 0;
-	if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
-		return false;
-	want.type = jbvString;
-	want.val.string.val = (char *) audience;
-	want.val.string.len = strlen(audience);
-	return findJsonbValueFromContainer(v->val.binary.data, JB_FARRAY, &want) != NULL;
-}
-
 /*
  * Verify a token: shape, key, algorithm, signature, key expiry, then the
- * claims (issuer, required claims, audience, expiry, not-before).  Raises
+ * claims, by the validator the daemons share (jwt_claims.c).  Raises
  * NADI_INVALID_TOKEN or NADI_TOKEN_EXPIRED; never puts the token in a message.
  */
 static void
@@ -611,11 +522,9 @@ verify_token(text *token, const char *audience, VerifiedToken *out)
 	bool		key_expired;
 	TimestampTz now = nadi_now();
 	int64		now_s = ts_to_unix(now);
-	int64		exp,
-				nbf;
-	char	   *iss,
-			   *scope_name,
-			   *sid_text;
+	NadiClaims	c;
+	NadiClaimsResult cr;
+	char		why[512];
 	JsonLexContext *lex;
 	int			rc;
 
@@ -705,6 +614,18 @@ verify_token(text *token, const char *audience, VerifiedToken *out)
 				 errdetail("The key that signed the token was rotated out and its overlap period has ended.")));
 
 	/* claims: signed by us, but checked as if they were not */
+	cr = nadi_claims_check(p->payload, p->payload_len, audience, now_s, &c, why, sizeof(why));
+	if (cr == NADI_CLAIMS_EXPIRED)
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_TOKEN_EXPIRED),
+				 errmsg("token has expired"),
+				 errdetail("The token expired at %s.", nadi_timestamptz_iso(unix_to_ts(c.exp)))));
+	if (cr == NADI_CLAIMS_NOT_YET && c.has_nbf && c.nbf > now_s + NADI_JWT_LEEWAY_S)
+		INVALID_TOKEN("The token is not valid before %s.", nadi_timestamptz_iso(unix_to_ts(c.nbf)));
+	if (cr != NADI_CLAIMS_OK)
+		INVALID_TOKEN("%s", why);
+
+	/* the claims as jsonb, for the caller and nadi.current_claims() */
 	if (!pg_verifymbstr(p->payload, (int) p->payload_len, true))
 		INVALID_TOKEN("The token's claims are not valid text in the database encoding.");
 	lex = makeJsonLexContextCstringLen(p->payload, (int) p->payload_len,
@@ -714,41 +635,13 @@ verify_token(text *token, const char *audience, VerifiedToken *out)
 	out->claims = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(p->payload)));
 	if (!JB_ROOT_IS_OBJECT(out->claims))
 		INVALID_TOKEN("The token's claims are not a JSON object.");
-
-	iss = claim_str(out->claims, "iss", true);
-	if (strcmp(iss, TOKEN_ISSUER) != 0)
-		INVALID_TOKEN("The token was not issued by nadi.");
-	out->subject = claim_str(out->claims, "sub", true);
-	out->tenant = claim_str(out->claims, "tenant", true);
-	if (out->tenant[0] == '\0')
-		INVALID_TOKEN("The token's \"tenant\" claim is empty.");
-	scope_name = claim_str(out->claims, "scope", true);
-	out->scope = nadi_scope_from_string(scope_name);
-	if (out->scope == NADI_SCOPE_NONE)
-		INVALID_TOKEN("The token's \"scope\" claim is not a known scope.");
-	sid_text = claim_str(out->claims, "sid", false);
-	out->has_sid = sid_text != NULL;
-	if (sid_text)
-	{
-		if (!nadi_jwt_uuid_text(sid_text))
-			INVALID_TOKEN("The token's \"sid\" claim is not a uuid.");
-		memcpy(&out->sid, DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(sid_text))),
+	out->subject = pstrdup(c.subject);
+	out->tenant = pstrdup(c.tenant);
+	out->scope = nadi_scope_from_string(c.scope_name);
+	out->has_sid = c.has_sid;
+	if (c.has_sid)
+		memcpy(&out->sid, DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(c.sid))),
 			   sizeof(pg_uuid_t));
-	}
-	else if (out->scope == NADI_SCOPE_SESSION || out->scope == NADI_SCOPE_SANDBOX)
-		INVALID_TOKEN("A %s-scoped token must carry a \"sid\" claim.", scope_name);
-
-	if (!audience_matches(out->claims, audience))
-		INVALID_TOKEN("The token is not meant for audience \"%s\".", audience);
-
-	claim_time(out->claims, "exp", true, &exp);
-	if (now_s >= exp)
-		ereport(ERROR,
-				(errcode(ERRCODE_NADI_TOKEN_EXPIRED),
-				 errmsg("token has expired"),
-				 errdetail("The token expired at %s.", nadi_timestamptz_iso(unix_to_ts(exp)))));
-	if (claim_time(out->claims, "nbf", false, &nbf) && nbf > now_s + TOKEN_NBF_LEEWAY_SECS)
-		INVALID_TOKEN("The token is not valid before %s.", nadi_timestamptz_iso(unix_to_ts(nbf)));
 	pfree(p);
 }
 
@@ -783,7 +676,7 @@ nadi_authenticate(PG_FUNCTION_ARGS)
 	nadi_auth_reset();
 	NADI_ARG_NOT_NULL(0, "token");
 	NADI_ARG_NOT_NULL(1, "transaction_only");
-	verify_token(PG_GETARG_TEXT_PP(0), TOKEN_DEFAULT_AUDIENCE, &v);
+	verify_token(PG_GETARG_TEXT_PP(0), NADI_JWT_AUD_API, &v);
 	nadi_auth_set(v.tenant, v.subject, v.scope, v.has_sid ? &v.sid : NULL, v.claims,
 				  PG_GETARG_BOOL(1));
 	PG_RETURN_JSONB_P(v.claims);

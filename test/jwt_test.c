@@ -1,7 +1,10 @@
 /*
- * jwt_test.c — unit tests for src/jwt.c, without PostgreSQL.
+ * jwt_test.c — unit tests for src/jwt.c (form, signatures, the JOSE header),
+ * src/jwt_claims.c (the claims validator of the extension and the daemons)
+ * and daemonlib/jwks.c (the daemons' key cache), without PostgreSQL.
  *
- *   cc -Wall -Wextra -o jwt_test test/jwt_test.c src/jwt.c -lcrypto
+ *   cc -Wall -Wextra -Isrc -o jwt_test test/jwt_test.c src/jwt.c src/jwt_claims.c \
+ *      daemonlib/jwks.c -lcrypto -ljansson
  *   ./jwt_test
  *
  * Prints one line per failure and a final "N passed, M failed"; exits
@@ -12,6 +15,8 @@
 #include <string.h>
 
 #include "../src/jwt.h"
+#include "../src/jwt_claims.h"
+#include "../daemonlib/jwks.h"
 
 static int	passed,
 			failed;
@@ -115,66 +120,75 @@ test_base64url(void)
 			 NADI_JWT_OK);
 }
 
+#define OBJ(s, want) CHECK_RC(nadi_jwt_json_check_object((s), strlen(s)), (want))
+
+/* nadi_jwt_json_check_object of {"a":[[...]]}: depth levels in all */
+static int
+nested(int depth)
+{
+	char		obj[300];
+	size_t		o = 0;
+
+	o += snprintf(obj, sizeof(obj), "{\"a\":");
+	for (int i = 1; i < depth; i++)
+		obj[o++] = '[';
+	for (int i = 1; i < depth; i++)
+		obj[o++] = ']';
+	obj[o++] = '}';
+	obj[o] = '\0';
+	return nadi_jwt_json_check_object(obj, o);
+}
+
 static void
 test_json(void)
 {
-	char		out[64];
-	size_t		n;
+	OBJ("{}", NADI_JWT_OK);
+	OBJ(" {\"a\" : [1, -2.5e+3, true, false, null, {\"b\": {}}]}\r\n", NADI_JWT_OK);
+	OBJ("[]", NADI_JWT_EJSON);
+	OBJ("\"x\"", NADI_JWT_EJSON);
+	OBJ("{", NADI_JWT_EJSON);
+	OBJ("{}{}", NADI_JWT_EJSON);
+	OBJ("{\"a\":1,}", NADI_JWT_EJSON);
+	OBJ("{'a':1}", NADI_JWT_EJSON);
+	OBJ("{\"a\":01}", NADI_JWT_EJSON);
+	OBJ("{\"a\":1.}", NADI_JWT_EJSON);
+	OBJ("{\"a\":tru}", NADI_JWT_EJSON);
+	OBJ("{\"a\":\"\x01\"}", NADI_JWT_EJSON);
+	OBJ("{\"a\":\"\\u0000\"}", NADI_JWT_EJSON);
+	OBJ("{\"a\":\"\\ud800\"}", NADI_JWT_EJSON);
+	OBJ("{\"a\":\"\\x\"}", NADI_JWT_EJSON);
+	OBJ("{\"a\":\"\xc3\xa9\"}", NADI_JWT_OK);
+	OBJ("{\"a\":\"\xc3\"}", NADI_JWT_EJSON);	/* truncated */
+	OBJ("{\"a\":\"\xc0\xaf\"}", NADI_JWT_EJSON);	/* overlong */
+	OBJ("{\"a\":\"\xed\xa0\x80\"}", NADI_JWT_EJSON);	/* surrogate */
+	/* nesting: exactly the limit passes, beyond it is refused rather than recursed into */
+	CHECK_RC(nested(NADI_JWT_JSON_MAX_DEPTH), NADI_JWT_OK);
+	CHECK_RC(nested(NADI_JWT_JSON_MAX_DEPTH + 1), NADI_JWT_EJSON);
+	CHECK_RC(nested(90), NADI_JWT_EJSON);
 
-	CHECK_RC(nadi_jwt_json_check_object("{}", strlen("{}")), NADI_JWT_OK);
-	CHECK_RC(nadi_jwt_json_check_object(" {\"a\" : [1, -2.5e+3, true, false, null, {\"b\": {}}]}\r\n", strlen(" {\"a\" : [1, -2.5e+3, true, false, null, {\"b\": {}}]}\r\n")),
-			 NADI_JWT_OK);
-	CHECK_RC(nadi_jwt_json_check_object("[]", strlen("[]")), NADI_JWT_EJSON);
-	CHECK_RC(nadi_jwt_json_check_object("\"x\"", strlen("\"x\"")), NADI_JWT_EJSON);
-	CHECK_RC(nadi_jwt_json_check_object("{", strlen("{")), NADI_JWT_EJSON);
-	CHECK_RC(nadi_jwt_json_check_object("{}{}", strlen("{}{}")), NADI_JWT_EJSON);
-	CHECK_RC(nadi_jwt_json_check_object("{\"a\":1,}", strlen("{\"a\":1,}")), NADI_JWT_EJSON);
-	CHECK_RC(nadi_jwt_json_check_object("{'a':1}", strlen("{'a':1}")), NADI_JWT_EJSON);
-	CHECK_RC(nadi_jwt_json_check_object("{\"a\":01}", strlen("{\"a\":01}")), NADI_JWT_EJSON);
-	CHECK_RC(nadi_jwt_json_check_object("{\"a\":1.}", strlen("{\"a\":1.}")), NADI_JWT_EJSON);
-	CHECK_RC(nadi_jwt_json_check_object("{\"a\":tru}", strlen("{\"a\":tru}")), NADI_JWT_EJSON);
-	CHECK_RC(nadi_jwt_json_check_object("{\"a\":\"\x01\"}", strlen("{\"a\":\"\x01\"}")), NADI_JWT_EJSON);
-	CHECK_RC(nadi_jwt_json_check_object("{\"a\":\"\\u0000\"}", strlen("{\"a\":\"\\u0000\"}")), NADI_JWT_EJSON);
-	CHECK_RC(nadi_jwt_json_check_object("{\"a\":\"\\ud800\"}", strlen("{\"a\":\"\\ud800\"}")), NADI_JWT_EJSON);
-	CHECK_RC(nadi_jwt_json_check_object("{\"a\":\"\\x\"}", strlen("{\"a\":\"\\x\"}")), NADI_JWT_EJSON);
-	CHECK_RC(nadi_jwt_json_check_object("{\"a\":\"\xc3\xa9\"}", strlen("{\"a\":\"\xc3\xa9\"}")), NADI_JWT_OK);
-	CHECK_RC(nadi_jwt_json_check_object("{\"a\":\"\xc3\"}", strlen("{\"a\":\"\xc3\"}")), NADI_JWT_EJSON);	/* truncated */
-	CHECK_RC(nadi_jwt_json_check_object("{\"a\":\"\xc0\xaf\"}", strlen("{\"a\":\"\xc0\xaf\"}")), NADI_JWT_EJSON);	/* overlong */
-	CHECK_RC(nadi_jwt_json_check_object("{\"a\":\"\xed\xa0\x80\"}", strlen("{\"a\":\"\xed\xa0\x80\"}")), NADI_JWT_EJSON);	/* surrogate */
+	/* what the old hand-written scanner let through: duplicates, also nested */
+	OBJ("{\"a\":1,\"a\":2}", NADI_JWT_EJSON);
+	OBJ("{\"a\":{\"b\":1,\"b\":1}}", NADI_JWT_EJSON);
+	/* a NUL byte: the text ends there for no one */
+	CHECK_RC(nadi_jwt_json_check_object("{}\0{}", 5), NADI_JWT_EJSON);
+	CHECK_RC(nadi_jwt_json_check_object("{\"a\":\"x\0y\"}", 11), NADI_JWT_EJSON);
+	/* numbers beyond any integer or double */
+	OBJ("{\"a\":123456789012345678901234567890}", NADI_JWT_EJSON);
+	OBJ("{\"a\":1e999}", NADI_JWT_EJSON);
+	OBJ("{\"a\":NaN}", NADI_JWT_EJSON);
+	OBJ("{\"a\":-}", NADI_JWT_EJSON);
+	OBJ("{\"a\":[1,2,]}", NADI_JWT_EJSON);
+	OBJ("{\"a\":1}/*x*/", NADI_JWT_EJSON);
+	OBJ("\xef\xbb\xbf{}", NADI_JWT_EJSON);	/* BOM */
 	{
-		char		deep[200];
-		char		obj[220];
-		size_t		i;
+		int			dup;
+		struct json_t *v;
 
-		/* nesting beyond the limit is refused rather than recursed into */
-		for (i = 0; i < 90; i++)
-			deep[i] = '[';
-		for (; i < 180; i++)
-			deep[i] = ']';
-		deep[i] = '\0';
-
-		snprintf(obj, sizeof(obj), "{\"a\":%s}", deep);
-		CHECK_RC(nadi_jwt_json_check_object(obj, strlen(obj)), NADI_JWT_EJSON);
+		v = nadi_jwt_json_object("{\"k\":1,\"k\":1}", strlen("{\"k\":1,\"k\":1}"), &dup);
+		CHECK(v == NULL && dup);
+		v = nadi_jwt_json_object("{\"k\":1", strlen("{\"k\":1"), &dup);
+		CHECK(v == NULL && !dup);
 	}
-
-	CHECK_RC(nadi_jwt_json_string("{\"alg\":\"EdDSA\",\"kid\":\"k1\"}", strlen("{\"alg\":\"EdDSA\",\"kid\":\"k1\"}"), "kid", out, sizeof(out), &n),
-			 NADI_JWT_OK);
-	CHECK(strcmp(out, "k1") == 0 && n == 2);
-	CHECK_RC(nadi_jwt_json_string("{\"x\":{\"kid\":\"inner\"},\"kid\":\"outer\"}", strlen("{\"x\":{\"kid\":\"inner\"},\"kid\":\"outer\"}"), "kid", out, sizeof(out), &n),
-			 NADI_JWT_OK);
-	CHECK(strcmp(out, "outer") == 0);
-	CHECK_RC(nadi_jwt_json_string("{\"x\":{\"kid\":\"inner\"}}", strlen("{\"x\":{\"kid\":\"inner\"}}"), "kid", out, sizeof(out), &n),
-			 NADI_JWT_ENOTFOUND);
-	/* escapes, in keys too */
-	CHECK_RC(nadi_jwt_json_string("{\"k\\u0069d\":\"a\\\"b\\\\c\\/\\u00e9\\ud83d\\ude00\"}", strlen("{\"k\\u0069d\":\"a\\\"b\\\\c\\/\\u00e9\\ud83d\\ude00\"}"), "kid",
-								  out, sizeof(out), &n), NADI_JWT_OK);
-	CHECK(strcmp(out, "a\"b\\c/\xc3\xa9\xf0\x9f\x98\x80") == 0);
-	/* duplicates are ambiguous: refused */
-	CHECK_RC(nadi_jwt_json_string("{\"kid\":\"a\",\"kid\":\"b\"}", strlen("{\"kid\":\"a\",\"kid\":\"b\"}"), "kid", out, sizeof(out), &n),
-			 NADI_JWT_EJSON);
-	CHECK_RC(nadi_jwt_json_string("{\"kid\":1}", strlen("{\"kid\":1}"), "kid", out, sizeof(out), &n), NADI_JWT_EJSON);
-	CHECK_RC(nadi_jwt_json_string("{\"kid\":1}", strlen("{\"kid\":1}"), "kid", NULL, 0, NULL), NADI_JWT_OK);
-	CHECK_RC(nadi_jwt_json_string("{\"kid\":\"abcdef\"}", strlen("{\"kid\":\"abcdef\"}"), "kid", out, 4, &n), NADI_JWT_ETOOLONG);
 }
 
 static void
@@ -475,6 +489,60 @@ test_malformed(void)
 		snprintf(tok, sizeof(tok), "%s.%s.%s", b64("{\"alg\":\"EdDSA\"}"), enc, sig);
 		PARSE(tok, NADI_JWT_EJSON);
 	}
+	/* the header is read as JSON, escapes in names and values included */
+	snprintf(tok, sizeof(tok), "%s.%s.%s",
+			 b64("{\"alg\":\"EdDSA\",\"k\\u0069d\":\"a\\\"b\\\\c\\/\\u00e9\\ud83d\\ude00\"}"), b64("{}"), sig);
+	PARSE(tok, NADI_JWT_OK);
+	CHECK(p->has_kid && strcmp(p->kid, "a\"b\\c/\xc3\xa9\xf0\x9f\x98\x80") == 0);
+	snprintf(tok, sizeof(tok), "%s.%s.%s", b64("{\"alg\":\"Ed\\u0044SA\"}"), b64("{}"), sig);
+	PARSE(tok, NADI_JWT_OK);
+	CHECK(p->alg == NADI_JWT_ALG_EDDSA && !p->has_kid);
+	/* a "kid" inside another member is not the header's */
+	snprintf(tok, sizeof(tok), "%s.%s.%s", b64("{\"alg\":\"EdDSA\",\"x\":{\"kid\":\"inner\"}}"), b64("{}"), sig);
+	PARSE(tok, NADI_JWT_OK);
+	CHECK(!p->has_kid);
+	/* any member twice makes the header ambiguous */
+	snprintf(tok, sizeof(tok), "%s.%s.%s", b64("{\"alg\":\"EdDSA\",\"kid\":\"a\",\"kid\":\"b\"}"), b64("{}"), sig);
+	PARSE(tok, NADI_JWT_EHEADER);
+	snprintf(tok, sizeof(tok), "%s.%s.%s", b64("{\"alg\":\"EdDSA\",\"x\":1,\"x\":1}"), b64("{}"), sig);
+	PARSE(tok, NADI_JWT_EHEADER);
+	snprintf(tok, sizeof(tok), "%s.%s.%s", b64("{\"alg\":\"EdDSA\",\"k\\u0069d\":\"a\",\"kid\":\"b\"}"), b64("{}"), sig);
+	PARSE(tok, NADI_JWT_EHEADER);
+	/* "typ": "JWT" in any case, or nothing */
+	snprintf(tok, sizeof(tok), "%s.%s.%s", b64("{\"alg\":\"EdDSA\",\"typ\":\"jwt\"}"), b64("{}"), sig);
+	PARSE(tok, NADI_JWT_OK);
+	snprintf(tok, sizeof(tok), "%s.%s.%s", b64("{\"alg\":\"EdDSA\",\"typ\":\"at+jwt\"}"), b64("{}"), sig);
+	PARSE(tok, NADI_JWT_EHEADER);
+	snprintf(tok, sizeof(tok), "%s.%s.%s", b64("{\"alg\":\"EdDSA\",\"typ\":1}"), b64("{}"), sig);
+	PARSE(tok, NADI_JWT_EHEADER);
+	/* "crit" of any type */
+	snprintf(tok, sizeof(tok), "%s.%s.%s", b64("{\"alg\":\"EdDSA\",\"crit\":null}"), b64("{}"), sig);
+	PARSE(tok, NADI_JWT_EHEADER);
+	/* an empty kid is no kid; a kid of exactly the limit is one */
+	snprintf(tok, sizeof(tok), "%s.%s.%s", b64("{\"alg\":\"EdDSA\",\"kid\":\"\"}"), b64("{}"), sig);
+	PARSE(tok, NADI_JWT_OK);
+	CHECK(!p->has_kid);
+	{
+		char		h[400];
+
+		snprintf(h, sizeof(h), "{\"alg\":\"EdDSA\",\"kid\":\"%0*d\"}", NADI_JWT_MAX_KID, 0);
+		snprintf(tok, sizeof(tok), "%s.%s.%s", b64(h), b64("{}"), sig);
+		PARSE(tok, NADI_JWT_OK);
+		CHECK(p->has_kid && strlen(p->kid) == NADI_JWT_MAX_KID);
+	}
+	/* the payload: duplicates, nested junk, NUL, huge numbers */
+	snprintf(tok, sizeof(tok), "%s.%s.%s", b64("{\"alg\":\"EdDSA\"}"), b64("{\"exp\":1,\"exp\":2}"), sig);
+	PARSE(tok, NADI_JWT_EJSON);
+	snprintf(tok, sizeof(tok), "%s.%s.%s", b64("{\"alg\":\"EdDSA\"}"), b64("{\"a\":{\"t\":1,\"t\":2}}"), sig);
+	PARSE(tok, NADI_JWT_EJSON);
+	snprintf(tok, sizeof(tok), "%s.%s.%s", b64("{\"alg\":\"EdDSA\"}"), b64("{\"sub\":\"a\\u0000b\"}"), sig);
+	PARSE(tok, NADI_JWT_EJSON);
+	snprintf(tok, sizeof(tok), "%s.%s.%s", b64("{\"alg\":\"EdDSA\"}"), b64("{\"exp\":99999999999999999999999}"), sig);
+	PARSE(tok, NADI_JWT_EJSON);
+	snprintf(tok, sizeof(tok), "%s.%s.%s", b64("{\"alg\":\"EdDSA\"}"), b64("{\"a\":[{\"b\":[}]}"), sig);
+	PARSE(tok, NADI_JWT_EJSON);
+	snprintf(tok, sizeof(tok), "%s.%s.%s", b64("{\"alg\":\"EdDSA\"}"), b64("{\"a\":\"\xff\"}"), sig);
+	PARSE(tok, NADI_JWT_EJSON);
 	/* bad base64url in the signature */
 	snprintf(tok, sizeof(tok), "%s.%s.%s", b64("{\"alg\":\"EdDSA\"}"), b64("{}"), "c2l+");
 	PARSE(tok, NADI_JWT_EBASE64);
@@ -515,6 +583,381 @@ test_uuid_text(void)
 	CHECK(!nadi_jwt_uuid_text("{1a20ef0-40ea-73c0-8101-8b8d72711057"));
 }
 
+
+/* ------------------------------------------------------------------------
+ * The claims validator
+ * ------------------------------------------------------------------------ */
+
+#define NOW 1500
+
+/* Check claims text j for audience "nadi" at NOW. */
+static NadiClaimsResult
+claims(const char *j, NadiClaims *c, char *why, size_t whylen)
+{
+	return nadi_claims_check(j, strlen(j), NADI_JWT_AUD_API, NOW, c, why, whylen);
+}
+
+/* The claims nadi.token_mint makes, with one member replaced or added (or removed: value NULL). */
+static const char *
+with(const char *name, const char *value)
+{
+	static const char *const names[] = {"iss", "sub", "aud", "tenant", "scope", "iat", "nbf", "exp", "jti"};
+	static const char *const values[] = {"\"nadi\"", "\"alice\"", "\"nadi\"", "\"acme\"", "\"tenant\"",
+	"1000", "1000", "2000", "\"j1\""};
+	static char buf[4096];
+	size_t		o = 0;
+	bool		done = false;
+
+	buf[o++] = '{';
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+	{
+		const char *v = values[i];
+
+		if (name && strcmp(name, names[i]) == 0)
+		{
+			v = value;
+			done = true;
+		}
+		if (v == NULL)
+			continue;
+		o += snprintf(buf + o, sizeof(buf) - o, "%s\"%s\":%s", o > 1 ? "," : "", names[i], v);
+	}
+	if (name && !done && value)
+		o += snprintf(buf + o, sizeof(buf) - o, "%s\"%s\":%s", o > 1 ? "," : "", name, value);
+	snprintf(buf + o, sizeof(buf) - o, "}");
+	return buf;
+}
+
+#define CLAIMS(j, want) CHECK_CLAIMS((j), (want), NULL)
+#define CHECK_CLAIMS(j, want, why_has) check_claims((j), (want), (why_has), __LINE__)
+
+static void
+check_claims(const char *j, NadiClaimsResult want, const char *why_has, int line)
+{
+	NadiClaims	c;
+	char		why[512];
+	NadiClaimsResult got = claims(j, &c, why, sizeof(why));
+
+	if (got == want && (why_has == NULL || strstr(why, why_has) != NULL) &&
+		(got == NADI_CLAIMS_OK) == (why[0] == '\0'))
+		passed++;
+	else
+	{
+		failed++;
+		printf("FAIL %s:%d: claims %s gave %d (%s), expected %d%s%s\n", __FILE__, line, j, got, why,
+			   want, why_has ? " saying " : "", why_has ? why_has : "");
+	}
+}
+
+static void
+test_claims(void)
+{
+	NadiClaims	c;
+	char		why[512];
+	char		big[400];
+
+	/* what nadi.token_mint makes */
+	CHECK(claims(with(NULL, NULL), &c, why, sizeof(why)) == NADI_CLAIMS_OK);
+	CHECK(strcmp(c.subject, "alice") == 0 && strcmp(c.tenant, "acme") == 0);
+	CHECK(c.scope == NADI_JWT_SCOPE_TENANT && strcmp(c.scope_name, "tenant") == 0);
+	CHECK(!c.has_sid && c.exp == 2000 && c.has_nbf && c.nbf == 1000 && c.has_iat && c.iat == 1000);
+	CHECK(nadi_jwt_scope_from_name("admin") == NADI_JWT_SCOPE_ADMIN);
+	CHECK(nadi_jwt_scope_from_name("Admin") == NADI_JWT_SCOPE_NONE);
+	CHECK(nadi_jwt_scope_from_name(NULL) == NADI_JWT_SCOPE_NONE);
+	CHECK(strcmp(nadi_jwt_scope_name(NADI_JWT_SCOPE_SANDBOX), "sandbox") == 0);
+	CHECK(nadi_jwt_scope_name(NADI_JWT_SCOPE_NONE) == NULL);
+
+	/* not an object, or not one strictly */
+	CHECK_CLAIMS("[1]", NADI_CLAIMS_INVALID, "not a JSON object");
+	CHECK_CLAIMS("{\"iss\":\"nadi\",\"iss\":\"nadi\"}", NADI_CLAIMS_INVALID, "not a JSON object");
+	CHECK_CLAIMS("", NADI_CLAIMS_INVALID, "not a JSON object");
+	CHECK(nadi_claims_check(with(NULL, NULL), strlen(with(NULL, NULL)), NULL, NOW, &c, why, sizeof(why)) ==
+		  NADI_CLAIMS_INVALID);
+
+	/* issuer */
+	CHECK_CLAIMS(with("iss", NULL), NADI_CLAIMS_INVALID, "lacks the \"iss\" claim");
+	CHECK_CLAIMS(with("iss", "\"evil\""), NADI_CLAIMS_INVALID, "not issued by nadi");
+	CHECK_CLAIMS(with("iss", "\"Nadi\""), NADI_CLAIMS_INVALID, "not issued by nadi");
+	CHECK_CLAIMS(with("iss", "[\"nadi\"]"), NADI_CLAIMS_INVALID, "not a string");
+
+	/* subject and tenant: non-empty strings of at most 255 bytes */
+	CHECK_CLAIMS(with("sub", NULL), NADI_CLAIMS_INVALID, "lacks the \"sub\" claim");
+	CHECK_CLAIMS(with("sub", "\"\""), NADI_CLAIMS_INVALID, "\"sub\" claim is empty");
+	CHECK_CLAIMS(with("sub", "7"), NADI_CLAIMS_INVALID, "\"sub\" claim is not a string");
+	CHECK_CLAIMS(with("sub", "null"), NADI_CLAIMS_INVALID, "\"sub\" claim is not a string");
+	snprintf(big, sizeof(big), "\"%0255d\"", 0);
+	CLAIMS(with("sub", big), NADI_CLAIMS_OK);
+	snprintf(big, sizeof(big), "\"%0256d\"", 0);
+	CHECK_CLAIMS(with("sub", big), NADI_CLAIMS_INVALID, "too long");
+	CHECK_CLAIMS(with("tenant", big), NADI_CLAIMS_INVALID, "too long");
+	CHECK_CLAIMS(with("tenant", NULL), NADI_CLAIMS_INVALID, "lacks the \"tenant\" claim");
+	CHECK_CLAIMS(with("tenant", "\"\""), NADI_CLAIMS_INVALID, "\"tenant\" claim is empty");
+	CHECK_CLAIMS(with("tenant", "{\"a\":1}"), NADI_CLAIMS_INVALID, "not a string");
+	/* names are taken as given, escapes undone */
+	CHECK(claims(with("tenant", "\"tok-\\\"q\\\"\\\\\""), &c, why, sizeof(why)) == NADI_CLAIMS_OK &&
+		  strcmp(c.tenant, "tok-\"q\"\\") == 0);
+
+	/* scope */
+	CHECK_CLAIMS(with("scope", NULL), NADI_CLAIMS_INVALID, "lacks the \"scope\" claim");
+	CHECK_CLAIMS(with("scope", "\"root\""), NADI_CLAIMS_INVALID, "not a known scope");
+	CHECK_CLAIMS(with("scope", "\"Tenant\""), NADI_CLAIMS_INVALID, "not a known scope");
+	CHECK_CLAIMS(with("scope", "\"none\""), NADI_CLAIMS_INVALID, "not a known scope");
+	CHECK_CLAIMS(with("scope", "1"), NADI_CLAIMS_INVALID, "not a string");
+	CLAIMS(with("scope", "\"admin\""), NADI_CLAIMS_OK);
+
+	/* sid: a uuid; session and sandbox scopes need one */
+	CHECK_CLAIMS(with("scope", "\"session\""), NADI_CLAIMS_INVALID, "must carry a \"sid\" claim");
+	CHECK_CLAIMS(with("scope", "\"sandbox\""), NADI_CLAIMS_INVALID, "must carry a \"sid\" claim");
+	CHECK(claims("{\"iss\":\"nadi\",\"sub\":\"a\",\"aud\":\"nadi\",\"tenant\":\"t\",\"scope\":\"session\","
+				 "\"sid\":\"01A20EF0-40ea-73c0-8101-8b8d72711057\",\"exp\":2000}", &c, why, sizeof(why)) == NADI_CLAIMS_OK &&
+		  c.scope == NADI_JWT_SCOPE_SESSION && c.has_sid &&
+		  strcmp(c.sid, "01A20EF0-40ea-73c0-8101-8b8d72711057") == 0 && !c.has_nbf && !c.has_iat);
+	CHECK_CLAIMS(with("sid", "\"01a20ef0-40ea-73c0-8101-8b8d7271105\""), NADI_CLAIMS_INVALID, "not a uuid");
+	CHECK_CLAIMS(with("sid", "\"01a20ef0-40ea-73c0-8101-8b8d727110577\""), NADI_CLAIMS_INVALID, "not a uuid");
+	CHECK_CLAIMS(with("sid", "\"\""), NADI_CLAIMS_INVALID, "not a uuid");
+	CHECK_CLAIMS(with("sid", "\"{1a20ef0-40ea-73c0-8101-8b8d72711057\""), NADI_CLAIMS_INVALID, "not a uuid");
+	CHECK_CLAIMS(with("sid", "null"), NADI_CLAIMS_INVALID, "not a string");
+	CHECK_CLAIMS(with("sid", "12"), NADI_CLAIMS_INVALID, "not a string");
+	/* a tenant token may carry a sid: it is checked all the same */
+	CLAIMS(with("sid", "\"01a20ef0-40ea-73c0-8101-8b8d72711057\""), NADI_CLAIMS_OK);
+
+	/* audience: a string or an array of strings that names it */
+	CHECK_CLAIMS(with("aud", NULL), NADI_CLAIMS_INVALID, "not meant for audience \"nadi\"");
+	CHECK_CLAIMS(with("aud", "\"edge\""), NADI_CLAIMS_INVALID, "not meant for audience \"nadi\"");
+	CHECK_CLAIMS(with("aud", "\"NADI\""), NADI_CLAIMS_INVALID, "not meant for audience");
+	CLAIMS(with("aud", "[\"edge\",\"nadi\"]"), NADI_CLAIMS_OK);
+	CHECK_CLAIMS(with("aud", "[\"edge\"]"), NADI_CLAIMS_INVALID, "not meant for audience");
+	CHECK_CLAIMS(with("aud", "[]"), NADI_CLAIMS_INVALID, "not meant for audience");
+	CHECK_CLAIMS(with("aud", "5"), NADI_CLAIMS_INVALID, "not a string or an array of strings");
+	CHECK_CLAIMS(with("aud", "{\"nadi\":true}"), NADI_CLAIMS_INVALID, "not a string or an array of strings");
+	CHECK_CLAIMS(with("aud", "[\"nadi\",5]"), NADI_CLAIMS_INVALID, "not a string or an array of strings");
+	CHECK_CLAIMS(with("aud", "[[\"nadi\"]]"), NADI_CLAIMS_INVALID, "not a string or an array of strings");
+	CHECK(nadi_claims_check(with("aud", "\"nadi-sandboxd\""), strlen(with("aud", "\"nadi-sandboxd\"")),
+							NADI_JWT_AUD_SANDBOXD, NOW, &c, why, sizeof(why)) == NADI_CLAIMS_OK);
+
+	/* exp: a NumericDate, in the future */
+	CHECK_CLAIMS(with("exp", NULL), NADI_CLAIMS_INVALID, "lacks the \"exp\" claim");
+	CHECK_CLAIMS(with("exp", "\"2000\""), NADI_CLAIMS_INVALID, "\"exp\" claim is not a number");
+	CHECK_CLAIMS(with("exp", "true"), NADI_CLAIMS_INVALID, "\"exp\" claim is not a number");
+	CHECK_CLAIMS(with("exp", "null"), NADI_CLAIMS_INVALID, "\"exp\" claim is not a number");
+	CHECK_CLAIMS(with("exp", "[2000]"), NADI_CLAIMS_INVALID, "\"exp\" claim is not a number");
+	CHECK_CLAIMS(with("exp", "-1"), NADI_CLAIMS_INVALID, "before 1970");
+	CHECK_CLAIMS(with("exp", "-0.5"), NADI_CLAIMS_INVALID, "before 1970");
+	CHECK_CLAIMS(with("exp", "1000000000000"), NADI_CLAIMS_INVALID, "out of range");
+	CHECK_CLAIMS(with("exp", "1e12"), NADI_CLAIMS_INVALID, "out of range");
+	CHECK_CLAIMS(with("exp", "1e300"), NADI_CLAIMS_INVALID, "out of range");
+	CHECK_CLAIMS(with("exp", "9223372036854775807"), NADI_CLAIMS_INVALID, "out of range");
+	CHECK(claims(with("exp", "999999999999"), &c, why, sizeof(why)) == NADI_CLAIMS_OK && c.exp == INT64_C(999999999999));
+	CHECK(claims(with("exp", "999999999999.9"), &c, why, sizeof(why)) == NADI_CLAIMS_OK && c.exp == INT64_C(999999999999));
+	CHECK(claims(with("exp", "1500.9"), &c, why, sizeof(why)) == NADI_CLAIMS_EXPIRED && c.exp == 1500);
+	CHECK(claims(with("exp", "1.501e3"), &c, why, sizeof(why)) == NADI_CLAIMS_OK && c.exp == 1501);
+	CHECK_CLAIMS(with("exp", "1500"), NADI_CLAIMS_EXPIRED, "expired");
+	CHECK_CLAIMS(with("exp", "0"), NADI_CLAIMS_EXPIRED, "expired");
+	CLAIMS(with("exp", "1501"), NADI_CLAIMS_OK);
+
+	/* nbf and iat: NumericDates, not later than now plus the leeway */
+	CLAIMS(with("nbf", NULL), NADI_CLAIMS_OK);
+	CLAIMS(with("nbf", "1560"), NADI_CLAIMS_OK);
+	CHECK(claims(with("nbf", "1561"), &c, why, sizeof(why)) == NADI_CLAIMS_NOT_YET && c.has_nbf && c.nbf == 1561);
+	CHECK_CLAIMS(with("nbf", "\"1000\""), NADI_CLAIMS_INVALID, "\"nbf\" claim is not a number");
+	CHECK_CLAIMS(with("nbf", "-5"), NADI_CLAIMS_INVALID, "before 1970");
+	CLAIMS(with("iat", NULL), NADI_CLAIMS_OK);
+	CLAIMS(with("iat", "1560"), NADI_CLAIMS_OK);
+	CHECK_CLAIMS(with("iat", "1561"), NADI_CLAIMS_NOT_YET, "issued in the future");
+	CHECK_CLAIMS(with("iat", "\"now\""), NADI_CLAIMS_INVALID, "\"iat\" claim is not a number");
+	CHECK_CLAIMS(with("iat", "1e13"), NADI_CLAIMS_INVALID, "out of range");
+	/* an expired token is expired, whatever else: exp is checked before nbf */
+	CHECK_CLAIMS("{\"iss\":\"nadi\",\"sub\":\"a\",\"aud\":\"nadi\",\"tenant\":\"t\",\"scope\":\"admin\",\"exp\":1,\"nbf\":99999}",
+				 NADI_CLAIMS_EXPIRED, "expired");
+
+	/* members nobody reads are allowed, whatever their type */
+	CLAIMS(with("x", "{\"y\":[1,2,{\"z\":null}]}"), NADI_CLAIMS_OK);
+	CLAIMS(with("jti", "7"), NADI_CLAIMS_OK);
+}
+
+/* Signed tokens end to end: mint (as token.c does), parse, verify, check. */
+static void
+test_signed_tokens(void)
+{
+	unsigned char priv[32],
+				pub[32],
+				other_priv[32],
+				other_pub[32];
+	size_t		privlen,
+				publen;
+	char		token[NADI_JWT_MAX_TOKEN + 1];
+	char		payload[512];
+	size_t		n;
+	nadi_jwt_parsed *p = malloc(sizeof(*p));
+	NadiClaims	c;
+	char		why[512];
+
+	CHECK_RC(nadi_jwt_keygen(NADI_JWT_ALG_EDDSA, priv, sizeof(priv), &privlen, pub, sizeof(pub), &publen), NADI_JWT_OK);
+	CHECK_RC(nadi_jwt_keygen(NADI_JWT_ALG_EDDSA, other_priv, sizeof(other_priv), &privlen,
+							 other_pub, sizeof(other_pub), &publen), NADI_JWT_OK);
+	snprintf(payload, sizeof(payload),
+			 "{\"iss\":\"nadi\",\"sub\":\"cell:h1\",\"aud\":\"nadi-sandboxd\",\"tenant\":\"acme\","
+			 "\"scope\":\"sandbox\",\"sid\":\"01a20ef0-40ea-73c0-8101-8b8d72711057\","
+			 "\"iat\":%d,\"nbf\":%d,\"exp\":%d,\"jti\":\"00ff\"}", NOW, NOW, NOW + 3600);
+	CHECK_RC(nadi_jwt_sign(NADI_JWT_ALG_EDDSA, "0123456789abcdef", priv, 32, payload, token, sizeof(token), &n),
+			 NADI_JWT_OK);
+	CHECK_RC(nadi_jwt_parse(token, n, p), NADI_JWT_OK);
+	CHECK(p->has_kid && strcmp(p->kid, "0123456789abcdef") == 0);
+	CHECK_RC(nadi_jwt_verify(p, NADI_JWT_ALG_EDDSA, pub, 32), NADI_JWT_OK);
+	CHECK_RC(nadi_jwt_verify(p, NADI_JWT_ALG_EDDSA, other_pub, 32), NADI_JWT_ESIG);
+	CHECK(nadi_claims_check(p->payload, p->payload_len, NADI_JWT_AUD_SANDBOXD, NOW, &c, why, sizeof(why)) ==
+		  NADI_CLAIMS_OK);
+	CHECK(c.scope == NADI_JWT_SCOPE_SANDBOX && strcmp(c.sid, "01a20ef0-40ea-73c0-8101-8b8d72711057") == 0 &&
+		  strcmp(c.subject, "cell:h1") == 0 && c.exp == NOW + 3600);
+	/* the same token for another audience, or an hour later */
+	CHECK(nadi_claims_check(p->payload, p->payload_len, NADI_JWT_AUD_API, NOW, &c, why, sizeof(why)) ==
+		  NADI_CLAIMS_INVALID);
+	CHECK(nadi_claims_check(p->payload, p->payload_len, NADI_JWT_AUD_SANDBOXD, NOW + 3600, &c, why, sizeof(why)) ==
+		  NADI_CLAIMS_EXPIRED);
+	CHECK(nadi_claims_check(p->payload, p->payload_len, NADI_JWT_AUD_SANDBOXD, NOW - 61, &c, why, sizeof(why)) ==
+		  NADI_CLAIMS_NOT_YET);
+
+	/* signed, but not claims anyone can read: refused before the signature matters */
+	CHECK_RC(nadi_jwt_sign_parts(NADI_JWT_ALG_EDDSA, priv, 32, "{\"alg\":\"EdDSA\",\"kid\":\"k\"}",
+								 "{\"exp\":1,\"exp\":9}", strlen("{\"exp\":1,\"exp\":9}"),
+								 token, sizeof(token), &n), NADI_JWT_OK);
+	CHECK_RC(nadi_jwt_parse(token, n, p), NADI_JWT_EJSON);
+	CHECK_RC(nadi_jwt_sign_parts(NADI_JWT_ALG_EDDSA, priv, 32, "{\"alg\":\"EdDSA\",\"kid\":\"k\",\"kid\":\"k\"}",
+								 "{}", 2, token, sizeof(token), &n), NADI_JWT_OK);
+	CHECK_RC(nadi_jwt_parse(token, n, p), NADI_JWT_EHEADER);
+	/* a signed payload with a NUL after the object */
+	CHECK_RC(nadi_jwt_sign_parts(NADI_JWT_ALG_EDDSA, priv, 32, "{\"alg\":\"EdDSA\",\"kid\":\"k\"}",
+								 "{}\0{\"scope\":\"admin\"}", 20, token, sizeof(token), &n), NADI_JWT_OK);
+	CHECK_RC(nadi_jwt_parse(token, n, p), NADI_JWT_EJSON);
+	/* signing refuses a payload with a member twice */
+	CHECK_RC(nadi_jwt_sign(NADI_JWT_ALG_EDDSA, "k", priv, 32, "{\"a\":1,\"a\":2}", token, sizeof(token), &n),
+			 NADI_JWT_EJSON);
+	free(p);
+}
+
+/* ------------------------------------------------------------------------
+ * The daemons' key cache
+ * ------------------------------------------------------------------------ */
+
+static uint64_t fake_now = 10000;
+static int	fetches,
+			defers;
+static uint64_t last_defer;
+static JwksFetch fetch_answer = JWKS_FETCH_STARTED;
+static int	woken;
+
+static JwksFetch
+fake_fetch(void *arg)
+{
+	(void) arg;
+	fetches++;
+	return fetch_answer;
+}
+
+static void
+fake_defer(void *arg, uint64_t delay_ms)
+{
+	(void) arg;
+	defers++;
+	last_defer = delay_ms;
+}
+
+static uint64_t
+fake_clock(void)
+{
+	return fake_now;
+}
+
+static void
+wake_me(void *arg)
+{
+	woken += *(int *) arg;
+}
+
+static void
+test_jwks(void)
+{
+	static const JwksOps ops = {.fetch = fake_fetch,.defer = fake_defer,.now_ms = fake_clock};
+	JwksKey		k[4];
+	JwksCache	c;
+	char		set[1024];
+	char		x[64];
+	unsigned char pub[32];
+	int			one = 1,
+				ten = 10;
+
+	memset(pub, 7, sizeof(pub));
+	nadi_jwt_b64url_encode(pub, 32, x, sizeof(x), NULL);
+	snprintf(set, sizeof(set),
+			 "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"%s\",\"kid\":\"k1\"},"
+			 "{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"%s\",\"kid\":\"k2\"},"
+			 "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"AAAA\",\"kid\":\"short\"},"
+			 "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"%s\"},"
+			 "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"%s\",\"kid\":\"\"},"
+			 "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"%s\",\"kid\":\"k3\"}]}", x, x, x, x, x);
+	CHECK(jwks_parse(set, k, 4) == 2);
+	CHECK(strcmp(k[0].kid, "k1") == 0 && strcmp(k[1].kid, "k3") == 0 && memcmp(k[1].pub, pub, 32) == 0);
+	CHECK(jwks_parse(set, k, 1) == 1);
+	CHECK(jwks_parse("{\"keys\":[]}", k, 4) == 0);
+	CHECK(jwks_parse("{\"keys\":{}}", k, 4) == -1);
+	CHECK(jwks_parse("{}", k, 4) == -1);
+	CHECK(jwks_parse("[]", k, 4) == -1);
+	CHECK(jwks_parse("{\"keys\":[],\"keys\":[]}", k, 4) == -1);
+	CHECK(jwks_parse(NULL, k, 4) == -1);
+
+	jwks_init(&c, &ops);
+	CHECK(jwks_stale(&c, 60000) && jwks_count(&c) == 0 && jwks_find(&c, "k1") == NULL);
+	/* a refresh fetches; another while it runs does not */
+	jwks_refresh(&c);
+	jwks_refresh(&c);
+	CHECK(fetches == 1 && c.in_flight);
+	CHECK(jwks_wait(&c, wake_me, &one));
+	CHECK(jwks_waiting(&c) && fetches == 1 && woken == 0);
+	CHECK(jwks_loaded(&c, set) == 2);
+	CHECK(woken == 1 && !jwks_waiting(&c) && !c.in_flight);
+	CHECK(jwks_count(&c) == 2 && jwks_find(&c, "k3") != NULL && jwks_find(&c, "k2") == NULL);
+	CHECK(!jwks_stale(&c, 60000));
+	fake_now += 60000;
+	CHECK(jwks_stale(&c, 60000));
+
+	/* at most one fetch a second: sooner is deferred, by what remains */
+	jwks_refresh(&c);
+	CHECK(fetches == 2);
+	CHECK(jwks_failed(&c));
+	CHECK(!jwks_failed(&c));	/* nothing under way, nobody waiting: nothing to report */
+	fake_now += 300;
+	jwks_refresh(&c);
+	CHECK(fetches == 2 && defers == 1 && last_defer == 700);
+	fake_now += 700;
+	jwks_refresh(&c);
+	CHECK(fetches == 3);
+
+	/* a bad key set keeps the keys known, and still ends the waits */
+	CHECK(jwks_wait(&c, wake_me, &ten));
+	CHECK(jwks_loaded(&c, "{\"nokeys\":1}") == -1);
+	CHECK(woken == 11 && jwks_count(&c) == 2);
+
+	/* a cancelled wait is not called back */
+	fake_now += 1000;
+	CHECK(jwks_wait(&c, wake_me, &ten));
+	jwks_wait_cancel(&c, &ten);
+	CHECK(!jwks_waiting(&c));
+	CHECK(jwks_loaded(&c, set) == 2 && woken == 11);
+
+	/* no database: the waits end at once; not now: they go on, retried later */
+	fake_now += 1000;
+	fetch_answer = JWKS_FETCH_NONE;
+	CHECK(jwks_wait(&c, wake_me, &one));
+	CHECK(woken == 12 && !jwks_waiting(&c) && !c.in_flight);
+	fake_now += 1000;
+	fetch_answer = JWKS_FETCH_LATER;
+	CHECK(jwks_wait(&c, wake_me, &one));
+	CHECK(woken == 12 && jwks_waiting(&c) && !c.in_flight && last_defer == JWKS_MIN_REFRESH_MS);
+	jwks_done(&c);
+	CHECK(!jwks_waiting(&c) && woken == 12);
+	fetch_answer = JWKS_FETCH_STARTED;
+}
+
 int
 main(void)
 {
@@ -526,6 +969,9 @@ main(void)
 	test_roundtrip(NADI_JWT_ALG_HS256);
 	test_malformed();
 	test_uuid_text();
+	test_claims();
+	test_signed_tokens();
+	test_jwks();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed == 0 ? 0 : 1;
 }

@@ -1,15 +1,16 @@
 /*
- * fuzz_auth.c — libFuzzer target for bearer tokens (auth.c over src/jwt.c).
+ * fuzz_bearer.c — libFuzzer target for bearer tokens (bearer.c over
+ * src/jwt.c, src/jwt_claims.c and daemonlib/jwks.c).
  * The first byte picks what the rest is:
  *   even: a raw Authorization header value ("Bearer " + the bytes), which
  *         exercises the compact-token parser and every early refusal;
  *   odd:  the claims of a token the harness signs with a key the edge
- *         trusts, so the claim checks (issuer, audience, scope, sid, exp,
- *         nbf, types) see arbitrary JSON behind a valid signature.
+ *         trusts, so the claims validator (issuer, audience, scope, sid,
+ *         exp, nbf, iat, types) sees arbitrary JSON behind a valid signature.
  *
- *   make -C edge fuzz && edge/fuzz/fuzz_auth -max_total_time=60
+ *   make -C edge fuzz && edge/fuzz/fuzz_bearer -max_total_time=60
  */
-#include "../auth.c"
+#include "../bearer.c"
 
 EdgeConfig	edge_cfg = {.jwks_refresh_s = 60};
 EdgeMetrics edge_metrics;
@@ -38,10 +39,12 @@ setup(void)
 	char		jwks[256];
 
 	ev_init();
+	jwks_init(&signing_keys, &keys_ops);
 	nadi_jwt_keygen(NADI_JWT_ALG_EDDSA, priv, sizeof(priv), &privlen, pub, sizeof(pub), &publen);
 	nadi_jwt_b64url_encode(pub, publen, x, sizeof(x), NULL);
 	snprintf(jwks, sizeof(jwks), "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"%s\",\"kid\":\"fuzz\"}]}", x);
-	jwks_load(jwks);
+	if (jwks_loaded(&signing_keys, jwks) != 1)
+		abort();
 }
 
 int
