@@ -42,12 +42,6 @@ static struct ev_timer periodic, retry, give_up;
 
 static void refresh(void);
 
-size_t
-access_key_count(void)
-{
-	return nkeys;
-}
-
 static const NadiJwk *
 key_find(const char *kid)
 {
