@@ -35,6 +35,12 @@ include $(PGXS)
 # A changed header rebuilds every object (structures are shared between files).
 $(OBJS): $(wildcard src/*.h bgworkers/*.h)
 
+# The extension's layers call downward only: base, session core, SQL API
+# (scripts/check-layers reads the objects' symbols; the build fails if not).
+all: check-layers
+check-layers: $(OBJS)
+	scripts/check-layers $(OBJS)
+
 DAEMON_DIRS = $(patsubst %/Makefile,%,$(wildcard edge/Makefile sandboxd/Makefile))
 
 all: daemons
@@ -51,4 +57,4 @@ test:
 demo:
 	scripts/nadi demo
 
-.PHONY: daemons clean-daemons test demo
+.PHONY: daemons clean-daemons test demo check-layers
