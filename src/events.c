@@ -17,7 +17,7 @@
 /* Kinds the extension writes itself; cells may not forge them. */
 static const char *const reserved_prefixes[] = {"session.", "command.", "permission."};
 
-void
+static void
 events_kind_validate(const char *kind)
 {
 	size_t		len = strlen(kind);

@@ -73,7 +73,7 @@ lease_event(SessionTx *tx, const char *what, const char *cell_host_id, int64 epo
  * all its attempts is dead-lettered instead.  Returns how many commands went
  * back to the queue.
  */
-int
+static int
 lease_requeue_running(SessionTx *tx, bool count_attempt, const char *reason, int *dead_out)
 {
 	static SPIPlanPtr plan = NULL;
@@ -384,8 +384,8 @@ Datum
 nadi_reap(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr expired_plan = NULL;
-	static SPIPlanPtr hosts_plan = NULL;
-	static SPIPlanPtr sbx_hosts_plan = NULL;
+	static const char *const host_tables[] = {"nadi.cell_hosts", "nadi.sandbox_hosts"};
+	static SPIPlanPtr hosts_plans[lengthof(host_tables)];
 	static SPIPlanPtr orphan_plan = NULL;
 	TupleDesc	tupdesc;
 	Datum		out[6];
@@ -431,20 +431,18 @@ nadi_reap(PG_FUNCTION_ARGS)
 		session_save(tx);
 	}
 
-	/* 2. hosts that stopped heartbeating */
+	/* 2. hosts that stopped heartbeating, of both kinds */
 	values[0] = TimestampTzGetDatum(nadi_now() - (TimestampTz) nadi_host_ttl_ms * 1000);
-	nadi_exec(nadi_plan(&hosts_plan,
-						"UPDATE nadi.cell_hosts SET state = 'dead' "
-						"WHERE state <> 'dead' AND heartbeat_at <= $1 RETURNING host_id",
-						1, (Oid[]) {TIMESTAMPTZOID}),
-			  values, NULL, false, 0);
-	hosts += SPI_processed;
-	nadi_exec(nadi_plan(&sbx_hosts_plan,
-						"UPDATE nadi.sandbox_hosts SET state = 'dead' "
-						"WHERE state <> 'dead' AND heartbeat_at <= $1 RETURNING host_id",
-						1, (Oid[]) {TIMESTAMPTZOID}),
-			  values, NULL, false, 0);
-	hosts += SPI_processed;
+	for (int k = 0; k < lengthof(host_tables); k++)
+	{
+		nadi_exec(nadi_plan(&hosts_plans[k],
+							psprintf("UPDATE %s SET state = 'dead' "
+									 "WHERE state <> 'dead' AND heartbeat_at <= $1 RETURNING host_id",
+									 host_tables[k]),
+							1, (Oid[]) {TIMESTAMPTZOID}),
+				  values, NULL, false, 0);
+		hosts += SPI_processed;
+	}
 
 	/* 3. sessions placed on a host that died or drains before taking them */
 	nadi_exec(nadi_plan(&orphan_plan,

@@ -13,15 +13,12 @@ extern Datum session_row(FunctionCallInfo fcinfo, const pg_uuid_t *id, MemoryCon
 extern void session_finish_termination(SessionTx *tx, const char *cause);
 
 /* lease.c */
-extern int	lease_requeue_running(SessionTx *tx, bool count_attempt, const char *reason,
-								  int *dead_out);
 extern void lease_drop(SessionTx *tx, const char *reason);
 
 /* placement.c */
 extern void placement_require_fit(const SessionTx *tx, const char *host);
 
 /* events.c */
-extern void events_kind_validate(const char *kind);
 extern void events_append_array(SessionTx *tx, Jsonb *events, int64 command_id, int64 epoch);
 
 /* inbox.c */
