@@ -134,6 +134,20 @@ audit_tenant(const char *tenant)
 }
 
 /*
+ * The first two arguments of both functions, after the administrator check:
+ * a rule is named by (tenant_id, upstream).
+ */
+static void
+egress_rule_args(FunctionCallInfo fcinfo, char **tenant, char **upstream)
+{
+	nadi_require_admin();
+	NADI_ARG_NOT_NULL(0, "tenant_id");
+	NADI_ARG_NOT_NULL(1, "upstream");
+	*tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	*upstream = text_to_cstring(PG_GETARG_TEXT_PP(1));
+}
+
+/*
  * nadi.egress_allow(tenant_id, upstream, methods, path_prefix) → egress_rules
  * Allows (or changes the rule for) a tenant's requests to an upstream;
  * tenant_id '*' is every tenant.  methods NULL means the usual six.
@@ -154,12 +168,8 @@ nadi_egress_allow(PG_FUNCTION_ARGS)
 	StringInfoData detail;
 	bool		isnull;
 
-	nadi_require_admin();
-	NADI_ARG_NOT_NULL(0, "tenant_id");
-	NADI_ARG_NOT_NULL(1, "upstream");
+	egress_rule_args(fcinfo, &tenant, &upstream);
 	NADI_ARG_NOT_NULL(3, "path_prefix");
-	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	upstream = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	prefix = text_to_cstring(PG_GETARG_TEXT_PP(3));
 	tenant_check(tenant);
 	upstream_check(upstream);
@@ -226,12 +236,7 @@ nadi_egress_revoke(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	bool		found;
 
-	nadi_require_admin();
-	NADI_ARG_NOT_NULL(0, "tenant_id");
-	NADI_ARG_NOT_NULL(1, "upstream");
-	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	upstream = text_to_cstring(PG_GETARG_TEXT_PP(1));
-
+	egress_rule_args(fcinfo, &tenant, &upstream);
 	nadi_connect();
 	values[0] = CStringGetTextDatum(tenant);
 	values[1] = CStringGetTextDatum(upstream);
