@@ -55,6 +55,12 @@ runtime_test: test/runtime_test.c $(RUNTIME_SRCS) $(wildcard bgworkers/*.h) src/
 	    -o $@ test/runtime_test.c $(RUNTIME_SRCS) -ljansson -lcurl
 installcheck: runtime-check
 
+# The extension's layers call downward only: base, session core, SQL API
+# (scripts/check-layers reads the objects' symbols; the build fails if not).
+all: check-layers
+check-layers: $(OBJS)
+	scripts/check-layers $(OBJS)
+
 DAEMON_DIRS = $(patsubst %/Makefile,%,$(wildcard edge/Makefile sandboxd/Makefile))
 
 all: daemons
@@ -71,4 +77,4 @@ test:
 demo:
 	scripts/nadi demo
 
-.PHONY: daemons clean-daemons test demo runtime-check
+.PHONY: daemons clean-daemons test demo runtime-check check-layers

@@ -32,12 +32,6 @@ _Static_assert(sizeof(((struct access_principal *)0)->tenant) >= NADI_JWT_MAX_NA
 static JwksCache keys;
 static EvTimer periodic, retry, give_up;
 
-size_t
-access_key_count(void)
-{
-	return (size_t)jwks_count(&keys);
-}
-
 /* A request's wait ends with the refresh: so does its deadline. */
 static void
 settle(void)

@@ -50,6 +50,5 @@ void access_keys_failed(const char *why);
 
 int access_init(void);
 void access_done(void);
-size_t access_key_count(void);
 
 #endif

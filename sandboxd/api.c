@@ -20,7 +20,7 @@
 #include "limits.h"
 #include "metrics.h"
 #include "sandbox.h"
-#include "store.h"
+#include "btrfs_store.h"
 #include "tools.h"
 
 extern bool sbx_draining;

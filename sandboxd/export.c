@@ -16,7 +16,7 @@
 #include "export.h"
 #include "http.h"
 #include "sandbox.h"
-#include "store.h"
+#include "btrfs_store.h"
 
 struct export_ctx {
 	struct http_req *req;

@@ -15,7 +15,7 @@
 
 #include "fsops.h"
 #include "sbx.h"
-#include "store.h"
+#include "btrfs_store.h"
 
 #define RESOLVE_FLAGS (RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)
 

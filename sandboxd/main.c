@@ -25,7 +25,7 @@
 #include "limits.h"
 #include "pg.h"
 #include "sandbox.h"
-#include "store.h"
+#include "btrfs_store.h"
 #include "unit.h"
 
 bool sbx_draining;

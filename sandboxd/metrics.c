@@ -12,7 +12,7 @@
 #include "metrics.h"
 #include "pg.h"
 #include "sandbox.h"
-#include "store.h"
+#include "btrfs_store.h"
 
 extern bool sbx_draining;
 

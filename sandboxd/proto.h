@@ -50,7 +50,7 @@ enum {
 	PF_STDERR_TRUNCATED = 1 << 1,
 	PF_TIMED_OUT = 1 << 2,
 	PF_EXEC_FAILED = 1 << 3,
-	PF_OOM_KILLED = 1 << 4,   /* rlimit mode: the call went over memory_max (see agent.c) */
+	PF_OOM_KILLED = 1 << 4,   /* rlimit mode: the call went over memory_max (see sbx_init.c) */
 };
 
 /*

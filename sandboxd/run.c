@@ -19,7 +19,7 @@
 #include "limits.h"
 #include "metrics.h"
 #include "sandbox.h"
-#include "store.h"
+#include "btrfs_store.h"
 #include "unit.h"
 
 #define STOP_GRACE_MS 3000      /* graceful stop → forced */
@@ -456,7 +456,7 @@ build_argv(const struct sbx_sandbox *sb, uint64_t userns_base, char **argv, char
 		 */
 		argv[a++] = OWN("--private-users=%llu:%u", (unsigned long long)userns_base, SBX_USERNS_SIZE);
 		argv[a++] = "--private-users-ownership=map";
-		/* The workspace is in the root already; the init makes it a mount of its own (see agent.c). */
+		/* The workspace is in the root already; the init makes it a mount of its own (see sbx_init.c). */
 	} else
 		argv[a++] = OWN("--bind=%s/sandboxes/%s/%s:/%s", root, sb->id, SBX_WORKSPACE, SBX_WORKSPACE);
 	if (cfg.git_mirror_dir) {

@@ -18,7 +18,7 @@
 
 #include "limits.h"
 #include "sandbox.h"
-#include "store.h"
+#include "btrfs_store.h"
 
 struct sbx_sandbox *sandboxes;
 void main_kick(void);

@@ -100,6 +100,5 @@ int write_string_file(const char *path, const char *s);
 int mkdir_p(const char *path, mode_t mode);
 bool id_valid(const char *s, size_t maxlen);
 int random_hex(char *buf, size_t nbytes);
-char *strjoin(const char *a, const char *b, const char *c);
 
 #endif

@@ -21,7 +21,7 @@
 #include "limits.h"
 #include "metrics.h"
 #include "sandbox.h"
-#include "store.h"
+#include "btrfs_store.h"
 #include "tools.h"
 
 #define MAX_LIST_ENTRIES 10000
@@ -39,7 +39,7 @@ struct tool_call {
 static const char *const known[] = {"echo",	 "uppercase",  "list_files", "exec",
 				    "read_file", "write_file", "edit_file",  "git_clone"};
 
-bool
+static bool
 tools_known(const char *name)
 {
 	for (size_t i = 0; i < ARRAY_SIZE(known); i++)

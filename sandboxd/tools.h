@@ -12,7 +12,6 @@
 struct http_req;
 struct sbx_sandbox;
 
-bool tools_known(const char *name);
 json_t *tools_list_json(void);
 /*
  * Validate args and run; answers r now or when the container replies.

@@ -77,9 +77,3 @@ random_hex(char *buf, size_t nbytes)
 		sprintf(buf + 2 * i, "%02x", raw[i]);
 	return 0;
 }
-
-char *
-strjoin(const char *a, const char *b, const char *c)
-{
-	return xasprintf("%s%s%s", a, b ? b : "", c ? c : "");
-}

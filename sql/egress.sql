@@ -39,6 +39,11 @@ SELECT nadi.egress_allow('egress-a', 'api', '{GET,CONNECT}');
 SELECT nadi.egress_allow('egress-a', 'api', '{}');
 SELECT nadi.egress_allow('egress-a', 'api', NULL, 'v1');
 SELECT nadi.egress_allow('', 'api');
+SELECT nadi.egress_allow(NULL, 'api');
+SELECT nadi.egress_allow('egress-a', NULL);
+SELECT nadi.egress_allow('egress-a', 'api', '{GET,NULL}');
+SELECT nadi.egress_allow('egress-a', 'api', NULL, NULL);
+SELECT nadi.egress_revoke('egress-a', NULL);
 SELECT count(*) AS rules_after_bad_input FROM nadi.egress_rules;
 
 -- nothing is allowed until a rule says so
@@ -125,6 +130,38 @@ RESET ROLE;
 SET ROLE nadi_admin;
 SELECT nadi._token_mint_internal('egress-a', 'x', 'admin', '1 hour', NULL, 'nadi');
 RESET ROLE;
+
+-- the audit actor of the egress functions is the one every C function
+-- records (nadi_actor): the role SET ROLE chose, not session_user, and a
+-- token's subject under a token; like the other administrators' functions
+-- they refuse a tenant token
+SELECT max(audit_id) AS before_actor FROM nadi.audit_log \gset
+CREATE ROLE egress_operator NOLOGIN IN ROLE nadi_admin;
+SET ROLE egress_operator;
+SELECT upstream FROM nadi.egress_allow('egress-a', 'actor-api', '{GET}');
+SELECT nadi.egress_revoke('egress-a', 'actor-api') AS revoked;
+SELECT tenant_id FROM nadi.session_create('egress-a');
+RESET ROLE;
+BEGIN;
+SELECT nadi.authenticate(nadi.token_mint('egress-a', 'ops', 'admin')) ->> 'scope' AS scope;
+SELECT upstream FROM nadi.egress_allow('*', 'actor-api', '{GET}');
+SELECT nadi.egress_revoke('*', 'actor-api') AS revoked;
+SELECT tenant_id FROM nadi.session_create('egress-a');
+COMMIT;
+BEGIN;
+SELECT nadi.authenticate(nadi.token_mint('egress-a', 'alice', 'tenant')) ->> 'scope' AS scope;
+SELECT nadi.egress_allow('egress-a', 'actor-api');
+ROLLBACK;
+SELECT action, actor, actor = session_user AS actor_is_session_user, tenant_id
+FROM nadi.audit_log
+WHERE audit_id > :before_actor AND action IN ('egress.allow', 'egress.revoke', 'session.create')
+ORDER BY audit_id;
+-- one actor for a C function and an egress function called the same way
+SELECT count(DISTINCT actor) AS actors_per_caller
+FROM nadi.audit_log
+WHERE audit_id > :before_actor AND action IN ('egress.allow', 'egress.revoke', 'session.create')
+GROUP BY actor LIKE 'token:%' ORDER BY 1;
+DROP ROLE egress_operator;
 
 DROP FUNCTION verdict(jsonb);
 SELECT nadi.egress_revoke('egress-a', 'api'), nadi.egress_revoke('egress-b', 'api');

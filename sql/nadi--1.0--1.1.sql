@@ -5,9 +5,22 @@
  *
  * 1.1: tool names are identifiers (SQLSTATE NA013), host logins are bound
  * to the host ids an administrator names (nadi.host_bindings), placement
- * labels are set by administrators, and sandboxd tokens are per session.
+ * labels are set by administrators, sandboxd tokens are per session, and
+ * every audit row names the same actor (nadi._actor(), as the C functions
+ * record it): the egress functions move to C.
  */
 \echo Use "ALTER EXTENSION nadi UPDATE TO '1.1'" to load this file. \quit
+
+---------------------------------------------------------------------------
+-- The audit actor
+---------------------------------------------------------------------------
+--
+-- Who an audit row names: the calling role (as SET ROLE left it, outside
+-- any SECURITY DEFINER function), or "token:<subject>" under a token.  The
+-- C functions record it themselves; the PL/pgSQL ones call this.
+CREATE FUNCTION nadi._actor()
+RETURNS text
+AS 'MODULE_PATHNAME', 'nadi_actor_sql' LANGUAGE C STABLE PARALLEL RESTRICTED;
 
 ---------------------------------------------------------------------------
 -- Host bindings: which login may act for which host
@@ -67,7 +80,7 @@ BEGIN
     ON CONFLICT ON CONSTRAINT host_bindings_pkey DO UPDATE SET role_name = EXCLUDED.role_name
     RETURNING * INTO b;
     INSERT INTO nadi.audit_log (at, actor, action, detail)
-    VALUES (nadi.now(), session_user, 'host.bind',
+    VALUES (nadi.now(), nadi._actor(), 'host.bind',
             jsonb_build_object('kind', b.kind, 'host_id', b.host_id, 'role', b.role_name));
     RETURN b;
 END
@@ -91,7 +104,7 @@ BEGIN
         RETURN false;
     END IF;
     INSERT INTO nadi.audit_log (at, actor, action, detail)
-    VALUES (nadi.now(), session_user, 'host.unbind',
+    VALUES (nadi.now(), nadi._actor(), 'host.unbind',
             jsonb_build_object('kind', kind, 'host_id', host_id, 'role', gone));
     RETURN true;
 END
@@ -131,7 +144,7 @@ BEGIN
             USING ERRCODE = 'NA009', HINT = 'The host registers itself first; then set its labels.';
     END IF;
     INSERT INTO nadi.audit_log (at, actor, action, detail)
-    VALUES (nadi.now(), session_user, kind || '_host.labels',
+    VALUES (nadi.now(), nadi._actor(), kind || '_host.labels',
             jsonb_build_object('host_id', host_id, 'labels', result));
     RETURN result;
 END
@@ -193,6 +206,7 @@ $fn$;
 ---------------------------------------------------------------------------
 
 REVOKE ALL ON FUNCTION
+    nadi._actor(),
     nadi._host_ref_check(text, text),
     nadi.host_bind(text, text, name),
     nadi.host_unbind(text, text),
@@ -246,3 +260,24 @@ $fn$;
 
 REVOKE ALL ON FUNCTION nadi.sandboxd_token(uuid, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION nadi.sandboxd_token(uuid, interval) TO nadi_cell, nadi_admin;
+
+---------------------------------------------------------------------------
+-- Egress rules in C: the same actor, checks and errors as every function
+---------------------------------------------------------------------------
+--
+-- nadi.egress_allow and nadi.egress_revoke were PL/pgSQL that recorded
+-- session_user; now they are C (src/egress.c): the audit row names
+-- nadi_actor() like every other, the caller must be an administrator (role
+-- or admin token, as nadi.reap), and a NULL argument is 22004.  Their
+-- grants (nadi_admin) stay as they were.
+CREATE OR REPLACE FUNCTION nadi.egress_allow(tenant_id text, upstream text,
+                                             methods text[] DEFAULT NULL,
+                                             path_prefix text DEFAULT '/')
+RETURNS nadi.egress_rules
+AS 'MODULE_PATHNAME', 'nadi_egress_allow' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION nadi.egress_revoke(tenant_id text, upstream text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'nadi_egress_revoke' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;

@@ -1,6 +1,6 @@
 /*
  * events.c — the event log.  Events are appended under the session lock
- * with the next sequence number (session.c), so each session's log is
+ * with the next sequence number (session_core.c), so each session's log is
  * gapless and strictly increasing; readers page through it by sequence.
  * Appends NOTIFY nadi_events with the session id at commit, which is how an
  * edge learns there is something new to stream.
@@ -17,7 +17,7 @@
 /* Kinds the extension writes itself; cells may not forge them. */
 static const char *const reserved_prefixes[] = {"session.", "command.", "permission."};
 
-void
+static void
 events_kind_validate(const char *kind)
 {
 	size_t		len = strlen(kind);
@@ -80,8 +80,7 @@ nadi_event_append(PG_FUNCTION_ARGS)
 	nadi_check_payload(payload, "event payload");
 
 	nadi_connect();
-	tx = session_lock(PG_GETARG_UUID_P(0));
-	lease_check(tx, epoch);
+	tx = session_lock_fenced(PG_GETARG_UUID_P(0), epoch, NULL);
 	if (!PG_ARGISNULL(4))
 	{
 		Datum		values[3];
@@ -178,7 +177,7 @@ nadi_events_read(PG_FUNCTION_ARGS)
 	nadi_check_limit(limit, 10000);
 	InitMaterializedSRF(fcinfo, 0);
 	nadi_connect();
-	inbox_require_visible_session(PG_GETARG_UUID_P(0));
+	session_require_visible(PG_GETARG_UUID_P(0));
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = Int64GetDatum(after);
 	values[2] = Int32GetDatum(limit);

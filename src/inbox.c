@@ -191,6 +191,22 @@ command_require_running(const CommandRef *c, int64 epoch)
 }
 
 /*
+ * The start of a cell's write about a command (session_id and command_id the
+ * function's first two arguments): lock the session, check the epoch, load
+ * the command and check that this epoch is running it.  SPI connected.
+ */
+static CommandRef
+command_lock_running(FunctionCallInfo fcinfo, int64 epoch, SessionTx **txp)
+{
+	SessionTx  *tx = session_lock_fenced(PG_GETARG_UUID_P(0), epoch, NULL);
+	CommandRef	c = command_load(tx, PG_GETARG_INT64(1));
+
+	command_require_running(&c, epoch);
+	*txp = tx;
+	return c;
+}
+
+/*
  * Set a command's status and the columns that go with it; leaves the new
  * row in SPI_tuptable.
  */
@@ -237,18 +253,6 @@ command_update(SessionTx *tx, int64 command_id, const char *status, Jsonb *resul
 			  values, nulls, false, 0);
 }
 
-static Jsonb *
-json_object1(const char *key, const char *value)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	nadi_json_str(&buf, key, value);
-	appendStringInfoChar(&buf, '}');
-	return nadi_jsonb(buf.data);
-}
-
 /*
  * Cancel one command of a locked session: a queued or waiting one at once,
  * a running one by asking its cell (which sees cancel_requested).  Returns
@@ -262,7 +266,7 @@ command_cancel_one(SessionTx *tx, const CommandRef *c, const char *reason)
 	if (strcmp(c->status, "queued") == 0 || strcmp(c->status, "waiting") == 0)
 	{
 		command_update(tx, c->id, "cancelled", NULL, NULL, 0, true);
-		session_event(tx, "command.cancelled", json_object1("reason", reason), c->id, -1);
+		session_event(tx, "command.cancelled", nadi_json_strings("reason", reason, NULL), c->id, -1);
 		return true;
 	}
 	if (strcmp(c->status, "running") == 0)
@@ -276,7 +280,7 @@ command_cancel_one(SessionTx *tx, const CommandRef *c, const char *reason)
 								"WHERE session_id = $1 AND command_id = $2",
 								2, (Oid[]) {UUIDOID, INT8OID}),
 					  values, NULL, false, 0);
-			session_event(tx, "command.cancel_requested", json_object1("reason", reason), c->id, -1);
+			session_event(tx, "command.cancel_requested", nadi_json_strings("reason", reason, NULL), c->id, -1);
 			nadi_wake_cell_at_commit(tx->cell_host_id);
 		}
 		return true;
@@ -299,14 +303,7 @@ inbox_cancel_open(SessionTx *tx, const char *reason)
 						"AND status IN " OPEN_STATUSES " ORDER BY command_id",
 						1, (Oid[]) {UUIDOID}),
 			  values, NULL, false, 0);
-	n = SPI_processed;
-	ids = palloc(sizeof(int64) * (n + 1));
-	for (uint64 i = 0; i < n; i++)
-	{
-		bool		isnull;
-
-		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-	}
+	ids = nadi_spi_int8s(&n);
 	for (uint64 i = 0; i < n; i++)
 	{
 		CommandRef	c = command_load(tx, ids[i]);
@@ -519,7 +516,7 @@ nadi_command_enqueue(PG_FUNCTION_ARGS)
 	command_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 											 SPI_fnumber(SPI_tuptable->tupdesc, "command_id"),
 											 &isnull));
-	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+	result = nadi_spi_row(fcinfo, outer);
 
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
@@ -616,8 +613,7 @@ nadi_command_claim(PG_FUNCTION_ARGS)
 		nadi_finish();
 		return (Datum) 0;
 	}
-	tx = session_lock(PG_GETARG_UUID_P(0));
-	lease_check(tx, epoch);
+	tx = session_lock_fenced(PG_GETARG_UUID_P(0), epoch, NULL);
 	head = command_head(tx, &available_at);
 	if (tx->state == SS_ACTIVE && head.id != 0 && strcmp(head.status, "queued") == 0 &&
 		available_at <= nadi_now())
@@ -684,14 +680,11 @@ nadi_command_complete(PG_FUNCTION_ARGS)
 	}
 
 	nadi_connect();
-	tx = session_lock(PG_GETARG_UUID_P(0));
-	lease_check(tx, epoch);
-	c = command_load(tx, PG_GETARG_INT64(1));
-	command_require_running(&c, epoch);
+	c = command_lock_running(fcinfo, epoch, &tx);
 	if (events)
 		events_append_array(tx, events, c.id, epoch);
 	command_update(tx, c.id, "completed", result_json, NULL, 0, true);
-	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+	result = nadi_spi_row(fcinfo, outer);
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
 	nadi_json_raw(&buf, "result", nadi_jsonb_text(result_json));
@@ -746,10 +739,7 @@ nadi_command_fail(PG_FUNCTION_ARGS)
 	nadi_check_payload(error, "command error");
 
 	nadi_connect();
-	tx = session_lock(PG_GETARG_UUID_P(0));
-	lease_check(tx, epoch);
-	c = command_load(tx, PG_GETARG_INT64(1));
-	command_require_running(&c, epoch);
+	c = command_lock_running(fcinfo, epoch, &tx);
 
 	if (c.cancel_requested)
 		status = "cancelled";
@@ -761,7 +751,7 @@ nadi_command_fail(PG_FUNCTION_ARGS)
 	else
 		status = "dead";
 	command_update(tx, c.id, status, NULL, error, when, strcmp(status, "queued") != 0);
-	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+	result = nadi_spi_row(fcinfo, outer);
 
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
@@ -776,7 +766,7 @@ nadi_command_fail(PG_FUNCTION_ARGS)
 	if (strcmp(status, "dead") == 0)
 		session_event(tx, "command.dead", nadi_jsonb(buf.data), c.id, epoch);
 	else if (strcmp(status, "cancelled") == 0)
-		session_event(tx, "command.cancelled", json_object1("reason", "cancelled in flight"), c.id, epoch);
+		session_event(tx, "command.cancelled", nadi_json_strings("reason", "cancelled in flight", NULL), c.id, epoch);
 	session_save(tx);
 	nadi_finish();
 	PG_RETURN_DATUM(result);
@@ -816,10 +806,7 @@ nadi_command_await_permission(PG_FUNCTION_ARGS)
 	nadi_check_payload(request, "permission request");
 
 	nadi_connect();
-	tx = session_lock(PG_GETARG_UUID_P(0));
-	lease_check(tx, epoch);
-	c = command_load(tx, PG_GETARG_INT64(1));
-	command_require_running(&c, epoch);
+	c = command_lock_running(fcinfo, epoch, &tx);
 	values[0] = UUIDPGetDatum(&tx->id);
 	values[1] = Int64GetDatum(c.id);
 	nadi_exec(nadi_plan(&plan,
@@ -828,7 +815,7 @@ nadi_command_await_permission(PG_FUNCTION_ARGS)
 						"WHERE session_id = $1 AND command_id = $2 RETURNING *",
 						2, (Oid[]) {UUIDOID, INT8OID}),
 			  values, NULL, false, 0);
-	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+	result = nadi_spi_row(fcinfo, outer);
 	session_event(tx, "permission.requested", request, c.id, epoch);
 	session_save(tx);
 	nadi_finish();
@@ -864,27 +851,9 @@ nadi_command_cancel(PG_FUNCTION_ARGS)
 						"SELECT * FROM nadi.command_inbox WHERE session_id = $1 AND command_id = $2",
 						2, (Oid[]) {UUIDOID, INT8OID}),
 			  values, NULL, false, 1);
-	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+	result = nadi_spi_row(fcinfo, outer);
 	nadi_finish();
 	PG_RETURN_DATUM(result);
-}
-
-/* Raise "session not found" unless the caller may see this session. */
-void
-inbox_require_visible_session(const pg_uuid_t *id)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum		values[1] = {UUIDPGetDatum(id)};
-
-	nadi_exec(nadi_plan(&plan, "SELECT tenant_id FROM nadi.sessions WHERE session_id = $1",
-						1, (Oid[]) {UUIDOID}),
-			  values, NULL, true, 1);
-	if (SPI_processed != 1 ||
-		!nadi_tenant_visible(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), id))
-		ereport(ERROR,
-				(errcode(ERRCODE_NADI_SESSION_NOT_FOUND),
-				 errmsg("session %s not found", nadi_uuid_out(id)),
-				 errdetail("No session with this id is visible to the caller.")));
 }
 
 /* nadi.command_get(session_id, command_id) → command_inbox */
@@ -900,7 +869,7 @@ nadi_command_get(PG_FUNCTION_ARGS)
 	NADI_ARG_NOT_NULL(0, "session_id");
 	NADI_ARG_NOT_NULL(1, "command_id");
 	nadi_connect();
-	inbox_require_visible_session(PG_GETARG_UUID_P(0));
+	session_require_visible(PG_GETARG_UUID_P(0));
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);
 	nadi_exec(nadi_plan(&plan,
@@ -912,7 +881,7 @@ nadi_command_get(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NADI_COMMAND_NOT_FOUND),
 				 errmsg("command " INT64_FORMAT " not found in session %s",
 						PG_GETARG_INT64(1), nadi_uuid_out(PG_GETARG_UUID_P(0)))));
-	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+	result = nadi_spi_row(fcinfo, outer);
 	nadi_finish();
 	PG_RETURN_DATUM(result);
 }
@@ -936,7 +905,7 @@ nadi_command_list(PG_FUNCTION_ARGS)
 				 errmsg("after must not be negative")));
 	InitMaterializedSRF(fcinfo, 0);
 	nadi_connect();
-	inbox_require_visible_session(PG_GETARG_UUID_P(0));
+	session_require_visible(PG_GETARG_UUID_P(0));
 	values[0] = PG_GETARG_DATUM(0);
 	if (!PG_ARGISNULL(1))
 	{

@@ -2,9 +2,11 @@
  * lease.c — session leases with fencing epochs.  A cell owns a session while
  * it holds an unexpired lease; every acquisition (and every expiry) bumps the
  * epoch, and every write a cell makes carries the epoch it holds, checked
- * here under the session lock.  A cell whose lease moved on cannot change the
- * session, even if it is still running.  Also the reaper, which expires
- * leases and marks silent hosts dead.
+ * under the session lock by the fence of the session core (lease_check in
+ * session_core.c).  A cell whose lease moved on cannot change the session,
+ * even if it is still running.  This file moves leases (acquire, renew,
+ * release, takeover, revocation) and holds the reaper, which expires leases
+ * and marks silent hosts dead.
  */
 #include "postgres.h"
 
@@ -17,67 +19,6 @@
 #include "nadi.h"
 #include "session.h"
 #include "wake.h"
-
-/* Read the lease of a locked session (stable: the session lock is held). */
-LeaseInfo
-lease_read(const SessionTx *tx)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum		values[1] = {UUIDPGetDatum(&tx->id)};
-	LeaseInfo	l = {0};
-	HeapTuple	row;
-	TupleDesc	desc;
-	bool		isnull;
-	Datum		d;
-
-	nadi_exec(nadi_plan(&plan,
-						"SELECT cell_host_id, epoch, expires_at FROM nadi.session_leases "
-						"WHERE session_id = $1",
-						1, (Oid[]) {UUIDOID}),
-			  values, NULL, false, 1);
-	if (SPI_processed != 1)
-		elog(ERROR, "session %s has no lease row", tx->id_text);
-	row = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	l.cell_host_id = SPI_getvalue(row, desc, 1);
-	l.held = l.cell_host_id != NULL;
-	l.epoch = DatumGetInt64(SPI_getbinval(row, desc, 2, &isnull));
-	d = SPI_getbinval(row, desc, 3, &isnull);
-	l.expires_at = isnull ? 0 : DatumGetTimestampTz(d);
-	return l;
-}
-
-/*
- * The fence.  Raises ERRCODE_NADI_FENCED unless epoch is the session's
- * current, held, unexpired lease.
- */
-void
-lease_check(const SessionTx *tx, int64 epoch)
-{
-	LeaseInfo	l = lease_read(tx);
-
-	if (!l.held || l.epoch != epoch)
-		ereport(ERROR,
-				(errcode(ERRCODE_NADI_FENCED),
-				 errmsg("lease epoch " INT64_FORMAT " of session %s is not current", epoch, tx->id_text),
-				 l.held ?
-				 errdetail("The lease is at epoch " INT64_FORMAT ", held by cell host \"%s\".",
-						   l.epoch, l.cell_host_id) :
-				 errdetail("The lease is at epoch " INT64_FORMAT " and held by no cell.", l.epoch),
-				 errhint("The session has moved on; this cell must drop it.")));
-	if (l.expires_at <= nadi_now())
-		ereport(ERROR,
-				(errcode(ERRCODE_NADI_FENCED),
-				 errmsg("lease epoch " INT64_FORMAT " of session %s has expired", epoch, tx->id_text),
-				 errdetail("It expired at %s.", nadi_timestamptz_iso(l.expires_at)),
-				 errhint("Renew leases well within nadi.lease_ttl.")));
-
-	/*
-	 * The epoch is readable by every cell login (nadi.session_leases): the
-	 * writer must also be the host the lease names, bound to the caller.
-	 */
-	nadi_require_host_binding("cell", l.cell_host_id, "write as");
-}
 
 /* Point the lease at a holder (NULL: nobody) and an epoch, starting its TTL. */
 static void
@@ -132,7 +73,7 @@ lease_event(SessionTx *tx, const char *what, const char *cell_host_id, int64 epo
  * all its attempts is dead-lettered instead.  Returns how many commands went
  * back to the queue.
  */
-int
+static int
 lease_requeue_running(SessionTx *tx, bool count_attempt, const char *reason, int *dead_out)
 {
 	static SPIPlanPtr plan = NULL;
@@ -245,7 +186,7 @@ lease_row(FunctionCallInfo fcinfo, const pg_uuid_t *id, MemoryContext outer)
 	nadi_exec(nadi_plan(&plan, "SELECT * FROM nadi.session_leases WHERE session_id = $1",
 						1, (Oid[]) {UUIDOID}),
 			  values, NULL, false, 1);
-	return nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+	return nadi_spi_row(fcinfo, outer);
 }
 
 static void
@@ -353,6 +294,19 @@ nadi_lease_acquire(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(result);
 }
 
+/*
+ * The start of nadi.lease_renew and nadi.lease_release (session_id, epoch):
+ * connects SPI, locks the session and checks the epoch.
+ */
+static SessionTx *
+lease_fenced_call(FunctionCallInfo fcinfo, LeaseInfo *lease)
+{
+	NADI_ARG_NOT_NULL(0, "session_id");
+	NADI_ARG_NOT_NULL(1, "epoch");
+	nadi_connect();
+	return session_lock_fenced(PG_GETARG_UUID_P(0), PG_GETARG_INT64(1), lease);
+}
+
 /* nadi.lease_renew(session_id, epoch) → session_leases */
 PG_FUNCTION_INFO_V1(nadi_lease_renew);
 Datum
@@ -363,12 +317,7 @@ nadi_lease_renew(PG_FUNCTION_ARGS)
 	LeaseInfo	l;
 	Datum		result;
 
-	NADI_ARG_NOT_NULL(0, "session_id");
-	NADI_ARG_NOT_NULL(1, "epoch");
-	nadi_connect();
-	tx = session_lock(PG_GETARG_UUID_P(0));
-	lease_check(tx, PG_GETARG_INT64(1));
-	l = lease_read(tx);
+	tx = lease_fenced_call(fcinfo, &l);
 	lease_write(tx, l.cell_host_id, l.epoch, false);
 	result = lease_row(fcinfo, &tx->id, outer);
 	nadi_finish();
@@ -392,13 +341,7 @@ nadi_lease_release(PG_FUNCTION_ARGS)
 	Datum		result;
 	bool		has_work;
 
-	NADI_ARG_NOT_NULL(0, "session_id");
-	NADI_ARG_NOT_NULL(1, "epoch");
-	nadi_connect();
-	tx = session_lock(PG_GETARG_UUID_P(0));
-	lease_check(tx, PG_GETARG_INT64(1));
-	l = lease_read(tx);
-
+	tx = lease_fenced_call(fcinfo, &l);
 	lease_requeue_running(tx, false, "lease released", NULL);
 	lease_write(tx, NULL, l.epoch, false);
 	lease_event(tx, "released", l.cell_host_id, l.epoch, NULL);
@@ -441,8 +384,8 @@ Datum
 nadi_reap(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr expired_plan = NULL;
-	static SPIPlanPtr hosts_plan = NULL;
-	static SPIPlanPtr sbx_hosts_plan = NULL;
+	static const char *const host_tables[] = {"nadi.cell_hosts", "nadi.sandbox_hosts"};
+	static SPIPlanPtr hosts_plans[lengthof(host_tables)];
 	static SPIPlanPtr orphan_plan = NULL;
 	TupleDesc	tupdesc;
 	Datum		out[6];
@@ -456,7 +399,6 @@ nadi_reap(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	uint64		n;
 	pg_uuid_t  *ids;
-	MemoryContext outer = CurrentMemoryContext;
 
 	nadi_require_admin();
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
@@ -472,14 +414,7 @@ nadi_reap(PG_FUNCTION_ARGS)
 						"ORDER BY session_id LIMIT 1000",
 						1, (Oid[]) {TIMESTAMPTZOID}),
 			  values, NULL, false, 0);
-	n = SPI_processed;
-	ids = palloc(sizeof(pg_uuid_t) * (n + 1));
-	for (uint64 i = 0; i < n; i++)
-	{
-		bool		isnull;
-
-		ids[i] = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-	}
+	ids = nadi_spi_uuids(&n);
 	for (uint64 i = 0; i < n; i++)
 	{
 		SessionTx  *tx = session_lock(&ids[i]);
@@ -496,20 +431,18 @@ nadi_reap(PG_FUNCTION_ARGS)
 		session_save(tx);
 	}
 
-	/* 2. hosts that stopped heartbeating */
+	/* 2. hosts that stopped heartbeating, of both kinds */
 	values[0] = TimestampTzGetDatum(nadi_now() - (TimestampTz) nadi_host_ttl_ms * 1000);
-	nadi_exec(nadi_plan(&hosts_plan,
-						"UPDATE nadi.cell_hosts SET state = 'dead' "
-						"WHERE state <> 'dead' AND heartbeat_at <= $1 RETURNING host_id",
-						1, (Oid[]) {TIMESTAMPTZOID}),
-			  values, NULL, false, 0);
-	hosts += SPI_processed;
-	nadi_exec(nadi_plan(&sbx_hosts_plan,
-						"UPDATE nadi.sandbox_hosts SET state = 'dead' "
-						"WHERE state <> 'dead' AND heartbeat_at <= $1 RETURNING host_id",
-						1, (Oid[]) {TIMESTAMPTZOID}),
-			  values, NULL, false, 0);
-	hosts += SPI_processed;
+	for (int k = 0; k < lengthof(host_tables); k++)
+	{
+		nadi_exec(nadi_plan(&hosts_plans[k],
+							psprintf("UPDATE %s SET state = 'dead' "
+									 "WHERE state <> 'dead' AND heartbeat_at <= $1 RETURNING host_id",
+									 host_tables[k]),
+							1, (Oid[]) {TIMESTAMPTZOID}),
+				  values, NULL, false, 0);
+		hosts += SPI_processed;
+	}
 
 	/* 3. sessions placed on a host that died or drains before taking them */
 	nadi_exec(nadi_plan(&orphan_plan,
@@ -518,14 +451,7 @@ nadi_reap(PG_FUNCTION_ARGS)
 						"AND h.state <> 'live' ORDER BY s.session_id LIMIT 1000",
 						0, NULL),
 			  NULL, NULL, false, 0);
-	n = SPI_processed;
-	ids = repalloc(ids, sizeof(pg_uuid_t) * (n + 1));
-	for (uint64 i = 0; i < n; i++)
-	{
-		bool		isnull;
-
-		ids[i] = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-	}
+	ids = nadi_spi_uuids(&n);
 	for (uint64 i = 0; i < n; i++)
 	{
 		SessionTx  *tx = session_lock(&ids[i]);
@@ -539,7 +465,6 @@ nadi_reap(PG_FUNCTION_ARGS)
 	}
 	nadi_finish();
 
-	(void) outer;
 	out[0] = Int32GetDatum(leases);
 	out[1] = Int32GetDatum(requeued);
 	out[2] = Int32GetDatum(dead);

@@ -1,7 +1,8 @@
 /*
  * nadi.h — declarations shared by the nadi extension's C files: SQLSTATEs,
  * GUCs, the caller's authentication context, the injectable clock and the
- * per-session lock (SessionTx) through which every session mutation goes.
+ * helpers of util.c.  These are the extension's base layer: the session core
+ * (session_core.h) builds on them, and the SQL API (session.h) on both.
  */
 #ifndef NADI_H
 #define NADI_H
@@ -40,7 +41,7 @@ extern void nadi_guc_define(void);
 /* clock.c: the one clock every expiry decision reads */
 extern TimestampTz nadi_now(void);
 
-/* auth.c: who is calling, established by nadi.authenticate(token) */
+/* caller.c: who is calling, established by nadi.authenticate(token) */
 typedef enum NadiScope
 {
 	NADI_SCOPE_NONE = 0,		/* no token: the caller's database role decides */
@@ -66,8 +67,7 @@ extern bool nadi_tenant_visible(const char *tenant, const pg_uuid_t *sid);
 extern const char *nadi_caller_tenant_for_create(const char *requested);
 extern void nadi_require_admin(void);
 extern bool nadi_caller_is_host_admin(void);
-
-/* placement.c: host bindings (kind "cell" or "sandbox") */
+/* host bindings (kind "cell" or "sandbox"); SPI connected */
 extern void nadi_require_host_binding(const char *kind, const char *host_id, const char *what);
 
 /* util.c */
@@ -82,12 +82,16 @@ extern TimestampTz nadi_timestamptz_parse(const char *text);
 extern void nadi_uuid_v7(pg_uuid_t *u);
 extern Datum nadi_row_datum(FunctionCallInfo fcinfo, HeapTuple tuple, TupleDesc spi_desc,
 							MemoryContext outer);
+extern Datum nadi_spi_row(FunctionCallInfo fcinfo, MemoryContext outer);
+extern pg_uuid_t *nadi_spi_uuids(uint64 *n);
+extern int64 *nadi_spi_int8s(uint64 *n);
 extern void nadi_rows_to_srf(FunctionCallInfo fcinfo);
 extern int	nadi_exec(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only, long count);
 extern Jsonb *nadi_jsonb(const char *text);
 extern void nadi_json_str(StringInfo buf, const char *key, const char *value);
 extern void nadi_json_int(StringInfo buf, const char *key, int64 value);
 extern void nadi_json_raw(StringInfo buf, const char *key, const char *json);
+extern Jsonb *nadi_json_strings(const char *key,...);	/* NULL-terminated */
 extern char *nadi_jsonb_text(Jsonb *j);
 extern char *nadi_timestamptz_iso(TimestampTz ts);
 extern void nadi_audit(const char *action, const pg_uuid_t *session_id,

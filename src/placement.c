@@ -33,50 +33,6 @@ static HostKind cell_kind = {"nadi.cell_hosts", "cell_host", "cell host", "cell"
 static HostKind sandbox_kind = {"nadi.sandbox_hosts", "sandbox_host", "sandbox host", "sandbox"};
 
 /*
- * Refuse (42501) unless the caller may act for this host: an administrator
- * (nadi_caller_is_host_admin), or a login that is a member of the role
- * nadi.host_bindings names for (kind, host_id).  what completes "may not
- * ... cell host X".  SPI must be connected.
- */
-void
-nadi_require_host_binding(const char *kind, const char *host_id, const char *what)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum		values[2];
-	char	   *bound = NULL;
-	Oid			caller = GetOuterUserId();
-
-	if (nadi_caller_is_host_admin())
-		return;
-	values[0] = CStringGetTextDatum(kind);
-	values[1] = CStringGetTextDatum(host_id);
-	nadi_exec(nadi_plan(&plan,
-						"SELECT role_name::text FROM nadi.host_bindings WHERE kind = $1 AND host_id = $2",
-						2, (Oid[]) {TEXTOID, TEXTOID}),
-			  values, NULL, true, 1);
-	if (SPI_processed == 1)
-	{
-		Oid			role;
-
-		bound = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-		role = get_role_oid(bound, true);
-		if (OidIsValid(role) && is_member_of_role(caller, role))
-			return;
-	}
-	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("role \"%s\" may not %s %s host \"%s\"",
-					GetUserNameFromId(caller, false), what, kind, host_id),
-			 bound ?
-			 errdetail("The %s host \"%s\" is bound to role \"%s\", and \"%s\" is not a member of it.",
-					   kind, host_id, bound, GetUserNameFromId(caller, false)) :
-			 errdetail("No role is bound to the %s host \"%s\": only administrators may act for it.",
-					   kind, host_id),
-			 errhint("An administrator binds a host id to the login that runs the host with nadi.host_bind('%s', '%s', role).",
-					 kind, host_id)));
-}
-
-/*
  * The label "tenant" steers placement (a host labelled for a tenant is
  * preferred for its sessions and refused for others'), so only an
  * administrator may set it (nadi.host_set_labels or an admin's registration).
@@ -234,7 +190,7 @@ host_register(FunctionCallInfo fcinfo, HostKind *kind)
 								 "heartbeat_at = EXCLUDED.heartbeat_at RETURNING *", kind->table),
 						5, (Oid[]) {TEXTOID, TEXTOID, INT4OID, JSONBOID, TIMESTAMPTZOID}),
 			  values, nulls, false, 0);
-	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+	result = nadi_spi_row(fcinfo, outer);
 	nadi_audit(psprintf("%s.register", kind->noun), NULL, NULL, host_detail(host_id, capacity));
 	nadi_finish();
 	nadi_wake_broker_at_commit();
@@ -307,7 +263,7 @@ host_set_state(FunctionCallInfo fcinfo, HostKind *kind)
 		ereport(ERROR,
 				(errcode(ERRCODE_NADI_HOST_NOT_FOUND),
 				 errmsg("%s \"%s\" is not registered", kind->display, text_to_cstring(PG_GETARG_TEXT_PP(0)))));
-	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+	result = nadi_spi_row(fcinfo, outer);
 	nadi_audit(psprintf("%s.%s", kind->noun, TextDatumGetCString(values[1])),
 			   NULL, NULL, host_detail(text_to_cstring(PG_GETARG_TEXT_PP(0)), -1));
 	nadi_finish();
@@ -315,47 +271,17 @@ host_set_state(FunctionCallInfo fcinfo, HostKind *kind)
 	PG_RETURN_DATUM(result);
 }
 
-PG_FUNCTION_INFO_V1(nadi_cell_host_register);
-Datum
-nadi_cell_host_register(PG_FUNCTION_ARGS)
-{
-	return host_register(fcinfo, &cell_kind);
-}
+/* The SQL functions of each kind of host: nadi.cell_host_register(), ... */
+#define HOST_SQL_FUNCTION(sqlname, impl, kind) \
+	PG_FUNCTION_INFO_V1(sqlname); \
+	Datum sqlname(PG_FUNCTION_ARGS) { return impl(fcinfo, &(kind)); }
 
-PG_FUNCTION_INFO_V1(nadi_cell_host_heartbeat);
-Datum
-nadi_cell_host_heartbeat(PG_FUNCTION_ARGS)
-{
-	return host_heartbeat(fcinfo, &cell_kind);
-}
-
-PG_FUNCTION_INFO_V1(nadi_cell_host_set_state);
-Datum
-nadi_cell_host_set_state(PG_FUNCTION_ARGS)
-{
-	return host_set_state(fcinfo, &cell_kind);
-}
-
-PG_FUNCTION_INFO_V1(nadi_sandbox_host_register);
-Datum
-nadi_sandbox_host_register(PG_FUNCTION_ARGS)
-{
-	return host_register(fcinfo, &sandbox_kind);
-}
-
-PG_FUNCTION_INFO_V1(nadi_sandbox_host_heartbeat);
-Datum
-nadi_sandbox_host_heartbeat(PG_FUNCTION_ARGS)
-{
-	return host_heartbeat(fcinfo, &sandbox_kind);
-}
-
-PG_FUNCTION_INFO_V1(nadi_sandbox_host_set_state);
-Datum
-nadi_sandbox_host_set_state(PG_FUNCTION_ARGS)
-{
-	return host_set_state(fcinfo, &sandbox_kind);
-}
+HOST_SQL_FUNCTION(nadi_cell_host_register, host_register, cell_kind)
+HOST_SQL_FUNCTION(nadi_cell_host_heartbeat, host_heartbeat, cell_kind)
+HOST_SQL_FUNCTION(nadi_cell_host_set_state, host_set_state, cell_kind)
+HOST_SQL_FUNCTION(nadi_sandbox_host_register, host_register, sandbox_kind)
+HOST_SQL_FUNCTION(nadi_sandbox_host_heartbeat, host_heartbeat, sandbox_kind)
+HOST_SQL_FUNCTION(nadi_sandbox_host_set_state, host_set_state, sandbox_kind)
 
 /*
  * Choose hosts for a locked pending session and place it.  Returns false
@@ -535,14 +461,7 @@ nadi_place_pending(PG_FUNCTION_ARGS)
 						"ORDER BY session_id LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED",
 						1, (Oid[]) {INT4OID}),
 			  values, NULL, false, 0);
-	n = SPI_processed;
-	ids = palloc(sizeof(pg_uuid_t) * (n + 1));
-	for (uint64 i = 0; i < n; i++)
-	{
-		bool		isnull;
-
-		ids[i] = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-	}
+	ids = nadi_spi_uuids(&n);
 	for (uint64 i = 0; i < n; i++)
 	{
 		SessionTx  *tx = session_lock(&ids[i]);

@@ -326,7 +326,7 @@ nadi_session_replay(PG_FUNCTION_ARGS)
 				 errmsg("upto must not be negative")));
 
 	nadi_connect();
-	inbox_require_visible_session(id);
+	session_require_visible(id);
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(ReplayCommand);
 	ctl.hcxt = CurrentMemoryContext;

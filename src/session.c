@@ -1,8 +1,7 @@
 /*
- * session.c — sessions: the state machine (a transition table enforced here
- * and nowhere else), the per-session lock every writer takes first, event
- * sequencing, and the SQL functions to create, read, list and terminate
- * sessions.
+ * session.c — the SQL functions to create, read, list, terminate and move
+ * sessions.  The state machine, the per-session lock and event sequencing
+ * they use are the session core's (session_core.c).
  */
 #include "postgres.h"
 
@@ -10,7 +9,6 @@
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "commands/async.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
@@ -18,287 +16,6 @@
 #include "nadi.h"
 #include "session.h"
 #include "wake.h"
-
-static const char *const state_names[SS_COUNT] = {
-	[SS_PENDING] = "pending",
-	[SS_PLACED] = "placed",
-	[SS_ACTIVE] = "active",
-	[SS_SUSPENDED] = "suspended",
-	[SS_TERMINATING] = "terminating",
-	[SS_TERMINATED] = "terminated",
-	[SS_FAILED] = "failed",
-};
-
-/*
- * The transition table.  A pair not listed here is illegal and raises
- * ERRCODE_NADI_INVALID_TRANSITION.  docs/SQL_API.md draws it.
- */
-typedef struct Transition
-{
-	SessionState from;
-	SessionState to;
-	const char *cause;
-} Transition;
-
-static const Transition transitions[] = {
-	{SS_PENDING, SS_PLACED, "the broker placed it on a live cell host"},
-	{SS_PLACED, SS_ACTIVE, "a cell acquired its lease"},
-	{SS_PLACED, SS_PENDING, "its cell host died or was drained before taking it"},
-	{SS_ACTIVE, SS_SUSPENDED, "its cell released the lease while idle"},
-	{SS_ACTIVE, SS_PENDING, "its lease expired; the epoch moved on"},
-	{SS_SUSPENDED, SS_PENDING, "a command arrived for it"},
-	{SS_PENDING, SS_TERMINATING, "terminate"},
-	{SS_PLACED, SS_TERMINATING, "terminate"},
-	{SS_ACTIVE, SS_TERMINATING, "terminate"},
-	{SS_SUSPENDED, SS_TERMINATING, "terminate"},
-	{SS_TERMINATING, SS_TERMINATED, "no cell holds it any more"},
-	{SS_PENDING, SS_FAILED, "crash budget exhausted, or an operator failed it"},
-	{SS_PLACED, SS_FAILED, "crash budget exhausted, or an operator failed it"},
-	{SS_ACTIVE, SS_FAILED, "crash budget exhausted, or an operator failed it"},
-	{SS_SUSPENDED, SS_FAILED, "an operator failed it"},
-};
-
-const char *
-session_state_name(SessionState s)
-{
-	return state_names[s];
-}
-
-SessionState
-session_state_from_name(const char *name)
-{
-	for (int i = 0; i < SS_COUNT; i++)
-		if (strcmp(state_names[i], name) == 0)
-			return (SessionState) i;
-	elog(ERROR, "unknown session state \"%s\"", name);
-	return SS_COUNT;
-}
-
-bool
-session_state_is_live(SessionState s)
-{
-	return s != SS_TERMINATED && s != SS_FAILED;
-}
-
-static const Transition *
-transition_find(SessionState from, SessionState to)
-{
-	for (int i = 0; i < lengthof(transitions); i++)
-		if (transitions[i].from == from && transitions[i].to == to)
-			return &transitions[i];
-	return NULL;
-}
-
-/*
- * Lock a session row and load it.  Raises ERRCODE_NADI_SESSION_NOT_FOUND
- * when it does not exist or the caller may not see it (the two look the same
- * on purpose, so ids do not leak across tenants).  Call with SPI connected;
- * the struct lives in the SPI procedure context.
- */
-SessionTx *
-session_lock(const pg_uuid_t *id)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			types[1] = {UUIDOID};
-	Datum		values[1];
-	SessionTx  *tx;
-	HeapTuple	row;
-	TupleDesc	desc;
-	bool		isnull;
-	Datum		d;
-
-	values[0] = UUIDPGetDatum(id);
-	nadi_exec(nadi_plan(&plan,
-						"SELECT tenant_id, state::text, cell_host_id, sandbox_host_id, "
-						"last_seq, crash_count, policy "
-						"FROM nadi.sessions WHERE session_id = $1 FOR NO KEY UPDATE",
-						1, types),
-			  values, NULL, false, 1);
-	if (SPI_processed == 1)
-	{
-		row = SPI_tuptable->vals[0];
-		desc = SPI_tuptable->tupdesc;
-		tx = palloc0(sizeof(SessionTx));
-		tx->id = *id;
-		tx->id_text = nadi_uuid_out(id);
-		tx->tenant = SPI_getvalue(row, desc, 1);
-		if (nadi_tenant_visible(tx->tenant, id))
-		{
-			tx->state = session_state_from_name(SPI_getvalue(row, desc, 2));
-			tx->orig_state = tx->state;
-			tx->cell_host_id = SPI_getvalue(row, desc, 3);
-			tx->sandbox_host_id = SPI_getvalue(row, desc, 4);
-			tx->last_seq = DatumGetInt64(SPI_getbinval(row, desc, 5, &isnull));
-			tx->orig_last_seq = tx->last_seq;
-			tx->crash_count = DatumGetInt32(SPI_getbinval(row, desc, 6, &isnull));
-			d = SPI_getbinval(row, desc, 7, &isnull);
-			tx->policy = DatumGetJsonbPCopy(d);
-			return tx;
-		}
-	}
-	ereport(ERROR,
-			(errcode(ERRCODE_NADI_SESSION_NOT_FOUND),
-			 errmsg("session %s not found", nadi_uuid_out(id)),
-			 errdetail("No session with this id is visible to the caller.")));
-	return NULL;
-}
-
-/*
- * Move a locked session to another state, or raise if the table does not
- * allow it.  Records a session.state event and wakes whoever must act.
- */
-void
-session_set_state(SessionTx *tx, SessionState to, const char *cause)
-{
-	const Transition *t = transition_find(tx->state, to);
-	StringInfoData buf;
-
-	if (t == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_NADI_INVALID_TRANSITION),
-				 errmsg("invalid session state transition from %s to %s",
-						state_names[tx->state], state_names[to]),
-				 errdetail("Session %s is %s; the state machine has no edge to %s.",
-						   tx->id_text, state_names[tx->state], state_names[to]),
-				 errhint("See nadi.session_transitions() for the allowed transitions.")));
-
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	nadi_json_str(&buf, "from", state_names[tx->state]);
-	nadi_json_str(&buf, "to", state_names[to]);
-	nadi_json_str(&buf, "cause", cause ? cause : t->cause);
-	appendStringInfoChar(&buf, '}');
-
-	tx->state = to;
-	tx->dirty = true;
-	session_event(tx, "session.state", nadi_jsonb(buf.data), 0, -1);
-
-	switch (to)
-	{
-		case SS_PENDING:
-			nadi_wake_broker_at_commit();
-			break;
-		case SS_PLACED:
-		case SS_TERMINATING:
-			nadi_wake_cell_at_commit(tx->cell_host_id);
-			break;
-		default:
-			break;
-	}
-}
-
-void
-session_set_hosts(SessionTx *tx, const char *cell_host_id, const char *sandbox_host_id)
-{
-	tx->cell_host_id = cell_host_id ? pstrdup(cell_host_id) : NULL;
-	tx->sandbox_host_id = sandbox_host_id ? pstrdup(sandbox_host_id) : NULL;
-	tx->dirty = true;
-	tx->hosts_changed = true;
-}
-
-/*
- * Append an event to a locked session with the next sequence number.  epoch
- * < 0 means "not written by a cell".  Returns the sequence number; the
- * inserted row is left in SPI_tuptable.  The NOTIFY is delivered at commit
- * and folded into one per session per transaction.
- */
-int64
-session_event(SessionTx *tx, const char *kind, Jsonb *payload, int64 command_id, int64 epoch)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			types[8] = {UUIDOID, INT8OID, TEXTOID, TEXTOID, JSONBOID, INT8OID, INT8OID, TIMESTAMPTZOID};
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-
-	nadi_check_payload(payload, "event payload");
-	tx->last_seq++;
-	tx->dirty = true;
-	values[0] = UUIDPGetDatum(&tx->id);
-	values[1] = Int64GetDatum(tx->last_seq);
-	values[2] = CStringGetTextDatum(tx->tenant);
-	values[3] = CStringGetTextDatum(kind);
-	values[4] = JsonbPGetDatum(payload);
-	values[5] = Int64GetDatum(command_id);
-	if (command_id <= 0)
-		nulls[5] = 'n';
-	values[6] = Int64GetDatum(epoch);
-	if (epoch < 0)
-		nulls[6] = 'n';
-	values[7] = TimestampTzGetDatum(nadi_now());
-	nadi_exec(nadi_plan(&plan,
-						"INSERT INTO nadi.events "
-						"(session_id, seq, tenant_id, kind, payload, command_id, epoch, created_at) "
-						"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
-						8, types),
-			  values, nulls, false, 0);
-	if (nadi_notify)
-		nadi_notify_session(&tx->id, tx->id_text);
-	return tx->last_seq;
-}
-
-/* Write a locked session's changes back, if it has any. */
-void
-session_save(SessionTx *tx)
-{
-	static SPIPlanPtr plan = NULL;
-	static SPIPlanPtr state_plan = NULL;
-	Oid			types[7] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT4OID, TIMESTAMPTZOID};
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-
-	if (!tx->dirty)
-		return;
-	values[0] = UUIDPGetDatum(&tx->id);
-	values[1] = CStringGetTextDatum(state_names[tx->state]);
-	if (tx->cell_host_id)
-		values[2] = CStringGetTextDatum(tx->cell_host_id);
-	else
-		nulls[2] = 'n';
-	if (tx->sandbox_host_id)
-		values[3] = CStringGetTextDatum(tx->sandbox_host_id);
-	else
-		nulls[3] = 'n';
-	values[4] = Int64GetDatum(tx->last_seq);
-	values[5] = Int32GetDatum(tx->crash_count);
-	values[6] = TimestampTzGetDatum(nadi_now());
-	if (tx->hosts_changed)
-		nadi_exec(nadi_plan(&plan,
-							"UPDATE nadi.sessions SET state = $2::nadi.session_state, "
-							"cell_host_id = $3, sandbox_host_id = $4, last_seq = $5, "
-							"crash_count = $6, updated_at = $7 WHERE session_id = $1",
-							7, types),
-				  values, nulls, false, 0);
-	else
-	{
-		/*
-		 * Leave the host columns alone: an UPDATE that sets a foreign key
-		 * fires its check (a row lock on the host) whenever the row was
-		 * already changed in this transaction, even to the same value.
-		 */
-		Datum		v[5] = {values[0], values[1], values[4], values[5], values[6]};
-
-		nadi_exec(nadi_plan(&state_plan,
-							"UPDATE nadi.sessions SET state = $2::nadi.session_state, last_seq = $3, "
-							"crash_count = $4, updated_at = $5 WHERE session_id = $1",
-							5, (Oid[]) {UUIDOID, TEXTOID, INT8OID, INT4OID, TIMESTAMPTZOID}),
-				  v, NULL, false, 0);
-	}
-	tx->hosts_changed = false;
-	if (tx->state != tx->orig_state)
-	{
-		StringInfoData buf;
-
-		initStringInfo(&buf);
-		appendStringInfoChar(&buf, '{');
-		nadi_json_str(&buf, "from", state_names[tx->orig_state]);
-		nadi_json_str(&buf, "to", state_names[tx->state]);
-		appendStringInfoChar(&buf, '}');
-		nadi_audit("session.state", &tx->id, tx->tenant, nadi_jsonb(buf.data));
-		tx->orig_state = tx->state;
-	}
-	tx->orig_last_seq = tx->last_seq;
-	tx->dirty = false;
-}
 
 /* The session's row as the function's result, in the outer context. */
 Datum
@@ -313,7 +30,7 @@ session_row(FunctionCallInfo fcinfo, const pg_uuid_t *id, MemoryContext outer)
 			  values, NULL, false, 1);
 	if (SPI_processed != 1)
 		elog(ERROR, "session %s vanished", nadi_uuid_out(id));
-	return nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+	return nadi_spi_row(fcinfo, outer);
 }
 
 /*
@@ -452,11 +169,8 @@ nadi_session_get(PG_FUNCTION_ARGS)
 			  values, NULL, true, 1);
 	tenant = SPI_processed == 1 ? SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2) : NULL;
 	if (tenant == NULL || !nadi_tenant_visible(tenant, id))
-		ereport(ERROR,
-				(errcode(ERRCODE_NADI_SESSION_NOT_FOUND),
-				 errmsg("session %s not found", nadi_uuid_out(id)),
-				 errdetail("No session with this id is visible to the caller.")));
-	result = nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+		session_not_found(id);
+	result = nadi_spi_row(fcinfo, outer);
 	nadi_finish();
 	PG_RETURN_DATUM(result);
 }
@@ -549,6 +263,44 @@ session_begin_termination(SessionTx *tx, const char *reason)
 }
 
 /*
+ * Move a session to another state for an operator or a client, and return
+ * its row.  Terminating goes through session_begin_termination; a session
+ * already terminating is left alone when again_ok (nadi.session_terminate),
+ * refused otherwise (the table has no edge).  Leaving a state that a cell
+ * holds revokes the lease, bumping the epoch so the cell is fenced off.
+ */
+static Datum
+session_move(FunctionCallInfo fcinfo, const pg_uuid_t *id, SessionState to,
+			 const char *reason, bool again_ok)
+{
+	MemoryContext outer = CurrentMemoryContext;
+	SessionTx  *tx;
+	Datum		result;
+
+	nadi_connect();
+	tx = session_lock(id);
+	if (to == SS_TERMINATING)
+	{
+		if (!(again_ok && tx->state == SS_TERMINATING))
+			session_begin_termination(tx, reason);
+	}
+	else
+	{
+		if ((tx->state == SS_ACTIVE || tx->state == SS_TERMINATING) && lease_read(tx).held)
+			lease_drop(tx, reason);
+		session_set_state(tx, to, reason);
+		if (to == SS_PENDING)	/* the sandbox host keeps the session's files */
+			session_set_hosts(tx, NULL, tx->sandbox_host_id);
+		if (to == SS_FAILED || to == SS_TERMINATED)
+			inbox_cancel_open(tx, reason);
+	}
+	session_save(tx);
+	result = session_row(fcinfo, id, outer);
+	nadi_finish();
+	return result;
+}
+
+/*
  * nadi.session_terminate(session_id, reason) → sessions
  * A session no cell holds is terminated at once; one a cell holds becomes
  * terminating, and the cell finishes it when it lets go (or its lease ends).
@@ -560,20 +312,8 @@ nadi_session_terminate(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *id = arg_uuid(fcinfo, 0, "session_id");
 	const char *reason = PG_ARGISNULL(1) ? "terminate" : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	MemoryContext outer = CurrentMemoryContext;
-	SessionTx  *tx;
-	Datum		result;
 
-	nadi_connect();
-	tx = session_lock(id);
-	if (tx->state != SS_TERMINATING)	/* else already on its way */
-	{
-		session_begin_termination(tx, reason);
-		session_save(tx);
-	}
-	result = session_row(fcinfo, id, outer);
-	nadi_finish();
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(session_move(fcinfo, id, SS_TERMINATING, reason, true));
 }
 
 /*
@@ -588,10 +328,7 @@ nadi_session_transition(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *id = arg_uuid(fcinfo, 0, "session_id");
 	const char *reason = PG_ARGISNULL(2) ? "operator" : text_to_cstring(PG_GETARG_TEXT_PP(2));
-	MemoryContext outer = CurrentMemoryContext;
 	SessionState to;
-	SessionTx  *tx;
-	Datum		result;
 
 	NADI_ARG_NOT_NULL(1, "to_state");
 	nadi_require_admin();
@@ -602,25 +339,7 @@ nadi_session_transition(PG_FUNCTION_ARGS)
 				 errmsg("a session becomes %s only through %s", session_state_name(to),
 						to == SS_ACTIVE ? "nadi.lease_acquire()" : "nadi.place()"),
 				 errhint("nadi.session_transition() moves sessions to pending, suspended, terminating, terminated or failed.")));
-
-	nadi_connect();
-	tx = session_lock(id);
-	if (to == SS_TERMINATING)
-		session_begin_termination(tx, reason);
-	else
-	{
-		if ((tx->state == SS_ACTIVE || tx->state == SS_TERMINATING) && lease_read(tx).held)
-			lease_drop(tx, reason);
-		session_set_state(tx, to, reason);
-		if (to == SS_PENDING)	/* the sandbox host keeps the session's files */
-			session_set_hosts(tx, NULL, tx->sandbox_host_id);
-		if (to == SS_FAILED || to == SS_TERMINATED)
-			inbox_cancel_open(tx, reason);
-	}
-	session_save(tx);
-	result = session_row(fcinfo, id, outer);
-	nadi_finish();
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(session_move(fcinfo, id, to, reason, false));
 }
 
 /* nadi.session_transitions() → setof (from_state, to_state, cause) */
@@ -630,18 +349,20 @@ nadi_session_transitions(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo;
 	Oid			enum_type;
+	int			n;
+	const SessionTransition *transitions = session_transitions(&n);
 
 	InitMaterializedSRF(fcinfo, 0);
 	rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	enum_type = TupleDescAttr(rsinfo->setDesc, 0)->atttypid;
-	for (int i = 0; i < lengthof(transitions); i++)
+	for (int i = 0; i < n; i++)
 	{
 		Datum		values[3];
 		bool		nulls[3] = {false, false, false};
 
-		values[0] = OidFunctionCall2(F_ENUM_IN, CStringGetDatum(state_names[transitions[i].from]),
+		values[0] = OidFunctionCall2(F_ENUM_IN, CStringGetDatum(session_state_name(transitions[i].from)),
 									 ObjectIdGetDatum(enum_type));
-		values[1] = OidFunctionCall2(F_ENUM_IN, CStringGetDatum(state_names[transitions[i].to]),
+		values[1] = OidFunctionCall2(F_ENUM_IN, CStringGetDatum(session_state_name(transitions[i].to)),
 									 ObjectIdGetDatum(enum_type));
 		values[2] = CStringGetTextDatum(transitions[i].cause);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);

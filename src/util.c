@@ -240,6 +240,44 @@ nadi_row_datum(FunctionCallInfo fcinfo, HeapTuple tuple, TupleDesc spi_desc,
 	return HeapTupleGetDatum(copy);
 }
 
+/* The first row of the last SPI result, as nadi_row_datum returns it. */
+Datum
+nadi_spi_row(FunctionCallInfo fcinfo, MemoryContext outer)
+{
+	if (SPI_processed < 1)
+		elog(ERROR, "query returned no row");
+	return nadi_row_datum(fcinfo, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, outer);
+}
+
+/*
+ * The first column of every row of the last SPI result, copied out (in the
+ * current memory context) before the next query overwrites it: the ids a
+ * batch then locks one at a time.
+ */
+pg_uuid_t *
+nadi_spi_uuids(uint64 *n)
+{
+	pg_uuid_t  *ids = palloc(sizeof(pg_uuid_t) * (SPI_processed + 1));
+	bool		isnull;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+		ids[i] = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	*n = SPI_processed;
+	return ids;
+}
+
+int64 *
+nadi_spi_int8s(uint64 *n)
+{
+	int64	   *ids = palloc(sizeof(int64) * (SPI_processed + 1));
+	bool		isnull;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	*n = SPI_processed;
+	return ids;
+}
+
 /*
  * Append every row of the last SPI result to a materialized set-returning
  * function's result.  InitMaterializedSRF must have been called before
@@ -268,14 +306,21 @@ nadi_jsonb(const char *text)
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
 }
 
-/* Append "key": "value" (JSON-escaped) to a JSON object being built. */
-void
-nadi_json_str(StringInfo buf, const char *key, const char *value)
+/* Start a member of a JSON object being built: a comma if needed, "key": */
+static void
+json_key(StringInfo buf, const char *key)
 {
 	if (buf->len > 1)
 		appendStringInfoChar(buf, ',');
 	escape_json(buf, key);
 	appendStringInfoChar(buf, ':');
+}
+
+/* Append "key": "value" (JSON-escaped; NULL is null) to a JSON object. */
+void
+nadi_json_str(StringInfo buf, const char *key, const char *value)
+{
+	json_key(buf, key);
 	if (value)
 		escape_json(buf, value);
 	else
@@ -285,20 +330,35 @@ nadi_json_str(StringInfo buf, const char *key, const char *value)
 void
 nadi_json_int(StringInfo buf, const char *key, int64 value)
 {
-	if (buf->len > 1)
-		appendStringInfoChar(buf, ',');
-	escape_json(buf, key);
-	appendStringInfo(buf, ":" INT64_FORMAT, value);
+	json_key(buf, key);
+	appendStringInfo(buf, INT64_FORMAT, value);
 }
 
 void
 nadi_json_raw(StringInfo buf, const char *key, const char *json)
 {
-	if (buf->len > 1)
-		appendStringInfoChar(buf, ',');
-	escape_json(buf, key);
-	appendStringInfoChar(buf, ':');
+	json_key(buf, key);
 	appendStringInfoString(buf, json ? json : "null");
+}
+
+/*
+ * A JSON object of string members: nadi_json_strings("k1", v1, "k2", v2,
+ * NULL).  A NULL value is null; the list ends at a NULL key.
+ */
+Jsonb *
+nadi_json_strings(const char *key,...)
+{
+	StringInfoData buf;
+	va_list		args;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	va_start(args, key);
+	for (; key != NULL; key = va_arg(args, const char *))
+		nadi_json_str(&buf, key, va_arg(args, const char *));
+	va_end(args);
+	appendStringInfoChar(&buf, '}');
+	return nadi_jsonb(buf.data);
 }
 
 char *

@@ -21,7 +21,7 @@
 #include "nadi.h"
 #include "wake.h"
 
-NadiShared *nadi_shared = NULL;
+static NadiShared *nadi_shared = NULL;
 bool		nadi_preloaded = false;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -43,7 +43,7 @@ static pg_uuid_t pending_notify[MAX_PENDING_NOTIFY];
 static int	n_pending_notify = 0;
 static bool pending_notify_overflow = false;
 
-void
+static void
 nadi_shmem_request(void)
 {
 	if (prev_shmem_request_hook)

@@ -45,10 +45,8 @@ typedef struct NadiShared
 	pg_uuid_t	ring[NADI_NOTIFY_RING];
 } NadiShared;
 
-extern NadiShared *nadi_shared;
 extern bool nadi_preloaded;
 
-extern void nadi_shmem_request(void);
 extern void nadi_shmem_startup(void);
 extern void nadi_wake_cell_at_commit(const char *host_id);
 extern void nadi_wake_broker_at_commit(void);

@@ -29,7 +29,7 @@
 #include "metrics.h"
 #include "proto.h"
 #include "sandbox.h"
-#include "store.h"
+#include "btrfs_store.h"
 #include "tools.h"
 
 struct sbx_config cfg = {

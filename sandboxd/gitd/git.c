@@ -77,17 +77,6 @@ git_stop_all(int sig)
 	pthread_mutex_unlock(&kids_lock);
 }
 
-unsigned
-git_running(void)
-{
-	unsigned n;
-
-	pthread_mutex_lock(&kids_lock);
-	n = (unsigned)n_kids;
-	pthread_mutex_unlock(&kids_lock);
-	return n;
-}
-
 /* Start git with stdout/stderr on the given pipe ends; registers the child. */
 static int
 spawn(char **argv, int out_w, int err_w, pid_t *pid)

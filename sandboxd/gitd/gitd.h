@@ -91,7 +91,6 @@ int git_run(const char *const *args, uint64_t timeout_ms, size_t out_max, struct
 void git_result_done(struct git_result *res);
 /* Shutdown: no new git processes; signal the running ones. */
 void git_stop_all(int sig);
-unsigned git_running(void);
 
 /* ---- mirrors on disk (mirror.c) ----------------------------------------- */
 

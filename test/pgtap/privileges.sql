@@ -6,7 +6,7 @@
 -- for none.  Schema nadi is usable by PUBLIC (authenticate is public), so a
 -- role outside the nadi roles is stopped by the grants alone.
 BEGIN;
-SELECT plan(845);
+SELECT plan(855);
 
 ---------------------------------------------------------------------------
 -- Test roles: one member of each nadi role, and one of none
@@ -206,6 +206,8 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
       $$SELECT nadi._session_token_subject('{S}')$$, '42501', '42501', '42501', '42501'),
  (72, '_host_ref_check', 'nadi._host_ref_check(text, text)',
       $$SELECT nadi._host_ref_check('cell', 'priv-cell-3')$$, '42501', '42501', '42501', '42501'),
+ (74, '_actor', 'nadi._actor()',
+      $$SELECT nadi._actor()$$, '42501', '42501', '42501', '42501'),
  -- host bindings and labels: the administrator's
  (75, 'host_bind', 'nadi.host_bind(text, text, name)',
       $$SELECT nadi.host_bind('cell', 'priv-cell-3', 'priv_cell')$$, '42501', '42501', '42501', 'ok'),

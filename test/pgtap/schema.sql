@@ -1,7 +1,7 @@
 -- Schema: tables, keys, types, the SQL API's signatures, who may EXECUTE
 -- what by default, and row-level security being switched on.
 BEGIN;
-SELECT plan(146);
+SELECT plan(147);
 
 ---------------------------------------------------------------------------
 -- Schema and tables
@@ -158,6 +158,7 @@ INSERT INTO api VALUES
     ('_proxy_token_session',     ARRAY['uuid', 'interval']),
     ('_session_token_subject',   ARRAY['uuid']),
     ('_host_ref_check',          ARRAY['text', 'text']),
+    ('_actor',                   ARRAY[]::text[]),
     -- host bindings and labels (1.1)
     ('host_bind',                ARRAY['text', 'text', 'name']),
     ('host_unbind',              ARRAY['text', 'text']),
@@ -192,7 +193,7 @@ SELECT is_empty(
       WHERE p.pronamespace = 'nadi'::regnamespace AND p.prosecdef
         AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c = 'search_path=pg_catalog, pg_temp')$$,
     'every SECURITY DEFINER function in nadi runs with search_path = pg_catalog, pg_temp');
--- They are in C, or in PL/pgSQL (the egress functions) whose bodies name
+-- They are in C, or in PL/pgSQL (the proxy's and the host bindings') whose bodies name
 -- nadi's objects with the schema: with pg_catalog first and pg_temp never
 -- searched for functions or operators, no name in them can be redirected.
 SELECT is_empty(

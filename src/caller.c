@@ -1,10 +1,12 @@
 /*
- * auth.c — the caller's authentication context.  nadi.authenticate(token)
- * (token.c) verifies a JWT and stores its claims here, for the transaction or
- * the connection; every session function and every row-level security policy
- * asks this file whether a tenant's row is visible to the caller.  Without a
- * token, the caller's database role decides: nadi_admin and nadi_cell see
- * every tenant, anyone else sees nothing.
+ * caller.c — who is calling, and what the caller may see and do.
+ * nadi.authenticate(token) (token.c) verifies a JWT and stores its claims
+ * here, for the transaction or the connection; every session function and
+ * every row-level security policy asks this file whether a tenant's row is
+ * visible to the caller, and the functions for administrators and hosts ask
+ * it whether the caller may act.  Without a token, the caller's database
+ * role decides: nadi_admin and nadi_cell see every tenant, anyone else sees
+ * nothing.  Also the audit actor (nadi_actor) every audit row records.
  */
 #include "postgres.h"
 
@@ -12,12 +14,14 @@
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "fmgr.h"
 
+#include "jwt_claims.h"
 #include "nadi.h"
 
 typedef struct NadiAuth
@@ -36,27 +40,25 @@ static NadiAuth auth;
 static bool xact_callback_registered = false;
 static ProcessUtility_hook_type prev_process_utility = NULL;
 
-static const char *const scope_names[] = {
-	[NADI_SCOPE_NONE] = "none",
-	[NADI_SCOPE_ADMIN] = "admin",
-	[NADI_SCOPE_TENANT] = "tenant",
-	[NADI_SCOPE_SESSION] = "session",
-	[NADI_SCOPE_SANDBOX] = "sandbox",
-};
+/* The scope names are the claims validator's (src/jwt_claims.c): one table. */
+StaticAssertDecl((int) NADI_SCOPE_ADMIN == (int) NADI_JWT_SCOPE_ADMIN &&
+				 (int) NADI_SCOPE_TENANT == (int) NADI_JWT_SCOPE_TENANT &&
+				 (int) NADI_SCOPE_SESSION == (int) NADI_JWT_SCOPE_SESSION &&
+				 (int) NADI_SCOPE_SANDBOX == (int) NADI_JWT_SCOPE_SANDBOX,
+				 "NadiScope and NadiJwtScope must agree");
 
 NadiScope
 nadi_scope_from_string(const char *s)
 {
-	for (int i = NADI_SCOPE_ADMIN; i < lengthof(scope_names); i++)
-		if (strcmp(s, scope_names[i]) == 0)
-			return (NadiScope) i;
-	return NADI_SCOPE_NONE;
+	return (NadiScope) nadi_jwt_scope_from_name(s);
 }
 
 const char *
 nadi_scope_name(NadiScope scope)
 {
-	return scope_names[scope];
+	const char *name = nadi_jwt_scope_name((NadiJwtScope) scope);
+
+	return name ? name : "none";
 }
 
 void
@@ -291,6 +293,50 @@ nadi_caller_is_host_admin(void)
 	return auth.scope == NADI_SCOPE_ADMIN || outer_user_has_role("nadi_admin");
 }
 
+/*
+ * Refuse (42501) unless the caller may act for this host: an administrator
+ * (nadi_caller_is_host_admin), or a login that is a member of the role
+ * nadi.host_bindings names for (kind, host_id).  what completes "may not
+ * ... cell host X".  SPI must be connected.
+ */
+void
+nadi_require_host_binding(const char *kind, const char *host_id, const char *what)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[2];
+	char	   *bound = NULL;
+	Oid			caller = GetOuterUserId();
+
+	if (nadi_caller_is_host_admin())
+		return;
+	values[0] = CStringGetTextDatum(kind);
+	values[1] = CStringGetTextDatum(host_id);
+	nadi_exec(nadi_plan(&plan,
+						"SELECT role_name::text FROM nadi.host_bindings WHERE kind = $1 AND host_id = $2",
+						2, (Oid[]) {TEXTOID, TEXTOID}),
+			  values, NULL, true, 1);
+	if (SPI_processed == 1)
+	{
+		Oid			role;
+
+		bound = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		role = get_role_oid(bound, true);
+		if (OidIsValid(role) && is_member_of_role(caller, role))
+			return;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("role \"%s\" may not %s %s host \"%s\"",
+					GetUserNameFromId(caller, false), what, kind, host_id),
+			 bound ?
+			 errdetail("The %s host \"%s\" is bound to role \"%s\", and \"%s\" is not a member of it.",
+					   kind, host_id, bound, GetUserNameFromId(caller, false)) :
+			 errdetail("No role is bound to the %s host \"%s\": only administrators may act for it.",
+					   kind, host_id),
+			 errhint("An administrator binds a host id to the login that runs the host with nadi.host_bind('%s', '%s', role).",
+					 kind, host_id)));
+}
+
 /* Refuse unless the caller is an administrator (role or admin token). */
 void
 nadi_require_admin(void)
@@ -332,4 +378,17 @@ nadi_tenant_visible_sql(PG_FUNCTION_ARGS)
 					   (auth.scope == NADI_SCOPE_NONE && outer_user_has_role("nadi_admin")));
 	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	PG_RETURN_BOOL(nadi_tenant_visible(tenant, PG_ARGISNULL(1) ? NULL : PG_GETARG_UUID_P(1)));
+}
+
+/*
+ * nadi._actor() → text: the audit actor of the caller, as nadi_actor()
+ * records it (the role outside any SECURITY DEFINER function, or
+ * "token:<subject>" under a token), for the PL/pgSQL functions that write
+ * audit rows themselves.
+ */
+PG_FUNCTION_INFO_V1(nadi_actor_sql);
+Datum
+nadi_actor_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(nadi_actor()));
 }

@@ -1,6 +1,6 @@
 /*
- * store.h — sandbox storage on BTRFS through libbtrfsutil: base images as
- * read-only subvolumes, one writable snapshot per sandbox, read-only
+ * btrfs_store.h — sandbox storage on BTRFS through libbtrfsutil: base images
+ * as read-only subvolumes, one writable snapshot per sandbox, read-only
  * snapshots of sandboxes.  Layout below the store root:
  *
  *   images/NAME           read-only subvolume, imported from image_dir
@@ -10,8 +10,8 @@
  *   meta/ID.json          sandbox metadata; meta/images/NAME.stamp
  *   meta/userns/ID        the sandbox's user namespace slot (private_users)
  */
-#ifndef SBX_STORE_H
-#define SBX_STORE_H
+#ifndef SBX_BTRFS_STORE_H
+#define SBX_BTRFS_STORE_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -31,7 +31,6 @@ int store_root_fd(void);
 bool store_is_loop(void);
 
 int store_image_exists(const char *image);
-char **store_image_list(void);       /* NULL-terminated, free with store_strv_free */
 void store_strv_free(char **v);
 
 char *store_sandbox_path(const char *id);

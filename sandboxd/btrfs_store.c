@@ -1,9 +1,10 @@
 /*
- * store.c — the libbtrfsutil adapter (see store.h for the layout).  When the
- * state directory is not on BTRFS, the store lives in a sparse image file
- * under it, formatted once with mkfs.btrfs and loop-mounted by the daemon
- * itself (LOOP_CONFIGURE with autoclear, so unmounting frees the device).
- * A mount left by a daemon that crashed is found and used again.
+ * btrfs_store.c — the sandbox store on BTRFS, through libbtrfsutil (see
+ * btrfs_store.h for the layout).  When the state directory is not on BTRFS,
+ * the store lives in a sparse image file under it, formatted once with
+ * mkfs.btrfs and loop-mounted by the daemon itself (LOOP_CONFIGURE with
+ * autoclear, so unmounting frees the device).  A mount left by a daemon that
+ * crashed is found and used again.
  */
 #include <btrfsutil.h>
 #include <dirent.h>
@@ -21,7 +22,7 @@
 
 #include "child.h"
 #include "sbx.h"
-#include "store.h"
+#include "btrfs_store.h"
 
 static char *root;         /* store root: the state dir, or the loop mount in it */
 static int root_fd = -1;
@@ -461,12 +462,6 @@ list_dir(const char *rel, bool subvolumes_only)
 	}
 	closedir(d);
 	return v ? v : calloc(1, sizeof(char *));
-}
-
-char **
-store_image_list(void)
-{
-	return list_dir("images", true);
 }
 
 char **

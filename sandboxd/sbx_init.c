@@ -1,5 +1,5 @@
 /*
- * agent.c — nadi-sbx-init, PID 1 inside every sandbox container.  It is
+ * sbx_init.c — nadi-sbx-init, PID 1 inside every sandbox container.  It is
  * started by systemd-nspawn (so it lives under nspawn's namespaces, dropped
  * capabilities and seccomp filter), reads one request at a time from stdin,
  * runs the command with the call's limits as the sandbox user, and writes the

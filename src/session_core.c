@@ -1,0 +1,394 @@
+/*
+ * session_core.c — the session core: the state machine (a transition table
+ * enforced here and nowhere else), the per-session lock every writer takes
+ * first (SessionTx), event sequencing and the fence on lease epochs.  It
+ * calls only the base layer (util, clock, caller, wake, GUCs): never an
+ * SQL-callable function, never the code of sessions, leases, the inbox,
+ * events or placement, which all build on it (scripts/check-layers).
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+
+#include "nadi.h"
+#include "session_core.h"
+#include "wake.h"
+
+static const char *const state_names[SS_COUNT] = {
+	[SS_PENDING] = "pending",
+	[SS_PLACED] = "placed",
+	[SS_ACTIVE] = "active",
+	[SS_SUSPENDED] = "suspended",
+	[SS_TERMINATING] = "terminating",
+	[SS_TERMINATED] = "terminated",
+	[SS_FAILED] = "failed",
+};
+
+/*
+ * The transition table.  A pair not listed here is illegal and raises
+ * ERRCODE_NADI_INVALID_TRANSITION.  docs/SQL_API.md draws it.
+ */
+static const SessionTransition transitions[] = {
+	{SS_PENDING, SS_PLACED, "the broker placed it on a live cell host"},
+	{SS_PLACED, SS_ACTIVE, "a cell acquired its lease"},
+	{SS_PLACED, SS_PENDING, "its cell host died or was drained before taking it"},
+	{SS_ACTIVE, SS_SUSPENDED, "its cell released the lease while idle"},
+	{SS_ACTIVE, SS_PENDING, "its lease expired; the epoch moved on"},
+	{SS_SUSPENDED, SS_PENDING, "a command arrived for it"},
+	{SS_PENDING, SS_TERMINATING, "terminate"},
+	{SS_PLACED, SS_TERMINATING, "terminate"},
+	{SS_ACTIVE, SS_TERMINATING, "terminate"},
+	{SS_SUSPENDED, SS_TERMINATING, "terminate"},
+	{SS_TERMINATING, SS_TERMINATED, "no cell holds it any more"},
+	{SS_PENDING, SS_FAILED, "crash budget exhausted, or an operator failed it"},
+	{SS_PLACED, SS_FAILED, "crash budget exhausted, or an operator failed it"},
+	{SS_ACTIVE, SS_FAILED, "crash budget exhausted, or an operator failed it"},
+	{SS_SUSPENDED, SS_FAILED, "an operator failed it"},
+};
+
+const char *
+session_state_name(SessionState s)
+{
+	return state_names[s];
+}
+
+SessionState
+session_state_from_name(const char *name)
+{
+	for (int i = 0; i < SS_COUNT; i++)
+		if (strcmp(state_names[i], name) == 0)
+			return (SessionState) i;
+	elog(ERROR, "unknown session state \"%s\"", name);
+	return SS_COUNT;
+}
+
+bool
+session_state_is_live(SessionState s)
+{
+	return s != SS_TERMINATED && s != SS_FAILED;
+}
+
+/* The whole table, for nadi.session_transitions(). */
+const SessionTransition *
+session_transitions(int *count)
+{
+	*count = lengthof(transitions);
+	return transitions;
+}
+
+static const SessionTransition *
+transition_find(SessionState from, SessionState to)
+{
+	for (int i = 0; i < lengthof(transitions); i++)
+		if (transitions[i].from == from && transitions[i].to == to)
+			return &transitions[i];
+	return NULL;
+}
+
+/*
+ * Raise "session not found".  A session the caller may not see is reported
+ * the same way as one that does not exist, so ids do not leak across tenants.
+ */
+void
+session_not_found(const pg_uuid_t *id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_NADI_SESSION_NOT_FOUND),
+			 errmsg("session %s not found", nadi_uuid_out(id)),
+			 errdetail("No session with this id is visible to the caller.")));
+	pg_unreachable();
+}
+
+/*
+ * Raise "session not found" unless the session exists and the caller may see
+ * it.  A read without the lock, for functions that only read.
+ */
+void
+session_require_visible(const pg_uuid_t *id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1] = {UUIDPGetDatum(id)};
+
+	nadi_exec(nadi_plan(&plan, "SELECT tenant_id FROM nadi.sessions WHERE session_id = $1",
+						1, (Oid[]) {UUIDOID}),
+			  values, NULL, true, 1);
+	if (SPI_processed != 1 ||
+		!nadi_tenant_visible(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), id))
+		session_not_found(id);
+}
+
+/*
+ * Lock a session row and load it.  Raises ERRCODE_NADI_SESSION_NOT_FOUND
+ * when it does not exist or the caller may not see it (the two look the same
+ * on purpose, so ids do not leak across tenants).  Call with SPI connected;
+ * the struct lives in the SPI procedure context.
+ */
+SessionTx *
+session_lock(const pg_uuid_t *id)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1];
+	SessionTx  *tx;
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+
+	values[0] = UUIDPGetDatum(id);
+	nadi_exec(nadi_plan(&plan,
+						"SELECT tenant_id, state::text, cell_host_id, sandbox_host_id, "
+						"last_seq, crash_count, policy "
+						"FROM nadi.sessions WHERE session_id = $1 FOR NO KEY UPDATE",
+						1, types),
+			  values, NULL, false, 1);
+	if (SPI_processed == 1)
+	{
+		row = SPI_tuptable->vals[0];
+		desc = SPI_tuptable->tupdesc;
+		tx = palloc0(sizeof(SessionTx));
+		tx->id = *id;
+		tx->id_text = nadi_uuid_out(id);
+		tx->tenant = SPI_getvalue(row, desc, 1);
+		if (nadi_tenant_visible(tx->tenant, id))
+		{
+			tx->state = session_state_from_name(SPI_getvalue(row, desc, 2));
+			tx->orig_state = tx->state;
+			tx->cell_host_id = SPI_getvalue(row, desc, 3);
+			tx->sandbox_host_id = SPI_getvalue(row, desc, 4);
+			tx->last_seq = DatumGetInt64(SPI_getbinval(row, desc, 5, &isnull));
+			tx->orig_last_seq = tx->last_seq;
+			tx->crash_count = DatumGetInt32(SPI_getbinval(row, desc, 6, &isnull));
+			d = SPI_getbinval(row, desc, 7, &isnull);
+			tx->policy = DatumGetJsonbPCopy(d);
+			return tx;
+		}
+	}
+	session_not_found(id);
+}
+
+/*
+ * Move a locked session to another state, or raise if the table does not
+ * allow it.  Records a session.state event and wakes whoever must act.
+ */
+void
+session_set_state(SessionTx *tx, SessionState to, const char *cause)
+{
+	const SessionTransition *t = transition_find(tx->state, to);
+	Jsonb	   *detail;
+
+	if (t == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_INVALID_TRANSITION),
+				 errmsg("invalid session state transition from %s to %s",
+						state_names[tx->state], state_names[to]),
+				 errdetail("Session %s is %s; the state machine has no edge to %s.",
+						   tx->id_text, state_names[tx->state], state_names[to]),
+				 errhint("See nadi.session_transitions() for the allowed transitions.")));
+
+	detail = nadi_json_strings("from", state_names[tx->state], "to", state_names[to],
+							   "cause", cause ? cause : t->cause, NULL);
+	tx->state = to;
+	tx->dirty = true;
+	session_event(tx, "session.state", detail, 0, -1);
+
+	switch (to)
+	{
+		case SS_PENDING:
+			nadi_wake_broker_at_commit();
+			break;
+		case SS_PLACED:
+		case SS_TERMINATING:
+			nadi_wake_cell_at_commit(tx->cell_host_id);
+			break;
+		default:
+			break;
+	}
+}
+
+void
+session_set_hosts(SessionTx *tx, const char *cell_host_id, const char *sandbox_host_id)
+{
+	tx->cell_host_id = cell_host_id ? pstrdup(cell_host_id) : NULL;
+	tx->sandbox_host_id = sandbox_host_id ? pstrdup(sandbox_host_id) : NULL;
+	tx->dirty = true;
+	tx->hosts_changed = true;
+}
+
+/*
+ * Append an event to a locked session with the next sequence number.  epoch
+ * < 0 means "not written by a cell".  Returns the sequence number; the
+ * inserted row is left in SPI_tuptable.  The NOTIFY is delivered at commit
+ * and folded into one per session per transaction.
+ */
+int64
+session_event(SessionTx *tx, const char *kind, Jsonb *payload, int64 command_id, int64 epoch)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[8] = {UUIDOID, INT8OID, TEXTOID, TEXTOID, JSONBOID, INT8OID, INT8OID, TIMESTAMPTZOID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+	nadi_check_payload(payload, "event payload");
+	tx->last_seq++;
+	tx->dirty = true;
+	values[0] = UUIDPGetDatum(&tx->id);
+	values[1] = Int64GetDatum(tx->last_seq);
+	values[2] = CStringGetTextDatum(tx->tenant);
+	values[3] = CStringGetTextDatum(kind);
+	values[4] = JsonbPGetDatum(payload);
+	values[5] = Int64GetDatum(command_id);
+	if (command_id <= 0)
+		nulls[5] = 'n';
+	values[6] = Int64GetDatum(epoch);
+	if (epoch < 0)
+		nulls[6] = 'n';
+	values[7] = TimestampTzGetDatum(nadi_now());
+	nadi_exec(nadi_plan(&plan,
+						"INSERT INTO nadi.events "
+						"(session_id, seq, tenant_id, kind, payload, command_id, epoch, created_at) "
+						"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+						8, types),
+			  values, nulls, false, 0);
+	if (nadi_notify)
+		nadi_notify_session(&tx->id, tx->id_text);
+	return tx->last_seq;
+}
+
+/* Write a locked session's changes back, if it has any. */
+void
+session_save(SessionTx *tx)
+{
+	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr state_plan = NULL;
+	Oid			types[7] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT4OID, TIMESTAMPTZOID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+	if (!tx->dirty)
+		return;
+	values[0] = UUIDPGetDatum(&tx->id);
+	values[1] = CStringGetTextDatum(state_names[tx->state]);
+	if (tx->cell_host_id)
+		values[2] = CStringGetTextDatum(tx->cell_host_id);
+	else
+		nulls[2] = 'n';
+	if (tx->sandbox_host_id)
+		values[3] = CStringGetTextDatum(tx->sandbox_host_id);
+	else
+		nulls[3] = 'n';
+	values[4] = Int64GetDatum(tx->last_seq);
+	values[5] = Int32GetDatum(tx->crash_count);
+	values[6] = TimestampTzGetDatum(nadi_now());
+	if (tx->hosts_changed)
+		nadi_exec(nadi_plan(&plan,
+							"UPDATE nadi.sessions SET state = $2::nadi.session_state, "
+							"cell_host_id = $3, sandbox_host_id = $4, last_seq = $5, "
+							"crash_count = $6, updated_at = $7 WHERE session_id = $1",
+							7, types),
+				  values, nulls, false, 0);
+	else
+	{
+		/*
+		 * Leave the host columns alone: an UPDATE that sets a foreign key
+		 * fires its check (a row lock on the host) whenever the row was
+		 * already changed in this transaction, even to the same value.
+		 */
+		Datum		v[5] = {values[0], values[1], values[4], values[5], values[6]};
+
+		nadi_exec(nadi_plan(&state_plan,
+							"UPDATE nadi.sessions SET state = $2::nadi.session_state, last_seq = $3, "
+							"crash_count = $4, updated_at = $5 WHERE session_id = $1",
+							5, (Oid[]) {UUIDOID, TEXTOID, INT8OID, INT4OID, TIMESTAMPTZOID}),
+				  v, NULL, false, 0);
+	}
+	tx->hosts_changed = false;
+	if (tx->state != tx->orig_state)
+	{
+		nadi_audit("session.state", &tx->id, tx->tenant,
+				   nadi_json_strings("from", state_names[tx->orig_state],
+									 "to", state_names[tx->state], NULL));
+		tx->orig_state = tx->state;
+	}
+	tx->orig_last_seq = tx->last_seq;
+	tx->dirty = false;
+}
+
+/* Read the lease of a locked session (stable: the session lock is held). */
+LeaseInfo
+lease_read(const SessionTx *tx)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1] = {UUIDPGetDatum(&tx->id)};
+	LeaseInfo	l = {0};
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+
+	nadi_exec(nadi_plan(&plan,
+						"SELECT cell_host_id, epoch, expires_at FROM nadi.session_leases "
+						"WHERE session_id = $1",
+						1, (Oid[]) {UUIDOID}),
+			  values, NULL, false, 1);
+	if (SPI_processed != 1)
+		elog(ERROR, "session %s has no lease row", tx->id_text);
+	row = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	l.cell_host_id = SPI_getvalue(row, desc, 1);
+	l.held = l.cell_host_id != NULL;
+	l.epoch = DatumGetInt64(SPI_getbinval(row, desc, 2, &isnull));
+	d = SPI_getbinval(row, desc, 3, &isnull);
+	l.expires_at = isnull ? 0 : DatumGetTimestampTz(d);
+	return l;
+}
+
+/*
+ * The fence.  Raises ERRCODE_NADI_FENCED unless epoch is the session's
+ * current, held, unexpired lease, and 42501 unless the caller may act for
+ * the cell host holding it.  Returns the lease.
+ */
+LeaseInfo
+lease_check(const SessionTx *tx, int64 epoch)
+{
+	LeaseInfo	l = lease_read(tx);
+
+	if (!l.held || l.epoch != epoch)
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_FENCED),
+				 errmsg("lease epoch " INT64_FORMAT " of session %s is not current", epoch, tx->id_text),
+				 l.held ?
+				 errdetail("The lease is at epoch " INT64_FORMAT ", held by cell host \"%s\".",
+						   l.epoch, l.cell_host_id) :
+				 errdetail("The lease is at epoch " INT64_FORMAT " and held by no cell.", l.epoch),
+				 errhint("The session has moved on; this cell must drop it.")));
+	if (l.expires_at <= nadi_now())
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_FENCED),
+				 errmsg("lease epoch " INT64_FORMAT " of session %s has expired", epoch, tx->id_text),
+				 errdetail("It expired at %s.", nadi_timestamptz_iso(l.expires_at)),
+				 errhint("Renew leases well within nadi.lease_ttl.")));
+
+	/*
+	 * The epoch is readable by every cell login (nadi.session_leases): the
+	 * writer must also be the host the lease names, bound to the caller.
+	 */
+	nadi_require_host_binding("cell", l.cell_host_id, "write as");
+	return l;
+}
+
+/*
+ * What every write a cell makes starts with: lock the session, then check
+ * the epoch the cell holds.  The lease is returned in *lease when asked for.
+ */
+SessionTx *
+session_lock_fenced(const pg_uuid_t *id, int64 epoch, LeaseInfo *lease)
+{
+	SessionTx  *tx = session_lock(id);
+	LeaseInfo	l = lease_check(tx, epoch);
+
+	if (lease)
+		*lease = l;
+	return tx;
+}
