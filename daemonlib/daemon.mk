@@ -5,7 +5,7 @@
 #   PROG       the binary
 #   SRCS       its own sources (in its directory)
 #   DAEMONLIB  the daemonlib/ sources it links (names without .c)
-#   NADI_SRC   sources of the extension it shares (src/NAME.c, e.g. jwt)
+#   EXT_SRC    sources of the extension it shares (src/NAME.c, e.g. jwt)
 #   PKGS       pkg-config packages (libsystemd is added when present)
 #
 # and includes this file.  Objects of daemonlib/ and src/ are compiled into
@@ -18,6 +18,10 @@
 # One warning set, one C dialect, one version: VERSION (the product) and
 # nadi.control's default_version (the extension it was built against), both
 # in the generated version.h every daemon reports with --version.
+
+# The lists are the Makefile's alone: a variable of the same name in the
+# environment (test harnesses export NADI_SRC and the like) never reaches them.
+$(foreach v,SRCS DAEMONLIB EXT_SRC,$(if $(filter environment,$(origin $(v))),$(eval $(v) :=)))
 
 NADI_TOP := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)
 DL_DIR   := $(NADI_TOP)/daemonlib
@@ -34,10 +38,10 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS)) -pthread
 
 ERRCODES_H := $(NADI_TOP)/src/nadi_errcodes.h
-OBJS = $(SRCS:.c=.o) $(DAEMONLIB:%=dl-%.o) $(NADI_SRC:%=src-%.o)
+OBJS = $(SRCS:.c=.o) $(DAEMONLIB:%=dl-%.o) $(EXT_SRC:%=src-%.o)
 ASAN_DIR ?= .
 ASAN_OBJS = $(SRCS:%.c=$(ASAN_DIR)/%.asan.o) $(DAEMONLIB:%=$(ASAN_DIR)/dl-%.asan.o) \
-            $(NADI_SRC:%=$(ASAN_DIR)/src-%.asan.o)
+            $(EXT_SRC:%=$(ASAN_DIR)/src-%.asan.o)
 HDRS = $(wildcard *.h $(DL_DIR)/*.h $(NADI_TOP)/src/jwt*.h) nadi_version.h $(ERRCODES_H)
 COMPILE = $(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -pthread $(PKG_CFLAGS) -c -o $@ $<
 ASAN_COMPILE = $(CC) $(CPPFLAGS) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
