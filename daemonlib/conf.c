@@ -34,14 +34,14 @@ find_key(const struct conf_spec *spec, const char *name, size_t len)
 static int
 set_int(const struct conf_key *k, const char *v, int *field)
 {
-	char *end;
+	char	 *end;
 	long long n;
 
 	errno = 0;
 	n = strtoll(v, &end, 10);
 	if (errno || end == v || *end || n < k->min || n > k->max)
 		return -ERANGE;
-	*field = (int)n;
+	*field = (int) n;
 	return 0;
 }
 
@@ -51,35 +51,37 @@ in_range(const struct conf_key *k, int r, const uint64_t *field)
 {
 	if (r < 0 || k->max <= 0)
 		return r;
-	return *field < (uint64_t)k->min || *field > (uint64_t)k->max ? -ERANGE : 0;
+	return *field < (uint64_t) k->min || *field > (uint64_t) k->max ? -ERANGE : 0;
 }
 
 static int
 set_key(const struct conf_spec *spec, const struct conf_key *k, const char *v, bool from_flag)
 {
-	char *field = (char *)spec->base + k->off;
+	char *field = (char *) spec->base + k->off;
 
-	switch (k->kind) {
-	case CONF_STR: {
-		char **p = (char **)field;
-		free(*p);
-		*p = strdup(v);
-		return *p ? 0 : -ENOMEM;
-	}
-	case CONF_SIZE:
-		return in_range(k, parse_size(v, (uint64_t *)field), (uint64_t *)field);
-	case CONF_MS:
-		return in_range(k, parse_duration_ms(v, (uint64_t *)field), (uint64_t *)field);
-	case CONF_COUNT:
-		return in_range(k, parse_count(v, (uint64_t *)field), (uint64_t *)field);
-	case CONF_INT:
-		return set_int(k, v, (int *)field);
-	case CONF_BOOL:
-		return parse_bool(v, (bool *)field);
-	case CONF_LOGLEVEL:
-		return log_level_parse(v);
-	case CONF_FUNC:
-		return k->set(v, from_flag);
+	switch (k->kind)
+	{
+		case CONF_STR:
+		{
+			char **p = (char **) field;
+			free(*p);
+			*p = strdup(v);
+			return *p ? 0 : -ENOMEM;
+		}
+		case CONF_SIZE:
+			return in_range(k, parse_size(v, (uint64_t *) field), (uint64_t *) field);
+		case CONF_MS:
+			return in_range(k, parse_duration_ms(v, (uint64_t *) field), (uint64_t *) field);
+		case CONF_COUNT:
+			return in_range(k, parse_count(v, (uint64_t *) field), (uint64_t *) field);
+		case CONF_INT:
+			return set_int(k, v, (int *) field);
+		case CONF_BOOL:
+			return parse_bool(v, (bool *) field);
+		case CONF_LOGLEVEL:
+			return log_level_parse(v);
+		case CONF_FUNC:
+			return k->set(v, from_flag);
 	}
 	return -EINVAL;
 }
@@ -90,7 +92,7 @@ range_text(const struct conf_key *k, char *buf, size_t size)
 {
 	if (k->kind != CONF_INT && k->max <= 0)
 		return "";
-	snprintf(buf, size, " (from %lld to %lld)", (long long)k->min, (long long)k->max);
+	snprintf(buf, size, " (from %lld to %lld)", (long long) k->min, (long long) k->max);
 	return buf;
 }
 
@@ -99,10 +101,10 @@ trim(char *s)
 {
 	char *e;
 
-	while (isspace((unsigned char)*s))
+	while (isspace((unsigned char) *s))
 		s++;
 	e = s + strlen(s);
-	while (e > s && isspace((unsigned char)e[-1]))
+	while (e > s && isspace((unsigned char) e[-1]))
 		*--e = '\0';
 	return s;
 }
@@ -111,11 +113,13 @@ trim(char *s)
 static const struct conf_key *
 bare_line(const struct conf_spec *spec, char *s, char **value)
 {
-	for (size_t i = 0; i < spec->n_keys; i++) {
+	for (size_t i = 0; i < spec->n_keys; i++)
+	{
 		const struct conf_key *k = &spec->keys[i];
-		size_t n = strlen(k->name);
+		size_t				   n = strlen(k->name);
 
-		if (!(k->flags & CONF_BARE) || strncmp(s, k->name, n) != 0 || !isspace((unsigned char)s[n]))
+		if (!(k->flags & CONF_BARE) || strncmp(s, k->name, n) != 0 ||
+			!isspace((unsigned char) s[n]))
 			continue;
 		*value = trim(s + n);
 		if (**value != '=')
@@ -127,24 +131,28 @@ bare_line(const struct conf_spec *spec, char *s, char **value)
 static int
 load_file(const struct conf_spec *spec, const char *path)
 {
-	FILE *f = fopen(path, "re");
-	char line[8192];
+	FILE	*f = fopen(path, "re");
+	char	 line[8192];
 	unsigned lineno = 0;
-	int r = 0;
+	int		 r = 0;
 
-	if (!f) {
+	if (!f)
+	{
 		log_error("cannot open config file %s: %m", path);
 		return -errno;
 	}
-	while (fgets(line, sizeof line, f)) {
-		char *s = trim(line), *eq, *k, *v;
+	while (fgets(line, sizeof line, f))
+	{
+		char				  *s = trim(line), *eq, *k, *v;
 		const struct conf_key *key;
 
 		lineno++;
 		if (!*s || *s == '#' || *s == ';')
 			continue;
-		if ((key = bare_line(spec, s, &v))) {
-			if (set_key(spec, key, v, false) < 0) {
+		if ((key = bare_line(spec, s, &v)))
+		{
+			if (set_key(spec, key, v, false) < 0)
+			{
 				log_error("%s:%u: invalid %s", path, lineno, key->name);
 				r = -EINVAL;
 				break;
@@ -152,7 +160,8 @@ load_file(const struct conf_spec *spec, const char *path)
 			continue;
 		}
 		eq = strchr(s, '=');
-		if (!eq) {
+		if (!eq)
+		{
 			log_error("%s:%u: expected key = value", path, lineno);
 			r = -EINVAL;
 			break;
@@ -161,19 +170,22 @@ load_file(const struct conf_spec *spec, const char *path)
 		k = trim(s);
 		v = trim(eq + 1);
 		key = find_key(spec, k, strlen(k));
-		if (!key) {
+		if (!key)
+		{
 			log_error("%s:%u: unknown key \"%s\"", path, lineno, k);
 			r = -EINVAL;
 			break;
 		}
-		if (set_key(spec, key, v, false) < 0) {
+		if (set_key(spec, key, v, false) < 0)
+		{
 			char range[64];
 
 			if (spec->file_hides_values || (key->flags & CONF_SECRET))
-				log_error("%s:%u: invalid value for %s%s", path, lineno, k, range_text(key, range, sizeof range));
+				log_error("%s:%u: invalid value for %s%s", path, lineno, k,
+						  range_text(key, range, sizeof range));
 			else
 				log_error("%s:%u: invalid value for %s: \"%s\"%s", path, lineno, k, v,
-					  range_text(key, range, sizeof range));
+						  range_text(key, range, sizeof range));
 			r = -EINVAL;
 			break;
 		}
@@ -196,41 +208,44 @@ void
 conf_env_name(const struct conf_spec *spec, const char *key, char *buf, size_t size)
 {
 	const char *daemon = spec->program;
-	size_t j;
+	size_t		j;
 
 	if (strncmp(daemon, "nadi-", 5) == 0)
 		daemon += 5;
 	snprintf(buf, size, "NADI_%s_%s", daemon, key);
 	for (j = 0; buf[j]; j++)
-		buf[j] = buf[j] == '-' ? '_' : (char)toupper((unsigned char)buf[j]);
+		buf[j] = buf[j] == '-' ? '_' : (char) toupper((unsigned char) buf[j]);
 }
 
 static void
 usage(const struct conf_spec *spec)
 {
-	int fw = 0, ew = 0;
+	int	 fw = 0, ew = 0;
 	char flag[64], env[96];
 
-	for (size_t i = 0; i < spec->n_keys; i++) {
+	for (size_t i = 0; i < spec->n_keys; i++)
+	{
 		flag_name(spec->keys[i].name, flag, sizeof flag);
 		conf_env_name(spec, spec->keys[i].name, env, sizeof env);
-		fw = MAX(fw, (int)strlen(flag) + 2);
-		ew = MAX(ew, (int)strlen(env));
+		fw = MAX(fw, (int) strlen(flag) + 2);
+		ew = MAX(ew, (int) strlen(env));
 	}
 	conf_env_name(spec, "config", env, sizeof env);
 	printf("usage: %s [--config FILE] [--KEY=VALUE ...]\n\n%s"
-	       "Each KEY is a flag, an environment variable and a line \"key = value\" of\n"
-	       "the config file (--config FILE, or %s): a flag wins over the\n"
-	       "environment, the environment over the file, the file over the default.\n\n",
-	       spec->program, spec->about, env);
-	for (size_t i = 0; i < spec->n_keys; i++) {
+		   "Each KEY is a flag, an environment variable and a line \"key = value\" of\n"
+		   "the config file (--config FILE, or %s): a flag wins over the\n"
+		   "environment, the environment over the file, the file over the default.\n\n",
+		   spec->program, spec->about, env);
+	for (size_t i = 0; i < spec->n_keys; i++)
+	{
 		const struct conf_key *k = &spec->keys[i];
-		char range[64];
+		char				   range[64];
 
 		flag[0] = flag[1] = '-';
 		flag_name(k->name, flag + 2, sizeof flag - 2);
 		conf_env_name(spec, k->name, env, sizeof env);
-		printf("  %-*s  %-*s  %s%s\n", fw, flag, ew, env, k->help, range_text(k, range, sizeof range));
+		printf("  %-*s  %-*s  %s%s\n", fw, flag, ew, env, k->help,
+			   range_text(k, range, sizeof range));
 	}
 }
 
@@ -262,45 +277,53 @@ is_switch(const struct conf_key *k)
 static int
 scan_flags(const struct conf_spec *spec, int argc, char **argv, bool lists)
 {
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i], *v;
+	for (int i = 1; i < argc; i++)
+	{
+		const char			  *a = argv[i], *v;
 		const struct conf_key *k = NULL;
-		char where[80];
-		size_t nlen;
-		bool config, b;
+		char				   where[80];
+		size_t				   nlen;
+		bool				   config, b;
 
-		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
+		{
 			usage(spec);
 			exit(0);
 		}
-		if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+		if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0)
+		{
 			printf("%s %s (extension nadi %s)\n", spec->program, NADI_VERSION, NADI_EXT_VERSION);
 			exit(0);
 		}
-		if (strncmp(a, "--", 2) != 0 && strcmp(a, "-c") != 0 && strncmp(a, "-c=", 3) != 0) {
+		if (strncmp(a, "--", 2) != 0 && strcmp(a, "-c") != 0 && strncmp(a, "-c=", 3) != 0)
+		{
 			log_error("unexpected argument \"%s\"", a);
 			return -EINVAL;
 		}
 		a += (a[1] == '-') ? 2 : 1;
 		v = strchr(a, '=');
-		nlen = v ? (size_t)(v - a) : strlen(a);
+		nlen = v ? (size_t) (v - a) : strlen(a);
 		if (v)
 			v++;
 		config = (nlen == 1 && a[0] == 'c') || (nlen == 6 && strncmp(a, "config", 6) == 0);
-		if (!config && !(k = find_key(spec, a, nlen))) {
-			log_error("unknown flag --%.*s (see --help)", (int)nlen, a);
+		if (!config && !(k = find_key(spec, a, nlen)))
+		{
+			log_error("unknown flag --%.*s (see --help)", (int) nlen, a);
 			return -EINVAL;
 		}
 		if (!v && k && is_switch(k))
 			v = (i + 1 < argc && parse_bool(argv[i + 1], &b) == 0) ? argv[++i] : "true";
 		else if (!v && i + 1 < argc)
 			v = argv[++i];
-		else if (!v) {
-			log_error("flag --%.*s needs a value", (int)nlen, a);
+		else if (!v)
+		{
+			log_error("flag --%.*s needs a value", (int) nlen, a);
 			return -EINVAL;
 		}
-		if (config) {
-			if (lists) {
+		if (config)
+		{
+			if (lists)
+			{
 				free(*spec->config_file);
 				*spec->config_file = strdup(v);
 				if (!*spec->config_file)
@@ -310,7 +333,8 @@ scan_flags(const struct conf_spec *spec, int argc, char **argv, bool lists)
 		}
 		if (!(k->flags & CONF_LIST) != !lists)
 			continue;
-		if (set_key(spec, k, v, true) < 0) {
+		if (set_key(spec, k, v, true) < 0)
+		{
 			where[0] = where[1] = '-';
 			flag_name(k->name, where + 2, sizeof where - 2);
 			invalid(k, where, v);
@@ -324,10 +348,11 @@ scan_flags(const struct conf_spec *spec, int argc, char **argv, bool lists)
 static int
 apply_env(const struct conf_spec *spec, bool lists)
 {
-	for (size_t i = 0; i < spec->n_keys; i++) {
+	for (size_t i = 0; i < spec->n_keys; i++)
+	{
 		const struct conf_key *k = &spec->keys[i];
-		char env[96];
-		const char *v;
+		char				   env[96];
+		const char			  *v;
 
 		if (!(k->flags & CONF_LIST) != !lists)
 			continue;
@@ -335,7 +360,8 @@ apply_env(const struct conf_spec *spec, bool lists)
 		v = getenv(env);
 		if (!v || !*v)
 			continue;
-		if (set_key(spec, k, v, false) < 0) {
+		if (set_key(spec, k, v, false) < 0)
+		{
 			invalid(k, env, v);
 			return -EINVAL;
 		}
@@ -352,8 +378,9 @@ conf_parse_args(const struct conf_spec *spec, int argc, char **argv)
 	r = scan_flags(spec, argc, argv, true);
 	if (r < 0)
 		return r;
-	if (!*spec->config_file) {
-		char env[96];
+	if (!*spec->config_file)
+	{
+		char		env[96];
 		const char *v;
 
 		conf_env_name(spec, "config", env, sizeof env);
@@ -374,22 +401,24 @@ conf_parse_args(const struct conf_spec *spec, int argc, char **argv)
 int
 token_file_load(const char *path, char **ret, size_t *ret_len)
 {
-	char *buf = NULL;
-	size_t len;
+	char	   *buf = NULL;
+	size_t		len;
 	struct stat st;
-	int r;
+	int			r;
 
 	if (stat(path, &st) == 0 && (st.st_mode & 0077))
 		log_warning("token file %s is readable by group or others", path);
 	r = read_full_file(AT_FDCWD, path, &buf, &len, 4096);
-	if (r < 0) {
+	if (r < 0)
+	{
 		errno = -r;
 		log_error("cannot read token file %s: %m", path);
 		return r;
 	}
-	while (len > 0 && isspace((unsigned char)buf[len - 1]))
+	while (len > 0 && isspace((unsigned char) buf[len - 1]))
 		buf[--len] = '\0';
-	if (len < 16) {
+	if (len < 16)
+	{
 		log_error("token in %s is shorter than 16 bytes", path);
 		free(buf);
 		return -EINVAL;

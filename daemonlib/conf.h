@@ -17,51 +17,63 @@
 
 #include "util.h"
 
-enum conf_kind {
-	CONF_STR,       /* char *, strdup'ed */
-	CONF_SIZE,      /* uint64_t bytes, parse_size */
-	CONF_MS,        /* uint64_t milliseconds, parse_duration_ms */
-	CONF_COUNT,     /* uint64_t, parse_count */
-	CONF_INT,       /* int, a decimal number from min to max */
-	CONF_BOOL,      /* bool, parse_bool; "--key" alone means true */
-	CONF_LOGLEVEL,  /* log_max_level */
-	CONF_FUNC,      /* key->set(value, from_flag) */
+enum conf_kind
+{
+	CONF_STR,	   /* char *, strdup'ed */
+	CONF_SIZE,	   /* uint64_t bytes, parse_size */
+	CONF_MS,	   /* uint64_t milliseconds, parse_duration_ms */
+	CONF_COUNT,	   /* uint64_t, parse_count */
+	CONF_INT,	   /* int, a decimal number from min to max */
+	CONF_BOOL,	   /* bool, parse_bool; "--key" alone means true */
+	CONF_LOGLEVEL, /* log_max_level */
+	CONF_FUNC,	   /* key->set(value, from_flag) */
 };
 
-enum {
-	CONF_LIST = 1 << 0,    /* repeatable: each value handed to set(), flags first */
-	CONF_SECRET = 1 << 1,  /* never echo a flag's or variable's value in a message */
-	CONF_BARE = 1 << 2,    /* "KEY VALUE" lines in the file as well as "KEY = VALUE" */
-	CONF_SWITCH = 1 << 3,  /* a CONF_FUNC key whose flag may stand alone ("true") */
+enum
+{
+	CONF_LIST = 1 << 0,	  /* repeatable: each value handed to set(), flags first */
+	CONF_SECRET = 1 << 1, /* never echo a flag's or variable's value in a message */
+	CONF_BARE = 1 << 2,	  /* "KEY VALUE" lines in the file as well as "KEY = VALUE" */
+	CONF_SWITCH = 1 << 3, /* a CONF_FUNC key whose flag may stand alone ("true") */
 };
 
-struct conf_key {
-	const char *name;     /* snake_case; the flag is --kebab-case, the variable NADI_<DAEMON>_UPPER_CASE */
+struct conf_key
+{
+	const char
+		*name; /* snake_case; the flag is --kebab-case, the variable NADI_<DAEMON>_UPPER_CASE */
 	enum conf_kind kind;
-	size_t off;           /* into conf_spec.base */
-	const char *help;
-	unsigned flags;
-	int (*set)(const char *value, bool from_flag);   /* CONF_FUNC */
-	int64_t min, max;     /* CONF_INT always; CONF_SIZE, CONF_MS, CONF_COUNT when max > 0 */
+	size_t		   off; /* into conf_spec.base */
+	const char	  *help;
+	unsigned	   flags;
+	int (*set)(const char *value, bool from_flag); /* CONF_FUNC */
+	int64_t min, max; /* CONF_INT always; CONF_SIZE, CONF_MS, CONF_COUNT when max > 0 */
 };
 
-struct conf_spec {
-	const char *program;    /* "nadi-NAME": --version, --help, and the NADI_NAME_ prefix */
-	const char *about;      /* --help, between the usage line and the keys */
-	void *base;             /* the configuration structure */
-	char **config_file;     /* where --config goes */
+struct conf_spec
+{
+	const char			  *program; /* "nadi-NAME": --version, --help, and the NADI_NAME_ prefix */
+	const char			  *about;	/* --help, between the usage line and the keys */
+	void				  *base;	/* the configuration structure */
+	char				 **config_file; /* where --config goes */
 	const struct conf_key *keys;
-	size_t n_keys;
-	bool file_hides_values; /* file lines' values are never echoed either */
+	size_t				   n_keys;
+	bool				   file_hides_values; /* file lines' values are never echoed either */
 };
 
 /* The key every daemon has. */
-#define CONF_KEY_LOG_LEVEL {"log_level", CONF_LOGLEVEL, 0, "error, warning, notice, info or debug", 0, NULL, 0, 0}
+#define CONF_KEY_LOG_LEVEL \
+	{ \
+		"log_level", CONF_LOGLEVEL, 0, "error, warning, notice, info or debug", 0, NULL, 0, 0 \
+	}
 /* The fields of a conf_spec for a configuration structure with a config_file member. */
 #define CONF_SPEC_TABLE(config, table) \
-	.base = &(config), .config_file = &(config).config_file, .keys = (table), .n_keys = ARRAY_SIZE(table)
+	.base = &(config), .config_file = &(config).config_file, .keys = (table), \
+	.n_keys = ARRAY_SIZE(table)
 /* A whole conf_spec: CONF_SPEC("nadi-gitd", "Keeps ...\n", cfg, keys). */
-#define CONF_SPEC(prog, text, config, table) {.program = (prog), .about = (text), CONF_SPEC_TABLE(config, table)}
+#define CONF_SPEC(prog, text, config, table) \
+	{ \
+		.program = (prog), .about = (text), CONF_SPEC_TABLE(config, table) \
+	}
 
 /*
  * The whole configuration by the rule above.  --help and --version (-h,

@@ -10,9 +10,7 @@
 
 #define ERRCODE_ROW(state, status, code, title) {state, status, code, title},
 
-static const ErrcodeInfo errcode_table[] = {
-	NADI_ERRCODE_TABLE(ERRCODE_ROW)
-};
+static const ErrcodeInfo errcode_table[] = {NADI_ERRCODE_TABLE(ERRCODE_ROW)};
 
 static bool
 sqlstate_valid(const char *s)

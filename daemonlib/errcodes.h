@@ -11,10 +11,10 @@
 
 typedef struct ErrcodeInfo
 {
-	const char *sqlstate;		/* five characters, or a whole class ("08xxx") */
-	int			status;			/* HTTP status */
-	const char *code;			/* problem+json "code" */
-	const char *title;			/* problem+json "title" */
+	const char *sqlstate; /* five characters, or a whole class ("08xxx") */
+	int			status;	  /* HTTP status */
+	const char *code;	  /* problem+json "code" */
+	const char *title;	  /* problem+json "title" */
 } ErrcodeInfo;
 
 /*
@@ -23,4 +23,4 @@ typedef struct ErrcodeInfo
  */
 extern const ErrcodeInfo *errcode_find(const char *sqlstate);
 
-#endif							/* NADI_DAEMONLIB_ERRCODES_H */
+#endif /* NADI_DAEMONLIB_ERRCODES_H */

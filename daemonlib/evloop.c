@@ -18,15 +18,15 @@
 
 #define EV_MAX_EVENTS 256
 
-static int	epfd = -1;
-static uint64_t now_ms_cached;
-static int64_t wall_s_cached;
-static EvTimer *timers;			/* sorted by due_ms, ties in arming order */
-static uint64_t timer_seq;
+static int				  epfd = -1;
+static uint64_t			  now_ms_cached;
+static int64_t			  wall_s_cached;
+static EvTimer			 *timers; /* sorted by due_ms, ties in arming order */
+static uint64_t			  timer_seq;
 static struct epoll_event batch[EV_MAX_EVENTS];
-static int	batch_n;			/* events fetched this round */
-static int	batch_i;			/* the one being dispatched */
-static bool wake_soon;
+static int				  batch_n; /* events fetched this round */
+static int				  batch_i; /* the one being dispatched */
+static bool				  wake_soon;
 
 static void
 clock_refresh(void)
@@ -76,7 +76,7 @@ int
 ev_io_start(EvIo *io, int fd, uint32_t events, EvIoFn fn, void *data)
 {
 	struct epoll_event ee = {.events = events, .data.ptr = io};
-	int			op;
+	int				   op;
 
 	if (io->added && io->fd != fd)
 		ev_io_stop(io);
@@ -91,8 +91,7 @@ ev_io_start(EvIo *io, int fd, uint32_t events, EvIoFn fn, void *data)
 	 * PQconnectPoll) left the set; its number may be back as a new socket.
 	 */
 	if (epoll_ctl(epfd, op, fd, &ee) < 0 &&
-		(op != EPOLL_CTL_MOD || errno != ENOENT ||
-		 epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ee) < 0))
+		(op != EPOLL_CTL_MOD || errno != ENOENT || epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ee) < 0))
 		return -errno;
 	io->fd = fd;
 	io->events = events;
@@ -139,7 +138,7 @@ ev_timer_cancel(EvTimer *t)
 void
 ev_timer_arm(EvTimer *t, uint64_t after_ms, EvTimerFn fn, void *data)
 {
-	EvTimer   **pp;
+	EvTimer **pp;
 
 	ev_timer_cancel(t);
 	/* not the cached clock: setup work before the first round may be long */
@@ -162,11 +161,11 @@ ev_timer_arm(EvTimer *t, uint64_t after_ms, EvTimerFn fn, void *data)
 static void
 run_timers(void)
 {
-	uint64_t	round = timer_seq;
+	uint64_t round = timer_seq;
 
 	while (timers && timers->due_ms <= now_ms_cached && timers->seq < round)
 	{
-		EvTimer    *t = timers;
+		EvTimer *t = timers;
 
 		timers = t->next;
 		t->next = NULL;
@@ -178,12 +177,12 @@ run_timers(void)
 int
 ev_run_once(int64_t max_wait_ms)
 {
-	int64_t		wait = max_wait_ms;
+	int64_t wait = max_wait_ms;
 
 	if (timers)
 	{
-		uint64_t	now = now_ms();
-		int64_t		d = timers->due_ms > now ? (int64_t) (timers->due_ms - now) : 0;
+		uint64_t now = now_ms();
+		int64_t	 d = timers->due_ms > now ? (int64_t) (timers->due_ms - now) : 0;
 
 		if (wait < 0 || d < wait)
 			wait = d;
@@ -197,7 +196,7 @@ ev_run_once(int64_t max_wait_ms)
 	batch_n = epoll_wait(epfd, batch, EV_MAX_EVENTS, (int) wait);
 	if (batch_n < 0)
 	{
-		int			err = errno;
+		int err = errno;
 
 		batch_n = 0;
 		if (err != EINTR)
@@ -206,7 +205,7 @@ ev_run_once(int64_t max_wait_ms)
 	clock_refresh();
 	for (batch_i = 0; batch_i < batch_n; batch_i++)
 	{
-		EvIo	   *io = batch[batch_i].data.ptr;
+		EvIo *io = batch[batch_i].data.ptr;
 
 		if (io && io->added)
 			io->fn(io, batch[batch_i].events);

@@ -16,28 +16,28 @@
 #include <stdint.h>
 
 typedef struct EvIo EvIo;
-typedef void (*EvIoFn) (EvIo *io, uint32_t events);
+typedef void (*EvIoFn)(EvIo *io, uint32_t events);
 
 struct EvIo
 {
-	int			fd;
-	uint32_t	events;			/* EPOLLIN, EPOLLOUT, ... */
-	EvIoFn		fn;
-	void	   *data;
-	bool		added;			/* in the epoll set */
+	int		 fd;
+	uint32_t events; /* EPOLLIN, EPOLLOUT, ... */
+	EvIoFn	 fn;
+	void	*data;
+	bool	 added; /* in the epoll set */
 };
 
 typedef struct EvTimer EvTimer;
-typedef void (*EvTimerFn) (EvTimer *t);
+typedef void (*EvTimerFn)(EvTimer *t);
 
 struct EvTimer
 {
-	uint64_t	due_ms;			/* CLOCK_MONOTONIC */
-	uint64_t	seq;			/* when it was armed: see ev_run_once */
-	EvTimerFn	fn;
-	void	   *data;
-	EvTimer    *next;
-	bool		armed;
+	uint64_t  due_ms; /* CLOCK_MONOTONIC */
+	uint64_t  seq;	  /* when it was armed: see ev_run_once */
+	EvTimerFn fn;
+	void	 *data;
+	EvTimer	 *next;
+	bool	  armed;
 };
 
 /* Create the epoll set; -errno. */
@@ -48,9 +48,9 @@ extern void ev_done(void);
  * Watch fd for events, calling fn(io, revents); an io already watched is
  * changed (a new fd replaces the old one).  -errno.
  */
-extern int	ev_io_start(EvIo *io, int fd, uint32_t events, EvIoFn fn, void *data);
+extern int ev_io_start(EvIo *io, int fd, uint32_t events, EvIoFn fn, void *data);
 /* Change what a watched io waits for; -EINVAL when it is not watched. */
-extern int	ev_io_modify(EvIo *io, uint32_t events);
+extern int ev_io_modify(EvIo *io, uint32_t events);
 /* Stop watching; safe on an io never started or already stopped. */
 extern void ev_io_stop(EvIo *io);
 
@@ -63,12 +63,12 @@ extern void ev_timer_cancel(EvTimer *t);
  * sooner or ev_wake_soon was called), then run the callbacks of what is
  * ready and the timers that are due.  0, or -errno when epoll fails.
  */
-extern int	ev_run_once(int64_t max_wait_ms);
+extern int ev_run_once(int64_t max_wait_ms);
 /* Make the next wait return at once (work queued outside the epoll set). */
 extern void ev_wake_soon(void);
 
 /* The clocks as of the last wake-up: monotonic ms, and seconds since the epoch. */
 extern uint64_t ev_now_ms(void);
-extern int64_t ev_wall_s(void);
+extern int64_t	ev_wall_s(void);
 
-#endif							/* NADI_DAEMONLIB_EVLOOP_H */
+#endif /* NADI_DAEMONLIB_EVLOOP_H */

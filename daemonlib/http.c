@@ -19,18 +19,18 @@
 bool
 http_request_id_valid(const char *s)
 {
-	size_t		n = 0;
+	size_t n = 0;
 
 	if (s == NULL)
 		return false;
 	for (; s[n]; n++)
 	{
-		char		c = s[n];
+		char c = s[n];
 
 		if (n >= HTTP_REQUEST_ID_MAX)
 			return false;
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-			  (c >= '0' && c <= '9') || strchr("._:+=/@-", c) != NULL))
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+			  strchr("._:+=/@-", c) != NULL))
 			return false;
 	}
 	return n > 0;
@@ -41,12 +41,12 @@ static void
 request_id_make(char *buf)
 {
 	static atomic_uint_fast64_t counter;
-	unsigned char raw[12];
+	unsigned char				raw[12];
 
 	if (getrandom(raw, sizeof(raw), GRND_NONBLOCK) != (ssize_t) sizeof(raw))
 	{
-		uint64_t	n = atomic_fetch_add(&counter, 1);
-		uint32_t	t = (uint32_t) time(NULL);
+		uint64_t n = atomic_fetch_add(&counter, 1);
+		uint32_t t = (uint32_t) time(NULL);
 
 		memcpy(raw, &n, 8);
 		memcpy(raw + 8, &t, 4);
@@ -63,10 +63,10 @@ request_id_make(char *buf)
 static char *
 path_printable(const char *path)
 {
-	size_t		n = strcspn(path, "?");
-	size_t		cut = n > 512 ? 512 : n;
-	char	   *out = malloc(cut * 3 + 4);
-	char	   *o = out;
+	size_t n = strcspn(path, "?");
+	size_t cut = n > 512 ? 512 : n;
+	char  *out = malloc(cut * 3 + 4);
+	char  *o = out;
 
 	if (out == NULL)
 		return NULL;
@@ -92,11 +92,10 @@ path_printable(const char *path)
 }
 
 void
-http_access_start(HttpAccess *a, struct MHD_Connection *conn, const char *method,
-				  const char *path)
+http_access_start(HttpAccess *a, struct MHD_Connection *conn, const char *method, const char *path)
 {
-	const char *id = conn ? MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-														HTTP_REQUEST_ID_HEADER) : NULL;
+	const char *id =
+		conn ? MHD_lookup_connection_value(conn, MHD_HEADER_KIND, HTTP_REQUEST_ID_HEADER) : NULL;
 
 	memset(a, 0, sizeof(*a));
 	if (http_request_id_valid(id))
@@ -171,9 +170,8 @@ http_access_end(HttpAccess *a, struct MHD_Connection *conn, enum MHD_RequestTerm
 		snprintf(by, sizeof(by), "%lld", (long long) a->bytes);
 	us = now_us() - a->start_us;
 	log_info("access method=%s path=%s status=%s bytes=%s ms=%llu.%03llu request_id=%s%s%s",
-			 a->method, a->path ? a->path : "-", st, by,
-			 (unsigned long long) (us / 1000), (unsigned long long) (us % 1000),
-			 a->request_id, why ? " end=" : "", why ? why : "");
+			 a->method, a->path ? a->path : "-", st, by, (unsigned long long) (us / 1000),
+			 (unsigned long long) (us % 1000), a->request_id, why ? " end=" : "", why ? why : "");
 	free(a->path);
 	a->path = NULL;
 	a->started = false;
@@ -182,11 +180,11 @@ http_access_end(HttpAccess *a, struct MHD_Connection *conn, enum MHD_RequestTerm
 char *
 http_json_add_request_id(char *json, const char *request_id)
 {
-	size_t		len;
-	size_t		end;
-	size_t		idlen;
-	bool		empty;
-	char	   *out;
+	size_t len;
+	size_t end;
+	size_t idlen;
+	bool   empty;
+	char  *out;
 
 	if (json == NULL || request_id == NULL || !http_request_id_valid(request_id))
 		return json;
@@ -218,7 +216,7 @@ http_json_add_request_id(char *json, const char *request_id)
 char *
 http_problem_text(unsigned status, const char *code, const char *detail, const char *request_id)
 {
-	char	   *text = problem_text(status, code, detail);
+	char *text = problem_text(status, code, detail);
 
 	if (request_id == NULL || *request_id == '\0')
 		return text;
@@ -232,9 +230,8 @@ http_problem_text(unsigned status, const char *code, const char *detail, const c
 HttpBearer
 http_bearer(struct MHD_Connection *conn, const char **token)
 {
-	return http_bearer_parse(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-														 MHD_HTTP_HEADER_AUTHORIZATION),
-							 token);
+	return http_bearer_parse(
+		MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION), token);
 }
 
 const char *
@@ -251,18 +248,18 @@ bearer_token(struct MHD_Connection *conn)
 
 struct HttpConn
 {
-	int			fd;
-	uint64_t	deadline_ms;	/* CLOCK_MONOTONIC; 0: none */
-	HttpConn   *prev;
-	HttpConn   *next;
+	int		  fd;
+	uint64_t  deadline_ms; /* CLOCK_MONOTONIC; 0: none */
+	HttpConn *prev;
+	HttpConn *next;
 };
 
 void
 http_slow_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
 				 enum MHD_ConnectionNotificationCode toe)
 {
-	HttpSlow   *s = cls;
-	HttpConn   *c = *socket_context;
+	HttpSlow *s = cls;
+	HttpConn *c = *socket_context;
 
 	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
 	{
@@ -312,8 +309,8 @@ http_conn_deadline(HttpConn *c, uint64_t timeout_ms)
 unsigned
 http_slow_sweep(HttpSlow *s)
 {
-	uint64_t	now = now_ms();
-	unsigned	n = 0;
+	uint64_t now = now_ms();
+	unsigned n = 0;
 
 	for (HttpConn *c = s->conns; c; c = c->next)
 		if (c->deadline_ms && now >= c->deadline_ms && c->fd >= 0)
@@ -333,7 +330,7 @@ http_slow_sweep(HttpSlow *s)
 enum MHD_Result
 req_body_feed(struct req_body *b, const char *data, size_t *size, uint64_t discard_max)
 {
-	char	   *nb;
+	char *nb;
 
 	b->seen += *size;
 	if (!b->too_large && b->len + *size > b->limit)
@@ -368,9 +365,9 @@ req_body_free(struct req_body *b)
 bool
 req_body_announced_too_large(struct MHD_Connection *conn, uint64_t limit)
 {
-	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-												 MHD_HTTP_HEADER_CONTENT_LENGTH);
-	uint64_t	n = 0;
+	const char *cl =
+		MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	uint64_t n = 0;
 
 	if (cl == NULL || *cl == '\0')
 		return false;
@@ -390,8 +387,8 @@ req_body_announced_too_large(struct MHD_Connection *conn, uint64_t limit)
  * ---------------------------------------------------------------------- */
 
 int
-mhd_req_init(struct mhd_req *r, struct MHD_Connection *conn, const char *method,
-			 const char *url, size_t body_limit)
+mhd_req_init(struct mhd_req *r, struct MHD_Connection *conn, const char *method, const char *url,
+			 size_t body_limit)
 {
 	r->method = method;
 	r->body.limit = body_limit;
@@ -459,7 +456,7 @@ mhd_req_problem(const struct mhd_req *r, unsigned status, const char *code, size
 				int64_t *bytes, const char *fmt, va_list ap)
 {
 	_cleanup_(freep) char *detail = malloc(detail_max);
-	char	   *text;
+	char				  *text;
 
 	*bytes = -1;
 	if (detail == NULL)
@@ -471,7 +468,7 @@ mhd_req_problem(const struct mhd_req *r, unsigned status, const char *code, size
 					r->access.request_id);
 	if (text == NULL)
 		return NULL;
-	*bytes = (int64_t) strlen(text) + 1;	/* text_response adds a newline */
+	*bytes = (int64_t) strlen(text) + 1; /* text_response adds a newline */
 	return text_response(text, "application/problem+json");
 }
 

@@ -50,28 +50,28 @@ extern bool http_request_id_valid(const char *s);
  */
 typedef struct HttpAccess
 {
-	char		request_id[HTTP_REQUEST_ID_MAX + 1];
-	char		method[16];
-	char	   *path;			/* the path without the query, made printable */
-	uint64_t	start_us;		/* CLOCK_MONOTONIC */
-	unsigned	status;			/* of the answer queued; 0: none yet */
-	int64_t		bytes;			/* its body's size; -1: streamed, unknown */
-	bool		started;
+	char	 request_id[HTTP_REQUEST_ID_MAX + 1];
+	char	 method[16];
+	char	*path;	   /* the path without the query, made printable */
+	uint64_t start_us; /* CLOCK_MONOTONIC */
+	unsigned status;   /* of the answer queued; 0: none yet */
+	int64_t	 bytes;	   /* its body's size; -1: streamed, unknown */
+	bool	 started;
 } HttpAccess;
 
 /*
  * The request begins (its headers are in): take or make its id, note the
  * method, the path (the query is left out of the log) and the time.
  */
-extern void http_access_start(HttpAccess *a, struct MHD_Connection *conn,
-							  const char *method, const char *path);
+extern void
+http_access_start(HttpAccess *a, struct MHD_Connection *conn, const char *method, const char *path);
 
 /*
  * The answer resp (status, a body of bytes, -1 when unknown) is about to
  * be queued: it gets the X-Request-Id header.  resp may be NULL.
  */
-extern void http_access_answer(HttpAccess *a, struct MHD_Response *resp,
-							   unsigned status, int64_t bytes);
+extern void
+http_access_answer(HttpAccess *a, struct MHD_Response *resp, unsigned status, int64_t bytes);
 
 /*
  * The request ended: log its one line and free what a holds.  The line:
@@ -82,16 +82,16 @@ extern void http_access_answer(HttpAccess *a, struct MHD_Response *resp,
  * connection ended before the answer was sent.  A record never started
  * (libmicrohttpd refused the request itself) is started here.
  */
-extern void http_access_end(HttpAccess *a, struct MHD_Connection *conn,
-							enum MHD_RequestTerminationCode toe);
+extern void
+http_access_end(HttpAccess *a, struct MHD_Connection *conn, enum MHD_RequestTerminationCode toe);
 
 /*
  * A problem+json body (problem_text) with "request_id" added; NULL when
  * out of memory.  request_id NULL or empty: the body as problem_text
  * makes it.
  */
-extern char *http_problem_text(unsigned status, const char *code, const char *detail,
-							   const char *request_id);
+extern char *
+http_problem_text(unsigned status, const char *code, const char *detail, const char *request_id);
 
 /*
  * Add "request_id" to a JSON object's text (taken: returned, or freed and
@@ -106,10 +106,10 @@ extern char *http_json_add_request_id(char *json, const char *request_id);
 
 typedef enum HttpBearer
 {
-	HTTP_BEARER_NONE,			/* no Authorization header, or an empty one */
-	HTTP_BEARER_OTHER,			/* another scheme (or "Bearer" without a space) */
-	HTTP_BEARER_EMPTY,			/* "Bearer " and no token */
-	HTTP_BEARER_TOKEN			/* "Bearer TOKEN": *token is set */
+	HTTP_BEARER_NONE,  /* no Authorization header, or an empty one */
+	HTTP_BEARER_OTHER, /* another scheme (or "Bearer" without a space) */
+	HTTP_BEARER_EMPTY, /* "Bearer " and no token */
+	HTTP_BEARER_TOKEN  /* "Bearer TOKEN": *token is set */
 } HttpBearer;
 
 /* Read an Authorization header's value (NULL: none). */
@@ -153,8 +153,8 @@ typedef struct HttpConn HttpConn;
 
 typedef struct HttpSlow
 {
-	uint64_t	header_timeout_ms;	/* a new connection's deadline; 0: none */
-	HttpConn   *conns;
+	uint64_t  header_timeout_ms; /* a new connection's deadline; 0: none */
+	HttpConn *conns;
 } HttpSlow;
 
 /*
@@ -187,16 +187,16 @@ extern unsigned http_slow_sweep(HttpSlow *s);
  */
 struct req_body
 {
-	char	   *data;			/* NUL-terminated; NULL while empty */
-	size_t		len;
-	size_t		limit;
-	uint64_t	seen;
-	bool		too_large;
+	char	*data; /* NUL-terminated; NULL while empty */
+	size_t	 len;
+	size_t	 limit;
+	uint64_t seen;
+	bool	 too_large;
 };
 
 /* Take *size bytes of upload data; MHD_NO to hang up. */
-extern enum MHD_Result req_body_feed(struct req_body *b, const char *data, size_t *size,
-									 uint64_t discard_max);
+extern enum MHD_Result
+			req_body_feed(struct req_body *b, const char *data, size_t *size, uint64_t discard_max);
 extern void req_body_free(struct req_body *b);
 
 /*
@@ -219,15 +219,15 @@ extern bool req_body_announced_too_large(struct MHD_Connection *conn, uint64_t l
 
 struct mhd_req
 {
-	const char *method;			/* MHD's, valid until the request completes */
-	char	   *path;
-	struct req_body body;
-	unsigned	status;
-	struct MHD_Response *resp;	/* the answer, until it is queued */
-	const char *hdr_name[MHD_REQ_MAX_HEADERS];
-	char	   *hdr_value[MHD_REQ_MAX_HEADERS];
-	int			n_hdr;
-	HttpAccess	access;
+	const char			*method; /* MHD's, valid until the request completes */
+	char				*path;
+	struct req_body		 body;
+	unsigned			 status;
+	struct MHD_Response *resp; /* the answer, until it is queued */
+	const char			*hdr_name[MHD_REQ_MAX_HEADERS];
+	char				*hdr_value[MHD_REQ_MAX_HEADERS];
+	int					 n_hdr;
+	HttpAccess			 access;
 };
 
 /*
@@ -237,10 +237,10 @@ struct mhd_req
 struct http_req;
 extern const char *http_method(const struct http_req *r);
 extern const char *http_path(const struct http_req *r);
-extern void http_add_header(struct http_req *r, const char *name, const char *value);
+extern void		   http_add_header(struct http_req *r, const char *name, const char *value);
 
-extern int	mhd_req_init(struct mhd_req *r, struct MHD_Connection *conn, const char *method,
-						 const char *url, size_t body_limit);
+extern int mhd_req_init(struct mhd_req *r, struct MHD_Connection *conn, const char *method,
+						const char *url, size_t body_limit);
 
 /* A header for the answer (name static, value copied); more than four are dropped. */
 extern void mhd_req_add_header(struct mhd_req *r, const char *name, const char *value);
@@ -252,8 +252,8 @@ extern void mhd_req_add_header(struct mhd_req *r, const char *name, const char *
  * allocation failed, or the request has one already (a bug, logged; the
  * first stays).
  */
-extern bool mhd_req_answer(struct mhd_req *r, unsigned status, struct MHD_Response *resp,
-						   int64_t bytes);
+extern bool
+mhd_req_answer(struct mhd_req *r, unsigned status, struct MHD_Response *resp, int64_t bytes);
 
 /*
  * A problem+json response for r carrying its request id, the detail
@@ -261,10 +261,9 @@ extern bool mhd_req_answer(struct mhd_req *r, unsigned status, struct MHD_Respon
  * when out of memory.  Answers of 500 and above are logged with the
  * request.
  */
-extern struct MHD_Response *mhd_req_problem(const struct mhd_req *r, unsigned status,
-											const char *code, size_t detail_max,
-											int64_t *bytes, const char *fmt, va_list ap)
-			_printf_(6, 0);
+extern struct MHD_Response *
+mhd_req_problem(const struct mhd_req *r, unsigned status, const char *code, size_t detail_max,
+				int64_t *bytes, const char *fmt, va_list ap) _printf_(6, 0);
 
 /* Queue the kept answer on conn; MHD_NO when there is none. */
 extern enum MHD_Result mhd_req_queue(struct mhd_req *r, struct MHD_Connection *conn);
@@ -273,7 +272,7 @@ extern enum MHD_Result mhd_req_queue(struct mhd_req *r, struct MHD_Connection *c
  * The request ended (toe says how): its access-log line; free all but r
  * itself.
  */
-extern void mhd_req_done(struct mhd_req *r, struct MHD_Connection *conn,
-						 enum MHD_RequestTerminationCode toe);
+extern void
+mhd_req_done(struct mhd_req *r, struct MHD_Connection *conn, enum MHD_RequestTerminationCode toe);
 
-#endif							/* NADI_DAEMONLIB_HTTP_H */
+#endif /* NADI_DAEMONLIB_HTTP_H */

@@ -76,7 +76,7 @@ jwks_wake(JwksCache *c)
 void
 jwks_refresh(JwksCache *c)
 {
-	uint64_t	now = c->ops.now_ms();
+	uint64_t now = c->ops.now_ms();
 
 	if (c->in_flight)
 		return;
@@ -103,11 +103,11 @@ jwks_refresh(JwksCache *c)
 int
 jwks_parse(const char *text, JwksKey *keys, int max)
 {
-	json_t	   *doc;
-	json_t	   *arr;
-	json_t	   *k;
-	size_t		i;
-	int			n = 0;
+	json_t *doc;
+	json_t *arr;
+	json_t *k;
+	size_t	i;
+	int		n = 0;
 
 	if (text == NULL)
 		return -1;
@@ -125,8 +125,8 @@ jwks_parse(const char *text, JwksKey *keys, int max)
 		const char *crv = json_string_value(json_object_get(k, "crv"));
 		size_t		len = 0;
 
-		if (n == max || kid == NULL || x == NULL || crv == NULL ||
-			strcmp(crv, "Ed25519") != 0 || kid[0] == '\0' || strlen(kid) > NADI_JWT_MAX_KID)
+		if (n == max || kid == NULL || x == NULL || crv == NULL || strcmp(crv, "Ed25519") != 0 ||
+			kid[0] == '\0' || strlen(kid) > NADI_JWT_MAX_KID)
 			continue;
 		if (nadi_jwt_b64url_decode(x, strlen(x), keys[n].pub, sizeof(keys[n].pub), &len) != 0 ||
 			len != NADI_JWT_ED25519_KEY_LEN)
@@ -141,8 +141,8 @@ jwks_parse(const char *text, JwksKey *keys, int max)
 int
 jwks_loaded(JwksCache *c, const char *text)
 {
-	JwksKey		fresh[JWKS_MAX_KEYS];
-	int			n = jwks_parse(text, fresh, JWKS_MAX_KEYS);
+	JwksKey fresh[JWKS_MAX_KEYS];
+	int		n = jwks_parse(text, fresh, JWKS_MAX_KEYS);
 
 	c->in_flight = false;
 	if (n >= 0)

@@ -21,45 +21,45 @@
 #include "jwt.h"
 
 /* Keys kept (nadi.jwks() lists the keys that still verify: a handful). */
-#define JWKS_MAX_KEYS			64
+#define JWKS_MAX_KEYS 64
 /* Fetches are at least this far apart, so unknown kids cannot hammer the database. */
-#define JWKS_MIN_REFRESH_MS		1000
+#define JWKS_MIN_REFRESH_MS 1000
 
 /* A public key of nadi.jwks(). */
 typedef struct JwksKey
 {
-	char		kid[NADI_JWT_MAX_KID + 1];
+	char		  kid[NADI_JWT_MAX_KID + 1];
 	unsigned char pub[NADI_JWT_ED25519_KEY_LEN];
 } JwksKey;
 
-typedef void (*JwksWaitFn) (void *arg);
+typedef void (*JwksWaitFn)(void *arg);
 
 typedef struct JwksWaiter
 {
-	JwksWaitFn	fn;
-	void	   *arg;
+	JwksWaitFn		   fn;
+	void			  *arg;
 	struct JwksWaiter *next;
 } JwksWaiter;
 
 /* What JwksOps.fetch did. */
 typedef enum JwksFetch
 {
-	JWKS_FETCH_STARTED,			/* jwks_loaded() or jwks_failed() follows */
-	JWKS_FETCH_LATER,			/* not now: try again after JWKS_MIN_REFRESH_MS;
+	JWKS_FETCH_STARTED, /* jwks_loaded() or jwks_failed() follows */
+	JWKS_FETCH_LATER,	/* not now: try again after JWKS_MIN_REFRESH_MS;
 								 * waiters keep waiting */
-	JWKS_FETCH_NONE				/* nothing to fetch from now (no database):
+	JWKS_FETCH_NONE		/* nothing to fetch from now (no database):
 								 * waiters are called back at once */
 } JwksFetch;
 
 typedef struct JwksOps
 {
 	/* Start fetching nadi.jwks(). */
-	JwksFetch	(*fetch) (void *arg);
+	JwksFetch (*fetch)(void *arg);
 	/* Have jwks_refresh() called in delay_ms, unless that is already arranged. */
-	void		(*defer) (void *arg, uint64_t delay_ms);
+	void (*defer)(void *arg, uint64_t delay_ms);
 	/* A monotonic clock, in milliseconds. */
-	uint64_t	(*now_ms) (void);
-	void	   *arg;
+	uint64_t (*now_ms)(void);
+	void *arg;
 } JwksOps;
 
 typedef struct JwksCache
@@ -67,10 +67,10 @@ typedef struct JwksCache
 	JwksOps		ops;
 	JwksKey		keys[JWKS_MAX_KEYS];
 	int			nkeys;
-	bool		loaded;			/* a key set was loaded at least once */
-	bool		in_flight;		/* a fetch is under way */
-	uint64_t	loaded_ms;		/* when the last key set was loaded */
-	uint64_t	last_attempt_ms;	/* when the last fetch started (0: never) */
+	bool		loaded;			 /* a key set was loaded at least once */
+	bool		in_flight;		 /* a fetch is under way */
+	uint64_t	loaded_ms;		 /* when the last key set was loaded */
+	uint64_t	last_attempt_ms; /* when the last fetch started (0: never) */
 	JwksWaiter *waiters;
 } JwksCache;
 
@@ -80,7 +80,7 @@ extern void jwks_done(JwksCache *c);
 
 /* The key named kid, or NULL. */
 extern const JwksKey *jwks_find(const JwksCache *c, const char *kid);
-extern int	jwks_count(const JwksCache *c);
+extern int			  jwks_count(const JwksCache *c);
 /* Has no key set been loaded, or is the last one older than max_age_ms? */
 extern bool jwks_stale(const JwksCache *c, uint64_t max_age_ms);
 
@@ -112,6 +112,6 @@ extern void jwks_wake(JwksCache *c);
  * returns how many, or -1 when text is not a key set.  Keys of another kind,
  * or malformed, are skipped.
  */
-extern int	jwks_parse(const char *text, JwksKey *keys, int max);
+extern int jwks_parse(const char *text, JwksKey *keys, int max);
 
-#endif							/* NADI_DAEMONLIB_JWKS_H */
+#endif /* NADI_DAEMONLIB_JWKS_H */

@@ -36,19 +36,21 @@ void listen_log_port(const char *addr, uint16_t port);
  * atomically (a temporary file beside it, renamed), so whoever sees the
  * file reads the whole port.  NULL path: nothing.  Removed at exit.
  */
-int ready_file_write(const char *path, uint16_t port);
+int	 ready_file_write(const char *path, uint16_t port);
 void ready_file_remove(const char *path);
 
-struct mhd_listener {
+struct mhd_listener
+{
 	struct MHD_Daemon *d;
-	char *unix_path;
-	bool quiesced;
+	char			  *unix_path;
+	bool			   quiesced;
 };
 
-struct mhd_listeners {
+struct mhd_listeners
+{
 	struct mhd_listener l[2];
-	size_t n;
-	uint16_t tcp_port;   /* the port listen_tcp is bound to (0: none) */
+	size_t				n;
+	uint16_t			tcp_port; /* the port listen_tcp is bound to (0: none) */
 	/*
 	 * Optional: MHD_OPTION_URI_LOG_CALLBACK, called with the request target
 	 * as received (before MHD decodes it); what it returns becomes the
@@ -63,9 +65,10 @@ struct mhd_listeners {
  * what listens; on failure the daemons already started stay in *ls for
  * mhd_listeners_stop().
  */
-int mhd_listeners_start(struct mhd_listeners *ls, const char *listen_unix, const char *listen_tcp, unsigned flags,
-			unsigned connection_limit, MHD_AccessHandlerCallback on_request,
-			MHD_RequestCompletedCallback on_completed);
+int
+mhd_listeners_start(struct mhd_listeners *ls, const char *listen_unix, const char *listen_tcp,
+					unsigned flags, unsigned connection_limit, MHD_AccessHandlerCallback on_request,
+					MHD_RequestCompletedCallback on_completed);
 /* Stop accepting connections (the unix socket goes); open ones stay. */
 void mhd_listeners_quiesce(struct mhd_listeners *ls);
 void mhd_listeners_stop(struct mhd_listeners *ls);

@@ -17,22 +17,22 @@
 
 #define LOG_FIELDS_MAX 16
 
-int log_max_level = LOG_LEVEL_INFO;
+int			log_max_level = LOG_LEVEL_INFO;
 const char *log_ident = "nadi";
 
 static bool
 stderr_is_journal(void)
 {
-	static int cached = -1;
-	const char *e;
-	struct stat st;
+	static int	  cached = -1;
+	const char	 *e;
+	struct stat	  st;
 	unsigned long dev, ino;
 
 	if (cached >= 0)
 		return cached;
 	e = getenv("JOURNAL_STREAM");
 	cached = e && sscanf(e, "%lu:%lu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
-		 st.st_dev == dev && st.st_ino == ino;
+			 st.st_dev == dev && st.st_ino == ino;
 	return cached;
 }
 
@@ -55,28 +55,30 @@ append_field(char *buf, size_t size, int *n, const char *key, const char *value)
 
 	for (const char *v = value; *v && plain; v++)
 		plain = strchr("._:/@+-", *v) || (*v >= 'a' && *v <= 'z') || (*v >= 'A' && *v <= 'Z') ||
-			(*v >= '0' && *v <= '9');
-	if (*n < (int)size)
-		*n += snprintf(buf + *n, size - (size_t)*n, " ");
-	for (const char *k = key; *k && *n < (int)size - 1; k++)
-		buf[(*n)++] = (char)(*k >= 'A' && *k <= 'Z' ? *k + 32 : *k);
-	if (plain) {
-		if (*n < (int)size)
-			*n += snprintf(buf + *n, size - (size_t)*n, "=%s", value);
+				(*v >= '0' && *v <= '9');
+	if (*n < (int) size)
+		*n += snprintf(buf + *n, size - (size_t) *n, " ");
+	for (const char *k = key; *k && *n < (int) size - 1; k++)
+		buf[(*n)++] = (char) (*k >= 'A' && *k <= 'Z' ? *k + 32 : *k);
+	if (plain)
+	{
+		if (*n < (int) size)
+			*n += snprintf(buf + *n, size - (size_t) *n, "=%s", value);
 		return;
 	}
-	if (*n < (int)size)
-		*n += snprintf(buf + *n, size - (size_t)*n, "=\"");
-	for (const unsigned char *v = (const unsigned char *)value; *v && *n < (int)size - 5; v++) {
+	if (*n < (int) size)
+		*n += snprintf(buf + *n, size - (size_t) *n, "=\"");
+	for (const unsigned char *v = (const unsigned char *) value; *v && *n < (int) size - 5; v++)
+	{
 		if (*v == '"' || *v == '\\')
-			*n += snprintf(buf + *n, size - (size_t)*n, "\\%c", *v);
+			*n += snprintf(buf + *n, size - (size_t) *n, "\\%c", *v);
 		else if (*v < 0x20 || *v == 0x7f)
-			*n += snprintf(buf + *n, size - (size_t)*n, "\\x%02x", *v);
+			*n += snprintf(buf + *n, size - (size_t) *n, "\\x%02x", *v);
 		else
-			buf[(*n)++] = (char)*v;
+			buf[(*n)++] = (char) *v;
 	}
-	if (*n < (int)size)
-		*n += snprintf(buf + *n, size - (size_t)*n, "\"");
+	if (*n < (int) size)
+		*n += snprintf(buf + *n, size - (size_t) *n, "\"");
 }
 
 #ifdef HAVE_SYSTEMD
@@ -85,9 +87,9 @@ static bool
 journal_send(int level, const char *msg, const struct log_field *fields, size_t n_fields)
 {
 	struct iovec iov[3 + LOG_FIELDS_MAX];
-	char prio[16], *owned[3 + LOG_FIELDS_MAX];
-	size_t n = 0, n_owned = 0;
-	bool ok;
+	char		 prio[16], *owned[3 + LOG_FIELDS_MAX];
+	size_t		 n = 0, n_owned = 0;
+	bool		 ok;
 
 	snprintf(prio, sizeof prio, "PRIORITY=%d", level);
 	owned[n_owned++] = xasprintf("MESSAGE=%s", msg);
@@ -97,13 +99,14 @@ journal_send(int level, const char *msg, const struct log_field *fields, size_t 
 			owned[n_owned++] = xasprintf("%s=%s", fields[i].key, fields[i].value);
 	iov[n++] = (struct iovec){prio, strlen(prio)};
 	ok = true;
-	for (size_t i = 0; i < n_owned; i++) {
+	for (size_t i = 0; i < n_owned; i++)
+	{
 		if (!owned[i])
 			ok = false;
 		else
 			iov[n++] = (struct iovec){owned[i], strlen(owned[i])};
 	}
-	ok = ok && sd_journal_sendv(iov, (int)n) >= 0;
+	ok = ok && sd_journal_sendv(iov, (int) n) >= 0;
 	for (size_t i = 0; i < n_owned; i++)
 		free(owned[i]);
 	return ok;
@@ -113,9 +116,10 @@ journal_send(int level, const char *msg, const struct log_field *fields, size_t 
 static void
 log_emit(int level, const struct log_field *fields, size_t n_fields, const char *fmt, va_list ap)
 {
-	static const char *names[] = {"emerg", "alert", "crit", "error", "warning", "notice", "info", "debug"};
-	char msg[2048], line[2400];
-	int n;
+	static const char *names[] = {"emerg",	 "alert",  "crit", "error",
+								  "warning", "notice", "info", "debug"};
+	char			   msg[2048], line[2400];
+	int				   n;
 
 	vsnprintf(msg, sizeof msg, fmt, ap);
 #ifdef HAVE_SYSTEMD
@@ -124,24 +128,26 @@ log_emit(int level, const struct log_field *fields, size_t n_fields, const char 
 #endif
 	if (stderr_is_journal())
 		n = snprintf(line, sizeof line, "<%d>%s", level, msg);
-	else {
+	else
+	{
 		struct timespec ts;
-		struct tm tm;
-		char stamp[32];
+		struct tm		tm;
+		char			stamp[32];
 
 		clock_gettime(CLOCK_REALTIME, &ts);
 		gmtime_r(&ts.tv_sec, &tm);
 		strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-		n = snprintf(line, sizeof line, "%s.%03ldZ %s[%d] %s: %s", stamp, ts.tv_nsec / 1000000, log_ident,
-			     (int)getpid(), names[level & 7], msg);
+		n = snprintf(line, sizeof line, "%s.%03ldZ %s[%d] %s: %s", stamp, ts.tv_nsec / 1000000,
+					 log_ident, (int) getpid(), names[level & 7], msg);
 	}
-	for (size_t i = 0; i < n_fields && n < (int)sizeof line - 1; i++)
+	for (size_t i = 0; i < n_fields && n < (int) sizeof line - 1; i++)
 		if (fields[i].value && key_valid(fields[i].key))
 			append_field(line, sizeof line - 1, &n, fields[i].key, fields[i].value);
-	if (n > (int)sizeof line - 2)
-		n = (int)sizeof line - 2;
+	if (n > (int) sizeof line - 2)
+		n = (int) sizeof line - 2;
 	line[n++] = '\n';
-	if (write(STDERR_FILENO, line, (size_t)n) < 0) {
+	if (write(STDERR_FILENO, line, (size_t) n) < 0)
+	{
 		/* nowhere left to complain */
 	}
 }
@@ -149,7 +155,7 @@ log_emit(int level, const struct log_field *fields, size_t n_fields, const char 
 void
 log_at(int level, const char *fmt, ...)
 {
-	int saved = errno;
+	int		saved = errno;
 	va_list ap;
 
 	if (level > log_max_level)
@@ -164,7 +170,7 @@ log_at(int level, const char *fmt, ...)
 void
 log_fields_at(int level, const struct log_field *fields, size_t n_fields, const char *fmt, ...)
 {
-	int saved = errno;
+	int		saved = errno;
 	va_list ap;
 
 	if (level > log_max_level)
@@ -182,8 +188,9 @@ log_level_parse(const char *name)
 	static const char *names[] = {"error", "warning", "notice", "info", "debug"};
 
 	for (size_t i = 0; i < ARRAY_SIZE(names); i++)
-		if (strcmp(name, names[i]) == 0) {
-			log_max_level = LOG_LEVEL_ERR + (int)i;
+		if (strcmp(name, names[i]) == 0)
+		{
+			log_max_level = LOG_LEVEL_ERR + (int) i;
 			return 0;
 		}
 	return -EINVAL;

@@ -17,14 +17,22 @@
 
 #include <stddef.h>
 
-enum { LOG_LEVEL_ERR = 3, LOG_LEVEL_WARNING = 4, LOG_LEVEL_NOTICE = 5, LOG_LEVEL_INFO = 6, LOG_LEVEL_DEBUG = 7 };
+enum
+{
+	LOG_LEVEL_ERR = 3,
+	LOG_LEVEL_WARNING = 4,
+	LOG_LEVEL_NOTICE = 5,
+	LOG_LEVEL_INFO = 6,
+	LOG_LEVEL_DEBUG = 7
+};
 
-extern int log_max_level;      /* LOG_LEVEL_INFO unless configured */
-extern const char *log_ident;  /* the program's name; each main() sets it first */
+extern int		   log_max_level; /* LOG_LEVEL_INFO unless configured */
+extern const char *log_ident;	  /* the program's name; each main() sets it first */
 
-struct log_field {
-	const char *key;       /* "REQUEST_ID" */
-	const char *value;     /* NULL: the field is left out */
+struct log_field
+{
+	const char *key;   /* "REQUEST_ID" */
+	const char *value; /* NULL: the field is left out */
 };
 
 void log_at(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

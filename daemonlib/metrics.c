@@ -19,7 +19,7 @@ struct metrics_out
 	FILE	   *f;
 	char	   *text;
 	size_t		len;
-	bool		bad;			/* a misuse: metrics_end() fails */
+	bool		bad; /* a misuse: metrics_end() fails */
 	const char *families[FAMILIES_MAX];
 	size_t		n_families;
 };
@@ -27,7 +27,7 @@ struct metrics_out
 void
 metrics_histogram_observe(struct metrics_histogram *h, double value)
 {
-	size_t		i = 0;
+	size_t i = 0;
 
 	while (i < h->n_le && value > h->le[i])
 		i++;
@@ -39,7 +39,7 @@ metrics_histogram_observe(struct metrics_histogram *h, double value)
 unsigned
 metrics_http_class(unsigned status)
 {
-	unsigned	cls = status / 100;
+	unsigned cls = status / 100;
 
 	return cls >= 1 && cls <= 5 ? cls : 0;
 }
@@ -110,7 +110,7 @@ static bool
 sample_start(struct metrics_out *o, const char *name, const char *suffix, const char *const *labels,
 			 const char *le)
 {
-	bool		first = true;
+	bool first = true;
 
 	fprintf(o->f, "%s%s", name, suffix);
 	for (size_t i = 0; labels && labels[i]; i += 2)
@@ -148,16 +148,18 @@ metrics_begin(const char *daemon)
 		free(o);
 		return NULL;
 	}
-	metrics_gauge(o, "nadi_build_info", "The daemon, its version and the extension version it was built against.",
-				  METRICS_LABELS("daemon", daemon, "version", NADI_VERSION, "extension_version", NADI_EXT_VERSION),
+	metrics_gauge(o, "nadi_build_info",
+				  "The daemon, its version and the extension version it was built against.",
+				  METRICS_LABELS("daemon", daemon, "version", NADI_VERSION, "extension_version",
+								 NADI_EXT_VERSION),
 				  1);
 	return o;
 }
 
 /* One sample of a counter or gauge: value is its text. */
 static void
-scalar(struct metrics_out *o, const char *name, const char *type, const char *help, const char *const *labels,
-	   const char *value)
+scalar(struct metrics_out *o, const char *name, const char *type, const char *help,
+	   const char *const *labels, const char *value)
 {
 	if (o->bad || !family(o, name, type, help) || !sample_start(o, name, "", labels, NULL))
 	{
@@ -168,10 +170,10 @@ scalar(struct metrics_out *o, const char *name, const char *type, const char *he
 }
 
 void
-metrics_counter(struct metrics_out *o, const char *name, const char *help, const char *const *labels,
-				uint64_t value)
+metrics_counter(struct metrics_out *o, const char *name, const char *help,
+				const char *const *labels, uint64_t value)
 {
-	char		text[32];
+	char text[32];
 
 	snprintf(text, sizeof(text), "%llu", (unsigned long long) value);
 	scalar(o, name, "counter", help, labels, text);
@@ -181,18 +183,18 @@ void
 metrics_gauge(struct metrics_out *o, const char *name, const char *help, const char *const *labels,
 			  double value)
 {
-	char		text[32];
+	char text[32];
 
 	snprintf(text, sizeof(text), "%.17g", value);
 	scalar(o, name, "gauge", help, labels, text);
 }
 
 void
-metrics_histogram(struct metrics_out *o, const char *name, const char *help, const char *const *labels,
-				  const struct metrics_histogram *h)
+metrics_histogram(struct metrics_out *o, const char *name, const char *help,
+				  const char *const *labels, const struct metrics_histogram *h)
 {
-	uint64_t	cumulative = 0;
-	char		le[32];
+	uint64_t cumulative = 0;
+	char	 le[32];
 
 	if (o->bad || h->n_le > METRICS_BUCKETS_MAX || !family(o, name, "histogram", help))
 	{
@@ -221,7 +223,8 @@ void
 metrics_http_codes(struct metrics_out *o, const char *name, const char *help,
 				   const uint64_t counts[METRICS_HTTP_CLASSES])
 {
-	static const char *const codes[METRICS_HTTP_CLASSES] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
+	static const char *const codes[METRICS_HTTP_CLASSES] = {"other", "1xx", "2xx",
+															"3xx",	 "4xx", "5xx"};
 
 	for (unsigned c = 1; c <= METRICS_HTTP_CLASSES; c++)
 		metrics_counter(o, name, help, METRICS_LABELS("code", codes[c % METRICS_HTTP_CLASSES]),
@@ -231,8 +234,8 @@ metrics_http_codes(struct metrics_out *o, const char *name, const char *help,
 char *
 metrics_end(struct metrics_out *o, size_t *len)
 {
-	char	   *text;
-	bool		ok;
+	char *text;
+	bool  ok;
 
 	ok = !ferror(o->f) && !o->bad;
 	ok = fclose(o->f) == 0 && ok && o->text != NULL;

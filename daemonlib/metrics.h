@@ -23,7 +23,7 @@
 #define METRICS_BUCKETS_MAX 16
 
 /* NULL-terminated label name/value pairs: METRICS_LABELS("tool", "exec", "outcome", "ok"). */
-#define METRICS_LABELS(...) ((const char *const[]) {__VA_ARGS__, NULL})
+#define METRICS_LABELS(...) ((const char *const[]){__VA_ARGS__, NULL})
 
 struct metrics_out;
 
@@ -35,36 +35,39 @@ struct metrics_out;
 struct metrics_histogram
 {
 	const double *le;
-	size_t		n_le;
-	uint64_t	counts[METRICS_BUCKETS_MAX + 1];
-	uint64_t	count;
-	double		sum;
+	size_t		  n_le;
+	uint64_t	  counts[METRICS_BUCKETS_MAX + 1];
+	uint64_t	  count;
+	double		  sum;
 };
 
-#define METRICS_HISTOGRAM_INIT(bounds) {.le = (bounds), .n_le = sizeof(bounds) / sizeof((bounds)[0])}
+#define METRICS_HISTOGRAM_INIT(bounds) \
+	{ \
+		.le = (bounds), .n_le = sizeof(bounds) / sizeof((bounds)[0]) \
+	}
 
-void		metrics_histogram_observe(struct metrics_histogram *h, double value);
+void metrics_histogram_observe(struct metrics_histogram *h, double value);
 
 /* Status classes of HTTP answers: the index into a counts[METRICS_HTTP_CLASSES] array. */
 #define METRICS_HTTP_CLASSES 6
-unsigned	metrics_http_class(unsigned status);	/* 1..5 for 1xx..5xx, 0 otherwise */
+unsigned metrics_http_class(unsigned status); /* 1..5 for 1xx..5xx, 0 otherwise */
 
 /* A new exposition, with nadi_build_info of daemon ("nadi-edge"); NULL when out of memory. */
 struct metrics_out *metrics_begin(const char *daemon);
-void		metrics_counter(struct metrics_out *o, const char *name, const char *help,
-							const char *const *labels, uint64_t value);
-void		metrics_gauge(struct metrics_out *o, const char *name, const char *help,
-						  const char *const *labels, double value);
-void		metrics_histogram(struct metrics_out *o, const char *name, const char *help,
-							  const char *const *labels, const struct metrics_histogram *h);
+void				metrics_counter(struct metrics_out *o, const char *name, const char *help,
+									const char *const *labels, uint64_t value);
+void				metrics_gauge(struct metrics_out *o, const char *name, const char *help,
+								  const char *const *labels, double value);
+void				metrics_histogram(struct metrics_out *o, const char *name, const char *help,
+									  const char *const *labels, const struct metrics_histogram *h);
 /* NAME{code="1xx"} ... NAME{code="5xx"}, NAME{code="other"}: counts indexed by metrics_http_class(). */
-void		metrics_http_codes(struct metrics_out *o, const char *name, const char *help,
-							   const uint64_t counts[METRICS_HTTP_CLASSES]);
+void metrics_http_codes(struct metrics_out *o, const char *name, const char *help,
+						const uint64_t counts[METRICS_HTTP_CLASSES]);
 
 /*
  * The text (malloc'd, NUL-terminated, ending in a newline) and its length;
  * NULL when out of memory or on a misuse.  Frees o either way.
  */
-char	   *metrics_end(struct metrics_out *o, size_t *len);
+char *metrics_end(struct metrics_out *o, size_t *len);
 
 #endif

@@ -24,11 +24,11 @@ send_state(const char *state)
 }
 
 void
-notify_ready(const char *fmt,...)
+notify_ready(const char *fmt, ...)
 {
-	char		state[600];
-	int			n = snprintf(state, sizeof state, "READY=1\nSTATUS=");
-	va_list		ap;
+	char	state[600];
+	int		n = snprintf(state, sizeof state, "READY=1\nSTATUS=");
+	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(state + n, sizeof state - (size_t) n, fmt, ap);
@@ -40,7 +40,7 @@ notify_ready(const char *fmt,...)
 void
 notify_stopping(const char *status)
 {
-	char		state[600];
+	char state[600];
 
 	snprintf(state, sizeof state, "STOPPING=1\nSTATUS=%s", status);
 	send_state(state);
@@ -55,13 +55,13 @@ notify_reloading(void)
 uint64_t
 notify_watchdog_interval_ms(void)
 {
-	static int	known;
+	static int		known;
 	static uint64_t interval_ms;
 
 	if (!known)
 	{
 #ifdef HAVE_SYSTEMD
-		uint64_t	usec = 0;
+		uint64_t usec = 0;
 
 		if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0)
 			interval_ms = usec / 2000 > 0 ? usec / 2000 : 1;
@@ -74,7 +74,7 @@ notify_watchdog_interval_ms(void)
 int
 notify_watchdog_tick(uint64_t now)
 {
-	uint64_t	interval = notify_watchdog_interval_ms();
+	uint64_t interval = notify_watchdog_interval_ms();
 
 	if (interval == 0)
 		return -1;

@@ -13,17 +13,17 @@
 #include "util.h"
 
 /* READY=1 and STATUS=<fmt>; also starts the watchdog clock. */
-void		notify_ready(const char *fmt,...) _printf_(1, 2);
+void notify_ready(const char *fmt, ...) _printf_(1, 2);
 /* STOPPING=1 and STATUS=<status> ("Draining", "Stopping"). */
-void		notify_stopping(const char *status);
+void notify_stopping(const char *status);
 /* RELOADING=1 before a reload; notify_ready() after it. */
-void		notify_reloading(void);
+void notify_reloading(void);
 
 /*
  * Half of WATCHDOG_USEC in milliseconds, 0 when the service manager wants
  * no keep-alive pings (or this process is not the one it watches).
  */
-uint64_t	notify_watchdog_interval_ms(void);
+uint64_t notify_watchdog_interval_ms(void);
 
 /*
  * WATCHDOG=1 when half the watchdog interval has passed since the last
@@ -31,6 +31,6 @@ uint64_t	notify_watchdog_interval_ms(void);
  * until the next ping is due, -1 when there is no watchdog: loops that
  * wait with a timeout wait at most that long.
  */
-int			notify_watchdog_tick(uint64_t now);
+int notify_watchdog_tick(uint64_t now);
 
 #endif

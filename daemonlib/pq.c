@@ -20,13 +20,13 @@
 /* The keywords and values handed to libpq, built from PqConnParams. */
 typedef struct PqKeys
 {
-	const char **keys;
-	const char **vals;
-	int			n;
+	const char		**keys;
+	const char		**vals;
+	int				  n;
 	PQconninfoOption *parsed;
-	char	   *options;
-	char		appname[64];	/* NAMEDATALEN */
-	char		timeout[16];
+	char			 *options;
+	char			  appname[64]; /* NAMEDATALEN */
+	char			  timeout[16];
 } PqKeys;
 
 /* ------------------------------------------------------------------------
@@ -41,7 +41,7 @@ typedef struct PqKeys
 uint64_t
 pq_backoff_next(PqBackoff *b)
 {
-	uint64_t	half;
+	uint64_t half;
 
 	b->cur_ms = b->cur_ms ? b->cur_ms * 2 : PQ_BACKOFF_MIN_MS;
 	if (b->cur_ms > PQ_BACKOFF_MAX_MS)
@@ -67,7 +67,7 @@ pq_backoff_reset(PqBackoff *b)
 const char *
 pq_one_line(const char *msg, char *buf, size_t size)
 {
-	size_t		n = 0;
+	size_t n = 0;
 
 	if (size == 0)
 		return buf;
@@ -147,7 +147,7 @@ static bool
 pq_is_conninfo(const char *s)
 {
 	return strchr(s, '=') != NULL || strncmp(s, "postgresql://", 13) == 0 ||
-		strncmp(s, "postgres://", 11) == 0;
+		   strncmp(s, "postgres://", 11) == 0;
 }
 
 static void
@@ -202,7 +202,7 @@ pq_keys_build(const PqConnParams *p, PqKeys *k, char *err, size_t errsize)
 	k->vals = calloc(cap, sizeof(*k->vals));
 	if (p->options && *p->options && their_options)
 	{
-		size_t		len = strlen(p->options) + strlen(their_options) + 2;
+		size_t len = strlen(p->options) + strlen(their_options) + 2;
 
 		if ((k->options = malloc(len)) != NULL)
 			snprintf(k->options, len, "%s %s", p->options, their_options);
@@ -290,7 +290,7 @@ pq_conn_wait(PqConn *c, uint32_t events)
 PqStep
 pq_conn_start(PqConn *c, const PqConnParams *p)
 {
-	PqKeys		k;
+	PqKeys k;
 
 	pq_conn_close(c);
 	c->error[0] = '\0';
@@ -339,7 +339,7 @@ pq_conn_step(PqConn *c)
 bool
 pq_conn_flush(PqConn *c)
 {
-	int			f = PQflush(c->pg);
+	int f = PQflush(c->pg);
 
 	if (f < 0)
 	{
@@ -370,8 +370,8 @@ pq_conn_io(PqConn *c, uint32_t revents)
 PGconn *
 pq_connect_wait(const PqConnParams *p, char *err, size_t errsize)
 {
-	PqKeys		k;
-	PGconn	   *pg;
+	PqKeys	k;
+	PGconn *pg;
 
 	if (pq_keys_build(p, &k, err, errsize) < 0)
 		return NULL;
@@ -398,9 +398,9 @@ pq_wait_result(PGconn *pg, uint64_t deadline_ms, bool *timed_out)
 {
 	while (PQisBusy(pg))
 	{
-		uint64_t	now = now_ms();
+		uint64_t	  now = now_ms();
 		struct pollfd pfd = {.fd = PQsocket(pg), .events = POLLIN};
-		int			n;
+		int			  n;
 
 		if (now >= deadline_ms)
 		{
@@ -422,11 +422,10 @@ int
 pq_exec_wait(PGconn *pg, const char *sql, int nparams, const char *const *params,
 			 uint64_t timeout_ms, PGresult **res, char sqlstate[6], char *err, size_t errsize)
 {
-	uint64_t	deadline = now_ms() + timeout_ms;
-	PGresult   *keep = NULL,
-			   *r;
-	bool		timed_out = false;
-	bool		broken = false;
+	uint64_t	   deadline = now_ms() + timeout_ms;
+	PGresult	  *keep = NULL, *r;
+	bool		   timed_out = false;
+	bool		   broken = false;
 	ExecStatusType st;
 
 	*res = NULL;

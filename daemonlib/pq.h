@@ -39,25 +39,25 @@
 
 #define PQ_BACKOFF_MIN_MS 100
 #define PQ_BACKOFF_MAX_MS 5000
-#define PQ_ERROR_MAX 512		/* bytes of one error line */
+#define PQ_ERROR_MAX 512 /* bytes of one error line */
 
 /* How a daemon connects; conninfo is the operator's, the rest its own. */
 typedef struct PqConnParams
 {
-	const char *conninfo;		/* NULL or "": libpq's defaults (PG* variables) */
-	const char *program;		/* "nadi-edge": application_name "nadi-edge/1.1.0" */
-	const char *options;		/* "-c name=value ...", or NULL */
-	int			connect_timeout_s;	/* 0: libpq's default (none) */
+	const char *conninfo;		   /* NULL or "": libpq's defaults (PG* variables) */
+	const char *program;		   /* "nadi-edge": application_name "nadi-edge/1.1.0" */
+	const char *options;		   /* "-c name=value ...", or NULL */
+	int			connect_timeout_s; /* 0: libpq's default (none) */
 } PqConnParams;
 
 /* Reconnect delays: exponential, capped, with jitter. */
 typedef struct PqBackoff
 {
-	uint64_t	cur_ms;			/* 0 until the first failure */
+	uint64_t cur_ms; /* 0 until the first failure */
 } PqBackoff;
 
-uint64_t	pq_backoff_next(PqBackoff *b);
-void		pq_backoff_reset(PqBackoff *b);
+uint64_t pq_backoff_next(PqBackoff *b);
+void	 pq_backoff_reset(PqBackoff *b);
 
 typedef enum PqConnStatus
 {
@@ -68,43 +68,43 @@ typedef enum PqConnStatus
 
 typedef enum PqStep
 {
-	PQ_STEP_WAIT,				/* watch fd for events, then pq_conn_step() */
-	PQ_STEP_UP,					/* connected (and non-blocking) */
-	PQ_STEP_FAILED				/* pq_conn_error() says why */
+	PQ_STEP_WAIT,  /* watch fd for events, then pq_conn_step() */
+	PQ_STEP_UP,	   /* connected (and non-blocking) */
+	PQ_STEP_FAILED /* pq_conn_error() says why */
 } PqStep;
 
 typedef struct PqConn
 {
-	PGconn	   *pg;
+	PGconn		*pg;
 	PqConnStatus status;
-	int			fd;				/* the socket to watch; -1 without one */
-	uint32_t	events;			/* EPOLLIN and/or EPOLLOUT */
-	PqBackoff	backoff;
-	char		error[PQ_ERROR_MAX];
+	int			 fd;	 /* the socket to watch; -1 without one */
+	uint32_t	 events; /* EPOLLIN and/or EPOLLOUT */
+	PqBackoff	 backoff;
+	char		 error[PQ_ERROR_MAX];
 } PqConn;
 
 /* A PqConn that is down, with no socket (for static and calloc'd ones too). */
-void		pq_conn_init(PqConn *c);
-PqStep		pq_conn_start(PqConn *c, const PqConnParams *p);
-PqStep		pq_conn_step(PqConn *c);
-void		pq_conn_close(PqConn *c);
+void   pq_conn_init(PqConn *c);
+PqStep pq_conn_start(PqConn *c, const PqConnParams *p);
+PqStep pq_conn_step(PqConn *c);
+void   pq_conn_close(PqConn *c);
 
 /*
  * Once up: send what libpq holds (after queueing queries) and set events
  * to EPOLLIN, plus EPOLLOUT while output remains.  false when the
  * connection broke.
  */
-bool		pq_conn_flush(PqConn *c);
+bool pq_conn_flush(PqConn *c);
 
 /*
  * Readiness of fd while up: flushes on EPOLLOUT (events follow), reads on
  * EPOLLIN, EPOLLHUP or EPOLLERR.  false when the connection broke; the
  * caller then reads results and notifications as libpq has them.
  */
-bool		pq_conn_io(PqConn *c, uint32_t revents);
+bool pq_conn_io(PqConn *c, uint32_t revents);
 
 /* Whether libpq has given up on the connection. */
-bool		pq_conn_broken(const PqConn *c);
+bool pq_conn_broken(const PqConn *c);
 
 /* The connection's last error as one line (in c->error). */
 const char *pq_conn_error(PqConn *c);
@@ -132,9 +132,8 @@ char	   *pq_result_sqlstate(const PGresult *res, char sqlstate[6], const char *f
  *	 -ETIMEDOUT		no answer in time; the connection is unusable: close it
  * err gets one line on every failure.
  */
-PGconn	   *pq_connect_wait(const PqConnParams *p, char *err, size_t errsize);
-int			pq_exec_wait(PGconn *pg, const char *sql, int nparams, const char *const *params,
-						 uint64_t timeout_ms, PGresult **res, char sqlstate[6],
-						 char *err, size_t errsize);
+PGconn *pq_connect_wait(const PqConnParams *p, char *err, size_t errsize);
+int		pq_exec_wait(PGconn *pg, const char *sql, int nparams, const char *const *params,
+					 uint64_t timeout_ms, PGresult **res, char sqlstate[6], char *err, size_t errsize);
 
 #endif

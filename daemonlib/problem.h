@@ -25,15 +25,16 @@
  * detail, hint and sqlstate only when set (sqlstate only below 500),
  * instance and request_id only when given.
  */
-struct problem {
-	int status;
-	const char *code;         /* stable, machine-readable (docs/HTTP_API.md) */
-	const char *title;        /* NULL: problem_title(status) */
-	char detail[512];
-	char hint[256];
-	char sqlstate[6];
-	int retry_after;          /* seconds, 0: none; the caller sends Retry-After */
-	const char *request_id;   /* the request's id, when the request layer gives one */
+struct problem
+{
+	int			status;
+	const char *code;  /* stable, machine-readable (docs/HTTP_API.md) */
+	const char *title; /* NULL: problem_title(status) */
+	char		detail[512];
+	char		hint[256];
+	char		sqlstate[6];
+	int			retry_after; /* seconds, 0: none; the caller sends Retry-After */
+	const char *request_id;	 /* the request's id, when the request layer gives one */
 };
 
 /* The title of a problem of status: "Not found", "Content too large", ... */
@@ -49,8 +50,8 @@ void problem_set(struct problem *p, int status, const char *code, const char *fm
  * Those two say nothing of the database's text: false tells the caller to
  * log it.
  */
-bool problem_from_sqlstate(struct problem *p, const char *sqlstate, const char *msg, const char *detail,
-			   const char *hint);
+bool problem_from_sqlstate(struct problem *p, const char *sqlstate, const char *msg,
+						   const char *detail, const char *hint);
 /* p as problem+json text (malloc'd, compact), NULL when out of memory. */
 char *problem_json(const struct problem *p, const char *instance);
 

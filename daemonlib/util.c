@@ -19,13 +19,14 @@
 void
 freep(void *p)
 {
-	free(*(void **)p);
+	free(*(void **) p);
 }
 
 void
 closep(int *fd)
 {
-	if (*fd >= 0) {
+	if (*fd >= 0)
+	{
 		int saved = errno;
 		close(*fd);
 		errno = saved;
@@ -56,19 +57,34 @@ scaled(unsigned long long v, uint64_t mul, uint64_t *ret)
 int
 parse_size(const char *s, uint64_t *ret)
 {
-	char *end;
+	char			  *end;
 	unsigned long long v;
-	uint64_t mul = 1;
+	uint64_t		   mul = 1;
 
 	if (leading_number(s, &v, &end) < 0)
 		return -EINVAL;
-	if (*end) {
-		switch (*end) {
-		case 'k': case 'K': mul = 1ULL << 10; break;
-		case 'm': case 'M': mul = 1ULL << 20; break;
-		case 'g': case 'G': mul = 1ULL << 30; break;
-		case 't': case 'T': mul = 1ULL << 40; break;
-		default: return -EINVAL;
+	if (*end)
+	{
+		switch (*end)
+		{
+			case 'k':
+			case 'K':
+				mul = 1ULL << 10;
+				break;
+			case 'm':
+			case 'M':
+				mul = 1ULL << 20;
+				break;
+			case 'g':
+			case 'G':
+				mul = 1ULL << 30;
+				break;
+			case 't':
+			case 'T':
+				mul = 1ULL << 40;
+				break;
+			default:
+				return -EINVAL;
 		}
 		end++;
 		if (*end == 'i')
@@ -84,9 +100,9 @@ parse_size(const char *s, uint64_t *ret)
 int
 parse_duration_ms(const char *s, uint64_t *ret)
 {
-	char *end;
+	char			  *end;
 	unsigned long long v;
-	uint64_t mul;
+	uint64_t		   mul;
 
 	if (leading_number(s, &v, &end) < 0)
 		return -EINVAL;
@@ -106,7 +122,7 @@ parse_duration_ms(const char *s, uint64_t *ret)
 int
 parse_count(const char *s, uint64_t *ret)
 {
-	char *end;
+	char			  *end;
 	unsigned long long n;
 
 	if (leading_number(s, &n, &end) < 0 || *end)
@@ -120,12 +136,15 @@ parse_bool(const char *s, bool *ret)
 {
 	static const char *yes[] = {"1", "yes", "true", "on"}, *no[] = {"0", "no", "false", "off"};
 
-	for (size_t i = 0; i < ARRAY_SIZE(yes); i++) {
-		if (strcasecmp(s, yes[i]) == 0) {
+	for (size_t i = 0; i < ARRAY_SIZE(yes); i++)
+	{
+		if (strcasecmp(s, yes[i]) == 0)
+		{
 			*ret = true;
 			return 0;
 		}
-		if (strcasecmp(s, no[i]) == 0) {
+		if (strcasecmp(s, no[i]) == 0)
+		{
 			*ret = false;
 			return 0;
 		}
@@ -138,9 +157,9 @@ int
 read_full_file(int dirfd, const char *path, char **ret, size_t *ret_len, size_t max)
 {
 	_cleanup_(closep) int fd = -1;
-	struct stat st;
-	char *buf = NULL;
-	size_t len = 0, cap = 0;
+	struct stat			  st;
+	char				 *buf = NULL;
+	size_t				  len = 0, cap = 0;
 
 	fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0)
@@ -149,20 +168,24 @@ read_full_file(int dirfd, const char *path, char **ret, size_t *ret_len, size_t 
 		return -errno;
 	if (!S_ISREG(st.st_mode))
 		return -EBADFD;
-	if ((uint64_t)st.st_size > max)
+	if ((uint64_t) st.st_size > max)
 		return -EFBIG;
-	for (;;) {
-		if (cap - len < 4096 || len == cap) {
-			size_t want = cap ? cap * 2 : MAX((size_t)st.st_size + 1, (size_t)4096);
-			char *n;
+	for (;;)
+	{
+		if (cap - len < 4096 || len == cap)
+		{
+			size_t want = cap ? cap * 2 : MAX((size_t) st.st_size + 1, (size_t) 4096);
+			char  *n;
 			if (want > max + 1)
 				want = max + 1;
-			if (want <= len) {
+			if (want <= len)
+			{
 				free(buf);
 				return -EFBIG;
 			}
 			n = realloc(buf, want + 1);
-			if (!n) {
+			if (!n)
+			{
 				free(buf);
 				return -ENOMEM;
 			}
@@ -170,7 +193,8 @@ read_full_file(int dirfd, const char *path, char **ret, size_t *ret_len, size_t 
 			cap = want;
 		}
 		ssize_t n = read(fd, buf + len, cap - len);
-		if (n < 0) {
+		if (n < 0)
+		{
 			if (errno == EINTR)
 				continue;
 			int r = -errno;
@@ -179,8 +203,9 @@ read_full_file(int dirfd, const char *path, char **ret, size_t *ret_len, size_t 
 		}
 		if (n == 0)
 			break;
-		len += (size_t)n;
-		if (len > max) {
+		len += (size_t) n;
+		if (len > max)
+		{
 			free(buf);
 			return -EFBIG;
 		}
@@ -195,30 +220,34 @@ read_full_file(int dirfd, const char *path, char **ret, size_t *ret_len, size_t 
 int
 write_file_atomic(int dirfd, const char *path, const void *data, size_t len, mode_t mode)
 {
-	const char *slash = strrchr(path, '/');
-	int dirlen = slash ? (int)(slash - path + 1) : 0;
-	_cleanup_(freep) char *tmp = xasprintf("%.*s.%s.tmp%d", dirlen, path, path + dirlen, (int)getpid());
+	const char			  *slash = strrchr(path, '/');
+	int					   dirlen = slash ? (int) (slash - path + 1) : 0;
+	_cleanup_(freep) char *tmp =
+		xasprintf("%.*s.%s.tmp%d", dirlen, path, path + dirlen, (int) getpid());
 	_cleanup_(closep) int fd = -1;
-	const char *p = data;
-	int r;
+	const char			 *p = data;
+	int					  r;
 
 	if (!tmp)
 		return -ENOMEM;
 	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
 	if (fd < 0)
 		return -errno;
-	while (len > 0) {
+	while (len > 0)
+	{
 		ssize_t n = write(fd, p, len);
-		if (n < 0) {
+		if (n < 0)
+		{
 			if (errno == EINTR)
 				continue;
 			r = -errno;
 			goto fail;
 		}
 		p += n;
-		len -= (size_t)n;
+		len -= (size_t) n;
 	}
-	if (fchmod(fd, mode) < 0 || fsync(fd) < 0 || renameat(dirfd, tmp, dirfd, path) < 0) {
+	if (fchmod(fd, mode) < 0 || fsync(fd) < 0 || renameat(dirfd, tmp, dirfd, path) < 0)
+	{
 		r = -errno;
 		goto fail;
 	}
@@ -232,9 +261,9 @@ int
 rm_rf_at(int dfd, const char *name)
 {
 	_cleanup_(closep) int fd = -1;
-	DIR *d;
-	struct dirent *de;
-	int r = 0;
+	DIR					 *d;
+	struct dirent		 *de;
+	int					  r = 0;
 
 	if (unlinkat(dfd, name, 0) == 0 || errno == ENOENT)
 		return 0;
@@ -247,7 +276,8 @@ rm_rf_at(int dfd, const char *name)
 	if (!d)
 		return -errno;
 	fd = -1; /* owned by d now */
-	while ((de = readdir(d))) {
+	while ((de = readdir(d)))
+	{
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
 		int k = rm_rf_at(dirfd(d), de->d_name);
@@ -264,7 +294,7 @@ char *
 xasprintf(const char *fmt, ...)
 {
 	va_list ap;
-	char *s;
+	char   *s;
 
 	va_start(ap, fmt);
 	if (vasprintf(&s, fmt, ap) < 0)
@@ -299,7 +329,7 @@ now_ms(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
 }
 
 uint64_t
@@ -308,7 +338,7 @@ now_us(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+	return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
 }
 
 /*
@@ -327,7 +357,8 @@ repo_name_valid(const char *s)
 		return false;
 	if (n >= 4 && strcmp(s + n - 4, ".git") == 0)
 		return false;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++)
+	{
 		char c = s[i];
 		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
@@ -347,7 +378,7 @@ mirror_owner_valid(const char *s)
 	if (n == 0 || n > MIRROR_OWNER_MAX)
 		return false;
 	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+		if ((unsigned char) s[i] < 0x20 || s[i] == 0x7f)
 			return false;
 	return true;
 }
@@ -356,11 +387,11 @@ char *
 mirror_owner_dir(const char *owner)
 {
 	unsigned char d[SHA256_DIGEST_LENGTH];
-	char hex[2 * SHA256_DIGEST_LENGTH + 1];
+	char		  hex[2 * SHA256_DIGEST_LENGTH + 1];
 
 	if (strcmp(owner, MIRROR_OWNER_SHARED) == 0)
 		return strdup(MIRROR_SHARED);
-	SHA256((const unsigned char *)owner, strlen(owner), d);
+	SHA256((const unsigned char *) owner, strlen(owner), d);
 	for (size_t i = 0; i < sizeof d; i++)
 		snprintf(hex + 2 * i, 3, "%02x", d[i]);
 	return xasprintf("%s/%s", MIRROR_TENANTS, hex);
@@ -371,9 +402,11 @@ mkdir_owned(int rootfd, const char *rel, mode_t mode, const struct stat *root)
 {
 	struct stat st;
 
-	if (mkdirat(rootfd, rel, mode) == 0) {
+	if (mkdirat(rootfd, rel, mode) == 0)
+	{
 		/* Owned like the root (when we may chown), with the mode not cut by the umask. */
-		if (geteuid() == 0 && fchownat(rootfd, rel, root->st_uid, root->st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+		if (geteuid() == 0 &&
+			fchownat(rootfd, rel, root->st_uid, root->st_gid, AT_SYMLINK_NOFOLLOW) < 0)
 			return -errno;
 		return fchmodat(rootfd, rel, mode, 0) < 0 ? -errno : 0;
 	}
@@ -388,14 +421,15 @@ int
 mirror_owner_dir_ensure(int rootfd, const char *owner)
 {
 	_cleanup_(freep) char *rel = mirror_owner_dir(owner);
-	struct stat root;
-	int r;
+	struct stat			   root;
+	int					   r;
 
 	if (!rel)
 		return -ENOMEM;
 	if (fstat(rootfd, &root) < 0)
 		return -errno;
-	if (strcmp(owner, MIRROR_OWNER_SHARED) != 0 && (r = mkdir_owned(rootfd, MIRROR_TENANTS, 0711, &root)) < 0)
+	if (strcmp(owner, MIRROR_OWNER_SHARED) != 0 &&
+		(r = mkdir_owned(rootfd, MIRROR_TENANTS, 0711, &root)) < 0)
 		return r;
 	return mkdir_owned(rootfd, rel, 0755, &root);
 }
@@ -421,24 +455,27 @@ url_path_safe(const char *s, size_t len)
 {
 	size_t seg = 0, dots = 0;
 
-	for (size_t i = 0; i <= len; i++) {
+	for (size_t i = 0; i <= len; i++)
+	{
 		char c = i < len ? s[i] : '/';
 
-		if (i < len && ((unsigned char)c <= 0x20 || c == 0x7f || c == '#' || c == '\\'))
+		if (i < len && ((unsigned char) c <= 0x20 || c == 0x7f || c == '#' || c == '\\'))
 			return false;
-		if (i < len && c == '%') {
+		if (i < len && c == '%')
+		{
 			int hi = i + 1 < len ? hexval(s[i + 1]) : -1, lo = i + 2 < len ? hexval(s[i + 2]) : -1;
 			if (hi < 0 || lo < 0)
 				return false;
-			c = (char)(hi * 16 + lo);
+			c = (char) (hi * 16 + lo);
 			i += 2;
 			/* an encoded control character is refused like a raw one (%00 would cut the path) */
-			if ((unsigned char)c < 0x20 || c == 0x7f)
+			if ((unsigned char) c < 0x20 || c == 0x7f)
 				return false;
 			if (c == '\\')
 				c = '/';
 		}
-		if (c == '/') {
+		if (c == '/')
+		{
 			if (seg > 0 && seg == dots && dots <= 2)
 				return false;
 			seg = dots = 0;

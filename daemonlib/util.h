@@ -53,9 +53,9 @@ int rm_rf_at(int dirfd, const char *name);
 
 char *xasprintf(const char *fmt, ...) _printf_(1, 2);
 /* Compare two secrets in time independent of their contents and lengths. */
-bool ct_equal(const void *a, size_t alen, const void *b, size_t blen);
-void iso8601(time_t t, char buf[32]);
-uint64_t now_ms(void);   /* CLOCK_MONOTONIC */
+bool	 ct_equal(const void *a, size_t alen, const void *b, size_t blen);
+void	 iso8601(time_t t, char buf[32]);
+uint64_t now_ms(void); /* CLOCK_MONOTONIC */
 uint64_t now_us(void);
 
 bool repo_name_valid(const char *name);

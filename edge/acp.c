@@ -29,7 +29,7 @@
 #include "acp_int.h"
 
 static AcpConn *conns;
-static int	nconns;
+static int		nconns;
 
 int
 acp_active(void)
@@ -67,8 +67,8 @@ acp_conn_set_auth(AcpConn *c, const EdgeAuth *auth)
 AcpConn *
 acp_conn_new(const AcpTransport *t, void *tdata, const EdgeAuth *auth, EdgeProblem *p)
 {
-	AcpConn    *c;
-	EdgeQuota  *quota;
+	AcpConn		 *c;
+	EdgeQuota	 *quota;
 	unsigned char rnd[16];
 
 	if ((quota = quota_take(QUOTA_ACP, auth, p)) == NULL)
@@ -98,7 +98,7 @@ acp_conn_new(const AcpTransport *t, void *tdata, const EdgeAuth *auth, EdgeProbl
 static void
 conn_reap_fn(EvTimer *t)
 {
-	AcpConn    *c = t->data;
+	AcpConn *c = t->data;
 
 	ev_timer_cancel(&c->dead_timer);
 	acp_free_dead(c);
@@ -121,7 +121,7 @@ acp_conn_free(AcpConn *c)
 		acp_session_detach(c->sessions);
 	while (c->ops)
 	{
-		AcpOp	   *op = c->ops;
+		AcpOp *op = c->ops;
 
 		c->ops = op->next;
 		db_cancel(op->job);
@@ -130,7 +130,7 @@ acp_conn_free(AcpConn *c)
 	}
 	while (c->perms)
 	{
-		AcpPerm    *p = c->perms;
+		AcpPerm *p = c->perms;
 
 		c->perms = p->next;
 		free(p);
@@ -154,7 +154,7 @@ acp_conn_free(AcpConn *c)
 void
 acp_send(AcpConn *c, json_t *msg, const char *session, json_t *response_id)
 {
-	char	   *text;
+	char *text;
 
 	if (c->closing)
 	{
@@ -181,7 +181,7 @@ acp_reply(AcpConn *c, json_t *id, json_t *result)
 void
 acp_reply_error(AcpConn *c, json_t *id, int code, const char *message, json_t *data)
 {
-	json_t	   *err = json_pack("{s:i, s:s}", "code", code, "message", message);
+	json_t *err = json_pack("{s:i, s:s}", "code", code, "message", message);
 
 	if (data)
 		json_object_set_new(err, "data", data);
@@ -192,21 +192,23 @@ acp_reply_error(AcpConn *c, json_t *id, int code, const char *message, json_t *d
 void
 acp_reply_problem(AcpConn *c, json_t *id, const EdgeProblem *p)
 {
-	int			code = p->status == 404 ? ACP_NOT_FOUND :
-		(p->status == 401 || p->status == 403) ? ACP_AUTH_REQUIRED :
-		p->status == 400 || p->status == 413 || p->status == 422 ? RPC_INVALID_PARAMS :
-		RPC_INTERNAL_ERROR;
+	int code = p->status == 404											  ? ACP_NOT_FOUND
+			   : (p->status == 401 || p->status == 403)					  ? ACP_AUTH_REQUIRED
+			   : p->status == 400 || p->status == 413 || p->status == 422 ? RPC_INVALID_PARAMS
+																		  : RPC_INTERNAL_ERROR;
 
 	acp_reply_error(c, id, code, p->title ? p->title : "Error",
-				json_pack("{s:i, s:s, s:s}", "status", p->status, "code", p->code ? p->code : "error",
-						  "detail", p->detail));
+					json_pack("{s:i, s:s, s:s}", "status", p->status, "code",
+							  p->code ? p->code : "error", "detail", p->detail));
 }
 
 void
 acp_notify_update(AcpSession *s, json_t *update)
 {
-	acp_send(s->conn, json_pack("{s:s, s:{s:s, s:o}}", "method", "session/update", "params",
-								"sessionId", s->sid, "update", update), s->sid, NULL);
+	acp_send(s->conn,
+			 json_pack("{s:s, s:{s:s, s:o}}", "method", "session/update", "params", "sessionId",
+					   s->sid, "update", update),
+			 s->sid, NULL);
 }
 
 json_t *
@@ -222,7 +224,7 @@ acp_text_block(const char *text)
 AcpOp *
 acp_op_new(AcpConn *c, json_t *rpc_id, const char *sid, int64_t cmd)
 {
-	AcpOp	   *op = calloc(1, sizeof(*op));
+	AcpOp *op = calloc(1, sizeof(*op));
 
 	if (op == NULL)
 		return NULL;
@@ -241,7 +243,7 @@ acp_op_new(AcpConn *c, json_t *rpc_id, const char *sid, int64_t cmd)
 void
 acp_op_done(AcpOp *op)
 {
-	AcpConn    *c = op->conn;
+	AcpConn *c = op->conn;
 
 	if (op->prev)
 		op->prev->next = op->next;
@@ -261,7 +263,8 @@ acp_op_submit(AcpOp *op, EdgeStmt stmt, int n, const char *const *params, EdgeDb
 	if (op->job)
 		return true;
 	if (op->rpc_id)
-		acp_reply_error(op->conn, op->rpc_id, RPC_INTERNAL_ERROR, "The service is overloaded; retry.", NULL);
+		acp_reply_error(op->conn, op->rpc_id, RPC_INTERNAL_ERROR,
+						"The service is overloaded; retry.", NULL);
 	acp_op_done(op);
 	return false;
 }
@@ -289,11 +292,11 @@ session_room(AcpConn *c, json_t *id)
 {
 	if (c->nsessions + c->opening < edge_cfg.max_acp_sessions)
 		return true;
-	acp_reply_error(c, id, ACP_LIMIT_EXCEEDED,
-					"Too many sessions on this ACP connection: it has as many loaded as the edge "
-					"allows one connection; open another connection for more.",
-					json_pack("{s:s, s:i}", "code", "acp_session_limit",
-							  "limit", edge_cfg.max_acp_sessions));
+	acp_reply_error(
+		c, id, ACP_LIMIT_EXCEEDED,
+		"Too many sessions on this ACP connection: it has as many loaded as the edge "
+		"allows one connection; open another connection for more.",
+		json_pack("{s:s, s:i}", "code", "acp_session_limit", "limit", edge_cfg.max_acp_sessions));
 	return false;
 }
 
@@ -301,20 +304,18 @@ static json_t *
 initialize_result(void)
 {
 	return json_pack("{s:i, s:{s:b, s:{s:b, s:b, s:b}, s:{s:b, s:b}}, s:[], s:{s:s, s:s, s:s}}",
-					 "protocolVersion", 1,
-					 "agentCapabilities", "loadSession", 1,
+					 "protocolVersion", 1, "agentCapabilities", "loadSession", 1,
 					 "promptCapabilities", "image", 0, "audio", 0, "embeddedContext", 1,
-					 "mcpCapabilities", "http", 0, "sse", 0,
-					 "authMethods",
-					 "agentInfo", "name", "nadi-edge", "title", "Nadi", "version", EDGE_VERSION);
+					 "mcpCapabilities", "http", 0, "sse", 0, "authMethods", "agentInfo", "name",
+					 "nadi-edge", "title", "Nadi", "version", EDGE_VERSION);
 }
 
 char *
 acp_initialize_response(AcpConn *c, json_t *msg)
 {
-	json_t	   *r = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", json_object_get(msg, "id"),
-							  "result", initialize_result());
-	char	   *text = json_compact(r);
+	json_t *r = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", json_object_get(msg, "id"),
+						  "result", initialize_result());
+	char   *text = json_compact(r);
 
 	json_decref(r);
 	c->initialized = true;
@@ -326,8 +327,8 @@ acp_initialize_response(AcpConn *c, json_t *msg)
 static void
 done_session_new(void *arg, EdgeDbResult *r)
 {
-	AcpOp	   *op = arg;
-	AcpConn    *c = op->conn;
+	AcpOp	*op = arg;
+	AcpConn *c = op->conn;
 
 	op->job = NULL;
 	c->opening--;
@@ -335,11 +336,13 @@ done_session_new(void *arg, EdgeDbResult *r)
 	{
 		EdgeProblem p;
 
-		problem_from_db(&p, r->ok ? SQLSTATE_NADI_SESSION_NOT_FOUND : r->sqlstate, r->message, r->detail, r->hint);
+		problem_from_db(&p, r->ok ? SQLSTATE_NADI_SESSION_NOT_FOUND : r->sqlstate, r->message,
+						r->detail, r->hint);
 		acp_reply_problem(c, op->rpc_id, &p);
 	}
 	else
-		acp_session_attach(c, db_value(r, 0, 1), strtoll(db_value(r, 0, 2), NULL, 10), op->rpc_id, false);
+		acp_session_attach(c, db_value(r, 0, 1), strtoll(db_value(r, 0, 2), NULL, 10), op->rpc_id,
+						   false);
 	acp_op_done(op);
 }
 
@@ -358,8 +361,10 @@ method_session_new(AcpConn *c, json_t *id, json_t *params)
 	if ((cwd && !json_is_string(cwd)) || (policy && !json_is_object(policy)) ||
 		(labels && !json_is_object(labels)))
 	{
-		acp_reply_error(c, id, RPC_INVALID_PARAMS, "Invalid params: cwd must be a string; "
-					"_meta.nadi.policy and _meta.nadi.labels must be objects.", NULL);
+		acp_reply_error(c, id, RPC_INVALID_PARAMS,
+						"Invalid params: cwd must be a string; "
+						"_meta.nadi.policy and _meta.nadi.labels must be objects.",
+						NULL);
 		return;
 	}
 	if (!session_room(c, id) || (op = acp_op_new(c, id, NULL, 0)) == NULL)
@@ -380,7 +385,7 @@ static void
 done_prompt(void *arg, EdgeDbResult *r)
 {
 	AcpOp	   *op = arg;
-	AcpConn    *c = op->conn;
+	AcpConn	   *c = op->conn;
 	AcpSession *s = acp_session_find(c, op->sid);
 
 	op->job = NULL;
@@ -395,7 +400,7 @@ done_prompt(void *arg, EdgeDbResult *r)
 		acp_reply_error(c, op->rpc_id, ACP_NOT_FOUND, "The session is no longer loaded.", NULL);
 	else
 	{
-		AcpCmd	   *m = acp_cmd_get(s, strtoll(db_value(r, 0, 1), NULL, 10));
+		AcpCmd *m = acp_cmd_get(s, strtoll(db_value(r, 0, 1), NULL, 10));
 
 		if (m == NULL)
 			acp_reply_error(c, op->rpc_id, RPC_INTERNAL_ERROR, "Out of memory.", NULL);
@@ -413,9 +418,9 @@ done_prompt(void *arg, EdgeDbResult *r)
 static char *
 prompt_text(json_t *prompt, const char **err)
 {
-	EdgeBuf		b = {0};
-	size_t		i;
-	json_t	   *blk;
+	EdgeBuf b = {0};
+	size_t	i;
+	json_t *blk;
 
 	*err = NULL;
 	if (!json_is_array(prompt) || json_array_size(prompt) == 0)
@@ -434,13 +439,17 @@ prompt_text(json_t *prompt, const char **err)
 			buf_puts(&b, json_string_value(json_object_get(blk, "text")));
 		else if (type && strcmp(type, "resource_link") == 0 &&
 				 json_is_string(json_object_get(blk, "uri")))
-			buf_printf(&b, "[%s](%s)", json_string_value(json_object_get(blk, "name")) ?
-					   json_string_value(json_object_get(blk, "name")) : "resource",
+			buf_printf(&b, "[%s](%s)",
+					   json_string_value(json_object_get(blk, "name"))
+						   ? json_string_value(json_object_get(blk, "name"))
+						   : "resource",
 					   json_string_value(json_object_get(blk, "uri")));
 		else if (type && strcmp(type, "resource") == 0 &&
 				 json_is_string(json_object_get(res, "text")))
-			buf_printf(&b, "%s:\n%s", json_string_value(json_object_get(res, "uri")) ?
-					   json_string_value(json_object_get(res, "uri")) : "resource",
+			buf_printf(&b, "%s:\n%s",
+					   json_string_value(json_object_get(res, "uri"))
+						   ? json_string_value(json_object_get(res, "uri"))
+						   : "resource",
 					   json_string_value(json_object_get(res, "text")));
 		else
 		{
@@ -463,8 +472,10 @@ method_session_prompt(AcpConn *c, json_t *id, json_t *params)
 
 	if (sid == NULL || acp_session_find(c, sid) == NULL)
 	{
-		acp_reply_error(c, id, ACP_NOT_FOUND, "Unknown session: create it with session/new "
-					"or load it with session/load on this connection first.", NULL);
+		acp_reply_error(c, id, ACP_NOT_FOUND,
+						"Unknown session: create it with session/new "
+						"or load it with session/load on this connection first.",
+						NULL);
 		return;
 	}
 	text = prompt_text(json_object_get(params, "prompt"), &err);
@@ -488,12 +499,12 @@ method_session_prompt(AcpConn *c, json_t *id, json_t *params)
 static void
 done_quiet(void *arg, EdgeDbResult *r)
 {
-	AcpOp	   *op = arg;
+	AcpOp *op = arg;
 
 	op->job = NULL;
 	if (!r->ok && strcmp(r->sqlstate, SQLSTATE_NADI_COMMAND_STATE) != 0)
-		log_info("ACP connection %s: command for session %s failed: %s", op->conn->id,
-				 op->sid, r->message ? r->message : r->sqlstate);
+		log_info("ACP connection %s: command for session %s failed: %s", op->conn->id, op->sid,
+				 r->message ? r->message : r->sqlstate);
 	acp_op_done(op);
 }
 
@@ -507,8 +518,8 @@ method_session_cancel(AcpConn *c, json_t *params)
 		return;
 	for (AcpCmd *m = s->cmds; m; m = m->next)
 	{
-		AcpOp	   *op;
-		json_t	   *payload;
+		AcpOp  *op;
+		json_t *payload;
 
 		if (m->finished || m->prompt_id == NULL || m->cancel_requested)
 			continue;
@@ -529,7 +540,7 @@ handle_response(AcpConn *c, json_t *msg)
 	json_t	   *outcome = json_object_get(json_object_get(msg, "result"), "outcome");
 	const char *kind = json_string_value(json_object_get(outcome, "outcome"));
 	const char *option = json_string_value(json_object_get(outcome, "optionId"));
-	AcpPerm    *p = NULL;
+	AcpPerm	   *p = NULL;
 	AcpOp	   *op;
 	json_t	   *payload;
 
@@ -549,7 +560,7 @@ handle_response(AcpConn *c, json_t *msg)
 		(strcmp(option, "allow") == 0 || strcmp(option, "reject") == 0) &&
 		(op = acp_op_new(c, NULL, p->sid, p->cmd)) != NULL)
 	{
-		bool		allow = strcmp(option, "allow") == 0;
+		bool allow = strcmp(option, "allow") == 0;
 
 		payload = json_pack("{s:I}", "command_id", (json_int_t) p->cmd);
 		if (!allow)
@@ -576,7 +587,7 @@ acp_handle(AcpConn *c, json_t *msg)
 		(id && !json_is_integer(id) && !json_is_string(id) && !json_is_null(id)))
 	{
 		acp_reply_error(c, id && (json_is_integer(id) || json_is_string(id)) ? id : NULL,
-					RPC_INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message.", NULL);
+						RPC_INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message.", NULL);
 		return;
 	}
 	if (method == NULL)
@@ -590,7 +601,8 @@ acp_handle(AcpConn *c, json_t *msg)
 	if (params && !json_is_object(params))
 	{
 		if (id)
-			acp_reply_error(c, id, RPC_INVALID_PARAMS, "Invalid params: params must be an object.", NULL);
+			acp_reply_error(c, id, RPC_INVALID_PARAMS, "Invalid params: params must be an object.",
+							NULL);
 		return;
 	}
 	if (strcmp(method, "session/cancel") == 0)
@@ -599,7 +611,7 @@ acp_handle(AcpConn *c, json_t *msg)
 		return;
 	}
 	if (id == NULL)
-		return;					/* other notifications: nothing to do */
+		return; /* other notifications: nothing to do */
 	if (strcmp(method, "initialize") == 0)
 	{
 		c->initialized = true;
@@ -612,8 +624,10 @@ acp_handle(AcpConn *c, json_t *msg)
 		if (c->auth.token || edge_cfg.dev_no_auth)
 			acp_reply(c, id, json_object());
 		else
-			acp_reply_error(c, id, ACP_AUTH_REQUIRED, "Authentication required: connect with "
-						"\"Authorization: Bearer <token>\".", NULL);
+			acp_reply_error(c, id, ACP_AUTH_REQUIRED,
+							"Authentication required: connect with "
+							"\"Authorization: Bearer <token>\".",
+							NULL);
 	}
 	else if (strcmp(method, "session/new") == 0)
 		method_session_new(c, id, params);
@@ -629,7 +643,8 @@ acp_handle(AcpConn *c, json_t *msg)
 	else if (strcmp(method, "session/prompt") == 0)
 		method_session_prompt(c, id, params);
 	else
-		acp_reply_error(c, id, RPC_METHOD_NOT_FOUND, "Method not found.", json_pack("{s:s}", "method", method));
+		acp_reply_error(c, id, RPC_METHOD_NOT_FOUND, "Method not found.",
+						json_pack("{s:s}", "method", method));
 }
 
 /* Once a second from the transports: a token that expired ends the connection. */
@@ -639,4 +654,3 @@ acp_tick(AcpConn *c)
 	if (!c->closing && auth_expired(&c->auth))
 		c->t->close(c, 1008, "token expired");
 }
-

@@ -42,49 +42,54 @@
 
 typedef struct AcpSlot
 {
-	char		sid[37];		/* "" for the connection stream */
-	EdgeStream *st;
-	EdgeQuota  *quota;			/* st's share of the stream limits */
-	EdgeBuf		pending;
+	char			sid[37]; /* "" for the connection stream */
+	EdgeStream	   *st;
+	EdgeQuota	   *quota; /* st's share of the stream limits */
+	EdgeBuf			pending;
 	struct AcpHttp *h;
 	struct AcpSlot *next;
 } AcpSlot;
 
 typedef struct AcpRoute
 {
-	char		key[96];
-	char		sid[37];
+	char			 key[96];
+	char			 sid[37];
 	struct AcpRoute *next;
 } AcpRoute;
 
 typedef struct AcpHttp
 {
-	AcpConn    *acp;
-	AcpSlot    *slots;
-	int			nslots;
-	AcpRoute   *routes;
-	int			nroutes;
-	uint64_t	last_active_ms;
-	uint64_t	last_ping_ms;
-	bool		closed;
-	EvTimer	reap;
+	AcpConn		   *acp;
+	AcpSlot		   *slots;
+	int				nslots;
+	AcpRoute	   *routes;
+	int				nroutes;
+	uint64_t		last_active_ms;
+	uint64_t		last_ping_ms;
+	bool			closed;
+	EvTimer			reap;
 	struct AcpHttp *prev, *next;
 } AcpHttp;
 
 static AcpHttp *list;
-static int	nlist;
+static int		nlist;
 
-static const char *const session_methods[] = {
-	"session/cancel", "session/close", "session/delete", "session/fork", "session/load",
-	"session/prompt", "session/resume", "session/set_config_option", "session/set_mode",
-	"session/set_model", NULL
-};
-
+static const char *const session_methods[] = {"session/cancel",
+											  "session/close",
+											  "session/delete",
+											  "session/fork",
+											  "session/load",
+											  "session/prompt",
+											  "session/resume",
+											  "session/set_config_option",
+											  "session/set_mode",
+											  "session/set_model",
+											  NULL};
 
 static AcpSlot *
 slot_get(AcpHttp *h, const char *sid, bool create)
 {
-	AcpSlot    *s;
+	AcpSlot *s;
 
 	for (s = h->slots; s; s = s->next)
 		if (strcmp(s->sid, sid) == 0)
@@ -114,7 +119,7 @@ http_close(AcpHttp *h)
 	h->closed = true;
 	while (h->slots)
 	{
-		AcpSlot    *s = h->slots;
+		AcpSlot *s = h->slots;
 
 		h->slots = s->next;
 		if (s->st)
@@ -127,7 +132,7 @@ http_close(AcpHttp *h)
 	}
 	while (h->routes)
 	{
-		AcpRoute   *r = h->routes;
+		AcpRoute *r = h->routes;
 
 		h->routes = r->next;
 		free(r);
@@ -147,9 +152,9 @@ http_close(AcpHttp *h)
 static int
 t_send(AcpConn *c, const char *json, size_t len, const char *session, json_t *response_id)
 {
-	AcpHttp    *h = acp_conn_tdata(c);
+	AcpHttp	   *h = acp_conn_tdata(c);
 	const char *sid = "";
-	AcpSlot    *slot;
+	AcpSlot	   *slot;
 	EdgeBuf		frame = {0};
 	int			r;
 
@@ -157,13 +162,13 @@ t_send(AcpConn *c, const char *json, size_t len, const char *session, json_t *re
 		return 0;
 	if (response_id)
 	{
-		char		key[96];
+		char key[96];
 
 		acp_id_key(response_id, key, sizeof(key));
 		for (AcpRoute **pp = &h->routes; *pp; pp = &(*pp)->next)
 			if (strcmp((*pp)->key, key) == 0)
 			{
-				AcpRoute   *rt = *pp;
+				AcpRoute *rt = *pp;
 
 				*pp = rt->next;
 				h->nroutes--;
@@ -197,9 +202,9 @@ t_send(AcpConn *c, const char *json, size_t len, const char *session, json_t *re
 static size_t
 t_room(AcpConn *c, const char *session)
 {
-	AcpHttp    *h = acp_conn_tdata(c);
-	AcpSlot    *s = slot_get(h, session ? session : "", false);
-	size_t		used;
+	AcpHttp *h = acp_conn_tdata(c);
+	AcpSlot *s = slot_get(h, session ? session : "", false);
+	size_t	 used;
 
 	if (h->closed)
 		return 0;
@@ -214,7 +219,7 @@ t_room(AcpConn *c, const char *session)
 static void
 t_close(AcpConn *c, int code, const char *why)
 {
-	AcpHttp    *h = acp_conn_tdata(c);
+	AcpHttp *h = acp_conn_tdata(c);
 
 	log_info("ACP connection %s closed: %s", acp_conn_id(c), why);
 	http_close(h);
@@ -255,13 +260,14 @@ text_error(EdgeReq *req, int status, const char *code, const char *msg)
 static bool
 lookup_or_answer(EdgeReq *req, AcpHttp **out)
 {
-	bool		missing;
+	bool missing;
 
 	*out = conn_lookup(req, &missing);
 	if (*out)
 		return true;
 	if (missing)
-		text_error(req, 400, "missing_connection_id", "Send the Acp-Connection-Id from initialize.");
+		text_error(req, 400, "missing_connection_id",
+				   "Send the Acp-Connection-Id from initialize.");
 	else
 		text_error(req, 404, "unknown_connection", "Unknown Acp-Connection-Id.");
 	return false;
@@ -283,7 +289,7 @@ is_session_method(const char *m)
 static void
 post_initialize(EdgeReq *req, json_t *msg)
 {
-	AcpHttp    *h;
+	AcpHttp	   *h;
 	char	   *text;
 	const char *headers[3] = {"Acp-Connection-Id", NULL, NULL};
 	EdgeProblem p;
@@ -323,12 +329,14 @@ post_cont(EdgeReq *req)
 	const char *method;
 	const char *hsid = http_header(req, "Acp-Session-Id");
 	const char *psid;
-	AcpHttp    *h;
+	AcpHttp	   *h;
 
 	if (req->body.len > 0 && req->body.data[0] == '[')
 	{
-		http_respond_json(req, 400, "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,"
-						  "\"message\":\"JSON-RPC batches are not supported\"}}", NULL);
+		http_respond_json(req, 400,
+						  "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,"
+						  "\"message\":\"JSON-RPC batches are not supported\"}}",
+						  NULL);
 		return;
 	}
 	msg = json_parse_strict(req->body.data, req->body.len, &p);
@@ -342,7 +350,8 @@ post_cont(EdgeReq *req)
 	if (method && strcmp(method, "initialize") == 0 && id)
 	{
 		if (http_header(req, "Acp-Connection-Id"))
-			text_error(req, 400, "invalid_request", "initialize is not allowed on an existing connection.");
+			text_error(req, 400, "invalid_request",
+					   "initialize is not allowed on an existing connection.");
 		else
 			post_initialize(req, msg);
 		json_decref(msg);
@@ -363,12 +372,13 @@ post_cont(EdgeReq *req)
 	if (method && hsid && psid && strcmp(hsid, psid) != 0)
 	{
 		json_decref(msg);
-		text_error(req, 400, "session_id_mismatch", "Acp-Session-Id does not match params.sessionId.");
+		text_error(req, 400, "session_id_mismatch",
+				   "Acp-Session-Id does not match params.sessionId.");
 		return;
 	}
 	if (method && id && hsid && h->nroutes < ACP_MAX_ROUTES)
 	{
-		AcpRoute   *rt = calloc(1, sizeof(*rt));
+		AcpRoute *rt = calloc(1, sizeof(*rt));
 
 		if (rt)
 		{
@@ -394,7 +404,7 @@ post_cont(EdgeReq *req)
 static void
 slot_stream_closed(EdgeStream *st, void *owner)
 {
-	AcpSlot    *s = owner;
+	AcpSlot *s = owner;
 
 	s->st = NULL;
 	quota_give(s->quota, QUOTA_STREAM);
@@ -405,7 +415,7 @@ slot_stream_closed(EdgeStream *st, void *owner)
 static void
 slot_stream_room(EdgeStream *st, void *owner)
 {
-	AcpSlot    *s = owner;
+	AcpSlot *s = owner;
 
 	if (!s->h->closed)
 		acp_conn_writable(s->h->acp);
@@ -414,12 +424,12 @@ slot_stream_room(EdgeStream *st, void *owner)
 static void
 get_cont(EdgeReq *req)
 {
-	const char *hsid = http_header(req, "Acp-Session-Id");
-	AcpHttp    *h;
-	AcpSlot    *s;
-	EdgeStream *st;
-	EdgeQuota  *quota;
-	EdgeProblem p;
+	const char			*hsid = http_header(req, "Acp-Session-Id");
+	AcpHttp				*h;
+	AcpSlot				*s;
+	EdgeStream			*st;
+	EdgeQuota			*quota;
+	EdgeProblem			 p;
 	struct MHD_Response *r;
 
 	if (!lookup_or_answer(req, &h))
@@ -472,7 +482,7 @@ get_cont(EdgeReq *req)
 static void
 delete_cont(EdgeReq *req)
 {
-	AcpHttp    *h;
+	AcpHttp *h;
 
 	if (!lookup_or_answer(req, &h))
 		return;
@@ -488,7 +498,8 @@ acp_http_handle(EdgeReq *req)
 		const char *ct = http_header(req, "Content-Type");
 
 		if (ct == NULL || strncasecmp(ct, "application/json", 16) != 0)
-			text_error(req, 415, "unsupported_media_type", "Send JSON-RPC messages as application/json.");
+			text_error(req, 415, "unsupported_media_type",
+					   "Send JSON-RPC messages as application/json.");
 		else if (req->body.len == 0)
 			text_error(req, 400, "invalid_json", "The body must be one JSON-RPC message.");
 		else
@@ -499,7 +510,8 @@ acp_http_handle(EdgeReq *req)
 		const char *accept = http_header(req, "Accept");
 
 		if (accept == NULL || strstr(accept, "text/event-stream") == NULL)
-			text_error(req, 406, "not_acceptable", "GET /acp serves text/event-stream, or a WebSocket upgrade.");
+			text_error(req, 406, "not_acceptable",
+					   "GET /acp serves text/event-stream, or a WebSocket upgrade.");
 		else
 			route_authenticate(req, get_cont);
 	}
@@ -523,12 +535,12 @@ acp_http_handle(EdgeReq *req)
 void
 acp_http_tick(void)
 {
-	uint64_t	now = ev_now_ms();
-	AcpHttp    *next;
+	uint64_t now = ev_now_ms();
+	AcpHttp *next;
 
 	for (AcpHttp *h = list; h; h = next)
 	{
-		bool		attached = false;
+		bool attached = false;
 
 		next = h->next;
 		acp_tick(h->acp);

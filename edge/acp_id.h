@@ -21,4 +21,4 @@ acp_id_key(json_t *id, char *out, size_t n)
 		snprintf(out, n, "null");
 }
 
-#endif							/* NADI_ACP_ID_H */
+#endif /* NADI_ACP_ID_H */

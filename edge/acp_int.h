@@ -9,7 +9,6 @@
 
 #include "edge.h"
 
-
 #define ACP_MAX_CMDS 256
 #define ACP_TEXT_MAX (64 * 1024)
 /* Room one event's messages may need: tool text and raw output are capped. */
@@ -28,93 +27,92 @@
 
 typedef struct AcpCmd
 {
-	int64_t		id;
-	char		call_id[48];
-	char		call_name[128];
-	json_t	   *call_args;
-	bool		perm_pending;
-	bool		perm_asked;
-	bool		cancel_requested;
-	bool		finished;
-	const char *stop;
-	json_t	   *stop_meta;
-	json_t	   *prompt_id;		/* the session/prompt waiting for this command */
+	int64_t		   id;
+	char		   call_id[48];
+	char		   call_name[128];
+	json_t		  *call_args;
+	bool		   perm_pending;
+	bool		   perm_asked;
+	bool		   cancel_requested;
+	bool		   finished;
+	const char	  *stop;
+	json_t		  *stop_meta;
+	json_t		  *prompt_id; /* the session/prompt waiting for this command */
 	struct AcpCmd *next;
 } AcpCmd;
 
 typedef struct AcpSession
 {
-	AcpConn    *conn;
-	char		sid[37];
-	EdgeSub		sub;
-	json_t	   *open_id;		/* session/new or session/load waiting */
-	bool		is_load;
-	bool		replaying;
-	AcpCmd	   *cmds;
-	int			ncmds;
+	AcpConn			  *conn;
+	char			   sid[37];
+	EdgeSub			   sub;
+	json_t			  *open_id; /* session/new or session/load waiting */
+	bool			   is_load;
+	bool			   replaying;
+	AcpCmd			  *cmds;
+	int				   ncmds;
 	struct AcpSession *next;
 } AcpSession;
 
 /* A database call made for a connection, dropped if the connection goes. */
 typedef struct AcpOp
 {
-	AcpConn    *conn;
-	EdgeJob    *job;
-	json_t	   *rpc_id;
-	char		sid[37];
-	int64_t		cmd;
+	AcpConn		 *conn;
+	EdgeJob		 *job;
+	json_t		 *rpc_id;
+	char		  sid[37];
+	int64_t		  cmd;
 	struct AcpOp *prev, *next;
 } AcpOp;
 
 /* A session/request_permission we sent and await an answer to. */
 typedef struct AcpPerm
 {
-	int64_t		rpc_id;
-	char		sid[37];
-	int64_t		cmd;
+	int64_t			rpc_id;
+	char			sid[37];
+	int64_t			cmd;
 	struct AcpPerm *next;
 } AcpPerm;
 
 struct AcpConn
 {
-	char		id[33];
+	char				id[33];
 	const AcpTransport *t;
-	void	   *tdata;
-	EdgeAuth	auth;
-	bool		initialized;
-	bool		closing;
-	EdgeQuota  *quota;			/* the connection's share of the limits */
-	AcpSession *sessions;
-	int			nsessions;		/* attached */
-	int			opening;		/* session/new in flight */
-	AcpSession *dead;			/* detached; freed on the next iteration */
-	EvTimer	dead_timer;
-	AcpOp	   *ops;
-	AcpPerm    *perms;
-	int64_t		next_rpc_id;
-	EvTimer	reap;
-	AcpConn    *prev, *next;
+	void			   *tdata;
+	EdgeAuth			auth;
+	bool				initialized;
+	bool				closing;
+	EdgeQuota		   *quota; /* the connection's share of the limits */
+	AcpSession		   *sessions;
+	int					nsessions; /* attached */
+	int					opening;   /* session/new in flight */
+	AcpSession		   *dead;	   /* detached; freed on the next iteration */
+	EvTimer				dead_timer;
+	AcpOp			   *ops;
+	AcpPerm			   *perms;
+	int64_t				next_rpc_id;
+	EvTimer				reap;
+	AcpConn			   *prev, *next;
 };
 
-
 /* acp.c */
-void		acp_send(AcpConn *c, json_t *msg, const char *session, json_t *response_id);
-void		acp_reply(AcpConn *c, json_t *id, json_t *result);
-void		acp_reply_error(AcpConn *c, json_t *id, int code, const char *message, json_t *data);
-void		acp_reply_problem(AcpConn *c, json_t *id, const EdgeProblem *p);
-void		acp_notify_update(AcpSession *s, json_t *update);
-json_t	   *acp_text_block(const char *text);
-AcpOp	   *acp_op_new(AcpConn *c, json_t *rpc_id, const char *sid, int64_t cmd);
-void		acp_op_done(AcpOp *op);
-bool		acp_op_submit(AcpOp *op, EdgeStmt stmt, int n, const char *const *params, EdgeDbDone done);
-void		acp_enqueue(AcpOp *op, const char *sid, const char *type, json_t *payload, EdgeDbDone done);
+void	acp_send(AcpConn *c, json_t *msg, const char *session, json_t *response_id);
+void	acp_reply(AcpConn *c, json_t *id, json_t *result);
+void	acp_reply_error(AcpConn *c, json_t *id, int code, const char *message, json_t *data);
+void	acp_reply_problem(AcpConn *c, json_t *id, const EdgeProblem *p);
+void	acp_notify_update(AcpSession *s, json_t *update);
+json_t *acp_text_block(const char *text);
+AcpOp  *acp_op_new(AcpConn *c, json_t *rpc_id, const char *sid, int64_t cmd);
+void	acp_op_done(AcpOp *op);
+bool	acp_op_submit(AcpOp *op, EdgeStmt stmt, int n, const char *const *params, EdgeDbDone done);
+void	acp_enqueue(AcpOp *op, const char *sid, const char *type, json_t *payload, EdgeDbDone done);
 
 /* acp_session.c */
 AcpSession *acp_session_find(AcpConn *c, const char *sid);
-void		acp_session_attach(AcpConn *c, const char *sid, int64_t after, json_t *open_id, bool is_load);
-void		acp_session_detach(AcpSession *s);
-void		acp_free_dead(AcpConn *c);
-AcpCmd	   *acp_cmd_get(AcpSession *s, int64_t id);
-void		acp_cmd_answer(AcpSession *s, AcpCmd *m);
+void acp_session_attach(AcpConn *c, const char *sid, int64_t after, json_t *open_id, bool is_load);
+void acp_session_detach(AcpSession *s);
+void acp_free_dead(AcpConn *c);
+AcpCmd *acp_cmd_get(AcpSession *s, int64_t id);
+void	acp_cmd_answer(AcpSession *s, AcpCmd *m);
 
-#endif							/* ACP_INT_H */
+#endif /* ACP_INT_H */

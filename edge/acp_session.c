@@ -40,7 +40,7 @@
  * Sessions and their commands
  * ------------------------------------------------------------------------ */
 
-static int	nattached;		/* sessions attached, all connections */
+static int nattached; /* sessions attached, all connections */
 
 /* ACP sessions attached on this edge (for /metrics). */
 int
@@ -89,7 +89,7 @@ dead_timer_fn(EvTimer *t)
 void
 acp_session_detach(AcpSession *s)
 {
-	AcpConn    *c = s->conn;
+	AcpConn *c = s->conn;
 
 	for (AcpSession **pp = &c->sessions; *pp; pp = &(*pp)->next)
 		if (*pp == s)
@@ -102,7 +102,7 @@ acp_session_detach(AcpSession *s)
 	feed_unsubscribe(&s->sub);
 	while (s->cmds)
 	{
-		AcpCmd	   *m = s->cmds;
+		AcpCmd *m = s->cmds;
 
 		s->cmds = m->next;
 		cmd_free(m);
@@ -120,9 +120,9 @@ acp_session_detach(AcpSession *s)
 AcpCmd *
 acp_cmd_get(AcpSession *s, int64_t id)
 {
-	AcpCmd	   *m;
-	AcpCmd	  **pp;
-	int			n = 0;
+	AcpCmd	*m;
+	AcpCmd **pp;
+	int		 n = 0;
 
 	for (m = s->cmds; m; m = m->next)
 		if (m->id == id)
@@ -137,7 +137,7 @@ acp_cmd_get(AcpSession *s, int64_t id)
 	/* keep the newest; drop finished ones nobody waits for beyond that */
 	for (pp = &s->cmds; *pp;)
 	{
-		AcpCmd	   *x = *pp;
+		AcpCmd *x = *pp;
 
 		if (++n > ACP_MAX_CMDS && x->finished && x->prompt_id == NULL)
 		{
@@ -155,7 +155,7 @@ acp_cmd_get(AcpSession *s, int64_t id)
 void
 acp_cmd_answer(AcpSession *s, AcpCmd *m)
 {
-	json_t	   *result;
+	json_t *result;
 
 	if (!m->finished || m->prompt_id == NULL)
 		return;
@@ -172,7 +172,7 @@ tool_kind(const char *name)
 {
 	static const char *const map[][2] = {
 		{"read_file", "read"}, {"list_files", "search"}, {"write_file", "edit"},
-		{"edit_file", "edit"}, {"exec", "execute"}, {"git_clone", "fetch"},
+		{"edit_file", "edit"}, {"exec", "execute"},		 {"git_clone", "fetch"},
 	};
 
 	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
@@ -184,9 +184,9 @@ tool_kind(const char *name)
 static void
 ask_permission(AcpSession *s, AcpCmd *m)
 {
-	AcpConn    *c = s->conn;
-	AcpPerm    *p = calloc(1, sizeof(*p));
-	json_t	   *msg;
+	AcpConn *c = s->conn;
+	AcpPerm *p = calloc(1, sizeof(*p));
+	json_t	*msg;
 
 	if (p == NULL || m->perm_asked)
 	{
@@ -199,15 +199,13 @@ ask_permission(AcpSession *s, AcpCmd *m)
 	p->cmd = m->id;
 	p->next = c->perms;
 	c->perms = p;
-	msg = json_pack("{s:I, s:s, s:{s:s, s:{s:s, s:s, s:s, s:s, s:O}, s:[{s:s, s:s, s:s}, {s:s, s:s, s:s}]}}",
-					"id", (json_int_t) p->rpc_id, "method", "session/request_permission", "params",
-					"sessionId", s->sid,
-					"toolCall", "toolCallId", m->call_id, "title", m->call_name,
-					"kind", tool_kind(m->call_name), "status", "pending",
-					"rawInput", m->call_args ? m->call_args : json_null(),
-					"options",
-					"optionId", "allow", "name", "Allow", "kind", "allow_once",
-					"optionId", "reject", "name", "Deny", "kind", "reject_once");
+	msg = json_pack(
+		"{s:I, s:s, s:{s:s, s:{s:s, s:s, s:s, s:s, s:O}, s:[{s:s, s:s, s:s}, {s:s, s:s, s:s}]}}",
+		"id", (json_int_t) p->rpc_id, "method", "session/request_permission", "params", "sessionId",
+		s->sid, "toolCall", "toolCallId", m->call_id, "title", m->call_name, "kind",
+		tool_kind(m->call_name), "status", "pending", "rawInput",
+		m->call_args ? m->call_args : json_null(), "options", "optionId", "allow", "name", "Allow",
+		"kind", "allow_once", "optionId", "reject", "name", "Deny", "kind", "reject_once");
 	acp_send(c, msg, s->sid, NULL);
 }
 
@@ -215,15 +213,16 @@ static void
 tool_update(AcpSession *s, const char *call_id, const char *status, const char *text,
 			json_t *raw_output)
 {
-	json_t	   *u = json_pack("{s:s, s:s, s:s}", "sessionUpdate", "tool_call_update",
-							  "toolCallId", call_id, "status", status);
+	json_t *u = json_pack("{s:s, s:s, s:s}", "sessionUpdate", "tool_call_update", "toolCallId",
+						  call_id, "status", status);
 
 	if (text)
-		json_object_set_new(u, "content",
-							json_pack("[{s:s, s:o}]", "type", "content", "content", acp_text_block(text)));
+		json_object_set_new(
+			u, "content",
+			json_pack("[{s:s, s:o}]", "type", "content", "content", acp_text_block(text)));
 	if (raw_output)
 	{
-		char	   *raw = json_compact(raw_output);
+		char *raw = json_compact(raw_output);
 
 		/* large results go as (truncated) text only */
 		if (raw && strlen(raw) <= ACP_TEXT_MAX)
@@ -242,17 +241,17 @@ tool_start(AcpSession *s, AcpCmd *m, int64_t seq, const char *name, json_t *args
 	json_decref(m->call_args);
 	m->call_args = json_incref(args);
 	acp_notify_update(s, json_pack("{s:s, s:s, s:s, s:s, s:s, s:O}", "sessionUpdate", "tool_call",
-							   "toolCallId", m->call_id, "title", m->call_name,
-							   "kind", tool_kind(m->call_name), "status", status,
-							   "rawInput", args ? args : json_null()));
+								   "toolCallId", m->call_id, "title", m->call_name, "kind",
+								   tool_kind(m->call_name), "status", status, "rawInput",
+								   args ? args : json_null()));
 }
 
 /* A tool result as text for the client: the result itself, or its JSON. */
 static char *
 result_text(json_t *payload)
 {
-	json_t	   *v = json_object_get(payload, "result");
-	char	   *t;
+	json_t *v = json_object_get(payload, "result");
+	char   *t;
 
 	if (v == NULL)
 		v = json_object_get(payload, "stdout");
@@ -292,8 +291,8 @@ session_event(AcpSession *s, int64_t seq, json_t *ev)
 		{
 			snprintf(msg_id, sizeof(msg_id), "cmd-%lld", (long long) m->id);
 			acp_notify_update(s, json_pack("{s:s, s:o, s:s}", "sessionUpdate", "user_message_chunk",
-									   "content", acp_text_block(json_string_value(text)),
-									   "messageId", msg_id));
+										   "content", acp_text_block(json_string_value(text)),
+										   "messageId", msg_id));
 		}
 	}
 	else if (strcmp(kind, "model.reply") == 0)
@@ -305,8 +304,9 @@ session_event(AcpSession *s, int64_t seq, json_t *ev)
 		if (text && *text)
 		{
 			snprintf(msg_id, sizeof(msg_id), "msg-%lld", (long long) seq);
-			acp_notify_update(s, json_pack("{s:s, s:o, s:s}", "sessionUpdate", "agent_message_chunk",
-									   "content", acp_text_block(text), "messageId", msg_id));
+			acp_notify_update(s,
+							  json_pack("{s:s, s:o, s:s}", "sessionUpdate", "agent_message_chunk",
+										"content", acp_text_block(text), "messageId", msg_id));
 		}
 		if (json_is_object(call))
 			tool_start(s, m, seq, json_string_value(json_object_get(call, "name")),
@@ -347,10 +347,11 @@ session_event(AcpSession *s, int64_t seq, json_t *ev)
 	}
 	else if (strcmp(kind, "tool.result") == 0 && m->call_id[0])
 	{
-		char	   *text = result_text(payload);
+		char *text = result_text(payload);
 
-		tool_update(s, m->call_id, json_is_false(json_object_get(payload, "ok")) ? "failed" : "completed",
-					text, payload);
+		tool_update(s, m->call_id,
+					json_is_false(json_object_get(payload, "ok")) ? "failed" : "completed", text,
+					payload);
 		free(text);
 		m->call_id[0] = '\0';
 	}
@@ -376,15 +377,15 @@ session_event(AcpSession *s, int64_t seq, json_t *ev)
 			const char *why = json_string_value(json_object_get(err, "message"));
 			char		text[600];
 
-			m->stop_meta = json_pack("{s:{s:s, s:I, s:O}}", "nadi", "status", "dead",
-									 "command_id", (json_int_t) m->id,
-									 "error", err ? err : json_null());
+			m->stop_meta = json_pack("{s:{s:s, s:I, s:O}}", "nadi", "status", "dead", "command_id",
+									 (json_int_t) m->id, "error", err ? err : json_null());
 			if (!m->cancel_requested)
 			{
 				snprintf(text, sizeof(text), "The turn failed: %s", why ? why : "unknown error");
 				snprintf(msg_id, sizeof(msg_id), "msg-%lld", (long long) seq);
-				acp_notify_update(s, json_pack("{s:s, s:o, s:s}", "sessionUpdate", "agent_message_chunk",
-										   "content", acp_text_block(text), "messageId", msg_id));
+				acp_notify_update(s, json_pack("{s:s, s:o, s:s}", "sessionUpdate",
+											   "agent_message_chunk", "content",
+											   acp_text_block(text), "messageId", msg_id));
 			}
 		}
 		acp_cmd_answer(s, m);
@@ -520,4 +521,3 @@ acp_session_attach(AcpConn *c, const char *sid, int64_t after, json_t *open_id, 
 		acp_session_detach(s);
 	}
 }
-

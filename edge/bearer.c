@@ -24,22 +24,22 @@
 #include "daemonlib/jwks.h"
 
 _Static_assert((int) SCOPE_ADMIN == (int) NADI_JWT_SCOPE_ADMIN &&
-			   (int) SCOPE_TENANT == (int) NADI_JWT_SCOPE_TENANT &&
-			   (int) SCOPE_SESSION == (int) NADI_JWT_SCOPE_SESSION &&
-			   (int) SCOPE_SANDBOX == (int) NADI_JWT_SCOPE_SANDBOX,
+				   (int) SCOPE_TENANT == (int) NADI_JWT_SCOPE_TENANT &&
+				   (int) SCOPE_SESSION == (int) NADI_JWT_SCOPE_SESSION &&
+				   (int) SCOPE_SANDBOX == (int) NADI_JWT_SCOPE_SANDBOX,
 			   "EdgeScope follows NadiJwtScope");
 _Static_assert(sizeof(((EdgeAuth *) 0)->subject) == NADI_JWT_MAX_NAME + 1 &&
-			   sizeof(((EdgeAuth *) 0)->tenant) == NADI_JWT_MAX_NAME + 1 &&
-			   sizeof(((EdgeAuth *) 0)->sid) == NADI_JWT_UUID_LEN + 1,
+				   sizeof(((EdgeAuth *) 0)->tenant) == NADI_JWT_MAX_NAME + 1 &&
+				   sizeof(((EdgeAuth *) 0)->sid) == NADI_JWT_UUID_LEN + 1,
 			   "EdgeAuth holds what NadiClaims does");
 
 static JwksCache signing_keys;
-static EvTimer refresh_timer;
+static EvTimer	 refresh_timer;
 
 static void
 refresh_done(void *arg EDGE_UNUSED, EdgeDbResult *r)
 {
-	bool		first = !signing_keys.loaded;
+	bool first = !signing_keys.loaded;
 
 	if (r->ok && db_rows(r) == 1 && !db_isnull(r, 0, 0))
 	{
@@ -54,7 +54,7 @@ refresh_done(void *arg EDGE_UNUSED, EdgeDbResult *r)
 		return;
 	}
 	log_warning("could not refresh the signing keys: %s",
-			 r->ok ? "bad key set" : (r->message ? r->message : "database error"));
+				r->ok ? "bad key set" : (r->message ? r->message : "database error"));
 	jwks_failed(&signing_keys);
 }
 
@@ -138,7 +138,7 @@ auth_clear(EdgeAuth *a)
 int
 auth_copy(EdgeAuth *dst, const EdgeAuth *src)
 {
-	char	   *t = src->token ? strdup(src->token) : NULL;
+	char *t = src->token ? strdup(src->token) : NULL;
 
 	if (src->token && t == NULL)
 		return -ENOMEM;
@@ -152,8 +152,8 @@ bool
 auth_same_principal(const EdgeAuth *a, const EdgeAuth *b)
 {
 	return a->scope == b->scope && strcmp(a->tenant, b->tenant) == 0 &&
-		strcmp(a->subject, b->subject) == 0 && a->has_sid == b->has_sid &&
-		(!a->has_sid || strcmp(a->sid, b->sid) == 0);
+		   strcmp(a->subject, b->subject) == 0 && a->has_sid == b->has_sid &&
+		   (!a->has_sid || strcmp(a->sid, b->sid) == 0);
 }
 
 bool
@@ -163,7 +163,11 @@ auth_expired(const EdgeAuth *a)
 }
 
 #define FAIL(status, code, ...) \
-	do { problem_set(p, status, code, __VA_ARGS__); goto fail; } while (0)
+	do \
+	{ \
+		problem_set(p, status, code, __VA_ARGS__); \
+		goto fail; \
+	} while (0)
 
 /*
  * Check an Authorization header.  AUTH_OK fills *out (the caller clears it
@@ -174,11 +178,11 @@ AuthResult
 auth_check(const char *authorization, EdgeAuth *out, EdgeProblem *p)
 {
 	nadi_jwt_parsed *jp = NULL;
-	const JwksKey *key;
-	const char *tok;
-	NadiClaims	c;
-	char		why[512];
-	int			rc;
+	const JwksKey	*key;
+	const char		*tok;
+	NadiClaims		 c;
+	char			 why[512];
+	int				 rc;
 
 	memset(out, 0, sizeof(*out));
 	switch (http_bearer_parse(authorization, &tok))
@@ -186,7 +190,8 @@ auth_check(const char *authorization, EdgeAuth *out, EdgeProblem *p)
 		case HTTP_BEARER_NONE:
 			if (edge_cfg.dev_no_auth)
 				return AUTH_NO_TOKEN;
-			FAIL(401, "not_authenticated", "This endpoint needs a token: send \"Authorization: Bearer <token>\".");
+			FAIL(401, "not_authenticated",
+				 "This endpoint needs a token: send \"Authorization: Bearer <token>\".");
 		case HTTP_BEARER_OTHER:
 			FAIL(401, "invalid_token", "Only the Bearer authorization scheme is accepted.");
 		case HTTP_BEARER_EMPTY:
@@ -219,8 +224,8 @@ auth_check(const char *authorization, EdgeAuth *out, EdgeProblem *p)
 	if (nadi_jwt_verify(jp, NADI_JWT_ALG_EDDSA, key->pub, sizeof(key->pub)) != 0)
 		FAIL(401, "invalid_token", "The token's signature does not verify.");
 
-	switch (nadi_claims_check(jp->payload, jp->payload_len, NADI_JWT_AUD_API, ev_wall_s(),
-							  &c, why, sizeof(why)))
+	switch (nadi_claims_check(jp->payload, jp->payload_len, NADI_JWT_AUD_API, ev_wall_s(), &c, why,
+							  sizeof(why)))
 	{
 		case NADI_CLAIMS_OK:
 			break;

@@ -44,52 +44,53 @@
 
 typedef struct Text
 {
-	char	   *p;
-	size_t		n, cap;
+	char  *p;
+	size_t n, cap;
 } Text;
 
 typedef enum XferKind
 {
-	X_POST, X_STREAM
+	X_POST,
+	X_STREAM
 } XferKind;
 
 typedef struct Xfer
 {
-	XferKind	kind;
-	CURL	   *easy;
+	XferKind		   kind;
+	CURL			  *easy;
 	struct curl_slist *hdrs;
-	char		sid[37];		/* stream: "" for the connection stream */
-	char	   *body;			/* POST: the message text */
-	json_t	   *msg;			/* POST: the message */
-	Text		in;				/* POST: response body; stream: unparsed bytes */
-	Text		data;			/* stream: data lines of the current event */
-	bool		has_data;
-	struct Xfer *next;			/* streams */
+	char			   sid[37]; /* stream: "" for the connection stream */
+	char			  *body;	/* POST: the message text */
+	json_t			  *msg;		/* POST: the message */
+	Text			   in;		/* POST: response body; stream: unparsed bytes */
+	Text			   data;	/* stream: data lines of the current event */
+	bool			   has_data;
+	struct Xfer		  *next; /* streams */
 } Xfer;
 
 typedef struct Route
 {
-	char		key[96];
-	char		sid[37];
+	char		  key[96];
+	char		  sid[37];
 	struct Route *next;
 } Route;
 
 static const char *url = "http://127.0.0.1:8080/acp";
-static char *auth_header;
-static char conn_id[128];
-static CURLM *multi;
-static Xfer *streams;
-static Xfer *post;				/* the POST in flight */
-static json_t *queue;			/* messages waiting to be posted */
-static Route *routes;
-static bool stdin_eof;
-static int	exit_code = -1;
-static json_t *to_open;			/* sessions announced inside a callback */
+static char		  *auth_header;
+static char		   conn_id[128];
+static CURLM	  *multi;
+static Xfer		  *streams;
+static Xfer		  *post;  /* the POST in flight */
+static json_t	  *queue; /* messages waiting to be posted */
+static Route	  *routes;
+static bool		   stdin_eof;
+static int		   exit_code = -1;
+static json_t	  *to_open; /* sessions announced inside a callback */
 
 static void
-die(const char *fmt,...)
+die(const char *fmt, ...)
 {
-	va_list		ap;
+	va_list ap;
 
 	va_start(ap, fmt);
 	fputs("nadi-acp: ", stderr);
@@ -104,8 +105,8 @@ text_add(Text *t, const void *p, size_t n)
 {
 	if (t->n + n + 1 > t->cap)
 	{
-		size_t		cap = t->cap ? t->cap : 1024;
-		char	   *q;
+		size_t cap = t->cap ? t->cap : 1024;
+		char  *q;
 
 		while (cap < t->n + n + 1)
 			cap *= 2;
@@ -134,7 +135,7 @@ emit(const char *json, size_t len)
 	if (fwrite(json, 1, len, stdout) != len || fputc('\n', stdout) == EOF || fflush(stdout) != 0)
 	{
 		if (errno == EPIPE)
-			exit_code = 0;		/* the editor went away */
+			exit_code = 0; /* the editor went away */
 		else
 			die("stdout: %s", strerror(errno));
 	}
@@ -143,7 +144,7 @@ emit(const char *json, size_t len)
 static void
 emit_json(json_t *msg)
 {
-	char	   *t = json_dumps(msg, JSON_COMPACT);
+	char *t = json_dumps(msg, JSON_COMPACT);
 
 	if (t)
 		emit(t, strlen(t));
@@ -154,7 +155,7 @@ static struct curl_slist *
 base_headers(const char *sid, const char *content_type, const char *accept)
 {
 	struct curl_slist *h = NULL;
-	char		line[256];
+	char			   line[256];
 
 	if (auth_header)
 		h = curl_slist_append(h, auth_header);
@@ -207,9 +208,9 @@ static void stream_open(const char *sid);
 static void
 stream_event(Xfer *x)
 {
-	json_t	   *msg = json_loadb(x->data.p, x->data.n, 0, NULL);
-	json_t	   *id;
-	json_t	   *sid;
+	json_t *msg = json_loadb(x->data.p, x->data.n, 0, NULL);
+	json_t *id;
+	json_t *sid;
 
 	if (msg == NULL)
 	{
@@ -220,7 +221,7 @@ stream_event(Xfer *x)
 	if (x->sid[0] && json_object_get(msg, "method") && id)
 	{
 		/* the agent asks: our answer goes back with this session's header */
-		Route	   *r = calloc(1, sizeof(*r));
+		Route *r = calloc(1, sizeof(*r));
 
 		if (r)
 		{
@@ -241,17 +242,17 @@ stream_event(Xfer *x)
 static size_t
 stream_write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
 {
-	Xfer	   *x = ud;
-	size_t		n = size * nmemb;
-	char	   *line;
-	char	   *nl;
+	Xfer  *x = ud;
+	size_t n = size * nmemb;
+	char  *line;
+	char  *nl;
 
 	if (text_add(&x->in, ptr, n) < 0)
 		return 0;
 	line = x->in.p;
 	while ((nl = memchr(line, '\n', x->in.n - (size_t) (line - x->in.p))) != NULL)
 	{
-		size_t		len = (size_t) (nl - line);
+		size_t len = (size_t) (nl - line);
 
 		if (len > 0 && line[len - 1] == '\r')
 			len--;
@@ -264,7 +265,7 @@ stream_write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
 		}
 		else if (len >= 5 && strncmp(line, "data:", 5) == 0)
 		{
-			size_t		skip = len > 5 && line[5] == ' ' ? 6 : 5;
+			size_t skip = len > 5 && line[5] == ' ' ? 6 : 5;
 
 			if (x->has_data)
 				text_add(&x->data, "\n", 1);
@@ -283,7 +284,7 @@ stream_write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
 static void
 stream_open(const char *sid)
 {
-	Xfer	   *x;
+	Xfer *x;
 
 	for (x = streams; x; x = x->next)
 		if (strcmp(x->sid, sid) == 0)
@@ -320,7 +321,7 @@ stream_open(const char *sid)
 static size_t
 post_write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
 {
-	Xfer	   *x = ud;
+	Xfer *x = ud;
 
 	return text_add(&x->in, ptr, size * nmemb) == 0 ? size * nmemb : 0;
 }
@@ -328,7 +329,7 @@ post_write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
 static size_t
 post_header_cb(char *buf, size_t size, size_t nitems, void *ud)
 {
-	size_t		n = size * nitems;
+	size_t			  n = size * nitems;
 	static const char name[] = "acp-connection-id:";
 
 	if (n > sizeof(name) && strncasecmp(buf, name, sizeof(name) - 1) == 0 && !conn_id[0])
@@ -352,8 +353,9 @@ post_header_cb(char *buf, size_t size, size_t nitems, void *ud)
 static const char *
 message_session(json_t *msg)
 {
-	const char *sid = json_string_value(json_object_get(json_object_get(msg, "params"), "sessionId"));
-	char		key[96];
+	const char *sid =
+		json_string_value(json_object_get(json_object_get(msg, "params"), "sessionId"));
+	char key[96];
 
 	if (sid || json_object_get(msg, "method") || !json_object_get(msg, "id"))
 		return sid;
@@ -389,11 +391,11 @@ post_next(void)
 
 		if (m == NULL || strcmp(m, "initialize") != 0)
 		{
-			json_t	   *id = json_object_get(msg, "id");
+			json_t *id = json_object_get(msg, "id");
 
 			if (id)
-				emit_json(json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id,
-									"error", "code", -32600, "message", "Call initialize first."));
+				emit_json(json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id, "error",
+									"code", -32600, "message", "Call initialize first."));
 			json_decref(msg);
 			return;
 		}
@@ -459,7 +461,7 @@ post_done(Xfer *x, CURLcode rc)
 	}
 	if (method && id)
 	{
-		json_t	   *body = x->in.p ? json_loads(x->in.p, 0, NULL) : NULL;
+		json_t *body = x->in.p ? json_loads(x->in.p, 0, NULL) : NULL;
 
 		emit_json(json_pack("{s:s, s:O, s:{s:i, s:s, s:{s:i, s:o}}}", "jsonrpc", "2.0", "id", id,
 							"error", "code", -32603, "message", "the edge refused the message",
@@ -474,10 +476,10 @@ post_done(Xfer *x, CURLcode rc)
 static void
 read_stdin(Text *line)
 {
-	char		buf[65536];
-	ssize_t		n = read(STDIN_FILENO, buf, sizeof(buf));
-	char	   *start;
-	char	   *nl;
+	char	buf[65536];
+	ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+	char   *start;
+	char   *nl;
 
 	if (n <= 0)
 	{
@@ -494,15 +496,15 @@ read_stdin(Text *line)
 	while ((nl = memchr(start, '\n', line->n - (size_t) (start - line->p))) != NULL)
 	{
 		json_error_t err;
-		json_t	   *msg;
+		json_t		*msg;
 
 		*nl = '\0';
 		if (strspn(start, " \t\r") != strlen(start))
 		{
 			msg = json_loads(start, 0, &err);
 			if (msg == NULL || !json_is_object(msg))
-				emit_json(json_pack("{s:s, s:n, s:{s:i, s:s}}", "jsonrpc", "2.0", "id",
-									"error", "code", -32700, "message", "Parse error"));
+				emit_json(json_pack("{s:s, s:n, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", "error",
+									"code", -32700, "message", "Parse error"));
 			else
 				json_array_append(queue, msg);
 			json_decref(msg);
@@ -516,7 +518,7 @@ read_stdin(Text *line)
 static void
 close_connection(void)
 {
-	CURL	   *e;
+	CURL			  *e;
 	struct curl_slist *h;
 
 	if (!conn_id[0] || (e = curl_easy_init()) == NULL)
@@ -536,13 +538,13 @@ static void
 usage(FILE *f)
 {
 	fprintf(f, "Usage: nadi-acp [--url URL] [--token TOKEN | --token-file FILE]\n"
-			"An ACP agent on stdin/stdout that relays to a nadi-edge's /acp endpoint.\n\n"
-			"  --url URL          the edge's ACP endpoint, http(s)://HOST[:PORT]/acp; a URL\n"
-			"                     without a path (http://HOST:PORT) gets /acp added\n"
-			"                     (default http://127.0.0.1:8080/acp)\n"
-			"  --token TOKEN      bearer token of the principal (a tenant or session token)\n"
-			"  --token-file FILE  read the token from FILE (first line)\n\n"
-			"Environment: NADI_ACP_URL, NADI_TOKEN, NADI_TOKEN_FILE.\n");
+			   "An ACP agent on stdin/stdout that relays to a nadi-edge's /acp endpoint.\n\n"
+			   "  --url URL          the edge's ACP endpoint, http(s)://HOST[:PORT]/acp; a URL\n"
+			   "                     without a path (http://HOST:PORT) gets /acp added\n"
+			   "                     (default http://127.0.0.1:8080/acp)\n"
+			   "  --token TOKEN      bearer token of the principal (a tenant or session token)\n"
+			   "  --token-file FILE  read the token from FILE (first line)\n\n"
+			   "Environment: NADI_ACP_URL, NADI_TOKEN, NADI_TOKEN_FILE.\n");
 }
 
 /*
@@ -553,18 +555,20 @@ usage(FILE *f)
 static char *
 endpoint_url(const char *given)
 {
-	CURLU	   *u = curl_url();
-	char	   *scheme = NULL;
-	char	   *path = NULL;
-	char	   *out = NULL;
+	CURLU *u = curl_url();
+	char  *scheme = NULL;
+	char  *path = NULL;
+	char  *out = NULL;
 
 	if (u == NULL)
 		return NULL;
 	if (curl_url_set(u, CURLUPART_URL, given, 0) != CURLUE_OK ||
 		curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
 		(strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0))
-		fprintf(stderr, "nadi-acp: --url must be an http:// or https:// URL such as "
-				"http://127.0.0.1:8080/acp (got \"%s\")\n", given);
+		fprintf(stderr,
+				"nadi-acp: --url must be an http:// or https:// URL such as "
+				"http://127.0.0.1:8080/acp (got \"%s\")\n",
+				given);
 	else if (curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK &&
 			 (strcmp(path, "/") == 0 || path[0] == '\0') &&
 			 curl_url_set(u, CURLUPART_PATH, "/acp", 0) != CURLUE_OK)
@@ -580,9 +584,9 @@ endpoint_url(const char *given)
 static char *
 read_token_file(const char *path)
 {
-	FILE	   *f = fopen(path, "r");
-	char		buf[8300];
-	size_t		n;
+	FILE  *f = fopen(path, "r");
+	char   buf[8300];
+	size_t n;
 
 	if (f == NULL)
 		return NULL;
@@ -596,17 +600,15 @@ read_token_file(const char *path)
 int
 main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"url", required_argument, NULL, 'u'},
-		{"token", required_argument, NULL, 't'},
-		{"token-file", required_argument, NULL, 'f'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0}
-	};
-	const char *token = getenv("NADI_TOKEN");
-	const char *token_file = getenv("NADI_TOKEN_FILE");
-	Text		line = {0};
-	int			c;
+	static const struct option opts[] = {{"url", required_argument, NULL, 'u'},
+										 {"token", required_argument, NULL, 't'},
+										 {"token-file", required_argument, NULL, 'f'},
+										 {"help", no_argument, NULL, 'h'},
+										 {NULL, 0, NULL, 0}};
+	const char				  *token = getenv("NADI_TOKEN");
+	const char				  *token_file = getenv("NADI_TOKEN_FILE");
+	Text					   line = {0};
+	int						   c;
 
 	if (getenv("NADI_ACP_URL"))
 		url = getenv("NADI_ACP_URL");
@@ -631,7 +633,7 @@ main(int argc, char **argv)
 	}
 	if (token && *token)
 	{
-		size_t		n = strlen(token) + 32;
+		size_t n = strlen(token) + 32;
 
 		auth_header = malloc(n);
 		if (auth_header == NULL)
@@ -648,9 +650,9 @@ main(int argc, char **argv)
 	while (exit_code < 0)
 	{
 		struct curl_waitfd extra = {.fd = STDIN_FILENO, .events = CURL_WAIT_POLLIN};
-		int			running;
-		int			left;
-		CURLMsg    *m;
+		int				   running;
+		int				   left;
+		CURLMsg			  *m;
 
 		while (json_array_size(to_open) > 0)
 		{
@@ -672,7 +674,7 @@ main(int argc, char **argv)
 		curl_multi_perform(multi, &running);
 		while ((m = curl_multi_info_read(multi, &left)) != NULL)
 		{
-			Xfer	   *x = NULL;
+			Xfer *x = NULL;
 
 			if (m->msg != CURLMSG_DONE)
 				continue;
@@ -691,10 +693,11 @@ main(int argc, char **argv)
 						break;
 					}
 				if (x->sid[0] == '\0' && exit_code < 0)
-					die("the edge closed the connection's stream (%s)", curl_easy_strerror(m->data.result));
+					die("the edge closed the connection's stream (%s)",
+						curl_easy_strerror(m->data.result));
 				else if (x->sid[0] && exit_code < 0)
 				{
-					long		status = 0;
+					long status = 0;
 
 					/* e.g. 429 at the tenant's stream limit: the next message reopens it */
 					curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -707,7 +710,7 @@ main(int argc, char **argv)
 	}
 	while (streams)
 	{
-		Xfer	   *x = streams;
+		Xfer *x = streams;
 
 		streams = x->next;
 		xfer_free(x);

@@ -13,9 +13,9 @@
 static int
 buf_reserve(EdgeBuf *b, size_t extra)
 {
-	size_t		need;
-	size_t		cap;
-	char	   *p;
+	size_t need;
+	size_t cap;
+	char  *p;
 
 	if (b->off > 0 && (b->off >= b->len || b->off > b->cap / 2))
 	{
@@ -23,7 +23,7 @@ buf_reserve(EdgeBuf *b, size_t extra)
 		b->len -= b->off;
 		b->off = 0;
 	}
-	need = b->len + extra + 1;	/* room for a terminator */
+	need = b->len + extra + 1; /* room for a terminator */
 	if (need <= b->cap)
 		return 0;
 	cap = b->cap ? b->cap : 256;
@@ -40,7 +40,7 @@ buf_reserve(EdgeBuf *b, size_t extra)
 int
 buf_append(EdgeBuf *b, const void *p, size_t n)
 {
-	int			r = buf_reserve(b, n);
+	int r = buf_reserve(b, n);
 
 	if (r < 0)
 		return r;
@@ -57,11 +57,11 @@ buf_puts(EdgeBuf *b, const char *s)
 }
 
 int
-buf_printf(EdgeBuf *b, const char *fmt,...)
+buf_printf(EdgeBuf *b, const char *fmt, ...)
 {
-	va_list		ap;
-	int			n;
-	int			r;
+	va_list ap;
+	int		n;
+	int		r;
 
 	va_start(ap, fmt);
 	n = vsnprintf(NULL, 0, fmt, ap);

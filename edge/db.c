@@ -30,7 +30,8 @@
 #include "edge.h"
 
 #define DB_MAX_PARAMS 6
-#define DB_OPTIONS "-c TimeZone=UTC -c statement_timeout=30s -c idle_in_transaction_session_timeout=30s"
+#define DB_OPTIONS \
+	"-c TimeZone=UTC -c statement_timeout=30s -c idle_in_transaction_session_timeout=30s"
 
 #define SESSION_JSON \
 	"json_build_object('id', s.session_id, 'tenant_id', s.tenant_id, 'state', s.state, " \
@@ -48,82 +49,84 @@ static const char *const stmt_sql[STMT__COUNT] = {
 	[STMT_PING] = "SELECT 1",
 	[STMT_JWKS] = "SELECT nadi.jwks()::text",
 	[STMT_SESSION_CREATE] =
-	"SELECT " SESSION_JSON ", s.session_id, s.last_seq FROM nadi.session_create($1::text, "
-	"coalesce($2::jsonb, '{}'), coalesce($3::jsonb, '{}'), coalesce($4::jsonb, '{}')) s",
+		"SELECT " SESSION_JSON ", s.session_id, s.last_seq FROM nadi.session_create($1::text, "
+		"coalesce($2::jsonb, '{}'), coalesce($3::jsonb, '{}'), coalesce($4::jsonb, '{}')) s",
 	[STMT_SESSION_GET] = "SELECT " SESSION_JSON " FROM nadi.session_get($1::uuid) s",
 	[STMT_SESSION_LIST] =
-	"SELECT " SESSION_JSON ", s.session_id FROM nadi.session_list($1::nadi.session_state, "
-	"$2::uuid, $3::integer, $4::text) s",
+		"SELECT " SESSION_JSON ", s.session_id FROM nadi.session_list($1::nadi.session_state, "
+		"$2::uuid, $3::integer, $4::text) s",
 	[STMT_SESSION_TERMINATE] =
-	"SELECT " SESSION_JSON " FROM nadi.session_terminate($1::uuid, $2::text) s",
-	[STMT_COMMAND_ENQUEUE] =
-	"SELECT " COMMAND_JSON ", c.command_id, c.created_at <> nadi.now() "
-	"FROM nadi.command_enqueue($1::uuid, $2::text, $3::jsonb, $4::text) c",
+		"SELECT " SESSION_JSON " FROM nadi.session_terminate($1::uuid, $2::text) s",
+	[STMT_COMMAND_ENQUEUE] = "SELECT " COMMAND_JSON ", c.command_id, c.created_at <> nadi.now() "
+							 "FROM nadi.command_enqueue($1::uuid, $2::text, $3::jsonb, $4::text) c",
 	[STMT_COMMAND_GET] = "SELECT " COMMAND_JSON " FROM nadi.command_get($1::uuid, $2::bigint) c",
-	[STMT_COMMAND_LIST] =
-	"SELECT " COMMAND_JSON ", c.command_id FROM nadi.command_list($1::uuid, "
-	"$2::nadi.command_status, $3::bigint, $4::integer) c",
+	[STMT_COMMAND_LIST] = "SELECT " COMMAND_JSON ", c.command_id FROM nadi.command_list($1::uuid, "
+						  "$2::nadi.command_status, $3::bigint, $4::integer) c",
 	[STMT_COMMAND_CANCEL] =
-	"SELECT " COMMAND_JSON " FROM nadi.command_cancel($1::uuid, $2::bigint) c",
+		"SELECT " COMMAND_JSON " FROM nadi.command_cancel($1::uuid, $2::bigint) c",
 	[STMT_EVENTS_READ] =
-	"SELECT e.seq, json_build_object('seq', e.seq, 'kind', e.kind, 'session_id', e.session_id, "
-	"'command_id', e.command_id, 'payload', e.payload, 'created_at', e.created_at)::text "
-	"FROM nadi.events_read($1::uuid, $2::bigint, $3::integer) e",
+		"SELECT e.seq, json_build_object('seq', e.seq, 'kind', e.kind, 'session_id', e.session_id, "
+		"'command_id', e.command_id, 'payload', e.payload, 'created_at', e.created_at)::text "
+		"FROM nadi.events_read($1::uuid, $2::bigint, $3::integer) e",
 	/*
 	 * The session's last seq comes from the same snapshot as the events, so
 	 * a cursor beyond it can be clamped to it; the read starts there too.
 	 */
 	[STMT_EVENTS_FOLLOW] =
-	"SELECT s.last_seq, e.seq, json_build_object('seq', e.seq, 'kind', e.kind, "
-	"'session_id', e.session_id, 'command_id', e.command_id, 'payload', e.payload, "
-	"'created_at', e.created_at)::text "
-	"FROM nadi.session_get($1::uuid) s LEFT JOIN LATERAL "
-	"nadi.events_read($1::uuid, least($2::bigint, s.last_seq), $3::integer) e ON true "
-	"ORDER BY e.seq",
+		"SELECT s.last_seq, e.seq, json_build_object('seq', e.seq, 'kind', e.kind, "
+		"'session_id', e.session_id, 'command_id', e.command_id, 'payload', e.payload, "
+		"'created_at', e.created_at)::text "
+		"FROM nadi.session_get($1::uuid) s LEFT JOIN LATERAL "
+		"nadi.events_read($1::uuid, least($2::bigint, s.last_seq), $3::integer) e ON true "
+		"ORDER BY e.seq",
 };
 
 #define AUTH_SQL "SELECT nadi.authenticate($1::text) IS NOT NULL"
 
 struct EdgeJob
 {
-	EdgeStmt	stmt;
-	char	   *token;
-	int			nparams;
-	char	   *params[DB_MAX_PARAMS];
-	EdgeDbDone	done;
-	void	   *arg;
-	uint64_t	deadline_ms;
-	bool		cancelled;
-	bool		running;
-	EdgeJob    *next;
+	EdgeStmt   stmt;
+	char	  *token;
+	int		   nparams;
+	char	  *params[DB_MAX_PARAMS];
+	EdgeDbDone done;
+	void	  *arg;
+	uint64_t   deadline_ms;
+	bool	   cancelled;
+	bool	   running;
+	EdgeJob	  *next;
 };
 
 typedef enum DbState
 {
-	DB_DOWN = 0, DB_CONNECTING, DB_PREPARING, DB_IDLE, DB_BUSY
+	DB_DOWN = 0,
+	DB_CONNECTING,
+	DB_PREPARING,
+	DB_IDLE,
+	DB_BUSY
 } DbState;
 
 typedef struct DbConn
 {
-	PqConn		pq;
-	DbState		state;
-	bool		listener;
-	EvIo	watch;
-	EvTimer	retry;
-	EdgeJob    *job;
-	int			nres;			/* results (other than Sync) seen so far */
-	int			api_index;		/* which of them is the API statement's */
-	int			nulls;			/* consecutive NULL results */
-	PGresult   *api_res;		/* result of the API statement */
-	PGresult   *err_res;		/* first error */
+	PqConn	  pq;
+	DbState	  state;
+	bool	  listener;
+	EvIo	  watch;
+	EvTimer	  retry;
+	EdgeJob	 *job;
+	int		  nres;		 /* results (other than Sync) seen so far */
+	int		  api_index; /* which of them is the API statement's */
+	int		  nulls;	 /* consecutive NULL results */
+	PGresult *api_res;	 /* result of the API statement */
+	PGresult *err_res;	 /* first error */
 } DbConn;
 
-static DbConn *pool;
-static DbConn listener;
-static EdgeJob *queue_head, *queue_tail;
-static int	queue_len;
-static EdgeDbStats stats;
-static DbNotifyFn notify_fn;
+static DbConn	   *pool;
+static DbConn		listener;
+static EdgeJob	   *queue_head, *queue_tail;
+static int			queue_len;
+static EdgeDbStats	stats;
+static DbNotifyFn	notify_fn;
 static DbListenUpFn listen_up_fn;
 
 static void conn_start(DbConn *c);
@@ -191,7 +194,7 @@ EdgeJob *
 db_submit_ex(EdgeStmt stmt, const EdgeAuth *auth, int nparams, const char *const *params,
 			 EdgeDbDone done, void *arg, bool urgent)
 {
-	EdgeJob    *j;
+	EdgeJob *j;
 
 	if (queue_len >= edge_cfg.queue_max || nparams > DB_MAX_PARAMS)
 	{
@@ -283,7 +286,7 @@ conn_clear_results(DbConn *c)
 static void
 conn_lost(DbConn *c, const char *why)
 {
-	uint64_t	delay_ms;
+	uint64_t delay_ms;
 
 	if (c->state >= DB_IDLE || c->job)
 		log_warning("database connection %s lost: %s", c->listener ? "(LISTEN)" : "(pool)", why);
@@ -293,7 +296,7 @@ conn_lost(DbConn *c, const char *why)
 	conn_clear_results(c);
 	if (c->job)
 	{
-		EdgeJob    *j = c->job;
+		EdgeJob *j = c->job;
 
 		c->job = NULL;
 		job_fail(j, "08006", "the database connection was lost");
@@ -348,8 +351,8 @@ conn_start(DbConn *c)
 static void
 conn_prepare(DbConn *c)
 {
-	PGconn	   *pg = c->pq.pg;
-	char		name[16];
+	PGconn *pg = c->pq.pg;
+	char	name[16];
 
 	if (PQenterPipelineMode(pg) != 1)
 		goto fail;
@@ -388,7 +391,7 @@ conn_listen(DbConn *c)
 static void
 conn_connect_step(DbConn *c)
 {
-	PqStep		st = pq_conn_step(&c->pq);
+	PqStep st = pq_conn_step(&c->pq);
 
 	/* libpq may have closed the socket and opened another (next host): re-add */
 	ev_io_stop(&c->watch);
@@ -420,8 +423,7 @@ conn_send(DbConn *c, EdgeJob *j)
 	snprintf(name, sizeof(name), "s%d", (int) j->stmt);
 	if (j->token && !PQsendQueryPrepared(pg, "auth", 1, tok, NULL, NULL, 0))
 		return false;
-	if (!PQsendQueryPrepared(pg, name, j->nparams, (const char *const *) j->params,
-							 NULL, NULL, 0))
+	if (!PQsendQueryPrepared(pg, name, j->nparams, (const char *const *) j->params, NULL, NULL, 0))
 		return false;
 	if (!PQpipelineSync(pg))
 		return false;
@@ -440,8 +442,8 @@ pool_dispatch(void)
 {
 	for (int i = 0; i < edge_cfg.pool_size && queue_head; i++)
 	{
-		DbConn	   *c = &pool[i];
-		EdgeJob    *j;
+		DbConn	*c = &pool[i];
+		EdgeJob *j;
 
 		if (c->state != DB_IDLE)
 			continue;
@@ -485,7 +487,7 @@ conn_result(DbConn *c, PGresult *r)
 		{
 			if (c->err_res)
 			{
-				char		line[PQ_ERROR_MAX];
+				char line[PQ_ERROR_MAX];
 
 				conn_lost(c, pq_error_line(c->pq.pg, c->err_res, line, sizeof(line)));
 				return;
@@ -497,7 +499,7 @@ conn_result(DbConn *c, PGresult *r)
 		}
 		if (c->job)
 		{
-			EdgeJob    *j = c->job;
+			EdgeJob		*j = c->job;
 			EdgeDbResult res = {0};
 
 			c->job = NULL;
@@ -539,9 +541,9 @@ conn_result(DbConn *c, PGresult *r)
 static void
 listener_io(DbConn *c)
 {
-	PGresult   *r;
-	PGnotify   *n;
-	char		line[PQ_ERROR_MAX];
+	PGresult *r;
+	PGnotify *n;
+	char	  line[PQ_ERROR_MAX];
 
 	while (!PQisBusy(c->pq.pg) && (r = PQgetResult(c->pq.pg)) != NULL)
 	{
@@ -574,8 +576,8 @@ listener_io(DbConn *c)
 static void
 conn_io(EvIo *w, uint32_t events)
 {
-	DbConn	   *c = w->data;
-	PGresult   *r;
+	DbConn	 *c = w->data;
+	PGresult *r;
 
 	if (c->state == DB_CONNECTING)
 	{
@@ -647,11 +649,11 @@ db_init(void)
 void
 db_tick(void)
 {
-	uint64_t	now = ev_now_ms();
+	uint64_t now = ev_now_ms();
 
 	while (queue_head && (queue_head->deadline_ms <= now || queue_head->cancelled))
 	{
-		EdgeJob    *j = queue_head;
+		EdgeJob *j = queue_head;
 
 		queue_head = j->next;
 		if (queue_head == NULL)
@@ -663,7 +665,6 @@ db_tick(void)
 			job_fail(j, "08006", "no database connection became free in time");
 	}
 }
-
 
 void
 db_stats(EdgeDbStats *s)
@@ -685,7 +686,7 @@ db_shutdown(void)
 {
 	while (queue_head)
 	{
-		EdgeJob    *j = queue_head;
+		EdgeJob *j = queue_head;
 
 		queue_head = j->next;
 		job_fail(j, "57P01", "the edge is shutting down");
@@ -694,7 +695,7 @@ db_shutdown(void)
 	queue_len = 0;
 	for (int i = 0; pool && i < edge_cfg.pool_size; i++)
 	{
-		DbConn	   *c = &pool[i];
+		DbConn *c = &pool[i];
 
 		ev_timer_cancel(&c->retry);
 		ev_io_stop(&c->watch);

@@ -44,21 +44,21 @@
 
 struct EdgeFeed
 {
-	char		sid[37];
-	int64_t		last_seq;		/* -1: not known yet */
-	EdgeSub    *subs;
-	int			nsubs;
-	EdgeJob    *job;
-	EdgeSub    *job_sub;		/* whose token the read in flight uses */
-	EdgeSub    *iter_next;		/* delivery loop's next subscriber */
-	bool		dirty;
-	int			busy;			/* inside a delivery: do not free */
-	EvTimer	retry;
-	EdgeFeed   *hnext;
+	char	  sid[37];
+	int64_t	  last_seq; /* -1: not known yet */
+	EdgeSub	 *subs;
+	int		  nsubs;
+	EdgeJob	 *job;
+	EdgeSub	 *job_sub;	 /* whose token the read in flight uses */
+	EdgeSub	 *iter_next; /* delivery loop's next subscriber */
+	bool	  dirty;
+	int		  busy; /* inside a delivery: do not free */
+	EvTimer	  retry;
+	EdgeFeed *hnext;
 };
 
 static EdgeFeed *buckets[FEED_BUCKETS];
-static int	nfeeds;
+static int		 nfeeds;
 
 static void feed_fetch(EdgeFeed *f);
 static void sub_fetch(EdgeSub *s);
@@ -88,7 +88,7 @@ feed_count(void)
 static void
 feed_maybe_free(EdgeFeed *f)
 {
-	EdgeFeed  **pp;
+	EdgeFeed **pp;
 
 	if (f->nsubs > 0 || f->job || f->busy)
 		return;
@@ -151,11 +151,11 @@ feed_behind(EdgeFeed *f, EdgeSub *except)
 static void
 sub_fetch_done(void *arg, EdgeDbResult *r)
 {
-	EdgeSub    *s = arg;
-	EdgeFeed   *f = s->feed;
-	int			n;
-	int64_t		last;
-	bool		first = !s->started;
+	EdgeSub	 *s = arg;
+	EdgeFeed *f = s->feed;
+	int		  n;
+	int64_t	  last;
+	bool	  first = !s->started;
 
 	s->job = NULL;
 	if (!r->ok)
@@ -217,7 +217,7 @@ sub_fetch_done(void *arg, EdgeDbResult *r)
 	/* the database's last seq, never the client's cursor, moves the feed */
 	if (f->last_seq < last)
 	{
-		int64_t		was = f->last_seq;
+		int64_t was = f->last_seq;
 
 		f->last_seq = last;
 		if (was >= 0)
@@ -258,11 +258,11 @@ int
 feed_subscribe(EdgeSub *s, const char *sid, int64_t after, const EdgeAuth *auth,
 			   const EdgeSubOps *ops, void *owner)
 {
-	EdgeFeed   *f = feed_find(sid);
+	EdgeFeed *f = feed_find(sid);
 
 	if (f == NULL)
 	{
-		unsigned	h = sid_hash(sid);
+		unsigned h = sid_hash(sid);
 
 		f = calloc(1, sizeof(*f));
 		if (f == NULL)
@@ -291,7 +291,7 @@ feed_subscribe(EdgeSub *s, const char *sid, int64_t after, const EdgeAuth *auth,
 void
 feed_unsubscribe(EdgeSub *s)
 {
-	EdgeFeed   *f = s->feed;
+	EdgeFeed *f = s->feed;
 
 	if (f == NULL)
 		return;
@@ -327,7 +327,7 @@ feed_sub_room(EdgeSub *s)
 static void
 feed_retry_fn(EvTimer *t)
 {
-	EdgeFeed   *f = t->data;
+	EdgeFeed *f = t->data;
 
 	if (f->job == NULL)
 		feed_fetch(f);
@@ -337,7 +337,7 @@ feed_retry_fn(EvTimer *t)
 static void
 feed_deliver(EdgeFeed *f, int64_t seq, const char *json, size_t len)
 {
-	EdgeSub    *s = f->subs;
+	EdgeSub *s = f->subs;
 
 	while (s)
 	{
@@ -353,7 +353,8 @@ feed_deliver(EdgeFeed *f, int64_t seq, const char *json, size_t len)
 					EdgeProblem p;
 
 					problem_set(&p, 503, "slow_client",
-								"The client did not read its stream fast enough; resume from the last event id.");
+								"The client did not read its stream fast enough; resume from the "
+								"last event id.");
 					s->ops->failed(s, &p);
 				}
 			}
@@ -370,8 +371,8 @@ static void feed_fetch_result(EdgeFeed *f, EdgeSub *used, EdgeDbResult *r);
 static void
 feed_fetch_done(void *arg, EdgeDbResult *r)
 {
-	EdgeFeed   *f = arg;
-	EdgeSub    *used = f->job_sub;
+	EdgeFeed *f = arg;
+	EdgeSub	 *used = f->job_sub;
 
 	f->job = NULL;
 	f->job_sub = NULL;
@@ -384,7 +385,7 @@ feed_fetch_done(void *arg, EdgeDbResult *r)
 static void
 feed_fetch_result(EdgeFeed *f, EdgeSub *used, EdgeDbResult *r)
 {
-	int			n;
+	int n;
 
 	if (f->nsubs == 0)
 		return;
@@ -433,7 +434,7 @@ feed_fetch_result(EdgeFeed *f, EdgeSub *used, EdgeDbResult *r)
 static void
 feed_fetch(EdgeFeed *f)
 {
-	EdgeSub    *pick = NULL;
+	EdgeSub	   *pick = NULL;
 	char		after[24];
 	const char *params[3] = {f->sid, after, FEED_PAGE_TEXT};
 
@@ -468,7 +469,7 @@ feed_fetch(EdgeFeed *f)
 void
 feed_on_notify(const char *sid)
 {
-	EdgeFeed   *f;
+	EdgeFeed *f;
 
 	/* "*": the notifier dropped ids (its ring overflowed); re-read every feed */
 	if (strcmp(sid, "*") == 0)

@@ -36,16 +36,16 @@
 #include "edge.h"
 
 static struct MHD_Daemon *mhd;
-static EvIo mhd_watch;
-static HttpSlow slow;			/* --header-timeout, --body-timeout */
-static EdgeReq *in_handler;		/* the request whose handler is running */
-static int	nreqs;				/* requests not yet completed */
+static EvIo				  mhd_watch;
+static HttpSlow			  slow;		  /* --header-timeout, --body-timeout */
+static EdgeReq			 *in_handler; /* the request whose handler is running */
+static int				  nreqs;	  /* requests not yet completed */
 
 static void
 mhd_logger(void *cls EDGE_UNUSED, const char *fmt, va_list ap)
 {
-	char		line[512];
-	size_t		n;
+	char   line[512];
+	size_t n;
 
 	vsnprintf(line, sizeof(line), fmt, ap);
 	n = strlen(line);
@@ -62,10 +62,10 @@ http_tick(void)
 }
 
 static void
-request_completed(void *cls EDGE_UNUSED, struct MHD_Connection *conn,
-				  void **con_cls, enum MHD_RequestTerminationCode toe)
+request_completed(void *cls EDGE_UNUSED, struct MHD_Connection *conn, void **con_cls,
+				  enum MHD_RequestTerminationCode toe)
 {
-	EdgeReq    *req = *con_cls;
+	EdgeReq *req = *con_cls;
 
 	if (req == NULL)
 		return;
@@ -90,10 +90,10 @@ request_completed(void *cls EDGE_UNUSED, struct MHD_Connection *conn,
 
 static enum MHD_Result
 access_handler(void *cls EDGE_UNUSED, struct MHD_Connection *conn, const char *url,
-			   const char *method, const char *version EDGE_UNUSED,
-			   const char *upload_data, size_t *upload_data_size, void **con_cls)
+			   const char *method, const char *version EDGE_UNUSED, const char *upload_data,
+			   size_t *upload_data_size, void **con_cls)
 {
-	EdgeReq    *req = *con_cls;
+	EdgeReq		   *req = *con_cls;
 	enum MHD_Result ret;
 
 	if (req == NULL)
@@ -199,11 +199,11 @@ http_run(void)
 int
 http_start(void)
 {
-	unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE |
-		MHD_USE_ERROR_LOG;
+	unsigned int flags =
+		MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG;
 	const union MHD_DaemonInfo *info;
-	uint16_t	port = 0;
-	int			fd;
+	uint16_t					port = 0;
+	int							fd;
 
 	fd = listen_inet_socket(edge_cfg.listen_addr, (uint16_t) edge_cfg.port, &port);
 	if (fd == -EINVAL)
@@ -220,19 +220,17 @@ http_start(void)
 	slow.header_timeout_ms = (uint64_t) edge_cfg.header_timeout_s * 1000;
 	if (strchr(edge_cfg.listen_addr, ':') != NULL)
 		flags |= MHD_USE_IPv6;
-	mhd = MHD_start_daemon(flags, 0, NULL, NULL, access_handler, NULL,
-						   MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
-						   MHD_OPTION_LISTEN_SOCKET, fd,
-						   MHD_OPTION_CONNECTION_LIMIT, (unsigned int) edge_cfg.max_conns,
-						   MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int) edge_cfg.max_conns_per_ip,
-						   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) edge_cfg.idle_timeout_s,
-						   MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
-						   MHD_OPTION_NOTIFY_CONNECTION, http_slow_notify, &slow,
-						   MHD_OPTION_END);
+	mhd = MHD_start_daemon(
+		flags, 0, NULL, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
+		MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
+		(unsigned int) edge_cfg.max_conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+		(unsigned int) edge_cfg.max_conns_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned int) edge_cfg.idle_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, request_completed,
+		NULL, MHD_OPTION_NOTIFY_CONNECTION, http_slow_notify, &slow, MHD_OPTION_END);
 	if (mhd == NULL)
 	{
 		log_error("could not start the HTTP server on %s port %u", edge_cfg.listen_addr,
-			  (unsigned) port);
+				  (unsigned) port);
 		close(fd);
 		return -EIO;
 	}
@@ -282,7 +280,6 @@ http_query(EdgeReq *req, const char *name)
 {
 	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
 }
-
 
 void
 http_suspend(EdgeReq *req)
@@ -345,8 +342,8 @@ int
 http_respond(EdgeReq *req, int status, const char *ctype, const char *body, size_t len,
 			 const char *const *headers)
 {
-	struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *) body,
-															 MHD_RESPMEM_MUST_COPY);
+	struct MHD_Response *r =
+		MHD_create_response_from_buffer(len, (void *) body, MHD_RESPMEM_MUST_COPY);
 
 	if (r == NULL)
 		return -ENOMEM;
@@ -376,8 +373,9 @@ http_respond_problem(EdgeReq *req, const EdgeProblem *p)
 	if (p->status == 401)
 	{
 		headers[n++] = MHD_HTTP_HEADER_WWW_AUTHENTICATE;
-		headers[n++] = strcmp(p->code, "not_authenticated") == 0 ? "Bearer realm=\"nadi\"" :
-			"Bearer realm=\"nadi\", error=\"invalid_token\"";
+		headers[n++] = strcmp(p->code, "not_authenticated") == 0
+						   ? "Bearer realm=\"nadi\""
+						   : "Bearer realm=\"nadi\", error=\"invalid_token\"";
 	}
 	if (p->retry_after > 0)
 	{
@@ -387,7 +385,7 @@ http_respond_problem(EdgeReq *req, const EdgeProblem *p)
 	}
 	if (p->status >= 500 && p->status != 503)
 		log_warning("%s %s: %d %s (request %s)", req->method, req->url, p->status, p->detail,
-				req->access.request_id);
+					req->access.request_id);
 	r = http_respond(req, p->status, "application/problem+json", body ? body : "{}",
 					 body ? strlen(body) : 2, headers);
 	free(body);

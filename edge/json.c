@@ -19,13 +19,13 @@
 static int
 json_depth(const char *s, size_t n, int max)
 {
-	int			depth = 0;
-	int			deepest = 0;
-	bool		in_str = false;
+	int	 depth = 0;
+	int	 deepest = 0;
+	bool in_str = false;
 
 	for (size_t i = 0; i < n; i++)
 	{
-		char		c = s[i];
+		char c = s[i];
 
 		if (in_str)
 		{
@@ -58,13 +58,13 @@ json_t *
 json_parse_strict(const char *s, size_t n, EdgeProblem *p)
 {
 	json_error_t err;
-	json_t	   *j;
-	int			depth = json_depth(s, n, edge_cfg.json_depth);
+	json_t		*j;
+	int			 depth = json_depth(s, n, edge_cfg.json_depth);
 
 	if (depth > edge_cfg.json_depth)
 	{
-		problem_set(p, 400, "json_too_deep",
-					"The JSON document nests deeper than %d levels.", edge_cfg.json_depth);
+		problem_set(p, 400, "json_too_deep", "The JSON document nests deeper than %d levels.",
+					edge_cfg.json_depth);
 		return NULL;
 	}
 	j = json_loadb(s, n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
@@ -92,19 +92,19 @@ json_only_fields(json_t *obj, const char *const *allowed, EdgeProblem *p)
 
 	json_object_foreach(obj, key, v)
 	{
-		bool		ok = false;
+		bool ok = false;
 
 		for (const char *const *a = allowed; *a; a++)
 			if (strcmp(key, *a) == 0)
 				ok = true;
 		if (!ok)
 		{
-			EdgeBuf		names = {0};
+			EdgeBuf names = {0};
 
 			for (const char *const *a = allowed; *a; a++)
 				buf_printf(&names, "%s%s", a == allowed ? "" : ", ", *a);
-			problem_set(p, 400, "unknown_field", "Unknown field \"%.100s\"; allowed: %s.",
-						key, names.data ? buf_cstr(&names) : "none");
+			problem_set(p, 400, "unknown_field", "Unknown field \"%.100s\"; allowed: %s.", key,
+						names.data ? buf_cstr(&names) : "none");
 			buf_free(&names);
 			return -EINVAL;
 		}
@@ -116,8 +116,8 @@ json_only_fields(json_t *obj, const char *const *allowed, EdgeProblem *p)
 bool
 edge_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out)
 {
-	char	   *end;
-	long long	v;
+	char	 *end;
+	long long v;
 
 	if (s == NULL || *s == '\0' || isspace((unsigned char) *s) || strlen(s) > 20)
 		return false;

@@ -24,7 +24,7 @@
 #include "daemonlib/conf.h"
 #include "daemonlib/notify.h"
 
-EdgeConfig	edge_cfg = {
+EdgeConfig edge_cfg = {
 	.port = 8080,
 	.pool_size = 4,
 	.queue_max = 4096,
@@ -50,16 +50,16 @@ EdgeConfig	edge_cfg = {
 
 volatile bool edge_draining;
 
-static EvIo sig_watch;
-static EvTimer tick_timer;
-static int	signals_seen;
+static EvIo		sig_watch;
+static EvTimer	tick_timer;
+static int		signals_seen;
 static uint64_t drain_deadline_ms;
 
 /* --verbose: --log-level=debug, and a few info lines more (auth.c). */
 static int
 set_verbose(const char *value, bool from_flag EDGE_UNUSED)
 {
-	bool		on;
+	bool on;
 
 	if (parse_bool(value, &on) < 0)
 		return -EINVAL;
@@ -72,37 +72,58 @@ set_verbose(const char *value, bool from_flag EDGE_UNUSED)
 #define E(f) offsetof(EdgeConfig, f)
 static const struct conf_key edge_keys[] = {
 	{"listen", CONF_STR, E(listen_addr), "IPv4 or IPv6 address to listen on (default 127.0.0.1)"},
-	{"port", CONF_INT, E(port), "port (default 8080; 0: any free one, see --ready-file)", 0, NULL, 0, 65535},
+	{"port", CONF_INT, E(port), "port (default 8080; 0: any free one, see --ready-file)", 0, NULL,
+	 0, 65535},
 	{"ready_file", CONF_STR, E(ready_file), "once serving, write the bound port to this file"},
 	{"db", CONF_STR, E(conninfo), "libpq connection string (libpq's PG* variables apply too)"},
-	{"pool", CONF_INT, E(pool_size), "database connections for requests (default 4)", 0, NULL, 1, 256},
-	{"queue", CONF_INT, E(queue_max), "requests waiting for a connection (default 4096)", 0, NULL, 1, 1000000},
-	{"queue_timeout", CONF_INT, E(queue_timeout_s), "seconds a request waits for a connection (default 5)", 0, NULL, 1, 3600},
-	{"max_connections", CONF_INT, E(max_conns), "HTTP connections in total (default 16384)", 0, NULL, 16, 1000000},
-	{"max_connections_per_ip", CONF_INT, E(max_conns_per_ip), "HTTP connections from one address (default 512)", 0, NULL, 1, 1000000},
+	{"pool", CONF_INT, E(pool_size), "database connections for requests (default 4)", 0, NULL, 1,
+	 256},
+	{"queue", CONF_INT, E(queue_max), "requests waiting for a connection (default 4096)", 0, NULL,
+	 1, 1000000},
+	{"queue_timeout", CONF_INT, E(queue_timeout_s),
+	 "seconds a request waits for a connection (default 5)", 0, NULL, 1, 3600},
+	{"max_connections", CONF_INT, E(max_conns), "HTTP connections in total (default 16384)", 0,
+	 NULL, 16, 1000000},
+	{"max_connections_per_ip", CONF_INT, E(max_conns_per_ip),
+	 "HTTP connections from one address (default 512)", 0, NULL, 1, 1000000},
 	{"max_streams", CONF_INT, E(max_streams), "SSE streams (default 10000)", 0, NULL, 0, 1000000},
 	{"max_acp", CONF_INT, E(max_acp), "ACP connections (default 1000)", 0, NULL, 0, 100000},
-	{"max_streams_per_tenant", CONF_INT, E(max_streams_per_tenant), "streams one tenant may hold (default 1000)", 0, NULL, 0, 1000000},
-	{"max_acp_per_tenant", CONF_INT, E(max_acp_per_tenant), "ACP connections one tenant may hold (default 100)", 0, NULL, 0, 100000},
-	{"max_acp_sessions", CONF_INT, E(max_acp_sessions), "sessions loaded on one ACP connection (default 64)", 0, NULL, 1, 256},
-	{"body_limit", CONF_SIZE, E(body_limit), "largest request body (default 1M)", 0, NULL, 1024, 256LL << 20},
-	{"json_depth", CONF_INT, E(json_depth), "deepest JSON nesting accepted (default 64)", 0, NULL, 2, 1000},
-	{"header_timeout", CONF_INT, E(header_timeout_s), "seconds to send the request headers (default 10)", 0, NULL, 1, 3600},
-	{"body_timeout", CONF_INT, E(body_timeout_s), "seconds to send a request body (default 30)", 0, NULL, 1, 3600},
-	{"idle_timeout", CONF_INT, E(idle_timeout_s), "seconds before an idle connection is closed (default 60)", 0, NULL, 1, 86400},
-	{"heartbeat", CONF_INT, E(heartbeat_s), "seconds between SSE / WebSocket keep-alives (default 15)", 0, NULL, 1, 3600},
-	{"stream_buffer", CONF_SIZE, E(stream_buffer), "output buffer per stream (default 256K)", 0, NULL, 4096, 64LL << 20},
-	{"jwks_refresh", CONF_INT, E(jwks_refresh_s), "seconds between signing key reloads (default 60)", 0, NULL, 1, 86400},
-	{"drain_timeout", CONF_INT, E(drain_timeout_s), "longest graceful shutdown in seconds (default 10)", 0, NULL, 0, 3600},
-	{"acp_idle", CONF_INT, E(acp_idle_s), "seconds an HTTP ACP connection without a stream lives (default 300)", 0, NULL, 1, 86400},
-	{"dev_no_auth", CONF_BOOL, E(dev_no_auth), "DEVELOPMENT ONLY: requests without a token run with the edge's own database role"},
+	{"max_streams_per_tenant", CONF_INT, E(max_streams_per_tenant),
+	 "streams one tenant may hold (default 1000)", 0, NULL, 0, 1000000},
+	{"max_acp_per_tenant", CONF_INT, E(max_acp_per_tenant),
+	 "ACP connections one tenant may hold (default 100)", 0, NULL, 0, 100000},
+	{"max_acp_sessions", CONF_INT, E(max_acp_sessions),
+	 "sessions loaded on one ACP connection (default 64)", 0, NULL, 1, 256},
+	{"body_limit", CONF_SIZE, E(body_limit), "largest request body (default 1M)", 0, NULL, 1024,
+	 256LL << 20},
+	{"json_depth", CONF_INT, E(json_depth), "deepest JSON nesting accepted (default 64)", 0, NULL,
+	 2, 1000},
+	{"header_timeout", CONF_INT, E(header_timeout_s),
+	 "seconds to send the request headers (default 10)", 0, NULL, 1, 3600},
+	{"body_timeout", CONF_INT, E(body_timeout_s), "seconds to send a request body (default 30)", 0,
+	 NULL, 1, 3600},
+	{"idle_timeout", CONF_INT, E(idle_timeout_s),
+	 "seconds before an idle connection is closed (default 60)", 0, NULL, 1, 86400},
+	{"heartbeat", CONF_INT, E(heartbeat_s),
+	 "seconds between SSE / WebSocket keep-alives (default 15)", 0, NULL, 1, 3600},
+	{"stream_buffer", CONF_SIZE, E(stream_buffer), "output buffer per stream (default 256K)", 0,
+	 NULL, 4096, 64LL << 20},
+	{"jwks_refresh", CONF_INT, E(jwks_refresh_s),
+	 "seconds between signing key reloads (default 60)", 0, NULL, 1, 86400},
+	{"drain_timeout", CONF_INT, E(drain_timeout_s),
+	 "longest graceful shutdown in seconds (default 10)", 0, NULL, 0, 3600},
+	{"acp_idle", CONF_INT, E(acp_idle_s),
+	 "seconds an HTTP ACP connection without a stream lives (default 300)", 0, NULL, 1, 86400},
+	{"dev_no_auth", CONF_BOOL, E(dev_no_auth),
+	 "DEVELOPMENT ONLY: requests without a token run with the edge's own database role"},
 	{"verbose", CONF_FUNC, 0, "debug logging (--log-level=debug)", CONF_SWITCH, set_verbose},
 	CONF_KEY_LOG_LEVEL,
 };
 #undef E
 
 static const struct conf_spec edge_conf =
-	CONF_SPEC("nadi-edge", "The stateless HTTP front of Nadi: REST, Server-Sent Events and ACP.\n", edge_cfg, edge_keys);
+	CONF_SPEC("nadi-edge", "The stateless HTTP front of Nadi: REST, Server-Sent Events and ACP.\n",
+			  edge_cfg, edge_keys);
 
 /* Streams hold a socket each: take every descriptor the hard limit allows. */
 static void
@@ -169,11 +190,11 @@ tick(EvTimer *t)
 int
 main(int argc, char **argv)
 {
-	sigset_t	mask;
-	int			sfd;
-	int			wait_ms = 0;
+	sigset_t mask;
+	int		 sfd;
+	int		 wait_ms = 0;
 
-	log_ident = "nadi-edge";		/* daemonlib's lines: access log, listener */
+	log_ident = "nadi-edge"; /* daemonlib's lines: access log, listener */
 	if (conf_parse_args(&edge_conf, argc, argv) < 0)
 		return 2;
 	if (edge_cfg.listen_addr == NULL && (edge_cfg.listen_addr = strdup("127.0.0.1")) == NULL)

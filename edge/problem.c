@@ -7,10 +7,10 @@
 #include "edge.h"
 
 void
-problem_from_db(EdgeProblem *p, const char *sqlstate, const char *msg,
-				const char *detail, const char *hint)
+problem_from_db(EdgeProblem *p, const char *sqlstate, const char *msg, const char *detail,
+				const char *hint)
 {
 	if (!problem_from_sqlstate(p, sqlstate, msg, detail, hint))
-		log_error("database error %s: %s%s%s", sqlstate ? sqlstate : "?",
-			  msg ? msg : "", detail ? " — " : "", detail ? detail : "");
+		log_error("database error %s: %s%s%s", sqlstate ? sqlstate : "?", msg ? msg : "",
+				  detail ? " — " : "", detail ? detail : "");
 }

@@ -19,14 +19,14 @@
 
 struct EdgeQuota
 {
-	char		tenant[256];
-	int			held[QUOTA__KINDS];
-	EdgeQuota  *hnext;
+	char	   tenant[256];
+	int		   held[QUOTA__KINDS];
+	EdgeQuota *hnext;
 };
 
 static EdgeQuota *buckets[QUOTA_BUCKETS];
-static int	total[QUOTA__KINDS];
-static int	ntenants;
+static int		  total[QUOTA__KINDS];
+static int		  ntenants;
 
 static unsigned
 tenant_hash(const char *t)
@@ -63,7 +63,8 @@ quota_take(QuotaKind kind, const EdgeAuth *auth, EdgeProblem *p)
 		if (kind == QUOTA_STREAM)
 			problem_set(p, 503, "too_many_streams", "This edge holds as many streams as it may.");
 		else
-			problem_set(p, 503, "too_many_connections", "This edge holds as many ACP connections as it may.");
+			problem_set(p, 503, "too_many_connections",
+						"This edge holds as many ACP connections as it may.");
 		p->retry_after = 2;
 		return NULL;
 	}
@@ -76,11 +77,13 @@ quota_take(QuotaKind kind, const EdgeAuth *auth, EdgeProblem *p)
 		if (kind == QUOTA_STREAM)
 			problem_set(p, 429, "tenant_stream_limit",
 						"The tenant holds %d streams on this edge, as many as one tenant may; "
-						"close one first.", q->held[kind]);
+						"close one first.",
+						q->held[kind]);
 		else
 			problem_set(p, 429, "tenant_connection_limit",
 						"The tenant holds %d ACP connections on this edge, as many as one tenant "
-						"may; close one first.", q->held[kind]);
+						"may; close one first.",
+						q->held[kind]);
 		p->retry_after = 2;
 		return NULL;
 	}
@@ -100,8 +103,10 @@ quota_take(QuotaKind kind, const EdgeAuth *auth, EdgeProblem *p)
 	else if (q == NULL)
 	{
 		edge_metrics.tenant_limited++;
-		problem_set(p, 429, kind == QUOTA_STREAM ? "tenant_stream_limit" : "tenant_connection_limit",
-					"This edge allows a tenant no %s.", kind == QUOTA_STREAM ? "streams" : "ACP connections");
+		problem_set(p, 429,
+					kind == QUOTA_STREAM ? "tenant_stream_limit" : "tenant_connection_limit",
+					"This edge allows a tenant no %s.",
+					kind == QUOTA_STREAM ? "streams" : "ACP connections");
 		return NULL;
 	}
 	q->held[kind]++;

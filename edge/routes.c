@@ -23,7 +23,7 @@
 static void
 ctx_free(EdgeReq *req)
 {
-	RouteCtx   *c = req->state;
+	RouteCtx *c = req->state;
 
 	if (c)
 		json_decref(c->body);
@@ -47,11 +47,11 @@ method_not_allowed(EdgeReq *req, const char *allow)
 	char	   *body;
 	const char *headers[] = {MHD_HTTP_HEADER_ALLOW, allow, NULL};
 
-	problem_set(&p, 405, "method_not_allowed", "%s is not allowed here; allowed: %s.",
-				req->method, allow);
+	problem_set(&p, 405, "method_not_allowed", "%s is not allowed here; allowed: %s.", req->method,
+				allow);
 	body = problem_json(&p, req->url);
-	http_respond(req, 405, "application/problem+json", body ? body : "{}",
-				 body ? strlen(body) : 2, headers);
+	http_respond(req, 405, "application/problem+json", body ? body : "{}", body ? strlen(body) : 2,
+				 headers);
 	free(body);
 }
 
@@ -59,7 +59,7 @@ bool
 is_method(EdgeReq *req, const char *m)
 {
 	return strcmp(req->method, m) == 0 ||
-		(strcmp(m, "GET") == 0 && strcmp(req->method, "HEAD") == 0);
+		   (strcmp(m, "GET") == 0 && strcmp(req->method, "HEAD") == 0);
 }
 
 /* ------------------------------------------------------------------------
@@ -69,7 +69,7 @@ is_method(EdgeReq *req, const char *m)
 static void auth_retry(void *arg);
 
 int
-route_authenticate(EdgeReq *req, void (*cont) (EdgeReq *req))
+route_authenticate(EdgeReq *req, void (*cont)(EdgeReq *req))
 {
 	EdgeProblem p;
 
@@ -102,7 +102,7 @@ route_authenticate(EdgeReq *req, void (*cont) (EdgeReq *req))
 static void
 auth_retry(void *arg)
 {
-	EdgeReq    *req = arg;
+	EdgeReq *req = arg;
 
 	route_authenticate(req, req->auth_cont);
 }
@@ -145,7 +145,8 @@ body_json(EdgeReq *req, bool empty_ok)
 	if (ct && strncasecmp(ct, "application/json", 16) != 0 &&
 		strncasecmp(ct, "application/x-www-form-urlencoded", 33) != 0)
 	{
-		respond_problem(req, 415, "unsupported_media_type", "Send the body as %s.", "application/json");
+		respond_problem(req, 415, "unsupported_media_type", "Send the body as %s.",
+						"application/json");
 		return NULL;
 	}
 	if (req->body.len == 0)
@@ -227,7 +228,7 @@ single_row(EdgeReq *req, EdgeDbResult *r, int status)
 void
 done_row200(void *arg, EdgeDbResult *r)
 {
-	EdgeReq    *req = arg;
+	EdgeReq *req = arg;
 
 	req->job = NULL;
 	single_row(req, r, 200);
@@ -237,8 +238,8 @@ done_row200(void *arg, EdgeDbResult *r)
 void
 list_rows(EdgeReq *req, EdgeDbResult *r, const char *name, int limit, bool quote_cursor)
 {
-	EdgeBuf		b = {0};
-	int			n;
+	EdgeBuf b = {0};
+	int		n;
 
 	if (!r->ok)
 	{
@@ -269,7 +270,7 @@ list_rows(EdgeReq *req, EdgeDbResult *r, const char *name, int limit, bool quote
 static void
 done_ready(void *arg, EdgeDbResult *r)
 {
-	EdgeReq    *req = arg;
+	EdgeReq	   *req = arg;
 	EdgeDbStats s;
 	char		body[256];
 
@@ -279,8 +280,9 @@ done_ready(void *arg, EdgeDbResult *r)
 	{
 		EdgeProblem p;
 
-		problem_set(&p, 503, "not_ready", "%s", !r->ok ? "The database is not reachable." :
-					"The LISTEN connection is not up yet.");
+		problem_set(&p, 503, "not_ready", "%s",
+					!r->ok ? "The database is not reachable."
+						   : "The LISTEN connection is not up yet.");
 		p.retry_after = 1;
 		http_respond_problem(req, &p);
 		return;
@@ -294,7 +296,7 @@ done_ready(void *arg, EdgeDbResult *r)
 static void
 route_metrics(EdgeReq *req)
 {
-	char	   *text = metrics_render();
+	char *text = metrics_render();
 
 	if (text == NULL)
 		respond_problem(req, 503, "unavailable", "%s", "Out of memory.");
@@ -310,7 +312,7 @@ route_metrics(EdgeReq *req)
 static void
 done_session_created(void *arg, EdgeDbResult *r)
 {
-	EdgeReq    *req = arg;
+	EdgeReq	   *req = arg;
 	char		loc[64];
 	const char *headers[] = {MHD_HTTP_HEADER_LOCATION, loc, NULL};
 
@@ -329,11 +331,11 @@ session_create(EdgeReq *req)
 {
 	static const char *const fields[] = {"tenant_id", "metadata", "labels", "policy", NULL};
 	static const char *const objs[] = {"metadata", "labels", "policy"};
-	json_t	   *body = body_json(req, true);
-	json_t	   *tenant;
-	char	   *text[3] = {NULL, NULL, NULL};
-	const char *params[4];
-	EdgeProblem p;
+	json_t					*body = body_json(req, true);
+	json_t					*tenant;
+	char					*text[3] = {NULL, NULL, NULL};
+	const char				*params[4];
+	EdgeProblem				 p;
 
 	if (body == NULL)
 		return;
@@ -348,7 +350,7 @@ session_create(EdgeReq *req)
 	params[0] = json_string_value(tenant);
 	for (int i = 0; i < 3; i++)
 	{
-		json_t	   *v = json_object_get(body, objs[i]);
+		json_t *v = json_object_get(body, objs[i]);
 
 		if (v && !json_is_object(v) && !json_is_null(v))
 		{
@@ -370,7 +372,7 @@ bad:
 static void
 done_session_list(void *arg, EdgeDbResult *r)
 {
-	EdgeReq    *req = arg;
+	EdgeReq *req = arg;
 
 	req->job = NULL;
 	list_rows(req, r, "sessions", ((RouteCtx *) req->state)->limit, true);
@@ -380,17 +382,18 @@ static void
 session_list(EdgeReq *req)
 {
 	static const char *const q[] = {"state", "after", "limit", "tenant_id", NULL};
-	RouteCtx   *c = req->state;
-	const char *after = http_query(req, "after");
-	char		lim[16];
-	int64_t		limit;
-	const char *params[4];
+	RouteCtx				*c = req->state;
+	const char				*after = http_query(req, "after");
+	char					 lim[16];
+	int64_t					 limit;
+	const char				*params[4];
 
 	if (!query_only(req, q) || !query_int(req, "limit", 1, LIST_MAX, 100, &limit))
 		return;
 	if (after && !nadi_jwt_uuid_text(after))
 	{
-		respond_problem(req, 400, "invalid_parameter", "\"after\" must be a %s.", "session id (uuid)");
+		respond_problem(req, 400, "invalid_parameter", "\"after\" must be a %s.",
+						"session id (uuid)");
 		return;
 	}
 	c->limit = (int) limit;
@@ -415,10 +418,10 @@ static void
 session_terminate(EdgeReq *req)
 {
 	static const char *const fields[] = {"reason", NULL};
-	RouteCtx   *c = req->state;
-	const char *params[2] = {c->path.seg[1], NULL};
-	json_t	   *body = NULL;
-	EdgeProblem p;
+	RouteCtx				*c = req->state;
+	const char				*params[2] = {c->path.seg[1], NULL};
+	json_t					*body = NULL;
+	EdgeProblem				 p;
 
 	if (strcmp(req->method, "POST") == 0)
 	{
@@ -449,7 +452,7 @@ session_terminate(EdgeReq *req)
 static bool
 path_split(const char *url, Path *p)
 {
-	char	   *s;
+	char *s;
 
 	if (strncmp(url, "/v1/", 4) == 0)
 		url += 3;
@@ -462,12 +465,12 @@ path_split(const char *url, Path *p)
 		return true;
 	while (s)
 	{
-		char	   *slash = strchr(s, '/');
+		char *slash = strchr(s, '/');
 
 		if (slash)
 			*slash = '\0';
 		if (*s == '\0' && !(slash == NULL && p->n > 0))
-			return false;		/* an empty segment in the middle */
+			return false; /* an empty segment in the middle */
 		if (*s != '\0')
 		{
 			if (p->n == MAX_SEGS)
@@ -489,7 +492,7 @@ not_found(EdgeReq *req)
 static void
 dispatch_session(EdgeReq *req, RouteCtx *c)
 {
-	Path	   *p = &c->path;
+	Path *p = &c->path;
 
 	if (!nadi_jwt_uuid_text(p->seg[1]))
 	{
@@ -537,7 +540,8 @@ dispatch_session(EdgeReq *req, RouteCtx *c)
 		}
 		if (!edge_parse_int64(p->seg[3], 1, INT64_MAX, &c->num))
 		{
-			respond_problem(req, 400, "invalid_command_id", "\"%.64s\" is not a command id.", p->seg[3]);
+			respond_problem(req, 400, "invalid_command_id", "\"%.64s\" is not a command id.",
+							p->seg[3]);
 			return;
 		}
 		if (p->n == 4)
@@ -566,8 +570,8 @@ dispatch_session(EdgeReq *req, RouteCtx *c)
 void
 routes_dispatch(EdgeReq *req)
 {
-	RouteCtx   *c = calloc(1, sizeof(*c));
-	Path	   *p;
+	RouteCtx *c = calloc(1, sizeof(*c));
+	Path	 *p;
 
 	if (c == NULL)
 	{

@@ -19,7 +19,7 @@
 static void
 done_command_enqueued(void *arg, EdgeDbResult *r)
 {
-	EdgeReq    *req = arg;
+	EdgeReq	   *req = arg;
 	RouteCtx   *c = req->state;
 	char		loc[128];
 	const char *headers[] = {MHD_HTTP_HEADER_LOCATION, loc, NULL, NULL, NULL};
@@ -78,11 +78,11 @@ void
 command_create(EdgeReq *req)
 {
 	static const char *const fields[] = {"type", "payload", NULL};
-	RouteCtx   *c = req->state;
-	json_t	   *body;
-	json_t	   *type;
-	json_t	   *payload;
-	EdgeProblem p;
+	RouteCtx				*c = req->state;
+	json_t					*body;
+	json_t					*type;
+	json_t					*payload;
+	EdgeProblem				 p;
 
 	if (!idempotency_key(req, c) || (body = body_json(req, false)) == NULL)
 		return;
@@ -96,7 +96,8 @@ command_create(EdgeReq *req)
 	payload = json_object_get(body, "payload");
 	if (!json_is_string(type))
 	{
-		respond_problem(req, 400, "invalid_field", "%s", "\"type\" must be a string "
+		respond_problem(req, 400, "invalid_field", "%s",
+						"\"type\" must be a string "
 						"(message, tool, cancel, approve or deny).");
 		return;
 	}
@@ -115,11 +116,11 @@ void
 command_decide(EdgeReq *req)
 {
 	static const char *const fields[] = {"reason", NULL};
-	RouteCtx   *c = req->state;
-	json_t	   *body;
-	json_t	   *payload;
-	json_t	   *reason;
-	EdgeProblem p;
+	RouteCtx				*c = req->state;
+	json_t					*body;
+	json_t					*payload;
+	json_t					*reason;
+	EdgeProblem				 p;
 
 	if (!idempotency_key(req, c) || (body = body_json(req, true)) == NULL)
 		return;
@@ -163,7 +164,7 @@ command_cancel(EdgeReq *req)
 static void
 done_command_list(void *arg, EdgeDbResult *r)
 {
-	EdgeReq    *req = arg;
+	EdgeReq *req = arg;
 
 	req->job = NULL;
 	list_rows(req, r, "commands", ((RouteCtx *) req->state)->limit, false);
@@ -173,12 +174,12 @@ void
 command_list(EdgeReq *req)
 {
 	static const char *const q[] = {"status", "after", "limit", NULL};
-	RouteCtx   *c = req->state;
-	int64_t		after;
-	int64_t		limit;
-	char		a[24];
-	char		lim[16];
-	const char *params[4];
+	RouteCtx				*c = req->state;
+	int64_t					 after;
+	int64_t					 limit;
+	char					 a[24];
+	char					 lim[16];
+	const char				*params[4];
 
 	if (!query_only(req, q) || !query_int(req, "after", 0, INT64_MAX, 0, &after) ||
 		!query_int(req, "limit", 1, LIST_MAX, 100, &limit))
@@ -200,10 +201,10 @@ command_list(EdgeReq *req)
 static void
 done_events(void *arg, EdgeDbResult *r)
 {
-	EdgeReq    *req = arg;
-	RouteCtx   *c = req->state;
-	EdgeBuf		b = {0};
-	int			n;
+	EdgeReq	 *req = arg;
+	RouteCtx *c = req->state;
+	EdgeBuf	  b = {0};
+	int		  n;
 
 	req->job = NULL;
 	if (!r->ok)
@@ -240,13 +241,13 @@ void
 events_get(EdgeReq *req)
 {
 	static const char *const q[] = {"after", "limit", NULL};
-	RouteCtx   *c = req->state;
-	const char *last = http_header(req, "Last-Event-ID");
-	int64_t		after;
-	int64_t		limit;
-	char		a[24];
-	char		lim[16];
-	const char *params[3];
+	RouteCtx				*c = req->state;
+	const char				*last = http_header(req, "Last-Event-ID");
+	int64_t					 after;
+	int64_t					 limit;
+	char					 a[24];
+	char					 lim[16];
+	const char				*params[3];
 
 	if (!query_only(req, q) || !query_int(req, "after", 0, INT64_MAX, 0, &after))
 		return;
@@ -271,4 +272,3 @@ events_get(EdgeReq *req)
 	params[2] = lim;
 	route_db(req, STMT_EVENTS_READ, 3, params, done_events);
 }
-

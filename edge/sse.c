@@ -31,34 +31,34 @@
 
 struct EdgeStream
 {
-	EdgeBuf		out;
-	size_t		limit;
+	EdgeBuf				   out;
+	size_t				   limit;
 	struct MHD_Connection *conn;
-	EvIo	hup;			/* the socket, while suspended: client gone? */
-	bool		suspended;
-	bool		gone;			/* the client hung up */
-	bool		ended;
-	bool		detached;
-	bool		has_response;
-	StreamClosedFn closed;
-	StreamRoomFn room;
-	void	   *owner;
+	EvIo				   hup; /* the socket, while suspended: client gone? */
+	bool				   suspended;
+	bool				   gone; /* the client hung up */
+	bool				   ended;
+	bool				   detached;
+	bool				   has_response;
+	StreamClosedFn		   closed;
+	StreamRoomFn		   room;
+	void				  *owner;
 };
 
 typedef struct SseStream
 {
-	EdgeSub		sub;
-	EdgeStream *st;
-	EdgeAuth	auth;
-	EdgeReq    *req;			/* until the response is queued */
-	uint64_t	last_ping_ms;
-	EvTimer	reap;			/* frees a stream that never started */
-	EdgeQuota  *quota;			/* the stream's share of the limits */
+	EdgeSub			  sub;
+	EdgeStream		 *st;
+	EdgeAuth		  auth;
+	EdgeReq			 *req; /* until the response is queued */
+	uint64_t		  last_ping_ms;
+	EvTimer			  reap;	 /* frees a stream that never started */
+	EdgeQuota		 *quota; /* the stream's share of the limits */
 	struct SseStream *prev, *next;
 } SseStream;
 
 static SseStream *streams;
-static int	nstreams;
+static int		  nstreams;
 
 int
 sse_active(void)
@@ -144,7 +144,7 @@ stream_reader(void *cls, uint64_t pos EDGE_UNUSED, char *buf, size_t max)
 		return MHD_CONTENT_READER_END_WITH_ERROR;
 	if (n > 0)
 	{
-		bool		was_full = n >= st->limit / 2;
+		bool was_full = n >= st->limit / 2;
 
 		if (n > max)
 			n = max;
@@ -181,9 +181,8 @@ stream_reader_free(void *cls)
 struct MHD_Response *
 stream_response(EdgeStream *st, struct MHD_Connection *conn)
 {
-	struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024,
-															   stream_reader, st,
-															   stream_reader_free);
+	struct MHD_Response *r = MHD_create_response_from_callback(
+		MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, st, stream_reader_free);
 
 	if (r == NULL)
 		return NULL;
@@ -212,7 +211,7 @@ stream_write(EdgeStream *st, const char *data, size_t len)
 size_t
 stream_room(const EdgeStream *st)
 {
-	size_t		n = buf_pending(&st->out);
+	size_t n = buf_pending(&st->out);
 
 	return n >= st->limit ? 0 : st->limit - n;
 }
@@ -269,7 +268,7 @@ sse_closed(EdgeStream *st EDGE_UNUSED, void *owner)
 static void
 sse_room(EdgeStream *st EDGE_UNUSED, void *owner)
 {
-	SseStream  *ss = owner;
+	SseStream *ss = owner;
 
 	feed_sub_room(&ss->sub);
 }
@@ -306,7 +305,7 @@ sse_deliver(EdgeSub *s, int64_t seq, const char *json, size_t len)
 static bool
 sse_has_room(EdgeSub *s)
 {
-	SseStream  *ss = s->owner;
+	SseStream *ss = s->owner;
 
 	return stream_room(ss->st) > ss->st->limit / 2;
 }
@@ -334,8 +333,8 @@ sse_abandon(SseStream *ss, EdgeReq *req, const EdgeProblem *p)
 static void
 sse_started(EdgeSub *s, const EdgeProblem *p)
 {
-	SseStream  *ss = s->owner;
-	EdgeReq    *req = ss->req;
+	SseStream			*ss = s->owner;
+	EdgeReq				*req = ss->req;
 	struct MHD_Response *r;
 
 	ss->req = NULL;
@@ -366,7 +365,7 @@ sse_caught_up(EdgeSub *s EDGE_UNUSED)
 static void
 sse_failed(EdgeSub *s, const EdgeProblem *p)
 {
-	SseStream  *ss = s->owner;
+	SseStream *ss = s->owner;
 
 	if (strcmp(p->code, "slow_client") == 0)
 		edge_metrics.sse_slow_cut++;
@@ -442,7 +441,7 @@ sse_open(EdgeReq *req, const char *sid, int64_t after)
 void
 sse_tick(void)
 {
-	uint64_t	now = ev_now_ms();
+	uint64_t now = ev_now_ms();
 
 	for (SseStream *ss = streams; ss; ss = ss->next)
 	{

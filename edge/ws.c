@@ -42,27 +42,27 @@
 
 typedef struct WsConn
 {
-	AcpConn    *acp;
-	int			fd;
+	AcpConn							 *acp;
+	int								  fd;
 	struct MHD_UpgradeResponseHandle *urh;
-	EvIo	watch;
-	EdgeBuf		in;
-	EdgeBuf		out;
-	EdgeBuf		msg;
-	int			msg_op;
-	bool		in_msg;
-	bool		upgraded;
-	bool		close_sent;
-	bool		dead;
-	uint64_t	last_seen_ms;
-	uint64_t	last_ping_ms;
-	uint64_t	close_deadline_ms;
-	EvTimer	reap;
-	struct WsConn *prev, *next;
+	EvIo							  watch;
+	EdgeBuf							  in;
+	EdgeBuf							  out;
+	EdgeBuf							  msg;
+	int								  msg_op;
+	bool							  in_msg;
+	bool							  upgraded;
+	bool							  close_sent;
+	bool							  dead;
+	uint64_t						  last_seen_ms;
+	uint64_t						  last_ping_ms;
+	uint64_t						  close_deadline_ms;
+	EvTimer							  reap;
+	struct WsConn					 *prev, *next;
 } WsConn;
 
 static WsConn *wsl;
-static int	nws;
+static int	   nws;
 
 int
 ws_count(void)
@@ -75,8 +75,8 @@ int
 ws_accept_key(const char *key, char *out, size_t outlen)
 {
 	unsigned char sha[SHA_DIGEST_LENGTH];
-	char		buf[128];
-	int			n = snprintf(buf, sizeof(buf), "%s%s", key, WS_GUID);
+	char		  buf[128];
+	int			  n = snprintf(buf, sizeof(buf), "%s%s", key, WS_GUID);
 
 	if (n <= 0 || (size_t) n >= sizeof(buf) || outlen < 29)
 		return -EINVAL;
@@ -95,11 +95,11 @@ static void ws_destroy(WsConn *w);
 static void
 ws_flush(WsConn *w)
 {
-	bool		was_full = buf_pending(&w->out) >= acp_buffer_limit() / 2;
+	bool was_full = buf_pending(&w->out) >= acp_buffer_limit() / 2;
 
 	while (buf_pending(&w->out) > 0)
 	{
-		ssize_t		n = send(w->fd, buf_head(&w->out), buf_pending(&w->out), MSG_NOSIGNAL);
+		ssize_t n = send(w->fd, buf_head(&w->out), buf_pending(&w->out), MSG_NOSIGNAL);
 
 		if (n < 0)
 		{
@@ -124,7 +124,7 @@ static int
 ws_frame(WsConn *w, int op, const void *data, size_t len)
 {
 	unsigned char hdr[10];
-	size_t		h = 2;
+	size_t		  h = 2;
 
 	if (w->dead || w->close_sent)
 		return 0;
@@ -161,7 +161,7 @@ static void
 ws_close(WsConn *w, int code, const char *why)
 {
 	unsigned char p[125];
-	size_t		n = strlen(why);
+	size_t		  n = strlen(why);
 
 	if (w->close_sent || w->dead)
 		return;
@@ -182,7 +182,7 @@ ws_close(WsConn *w, int code, const char *why)
 static void
 reap_fn(EvTimer *t)
 {
-	WsConn	   *w = t->data;
+	WsConn *w = t->data;
 
 	buf_free(&w->in);
 	buf_free(&w->out);
@@ -228,8 +228,8 @@ t_send(AcpConn *c, const char *json, size_t len, const char *session EDGE_UNUSED
 static size_t
 t_room(AcpConn *c, const char *session EDGE_UNUSED)
 {
-	WsConn	   *w = acp_conn_tdata(c);
-	size_t		used = buf_pending(&w->out);
+	WsConn *w = acp_conn_tdata(c);
+	size_t	used = buf_pending(&w->out);
 
 	return w->dead || w->close_sent || used >= acp_buffer_limit() ? 0 : acp_buffer_limit() - used;
 }
@@ -237,7 +237,7 @@ t_room(AcpConn *c, const char *session EDGE_UNUSED)
 static void
 t_close(AcpConn *c, int code, const char *why)
 {
-	WsConn	   *w = acp_conn_tdata(c);
+	WsConn *w = acp_conn_tdata(c);
 
 	log_info("ACP WebSocket %s closed: %s", acp_conn_id(c), why);
 	ws_close(w, code == 1008 ? 1008 : 1011, why);
@@ -252,13 +252,12 @@ static const AcpTransport ws_transport = {.send = t_send, .room = t_room, .close
 static void
 ws_message(WsConn *w, const char *text, size_t len)
 {
-	EdgeProblem p;
-	json_t	   *msg;
+	EdgeProblem		  p;
+	json_t			 *msg;
 	static const char parse_error[] =
 		"{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32700,\"message\":\"Parse error\"}}";
-	static const char batch_error[] =
-		"{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,"
-		"\"message\":\"JSON-RPC batches are not supported\"}}";
+	static const char batch_error[] = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,"
+									  "\"message\":\"JSON-RPC batches are not supported\"}}";
 
 	if (w->acp == NULL)
 		return;
@@ -284,11 +283,11 @@ ws_parse(WsConn *w)
 	while (buf_pending(&w->in) >= 2 && !w->dead)
 	{
 		unsigned char *b = (unsigned char *) buf_head(&w->in);
-		size_t		avail = buf_pending(&w->in);
-		bool		fin = b[0] & 0x80;
-		int			op = b[0] & 0x0f;
-		uint64_t	len = b[1] & 0x7f;
-		size_t		h = 2;
+		size_t		   avail = buf_pending(&w->in);
+		bool		   fin = b[0] & 0x80;
+		int			   op = b[0] & 0x0f;
+		uint64_t	   len = b[1] & 0x7f;
+		size_t		   h = 2;
 		unsigned char *mask;
 		unsigned char *payload;
 
@@ -375,8 +374,8 @@ ws_parse(WsConn *w)
 static void
 ws_io(EvIo *watch, uint32_t events)
 {
-	WsConn	   *w = watch->data;
-	char		chunk[16384];
+	WsConn *w = watch->data;
+	char	chunk[16384];
 
 	if (events & EPOLLOUT)
 	{
@@ -388,7 +387,7 @@ ws_io(EvIo *watch, uint32_t events)
 		return;
 	for (;;)
 	{
-		ssize_t		n = recv(w->fd, chunk, sizeof(chunk), 0);
+		ssize_t n = recv(w->fd, chunk, sizeof(chunk), 0);
 
 		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
 		{
@@ -398,7 +397,7 @@ ws_io(EvIo *watch, uint32_t events)
 		if (n < 0)
 			break;
 		if (w->close_sent)
-			continue;			/* draining what the peer sends before its close */
+			continue; /* draining what the peer sends before its close */
 		if (buf_append(&w->in, chunk, (size_t) n) < 0 || !ws_parse(w))
 			return;
 	}
@@ -409,13 +408,12 @@ ws_io(EvIo *watch, uint32_t events)
  * ------------------------------------------------------------------------ */
 
 static void
-upgraded(void *cls, struct MHD_Connection *conn EDGE_UNUSED, void *con_cls,
-		 const char *extra_in, size_t extra_in_size, MHD_socket sock,
-		 struct MHD_UpgradeResponseHandle *urh)
+upgraded(void *cls, struct MHD_Connection *conn EDGE_UNUSED, void *con_cls, const char *extra_in,
+		 size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
 {
-	WsConn	   *w = cls;
-	EdgeReq    *req = con_cls;
-	int			fl;
+	WsConn	*w = cls;
+	EdgeReq *req = con_cls;
+	int		 fl;
 
 	if (req && req->ext == w)
 	{
@@ -448,7 +446,7 @@ upgraded(void *cls, struct MHD_Connection *conn EDGE_UNUSED, void *con_cls,
 static void
 pending_free(EdgeReq *req)
 {
-	WsConn	   *w = req->ext;
+	WsConn *w = req->ext;
 
 	req->ext = NULL;
 	if (w == NULL)
@@ -460,11 +458,11 @@ pending_free(EdgeReq *req)
 static void
 upgrade_cont(EdgeReq *req)
 {
-	const char *key = http_header(req, "Sec-WebSocket-Key");
-	char		accept[64];
-	WsConn	   *w;
+	const char			*key = http_header(req, "Sec-WebSocket-Key");
+	char				 accept[64];
+	WsConn				*w;
 	struct MHD_Response *r;
-	EdgeProblem p;
+	EdgeProblem			 p;
 
 	w = edge_draining ? NULL : calloc(1, sizeof(*w));
 	if (w == NULL)
@@ -499,7 +497,7 @@ upgrade_cont(EdgeReq *req)
 static bool
 header_has_token(const char *value, const char *token)
 {
-	size_t		n = strlen(token);
+	size_t n = strlen(token);
 
 	for (const char *p = value; p && *p;)
 	{
@@ -515,15 +513,16 @@ header_has_token(const char *value, const char *token)
 void
 ws_upgrade(EdgeReq *req)
 {
-	const char *conn = http_header(req, "Connection");
-	const char *version = http_header(req, "Sec-WebSocket-Version");
-	const char *key = http_header(req, "Sec-WebSocket-Key");
+	const char	 *conn = http_header(req, "Connection");
+	const char	 *version = http_header(req, "Sec-WebSocket-Version");
+	const char	 *key = http_header(req, "Sec-WebSocket-Key");
 	unsigned char raw[32];
-	EdgeProblem p;
+	EdgeProblem	  p;
 
 	if (strcmp(req->method, "GET") != 0 || conn == NULL || !header_has_token(conn, "upgrade"))
 	{
-		problem_set(&p, 400, "bad_upgrade", "A WebSocket upgrade is a GET with \"Connection: Upgrade\".");
+		problem_set(&p, 400, "bad_upgrade",
+					"A WebSocket upgrade is a GET with \"Connection: Upgrade\".");
 		http_respond_problem(req, &p);
 		return;
 	}
@@ -532,7 +531,8 @@ ws_upgrade(EdgeReq *req)
 		const char *headers[] = {"Sec-WebSocket-Version", "13", NULL};
 		char	   *body;
 
-		problem_set(&p, 426, "unsupported_websocket_version", "Only WebSocket version 13 is spoken here.");
+		problem_set(&p, 426, "unsupported_websocket_version",
+					"Only WebSocket version 13 is spoken here.");
 		body = problem_json(&p, req->url);
 		http_respond(req, 426, "application/problem+json", body ? body : "{}",
 					 body ? strlen(body) : 2, headers);
@@ -553,9 +553,9 @@ ws_upgrade(EdgeReq *req)
 void
 ws_tick(void)
 {
-	uint64_t	now = ev_now_ms();
-	uint64_t	beat = (uint64_t) edge_cfg.heartbeat_s * 1000;
-	WsConn	   *next;
+	uint64_t now = ev_now_ms();
+	uint64_t beat = (uint64_t) edge_cfg.heartbeat_s * 1000;
+	WsConn	*next;
 
 	for (WsConn *w = wsl; w; w = next)
 	{
@@ -584,7 +584,7 @@ ws_tick(void)
 void
 ws_drain(void)
 {
-	WsConn	   *next;
+	WsConn *next;
 
 	for (WsConn *w = wsl; w; w = next)
 	{

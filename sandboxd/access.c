@@ -22,15 +22,15 @@
 #include "sbx.h"
 #include "daemonlib/jwks.h"
 
-#define WAIT_MAX_MS 5000   /* a request waits this long for a refresh at most */
+#define WAIT_MAX_MS 5000 /* a request waits this long for a refresh at most */
 
-_Static_assert(sizeof(((struct access_principal *)0)->tenant) >= NADI_JWT_MAX_NAME + 1 &&
-		       sizeof(((struct access_principal *)0)->subject) >= NADI_JWT_MAX_NAME + 1 &&
-		       sizeof(((struct access_principal *)0)->sid) == NADI_JWT_UUID_LEN + 1,
-	       "a principal holds what NadiClaims does");
+_Static_assert(sizeof(((struct access_principal *) 0)->tenant) >= NADI_JWT_MAX_NAME + 1 &&
+				   sizeof(((struct access_principal *) 0)->subject) >= NADI_JWT_MAX_NAME + 1 &&
+				   sizeof(((struct access_principal *) 0)->sid) == NADI_JWT_UUID_LEN + 1,
+			   "a principal holds what NadiClaims does");
 
 static JwksCache keys;
-static EvTimer periodic, retry, give_up;
+static EvTimer	 periodic, retry, give_up;
 
 /* A request's wait ends with the refresh: so does its deadline. */
 static void
@@ -44,10 +44,11 @@ void
 access_keys_loaded(const char *jwks)
 {
 	bool first = !keys.loaded;
-	int n = jwks_loaded(&keys, jwks);
+	int	 n = jwks_loaded(&keys, jwks);
 
 	if (n < 0)
-		log_warning("nadi.jwks() returned no key set; keeping the %d key(s) known", jwks_count(&keys));
+		log_warning("nadi.jwks() returned no key set; keeping the %d key(s) known",
+					jwks_count(&keys));
 	else if (first)
 		log_info("loaded %d signing key(s) from nadi.jwks()", n);
 	settle();
@@ -66,7 +67,7 @@ access_keys_failed(const char *why)
 static void
 on_retry(EvTimer *t)
 {
-	(void)t;
+	(void) t;
 	jwks_refresh(&keys);
 	settle();
 }
@@ -74,7 +75,7 @@ on_retry(EvTimer *t)
 static void
 on_periodic(EvTimer *t)
 {
-	(void)t;
+	(void) t;
 	jwks_refresh(&keys);
 	settle();
 	ev_timer_arm(&periodic, cfg.jwks_refresh_ms, on_periodic, NULL);
@@ -83,10 +84,11 @@ on_periodic(EvTimer *t)
 static void
 on_give_up(EvTimer *t)
 {
-	(void)t;
+	(void) t;
 	if (!jwks_waiting(&keys))
 		return;
-	log_warning("no answer from nadi.jwks() within %d s; refusing the tokens that wait for it", WAIT_MAX_MS / 1000);
+	log_warning("no answer from nadi.jwks() within %d s; refusing the tokens that wait for it",
+				WAIT_MAX_MS / 1000);
 	jwks_wake(&keys);
 }
 
@@ -94,14 +96,14 @@ on_give_up(EvTimer *t)
 static JwksFetch
 keys_fetch(void *arg)
 {
-	(void)arg;
+	(void) arg;
 	return pg_jwks_request() ? JWKS_FETCH_STARTED : JWKS_FETCH_NONE;
 }
 
 static void
 keys_defer(void *arg, uint64_t delay_ms)
 {
-	(void)arg;
+	(void) arg;
 	if (!retry.armed)
 		ev_timer_arm(&retry, delay_ms, on_retry, NULL);
 }
@@ -119,7 +121,8 @@ access_wait_keys(void (*fn)(void *arg), void *arg)
 		return false;
 	if (!give_up.armed)
 		ev_timer_arm(&give_up, WAIT_MAX_MS, on_give_up, NULL);
-	if (!jwks_wait(&keys, fn, arg)) {
+	if (!jwks_wait(&keys, fn, arg))
+	{
 		settle();
 		return false;
 	}
@@ -136,21 +139,22 @@ access_wait_cancel(void *arg)
 
 /* ---- session tokens ------------------------------------------------------- */
 
-#define DENY(...)                                          \
-	do {                                               \
-		snprintf(why, whylen, __VA_ARGS__);        \
-		res = ACCESS_DENIED;                       \
-		goto out;                                  \
+#define DENY(...) \
+	do \
+	{ \
+		snprintf(why, whylen, __VA_ARGS__); \
+		res = ACCESS_DENIED; \
+		goto out; \
 	} while (0)
 
 static enum access_result
 session_token(const char *tok, struct access_principal *out, char *why, size_t whylen)
 {
 	_cleanup_(freep) nadi_jwt_parsed *jp = NULL;
-	enum access_result res = ACCESS_OK;
-	const JwksKey *key;
-	NadiClaims c;
-	int rc;
+	enum access_result				  res = ACCESS_OK;
+	const JwksKey					 *key;
+	NadiClaims						  c;
+	int								  rc;
 
 	if (strlen(tok) > NADI_JWT_MAX_TOKEN)
 		DENY("the bearer token is too long");
@@ -159,18 +163,20 @@ session_token(const char *tok, struct access_principal *out, char *why, size_t w
 		DENY("out of memory");
 	rc = nadi_jwt_parse(tok, strlen(tok), jp);
 	if (rc != 0)
-		DENY("the bearer token is neither the operator token nor a valid session token (%s)", nadi_jwt_strerror(rc));
+		DENY("the bearer token is neither the operator token nor a valid session token (%s)",
+			 nadi_jwt_strerror(rc));
 	if (jp->alg != NADI_JWT_ALG_EDDSA || !jp->has_kid)
 		DENY("session tokens are EdDSA tokens that name their key (\"kid\")");
 	key = jwks_find(&keys, jp->kid);
-	if (!key) {
+	if (!key)
+	{
 		snprintf(why, whylen, "the key that signed the token is unknown");
 		return ACCESS_RETRY;
 	}
 	if (nadi_jwt_verify(jp, NADI_JWT_ALG_EDDSA, key->pub, sizeof key->pub) != 0)
 		DENY("the token's signature does not verify");
-	if (nadi_claims_check(jp->payload, jp->payload_len, NADI_JWT_AUD_SANDBOXD, (int64_t)time(NULL), &c, why,
-			      whylen) != NADI_CLAIMS_OK)
+	if (nadi_claims_check(jp->payload, jp->payload_len, NADI_JWT_AUD_SANDBOXD, (int64_t) time(NULL),
+						  &c, why, whylen) != NADI_CLAIMS_OK)
 		return ACCESS_DENIED;
 	if (c.scope != NADI_JWT_SCOPE_SANDBOX)
 		DENY("the token's scope is not \"sandbox\"");
@@ -189,21 +195,26 @@ access_authenticate(const char *bearer, struct access_principal *out, char *why,
 	enum access_result r;
 
 	memset(out, 0, sizeof *out);
-	if (!cfg.token) {
+	if (!cfg.token)
+	{
 		out->kind = ACCESS_OPERATOR;
 		return ACCESS_OK;
 	}
-	if (!bearer || !*bearer) {
+	if (!bearer || !*bearer)
+	{
 		snprintf(why, whylen, "a valid bearer token is required");
 		return ACCESS_DENIED;
 	}
-	if (ct_equal(bearer, strlen(bearer), cfg.token, cfg.token_len)) {
+	if (ct_equal(bearer, strlen(bearer), cfg.token, cfg.token_len))
+	{
 		out->kind = ACCESS_OPERATOR;
 		return ACCESS_OK;
 	}
-	if (!cfg.pg_conninfo || !*cfg.pg_conninfo) {
-		snprintf(why, whylen, "the bearer token is not the operator token (this host has no database to "
-				      "verify session tokens with)");
+	if (!cfg.pg_conninfo || !*cfg.pg_conninfo)
+	{
+		snprintf(why, whylen,
+				 "the bearer token is not the operator token (this host has no database to "
+				 "verify session tokens with)");
 		return ACCESS_DENIED;
 	}
 	r = session_token(bearer, out, why, whylen);

@@ -12,29 +12,37 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define SBX_TENANT_MAX 255    /* as nadi.sessions.tenant_id and MIRROR_OWNER_MAX */
+#define SBX_TENANT_MAX 255 /* as nadi.sessions.tenant_id and MIRROR_OWNER_MAX */
 #define SBX_SUBJECT_MAX 256
 
-enum access_kind { ACCESS_NONE, ACCESS_OPERATOR, ACCESS_SESSION };
-
-struct access_principal {
-	enum access_kind kind;
-	char sid[37];                      /* ACCESS_SESSION: the session (uuid text) */
-	char tenant[SBX_TENANT_MAX + 1];   /* ACCESS_SESSION: the session's tenant */
-	char subject[SBX_SUBJECT_MAX + 1]; /* ACCESS_SESSION: "cell:<host>" or "admin" */
+enum access_kind
+{
+	ACCESS_NONE,
+	ACCESS_OPERATOR,
+	ACCESS_SESSION
 };
 
-enum access_result {
-	ACCESS_OK,      /* *out filled in */
-	ACCESS_DENIED,  /* no, or no valid, credential: why says which */
-	ACCESS_RETRY,   /* a session token signed by a key not (yet) known: wait for a refresh */
+struct access_principal
+{
+	enum access_kind kind;
+	char			 sid[37];					   /* ACCESS_SESSION: the session (uuid text) */
+	char			 tenant[SBX_TENANT_MAX + 1];   /* ACCESS_SESSION: the session's tenant */
+	char			 subject[SBX_SUBJECT_MAX + 1]; /* ACCESS_SESSION: "cell:<host>" or "admin" */
+};
+
+enum access_result
+{
+	ACCESS_OK,	   /* *out filled in */
+	ACCESS_DENIED, /* no, or no valid, credential: why says which */
+	ACCESS_RETRY,  /* a session token signed by a key not (yet) known: wait for a refresh */
 };
 
 /*
  * The principal of a request from its bearer token (NULL: none).  Without a
  * token_file every caller is the operator.
  */
-enum access_result access_authenticate(const char *bearer, struct access_principal *out, char *why, size_t whylen);
+enum access_result
+access_authenticate(const char *bearer, struct access_principal *out, char *why, size_t whylen);
 
 /*
  * Refresh the keys (at most once a second) and call fn(arg) when the
@@ -48,7 +56,7 @@ void access_wait_cancel(void *arg);
 void access_keys_loaded(const char *jwks);
 void access_keys_failed(const char *why);
 
-int access_init(void);
+int	 access_init(void);
 void access_done(void);
 
 #endif

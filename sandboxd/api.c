@@ -32,10 +32,11 @@ session_id_valid(const char *s)
 
 	if (n == 0 || n > SBX_SESSION_MAX)
 		return false;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++)
+	{
 		char c = s[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-		      c == '.' || c == ':'))
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+			  c == '-' || c == '_' || c == '.' || c == ':'))
 			return false;
 	}
 	return true;
@@ -50,8 +51,8 @@ is_operator(const struct http_req *r)
 static void
 forbidden(struct http_req *r, const char *what)
 {
-	http_reply_problem(r, 403, "forbidden", "a session token does not reach %s; that needs the operator token",
-			   what);
+	http_reply_problem(r, 403, "forbidden",
+					   "a session token does not reach %s; that needs the operator token", what);
 }
 
 /* Routes for the operator only: false (and 403 answered) for anyone else. */
@@ -79,7 +80,8 @@ static void
 method_not_allowed(struct http_req *r, const char *allow)
 {
 	http_add_header(r, "Allow", allow);
-	http_reply_problem(r, 405, "method_not_allowed", "%s is not allowed here; use %s", http_method(r), allow);
+	http_reply_problem(r, 405, "method_not_allowed", "%s is not allowed here; use %s",
+					   http_method(r), allow);
 }
 
 static bool
@@ -93,11 +95,12 @@ is(const struct http_req *r, const char *m)
 static void
 healthz(struct http_req *r)
 {
-	json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:b, s:b}", "status", sbx_draining ? "draining" : "ok",
-			      "version", SBX_VERSION, "sandboxes", (json_int_t)sandbox_count(), "containers",
-			      (json_int_t)run_count(), "limits", limit_mode_name(limits_mode()), "storage",
-			      store_is_loop() ? "loop" : "btrfs", "host_id", cfg.host_id, "proxy", cfg.proxy_dir != NULL,
-			      "git_mirrors", cfg.git_mirror_dir != NULL);
+	json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:b, s:b}", "status",
+						  sbx_draining ? "draining" : "ok", "version", SBX_VERSION, "sandboxes",
+						  (json_int_t) sandbox_count(), "containers", (json_int_t) run_count(),
+						  "limits", limit_mode_name(limits_mode()), "storage",
+						  store_is_loop() ? "loop" : "btrfs", "host_id", cfg.host_id, "proxy",
+						  cfg.proxy_dir != NULL, "git_mirrors", cfg.git_mirror_dir != NULL);
 	http_reply_json(r, sbx_draining ? 503 : 200, j);
 }
 
@@ -105,9 +108,10 @@ static void
 metrics(struct http_req *r)
 {
 	size_t len;
-	char *text = metrics_render(&len);
+	char  *text = metrics_render(&len);
 
-	if (!text) {
+	if (!text)
+	{
 		http_reply_problem(r, 500, "internal", "out of memory");
 		return;
 	}
@@ -120,16 +124,19 @@ static void
 create_sandbox(struct http_req *r)
 {
 	const struct access_principal *who = http_principal(r);
-	json_t *body = http_body_json(r);
-	const char *session, *image, *tenant = NULL, *key;
-	struct sbx_sandbox *sb;
-	json_t *v;
-	int k;
+	json_t						  *body = http_body_json(r);
+	const char					  *session, *image, *tenant = NULL, *key;
+	struct sbx_sandbox			  *sb;
+	json_t						  *v;
+	int							   k;
 
 	if (!body)
 		return;
-	json_object_foreach(body, key, v) {
-		if (strcmp(key, "session_id") != 0 && strcmp(key, "image") != 0 && strcmp(key, "tenant") != 0) {
+	json_object_foreach(body, key, v)
+	{
+		if (strcmp(key, "session_id") != 0 && strcmp(key, "image") != 0 &&
+			strcmp(key, "tenant") != 0)
+		{
 			http_reply_problem(r, 400, "invalid_args", "unknown field \"%s\"", key);
 			goto out;
 		}
@@ -139,49 +146,64 @@ create_sandbox(struct http_req *r)
 	tenant = json_string_value(json_object_get(body, "tenant"));
 	/* The tenant whose git mirrors the sandbox sees besides the shared ones. */
 	if (json_object_get(body, "tenant") &&
-	    (!tenant || !tenant_valid(tenant) || strcmp(tenant, MIRROR_OWNER_SHARED) == 0)) {
-		http_reply_problem(r, 400, "invalid_args", "\"tenant\" must be a string of 1 to %d bytes without control "
-				   "characters, not \"*\"", SBX_TENANT_MAX);
+		(!tenant || !tenant_valid(tenant) || strcmp(tenant, MIRROR_OWNER_SHARED) == 0))
+	{
+		http_reply_problem(r, 400, "invalid_args",
+						   "\"tenant\" must be a string of 1 to %d bytes without control "
+						   "characters, not \"*\"",
+						   SBX_TENANT_MAX);
 		goto out;
 	}
-	if (who->kind == ACCESS_SESSION) {
+	if (who->kind == ACCESS_SESSION)
+	{
 		/* A session token creates its own session's sandbox, which takes the token's tenant. */
-		if (!session || strcmp(session, who->sid) != 0 || (tenant && strcmp(tenant, who->tenant) != 0)) {
-			http_reply_problem(r, 403, "forbidden", "a session token creates a sandbox for its own session "
-					   "(and tenant) only");
+		if (!session || strcmp(session, who->sid) != 0 ||
+			(tenant && strcmp(tenant, who->tenant) != 0))
+		{
+			http_reply_problem(r, 403, "forbidden",
+							   "a session token creates a sandbox for its own session "
+							   "(and tenant) only");
 			goto out;
 		}
 		tenant = who->tenant;
 	}
-	if (!session || !session_id_valid(session)) {
-		http_reply_problem(r, 400, "invalid_args",
-				   "\"session_id\" must be a string of 1 to %d letters, digits, '-', '_', '.' or ':'",
-				   SBX_SESSION_MAX);
+	if (!session || !session_id_valid(session))
+	{
+		http_reply_problem(
+			r, 400, "invalid_args",
+			"\"session_id\" must be a string of 1 to %d letters, digits, '-', '_', '.' or ':'",
+			SBX_SESSION_MAX);
 		goto out;
 	}
-	if (!image || !id_valid(image, SBX_IMAGE_MAX)) {
-		http_reply_problem(r, 400, "invalid_args", "\"image\" must name a base image (letters, digits, '.', '_', '-')");
+	if (!image || !id_valid(image, SBX_IMAGE_MAX))
+	{
+		http_reply_problem(r, 400, "invalid_args",
+						   "\"image\" must name a base image (letters, digits, '.', '_', '-')");
 		goto out;
 	}
 	sb = sandbox_find_session(session);
-	if (sb) {
+	if (sb)
+	{
 		/* Creation is idempotent per session: a retried request gets the same sandbox. */
 		if (strcmp(sb->image, image) != 0)
 			http_reply_problem(r, 409, "session_has_sandbox",
-					   "session %s already has sandbox %s from image %s", session, sb->id, sb->image);
+							   "session %s already has sandbox %s from image %s", session, sb->id,
+							   sb->image);
 		else if (tenant && sb->tenant[0] && strcmp(sb->tenant, tenant) != 0)
 			http_reply_problem(r, 409, "session_has_sandbox",
-					   "session %s already has sandbox %s of another tenant", session, sb->id);
+							   "session %s already has sandbox %s of another tenant", session,
+							   sb->id);
 		else if (tenant && !sb->tenant[0] && (k = sandbox_set_tenant(sb, tenant)) < 0)
 			http_reply_errno(r, k, "record the tenant");
 		else
 			http_reply_json(r, 200, sandbox_json(sb));
 		goto out;
 	}
-	if (sandbox_count() >= cfg.max_sandboxes) {
+	if (sandbox_count() >= cfg.max_sandboxes)
+	{
 		http_add_header(r, "Retry-After", "5");
 		http_reply_problem(r, 503, "no_capacity", "this host holds its maximum of %llu sandboxes",
-				   (unsigned long long)cfg.max_sandboxes);
+						   (unsigned long long) cfg.max_sandboxes);
 		goto out;
 	}
 	k = sandbox_create(session, tenant, image, &sb);
@@ -189,7 +211,8 @@ create_sandbox(struct http_req *r)
 		http_reply_problem(r, 404, "image_not_found", "no base image named \"%s\"", image);
 	else if (k < 0)
 		http_reply_errno(r, k, "create sandbox");
-	else {
+	else
+	{
 		snprintf(sb->tenant, sizeof sb->tenant, "%s", tenant ? tenant : "");
 		http_reply_json(r, 201, sandbox_json(sb));
 	}
@@ -200,7 +223,7 @@ out:
 static void
 list_sandboxes(struct http_req *r)
 {
-	json_t *a = json_array();
+	json_t	   *a = json_array();
 	const char *session = http_query(r, "session_id");
 
 	for (struct sbx_sandbox *sb = sandboxes; sb; sb = sb->next)
@@ -226,16 +249,17 @@ delete_sandbox(struct http_req *r, struct sbx_sandbox *sb)
 	int k = sandbox_destroy(sb, destroyed, r);
 
 	if (k == -EBUSY)
-		http_reply_problem(r, 409, "sandbox_busy", "an export of sandbox %s is running; retry when it is done",
-				   sb->id);
+		http_reply_problem(r, 409, "sandbox_busy",
+						   "an export of sandbox %s is running; retry when it is done", sb->id);
 	else if (k == -EALREADY)
-		http_reply_problem(r, 409, "sandbox_destroying", "sandbox %s is already being destroyed", sb->id);
+		http_reply_problem(r, 409, "sandbox_destroying", "sandbox %s is already being destroyed",
+						   sb->id);
 }
 
 static void
 restore(struct http_req *r)
 {
-	json_t *body = http_body_json(r);
+	json_t	   *body = http_body_json(r);
 	const char *object, *session;
 
 	if (!body)
@@ -248,7 +272,7 @@ restore(struct http_req *r)
 		http_reply_problem(r, 400, "invalid_args", "\"session_id\" is not a valid session id");
 	else if (sandbox_count() >= cfg.max_sandboxes)
 		http_reply_problem(r, 503, "no_capacity", "this host holds its maximum of %llu sandboxes",
-				   (unsigned long long)cfg.max_sandboxes);
+						   (unsigned long long) cfg.max_sandboxes);
 	else
 		restore_object(r, object, session);
 	json_decref(body);
@@ -261,7 +285,7 @@ static bool
 proxy_token_valid(json_t *v)
 {
 	const char *s = json_string_value(v);
-	size_t n = json_is_string(v) ? json_string_length(v) : 0;
+	size_t		n = json_is_string(v) ? json_string_length(v) : 0;
 
 	if (n == 0 || n > SBX_PROXY_TOKEN_MAX)
 		return false;
@@ -271,30 +295,36 @@ proxy_token_valid(json_t *v)
 static void
 tool(struct http_req *r, struct sbx_sandbox *sb, const char *name)
 {
-	json_t *body = http_body_json(r), *args, *token;
+	json_t	   *body = http_body_json(r), *args, *token;
 	const char *key;
-	json_t *v;
+	json_t	   *v;
 
 	if (!body)
 		return;
-	json_object_foreach(body, key, v) {
-		if (strcmp(key, "args") != 0 && strcmp(key, "proxy_token") != 0) {
-			http_reply_problem(r, 400, "invalid_args", "unknown field \"%s\"; put tool arguments in \"args\"", key);
+	json_object_foreach(body, key, v)
+	{
+		if (strcmp(key, "args") != 0 && strcmp(key, "proxy_token") != 0)
+		{
+			http_reply_problem(r, 400, "invalid_args",
+							   "unknown field \"%s\"; put tool arguments in \"args\"", key);
 			json_decref(body);
 			return;
 		}
 	}
 	/* The token is only passed on: never stored, never logged, not echoed in the problem. */
 	token = json_object_get(body, "proxy_token");
-	if (token && !proxy_token_valid(token)) {
-		http_reply_problem(r, 400, "invalid_args",
-				   "\"proxy_token\" must be a string of 1 to %d letters, digits, '.', '_' or '-'",
-				   SBX_PROXY_TOKEN_MAX);
+	if (token && !proxy_token_valid(token))
+	{
+		http_reply_problem(
+			r, 400, "invalid_args",
+			"\"proxy_token\" must be a string of 1 to %d letters, digits, '.', '_' or '-'",
+			SBX_PROXY_TOKEN_MAX);
 		json_decref(body);
 		return;
 	}
 	args = json_object_get(body, "args");
-	if (!args) {
+	if (!args)
+	{
 		json_object_set_new(body, "args", json_object());
 		args = json_object_get(body, "args");
 	}
@@ -305,57 +335,67 @@ tool(struct http_req *r, struct sbx_sandbox *sb, const char *name)
 static void
 files(struct http_req *r, struct sbx_sandbox *sb)
 {
-	const char *path = http_query(r, "path");
+	const char			 *path = http_query(r, "path");
 	_cleanup_(closep) int ws = -1;
-	char norm[4096];
-	int k;
+	char				  norm[4096];
+	int					  k;
 
-	if (!path) {
+	if (!path)
+	{
 		http_reply_problem(r, 400, "invalid_args", "the \"path\" query parameter is required");
 		return;
 	}
 	k = fs_normalize(path, norm, sizeof norm);
-	if (k < 0) {
+	if (k < 0)
+	{
 		http_reply_errno(r, k, path);
 		return;
 	}
 	ws = fs_open_workspace(sb->id);
-	if (ws < 0) {
+	if (ws < 0)
+	{
 		http_reply_errno(r, ws, "workspace");
 		return;
 	}
-	if (is(r, "GET")) {
+	if (is(r, "GET"))
+	{
 		struct stat st;
-		json_t *entries;
-		bool truncated;
-		int fd;
+		json_t	   *entries;
+		bool		truncated;
+		int			fd;
 
-		if (fs_is_dir(ws, norm)) {
+		if (fs_is_dir(ws, norm))
+		{
 			k = fs_list(ws, norm, false, 10000, &entries, &truncated);
 			if (k < 0)
 				http_reply_errno(r, k, norm);
 			else
-				http_reply_json(r, 200, json_pack("{s:s, s:o, s:b}", "path", norm, "entries", entries,
-								  "truncated", truncated));
+				http_reply_json(r, 200,
+								json_pack("{s:s, s:o, s:b}", "path", norm, "entries", entries,
+										  "truncated", truncated));
 			return;
 		}
 		fd = fs_open_read(ws, norm, &st);
 		if (fd < 0)
 			http_reply_errno(r, fd, norm);
 		else
-			http_reply_fd(r, fd, (uint64_t)st.st_size);
-	} else if (is(r, "PUT")) {
-		size_t len;
+			http_reply_fd(r, fd, (uint64_t) st.st_size);
+	}
+	else if (is(r, "PUT"))
+	{
+		size_t		len;
 		const char *data = http_body(r, &len);
-		bool created;
+		bool		created;
 
 		k = fs_write(ws, norm, data, len, true, &created);
 		if (k < 0)
 			http_reply_errno(r, k, norm);
 		else
 			http_reply_json(r, created ? 201 : 200,
-					json_pack("{s:s, s:I, s:b}", "path", norm, "bytes", (json_int_t)len, "created", created));
-	} else
+							json_pack("{s:s, s:I, s:b}", "path", norm, "bytes", (json_int_t) len,
+									  "created", created));
+	}
+	else
 		method_not_allowed(r, "GET, PUT");
 }
 
@@ -370,60 +410,72 @@ snapshot_room(struct http_req *r, struct sbx_sandbox *sb)
 	store_strv_free(names);
 	if (n < SBX_MAX_SNAPSHOTS)
 		return true;
-	http_reply_problem(r, 409, "snapshot_limit", "sandbox %s already has %d snapshots", sb->id, SBX_MAX_SNAPSHOTS);
+	http_reply_problem(r, 409, "snapshot_limit", "sandbox %s already has %d snapshots", sb->id,
+					   SBX_MAX_SNAPSHOTS);
 	return false;
 }
 
 static void
 snapshots(struct http_req *r, struct sbx_sandbox *sb)
 {
-	if (is(r, "GET")) {
+	if (is(r, "GET"))
+	{
 		json_t *j = sandbox_json(sb);
-		http_reply_json(r, 200, json_pack("{s:s, s:O}", "sandbox_id", sb->id, "snapshots",
-						  json_object_get(j, "snapshots")));
+		http_reply_json(r, 200,
+						json_pack("{s:s, s:O}", "sandbox_id", sb->id, "snapshots",
+								  json_object_get(j, "snapshots")));
 		json_decref(j);
-	} else if (is(r, "POST")) {
-		json_t *body = http_body_json(r);
+	}
+	else if (is(r, "POST"))
+	{
+		json_t	   *body = http_body_json(r);
 		const char *name;
-		char gen[72], created[32];
-		int k;
+		char		gen[72], created[32];
+		int			k;
 
 		if (!body)
 			return;
 		name = json_string_value(json_object_get(body, "name"));
-		if (json_object_get(body, "name") && (!name || !id_valid(name, 64))) {
-			http_reply_problem(r, 400, "invalid_args",
-					   "\"name\" must be 1 to 64 letters, digits, '.', '_' or '-' (no leading '.')");
+		if (json_object_get(body, "name") && (!name || !id_valid(name, 64)))
+		{
+			http_reply_problem(
+				r, 400, "invalid_args",
+				"\"name\" must be 1 to 64 letters, digits, '.', '_' or '-' (no leading '.')");
 			json_decref(body);
 			return;
 		}
-		if (!snapshot_room(r, sb)) {
+		if (!snapshot_room(r, sb))
+		{
 			json_decref(body);
 			return;
 		}
-		if (!name) {
+		if (!name)
+		{
 			char rnd[9];
 			random_hex(rnd, 4);
-			snprintf(gen, sizeof gen, "snap-%lld-%s", (long long)time(NULL), rnd);
+			snprintf(gen, sizeof gen, "snap-%lld-%s", (long long) time(NULL), rnd);
 			name = gen;
 		}
 		k = store_snapshot_create(sb->id, name);
 		if (k == -EEXIST)
-			http_reply_problem(r, 409, "snapshot_exists", "sandbox %s already has a snapshot \"%s\"", sb->id, name);
+			http_reply_problem(r, 409, "snapshot_exists",
+							   "sandbox %s already has a snapshot \"%s\"", sb->id, name);
 		else if (k < 0)
 			http_reply_errno(r, k, "snapshot");
-		else {
+		else
+		{
 			iso8601(time(NULL), created);
-			http_reply_json(r, 201, json_pack("{s:s, s:s, s:s}", "sandbox_id", sb->id, "snapshot", name,
-							  "created_at", created));
+			http_reply_json(r, 201,
+							json_pack("{s:s, s:s, s:s}", "sandbox_id", sb->id, "snapshot", name,
+									  "created_at", created));
 		}
 		json_decref(body);
-	} else
+	}
+	else
 		method_not_allowed(r, "GET, POST");
 }
 
-static void
-export(struct http_req *r, struct sbx_sandbox *sb)
+static void export(struct http_req *r, struct sbx_sandbox *sb)
 {
 	json_t *body = http_body_json(r);
 	json_t *snap;
@@ -446,7 +498,8 @@ segments(char *path, char **seg, size_t n)
 {
 	size_t k = 0;
 
-	for (char *save, *t = strtok_r(path, "/", &save); t; t = strtok_r(NULL, "/", &save)) {
+	for (char *save, *t = strtok_r(path, "/", &save); t; t = strtok_r(NULL, "/", &save))
+	{
 		if (k == n)
 			return n + 1;
 		seg[k++] = t;
@@ -458,41 +511,49 @@ void
 api_dispatch(struct http_req *r)
 {
 	_cleanup_(freep) char *path = strdup(http_path(r));
-	struct sbx_sandbox *sb;
-	char *seg[6];
-	size_t n;
+	struct sbx_sandbox	  *sb;
+	char				  *seg[6];
+	size_t				   n;
 
-	if (!path) {
+	if (!path)
+	{
 		http_reply_problem(r, 500, "internal", "out of memory");
 		return;
 	}
-	if (strcmp(path, "/healthz") == 0) {
+	if (strcmp(path, "/healthz") == 0)
+	{
 		is(r, "GET") ? healthz(r) : method_not_allowed(r, "GET");
 		return;
 	}
-	if (strcmp(path, "/metrics") == 0) {
+	if (strcmp(path, "/metrics") == 0)
+	{
 		is(r, "GET") ? metrics(r) : method_not_allowed(r, "GET");
 		return;
 	}
 	n = segments(path, seg, ARRAY_SIZE(seg));
 	if (n < 2 || strcmp(seg[0], "v1") != 0)
 		goto not_found;
-	if (n == 2 && strcmp(seg[1], "tools") == 0) {
-		is(r, "GET") ? http_reply_json(r, 200, json_pack("{s:o, s:I}", "tools", tools_list_json(),
-								  "start_timeout_ms", (json_int_t)cfg.start_timeout_ms))
-			     : method_not_allowed(r, "GET");
+	if (n == 2 && strcmp(seg[1], "tools") == 0)
+	{
+		is(r, "GET")
+			? http_reply_json(r, 200,
+							  json_pack("{s:o, s:I}", "tools", tools_list_json(),
+										"start_timeout_ms", (json_int_t) cfg.start_timeout_ms))
+			: method_not_allowed(r, "GET");
 		return;
 	}
-	if (n == 2 && strcmp(seg[1], "objects") == 0) {
+	if (n == 2 && strcmp(seg[1], "objects") == 0)
+	{
 		if (!operator_only(r, "the object store"))
 			return;
 		is(r, "GET") ? http_reply_json(r, 200, json_pack("{s:o}", "objects", objects_json()))
-			     : method_not_allowed(r, "GET");
+					 : method_not_allowed(r, "GET");
 		return;
 	}
 	if (strcmp(seg[1], "sandboxes") != 0)
 		goto not_found;
-	if (n == 2) {
+	if (n == 2)
+	{
 		if (is(r, "GET") && !operator_only(r, "the list of sandboxes"))
 			return;
 		if (is(r, "GET"))
@@ -503,20 +564,24 @@ api_dispatch(struct http_req *r)
 			method_not_allowed(r, "GET, POST");
 		return;
 	}
-	if (n == 3 && strcmp(seg[2], "restore") == 0) {
+	if (n == 3 && strcmp(seg[2], "restore") == 0)
+	{
 		if (operator_only(r, "restores"))
 			is(r, "POST") ? restore(r) : method_not_allowed(r, "POST");
 		return;
 	}
-	if (!id_valid(seg[2], SBX_ID_LEN) || !(sb = sandbox_find(seg[2]))) {
+	if (!id_valid(seg[2], SBX_ID_LEN) || !(sb = sandbox_find(seg[2])))
+	{
 		http_reply_problem(r, 404, "sandbox_not_found", "no sandbox with id \"%.64s\"", seg[2]);
 		return;
 	}
-	if (!is_operator(r) && strcmp(sb->session_id, http_principal(r)->sid) != 0) {
+	if (!is_operator(r) && strcmp(sb->session_id, http_principal(r)->sid) != 0)
+	{
 		http_reply_problem(r, 403, "forbidden", "sandbox %s belongs to another session", sb->id);
 		return;
 	}
-	if (n == 3) {
+	if (n == 3)
+	{
 		if (is(r, "DELETE") && !operator_only(r, "deleting a sandbox"))
 			return;
 		if (is(r, "GET"))
@@ -527,36 +592,44 @@ api_dispatch(struct http_req *r)
 			method_not_allowed(r, "GET, DELETE");
 		return;
 	}
-	if (sb->destroying) {
+	if (sb->destroying)
+	{
 		http_reply_problem(r, 409, "sandbox_destroying", "sandbox %s is being destroyed", sb->id);
 		return;
 	}
-	if (n == 5 && strcmp(seg[3], "tools") == 0) {
+	if (n == 5 && strcmp(seg[3], "tools") == 0)
+	{
 		if (!tool_name_valid(seg[4]))
 			http_reply_problem(r, 400, "invalid_tool_name",
-					   "a tool name is 1 to 64 lower-case letters, digits and '_', starting with a letter");
+							   "a tool name is 1 to 64 lower-case letters, digits and '_', "
+							   "starting with a letter");
 		else
 			is(r, "POST") ? tool(r, sb, seg[4]) : method_not_allowed(r, "POST");
 		return;
 	}
-	if (n == 4 && strcmp(seg[3], "files") == 0) {
+	if (n == 4 && strcmp(seg[3], "files") == 0)
+	{
 		files(r, sb);
 		return;
 	}
-	if (n == 4 && strcmp(seg[3], "snapshots") == 0) {
+	if (n == 4 && strcmp(seg[3], "snapshots") == 0)
+	{
 		if (operator_only(r, "snapshots"))
 			snapshots(r, sb);
 		return;
 	}
-	if (n == 4 && strcmp(seg[3], "export") == 0) {
+	if (n == 4 && strcmp(seg[3], "export") == 0)
+	{
 		if (operator_only(r, "exports"))
 			is(r, "POST") ? export(r, sb) : method_not_allowed(r, "POST");
 		return;
 	}
-	if (n == 4 && strcmp(seg[3], "stop") == 0) {
+	if (n == 4 && strcmp(seg[3], "stop") == 0)
+	{
 		if (!operator_only(r, "stopping a sandbox"))
 			return;
-		if (!is(r, "POST")) {
+		if (!is(r, "POST"))
+		{
 			method_not_allowed(r, "POST");
 			return;
 		}
@@ -565,5 +638,6 @@ api_dispatch(struct http_req *r)
 		return;
 	}
 not_found:
-	http_reply_problem(r, 404, "not_found", "no such endpoint: %s %s", http_method(r), http_path(r));
+	http_reply_problem(r, 404, "not_found", "no such endpoint: %s %s", http_method(r),
+					   http_path(r));
 }

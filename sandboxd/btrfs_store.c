@@ -24,9 +24,9 @@
 #include "sbx.h"
 #include "btrfs_store.h"
 
-static char *root;         /* store root: the state dir, or the loop mount in it */
-static int root_fd = -1;
-static bool mounted_loop;  /* we (or a crashed predecessor) loop-mounted root */
+static char *root; /* store root: the state dir, or the loop mount in it */
+static int	 root_fd = -1;
+static bool	 mounted_loop; /* we (or a crashed predecessor) loop-mounted root */
 
 const char *
 store_root(void)
@@ -72,7 +72,7 @@ quota_enable(void)
 static int
 quota_limit(const char *path)
 {
-	_cleanup_(closep) int fd = -1;
+	_cleanup_(closep) int				 fd = -1;
 	struct btrfs_ioctl_qgroup_limit_args a = {0};
 
 	if (cfg.disk_max == 0)
@@ -91,13 +91,14 @@ is_btrfs(const char *path)
 {
 	struct statfs sf;
 
-	return statfs(path, &sf) == 0 && (uint64_t)sf.f_type == (uint64_t)BTRFS_SUPER_MAGIC;
+	return statfs(path, &sf) == 0 && (uint64_t) sf.f_type == (uint64_t) BTRFS_SUPER_MAGIC;
 }
 
 static const char *
 find_mkfs(void)
 {
-	static const char *cands[] = {"/usr/sbin/mkfs.btrfs", "/sbin/mkfs.btrfs", "/usr/bin/mkfs.btrfs"};
+	static const char *cands[] = {"/usr/sbin/mkfs.btrfs", "/sbin/mkfs.btrfs",
+								  "/usr/bin/mkfs.btrfs"};
 
 	for (size_t i = 0; i < ARRAY_SIZE(cands); i++)
 		if (access(cands[i], X_OK) == 0)
@@ -121,10 +122,11 @@ loop_attach(const char *image, char dev[64])
 	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
 	if (ctl < 0)
 		return -errno;
-	for (int attempt = 0; attempt < 16; attempt++) {
+	for (int attempt = 0; attempt < 16; attempt++)
+	{
 		_cleanup_(closep) int lfd = -1;
-		struct loop_config lc = {0};
-		int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+		struct loop_config	  lc = {0};
+		int					  n = ioctl(ctl, LOOP_CTL_GET_FREE);
 
 		if (n < 0)
 			return -errno;
@@ -132,10 +134,11 @@ loop_attach(const char *image, char dev[64])
 		lfd = open(dev, O_RDWR | O_CLOEXEC);
 		if (lfd < 0)
 			return -errno;
-		lc.fd = (uint32_t)img;
+		lc.fd = (uint32_t) img;
 		lc.info.lo_flags = LO_FLAGS_AUTOCLEAR;
-		snprintf((char *)lc.info.lo_file_name, sizeof lc.info.lo_file_name, "%s", image);
-		if (ioctl(lfd, LOOP_CONFIGURE, &lc) == 0) {
+		snprintf((char *) lc.info.lo_file_name, sizeof lc.info.lo_file_name, "%s", image);
+		if (ioctl(lfd, LOOP_CONFIGURE, &lc) == 0)
+		{
 			int ret = lfd;
 			lfd = -1;
 			return ret;
@@ -155,18 +158,20 @@ static int
 setup_root(void)
 {
 	_cleanup_(freep) char *img = NULL, *mnt = NULL;
-	_cleanup_(closep) int lfd = -1;
-	struct stat st_state, st_mnt;
-	char dev[64], err[512];
-	int r;
+	_cleanup_(closep) int  lfd = -1;
+	struct stat			   st_state, st_mnt;
+	char				   dev[64], err[512];
+	int					   r;
 
 	r = mkdir_p(cfg.state_dir, 0700);
-	if (r < 0) {
+	if (r < 0)
+	{
 		errno = -r;
 		log_error("cannot create state dir %s: %m", cfg.state_dir);
 		return r;
 	}
-	if (is_btrfs(cfg.state_dir)) {
+	if (is_btrfs(cfg.state_dir))
+	{
 		root = strdup(cfg.state_dir);
 		log_info("state dir %s is on BTRFS; using it directly", cfg.state_dir);
 		return root ? 0 : -ENOMEM;
@@ -180,42 +185,50 @@ setup_root(void)
 		return -errno;
 	if (stat(cfg.state_dir, &st_state) < 0 || stat(mnt, &st_mnt) < 0)
 		return -errno;
-	if (st_mnt.st_dev != st_state.st_dev && is_btrfs(mnt)) {
+	if (st_mnt.st_dev != st_state.st_dev && is_btrfs(mnt))
+	{
 		log_notice("state dir %s is not on BTRFS; re-using the BTRFS image already mounted at %s",
-			   cfg.state_dir, mnt);
+				   cfg.state_dir, mnt);
 		goto done;
 	}
 
 	log_notice("state dir %s is not on BTRFS; using a loop-mounted BTRFS image %s (%llu MiB)",
-		   cfg.state_dir, img, (unsigned long long)(cfg.loop_size >> 20));
-	if (access(img, F_OK) < 0) {
+			   cfg.state_dir, img, (unsigned long long) (cfg.loop_size >> 20));
+	if (access(img, F_OK) < 0)
+	{
 		_cleanup_(closep) int fd = open(img, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		const char *mkfs = find_mkfs();
+		const char			 *mkfs = find_mkfs();
 
-		if (fd < 0 || ftruncate(fd, (off_t)cfg.loop_size) < 0) {
+		if (fd < 0 || ftruncate(fd, (off_t) cfg.loop_size) < 0)
+		{
 			log_error("cannot create %s: %m", img);
 			unlink(img);
 			return -errno;
 		}
-		if (!mkfs) {
+		if (!mkfs)
+		{
 			log_error("mkfs.btrfs not found (install btrfs-progs)");
 			unlink(img);
 			return -ENOENT;
 		}
-		r = child_run_sync((const char *[]){mkfs, "-q", "-L", "nadi-sandboxd", img, NULL}, err, sizeof err);
-		if (r != 0) {
+		r = child_run_sync((const char *[]){mkfs, "-q", "-L", "nadi-sandboxd", img, NULL}, err,
+						   sizeof err);
+		if (r != 0)
+		{
 			log_error("mkfs.btrfs %s failed: %s", img, err);
 			unlink(img);
 			return -EIO;
 		}
 	}
 	lfd = loop_attach(img, dev);
-	if (lfd < 0) {
+	if (lfd < 0)
+	{
 		errno = -lfd;
 		log_error("cannot attach %s to a loop device: %m", img);
 		return lfd;
 	}
-	if (mount(dev, mnt, "btrfs", MS_NOSUID | MS_NODEV | MS_NOATIME, NULL) < 0) {
+	if (mount(dev, mnt, "btrfs", MS_NOSUID | MS_NODEV | MS_NOATIME, NULL) < 0)
+	{
 		r = -errno;
 		log_error("cannot mount %s (%s) on %s: %m", dev, img, mnt);
 		return r; /* closing lfd detaches the device (autoclear) */
@@ -233,9 +246,10 @@ ensure_dir(int dirfd, const char *name, mode_t mode, uid_t uid, gid_t gid)
 {
 	struct stat st;
 
-	if (mkdirat(dirfd, name, mode) == 0) {
+	if (mkdirat(dirfd, name, mode) == 0)
+	{
 		if (fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0 ||
-		    fchmodat(dirfd, name, mode, 0) < 0)
+			fchmodat(dirfd, name, mode, 0) < 0)
 			return -errno;
 		return 0;
 	}
@@ -251,18 +265,19 @@ static char *
 image_stamp(const char *src)
 {
 	_cleanup_(freep) char *p = xasprintf("%s/.nadi-image", src);
-	char *buf = NULL;
-	size_t len;
-	struct stat st;
+	char				  *buf = NULL;
+	size_t				   len;
+	struct stat			   st;
 
-	if (p && read_full_file(AT_FDCWD, p, &buf, &len, 4096) == 0) {
+	if (p && read_full_file(AT_FDCWD, p, &buf, &len, 4096) == 0)
+	{
 		while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
 			buf[--len] = '\0';
 		return buf;
 	}
 	if (stat(src, &st) < 0)
 		return NULL;
-	return xasprintf("mtime:%lld.%09ld", (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+	return xasprintf("mtime:%lld.%09ld", (long long) st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
 }
 
 static int
@@ -274,20 +289,21 @@ import_image(const char *name, const char *src)
 	_cleanup_(freep) char *stamp = image_stamp(src);
 	_cleanup_(freep) char *old = NULL;
 	_cleanup_(freep) char *srcdot = xasprintf("%s/.", src);
-	enum btrfs_util_error e;
-	uint64_t t0 = now_ms();
-	char err[512];
-	int r;
+	enum btrfs_util_error  e;
+	uint64_t			   t0 = now_ms();
+	char				   err[512];
+	int					   r;
 
 	if (!dst || !tmp || !stamp_path || !stamp || !srcdot)
 		return -ENOMEM;
 	if (read_full_file(root_fd, stamp_path, &old, NULL, 4096) == 0 && strcmp(old, stamp) == 0 &&
-	    btrfs_util_is_subvolume(dst) == BTRFS_UTIL_OK)
+		btrfs_util_is_subvolume(dst) == BTRFS_UTIL_OK)
 		return 0;
 
 	if (btrfs_util_is_subvolume(tmp) == BTRFS_UTIL_OK)
 		store_delete_subvolume(tmp);
-	if (btrfs_util_is_subvolume(src) == BTRFS_UTIL_OK && is_btrfs(src)) {
+	if (btrfs_util_is_subvolume(src) == BTRFS_UTIL_OK && is_btrfs(src))
+	{
 		/* Same file system: an O(1) read-only snapshot. */
 		e = btrfs_util_create_snapshot(src, tmp, BTRFS_UTIL_CREATE_SNAPSHOT_READ_ONLY, NULL, NULL);
 		if (e == BTRFS_UTIL_OK)
@@ -297,14 +313,17 @@ import_image(const char *name, const char *src)
 	e = btrfs_util_create_subvolume(tmp, 0, NULL, NULL);
 	if (e != BTRFS_UTIL_OK)
 		return btrfs_errno(e, "cannot create subvolume", tmp);
-	r = child_run_sync((const char *[]){"/bin/cp", "-a", "--reflink=auto", srcdot, tmp, NULL}, err, sizeof err);
-	if (r != 0) {
+	r = child_run_sync((const char *[]){"/bin/cp", "-a", "--reflink=auto", srcdot, tmp, NULL}, err,
+					   sizeof err);
+	if (r != 0)
+	{
 		log_error("copying image %s into %s failed: %s", src, tmp, err);
 		store_delete_subvolume(tmp);
 		return -EIO;
 	}
 	e = btrfs_util_set_subvolume_read_only(tmp, true);
-	if (e != BTRFS_UTIL_OK) {
+	if (e != BTRFS_UTIL_OK)
+	{
 		r = btrfs_errno(e, "cannot make read-only", tmp);
 		store_delete_subvolume(tmp);
 		return r;
@@ -312,7 +331,8 @@ import_image(const char *name, const char *src)
 installed:
 	if (btrfs_util_is_subvolume(dst) == BTRFS_UTIL_OK)
 		store_delete_subvolume(dst); /* sandboxes made from it keep their own snapshots */
-	if (rename(tmp, dst) < 0) {
+	if (rename(tmp, dst) < 0)
+	{
 		r = -errno;
 		log_error("cannot rename %s to %s: %m", tmp, dst);
 		store_delete_subvolume(tmp);
@@ -328,23 +348,26 @@ installed:
 	r = write_file_atomic(root_fd, stamp_path, stamp, strlen(stamp), 0600);
 	if (r < 0)
 		log_warning("cannot record stamp of image %s: %s", name, strerror(-r));
-	log_info("imported image %s from %s in %llu ms", name, src, (unsigned long long)(now_ms() - t0));
+	log_info("imported image %s from %s in %llu ms", name, src,
+			 (unsigned long long) (now_ms() - t0));
 	return 0;
 }
 
 static void
 import_images(void)
 {
-	DIR *d = opendir(cfg.image_dir);
+	DIR			  *d = opendir(cfg.image_dir);
 	struct dirent *de;
 
-	if (!d) {
+	if (!d)
+	{
 		log_warning("image dir %s: %m; no base images available", cfg.image_dir);
 		return;
 	}
-	while ((de = readdir(d))) {
+	while ((de = readdir(d)))
+	{
 		_cleanup_(freep) char *src = NULL;
-		struct stat st;
+		struct stat			   st;
 
 		if (de->d_name[0] == '.' || !id_valid(de->d_name, 64))
 			continue;
@@ -360,8 +383,9 @@ import_images(void)
 int
 store_init(void)
 {
-	static const char *dirs[] = {"images", "sandboxes", "snapshots", "incoming", "meta", "meta/images", "meta/userns"};
-	int r;
+	static const char *dirs[] = {"images", "sandboxes",	  "snapshots",	"incoming",
+								 "meta",   "meta/images", "meta/userns"};
+	int				   r;
 
 	r = setup_root();
 	if (r < 0)
@@ -369,9 +393,11 @@ store_init(void)
 	root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (root_fd < 0)
 		return -errno;
-	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++)
+	{
 		r = ensure_dir(root_fd, dirs[i], 0700, 0, 0);
-		if (r < 0) {
+		if (r < 0)
+		{
 			errno = -r;
 			log_error("cannot create %s/%s: %m", root, dirs[i]);
 			return r;
@@ -379,20 +405,23 @@ store_init(void)
 	}
 	/* Containers traverse images/ and sandboxes/ only as root; nothing else needs to. */
 	r = mkdir_p(cfg.object_dir, 0700);
-	if (r < 0) {
+	if (r < 0)
+	{
 		errno = -r;
 		log_error("cannot create object dir %s: %m", cfg.object_dir);
 		return r;
 	}
-	if (cfg.disk_max) {
+	if (cfg.disk_max)
+	{
 		r = quota_enable();
-		if (r < 0) {
+		if (r < 0)
+		{
 			errno = -r;
 			log_error("cannot enable BTRFS quotas on %s (needed for disk_max): %m", root);
 			return r;
 		}
 		log_notice("disk quota: %llu MiB per sandbox (BTRFS qgroup, exclusive data)",
-			   (unsigned long long)(cfg.disk_max >> 20));
+				   (unsigned long long) (cfg.disk_max >> 20));
 	}
 	import_images();
 	return 0;
@@ -404,11 +433,14 @@ store_done(bool unmount)
 	if (root_fd >= 0)
 		close(root_fd);
 	root_fd = -1;
-	if (unmount && mounted_loop && root) {
-		if (umount2(root, 0) < 0) {
+	if (unmount && mounted_loop && root)
+	{
+		if (umount2(root, 0) < 0)
+		{
 			log_warning("cannot unmount %s (%m); detaching it lazily", root);
 			umount2(root, MNT_DETACH);
-		} else
+		}
+		else
 			log_info("unmounted %s", root);
 	}
 	free(root);
@@ -426,7 +458,7 @@ store_image_exists(const char *image)
 		return 1;
 	/* An image that appeared in image_dir after start is imported on first use. */
 	_cleanup_(freep) char *src = xasprintf("%s/%s", cfg.image_dir, image);
-	struct stat st;
+	struct stat			   st;
 	if (src && stat(src, &st) == 0 && S_ISDIR(st.st_mode) && import_image(image, src) == 0)
 		return 1;
 	return 0;
@@ -436,17 +468,19 @@ static char **
 list_dir(const char *rel, bool subvolumes_only)
 {
 	_cleanup_(freep) char *path = xasprintf("%s/%s", root, rel);
-	DIR *d;
-	struct dirent *de;
-	char **v = NULL;
-	size_t n = 0;
+	DIR					  *d;
+	struct dirent		  *de;
+	char				 **v = NULL;
+	size_t				   n = 0;
 
 	if (!path || !(d = opendir(path)))
 		return calloc(1, sizeof(char *));
-	while ((de = readdir(d))) {
+	while ((de = readdir(d)))
+	{
 		if (de->d_name[0] == '.')
 			continue;
-		if (subvolumes_only) {
+		if (subvolumes_only)
+		{
 			_cleanup_(freep) char *p = xasprintf("%s/%s", path, de->d_name);
 			if (!p || btrfs_util_is_subvolume(p) != BTRFS_UTIL_OK)
 				continue;
@@ -529,9 +563,9 @@ userns_read(const char *id)
 {
 	_cleanup_(freep) char *rel = xasprintf("meta/userns/%s", id);
 	_cleanup_(freep) char *buf = NULL;
-	char *end;
-	unsigned long long v;
-	int r;
+	char				  *end;
+	unsigned long long	   v;
+	int					   r;
 
 	if (!rel)
 		return -ENOMEM;
@@ -542,7 +576,7 @@ userns_read(const char *id)
 	v = strtoull(buf, &end, 10);
 	if (errno || end == buf || (*end && *end != '\n') || v >= userns_slots())
 		return -EBADMSG;
-	return (int64_t)v;
+	return (int64_t) v;
 }
 
 static int64_t
@@ -550,27 +584,30 @@ userns_allocate(const char *id)
 {
 	_cleanup_(freep) bool *used = NULL;
 	_cleanup_(freep) char *rel = xasprintf("meta/userns/%s", id);
-	uint64_t n = userns_slots(), slot;
-	int dfd = openat(root_fd, "meta/userns", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
-	struct dirent *de;
-	char text[32];
-	int r;
+	uint64_t			   n = userns_slots(), slot;
+	int					   dfd = openat(root_fd, "meta/userns", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR					  *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	struct dirent		  *de;
+	char				   text[32];
+	int					   r;
 
 	used = calloc(n, sizeof *used);
-	if (!d || !used || !rel) {
+	if (!d || !used || !rel)
+	{
 		if (d)
 			closedir(d);
 		else if (dfd >= 0)
 			close(dfd);
 		return d || dfd < 0 ? -errno : -ENOMEM;
 	}
-	while ((de = readdir(d))) {
+	while ((de = readdir(d)))
+	{
 		int64_t k;
 
 		if (!id_valid(de->d_name, 64) || strcmp(de->d_name, id) == 0)
 			continue;
-		if (!store_sandbox_exists(de->d_name)) {
+		if (!store_sandbox_exists(de->d_name))
+		{
 			userns_forget(de->d_name); /* left by a crash during destroy */
 			continue;
 		}
@@ -583,9 +620,9 @@ userns_allocate(const char *id)
 		;
 	if (slot == n)
 		return -EUSERS;
-	snprintf(text, sizeof text, "%llu\n", (unsigned long long)slot);
+	snprintf(text, sizeof text, "%llu\n", (unsigned long long) slot);
 	r = write_file_atomic(root_fd, rel, text, strlen(text), 0600);
-	return r < 0 ? r : (int64_t)slot;
+	return r < 0 ? r : (int64_t) slot;
 }
 
 int
@@ -596,8 +633,8 @@ store_userns_base(const char *id, uint64_t *base)
 	if (slot == -ENOENT || slot == -EBADMSG)
 		slot = userns_allocate(id);
 	if (slot < 0)
-		return (int)slot;
-	*base = cfg.private_users_base + (uint64_t)slot * SBX_USERNS_SIZE;
+		return (int) slot;
+	*base = cfg.private_users_base + (uint64_t) slot * SBX_USERNS_SIZE;
 	return 0;
 }
 
@@ -609,18 +646,20 @@ store_userns_base(const char *id, uint64_t *base)
 static int
 prepare_root(const char *path)
 {
-	static const struct {
+	static const struct
+	{
 		const char *name;
-		mode_t mode;
-	} dirs[] = {{"tmp", 01777}, {"proc", 0555}, {"sys", 0555}, {"dev", 0755}, {"run", 0755},
-		    {"etc", 0755}, {SBX_AGENT_DIR, 0755}};
+		mode_t		mode;
+	} dirs[] = {{"tmp", 01777}, {"proc", 0555}, {"sys", 0555},		  {"dev", 0755},
+				{"run", 0755},	{"etc", 0755},	{SBX_AGENT_DIR, 0755}};
 	_cleanup_(closep) int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 	_cleanup_(closep) int f = -1;
-	int r;
+	int					  r;
 
 	if (fd < 0)
 		return -errno;
-	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++)
+	{
 		r = ensure_dir(fd, dirs[i].name, dirs[i].mode, 0, 0);
 		if (r < 0)
 			return r;
@@ -633,10 +672,12 @@ prepare_root(const char *path)
 		return -errno;
 	/* systemd-nspawn refuses a tree without os-release. */
 	if (faccessat(fd, "etc/os-release", F_OK, AT_SYMLINK_NOFOLLOW) < 0 &&
-	    faccessat(fd, "usr/lib/os-release", F_OK, AT_SYMLINK_NOFOLLOW) < 0) {
-		_cleanup_(closep) int o = openat(fd, "etc/os-release", O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+		faccessat(fd, "usr/lib/os-release", F_OK, AT_SYMLINK_NOFOLLOW) < 0)
+	{
+		_cleanup_(closep) int o =
+			openat(fd, "etc/os-release", O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
 		if (o >= 0)
-			(void)!write(o, "ID=nadi-sandbox\n", 16);
+			(void) !write(o, "ID=nadi-sandbox\n", 16);
 	}
 	return 0;
 }
@@ -645,8 +686,8 @@ int
 store_sandbox_from_subvolume(const char *id, const char *src)
 {
 	_cleanup_(freep) char *dst = store_sandbox_path(id);
-	enum btrfs_util_error e;
-	int r;
+	enum btrfs_util_error  e;
+	int					   r;
 
 	if (!dst)
 		return -ENOMEM;
@@ -654,14 +695,16 @@ store_sandbox_from_subvolume(const char *id, const char *src)
 	if (e != BTRFS_UTIL_OK)
 		return btrfs_errno(e, "cannot snapshot into", dst);
 	r = quota_limit(dst);
-	if (r < 0) {
+	if (r < 0)
+	{
 		errno = -r;
 		log_error("cannot set the disk quota of %s: %m", dst);
 		store_delete_subvolume(dst);
 		return r;
 	}
 	r = prepare_root(dst);
-	if (r < 0) {
+	if (r < 0)
+	{
 		errno = -r;
 		log_error("cannot prepare sandbox root %s: %m", dst);
 		store_delete_subvolume(dst);
@@ -688,7 +731,8 @@ store_delete_subvolume(const char *path)
 	e = btrfs_util_delete_subvolume(path, BTRFS_UTIL_DELETE_SUBVOLUME_RECURSIVE);
 	if (e == BTRFS_UTIL_OK || errno == ENOENT)
 		return 0;
-	if (e == BTRFS_UTIL_ERROR_NOT_SUBVOLUME) {
+	if (e == BTRFS_UTIL_ERROR_NOT_SUBVOLUME)
+	{
 		/* A plain directory (a half-made restore, say): remove it as such. */
 		int r = rm_rf_at(AT_FDCWD, path);
 		return r;
@@ -701,15 +745,16 @@ store_sandbox_delete(const char *id)
 {
 	_cleanup_(freep) char *snaps = xasprintf("%s/snapshots/%s", root, id);
 	_cleanup_(freep) char *path = store_sandbox_path(id);
-	char **names;
-	int r = 0;
+	char				 **names;
+	int					   r = 0;
 
 	if (!snaps || !path)
 		return -ENOMEM;
 	names = store_snapshot_list(id);
-	for (char **n = names; n && *n; n++) {
+	for (char **n = names; n && *n; n++)
+	{
 		_cleanup_(freep) char *p = store_snapshot_path(id, *n);
-		int k = p ? store_delete_subvolume(p) : -ENOMEM;
+		int					   k = p ? store_delete_subvolume(p) : -ENOMEM;
 		if (k < 0 && r == 0)
 			r = k;
 	}
@@ -717,7 +762,8 @@ store_sandbox_delete(const char *id)
 	if (rmdir(snaps) < 0 && errno != ENOENT && r == 0)
 		r = -errno;
 	userns_forget(id);
-	if (access(path, F_OK) == 0) {
+	if (access(path, F_OK) == 0)
+	{
 		int k = store_delete_subvolume(path);
 		if (k < 0 && r == 0)
 			r = k;
@@ -745,7 +791,7 @@ store_snapshot_create(const char *id, const char *name)
 	_cleanup_(freep) char *dir = xasprintf("%s/snapshots/%s", root, id);
 	_cleanup_(freep) char *src = store_sandbox_path(id);
 	_cleanup_(freep) char *dst = store_snapshot_path(id, name);
-	enum btrfs_util_error e;
+	enum btrfs_util_error  e;
 
 	if (!dir || !src || !dst)
 		return -ENOMEM;
@@ -766,5 +812,5 @@ store_free_bytes(void)
 
 	if (!root || statvfs(root, &sv) < 0)
 		return 0;
-	return (uint64_t)sv.f_bavail * sv.f_frsize;
+	return (uint64_t) sv.f_bavail * sv.f_frsize;
 }

@@ -18,36 +18,36 @@
 
 #include "daemonlib/util.h"
 
-#define SBX_WORKSPACE "workspace"      /* below the sandbox root; /workspace inside */
-#define SBX_AGENT_DIR ".nadi"          /* mount point of the container init */
-#define SBX_GIT_MOUNT MIRROR_MOUNT_SHARED  /* git_mirror_dir/shared, read-only, inside containers */
-#define SBX_GITCONFIG "/.nadi/gitconfig"          /* git_clone's GIT_CONFIG_GLOBAL inside */
+#define SBX_WORKSPACE "workspace"		  /* below the sandbox root; /workspace inside */
+#define SBX_AGENT_DIR ".nadi"			  /* mount point of the container init */
+#define SBX_GIT_MOUNT MIRROR_MOUNT_SHARED /* git_mirror_dir/shared, read-only, inside containers */
+#define SBX_GITCONFIG "/.nadi/gitconfig"  /* git_clone's GIT_CONFIG_GLOBAL inside */
 #define SBX_GITCONFIG_HOST "meta/sandbox.gitconfig" /* ... and its source below the store root */
 
-int store_init(void);
-void store_done(bool unmount);
+int			store_init(void);
+void		store_done(bool unmount);
 const char *store_root(void);
-int store_root_fd(void);
-bool store_is_loop(void);
+int			store_root_fd(void);
+bool		store_is_loop(void);
 
-int store_image_exists(const char *image);
+int	 store_image_exists(const char *image);
 void store_strv_free(char **v);
 
 char *store_sandbox_path(const char *id);
-int store_sandbox_create(const char *id, const char *image);
-int store_sandbox_from_subvolume(const char *id, const char *src);
-int store_sandbox_delete(const char *id);
-bool store_sandbox_exists(const char *id);
+int	  store_sandbox_create(const char *id, const char *image);
+int	  store_sandbox_from_subvolume(const char *id, const char *src);
+int	  store_sandbox_delete(const char *id);
+bool  store_sandbox_exists(const char *id);
 /* (Re)apply disk_max to an existing sandbox (adoption after a restart). */
-int store_sandbox_quota(const char *id);
+int	   store_sandbox_quota(const char *id);
 char **store_sandbox_list(void);
 /* First host uid of the sandbox's 65536 (allocated and recorded on first use); -errno. */
 int store_userns_base(const char *id, uint64_t *base);
 
-int store_snapshot_create(const char *id, const char *name);
-char *store_snapshot_path(const char *id, const char *name);
-char **store_snapshot_list(const char *id);
-int store_delete_subvolume(const char *path);
+int		 store_snapshot_create(const char *id, const char *name);
+char	*store_snapshot_path(const char *id, const char *name);
+char   **store_snapshot_list(const char *id);
+int		 store_delete_subvolume(const char *path);
 uint64_t store_free_bytes(void);
 
 #endif

@@ -21,14 +21,15 @@ char *const child_env[] = {
 	NULL,
 };
 
-struct child {
-	pid_t pid;
-	int pidfd, errfd;
-	EvIo pid_io, err_io;
-	char err[4096];
-	size_t err_len;
+struct child
+{
+	pid_t		  pid;
+	int			  pidfd, errfd;
+	EvIo		  pid_io, err_io;
+	char		  err[4096];
+	size_t		  err_len;
 	child_done_cb cb;
-	void *ud;
+	void		 *ud;
 	struct child *next;
 };
 
@@ -48,16 +49,17 @@ static _Noreturn void
 exec_child(const char *const argv[], int out_fd, int err_fd)
 {
 	sigset_t none;
-	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	int		 null = open("/dev/null", O_RDWR | O_CLOEXEC);
 
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	signal(SIGPIPE, SIG_DFL);
 	setsid();
-	if (null < 0 || dup2(null, 0) < 0 || dup2(out_fd >= 0 ? out_fd : null, 1) < 0 || dup2(err_fd, 2) < 0)
+	if (null < 0 || dup2(null, 0) < 0 || dup2(out_fd >= 0 ? out_fd : null, 1) < 0 ||
+		dup2(err_fd, 2) < 0)
 		_exit(126);
 	close_range(3, ~0U, 0);
-	execve(argv[0], (char *const *)argv, child_env);
+	execve(argv[0], (char *const *) argv, child_env);
 	dprintf(2, "cannot execute %s: %m\n", argv[0]);
 	_exit(127);
 }
@@ -65,13 +67,14 @@ exec_child(const char *const argv[], int out_fd, int err_fd)
 static void
 read_err(struct child *c)
 {
-	for (;;) {
-		char tmp[1024];
+	for (;;)
+	{
+		char	tmp[1024];
 		ssize_t n = read(c->errfd, tmp, sizeof tmp);
 		if (n <= 0)
 			return;
 		size_t room = sizeof c->err - 1 - c->err_len;
-		size_t take = MIN((size_t)n, room);
+		size_t take = MIN((size_t) n, room);
 		memcpy(c->err + c->err_len, tmp, take);
 		c->err_len += take;
 		c->err[c->err_len] = '\0';
@@ -92,11 +95,11 @@ static void
 on_exit_(EvIo *io, uint32_t revents)
 {
 	struct child *c = io->data;
-	siginfo_t si = {0};
-	int status = 0;
-	(void)revents;
+	siginfo_t	  si = {0};
+	int			  status = 0;
+	(void) revents;
 
-	if (waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
+	if (waitid(P_PIDFD, (id_t) c->pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
 		return;
 	if (si.si_code == CLD_EXITED)
 		status = W_EXITCODE(si.si_status, 0);
@@ -108,7 +111,8 @@ on_exit_(EvIo *io, uint32_t revents)
 	close(c->pidfd);
 	close(c->errfd);
 	for (struct child **pp = &children; *pp; pp = &(*pp)->next)
-		if (*pp == c) {
+		if (*pp == c)
+		{
 			*pp = c->next;
 			break;
 		}
@@ -123,32 +127,36 @@ int
 child_spawn(const char *const argv[], int out_fd, child_done_cb cb, void *ud)
 {
 	struct child *c = calloc(1, sizeof *c);
-	int p[2];
-	int r;
+	int			  p[2];
+	int			  r;
 
 	if (!c)
 		return -ENOMEM;
-	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0) {
+	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
+	{
 		r = -errno;
 		free(c);
 		return r;
 	}
 	c->pid = fork();
-	if (c->pid < 0) {
+	if (c->pid < 0)
+	{
 		r = -errno;
 		close(p[0]);
 		close(p[1]);
 		free(c);
 		return r;
 	}
-	if (c->pid == 0) {
+	if (c->pid == 0)
+	{
 		fcntl(p[1], F_SETFL, 0);
 		exec_child(argv, out_fd, p[1]);
 	}
 	close(p[1]);
 	c->errfd = p[0];
 	c->pidfd = pidfd_open(c->pid, 0);
-	if (c->pidfd < 0) {
+	if (c->pidfd < 0)
+	{
 		r = -errno;
 		kill(c->pid, SIGKILL);
 		waitpid(c->pid, NULL, 0);
@@ -163,21 +171,22 @@ child_spawn(const char *const argv[], int out_fd, child_done_cb cb, void *ud)
 	ev_io_start(&c->pid_io, c->pidfd, EPOLLIN, on_exit_, c);
 	c->next = children;
 	children = c;
-	log_debug("started %s (pid %d)", argv[0], (int)c->pid);
+	log_debug("started %s (pid %d)", argv[0], (int) c->pid);
 	return 0;
 }
 
 int
 child_run_sync(const char *const argv[], char *err, size_t errlen)
 {
-	int p[2], status;
+	int	   p[2], status;
 	size_t len = 0;
-	pid_t pid;
+	pid_t  pid;
 
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return -errno;
 	pid = fork();
-	if (pid < 0) {
+	if (pid < 0)
+	{
 		int r = -errno;
 		close(p[0]);
 		close(p[1]);
@@ -186,15 +195,17 @@ child_run_sync(const char *const argv[], char *err, size_t errlen)
 	if (pid == 0)
 		exec_child(argv, -1, p[1]);
 	close(p[1]);
-	for (;;) {
-		char tmp[512];
+	for (;;)
+	{
+		char	tmp[512];
 		ssize_t n = read(p[0], tmp, sizeof tmp);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
 			break;
-		if (err && errlen > 1) {
-			size_t take = MIN((size_t)n, errlen - 1 - len);
+		if (err && errlen > 1)
+		{
+			size_t take = MIN((size_t) n, errlen - 1 - len);
 			memcpy(err + len, tmp, take);
 			len += take;
 		}

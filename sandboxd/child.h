@@ -17,7 +17,7 @@ int child_run_sync(const char *const argv[], char *err, size_t errlen);
 /* Minimal environment for every program the daemon starts. */
 extern char *const child_env[];
 /* Kill every helper still running (shutdown). */
-void child_kill_all(void);
+void	 child_kill_all(void);
 unsigned child_count(void);
 
 #endif

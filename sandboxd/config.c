@@ -44,12 +44,18 @@ struct sbx_config cfg = {
 const char *
 limit_mode_name(enum sbx_limit_mode m)
 {
-	switch (m) {
-	case SBX_LIMITS_AUTO: return "auto";
-	case SBX_LIMITS_UNIT: return "unit";
-	case SBX_LIMITS_CGROUP2: return "cgroup2";
-	case SBX_LIMITS_CGROUP1: return "cgroup1";
-	case SBX_LIMITS_RLIMIT: return "rlimit";
+	switch (m)
+	{
+		case SBX_LIMITS_AUTO:
+			return "auto";
+		case SBX_LIMITS_UNIT:
+			return "unit";
+		case SBX_LIMITS_CGROUP2:
+			return "cgroup2";
+		case SBX_LIMITS_CGROUP1:
+			return "cgroup1";
+		case SBX_LIMITS_RLIMIT:
+			return "rlimit";
 	}
 	return "?";
 }
@@ -58,25 +64,28 @@ static int
 parse_user(const char *v, bool from_flag)
 {
 	unsigned long u, g;
-	char *end;
-	(void)from_flag;
+	char		 *end;
+	(void) from_flag;
 
-	if (isdigit((unsigned char)v[0])) {
+	if (isdigit((unsigned char) v[0]))
+	{
 		u = strtoul(v, &end, 10);
 		g = u;
 		if (*end == ':')
 			g = strtoul(end + 1, &end, 10);
 		if (*end || u > 0xfffffffe || g > 0xfffffffe)
 			return -EINVAL;
-	} else {
+	}
+	else
+	{
 		struct passwd *pw = getpwnam(v);
 		if (!pw)
 			return -ESRCH;
 		u = pw->pw_uid;
 		g = pw->pw_gid;
 	}
-	cfg.run_uid = (uid_t)u;
-	cfg.run_gid = (gid_t)g;
+	cfg.run_uid = (uid_t) u;
+	cfg.run_gid = (gid_t) g;
 	return 0;
 }
 
@@ -84,11 +93,12 @@ static int
 parse_limits(const char *v, bool from_flag)
 {
 	static const char *names[] = {"auto", "unit", "cgroup2", "cgroup1", "rlimit"};
-	(void)from_flag;
+	(void) from_flag;
 
 	for (size_t i = 0; i < ARRAY_SIZE(names); i++)
-		if (strcmp(v, names[i]) == 0) {
-			cfg.limits = (enum sbx_limit_mode)i;
+		if (strcmp(v, names[i]) == 0)
+		{
+			cfg.limits = (enum sbx_limit_mode) i;
 			return 0;
 		}
 	return -EINVAL;
@@ -96,51 +106,77 @@ parse_limits(const char *v, bool from_flag)
 
 #define S(f) offsetof(struct sbx_config, f)
 static const struct conf_key keys[] = {
-	{"state_dir", CONF_STR, S(state_dir), "directory for sandboxes and metadata (required)", 0, NULL},
-	{"image_dir", CONF_STR, S(image_dir), "directory with one base image tree per subdirectory", 0, NULL},
-	{"object_dir", CONF_STR, S(object_dir), "object-store directory for exports (default STATE/objects)", 0, NULL},
-	{"token_file", CONF_STR, S(token_file), "file holding the bearer token callers must present", 0, NULL},
+	{"state_dir", CONF_STR, S(state_dir), "directory for sandboxes and metadata (required)", 0,
+	 NULL},
+	{"image_dir", CONF_STR, S(image_dir), "directory with one base image tree per subdirectory", 0,
+	 NULL},
+	{"object_dir", CONF_STR, S(object_dir),
+	 "object-store directory for exports (default STATE/objects)", 0, NULL},
+	{"token_file", CONF_STR, S(token_file), "file holding the bearer token callers must present", 0,
+	 NULL},
 	{"listen_unix", CONF_STR, S(listen_unix), "unix socket path to listen on", 0, NULL},
-	{"listen_tcp", CONF_STR, S(listen_tcp), "PORT or 127.0.0.1:PORT to listen on (port 0: any free one)", 0, NULL},
-	{"ready_file", CONF_STR, S(ready_file), "file that gets the TCP port once the daemon serves", 0, NULL},
-	{"agent_path", CONF_STR, S(agent_path), "in-container init (default: nadi-sbx-init next to the daemon)", 0, NULL},
+	{"listen_tcp", CONF_STR, S(listen_tcp),
+	 "PORT or 127.0.0.1:PORT to listen on (port 0: any free one)", 0, NULL},
+	{"ready_file", CONF_STR, S(ready_file), "file that gets the TCP port once the daemon serves", 0,
+	 NULL},
+	{"agent_path", CONF_STR, S(agent_path),
+	 "in-container init (default: nadi-sbx-init next to the daemon)", 0, NULL},
 	{"nspawn_path", CONF_STR, S(nspawn_path), "systemd-nspawn binary", 0, NULL},
 	{"btrfs_path", CONF_STR, S(btrfs_path), "btrfs binary (send/receive)", 0, NULL},
-	{"pg_conninfo", CONF_STR, S(pg_conninfo), "libpq conninfo for registration (optional)", 0, NULL},
+	{"pg_conninfo", CONF_STR, S(pg_conninfo), "libpq conninfo for registration (optional)", 0,
+	 NULL},
 	{"host_id", CONF_STR, S(host_id), "host id in nadi.sandbox_hosts (default: hostname)", 0, NULL},
-	{"advertise", CONF_STR, S(advertise), "address cells use to reach this daemon (a port 0 in it: the bound one)", 0, NULL},
+	{"advertise", CONF_STR, S(advertise),
+	 "address cells use to reach this daemon (a port 0 in it: the bound one)", 0, NULL},
 	{"labels", CONF_STR, S(labels), "JSON object of host labels", 0, NULL},
-	{"git_mirror_dir", CONF_STR, S(git_mirror_dir), "nadi-gitd's mirror directory, read-only at /srv/nadi-git (git_clone)", 0, NULL},
-	{"proxy_dir", CONF_STR, S(proxy_dir), "per-sandbox credentials-proxy socket directories, bound at /.nadi/proxy", 0, NULL},
-	{"loop_size", CONF_SIZE, S(loop_size), "size of the BTRFS image made when STATE is not BTRFS", 0, NULL},
-	{"run_user", CONF_FUNC, 0, "UID[:GID] or user name tools run as inside the sandbox", 0, parse_user},
+	{"git_mirror_dir", CONF_STR, S(git_mirror_dir),
+	 "nadi-gitd's mirror directory, read-only at /srv/nadi-git (git_clone)", 0, NULL},
+	{"proxy_dir", CONF_STR, S(proxy_dir),
+	 "per-sandbox credentials-proxy socket directories, bound at /.nadi/proxy", 0, NULL},
+	{"loop_size", CONF_SIZE, S(loop_size), "size of the BTRFS image made when STATE is not BTRFS",
+	 0, NULL},
+	{"run_user", CONF_FUNC, 0, "UID[:GID] or user name tools run as inside the sandbox", 0,
+	 parse_user},
 	{"memory_max", CONF_SIZE, S(memory_max), "memory limit per sandbox", 0, NULL},
 	{"pids_max", CONF_COUNT, S(pids_max), "process limit per sandbox", 0, NULL},
-	{"call_timeout", CONF_MS, S(call_timeout_ms), "default wall-time limit of a tool call", 0, NULL},
-	{"call_timeout_max", CONF_MS, S(call_timeout_max_ms), "largest timeout a caller may ask for", 0, NULL},
-	{"output_limit", CONF_SIZE, S(output_limit), "bytes kept of stdout and of stderr per call", 0, NULL},
+	{"call_timeout", CONF_MS, S(call_timeout_ms), "default wall-time limit of a tool call", 0,
+	 NULL},
+	{"call_timeout_max", CONF_MS, S(call_timeout_max_ms), "largest timeout a caller may ask for", 0,
+	 NULL},
+	{"output_limit", CONF_SIZE, S(output_limit), "bytes kept of stdout and of stderr per call", 0,
+	 NULL},
 	{"fsize_max", CONF_SIZE, S(fsize_max), "largest file a tool may write (RLIMIT_FSIZE)", 0, NULL},
 	{"tmp_size", CONF_SIZE, S(tmp_size), "size of the private /tmp and /dev/shm", 0, NULL},
-	{"disk_max", CONF_SIZE, S(disk_max), "disk space a sandbox may add to its image (BTRFS qgroup; 0: no quota)", 0, NULL},
-	{"private_users", CONF_BOOL, S(private_users), "a user namespace and a uid range of its own per sandbox", 0, NULL},
-	{"private_users_base", CONF_COUNT, S(private_users_base), "first host uid of the sandboxes' ranges (65536 each)", 0, NULL},
+	{"disk_max", CONF_SIZE, S(disk_max),
+	 "disk space a sandbox may add to its image (BTRFS qgroup; 0: no quota)", 0, NULL},
+	{"private_users", CONF_BOOL, S(private_users),
+	 "a user namespace and a uid range of its own per sandbox", 0, NULL},
+	{"private_users_base", CONF_COUNT, S(private_users_base),
+	 "first host uid of the sandboxes' ranges (65536 each)", 0, NULL},
 	{"max_request_bytes", CONF_SIZE, S(max_request_bytes), "largest JSON request body", 0, NULL},
-	{"max_file_bytes", CONF_SIZE, S(max_file_bytes), "largest file body (PUT) or file read", 0, NULL},
-	{"max_sandboxes", CONF_COUNT, S(max_sandboxes), "sandboxes this host holds (its capacity)", 0, NULL},
+	{"max_file_bytes", CONF_SIZE, S(max_file_bytes), "largest file body (PUT) or file read", 0,
+	 NULL},
+	{"max_sandboxes", CONF_COUNT, S(max_sandboxes), "sandboxes this host holds (its capacity)", 0,
+	 NULL},
 	{"max_running", CONF_COUNT, S(max_running), "containers running at once", 0, NULL},
 	{"max_queue", CONF_COUNT, S(max_queue), "calls waiting per sandbox", 0, NULL},
-	{"idle_timeout", CONF_MS, S(idle_timeout_ms), "stop a warm container after this idle time (0: after each call)", 0, NULL},
-	{"start_timeout", CONF_MS, S(start_timeout_ms), "give up on a container that does not start", 0, NULL},
+	{"idle_timeout", CONF_MS, S(idle_timeout_ms),
+	 "stop a warm container after this idle time (0: after each call)", 0, NULL},
+	{"start_timeout", CONF_MS, S(start_timeout_ms), "give up on a container that does not start", 0,
+	 NULL},
 	{"heartbeat", CONF_MS, S(heartbeat_ms), "interval of registration heartbeats", 0, NULL},
-	{"jwks_refresh", CONF_MS, S(jwks_refresh_ms), "interval of signing-key refreshes (session tokens)", 0, NULL},
+	{"jwks_refresh", CONF_MS, S(jwks_refresh_ms),
+	 "interval of signing-key refreshes (session tokens)", 0, NULL},
 	{"limits", CONF_FUNC, 0, "auto, unit, cgroup2, cgroup1 or rlimit", 0, parse_limits},
-	{"read_only_root", CONF_BOOL, S(read_only_root), "mount the sandbox root read-only (workspace stays writable)", 0, NULL},
+	{"read_only_root", CONF_BOOL, S(read_only_root),
+	 "mount the sandbox root read-only (workspace stays writable)", 0, NULL},
 	CONF_KEY_LOG_LEVEL,
 };
 #undef S
 
 static const struct conf_spec spec =
-	CONF_SPEC("nadi-sandboxd", "Runs tool calls in systemd-nspawn containers on BTRFS snapshots.\n", cfg, keys);
+	CONF_SPEC("nadi-sandboxd", "Runs tool calls in systemd-nspawn containers on BTRFS snapshots.\n",
+			  cfg, keys);
 
 int
 config_parse_args(int argc, char **argv)
@@ -151,7 +187,8 @@ config_parse_args(int argc, char **argv)
 static int
 load_token(void)
 {
-	if (!cfg.token_file) {
+	if (!cfg.token_file)
+	{
 		log_warning("no token_file configured: the API accepts every caller on its sockets");
 		return 0;
 	}
@@ -168,26 +205,31 @@ static int
 egress_dir(const char *key, char **dir, bool create)
 {
 	struct stat st;
-	int r;
+	int			r;
 
 	if (!*dir)
 		return 0;
-	if (!**dir) {
+	if (!**dir)
+	{
 		free(*dir);
 		*dir = NULL;
 		return 0;
 	}
-	if ((*dir)[0] != '/' || strchr(*dir, ':')) {
+	if ((*dir)[0] != '/' || strchr(*dir, ':'))
+	{
 		log_error("%s must be an absolute path without ':' (got \"%s\")", key, *dir);
 		return -EINVAL;
 	}
-	if (create && (r = mkdir_p(*dir, 0755)) < 0) {
+	if (create && (r = mkdir_p(*dir, 0755)) < 0)
+	{
 		errno = -r;
 		log_error("cannot create %s %s: %m", key, *dir);
 		return r;
 	}
-	if (stat(*dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
-		log_error("%s %s is not a directory%s", key, *dir, create ? "" : " (start nadi-gitd first, or create it)");
+	if (stat(*dir, &st) < 0 || !S_ISDIR(st.st_mode))
+	{
+		log_error("%s %s is not a directory%s", key, *dir,
+				  create ? "" : " (start nadi-gitd first, or create it)");
 		return -ENOTDIR;
 	}
 	return 0;
@@ -198,13 +240,15 @@ int
 config_finish(void)
 {
 	char host[256];
-	int r;
+	int	 r;
 
-	if (!cfg.state_dir) {
+	if (!cfg.state_dir)
+	{
 		log_error("state_dir is required (--state-dir=DIR)");
 		return -EINVAL;
 	}
-	if (!cfg.listen_unix && !cfg.listen_tcp) {
+	if (!cfg.listen_unix && !cfg.listen_tcp)
+	{
 		log_error("nothing to listen on: set listen_unix and/or listen_tcp");
 		return -EINVAL;
 	}
@@ -216,10 +260,12 @@ config_finish(void)
 		cfg.nspawn_path = strdup("/usr/bin/systemd-nspawn");
 	if (!cfg.btrfs_path)
 		cfg.btrfs_path = strdup("/usr/bin/btrfs");
-	if (!cfg.agent_path) {
-		char exe[4096];
+	if (!cfg.agent_path)
+	{
+		char	exe[4096];
 		ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-		if (n > 0) {
+		if (n > 0)
+		{
 			exe[n] = '\0';
 			char *slash = strrchr(exe, '/');
 			if (slash)
@@ -227,7 +273,8 @@ config_finish(void)
 			cfg.agent_path = xasprintf("%s/nadi-sbx-init", exe);
 		}
 	}
-	if (!cfg.host_id) {
+	if (!cfg.host_id)
+	{
 		if (gethostname(host, sizeof host) < 0)
 			snprintf(host, sizeof host, "sandbox-host");
 		host[sizeof host - 1] = '\0';
@@ -235,43 +282,53 @@ config_finish(void)
 	}
 	if (!cfg.labels)
 		cfg.labels = strdup("{}");
-	if (!cfg.image_dir || !cfg.object_dir || !cfg.nspawn_path || !cfg.btrfs_path || !cfg.agent_path ||
-	    !cfg.host_id || !cfg.labels)
+	if (!cfg.image_dir || !cfg.object_dir || !cfg.nspawn_path || !cfg.btrfs_path ||
+		!cfg.agent_path || !cfg.host_id || !cfg.labels)
 		return -ENOMEM;
-	if (cfg.call_timeout_ms == 0 || cfg.call_timeout_ms > cfg.call_timeout_max_ms) {
+	if (cfg.call_timeout_ms == 0 || cfg.call_timeout_ms > cfg.call_timeout_max_ms)
+	{
 		log_error("call_timeout must be between 1ms and call_timeout_max");
 		return -EINVAL;
 	}
-	if (cfg.pids_max < 4 || cfg.memory_max < (16 << 20)) {
+	if (cfg.pids_max < 4 || cfg.memory_max < (16 << 20))
+	{
 		log_error("pids_max must be at least 4 and memory_max at least 16M");
 		return -EINVAL;
 	}
-	if (cfg.max_running == 0 || cfg.max_sandboxes == 0 || cfg.max_queue == 0) {
+	if (cfg.max_running == 0 || cfg.max_sandboxes == 0 || cfg.max_queue == 0)
+	{
 		log_error("max_running, max_sandboxes and max_queue must be positive");
 		return -EINVAL;
 	}
-	if (cfg.jwks_refresh_ms < 1000) {
+	if (cfg.jwks_refresh_ms < 1000)
+	{
 		log_error("jwks_refresh must be at least 1s");
 		return -EINVAL;
 	}
-	if (cfg.output_limit == 0 || cfg.output_limit > (64 << 20)) {
+	if (cfg.output_limit == 0 || cfg.output_limit > (64 << 20))
+	{
 		log_error("output_limit must be between 1 byte and 64M");
 		return -EINVAL;
 	}
-	if (cfg.private_users &&
-	    (cfg.private_users_base % SBX_USERNS_SIZE != 0 || cfg.private_users_base < SBX_USERNS_SIZE ||
-	     cfg.private_users_base + SBX_USERNS_SIZE > SBX_USERNS_END)) {
-		log_error("private_users_base must be a multiple of 65536 between 65536 and %u", SBX_USERNS_END - SBX_USERNS_SIZE);
+	if (cfg.private_users && (cfg.private_users_base % SBX_USERNS_SIZE != 0 ||
+							  cfg.private_users_base < SBX_USERNS_SIZE ||
+							  cfg.private_users_base + SBX_USERNS_SIZE > SBX_USERNS_END))
+	{
+		log_error("private_users_base must be a multiple of 65536 between 65536 and %u",
+				  SBX_USERNS_END - SBX_USERNS_SIZE);
 		return -EINVAL;
 	}
-	if (cfg.private_users && (cfg.run_uid >= SBX_USERNS_SIZE || cfg.run_gid >= SBX_USERNS_SIZE)) {
-		log_error("with private_users, run_user must be a uid and gid below 65536 (the range each sandbox maps)");
+	if (cfg.private_users && (cfg.run_uid >= SBX_USERNS_SIZE || cfg.run_gid >= SBX_USERNS_SIZE))
+	{
+		log_error("with private_users, run_user must be a uid and gid below 65536 (the range each "
+				  "sandbox maps)");
 		return -EINVAL;
 	}
 	if ((r = egress_dir("git_mirror_dir", &cfg.git_mirror_dir, false)) < 0 ||
-	    (r = egress_dir("proxy_dir", &cfg.proxy_dir, true)) < 0)
+		(r = egress_dir("proxy_dir", &cfg.proxy_dir, true)) < 0)
 		return r;
-	if (access(cfg.agent_path, X_OK) < 0) {
+	if (access(cfg.agent_path, X_OK) < 0)
+	{
 		log_error("in-container init %s is not executable: %m", cfg.agent_path);
 		return -errno;
 	}

@@ -22,25 +22,26 @@
 #include "sbx.h"
 
 extern bool sbx_draining;
-void api_dispatch(struct http_req *r);
+void		api_dispatch(struct http_req *r);
 
 #define DISCARD_MAX (8u << 20) /* bytes of an oversized body read before hanging up */
 
-struct http_req {
-	struct mhd_req m;      /* method, path, body, the answer */
-	struct MHD_Connection *conn;
-	char *raw_path;        /* the path as received, before MHD decoded it */
+struct http_req
+{
+	struct mhd_req			m; /* method, path, body, the answer */
+	struct MHD_Connection  *conn;
+	char				   *raw_path; /* the path as received, before MHD decoded it */
 	struct access_principal who;
-	bool started;          /* on_request has seen it */
-	bool key_unknown;      /* its token names a key the cache does not know (yet) */
-	bool waiting_keys;     /* suspended until a key refresh is over */
-	bool in_handler, dispatched, suspended;
-	struct http_req *next;
+	bool					started;	  /* on_request has seen it */
+	bool					key_unknown;  /* its token names a key the cache does not know (yet) */
+	bool					waiting_keys; /* suspended until a key refresh is over */
+	bool					in_handler, dispatched, suspended;
+	struct http_req		   *next;
 };
 
 static struct mhd_listeners listeners;
-static EvIo listener_io[ARRAY_SIZE(listeners.l)];
-static struct http_req *requests;   /* every live request */
+static EvIo					listener_io[ARRAY_SIZE(listeners.l)];
+static struct http_req	   *requests; /* every live request */
 
 unsigned
 http_pending(void)
@@ -84,14 +85,16 @@ deliver(struct http_req *r, unsigned status, struct MHD_Response *resp, int64_t 
 		MHD_add_response_header(r->m.resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	status = r->m.status;
 	metrics_http(status);
-	if (r->suspended) {
+	if (r->suspended)
+	{
 		r->suspended = false;
 		MHD_resume_connection(r->conn);
 	}
 }
 
 void
-http_reply_text(struct http_req *r, unsigned status, const char *content_type, char *text, size_t len)
+http_reply_text(struct http_req *r, unsigned status, const char *content_type, char *text,
+				size_t len)
 {
 	struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
 
@@ -99,21 +102,22 @@ http_reply_text(struct http_req *r, unsigned status, const char *content_type, c
 		free(text);
 	else if (content_type)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-	deliver(r, status, resp, (int64_t)len);
+	deliver(r, status, resp, (int64_t) len);
 }
-
 
 void
 http_reply_json(struct http_req *r, unsigned status, json_t *body)
 {
-	char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(10)) : NULL;
+	char *text =
+		body ? json_dumps(body, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(10)) : NULL;
 
 	json_decref(body);
-	if (!text) {
+	if (!text)
+	{
 		http_reply_problem(r, 500, "internal", "cannot encode the answer");
 		return;
 	}
-	int64_t len = (int64_t)strlen(text) + 1; /* text_response adds a newline */
+	int64_t len = (int64_t) strlen(text) + 1; /* text_response adds a newline */
 	deliver(r, status, text_response(text, "application/json"), len);
 }
 
@@ -121,8 +125,8 @@ void
 http_reply_problem(struct http_req *r, unsigned status, const char *code, const char *fmt, ...)
 {
 	struct MHD_Response *resp;
-	int64_t bytes;
-	va_list ap;
+	int64_t				 bytes;
+	va_list				 ap;
 
 	va_start(ap, fmt);
 	resp = mhd_req_problem(&r->m, status, code, 1024, &bytes, fmt, ap);
@@ -139,65 +143,70 @@ http_reply_fd(struct http_req *r, int fd, uint64_t size)
 		close(fd);
 	else
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
-	deliver(r, 200, resp, (int64_t)size);
+	deliver(r, 200, resp, (int64_t) size);
 }
 
 void
 http_reply_empty(struct http_req *r, unsigned status)
 {
-	deliver(r, status, MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT), 0);
+	deliver(r, status, MHD_create_response_from_buffer(0, (void *) "", MHD_RESPMEM_PERSISTENT), 0);
 }
 
 void
 http_reply_errno(struct http_req *r, int err, const char *what)
 {
-	switch (-err) {
-	case EXDEV:
-		http_reply_problem(r, 403, "path_outside_sandbox",
-				   "%s: the path leads outside the workspace (\"..\", an absolute path elsewhere, "
-				   "or a symlink pointing out)", what);
-		break;
-	case ENOENT:
-		http_reply_problem(r, 404, "file_not_found", "%s: no such file or directory", what);
-		break;
-	case EISDIR:
-		http_reply_problem(r, 400, "is_a_directory", "%s: is a directory", what);
-		break;
-	case ENOTDIR:
-		http_reply_problem(r, 400, "not_a_directory", "%s: a component of the path is not a directory", what);
-		break;
-	case EBADFD:
-	case ENXIO:
-		http_reply_problem(r, 400, "not_a_regular_file", "%s: not a regular file", what);
-		break;
-	case ELOOP:
-		http_reply_problem(r, 400, "symlink_loop", "%s: too many levels of symbolic links", what);
-		break;
-	case ENAMETOOLONG:
-		http_reply_problem(r, 400, "path_too_long", "%s: the path is too long", what);
-		break;
-	case EFBIG:
-		http_reply_problem(r, 413, "file_too_large", "%s: the file exceeds the %llu byte limit", what,
-				   (unsigned long long)cfg.max_file_bytes);
-		break;
-	case ENOSPC:
-	case EDQUOT:
-		http_reply_problem(r, 507, "no_space", "%s: the sandbox store is full", what);
-		break;
-	case EACCES:
-	case EPERM:
-		http_reply_problem(r, 403, "permission_denied", "%s: permission denied", what);
-		break;
-	default:
-		http_reply_problem(r, 500, "internal", "%s: %s", what, strerror(-err));
-		break;
+	switch (-err)
+	{
+		case EXDEV:
+			http_reply_problem(
+				r, 403, "path_outside_sandbox",
+				"%s: the path leads outside the workspace (\"..\", an absolute path elsewhere, "
+				"or a symlink pointing out)",
+				what);
+			break;
+		case ENOENT:
+			http_reply_problem(r, 404, "file_not_found", "%s: no such file or directory", what);
+			break;
+		case EISDIR:
+			http_reply_problem(r, 400, "is_a_directory", "%s: is a directory", what);
+			break;
+		case ENOTDIR:
+			http_reply_problem(r, 400, "not_a_directory",
+							   "%s: a component of the path is not a directory", what);
+			break;
+		case EBADFD:
+		case ENXIO:
+			http_reply_problem(r, 400, "not_a_regular_file", "%s: not a regular file", what);
+			break;
+		case ELOOP:
+			http_reply_problem(r, 400, "symlink_loop", "%s: too many levels of symbolic links",
+							   what);
+			break;
+		case ENAMETOOLONG:
+			http_reply_problem(r, 400, "path_too_long", "%s: the path is too long", what);
+			break;
+		case EFBIG:
+			http_reply_problem(r, 413, "file_too_large", "%s: the file exceeds the %llu byte limit",
+							   what, (unsigned long long) cfg.max_file_bytes);
+			break;
+		case ENOSPC:
+		case EDQUOT:
+			http_reply_problem(r, 507, "no_space", "%s: the sandbox store is full", what);
+			break;
+		case EACCES:
+		case EPERM:
+			http_reply_problem(r, 403, "permission_denied", "%s: permission denied", what);
+			break;
+		default:
+			http_reply_problem(r, 500, "internal", "%s: %s", what, strerror(-err));
+			break;
 	}
 }
 
 json_t *
 http_body_json(struct http_req *r)
 {
-	char why[512];
+	char	why[512];
 	json_t *j;
 
 	if (r->m.body.len == 0)
@@ -223,7 +232,7 @@ path_ok(const char *raw, const char *decoded)
 		return false;
 	for (size_t i = 0; i + 2 < n; i++)
 		if (raw[i] == '%' && ((raw[i + 1] == '2' && (raw[i + 2] == 'f' || raw[i + 2] == 'F')) ||
-				      (raw[i + 1] == '5' && (raw[i + 2] == 'c' || raw[i + 2] == 'C'))))
+							  (raw[i + 1] == '5' && (raw[i + 2] == 'c' || raw[i + 2] == 'C'))))
 			return false;
 	return true;
 }
@@ -241,20 +250,22 @@ authenticate(struct http_req *r, bool may_wait)
 {
 	char why[256];
 
-	switch (access_authenticate(bearer_token(r->conn), &r->who, why, sizeof why)) {
-	case ACCESS_OK:
-		r->key_unknown = false;
-		break;
-	case ACCESS_RETRY:
-		if (may_wait) {
-			r->key_unknown = true;
+	switch (access_authenticate(bearer_token(r->conn), &r->who, why, sizeof why))
+	{
+		case ACCESS_OK:
+			r->key_unknown = false;
 			break;
-		}
-		/* fall through */
-	case ACCESS_DENIED:
-		r->key_unknown = false;
-		unauthorized(r, why);
-		break;
+		case ACCESS_RETRY:
+			if (may_wait)
+			{
+				r->key_unknown = true;
+				break;
+			}
+			/* fall through */
+		case ACCESS_DENIED:
+			r->key_unknown = false;
+			unauthorized(r, why);
+			break;
 	}
 }
 
@@ -295,10 +306,11 @@ static void *
 on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
 	struct http_req *r = calloc(1, sizeof *r);
-	(void)cls;
-	(void)conn;
+	(void) cls;
+	(void) conn;
 
-	if (r && !(r->raw_path = strdup(uri))) {
+	if (r && !(r->raw_path = strdup(uri)))
+	{
 		free(r);
 		r = NULL;
 	}
@@ -313,18 +325,20 @@ req_free(struct http_req *r)
 }
 
 static enum MHD_Result
-on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method, const char *version,
-	   const char *upload_data, size_t *upload_data_size, void **con_cls)
+on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+		   const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
 	struct http_req *r = *con_cls;
-	(void)cls;
-	(void)version;
+	(void) cls;
+	(void) version;
 
-	if (!r || !r->started) {
+	if (!r || !r->started)
+	{
 		if (!r)
 			return MHD_NO; /* out of memory in on_uri */
 		if (mhd_req_init(&r->m, conn, method, url,
-				 is_file_upload(method, url) ? cfg.max_file_bytes : cfg.max_request_bytes) < 0)
+						 is_file_upload(method, url) ? cfg.max_file_bytes : cfg.max_request_bytes) <
+			0)
 			return MHD_NO;
 		r->started = true;
 		r->conn = conn;
@@ -334,19 +348,26 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 
 		/* Refuse early, before reading a body that would be thrown away. */
 		r->in_handler = true;
-		if (sbx_draining && strcmp(url, "/healthz") != 0) {
+		if (sbx_draining && strcmp(url, "/healthz") != 0)
+		{
 			http_add_header(r, "Retry-After", "1");
 			http_reply_problem(r, 503, "draining", "this sandbox host is shutting down");
-		} else if (!path_ok(r->raw_path, url)) {
+		}
+		else if (!path_ok(r->raw_path, url))
+		{
 			http_reply_problem(r, 400, "invalid_path",
-					   "the path has a \".\" or \"..\" segment (also percent-encoded), an encoded slash, a "
-					   "backslash, a control character or a malformed %%-escape");
-		} else {
+							   "the path has a \".\" or \"..\" segment (also percent-encoded), an "
+							   "encoded slash, a "
+							   "backslash, a control character or a malformed %%-escape");
+		}
+		else
+		{
 			if (!is_public(url))
 				authenticate(r, true);
 			if (!r->m.resp && req_body_announced_too_large(conn, r->m.body.limit))
 				http_reply_problem(r, HTTP_BODY_TOO_LARGE_STATUS, HTTP_BODY_TOO_LARGE_CODE,
-						   HTTP_BODY_TOO_LARGE_DETAIL, (unsigned long long)r->m.body.limit);
+								   HTTP_BODY_TOO_LARGE_DETAIL,
+								   (unsigned long long) r->m.body.limit);
 		}
 		r->in_handler = false;
 		if (r->m.resp)
@@ -362,19 +383,22 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 
 	r->in_handler = true;
 	if (r->m.body.too_large)
-		http_reply_problem(r, HTTP_BODY_TOO_LARGE_STATUS, HTTP_BODY_TOO_LARGE_CODE, HTTP_BODY_TOO_LARGE_DETAIL,
-				   (unsigned long long)r->m.body.limit);
-	else if (r->key_unknown) {
+		http_reply_problem(r, HTTP_BODY_TOO_LARGE_STATUS, HTTP_BODY_TOO_LARGE_CODE,
+						   HTTP_BODY_TOO_LARGE_DETAIL, (unsigned long long) r->m.body.limit);
+	else if (r->key_unknown)
+	{
 		/* Suspended below, unless answered already; keys_refreshed() carries on. */
 		r->key_unknown = false;
 		r->waiting_keys = true;
-		if (!access_wait_keys(keys_refreshed, r)) {
+		if (!access_wait_keys(keys_refreshed, r))
+		{
 			r->waiting_keys = false;
 			authenticate(r, false);
 			if (!r->m.resp)
 				api_dispatch(r);
 		}
-	} else
+	}
+	else
 		api_dispatch(r);
 	r->in_handler = false;
 	if (r->m.resp)
@@ -386,24 +410,27 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 }
 
 static void
-on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
 {
 	struct http_req *r = *con_cls;
-	(void)cls;
-	(void)conn;
+	(void) cls;
+	(void) conn;
 
 	if (!r)
 		return;
 	if (r->waiting_keys)
 		access_wait_cancel(r);
 	for (struct http_req **pp = &requests; *pp; pp = &(*pp)->next)
-		if (*pp == r) {
+		if (*pp == r)
+		{
 			*pp = r->next;
 			break;
 		}
 	if (r->started)
 		mhd_req_done(&r->m, conn, toe);
-	else {
+	else
+	{
 		/* refused by libmicrohttpd before the handler saw it */
 		HttpAccess a;
 		http_access_start(&a, NULL, NULL, r->raw_path);
@@ -417,7 +444,7 @@ static void
 on_listener(EvIo *io, uint32_t revents)
 {
 	struct MHD_Daemon *d = io->data;
-	(void)revents;
+	(void) revents;
 
 	MHD_run(d);
 }
@@ -429,13 +456,14 @@ http_init(void)
 
 	listeners.uri_log = on_uri;
 	r = mhd_listeners_start(&listeners, cfg.listen_unix, cfg.listen_tcp,
-				    MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 512, on_request,
-				    on_completed);
+							MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 512,
+							on_request, on_completed);
 
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < listeners.n; i++) {
-		struct MHD_Daemon *d = listeners.l[i].d;
+	for (size_t i = 0; i < listeners.n; i++)
+	{
+		struct MHD_Daemon		   *d = listeners.l[i].d;
 		const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_EPOLL_FD);
 		if (!info || ev_io_start(&listener_io[i], info->epoll_fd, EPOLLIN, on_listener, d) < 0)
 			return -EIO;
@@ -455,10 +483,11 @@ http_timeout_ms(void)
 {
 	int64_t best = -1;
 
-	for (size_t i = 0; i < listeners.n; i++) {
+	for (size_t i = 0; i < listeners.n; i++)
+	{
 		MHD_UNSIGNED_LONG_LONG t;
-		if (MHD_get_timeout(listeners.l[i].d, &t) == MHD_YES && (best < 0 || (int64_t)t < best))
-			best = (int64_t)t;
+		if (MHD_get_timeout(listeners.l[i].d, &t) == MHD_YES && (best < 0 || (int64_t) t < best))
+			best = (int64_t) t;
 	}
 	return best;
 }

@@ -17,27 +17,28 @@
 struct http_req;
 struct access_principal;
 
-int http_init(void);
-uint16_t http_tcp_port(void);      /* the port listen_tcp is bound to (0: none) */
-void http_run(void);              /* let MHD process ready sockets */
-int64_t http_timeout_ms(void);    /* MHD's next deadline, -1 for none */
-void http_quiesce(void);          /* stop accepting connections (drain) */
-void http_done(void);
-unsigned http_pending(void);      /* requests waiting for an answer */
+int		 http_init(void);
+uint16_t http_tcp_port(void);	/* the port listen_tcp is bound to (0: none) */
+void	 http_run(void);		/* let MHD process ready sockets */
+int64_t	 http_timeout_ms(void); /* MHD's next deadline, -1 for none */
+void	 http_quiesce(void);	/* stop accepting connections (drain) */
+void	 http_done(void);
+unsigned http_pending(void); /* requests waiting for an answer */
 
 const char *http_method(const struct http_req *r);
 const char *http_path(const struct http_req *r);
 const char *http_query(const struct http_req *r, const char *key);
 /* Who sent r (access.h); ACCESS_NONE on the public routes. */
 const struct access_principal *http_principal(const struct http_req *r);
-const char *http_body(const struct http_req *r, size_t *len);
+const char					  *http_body(const struct http_req *r, size_t *len);
 /* The body as a JSON object ({} when empty); answers 400 itself on error. */
 json_t *http_body_json(struct http_req *r);
 
-void http_reply_json(struct http_req *r, unsigned status, json_t *body);   /* steals body */
+void http_reply_json(struct http_req *r, unsigned status, json_t *body); /* steals body */
 void http_reply_problem(struct http_req *r, unsigned status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
-void http_reply_text(struct http_req *r, unsigned status, const char *content_type, char *text, size_t len);
+void http_reply_text(struct http_req *r, unsigned status, const char *content_type, char *text,
+					 size_t len);
 void http_reply_fd(struct http_req *r, int fd, uint64_t size);
 void http_reply_empty(struct http_req *r, unsigned status);
 /* Map a negative errno from a file operation onto a problem answer. */

@@ -17,9 +17,9 @@
 #include "unit.h"
 
 static enum sbx_limit_mode mode = SBX_LIMITS_RLIMIT;
-static char *v2_parent;            /* cgroup2: sandboxes are v2_parent/sbx-ID */
-static bool v2_parent_ours;        /* v2_parent was made by us (remove at exit) */
-static char *v1_mem, *v1_pids;     /* cgroup1: parents in both hierarchies */
+static char				  *v2_parent;		 /* cgroup2: sandboxes are v2_parent/sbx-ID */
+static bool				   v2_parent_ours;	 /* v2_parent was made by us (remove at exit) */
+static char				  *v1_mem, *v1_pids; /* cgroup1: parents in both hierarchies */
 
 enum sbx_limit_mode
 limits_mode(void)
@@ -32,20 +32,22 @@ static char *
 find_mount(const char *fstype, const char *opt)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
-	char line[4096];
+	char  line[4096];
 	char *ret = NULL;
 
 	if (!f)
 		return NULL;
-	while (!ret && fgets(line, sizeof line, f)) {
-		char mnt[1024], type[64], super[1024];
+	while (!ret && fgets(line, sizeof line, f))
+	{
+		char  mnt[1024], type[64], super[1024];
 		char *dash = strstr(line, " - ");
 		if (!dash || sscanf(line, "%*s %*s %*s %*s %1023s", mnt) != 1 ||
-		    sscanf(dash + 3, "%63s %*s %1023s", type, super) != 2)
+			sscanf(dash + 3, "%63s %*s %1023s", type, super) != 2)
 			continue;
 		if (strcmp(type, fstype) != 0)
 			continue;
-		if (opt) {
+		if (opt)
+		{
 			bool found = false;
 			for (char *save, *t = strtok_r(super, ",", &save); t; t = strtok_r(NULL, ",", &save))
 				found |= strcmp(t, opt) == 0;
@@ -63,12 +65,13 @@ static char *
 own_path(const char *controller)
 {
 	FILE *f = fopen("/proc/self/cgroup", "re");
-	char line[4096];
+	char  line[4096];
 	char *ret = NULL;
 
 	if (!f)
 		return NULL;
-	while (!ret && fgets(line, sizeof line, f)) {
+	while (!ret && fgets(line, sizeof line, f))
+	{
 		/* "ID:CONTROLLERS:PATH" */
 		char *ctrls = strchr(line, ':'), *path;
 		if (!ctrls)
@@ -79,13 +82,15 @@ own_path(const char *controller)
 			continue;
 		*path++ = '\0';
 		path[strcspn(path, "\n")] = '\0';
-		if (!controller) {
+		if (!controller)
+		{
 			if (strcmp(line, "0") == 0 && *ctrls == '\0')
 				ret = strdup(path);
 			continue;
 		}
 		for (char *save, *t = strtok_r(ctrls, ",", &save); t; t = strtok_r(NULL, ",", &save))
-			if (strcmp(t, controller) == 0) {
+			if (strcmp(t, controller) == 0)
+			{
 				ret = strdup(path);
 				break;
 			}
@@ -103,11 +108,12 @@ static const char *
 parent_name(void)
 {
 	static char name[32];
-	uint32_t h = 2166136261u;
+	uint32_t	h = 2166136261u;
 
-	if (!name[0]) {
+	if (!name[0])
+	{
 		for (const char *p = cfg.state_dir; *p; p++)
-			h = (h ^ (unsigned char)*p) * 16777619u;
+			h = (h ^ (unsigned char) *p) * 16777619u;
 		snprintf(name, sizeof name, "nadi-sandboxd-%08x", h);
 	}
 	return name;
@@ -137,8 +143,8 @@ try_cgroup2(void)
 {
 	_cleanup_(freep) char *mnt = find_mount("cgroup2", NULL), *own = own_path(NULL);
 	_cleanup_(freep) char *base = NULL, *ctrl = NULL, *sup = NULL;
-	char pid[32];
-	int r;
+	char				   pid[32];
+	int					   r;
 
 	if (!mnt || !own)
 		return -ENOENT;
@@ -149,11 +155,13 @@ try_cgroup2(void)
 	_cleanup_(freep) char *avail = NULL;
 	if (!ctrl || read_full_file(AT_FDCWD, ctrl, &avail, NULL, 4096) < 0)
 		return -ENOENT;
-	if (!has_word(avail, "memory") || !has_word(avail, "pids")) {
+	if (!has_word(avail, "memory") || !has_word(avail, "pids"))
+	{
 		log_info("cgroup v2 at %s lacks the memory or pids controller", base);
 		return -EOPNOTSUPP;
 	}
-	if (strcmp(own, "/") == 0) {
+	if (strcmp(own, "/") == 0)
+	{
 		/* The root may hold processes and enable controllers; use a child of it. */
 		r = write_at(base, "cgroup.subtree_control", "+memory +pids");
 		if (r < 0)
@@ -172,7 +180,7 @@ try_cgroup2(void)
 		return -ENOMEM;
 	if (mkdir(sup, 0755) < 0 && errno != EEXIST)
 		return -errno;
-	snprintf(pid, sizeof pid, "%d", (int)getpid());
+	snprintf(pid, sizeof pid, "%d", (int) getpid());
 	r = write_at(sup, "cgroup.procs", pid);
 	if (r < 0)
 		return r;
@@ -196,7 +204,8 @@ try_cgroup1(void)
 	v1_pids = xasprintf("%s%s/%s", pm, strcmp(po, "/") == 0 ? "" : po, parent_name());
 	if (!v1_mem || !v1_pids)
 		return -ENOMEM;
-	if ((mkdir(v1_mem, 0755) < 0 && errno != EEXIST) || (mkdir(v1_pids, 0755) < 0 && errno != EEXIST))
+	if ((mkdir(v1_mem, 0755) < 0 && errno != EEXIST) ||
+		(mkdir(v1_pids, 0755) < 0 && errno != EEXIST))
 		return -errno;
 	return 0;
 }
@@ -205,66 +214,82 @@ int
 limits_init(void)
 {
 	enum sbx_limit_mode want = cfg.limits;
-	int r;
+	int					r;
 
-	if (want == SBX_LIMITS_AUTO || want == SBX_LIMITS_UNIT) {
-		if (unit_available()) {
+	if (want == SBX_LIMITS_AUTO || want == SBX_LIMITS_UNIT)
+	{
+		if (unit_available())
+		{
 			r = unit_init();
-			if (r == 0) {
+			if (r == 0)
+			{
 				mode = SBX_LIMITS_UNIT;
 				v2_parent = unit_slice_cgroup();
 				goto chosen;
 			}
 			log_warning("systemd is PID 1 but its bus is unusable (%s)", strerror(-r));
-		} else if (want == SBX_LIMITS_UNIT) {
+		}
+		else if (want == SBX_LIMITS_UNIT)
+		{
 			log_error("limits = unit needs systemd as PID 1");
 			return -EOPNOTSUPP;
 		}
 	}
-	if (want == SBX_LIMITS_AUTO || want == SBX_LIMITS_CGROUP2) {
+	if (want == SBX_LIMITS_AUTO || want == SBX_LIMITS_CGROUP2)
+	{
 		r = try_cgroup2();
-		if (r == 0) {
+		if (r == 0)
+		{
 			mode = SBX_LIMITS_CGROUP2;
 			goto chosen;
 		}
-		if (want == SBX_LIMITS_CGROUP2) {
+		if (want == SBX_LIMITS_CGROUP2)
+		{
 			log_error("cgroup v2 is not usable: %s", strerror(-r));
 			return r;
 		}
 		free(v2_parent);
 		v2_parent = NULL;
 	}
-	if (want == SBX_LIMITS_AUTO || want == SBX_LIMITS_CGROUP1) {
+	if (want == SBX_LIMITS_AUTO || want == SBX_LIMITS_CGROUP1)
+	{
 		r = try_cgroup1();
-		if (r == 0) {
+		if (r == 0)
+		{
 			mode = SBX_LIMITS_CGROUP1;
 			goto chosen;
 		}
-		if (want == SBX_LIMITS_CGROUP1) {
+		if (want == SBX_LIMITS_CGROUP1)
+		{
 			log_error("cgroup v1 is not usable: %s", strerror(-r));
 			return r;
 		}
 	}
 	mode = SBX_LIMITS_RLIMIT;
 chosen:
-	switch (mode) {
-	case SBX_LIMITS_UNIT:
-		log_notice("limits: systemd transient scopes (MemoryMax=, TasksMax=) over sd-bus");
-		break;
-	case SBX_LIMITS_CGROUP2:
-		log_notice("limits: cgroup v2 below %s (memory.max, pids.max)", v2_parent);
-		break;
-	case SBX_LIMITS_CGROUP1:
-		log_notice("limits: cgroup v1 below %s and %s (memory.limit_in_bytes, pids.max)", v1_mem, v1_pids);
-		break;
-	default:
-		log_notice("limits: no writable cgroup; per-process rlimits (RLIMIT_AS, RLIMIT_NPROC) and the "
-			   "init's memory watch");
-		if (!cfg.private_users)
-			log_warning("private_users is off: RLIMIT_NPROC counts the run user's processes of every "
-				    "sandbox together, so a fork bomb in one sandbox stops the others from forking%s",
-				    cfg.run_uid == 0 ? " (and it does not bind root at all)" : "");
-		break;
+	switch (mode)
+	{
+		case SBX_LIMITS_UNIT:
+			log_notice("limits: systemd transient scopes (MemoryMax=, TasksMax=) over sd-bus");
+			break;
+		case SBX_LIMITS_CGROUP2:
+			log_notice("limits: cgroup v2 below %s (memory.max, pids.max)", v2_parent);
+			break;
+		case SBX_LIMITS_CGROUP1:
+			log_notice("limits: cgroup v1 below %s and %s (memory.limit_in_bytes, pids.max)",
+					   v1_mem, v1_pids);
+			break;
+		default:
+			log_notice(
+				"limits: no writable cgroup; per-process rlimits (RLIMIT_AS, RLIMIT_NPROC) and the "
+				"init's memory watch");
+			if (!cfg.private_users)
+				log_warning(
+					"private_users is off: RLIMIT_NPROC counts the run user's processes of every "
+					"sandbox together, so a fork bomb in one sandbox stops the others from "
+					"forking%s",
+					cfg.run_uid == 0 ? " (and it does not bind root at all)" : "");
+			break;
 	}
 	return 0;
 }
@@ -272,7 +297,8 @@ chosen:
 static char *
 group_path(const char *parent, const char *id)
 {
-	if (mode == SBX_LIMITS_UNIT) {
+	if (mode == SBX_LIMITS_UNIT)
+	{
 		const char *scope = unit_scope_name(id);
 		return scope ? xasprintf("%s/%s", parent, scope) : NULL;
 	}
@@ -283,34 +309,36 @@ int
 limits_prepare(const char *id)
 {
 	char num[32];
-	int r;
+	int	 r;
 
-	if (mode == SBX_LIMITS_CGROUP2) {
+	if (mode == SBX_LIMITS_CGROUP2)
+	{
 		_cleanup_(freep) char *g = group_path(v2_parent, id);
 		if (!g)
 			return -ENOMEM;
 		if (mkdir(g, 0755) < 0 && errno != EEXIST)
 			return -errno;
-		snprintf(num, sizeof num, "%llu", (unsigned long long)cfg.memory_max);
+		snprintf(num, sizeof num, "%llu", (unsigned long long) cfg.memory_max);
 		r = write_at(g, "memory.max", num);
 		if (r < 0)
 			return r;
-		(void)write_at(g, "memory.swap.max", "0");
-		snprintf(num, sizeof num, "%llu", (unsigned long long)cfg.pids_max);
+		(void) write_at(g, "memory.swap.max", "0");
+		snprintf(num, sizeof num, "%llu", (unsigned long long) cfg.pids_max);
 		return write_at(g, "pids.max", num);
 	}
-	if (mode == SBX_LIMITS_CGROUP1) {
+	if (mode == SBX_LIMITS_CGROUP1)
+	{
 		_cleanup_(freep) char *m = group_path(v1_mem, id), *p = group_path(v1_pids, id);
 		if (!m || !p)
 			return -ENOMEM;
 		if ((mkdir(m, 0755) < 0 && errno != EEXIST) || (mkdir(p, 0755) < 0 && errno != EEXIST))
 			return -errno;
-		snprintf(num, sizeof num, "%llu", (unsigned long long)cfg.memory_max);
+		snprintf(num, sizeof num, "%llu", (unsigned long long) cfg.memory_max);
 		r = write_at(m, "memory.limit_in_bytes", num);
 		if (r < 0)
 			return r;
-		(void)write_at(m, "memory.memsw.limit_in_bytes", num);
-		snprintf(num, sizeof num, "%llu", (unsigned long long)cfg.pids_max);
+		(void) write_at(m, "memory.memsw.limit_in_bytes", num);
+		snprintf(num, sizeof num, "%llu", (unsigned long long) cfg.pids_max);
 		return write_at(p, "pids.max", num);
 	}
 	return 0;
@@ -324,18 +352,22 @@ limits_open_attach(const char *id, int fds[2])
 	fds[0] = fds[1] = -1;
 	if (mode == SBX_LIMITS_CGROUP2)
 		parents[0] = v2_parent;
-	else if (mode == SBX_LIMITS_CGROUP1) {
+	else if (mode == SBX_LIMITS_CGROUP1)
+	{
 		parents[0] = v1_mem;
 		parents[1] = v1_pids;
-	} else
+	}
+	else
 		return 0;
-	for (int i = 0; i < 2 && parents[i]; i++) {
+	for (int i = 0; i < 2 && parents[i]; i++)
+	{
 		_cleanup_(freep) char *g = group_path(parents[i], id);
 		_cleanup_(freep) char *p = g ? xasprintf("%s/cgroup.procs", g) : NULL;
 		if (!p)
 			return -ENOMEM;
 		fds[i] = open(p, O_WRONLY | O_CLOEXEC);
-		if (fds[i] < 0) {
+		if (fds[i] < 0)
+		{
 			int r = -errno;
 			if (i == 1)
 				close(fds[0]);
@@ -360,7 +392,7 @@ read_key(const char *dir, const char *file, const char *key)
 {
 	_cleanup_(freep) char *p = xasprintf("%s/%s", dir, file);
 	_cleanup_(freep) char *buf = NULL;
-	size_t klen = strlen(key);
+	size_t				   klen = strlen(key);
 
 	if (!p || read_full_file(AT_FDCWD, p, &buf, NULL, 65536) < 0)
 		return 0;
@@ -373,11 +405,13 @@ read_key(const char *dir, const char *file, const char *key)
 uint64_t
 limits_oom_kills(const char *id)
 {
-	if (mode == SBX_LIMITS_CGROUP2 || mode == SBX_LIMITS_UNIT) {
+	if (mode == SBX_LIMITS_CGROUP2 || mode == SBX_LIMITS_UNIT)
+	{
 		_cleanup_(freep) char *g = v2_parent ? group_path(v2_parent, id) : NULL;
 		return g ? read_key(g, "memory.events", "oom_kill") : 0;
 	}
-	if (mode == SBX_LIMITS_CGROUP1) {
+	if (mode == SBX_LIMITS_CGROUP1)
+	{
 		_cleanup_(freep) char *g = group_path(v1_mem, id);
 		return g ? read_key(g, "memory.oom_control", "oom_kill") : 0;
 	}
@@ -392,19 +426,22 @@ kill_procs(const char *dir)
 
 	if (!p)
 		return;
-	for (int round = 0; round < 200; round++) {
+	for (int round = 0; round < 200; round++)
+	{
 		_cleanup_(freep) char *buf = NULL;
-		bool any = false;
+		bool				   any = false;
 
 		if (read_full_file(AT_FDCWD, p, &buf, NULL, 1 << 20) < 0)
 			return;
-		for (char *s = buf; *s;) {
+		for (char *s = buf; *s;)
+		{
 			char *end;
-			long pid = strtol(s, &end, 10);
+			long  pid = strtol(s, &end, 10);
 			if (end == s)
 				break;
-			if (pid > 1 && pid != getpid()) {
-				kill((pid_t)pid, SIGKILL);
+			if (pid > 1 && pid != getpid())
+			{
+				kill((pid_t) pid, SIGKILL);
 				any = true;
 			}
 			s = end;
@@ -422,11 +459,14 @@ limits_kill(const char *id)
 {
 	if (mode == SBX_LIMITS_UNIT)
 		unit_kill(id);
-	if ((mode == SBX_LIMITS_CGROUP2 || mode == SBX_LIMITS_UNIT) && v2_parent) {
+	if ((mode == SBX_LIMITS_CGROUP2 || mode == SBX_LIMITS_UNIT) && v2_parent)
+	{
 		_cleanup_(freep) char *g = group_path(v2_parent, id);
 		if (g && write_at(g, "cgroup.kill", "1") < 0)
 			kill_procs(g);
-	} else if (mode == SBX_LIMITS_CGROUP1) {
+	}
+	else if (mode == SBX_LIMITS_CGROUP1)
+	{
 		_cleanup_(freep) char *g = group_path(v1_pids, id);
 		if (g)
 			kill_procs(g);
@@ -436,15 +476,19 @@ limits_kill(const char *id)
 void
 limits_release(const char *id)
 {
-	if (mode == SBX_LIMITS_UNIT) {
+	if (mode == SBX_LIMITS_UNIT)
+	{
 		unit_forget(id); /* systemd collects the empty scope */
 		return;
 	}
-	if (mode == SBX_LIMITS_CGROUP2) {
+	if (mode == SBX_LIMITS_CGROUP2)
+	{
 		_cleanup_(freep) char *g = group_path(v2_parent, id);
 		if (g && rmdir(g) < 0 && errno != ENOENT)
 			log_debug("cannot remove %s yet: %m", g);
-	} else if (mode == SBX_LIMITS_CGROUP1) {
+	}
+	else if (mode == SBX_LIMITS_CGROUP1)
+	{
 		_cleanup_(freep) char *m = group_path(v1_mem, id), *p = group_path(v1_pids, id);
 		if (m && rmdir(m) < 0 && errno != ENOENT)
 			log_debug("cannot remove %s yet: %m", m);
@@ -457,7 +501,8 @@ void
 limits_call_rlimits(uint64_t *as, uint64_t *nproc)
 {
 	*as = *nproc = 0;
-	if (mode == SBX_LIMITS_RLIMIT) {
+	if (mode == SBX_LIMITS_RLIMIT)
+	{
 		*as = cfg.memory_max;
 		*nproc = cfg.pids_max;
 	}
@@ -466,12 +511,13 @@ limits_call_rlimits(uint64_t *as, uint64_t *nproc)
 static void
 cleanup_parent(const char *parent)
 {
-	DIR *d = parent ? opendir(parent) : NULL;
+	DIR			  *d = parent ? opendir(parent) : NULL;
 	struct dirent *de;
 
 	if (!d)
 		return;
-	while ((de = readdir(d))) {
+	while ((de = readdir(d)))
+	{
 		if (strncmp(de->d_name, "sbx-", 4) != 0)
 			continue;
 		_cleanup_(freep) char *g = xasprintf("%s/%s", parent, de->d_name);
@@ -493,7 +539,8 @@ limits_cleanup_leftovers(void)
 {
 	if (mode == SBX_LIMITS_CGROUP2)
 		cleanup_parent(v2_parent);
-	else if (mode == SBX_LIMITS_CGROUP1) {
+	else if (mode == SBX_LIMITS_CGROUP1)
+	{
 		cleanup_parent(v1_pids);
 		cleanup_parent(v1_mem);
 	}
@@ -505,7 +552,8 @@ limits_done(void)
 	/* Our parent groups are empty once every container is gone. */
 	if (mode == SBX_LIMITS_CGROUP2 && v2_parent_ours && rmdir(v2_parent) < 0 && errno != ENOENT)
 		log_debug("cannot remove %s: %m", v2_parent);
-	if (mode == SBX_LIMITS_CGROUP1) {
+	if (mode == SBX_LIMITS_CGROUP1)
+	{
 		if (rmdir(v1_mem) < 0 && errno != ENOENT)
 			log_debug("cannot remove %s: %m", v1_mem);
 		if (rmdir(v1_pids) < 0 && errno != ENOENT)

@@ -12,7 +12,7 @@
 
 #include "sbx.h"
 
-int limits_init(void);
+int					limits_init(void);
 enum sbx_limit_mode limits_mode(void);
 
 /* Create the sandbox's group with its limits (no-op for rlimit and unit). */

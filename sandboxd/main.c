@@ -28,9 +28,9 @@
 #include "btrfs_store.h"
 #include "unit.h"
 
-bool sbx_draining;
-static bool quit, forced;
-static EvIo sig_io;
+bool		   sbx_draining;
+static bool	   quit, forced;
+static EvIo	   sig_io;
 static EvTimer watchdog_timer, force_timer;
 
 /* Re-evaluate whether a drain is complete; called whenever work finishes. */
@@ -39,7 +39,8 @@ main_kick(void)
 {
 	if (!sbx_draining || quit)
 		return;
-	if (http_pending() == 0 && run_busy() == 0 && run_count() == 0 && child_count() == 0) {
+	if (http_pending() == 0 && run_busy() == 0 && run_count() == 0 && child_count() == 0)
+	{
 		log_notice("drained: no calls, containers or helpers left");
 		quit = true;
 	}
@@ -48,7 +49,7 @@ main_kick(void)
 static void
 on_force_timeout(EvTimer *t)
 {
-	(void)t;
+	(void) t;
 	log_warning("containers did not stop in time; exiting anyway");
 	quit = true;
 }
@@ -57,17 +58,19 @@ static void
 reload_token(void)
 {
 	_cleanup_(freep) char *buf = NULL;
-	size_t len;
+	size_t				   len;
 
 	if (!cfg.token_file)
 		return;
-	if (read_full_file(AT_FDCWD, cfg.token_file, &buf, &len, 4096) < 0) {
+	if (read_full_file(AT_FDCWD, cfg.token_file, &buf, &len, 4096) < 0)
+	{
 		log_error("cannot re-read %s: %m; keeping the old token", cfg.token_file);
 		return;
 	}
 	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' ' || buf[len - 1] == '\r'))
 		buf[--len] = '\0';
-	if (len < 16) {
+	if (len < 16)
+	{
 		log_error("token in %s is shorter than 16 bytes; keeping the old token", cfg.token_file);
 		return;
 	}
@@ -82,22 +85,28 @@ static void
 on_signal(EvIo *io, uint32_t revents)
 {
 	struct signalfd_siginfo si;
-	(void)revents;
+	(void) revents;
 
-	while (read(io->fd, &si, sizeof si) == sizeof si) {
-		if (si.ssi_signo == SIGHUP) {
+	while (read(io->fd, &si, sizeof si) == sizeof si)
+	{
+		if (si.ssi_signo == SIGHUP)
+		{
 			reload_token();
 			continue;
 		}
-		if (!sbx_draining) {
-			log_notice("%s: draining (send it again to stop at once)", strsignal((int)si.ssi_signo));
+		if (!sbx_draining)
+		{
+			log_notice("%s: draining (send it again to stop at once)",
+					   strsignal((int) si.ssi_signo));
 			sbx_draining = true;
 			notify_stopping("Draining");
 			http_quiesce();
 			run_stop_all(false);
 			main_kick();
-		} else if (!forced) {
-			log_notice("%s again: stopping every container now", strsignal((int)si.ssi_signo));
+		}
+		else if (!forced)
+		{
+			log_notice("%s again: stopping every container now", strsignal((int) si.ssi_signo));
 			forced = true;
 			run_stop_all(true);
 			child_kill_all();
@@ -112,17 +121,17 @@ static void
 on_watchdog(EvTimer *t)
 {
 	int next = notify_watchdog_tick(now_ms());
-	(void)t;
+	(void) t;
 
 	if (next >= 0)
-		ev_timer_arm(&watchdog_timer, next > 0 ? (uint64_t)next : 1, on_watchdog, NULL);
+		ev_timer_arm(&watchdog_timer, next > 0 ? (uint64_t) next : 1, on_watchdog, NULL);
 }
 
 static int
 setup_signals(void)
 {
 	sigset_t mask;
-	int fd, r;
+	int		 fd, r;
 
 	r = signals_block(&mask);
 	if (r < 0)
@@ -137,11 +146,12 @@ static int
 check_labels(void)
 {
 	json_error_t err;
-	json_t *j = json_loads(cfg.labels, 0, &err);
-	bool ok = json_is_object(j);
+	json_t		*j = json_loads(cfg.labels, 0, &err);
+	bool		 ok = json_is_object(j);
 
 	json_decref(j);
-	if (!ok) {
+	if (!ok)
+	{
 		log_error("labels must be a JSON object, not \"%s\"", cfg.labels);
 		return -EINVAL;
 	}
@@ -157,20 +167,24 @@ default_advertise(void)
 {
 	size_t n = cfg.advertise ? strlen(cfg.advertise) : 0;
 
-	if (n > 2 && strcmp(cfg.advertise + n - 2, ":0") == 0 && http_tcp_port()) {
-		char *a = xasprintf("%.*s:%u", (int)(n - 2), cfg.advertise, (unsigned)http_tcp_port());
-		if (a) {
+	if (n > 2 && strcmp(cfg.advertise + n - 2, ":0") == 0 && http_tcp_port())
+	{
+		char *a = xasprintf("%.*s:%u", (int) (n - 2), cfg.advertise, (unsigned) http_tcp_port());
+		if (a)
+		{
 			free(cfg.advertise);
 			cfg.advertise = a;
 		}
 	}
 	if (cfg.advertise)
 		return;
-	if (cfg.listen_tcp) {
+	if (cfg.listen_tcp)
+	{
 		const char *colon = strrchr(cfg.listen_tcp, ':');
-		cfg.advertise = xasprintf("%.*s:%u", colon ? (int)(colon - cfg.listen_tcp) : 9,
-					  colon ? cfg.listen_tcp : "127.0.0.1", (unsigned)http_tcp_port());
-	} else
+		cfg.advertise = xasprintf("%.*s:%u", colon ? (int) (colon - cfg.listen_tcp) : 9,
+								  colon ? cfg.listen_tcp : "127.0.0.1", (unsigned) http_tcp_port());
+	}
+	else
 		cfg.advertise = xasprintf("unix:%s", cfg.listen_unix);
 }
 
@@ -192,12 +206,14 @@ main(int argc, char **argv)
 	r = ev_init();
 	if (r >= 0)
 		r = setup_signals();
-	if (r < 0) {
+	if (r < 0)
+	{
 		errno = -r;
 		log_error("cannot set up the event loop: %m");
 		return 1;
 	}
-	log_notice("nadi-sandboxd %s starting (state %s, images %s)", SBX_VERSION, cfg.state_dir, cfg.image_dir);
+	log_notice("nadi-sandboxd %s starting (state %s, images %s)", SBX_VERSION, cfg.state_dir,
+			   cfg.image_dir);
 
 	r = store_init();
 	if (r < 0)
@@ -206,7 +222,8 @@ main(int argc, char **argv)
 	if (r < 0)
 		goto fail;
 	r = sandbox_init();
-	if (r < 0) {
+	if (r < 0)
+	{
 		errno = -r;
 		log_error("cannot recover sandboxes: %m");
 		goto fail;
@@ -221,14 +238,17 @@ main(int argc, char **argv)
 	access_init();
 	pg_init();
 
-	notify_ready("Serving %zu sandboxes (limits: %s)", sandbox_count(), limit_mode_name(limits_mode()));
+	notify_ready("Serving %zu sandboxes (limits: %s)", sandbox_count(),
+				 limit_mode_name(limits_mode()));
 	if (notify_watchdog_interval_ms() > 0)
 		ev_timer_arm(&watchdog_timer, notify_watchdog_interval_ms(), on_watchdog, NULL);
 	log_notice("ready");
 
-	while (!quit) {
+	while (!quit)
+	{
 		r = ev_run_once(http_timeout_ms());
-		if (r < 0) {
+		if (r < 0)
+		{
 			errno = -r;
 			log_error("event loop: %m");
 			break;

@@ -16,15 +16,18 @@
 
 extern bool sbx_draining;
 
-static const char *tools[] = {"echo", "uppercase", "list_files", "exec", "read_file", "write_file", "edit_file"};
-static const char *outcomes[] = {"ok", "failed", "timed_out", "error"};
-static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+static const char  *tools[] = {"echo",		"uppercase",  "list_files", "exec",
+							   "read_file", "write_file", "edit_file"};
+static const char  *outcomes[] = {"ok", "failed", "timed_out", "error"};
+static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+								 0.25,	0.5,	1,	   2.5,	 5,		10,	  30};
 
-static uint64_t http_by_class[METRICS_HTTP_CLASSES];
-static uint64_t calls[ARRAY_SIZE(tools)][ARRAY_SIZE(outcomes)];
-static struct metrics_histogram call_hist[2] = {METRICS_HISTOGRAM_INIT(buckets), METRICS_HISTOGRAM_INIT(buckets)}; /* warm, cold */
+static uint64_t					http_by_class[METRICS_HTTP_CLASSES];
+static uint64_t					calls[ARRAY_SIZE(tools)][ARRAY_SIZE(outcomes)];
+static struct metrics_histogram call_hist[2] = {METRICS_HISTOGRAM_INIT(buckets),
+												METRICS_HISTOGRAM_INIT(buckets)}; /* warm, cold */
 static struct metrics_histogram start_hist = METRICS_HISTOGRAM_INIT(buckets);
-static uint64_t starts_failed;
+static uint64_t					starts_failed;
 
 void
 metrics_http(unsigned status)
@@ -43,13 +46,13 @@ metrics_call(const char *tool, const char *outcome, bool cold, uint64_t duration
 		;
 	if (t < ARRAY_SIZE(tools) && o < ARRAY_SIZE(outcomes))
 		calls[t][o]++;
-	metrics_histogram_observe(&call_hist[cold ? 1 : 0], (double)duration_us / 1e6);
+	metrics_histogram_observe(&call_hist[cold ? 1 : 0], (double) duration_us / 1e6);
 }
 
 void
 metrics_container_started(uint64_t ms)
 {
-	metrics_histogram_observe(&start_hist, (double)ms / 1e3);
+	metrics_histogram_observe(&start_hist, (double) ms / 1e3);
 }
 
 void
@@ -62,7 +65,7 @@ char *
 metrics_render(size_t *len)
 {
 	struct metrics_out *o = metrics_begin("nadi-sandboxd");
-	unsigned by_state[CT_STOPPING + 1] = {0};
+	unsigned			by_state[CT_STOPPING + 1] = {0};
 
 	if (!o)
 		return NULL;
@@ -70,32 +73,40 @@ metrics_render(size_t *len)
 		by_state[sb->ct.state]++;
 
 	metrics_gauge(o, "nadi_sandboxd_info", "Build and configuration of this daemon.",
-		      METRICS_LABELS("version", SBX_VERSION, "limits", limit_mode_name(limits_mode()), "storage",
-				     store_is_loop() ? "loop" : "btrfs"), 1);
-	metrics_gauge(o, "nadi_sandboxd_sandboxes", "Sandboxes on this host.", NULL, (double)sandbox_count());
-	metrics_gauge(o, "nadi_sandboxd_sandbox_capacity", "Sandboxes this host accepts.", NULL, (double)cfg.max_sandboxes);
+				  METRICS_LABELS("version", SBX_VERSION, "limits", limit_mode_name(limits_mode()),
+								 "storage", store_is_loop() ? "loop" : "btrfs"),
+				  1);
+	metrics_gauge(o, "nadi_sandboxd_sandboxes", "Sandboxes on this host.", NULL,
+				  (double) sandbox_count());
+	metrics_gauge(o, "nadi_sandboxd_sandbox_capacity", "Sandboxes this host accepts.", NULL,
+				  (double) cfg.max_sandboxes);
 	for (int s = CT_STARTING; s <= CT_STOPPING; s++)
 		metrics_gauge(o, "nadi_sandboxd_containers", "Containers by state.",
-			      METRICS_LABELS("state", ct_state_name((enum ct_state)s)), by_state[s]);
-	metrics_gauge(o, "nadi_sandboxd_calls_queued", "Tool calls waiting or running.", NULL, run_busy());
-	metrics_http_codes(o, "nadi_sandboxd_http_responses_total", "HTTP responses by status class.", http_by_class);
+					  METRICS_LABELS("state", ct_state_name((enum ct_state) s)), by_state[s]);
+	metrics_gauge(o, "nadi_sandboxd_calls_queued", "Tool calls waiting or running.", NULL,
+				  run_busy());
+	metrics_http_codes(o, "nadi_sandboxd_http_responses_total", "HTTP responses by status class.",
+					   http_by_class);
 	for (size_t t = 0; t < ARRAY_SIZE(tools); t++)
 		for (size_t k = 0; k < ARRAY_SIZE(outcomes); k++)
 			metrics_counter(o, "nadi_sandboxd_tool_calls_total", "Tool calls by tool and outcome.",
-					METRICS_LABELS("tool", tools[t], "outcome", outcomes[k]), calls[t][k]);
+							METRICS_LABELS("tool", tools[t], "outcome", outcomes[k]), calls[t][k]);
 	metrics_histogram(o, "nadi_sandboxd_call_duration_seconds", "Container tool calls, end to end.",
-			  METRICS_LABELS("start", "warm"), &call_hist[0]);
+					  METRICS_LABELS("start", "warm"), &call_hist[0]);
 	metrics_histogram(o, "nadi_sandboxd_call_duration_seconds", "Container tool calls, end to end.",
-			  METRICS_LABELS("start", "cold"), &call_hist[1]);
-	metrics_histogram(o, "nadi_sandboxd_container_start_seconds", "Time from fork to the init's hello.", NULL,
-			  &start_hist);
-	metrics_counter(o, "nadi_sandboxd_container_start_failures_total", "Containers that never came up.", NULL,
-			starts_failed);
+					  METRICS_LABELS("start", "cold"), &call_hist[1]);
+	metrics_histogram(o, "nadi_sandboxd_container_start_seconds",
+					  "Time from fork to the init's hello.", NULL, &start_hist);
+	metrics_counter(o, "nadi_sandboxd_container_start_failures_total",
+					"Containers that never came up.", NULL, starts_failed);
 	metrics_gauge(o, "nadi_sandboxd_store_free_bytes", "Free space in the sandbox store.", NULL,
-		      (double)store_free_bytes());
-	metrics_gauge(o, "nadi_sandboxd_helpers", "Helper processes (btrfs send/receive) running.", NULL, child_count());
-	metrics_gauge(o, "nadi_sandboxd_registered", "Whether the last registration or heartbeat succeeded.", NULL,
-		      pg_registered() ? 1 : 0);
-	metrics_gauge(o, "nadi_sandboxd_draining", "Whether the daemon is draining.", NULL, sbx_draining ? 1 : 0);
+				  (double) store_free_bytes());
+	metrics_gauge(o, "nadi_sandboxd_helpers", "Helper processes (btrfs send/receive) running.",
+				  NULL, child_count());
+	metrics_gauge(o, "nadi_sandboxd_registered",
+				  "Whether the last registration or heartbeat succeeded.", NULL,
+				  pg_registered() ? 1 : 0);
+	metrics_gauge(o, "nadi_sandboxd_draining", "Whether the daemon is draining.", NULL,
+				  sbx_draining ? 1 : 0);
 	return metrics_end(o, len);
 }

@@ -21,19 +21,31 @@
 
 #define RETRY_MS 5000 /* after a failed registration or heartbeat */
 
-enum pg_state { PG_OFF, PG_BACKOFF, PG_CONNECTING, PG_QUERY, PG_IDLE };
-enum pg_query { Q_REGISTER, Q_HEARTBEAT, Q_JWKS };
+enum pg_state
+{
+	PG_OFF,
+	PG_BACKOFF,
+	PG_CONNECTING,
+	PG_QUERY,
+	PG_IDLE
+};
+enum pg_query
+{
+	Q_REGISTER,
+	Q_HEARTBEAT,
+	Q_JWKS
+};
 
-static PqConn conn = { .fd = -1 };
+static PqConn		 conn = {.fd = -1};
 static enum pg_state state = PG_OFF;
-static EvIo io;
-static EvTimer timer;
-static bool registered;     /* last register/heartbeat succeeded */
-static bool need_register = true;
-static bool need_jwks;       /* access.c asked for the keys */
+static EvIo			 io;
+static EvTimer		 timer;
+static bool			 registered; /* last register/heartbeat succeeded */
+static bool			 need_register = true;
+static bool			 need_jwks; /* access.c asked for the keys */
 static enum pg_query current;
-static uint64_t next_beat_ms; /* when the next heartbeat (or registration retry) is due */
-static bool warned;
+static uint64_t		 next_beat_ms; /* when the next heartbeat (or registration retry) is due */
+static bool			 warned;
 
 static void start_connect(void);
 static void on_io(EvIo *w, uint32_t revents);
@@ -50,8 +62,7 @@ pg_connected(void)
 	return state == PG_CONNECTING || state == PG_QUERY || state == PG_IDLE;
 }
 
-static void
-on_timer(EvTimer *t);
+static void on_timer(EvTimer *t);
 
 static void
 drop(const char *why)
@@ -59,7 +70,7 @@ drop(const char *why)
 	uint64_t delay_ms = pq_backoff_next(&conn.backoff);
 
 	if (why && (!warned || registered))
-		log_warning("postgres: %s; retrying in %llu ms", why, (unsigned long long)delay_ms);
+		log_warning("postgres: %s; retrying in %llu ms", why, (unsigned long long) delay_ms);
 	warned = true;
 	need_jwks = false;
 	access_keys_failed(why ? why : "the connection to postgres was lost");
@@ -75,7 +86,8 @@ drop(const char *why)
 static void
 watch(void)
 {
-	if (conn.fd < 0) {
+	if (conn.fd < 0)
+	{
 		drop("connection has no socket");
 		return;
 	}
@@ -100,17 +112,20 @@ flush(void)
 static void
 send_query(void)
 {
-	char cap[32];
+	char		cap[32];
 	const char *sql, *params[4];
-	int n;
+	int			n;
 
-	if (need_jwks) {
+	if (need_jwks)
+	{
 		sql = "SELECT nadi.jwks()::text";
 		n = 0;
 		need_jwks = false;
 		current = Q_JWKS;
-	} else if (need_register) {
-		snprintf(cap, sizeof cap, "%llu", (unsigned long long)cfg.max_sandboxes);
+	}
+	else if (need_register)
+	{
+		snprintf(cap, sizeof cap, "%llu", (unsigned long long) cfg.max_sandboxes);
 		sql = "SELECT host_id FROM nadi.sandbox_host_register($1, $2, $3::integer, $4::jsonb)";
 		params[0] = cfg.host_id;
 		params[1] = cfg.advertise;
@@ -118,13 +133,16 @@ send_query(void)
 		params[3] = cfg.labels;
 		n = 4;
 		current = Q_REGISTER;
-	} else {
+	}
+	else
+	{
 		sql = "SELECT host_id FROM nadi.sandbox_host_heartbeat($1)";
 		params[0] = cfg.host_id;
 		n = 1;
 		current = Q_HEARTBEAT;
 	}
-	if (!PQsendQueryParams(conn.pg, sql, n, NULL, params, NULL, NULL, 0)) {
+	if (!PQsendQueryParams(conn.pg, sql, n, NULL, params, NULL, NULL, 0))
+	{
 		drop(pq_conn_error(&conn));
 		return;
 	}
@@ -135,7 +153,7 @@ send_query(void)
 static void
 on_timer(EvTimer *t)
 {
-	(void)t;
+	(void) t;
 	if (state == PG_BACKOFF)
 		start_connect();
 	else if (state == PG_IDLE)
@@ -163,14 +181,19 @@ static void
 handle_jwks(void)
 {
 	PGresult *res;
-	char line[PQ_ERROR_MAX] = "";
-	bool done = false;
+	char	  line[PQ_ERROR_MAX] = "";
+	bool	  done = false;
 
-	while ((res = PQgetResult(conn.pg))) {
-		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) && !done) {
+	while ((res = PQgetResult(conn.pg)))
+	{
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+			!PQgetisnull(res, 0, 0) && !done)
+		{
 			access_keys_loaded(PQgetvalue(res, 0, 0));
 			done = true;
-		} else if (!done && !line[0]) {
+		}
+		else if (!done && !line[0])
+		{
 			if (PQresultStatus(res) == PGRES_TUPLES_OK)
 				snprintf(line, sizeof line, "nadi.jwks() returned no row");
 			else
@@ -187,30 +210,35 @@ static void
 handle_results(void)
 {
 	PGresult *res;
-	bool ok = true;
+	bool	  ok = true;
 
-	if (current == Q_JWKS) {
+	if (current == Q_JWKS)
+	{
 		handle_jwks();
 		return;
 	}
-	while ((res = PQgetResult(conn.pg))) {
-		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+	while ((res = PQgetResult(conn.pg)))
+	{
+		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		{
 			char line[PQ_ERROR_MAX];
 
 			pq_error_line(conn.pg, res, line, sizeof line);
-			log_error("postgres: %s failed: %s", need_register ? "sandbox_host_register" : "sandbox_host_heartbeat",
-				  line);
+			log_error("postgres: %s failed: %s",
+					  need_register ? "sandbox_host_register" : "sandbox_host_heartbeat", line);
 			ok = false;
 		}
 		PQclear(res);
 	}
-	if (ok) {
+	if (ok)
+	{
 		if (need_register)
-			log_notice("registered as sandbox host \"%s\" (%s, capacity %llu)", cfg.host_id, cfg.advertise,
-				   (unsigned long long)cfg.max_sandboxes);
+			log_notice("registered as sandbox host \"%s\" (%s, capacity %llu)", cfg.host_id,
+					   cfg.advertise, (unsigned long long) cfg.max_sandboxes);
 		need_register = false;
 		warned = false;
-	} else
+	}
+	else
 		need_register = true; /* a heartbeat for a lost row fails: register again */
 	registered = ok;
 	next_beat_ms = now_ms() + (ok ? cfg.heartbeat_ms : RETRY_MS);
@@ -220,51 +248,56 @@ handle_results(void)
 static void
 on_io(EvIo *w, uint32_t revents)
 {
-	(void)w;
-	switch (state) {
-	case PG_CONNECTING:
-		switch (pq_conn_step(&conn)) {
-		case PQ_STEP_WAIT:
-			watch();
+	(void) w;
+	switch (state)
+	{
+		case PG_CONNECTING:
+			switch (pq_conn_step(&conn))
+			{
+				case PQ_STEP_WAIT:
+					watch();
+					return;
+				case PQ_STEP_UP:
+					log_info("postgres: connected");
+					need_jwks = true;
+					send_query();
+					return;
+				case PQ_STEP_FAILED:
+					drop(pq_conn_error(&conn));
+					return;
+			}
 			return;
-		case PQ_STEP_UP:
-			log_info("postgres: connected");
-			need_jwks = true;
-			send_query();
+		case PG_QUERY:
+			if (!pq_conn_io(&conn, revents))
+			{
+				drop(pq_conn_error(&conn));
+				return;
+			}
+			if (revents & EPOLLOUT)
+				watch();
+			if ((revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !PQisBusy(conn.pg))
+				handle_results();
 			return;
-		case PQ_STEP_FAILED:
-			drop(pq_conn_error(&conn));
+		case PG_IDLE:
+			/* Nothing is in flight: only notices, or the end of the connection. */
+			if (!pq_conn_io(&conn, EPOLLIN) || PQstatus(conn.pg) != CONNECTION_OK)
+			{
+				drop("connection lost");
+				return;
+			}
 			return;
-		}
-		return;
-	case PG_QUERY:
-		if (!pq_conn_io(&conn, revents)) {
-			drop(pq_conn_error(&conn));
+		default:
 			return;
-		}
-		if (revents & EPOLLOUT)
-			watch();
-		if ((revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !PQisBusy(conn.pg))
-			handle_results();
-		return;
-	case PG_IDLE:
-		/* Nothing is in flight: only notices, or the end of the connection. */
-		if (!pq_conn_io(&conn, EPOLLIN) || PQstatus(conn.pg) != CONNECTION_OK) {
-			drop("connection lost");
-			return;
-		}
-		return;
-	default:
-		return;
 	}
 }
 
 static void
 start_connect(void)
 {
-	const PqConnParams params = { .conninfo = cfg.pg_conninfo, .program = "nadi-sandboxd" };
+	const PqConnParams params = {.conninfo = cfg.pg_conninfo, .program = "nadi-sandboxd"};
 
-	if (pq_conn_start(&conn, &params) != PQ_STEP_WAIT) {
+	if (pq_conn_start(&conn, &params) != PQ_STEP_WAIT)
+	{
 		drop(pq_conn_error(&conn));
 		return;
 	}
@@ -278,7 +311,8 @@ pg_jwks_request(void)
 	if (!pg_connected())
 		return false;
 	need_jwks = true;
-	if (state == PG_IDLE) {
+	if (state == PG_IDLE)
+	{
 		ev_timer_cancel(&timer);
 		send_query();
 	}
@@ -288,7 +322,8 @@ pg_jwks_request(void)
 int
 pg_init(void)
 {
-	if (!cfg.pg_conninfo || !*cfg.pg_conninfo) {
+	if (!cfg.pg_conninfo || !*cfg.pg_conninfo)
+	{
 		log_info("no pg_conninfo: not registering in Postgres");
 		return 0;
 	}

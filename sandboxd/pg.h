@@ -11,7 +11,7 @@
 
 #include <stdbool.h>
 
-int pg_init(void);
+int	 pg_init(void);
 void pg_done(void);
 bool pg_registered(void);
 /* Whether there is a connection (or an attempt) to send a query on. */

@@ -21,18 +21,19 @@ put_u32(unsigned char *p, uint32_t v)
 uint32_t
 proto_get_u32(const unsigned char *p)
 {
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+	return (uint32_t) p[0] | (uint32_t) p[1] << 8 | (uint32_t) p[2] << 16 | (uint32_t) p[3] << 24;
 }
 
 static void
 reserve(struct pbuf *b, size_t extra)
 {
 	size_t want;
-	char *n;
+	char  *n;
 
 	if (b->oom)
 		return;
-	if (extra > PROTO_MAX_FRAME || b->len + extra > PROTO_MAX_FRAME + 4) {
+	if (extra > PROTO_MAX_FRAME || b->len + extra > PROTO_MAX_FRAME + 4)
+	{
 		b->oom = -E2BIG;
 		return;
 	}
@@ -44,7 +45,8 @@ reserve(struct pbuf *b, size_t extra)
 	if (want < 256)
 		want = 256;
 	n = realloc(b->data, want);
-	if (!n) {
+	if (!n)
+	{
 		b->oom = -ENOMEM;
 		return;
 	}
@@ -67,7 +69,8 @@ pbuf_add(struct pbuf *b, uint16_t tag, const void *data, size_t len)
 {
 	unsigned char hdr[6];
 
-	if (len > UINT32_MAX) {
+	if (len > UINT32_MAX)
+	{
 		b->oom = -E2BIG;
 		return;
 	}
@@ -76,7 +79,7 @@ pbuf_add(struct pbuf *b, uint16_t tag, const void *data, size_t len)
 		return;
 	hdr[0] = tag & 0xff;
 	hdr[1] = tag >> 8;
-	put_u32(hdr + 2, (uint32_t)len);
+	put_u32(hdr + 2, (uint32_t) len);
 	memcpy(b->data + b->len, hdr, sizeof hdr);
 	if (len)
 		memcpy(b->data + b->len + sizeof hdr, data, len);
@@ -106,7 +109,7 @@ pbuf_finish(struct pbuf *b)
 		return b->oom;
 	if (b->len - 4 > PROTO_MAX_FRAME)
 		return -E2BIG;
-	put_u32((unsigned char *)b->data, (uint32_t)(b->len - 4));
+	put_u32((unsigned char *) b->data, (uint32_t) (b->len - 4));
 	return 0;
 }
 
@@ -132,23 +135,23 @@ preader_next(struct preader *r, uint16_t *tag, const char **val, uint32_t *len)
 
 	if (r->p == r->end)
 		return 0;
-	if ((size_t)(r->end - r->p) < 6)
+	if ((size_t) (r->end - r->p) < 6)
 		return -EBADMSG;
-	*tag = (uint16_t)(r->p[0] | r->p[1] << 8);
+	*tag = (uint16_t) (r->p[0] | r->p[1] << 8);
 	n = proto_get_u32(r->p + 2);
-	if (n > (size_t)(r->end - r->p) - 6)
+	if (n > (size_t) (r->end - r->p) - 6)
 		return -EBADMSG;
-	*val = (const char *)r->p + 6;
+	*val = (const char *) r->p + 6;
 	*len = n;
-	r->p += 6 + (size_t)n;
+	r->p += 6 + (size_t) n;
 	return 1;
 }
 
 int
 proto_u64(const char *val, uint32_t len, uint64_t *ret)
 {
-	const unsigned char *p = (const unsigned char *)val;
-	uint64_t v = 0;
+	const unsigned char *p = (const unsigned char *) val;
+	uint64_t			 v = 0;
 
 	if (len != 8)
 		return -EBADMSG;

@@ -18,39 +18,41 @@
 #define PROTO_MAX_FRAME (80u << 20)
 #define PROTO_MAX_ARGS 4096
 
-enum proto_tag {
+enum proto_tag
+{
 	/* init → daemon, once, when the container is up */
-	PT_HELLO = 1,          /* u64 protocol version */
+	PT_HELLO = 1, /* u64 protocol version */
 
 	/* daemon → init: run one command */
-	PT_ARGV = 10,          /* repeated, one per argument */
-	PT_ENV = 11,           /* repeated, "KEY=VALUE" */
-	PT_STDIN = 12,         /* bytes fed to the command's stdin */
-	PT_CWD = 13,           /* working directory inside the container */
-	PT_TIMEOUT_MS = 14,    /* u64 wall-time limit */
-	PT_OUT_LIMIT = 15,     /* u64 bytes kept per output stream */
-	PT_FSIZE = 16,         /* u64 RLIMIT_FSIZE */
-	PT_AS = 17,            /* u64 RLIMIT_AS (0: none) */
-	PT_NPROC = 18,         /* u64 RLIMIT_NPROC (0: none) */
-	PT_UID = 19,           /* u64 */
-	PT_GID = 20,           /* u64 */
+	PT_ARGV = 10,		/* repeated, one per argument */
+	PT_ENV = 11,		/* repeated, "KEY=VALUE" */
+	PT_STDIN = 12,		/* bytes fed to the command's stdin */
+	PT_CWD = 13,		/* working directory inside the container */
+	PT_TIMEOUT_MS = 14, /* u64 wall-time limit */
+	PT_OUT_LIMIT = 15,	/* u64 bytes kept per output stream */
+	PT_FSIZE = 16,		/* u64 RLIMIT_FSIZE */
+	PT_AS = 17,			/* u64 RLIMIT_AS (0: none) */
+	PT_NPROC = 18,		/* u64 RLIMIT_NPROC (0: none) */
+	PT_UID = 19,		/* u64 */
+	PT_GID = 20,		/* u64 */
 
 	/* init → daemon: the result */
-	PT_EXIT = 40,          /* u64 exit status, when the command exited */
-	PT_SIGNAL = 41,        /* u64 signal, when it was killed */
+	PT_EXIT = 40,	/* u64 exit status, when the command exited */
+	PT_SIGNAL = 41, /* u64 signal, when it was killed */
 	PT_STDOUT = 42,
 	PT_STDERR = 43,
-	PT_FLAGS = 44,         /* u64 PF_* */
-	PT_DURATION_US = 45,   /* u64 */
-	PT_ERROR = 46,         /* text: why the command could not run */
+	PT_FLAGS = 44,		 /* u64 PF_* */
+	PT_DURATION_US = 45, /* u64 */
+	PT_ERROR = 46,		 /* text: why the command could not run */
 };
 
-enum {
+enum
+{
 	PF_STDOUT_TRUNCATED = 1 << 0,
 	PF_STDERR_TRUNCATED = 1 << 1,
 	PF_TIMED_OUT = 1 << 2,
 	PF_EXEC_FAILED = 1 << 3,
-	PF_OOM_KILLED = 1 << 4,   /* rlimit mode: the call went over memory_max (see sbx_init.c) */
+	PF_OOM_KILLED = 1 << 4, /* rlimit mode: the call went over memory_max (see sbx_init.c) */
 };
 
 /*
@@ -63,12 +65,13 @@ enum {
 #define SBX_PROXY_MOUNT "/.nadi/proxy"
 #define SBX_PROXY_SOCKET "proxy.sock"
 #define SBX_PROXY_MAX_CONNS 64
-#define SBX_PROXY_TOKEN_MAX 4096   /* bytes of a call's proxy_token */
+#define SBX_PROXY_TOKEN_MAX 4096 /* bytes of a call's proxy_token */
 
-struct pbuf {
-	char *data;
+struct pbuf
+{
+	char  *data;
 	size_t len, cap;
-	int oom;
+	int	   oom;
 };
 
 /* Builder: start a frame, add records, finish (writes the length prefix). */
@@ -76,19 +79,20 @@ void pbuf_begin(struct pbuf *b);
 void pbuf_add(struct pbuf *b, uint16_t tag, const void *data, size_t len);
 void pbuf_add_str(struct pbuf *b, uint16_t tag, const char *s);
 void pbuf_add_u64(struct pbuf *b, uint16_t tag, uint64_t v);
-int pbuf_finish(struct pbuf *b);    /* 0 or -ENOMEM / -E2BIG */
+int	 pbuf_finish(struct pbuf *b); /* 0 or -ENOMEM / -E2BIG */
 void pbuf_free(struct pbuf *b);
 
 /*
  * Parser over one payload (without its length prefix).  Returns 1 and fills
  * tag/val/len for each record, 0 at the end, -EBADMSG on a malformed payload.
  */
-struct preader {
+struct preader
+{
 	const unsigned char *p, *end;
 };
-void preader_init(struct preader *r, const void *payload, size_t len);
-int preader_next(struct preader *r, uint16_t *tag, const char **val, uint32_t *len);
-int proto_u64(const char *val, uint32_t len, uint64_t *ret);
+void	 preader_init(struct preader *r, const void *payload, size_t len);
+int		 preader_next(struct preader *r, uint16_t *tag, const char **val, uint32_t *len);
+int		 proto_u64(const char *val, uint32_t len, uint64_t *ret);
 uint32_t proto_get_u32(const unsigned char *p);
 
 #endif

@@ -22,12 +22,12 @@
 #include "btrfs_store.h"
 #include "unit.h"
 
-#define STOP_GRACE_MS 3000      /* graceful stop → forced */
-#define BACKSTOP_MS 5000        /* a call's timeout + this → the container is killed */
-#define LOG_BUDGET 16384        /* container log bytes forwarded per start */
+#define STOP_GRACE_MS 3000 /* graceful stop → forced */
+#define BACKSTOP_MS 5000   /* a call's timeout + this → the container is killed */
+#define LOG_BUDGET 16384   /* container log bytes forwarded per start */
 
 extern bool sbx_draining;
-void main_kick(void);
+void		main_kick(void);
 
 static unsigned n_running;
 
@@ -43,7 +43,7 @@ run_busy(void)
 	unsigned n = 0;
 
 	for (struct sbx_sandbox *sb = sandboxes; sb; sb = sb->next)
-		n += (unsigned)sb->q_len + (sb->current ? 1 : 0);
+		n += (unsigned) sb->q_len + (sb->current ? 1 : 0);
 	return n;
 }
 
@@ -69,7 +69,8 @@ call_finish(struct sbx_call *c, int err)
 static void
 fail_queue(struct sbx_sandbox *sb, int err, const char *msg)
 {
-	while (sb->q_head) {
+	while (sb->q_head)
+	{
 		struct sbx_call *c = sb->q_head;
 		sb->q_head = c->next;
 		sb->q_len--;
@@ -91,7 +92,8 @@ log_container(struct sbx_sandbox *sb, const char *line)
 		return;
 	ct->logged += strlen(line);
 	/* nspawn's exit chatter is noise once we asked the container to go. */
-	log_at(ct->state == CT_STOPPING ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO, "sandbox %s: %s", sb->id, line);
+	log_at(ct->state == CT_STOPPING ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO, "sandbox %s: %s", sb->id,
+		   line);
 	if (ct->logged > LOG_BUDGET)
 		log_warning("sandbox %s: container log budget exhausted; further lines dropped", sb->id);
 }
@@ -99,20 +101,23 @@ log_container(struct sbx_sandbox *sb, const char *line)
 static void
 on_log(EvIo *io, uint32_t revents)
 {
-	struct sbx_sandbox *sb = io->data;
+	struct sbx_sandbox	 *sb = io->data;
 	struct sbx_container *ct = &sb->ct;
-	char buf[4096];
-	(void)revents;
+	char				  buf[4096];
+	(void) revents;
 
-	while (ct->log_r >= 0 && ct->log_io.added) {
+	while (ct->log_r >= 0 && ct->log_io.added)
+	{
 		ssize_t n = read(ct->log_r, buf, sizeof buf);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN)
 			return;
-		if (n <= 0) {
-			if (ct->line_len) {
+		if (n <= 0)
+		{
+			if (ct->line_len)
+			{
 				ct->line[ct->line_len] = '\0';
 				log_container(sb, ct->line);
 				ct->line_len = 0;
@@ -120,8 +125,10 @@ on_log(EvIo *io, uint32_t revents)
 			ev_io_stop(&ct->log_io);
 			return;
 		}
-		for (ssize_t i = 0; i < n; i++) {
-			if (buf[i] == '\n' || ct->line_len == sizeof ct->line - 1) {
+		for (ssize_t i = 0; i < n; i++)
+		{
+			if (buf[i] == '\n' || ct->line_len == sizeof ct->line - 1)
+			{
 				ct->line[ct->line_len] = '\0';
 				if (ct->line_len)
 					log_container(sb, ct->line);
@@ -138,55 +145,58 @@ static int
 parse_result(const unsigned char *p, size_t len, struct sbx_result *res)
 {
 	struct preader r;
-	uint16_t tag;
-	const char *val;
-	uint32_t vlen;
-	uint64_t v, flags = 0;
-	int k;
+	uint16_t	   tag;
+	const char	  *val;
+	uint32_t	   vlen;
+	uint64_t	   v, flags = 0;
+	int			   k;
 
 	preader_init(&r, p, len);
-	while ((k = preader_next(&r, &tag, &val, &vlen)) > 0) {
-		switch (tag) {
-		case PT_EXIT:
-			if (proto_u64(val, vlen, &v) < 0 || v > 255)
-				return -EBADMSG;
-			res->exited = true;
-			res->exit_status = (int)v;
-			break;
-		case PT_SIGNAL:
-			if (proto_u64(val, vlen, &v) < 0 || v > 64)
-				return -EBADMSG;
-			res->signal = (int)v;
-			break;
-		case PT_STDOUT:
-		case PT_STDERR: {
-			char **dst = tag == PT_STDOUT ? &res->out : &res->err;
-			size_t *dlen = tag == PT_STDOUT ? &res->out_len : &res->err_len;
-			if (*dst || vlen > cfg.output_limit)
-				return -EBADMSG;
-			*dst = malloc(vlen + 1);
-			if (!*dst)
-				return -ENOMEM;
-			memcpy(*dst, val, vlen);
-			(*dst)[vlen] = '\0';
-			*dlen = vlen;
-			break;
-		}
-		case PT_FLAGS:
-			if (proto_u64(val, vlen, &flags) < 0)
-				return -EBADMSG;
-			break;
-		case PT_DURATION_US:
-			if (proto_u64(val, vlen, &res->exec_us) < 0)
-				return -EBADMSG;
-			break;
-		case PT_ERROR:
-			if (res->error || vlen > 4096)
-				return -EBADMSG;
-			res->error = strndup(val, vlen);
-			break;
-		default:
-			break;
+	while ((k = preader_next(&r, &tag, &val, &vlen)) > 0)
+	{
+		switch (tag)
+		{
+			case PT_EXIT:
+				if (proto_u64(val, vlen, &v) < 0 || v > 255)
+					return -EBADMSG;
+				res->exited = true;
+				res->exit_status = (int) v;
+				break;
+			case PT_SIGNAL:
+				if (proto_u64(val, vlen, &v) < 0 || v > 64)
+					return -EBADMSG;
+				res->signal = (int) v;
+				break;
+			case PT_STDOUT:
+			case PT_STDERR:
+			{
+				char  **dst = tag == PT_STDOUT ? &res->out : &res->err;
+				size_t *dlen = tag == PT_STDOUT ? &res->out_len : &res->err_len;
+				if (*dst || vlen > cfg.output_limit)
+					return -EBADMSG;
+				*dst = malloc(vlen + 1);
+				if (!*dst)
+					return -ENOMEM;
+				memcpy(*dst, val, vlen);
+				(*dst)[vlen] = '\0';
+				*dlen = vlen;
+				break;
+			}
+			case PT_FLAGS:
+				if (proto_u64(val, vlen, &flags) < 0)
+					return -EBADMSG;
+				break;
+			case PT_DURATION_US:
+				if (proto_u64(val, vlen, &res->exec_us) < 0)
+					return -EBADMSG;
+				break;
+			case PT_ERROR:
+				if (res->error || vlen > 4096)
+					return -EBADMSG;
+				res->error = strndup(val, vlen);
+				break;
+			default:
+				break;
 		}
 	}
 	if (k < 0)
@@ -203,18 +213,20 @@ static void
 handle_frame(struct sbx_sandbox *sb, const unsigned char *payload, size_t len)
 {
 	struct sbx_container *ct = &sb->ct;
-	struct sbx_call *c = sb->current;
+	struct sbx_call		 *c = sb->current;
 
-	if (ct->state == CT_STARTING) {
+	if (ct->state == CT_STARTING)
+	{
 		struct preader r;
-		uint16_t tag;
-		const char *val;
-		uint32_t vlen;
-		uint64_t version = 0;
+		uint16_t	   tag;
+		const char	  *val;
+		uint32_t	   vlen;
+		uint64_t	   version = 0;
 
 		preader_init(&r, payload, len);
 		if (preader_next(&r, &tag, &val, &vlen) != 1 || tag != PT_HELLO ||
-		    proto_u64(val, vlen, &version) < 0 || version != PROTO_VERSION) {
+			proto_u64(val, vlen, &version) < 0 || version != PROTO_VERSION)
+		{
 			force_stop(sb, "container init sent no valid hello");
 			return;
 		}
@@ -223,15 +235,17 @@ handle_frame(struct sbx_sandbox *sb, const unsigned char *payload, size_t len)
 		ct->ready = true;
 		metrics_container_started(now_ms() - ct->started_ms);
 		log_debug("sandbox %s: container up in %llu ms", sb->id,
-			  (unsigned long long)(now_ms() - ct->started_ms));
+				  (unsigned long long) (now_ms() - ct->started_ms));
 		kick(sb);
 		return;
 	}
-	if (ct->state != CT_BUSY || !c) {
+	if (ct->state != CT_BUSY || !c)
+	{
 		force_stop(sb, "unexpected frame from the container");
 		return;
 	}
-	if (parse_result(payload, len, &c->res) < 0) {
+	if (parse_result(payload, len, &c->res) < 0)
+	{
 		run_result_free(&c->res);
 		c->res.error = strdup("malformed result from the container");
 		force_stop(sb, "malformed result from the container");
@@ -240,9 +254,10 @@ handle_frame(struct sbx_sandbox *sb, const unsigned char *payload, size_t len)
 	ev_timer_cancel(&ct->timer);
 	c->res.oom_killed |= limits_oom_kills(sb->id) > ct->oom_before;
 	if (c->res.oom_killed && !c->res.error)
-		c->res.error = xasprintf("the call ran out of memory: the sandbox's memory limit (%llu MiB) was reached "
-					 "and a process of the call was killed",
-					 (unsigned long long)(cfg.memory_max >> 20));
+		c->res.error = xasprintf(
+			"the call ran out of memory: the sandbox's memory limit (%llu MiB) was reached "
+			"and a process of the call was killed",
+			(unsigned long long) (cfg.memory_max >> 20));
 	sb->current = NULL;
 	ct->state = CT_IDLE;
 	sb->last_used_ms = now_ms();
@@ -253,23 +268,27 @@ handle_frame(struct sbx_sandbox *sb, const unsigned char *payload, size_t len)
 static void
 on_ctl_read(EvIo *io, uint32_t revents)
 {
-	struct sbx_sandbox *sb = io->data;
+	struct sbx_sandbox	 *sb = io->data;
 	struct sbx_container *ct = &sb->ct;
 	/* The largest legitimate frame: both streams at the limit plus headers. */
 	size_t cap = 2 * cfg.output_limit + 65536;
-	(void)revents;
+	(void) revents;
 
-	for (;;) {
-		if (ct->rx_cap - ct->rx_len < 65536) {
+	for (;;)
+	{
+		if (ct->rx_cap - ct->rx_len < 65536)
+		{
 			size_t want = ct->rx_cap ? ct->rx_cap * 2 : 65536;
 			if (want > cap + 4)
 				want = cap + 4;
-			if (want <= ct->rx_len) {
+			if (want <= ct->rx_len)
+			{
 				force_stop(sb, "oversized frame from the container");
 				return;
 			}
 			unsigned char *n = realloc(ct->rx, want);
-			if (!n) {
+			if (!n)
+			{
 				force_stop(sb, "out of memory reading from the container");
 				return;
 			}
@@ -277,32 +296,36 @@ on_ctl_read(EvIo *io, uint32_t revents)
 			ct->rx_cap = want;
 		}
 		ssize_t k = read(ct->ctl_r, ct->rx + ct->rx_len, ct->rx_cap - ct->rx_len);
-		if (k < 0) {
+		if (k < 0)
+		{
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN)
 				break;
 			k = 0;
 		}
-		if (k == 0) {
+		if (k == 0)
+		{
 			/* The init exited; the pidfd tells when nspawn is gone. */
 			ev_io_stop(&ct->r_io);
 			return;
 		}
-		ct->rx_len += (size_t)k;
-		while (ct->rx_len >= 4) {
+		ct->rx_len += (size_t) k;
+		while (ct->rx_len >= 4)
+		{
 			uint32_t flen = proto_get_u32(ct->rx);
-			if (flen > cap) {
+			if (flen > cap)
+			{
 				force_stop(sb, "oversized frame from the container");
 				return;
 			}
-			if (ct->rx_len < 4 + (size_t)flen)
+			if (ct->rx_len < 4 + (size_t) flen)
 				break;
 			handle_frame(sb, ct->rx + 4, flen);
 			if (ct->state == CT_STOPPING || ct->state == CT_STOPPED || !ct->rx)
 				return;
 			memmove(ct->rx, ct->rx + 4 + flen, ct->rx_len - 4 - flen);
-			ct->rx_len -= 4 + (size_t)flen;
+			ct->rx_len -= 4 + (size_t) flen;
 		}
 	}
 }
@@ -315,14 +338,17 @@ static void
 flush_tx(struct sbx_sandbox *sb)
 {
 	struct sbx_container *ct = &sb->ct;
-	struct sbx_call *c = sb->current;
+	struct sbx_call		 *c = sb->current;
 
-	while (c && ct->tx_off < c->frame.len) {
+	while (c && ct->tx_off < c->frame.len)
+	{
 		ssize_t k = write(ct->ctl_w, c->frame.data + ct->tx_off, c->frame.len - ct->tx_off);
-		if (k < 0) {
+		if (k < 0)
+		{
 			if (errno == EINTR)
 				continue;
-			if (errno == EAGAIN) {
+			if (errno == EAGAIN)
+			{
 				if (!ct->w_io.added)
 					ev_io_start(&ct->w_io, ct->ctl_w, EPOLLOUT, on_ctl_write, sb);
 				return;
@@ -330,7 +356,7 @@ flush_tx(struct sbx_sandbox *sb)
 			force_stop(sb, "cannot write to the container");
 			return;
 		}
-		ct->tx_off += (size_t)k;
+		ct->tx_off += (size_t) k;
 	}
 	ev_io_stop(&ct->w_io);
 }
@@ -338,7 +364,7 @@ flush_tx(struct sbx_sandbox *sb)
 static void
 on_ctl_write(EvIo *io, uint32_t revents)
 {
-	(void)revents;
+	(void) revents;
 	flush_tx(io->data);
 }
 
@@ -347,10 +373,12 @@ on_backstop(EvTimer *t)
 {
 	struct sbx_sandbox *sb = t->data;
 
-	if (sb->current) {
+	if (sb->current)
+	{
 		run_result_free(&sb->current->res);
 		sb->current->res.timed_out = true;
-		sb->current->res.error = strdup("the container did not answer within the time limit and was killed");
+		sb->current->res.error =
+			strdup("the container did not answer within the time limit and was killed");
 	}
 	force_stop(sb, "call exceeded its time limit");
 }
@@ -359,7 +387,7 @@ static void
 dispatch(struct sbx_sandbox *sb)
 {
 	struct sbx_container *ct = &sb->ct;
-	struct sbx_call *c = sb->q_head;
+	struct sbx_call		 *c = sb->q_head;
 
 	sb->q_head = c->next;
 	if (!sb->q_head)
@@ -398,16 +426,17 @@ on_stop_timeout(EvTimer *t)
 static void
 on_unit_started(void *ud, int r)
 {
-	struct sbx_sandbox *sb = ud;
+	struct sbx_sandbox	 *sb = ud;
 	struct sbx_container *ct = &sb->ct;
 
 	if (ct->go_w < 0)
 		return;
-	if (r < 0) {
+	if (r < 0)
+	{
 		force_stop(sb, "cannot create its scope unit");
 		return;
 	}
-	(void)!write(ct->go_w, "g", 1);
+	(void) !write(ct->go_w, "g", 1);
 	close(ct->go_w);
 	ct->go_w = -1;
 }
@@ -419,22 +448,26 @@ static char *
 git_mirror_dir(const char *owner)
 {
 	_cleanup_(closep) int fd = open(cfg.git_mirror_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int r = fd < 0 ? -errno : mirror_owner_dir_ensure(fd, owner);
+	int					  r = fd < 0 ? -errno : mirror_owner_dir_ensure(fd, owner);
 
-	if (r < 0) {
+	if (r < 0)
+	{
 		errno = -r;
-		log_error("cannot make the git mirror directory of %s below %s: %m; sandboxes started now do "
-			  "not see those mirrors", owner, cfg.git_mirror_dir);
+		log_error(
+			"cannot make the git mirror directory of %s below %s: %m; sandboxes started now do "
+			"not see those mirrors",
+			owner, cfg.git_mirror_dir);
 		return NULL;
 	}
 	return mirror_owner_dir(owner);
 }
 
 static int
-build_argv(const struct sbx_sandbox *sb, uint64_t userns_base, char **argv, char *store[], size_t nstore)
+build_argv(const struct sbx_sandbox *sb, uint64_t userns_base, char **argv, char *store[],
+		   size_t nstore)
 {
 	const char *root = store_root();
-	size_t a = 0, s = 0;
+	size_t		a = 0, s = 0;
 
 #define OWN(...) (s < nstore ? (store[s++] = xasprintf(__VA_ARGS__)) : NULL)
 	argv[a++] = cfg.nspawn_path;
@@ -446,7 +479,8 @@ build_argv(const struct sbx_sandbox *sb, uint64_t userns_base, char **argv, char
 	argv[a++] = OWN("--directory=%s/sandboxes/%s", root, sb->id);
 	argv[a++] = "--private-network";
 	argv[a++] = OWN("--bind-ro=%s:/%s/init", cfg.agent_path, SBX_AGENT_DIR);
-	if (cfg.private_users) {
+	if (cfg.private_users)
+	{
 		/*
 		 * A user namespace per sandbox, with a host uid range of its own:
 		 * the run user's processes count against RLIMIT_NPROC per sandbox,
@@ -454,12 +488,16 @@ build_argv(const struct sbx_sandbox *sb, uint64_t userns_base, char **argv, char
 		 * snapshot's on-disk owners inside unchanged (no chown: a sandbox
 		 * stays an O(1) snapshot).
 		 */
-		argv[a++] = OWN("--private-users=%llu:%u", (unsigned long long)userns_base, SBX_USERNS_SIZE);
+		argv[a++] =
+			OWN("--private-users=%llu:%u", (unsigned long long) userns_base, SBX_USERNS_SIZE);
 		argv[a++] = "--private-users-ownership=map";
 		/* The workspace is in the root already; the init makes it a mount of its own (see sbx_init.c). */
-	} else
-		argv[a++] = OWN("--bind=%s/sandboxes/%s/%s:/%s", root, sb->id, SBX_WORKSPACE, SBX_WORKSPACE);
-	if (cfg.git_mirror_dir) {
+	}
+	else
+		argv[a++] =
+			OWN("--bind=%s/sandboxes/%s/%s:/%s", root, sb->id, SBX_WORKSPACE, SBX_WORKSPACE);
+	if (cfg.git_mirror_dir)
+	{
 		/*
 		 * nadi-gitd's mirrors shared with every tenant, those of the
 		 * sandbox's tenant (no other's), and the git config git_clone
@@ -476,18 +514,21 @@ build_argv(const struct sbx_sandbox *sb, uint64_t userns_base, char **argv, char
 	if (cfg.proxy_dir)
 		/* Read-only is enough to connect to the socket in it; the init relays to it. */
 		argv[a++] = OWN("--bind-ro=%s/%s:%s", cfg.proxy_dir, sb->id, SBX_PROXY_MOUNT);
-	argv[a++] = OWN("--tmpfs=/tmp:mode=1777,nosuid,nodev,size=%llu", (unsigned long long)cfg.tmp_size);
+	argv[a++] =
+		OWN("--tmpfs=/tmp:mode=1777,nosuid,nodev,size=%llu", (unsigned long long) cfg.tmp_size);
 	/* nspawn's own /dev/shm may take a tenth of the host's memory; bound it like /tmp. */
-	argv[a++] = OWN("--tmpfs=/dev/shm:mode=1777,nosuid,nodev,noexec,size=%llu", (unsigned long long)cfg.tmp_size);
+	argv[a++] = OWN("--tmpfs=/dev/shm:mode=1777,nosuid,nodev,noexec,size=%llu",
+					(unsigned long long) cfg.tmp_size);
 	argv[a++] = "--resolv-conf=off";
 	argv[a++] = "--timezone=off";
 	argv[a++] = "--link-journal=no";
 	argv[a++] = "--no-new-privileges=yes";
 	argv[a++] = "--kill-signal=SIGKILL";
 	/* CAP_SYS_ADMIN stays for the init to remount / read-only; it drops it itself. */
-	argv[a++] = "--drop-capability=CAP_SYS_PTRACE,CAP_SYS_BOOT,CAP_SYS_RESOURCE,"
-		    "CAP_SYS_TTY_CONFIG,CAP_SYS_NICE,CAP_NET_ADMIN,CAP_NET_RAW,CAP_MKNOD,CAP_AUDIT_CONTROL,"
-		    "CAP_AUDIT_WRITE,CAP_LINUX_IMMUTABLE,CAP_IPC_OWNER,CAP_LEASE,CAP_SETFCAP";
+	argv[a++] =
+		"--drop-capability=CAP_SYS_PTRACE,CAP_SYS_BOOT,CAP_SYS_RESOURCE,"
+		"CAP_SYS_TTY_CONFIG,CAP_SYS_NICE,CAP_NET_ADMIN,CAP_NET_RAW,CAP_MKNOD,CAP_AUDIT_CONTROL,"
+		"CAP_AUDIT_WRITE,CAP_LINUX_IMMUTABLE,CAP_IPC_OWNER,CAP_LEASE,CAP_SETFCAP";
 	argv[a++] = OWN("/%s/init", SBX_AGENT_DIR);
 	if (cfg.private_users)
 		argv[a++] = "--workspace-mount";
@@ -508,26 +549,29 @@ start(struct sbx_sandbox *sb)
 {
 	struct sbx_container *ct = &sb->ct;
 	int ctl[2] = {-1, -1}, out[2] = {-1, -1}, lg[2] = {-1, -1}, go[2] = {-1, -1}, att[2] = {-1, -1};
-	char *argv[40], *own[16] = {0};
-	bool unit = limits_mode() == SBX_LIMITS_UNIT;
+	char	*argv[40], *own[16] = {0};
+	bool	 unit = limits_mode() == SBX_LIMITS_UNIT;
 	uint64_t userns_base = 0;
-	pid_t pid;
-	int r;
+	pid_t	 pid;
+	int		 r;
 
 	r = limits_prepare(sb->id);
-	if (r < 0) {
+	if (r < 0)
+	{
 		errno = -r;
 		log_error("sandbox %s: cannot set up limits: %m", sb->id);
 		return r;
 	}
 	/* Bind sources must exist; the proxy directory may have been removed under us. */
 	r = sandbox_proxy_prepare(sb->id);
-	if (r < 0) {
+	if (r < 0)
+	{
 		errno = -r;
 		log_error("sandbox %s: cannot make its proxy directory in %s: %m", sb->id, cfg.proxy_dir);
 		goto fail;
 	}
-	if (cfg.private_users && (r = store_userns_base(sb->id, &userns_base)) < 0) {
+	if (cfg.private_users && (r = store_userns_base(sb->id, &userns_base)) < 0)
+	{
 		errno = -r;
 		log_error("sandbox %s: cannot allocate its user namespace range: %m", sb->id);
 		goto fail;
@@ -536,25 +580,29 @@ start(struct sbx_sandbox *sb)
 	if (r < 0)
 		goto fail;
 	if (pipe2(ctl, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(lg, O_CLOEXEC) < 0 ||
-	    (unit && pipe2(go, O_CLOEXEC) < 0)) {
+		(unit && pipe2(go, O_CLOEXEC) < 0))
+	{
 		r = -errno;
 		goto fail;
 	}
 	r = limits_open_attach(sb->id, att);
-	if (r < 0) {
+	if (r < 0)
+	{
 		errno = -r;
 		log_error("sandbox %s: cannot open its control group: %m", sb->id);
 		goto fail;
 	}
 
 	pid = fork();
-	if (pid < 0) {
+	if (pid < 0)
+	{
 		r = -errno;
 		goto fail;
 	}
-	if (pid == 0) {
+	if (pid == 0)
+	{
 		sigset_t none;
-		char b;
+		char	 b;
 
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
@@ -589,7 +637,8 @@ start(struct sbx_sandbox *sb)
 	ct->log_r = lg[0];
 	ct->go_w = unit ? go[1] : -1;
 	ct->pidfd = pidfd_open(pid, 0);
-	if (ct->pidfd < 0) {
+	if (ct->pidfd < 0)
+	{
 		/* Cannot happen on supported kernels (5.3+); do not leave the child behind. */
 		log_error("sandbox %s: pidfd_open: %m", sb->id);
 		kill(pid, SIGKILL);
@@ -617,10 +666,12 @@ start(struct sbx_sandbox *sb)
 	sb->cold_starts++;
 	if (sb->q_head)
 		sb->q_head->cold = true;
-	log_debug("sandbox %s: starting container (nspawn pid %d)", sb->id, (int)pid);
-	if (unit) {
+	log_debug("sandbox %s: starting container (nspawn pid %d)", sb->id, (int) pid);
+	if (unit)
+	{
 		r = unit_start_scope(sb->id, pid, on_unit_started, sb);
-		if (r < 0) {
+		if (r < 0)
+		{
 			errno = -r;
 			log_error("sandbox %s: StartTransientUnit: %m", sb->id);
 			force_stop(sb, "cannot create its scope unit");
@@ -631,7 +682,8 @@ start(struct sbx_sandbox *sb)
 fail:
 	for (size_t i = 0; i < ARRAY_SIZE(own); i++)
 		free(own[i]);
-	int *fds[] = {&ctl[0], &ctl[1], &out[0], &out[1], &lg[0], &lg[1], &go[0], &go[1], &att[0], &att[1]};
+	int *fds[] = {&ctl[0], &ctl[1], &out[0], &out[1], &lg[0],
+				  &lg[1],  &go[0],	&go[1],	 &att[0], &att[1]};
 	for (size_t i = 0; i < ARRAY_SIZE(fds); i++)
 		if (*fds[i] >= 0)
 			close(*fds[i]);
@@ -643,20 +695,20 @@ fail:
 static pid_t
 container_init_pid(pid_t nspawn)
 {
-	char path[64];
+	char				   path[64];
 	_cleanup_(freep) char *buf = NULL;
 
-	snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)nspawn, (int)nspawn);
+	snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int) nspawn, (int) nspawn);
 	if (read_full_file(AT_FDCWD, path, &buf, NULL, 4096) < 0 && !buf)
 		return 0;
-	return buf ? (pid_t)strtol(buf, NULL, 10) : 0;
+	return buf ? (pid_t) strtol(buf, NULL, 10) : 0;
 }
 
 static void
 force_stop(struct sbx_sandbox *sb, const char *reason)
 {
 	struct sbx_container *ct = &sb->ct;
-	pid_t init;
+	pid_t				  init;
 
 	if (ct->state == CT_STOPPED || ct->forced)
 		return;
@@ -677,42 +729,46 @@ run_stop(struct sbx_sandbox *sb, bool force, const char *reason)
 {
 	struct sbx_container *ct = &sb->ct;
 
-	switch (ct->state) {
-	case CT_STOPPED:
-		return;
-	case CT_BUSY:
-		if (!force) {
-			ct->stop_when_idle = true;
+	switch (ct->state)
+	{
+		case CT_STOPPED:
 			return;
-		}
-		/* fall through */
-	case CT_STARTING:
-		force_stop(sb, reason);
-		return;
-	case CT_IDLE:
-		if (force) {
+		case CT_BUSY:
+			if (!force)
+			{
+				ct->stop_when_idle = true;
+				return;
+			}
+			/* fall through */
+		case CT_STARTING:
 			force_stop(sb, reason);
 			return;
-		}
-		log_debug("sandbox %s: stopping container (%s)", sb->id, reason);
-		snprintf(ct->stop_reason, sizeof ct->stop_reason, "%s", reason);
-		ct->state = CT_STOPPING;
-		ev_io_stop(&ct->w_io);
-		close(ct->ctl_w); /* EOF: the init kills everything and exits */
-		ct->ctl_w = -1;
-		ev_timer_arm(&ct->timer, STOP_GRACE_MS, on_stop_timeout, sb);
-		return;
-	case CT_STOPPING:
-		if (force)
-			force_stop(sb, reason);
-		return;
+		case CT_IDLE:
+			if (force)
+			{
+				force_stop(sb, reason);
+				return;
+			}
+			log_debug("sandbox %s: stopping container (%s)", sb->id, reason);
+			snprintf(ct->stop_reason, sizeof ct->stop_reason, "%s", reason);
+			ct->state = CT_STOPPING;
+			ev_io_stop(&ct->w_io);
+			close(ct->ctl_w); /* EOF: the init kills everything and exits */
+			ct->ctl_w = -1;
+			ev_timer_arm(&ct->timer, STOP_GRACE_MS, on_stop_timeout, sb);
+			return;
+		case CT_STOPPING:
+			if (force)
+				force_stop(sb, reason);
+			return;
 	}
 }
 
 void
 run_stop_all(bool force)
 {
-	for (struct sbx_sandbox *sb = sandboxes; sb; sb = sb->next) {
+	for (struct sbx_sandbox *sb = sandboxes; sb; sb = sb->next)
+	{
 		/* A drain lets queued calls run; a forced stop answers them now. */
 		if (force)
 			fail_queue(sb, -ESHUTDOWN, "this sandbox host is shutting down");
@@ -724,7 +780,7 @@ static void
 remove_propagate_dir(const char *id)
 {
 	char name[64];
-	int dfd = open("/run/systemd/nspawn/propagate", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int	 dfd = open("/run/systemd/nspawn/propagate", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
 	if (dfd < 0)
 		return;
@@ -736,21 +792,21 @@ remove_propagate_dir(const char *id)
 static void
 on_exit_(EvIo *io, uint32_t revents)
 {
-	struct sbx_sandbox *sb = io->data;
+	struct sbx_sandbox	 *sb = io->data;
 	struct sbx_container *ct = &sb->ct;
-	enum ct_state was = ct->state;
-	siginfo_t si = {0};
-	struct sbx_call *c = sb->current;
-	(void)revents;
+	enum ct_state		  was = ct->state;
+	siginfo_t			  si = {0};
+	struct sbx_call		 *c = sb->current;
+	(void) revents;
 
-	if (waitid(P_PIDFD, (id_t)ct->pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
+	if (waitid(P_PIDFD, (id_t) ct->pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
 		return;
 	/* Drain what the container said last. */
 	on_log(&ct->log_io, 0);
 	if (was != CT_STOPPING || ct->forced)
 		log_info("sandbox %s: container exited (%s %d)%s%s", sb->id,
-			 si.si_code == CLD_EXITED ? "status" : "signal", si.si_status,
-			 ct->stop_reason[0] ? ": " : "", ct->stop_reason);
+				 si.si_code == CLD_EXITED ? "status" : "signal", si.si_status,
+				 ct->stop_reason[0] ? ": " : "", ct->stop_reason);
 
 	ev_timer_cancel(&ct->timer);
 	ev_io_stop(&ct->pid_io);
@@ -762,33 +818,36 @@ on_exit_(EvIo *io, uint32_t revents)
 	close(ct->log_r);
 	if (ct->ctl_w >= 0)
 		close(ct->ctl_w);
-	if (ct->go_w >= 0) {
+	if (ct->go_w >= 0)
+	{
 		close(ct->go_w);
 		unit_cancel(sb);
 	}
 	free(ct->rx);
 	ct->rx = NULL;
 	uint64_t ooms = limits_oom_kills(sb->id);
-	bool oom = ooms > ct->oom_before;
+	bool	 oom = ooms > ct->oom_before;
 	limits_kill(sb->id);
 	limits_release(sb->id);
 	remove_propagate_dir(sb->id);
 	n_running--;
 
-	if (c) {
+	if (c)
+	{
 		sb->current = NULL;
 		if (!c->res.error)
 			c->res.error = strdup(oom ? "the sandbox ran out of memory and its container was killed"
-						  : "the container exited during the call");
+									  : "the container exited during the call");
 		c->res.oom_killed |= oom;
 		if (!c->res.exited && !c->res.signal)
 			c->res.signal = SIGKILL;
 		call_finish(c, 0);
 	}
-	if (!ct->ready) {
+	if (!ct->ready)
+	{
 		char msg[256];
 		snprintf(msg, sizeof msg, "the container failed to start: %.200s",
-			 ct->last_log[0] ? ct->last_log : ct->stop_reason);
+				 ct->last_log[0] ? ct->last_log : ct->stop_reason);
 		fail_queue(sb, -EIO, msg);
 		metrics_container_failed();
 	}
@@ -810,10 +869,12 @@ make_room(void)
 {
 	struct sbx_sandbox *lru = NULL;
 
-	for (struct sbx_sandbox *sb = sandboxes; sb; sb = sb->next) {
+	for (struct sbx_sandbox *sb = sandboxes; sb; sb = sb->next)
+	{
 		if (sb->ct.state == CT_STOPPING)
 			return true; /* a slot is on its way */
-		if (sb->ct.state == CT_IDLE && !sb->q_head && (!lru || sb->last_used_ms < lru->last_used_ms))
+		if (sb->ct.state == CT_IDLE && !sb->q_head &&
+			(!lru || sb->last_used_ms < lru->last_used_ms))
 			lru = sb;
 	}
 	if (!lru)
@@ -826,43 +887,48 @@ static void
 kick(struct sbx_sandbox *sb)
 {
 	struct sbx_container *ct = &sb->ct;
-	int r;
+	int					  r;
 
 	if (sb->destroying)
 		return;
-	switch (ct->state) {
-	case CT_STOPPED:
-		if (!sb->q_head)
+	switch (ct->state)
+	{
+		case CT_STOPPED:
+			if (!sb->q_head)
+				return;
+			if (n_running >= cfg.max_running)
+			{
+				if (!make_room())
+					fail_queue(sb, -EAGAIN, "every container slot of this host is busy");
+				return;
+			}
+			r = start(sb);
+			if (r < 0)
+			{
+				char msg[128];
+				snprintf(msg, sizeof msg, "cannot start a container: %s", strerror(-r));
+				fail_queue(sb, -EIO, msg);
+			}
 			return;
-		if (n_running >= cfg.max_running) {
-			if (!make_room())
-				fail_queue(sb, -EAGAIN, "every container slot of this host is busy");
+		case CT_IDLE:
+			if (sb->q_head)
+			{
+				ev_timer_cancel(&ct->timer);
+				dispatch(sb);
+				return;
+			}
+			if (ct->stop_when_idle || sbx_draining)
+			{
+				run_stop(sb, false, "drain");
+				return;
+			}
+			if (cfg.idle_timeout_ms == 0)
+				run_stop(sb, false, "idle");
+			else
+				ev_timer_arm(&ct->timer, cfg.idle_timeout_ms, on_idle_timeout, sb);
 			return;
-		}
-		r = start(sb);
-		if (r < 0) {
-			char msg[128];
-			snprintf(msg, sizeof msg, "cannot start a container: %s", strerror(-r));
-			fail_queue(sb, -EIO, msg);
-		}
-		return;
-	case CT_IDLE:
-		if (sb->q_head) {
-			ev_timer_cancel(&ct->timer);
-			dispatch(sb);
+		default:
 			return;
-		}
-		if (ct->stop_when_idle || sbx_draining) {
-			run_stop(sb, false, "drain");
-			return;
-		}
-		if (cfg.idle_timeout_ms == 0)
-			run_stop(sb, false, "idle");
-		else
-			ev_timer_arm(&ct->timer, cfg.idle_timeout_ms, on_idle_timeout, sb);
-		return;
-	default:
-		return;
 	}
 }
 
@@ -905,31 +971,34 @@ void
 run_kill_orphans(void)
 {
 	_cleanup_(freep) char *needle = xasprintf("--directory=%s/sandboxes/", store_root());
-	DIR *d = opendir("/proc");
-	struct dirent *de;
+	DIR					  *d = opendir("/proc");
+	struct dirent		  *de;
 
-	if (!d || !needle) {
+	if (!d || !needle)
+	{
 		if (d)
 			closedir(d);
 		return;
 	}
-	while ((de = readdir(d))) {
-		char path[64], *buf = NULL;
+	while ((de = readdir(d)))
+	{
+		char   path[64], *buf = NULL;
 		size_t len;
-		pid_t pid = (pid_t)strtol(de->d_name, NULL, 10);
-		bool ours = false;
+		pid_t  pid = (pid_t) strtol(de->d_name, NULL, 10);
+		bool   ours = false;
 
 		if (pid <= 1 || pid == getpid())
 			continue;
-		snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+		snprintf(path, sizeof path, "/proc/%d/cmdline", (int) pid);
 		if (read_full_file(AT_FDCWD, path, &buf, &len, 1 << 16) < 0)
 			continue;
 		for (size_t off = 0; off < len; off += strlen(buf + off) + 1)
 			if (strncmp(buf + off, needle, strlen(needle)) == 0)
 				ours = true;
-		if (ours && strstr(buf, "systemd-nspawn")) {
+		if (ours && strstr(buf, "systemd-nspawn"))
+		{
 			pid_t init = container_init_pid(pid);
-			log_notice("killing container process %d left by a previous run", (int)pid);
+			log_notice("killing container process %d left by a previous run", (int) pid);
 			if (init > 1)
 				kill(init, SIGKILL);
 			kill(pid, SIGKILL);

@@ -21,17 +21,23 @@
 #include "btrfs_store.h"
 
 struct sbx_sandbox *sandboxes;
-void main_kick(void);
+void				main_kick(void);
 
 const char *
 ct_state_name(enum ct_state s)
 {
-	switch (s) {
-	case CT_STOPPED: return "stopped";
-	case CT_STARTING: return "starting";
-	case CT_IDLE: return "idle";
-	case CT_BUSY: return "busy";
-	case CT_STOPPING: return "stopping";
+	switch (s)
+	{
+		case CT_STOPPED:
+			return "stopped";
+		case CT_STARTING:
+			return "starting";
+		case CT_IDLE:
+			return "idle";
+		case CT_BUSY:
+			return "busy";
+		case CT_STOPPING:
+			return "stopping";
 	}
 	return "?";
 }
@@ -67,29 +73,23 @@ sandbox_count(void)
 json_t *
 sandbox_json(const struct sbx_sandbox *sb)
 {
-	char created[32];
-	char **snaps = store_snapshot_list(sb->id);
+	char	created[32];
+	char  **snaps = store_snapshot_list(sb->id);
 	json_t *js = json_array();
 
 	for (char **s = snaps; s && *s; s++)
 		json_array_append_new(js, json_string(*s));
 	store_strv_free(snaps);
 	iso8601(sb->created_at, created);
-	return json_pack("{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:o, s:s, s:b, s:b}",
-			 "id", sb->id,
-			 "session_id", sb->session_id,
-			 "tenant", sb->tenant[0] ? json_string(sb->tenant) : json_null(),
-			 "image", sb->image,
-			 "state", sb->destroying ? "destroying" : "active",
-			 "container", ct_state_name(sb->ct.state),
-			 "created_at", created,
-			 "calls", (json_int_t)sb->calls,
-			 "cold_starts", (json_int_t)sb->cold_starts,
-			 "queued", (json_int_t)(sb->q_len + (sb->current ? 1 : 0)),
-			 "snapshots", js,
-			 "workspace", "/" SBX_WORKSPACE,
-			 "proxy", cfg.proxy_dir != NULL,
-			 "git_mirrors", cfg.git_mirror_dir != NULL);
+	return json_pack("{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:o, s:s, s:b, s:b}", "id",
+					 sb->id, "session_id", sb->session_id, "tenant",
+					 sb->tenant[0] ? json_string(sb->tenant) : json_null(), "image", sb->image,
+					 "state", sb->destroying ? "destroying" : "active", "container",
+					 ct_state_name(sb->ct.state), "created_at", created, "calls",
+					 (json_int_t) sb->calls, "cold_starts", (json_int_t) sb->cold_starts, "queued",
+					 (json_int_t) (sb->q_len + (sb->current ? 1 : 0)), "snapshots", js, "workspace",
+					 "/" SBX_WORKSPACE, "proxy", cfg.proxy_dir != NULL, "git_mirrors",
+					 cfg.git_mirror_dir != NULL);
 }
 
 /* ---- egress ------------------------------------------------------------------ */
@@ -102,15 +102,17 @@ int
 sandbox_proxy_prepare(const char *id)
 {
 	_cleanup_(closep) int dfd = -1;
-	struct stat st;
+	struct stat			  st;
 
 	if (!cfg.proxy_dir)
 		return 0;
 	dfd = open(cfg.proxy_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		return -errno;
-	if (fstatat(dfd, id, &st, AT_SYMLINK_NOFOLLOW) == 0 && (!S_ISDIR(st.st_mode) || st.st_uid != 0)) {
-		log_warning("sandbox %s: replacing %s/%s, which is not root's directory", id, cfg.proxy_dir, id);
+	if (fstatat(dfd, id, &st, AT_SYMLINK_NOFOLLOW) == 0 && (!S_ISDIR(st.st_mode) || st.st_uid != 0))
+	{
+		log_warning("sandbox %s: replacing %s/%s, which is not root's directory", id, cfg.proxy_dir,
+					id);
 		rm_rf_at(dfd, id);
 	}
 	if (mkdirat(dfd, id, 0755) < 0 && errno != EEXIST)
@@ -126,13 +128,14 @@ static void
 proxy_remove(const char *id)
 {
 	_cleanup_(closep) int dfd = -1;
-	int r;
+	int					  r;
 
 	if (!cfg.proxy_dir)
 		return;
 	dfd = open(cfg.proxy_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	r = dfd < 0 ? -errno : rm_rf_at(dfd, id);
-	if (r < 0) {
+	if (r < 0)
+	{
 		errno = -r;
 		log_warning("sandbox %s: cannot remove %s/%s: %m", id, cfg.proxy_dir, id);
 	}
@@ -142,16 +145,18 @@ proxy_remove(const char *id)
 static void
 proxy_sweep(void)
 {
-	DIR *d = cfg.proxy_dir ? opendir(cfg.proxy_dir) : NULL;
+	DIR			  *d = cfg.proxy_dir ? opendir(cfg.proxy_dir) : NULL;
 	struct dirent *de;
 
 	if (!d)
 		return;
-	while ((de = readdir(d))) {
+	while ((de = readdir(d)))
+	{
 		size_t n = strspn(de->d_name, "0123456789abcdef");
 		if (n != SBX_ID_LEN || de->d_name[n] || sandbox_find(de->d_name))
 			continue;
-		log_notice("removing proxy directory %s/%s of a sandbox that is gone", cfg.proxy_dir, de->d_name);
+		log_notice("removing proxy directory %s/%s of a sandbox that is gone", cfg.proxy_dir,
+				   de->d_name);
 		rm_rf_at(dirfd(d), de->d_name);
 	}
 	closedir(d);
@@ -167,15 +172,16 @@ static int
 gitconfig_write(void)
 {
 	static const char text[] = "# written by nadi-sandboxd for the git_clone tool\n"
-				   "[safe]\n\tdirectory = *\n[protocol \"file\"]\n\tallow = always\n";
-	int r;
+							   "[safe]\n\tdirectory = *\n[protocol \"file\"]\n\tallow = always\n";
+	int				  r;
 
 	if (!cfg.git_mirror_dir)
 		return 0;
 	r = write_file_atomic(store_root_fd(), SBX_GITCONFIG_HOST, text, sizeof text - 1, 0600);
 	if (r == 0 && fchmodat(store_root_fd(), SBX_GITCONFIG_HOST, 0644, 0) < 0)
 		r = -errno;
-	if (r < 0) {
+	if (r < 0)
+	{
 		errno = -r;
 		log_error("cannot write %s/%s: %m", store_root(), SBX_GITCONFIG_HOST);
 	}
@@ -187,13 +193,14 @@ meta_write(const struct sbx_sandbox *sb, const char *state)
 {
 	_cleanup_(freep) char *rel = xasprintf("meta/%s.json", sb->id);
 	_cleanup_(freep) char *text = NULL;
-	json_t *j;
-	int r;
+	json_t				  *j;
+	int					   r;
 
 	if (!rel)
 		return -ENOMEM;
-	j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s}", "id", sb->id, "session_id", sb->session_id, "tenant",
-		      sb->tenant, "image", sb->image, "created_at", (json_int_t)sb->created_at, "state", state);
+	j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s}", "id", sb->id, "session_id", sb->session_id,
+				  "tenant", sb->tenant, "image", sb->image, "created_at",
+				  (json_int_t) sb->created_at, "state", state);
 	if (!j)
 		return -ENOMEM;
 	text = json_dumps(j, JSON_COMPACT);
@@ -201,7 +208,8 @@ meta_write(const struct sbx_sandbox *sb, const char *state)
 	if (!text)
 		return -ENOMEM;
 	r = write_file_atomic(store_root_fd(), rel, text, strlen(text), 0600);
-	if (r < 0) {
+	if (r < 0)
+	{
 		errno = -r;
 		log_error("cannot write metadata of sandbox %s: %m", sb->id);
 	}
@@ -218,7 +226,8 @@ meta_remove(const char *id)
 }
 
 static struct sbx_sandbox *
-sandbox_new(const char *id, const char *session_id, const char *tenant, const char *image, time_t created)
+sandbox_new(const char *id, const char *session_id, const char *tenant, const char *image,
+			time_t created)
 {
 	struct sbx_sandbox *sb = calloc(1, sizeof *sb);
 
@@ -248,7 +257,8 @@ static void
 unlink_sandbox(struct sbx_sandbox *sb)
 {
 	for (struct sbx_sandbox **pp = &sandboxes; *pp; pp = &(*pp)->next)
-		if (*pp == sb) {
+		if (*pp == sb)
+		{
 			*pp = sb->next;
 			return;
 		}
@@ -256,12 +266,12 @@ unlink_sandbox(struct sbx_sandbox *sb)
 
 static int
 create_common(const char *session_id, const char *tenant, const char *image, const char *src,
-	      struct sbx_sandbox **ret)
+			  struct sbx_sandbox **ret)
 {
-	char id[SBX_ID_LEN + 1];
+	char				id[SBX_ID_LEN + 1];
 	struct sbx_sandbox *sb;
-	uint64_t t0 = now_us();
-	int r;
+	uint64_t			t0 = now_us();
+	int					r;
 
 	r = random_hex(id, SBX_ID_LEN / 2);
 	if (r < 0)
@@ -273,25 +283,28 @@ create_common(const char *session_id, const char *tenant, const char *image, con
 	if (r < 0)
 		goto fail;
 	r = src ? store_sandbox_from_subvolume(id, src) : store_sandbox_create(id, image);
-	if (r < 0) {
+	if (r < 0)
+	{
 		meta_remove(id);
 		goto fail;
 	}
 	r = meta_write(sb, "active");
-	if (r < 0) {
+	if (r < 0)
+	{
 		store_sandbox_delete(id);
 		meta_remove(id);
 		goto fail;
 	}
 	link_sandbox(sb);
 	r = sandbox_proxy_prepare(id);
-	if (r < 0) {
+	if (r < 0)
+	{
 		/* The container start tries again, and fails the call if it cannot. */
 		errno = -r;
 		log_error("sandbox %s: cannot make its proxy directory in %s: %m", id, cfg.proxy_dir);
 	}
-	log_info("sandbox %s created for session %s from %s%s in %llu us", id, session_id, src ? "snapshot " : "image ",
-		 src ? src : image, (unsigned long long)(now_us() - t0));
+	log_info("sandbox %s created for session %s from %s%s in %llu us", id, session_id,
+			 src ? "snapshot " : "image ", src ? src : image, (unsigned long long) (now_us() - t0));
 	*ret = sb;
 	return 0;
 fail:
@@ -311,7 +324,7 @@ int
 sandbox_set_tenant(struct sbx_sandbox *sb, const char *tenant)
 {
 	char old[sizeof sb->tenant];
-	int r;
+	int	 r;
 
 	snprintf(old, sizeof old, "%s", sb->tenant);
 	snprintf(sb->tenant, sizeof sb->tenant, "%s", tenant);
@@ -322,7 +335,8 @@ sandbox_set_tenant(struct sbx_sandbox *sb, const char *tenant)
 }
 
 int
-sandbox_create(const char *session_id, const char *tenant, const char *image, struct sbx_sandbox **ret)
+sandbox_create(const char *session_id, const char *tenant, const char *image,
+			   struct sbx_sandbox **ret)
 {
 	int r = store_image_exists(image);
 
@@ -335,7 +349,7 @@ sandbox_create(const char *session_id, const char *tenant, const char *image, st
 
 int
 sandbox_create_from(const char *session_id, const char *tenant, const char *image, const char *src,
-		    struct sbx_sandbox **ret)
+					struct sbx_sandbox **ret)
 {
 	return create_common(session_id, tenant, image, src, ret);
 }
@@ -344,16 +358,19 @@ static void
 finish_destroy(struct sbx_sandbox *sb)
 {
 	sandbox_destroy_cb cb = sb->destroy_cb;
-	void *ud = sb->destroy_ud;
-	int r;
+	void			  *ud = sb->destroy_ud;
+	int				   r;
 
 	proxy_remove(sb->id); /* no way out for a sandbox being deleted, whatever happens next */
 	r = store_sandbox_delete(sb->id);
-	if (r < 0) {
+	if (r < 0)
+	{
 		/* Keep the metadata ("destroying"): the next start tries again. */
 		errno = -r;
 		log_error("sandbox %s: cannot delete its subvolumes: %m", sb->id);
-	} else {
+	}
+	else
+	{
 		meta_remove(sb->id);
 		limits_release(sb->id);
 		log_info("sandbox %s destroyed", sb->id);
@@ -377,7 +394,8 @@ sandbox_destroy(struct sbx_sandbox *sb, sandbox_destroy_cb cb, void *ud)
 	sb->destroy_ud = ud;
 	meta_write(sb, "destroying");
 	run_cancel_queue(sb);
-	if (sb->ct.state == CT_STOPPED) {
+	if (sb->ct.state == CT_STOPPED)
+	{
 		finish_destroy(sb);
 		return 0;
 	}
@@ -398,44 +416,58 @@ static void
 adopt(const char *file)
 {
 	_cleanup_(freep) char *text = NULL;
-	const char *id, *session, *image, *state, *tenant = "";
-	json_int_t created = 0;
-	json_error_t err;
-	json_t *j;
+	const char			  *id, *session, *image, *state, *tenant = "";
+	json_int_t			   created = 0;
+	json_error_t		   err;
+	json_t				  *j;
 
 	if (read_full_file(store_root_fd(), file, &text, NULL, 65536) < 0)
 		return;
 	j = json_loads(text, 0, &err);
-	if (!j || json_unpack(j, "{s:s, s:s, s?s, s:s, s?I, s:s}", "id", &id, "session_id", &session, "tenant", &tenant,
-			      "image", &image, "created_at", &created, "state", &state) < 0 ||
-	    !id_valid(id, SBX_ID_LEN) || strlen(session) > SBX_SESSION_MAX || strlen(image) > SBX_IMAGE_MAX ||
-	    (tenant[0] && !tenant_valid(tenant))) {
+	if (!j ||
+		json_unpack(j, "{s:s, s:s, s?s, s:s, s?I, s:s}", "id", &id, "session_id", &session,
+					"tenant", &tenant, "image", &image, "created_at", &created, "state",
+					&state) < 0 ||
+		!id_valid(id, SBX_ID_LEN) || strlen(session) > SBX_SESSION_MAX ||
+		strlen(image) > SBX_IMAGE_MAX || (tenant[0] && !tenant_valid(tenant)))
+	{
 		log_warning("ignoring unreadable sandbox metadata %s/%s", store_root(), file);
 		json_decref(j);
 		return;
 	}
-	if (strcmp(state, "active") != 0) {
+	if (strcmp(state, "active") != 0)
+	{
 		log_notice("sandbox %s was %s when the daemon stopped; removing it", id, state);
 		store_sandbox_delete(id);
 		meta_remove(id);
-	} else if (!store_sandbox_exists(id)) {
+	}
+	else if (!store_sandbox_exists(id))
+	{
 		log_warning("sandbox %s has metadata but no subvolume; forgetting it", id);
 		meta_remove(id);
-	} else if (sandbox_find(id)) {
+	}
+	else if (sandbox_find(id))
+	{
 		/* duplicate: cannot happen with random ids */
-	} else {
-		struct sbx_sandbox *sb = sandbox_new(id, session, tenant, image, (time_t)created);
-		int k = store_sandbox_quota(id);
-		if (k < 0) {
+	}
+	else
+	{
+		struct sbx_sandbox *sb = sandbox_new(id, session, tenant, image, (time_t) created);
+		int					k = store_sandbox_quota(id);
+		if (k < 0)
+		{
 			errno = -k;
 			log_warning("sandbox %s: cannot set its disk quota: %m", id);
 		}
-		if (sb) {
+		if (sb)
+		{
 			link_sandbox(sb);
 			log_info("adopted sandbox %s (session %s)", id, session);
-			if ((k = sandbox_proxy_prepare(id)) < 0) {
+			if ((k = sandbox_proxy_prepare(id)) < 0)
+			{
 				errno = -k;
-				log_error("sandbox %s: cannot make its proxy directory in %s: %m", id, cfg.proxy_dir);
+				log_error("sandbox %s: cannot make its proxy directory in %s: %m", id,
+						  cfg.proxy_dir);
 			}
 		}
 	}
@@ -447,12 +479,13 @@ static void
 clear_dir(const char *rel)
 {
 	_cleanup_(freep) char *path = xasprintf("%s/%s", store_root(), rel);
-	DIR *d = path ? opendir(path) : NULL;
-	struct dirent *de;
+	DIR					  *d = path ? opendir(path) : NULL;
+	struct dirent		  *de;
 
 	if (!d)
 		return;
-	while ((de = readdir(d))) {
+	while ((de = readdir(d)))
+	{
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
 		_cleanup_(freep) char *p = xasprintf("%s/%s", path, de->d_name);
@@ -460,10 +493,12 @@ clear_dir(const char *rel)
 			continue;
 		log_notice("removing %s left by a previous run", p);
 		/* A restore target holds one received subvolume per directory. */
-		DIR *sub = opendir(p);
+		DIR			  *sub = opendir(p);
 		struct dirent *se;
-		while (sub && (se = readdir(sub))) {
-			if (se->d_name[0] == '.' && (!se->d_name[1] || (se->d_name[1] == '.' && !se->d_name[2])))
+		while (sub && (se = readdir(sub)))
+		{
+			if (se->d_name[0] == '.' &&
+				(!se->d_name[1] || (se->d_name[1] == '.' && !se->d_name[2])))
 				continue;
 			_cleanup_(freep) char *q = xasprintf("%s/%s", p, se->d_name);
 			if (q)
@@ -479,14 +514,16 @@ clear_dir(const char *rel)
 static void
 remove_partial_objects(void)
 {
-	DIR *d = opendir(cfg.object_dir);
+	DIR			  *d = opendir(cfg.object_dir);
 	struct dirent *de;
 
 	if (!d)
 		return;
-	while ((de = readdir(d))) {
+	while ((de = readdir(d)))
+	{
 		size_t n = strlen(de->d_name);
-		if (n > 5 && strcmp(de->d_name + n - 5, ".part") == 0) {
+		if (n > 5 && strcmp(de->d_name + n - 5, ".part") == 0)
+		{
 			log_notice("removing partial export %s/%s", cfg.object_dir, de->d_name);
 			unlinkat(dirfd(d), de->d_name, 0);
 		}
@@ -498,10 +535,10 @@ int
 sandbox_init(void)
 {
 	_cleanup_(freep) char *meta = xasprintf("%s/meta", store_root());
-	DIR *d;
-	struct dirent *de;
-	char **ids;
-	size_t n;
+	DIR					  *d;
+	struct dirent		  *de;
+	char				 **ids;
+	size_t				   n;
 
 	run_kill_orphans();
 	limits_cleanup_leftovers();
@@ -511,9 +548,11 @@ sandbox_init(void)
 	d = meta ? opendir(meta) : NULL;
 	if (!d)
 		return -errno;
-	while ((de = readdir(d))) {
+	while ((de = readdir(d)))
+	{
 		size_t len = strlen(de->d_name);
-		if (len > 5 && strcmp(de->d_name + len - 5, ".json") == 0) {
+		if (len > 5 && strcmp(de->d_name + len - 5, ".json") == 0)
+		{
 			_cleanup_(freep) char *rel = xasprintf("meta/%s", de->d_name);
 			if (rel)
 				adopt(rel);
@@ -523,8 +562,10 @@ sandbox_init(void)
 
 	ids = store_sandbox_list();
 	for (char **id = ids; id && *id; id++)
-		if (!sandbox_find(*id)) {
-			log_notice("removing sandbox subvolume %s without metadata (a crash during create)", *id);
+		if (!sandbox_find(*id))
+		{
+			log_notice("removing sandbox subvolume %s without metadata (a crash during create)",
+					   *id);
 			store_sandbox_delete(*id);
 		}
 	store_strv_free(ids);
@@ -540,7 +581,8 @@ sandbox_init(void)
 void
 sandbox_free_all(void)
 {
-	while (sandboxes) {
+	while (sandboxes)
+	{
 		struct sbx_sandbox *sb = sandboxes;
 		sandboxes = sb->next;
 		free(sb);

@@ -34,35 +34,37 @@
 
 /* ---- configuration (config.c) ------------------------------------------ */
 
-enum sbx_limit_mode {
+enum sbx_limit_mode
+{
 	SBX_LIMITS_AUTO = 0,
-	SBX_LIMITS_UNIT,    /* systemd transient scope over sd-bus */
+	SBX_LIMITS_UNIT,	/* systemd transient scope over sd-bus */
 	SBX_LIMITS_CGROUP2, /* cgroup v2 below the daemon's own cgroup */
 	SBX_LIMITS_CGROUP1, /* cgroup v1 memory + pids hierarchies */
-	SBX_LIMITS_RLIMIT,  /* per-process rlimits only */
+	SBX_LIMITS_RLIMIT,	/* per-process rlimits only */
 };
 
-struct sbx_config {
-	char *config_file;
-	char *state_dir;
-	char *image_dir;
-	char *object_dir;
-	char *token_file;
-	char *listen_unix;
-	char *listen_tcp;      /* "PORT" or "127.0.0.1:PORT" (port 0: the kernel picks) */
-	char *ready_file;      /* gets the bound TCP port once serving */
-	char *agent_path;
-	char *nspawn_path;
-	char *btrfs_path;
-	char *pg_conninfo;
-	char *host_id;
-	char *advertise;
-	char *labels;          /* JSON object text */
-	char *git_mirror_dir;  /* nadi-gitd's mirrors, bound read-only at /srv/nadi-git; NULL: none */
-	char *proxy_dir;       /* PROXY_DIR/<id>/ bound at /.nadi/proxy; NULL: no way out */
+struct sbx_config
+{
+	char	*config_file;
+	char	*state_dir;
+	char	*image_dir;
+	char	*object_dir;
+	char	*token_file;
+	char	*listen_unix;
+	char	*listen_tcp; /* "PORT" or "127.0.0.1:PORT" (port 0: the kernel picks) */
+	char	*ready_file; /* gets the bound TCP port once serving */
+	char	*agent_path;
+	char	*nspawn_path;
+	char	*btrfs_path;
+	char	*pg_conninfo;
+	char	*host_id;
+	char	*advertise;
+	char	*labels;		 /* JSON object text */
+	char	*git_mirror_dir; /* nadi-gitd's mirrors, bound read-only at /srv/nadi-git; NULL: none */
+	char	*proxy_dir;		 /* PROXY_DIR/<id>/ bound at /.nadi/proxy; NULL: no way out */
 	uint64_t loop_size;
-	uid_t run_uid;
-	gid_t run_gid;
+	uid_t	 run_uid;
+	gid_t	 run_gid;
 	uint64_t memory_max;
 	uint64_t pids_max;
 	uint64_t call_timeout_ms;
@@ -71,7 +73,7 @@ struct sbx_config {
 	uint64_t fsize_max;
 	uint64_t tmp_size;
 	uint64_t disk_max;
-	bool private_users;    /* a user namespace and uid range of its own per sandbox */
+	bool	 private_users;		 /* a user namespace and uid range of its own per sandbox */
 	uint64_t private_users_base; /* first host uid of the ranges (65536 per sandbox) */
 	uint64_t max_request_bytes;
 	uint64_t max_file_bytes;
@@ -81,24 +83,24 @@ struct sbx_config {
 	uint64_t idle_timeout_ms;
 	uint64_t start_timeout_ms;
 	uint64_t heartbeat_ms;
-	uint64_t jwks_refresh_ms;   /* signing keys for session tokens (access.c) */
+	uint64_t jwks_refresh_ms; /* signing keys for session tokens (access.c) */
 	enum sbx_limit_mode limits;
-	bool read_only_root;
-	char *token;           /* loaded from token_file */
-	size_t token_len;
+	bool				read_only_root;
+	char			   *token; /* loaded from token_file */
+	size_t				token_len;
 };
 
 extern struct sbx_config cfg;
 
-int config_parse_args(int argc, char **argv);
-int config_finish(void);
+int			config_parse_args(int argc, char **argv);
+int			config_finish(void);
 const char *limit_mode_name(enum sbx_limit_mode m);
 
 /* ---- helpers of its own (util.c; the shared ones are in daemonlib/util.h) --- */
 
-int write_string_file(const char *path, const char *s);
-int mkdir_p(const char *path, mode_t mode);
+int	 write_string_file(const char *path, const char *s);
+int	 mkdir_p(const char *path, mode_t mode);
 bool id_valid(const char *s, size_t maxlen);
-int random_hex(char *buf, size_t nbytes);
+int	 random_hex(char *buf, size_t nbytes);
 
 #endif

@@ -26,18 +26,25 @@
 
 #define MAX_LIST_ENTRIES 10000
 
-enum kind { T_ECHO, T_UPPERCASE, T_EXEC, T_GIT_CLONE };
-
-struct tool_call {
-	struct sbx_call call;
-	struct http_req *req;
-	const char *tool;
-	enum kind kind;
-	char *repo, *path, *branch; /* git_clone */
+enum kind
+{
+	T_ECHO,
+	T_UPPERCASE,
+	T_EXEC,
+	T_GIT_CLONE
 };
 
-static const char *const known[] = {"echo",	 "uppercase",  "list_files", "exec",
-				    "read_file", "write_file", "edit_file",  "git_clone"};
+struct tool_call
+{
+	struct sbx_call	 call;
+	struct http_req *req;
+	const char		*tool;
+	enum kind		 kind;
+	char			*repo, *path, *branch; /* git_clone */
+};
+
+static const char *const known[] = {"echo",		 "uppercase",  "list_files", "exec",
+									"read_file", "write_file", "edit_file",	 "git_clone"};
 
 static bool
 tools_known(const char *name)
@@ -59,15 +66,17 @@ tools_list_json(void)
 {
 	json_t *a = json_array();
 
-	for (size_t i = 0; i < ARRAY_SIZE(known); i++) {
+	for (size_t i = 0; i < ARRAY_SIZE(known); i++)
+	{
 		const char *n = known[i];
-		bool exec = strcmp(n, "exec") == 0 || strcmp(n, "git_clone") == 0;
-		bool side_effects = exec || strcmp(n, "write_file") == 0 || strcmp(n, "edit_file") == 0;
-		json_t *t = json_pack("{s:s, s:I, s:b}", "name", n, "timeout_ms", (json_int_t)cfg.call_timeout_ms,
-				      "side_effects", side_effects);
+		bool		exec = strcmp(n, "exec") == 0 || strcmp(n, "git_clone") == 0;
+		bool	side_effects = exec || strcmp(n, "write_file") == 0 || strcmp(n, "edit_file") == 0;
+		json_t *t = json_pack("{s:s, s:I, s:b}", "name", n, "timeout_ms",
+							  (json_int_t) cfg.call_timeout_ms, "side_effects", side_effects);
 
 		if (exec)
-			json_object_set_new(t, "timeout_max_ms", json_integer((json_int_t)cfg.call_timeout_max_ms));
+			json_object_set_new(t, "timeout_max_ms",
+								json_integer((json_int_t) cfg.call_timeout_max_ms));
 		json_array_append_new(a, t);
 	}
 	return a;
@@ -82,26 +91,29 @@ tools_list_json(void)
 static char *
 utf8_sanitize(const char *s, size_t len, size_t *out_len, bool *lossy)
 {
-	const unsigned char *p = (const unsigned char *)s, *end = p + len;
-	char *out = malloc(len * 3 + 1), *o = out;
+	const unsigned char *p = (const unsigned char *) s, *end = p + len;
+	char				*out = malloc(len * 3 + 1), *o = out;
 
 	if (!out)
 		return NULL;
 	*lossy = false;
-	while (p < end) {
+	while (p < end)
+	{
 		unsigned c = *p;
-		size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-		bool ok = n > 0 && c != 0 && (size_t)(end - p) >= n;
+		size_t	 n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+		bool	 ok = n > 0 && c != 0 && (size_t) (end - p) >= n;
 		uint32_t cp = n == 1 ? c : n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
 
-		for (size_t i = 1; ok && i < n; i++) {
+		for (size_t i = 1; ok && i < n; i++)
+		{
 			ok = (p[i] & 0xc0) == 0x80;
 			cp = cp << 6 | (p[i] & 0x3f);
 		}
-		if (ok && ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-			   (cp >= 0xd800 && cp <= 0xdfff)))
+		if (ok && ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) ||
+				   (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff)))
 			ok = false;
-		if (!ok) {
+		if (!ok)
+		{
 			memcpy(o, "\xef\xbf\xbd", 3);
 			o += 3;
 			p++;
@@ -113,15 +125,15 @@ utf8_sanitize(const char *s, size_t len, size_t *out_len, bool *lossy)
 		p += n;
 	}
 	*o = '\0';
-	*out_len = (size_t)(o - out);
+	*out_len = (size_t) (o - out);
 	return out;
 }
 
 static json_t *
 text_json(const char *s, size_t len, bool *lossy)
 {
-	size_t n = 0;
-	bool l = false;
+	size_t				   n = 0;
+	bool				   l = false;
 	_cleanup_(freep) char *clean = utf8_sanitize(s ? s : "", s ? len : 0, &n, &l);
 
 	if (lossy)
@@ -135,7 +147,7 @@ base64_encode(const char *data, size_t len)
 	char *out = malloc(4 * ((len + 2) / 3) + 1);
 
 	if (out)
-		EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)data, (int)len);
+		EVP_EncodeBlock((unsigned char *) out, (const unsigned char *) data, (int) len);
 	return out;
 }
 
@@ -143,15 +155,16 @@ static int
 base64_decode(const char *in, size_t len, char **out, size_t *out_len)
 {
 	char *buf;
-	int n;
+	int	  n;
 
 	if (len % 4 != 0 || len > INT32_MAX)
 		return -EINVAL;
 	buf = malloc(len / 4 * 3 + 1);
 	if (!buf)
 		return -ENOMEM;
-	n = EVP_DecodeBlock((unsigned char *)buf, (const unsigned char *)in, (int)len);
-	if (n < 0) {
+	n = EVP_DecodeBlock((unsigned char *) buf, (const unsigned char *) in, (int) len);
+	if (n < 0)
+	{
 		free(buf);
 		return -EINVAL;
 	}
@@ -161,7 +174,7 @@ base64_decode(const char *in, size_t len, char **out, size_t *out_len)
 	if (len >= 2 && in[len - 2] == '=')
 		n--;
 	*out = buf;
-	*out_len = (size_t)n;
+	*out_len = (size_t) n;
 	return 0;
 }
 
@@ -172,13 +185,15 @@ static bool
 check_keys(struct http_req *r, const char *tool, json_t *args, const char *const allowed[])
 {
 	const char *key;
-	json_t *v;
+	json_t	   *v;
 
-	json_object_foreach(args, key, v) {
+	json_object_foreach(args, key, v)
+	{
 		bool ok = false;
 		for (size_t i = 0; allowed[i]; i++)
 			ok |= strcmp(allowed[i], key) == 0;
-		if (!ok) {
+		if (!ok)
+		{
 			http_reply_problem(r, 400, "invalid_args", "%s: unknown argument \"%s\"", tool, key);
 			return false;
 		}
@@ -187,17 +202,22 @@ check_keys(struct http_req *r, const char *tool, json_t *args, const char *const
 }
 
 static const char *
-arg_string(struct http_req *r, const char *tool, json_t *args, const char *key, bool required, size_t *len)
+arg_string(struct http_req *r, const char *tool, json_t *args, const char *key, bool required,
+		   size_t *len)
 {
 	json_t *v = json_object_get(args, key);
 
-	if (!v) {
+	if (!v)
+	{
 		if (required)
-			http_reply_problem(r, 400, "invalid_args", "%s: argument \"%s\" is required", tool, key);
+			http_reply_problem(r, 400, "invalid_args", "%s: argument \"%s\" is required", tool,
+							   key);
 		return NULL;
 	}
-	if (!json_is_string(v)) {
-		http_reply_problem(r, 400, "invalid_args", "%s: argument \"%s\" must be a string", tool, key);
+	if (!json_is_string(v))
+	{
+		http_reply_problem(r, 400, "invalid_args", "%s: argument \"%s\" must be a string", tool,
+						   key);
 		return NULL;
 	}
 	if (len)
@@ -213,8 +233,10 @@ arg_bool(struct http_req *r, const char *tool, json_t *args, const char *key, bo
 
 	if (!v)
 		return 0;
-	if (!json_is_boolean(v)) {
-		http_reply_problem(r, 400, "invalid_args", "%s: argument \"%s\" must be true or false", tool, key);
+	if (!json_is_boolean(v))
+	{
+		http_reply_problem(r, 400, "invalid_args", "%s: argument \"%s\" must be true or false",
+						   tool, key);
 		return -1;
 	}
 	*out = json_is_true(v);
@@ -222,18 +244,21 @@ arg_bool(struct http_req *r, const char *tool, json_t *args, const char *key, bo
 }
 
 static int
-arg_uint(struct http_req *r, const char *tool, json_t *args, const char *key, uint64_t max, uint64_t *out)
+arg_uint(struct http_req *r, const char *tool, json_t *args, const char *key, uint64_t max,
+		 uint64_t *out)
 {
 	json_t *v = json_object_get(args, key);
 
 	if (!v)
 		return 0;
-	if (!json_is_integer(v) || json_integer_value(v) < 1 || (uint64_t)json_integer_value(v) > max) {
-		http_reply_problem(r, 400, "invalid_args", "%s: argument \"%s\" must be an integer from 1 to %llu", tool,
-				   key, (unsigned long long)max);
+	if (!json_is_integer(v) || json_integer_value(v) < 1 || (uint64_t) json_integer_value(v) > max)
+	{
+		http_reply_problem(r, 400, "invalid_args",
+						   "%s: argument \"%s\" must be an integer from 1 to %llu", tool, key,
+						   (unsigned long long) max);
 		return -1;
 	}
-	*out = (uint64_t)json_integer_value(v);
+	*out = (uint64_t) json_integer_value(v);
 	return 1;
 }
 
@@ -245,17 +270,21 @@ answer(bool ok, const struct sbx_result *res, bool cold, uint64_t us, json_t *re
 	json_t *j = json_object();
 
 	json_object_set_new(j, "ok", json_boolean(ok));
-	json_object_set_new(j, "exit_status", res && res->exited ? json_integer(res->exit_status)
-								 : (res ? json_null() : json_integer(0)));
+	json_object_set_new(j, "exit_status",
+						res && res->exited ? json_integer(res->exit_status)
+										   : (res ? json_null() : json_integer(0)));
 	json_object_set_new(j, "signal", res && res->signal ? json_integer(res->signal) : json_null());
-	json_object_set_new(j, "stdout", res ? text_json(res->out, res->out_len, NULL) : json_string(""));
-	json_object_set_new(j, "stderr", res ? text_json(res->err, res->err_len, NULL) : json_string(""));
-	json_object_set_new(j, "truncated", json_boolean(res && (res->out_truncated || res->err_truncated)));
+	json_object_set_new(j, "stdout",
+						res ? text_json(res->out, res->out_len, NULL) : json_string(""));
+	json_object_set_new(j, "stderr",
+						res ? text_json(res->err, res->err_len, NULL) : json_string(""));
+	json_object_set_new(j, "truncated",
+						json_boolean(res && (res->out_truncated || res->err_truncated)));
 	json_object_set_new(j, "stdout_truncated", json_boolean(res && res->out_truncated));
 	json_object_set_new(j, "stderr_truncated", json_boolean(res && res->err_truncated));
 	json_object_set_new(j, "timed_out", json_boolean(res && res->timed_out));
 	json_object_set_new(j, "oom_killed", json_boolean(res && res->oom_killed));
-	json_object_set_new(j, "duration_ms", json_real((double)us / 1000.0));
+	json_object_set_new(j, "duration_ms", json_real((double) us / 1000.0));
 	json_object_set_new(j, "cold", json_boolean(cold));
 	json_object_set_new(j, "result", result ? result : json_null());
 	if (res && res->error)
@@ -277,61 +306,69 @@ static json_t *
 git_clone_result(const struct tool_call *tc, const struct sbx_result *res)
 {
 	const char *out = res->out ? res->out : "";
-	size_t n = strspn(out, "0123456789abcdef"), b;
+	size_t		n = strspn(out, "0123456789abcdef"), b;
 	const char *br;
 
 	if ((n != 40 && n != 64) || out[n] != '\n')
 		return NULL;
 	br = out + n + 1;
 	b = strcspn(br, "\n");
-	return json_pack("{s:s, s:s, s:s%, s:o}", "repo", tc->repo, "path", tc->path, "head", out, n, "branch",
-			 b ? json_stringn(br, b) : tc->branch ? json_string(tc->branch) : json_null());
+	return json_pack("{s:s, s:s, s:s%, s:o}", "repo", tc->repo, "path", tc->path, "head", out, n,
+					 "branch",
+					 b			  ? json_stringn(br, b)
+					 : tc->branch ? json_string(tc->branch)
+								  : json_null());
 }
 
 static void
 call_done(struct sbx_call *c, int err)
 {
-	struct tool_call *tc = c->ud;
+	struct tool_call  *tc = c->ud;
 	struct sbx_result *res = &c->res;
-	uint64_t us = now_us() - c->submitted_us;
-	const char *outcome;
-	json_t *result = NULL;
-	bool ok;
+	uint64_t		   us = now_us() - c->submitted_us;
+	const char		  *outcome;
+	json_t			  *result = NULL;
+	bool			   ok;
 
-	if (err < 0) {
+	if (err < 0)
+	{
 		metrics_call(tc->tool, "error", c->cold, us);
-		switch (-err) {
-		case EAGAIN:
-			http_add_header(tc->req, "Retry-After", "1");
-			http_reply_problem(tc->req, 503, "no_capacity", "%s", c->errmsg);
-			break;
-		case ECANCELED:
-			http_reply_problem(tc->req, 409, "sandbox_destroyed", "%s", c->errmsg);
-			break;
-		case ESHUTDOWN:
-			http_reply_problem(tc->req, 503, "draining", "%s", c->errmsg);
-			break;
-		default:
-			http_reply_problem(tc->req, 502, "container_failed", "%s", c->errmsg);
-			break;
+		switch (-err)
+		{
+			case EAGAIN:
+				http_add_header(tc->req, "Retry-After", "1");
+				http_reply_problem(tc->req, 503, "no_capacity", "%s", c->errmsg);
+				break;
+			case ECANCELED:
+				http_reply_problem(tc->req, 409, "sandbox_destroyed", "%s", c->errmsg);
+				break;
+			case ESHUTDOWN:
+				http_reply_problem(tc->req, 503, "draining", "%s", c->errmsg);
+				break;
+			default:
+				http_reply_problem(tc->req, 502, "container_failed", "%s", c->errmsg);
+				break;
 		}
 		run_result_free(res);
 		tool_call_free(tc);
 		return;
 	}
 	ok = res->exited && res->exit_status == 0 && !res->timed_out && !res->exec_failed;
-	if (tc->kind == T_GIT_CLONE && res->exited && res->exit_status == 127 && !res->exec_failed) {
+	if (tc->kind == T_GIT_CLONE && res->exited && res->exit_status == 127 && !res->exec_failed)
+	{
 		metrics_call(tc->tool, "failed", c->cold, us);
-		http_reply_problem(tc->req, 422, "git_not_in_image",
-				   "git_clone: this sandbox's image has no git (git: command not found); use an image "
-				   "with git (sandboxd/images/build-busybox --with-git, or build-debian)");
+		http_reply_problem(
+			tc->req, 422, "git_not_in_image",
+			"git_clone: this sandbox's image has no git (git: command not found); use an image "
+			"with git (sandboxd/images/build-busybox --with-git, or build-debian)");
 		run_result_free(res);
 		tool_call_free(tc);
 		return;
 	}
 	if ((tc->kind == T_ECHO || tc->kind == T_UPPERCASE) && ok)
 		result = json_pack("{s:o}", "text", text_json(res->out, res->out_len, NULL));
-	if (tc->kind == T_GIT_CLONE && ok && !(result = git_clone_result(tc, res))) {
+	if (tc->kind == T_GIT_CLONE && ok && !(result = git_clone_result(tc, res)))
+	{
 		ok = false;
 		if (!res->error)
 			res->error = strdup("git_clone: git printed no commit id for HEAD");
@@ -348,7 +385,8 @@ call_done(struct sbx_call *c, int err)
 static void
 add_env_pair(struct pbuf *b, json_t *env, const char *key, const char *value)
 {
-	if (!env || !json_object_get(env, key)) {
+	if (!env || !json_object_get(env, key))
+	{
 		_cleanup_(freep) char *kv = xasprintf("%s=%s", key, value);
 		if (kv)
 			pbuf_add_str(b, PT_ENV, kv);
@@ -372,23 +410,28 @@ add_env(struct pbuf *b, json_t *env, const char *proxy_token)
 
 	for (size_t i = 0; i < ARRAY_SIZE(defaults); i++)
 		add_env_pair(b, env, defaults[i][0], defaults[i][1]);
-	if (proxy_token && cfg.proxy_dir) {
-		char url[64];
-		_cleanup_(freep) char *auth = xasprintf("http://nadi:%s@127.0.0.1:%d", proxy_token, SBX_PROXY_PORT);
+	if (proxy_token && cfg.proxy_dir)
+	{
+		char				   url[64];
+		_cleanup_(freep) char *auth =
+			xasprintf("http://nadi:%s@127.0.0.1:%d", proxy_token, SBX_PROXY_PORT);
 
 		snprintf(url, sizeof url, "http://127.0.0.1:%d", SBX_PROXY_PORT);
 		add_env_pair(b, env, "NADI_PROXY_TOKEN", proxy_token);
 		add_env_pair(b, env, "NADI_PROXY_URL", url);
-		if (auth) {
+		if (auth)
+		{
 			add_env_pair(b, env, "http_proxy", auth);
 			add_env_pair(b, env, "HTTP_PROXY", auth);
 		}
 		add_env_pair(b, env, "no_proxy", "localhost,127.0.0.1");
 	}
-	if (env) {
+	if (env)
+	{
 		const char *k;
-		json_t *v;
-		json_object_foreach(env, k, v) {
+		json_t	   *v;
+		json_object_foreach(env, k, v)
+		{
 			_cleanup_(freep) char *kv = xasprintf("%s=%s", k, json_string_value(v));
 			if (kv)
 				pbuf_add_str(b, PT_ENV, kv);
@@ -400,26 +443,34 @@ static bool
 env_ok(struct http_req *r, json_t *env)
 {
 	const char *k;
-	json_t *v;
+	json_t	   *v;
 
-	if (!json_is_object(env)) {
+	if (!json_is_object(env))
+	{
 		http_reply_problem(r, 400, "invalid_args", "exec: \"env\" must be an object of strings");
 		return false;
 	}
-	if (json_object_size(env) > 256) {
+	if (json_object_size(env) > 256)
+	{
 		http_reply_problem(r, 400, "invalid_args", "exec: at most 256 environment variables");
 		return false;
 	}
-	json_object_foreach(env, k, v) {
+	json_object_foreach(env, k, v)
+	{
 		bool good = *k && !(*k >= '0' && *k <= '9');
 		for (const char *p = k; *p && good; p++)
-			good = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_';
-		if (!good) {
-			http_reply_problem(r, 400, "invalid_args", "exec: \"%s\" is not a valid environment variable name", k);
+			good = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+				   (*p >= '0' && *p <= '9') || *p == '_';
+		if (!good)
+		{
+			http_reply_problem(r, 400, "invalid_args",
+							   "exec: \"%s\" is not a valid environment variable name", k);
 			return false;
 		}
-		if (!json_is_string(v) || memchr(json_string_value(v), '\0', json_string_length(v))) {
-			http_reply_problem(r, 400, "invalid_args", "exec: environment variable \"%s\" must be a string", k);
+		if (!json_is_string(v) || memchr(json_string_value(v), '\0', json_string_length(v)))
+		{
+			http_reply_problem(r, 400, "invalid_args",
+							   "exec: environment variable \"%s\" must be a string", k);
 			return false;
 		}
 	}
@@ -431,7 +482,8 @@ no_nul(struct http_req *r, const char *tool, const char *what, const char *s, si
 {
 	if (!memchr(s, '\0', len))
 		return true;
-	http_reply_problem(r, 400, "invalid_args", "%s: %s must not contain NUL characters", tool, what);
+	http_reply_problem(r, 400, "invalid_args", "%s: %s must not contain NUL characters", tool,
+					   what);
 	return false;
 }
 
@@ -440,7 +492,8 @@ tool_call_new(struct http_req *r, const char *tool, enum kind kind, uint64_t tim
 {
 	struct tool_call *tc = calloc(1, sizeof *tc);
 
-	if (!tc) {
+	if (!tc)
+	{
 		http_reply_problem(r, 500, "internal", "out of memory");
 		return NULL;
 	}
@@ -459,13 +512,15 @@ static void
 tool_call_submit(struct http_req *r, struct sbx_sandbox *sb, struct tool_call *tc, const char *cwd)
 {
 	struct pbuf *b = &tc->call.frame;
-	uint64_t as, nproc;
-	int k;
+	uint64_t	 as, nproc;
+	int			 k;
 
 	if (cwd && cwd[0] == '/')
 		pbuf_add_str(b, PT_CWD, cwd);
-	else {
-		_cleanup_(freep) char *full = xasprintf("/%s%s%s", SBX_WORKSPACE, cwd ? "/" : "", cwd ? cwd : "");
+	else
+	{
+		_cleanup_(freep) char *full =
+			xasprintf("/%s%s%s", SBX_WORKSPACE, cwd ? "/" : "", cwd ? cwd : "");
 		if (full)
 			pbuf_add_str(b, PT_CWD, full);
 	}
@@ -477,75 +532,95 @@ tool_call_submit(struct http_req *r, struct sbx_sandbox *sb, struct tool_call *t
 	pbuf_add_u64(b, PT_NPROC, nproc);
 	pbuf_add_u64(b, PT_UID, cfg.run_uid);
 	pbuf_add_u64(b, PT_GID, cfg.run_gid);
-	if (pbuf_finish(b) < 0) {
+	if (pbuf_finish(b) < 0)
+	{
 		pbuf_free(b);
 		http_reply_problem(r, 413, "body_too_large", "%s: the call is too large to send", tc->tool);
 		tool_call_free(tc);
 		return;
 	}
 	k = run_submit(sb, &tc->call);
-	if (k < 0) {
+	if (k < 0)
+	{
 		pbuf_free(b);
 		tool_call_free(tc);
 		if (k == -EBUSY)
-			http_reply_problem(r, 429, "sandbox_busy", "sandbox %s already has %llu calls waiting", sb->id,
-					   (unsigned long long)cfg.max_queue);
+			http_reply_problem(r, 429, "sandbox_busy", "sandbox %s already has %llu calls waiting",
+							   sb->id, (unsigned long long) cfg.max_queue);
 		else if (k == -ESHUTDOWN)
 			http_reply_problem(r, 503, "draining", "this sandbox host is shutting down");
 		else
-			http_reply_problem(r, 409, "sandbox_destroyed", "sandbox %s is being destroyed", sb->id);
+			http_reply_problem(r, 409, "sandbox_destroyed", "sandbox %s is being destroyed",
+							   sb->id);
 	}
 }
 
 static void
-container_tool(struct http_req *r, struct sbx_sandbox *sb, const char *tool, json_t *args, const char *proxy_token)
+container_tool(struct http_req *r, struct sbx_sandbox *sb, const char *tool, json_t *args,
+			   const char *proxy_token)
 {
 	static const char *const echo_keys[] = {"text", NULL};
-	static const char *const exec_keys[] = {"argv", "stdin", "env", "cwd", "timeout", "timeout_ms", NULL};
-	struct tool_call *tc;
-	struct pbuf *b;
-	uint64_t timeout = cfg.call_timeout_ms;
-	const char *text = NULL, *in = NULL, *cwd = NULL;
-	size_t text_len = 0, in_len = 0, cwd_len = 0;
-	json_t *argv = NULL, *env = NULL;
-	enum kind kind = strcmp(tool, "echo") == 0 ? T_ECHO : strcmp(tool, "uppercase") == 0 ? T_UPPERCASE : T_EXEC;
-	int k;
+	static const char *const exec_keys[] = {"argv",	   "stdin",		 "env", "cwd",
+											"timeout", "timeout_ms", NULL};
+	struct tool_call		*tc;
+	struct pbuf				*b;
+	uint64_t				 timeout = cfg.call_timeout_ms;
+	const char				*text = NULL, *in = NULL, *cwd = NULL;
+	size_t					 text_len = 0, in_len = 0, cwd_len = 0;
+	json_t					*argv = NULL, *env = NULL;
+	enum kind				 kind = strcmp(tool, "echo") == 0		 ? T_ECHO
+									: strcmp(tool, "uppercase") == 0 ? T_UPPERCASE
+																	 : T_EXEC;
+	int						 k;
 
-	if (kind != T_EXEC) {
-		if (!check_keys(r, tool, args, echo_keys) || !(text = arg_string(r, tool, args, "text", true, &text_len)) ||
-		    !no_nul(r, tool, "\"text\"", text, text_len))
+	if (kind != T_EXEC)
+	{
+		if (!check_keys(r, tool, args, echo_keys) ||
+			!(text = arg_string(r, tool, args, "text", true, &text_len)) ||
+			!no_nul(r, tool, "\"text\"", text, text_len))
 			return;
-	} else {
+	}
+	else
+	{
 		json_t *v;
-		size_t i;
+		size_t	i;
 
 		if (!check_keys(r, tool, args, exec_keys))
 			return;
 		argv = json_object_get(args, "argv");
-		if (!json_is_array(argv) || json_array_size(argv) == 0 || json_array_size(argv) > PROTO_MAX_ARGS) {
-			http_reply_problem(r, 400, "invalid_args", "exec: \"argv\" must be a non-empty array of at most %d strings",
-					   PROTO_MAX_ARGS);
+		if (!json_is_array(argv) || json_array_size(argv) == 0 ||
+			json_array_size(argv) > PROTO_MAX_ARGS)
+		{
+			http_reply_problem(r, 400, "invalid_args",
+							   "exec: \"argv\" must be a non-empty array of at most %d strings",
+							   PROTO_MAX_ARGS);
 			return;
 		}
-		json_array_foreach(argv, i, v) {
+		json_array_foreach(argv, i, v)
+		{
 			if (!json_is_string(v) || (i == 0 && json_string_length(v) == 0) ||
-			    memchr(json_string_value(v), '\0', json_string_length(v))) {
-				http_reply_problem(r, 400, "invalid_args", "exec: argv[%zu] must be a %sstring without NUL", i,
-						   i == 0 ? "non-empty " : "");
+				memchr(json_string_value(v), '\0', json_string_length(v)))
+			{
+				http_reply_problem(r, 400, "invalid_args",
+								   "exec: argv[%zu] must be a %sstring without NUL", i,
+								   i == 0 ? "non-empty " : "");
 				return;
 			}
 		}
-		if (json_object_get(args, "stdin") && !(in = arg_string(r, tool, args, "stdin", false, &in_len)))
+		if (json_object_get(args, "stdin") &&
+			!(in = arg_string(r, tool, args, "stdin", false, &in_len)))
 			return;
 		env = json_object_get(args, "env");
 		if (env && !env_ok(r, env))
 			return;
 		if (json_object_get(args, "cwd") &&
-		    (!(cwd = arg_string(r, tool, args, "cwd", false, &cwd_len)) || !no_nul(r, tool, "\"cwd\"", cwd, cwd_len)))
+			(!(cwd = arg_string(r, tool, args, "cwd", false, &cwd_len)) ||
+			 !no_nul(r, tool, "\"cwd\"", cwd, cwd_len)))
 			return;
 		if ((k = arg_uint(r, tool, args, "timeout_ms", cfg.call_timeout_max_ms, &timeout)) < 0)
 			return;
-		if (k == 0 && (k = arg_uint(r, tool, args, "timeout", cfg.call_timeout_max_ms / 1000, &timeout)) < 0)
+		if (k == 0 &&
+			(k = arg_uint(r, tool, args, "timeout", cfg.call_timeout_max_ms / 1000, &timeout)) < 0)
 			return;
 		if (k > 0 && json_object_get(args, "timeout"))
 			timeout *= 1000;
@@ -554,17 +629,22 @@ container_tool(struct http_req *r, struct sbx_sandbox *sb, const char *tool, jso
 	if (!(tc = tool_call_new(r, tool, kind, timeout)))
 		return;
 	b = &tc->call.frame;
-	if (kind == T_ECHO) {
+	if (kind == T_ECHO)
+	{
 		pbuf_add_str(b, PT_ARGV, "printf");
 		pbuf_add_str(b, PT_ARGV, "%s");
 		pbuf_add(b, PT_ARGV, text, text_len);
-	} else if (kind == T_UPPERCASE) {
+	}
+	else if (kind == T_UPPERCASE)
+	{
 		pbuf_add_str(b, PT_ARGV, "tr");
 		pbuf_add_str(b, PT_ARGV, "a-z");
 		pbuf_add_str(b, PT_ARGV, "A-Z");
 		pbuf_add(b, PT_STDIN, text, text_len);
-	} else {
-		size_t i;
+	}
+	else
+	{
+		size_t	i;
 		json_t *v;
 		json_array_foreach(argv, i, v)
 			pbuf_add(b, PT_ARGV, json_string_value(v), json_string_length(v));
@@ -583,23 +663,27 @@ container_tool(struct http_req *r, struct sbx_sandbox *sb, const char *tool, jso
  * when the image has no git; otherwise git's own status.
  */
 static const char git_clone_script[] =
-	"command -v git >/dev/null 2>&1 || { echo 'git: command not found in this image' >&2; exit 127; }\n"
+	"command -v git >/dev/null 2>&1 || { echo 'git: command not found in this image' >&2; exit "
+	"127; }\n"
 	"src=$1 dest=/" SBX_WORKSPACE "/$2\n"
-	"if [ -n \"$3\" ]; then git clone --shared --quiet --branch \"$3\" -- \"$src\" \"$dest\" || exit\n"
+	"if [ -n \"$3\" ]; then git clone --shared --quiet --branch \"$3\" -- \"$src\" \"$dest\" || "
+	"exit\n"
 	"else git clone --shared --quiet -- \"$src\" \"$dest\" || exit; fi\n"
-	"git -C \"$dest\" rev-parse --verify --quiet HEAD || { echo 'git_clone: the clone has no HEAD commit' >&2; exit 1; }\n"
+	"git -C \"$dest\" rev-parse --verify --quiet HEAD || { echo 'git_clone: the clone has no HEAD "
+	"commit' >&2; exit 1; }\n"
 	"git -C \"$dest\" symbolic-ref --quiet --short HEAD || echo\n";
 
 /* A ref name git would accept for --branch (the rules of git check-ref-format that matter here). */
 static bool
 branch_ok(const char *s, size_t len)
 {
-	if (len == 0 || len > 255 || s[0] == '-' || s[0] == '/' || s[len - 1] == '/' || s[len - 1] == '.' ||
-	    strstr(s, "..") || strstr(s, "@{") || strstr(s, "//") || (len >= 5 && strcmp(s + len - 5, ".lock") == 0) ||
-	    strcmp(s, "@") == 0)
+	if (len == 0 || len > 255 || s[0] == '-' || s[0] == '/' || s[len - 1] == '/' ||
+		s[len - 1] == '.' || strstr(s, "..") || strstr(s, "@{") || strstr(s, "//") ||
+		(len >= 5 && strcmp(s + len - 5, ".lock") == 0) || strcmp(s, "@") == 0)
 		return false;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
+	for (size_t i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
 		if (c < 0x20 || c == 0x7f || strchr(" ~^:?*[\\", c))
 			return false;
 	}
@@ -611,7 +695,7 @@ static bool
 mirror_found(int mfd, const char *dir, const char *repo)
 {
 	_cleanup_(freep) char *rel = mfd >= 0 && dir ? xasprintf("%s/%s.git", dir, repo) : NULL;
-	struct stat st;
+	struct stat			   st;
 
 	return rel && fstatat(mfd, rel, &st, 0) == 0 && S_ISDIR(st.st_mode);
 }
@@ -621,46 +705,55 @@ git_clone_tool(struct http_req *r, struct sbx_sandbox *sb, json_t *args, const c
 {
 	static const char *const keys[] = {"repo", "dest", "branch", "timeout_ms", NULL};
 	static const char *const tool = "git_clone";
-	const char *repo, *dest = NULL, *branch = NULL;
-	size_t dest_len = 0, branch_len = 0;
-	uint64_t timeout = cfg.call_timeout_ms;
-	_cleanup_(closep) int ws = -1, mfd = -1;
-	_cleanup_(freep) char *mirror = NULL, *tdir = NULL;
-	const char *mount = NULL;
-	struct tool_call *tc;
-	struct pbuf *b;
-	char norm[4096];
-	int k;
+	const char				*repo, *dest = NULL, *branch = NULL;
+	size_t					 dest_len = 0, branch_len = 0;
+	uint64_t				 timeout = cfg.call_timeout_ms;
+	_cleanup_(closep) int	 ws = -1, mfd = -1;
+	_cleanup_(freep) char	*mirror = NULL, *tdir = NULL;
+	const char				*mount = NULL;
+	struct tool_call		*tc;
+	struct pbuf				*b;
+	char					 norm[4096];
+	int						 k;
 
 	if (!check_keys(r, tool, args, keys) || !(repo = arg_string(r, tool, args, "repo", true, NULL)))
 		return;
-	if (!repo_name_valid(repo)) {   /* nadi-gitd's rule, daemonlib/util.c */
-		http_reply_problem(r, 400, "invalid_args",
-				   "git_clone: \"repo\" must be a mirror name: 1 to 100 letters, digits, '.', '_' or '-', "
-				   "starting with a letter or digit, without \"..\" or a \".git\" suffix");
+	if (!repo_name_valid(repo))
+	{ /* nadi-gitd's rule, daemonlib/util.c */
+		http_reply_problem(
+			r, 400, "invalid_args",
+			"git_clone: \"repo\" must be a mirror name: 1 to 100 letters, digits, '.', '_' or '-', "
+			"starting with a letter or digit, without \"..\" or a \".git\" suffix");
 		return;
 	}
 	if (json_object_get(args, "dest") &&
-	    (!(dest = arg_string(r, tool, args, "dest", false, &dest_len)) || !no_nul(r, tool, "\"dest\"", dest, dest_len)))
+		(!(dest = arg_string(r, tool, args, "dest", false, &dest_len)) ||
+		 !no_nul(r, tool, "\"dest\"", dest, dest_len)))
 		return;
-	if (json_object_get(args, "branch") && !(branch = arg_string(r, tool, args, "branch", false, &branch_len)))
+	if (json_object_get(args, "branch") &&
+		!(branch = arg_string(r, tool, args, "branch", false, &branch_len)))
 		return;
-	if (branch && (memchr(branch, '\0', branch_len) || !branch_ok(branch, branch_len))) {
-		http_reply_problem(r, 400, "invalid_args",
-				   "git_clone: \"branch\" must be a ref name of at most 255 bytes (no leading '-', no "
-				   "\"..\", no spaces or control characters)");
+	if (branch && (memchr(branch, '\0', branch_len) || !branch_ok(branch, branch_len)))
+	{
+		http_reply_problem(
+			r, 400, "invalid_args",
+			"git_clone: \"branch\" must be a ref name of at most 255 bytes (no leading '-', no "
+			"\"..\", no spaces or control characters)");
 		return;
 	}
 	if (arg_uint(r, tool, args, "timeout_ms", cfg.call_timeout_max_ms, &timeout) < 0)
 		return;
 	k = fs_normalize(dest ? dest : repo, norm, sizeof norm);
-	if (k < 0) {
+	if (k < 0)
+	{
 		http_reply_errno(r, k, dest ? dest : repo);
 		return;
 	}
-	if (!cfg.git_mirror_dir) {
+	if (!cfg.git_mirror_dir)
+	{
 		http_reply_problem(r, 501, "git_mirror_unavailable",
-				   "git_clone: this sandbox host has no git mirrors (nadi-sandboxd runs without git_mirror_dir)");
+						   "git_clone: this sandbox host has no git mirrors (nadi-sandboxd runs "
+						   "without git_mirror_dir)");
 		return;
 	}
 	/* The sandbox's tenant's mirror first, then the shared one: never another tenant's. */
@@ -671,24 +764,32 @@ git_clone_tool(struct http_req *r, struct sbx_sandbox *sb, json_t *args, const c
 	else if (mirror_found(mfd, MIRROR_SHARED, repo))
 		mount = SBX_GIT_MOUNT;
 	mirror = mount ? xasprintf("%s/%s.git", mount, repo) : NULL;
-	if (!mirror) {
-		http_reply_problem(r, 404, "repo_not_mirrored",
-				   "git_clone: no mirror of \"%s\" on this host; ask nadi-gitd to mirror it "
-				   "(POST /v1/repos {\"name\":\"%s\",\"url\":...}) and try again", repo, repo);
+	if (!mirror)
+	{
+		http_reply_problem(
+			r, 404, "repo_not_mirrored",
+			"git_clone: no mirror of \"%s\" on this host; ask nadi-gitd to mirror it "
+			"(POST /v1/repos {\"name\":\"%s\",\"url\":...}) and try again",
+			repo, repo);
 		return;
 	}
 	ws = fs_open_workspace(sb->id);
-	if (ws < 0) {
+	if (ws < 0)
+	{
 		http_reply_errno(r, ws, "workspace");
 		return;
 	}
 	k = fs_exists(ws, norm);
-	if (k > 0) {
-		http_reply_problem(r, 409, "destination_exists", "git_clone: /%s%s%s already exists; choose another \"dest\"",
-				   SBX_WORKSPACE, strcmp(norm, ".") == 0 ? "" : "/", strcmp(norm, ".") == 0 ? "" : norm);
+	if (k > 0)
+	{
+		http_reply_problem(r, 409, "destination_exists",
+						   "git_clone: /%s%s%s already exists; choose another \"dest\"",
+						   SBX_WORKSPACE, strcmp(norm, ".") == 0 ? "" : "/",
+						   strcmp(norm, ".") == 0 ? "" : norm);
 		return;
 	}
-	if (k < 0) {
+	if (k < 0)
+	{
 		http_reply_errno(r, k, norm);
 		return;
 	}
@@ -698,7 +799,8 @@ git_clone_tool(struct http_req *r, struct sbx_sandbox *sb, json_t *args, const c
 	tc->repo = strdup(repo);
 	tc->path = xasprintf("/%s/%s", SBX_WORKSPACE, norm);
 	tc->branch = branch ? strdup(branch) : NULL;
-	if (!tc->repo || !tc->path || (branch && !tc->branch)) {
+	if (!tc->repo || !tc->path || (branch && !tc->branch))
+	{
 		pbuf_free(&tc->call.frame);
 		tool_call_free(tc);
 		http_reply_problem(r, 500, "internal", "out of memory");
@@ -746,23 +848,30 @@ file_tool(struct http_req *r, struct sbx_sandbox *sb, const char *tool, json_t *
 	static const char *const list_keys[] = {"path", "recursive", NULL};
 	static const char *const read_keys[] = {"path", "encoding", "max_bytes", NULL};
 	static const char *const write_keys[] = {"path", "content", "encoding", "create_parents", NULL};
-	static const char *const edit_keys[] = {"path", "old_string", "new_string", "replace_all", NULL};
-	_cleanup_(closep) int ws = -1;
-	uint64_t t0 = now_us();
-	const char *path, *enc = "utf-8";
-	char norm[4096];
-	int k;
+	static const char *const edit_keys[] = {"path", "old_string", "new_string", "replace_all",
+											NULL};
+	_cleanup_(closep) int	 ws = -1;
+	uint64_t				 t0 = now_us();
+	const char				*path, *enc = "utf-8";
+	char					 norm[4096];
+	int						 k;
 
-	if (strcmp(tool, "list_files") == 0) {
+	if (strcmp(tool, "list_files") == 0)
+	{
 		if (!check_keys(r, tool, args, list_keys))
 			return;
-	} else if (strcmp(tool, "read_file") == 0) {
+	}
+	else if (strcmp(tool, "read_file") == 0)
+	{
 		if (!check_keys(r, tool, args, read_keys))
 			return;
-	} else if (strcmp(tool, "write_file") == 0) {
+	}
+	else if (strcmp(tool, "write_file") == 0)
+	{
 		if (!check_keys(r, tool, args, write_keys))
 			return;
-	} else if (!check_keys(r, tool, args, edit_keys))
+	}
+	else if (!check_keys(r, tool, args, edit_keys))
 		return;
 
 	path = arg_string(r, tool, args, "path", strcmp(tool, "list_files") != 0, NULL);
@@ -770,125 +879,166 @@ file_tool(struct http_req *r, struct sbx_sandbox *sb, const char *tool, json_t *
 		return;
 	if (!path && strcmp(tool, "list_files") != 0)
 		return;
-	if (json_object_get(args, "encoding") && !(enc = arg_string(r, tool, args, "encoding", false, NULL)))
+	if (json_object_get(args, "encoding") &&
+		!(enc = arg_string(r, tool, args, "encoding", false, NULL)))
 		return;
-	if (strcmp(enc, "utf-8") != 0 && strcmp(enc, "base64") != 0) {
-		http_reply_problem(r, 400, "invalid_args", "%s: \"encoding\" must be \"utf-8\" or \"base64\"", tool);
+	if (strcmp(enc, "utf-8") != 0 && strcmp(enc, "base64") != 0)
+	{
+		http_reply_problem(r, 400, "invalid_args",
+						   "%s: \"encoding\" must be \"utf-8\" or \"base64\"", tool);
 		return;
 	}
 	k = fs_normalize(path ? path : ".", norm, sizeof norm);
-	if (k < 0) {
+	if (k < 0)
+	{
 		http_reply_errno(r, k, path ? path : ".");
 		return;
 	}
 	ws = fs_open_workspace(sb->id);
-	if (ws < 0) {
+	if (ws < 0)
+	{
 		http_reply_errno(r, ws, "workspace");
 		return;
 	}
 
-	if (strcmp(tool, "list_files") == 0) {
-		bool recursive = false, truncated;
+	if (strcmp(tool, "list_files") == 0)
+	{
+		bool	recursive = false, truncated;
 		json_t *entries;
 		if (arg_bool(r, tool, args, "recursive", &recursive) < 0)
 			return;
 		k = fs_list(ws, norm, recursive, MAX_LIST_ENTRIES, &entries, &truncated);
-		if (k < 0) {
+		if (k < 0)
+		{
 			http_reply_errno(r, k, norm);
 			return;
 		}
-		file_answer(r, tool, t0, json_pack("{s:s, s:o, s:b}", "path", norm, "entries", entries, "truncated", truncated),
-			    truncated);
-	} else if (strcmp(tool, "read_file") == 0) {
-		uint64_t max = cfg.max_file_bytes;
+		file_answer(
+			r, tool, t0,
+			json_pack("{s:s, s:o, s:b}", "path", norm, "entries", entries, "truncated", truncated),
+			truncated);
+	}
+	else if (strcmp(tool, "read_file") == 0)
+	{
+		uint64_t			   max = cfg.max_file_bytes;
 		_cleanup_(freep) char *data = NULL;
-		size_t len;
-		bool truncated, lossy = false;
-		json_t *content;
+		size_t				   len;
+		bool				   truncated, lossy = false;
+		json_t				  *content;
 		if (arg_uint(r, tool, args, "max_bytes", cfg.max_file_bytes, &max) < 0)
 			return;
 		k = fs_read(ws, norm, max, &data, &len, &truncated);
-		if (k < 0) {
+		if (k < 0)
+		{
 			http_reply_errno(r, k, norm);
 			return;
 		}
-		if (strcmp(enc, "base64") == 0) {
+		if (strcmp(enc, "base64") == 0)
+		{
 			_cleanup_(freep) char *b64 = base64_encode(data, len);
 			content = json_string(b64 ? b64 : "");
-		} else
+		}
+		else
 			content = text_json(data, len, &lossy);
 		file_answer(r, tool, t0,
-			    json_pack("{s:s, s:o, s:s, s:I, s:b, s:b}", "path", norm, "content", content, "encoding", enc,
-				      "bytes", (json_int_t)len, "truncated", truncated, "lossy", lossy),
-			    truncated);
-	} else if (strcmp(tool, "write_file") == 0) {
-		size_t len;
-		const char *content = arg_string(r, tool, args, "content", true, &len);
+					json_pack("{s:s, s:o, s:s, s:I, s:b, s:b}", "path", norm, "content", content,
+							  "encoding", enc, "bytes", (json_int_t) len, "truncated", truncated,
+							  "lossy", lossy),
+					truncated);
+	}
+	else if (strcmp(tool, "write_file") == 0)
+	{
+		size_t				   len;
+		const char			  *content = arg_string(r, tool, args, "content", true, &len);
 		_cleanup_(freep) char *decoded = NULL;
-		bool parents = true, created;
+		bool				   parents = true, created;
 		if (!content || arg_bool(r, tool, args, "create_parents", &parents) < 0)
 			return;
-		if (strcmp(enc, "base64") == 0) {
-			if (base64_decode(content, len, &decoded, &len) < 0) {
-				http_reply_problem(r, 400, "invalid_args", "write_file: \"content\" is not valid base64");
+		if (strcmp(enc, "base64") == 0)
+		{
+			if (base64_decode(content, len, &decoded, &len) < 0)
+			{
+				http_reply_problem(r, 400, "invalid_args",
+								   "write_file: \"content\" is not valid base64");
 				return;
 			}
 			content = decoded;
 		}
-		if (len > cfg.max_file_bytes) {
+		if (len > cfg.max_file_bytes)
+		{
 			http_reply_errno(r, -EFBIG, norm);
 			return;
 		}
 		k = fs_write(ws, norm, content, len, parents, &created);
-		if (k < 0) {
+		if (k < 0)
+		{
 			http_reply_errno(r, k, norm);
 			return;
 		}
 		file_answer(r, tool, t0,
-			    json_pack("{s:s, s:I, s:b}", "path", norm, "bytes", (json_int_t)len, "created", created), false);
-	} else {
-		size_t olen, nlen, count = 0;
+					json_pack("{s:s, s:I, s:b}", "path", norm, "bytes", (json_int_t) len, "created",
+							  created),
+					false);
+	}
+	else
+	{
+		size_t		olen, nlen, count = 0;
 		const char *old = arg_string(r, tool, args, "old_string", true, &olen), *new_;
-		bool all = false;
+		bool		all = false;
 		if (!old || !(new_ = arg_string(r, tool, args, "new_string", true, &nlen)) ||
-		    arg_bool(r, tool, args, "replace_all", &all) < 0)
+			arg_bool(r, tool, args, "replace_all", &all) < 0)
 			return;
-		if (olen == 0) {
-			http_reply_problem(r, 400, "invalid_args", "edit_file: \"old_string\" must not be empty");
+		if (olen == 0)
+		{
+			http_reply_problem(r, 400, "invalid_args",
+							   "edit_file: \"old_string\" must not be empty");
 			return;
 		}
 		k = fs_edit(ws, norm, old, olen, new_, nlen, all, cfg.max_file_bytes, &count);
-		if (k == -ENODATA) {
-			http_reply_problem(r, 409, "edit_no_match", "edit_file: \"old_string\" does not occur in %s", norm);
+		if (k == -ENODATA)
+		{
+			http_reply_problem(r, 409, "edit_no_match",
+							   "edit_file: \"old_string\" does not occur in %s", norm);
 			return;
 		}
-		if (k == -ENOTUNIQ) {
-			http_reply_problem(r, 409, "edit_not_unique",
-					   "edit_file: \"old_string\" occurs %zu times in %s; make it unique or set "
-					   "\"replace_all\"", count, norm);
+		if (k == -ENOTUNIQ)
+		{
+			http_reply_problem(
+				r, 409, "edit_not_unique",
+				"edit_file: \"old_string\" occurs %zu times in %s; make it unique or set "
+				"\"replace_all\"",
+				count, norm);
 			return;
 		}
-		if (k < 0) {
+		if (k < 0)
+		{
 			http_reply_errno(r, k, norm);
 			return;
 		}
-		file_answer(r, tool, t0, json_pack("{s:s, s:I}", "path", norm, "replacements", (json_int_t)count), false);
+		file_answer(r, tool, t0,
+					json_pack("{s:s, s:I}", "path", norm, "replacements", (json_int_t) count),
+					false);
 	}
 }
 
 void
-tools_call(struct http_req *r, struct sbx_sandbox *sb, const char *name, json_t *args, const char *proxy_token)
+tools_call(struct http_req *r, struct sbx_sandbox *sb, const char *name, json_t *args,
+		   const char *proxy_token)
 {
 	/* Use the static name: it outlives the request for metrics and logs. */
 	for (size_t i = 0; i < ARRAY_SIZE(known); i++)
 		if (strcmp(known[i], name) == 0)
 			name = known[i];
-	if (!tools_known(name)) {
-		http_reply_problem(r, 404, "unknown_tool", "no tool named \"%.64s\"; known tools: echo, uppercase, "
-				   "list_files, exec, read_file, write_file, edit_file, git_clone", name);
+	if (!tools_known(name))
+	{
+		http_reply_problem(r, 404, "unknown_tool",
+						   "no tool named \"%.64s\"; known tools: echo, uppercase, "
+						   "list_files, exec, read_file, write_file, edit_file, git_clone",
+						   name);
 		return;
 	}
-	if (!json_is_object(args)) {
+	if (!json_is_object(args))
+	{
 		http_reply_problem(r, 400, "invalid_args", "%s: \"args\" must be a JSON object", name);
 		return;
 	}

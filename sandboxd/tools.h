@@ -18,6 +18,7 @@ json_t *tools_list_json(void);
  * proxy_token (may be NULL, already validated) goes into the environment
  * of exec and git_clone when the host has a proxy_dir.
  */
-void tools_call(struct http_req *r, struct sbx_sandbox *sb, const char *name, json_t *args, const char *proxy_token);
+void tools_call(struct http_req *r, struct sbx_sandbox *sb, const char *name, json_t *args,
+				const char *proxy_token);
 
 #endif

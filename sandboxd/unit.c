@@ -19,29 +19,31 @@
 
 #define SLICE "nadi.slice"
 
-struct pending {
-	char unit[128];
+struct pending
+{
+	char			unit[128];
 	unit_started_cb cb;
-	void *ud;
-	bool replied, job_done;
-	int result;
+	void		   *ud;
+	bool			replied, job_done;
+	int				result;
 	struct pending *next;
 };
 
 /* The current scope of each sandbox: a fresh name per container start, so a
  * restart never races the collection of the previous, now empty, scope. */
-struct scope {
-	char id[64];
-	char name[128];
+struct scope
+{
+	char		  id[64];
+	char		  name[128];
 	struct scope *next;
 };
 
-static sd_bus *bus;
-static EvIo bus_io;
-static EvTimer bus_timer;
+static sd_bus		  *bus;
+static EvIo			   bus_io;
+static EvTimer		   bus_timer;
 static struct pending *pendings;
-static struct scope *scopes;
-static unsigned long scope_seq;
+static struct scope	  *scopes;
+static unsigned long   scope_seq;
 
 const char *
 unit_scope_name(const char *id)
@@ -56,7 +58,8 @@ void
 unit_forget(const char *id)
 {
 	for (struct scope **pp = &scopes; *pp; pp = &(*pp)->next)
-		if (strcmp((*pp)->id, id) == 0) {
+		if (strcmp((*pp)->id, id) == 0)
+		{
 			struct scope *s = *pp;
 			*pp = s->next;
 			free(s);
@@ -93,7 +96,8 @@ bus_process(void)
 {
 	int r;
 
-	do {
+	do
+	{
 		r = sd_bus_process(bus, NULL);
 	} while (r > 0);
 	if (r < 0)
@@ -104,15 +108,15 @@ bus_process(void)
 static void
 on_bus_io(EvIo *io, uint32_t revents)
 {
-	(void)io;
-	(void)revents;
+	(void) io;
+	(void) revents;
 	bus_process();
 }
 
 static void
 on_bus_timer(EvTimer *t)
 {
-	(void)t;
+	(void) t;
 	bus_process();
 }
 
@@ -121,20 +125,23 @@ static void
 bus_arm(void)
 {
 	uint64_t usec;
-	int ev = sd_bus_get_events(bus);
+	int		 ev = sd_bus_get_events(bus);
 	uint32_t want = 0;
 
-	if (ev > 0) {
+	if (ev > 0)
+	{
 		if (ev & POLLIN)
 			want |= EPOLLIN;
 		if (ev & POLLOUT)
 			want |= EPOLLOUT;
 	}
 	ev_io_modify(&bus_io, want ? want : EPOLLIN);
-	if (sd_bus_get_timeout(bus, &usec) >= 0 && usec != UINT64_MAX) {
+	if (sd_bus_get_timeout(bus, &usec) >= 0 && usec != UINT64_MAX)
+	{
 		uint64_t now = now_us();
 		ev_timer_arm(&bus_timer, usec > now ? (usec - now + 999) / 1000 : 0, on_bus_timer, NULL);
-	} else
+	}
+	else
 		ev_timer_cancel(&bus_timer);
 }
 
@@ -142,7 +149,8 @@ static void
 pending_finish(struct pending *p)
 {
 	for (struct pending **pp = &pendings; *pp; pp = &(*pp)->next)
-		if (*pp == p) {
+		if (*pp == p)
+		{
 			*pp = p->next;
 			break;
 		}
@@ -155,17 +163,19 @@ static int
 on_job_removed(sd_bus_message *m, void *userdata, sd_bus_error *err)
 {
 	const char *path, *unit, *result;
-	uint32_t id;
-	(void)userdata;
-	(void)err;
+	uint32_t	id;
+	(void) userdata;
+	(void) err;
 
 	if (sd_bus_message_read(m, "uoss", &id, &path, &unit, &result) < 0)
 		return 0;
-	for (struct pending *p = pendings; p; p = p->next) {
+	for (struct pending *p = pendings; p; p = p->next)
+	{
 		if (strcmp(p->unit, unit) != 0 || p->job_done)
 			continue;
 		p->job_done = true;
-		if (strcmp(result, "done") != 0) {
+		if (strcmp(result, "done") != 0)
+		{
 			log_error("start job of %s finished with \"%s\"", unit, result);
 			p->result = -EIO;
 		}
@@ -184,13 +194,14 @@ unit_init(void)
 	r = sd_bus_open_system(&bus);
 	if (r < 0)
 		return r;
-	r = sd_bus_match_signal_async(bus, NULL, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
-				      "org.freedesktop.systemd1.Manager", "JobRemoved", on_job_removed, NULL, NULL);
+	r = sd_bus_match_signal_async(bus, NULL, "org.freedesktop.systemd1",
+								  "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager",
+								  "JobRemoved", on_job_removed, NULL, NULL);
 	if (r < 0)
 		goto fail;
 	/* Job signals are only sent to subscribed clients. */
 	r = sd_bus_call_method_async(bus, NULL, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
-				     "org.freedesktop.systemd1.Manager", "Subscribe", NULL, NULL, "");
+								 "org.freedesktop.systemd1.Manager", "Subscribe", NULL, NULL, "");
 	if (r < 0)
 		goto fail;
 	r = ev_io_start(&bus_io, sd_bus_get_fd(bus), EPOLLIN, on_bus_io, NULL);
@@ -227,18 +238,20 @@ unit_slice_cgroup(void)
 static int
 on_start_reply(sd_bus_message *m, void *userdata, sd_bus_error *err)
 {
-	struct pending *p = userdata;
+	struct pending	   *p = userdata;
 	const sd_bus_error *e = sd_bus_message_get_error(m);
-	(void)err;
+	(void) err;
 
 	p->replied = true;
-	if (e) {
+	if (e)
+	{
 		log_error("StartTransientUnit(%s): %s", p->unit, e->message ? e->message : e->name);
 		p->result = -sd_bus_error_get_errno(e);
 		if (p->result == 0)
 			p->result = -EIO;
 		pending_finish(p);
-	} else if (p->job_done)
+	}
+	else if (p->job_done)
 		pending_finish(p);
 	return 0;
 }
@@ -247,10 +260,10 @@ int
 unit_start_scope(const char *id, pid_t pid, unit_started_cb cb, void *ud)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
-	struct pending *p;
-	const char *name;
-	char desc[160];
-	int r;
+	struct pending									*p;
+	const char										*name;
+	char											 desc[160];
+	int												 r;
 
 	if (!bus)
 		return -ENOTCONN;
@@ -263,8 +276,9 @@ unit_start_scope(const char *id, pid_t pid, unit_started_cb cb, void *ud)
 	p->cb = cb;
 	p->ud = ud;
 
-	r = sd_bus_message_new_method_call(bus, &m, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
-					   "org.freedesktop.systemd1.Manager", "StartTransientUnit");
+	r = sd_bus_message_new_method_call(bus, &m, "org.freedesktop.systemd1",
+									   "/org/freedesktop/systemd1",
+									   "org.freedesktop.systemd1.Manager", "StartTransientUnit");
 	if (r < 0)
 		goto fail;
 	r = sd_bus_message_append(m, "ss", p->unit, "fail");
@@ -273,15 +287,11 @@ unit_start_scope(const char *id, pid_t pid, unit_started_cb cb, void *ud)
 	r = sd_bus_message_open_container(m, 'a', "(sv)");
 	if (r < 0)
 		goto fail;
-	r = sd_bus_message_append(m, "(sv)(sv)(sv)(sv)(sv)(sv)(sv)(sv)",
-				  "Description", "s", desc,
-				  "Slice", "s", SLICE,
-				  "PIDs", "au", 1, (uint32_t)pid,
-				  "MemoryMax", "t", cfg.memory_max,
-				  "MemorySwapMax", "t", (uint64_t)0,
-				  "TasksMax", "t", cfg.pids_max,
-				  "Delegate", "b", 1,
-				  "CollectMode", "s", "inactive-or-failed");
+	r = sd_bus_message_append(m, "(sv)(sv)(sv)(sv)(sv)(sv)(sv)(sv)", "Description", "s", desc,
+							  "Slice", "s", SLICE, "PIDs", "au", 1, (uint32_t) pid, "MemoryMax",
+							  "t", cfg.memory_max, "MemorySwapMax", "t", (uint64_t) 0, "TasksMax",
+							  "t", cfg.pids_max, "Delegate", "b", 1, "CollectMode", "s",
+							  "inactive-or-failed");
 	if (r < 0)
 		goto fail;
 	r = sd_bus_message_close_container(m);
@@ -318,7 +328,7 @@ unit_kill(const char *id)
 	if (!bus || !name)
 		return;
 	sd_bus_call_method_async(bus, NULL, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
-				 "org.freedesktop.systemd1.Manager", "KillUnit", NULL, NULL, "ssi", name, "all",
-				 (int32_t)SIGKILL);
+							 "org.freedesktop.systemd1.Manager", "KillUnit", NULL, NULL, "ssi",
+							 name, "all", (int32_t) SIGKILL);
 	bus_arm();
 }

@@ -12,7 +12,7 @@
 typedef void (*unit_started_cb)(void *ud, int r);
 
 bool unit_available(void);
-int unit_init(void);
+int	 unit_init(void);
 void unit_done(void);
 /* cgroup directory of nadi.slice, for memory.events and cgroup.kill. */
 char *unit_slice_cgroup(void);
@@ -23,6 +23,6 @@ void unit_cancel(void *ud);
 void unit_kill(const char *id);
 /* Name of the sandbox's current scope (NULL when none); forget it once gone. */
 const char *unit_scope_name(const char *id);
-void unit_forget(const char *id);
+void		unit_forget(const char *id);
 
 #endif

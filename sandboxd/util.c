@@ -15,11 +15,11 @@ int
 write_string_file(const char *path, const char *s)
 {
 	_cleanup_(closep) int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
-	size_t len = strlen(s);
+	size_t				  len = strlen(s);
 
 	if (fd < 0)
 		return -errno;
-	if (write(fd, s, len) != (ssize_t)len)
+	if (write(fd, s, len) != (ssize_t) len)
 		return errno ? -errno : -EIO;
 	return 0;
 }
@@ -31,7 +31,8 @@ mkdir_p(const char *path, mode_t mode)
 
 	if (!p)
 		return -ENOMEM;
-	for (char *s = p + 1; *s; s++) {
+	for (char *s = p + 1; *s; s++)
+	{
 		if (*s != '/')
 			continue;
 		*s = '\0';
@@ -55,10 +56,11 @@ id_valid(const char *s, size_t maxlen)
 	n = strlen(s);
 	if (n > maxlen || s[0] == '.' || s[0] == '-' || strstr(s, ".."))
 		return false;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++)
+	{
 		char c = s[i];
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '_' || c == '-' || c == '.'))
+			  c == '_' || c == '-' || c == '.'))
 			return false;
 	}
 	return true;
@@ -71,7 +73,7 @@ random_hex(char *buf, size_t nbytes)
 
 	if (nbytes > sizeof raw)
 		return -EINVAL;
-	if (getrandom(raw, nbytes, 0) != (ssize_t)nbytes)
+	if (getrandom(raw, nbytes, 0) != (ssize_t) nbytes)
 		return -errno;
 	for (size_t i = 0; i < nbytes; i++)
 		sprintf(buf + 2 * i, "%02x", raw[i]);

@@ -17,17 +17,17 @@
 
 struct EdgeJob
 {
-	EdgeStmt	stmt;
-	int			nparams;
-	char	   *params[6];
-	EdgeDbDone	done;
-	void	   *arg;
-	bool		live;
+	EdgeStmt   stmt;
+	int		   nparams;
+	char	  *params[6];
+	EdgeDbDone done;
+	void	  *arg;
+	bool	   live;
 };
 
 static EdgeJob fake_jobs[FAKE_JOBS];
-static char *fake_cell[FAKE_ROWS][FAKE_COLS];	/* NULL: SQL NULL */
-static int	fake_nrows;
+static char	  *fake_cell[FAKE_ROWS][FAKE_COLS]; /* NULL: SQL NULL */
+static int	   fake_nrows;
 
 static EdgeJob *
 fake_submit(EdgeStmt stmt, int nparams, const char *const *params, EdgeDbDone done, void *arg)
@@ -35,14 +35,15 @@ fake_submit(EdgeStmt stmt, int nparams, const char *const *params, EdgeDbDone do
 	for (int i = 0; i < FAKE_JOBS; i++)
 		if (!fake_jobs[i].live)
 		{
-			EdgeJob    *j = &fake_jobs[i];
+			EdgeJob *j = &fake_jobs[i];
 
-			*j = (EdgeJob) {.stmt = stmt, .nparams = nparams, .done = done, .arg = arg, .live = true};
+			*j =
+				(EdgeJob){.stmt = stmt, .nparams = nparams, .done = done, .arg = arg, .live = true};
 			for (int k = 0; k < nparams && k < 6; k++)
 				j->params[k] = params[k] ? strdup(params[k]) : NULL;
 			return j;
 		}
-	return NULL;				/* the queue is full: callers cope */
+	return NULL; /* the queue is full: callers cope */
 }
 
 EdgeJob *
@@ -124,8 +125,8 @@ fake_clear(void)
 static void
 fake_answer(EdgeJob *j, const char *sqlstate)
 {
-	EdgeDbDone	done = j->done;
-	void	   *arg = j->arg;
+	EdgeDbDone	 done = j->done;
+	void		*arg = j->arg;
 	EdgeDbResult r = {.ok = sqlstate == NULL};
 
 	if (sqlstate)
@@ -145,14 +146,14 @@ fake_answer(EdgeJob *j, const char *sqlstate)
  * least(after, last) and is one row (last, NULL, NULL) past the end.
  */
 static void
-fake_events(EdgeJob *j, int64_t last, const char *(*event) (int64_t seq))
+fake_events(EdgeJob *j, int64_t last, const char *(*event)(int64_t seq))
 {
-	bool		follow = j->stmt == STMT_EVENTS_FOLLOW;
-	int64_t		from = strtoll(j->params[1], NULL, 10);
-	int			limit = atoi(j->params[2]);
-	char		num[24];
-	char		lastnum[24];
-	int			n = 0;
+	bool	follow = j->stmt == STMT_EVENTS_FOLLOW;
+	int64_t from = strtoll(j->params[1], NULL, 10);
+	int		limit = atoi(j->params[2]);
+	char	num[24];
+	char	lastnum[24];
+	int		n = 0;
 
 	snprintf(lastnum, sizeof(lastnum), "%lld", (long long) last);
 	if (follow && from > last)
@@ -176,11 +177,11 @@ fake_events(EdgeJob *j, int64_t last, const char *(*event) (int64_t seq))
 static int
 fake_pending(void)
 {
-	int			n = 0;
+	int n = 0;
 
 	for (int i = 0; i < FAKE_JOBS; i++)
 		n += fake_jobs[i].live;
 	return n;
 }
 
-#endif							/* FAKE_DB_H */
+#endif /* FAKE_DB_H */

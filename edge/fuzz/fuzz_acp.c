@@ -19,12 +19,17 @@
 #include "../acp_session.c"
 #include "fake_db.h"
 
-EdgeConfig	edge_cfg = {
-	.body_limit = 1 << 20, .json_depth = 64, .stream_buffer = 1 << 18,
-	.max_streams = 100, .max_acp = 10, .max_streams_per_tenant = 10,
-	.max_acp_per_tenant = 10, .max_acp_sessions = 4,
+EdgeConfig edge_cfg = {
+	.body_limit = 1 << 20,
+	.json_depth = 64,
+	.stream_buffer = 1 << 18,
+	.max_streams = 100,
+	.max_acp = 10,
+	.max_streams_per_tenant = 10,
+	.max_acp_per_tenant = 10,
+	.max_acp_sessions = 4,
 };
-EdgeMetrics edge_metrics;
+EdgeMetrics	  edge_metrics;
 volatile bool edge_draining;
 
 #define MAX_TIMERS 4096
@@ -32,15 +37,15 @@ volatile bool edge_draining;
 #define MAX_STEPS 10000
 
 static EvTimer *timers[MAX_TIMERS];
-static int	ntimers;
-static char *events[MAX_EVENTS];	/* the log: events[i] has seq i + 1 */
-static int	nevents;
-static bool room;
-static bool closed;
-static int	next_id;
+static int		ntimers;
+static char	   *events[MAX_EVENTS]; /* the log: events[i] has seq i + 1 */
+static int		nevents;
+static bool		room;
+static bool		closed;
+static int		next_id;
 
 void
-log_at(int level, const char *fmt,...)
+log_at(int level, const char *fmt, ...)
 {
 }
 
@@ -94,7 +99,7 @@ run_timers(void)
 {
 	while (ntimers > 0)
 	{
-		EvTimer  *t = timers[--ntimers];
+		EvTimer *t = timers[--ntimers];
 
 		t->armed = false;
 		t->fn(t);
@@ -108,7 +113,7 @@ t_send(AcpConn *c, const char *json, size_t len, const char *session, json_t *re
 	const char *v = json_string_value(json_object_get(m, "jsonrpc"));
 
 	if (!json_is_object(m) || v == NULL || strcmp(v, "2.0") != 0)
-		abort();				/* the agent must speak JSON-RPC 2.0 */
+		abort(); /* the agent must speak JSON-RPC 2.0 */
 	json_decref(m);
 	return 0;
 }
@@ -131,12 +136,12 @@ static const AcpTransport transport = {.send = t_send, .room = t_room, .close = 
 static void
 check_sessions(AcpConn *c)
 {
-	int			n = 0;
+	int n = 0;
 
 	for (AcpSession *s = c->sessions; s; s = s->next)
 		n++;
 	if (n != c->nsessions || n > edge_cfg.max_acp_sessions)
-		abort();				/* the session limit does not hold */
+		abort(); /* the session limit does not hold */
 }
 
 static const char *
@@ -149,9 +154,9 @@ log_event(int64_t seq)
 static void
 answer(const char *fail)
 {
-	EdgeJob    *j = NULL;
-	char		num[24];
-	char		last[24];
+	EdgeJob *j = NULL;
+	char	 num[24];
+	char	 last[24];
 
 	for (int i = 0; i < FAKE_JOBS && j == NULL; i++)
 		if (fake_jobs[i].live)
@@ -220,12 +225,12 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const EdgeAuth auth = {.tenant = "t", .subject = "u", .scope = SCOPE_TENANT};
-	const char *p = (const char *) data;
-	const char *end = p + size;
-	EdgeProblem prob;
-	AcpConn    *c;
-	json_t	   *init = json_object();
-	int			steps = 0;
+	const char	  *p = (const char *) data;
+	const char	  *end = p + size;
+	EdgeProblem	   prob;
+	AcpConn		  *c;
+	json_t		  *init = json_object();
+	int			   steps = 0;
 
 	room = true;
 	closed = false;
@@ -253,7 +258,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	while (!closed && fake_pending() > 0)
 	{
 		if (++steps > MAX_STEPS)
-			abort();			/* reads without end */
+			abort(); /* reads without end */
 		answer(NULL);
 		if (!closed)
 			check_sessions(c);
@@ -262,7 +267,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!closed)
 		acp_conn_free(c);
 	while (fake_pending() > 0)
-		answer(NULL);			/* a feed's read outlives its subscribers */
+		answer(NULL); /* a feed's read outlives its subscribers */
 	run_timers();
 	for (int i = 0; i < nevents; i++)
 		free(events[i]);

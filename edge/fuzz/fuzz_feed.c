@@ -19,26 +19,25 @@
 EdgeConfig	edge_cfg;
 EdgeMetrics edge_metrics;
 
-
 #include "fake_db.h"
 
 #define MAX_SUBS 6
 #define MAX_STEPS 20000
 
-static int64_t log_last;		/* the session's last seq */
+static int64_t log_last; /* the session's last seq */
 
 typedef struct Sub
 {
-	EdgeSub		sub;
-	bool		open;
-	bool		room;
+	EdgeSub sub;
+	bool	open;
+	bool	room;
 } Sub;
 
-static Sub	subs[MAX_SUBS];
+static Sub			  subs[MAX_SUBS];
 static const EdgeAuth fake_auth = {.tenant = "t", .exp = 0};
 
 void
-log_at(int level, const char *fmt,...)
+log_at(int level, const char *fmt, ...)
 {
 }
 
@@ -79,10 +78,10 @@ complete(EdgeJob *j)
 static bool
 t_deliver(EdgeSub *s, int64_t seq, const char *json, size_t len)
 {
-	Sub		   *x = s->owner;
+	Sub *x = s->owner;
 
 	if (seq != s->cursor + 1 || seq > log_last)
-		abort();				/* a gap, a duplicate, or beyond the log */
+		abort(); /* a gap, a duplicate, or beyond the log */
 	return x->room;
 }
 
@@ -115,57 +114,60 @@ t_failed(EdgeSub *s, const EdgeProblem *p)
 }
 
 static const EdgeSubOps ops = {
-	.deliver = t_deliver, .has_room = t_has_room, .started = t_started,
-	.caught_up = t_caught_up, .failed = t_failed,
+	.deliver = t_deliver,
+	.has_room = t_has_room,
+	.started = t_started,
+	.caught_up = t_caught_up,
+	.failed = t_failed,
 };
 
 static void
 check_feed(void)
 {
-	EdgeFeed   *f = feed_find("s");
+	EdgeFeed *f = feed_find("s");
 
 	if (f && f->last_seq > log_last)
-		abort();				/* the shared position passed the log */
+		abort(); /* the shared position passed the log */
 }
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	size_t		i = 0;
-	int			steps = 0;
+	size_t i = 0;
+	int	   steps = 0;
 
-		memset(subs, 0, sizeof(subs));
+	memset(subs, 0, sizeof(subs));
 	log_last = size > 0 ? data[i++] % 40 : 0;
 	while (i < size)
 	{
-		uint8_t		op = data[i++];
-		Sub		   *x = &subs[op % MAX_SUBS];
+		uint8_t op = data[i++];
+		Sub	   *x = &subs[op % MAX_SUBS];
 
 		switch ((op >> 3) % 6)
 		{
-			case 0:				/* a client opens a stream with a cursor it spells */
-				{
-					char		cursor[24];
-					size_t		n = 0;
-					int64_t		after;
+			case 0: /* a client opens a stream with a cursor it spells */
+			{
+				char	cursor[24];
+				size_t	n = 0;
+				int64_t after;
 
-					while (i < size && data[i] != ';' && n < sizeof(cursor) - 1)
-						cursor[n++] = (char) data[i++];
-					cursor[n] = '\0';
-					if (i < size)
-						i++;
-					if (x->open || !edge_parse_int64(cursor, 0, INT64_MAX, &after))
-						break;	/* in use, or a 400 */
-					x->open = true;
-					x->room = true;
-					feed_subscribe(&x->sub, "s", after, &fake_auth, &ops, x);
-					break;
-				}
-			case 1:				/* an event commits */
+				while (i < size && data[i] != ';' && n < sizeof(cursor) - 1)
+					cursor[n++] = (char) data[i++];
+				cursor[n] = '\0';
+				if (i < size)
+					i++;
+				if (x->open || !edge_parse_int64(cursor, 0, INT64_MAX, &after))
+					break; /* in use, or a 400 */
+				x->open = true;
+				x->room = true;
+				feed_subscribe(&x->sub, "s", after, &fake_auth, &ops, x);
+				break;
+			}
+			case 1: /* an event commits */
 				log_last++;
 				feed_on_notify("s");
 				break;
-			case 2:				/* the database answers a read */
+			case 2: /* the database answers a read */
 				for (int k = 0; k < FAKE_JOBS; k++)
 					if (fake_jobs[(op + k) % FAKE_JOBS].live)
 					{
@@ -173,14 +175,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 						break;
 					}
 				break;
-			case 3:				/* the client goes */
+			case 3: /* the client goes */
 				if (x->open)
 				{
 					feed_unsubscribe(&x->sub);
 					x->open = false;
 				}
 				break;
-			case 4:				/* room comes and goes */
+			case 4: /* room comes and goes */
 				x->room = !x->room;
 				if (x->open && x->room)
 					feed_sub_room(&x->sub);
@@ -202,7 +204,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	while (fake_pending() > 0)
 	{
 		if (++steps > MAX_STEPS)
-			abort();			/* reads without end */
+			abort(); /* reads without end */
 		for (int k = 0; k < FAKE_JOBS; k++)
 			if (fake_jobs[k].live)
 				complete(&fake_jobs[k]);
@@ -212,7 +214,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (subs[k].open)
 		{
 			if (subs[k].sub.state == SUB_LIVE && subs[k].sub.cursor != log_last)
-				abort();		/* a live subscriber left behind */
+				abort(); /* a live subscriber left behind */
 			feed_unsubscribe(&subs[k].sub);
 		}
 	return 0;

@@ -9,10 +9,10 @@
 
 #include "../edge.h"
 
-EdgeConfig	edge_cfg = {.body_limit = 1 << 20, .json_depth = 64};
+EdgeConfig edge_cfg = {.body_limit = 1 << 20, .json_depth = 64};
 
 void
-log_at(int level, const char *fmt,...)
+log_at(int level, const char *fmt, ...)
 {
 }
 
@@ -20,9 +20,9 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const char *const fields[] = {"tenant_id", "metadata", "labels", "policy", NULL};
-	EdgeProblem p;
-	json_t	   *j = json_parse_strict((const char *) data, size, &p);
-	char	   *text;
+	EdgeProblem				 p;
+	json_t					*j = json_parse_strict((const char *) data, size, &p);
+	char					*text;
 
 	if (j && json_only_fields(j, fields, &p) == 0)
 	{

@@ -11,17 +11,17 @@
 
 #include <sys/socket.h>
 
-EdgeConfig	edge_cfg = {.body_limit = 1 << 20, .json_depth = 64, .stream_buffer = 1 << 18};
+EdgeConfig	  edge_cfg = {.body_limit = 1 << 20, .json_depth = 64, .stream_buffer = 1 << 18};
 volatile bool edge_draining;
-EdgeMetrics edge_metrics;
-static int	messages;
+EdgeMetrics	  edge_metrics;
+static int	  messages;
 
 void
-log_at(int level, const char *fmt,...)
+log_at(int level, const char *fmt, ...)
 {
 }
 
-AcpConn    *
+AcpConn *
 acp_conn_new(const AcpTransport *t, void *tdata, const EdgeAuth *auth, EdgeProblem *p)
 {
 	problem_set(p, 503, "unavailable", "fuzzing");
@@ -81,7 +81,7 @@ http_respond_response(EdgeReq *req, int status, struct MHD_Response *r)
 	return 0;
 }
 int
-route_authenticate(EdgeReq *req, void (*cont) (EdgeReq *req))
+route_authenticate(EdgeReq *req, void (*cont)(EdgeReq *req))
 {
 	return 0;
 }
@@ -102,7 +102,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	w = calloc(1, sizeof(*w));
 	w->fd = sv[0];
-	w->acp = (AcpConn *) w;		/* non-NULL: messages are handed on */
+	w->acp = (AcpConn *) w; /* non-NULL: messages are handed on */
 	w->next = wsl;
 	if (wsl)
 		wsl->prev = w;
@@ -117,7 +117,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	w->acp = NULL;
 	ws_destroy(w);
-	ev_run_once(0);			/* runs the reap timer */
+	ev_run_once(0); /* runs the reap timer */
 	close(sv[0]);
 	close(sv[1]);
 	return 0;

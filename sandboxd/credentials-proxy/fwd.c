@@ -29,41 +29,43 @@
 
 #define MAX_HEADERS 200
 #define MAX_HEADER_BYTES (64u << 10)
-#define POLL_MS 250   /* how often a waiting exchange looks at cp_stopping */
-#define POOL_MAX 64   /* idle multi handles kept, so idle upstream connections */
+#define POLL_MS 250	  /* how often a waiting exchange looks at cp_stopping */
+#define POOL_MAX 64	  /* idle multi handles kept, so idle upstream connections */
 #define IDLE_MS 60000 /* how long an idle upstream connection is kept */
 
-struct pooled {
-	CURLM *multi;
-	const struct upstream *up;   /* the only upstream it has spoken to */
-	uint64_t since;              /* now_ms() when it became idle */
+struct pooled
+{
+	CURLM				  *multi;
+	const struct upstream *up;	  /* the only upstream it has spoken to */
+	uint64_t			   since; /* now_ms() when it became idle */
 };
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct pooled pool[POOL_MAX];   /* oldest first */
-static size_t pool_n;
+static struct pooled   pool[POOL_MAX]; /* oldest first */
+static size_t		   pool_n;
 
-struct fwd {
+struct fwd
+{
 	const struct upstream *up;
-	CURL *easy;
-	CURLM *multi;
-	bool multi_broken;   /* curl_multi_perform failed: not pooled again */
-	struct curl_slist *resolve;
+	CURL				  *easy;
+	CURLM				  *multi;
+	bool				   multi_broken; /* curl_multi_perform failed: not pooled again */
+	struct curl_slist	  *resolve;
 	/* answer */
 	unsigned status;
-	bool headers_done;
-	char **hdr_name, **hdr_value;
-	size_t n_hdrs, hdr_bytes;
-	bool hdr_overflow;
-	int64_t content_length;
+	bool	 headers_done;
+	char   **hdr_name, **hdr_value;
+	size_t	 n_hdrs, hdr_bytes;
+	bool	 hdr_overflow;
+	int64_t	 content_length;
 	/* body buffer: bytes [off, len) are unread */
-	char *buf;
+	char  *buf;
 	size_t off, len, cap;
-	bool paused;
+	bool   paused;
 	/* end */
-	bool done;
+	bool	 done;
 	CURLcode result;
-	char errbuf[CURL_ERROR_SIZE];
+	char	 errbuf[CURL_ERROR_SIZE];
 };
 
 int
@@ -102,15 +104,16 @@ pool_remove(size_t i)
 static CURLM *
 pool_sweep_take(const struct upstream *up)
 {
-	CURLM *found = NULL, *expired[POOL_MAX];
-	size_t n_expired = 0;
+	CURLM	*found = NULL, *expired[POOL_MAX];
+	size_t	 n_expired = 0;
 	uint64_t now = now_ms();
 
 	pthread_mutex_lock(&pool_lock);
 	while (pool_n > 0 && now - pool[0].since > IDLE_MS)
 		expired[n_expired++] = pool_remove(0);
 	for (size_t i = pool_n; up && i-- > 0;)
-		if (pool[i].up == up) {
+		if (pool[i].up == up)
+		{
 			found = pool_remove(i);
 			break;
 		}
@@ -155,7 +158,8 @@ pool_put(CURLM *m, const struct upstream *up)
 static void
 clear_headers(struct fwd *f)
 {
-	for (size_t i = 0; i < f->n_hdrs; i++) {
+	for (size_t i = 0; i < f->n_hdrs; i++)
+	{
 		free(f->hdr_name[i]);
 		free(f->hdr_value[i]);
 	}
@@ -172,18 +176,20 @@ static size_t
 on_header(char *line, size_t size, size_t nitems, void *userdata)
 {
 	struct fwd *f = userdata;
-	size_t n = size * nitems, len = n;
+	size_t		n = size * nitems, len = n;
 	const char *colon;
 
 	while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
 		len--;
-	if (len >= 5 && strncmp(line, "HTTP/", 5) == 0) {
+	if (len >= 5 && strncmp(line, "HTTP/", 5) == 0)
+	{
 		const char *sp = memchr(line, ' ', len);
 		clear_headers(f);
-		f->status = sp ? (unsigned)strtoul(sp + 1, NULL, 10) : 0;
+		f->status = sp ? (unsigned) strtoul(sp + 1, NULL, 10) : 0;
 		return n;
 	}
-	if (len == 0) {
+	if (len == 0)
+	{
 		if (f->status >= 200)
 			f->headers_done = true;
 		return n;
@@ -191,11 +197,13 @@ on_header(char *line, size_t size, size_t nitems, void *userdata)
 	if (line[0] == ' ' || line[0] == '\t' || !(colon = memchr(line, ':', len)) || colon == line)
 		return n; /* obsolete line folding or garbage: dropped */
 	f->hdr_bytes += len;
-	if (f->n_hdrs >= MAX_HEADERS || f->hdr_bytes > MAX_HEADER_BYTES) {
+	if (f->n_hdrs >= MAX_HEADERS || f->hdr_bytes > MAX_HEADER_BYTES)
+	{
 		f->hdr_overflow = true;
 		return 0; /* aborts the transfer */
 	}
-	if (f->n_hdrs % 16 == 0) {
+	if (f->n_hdrs % 16 == 0)
+	{
 		char **a = realloc(f->hdr_name, (f->n_hdrs + 16) * sizeof *a);
 		char **b = a ? realloc(f->hdr_value, (f->n_hdrs + 16) * sizeof *b) : NULL;
 		if (a)
@@ -206,20 +214,22 @@ on_header(char *line, size_t size, size_t nitems, void *userdata)
 	}
 	{
 		const char *v = colon + 1, *end = line + len;
-		char *name = strndup(line, (size_t)(colon - line)), *value;
+		char	   *name = strndup(line, (size_t) (colon - line)), *value;
 		while (v < end && (*v == ' ' || *v == '\t'))
 			v++;
-		value = strndup(v, (size_t)(end - v));
-		if (!name || !value) {
+		value = strndup(v, (size_t) (end - v));
+		if (!name || !value)
+		{
 			free(name);
 			free(value);
 			return 0;
 		}
-		if (strcasecmp(name, "Content-Length") == 0) {
-			char *e;
+		if (strcasecmp(name, "Content-Length") == 0)
+		{
+			char			  *e;
 			unsigned long long cl = strtoull(value, &e, 10);
 			if (*e == '\0' && e != value)
-				f->content_length = (int64_t)MIN(cl, (unsigned long long)INT64_MAX);
+				f->content_length = (int64_t) MIN(cl, (unsigned long long) INT64_MAX);
 		}
 		f->hdr_name[f->n_hdrs] = name;
 		f->hdr_value[f->n_hdrs++] = value;
@@ -231,15 +241,18 @@ static size_t
 on_body(char *data, size_t size, size_t nmemb, void *userdata)
 {
 	struct fwd *f = userdata;
-	size_t n = size * nmemb;
+	size_t		n = size * nmemb;
 
-	if (f->off > 0 && f->len + n > f->cap) {
+	if (f->off > 0 && f->len + n > f->cap)
+	{
 		memmove(f->buf, f->buf + f->off, f->len - f->off);
 		f->len -= f->off;
 		f->off = 0;
 	}
-	if (f->len + n > f->cap) {
-		if (f->len > 0) {
+	if (f->len + n > f->cap)
+	{
+		if (f->len > 0)
+		{
 			f->paused = true;
 			return CURL_WRITEFUNC_PAUSE; /* curl keeps the data and offers it again */
 		}
@@ -260,18 +273,19 @@ result_errno(const struct fwd *f)
 {
 	if (f->hdr_overflow)
 		return -EIO;
-	switch (f->result) {
-	case CURLE_OK:
-		return 0;
-	case CURLE_OPERATION_TIMEDOUT:
-		return -ETIMEDOUT;
-	case CURLE_COULDNT_CONNECT:
-	case CURLE_COULDNT_RESOLVE_HOST:
-		return -ECONNREFUSED;
-	case CURLE_ABORTED_BY_CALLBACK:
-		return -ECANCELED;
-	default:
-		return -EIO;
+	switch (f->result)
+	{
+		case CURLE_OK:
+			return 0;
+		case CURLE_OPERATION_TIMEDOUT:
+			return -ETIMEDOUT;
+		case CURLE_COULDNT_CONNECT:
+		case CURLE_COULDNT_RESOLVE_HOST:
+			return -ECONNREFUSED;
+		case CURLE_ABORTED_BY_CALLBACK:
+			return -ECANCELED;
+		default:
+			return -EIO;
 	}
 }
 
@@ -279,23 +293,27 @@ result_errno(const struct fwd *f)
 static int
 pump(struct fwd *f, bool (*ready)(const struct fwd *))
 {
-	while (!f->done && !ready(f)) {
+	while (!f->done && !ready(f))
+	{
 		CURLMsg *msg;
-		int running, left;
+		int		 running, left;
 
-		if (atomic_load(&cp_stopping)) {
+		if (atomic_load(&cp_stopping))
+		{
 			f->done = true;
 			f->result = CURLE_ABORTED_BY_CALLBACK;
 			break;
 		}
-		if (curl_multi_perform(f->multi, &running) != CURLM_OK) {
+		if (curl_multi_perform(f->multi, &running) != CURLM_OK)
+		{
 			f->multi_broken = true;
 			f->done = true;
 			f->result = CURLE_FAILED_INIT;
 			break;
 		}
 		while ((msg = curl_multi_info_read(f->multi, &left)))
-			if (msg->msg == CURLMSG_DONE) {
+			if (msg->msg == CURLMSG_DONE)
+			{
 				f->done = true;
 				f->result = msg->data.result;
 			}
@@ -321,10 +339,10 @@ have_body(const struct fwd *f)
 int
 fwd_start(const struct fwd_request *req, struct fwd **ret)
 {
-	struct fwd *f = calloc(1, sizeof *f);
+	struct fwd			  *f = calloc(1, sizeof *f);
 	const struct upstream *up = req->up;
-	CURL *e;
-	int r;
+	CURL				  *e;
+	int					   r;
 
 	*ret = f;
 	if (!f)
@@ -341,27 +359,28 @@ fwd_start(const struct fwd_request *req, struct fwd **ret)
 	curl_easy_setopt(e, CURLOPT_URL, req->url);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(e, CURLOPT_PROXY, "");          /* never an environment proxy */
+	curl_easy_setopt(e, CURLOPT_PROXY, ""); /* never an environment proxy */
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);     /* the path as authorized */
+	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L); /* the path as authorized */
 	curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
 	curl_easy_setopt(e, CURLOPT_HTTP_TRANSFER_DECODING, 1L);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg.connect_timeout_ms);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg.upstream_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) cfg.connect_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) cfg.upstream_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)MAX(1, cfg.low_speed_time_ms / 1000));
+	curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long) MAX(1, cfg.low_speed_time_ms / 1000));
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, f);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, f->errbuf);
-	curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, (long)(IDLE_MS / 1000));
+	curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, (long) (IDLE_MS / 1000));
 	if (up->ca_file)
 		curl_easy_setopt(e, CURLOPT_CAINFO, up->ca_file);
-	if (up->resolve) {
-		char *entry = xasprintf(strchr(up->resolve, ':') ? "%s:%u:[%s]" : "%s:%u:%s", up->host, up->port,
-					up->resolve);
+	if (up->resolve)
+	{
+		char *entry = xasprintf(strchr(up->resolve, ':') ? "%s:%u:[%s]" : "%s:%u:%s", up->host,
+								up->port, up->resolve);
 		f->resolve = entry ? curl_slist_append(NULL, entry) : NULL;
 		free(entry);
 		if (!f->resolve)
@@ -372,14 +391,17 @@ fwd_start(const struct fwd_request *req, struct fwd **ret)
 		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	else if (strcmp(req->method, "HEAD") == 0)
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-	else {
-		if (req->body) {
+	else
+	{
+		if (req->body)
+		{
 			curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
-			curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+			curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len);
 		}
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
 	}
-	if (curl_multi_add_handle(f->multi, e) != CURLM_OK) {
+	if (curl_multi_add_handle(f->multi, e) != CURLM_OK)
+	{
 		f->multi_broken = true;
 		return -ENOMEM;
 	}
@@ -394,7 +416,8 @@ fwd_free(struct fwd *f)
 {
 	if (!f)
 		return;
-	if (f->multi && f->easy && !f->done && !f->paused && f->headers_done && !f->multi_broken) {
+	if (f->multi && f->easy && !f->done && !f->paused && f->headers_done && !f->multi_broken)
+	{
 		/*
 		 * The reader may stop at the announced length before curl has
 		 * seen the transfer end (the last bytes came with an unpause):
@@ -406,7 +429,8 @@ fwd_free(struct fwd *f)
 			f->multi_broken = true;
 	}
 	if (f->multi && f->easy)
-		curl_multi_remove_handle(f->multi, f->easy); /* an unfinished transfer's connection is closed */
+		curl_multi_remove_handle(f->multi,
+								 f->easy); /* an unfinished transfer's connection is closed */
 	if (f->easy)
 		curl_easy_cleanup(f->easy);
 	if (f->multi && (f->multi_broken || atomic_load(&cp_stopping)))
@@ -450,10 +474,12 @@ ssize_t
 fwd_read(struct fwd *f, char *buf, size_t max)
 {
 	size_t n;
-	int r;
+	int	   r;
 
-	if (!have_body(f)) {
-		if (f->paused) {
+	if (!have_body(f))
+	{
+		if (f->paused)
+		{
 			f->off = f->len = 0;
 			f->paused = false;
 			curl_easy_pause(f->easy, CURLPAUSE_CONT); /* may call on_body at once */
@@ -467,7 +493,7 @@ fwd_read(struct fwd *f, char *buf, size_t max)
 	n = MIN(max, f->len - f->off);
 	memcpy(buf, f->buf + f->off, n);
 	f->off += n;
-	return (ssize_t)n;
+	return (ssize_t) n;
 }
 
 const char *
@@ -485,5 +511,5 @@ fwd_bytes_sent(const struct fwd *f)
 
 	if (f->easy)
 		curl_easy_getinfo(f->easy, CURLINFO_SIZE_UPLOAD_T, &n);
-	return n > 0 ? (uint64_t)n : 0;
+	return n > 0 ? (uint64_t) n : 0;
 }

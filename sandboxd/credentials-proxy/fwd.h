@@ -19,16 +19,17 @@
 
 struct fwd;
 
-struct fwd_request {
+struct fwd_request
+{
 	const struct upstream *up;
-	const char *method;
-	const char *url;
-	struct curl_slist *headers;   /* "Name: value" lines, the credential included */
-	const char *body;             /* NULL: none */
-	size_t body_len;
+	const char			  *method;
+	const char			  *url;
+	struct curl_slist	  *headers; /* "Name: value" lines, the credential included */
+	const char			  *body;	/* NULL: none */
+	size_t				   body_len;
 };
 
-int fwd_global_init(void);
+int	 fwd_global_init(void);
 void fwd_global_done(void);
 /* Close the upstream connections idle for longer than a minute (call now and then). */
 void fwd_sweep(void);
@@ -39,12 +40,12 @@ void fwd_sweep(void);
  * -ETIMEDOUT (no headers within upstream_timeout), -ECONNREFUSED (could not
  * connect or resolve), -ECANCELED (shutting down), -EIO (anything else).
  */
-int fwd_start(const struct fwd_request *req, struct fwd **ret);
+int	 fwd_start(const struct fwd_request *req, struct fwd **ret);
 void fwd_free(struct fwd *f);
 
 unsigned fwd_status(const struct fwd *f);
-int64_t fwd_content_length(const struct fwd *f);   /* -1 when not announced */
-size_t fwd_header_count(const struct fwd *f);
+int64_t	 fwd_content_length(const struct fwd *f); /* -1 when not announced */
+size_t	 fwd_header_count(const struct fwd *f);
 /* Header i as name and value (pointers into f, valid until fwd_free). */
 void fwd_header(const struct fwd *f, size_t i, const char **name, const char **value);
 
@@ -55,6 +56,6 @@ void fwd_header(const struct fwd *f, size_t i, const char **name, const char **v
 ssize_t fwd_read(struct fwd *f, char *buf, size_t max);
 /* libcurl's description of what went wrong, for the log ("" when nothing). */
 const char *fwd_error(const struct fwd *f);
-uint64_t fwd_bytes_sent(const struct fwd *f);
+uint64_t	fwd_bytes_sent(const struct fwd *f);
 
 #endif

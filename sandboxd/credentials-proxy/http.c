@@ -21,7 +21,7 @@
 #include "proxy.h"
 
 static struct MHD_Daemon *daemon_;
-static atomic_uint active;
+static atomic_uint		  active;
 
 unsigned
 http_active_requests(void)
@@ -33,20 +33,21 @@ http_active_requests(void)
 static HttpAccess *
 access_of(struct MHD_Connection *c)
 {
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 	struct client *client = ci ? ci->socket_context : NULL;
 
 	return client ? &client->access : NULL;
 }
 
 static enum MHD_Result
-reply_text(struct MHD_Connection *c, unsigned status, const char *content_type, const char *const *headers,
-	   char *text)
+reply_text(struct MHD_Connection *c, unsigned status, const char *content_type,
+		   const char *const *headers, char *text)
 {
-	int64_t len = (int64_t)strlen(text) + 1; /* text_response adds a newline */
+	int64_t				 len = (int64_t) strlen(text) + 1; /* text_response adds a newline */
 	struct MHD_Response *resp = text_response(text, content_type);
-	HttpAccess *a = access_of(c);
-	enum MHD_Result ret;
+	HttpAccess			*a = access_of(c);
+	enum MHD_Result		 ret;
 
 	if (!resp)
 		return MHD_NO;
@@ -73,13 +74,13 @@ http_reply_json(struct MHD_Connection *c, unsigned status, json_t *body)
 }
 
 enum MHD_Result
-http_reply_problem(struct MHD_Connection *c, unsigned status, const char *code, const char *const *headers,
-		   const char *fmt, ...)
+http_reply_problem(struct MHD_Connection *c, unsigned status, const char *code,
+				   const char *const *headers, const char *fmt, ...)
 {
 	HttpAccess *a = access_of(c);
-	char detail[1024];
-	va_list ap;
-	char *text;
+	char		detail[1024];
+	va_list		ap;
+	char	   *text;
 
 	va_start(ap, fmt);
 	vsnprintf(detail, sizeof detail, fmt, ap);
@@ -98,40 +99,47 @@ healthz(struct MHD_Connection *c)
 	for (size_t i = 0; i < cfg.n_upstreams; i++)
 		json_array_append_new(names, json_string(cfg.upstreams[i].name));
 	return http_reply_json(c, 200,
-			       json_pack("{s:s, s:s, s:s, s:o, s:i, s:i}", "status",
-					 atomic_load(&cp_draining) ? "draining" : "ok", "version", CP_VERSION, "proxy_id",
-					 cfg.proxy_id, "upstreams", names, "sandboxes", (int)listen_sandbox_count(),
-					 "connections", (int)listen_client_count()));
+						   json_pack("{s:s, s:s, s:s, s:o, s:i, s:i}", "status",
+									 atomic_load(&cp_draining) ? "draining" : "ok", "version",
+									 CP_VERSION, "proxy_id", cfg.proxy_id, "upstreams", names,
+									 "sandboxes", (int) listen_sandbox_count(), "connections",
+									 (int) listen_client_count()));
 }
 
 /* The Prometheus exposition (daemonlib/metrics.h); text_response() ends it with its newline. */
 static enum MHD_Result
 metrics(struct MHD_Connection *c)
 {
-	const struct {
-		const char *name, *help;
+	const struct
+	{
+		const char		  *name, *help;
 		unsigned long long value;
 	} counters[] = {
-		{"nadi_credproxy_requests_total", "Requests received on every listener.", atomic_load(&proxy_stats.requests)},
+		{"nadi_credproxy_requests_total", "Requests received on every listener.",
+		 atomic_load(&proxy_stats.requests)},
 		{"nadi_credproxy_refused_total", "Requests refused (token, policy, target or size).",
 		 atomic_load(&proxy_stats.refused)},
-		{"nadi_credproxy_forwarded_total", "Requests forwarded to an upstream.", atomic_load(&proxy_stats.forwarded)},
+		{"nadi_credproxy_forwarded_total", "Requests forwarded to an upstream.",
+		 atomic_load(&proxy_stats.forwarded)},
 		{"nadi_credproxy_upstream_errors_total", "Forwarded requests whose upstream failed.",
 		 atomic_load(&proxy_stats.upstream_errors)},
-		{"nadi_credproxy_bytes_up_total", "Request body bytes sent upstream.", atomic_load(&proxy_stats.bytes_up)},
+		{"nadi_credproxy_bytes_up_total", "Request body bytes sent upstream.",
+		 atomic_load(&proxy_stats.bytes_up)},
 		{"nadi_credproxy_bytes_down_total", "Response body bytes sent back to clients.",
 		 atomic_load(&proxy_stats.bytes_down)},
 	};
 	struct metrics_out *o = metrics_begin("nadi-credproxy");
-	char *text;
-	size_t len = 0;
+	char			   *text;
+	size_t				len = 0;
 
 	if (!o)
 		return MHD_NO;
 	for (size_t i = 0; i < ARRAY_SIZE(counters); i++)
 		metrics_counter(o, counters[i].name, counters[i].help, NULL, counters[i].value);
-	metrics_gauge(o, "nadi_credproxy_connections", "Client connections open now.", NULL, listen_client_count());
-	metrics_gauge(o, "nadi_credproxy_sandboxes", "Sandbox sockets listened on now.", NULL, listen_sandbox_count());
+	metrics_gauge(o, "nadi_credproxy_connections", "Client connections open now.", NULL,
+				  listen_client_count());
+	metrics_gauge(o, "nadi_credproxy_sandboxes", "Sandbox sockets listened on now.", NULL,
+				  listen_sandbox_count());
 	text = metrics_end(o, &len);
 	if (!text)
 		return MHD_NO;
@@ -141,21 +149,22 @@ metrics(struct MHD_Connection *c)
 }
 
 static enum MHD_Result
-on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method, const char *version,
-	   const char *upload_data, size_t *upload_data_size, void **con_cls)
+on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+		   const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
 	struct exchange *ex = *con_cls;
-	struct client *client;
-	(void)cls;
-	(void)url;
-	(void)version;
+	struct client	*client;
+	(void) cls;
+	(void) url;
+	(void) version;
 
 	if (!ex)
 		return MHD_NO; /* out of memory in on_uri */
 	client = proxy_client(ex);
 	if (client && !client->access.started)
 		http_access_start(&client->access, conn, method, proxy_uri(ex));
-	if ((!client || !client->sbx) && strcmp(method, "GET") == 0) {
+	if ((!client || !client->sbx) && strcmp(method, "GET") == 0)
+	{
 		if (strcmp(proxy_uri(ex), "/healthz") == 0)
 			return healthz(conn);
 		if (strcmp(proxy_uri(ex), "/metrics") == 0)
@@ -167,9 +176,10 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 static void *
 on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 	struct exchange *ex;
-	(void)cls;
+	(void) cls;
 
 	ex = proxy_new(uri, ci ? ci->socket_context : NULL);
 	if (ex)
@@ -178,11 +188,12 @@ on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 }
 
 static void
-on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
 {
 	struct exchange *ex = *con_cls;
-	struct client *client;
-	(void)cls;
+	struct client	*client;
+	(void) cls;
 
 	if (!ex)
 		return;
@@ -195,13 +206,18 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_Re
 }
 
 static void
-on_connection(void *cls, struct MHD_Connection *conn, void **socket_context, enum MHD_ConnectionNotificationCode toe)
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
 {
-	(void)cls;
-	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	(void) cls;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+	{
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 		*socket_context = client_started(ci ? ci->connect_fd : -1);
-	} else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+	}
+	else if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+	{
 		client_closed(*socket_context);
 		*socket_context = NULL;
 	}
@@ -211,21 +227,22 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context, enu
 static size_t
 no_unescape(void *cls, struct MHD_Connection *c, char *s)
 {
-	(void)cls;
-	(void)c;
+	(void) cls;
+	(void) c;
 	return strlen(s);
 }
 
 static void
 on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
-	char msg[512];
+	char   msg[512];
 	size_t n;
-	(void)cls;
+	(void) cls;
 
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	/* Unix sockets have no Nagle to switch off: nothing to report. */
-	if (strstr(msg, "TCP_NODELAY") || strstr(msg, "TCP_CORK") || strstr(msg, "push the data from buffers"))
+	if (strstr(msg, "TCP_NODELAY") || strstr(msg, "TCP_CORK") ||
+		strstr(msg, "push the data from buffers"))
 		return;
 	n = strlen(msg);
 	while (n > 0 && msg[n - 1] == '\n')
@@ -236,17 +253,19 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
 int
 http_start(void)
 {
-	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-			 MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+					 MHD_USE_POLL | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC | MHD_USE_ERROR_LOG;
 
 	/* Headroom above max_connections so that the connections beyond it get their 429. */
-	daemon_ = MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-				   MHD_OPTION_CONNECTION_LIMIT, (unsigned)(cfg.max_connections + 64),
-				   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)MAX(1, cfg.idle_timeout_ms / 1000),
-				   MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL, MHD_OPTION_NOTIFY_COMPLETED,
-				   on_completed, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
-				   MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_END);
-	if (!daemon_) {
+	daemon_ = MHD_start_daemon(
+		flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned) (cfg.max_connections + 64),
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) MAX(1, cfg.idle_timeout_ms / 1000),
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL, MHD_OPTION_NOTIFY_COMPLETED,
+		on_completed, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL, MHD_OPTION_UNESCAPE_CALLBACK,
+		no_unescape, NULL, MHD_OPTION_END);
+	if (!daemon_)
+	{
 		log_error("cannot start the HTTP server (libmicrohttpd)");
 		return -EIO;
 	}
@@ -256,7 +275,8 @@ http_start(void)
 int
 http_add_connection(int fd, const struct sockaddr *sa, socklen_t len)
 {
-	if (MHD_add_connection(daemon_, fd, sa, len) != MHD_YES) {
+	if (MHD_add_connection(daemon_, fd, sa, len) != MHD_YES)
+	{
 		log_warning("cannot take a new connection: %m");
 		return -EIO;
 	}

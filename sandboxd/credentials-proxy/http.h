@@ -14,16 +14,18 @@
 
 #include "daemonlib/http.h"
 
-int http_start(void);
+int	 http_start(void);
 void http_stop(void);
 /* Hand an accepted socket to the daemon; it owns (and closes) fd from now on. */
 int http_add_connection(int fd, const struct sockaddr *sa, socklen_t len);
 /* Requests between their request line and their end. */
 unsigned http_active_requests(void);
 
-enum MHD_Result http_reply_json(struct MHD_Connection *c, unsigned status, json_t *body);   /* steals body */
+enum MHD_Result
+http_reply_json(struct MHD_Connection *c, unsigned status, json_t *body); /* steals body */
 /* headers: extra name, value pairs ending with NULL (or NULL for none). */
 enum MHD_Result http_reply_problem(struct MHD_Connection *c, unsigned status, const char *code,
-				   const char *const *headers, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+								   const char *const *headers, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
 
 #endif

@@ -16,27 +16,29 @@
 #include "daemonlib/http.h"
 
 /* Something the main loop's epoll watches. */
-struct watch {
+struct watch
+{
 	int fd;
 	void (*cb)(struct watch *w, uint32_t events);
-	bool late;   /* may close other watches: runs after the rest of its epoll batch */
+	bool late; /* may close other watches: runs after the rest of its epoll batch */
 };
 
 struct sandbox;
 
 /* One client connection, from accept to close (MHD's socket context). */
-struct client {
-	int fd;
-	struct sandbox *sbx;   /* NULL: the main listener */
-	bool over_limit;       /* accepted beyond max_connections or the sandbox's share */
-	HttpAccess access;     /* the request being served (one at a time on a connection) */
-	struct client *next;   /* in the list of accepted, not yet started, clients */
+struct client
+{
+	int				fd;
+	struct sandbox *sbx;		/* NULL: the main listener */
+	bool			over_limit; /* accepted beyond max_connections or the sandbox's share */
+	HttpAccess		access;		/* the request being served (one at a time on a connection) */
+	struct client  *next;		/* in the list of accepted, not yet started, clients */
 };
 
-int listen_init(int epoll_fd);
-uint16_t listen_tcp_port(void);   /* the main listener's TCP port (0: none) */
+int		 listen_init(int epoll_fd);
+uint16_t listen_tcp_port(void); /* the main listener's TCP port (0: none) */
 /* Stop accepting: close every listening socket and remove the socket files. */
-void listen_stop(void);
+void	 listen_stop(void);
 unsigned listen_sandbox_count(void);
 unsigned listen_client_count(void);
 
@@ -47,6 +49,6 @@ const char *sandbox_id(const struct sandbox *s);
  * accepted on fd and counts it against the limits; closed lets it go.
  */
 struct client *client_started(int fd);
-void client_closed(struct client *c);
+void		   client_closed(struct client *c);
 
 #endif

@@ -17,16 +17,17 @@
 #include "daemonlib/pq.h"
 #include "pg.h"
 
-struct slot {
+struct slot
+{
 	PGconn *conn;
-	bool busy;
+	bool	busy;
 };
 
-static struct slot *slots;
-static size_t n_slots;
+static struct slot	  *slots;
+static size_t		   n_slots;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t freed = PTHREAD_COND_INITIALIZER;
-static atomic_bool warned;
+static pthread_cond_t  freed = PTHREAD_COND_INITIALIZER;
+static atomic_bool	   warned;
 
 int
 pg_init(void)
@@ -53,17 +54,19 @@ static struct slot *
 acquire(void)
 {
 	struct timespec deadline;
-	struct slot *s = NULL;
+	struct slot	   *s = NULL;
 
 	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += (time_t)(cfg.pg_timeout_ms / 1000);
-	deadline.tv_nsec += (long)(cfg.pg_timeout_ms % 1000) * 1000000;
-	if (deadline.tv_nsec >= 1000000000) {
+	deadline.tv_sec += (time_t) (cfg.pg_timeout_ms / 1000);
+	deadline.tv_nsec += (long) (cfg.pg_timeout_ms % 1000) * 1000000;
+	if (deadline.tv_nsec >= 1000000000)
+	{
 		deadline.tv_sec++;
 		deadline.tv_nsec -= 1000000000;
 	}
 	pthread_mutex_lock(&lock);
-	for (;;) {
+	for (;;)
+	{
 		/* Prefer a slot with a live connection. */
 		for (size_t i = 0; i < n_slots; i++)
 			if (!slots[i].busy && (!s || (slots[i].conn && !s->conn)))
@@ -89,18 +92,20 @@ release(struct slot *s)
 static int
 connect_slot(struct slot *s)
 {
-	char options[64];
+	char		 options[64];
 	PqConnParams params = {
 		.conninfo = cfg.pg_conninfo,
 		.program = "nadi-credproxy",
 		.options = options,
-		.connect_timeout_s = (int)MAX(1, cfg.pg_timeout_ms / 1000),
+		.connect_timeout_s = (int) MAX(1, cfg.pg_timeout_ms / 1000),
 	};
 	char line[PQ_ERROR_MAX];
 
-	snprintf(options, sizeof options, "-c statement_timeout=%llu", (unsigned long long)cfg.pg_timeout_ms);
+	snprintf(options, sizeof options, "-c statement_timeout=%llu",
+			 (unsigned long long) cfg.pg_timeout_ms);
 	s->conn = pq_connect_wait(&params, line, sizeof line);
-	if (s->conn) {
+	if (s->conn)
+	{
 		if (atomic_exchange(&warned, false))
 			log_notice("postgres: connected again");
 		return 0;
@@ -115,38 +120,44 @@ connect_slot(struct slot *s)
  * -EIO with errcode set (SQLSTATE or ""), -EBUSY when the pool stayed full.
  */
 static int
-run(const char *what, const char *sql, int n, const char *const *params, PGresult **res, char errcode[6])
+run(const char *what, const char *sql, int n, const char *const *params, PGresult **res,
+	char errcode[6])
 {
 	struct slot *s = acquire();
-	int r = -EIO;
+	int			 r = -EIO;
 
 	errcode[0] = '\0';
-	if (!s) {
+	if (!s)
+	{
 		log_warning("postgres: no pooled connection became free within %llu ms for %s",
-			    (unsigned long long)cfg.pg_timeout_ms, what);
+					(unsigned long long) cfg.pg_timeout_ms, what);
 		return -EBUSY;
 	}
-	for (int attempt = 0; attempt < 2; attempt++) {
+	for (int attempt = 0; attempt < 2; attempt++)
+	{
 		bool reused = s->conn != NULL;
 		char line[PQ_ERROR_MAX];
-		int e;
+		int	 e;
 
 		if (!s->conn && connect_slot(s) < 0)
 			break;
 		/* a second more than statement_timeout: the server's own error comes first */
-		e = pq_exec_wait(s->conn, sql, n, params, cfg.pg_timeout_ms + 1000, res, errcode, line, sizeof line);
-		if (e == 0) {
+		e = pq_exec_wait(s->conn, sql, n, params, cfg.pg_timeout_ms + 1000, res, errcode, line,
+						 sizeof line);
+		if (e == 0)
+		{
 			r = 0;
 			break;
 		}
-		if (e == -ECONNRESET || e == -ETIMEDOUT) {
+		if (e == -ECONNRESET || e == -ETIMEDOUT)
+		{
 			PQfinish(s->conn);
 			s->conn = NULL;
 			errcode[0] = '\0';
 			if (e == -ECONNRESET && reused)
 				continue; /* a stale pooled connection: once more on a new one */
 			log_warning("postgres: %s during %s: %s",
-				    e == -ETIMEDOUT ? "no answer" : "connection lost", what, line);
+						e == -ETIMEDOUT ? "no answer" : "connection lost", what, line);
 			break;
 		}
 		log_warning("postgres: %s failed: %s", what, line);
@@ -158,21 +169,23 @@ run(const char *what, const char *sql, int n, const char *const *params, PGresul
 
 int
 pg_authorize(const char *token, const char *sandbox_id, const char *upstream, const char *method,
-	     const char *path, json_t **answer, char errcode[6])
+			 const char *path, json_t **answer, char errcode[6])
 {
-	const char *params[] = {token, sandbox_id, upstream, method, path, cfg.proxy_id};
-	PGresult *res = NULL;
+	const char	*params[] = {token, sandbox_id, upstream, method, path, cfg.proxy_id};
+	PGresult	*res = NULL;
 	json_error_t err;
-	int r;
+	int			 r;
 
-	r = run("proxy_authorize", "SELECT nadi.proxy_authorize($1, $2, $3, $4, $5, $6)", 6, params, &res, errcode);
+	r = run("proxy_authorize", "SELECT nadi.proxy_authorize($1, $2, $3, $4, $5, $6)", 6, params,
+			&res, errcode);
 	if (r < 0)
 		return r;
 	*answer = PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)
-			  ? json_loads(PQgetvalue(res, 0, 0), JSON_REJECT_DUPLICATES, &err)
-			  : NULL;
+				  ? json_loads(PQgetvalue(res, 0, 0), JSON_REJECT_DUPLICATES, &err)
+				  : NULL;
 	PQclear(res);
-	if (!*answer || !json_is_object(*answer)) {
+	if (!*answer || !json_is_object(*answer))
+	{
 		json_decref(*answer);
 		*answer = NULL;
 		log_error("postgres: proxy_authorize returned no JSON object");
@@ -182,22 +195,23 @@ pg_authorize(const char *token, const char *sandbox_id, const char *upstream, co
 }
 
 int
-pg_finish(int64_t exchange_id, unsigned status, uint64_t bytes_up, uint64_t bytes_down, double duration_ms,
-	  const char *error)
+pg_finish(int64_t exchange_id, unsigned status, uint64_t bytes_up, uint64_t bytes_down,
+		  double duration_ms, const char *error)
 {
-	char id[32], st[16], up[32], down[32], ms[64], errcode[6];
+	char		id[32], st[16], up[32], down[32], ms[64], errcode[6];
 	const char *params[] = {id, status ? st : NULL, up, down, ms, error};
-	PGresult *res = NULL;
-	int r;
+	PGresult   *res = NULL;
+	int			r;
 
-	snprintf(id, sizeof id, "%lld", (long long)exchange_id);
+	snprintf(id, sizeof id, "%lld", (long long) exchange_id);
 	snprintf(st, sizeof st, "%u", status);
-	snprintf(up, sizeof up, "%llu", (unsigned long long)bytes_up);
-	snprintf(down, sizeof down, "%llu", (unsigned long long)bytes_down);
+	snprintf(up, sizeof up, "%llu", (unsigned long long) bytes_up);
+	snprintf(down, sizeof down, "%llu", (unsigned long long) bytes_down);
 	snprintf(ms, sizeof ms, "%.3f", duration_ms);
 	r = run("proxy_finish",
-		"SELECT nadi.proxy_finish($1::bigint, $2::integer, $3::bigint, $4::bigint, $5::double precision, $6)",
-		6, params, &res, errcode);
+			"SELECT nadi.proxy_finish($1::bigint, $2::integer, $3::bigint, $4::bigint, $5::double "
+			"precision, $6)",
+			6, params, &res, errcode);
 	PQclear(res);
 	return r;
 }

@@ -10,7 +10,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
-int pg_init(void);
+int	 pg_init(void);
 void pg_done(void);
 
 /*
@@ -19,11 +19,11 @@ void pg_done(void);
  * answered with an error (*errcode gets its SQLSTATE, "" when there is
  * none), -EBUSY when no pooled connection became free in time.
  */
-int pg_authorize(const char *token, const char *sandbox_id, const char *upstream, const char *method,
-		 const char *path, json_t **answer, char errcode[6]);
+int pg_authorize(const char *token, const char *sandbox_id, const char *upstream,
+				 const char *method, const char *path, json_t **answer, char errcode[6]);
 
 /* Record the end of an allowed exchange; status 0 and error NULL stand for SQL NULL. */
-int pg_finish(int64_t exchange_id, unsigned status, uint64_t bytes_up, uint64_t bytes_down, double duration_ms,
-	      const char *error);
+int pg_finish(int64_t exchange_id, unsigned status, uint64_t bytes_up, uint64_t bytes_down,
+			  double duration_ms, const char *error);
 
 #endif

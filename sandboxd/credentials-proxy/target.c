@@ -45,20 +45,23 @@ static int
 split_path(const char *s, struct target *t, struct problem *p)
 {
 	const char *q = strchr(s, '?');
-	size_t plen = q ? (size_t)(q - s) : strlen(s);
+	size_t		plen = q ? (size_t) (q - s) : strlen(s);
 
 	if (plen > PATH_MAX_BYTES)
 		return fail(p, 414, "path_too_long", "the path is longer than %d bytes", PATH_MAX_BYTES);
 	if (plen > 0 && s[0] != '/')
 		return fail(p, 400, "invalid_target", "the path must start with \"/\"");
 	if (!url_path_safe(s, plen))
-		return fail(p, 400, "invalid_path",
-			    "the path has a \".\" or \"..\" segment, a fragment, a backslash, a control character "
-			    "or a malformed %%-escape");
-	if (q) {
+		return fail(
+			p, 400, "invalid_path",
+			"the path has a \".\" or \"..\" segment, a fragment, a backslash, a control character "
+			"or a malformed %%-escape");
+	if (q)
+	{
 		for (const char *c = q + 1; *c; c++)
-			if ((unsigned char)*c <= 0x20 || *c == 0x7f || *c == '#')
-				return fail(p, 400, "invalid_target", "the query has a fragment or a control character");
+			if ((unsigned char) *c <= 0x20 || *c == 0x7f || *c == '#')
+				return fail(p, 400, "invalid_target",
+							"the query has a fragment or a control character");
 		t->query = strdup(q + 1);
 	}
 	t->path = plen ? strndup(s, plen) : strdup("/");
@@ -69,22 +72,25 @@ static int
 parse_origin_form(const char *uri, struct target *t, struct problem *p)
 {
 	const char *name = uri + 3, *end;
-	char buf[64];
-	size_t n;
+	char		buf[64];
+	size_t		n;
 
 	if (strncmp(uri, "/u/", 3) != 0)
-		return fail(p, 404, "unknown_upstream",
-			    "requests name their upstream as /u/UPSTREAM/PATH, or use this proxy as an HTTP proxy "
-			    "(http://HOST/PATH)");
+		return fail(
+			p, 404, "unknown_upstream",
+			"requests name their upstream as /u/UPSTREAM/PATH, or use this proxy as an HTTP proxy "
+			"(http://HOST/PATH)");
 	end = name + strcspn(name, "/?");
-	n = (size_t)(end - name);
+	n = (size_t) (end - name);
 	if (!upstream_name_valid(name, n))
-		return fail(p, 404, "unknown_upstream", "\"%.*s\" is not an upstream name", (int)MIN(n, 64), name);
+		return fail(p, 404, "unknown_upstream", "\"%.*s\" is not an upstream name",
+					(int) MIN(n, 64), name);
 	memcpy(buf, name, n);
 	buf[n] = '\0';
 	t->up = upstream_by_name(buf);
 	if (!t->up)
-		return fail(p, 404, "unknown_upstream", "no upstream \"%s\" is configured on this proxy", buf);
+		return fail(p, 404, "unknown_upstream", "no upstream \"%s\" is configured on this proxy",
+					buf);
 	return split_path(end, t, p);
 }
 
@@ -103,40 +109,46 @@ below_base(const char *path, const char *base, const char **rest)
 static int
 parse_absolute_form(const char *uri, struct target *t, struct problem *p)
 {
-	bool https = strncasecmp(uri, "https://", 8) == 0;
-	const char *auth = uri + (https ? 8 : 7), *auth_end, *path, *host_end, *rest = NULL;
-	char host[256];
+	bool		  https = strncasecmp(uri, "https://", 8) == 0;
+	const char	 *auth = uri + (https ? 8 : 7), *auth_end, *path, *host_end, *rest = NULL;
+	char		  host[256];
 	unsigned long port = 0;
-	size_t hlen, best = 0;
-	bool host_known = false;
+	size_t		  hlen, best = 0;
+	bool		  host_known = false;
 
 	auth_end = auth + strcspn(auth, "/?");
 	path = auth_end;
-	if (memchr(auth, '@', (size_t)(auth_end - auth)))
+	if (memchr(auth, '@', (size_t) (auth_end - auth)))
 		return fail(p, 400, "invalid_target", "the request target may not carry user information");
-	if (*auth == '[') {
-		host_end = memchr(auth, ']', (size_t)(auth_end - auth));
+	if (*auth == '[')
+	{
+		host_end = memchr(auth, ']', (size_t) (auth_end - auth));
 		if (!host_end)
-			return fail(p, 400, "invalid_target", "unterminated IPv6 address in the request target");
+			return fail(p, 400, "invalid_target",
+						"unterminated IPv6 address in the request target");
 		auth++;
-		hlen = (size_t)(host_end - auth);
+		hlen = (size_t) (host_end - auth);
 		host_end++;
-	} else {
-		host_end = memchr(auth, ':', (size_t)(auth_end - auth));
+	}
+	else
+	{
+		host_end = memchr(auth, ':', (size_t) (auth_end - auth));
 		if (!host_end)
 			host_end = auth_end;
-		hlen = (size_t)(host_end - auth);
+		hlen = (size_t) (host_end - auth);
 	}
 	if (hlen == 0 || hlen >= sizeof host)
 		return fail(p, 400, "invalid_target", "the request target has no valid host");
-	for (size_t i = 0; i < hlen; i++) {
+	for (size_t i = 0; i < hlen; i++)
+	{
 		char c = auth[i];
-		if (!isalnum((unsigned char)c) && !strchr("-._:", c))
+		if (!isalnum((unsigned char) c) && !strchr("-._:", c))
 			return fail(p, 400, "invalid_target", "the request target has no valid host");
-		host[i] = (char)tolower((unsigned char)c);
+		host[i] = (char) tolower((unsigned char) c);
 	}
 	host[hlen] = '\0';
-	if (host_end < auth_end) {
+	if (host_end < auth_end)
+	{
 		char *e;
 		if (*host_end != ':' || host_end + 1 == auth_end)
 			return fail(p, 400, "invalid_target", "the request target has an invalid port");
@@ -147,13 +159,15 @@ parse_absolute_form(const char *uri, struct target *t, struct problem *p)
 			port = 0; /* the scheme's own port: as if none were given */
 	}
 	/* The upstream of that host (and port) whose base path covers the path, longest base first. */
-	for (size_t i = 0; i < cfg.n_upstreams; i++) {
+	for (size_t i = 0; i < cfg.n_upstreams; i++)
+	{
 		const struct upstream *up = &cfg.upstreams[i];
-		const char *r;
+		const char			  *r;
 		if (strcmp(up->host, host) != 0 || (port && up->port != port))
 			continue;
 		host_known = true;
-		if (below_base(*path ? path : "/", up->base, &r) && (!t->up || strlen(up->base) > best)) {
+		if (below_base(*path ? path : "/", up->base, &r) && (!t->up || strlen(up->base) > best))
+		{
 			t->up = up;
 			best = strlen(up->base);
 			rest = r;
@@ -170,9 +184,9 @@ parse_absolute_form(const char *uri, struct target *t, struct problem *p)
 		return parse_origin_form(path, t, p);
 	if (!t->up)
 		return fail(p, 404, "unknown_upstream",
-			    host_known ? "the path is outside every upstream configured for host %s"
-				       : "no upstream is configured for host %s",
-			    host);
+					host_known ? "the path is outside every upstream configured for host %s"
+							   : "no upstream is configured for host %s",
+					host);
 	t->absolute = true;
 	return split_path(rest, t, p);
 }
@@ -190,7 +204,8 @@ target_parse(const char *uri, struct target *t, struct problem *p)
 	else if (strncasecmp(uri, "http://", 7) == 0 || strncasecmp(uri, "https://", 8) == 0)
 		r = parse_absolute_form(uri, t, p);
 	else
-		r = fail(p, 400, "invalid_target", "the request target must be /u/UPSTREAM/PATH or http://HOST/PATH");
+		r = fail(p, 400, "invalid_target",
+				 "the request target must be /u/UPSTREAM/PATH or http://HOST/PATH");
 	if (r < 0)
 		target_clear(t);
 	return r;
@@ -200,7 +215,7 @@ char *
 target_url(const struct target *t)
 {
 	return xasprintf("%s%s%s%s%s", t->up->origin, t->up->base, t->path, t->query ? "?" : "",
-			 t->query ? t->query : "");
+					 t->query ? t->query : "");
 }
 
 /* A token is printable ASCII without spaces (a JWT is). */
@@ -210,7 +225,7 @@ token_chars_ok(const char *s)
 	if (!*s)
 		return false;
 	for (; *s; s++)
-		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+		if ((unsigned char) *s <= 0x20 || (unsigned char) *s >= 0x7f)
 			return false;
 	return true;
 }
@@ -240,17 +255,20 @@ credentials(const char *h, const char *scheme, char *out, size_t outsz)
 
 enum token_source
 token_extract(const char *proxy_authorization, const char *authorization, char *out, size_t outsz,
-	      const char **why)
+			  const char **why)
 {
-	*why = "no token: send Proxy-Authorization: Bearer TOKEN (or Basic with the token as password), or "
-	       "Authorization: Bearer TOKEN";
+	*why = "no token: send Proxy-Authorization: Bearer TOKEN (or Basic with the token as "
+		   "password), or "
+		   "Authorization: Bearer TOKEN";
 	out[0] = '\0';
-	if (proxy_authorization) {
-		char *b64, *dec, *colon;
+	if (proxy_authorization)
+	{
+		char  *b64, *dec, *colon;
 		size_t len, declen;
-		bool ok = false;
+		bool   ok = false;
 
-		if (credentials(proxy_authorization, "Bearer", out, outsz)) {
+		if (credentials(proxy_authorization, "Bearer", out, outsz))
+		{
 			if (token_chars_ok(out))
 				return TOKEN_PROXY_AUTHORIZATION;
 			*why = "the Bearer token has characters a token cannot have";
@@ -260,12 +278,14 @@ token_extract(const char *proxy_authorization, const char *authorization, char *
 		b64 = malloc(len);
 		dec = malloc(len);
 		if (b64 && dec && credentials(proxy_authorization, "Basic", b64, len) &&
-		    base64_decode(b64, strlen(b64), dec, len, &declen) == 0 && strlen(dec) == declen &&
-		    (colon = strchr(dec, ':')) && strlen(colon + 1) < outsz && token_chars_ok(colon + 1)) {
+			base64_decode(b64, strlen(b64), dec, len, &declen) == 0 && strlen(dec) == declen &&
+			(colon = strchr(dec, ':')) && strlen(colon + 1) < outsz && token_chars_ok(colon + 1))
+		{
 			strcpy(out, colon + 1);
 			ok = true;
 		}
-		if (dec) {
+		if (dec)
+		{
 			memset(dec, 0, len);
 			free(dec);
 		}
@@ -276,7 +296,8 @@ token_extract(const char *proxy_authorization, const char *authorization, char *
 		*why = "Proxy-Authorization must be \"Bearer TOKEN\" or \"Basic base64(USER:TOKEN)\"";
 		return TOKEN_NONE;
 	}
-	if (authorization && credentials(authorization, "Bearer", out, outsz)) {
+	if (authorization && credentials(authorization, "Bearer", out, outsz))
+	{
 		if (token_chars_ok(out))
 			return TOKEN_AUTHORIZATION;
 		*why = "the Bearer token has characters a token cannot have";
@@ -288,8 +309,8 @@ token_extract(const char *proxy_authorization, const char *authorization, char *
 bool
 header_is_hop_by_hop(const char *name)
 {
-	static const char *const hop[] = {"Connection", "Keep-Alive", "TE", "Trailer", "Trailers",
-					  "Transfer-Encoding", "Upgrade"};
+	static const char *const hop[] = {"Connection", "Keep-Alive",		 "TE",	   "Trailer",
+									  "Trailers",	"Transfer-Encoding", "Upgrade"};
 
 	if (strncasecmp(name, "Proxy-", 6) == 0)
 		return true;
@@ -304,14 +325,15 @@ header_list_has(const char *list, const char *name)
 {
 	size_t n = strlen(name);
 
-	while (list && *list) {
+	while (list && *list)
+	{
 		const char *e;
-		size_t len;
+		size_t		len;
 
 		while (*list == ' ' || *list == '\t' || *list == ',')
 			list++;
 		e = list + strcspn(list, ",");
-		len = (size_t)(e - list);
+		len = (size_t) (e - list);
 		while (len > 0 && (list[len - 1] == ' ' || list[len - 1] == '\t'))
 			len--;
 		if (len == n && len > 0 && strncasecmp(list, name, n) == 0)

@@ -14,10 +14,11 @@ upstream_name_valid(const char *s, size_t len)
 {
 	if (len == 0 || len > 63)
 		return false;
-	for (size_t i = 0; i < len; i++) {
+	for (size_t i = 0; i < len; i++)
+	{
 		char c = s[i];
 		bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-			  (i > 0 && (c == '_' || c == '.' || c == '-'));
+				  (i > 0 && (c == '_' || c == '.' || c == '-'));
 		if (!ok)
 			return false;
 	}
@@ -30,10 +31,11 @@ sandbox_id_valid(const char *s, size_t len)
 {
 	if (len == 0 || len > CP_SANDBOX_ID_MAX)
 		return false;
-	for (size_t i = 0; i < len; i++) {
+	for (size_t i = 0; i < len; i++)
+	{
 		char c = s[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-		      c == '-'))
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+			  c == '_' || c == '-'))
 			return false;
 	}
 	return true;
@@ -43,14 +45,15 @@ int
 base64_decode(const char *in, size_t inlen, char *out, size_t outsz, size_t *outlen)
 {
 	size_t pad = 0;
-	int n;
+	int	   n;
 
 	if (inlen == 0 || inlen % 4 != 0 || inlen > 4 * ((outsz - 1) / 3) || inlen > INT32_MAX)
 		return -EINVAL;
-	for (size_t i = 0; i < inlen; i++) {
+	for (size_t i = 0; i < inlen; i++)
+	{
 		char c = in[i];
-		bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
-			  c == '/' || (c == '=' && i >= inlen - 2);
+		bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+				  c == '+' || c == '/' || (c == '=' && i >= inlen - 2);
 		if (!ok)
 			return -EINVAL;
 	}
@@ -59,10 +62,10 @@ base64_decode(const char *in, size_t inlen, char *out, size_t outsz, size_t *out
 	if (in[inlen - 2] == '=' && in[inlen - 1] != '=')
 		return -EINVAL;
 	/* EVP_DecodeBlock counts padding as zero bytes: take them off. */
-	n = EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)in, (int)inlen);
-	if (n < 0 || (size_t)n < pad)
+	n = EVP_DecodeBlock((unsigned char *) out, (const unsigned char *) in, (int) inlen);
+	if (n < 0 || (size_t) n < pad)
 		return -EINVAL;
-	*outlen = (size_t)n - pad;
+	*outlen = (size_t) n - pad;
 	out[*outlen] = '\0';
 	return 0;
 }

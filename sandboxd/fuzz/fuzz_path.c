@@ -37,7 +37,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (strcmp(out, ".") == 0)
 		return 0;
 	assert(out[0] != '/');
-	for (char *save, *c = strtok_r(out, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+	for (char *save, *c = strtok_r(out, "/", &save); c; c = strtok_r(NULL, "/", &save))
+	{
 		assert(strcmp(c, "..") != 0);
 		assert(strcmp(c, ".") != 0);
 	}

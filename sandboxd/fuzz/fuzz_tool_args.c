@@ -33,9 +33,14 @@
 #include "tools.h"
 
 struct sbx_config cfg = {
-	.call_timeout_ms = 1000, .call_timeout_max_ms = 5000, .fsize_max = 1 << 20,
-	.max_file_bytes = 1 << 16, .max_queue = 4, .output_limit = 1 << 16,
-	.run_uid = 65534, .run_gid = 65534,
+	.call_timeout_ms = 1000,
+	.call_timeout_max_ms = 5000,
+	.fsize_max = 1 << 20,
+	.max_file_bytes = 1 << 16,
+	.max_queue = 4,
+	.output_limit = 1 << 16,
+	.run_uid = 65534,
+	.run_gid = 65534,
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -62,7 +67,8 @@ store_sandbox_path(const char *id)
 
 /* ---- the request ---- */
 
-struct http_req {
+struct http_req
+{
 	int replies;
 };
 
@@ -87,7 +93,7 @@ http_reply_json(struct http_req *r, unsigned status, json_t *body)
 void
 http_reply_problem(struct http_req *r, unsigned status, const char *code, const char *fmt, ...)
 {
-	char buf[1024];
+	char	buf[1024];
 	va_list ap;
 
 	assert(status >= 400 && code && *code);
@@ -130,21 +136,23 @@ int
 run_submit(struct sbx_sandbox *sb, struct sbx_call *c)
 {
 	struct preader rd;
-	uint16_t tag;
-	const char *val;
-	uint32_t len;
-	int k;
+	uint16_t	   tag;
+	const char	  *val;
+	uint32_t	   len;
+	int			   k;
 
 	assert(pending == NULL && c->done);
 	c->sb = sb;
 	assert(c->timeout_ms > 0 && c->timeout_ms <= cfg.call_timeout_max_ms);
 	/* a length prefix, then the records */
-	assert(c->frame.len >= 4 && proto_get_u32((const unsigned char *)c->frame.data) == c->frame.len - 4);
+	assert(c->frame.len >= 4 &&
+		   proto_get_u32((const unsigned char *) c->frame.data) == c->frame.len - 4);
 	preader_init(&rd, c->frame.data + 4, c->frame.len - 4);
 	while ((k = preader_next(&rd, &tag, &val, &len)) > 0)
-		assert(val >= (const char *)c->frame.data + 4 && val + len <= (const char *)c->frame.data + c->frame.len);
+		assert(val >= (const char *) c->frame.data + 4 &&
+			   val + len <= (const char *) c->frame.data + c->frame.len);
 	assert(k == 0);
-	pbuf_free(&c->frame);	/* run.c owns the frame once submitted */
+	pbuf_free(&c->frame); /* run.c owns the frame once submitted */
 	pending = c;
 	return 0;
 }
@@ -160,15 +168,16 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct sbx_sandbox sb = {.id = "fuzz0000", .tenant = "acme"};
-	struct http_req r = {0};
-	const uint8_t *nl = memchr(data, '\n', size);
-	char tool[80];
-	json_t *args;
-	struct stat st;
+	struct http_req			  r = {0};
+	const uint8_t			 *nl = memchr(data, '\n', size);
+	char					  tool[80];
+	json_t					 *args;
+	struct stat				  st;
 
-	if (!root[0]) {
+	if (!root[0])
+	{
 		char path[700];
-		int fd;
+		int	 fd;
 
 		const char *tmp = getenv("TMPDIR");
 
@@ -185,14 +194,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		close(fd);
 		assert(stat(path, &canary_st) == 0);
 	}
-	if (!nl || (size_t)(nl - data) >= sizeof tool || memchr(data, '\0', (size_t)(nl - data)))
+	if (!nl || (size_t) (nl - data) >= sizeof tool || memchr(data, '\0', (size_t) (nl - data)))
 		return 0;
-	memcpy(tool, data, (size_t)(nl - data));
+	memcpy(tool, data, (size_t) (nl - data));
 	tool[nl - data] = '\0';
-	args = json_loadb((const char *)nl + 1, size - (size_t)(nl - data) - 1, JSON_REJECT_DUPLICATES, NULL);
+	args = json_loadb((const char *) nl + 1, size - (size_t) (nl - data) - 1,
+					  JSON_REJECT_DUPLICATES, NULL);
 
 	tools_call(&r, &sb, tool, args, (data[0] & 1) ? "proxy-token" : NULL);
-	if (pending) {
+	if (pending)
+	{
 		struct sbx_call *c = pending;
 
 		pending = NULL;
@@ -208,7 +219,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		char path[700];
 
 		snprintf(path, sizeof path, "%s/%s/canary", root, sb.id);
-		assert(stat(path, &st) == 0 && st.st_size == canary_st.st_size && st.st_mtime == canary_st.st_mtime);
+		assert(stat(path, &st) == 0 && st.st_size == canary_st.st_size &&
+			   st.st_mtime == canary_st.st_mtime);
 	}
 	return 0;
 }

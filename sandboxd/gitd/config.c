@@ -20,38 +20,43 @@ struct gitd_config cfg = {
 };
 
 static pthread_mutex_t token_lock = PTHREAD_MUTEX_INITIALIZER;
-static char *token;
-static size_t token_len;
+static char			  *token;
+static size_t		   token_len;
 
 /* Add NAME=URL; a flag replaces a spec of the same name, a file line does not. */
 static int
 add_repo_spec(const char *v, bool replace)
 {
 	const char *eq = strchr(v, '=');
-	char *name, *url;
+	char	   *name, *url;
 
 	if (!eq || eq == v || !eq[1])
 		return -EINVAL;
-	name = strndup(v, (size_t)(eq - v));
+	name = strndup(v, (size_t) (eq - v));
 	url = strdup(eq + 1);
-	if (!name || !url) {
+	if (!name || !url)
+	{
 		free(name);
 		free(url);
 		return -ENOMEM;
 	}
-	for (size_t i = 0; i < cfg.n_repos; i++) {
+	for (size_t i = 0; i < cfg.n_repos; i++)
+	{
 		if (strcmp(cfg.repos[i].name, name) != 0)
 			continue;
-		if (replace) {
+		if (replace)
+		{
 			free(cfg.repos[i].url);
 			cfg.repos[i].url = url;
-		} else
+		}
+		else
 			free(url);
 		free(name);
 		return 0;
 	}
 	struct repo_spec *n = realloc(cfg.repos, (cfg.n_repos + 1) * sizeof *n);
-	if (!n) {
+	if (!n)
+	{
 		free(name);
 		free(url);
 		return -ENOMEM;
@@ -63,24 +68,34 @@ add_repo_spec(const char *v, bool replace)
 
 #define S(f) offsetof(struct gitd_config, f)
 static const struct conf_key keys[] = {
-	{"mirror_dir", CONF_STR, S(mirror_dir), "directory of the bare mirrors NAME.git (required)", 0, NULL},
+	{"mirror_dir", CONF_STR, S(mirror_dir), "directory of the bare mirrors NAME.git (required)", 0,
+	 NULL},
 	{"listen_unix", CONF_STR, S(listen_unix), "unix socket path to listen on", 0, NULL},
-	{"listen_tcp", CONF_STR, S(listen_tcp), "PORT or IPV4:PORT to listen on (port 0: any free one)", 0, NULL},
-	{"ready_file", CONF_STR, S(ready_file), "file that gets the TCP port once the daemon serves", 0, NULL},
-	{"token_file", CONF_STR, S(token_file), "file holding the bearer token callers must present", 0, NULL},
-	{"repo", CONF_FUNC, 0, "NAME=URL: a repository to mirror (repeatable)", CONF_LIST, add_repo_spec},
-	{"fetch_interval", CONF_MS, S(fetch_interval_ms), "refresh every mirror this often (0: only on demand)", 0, NULL},
-	{"fetch_timeout", CONF_MS, S(fetch_timeout_ms), "wall-time limit of one clone or fetch", 0, NULL},
+	{"listen_tcp", CONF_STR, S(listen_tcp), "PORT or IPV4:PORT to listen on (port 0: any free one)",
+	 0, NULL},
+	{"ready_file", CONF_STR, S(ready_file), "file that gets the TCP port once the daemon serves", 0,
+	 NULL},
+	{"token_file", CONF_STR, S(token_file), "file holding the bearer token callers must present", 0,
+	 NULL},
+	{"repo", CONF_FUNC, 0, "NAME=URL: a repository to mirror (repeatable)", CONF_LIST,
+	 add_repo_spec},
+	{"fetch_interval", CONF_MS, S(fetch_interval_ms),
+	 "refresh every mirror this often (0: only on demand)", 0, NULL},
+	{"fetch_timeout", CONF_MS, S(fetch_timeout_ms), "wall-time limit of one clone or fetch", 0,
+	 NULL},
 	{"max_repos", CONF_COUNT, S(max_repos), "repositories the daemon mirrors at most", 0, NULL},
-	{"max_parallel_fetches", CONF_COUNT, S(max_parallel_fetches), "clones and fetches running at once", 0, NULL},
-	{"max_connections", CONF_COUNT, S(max_connections), "HTTP connections at once (one thread each)", 0, NULL},
+	{"max_parallel_fetches", CONF_COUNT, S(max_parallel_fetches),
+	 "clones and fetches running at once", 0, NULL},
+	{"max_connections", CONF_COUNT, S(max_connections),
+	 "HTTP connections at once (one thread each)", 0, NULL},
 	{"git_path", CONF_STR, S(git_path), "git binary (default: git, searched in PATH)", 0, NULL},
 	CONF_KEY_LOG_LEVEL,
 };
 #undef S
 
-static const struct conf_spec spec =
-	CONF_SPEC("nadi-gitd", "Keeps bare mirrors of git repositories for the sandboxes of this host.\n", cfg, keys);
+static const struct conf_spec spec = CONF_SPEC(
+	"nadi-gitd", "Keeps bare mirrors of git repositories for the sandboxes of this host.\n", cfg,
+	keys);
 
 /*
  * A --repo flag is applied before the variable and the file: their value
@@ -96,9 +111,9 @@ config_parse_args(int argc, char **argv)
 int
 config_reload_token(void)
 {
-	char *buf = NULL;
+	char  *buf = NULL;
 	size_t len;
-	int r;
+	int	   r;
 
 	if (!cfg.token_file)
 		return 0;
@@ -130,12 +145,14 @@ config_token_matches(const char *presented)
 int
 config_finish(void)
 {
-	if (!cfg.mirror_dir) {
+	if (!cfg.mirror_dir)
+	{
 		log_error("mirror_dir is required (--mirror-dir=DIR)");
 		return -EINVAL;
 	}
-	if (cfg.mirror_dir[0] != '/') {
-		char cwd[4096];
+	if (cfg.mirror_dir[0] != '/')
+	{
+		char  cwd[4096];
 		char *abs;
 		if (!getcwd(cwd, sizeof cwd) || !(abs = xasprintf("%s/%s", cwd, cfg.mirror_dir)))
 			return -ENOMEM;
@@ -144,29 +161,37 @@ config_finish(void)
 	}
 	for (size_t n = strlen(cfg.mirror_dir); n > 1 && cfg.mirror_dir[n - 1] == '/'; n--)
 		cfg.mirror_dir[n - 1] = '\0';
-	if (!cfg.listen_unix && !cfg.listen_tcp) {
+	if (!cfg.listen_unix && !cfg.listen_tcp)
+	{
 		log_error("nothing to listen on: set listen_unix and/or listen_tcp");
 		return -EINVAL;
 	}
 	if (!cfg.git_path && !(cfg.git_path = strdup("git")))
 		return -ENOMEM;
-	if (cfg.fetch_timeout_ms == 0) {
+	if (cfg.fetch_timeout_ms == 0)
+	{
 		log_error("fetch_timeout must be positive");
 		return -EINVAL;
 	}
 	if (cfg.max_repos == 0 || cfg.max_parallel_fetches == 0 || cfg.max_parallel_fetches > 64 ||
-	    cfg.max_connections == 0 || cfg.max_connections > 4096) {
-		log_error("max_repos must be positive, max_parallel_fetches 1..64, max_connections 1..4096");
+		cfg.max_connections == 0 || cfg.max_connections > 4096)
+	{
+		log_error(
+			"max_repos must be positive, max_parallel_fetches 1..64, max_connections 1..4096");
 		return -EINVAL;
 	}
-	for (size_t i = 0; i < cfg.n_repos; i++) {
+	for (size_t i = 0; i < cfg.n_repos; i++)
+	{
 		const char *why = repo_url_problem(cfg.repos[i].url);
-		if (!repo_name_valid(cfg.repos[i].name)) {
+		if (!repo_name_valid(cfg.repos[i].name))
+		{
 			log_error("repo %s: invalid name (letters, digits, '.', '_', '-'; at most %d; "
-				  "not ending in .git)", cfg.repos[i].name, GITD_NAME_MAX);
+					  "not ending in .git)",
+					  cfg.repos[i].name, GITD_NAME_MAX);
 			return -EINVAL;
 		}
-		if (why) {
+		if (why)
+		{
 			log_error("repo %s: invalid url: %s", cfg.repos[i].name, why);
 			return -EINVAL;
 		}

@@ -19,13 +19,14 @@
 
 #define DISCARD_MAX (1u << 20) /* bytes of an oversized body read before hanging up */
 
-struct http_req {
-	struct mhd_req m;      /* method, path, body, the answer */
+struct http_req
+{
+	struct mhd_req		   m; /* method, path, body, the answer */
 	struct MHD_Connection *conn;
 };
 
 static struct mhd_listeners listeners;
-static atomic_ullong answers[6];   /* by status class, for /metrics */
+static atomic_ullong		answers[6]; /* by status class, for /metrics */
 
 const char *
 http_query(const struct http_req *r, const char *key)
@@ -46,13 +47,15 @@ http_metrics(struct metrics_out *o)
 
 	for (unsigned c = 0; c < METRICS_HTTP_CLASSES; c++)
 		counts[c] = atomic_load(&answers[c]);
-	metrics_http_codes(o, "nadi_gitd_http_responses_total", "HTTP answers by status class.", counts);
+	metrics_http_codes(o, "nadi_gitd_http_responses_total", "HTTP answers by status class.",
+					   counts);
 }
 
 static void
 deliver(struct http_req *r, unsigned status, struct MHD_Response *resp, int64_t bytes)
 {
-	if (mhd_req_answer(&r->m, status, resp, bytes)) {
+	if (mhd_req_answer(&r->m, status, resp, bytes))
+	{
 		if (r->m.status / 100 < ARRAY_SIZE(answers))
 			atomic_fetch_add(&answers[r->m.status / 100], 1);
 	}
@@ -61,7 +64,7 @@ deliver(struct http_req *r, unsigned status, struct MHD_Response *resp, int64_t 
 void
 http_reply_text(struct http_req *r, unsigned status, char *text, const char *content_type)
 {
-	int64_t len = (int64_t)strlen(text) + 1; /* text_response adds a newline */
+	int64_t len = (int64_t) strlen(text) + 1; /* text_response adds a newline */
 
 	deliver(r, status, text_response(text, content_type), len);
 }
@@ -72,7 +75,8 @@ http_reply_json(struct http_req *r, unsigned status, json_t *body)
 	char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
 
 	json_decref(body);
-	if (!text) {
+	if (!text)
+	{
 		http_reply_problem(r, 500, "internal", "cannot encode the answer");
 		return;
 	}
@@ -83,8 +87,8 @@ void
 http_reply_problem(struct http_req *r, unsigned status, const char *code, const char *fmt, ...)
 {
 	struct MHD_Response *resp;
-	int64_t bytes;
-	va_list ap;
+	int64_t				 bytes;
+	va_list				 ap;
 
 	va_start(ap, fmt);
 	resp = mhd_req_problem(&r->m, status, code, GITD_ERR_MAX + 512, &bytes, fmt, ap);
@@ -95,16 +99,17 @@ http_reply_problem(struct http_req *r, unsigned status, const char *code, const 
 void
 http_reply_empty(struct http_req *r, unsigned status)
 {
-	deliver(r, status, MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT), 0);
+	deliver(r, status, MHD_create_response_from_buffer(0, (void *) "", MHD_RESPMEM_PERSISTENT), 0);
 }
 
 json_t *
 http_body_json(struct http_req *r)
 {
-	char why[512];
+	char	why[512];
 	json_t *j;
 
-	if (r->m.body.len == 0) {
+	if (r->m.body.len == 0)
+	{
 		http_reply_problem(r, 400, "invalid_json", "the request needs a JSON object as its body");
 		return NULL;
 	}
@@ -115,16 +120,18 @@ http_body_json(struct http_req *r)
 }
 
 static enum MHD_Result
-on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method, const char *version,
-	   const char *upload_data, size_t *upload_data_size, void **con_cls)
+on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+		   const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
 	struct http_req *r = *con_cls;
-	(void)cls;
-	(void)version;
+	(void) cls;
+	(void) version;
 
-	if (!r) {
+	if (!r)
+	{
 		r = calloc(1, sizeof *r);
-		if (!r || mhd_req_init(&r->m, conn, method, url, GITD_BODY_MAX) < 0) {
+		if (!r || mhd_req_init(&r->m, conn, method, url, GITD_BODY_MAX) < 0)
+		{
 			free(r);
 			return MHD_NO;
 		}
@@ -132,19 +139,21 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		r->conn = conn;
 		/* Refuse early, before reading a body that would be thrown away. */
 		if (strcmp(url, "/healthz") != 0 && strcmp(url, "/metrics") != 0 &&
-		    !config_token_matches(bearer_token(conn))) {
+			!config_token_matches(bearer_token(conn)))
+		{
 			http_add_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
 			http_reply_problem(r, 401, "not_authenticated", "a valid bearer token is required");
-		} else if (req_body_announced_too_large(conn, GITD_BODY_MAX))
+		}
+		else if (req_body_announced_too_large(conn, GITD_BODY_MAX))
 			http_reply_problem(r, HTTP_BODY_TOO_LARGE_STATUS, HTTP_BODY_TOO_LARGE_CODE,
-					   HTTP_BODY_TOO_LARGE_DETAIL, (unsigned long long)GITD_BODY_MAX);
+							   HTTP_BODY_TOO_LARGE_DETAIL, (unsigned long long) GITD_BODY_MAX);
 		return r->m.resp ? mhd_req_queue(&r->m, conn) : MHD_YES;
 	}
 	if (*upload_data_size)
 		return req_body_feed(&r->m.body, upload_data, upload_data_size, DISCARD_MAX);
 	if (r->m.body.too_large)
-		http_reply_problem(r, HTTP_BODY_TOO_LARGE_STATUS, HTTP_BODY_TOO_LARGE_CODE, HTTP_BODY_TOO_LARGE_DETAIL,
-				   (unsigned long long)GITD_BODY_MAX);
+		http_reply_problem(r, HTTP_BODY_TOO_LARGE_STATUS, HTTP_BODY_TOO_LARGE_CODE,
+						   HTTP_BODY_TOO_LARGE_DETAIL, (unsigned long long) GITD_BODY_MAX);
 	else if (gitd_stopping)
 		http_reply_problem(r, 503, "shutting_down", "the mirror daemon is stopping");
 	else
@@ -155,12 +164,14 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 }
 
 static void
-on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
 {
 	struct http_req *r = *con_cls;
-	(void)cls;
+	(void) cls;
 
-	if (!r) {
+	if (!r)
+	{
 		/* refused by libmicrohttpd before the handler saw it */
 		HttpAccess a;
 		http_access_start(&a, NULL, NULL, NULL);
@@ -176,9 +187,9 @@ int
 http_init(void)
 {
 	return mhd_listeners_start(&listeners, cfg.listen_unix, cfg.listen_tcp,
-				   MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
-					   MHD_USE_ITC | MHD_USE_ERROR_LOG,
-				   (unsigned)cfg.max_connections, on_request, on_completed);
+							   MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+								   MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG,
+							   (unsigned) cfg.max_connections, on_request, on_completed);
 }
 
 /* Stop accepting connections; those open are served to the end. */

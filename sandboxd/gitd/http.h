@@ -20,7 +20,7 @@ const char *http_query(const struct http_req *r, const char *key);
 /* The body as a JSON object; answers 400 invalid_json itself and returns NULL on error. */
 json_t *http_body_json(struct http_req *r);
 
-void http_reply_json(struct http_req *r, unsigned status, json_t *body);   /* steals body */
+void http_reply_json(struct http_req *r, unsigned status, json_t *body); /* steals body */
 void http_reply_problem(struct http_req *r, unsigned status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 void http_reply_empty(struct http_req *r, unsigned status);

@@ -22,7 +22,7 @@ int
 main(int argc, char **argv)
 {
 	sigset_t mask;
-	int r, sig = 0;
+	int		 r, sig = 0;
 
 	log_ident = "nadi-gitd";
 	/* Mirrors must be readable by every sandbox user: dirs 0755, files 0644. */
@@ -39,14 +39,16 @@ main(int argc, char **argv)
 
 	log_notice("nadi-gitd %s starting (mirrors in %s)", GITD_VERSION, cfg.mirror_dir);
 	r = repo_init();
-	if (r < 0) {
+	if (r < 0)
+	{
 		log_error("start-up failed");
 		return 1;
 	}
 	r = http_init();
 	if (r >= 0)
 		r = sched_start();
-	if (r < 0) {
+	if (r < 0)
+	{
 		errno = -r;
 		log_error("start-up failed: %m");
 		atomic_store(&gitd_stopping, true);
@@ -55,7 +57,8 @@ main(int argc, char **argv)
 		http_done();
 		return 1;
 	}
-	if (ready_file_write(cfg.ready_file, http_tcp_port()) < 0) {
+	if (ready_file_write(cfg.ready_file, http_tcp_port()) < 0)
+	{
 		atomic_store(&gitd_stopping, true);
 		git_stop_all(SIGKILL);
 		sched_stop();
@@ -65,17 +68,20 @@ main(int argc, char **argv)
 	notify_ready("Mirroring %zu repositories", repo_count());
 	log_notice("ready: %zu repositories", repo_count());
 
-	for (;;) {
+	for (;;)
+	{
 		siginfo_t si;
-		int ping_ms = notify_watchdog_tick(now_ms());
+		int		  ping_ms = notify_watchdog_tick(now_ms());
 
 		if (ping_ms < 0)
 			sig = sigwaitinfo(&mask, &si);
 		else
-			sig = sigtimedwait(&mask, &si, &(struct timespec){ping_ms / 1000, (ping_ms % 1000) * 1000000L});
+			sig = sigtimedwait(&mask, &si,
+							   &(struct timespec){ping_ms / 1000, (ping_ms % 1000) * 1000000L});
 		if (sig < 0)
 			continue; /* EINTR, or time for the next watchdog ping */
-		if (sig == SIGHUP) {
+		if (sig == SIGHUP)
+		{
 			if (config_reload_token() == 0 && cfg.token_file)
 				log_notice("token reloaded from %s", cfg.token_file);
 			continue;
@@ -88,8 +94,8 @@ main(int argc, char **argv)
 	atomic_store(&gitd_stopping, true);
 	http_quiesce();
 	git_stop_all(SIGTERM);
-	sched_stop();   /* workers end when their git has */
-	http_done();    /* handlers too: their fetches are ending the same way */
+	sched_stop(); /* workers end when their git has */
+	http_done();  /* handlers too: their fetches are ending the same way */
 	repo_done();
 	ready_file_remove(cfg.ready_file);
 	log_notice("stopped");

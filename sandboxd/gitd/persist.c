@@ -15,27 +15,30 @@ int
 persist_load(json_t **ret)
 {
 	_cleanup_(freep) char *text = NULL;
-	json_error_t err;
-	json_t *doc, *list;
-	size_t len;
-	int r;
+	json_error_t		   err;
+	json_t				  *doc, *list;
+	size_t				   len;
+	int					   r;
 
 	r = read_full_file(mirror_dirfd(), GITD_REGISTRY, &text, &len, 64u << 20);
-	if (r == -ENOENT) {
+	if (r == -ENOENT)
+	{
 		*ret = json_array();
 		return *ret ? 0 : -ENOMEM;
 	}
-	if (r < 0) {
+	if (r < 0)
+	{
 		errno = -r;
 		log_error("cannot read %s/%s: %m", cfg.mirror_dir, GITD_REGISTRY);
 		return r;
 	}
 	doc = json_loadb(text, len, 0, &err);
 	list = json_object_get(doc, "repos");
-	if (!json_is_array(list)) {
+	if (!json_is_array(list))
+	{
 		/* Starting anyway would forget every repository in it at the next write. */
-		log_error("%s/%s is not a repository list (%s); fix or remove it", cfg.mirror_dir, GITD_REGISTRY,
-			  doc ? "no \"repos\" array" : err.text);
+		log_error("%s/%s is not a repository list (%s); fix or remove it", cfg.mirror_dir,
+				  GITD_REGISTRY, doc ? "no \"repos\" array" : err.text);
 		json_decref(doc);
 		return -EINVAL;
 	}
@@ -48,22 +51,24 @@ int
 persist_save(json_t *list)
 {
 	json_t *doc = json_pack("{s:i, s:O}", "version", 2, "repos", list);
-	char *text = doc ? json_dumps(doc, JSON_INDENT(1) | JSON_ENSURE_ASCII) : NULL;
-	int r;
+	char   *text = doc ? json_dumps(doc, JSON_INDENT(1) | JSON_ENSURE_ASCII) : NULL;
+	int		r;
 
 	json_decref(doc);
 	if (!text)
 		return -ENOMEM;
 	size_t len = strlen(text);
-	char *nl = realloc(text, len + 2);
-	if (nl) {
+	char  *nl = realloc(text, len + 2);
+	if (nl)
+	{
 		text = nl;
 		text[len++] = '\n';
 	}
 	r = write_file_atomic(mirror_dirfd(), GITD_REGISTRY, text, len, 0600);
 	if (r == 0)
-		(void)fsync(mirror_dirfd());   /* the rename, too, survives a crash */
-	if (r < 0) {
+		(void) fsync(mirror_dirfd()); /* the rename, too, survives a crash */
+	if (r < 0)
+	{
 		errno = -r;
 		log_error("cannot write %s/%s: %m", cfg.mirror_dir, GITD_REGISTRY);
 	}

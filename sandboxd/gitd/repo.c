@@ -20,36 +20,37 @@
 #include "daemonlib/metrics.h"
 #include "gitd.h"
 
-struct repo {
-	char *name;
-	char *owner;        /* "*" or a tenant */
-	char *dir;          /* mirror_owner_dir(owner) */
-	char *url;
-	unsigned refcount;
-	bool linked;        /* in the list */
-	bool configured;    /* from the configuration, not persisted */
-	bool provisional;   /* added through the API, first clone not done yet */
-	bool deleted;
-	bool has_mirror;    /* NAME.git is a good mirror */
-	bool fetching;
-	bool failed;        /* the latest fetch failed */
-	bool queued;        /* waits in the scheduler's queue */
-	bool inspected;     /* head and refs are known */
-	int last_result;    /* of the latest fetch, for those who joined it */
-	uint64_t fetches;
-	time_t last_fetch_at, last_success_at;
-	char *last_error;
-	char head[65];
-	uint64_t nrefs;
-	uint64_t next_due;  /* CLOCK_MONOTONIC ms */
+struct repo
+{
+	char		  *name;
+	char		  *owner; /* "*" or a tenant */
+	char		  *dir;	  /* mirror_owner_dir(owner) */
+	char		  *url;
+	unsigned	   refcount;
+	bool		   linked;		/* in the list */
+	bool		   configured;	/* from the configuration, not persisted */
+	bool		   provisional; /* added through the API, first clone not done yet */
+	bool		   deleted;
+	bool		   has_mirror; /* NAME.git is a good mirror */
+	bool		   fetching;
+	bool		   failed;		/* the latest fetch failed */
+	bool		   queued;		/* waits in the scheduler's queue */
+	bool		   inspected;	/* head and refs are known */
+	int			   last_result; /* of the latest fetch, for those who joined it */
+	uint64_t	   fetches;
+	time_t		   last_fetch_at, last_success_at;
+	char		  *last_error;
+	char		   head[65];
+	uint64_t	   nrefs;
+	uint64_t	   next_due; /* CLOCK_MONOTONIC ms */
 	pthread_cond_t done;
-	struct repo *next;
+	struct repo	  *next;
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static struct repo *repos;
-static size_t n_repos, n_fetching;
-static uint64_t n_runs[2], n_failures[2];   /* [0] clones, [1] fetches (for /metrics) */
+static struct repo	  *repos;
+static size_t		   n_repos, n_fetching;
+static uint64_t		   n_runs[2], n_failures[2]; /* [0] clones, [1] fetches (for /metrics) */
 
 static struct repo *
 find(const char *owner, const char *name)
@@ -91,7 +92,8 @@ repo_new(const char *owner, const char *name, const char *url)
 	r->owner = strdup(owner);
 	r->dir = mirror_owner_dir(owner);
 	r->url = strdup(url);
-	if (!r->name || !r->owner || !r->dir || !r->url) {
+	if (!r->name || !r->owner || !r->dir || !r->url)
+	{
 		repo_free(r);
 		return NULL;
 	}
@@ -119,7 +121,8 @@ static void
 unlink_repo(struct repo *r)
 {
 	for (struct repo **pp = &repos; *pp; pp = &(*pp)->next)
-		if (*pp == r) {
+		if (*pp == r)
+		{
 			*pp = r->next;
 			break;
 		}
@@ -205,15 +208,17 @@ static json_t *
 to_json(const struct repo *r)
 {
 	const char *state = repo_state_name(r);
-	bool shared = strcmp(r->owner, MIRROR_OWNER_SHARED) == 0;
-	char *path = mirror_path(r->dir, r->name);
-	char *inside = xasprintf("%s/%s.git", shared ? MIRROR_MOUNT_SHARED : MIRROR_MOUNT_TENANT, r->name);
-	json_t *j = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s, s:b, s:I, s:o, s:o, s:o, s:o, s:I}", "name", r->name,
-			      "owner", r->owner, "url", r->url, "path", path, "mirror_path", inside, "state", state, "fetching",
-			      r->fetching, "fetches", (json_int_t)r->fetches, "last_fetch_at",
-			      time_json(r->last_fetch_at), "last_success_at", time_json(r->last_success_at),
-			      "last_error", r->last_error ? json_string(r->last_error) : json_null(), "head",
-			      r->head[0] ? json_string(r->head) : json_null(), "refs", (json_int_t)r->nrefs);
+	bool		shared = strcmp(r->owner, MIRROR_OWNER_SHARED) == 0;
+	char	   *path = mirror_path(r->dir, r->name);
+	char	   *inside =
+		xasprintf("%s/%s.git", shared ? MIRROR_MOUNT_SHARED : MIRROR_MOUNT_TENANT, r->name);
+	json_t *j = json_pack(
+		"{s:s, s:s, s:s, s:s?, s:s?, s:s, s:b, s:I, s:o, s:o, s:o, s:o, s:I}", "name", r->name,
+		"owner", r->owner, "url", r->url, "path", path, "mirror_path", inside, "state", state,
+		"fetching", r->fetching, "fetches", (json_int_t) r->fetches, "last_fetch_at",
+		time_json(r->last_fetch_at), "last_success_at", time_json(r->last_success_at), "last_error",
+		r->last_error ? json_string(r->last_error) : json_null(), "head",
+		r->head[0] ? json_string(r->head) : json_null(), "refs", (json_int_t) r->nrefs);
 
 	free(path);
 	free(inside);
@@ -241,7 +246,8 @@ repo_list_json(const char *owner)
 	pthread_mutex_lock(&lock);
 	for (struct repo *r = repos; r; r = r->next)
 		if (!r->deleted && (!owner || strcmp(owner, r->owner) == 0) &&
-		    json_array_append_new(list, to_json(r)) < 0) {
+			json_array_append_new(list, to_json(r)) < 0)
+		{
 			json_decref(list);
 			list = NULL;
 			break;
@@ -255,19 +261,20 @@ static void
 persist(void)
 {
 	static pthread_mutex_t persist_lock = PTHREAD_MUTEX_INITIALIZER;
-	json_t *list;
+	json_t				  *list;
 
 	pthread_mutex_lock(&persist_lock);
 	list = json_array();
 	pthread_mutex_lock(&lock);
 	for (struct repo *r = repos; r && list; r = r->next)
 		if (!r->configured && !r->provisional && !r->deleted)
-			json_array_append_new(list, json_pack("{s:s, s:s, s:s}", "name", r->name, "owner", r->owner,
-							       "url", r->url));
+			json_array_append_new(list, json_pack("{s:s, s:s, s:s}", "name", r->name, "owner",
+												  r->owner, "url", r->url));
 	pthread_mutex_unlock(&lock);
 	if (!list || persist_save(list) < 0)
 		log_error("cannot record the repository list in %s/%s; API-added repositories may be "
-			  "forgotten at the next start", cfg.mirror_dir, GITD_REGISTRY);
+				  "forgotten at the next start",
+				  cfg.mirror_dir, GITD_REGISTRY);
 	json_decref(list);
 	pthread_mutex_unlock(&persist_lock);
 }
@@ -278,17 +285,19 @@ int
 repo_fetch(struct repo *r, char **err)
 {
 	struct mirror_info info = {.refs = UINT64_MAX};
-	char *name, *owner, *dir, *url, *e = NULL;
-	bool clone;
-	int rc;
+	char			  *name, *owner, *dir, *url, *e = NULL;
+	bool			   clone;
+	int				   rc;
 
 	*err = NULL;
 	pthread_mutex_lock(&lock);
-	if (r->deleted) {
+	if (r->deleted)
+	{
 		pthread_mutex_unlock(&lock);
 		return -ENOENT;
 	}
-	if (r->fetching) {
+	if (r->fetching)
+	{
 		uint64_t seq = r->fetches;
 		while (r->fetching && r->fetches == seq)
 			pthread_cond_wait(&r->done, &lock);
@@ -312,7 +321,8 @@ repo_fetch(struct repo *r, char **err)
 		rc = -ENOMEM;
 	else
 		rc = slot_acquire();
-	if (rc == 0) {
+	if (rc == 0)
+	{
 		log_info("%s (owner %s): %s %s", name, owner, clone ? "cloning" : "fetching", url);
 		rc = clone ? mirror_clone(owner, dir, name, url, &e) : mirror_fetch(dir, name, url, &e);
 		if (rc == 0 && mirror_inspect(dir, name, &info) < 0)
@@ -337,16 +347,20 @@ repo_fetch(struct repo *r, char **err)
 	r->last_fetch_at = time(NULL);
 	free(r->last_error);
 	r->last_error = NULL;
-	if (rc == 0) {
+	if (rc == 0)
+	{
 		r->has_mirror = true;
 		r->failed = false;
 		r->last_success_at = r->last_fetch_at;
-		if (info.refs != UINT64_MAX) {
+		if (info.refs != UINT64_MAX)
+		{
 			memcpy(r->head, info.head, sizeof r->head);
 			r->nrefs = info.refs;
 			r->inspected = true;
 		}
-	} else {
+	}
+	else
+	{
 		r->failed = true;
 		r->last_error = e ? strdup(e) : NULL;
 		if (rc != -ECANCELED)
@@ -374,19 +388,22 @@ enum repo_add_result
 repo_add(const char *owner, const char *name, const char *url, struct repo **ret, char **err)
 {
 	struct repo *r;
-	bool ready;
-	int rc;
+	bool		 ready;
+	int			 rc;
 
 	*ret = NULL;
 	*err = NULL;
 	pthread_mutex_lock(&lock);
 	r = find(owner, name);
-	if (r) {
-		if (r->deleted) {
+	if (r)
+	{
+		if (r->deleted)
+		{
 			pthread_mutex_unlock(&lock);
 			return REPO_DELETING;
 		}
-		if (strcmp(r->url, url) != 0) {
+		if (strcmp(r->url, url) != 0)
+		{
 			*err = strdup(r->url);
 			pthread_mutex_unlock(&lock);
 			return REPO_CONFLICT;
@@ -396,19 +413,22 @@ repo_add(const char *owner, const char *name, const char *url, struct repo **ret
 		pthread_mutex_unlock(&lock);
 		/* The same request again: answer once a mirror exists (joining a clone in flight). */
 		rc = ready ? 0 : repo_fetch(r, err);
-		if (rc == 0) {
+		if (rc == 0)
+		{
 			*ret = r;
 			return REPO_ALREADY;
 		}
 		repo_unref(r);
 		return rc == -ECANCELED ? REPO_CANCELLED : rc == -ENOENT ? REPO_GONE : REPO_ADD_FAILED;
 	}
-	if (n_repos >= cfg.max_repos) {
+	if (n_repos >= cfg.max_repos)
+	{
 		pthread_mutex_unlock(&lock);
 		return REPO_FULL;
 	}
 	r = repo_new(owner, name, url);
-	if (!r) {
+	if (!r)
+	{
 		pthread_mutex_unlock(&lock);
 		*err = strdup("out of memory");
 		return REPO_ADD_FAILED;
@@ -421,7 +441,8 @@ repo_add(const char *owner, const char *name, const char *url, struct repo **ret
 	rc = repo_fetch(r, err);
 
 	pthread_mutex_lock(&lock);
-	if (rc == 0 && !r->deleted) {
+	if (rc == 0 && !r->deleted)
+	{
 		r->provisional = false;
 		pthread_mutex_unlock(&lock);
 		persist();
@@ -444,12 +465,13 @@ int
 repo_delete(const char *owner, const char *name)
 {
 	struct repo *r;
-	char *aside = NULL;
-	bool was_api;
+	char		*aside = NULL;
+	bool		 was_api;
 
 	pthread_mutex_lock(&lock);
 	r = find(owner, name);
-	if (!r || r->deleted) {
+	if (!r || r->deleted)
+	{
 		pthread_mutex_unlock(&lock);
 		return -ENOENT;
 	}
@@ -480,25 +502,29 @@ repo_delete(const char *owner, const char *name)
 void
 repo_inspect_adopted(void)
 {
-	for (;;) {
-		struct repo *r = NULL;
+	for (;;)
+	{
+		struct repo		  *r = NULL;
 		struct mirror_info info;
 
 		pthread_mutex_lock(&lock);
 		for (struct repo *x = repos; x; x = x->next)
-			if (x->has_mirror && !x->inspected && !x->fetching && !x->deleted) {
+			if (x->has_mirror && !x->inspected && !x->fetching && !x->deleted)
+			{
 				r = x;
 				r->refcount++;
 				break;
 			}
 		pthread_mutex_unlock(&lock);
-		if (!r || gitd_stopping) {
+		if (!r || gitd_stopping)
+		{
 			repo_unref(r);
 			return;
 		}
 		int rc = mirror_inspect(r->dir, r->name, &info);
 		pthread_mutex_lock(&lock);
-		if (rc == 0 && !r->inspected) {
+		if (rc == 0 && !r->inspected)
+		{
 			memcpy(r->head, info.head, sizeof r->head);
 			r->nrefs = info.refs;
 		}
@@ -514,7 +540,8 @@ repo_queue_due(uint64_t now)
 	uint64_t wait = UINT64_MAX;
 
 	pthread_mutex_lock(&lock);
-	for (struct repo *r = repos; r; r = r->next) {
+	for (struct repo *r = repos; r; r = r->next)
+	{
 		uint64_t due;
 		if (r->provisional || r->deleted || r->fetching || r->queued)
 			continue;
@@ -524,13 +551,15 @@ repo_queue_due(uint64_t now)
 			continue;
 		else
 			due = r->next_due;
-		if (due <= now) {
+		if (due <= now)
+		{
 			r->refcount++;
 			if (sched_enqueue(r) == 0)
 				r->queued = true;
 			else
 				r->refcount--; /* out of memory: the next round tries again */
-		} else if (due - now < wait)
+		}
+		else if (due - now < wait)
 			wait = due - now;
 	}
 	pthread_mutex_unlock(&lock);
@@ -558,10 +587,12 @@ static int
 adopt(const char *owner, const char *name, const char *url, bool configured)
 {
 	struct repo *r = find(owner, name);
-	time_t mtime;
+	time_t		 mtime;
 
-	if (r) {
-		if (strcmp(r->url, url) != 0) {
+	if (r)
+	{
+		if (strcmp(r->url, url) != 0)
+		{
 			log_notice("%s: the configuration says %s (was %s)", name, url, r->url);
 			char *u = strdup(url);
 			if (!u)
@@ -576,13 +607,15 @@ adopt(const char *owner, const char *name, const char *url, bool configured)
 	if (!r)
 		return -ENOMEM;
 	r->configured = configured;
-	if (mirror_exists(r->dir, name, &mtime)) {
-		uint64_t age = (uint64_t)MAX(0, (long long)(time(NULL) - mtime)) * 1000;
+	if (mirror_exists(r->dir, name, &mtime))
+	{
+		uint64_t age = (uint64_t) MAX(0, (long long) (time(NULL) - mtime)) * 1000;
 		r->has_mirror = true;
 		r->last_success_at = mtime;
 		r->next_due = now_ms() + (age < cfg.fetch_interval_ms ? cfg.fetch_interval_ms - age : 0);
 		log_info("%s: adopted the mirror on disk", name);
-	} else
+	}
+	else
 		log_info("%s: no mirror yet; cloning %s in the background", name, url);
 	link_repo(r);
 	return 0;
@@ -592,8 +625,8 @@ int
 repo_init(void)
 {
 	json_t *list = NULL, *e;
-	size_t i;
-	int r;
+	size_t	i;
+	int		r;
 
 	r = mirror_init();
 	if (r < 0)
@@ -601,14 +634,16 @@ repo_init(void)
 	r = persist_load(&list);
 	if (r < 0)
 		return r;
-	json_array_foreach(list, i, e) {
+	json_array_foreach(list, i, e)
+	{
 		const char *name = json_string_value(json_object_get(e, "name"));
 		const char *url = json_string_value(json_object_get(e, "url"));
-		json_t *o = json_object_get(e, "owner");   /* absent in files of the flat layout: shared */
+		json_t *o = json_object_get(e, "owner"); /* absent in files of the flat layout: shared */
 		const char *owner = o ? json_string_value(o) : MIRROR_OWNER_SHARED;
-		if (!repo_name_valid(name) || repo_url_problem(url) || !mirror_owner_valid(owner)) {
+		if (!repo_name_valid(name) || repo_url_problem(url) || !mirror_owner_valid(owner))
+		{
 			log_warning("%s/%s: skipping entry %zu (invalid name, owner or url)", cfg.mirror_dir,
-				    GITD_REGISTRY, i);
+						GITD_REGISTRY, i);
 			continue;
 		}
 		r = adopt(owner, name, url, false);
@@ -622,7 +657,8 @@ repo_init(void)
 		return r;
 	if (n_repos > cfg.max_repos)
 		log_warning("%zu repositories configured and recorded, more than max_repos (%llu): "
-			    "no more can be added", n_repos, (unsigned long long)cfg.max_repos);
+					"no more can be added",
+					n_repos, (unsigned long long) cfg.max_repos);
 	persist(); /* configured repos named like recorded ones leave the file */
 	return 0;
 }
@@ -631,7 +667,8 @@ void
 repo_done(void)
 {
 	pthread_mutex_lock(&lock);
-	while (repos) {
+	while (repos)
+	{
 		struct repo *r = repos;
 		unlink_repo(r);
 		pthread_mutex_unlock(&lock);
@@ -646,11 +683,12 @@ void
 repo_metrics(struct metrics_out *o)
 {
 	static const char *const states[] = {"new", "fetching", "ready", "failed"};
-	size_t by_state[ARRAY_SIZE(states)] = {0}, shared = 0, tenant = 0;
-	uint64_t runs[2], failures[2], fetching;
+	size_t					 by_state[ARRAY_SIZE(states)] = {0}, shared = 0, tenant = 0;
+	uint64_t				 runs[2], failures[2], fetching;
 
 	pthread_mutex_lock(&lock);
-	for (struct repo *r = repos; r; r = r->next) {
+	for (struct repo *r = repos; r; r = r->next)
+	{
 		if (r->deleted)
 			continue;
 		for (size_t i = 0; i < ARRAY_SIZE(states); i++)
@@ -668,17 +706,21 @@ repo_metrics(struct metrics_out *o)
 
 	for (size_t i = 0; i < ARRAY_SIZE(states); i++)
 		metrics_gauge(o, "nadi_gitd_repos", "Repositories mirrored, by state.",
-			      METRICS_LABELS("state", states[i]), (double)by_state[i]);
-	metrics_gauge(o, "nadi_gitd_repos_by_owner", "Repositories mirrored, shared with every tenant or owned by one.",
-		      METRICS_LABELS("owner", "shared"), (double)shared);
-	metrics_gauge(o, "nadi_gitd_repos_by_owner", "Repositories mirrored, shared with every tenant or owned by one.",
-		      METRICS_LABELS("owner", "tenant"), (double)tenant);
-	metrics_gauge(o, "nadi_gitd_fetching", "Clones and fetches running now.", NULL, (double)fetching);
+					  METRICS_LABELS("state", states[i]), (double) by_state[i]);
+	metrics_gauge(o, "nadi_gitd_repos_by_owner",
+				  "Repositories mirrored, shared with every tenant or owned by one.",
+				  METRICS_LABELS("owner", "shared"), (double) shared);
+	metrics_gauge(o, "nadi_gitd_repos_by_owner",
+				  "Repositories mirrored, shared with every tenant or owned by one.",
+				  METRICS_LABELS("owner", "tenant"), (double) tenant);
+	metrics_gauge(o, "nadi_gitd_fetching", "Clones and fetches running now.", NULL,
+				  (double) fetching);
 	for (int k = 0; k < 2; k++)
-		metrics_counter(o, "nadi_gitd_fetches_total", "git runs (first clones and fetches) since start.",
-				METRICS_LABELS("kind", k ? "fetch" : "clone"), runs[k]);
+		metrics_counter(o, "nadi_gitd_fetches_total",
+						"git runs (first clones and fetches) since start.",
+						METRICS_LABELS("kind", k ? "fetch" : "clone"), runs[k]);
 	for (int k = 0; k < 2; k++)
 		metrics_counter(o, "nadi_gitd_fetch_failures_total",
-				"git runs that failed (the mirror stayed as it was).",
-				METRICS_LABELS("kind", k ? "fetch" : "clone"), failures[k]);
+						"git runs that failed (the mirror stayed as it was).",
+						METRICS_LABELS("kind", k ? "fetch" : "clone"), failures[k]);
 }

@@ -12,20 +12,21 @@
 
 atomic_bool gitd_stopping;
 
-struct job {
+struct job
+{
 	struct repo *repo;
-	struct job *next;
+	struct job	*next;
 };
 
 static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t q_cond = PTHREAD_COND_INITIALIZER;    /* workers: a job or the stop */
-static pthread_cond_t tick_cond;                            /* scheduler: the stop (CLOCK_MONOTONIC) */
-static pthread_cond_t slot_cond = PTHREAD_COND_INITIALIZER;
-static struct job *q_head, *q_tail;
-static unsigned slots_used;
-static pthread_t sched_thread, *workers;
-static size_t n_workers;
-static bool sched_running;
+static pthread_cond_t  q_cond = PTHREAD_COND_INITIALIZER; /* workers: a job or the stop */
+static pthread_cond_t  tick_cond; /* scheduler: the stop (CLOCK_MONOTONIC) */
+static pthread_cond_t  slot_cond = PTHREAD_COND_INITIALIZER;
+static struct job	  *q_head, *q_tail;
+static unsigned		   slots_used;
+static pthread_t	   sched_thread, *workers;
+static size_t		   n_workers;
+static bool			   sched_running;
 
 int
 sched_enqueue(struct repo *r)
@@ -50,14 +51,16 @@ sched_enqueue(struct repo *r)
 static void *
 worker_main(void *arg)
 {
-	(void)arg;
-	for (;;) {
+	(void) arg;
+	for (;;)
+	{
 		struct job *j;
 
 		pthread_mutex_lock(&q_lock);
 		while (!q_head && !gitd_stopping)
 			pthread_cond_wait(&q_cond, &q_lock);
-		if (gitd_stopping) {
+		if (gitd_stopping)
+		{
 			pthread_mutex_unlock(&q_lock);
 			return NULL;
 		}
@@ -74,20 +77,22 @@ worker_main(void *arg)
 static void *
 sched_main(void *arg)
 {
-	(void)arg;
+	(void) arg;
 	repo_inspect_adopted();
 	pthread_mutex_lock(&q_lock);
-	while (!gitd_stopping) {
+	while (!gitd_stopping)
+	{
 		pthread_mutex_unlock(&q_lock);
 		uint64_t wait = repo_queue_due(now_ms());
 		pthread_mutex_lock(&q_lock);
 		/* Wake at least every second: fetches that end move due times. */
-		wait = MIN(MAX(wait, (uint64_t)20), (uint64_t)1000);
+		wait = MIN(MAX(wait, (uint64_t) 20), (uint64_t) 1000);
 		struct timespec ts;
 		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_sec += (time_t)(wait / 1000);
-		ts.tv_nsec += (long)(wait % 1000) * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec += (time_t) (wait / 1000);
+		ts.tv_nsec += (long) (wait % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000)
+		{
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000;
 		}
@@ -102,7 +107,7 @@ int
 sched_start(void)
 {
 	pthread_condattr_t ca;
-	int r;
+	int				   r;
 
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -112,7 +117,8 @@ sched_start(void)
 	workers = calloc(cfg.max_parallel_fetches, sizeof *workers);
 	if (!workers)
 		return -ENOMEM;
-	for (n_workers = 0; n_workers < cfg.max_parallel_fetches; n_workers++) {
+	for (n_workers = 0; n_workers < cfg.max_parallel_fetches; n_workers++)
+	{
 		r = pthread_create(&workers[n_workers], NULL, worker_main, NULL);
 		if (r)
 			return -r;
@@ -142,7 +148,8 @@ sched_stop(void)
 	free(workers);
 	workers = NULL;
 	n_workers = 0;
-	while (q_head) {
+	while (q_head)
+	{
 		struct job *j = q_head;
 		q_head = j->next;
 		repo_run_queued(j->repo); /* stopping: only drops the reference */
@@ -157,7 +164,8 @@ slot_acquire(void)
 	pthread_mutex_lock(&q_lock);
 	while (slots_used >= cfg.max_parallel_fetches && !gitd_stopping)
 		pthread_cond_wait(&slot_cond, &q_lock);
-	if (gitd_stopping) {
+	if (gitd_stopping)
+	{
 		pthread_mutex_unlock(&q_lock);
 		return -ECANCELED;
 	}

@@ -11,7 +11,7 @@
 static size_t
 utf8_len(const unsigned char *s, size_t avail)
 {
-	size_t n;
+	size_t	 n;
 	uint32_t cp;
 
 	if (s[0] < 0x80)
@@ -26,13 +26,14 @@ utf8_len(const unsigned char *s, size_t avail)
 		return 0;
 	if (n > avail)
 		return 0;
-	for (size_t i = 1; i < n; i++) {
+	for (size_t i = 1; i < n; i++)
+	{
 		if ((s[i] & 0xc0) != 0x80)
 			return 0;
 		cp = (cp << 6) | (s[i] & 0x3f);
 	}
-	if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
+	if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+		cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
 		return 0;
 	return n;
 }
@@ -40,21 +41,27 @@ utf8_len(const unsigned char *s, size_t avail)
 char *
 text_clean(const char *s, size_t len)
 {
-	const unsigned char *p = (const unsigned char *)s;
-	char *out = malloc(len * 3 + 1), *o = out;
+	const unsigned char *p = (const unsigned char *) s;
+	char				*out = malloc(len * 3 + 1), *o = out;
 
 	if (!out)
 		return NULL;
-	for (size_t i = 0; i < len;) {
+	for (size_t i = 0; i < len;)
+	{
 		size_t n = utf8_len(p + i, len - i);
-		if (n == 0) {
+		if (n == 0)
+		{
 			memcpy(o, "\xef\xbf\xbd", 3); /* U+FFFD */
 			o += 3;
 			i++;
-		} else if (n == 1 && (p[i] < 0x20 || p[i] == 0x7f) && p[i] != '\n' && p[i] != '\t') {
+		}
+		else if (n == 1 && (p[i] < 0x20 || p[i] == 0x7f) && p[i] != '\n' && p[i] != '\t')
+		{
 			*o++ = p[i] == '\r' ? '\n' : ' ';
 			i++;
-		} else {
+		}
+		else
+		{
 			memcpy(o, p + i, n);
 			o += n;
 			i += n;

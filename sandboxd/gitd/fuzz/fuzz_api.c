@@ -25,14 +25,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* ---- the request ---- */
 
-struct http_req {
-	char method[16];
-	char path[512];
-	char query[512];
+struct http_req
+{
+	char		method[16];
+	char		path[512];
+	char		query[512];
 	const char *body;
-	size_t body_len;
-	int replies;
-	unsigned status;
+	size_t		body_len;
+	int			replies;
+	unsigned	status;
 };
 
 const char *
@@ -52,14 +53,16 @@ const char *
 http_query(const struct http_req *r, const char *key)
 {
 	static char val[512];
-	size_t kl = strlen(key);
+	size_t		kl = strlen(key);
 
-	for (const char *p = r->query; *p;) {
+	for (const char *p = r->query; *p;)
+	{
 		const char *end = strchr(p, '&');
-		size_t n = end ? (size_t)(end - p) : strlen(p);
+		size_t		n = end ? (size_t) (end - p) : strlen(p);
 
-		if (n > kl && strncmp(p, key, kl) == 0 && p[kl] == '=') {
-			snprintf(val, sizeof val, "%.*s", (int)(n - kl - 1), p + kl + 1);
+		if (n > kl && strncmp(p, key, kl) == 0 && p[kl] == '=')
+		{
+			snprintf(val, sizeof val, "%.*s", (int) (n - kl - 1), p + kl + 1);
 			return val;
 		}
 		if (!end)
@@ -82,9 +85,10 @@ json_t *
 http_body_json(struct http_req *r)
 {
 	json_error_t e;
-	json_t *j = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &e);
+	json_t		*j = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &e);
 
-	if (!j || !json_is_object(j)) {
+	if (!j || !json_is_object(j))
+	{
 		json_decref(j);
 		reply(r, 400);
 		return NULL;
@@ -105,7 +109,7 @@ http_reply_json(struct http_req *r, unsigned status, json_t *body)
 void
 http_reply_problem(struct http_req *r, unsigned status, const char *code, const char *fmt, ...)
 {
-	char buf[1024];
+	char	buf[1024];
 	va_list ap;
 
 	assert(status >= 400 && code && *code);
@@ -141,11 +145,12 @@ http_metrics(struct metrics_out *o)
 
 /* ---- a registry of at most cfg.max_repos mirrors, in memory ---- */
 
-struct repo {
+struct repo
+{
 	char owner[300];
 	char name[GITD_NAME_MAX + 1];
 	char url[1024];
-	int refs;
+	int	 refs;
 	bool used;
 };
 
@@ -198,7 +203,8 @@ repo_get(const char *owner, const char *name)
 void
 repo_unref(struct repo *r)
 {
-	if (r) {
+	if (r)
+	{
 		assert(r->refs > 0);
 		r->refs--;
 	}
@@ -225,7 +231,7 @@ repo_list_json(const char *owner)
 void
 repo_metrics(struct metrics_out *o)
 {
-	metrics_gauge(o, "nadi_gitd_repos", "Repositories mirrored.", NULL, (double)repo_count());
+	metrics_gauge(o, "nadi_gitd_repos", "Repositories mirrored.", NULL, (double) repo_count());
 }
 
 enum repo_add_result
@@ -236,7 +242,8 @@ repo_add(const char *owner, const char *name, const char *url, struct repo **ret
 	check_id(owner, name);
 	assert(url && repo_url_problem(url) == NULL);
 	r = find(owner, name);
-	if (r) {
+	if (r)
+	{
 		r->refs++;
 		*ret = r;
 		if (strcmp(r->url, url) == 0)
@@ -245,7 +252,8 @@ repo_add(const char *owner, const char *name, const char *url, struct repo **ret
 		return REPO_CONFLICT;
 	}
 	for (size_t i = 0; i < cfg.max_repos; i++)
-		if (!table[i].used) {
+		if (!table[i].used)
+		{
 			r = &table[i];
 			snprintf(r->owner, sizeof r->owner, "%s", owner);
 			snprintf(r->name, sizeof r->name, "%s", name);
@@ -254,7 +262,8 @@ repo_add(const char *owner, const char *name, const char *url, struct repo **ret
 			r->refs = 1;
 			*ret = r;
 			/* a clone that fails now and then */
-			if (strstr(url, "fail")) {
+			if (strstr(url, "fail"))
+			{
 				r->used = false;
 				r->refs = 0;
 				*ret = NULL;
@@ -270,7 +279,8 @@ int
 repo_fetch(struct repo *r, char **err)
 {
 	assert(r->refs > 0);
-	if (strstr(r->url, "fail")) {
+	if (strstr(r->url, "fail"))
+	{
 		*err = strdup("fetch failed");
 		return -EIO;
 	}
@@ -294,16 +304,16 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct http_req r = {0};
-	const char *nl = memchr(data, '\n', size);
-	size_t line = nl ? (size_t)(nl - (const char *)data) : size;
-	const char *sp = memchr(data, ' ', line);
-	size_t ml, tl;
-	char target[1024];
-	char *q;
+	const char	   *nl = memchr(data, '\n', size);
+	size_t			line = nl ? (size_t) (nl - (const char *) data) : size;
+	const char	   *sp = memchr(data, ' ', line);
+	size_t			ml, tl;
+	char			target[1024];
+	char		   *q;
 
 	if (!sp)
 		return 0;
-	ml = (size_t)(sp - (const char *)data);
+	ml = (size_t) (sp - (const char *) data);
 	tl = line - ml - 1;
 	if (ml == 0 || ml >= sizeof r.method || tl >= sizeof target || memchr(data, '\0', line))
 		return 0;
@@ -311,7 +321,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(target, sp + 1, tl);
 	target[tl] = '\0';
 	q = strchr(target, '?');
-	if (q) {
+	if (q)
+	{
 		*q = '\0';
 		snprintf(r.query, sizeof r.query, "%s", q + 1);
 	}
@@ -320,12 +331,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	r.body_len = nl ? size - line - 1 : 0;
 
 	memset(table, 0, sizeof table);
-	table[0] = (struct repo) {"*", "nadi", "https://example.com/nadi.git", 0, true};
-	table[1] = (struct repo) {"acme", "private", "file:///srv/fail.git", 0, true};
+	table[0] = (struct repo){"*", "nadi", "https://example.com/nadi.git", 0, true};
+	table[1] = (struct repo){"acme", "private", "file:///srv/fail.git", 0, true};
 
 	api_dispatch(&r);
 	assert(r.replies == 1);
 	for (size_t i = 0; i < cfg.max_repos; i++)
-		assert(table[i].refs == 0);	/* every reference taken was given back */
+		assert(table[i].refs == 0); /* every reference taken was given back */
 	return 0;
 }
