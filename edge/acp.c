@@ -307,7 +307,7 @@ initialize_result(void)
 					 "protocolVersion", 1, "agentCapabilities", "loadSession", 1,
 					 "promptCapabilities", "image", 0, "audio", 0, "embeddedContext", 1,
 					 "mcpCapabilities", "http", 0, "sse", 0, "authMethods", "agentInfo", "name",
-					 "nadi-edge", "title", "Nadi", "version", EDGE_VERSION);
+					 "nadi-edge", "title", "Nadi", "version", NADI_VERSION);
 }
 
 char *

@@ -19,7 +19,6 @@
 #include "daemonlib/http.h"
 #include "nadi_version.h"
 #include "daemonlib/problem.h"
-#define EDGE_VERSION NADI_VERSION
 
 #define EDGE_UNUSED __attribute__((unused))
 #define EDGE_PRINTF(a, b) __attribute__((format(printf, a, b)))

@@ -96,7 +96,7 @@ static void
 healthz(struct http_req *r)
 {
 	json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:b, s:b}", "status",
-						  sbx_draining ? "draining" : "ok", "version", SBX_VERSION, "sandboxes",
+						  sbx_draining ? "draining" : "ok", "version", NADI_VERSION, "sandboxes",
 						  (json_int_t) sandbox_count(), "containers", (json_int_t) run_count(),
 						  "limits", limit_mode_name(limits_mode()), "storage",
 						  store_is_loop() ? "loop" : "btrfs", "host_id", cfg.host_id, "proxy",

@@ -212,7 +212,7 @@ main(int argc, char **argv)
 		log_error("cannot set up the event loop: %m");
 		return 1;
 	}
-	log_notice("nadi-sandboxd %s starting (state %s, images %s)", SBX_VERSION, cfg.state_dir,
+	log_notice("nadi-sandboxd %s starting (state %s, images %s)", NADI_VERSION, cfg.state_dir,
 			   cfg.image_dir);
 
 	r = store_init();

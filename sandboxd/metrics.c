@@ -73,7 +73,7 @@ metrics_render(size_t *len)
 		by_state[sb->ct.state]++;
 
 	metrics_gauge(o, "nadi_sandboxd_info", "Build and configuration of this daemon.",
-				  METRICS_LABELS("version", SBX_VERSION, "limits", limit_mode_name(limits_mode()),
+				  METRICS_LABELS("version", NADI_VERSION, "limits", limit_mode_name(limits_mode()),
 								 "storage", store_is_loop() ? "loop" : "btrfs"),
 				  1);
 	metrics_gauge(o, "nadi_sandboxd_sandboxes", "Sandboxes on this host.", NULL,

@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 #include "nadi_version.h"
-#define SBX_VERSION NADI_VERSION
 
 /*
  * User namespaces: sandbox N (a slot, persisted per sandbox) maps its uids

@@ -22,7 +22,6 @@
 #include "daemonlib/util.h"
 
 #include "nadi_version.h"
-#define CP_VERSION NADI_VERSION
 #define CP_TOKEN_MAX 8192 /* bytes of a presented token */
 #define CP_SANDBOX_ID_MAX 64
 #define CP_SECRET_MAX 8192 /* bytes of an upstream secret */

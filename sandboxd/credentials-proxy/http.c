@@ -101,7 +101,7 @@ healthz(struct MHD_Connection *c)
 	return http_reply_json(c, 200,
 						   json_pack("{s:s, s:s, s:s, s:o, s:i, s:i}", "status",
 									 atomic_load(&cp_draining) ? "draining" : "ok", "version",
-									 CP_VERSION, "proxy_id", cfg.proxy_id, "upstreams", names,
+									 NADI_VERSION, "proxy_id", cfg.proxy_id, "upstreams", names,
 									 "sandboxes", (int) listen_sandbox_count(), "connections",
 									 (int) listen_client_count()));
 }

@@ -83,8 +83,8 @@ main(int argc, char **argv)
 	/* Before any thread exists, so that every thread inherits the mask. */
 	signals_block(&mask);
 
-	log_notice("nadi-credproxy %s starting (proxy id %s, %zu upstreams)", CP_VERSION, cfg.proxy_id,
-			   cfg.n_upstreams);
+	log_notice("nadi-credproxy %s starting (proxy id %s, %zu upstreams)", NADI_VERSION,
+			   cfg.proxy_id, cfg.n_upstreams);
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	signal_w.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	signal_w.cb = on_signal;

@@ -73,7 +73,7 @@ metrics(struct http_req *r)
 	if (o)
 	{
 		metrics_gauge(o, "nadi_gitd_info", "Version of this daemon.",
-					  METRICS_LABELS("version", GITD_VERSION), 1);
+					  METRICS_LABELS("version", NADI_VERSION), 1);
 		http_metrics(o);
 		repo_metrics(o);
 	}
@@ -92,7 +92,7 @@ static void
 healthz(struct http_req *r)
 {
 	http_reply_json(r, 200,
-					json_pack("{s:s, s:s, s:I, s:I}", "status", "ok", "version", GITD_VERSION,
+					json_pack("{s:s, s:s, s:I, s:I}", "status", "ok", "version", NADI_VERSION,
 							  "repos", (json_int_t) repo_count(), "fetching",
 							  (json_int_t) repo_fetching_count()));
 }

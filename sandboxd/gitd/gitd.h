@@ -25,7 +25,6 @@
 #include "daemonlib/util.h"
 
 #include "nadi_version.h"
-#define GITD_VERSION NADI_VERSION
 #define GITD_REGISTRY ".repos.json" /* repositories added through the API */
 #define GITD_NAME_MAX REPO_NAME_MAX /* repo_name_valid(), daemonlib/util.c */
 #define GITD_URL_MAX 4096

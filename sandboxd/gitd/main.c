@@ -37,7 +37,7 @@ main(int argc, char **argv)
 	/* Before any thread exists, so that every thread inherits the mask. */
 	signals_block(&mask);
 
-	log_notice("nadi-gitd %s starting (mirrors in %s)", GITD_VERSION, cfg.mirror_dir);
+	log_notice("nadi-gitd %s starting (mirrors in %s)", NADI_VERSION, cfg.mirror_dir);
 	r = repo_init();
 	if (r < 0)
 	{
