@@ -11,6 +11,7 @@
 #include "postmaster/bgworker.h"
 #include "utils/guc.h"
 
+#include "nadi.h"
 #include "cell.h"
 #include "worker.h"
 
@@ -20,30 +21,24 @@ int			nadi_broker_naptime_ms = 1000;
 int			nadi_cell_workers = 2;
 bool		nadi_notifier_enabled = true;
 
+static const NadiSetting settings[] = {
+	{NADI_SETTING_STRING, "nadi.database", "Database the nadi broker and cells work in.", NULL,
+	&nadi_database, "postgres", 0, 0, PGC_POSTMASTER, 0},
+	{NADI_SETTING_BOOL, "nadi.broker", "Start the nadi broker (placement and healing).", NULL,
+	&nadi_broker_enabled, NULL, 0, 0, PGC_POSTMASTER, 0},
+	{NADI_SETTING_INT, "nadi.broker_naptime", "Longest the broker sleeps when nothing wakes it (a safety net).", NULL,
+	&nadi_broker_naptime_ms, NULL, 10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
+	{NADI_SETTING_INT, "nadi.cell_workers", "Worker processes of the embedded cell host (0: no embedded cell).", NULL,
+	&nadi_cell_workers, NULL, 0, 32, PGC_POSTMASTER, 0},
+	{NADI_SETTING_BOOL, "nadi.notifier", "Send NOTIFY nadi_events from a worker that batches many commits' notifications.",
+		"Off: each event-writing transaction sends its own NOTIFY, which serializes their commits.",
+	&nadi_notifier_enabled, NULL, 0, 0, PGC_POSTMASTER, 0},
+};
+
 void
 nadi_workers_define_gucs(void)
 {
-	DefineCustomStringVariable("nadi.database",
-							   "Database the nadi broker and cells work in.",
-							   NULL, &nadi_database, "postgres",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
-	DefineCustomBoolVariable("nadi.broker",
-							 "Start the nadi broker (placement and healing).",
-							 NULL, &nadi_broker_enabled, true,
-							 PGC_POSTMASTER, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("nadi.broker_naptime",
-							"Longest the broker sleeps when nothing wakes it (a safety net).",
-							NULL, &nadi_broker_naptime_ms, 1000, 10, 3600 * 1000,
-							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomIntVariable("nadi.cell_workers",
-							"Worker processes of the embedded cell host (0: no embedded cell).",
-							NULL, &nadi_cell_workers, 2, 0, 32,
-							PGC_POSTMASTER, 0, NULL, NULL, NULL);
-	DefineCustomBoolVariable("nadi.notifier",
-							 "Send NOTIFY nadi_events from a worker that batches many commits' notifications.",
-							 "Off: each event-writing transaction sends its own NOTIFY, which serializes their commits.",
-							 &nadi_notifier_enabled, true,
-							 PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	nadi_define_settings(settings, lengthof(settings));
 	cell_define_gucs();
 }
 
