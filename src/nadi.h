@@ -117,6 +117,8 @@ extern int64 *nadi_spi_int8s(uint64 *n);
 extern void nadi_rows_to_srf(FunctionCallInfo fcinfo);
 extern int	nadi_exec(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only, long count);
 extern Jsonb *nadi_jsonb(const char *text);
+extern JsonbValue *nadi_jsonb_member(Jsonb *j, const char *key);
+extern void nadi_check_object(Jsonb *j, const char *name);
 extern void nadi_json_str(StringInfo buf, const char *key, const char *value);
 extern void nadi_json_int(StringInfo buf, const char *key, int64 value);
 extern void nadi_json_raw(StringInfo buf, const char *key, const char *json);
