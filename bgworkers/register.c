@@ -42,10 +42,21 @@ nadi_workers_define_gucs(void)
 	cell_define_gucs();
 }
 
+static void
+register_worker(BackgroundWorker *worker, const char *function, const char *name,
+				const char *type)
+{
+	strlcpy(worker->bgw_function_name, function, BGW_MAXLEN);
+	strlcpy(worker->bgw_name, name, BGW_MAXLEN);
+	strlcpy(worker->bgw_type, type, BGW_MAXLEN);
+	RegisterBackgroundWorker(worker);
+}
+
 void
 nadi_workers_register(void)
 {
 	BackgroundWorker worker;
+	char		name[BGW_MAXLEN];
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -54,25 +65,13 @@ nadi_workers_register(void)
 	strlcpy(worker.bgw_library_name, "nadi", BGW_MAXLEN);
 
 	if (nadi_broker_enabled)
-	{
-		strlcpy(worker.bgw_function_name, "nadi_broker_main", BGW_MAXLEN);
-		strlcpy(worker.bgw_name, "nadi broker", BGW_MAXLEN);
-		strlcpy(worker.bgw_type, "nadi broker", BGW_MAXLEN);
-		RegisterBackgroundWorker(&worker);
-	}
+		register_worker(&worker, "nadi_broker_main", "nadi broker", "nadi broker");
 	if (nadi_notifier_enabled)
-	{
-		strlcpy(worker.bgw_function_name, "nadi_notifier_main", BGW_MAXLEN);
-		strlcpy(worker.bgw_name, "nadi notifier", BGW_MAXLEN);
-		strlcpy(worker.bgw_type, "nadi notifier", BGW_MAXLEN);
-		RegisterBackgroundWorker(&worker);
-	}
+		register_worker(&worker, "nadi_notifier_main", "nadi notifier", "nadi notifier");
 	for (int i = 0; i < nadi_cell_workers; i++)
 	{
-		strlcpy(worker.bgw_function_name, "nadi_cell_main", BGW_MAXLEN);
-		snprintf(worker.bgw_name, BGW_MAXLEN, "nadi cell %d", i);
-		strlcpy(worker.bgw_type, "nadi cell", BGW_MAXLEN);
+		snprintf(name, sizeof(name), "nadi cell %d", i);
 		worker.bgw_main_arg = Int32GetDatum(i);
-		RegisterBackgroundWorker(&worker);
+		register_worker(&worker, "nadi_cell_main", name, "nadi cell");
 	}
 }
