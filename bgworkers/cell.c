@@ -134,64 +134,43 @@ cell_wait(void *arg, long ms)
 
 static const RtHost cell_host = {&store_spi, cell_abort_requested, cell_wait, NULL};
 
+/* The cells' settings; integers and booleans boot with their variables' values. */
+static const NadiSetting cell_settings[] = {
+	{NADI_SETTING_STRING, "nadi.cell_host_id", "Host id of the embedded cell host (default: the machine's host name).", NULL,
+	&nadi_cell_host_id, "", 0, 0, PGC_POSTMASTER, 0},
+	{NADI_SETTING_INT, "nadi.cell_capacity", "Sessions the embedded cell host offers to hold.", NULL,
+	&nadi_cell_capacity, NULL, 0, 1000000, PGC_SIGHUP, 0},
+	{NADI_SETTING_INT, "nadi.heartbeat_interval", "How often cells heartbeat their host and renew their leases at the latest.", NULL,
+	&nadi_heartbeat_interval_ms, NULL, 10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
+	{NADI_SETTING_INT, "nadi.idle_suspend", "A session with no command for this long is suspended (its lease released).", NULL,
+	&nadi_idle_suspend_ms, NULL, 10, INT_MAX, PGC_SIGHUP, GUC_UNIT_MS},
+	{NADI_SETTING_STRING, "nadi.sandboxd_url", "Sandbox host to use for sessions whose sandbox host has no address.", NULL,
+	&nadi_sandboxd_url, "http://127.0.0.1:7100", 0, 0, PGC_SIGHUP, 0},
+	{NADI_SETTING_STRING, "nadi.sandboxd_token", "Deprecated and unused: cells do not send it (a warning says so when it is set).",
+		"Cells present each session's own token, nadi.sandboxd_token(session).",
+	&nadi_sandboxd_token, "", 0, 0, PGC_SIGHUP, GUC_SUPERUSER_ONLY},
+	{NADI_SETTING_STRING, "nadi.sandbox_image", "Image new sandboxes are made from.", NULL,
+	&nadi_sandbox_image, "busybox", 0, 0, PGC_SIGHUP, 0},
+	{NADI_SETTING_INT, "nadi.tool_timeout", "Longest a model call, or a request to a sandbox host other than a tool call, may take.",
+		"A tool call is waited for until its own limit (its arguments, else the limit its host lists, else this) plus 10 s, and never less than this.",
+	&nadi_tool_timeout_ms, NULL, 100, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
+	{NADI_SETTING_STRING, "nadi.model", "Model provider: builtin (deterministic, offline) or openai (chat completions).", NULL,
+	&nadi_model_provider, "builtin", 0, 0, PGC_SIGHUP, 0},
+	{NADI_SETTING_STRING, "nadi.model_url", "Base URL of the chat-completions API (the credentials proxy, which holds the key).", NULL,
+	&nadi_model_url, "", 0, 0, PGC_SIGHUP, 0},
+	{NADI_SETTING_STRING, "nadi.model_name", "Model name sent to the chat-completions API.", NULL,
+	&nadi_model_name, "default", 0, 0, PGC_SIGHUP, 0},
+	{NADI_SETTING_BOOL, "nadi.proxy_tokens", "Mint short-lived tokens for the credentials proxy: one sent with each model call, one passed with each tool call.",
+		"Model calls with nadi.model = openai fail without a signing key while this is on; tool calls go on without a token.",
+	&nadi_proxy_tokens, NULL, 0, 0, PGC_SIGHUP, 0},
+	{NADI_SETTING_INT, "nadi.model_max_steps", "Most model steps (tool round trips) one message command may take.", NULL,
+	&nadi_model_max_steps, NULL, 1, 100, PGC_SIGHUP, 0},
+};
+
 void
 cell_define_gucs(void)
 {
-	DefineCustomStringVariable("nadi.cell_host_id",
-							   "Host id of the embedded cell host (default: the machine's host name).",
-							   NULL, &nadi_cell_host_id, "",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("nadi.cell_capacity",
-							"Sessions the embedded cell host offers to hold.",
-							NULL, &nadi_cell_capacity, 1000, 0, 1000000,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("nadi.heartbeat_interval",
-							"How often cells heartbeat their host and renew their leases at the latest.",
-							NULL, &nadi_heartbeat_interval_ms, 2000, 10, 3600 * 1000,
-							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomIntVariable("nadi.idle_suspend",
-							"A session with no command for this long is suspended (its lease released).",
-							NULL, &nadi_idle_suspend_ms, 60000, 10, INT_MAX,
-							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomStringVariable("nadi.sandboxd_url",
-							   "Sandbox host to use for sessions whose sandbox host has no address.",
-							   NULL, &nadi_sandboxd_url, "http://127.0.0.1:7100",
-							   PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomStringVariable("nadi.sandboxd_token",
-							   "Deprecated and unused: cells do not send it (a warning says so when it is set).",
-							   "Cells present each session's own token, nadi.sandboxd_token(session).",
-							   &nadi_sandboxd_token, "",
-							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
-	DefineCustomStringVariable("nadi.sandbox_image",
-							   "Image new sandboxes are made from.",
-							   NULL, &nadi_sandbox_image, "busybox",
-							   PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("nadi.tool_timeout",
-							"Longest a model call, or a request to a sandbox host other than a tool call, may take.",
-							"A tool call is waited for until its own limit (its arguments, else the limit its host lists, else this) plus 10 s, and never less than this.",
-							&nadi_tool_timeout_ms, 30000, 100, 3600 * 1000,
-							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomStringVariable("nadi.model",
-							   "Model provider: builtin (deterministic, offline) or openai (chat completions).",
-							   NULL, &nadi_model_provider, "builtin",
-							   PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomStringVariable("nadi.model_url",
-							   "Base URL of the chat-completions API (the credentials proxy, which holds the key).",
-							   NULL, &nadi_model_url, "",
-							   PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomStringVariable("nadi.model_name",
-							   "Model name sent to the chat-completions API.",
-							   NULL, &nadi_model_name, "default",
-							   PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomBoolVariable("nadi.proxy_tokens",
-							 "Mint short-lived tokens for the credentials proxy: one sent with each model call, one passed with each tool call.",
-							 "Model calls with nadi.model = openai fail without a signing key while this is on; tool calls go on without a token.",
-							 &nadi_proxy_tokens, true,
-							 PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("nadi.model_max_steps",
-							"Most model steps (tool round trips) one message command may take.",
-							NULL, &nadi_model_max_steps, 8, 1, 100,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	nadi_define_settings(cell_settings, lengthof(cell_settings));
 }
 
 static void

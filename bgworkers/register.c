@@ -11,6 +11,7 @@
 #include "postmaster/bgworker.h"
 #include "utils/guc.h"
 
+#include "nadi.h"
 #include "cell.h"
 #include "worker.h"
 
@@ -20,37 +21,42 @@ int			nadi_broker_naptime_ms = 1000;
 int			nadi_cell_workers = 2;
 bool		nadi_notifier_enabled = true;
 
+static const NadiSetting settings[] = {
+	{NADI_SETTING_STRING, "nadi.database", "Database the nadi broker and cells work in.", NULL,
+	&nadi_database, "postgres", 0, 0, PGC_POSTMASTER, 0},
+	{NADI_SETTING_BOOL, "nadi.broker", "Start the nadi broker (placement and healing).", NULL,
+	&nadi_broker_enabled, NULL, 0, 0, PGC_POSTMASTER, 0},
+	{NADI_SETTING_INT, "nadi.broker_naptime", "Longest the broker sleeps when nothing wakes it (a safety net).", NULL,
+	&nadi_broker_naptime_ms, NULL, 10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
+	{NADI_SETTING_INT, "nadi.cell_workers", "Worker processes of the embedded cell host (0: no embedded cell).", NULL,
+	&nadi_cell_workers, NULL, 0, 32, PGC_POSTMASTER, 0},
+	{NADI_SETTING_BOOL, "nadi.notifier", "Send NOTIFY nadi_events from a worker that batches many commits' notifications.",
+		"Off: each event-writing transaction sends its own NOTIFY, which serializes their commits.",
+	&nadi_notifier_enabled, NULL, 0, 0, PGC_POSTMASTER, 0},
+};
+
 void
 nadi_workers_define_gucs(void)
 {
-	DefineCustomStringVariable("nadi.database",
-							   "Database the nadi broker and cells work in.",
-							   NULL, &nadi_database, "postgres",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
-	DefineCustomBoolVariable("nadi.broker",
-							 "Start the nadi broker (placement and healing).",
-							 NULL, &nadi_broker_enabled, true,
-							 PGC_POSTMASTER, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("nadi.broker_naptime",
-							"Longest the broker sleeps when nothing wakes it (a safety net).",
-							NULL, &nadi_broker_naptime_ms, 1000, 10, 3600 * 1000,
-							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomIntVariable("nadi.cell_workers",
-							"Worker processes of the embedded cell host (0: no embedded cell).",
-							NULL, &nadi_cell_workers, 2, 0, 32,
-							PGC_POSTMASTER, 0, NULL, NULL, NULL);
-	DefineCustomBoolVariable("nadi.notifier",
-							 "Send NOTIFY nadi_events from a worker that batches many commits' notifications.",
-							 "Off: each event-writing transaction sends its own NOTIFY, which serializes their commits.",
-							 &nadi_notifier_enabled, true,
-							 PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	nadi_define_settings(settings, lengthof(settings));
 	cell_define_gucs();
+}
+
+static void
+register_worker(BackgroundWorker *worker, const char *function, const char *name,
+				const char *type)
+{
+	strlcpy(worker->bgw_function_name, function, BGW_MAXLEN);
+	strlcpy(worker->bgw_name, name, BGW_MAXLEN);
+	strlcpy(worker->bgw_type, type, BGW_MAXLEN);
+	RegisterBackgroundWorker(worker);
 }
 
 void
 nadi_workers_register(void)
 {
 	BackgroundWorker worker;
+	char		name[BGW_MAXLEN];
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -59,25 +65,13 @@ nadi_workers_register(void)
 	strlcpy(worker.bgw_library_name, "nadi", BGW_MAXLEN);
 
 	if (nadi_broker_enabled)
-	{
-		strlcpy(worker.bgw_function_name, "nadi_broker_main", BGW_MAXLEN);
-		strlcpy(worker.bgw_name, "nadi broker", BGW_MAXLEN);
-		strlcpy(worker.bgw_type, "nadi broker", BGW_MAXLEN);
-		RegisterBackgroundWorker(&worker);
-	}
+		register_worker(&worker, "nadi_broker_main", "nadi broker", "nadi broker");
 	if (nadi_notifier_enabled)
-	{
-		strlcpy(worker.bgw_function_name, "nadi_notifier_main", BGW_MAXLEN);
-		strlcpy(worker.bgw_name, "nadi notifier", BGW_MAXLEN);
-		strlcpy(worker.bgw_type, "nadi notifier", BGW_MAXLEN);
-		RegisterBackgroundWorker(&worker);
-	}
+		register_worker(&worker, "nadi_notifier_main", "nadi notifier", "nadi notifier");
 	for (int i = 0; i < nadi_cell_workers; i++)
 	{
-		strlcpy(worker.bgw_function_name, "nadi_cell_main", BGW_MAXLEN);
-		snprintf(worker.bgw_name, BGW_MAXLEN, "nadi cell %d", i);
-		strlcpy(worker.bgw_type, "nadi cell", BGW_MAXLEN);
+		snprintf(name, sizeof(name), "nadi cell %d", i);
 		worker.bgw_main_arg = Int32GetDatum(i);
-		RegisterBackgroundWorker(&worker);
+		register_worker(&worker, "nadi_cell_main", name, "nadi cell");
 	}
 }

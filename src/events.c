@@ -124,7 +124,6 @@ events_append_array(SessionTx *tx, Jsonb *events, int64 command_id, int64 epoch)
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
 		Jsonb	   *elem;
-		JsonbValue	key;
 		JsonbValue *kind;
 		JsonbValue *payload;
 		char	   *kind_text;
@@ -136,13 +135,8 @@ events_append_array(SessionTx *tx, Jsonb *events, int64 command_id, int64 epoch)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("each event must be a JSON object with \"kind\" and \"payload\"")));
 		elem = JsonbValueToJsonb(&v);
-		key.type = jbvString;
-		key.val.string.val = "kind";
-		key.val.string.len = 4;
-		kind = findJsonbValueFromContainer(&elem->root, JB_FOBJECT, &key);
-		key.val.string.val = "payload";
-		key.val.string.len = 7;
-		payload = findJsonbValueFromContainer(&elem->root, JB_FOBJECT, &key);
+		kind = nadi_jsonb_member(elem, "kind");
+		payload = nadi_jsonb_member(elem, "payload");
 		if (kind == NULL || kind->type != jbvString)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

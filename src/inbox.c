@@ -40,20 +40,6 @@ is_control(const char *type)
 		strcmp(type, "deny") == 0;
 }
 
-/* Find a string member of a jsonb object, or NULL. */
-static JsonbValue *
-jsonb_member(Jsonb *j, const char *key)
-{
-	JsonbValue	k;
-
-	if (!JB_ROOT_IS_OBJECT(j) || JB_ROOT_IS_SCALAR(j))
-		return NULL;
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	return findJsonbValueFromContainer(&j->root, JB_FOBJECT, &k);
-}
-
 static void
 payload_invalid(const char *type, const char *detail)
 {
@@ -67,7 +53,7 @@ payload_invalid(const char *type, const char *detail)
 static int64
 payload_target(Jsonb *payload, const char *type)
 {
-	JsonbValue *v = jsonb_member(payload, "command_id");
+	JsonbValue *v = nadi_jsonb_member(payload, "command_id");
 
 	if (v == NULL || v->type == jbvNull)
 		return 0;
@@ -96,22 +82,30 @@ payload_validate(const char *type, Jsonb *payload)
 
 	if (strcmp(type, "message") == 0)
 	{
-		v = jsonb_member(payload, "text");
+		v = nadi_jsonb_member(payload, "text");
 		if (v == NULL || v->type != jbvString)
 			payload_invalid(type, "A message needs a string \"text\".");
 	}
 	else if (strcmp(type, "tool") == 0)
 	{
-		v = jsonb_member(payload, "name");
+		v = nadi_jsonb_member(payload, "name");
 		if (v == NULL)
 			payload_invalid(type, "A tool call needs a string \"name\".");
 		nadi_check_tool_name(v, "a tool command");
-		v = jsonb_member(payload, "args");
+		v = nadi_jsonb_member(payload, "args");
 		if (v != NULL && (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data)))
 			payload_invalid(type, "\"args\" must be a JSON object.");
 	}
 	else
 		(void) payload_target(payload, type);
+}
+
+static void
+command_not_found(int64 command_id, const char *session_id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_NADI_COMMAND_NOT_FOUND),
+			 errmsg("command " INT64_FORMAT " not found in session %s", command_id, session_id)));
 }
 
 /* Load one command of a locked session; raise if it does not exist. */
@@ -133,9 +127,7 @@ command_load(SessionTx *tx, int64 command_id)
 						2, (Oid[]) {UUIDOID, INT8OID}),
 			  values, NULL, false, 1);
 	if (SPI_processed != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_NADI_COMMAND_NOT_FOUND),
-				 errmsg("command " INT64_FORMAT " not found in session %s", command_id, tx->id_text)));
+		command_not_found(command_id, tx->id_text);
 	row = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	c.id = command_id;
@@ -288,6 +280,37 @@ command_cancel_one(SessionTx *tx, const CommandRef *c, const char *reason)
 	return false;
 }
 
+/* command_cancel_one(), raising if the command had already finished. */
+static void
+command_cancel_unfinished(SessionTx *tx, const CommandRef *c, const char *reason)
+{
+	if (!command_cancel_one(tx, c, reason))
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_COMMAND_STATE),
+				 errmsg("command " INT64_FORMAT " has already finished", c->id),
+				 errdetail("It is %s.", c->status)));
+}
+
+/*
+ * One command_inbox row as the function's result; raises if there is none.
+ * read_only as for nadi_exec().
+ */
+static Datum
+command_row(FunctionCallInfo fcinfo, const pg_uuid_t *id, int64 command_id, bool read_only,
+			MemoryContext outer)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[2] = {UUIDPGetDatum(id), Int64GetDatum(command_id)};
+
+	nadi_exec(nadi_plan(&plan,
+						"SELECT * FROM nadi.command_inbox WHERE session_id = $1 AND command_id = $2",
+						2, (Oid[]) {UUIDOID, INT8OID}),
+			  values, NULL, read_only, 1);
+	if (SPI_processed != 1)
+		command_not_found(command_id, nadi_uuid_out(id));
+	return nadi_spi_row(fcinfo, outer);
+}
+
 /* Cancel every open command of a locked session.  Returns how many. */
 int
 inbox_cancel_open(SessionTx *tx, const char *reason)
@@ -350,17 +373,13 @@ control_apply(SessionTx *tx, const char *type, Jsonb *payload)
 
 	if (strcmp(type, "cancel") == 0)
 	{
-		if (!command_cancel_one(tx, &c, "cancel command"))
-			ereport(ERROR,
-					(errcode(ERRCODE_NADI_COMMAND_STATE),
-					 errmsg("command " INT64_FORMAT " has already finished", c.id),
-					 errdetail("It is %s.", c.status)));
+		command_cancel_unfinished(tx, &c, "cancel command");
 		nadi_json_str(&buf, "outcome", strcmp(c.status, "running") == 0 ? "cancel_requested" : "cancelled");
 	}
 	else
 	{
 		bool		approve = strcmp(type, "approve") == 0;
-		JsonbValue *reason = jsonb_member(payload, "reason");
+		JsonbValue *reason = nadi_jsonb_member(payload, "reason");
 
 		if (strcmp(c.status, "waiting") != 0)
 			ereport(ERROR,
@@ -799,10 +818,7 @@ nadi_command_await_permission(PG_FUNCTION_ARGS)
 	NADI_ARG_NOT_NULL(3, "request");
 	epoch = PG_GETARG_INT64(2);
 	request = PG_GETARG_JSONB_P(3);
-	if (!JB_ROOT_IS_OBJECT(request) || JB_ROOT_IS_SCALAR(request))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("request must be a JSON object")));
+	nadi_check_object(request, "request");
 	nadi_check_payload(request, "permission request");
 
 	nadi_connect();
@@ -827,11 +843,9 @@ PG_FUNCTION_INFO_V1(nadi_command_cancel);
 Datum
 nadi_command_cancel(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
 	MemoryContext outer = CurrentMemoryContext;
 	SessionTx  *tx;
 	CommandRef	c;
-	Datum		values[2];
 	Datum		result;
 
 	NADI_ARG_NOT_NULL(0, "session_id");
@@ -839,19 +853,9 @@ nadi_command_cancel(PG_FUNCTION_ARGS)
 	nadi_connect();
 	tx = session_lock(PG_GETARG_UUID_P(0));
 	c = command_load(tx, PG_GETARG_INT64(1));
-	if (!command_cancel_one(tx, &c, "cancelled by request"))
-		ereport(ERROR,
-				(errcode(ERRCODE_NADI_COMMAND_STATE),
-				 errmsg("command " INT64_FORMAT " has already finished", c.id),
-				 errdetail("It is %s.", c.status)));
+	command_cancel_unfinished(tx, &c, "cancelled by request");
 	session_save(tx);
-	values[0] = UUIDPGetDatum(&tx->id);
-	values[1] = Int64GetDatum(c.id);
-	nadi_exec(nadi_plan(&plan,
-						"SELECT * FROM nadi.command_inbox WHERE session_id = $1 AND command_id = $2",
-						2, (Oid[]) {UUIDOID, INT8OID}),
-			  values, NULL, false, 1);
-	result = nadi_spi_row(fcinfo, outer);
+	result = command_row(fcinfo, &tx->id, c.id, false, outer);
 	nadi_finish();
 	PG_RETURN_DATUM(result);
 }
@@ -861,27 +865,14 @@ PG_FUNCTION_INFO_V1(nadi_command_get);
 Datum
 nadi_command_get(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
 	MemoryContext outer = CurrentMemoryContext;
-	Datum		values[2];
 	Datum		result;
 
 	NADI_ARG_NOT_NULL(0, "session_id");
 	NADI_ARG_NOT_NULL(1, "command_id");
 	nadi_connect();
 	session_require_visible(PG_GETARG_UUID_P(0));
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = PG_GETARG_DATUM(1);
-	nadi_exec(nadi_plan(&plan,
-						"SELECT * FROM nadi.command_inbox WHERE session_id = $1 AND command_id = $2",
-						2, (Oid[]) {UUIDOID, INT8OID}),
-			  values, NULL, true, 1);
-	if (SPI_processed != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_NADI_COMMAND_NOT_FOUND),
-				 errmsg("command " INT64_FORMAT " not found in session %s",
-						PG_GETARG_INT64(1), nadi_uuid_out(PG_GETARG_UUID_P(0)))));
-	result = nadi_spi_row(fcinfo, outer);
+	result = command_row(fcinfo, PG_GETARG_UUID_P(0), PG_GETARG_INT64(1), true, outer);
 	nadi_finish();
 	PG_RETURN_DATUM(result);
 }

@@ -12,6 +12,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
@@ -37,6 +38,34 @@ extern bool nadi_notify;
 extern bool nadi_allow_hs256;
 
 extern void nadi_guc_define(void);
+
+/*
+ * A table of settings, one row a GUC, defined by nadi_define_settings().  An
+ * integer or boolean setting boots with its variable's initial value, a
+ * string one with boot_string.
+ */
+typedef enum NadiSettingType
+{
+	NADI_SETTING_INT,
+	NADI_SETTING_BOOL,
+	NADI_SETTING_STRING
+} NadiSettingType;
+
+typedef struct NadiSetting
+{
+	NadiSettingType type;
+	const char *name;
+	const char *short_desc;
+	const char *long_desc;
+	void	   *var;			/* int *, bool * or char ** */
+	const char *boot_string;	/* strings only */
+	int			min;			/* integers only */
+	int			max;
+	GucContext	context;
+	int			flags;			/* GUC_UNIT_*, GUC_SUPERUSER_ONLY, or 0 */
+} NadiSetting;
+
+extern void nadi_define_settings(const NadiSetting *settings, int n);
 
 /* clock.c: the one clock every expiry decision reads */
 extern TimestampTz nadi_now(void);
@@ -88,6 +117,8 @@ extern int64 *nadi_spi_int8s(uint64 *n);
 extern void nadi_rows_to_srf(FunctionCallInfo fcinfo);
 extern int	nadi_exec(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only, long count);
 extern Jsonb *nadi_jsonb(const char *text);
+extern JsonbValue *nadi_jsonb_member(Jsonb *j, const char *key);
+extern void nadi_check_object(Jsonb *j, const char *name);
 extern void nadi_json_str(StringInfo buf, const char *key, const char *value);
 extern void nadi_json_int(StringInfo buf, const char *key, int64 value);
 extern void nadi_json_raw(StringInfo buf, const char *key, const char *json);

@@ -40,14 +40,9 @@ static HostKind sandbox_kind = {"nadi.sandbox_hosts", "sandbox_host", "sandbox h
 static void
 host_labels_check(HostKind *kind, const char *host_id, Jsonb *labels)
 {
-	JsonbValue	k;
-
 	if (nadi_caller_is_host_admin())
 		return;
-	k.type = jbvString;
-	k.val.string.val = "tenant";
-	k.val.string.len = strlen(k.val.string.val);
-	if (findJsonbValueFromContainer(&labels->root, JB_FOBJECT, &k) != NULL)
+	if (nadi_jsonb_member(labels, "tenant") != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("only an administrator may set the label \"tenant\" of a %s", kind->display),
@@ -156,10 +151,7 @@ host_register(FunctionCallInfo fcinfo, HostKind *kind)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("capacity must be between 0 and 1000000")));
-	if (!JB_ROOT_IS_OBJECT(labels) || JB_ROOT_IS_SCALAR(labels))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("labels must be a JSON object")));
+	nadi_check_object(labels, "labels");
 	nadi_check_payload(labels, "labels");
 
 	values[0] = CStringGetTextDatum(host_id);

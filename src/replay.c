@@ -48,21 +48,10 @@ typedef struct Replay
 	HTAB	   *index;
 } Replay;
 
-static JsonbValue *
-member(Jsonb *j, const char *key)
-{
-	JsonbValue	k;
-
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	return findJsonbValueFromContainer(&j->root, JB_FOBJECT, &k);
-}
-
 static char *
 member_text(Jsonb *j, const char *key)
 {
-	JsonbValue *v = member(j, key);
+	JsonbValue *v = nadi_jsonb_member(j, key);
 
 	if (v == NULL || v->type != jbvString)
 		return NULL;
@@ -73,7 +62,7 @@ member_text(Jsonb *j, const char *key)
 static char *
 member_json(Jsonb *j, const char *key)
 {
-	JsonbValue *v = member(j, key);
+	JsonbValue *v = nadi_jsonb_member(j, key);
 	Jsonb	   *sub;
 
 	if (v == NULL)
@@ -159,7 +148,7 @@ replay_apply(Replay *r, int64 seq, const char *kind, Jsonb *p, int64 cmd)
 	else if (strcmp(kind, "session.lease") == 0)
 	{
 		char	   *what = member_text(p, "event");
-		JsonbValue *epoch = member(p, "epoch");
+		JsonbValue *epoch = nadi_jsonb_member(p, "epoch");
 
 		if (epoch && epoch->type == jbvNumeric)
 			r->epoch = DatumGetInt64(DirectFunctionCall1(numeric_int8,
@@ -176,7 +165,7 @@ replay_apply(Replay *r, int64 seq, const char *kind, Jsonb *p, int64 cmd)
 		command_add(r, cmd, type ? type : "", control ? "completed" : "queued");
 		if (type && strcmp(type, "message") == 0)
 		{
-			JsonbValue *payload = member(p, "payload");
+			JsonbValue *payload = nadi_jsonb_member(p, "payload");
 
 			if (payload && payload->type == jbvBinary)
 				command_find(r, cmd)->text = member_json(JsonbValueToJsonb(payload), "text");
@@ -199,7 +188,7 @@ replay_apply(Replay *r, int64 seq, const char *kind, Jsonb *p, int64 cmd)
 		command_status(r, cmd, "completed");
 	else if (strcmp(kind, "command.failed") == 0)
 	{
-		JsonbValue *retry = member(p, "will_retry");
+		JsonbValue *retry = nadi_jsonb_member(p, "will_retry");
 
 		command_status(r, cmd, (retry && retry->type == jbvBool && retry->val.boolean) ? "queued" : "failed");
 	}

@@ -52,10 +52,7 @@ arg_object(FunctionCallInfo fcinfo, int n, const char *name)
 	if (PG_ARGISNULL(n))
 		return nadi_jsonb("{}");
 	j = PG_GETARG_JSONB_P(n);
-	if (!JB_ROOT_IS_OBJECT(j) || JB_ROOT_IS_SCALAR(j))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be a JSON object", name)));
+	nadi_check_object(j, name);
 	nadi_check_payload(j, name);
 	return j;
 }

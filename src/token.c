@@ -179,14 +179,7 @@ store_new_key(nadi_jwt_alg alg, const char *kid, TimestampTz now)
 static Jsonb *
 key_audit_detail(const char *kid, const char *alg)
 {
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	nadi_json_str(&buf, "kid", kid);
-	nadi_json_str(&buf, "alg", alg);
-	appendStringInfoChar(&buf, '}');
-	return nadi_jsonb(buf.data);
+	return nadi_json_strings("kid", kid, "alg", alg, NULL);
 }
 
 /* nadi.key_create(alg text DEFAULT 'EdDSA') RETURNS text: the new key's kid */

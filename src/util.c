@@ -133,16 +133,12 @@ nadi_check_tool_name(const JsonbValue *v, const char *where)
 void
 nadi_check_approval_policy(Jsonb *policy)
 {
-	JsonbValue	k;
 	JsonbValue *list;
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
 
-	k.type = jbvString;
-	k.val.string.val = "require_approval";
-	k.val.string.len = strlen(k.val.string.val);
-	list = findJsonbValueFromContainer(&policy->root, JB_FOBJECT, &k);
+	list = nadi_jsonb_member(policy, "require_approval");
 	if (list == NULL)
 		return;
 	if (list->type != jbvBinary || !JsonContainerIsArray(list->val.binary.data))
@@ -297,6 +293,28 @@ nadi_rows_to_srf(FunctionCallInfo fcinfo)
 		heap_deform_tuple(tt->vals[i], tt->tupdesc, values, nulls);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+}
+
+/* A member of a jsonb object, or NULL (also when j is not an object). */
+JsonbValue *
+nadi_jsonb_member(Jsonb *j, const char *key)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	return findJsonbValueFromContainer(&j->root, JB_FOBJECT, &k);
+}
+
+/* Raise unless an argument's jsonb is an object. */
+void
+nadi_check_object(Jsonb *j, const char *name)
+{
+	if (!JB_ROOT_IS_OBJECT(j) || JB_ROOT_IS_SCALAR(j))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a JSON object", name)));
 }
 
 /* Parse JSON text built by the caller into jsonb. */
