@@ -122,6 +122,14 @@ log_emit(int level, const struct log_field *fields, size_t n_fields, const char 
 	int				   n;
 
 	vsnprintf(msg, sizeof msg, fmt, ap);
+	/*
+	 * One message, one line: a control byte a client put in a path or a
+	 * header (libmicrohttpd has already decoded %0A) must not start a line
+	 * of its own or a journald "<N>" prefix.
+	 */
+	for (char *c = msg; *c; c++)
+		if (((unsigned char) *c < 0x20 && *c != '\t') || *c == 0x7f)
+			*c = '?';
 #ifdef HAVE_SYSTEMD
 	if (stderr_is_journal() && journal_send(level, msg, fields, n_fields))
 		return;

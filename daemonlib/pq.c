@@ -171,7 +171,9 @@ pq_keys_add(PqKeys *k, const char *key, const char *val)
 
 /*
  * The daemon's defaults first, then every setting of the conninfo, which
- * libpq lets win; the daemon's options and the conninfo's go together.
+ * libpq lets win; the daemon's options and the conninfo's go together, the
+ * daemon's last, so that its "-c" limits (the edge's statement and idle
+ * timeouts, its time zone) hold whatever the conninfo's options say.
  */
 static int
 pq_keys_build(const PqConnParams *p, PqKeys *k, char *err, size_t errsize)
@@ -205,7 +207,7 @@ pq_keys_build(const PqConnParams *p, PqKeys *k, char *err, size_t errsize)
 		size_t len = strlen(p->options) + strlen(their_options) + 2;
 
 		if ((k->options = malloc(len)) != NULL)
-			snprintf(k->options, len, "%s %s", p->options, their_options);
+			snprintf(k->options, len, "%s %s", their_options, p->options);
 	}
 	else if ((p->options && *p->options) || their_options)
 		k->options = strdup(their_options ? their_options : p->options);

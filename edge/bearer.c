@@ -217,8 +217,8 @@ auth_check(const char *authorization, EdgeAuth *out, EdgeProblem *p)
 	if (key == NULL)
 	{
 		free(jp);
+		/* counted as a failure only once the refreshed keys lack it too (routes.c) */
 		problem_set(p, 401, "invalid_token", "The key that signed the token is unknown.");
-		edge_metrics.auth_failures++;
 		return AUTH_RETRY;
 	}
 	if (nadi_jwt_verify(jp, NADI_JWT_ALG_EDDSA, key->pub, sizeof(key->pub)) != 0)

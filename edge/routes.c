@@ -91,6 +91,7 @@ route_authenticate(EdgeReq *req, void (*cont)(EdgeReq *req))
 				if (auth_wait_refresh(auth_retry, req))
 					return 0;
 			}
+			edge_metrics.auth_failures++;
 			break;
 		case AUTH_FAIL:
 			break;

@@ -161,6 +161,22 @@ SELECT count(DISTINCT actor) AS actors_per_caller
 FROM nadi.audit_log
 WHERE audit_id > :before_actor AND action IN ('egress.allow', 'egress.revoke', 'session.create')
 GROUP BY actor LIKE 'token:%' ORDER BY 1;
+-- the actor is who the caller acts as; the login is who it is, on every row
+-- (session_user: neither SET ROLE nor a token nor SECURITY DEFINER changes it)
+SELECT action, login = session_user AS login_is_session_user, login <> actor AS differs
+FROM nadi.audit_log
+WHERE audit_id > :before_actor AND action IN ('egress.allow', 'egress.revoke', 'session.create')
+ORDER BY audit_id;
+-- the host functions are the administrator's too: a member of nadi_admin
+-- with a tenant token in force is refused, and nothing is bound
+BEGIN;
+SELECT nadi.authenticate(nadi.token_mint('egress-a', 'alice', 'tenant')) ->> 'scope' AS scope;
+SAVEPOINT s;
+SELECT nadi.host_bind('cell', 'egress-cell-1', 'egress_operator');
+ROLLBACK TO s;
+SELECT nadi.host_set_labels('sandbox', 'egress-sbx-1', '{}');
+ROLLBACK;
+SELECT count(*) AS bound FROM nadi.host_bindings WHERE host_id = 'egress-cell-1';
 DROP ROLE egress_operator;
 
 DROP FUNCTION verdict(jsonb);

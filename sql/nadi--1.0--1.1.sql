@@ -22,6 +22,20 @@ CREATE FUNCTION nadi._actor()
 RETURNS text
 AS 'MODULE_PATHNAME', 'nadi_actor_sql' LANGUAGE C STABLE PARALLEL RESTRICTED;
 
+-- The actor is who the caller says it acts as (a role it SET, a token's
+-- subject); the login is who it is.  Every audit row records the login too,
+-- whatever function writes it: session_user is the login also inside
+-- SECURITY DEFINER functions and after SET ROLE, and no caller can change it.
+-- Rows written before 1.1 have none (NULL).
+ALTER TABLE nadi.audit_log ADD COLUMN login text;
+ALTER TABLE nadi.audit_log ALTER COLUMN login SET DEFAULT session_user;
+
+-- Refuse unless the caller is an administrator: a member of nadi_admin with
+-- no token in force, or an admin-scoped token (nadi_require_admin in C).
+CREATE FUNCTION nadi._require_admin()
+RETURNS void
+AS 'MODULE_PATHNAME', 'nadi_require_admin_sql' LANGUAGE C STABLE PARALLEL RESTRICTED;
+
 ---------------------------------------------------------------------------
 -- Host bindings: which login may act for which host
 ---------------------------------------------------------------------------
@@ -70,6 +84,7 @@ AS $fn$
 DECLARE
     b nadi.host_bindings;
 BEGIN
+    PERFORM nadi._require_admin();
     PERFORM nadi._host_ref_check(kind, host_id);
     IF role IS NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = host_bind.role) THEN
         RAISE EXCEPTION 'role % does not exist', coalesce(quote_ident(role), 'NULL')
@@ -96,6 +111,7 @@ AS $fn$
 DECLARE
     gone name;
 BEGIN
+    PERFORM nadi._require_admin();
     PERFORM nadi._host_ref_check(kind, host_id);
     DELETE FROM nadi.host_bindings h
     WHERE h.kind = host_unbind.kind AND h.host_id = host_unbind.host_id
@@ -120,6 +136,7 @@ AS $fn$
 DECLARE
     result jsonb;
 BEGIN
+    PERFORM nadi._require_admin();
     PERFORM nadi._host_ref_check(kind, host_id);
     IF labels IS NULL OR jsonb_typeof(labels) <> 'object' THEN
         RAISE EXCEPTION 'labels must be a JSON object' USING ERRCODE = '22023';
@@ -207,6 +224,7 @@ $fn$;
 
 REVOKE ALL ON FUNCTION
     nadi._actor(),
+    nadi._require_admin(),
     nadi._host_ref_check(text, text),
     nadi.host_bind(text, text, name),
     nadi.host_unbind(text, text),

@@ -386,6 +386,14 @@ nadi_tenant_visible_sql(PG_FUNCTION_ARGS)
  * "token:<subject>" under a token), for the PL/pgSQL functions that write
  * audit rows themselves.
  */
+PG_FUNCTION_INFO_V1(nadi_require_admin_sql);
+Datum
+nadi_require_admin_sql(PG_FUNCTION_ARGS)
+{
+	nadi_require_admin();
+	PG_RETURN_VOID();
+}
+
 PG_FUNCTION_INFO_V1(nadi_actor_sql);
 Datum
 nadi_actor_sql(PG_FUNCTION_ARGS)

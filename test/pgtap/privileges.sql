@@ -206,6 +206,8 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
       $$SELECT nadi._session_token_subject('{S}')$$, '42501', '42501', '42501', '42501'),
  (72, '_host_ref_check', 'nadi._host_ref_check(text, text)',
       $$SELECT nadi._host_ref_check('cell', 'priv-cell-3')$$, '42501', '42501', '42501', '42501'),
+ (73, '_require_admin', 'nadi._require_admin()',
+      $$SELECT nadi._require_admin()$$, '42501', '42501', '42501', '42501'),
  (74, '_actor', 'nadi._actor()',
       $$SELECT nadi._actor()$$, '42501', '42501', '42501', '42501'),
  -- host bindings and labels: the administrator's

@@ -159,6 +159,7 @@ INSERT INTO api VALUES
     ('_session_token_subject',   ARRAY['uuid']),
     ('_host_ref_check',          ARRAY['text', 'text']),
     ('_actor',                   ARRAY[]::text[]),
+    ('_require_admin',           ARRAY[]::text[]),
     -- host bindings and labels (1.1)
     ('host_bind',                ARRAY['text', 'text', 'name']),
     ('host_unbind',              ARRAY['text', 'text']),
