@@ -46,12 +46,15 @@ EXTRA_CLEAN += src/nadi_errcodes.h
 # The agent runtime builds without PostgreSQL (bgworkers/README.md): its
 # files compile and link with no PostgreSQL header or library, and
 # test/runtime_test.c drives its state machine.
+# the daemons' warning set (daemonlib/daemon.mk): nadi-celld will build these files with it
+RUNTIME_WARN = -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral -Wno-unused-parameter \
+               -Wno-missing-field-initializers
 RUNTIME_SRCS = $(addprefix bgworkers/,runtime.c runtime_store.c runtime_tools.c runtime_driver.c \
                  model_client.c http_client.c)
 runtime-check: runtime_test
 	./runtime_test
 runtime_test: test/runtime_test.c $(RUNTIME_SRCS) $(wildcard bgworkers/*.h) src/nadi_errcodes.h
-	$(CC) -iquote src -std=gnu11 -O1 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation \
+	$(CC) -iquote src -std=gnu11 -O2 -g $(RUNTIME_WARN) \
 	    -o $@ test/runtime_test.c $(RUNTIME_SRCS) -ljansson -lcurl
 installcheck: runtime-check
 

@@ -17,7 +17,7 @@
 
 #include <jansson.h>
 
-/* SQLSTATE of a write refused because the lease moved on (src/lease.c) */
+/* SQLSTATE of a write refused because the lease moved on (lease_check, src/session_core.c) */
 #include "nadi_errcodes.h"		/* generated from src/errcodes.txt; no PostgreSQL header */
 #define NA_FENCED SQLSTATE_NADI_FENCED
 

@@ -59,7 +59,7 @@ typedef struct ToolsCache
 	json_t	   *tools;			/* name → entry, or NULL before the first list */
 	int64_t		fetched_at;		/* the list's age (rt_now_us) */
 	int64_t		tried_at;		/* the last attempt, good or bad */
-	char		error[256];		/* why the last attempt failed */
+	char		error[512];		/* why the last attempt failed (as RtCommand.err) */
 } ToolsCache;
 
 #define TOOLS_CACHE_SLOTS	8

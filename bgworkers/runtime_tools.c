@@ -409,7 +409,7 @@ check_end(Runtime *rt, RtSession *s)
 	if (cache->tools == NULL)
 	{
 		c->code = "sandbox_unavailable";
-		snprintf(c->err, sizeof(c->err), "cannot list the sandbox host's tools: %s", cache->error);
+		snprintf(c->err, sizeof(c->err), "cannot list the sandbox host's tools: %.400s", cache->error);
 		c->check = TOOL_UNKNOWABLE;
 		return;
 	}

@@ -12,8 +12,8 @@
  * --help is generated from the table: flag, environment variable and help
  * of each key.
  */
-#ifndef NADI_COMMON_CONF_H
-#define NADI_COMMON_CONF_H
+#ifndef NADI_DAEMONLIB_CONF_H
+#define NADI_DAEMONLIB_CONF_H
 
 #include "util.h"
 

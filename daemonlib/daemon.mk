@@ -6,6 +6,8 @@
 #   SRCS       its own sources (in its directory)
 #   DAEMONLIB  the daemonlib/ sources it links (names without .c)
 #   EXT_SRC    sources of the extension it shares (src/NAME.c, e.g. jwt)
+#   RUNTIME_SRC files of the agent runtime it drives (bgworkers/NAME.c, e.g.
+#              runtime runtime_store runtime_tools model_client http_client)
 #   PKGS       pkg-config packages (libsystemd is added when present)
 #
 # and includes this file.  Objects of daemonlib/ and src/ are compiled into
@@ -17,11 +19,12 @@
 #
 # One warning set, one C dialect, one version: VERSION (the product) and
 # nadi.control's default_version (the extension it was built against), both
-# in the generated version.h every daemon reports with --version.
+# in the generated nadi_version.h (NADI_VERSION, NADI_EXT_VERSION) every
+# daemon reports with --version.
 
 # The lists are the Makefile's alone: a variable of the same name in the
 # environment (test harnesses export NADI_SRC and the like) never reaches them.
-$(foreach v,SRCS DAEMONLIB EXT_SRC,$(if $(filter environment,$(origin $(v))),$(eval $(v) :=)))
+$(foreach v,SRCS DAEMONLIB EXT_SRC RUNTIME_SRC,$(if $(filter environment,$(origin $(v))),$(eval $(v) :=)))
 
 NADI_TOP := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)
 DL_DIR   := $(NADI_TOP)/daemonlib
@@ -38,10 +41,10 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS)) -pthread
 
 ERRCODES_H := $(NADI_TOP)/src/nadi_errcodes.h
-OBJS = $(SRCS:.c=.o) $(DAEMONLIB:%=dl-%.o) $(EXT_SRC:%=src-%.o)
+OBJS = $(SRCS:.c=.o) $(DAEMONLIB:%=dl-%.o) $(EXT_SRC:%=src-%.o) $(RUNTIME_SRC:%=rt-%.o)
 ASAN_DIR ?= .
 ASAN_OBJS = $(SRCS:%.c=$(ASAN_DIR)/%.asan.o) $(DAEMONLIB:%=$(ASAN_DIR)/dl-%.asan.o) \
-            $(EXT_SRC:%=$(ASAN_DIR)/src-%.asan.o)
+            $(EXT_SRC:%=$(ASAN_DIR)/src-%.asan.o) $(RUNTIME_SRC:%=$(ASAN_DIR)/rt-%.asan.o)
 HDRS = $(wildcard *.h $(DL_DIR)/*.h $(NADI_TOP)/src/jwt*.h) nadi_version.h $(ERRCODES_H)
 COMPILE = $(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -pthread $(PKG_CFLAGS) -c -o $@ $<
 ASAN_COMPILE = $(CC) $(CPPFLAGS) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
@@ -74,6 +77,8 @@ dl-%.o: $(DL_DIR)/%.c $(HDRS)
 	$(COMPILE)
 src-%.o: $(NADI_TOP)/src/%.c $(HDRS)
 	$(COMPILE)
+rt-%.o: $(NADI_TOP)/bgworkers/%.c $(HDRS) $(wildcard $(NADI_TOP)/bgworkers/*.h)
+	$(COMPILE)
 
 asan: $(ASAN_DIR)/$(PROG)-asan
 $(ASAN_DIR)/$(PROG)-asan: $(ASAN_OBJS)
@@ -85,6 +90,9 @@ $(ASAN_DIR)/dl-%.asan.o: $(DL_DIR)/%.c $(HDRS)
 	@mkdir -p $(ASAN_DIR)
 	$(ASAN_COMPILE)
 $(ASAN_DIR)/src-%.asan.o: $(NADI_TOP)/src/%.c $(HDRS)
+	@mkdir -p $(ASAN_DIR)
+	$(ASAN_COMPILE)
+$(ASAN_DIR)/rt-%.asan.o: $(NADI_TOP)/bgworkers/%.c $(HDRS)
 	@mkdir -p $(ASAN_DIR)
 	$(ASAN_COMPILE)
 

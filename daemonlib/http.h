@@ -10,7 +10,7 @@
  *	- the bearer token of a request;
  *	- request bodies read up to a limit, and the one answer to a body over
  *	  it (413 body_too_large);
- *	- the per-request record (HttpReq-style "struct mhd_req") that
+ *	- the per-request record ("struct mhd_req") that
  *	  nadi-sandboxd and nadi-gitd keep until they answer.
  *
  * How an answer reaches its connection (at once, after a suspend, from a

@@ -1,11 +1,11 @@
 /*
- * listener.h — listening sockets of the sandbox-host daemons: a unix
+ * listener.h — listening sockets of the Nadi daemons: a unix
  * socket (a stale socket of an earlier run is replaced), "PORT" or
  * "IPV4:PORT" (loopback unless told otherwise), and the pair of
  * libmicrohttpd daemons sandboxd and gitd serve their API on.
  */
-#ifndef NADI_COMMON_LISTENER_H
-#define NADI_COMMON_LISTENER_H
+#ifndef NADI_DAEMONLIB_LISTENER_H
+#define NADI_DAEMONLIB_LISTENER_H
 
 #include <microhttpd.h>
 #include <netinet/in.h>

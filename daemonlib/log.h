@@ -12,8 +12,8 @@
  * digits and ._:/@+-).  Keys are journal field names: A-Z, 0-9 and '_',
  * not starting with '_' or a digit.  Callers never log tokens or secrets.
  */
-#ifndef NADI_COMMON_LOG_H
-#define NADI_COMMON_LOG_H
+#ifndef NADI_DAEMONLIB_LOG_H
+#define NADI_DAEMONLIB_LOG_H
 
 #include <stddef.h>
 

@@ -6,8 +6,8 @@
  * request layer (request ids, the access log, bodies, bearer tokens, the
  * per-request record) is http.h.
  */
-#ifndef NADI_COMMON_PROBLEM_H
-#define NADI_COMMON_PROBLEM_H
+#ifndef NADI_DAEMONLIB_PROBLEM_H
+#define NADI_DAEMONLIB_PROBLEM_H
 
 #include <jansson.h>
 #include <stdarg.h>

@@ -1,12 +1,11 @@
 /*
- * util.h — small helpers shared by the daemons of a sandbox host
- * (nadi-sandboxd, nadi-gitd, nadi-credproxy): cleanup attributes, parsing
+ * util.h — small helpers shared by every Nadi daemon: cleanup attributes, parsing
  * of sizes, durations, counts and booleans, whole-file reads and atomic
  * writes, recursive removal, a constant-time comparison for credentials,
  * clocks, and the mirror-name rule gitd and sandboxd share.
  */
-#ifndef NADI_COMMON_UTIL_H
-#define NADI_COMMON_UTIL_H
+#ifndef NADI_DAEMONLIB_UTIL_H
+#define NADI_DAEMONLIB_UTIL_H
 
 #include <errno.h>
 #include <signal.h>

@@ -55,7 +55,7 @@ static EvTimer	tick_timer;
 static int		signals_seen;
 static uint64_t drain_deadline_ms;
 
-/* --verbose: --log-level=debug, and a few info lines more (auth.c). */
+/* --verbose: --log-level=debug, and a few info lines more (bearer.c). */
 static int
 set_verbose(const char *value, bool from_flag EDGE_UNUSED)
 {
