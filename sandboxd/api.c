@@ -600,7 +600,7 @@ api_dispatch(struct http_req *r)
 	if (n == 5 && strcmp(seg[3], "tools") == 0)
 	{
 		if (!tool_name_valid(seg[4]))
-			http_reply_problem(r, 400, "invalid_tool_name",
+			http_reply_problem(r, 422, "invalid_tool_name",
 							   "a tool name is 1 to 64 lower-case letters, digits and '_', "
 							   "starting with a letter");
 		else
