@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "conf.h"
 #include "nadi_version.h"
@@ -396,6 +397,17 @@ conf_parse_args(const struct conf_spec *spec, int argc, char **argv)
 	if (r >= 0)
 		r = scan_flags(spec, argc, argv, false);
 	return r;
+}
+
+char *
+conf_hostname(const char *fallback)
+{
+	char host[256];
+
+	if (gethostname(host, sizeof host) < 0)
+		snprintf(host, sizeof host, "%s", fallback);
+	host[sizeof host - 1] = '\0';
+	return strdup(host);
 }
 
 int

@@ -15,6 +15,9 @@
 #ifndef NADI_DAEMONLIB_CONF_H
 #define NADI_DAEMONLIB_CONF_H
 
+#include <errno.h>
+
+#include "log.h"
 #include "util.h"
 
 enum conf_kind
@@ -83,6 +86,18 @@ int conf_parse_args(const struct conf_spec *spec, int argc, char **argv);
 
 /* The environment variable of a key: "NADI_EDGE_MAX_STREAMS" for nadi-edge's max_streams. */
 void conf_env_name(const struct conf_spec *spec, const char *key, char *buf, size_t size);
+
+/*
+ * A configuration check that failed: logs the message as an error and is
+ * -EINVAL, for "if (...) return conf_invalid("x must be positive");".
+ */
+#define conf_invalid(...) (log_error(__VA_ARGS__), -EINVAL)
+
+/*
+ * The default of a host or proxy id: this machine's host name, or fallback
+ * when it has none; malloc'ed (NULL when out of memory).
+ */
+extern char *conf_hostname(const char *fallback);
 
 /*
  * A bearer token from a file: warns when others may read it, at most 4096

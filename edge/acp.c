@@ -414,6 +414,15 @@ done_prompt(void *arg, EdgeDbResult *r)
 	acp_op_done(op);
 }
 
+/* The string member key of o, or dflt when o has none. */
+static const char *
+str_or(const json_t *o, const char *key, const char *dflt)
+{
+	const char *v = json_string_value(json_object_get(o, key));
+
+	return v ? v : dflt;
+}
+
 /* The prompt's content blocks as one message text. */
 static char *
 prompt_text(json_t *prompt, const char **err)
@@ -439,17 +448,11 @@ prompt_text(json_t *prompt, const char **err)
 			buf_puts(&b, json_string_value(json_object_get(blk, "text")));
 		else if (type && strcmp(type, "resource_link") == 0 &&
 				 json_is_string(json_object_get(blk, "uri")))
-			buf_printf(&b, "[%s](%s)",
-					   json_string_value(json_object_get(blk, "name"))
-						   ? json_string_value(json_object_get(blk, "name"))
-						   : "resource",
+			buf_printf(&b, "[%s](%s)", str_or(blk, "name", "resource"),
 					   json_string_value(json_object_get(blk, "uri")));
 		else if (type && strcmp(type, "resource") == 0 &&
 				 json_is_string(json_object_get(res, "text")))
-			buf_printf(&b, "%s:\n%s",
-					   json_string_value(json_object_get(res, "uri"))
-						   ? json_string_value(json_object_get(res, "uri"))
-						   : "resource",
+			buf_printf(&b, "%s:\n%s", str_or(res, "uri", "resource"),
 					   json_string_value(json_object_get(res, "text")));
 		else
 		{

@@ -46,6 +46,20 @@ store_is_loop(void)
 	return mounted_loop;
 }
 
+/* mkdir -p, private to the daemon; logs a failure as "cannot create WHAT PATH". */
+static int
+make_dir(const char *what, const char *path)
+{
+	int r = mkdir_p(path, 0700);
+
+	if (r < 0)
+	{
+		errno = -r;
+		log_error("cannot create %s %s: %m", what, path);
+	}
+	return r;
+}
+
 static int
 btrfs_errno(enum btrfs_util_error e, const char *what, const char *path)
 {
@@ -163,13 +177,9 @@ setup_root(void)
 	char				   dev[64], err[512];
 	int					   r;
 
-	r = mkdir_p(cfg.state_dir, 0700);
+	r = make_dir("state dir", cfg.state_dir);
 	if (r < 0)
-	{
-		errno = -r;
-		log_error("cannot create state dir %s: %m", cfg.state_dir);
 		return r;
-	}
 	if (is_btrfs(cfg.state_dir))
 	{
 		root = strdup(cfg.state_dir);
@@ -404,13 +414,9 @@ store_init(void)
 		}
 	}
 	/* Containers traverse images/ and sandboxes/ only as root; nothing else needs to. */
-	r = mkdir_p(cfg.object_dir, 0700);
+	r = make_dir("object dir", cfg.object_dir);
 	if (r < 0)
-	{
-		errno = -r;
-		log_error("cannot create object dir %s: %m", cfg.object_dir);
 		return r;
-	}
 	if (cfg.disk_max)
 	{
 		r = quota_enable();

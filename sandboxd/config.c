@@ -216,10 +216,7 @@ egress_dir(const char *key, char **dir, bool create)
 		return 0;
 	}
 	if ((*dir)[0] != '/' || strchr(*dir, ':'))
-	{
-		log_error("%s must be an absolute path without ':' (got \"%s\")", key, *dir);
-		return -EINVAL;
-	}
+		return conf_invalid("%s must be an absolute path without ':' (got \"%s\")", key, *dir);
 	if (create && (r = mkdir_p(*dir, 0755)) < 0)
 	{
 		errno = -r;
@@ -239,19 +236,12 @@ egress_dir(const char *key, char **dir, bool create)
 int
 config_finish(void)
 {
-	char host[256];
-	int	 r;
+	int r;
 
 	if (!cfg.state_dir)
-	{
-		log_error("state_dir is required (--state-dir=DIR)");
-		return -EINVAL;
-	}
+		return conf_invalid("state_dir is required (--state-dir=DIR)");
 	if (!cfg.listen_unix && !cfg.listen_tcp)
-	{
-		log_error("nothing to listen on: set listen_unix and/or listen_tcp");
-		return -EINVAL;
-	}
+		return conf_invalid("nothing to listen on: set listen_unix and/or listen_tcp");
 	if (!cfg.image_dir)
 		cfg.image_dir = xasprintf("%s/images-src", cfg.state_dir);
 	if (!cfg.object_dir)
@@ -274,56 +264,31 @@ config_finish(void)
 		}
 	}
 	if (!cfg.host_id)
-	{
-		if (gethostname(host, sizeof host) < 0)
-			snprintf(host, sizeof host, "sandbox-host");
-		host[sizeof host - 1] = '\0';
-		cfg.host_id = strdup(host);
-	}
+		cfg.host_id = conf_hostname("sandbox-host");
 	if (!cfg.labels)
 		cfg.labels = strdup("{}");
 	if (!cfg.image_dir || !cfg.object_dir || !cfg.nspawn_path || !cfg.btrfs_path ||
 		!cfg.agent_path || !cfg.host_id || !cfg.labels)
 		return -ENOMEM;
 	if (cfg.call_timeout_ms == 0 || cfg.call_timeout_ms > cfg.call_timeout_max_ms)
-	{
-		log_error("call_timeout must be between 1ms and call_timeout_max");
-		return -EINVAL;
-	}
+		return conf_invalid("call_timeout must be between 1ms and call_timeout_max");
 	if (cfg.pids_max < 4 || cfg.memory_max < (16 << 20))
-	{
-		log_error("pids_max must be at least 4 and memory_max at least 16M");
-		return -EINVAL;
-	}
+		return conf_invalid("pids_max must be at least 4 and memory_max at least 16M");
 	if (cfg.max_running == 0 || cfg.max_sandboxes == 0 || cfg.max_queue == 0)
-	{
-		log_error("max_running, max_sandboxes and max_queue must be positive");
-		return -EINVAL;
-	}
+		return conf_invalid("max_running, max_sandboxes and max_queue must be positive");
 	if (cfg.jwks_refresh_ms < 1000)
-	{
-		log_error("jwks_refresh must be at least 1s");
-		return -EINVAL;
-	}
+		return conf_invalid("jwks_refresh must be at least 1s");
 	if (cfg.output_limit == 0 || cfg.output_limit > (64 << 20))
-	{
-		log_error("output_limit must be between 1 byte and 64M");
-		return -EINVAL;
-	}
+		return conf_invalid("output_limit must be between 1 byte and 64M");
 	if (cfg.private_users && (cfg.private_users_base % SBX_USERNS_SIZE != 0 ||
 							  cfg.private_users_base < SBX_USERNS_SIZE ||
 							  cfg.private_users_base + SBX_USERNS_SIZE > SBX_USERNS_END))
-	{
-		log_error("private_users_base must be a multiple of 65536 between 65536 and %u",
-				  SBX_USERNS_END - SBX_USERNS_SIZE);
-		return -EINVAL;
-	}
+		return conf_invalid("private_users_base must be a multiple of 65536 between 65536 and %u",
+							SBX_USERNS_END - SBX_USERNS_SIZE);
 	if (cfg.private_users && (cfg.run_uid >= SBX_USERNS_SIZE || cfg.run_gid >= SBX_USERNS_SIZE))
-	{
-		log_error("with private_users, run_user must be a uid and gid below 65536 (the range each "
-				  "sandbox maps)");
-		return -EINVAL;
-	}
+		return conf_invalid(
+			"with private_users, run_user must be a uid and gid below 65536 (the range each "
+			"sandbox maps)");
 	if ((r = egress_dir("git_mirror_dir", &cfg.git_mirror_dir, false)) < 0 ||
 		(r = egress_dir("proxy_dir", &cfg.proxy_dir, true)) < 0)
 		return r;

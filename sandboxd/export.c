@@ -37,6 +37,17 @@ struct restore_ctx
 	char			*dir; /* incoming/TMP */
 };
 
+/* The zeroed state of an export or a restore; NULL (the request answered) when out of memory. */
+static void *
+ctx_alloc(struct http_req *r, size_t size)
+{
+	void *x = calloc(1, size);
+
+	if (!x)
+		http_reply_problem(r, 500, "internal", "out of memory");
+	return x;
+}
+
 static void
 export_free(struct export_ctx *x)
 {
@@ -106,12 +117,9 @@ export_snapshot(struct http_req *r, struct sbx_sandbox *sb, const char *snapshot
 						   "\"snapshot\" must be a name of letters, digits, '.', '_' or '-'");
 		return;
 	}
-	x = calloc(1, sizeof *x);
+	x = ctx_alloc(r, sizeof *x);
 	if (!x)
-	{
-		http_reply_problem(r, 500, "internal", "out of memory");
 		return;
-	}
 	x->req = r;
 	x->sb = sb;
 	if (snapshot)
@@ -269,12 +277,9 @@ restore_object(struct http_req *r, const char *object, const char *session_id)
 						   object);
 		return;
 	}
-	x = calloc(1, sizeof *x);
+	x = ctx_alloc(r, sizeof *x);
 	if (!x)
-	{
-		http_reply_problem(r, 500, "internal", "out of memory");
 		return;
-	}
 	x->req = r;
 	snprintf(x->object, sizeof x->object, "%s", object);
 	snprintf(x->image, sizeof x->image, "restored");

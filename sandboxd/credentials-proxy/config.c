@@ -314,10 +314,7 @@ add_upstream(const char *spec, bool from_flag)
 	(void) from_flag;
 
 	if (upstream_parse(spec, &up, err, sizeof err) < 0)
-	{
-		log_error("%s", err);
-		return -EINVAL;
-	}
+		return conf_invalid("%s", err);
 	for (size_t i = 0; i < cfg.n_upstreams; i++)
 		if (strcmp(cfg.upstreams[i].name, up.name) == 0)
 		{
@@ -363,10 +360,7 @@ read_secret_file(const char *path, char **ret)
 		return -errno;
 	}
 	if (!S_ISREG(st.st_mode))
-	{
-		log_error("secret file %s is not a regular file", path);
-		return -EINVAL;
-	}
+		return conf_invalid("secret file %s is not a regular file", path);
 	if (st.st_mode & S_IROTH)
 	{
 		log_error("secret file %s is readable by every user (mode %04o): refusing to use it; "
@@ -553,66 +547,41 @@ proxy_id_valid(const char *s)
 int
 config_finish(void)
 {
-	char host[256];
-	int	 r;
+	int r;
 
 	if (!cfg.pg_conninfo)
-	{
-		log_error("pg_conninfo is required (--pg-conninfo=\"host=... dbname=nadi user=...\")");
-		return -EINVAL;
-	}
+		return conf_invalid(
+			"pg_conninfo is required (--pg-conninfo=\"host=... dbname=nadi user=...\")");
 	if (cfg.n_upstreams == 0)
-	{
-		log_error("no upstream configured: add --upstream=\"NAME url=... secret_file=...\" or an "
-				  "\"upstream NAME ...\" line to the config file");
-		return -EINVAL;
-	}
+		return conf_invalid(
+			"no upstream configured: add --upstream=\"NAME url=... secret_file=...\" or an "
+			"\"upstream NAME ...\" line to the config file");
 	if (!cfg.sandbox_dir)
 		cfg.sandbox_dir = strdup("/run/nadi-credproxy/sandboxes");
 	if (!cfg.proxy_id)
-	{
-		if (gethostname(host, sizeof host) < 0)
-			snprintf(host, sizeof host, "credproxy");
-		host[sizeof host - 1] = '\0';
-		cfg.proxy_id = strdup(host);
-	}
+		cfg.proxy_id = conf_hostname("credproxy");
 	if (!cfg.sandbox_dir || !cfg.proxy_id)
 		return -ENOMEM;
 	if (cfg.sandbox_dir[0] != '/')
-	{
-		log_error("sandbox_dir must be an absolute path");
-		return -EINVAL;
-	}
+		return conf_invalid("sandbox_dir must be an absolute path");
 	if (!proxy_id_valid(cfg.proxy_id))
-	{
-		log_error("proxy_id \"%s\" must be 1 to 128 letters, digits, \".\", \"_\", \":\" and \"-\"",
-				  cfg.proxy_id);
-		return -EINVAL;
-	}
+		return conf_invalid(
+			"proxy_id \"%s\" must be 1 to 128 letters, digits, \".\", \"_\", \":\" and \"-\"",
+			cfg.proxy_id);
 	if (cfg.pg_pool < 1 || cfg.pg_pool > 64)
-	{
-		log_error("pg_pool must be between 1 and 64");
-		return -EINVAL;
-	}
+		return conf_invalid("pg_pool must be between 1 and 64");
 	if (cfg.max_connections < 1 || cfg.max_connections > 65536 || cfg.max_sandbox_connections < 1 ||
 		cfg.max_sandboxes < 1)
-	{
-		log_error("max_connections (1 to 65536), max_sandbox_connections and max_sandboxes must be "
-				  "positive");
-		return -EINVAL;
-	}
+		return conf_invalid(
+			"max_connections (1 to 65536), max_sandbox_connections and max_sandboxes must be "
+			"positive");
 	if (cfg.upstream_timeout_ms < 100 || cfg.connect_timeout_ms < 100 || cfg.pg_timeout_ms < 100 ||
 		cfg.idle_timeout_ms < 1000)
-	{
-		log_error("upstream_timeout, connect_timeout and pg_timeout must be at least 100ms, "
-				  "idle_timeout at least 1s");
-		return -EINVAL;
-	}
+		return conf_invalid(
+			"upstream_timeout, connect_timeout and pg_timeout must be at least 100ms, "
+			"idle_timeout at least 1s");
 	if (cfg.max_request_bytes > (1ULL << 30))
-	{
-		log_error("max_request_bytes is at most 1G (request bodies are held in memory)");
-		return -EINVAL;
-	}
+		return conf_invalid("max_request_bytes is at most 1G (request bodies are held in memory)");
 	for (size_t i = 0; i < cfg.n_upstreams; i++)
 	{
 		const struct upstream *up = &cfg.upstreams[i];

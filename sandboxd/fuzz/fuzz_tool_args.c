@@ -69,51 +69,17 @@ store_sandbox_path(const char *id)
 
 struct http_req
 {
-	int replies;
+	int		 replies;
+	unsigned status;
 };
 
-static void
-reply(struct http_req *r, unsigned status)
-{
-	assert(r->replies == 0);
-	assert(status >= 200 && status < 600);
-	r->replies++;
-}
-
-void
-http_reply_json(struct http_req *r, unsigned status, json_t *body)
-{
-	char *s = body ? json_dumps(body, 0) : NULL;
-
-	free(s);
-	json_decref(body);
-	reply(r, status);
-}
-
-void
-http_reply_problem(struct http_req *r, unsigned status, const char *code, const char *fmt, ...)
-{
-	char	buf[1024];
-	va_list ap;
-
-	assert(status >= 400 && code && *code);
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
-	reply(r, status);
-}
+#include "daemonlib/fuzz_http.h"
 
 void
 http_reply_errno(struct http_req *r, int err, const char *what)
 {
 	assert(err < 0);
 	reply(r, 500);
-}
-
-void
-http_add_header(struct http_req *r, const char *name, const char *value)
-{
-	assert(r->replies == 0 && !strpbrk(value, "\r\n"));
 }
 
 /* ---- the container side ---- */

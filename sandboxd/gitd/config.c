@@ -146,10 +146,7 @@ int
 config_finish(void)
 {
 	if (!cfg.mirror_dir)
-	{
-		log_error("mirror_dir is required (--mirror-dir=DIR)");
-		return -EINVAL;
-	}
+		return conf_invalid("mirror_dir is required (--mirror-dir=DIR)");
 	if (cfg.mirror_dir[0] != '/')
 	{
 		char  cwd[4096];
@@ -162,39 +159,25 @@ config_finish(void)
 	for (size_t n = strlen(cfg.mirror_dir); n > 1 && cfg.mirror_dir[n - 1] == '/'; n--)
 		cfg.mirror_dir[n - 1] = '\0';
 	if (!cfg.listen_unix && !cfg.listen_tcp)
-	{
-		log_error("nothing to listen on: set listen_unix and/or listen_tcp");
-		return -EINVAL;
-	}
+		return conf_invalid("nothing to listen on: set listen_unix and/or listen_tcp");
 	if (!cfg.git_path && !(cfg.git_path = strdup("git")))
 		return -ENOMEM;
 	if (cfg.fetch_timeout_ms == 0)
-	{
-		log_error("fetch_timeout must be positive");
-		return -EINVAL;
-	}
+		return conf_invalid("fetch_timeout must be positive");
 	if (cfg.max_repos == 0 || cfg.max_parallel_fetches == 0 || cfg.max_parallel_fetches > 64 ||
 		cfg.max_connections == 0 || cfg.max_connections > 4096)
-	{
-		log_error(
+		return conf_invalid(
 			"max_repos must be positive, max_parallel_fetches 1..64, max_connections 1..4096");
-		return -EINVAL;
-	}
 	for (size_t i = 0; i < cfg.n_repos; i++)
 	{
 		const char *why = repo_url_problem(cfg.repos[i].url);
 		if (!repo_name_valid(cfg.repos[i].name))
-		{
-			log_error("repo %s: invalid name (letters, digits, '.', '_', '-'; at most %d; "
-					  "not ending in .git)",
-					  cfg.repos[i].name, GITD_NAME_MAX);
-			return -EINVAL;
-		}
+			return conf_invalid(
+				"repo %s: invalid name (letters, digits, '.', '_', '-'; at most %d; "
+				"not ending in .git)",
+				cfg.repos[i].name, GITD_NAME_MAX);
 		if (why)
-		{
-			log_error("repo %s: invalid url: %s", cfg.repos[i].name, why);
-			return -EINVAL;
-		}
+			return conf_invalid("repo %s: invalid url: %s", cfg.repos[i].name, why);
 	}
 	if (!cfg.token_file)
 		log_warning("no token_file configured: the API accepts every caller on its sockets");

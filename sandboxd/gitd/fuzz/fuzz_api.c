@@ -72,14 +72,7 @@ http_query(const struct http_req *r, const char *key)
 	return NULL;
 }
 
-static void
-reply(struct http_req *r, unsigned status)
-{
-	assert(r->replies == 0);
-	assert(status >= 200 && status < 600);
-	r->replies++;
-	r->status = status;
-}
+#include "daemonlib/fuzz_http.h"
 
 json_t *
 http_body_json(struct http_req *r)
@@ -97,29 +90,6 @@ http_body_json(struct http_req *r)
 }
 
 void
-http_reply_json(struct http_req *r, unsigned status, json_t *body)
-{
-	char *s = body ? json_dumps(body, 0) : NULL;
-
-	free(s);
-	json_decref(body);
-	reply(r, body ? status : 500);
-}
-
-void
-http_reply_problem(struct http_req *r, unsigned status, const char *code, const char *fmt, ...)
-{
-	char	buf[1024];
-	va_list ap;
-
-	assert(status >= 400 && code && *code);
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
-	reply(r, status);
-}
-
-void
 http_reply_empty(struct http_req *r, unsigned status)
 {
 	reply(r, status);
@@ -130,12 +100,6 @@ http_reply_text(struct http_req *r, unsigned status, char *text, const char *con
 {
 	free(text);
 	reply(r, status);
-}
-
-void
-http_add_header(struct http_req *r, const char *name, const char *value)
-{
-	assert(r->replies == 0 && name && value && !strpbrk(value, "\r\n"));
 }
 
 void
