@@ -213,7 +213,7 @@ http_body_json(struct http_req *r)
 		return json_object();
 	j = json_object_parse(r->m.body.data, r->m.body.len, why, sizeof why);
 	if (!j)
-		http_reply_problem(r, 400, "malformed_json", "%s", why);
+		http_reply_problem(r, 400, "invalid_json", "%s", why);
 	return j;
 }
 

@@ -137,7 +137,7 @@ parse_url(struct upstream *up, char *err, size_t errlen)
 		return -ENOMEM;
 	if (curl_url_set(u, CURLUPART_URL, up->url, 0) != CURLUE_OK)
 	{
-		snprintf(err, errlen, "url \"%s\" is not a valid URL", up->url);
+		snprintf(err, errlen, "upstream %s: url is not a valid URL", up->name);
 		goto out;
 	}
 	curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
@@ -148,12 +148,14 @@ parse_url(struct upstream *up, char *err, size_t errlen)
 	curl_url_get(u, CURLUPART_USER, &user, 0);
 	if (!scheme || (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0))
 	{
-		snprintf(err, errlen, "url \"%s\": only http and https upstreams are supported", up->url);
+		snprintf(err, errlen, "upstream %s: url: only http and https upstreams are supported",
+				 up->name);
 		goto out;
 	}
 	if (!host || !*host || !port || user || query || strchr(up->url, '#'))
 	{
-		snprintf(err, errlen, "url \"%s\" needs a host and no user, query or fragment", up->url);
+		snprintf(err, errlen, "upstream %s: url needs a host and no user, query or fragment",
+				 up->name);
 		goto out;
 	}
 	up->scheme = strdup(strcasecmp(scheme, "https") == 0 ? "https" : "http");
@@ -216,7 +218,10 @@ upstream_parse(const char *spec, struct upstream *up, char *err, size_t errlen)
 
 		if (!eq)
 		{
-			snprintf(err, errlen, "upstream %s: expected key=value, not \"%s\"", up->name, word);
+			snprintf(err, errlen,
+					 "upstream %s: expected key=value words (the value is not repeated here: it "
+					 "may be a secret)",
+					 up->name);
 			goto fail;
 		}
 		*eq = '\0';
