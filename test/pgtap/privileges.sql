@@ -6,7 +6,7 @@
 -- for none.  Schema nadi is usable by PUBLIC (authenticate is public), so a
 -- role outside the nadi roles is stopped by the grants alone.
 BEGIN;
-SELECT plan(855);
+SELECT plan(865);
 
 ---------------------------------------------------------------------------
 -- Test roles: one member of each nadi role, and one of none
@@ -206,7 +206,7 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
       $$SELECT nadi._session_token_subject('{S}')$$, '42501', '42501', '42501', '42501'),
  (72, '_host_ref_check', 'nadi._host_ref_check(text, text)',
       $$SELECT nadi._host_ref_check('cell', 'priv-cell-3')$$, '42501', '42501', '42501', '42501'),
- (73, '_require_admin', 'nadi._require_admin()',
+ (78, '_require_admin', 'nadi._require_admin()',
       $$SELECT nadi._require_admin()$$, '42501', '42501', '42501', '42501'),
  (74, '_actor', 'nadi._actor()',
       $$SELECT nadi._actor()$$, '42501', '42501', '42501', '42501'),
