@@ -468,8 +468,7 @@ mhd_req_problem(const struct mhd_req *r, unsigned status, const char *code, size
 					r->access.request_id);
 	if (text == NULL)
 		return NULL;
-	*bytes = (int64_t) strlen(text) + 1; /* text_response adds a newline */
-	return text_response(text, "application/problem+json");
+	return text_response(text, "application/problem+json", bytes);
 }
 
 enum MHD_Result

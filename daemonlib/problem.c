@@ -153,7 +153,7 @@ problem_text(unsigned status, const char *code, const char *detail)
 }
 
 struct MHD_Response *
-text_response(char *text, const char *content_type)
+text_response(char *text, const char *content_type, int64_t *bytes)
 {
 	size_t				 len = strlen(text);
 	char				*nl = realloc(text, len + 2);
@@ -165,6 +165,8 @@ text_response(char *text, const char *content_type)
 		text[len++] = '\n';
 		text[len] = '\0';
 	}
+	if (bytes)
+		*bytes = (int64_t) len;
 	resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
 	if (!resp)
 	{

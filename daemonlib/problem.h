@@ -64,8 +64,9 @@ char *problem_text(unsigned status, const char *code, const char *detail);
 /*
  * A response carrying text (taken: freed on failure too) with a newline
  * appended, so that curl output and logs read well; NULL on failure.
+ * *bytes (when not NULL) gets the length of the body sent, for the access log.
  */
-struct MHD_Response *text_response(char *text, const char *content_type);
+struct MHD_Response *text_response(char *text, const char *content_type, int64_t *bytes);
 
 /*
  * A non-empty body that must be a JSON object.  NULL with why filled
