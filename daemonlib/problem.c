@@ -132,7 +132,7 @@ problem_render(int status, const char *code, const char *title, const char *deta
 		json_object_set_new(o, "sqlstate", json_string(sqlstate));
 	if (instance)
 		json_object_set_new(o, "instance", json_string(instance));
-	if (request_id)
+	if (request_id && *request_id)
 		json_object_set_new(o, "request_id", json_string(request_id));
 	text = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
@@ -147,9 +147,9 @@ problem_json(const struct problem *p, const char *instance)
 }
 
 char *
-problem_text(unsigned status, const char *code, const char *detail)
+problem_text(unsigned status, const char *code, const char *detail, const char *request_id)
 {
-	return problem_render((int) status, code, NULL, detail, NULL, NULL, NULL, NULL);
+	return problem_render((int) status, code, NULL, detail, NULL, NULL, NULL, request_id);
 }
 
 struct MHD_Response *
