@@ -93,7 +93,7 @@ struct CellHost
 	json_t	   *tenants;		/* tenant → commands under way */
 	bool		woken;
 	bool		claiming;
-	int64_t		next_round;
+	int64_t		next_sweep;
 	int64_t		next_renew;
 	int64_t		last_heartbeat;
 	CellHostStats stats;
@@ -774,24 +774,89 @@ heartbeat(CellHost *ch)
 	"AND get_byte(uuid_send(s.session_id), 15) % $2::integer = $3::integer"
 
 /*
- * One round: list this cell's sessions, take placed ones, release
- * terminating and idle ones, claim for the sessions with work (limits
- * allowing).  Returns the ms until the next round is due.
+ * A placed session: take it (again, if the listing is newer than what we
+ * hold).  A terminating one: let it go.  Returns the session if it is ours
+ * and goes on, else NULL.  epoch is the listing's.
+ */
+static Sess *
+transit(CellHost *ch, json_t *row, const char *id, const char *state, int64_t epoch)
+{
+	Sess	   *s = sess_find(ch, id);
+
+	if (strcmp(state, "placed") == 0)
+	{
+		if (s)
+			forget(ch, s);
+		if ((s = take(ch, id, row)) != NULL)
+			epoch = s->rt.epoch;	/* the listing predates our acquire */
+	}
+	if (s == NULL || s->rt.epoch != epoch)
+		return NULL;			/* not ours (or not any more) */
+	s->listed = true;
+	if (strcmp(state, "terminating") == 0)
+	{
+		release(ch, s);
+		return NULL;
+	}
+	return s;
+}
+
+/* Claim for the sessions in work the limits let start: one transaction, a group each. */
+static void
+claim_work(CellHost *ch, SessList *work)
+{
+	StoreGroup *groups = calloc(work->n + 1, sizeof(StoreGroup));
+	int			ng = 0;
+
+	for (int i = 0; i < work->n; i++)
+		if (may_start(ch, work->items[i]))
+		{
+			groups[ng].stmts = json_pack("[o]", claim_stmt(work->items[i]));
+			work->items[ng++] = work->items[i];
+		}
+	if (ng > 0)
+		ch->store->exec_groups(ch->store->ctx, groups, ng);
+	for (int i = 0; i < ng; i++)
+	{
+		claimed(ch, work->items[i], &groups[i], 0);
+		store_group_free(&groups[i]);
+	}
+	free(groups);
+	free(work->items);
+	memset(work, 0, sizeof(*work));
+}
+
+/* The partition of the host's sessions this cell takes, as query arguments. */
+static void
+partition_args(CellHost *ch, char *nw, char *ix, const char **args)
+{
+	snprintf(nw, 16, "%d", ch->conf.cell.workers > 0 ? ch->conf.cell.workers : 1);
+	snprintf(ix, 16, "%d", ch->conf.cell.index);
+	args[0] = ch->conf.cell.host_id;
+	args[1] = nw;
+	args[2] = ix;
+}
+
+/*
+ * A sweep (every heartbeat, and when a delayed command comes due): list
+ * every session of this cell, take placed ones, release terminating and
+ * idle ones, forget what is no longer ours, claim for the sessions with
+ * work.  Its cost grows with the sessions held, so it runs seldom; a
+ * wake-up runs a round (below).  Returns the ms until the next sweep.
  */
 static long
-round_run(CellHost *ch)
+sweep(CellHost *ch)
 {
 	const CellHostConfig *c = &ch->conf.cell;
 	char		nw[16],
 				ix[16];
-	const char *args[3] = {c->host_id, nw, ix};
+	const char *args[3];
 	StoreResult list;
 	json_t	   *row;
 	size_t		k;
 	int64_t		now = rt_now_us();
 	long		sleep_ms = c->heartbeat_ms;
 	SessList	work = {0};
-	StoreGroup *groups;
 
 	ch->stats.rounds++;
 	if (now - ch->last_heartbeat >= c->heartbeat_ms * MS || ch->last_heartbeat == 0)
@@ -799,8 +864,7 @@ round_run(CellHost *ch)
 		heartbeat(ch);
 		ch->last_heartbeat = now;
 	}
-	snprintf(nw, sizeof(nw), "%d", c->workers > 0 ? c->workers : 1);
-	snprintf(ix, sizeof(ix), "%d", c->index);
+	partition_args(ch, nw, ix, args);
 	list = exec1(ch, SQL_LIST, 3, args);
 	if (list.sqlstate[0] != '\0')
 	{
@@ -816,30 +880,13 @@ round_run(CellHost *ch)
 	{
 		const char *id = json_string_value(json_object_get(row, "session_id"));
 		const char *state = json_string_value(json_object_get(row, "state"));
-		int64_t		epoch = json_integer_value(json_object_get(row, "epoch"));
 		json_t	   *due = json_object_get(row, "next_due_ms");
 		Sess	   *s;
 
-		if (id == NULL || state == NULL)
+		if (id == NULL || state == NULL ||
+			(s = transit(ch, row, id, state, json_integer_value(json_object_get(row, "epoch")))) == NULL)
 			continue;
-		s = sess_find(ch, id);
-		if (strcmp(state, "placed") == 0)
-		{
-			if (s)
-				forget(ch, s);
-			if ((s = take(ch, id, row)) != NULL)
-				epoch = s->rt.epoch;	/* the listing predates our acquire */
-		}
-		if (s == NULL || s->rt.epoch != epoch)
-			continue;			/* not ours (or not any more) */
-		s->listed = true;
-		if (strcmp(state, "terminating") == 0)
-		{
-			release(ch, s);
-			continue;
-		}
-		s->has_work = json_is_true(json_object_get(row, "has_work"));
-		if (s->has_work && !s->busy)
+		if (json_is_true(json_object_get(row, "has_work")) && !s->busy)
 			list_push(&work, s);
 		else if (json_is_number(due))
 		{
@@ -852,31 +899,78 @@ round_run(CellHost *ch)
 			release(ch, s);
 	}
 	store_result_free(&list);
-
-	/* the claims: one transaction, a group per session the limits let start */
-	groups = calloc(work.n + 1, sizeof(StoreGroup));
-	{
-		int			ng = 0;
-
-		for (int i = 0; i < work.n; i++)
-			if (may_start(ch, work.items[i]))
-			{
-				groups[ng].stmts = json_pack("[o]", claim_stmt(work.items[i]));
-				work.items[ng++] = work.items[i];
-			}
-		if (ng > 0)
-			ch->store->exec_groups(ch->store->ctx, groups, ng);
-		for (int i = 0; i < ng; i++)
-		{
-			claimed(ch, work.items[i], &groups[i], 0);
-			store_group_free(&groups[i]);
-		}
-	}
-	free(groups);
-	free(work.items);
+	claim_work(ch, &work);
 	settle(ch);
 	renew(ch, true);
 	return sleep_ms;
+}
+
+/*
+ * What a wake-up asks for: the sessions of this cell that were placed or
+ * are terminating, and those with a command due.  Both come from indexes
+ * of what changes (sessions in transit, open commands), so a round costs
+ * the same however many idle sessions the cell holds.
+ */
+#define SQL_ROUND \
+	"SELECT s.session_id, s.tenant_id, s.state::text AS state, l.epoch, s.policy, " \
+	"h.address AS sandbox_url " \
+	"FROM nadi.sessions s JOIN nadi.session_leases l USING (session_id) " \
+	"LEFT JOIN nadi.sandbox_hosts h ON h.host_id = s.sandbox_host_id " \
+	"WHERE s.cell_host_id = $1 AND s.state IN ('placed', 'terminating') " \
+	"AND get_byte(uuid_send(s.session_id), 15) % $2::integer = $3::integer " \
+	"UNION ALL " \
+	"SELECT DISTINCT c.session_id, NULL, 'work', NULL, NULL, NULL " \
+	"FROM nadi.command_inbox c JOIN nadi.sessions s USING (session_id) " \
+	"WHERE c.status = 'queued' AND c.available_at <= nadi.now() AND s.cell_host_id = $1 " \
+	"AND get_byte(uuid_send(c.session_id), 15) % $2::integer = $3::integer"
+
+static void
+round_run(CellHost *ch)
+{
+	char		nw[16],
+				ix[16];
+	const char *args[3];
+	StoreResult r;
+	json_t	   *row;
+	size_t		k;
+	SessList	work = {0};
+	bool		unknown = false;
+
+	ch->stats.rounds++;
+	partition_args(ch, nw, ix, args);
+	r = exec1(ch, SQL_ROUND, 3, args);
+	if (r.sqlstate[0] != '\0')
+	{
+		chlog(ch, RT_LOG_WARNING, "nadi cell: could not look for work: %s", r.message);
+		store_result_free(&r);
+		return;
+	}
+	/* sessions in transit first: a placed session may have its first command due */
+	json_array_foreach(r.rows, k, row)
+	{
+		const char *id = json_string_value(json_object_get(row, "session_id"));
+		const char *state = json_string_value(json_object_get(row, "state"));
+
+		if (id && state && strcmp(state, "work") != 0)
+			(void) transit(ch, row, id, state, json_integer_value(json_object_get(row, "epoch")));
+	}
+	json_array_foreach(r.rows, k, row)
+	{
+		const char *id = json_string_value(json_object_get(row, "session_id"));
+		const char *state = json_string_value(json_object_get(row, "state"));
+		Sess	   *s;
+
+		if (id == NULL || state == NULL || strcmp(state, "work") != 0)
+			continue;
+		if ((s = sess_find(ch, id)) == NULL)
+			unknown = true;		/* e.g. a lease this host holds from before a restart */
+		else if (!s->busy)
+			list_push(&work, s);
+	}
+	store_result_free(&r);
+	claim_work(ch, &work);
+	if (unknown)
+		ch->next_sweep = 0;
 }
 
 /* ---- the interface ---- */
@@ -966,16 +1060,25 @@ cellhost_run(CellHost *ch)
 	timers_due(ch);
 	settle(ch);
 	now = rt_now_us();
-	if (ch->woken || now >= ch->next_round)
+	if (now >= ch->next_sweep)
 	{
 		ch->woken = false;
-		ch->next_round = now + (int64_t) round_run(ch) * MS;
+		ch->next_sweep = now + (int64_t) sweep(ch) * MS;
 	}
-	else if (now >= ch->next_renew)
-		renew(ch, false);
+	else
+	{
+		if (ch->woken)
+		{
+			ch->woken = false;
+			round_run(ch);
+			settle(ch);
+		}
+		if (rt_now_us() >= ch->next_renew)
+			renew(ch, false);
+	}
 
 	now = rt_now_us();
-	next = ch->next_round < ch->next_renew ? ch->next_round : ch->next_renew;
+	next = ch->next_sweep < ch->next_renew ? ch->next_sweep : ch->next_renew;
 	for (int i = 0; i < ch->timers.n; i++)
 		if (ch->timers.items[i]->timer_at < next)
 			next = ch->timers.items[i]->timer_at;

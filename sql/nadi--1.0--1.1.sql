@@ -299,3 +299,15 @@ CREATE OR REPLACE FUNCTION nadi.egress_revoke(tenant_id text, upstream text)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'nadi_egress_revoke' LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
+
+---------------------------------------------------------------------------
+-- Cells find what a wake-up is about without listing every session they hold
+---------------------------------------------------------------------------
+--
+-- A cell woken by a commit looks for its sessions that were placed or are
+-- terminating (this index: the few in transit, not the many active ones)
+-- and for its sessions with a command due (command_inbox_open_idx), so its
+-- round costs the same however many idle sessions it holds
+-- (bgworkers/cellhost.c).
+CREATE INDEX sessions_cell_host_transit_idx ON nadi.sessions (cell_host_id)
+    WHERE state IN ('placed', 'terminating');
