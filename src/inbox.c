@@ -596,24 +596,64 @@ claim_worth_locking(const pg_uuid_t *id, int64 epoch)
 }
 
 /*
+ * Claim the head of a locked session's queue under epoch, whose fence the
+ * caller has checked: the head becomes running if the session is active and
+ * the head is queued and due, and command.started records it.  Nothing is
+ * claimed while another command of the session is running or waiting (one in
+ * flight per session), or while the head waits out its retry backoff.
+ * Returns the claimed command_inbox row (a tuple table valid until
+ * SPI_finish) or NULL.  Shared by command_claim and command_claim_many
+ * (batch.c).
+ */
+SPITupleTable *
+inbox_claim_head(SessionTx *tx, int64 epoch)
+{
+	static SPIPlanPtr plan = NULL;
+	CommandRef	head;
+	TimestampTz available_at = 0;
+	Datum		values[3];
+	SPITupleTable *claimed;
+	StringInfoData buf;
+	bool		isnull;
+
+	head = command_head(tx, &available_at);
+	if (tx->state != SS_ACTIVE || head.id == 0 || strcmp(head.status, "queued") != 0 ||
+		available_at > nadi_now())
+		return NULL;
+	values[0] = UUIDPGetDatum(&tx->id);
+	values[1] = Int64GetDatum(head.id);
+	values[2] = Int64GetDatum(epoch);
+	nadi_exec(nadi_plan(&plan,
+						"UPDATE nadi.command_inbox SET status = 'running', "
+						"attempts = attempts + 1, claimed_epoch = $3, claimed_at = nadi.now() "
+						"WHERE session_id = $1 AND command_id = $2 RETURNING *",
+						3, (Oid[]) {UUIDOID, INT8OID, INT8OID}),
+			  values, NULL, false, 0);
+	claimed = SPI_tuptable;
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	nadi_json_int(&buf, "attempt",
+				  DatumGetInt32(SPI_getbinval(claimed->vals[0], claimed->tupdesc,
+											  SPI_fnumber(claimed->tupdesc, "attempts"),
+											  &isnull)));
+	appendStringInfoChar(&buf, '}');
+	session_event(tx, "command.started", nadi_jsonb(buf.data), head.id, epoch);
+	session_save(tx);
+	return claimed;
+}
+
+/*
  * nadi.command_claim(session_id, epoch) → setof command_inbox (0 or 1 row)
  * The head of the session's queue, if it is queued and due, becomes running
- * under the caller's epoch.  Nothing is returned while another command of
- * the session is running or waiting (one in flight per session), or while
- * the head waits out its retry backoff.
+ * under the caller's epoch (inbox_claim_head).
  */
 PG_FUNCTION_INFO_V1(nadi_command_claim);
 Datum
 nadi_command_claim(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
 	SessionTx  *tx;
-	CommandRef	head;
-	TimestampTz available_at = 0;
+	SPITupleTable *claimed;
 	int64		epoch;
-	Datum		values[3];
-	StringInfoData buf;
-	bool		isnull;
 
 	NADI_ARG_NOT_NULL(0, "session_id");
 	NADI_ARG_NOT_NULL(1, "epoch");
@@ -633,30 +673,9 @@ nadi_command_claim(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	}
 	tx = session_lock_fenced(PG_GETARG_UUID_P(0), epoch, NULL);
-	head = command_head(tx, &available_at);
-	if (tx->state == SS_ACTIVE && head.id != 0 && strcmp(head.status, "queued") == 0 &&
-		available_at <= nadi_now())
-	{
-		values[0] = UUIDPGetDatum(&tx->id);
-		values[1] = Int64GetDatum(head.id);
-		values[2] = Int64GetDatum(epoch);
-		nadi_exec(nadi_plan(&plan,
-							"UPDATE nadi.command_inbox SET status = 'running', "
-							"attempts = attempts + 1, claimed_epoch = $3, claimed_at = nadi.now() "
-							"WHERE session_id = $1 AND command_id = $2 RETURNING *",
-							3, (Oid[]) {UUIDOID, INT8OID, INT8OID}),
-				  values, NULL, false, 0);
-		nadi_rows_to_srf(fcinfo);
-		initStringInfo(&buf);
-		appendStringInfoChar(&buf, '{');
-		nadi_json_int(&buf, "attempt",
-					  DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-												  SPI_fnumber(SPI_tuptable->tupdesc, "attempts"),
-												  &isnull)));
-		appendStringInfoChar(&buf, '}');
-		session_event(tx, "command.started", nadi_jsonb(buf.data), head.id, epoch);
-		session_save(tx);
-	}
+	claimed = inbox_claim_head(tx, epoch);
+	if (claimed)
+		nadi_tuptable_to_srf(fcinfo, claimed, 1);
 	nadi_finish();
 	return (Datum) 0;
 }

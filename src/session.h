@@ -23,5 +23,6 @@ extern void events_append_array(SessionTx *tx, Jsonb *events, int64 command_id, 
 
 /* inbox.c */
 extern int	inbox_cancel_open(SessionTx *tx, const char *reason);
+extern SPITupleTable *inbox_claim_head(SessionTx *tx, int64 epoch);
 
 #endif							/* NADI_SESSION_H */

@@ -349,6 +349,17 @@ lease_read(const SessionTx *tx)
  * current, held, unexpired lease, and 42501 unless the caller may act for
  * the cell host holding it.  Returns the lease.
  */
+/*
+ * Is the lease l (read under the session lock) held at epoch and not yet
+ * expired?  The test of the fence, for callers that report a moved-on lease
+ * instead of raising (the set-based calls of a cell host, batch.c).
+ */
+bool
+lease_current(const LeaseInfo *l, int64 epoch)
+{
+	return l->held && l->epoch == epoch && l->expires_at > nadi_now();
+}
+
 LeaseInfo
 lease_check(const SessionTx *tx, int64 epoch)
 {

@@ -82,6 +82,7 @@ extern void session_save(SessionTx *tx);
 
 /* The fence, under the session lock. */
 extern LeaseInfo lease_read(const SessionTx *tx);
+extern bool lease_current(const LeaseInfo *l, int64 epoch);
 extern LeaseInfo lease_check(const SessionTx *tx, int64 epoch);
 extern SessionTx *session_lock_fenced(const pg_uuid_t *id, int64 epoch, LeaseInfo *lease);
 

@@ -1,0 +1,351 @@
+/*
+ * batch.c — the set-based calls of a cell host: one statement claims the
+ * next command of many sessions (nadi.command_claim_many), one renews many
+ * leases (nadi.lease_renew_many).  The caller names the sessions it holds
+ * and the epoch it holds each at; every claim and every renewal is fenced by
+ * that epoch, and a session whose lease moved on is reported, not raised, so
+ * one lost session does not abort the work of all the others.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+#include "nadi.h"
+#include "session.h"
+
+/* The most sessions one call may name, and the most claims it may make. */
+#define BATCH_MAX_SESSIONS 100000
+#define BATCH_MAX_CLAIMS 1000
+
+/* The sessions a call names, and the epoch the caller holds each at. */
+typedef struct BatchSessions
+{
+	int			n;
+	Datum	   *ids;			/* uuid datums, in the caller's order */
+	int64	   *epochs;
+	Datum		ids_array;		/* the arguments, detoasted, for SPI */
+	Datum		epochs_array;
+} BatchSessions;
+
+/* One session to claim for: its index in BatchSessions, kept by uuid order. */
+typedef struct ClaimTarget
+{
+	int			i;
+	pg_uuid_t	id;
+} ClaimTarget;
+
+static int
+uuid_datum_cmp(const void *a, const void *b)
+{
+	return memcmp(DatumGetUUIDP(*(const Datum *) a), DatumGetUUIDP(*(const Datum *) b), UUID_LEN);
+}
+
+static int
+claim_target_cmp(const void *a, const void *b)
+{
+	return memcmp(((const ClaimTarget *) a)->id.data, ((const ClaimTarget *) b)->id.data, UUID_LEN);
+}
+
+/* A uuid[] or bigint[] argument as datums: not NULL, one dimension, no NULL element. */
+static Datum *
+batch_array(FunctionCallInfo fcinfo, int arg, const char *name, int *n, Datum *array)
+{
+	ArrayType  *a;
+	Oid			elem;
+	int16		len;
+	bool		byval;
+	char		align;
+	Datum	   *values;
+	bool	   *nulls;
+
+	NADI_ARG_NOT_NULL(arg, name);
+	a = PG_GETARG_ARRAYTYPE_P(arg);
+	*array = PointerGetDatum(a);
+	if (ARR_NDIM(a) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a one-dimensional array", name)));
+	elem = ARR_ELEMTYPE(a);
+	get_typlenbyvalalign(elem, &len, &byval, &align);
+	deconstruct_array(a, elem, len, byval, align, &values, &nulls, n);
+	for (int i = 0; i < *n; i++)
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not contain nulls", name),
+					 errdetail("Element %d is null.", i + 1)));
+	return values;
+}
+
+/*
+ * The session_ids and epochs arguments, checked: the same length, at most
+ * BATCH_MAX_SESSIONS, no NULL and no session named twice.  Before SPI.
+ */
+static BatchSessions
+batch_sessions(FunctionCallInfo fcinfo, int ids_arg, int epochs_arg)
+{
+	BatchSessions b;
+	int			n_epochs;
+	Datum	   *epochs;
+	Datum	   *sorted;
+
+	b.ids = batch_array(fcinfo, ids_arg, "session_ids", &b.n, &b.ids_array);
+	epochs = batch_array(fcinfo, epochs_arg, "epochs", &n_epochs, &b.epochs_array);
+	if (b.n != n_epochs)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("session_ids and epochs must have the same length"),
+				 errdetail("session_ids has %d elements and epochs %d.", b.n, n_epochs),
+				 errhint("Pass the epoch the caller holds each session at, in the same order.")));
+	if (b.n > BATCH_MAX_SESSIONS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("too many sessions in one call"),
+				 errdetail("%d sessions were given; the limit is %d.", b.n, BATCH_MAX_SESSIONS),
+				 errhint("Split the sessions over several calls.")));
+	b.epochs = palloc(sizeof(int64) * (b.n + 1));
+	for (int i = 0; i < b.n; i++)
+		b.epochs[i] = DatumGetInt64(epochs[i]);
+
+	sorted = palloc(sizeof(Datum) * (b.n + 1));
+	memcpy(sorted, b.ids, sizeof(Datum) * b.n);
+	qsort(sorted, b.n, sizeof(Datum), uuid_datum_cmp);
+	for (int i = 1; i < b.n; i++)
+		if (uuid_datum_cmp(&sorted[i - 1], &sorted[i]) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("session_ids must not name a session twice"),
+					 errdetail("Session %s is named more than once.",
+							   nadi_uuid_out(DatumGetUUIDP(sorted[i])))));
+	pfree(sorted);
+	return b;
+}
+
+/*
+ * One row of command_claim_many: (session_id, epoch, status, command_id,
+ * type, payload, attempts).  claimed is the command_inbox row, or NULL for
+ * a session reported as fenced.
+ */
+static void
+claim_row(FunctionCallInfo fcinfo, Datum id, int64 epoch, SPITupleTable *claimed)
+{
+	static const char *const columns[] = {"command_id", "type", "payload", "attempts"};
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum		values[7];
+	bool		nulls[7] = {false, false, false, true, true, true, true};
+
+	values[0] = id;
+	values[1] = Int64GetDatum(epoch);
+	values[2] = CStringGetTextDatum(claimed ? "claimed" : "fenced");
+	for (int k = 0; claimed && k < lengthof(columns); k++)
+		values[3 + k] = SPI_getbinval(claimed->vals[0], claimed->tupdesc,
+									  SPI_fnumber(claimed->tupdesc, columns[k]), &nulls[3 + k]);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
+/*
+ * nadi.command_claim_many(host_id, session_ids, epochs, max_n)
+ *   → setof (session_id, epoch, status, command_id, type, payload, attempts)
+ * Claims the next command of up to max_n of the named sessions, each as
+ * nadi.command_claim(session, epoch) would (inbox_claim_head, under the
+ * session lock), and reports every named session whose lease is not held by
+ * host_id at the given epoch, unexpired, as 'fenced'.  Sessions with nothing
+ * to claim are not returned.
+ *
+ * A lock-free look first picks the sessions worth locking (held, head
+ * queued and due): the oldest-due max_n of them.  Those are then locked one
+ * at a time in session_id order (the order reap and place_pending lock in)
+ * and decided again under the lock.  Idle sessions cost one probe each in
+ * the look and take no lock.  A fenced verdict of the look is final: an
+ * epoch that is not current, or a lease that expired, never comes back.
+ */
+PG_FUNCTION_INFO_V1(nadi_command_claim_many);
+Datum
+nadi_command_claim_many(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr look_plan = NULL;
+	char	   *host;
+	BatchSessions b;
+	int32		max_n;
+	Datum		values[4];
+	SPITupleTable *tt;
+	uint64		rows;
+	ClaimTarget *targets;
+	int			ntargets = 0;
+
+	NADI_ARG_NOT_NULL(0, "host_id");
+	NADI_ARG_NOT_NULL(3, "max_n");
+	host = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	b = batch_sessions(fcinfo, 1, 2);
+	max_n = PG_GETARG_INT32(3);
+	if (max_n < 1 || max_n > BATCH_MAX_CLAIMS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_n must be between 1 and %d", BATCH_MAX_CLAIMS),
+				 errdetail("The max_n given was %d.", max_n)));
+	InitMaterializedSRF(fcinfo, 0);
+
+	nadi_connect();
+	nadi_require_host_binding("cell", host, "claim commands for");
+	if (b.n == 0)
+	{
+		nadi_finish();
+		return (Datum) 0;
+	}
+
+	/* 1. without locks: the sessions fenced, then those worth locking */
+	values[0] = PointerGetDatum(PG_GETARG_TEXT_PP(0));
+	values[1] = b.ids_array;
+	values[2] = b.epochs_array;
+	values[3] = TimestampTzGetDatum(nadi_now());
+	nadi_exec(nadi_plan(&look_plan,
+						"SELECT m.ord::integer, m.held FROM ("
+						"  SELECT u.session_id, u.ord, coalesce(l.cell_host_id = $1 "
+						"    AND l.epoch = u.epoch AND l.expires_at > $4, false) AS held "
+						"  FROM unnest($2::uuid[], $3::bigint[]) WITH ORDINALITY AS u(session_id, epoch, ord) "
+						"  LEFT JOIN nadi.session_leases l ON l.session_id = u.session_id) m "
+						"LEFT JOIN LATERAL (SELECT c.status, c.available_at FROM nadi.command_inbox c "
+						"  WHERE m.held AND c.session_id = m.session_id "
+						"  AND c.status IN ('queued', 'running', 'waiting') "
+						"  ORDER BY c.command_id LIMIT 1) h ON true "
+						"WHERE NOT m.held OR (h.status = 'queued' AND h.available_at <= $4) "
+						"ORDER BY m.held, h.available_at, m.session_id",
+						4, (Oid[]) {TEXTOID, UUIDARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID}),
+			  values, NULL, true, 0);
+	tt = SPI_tuptable;
+	rows = SPI_processed;
+	targets = palloc(sizeof(ClaimTarget) * (Min(rows, (uint64) max_n) + 1));
+	for (uint64 r = 0; r < rows; r++)
+	{
+		bool		isnull;
+		int			i = DatumGetInt32(SPI_getbinval(tt->vals[r], tt->tupdesc, 1, &isnull)) - 1;
+		bool		held = DatumGetBool(SPI_getbinval(tt->vals[r], tt->tupdesc, 2, &isnull));
+
+		if (!held)
+			claim_row(fcinfo, b.ids[i], b.epochs[i], NULL);
+		else if (ntargets < max_n)
+		{
+			targets[ntargets].i = i;
+			targets[ntargets].id = *DatumGetUUIDP(b.ids[i]);
+			ntargets++;
+		}
+	}
+
+	/* 2. one session at a time, in session_id order, decided under its lock */
+	qsort(targets, ntargets, sizeof(ClaimTarget), claim_target_cmp);
+	for (int t = 0; t < ntargets; t++)
+	{
+		int			i = targets[t].i;
+		SessionTx  *tx = session_lock(&targets[t].id);
+		LeaseInfo	l = lease_read(tx);
+
+		if (!lease_current(&l, b.epochs[i]) || strcmp(l.cell_host_id, host) != 0)
+			claim_row(fcinfo, b.ids[i], b.epochs[i], NULL);
+		else
+		{
+			SPITupleTable *claimed = inbox_claim_head(tx, b.epochs[i]);
+
+			if (claimed)
+				claim_row(fcinfo, b.ids[i], b.epochs[i], claimed);
+		}
+	}
+	nadi_finish();
+	return (Datum) 0;
+}
+
+/*
+ * nadi.lease_renew_many(host_id, session_ids, epochs)
+ *   → setof (session_id, ok, expires_in_ms)
+ * Renews, in one statement, every named lease that host_id holds at the
+ * given epoch and that has not expired: each is then good for
+ * nadi.lease_ttl from this transaction's nadi.now(), as nadi.lease_renew
+ * makes it.  One row per named session, in the caller's order; ok = false
+ * means the session is no longer the caller's (its epoch moved on, it was
+ * released, it expired, another host holds it, or it does not exist).
+ * expires_in_ms is the time left, measured when the renewal is done, so a
+ * cell on another machine needs no clock shared with the database.
+ *
+ * The session rows of the leases that look renewable are locked first, in
+ * session_id order (writers of a lease hold its session's lock, and the
+ * reaper and takeover decide under it); the UPDATE then re-checks each
+ * lease, so a lease the reaper moved on while we waited is not renewed.
+ */
+PG_FUNCTION_INFO_V1(nadi_lease_renew_many);
+Datum
+nadi_lease_renew_many(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr renew_plan = NULL;
+	ReturnSetInfo *rsinfo;
+	char	   *host;
+	BatchSessions b;
+	Datum		values[5];
+	TimestampTz expires_at;
+	int64		expires_in_ms;
+	SPITupleTable *tt;
+
+	NADI_ARG_NOT_NULL(0, "host_id");
+	host = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	b = batch_sessions(fcinfo, 1, 2);
+	InitMaterializedSRF(fcinfo, 0);
+	rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	nadi_connect();
+	nadi_require_host_binding("cell", host, "renew leases for");
+	if (b.n == 0)
+	{
+		nadi_finish();
+		return (Datum) 0;
+	}
+	expires_at = nadi_now() + (TimestampTz) nadi_lease_ttl_ms * 1000;
+	values[0] = CStringGetTextDatum(host);
+	values[1] = b.ids_array;
+	values[2] = b.epochs_array;
+	values[3] = TimestampTzGetDatum(nadi_now());
+	values[4] = TimestampTzGetDatum(expires_at);
+	nadi_exec(nadi_plan(&lock_plan,
+						"SELECT s.session_id "
+						"FROM unnest($2::uuid[], $3::bigint[]) AS u(session_id, epoch) "
+						"JOIN nadi.session_leases l ON l.session_id = u.session_id "
+						"  AND l.cell_host_id = $1 AND l.epoch = u.epoch AND l.expires_at > $4 "
+						"JOIN nadi.sessions s ON s.session_id = u.session_id "
+						"ORDER BY s.session_id FOR NO KEY UPDATE OF s",
+						4, (Oid[]) {TEXTOID, UUIDARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID}),
+			  values, NULL, false, 0);
+	nadi_exec(nadi_plan(&renew_plan,
+						"WITH renewed AS ("
+						"  UPDATE nadi.session_leases l SET renewed_at = $4, expires_at = $5 "
+						"  FROM unnest($2::uuid[], $3::bigint[]) AS u(session_id, epoch) "
+						"  WHERE l.session_id = u.session_id AND l.cell_host_id = $1 "
+						"  AND l.epoch = u.epoch AND l.expires_at > $4 "
+						"  RETURNING l.session_id) "
+						"SELECT u.session_id, r.session_id IS NOT NULL "
+						"FROM unnest($2::uuid[]) WITH ORDINALITY AS u(session_id, ord) "
+						"LEFT JOIN renewed r ON r.session_id = u.session_id ORDER BY u.ord",
+						5, (Oid[]) {TEXTOID, UUIDARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID,
+						TIMESTAMPTZOID}),
+			  values, NULL, false, 0);
+	tt = SPI_tuptable;
+
+	/* the time left, from now (not from the transaction's start) */
+	expires_in_ms = (expires_at - (GetCurrentTimestamp() + (TimestampTz) nadi_clock_offset_ms * 1000)) / 1000;
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		Datum		out[3];
+		bool		nulls[3] = {false, false, false};
+		bool		isnull;
+		bool		ok = DatumGetBool(SPI_getbinval(tt->vals[r], tt->tupdesc, 2, &isnull));
+
+		out[0] = SPI_getbinval(tt->vals[r], tt->tupdesc, 1, &isnull);
+		out[1] = BoolGetDatum(ok);
+		out[2] = Int64GetDatum(Max(expires_in_ms, 0));
+		nulls[2] = !ok;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+	}
+	nadi_finish();
+	return (Datum) 0;
+}
