@@ -38,16 +38,23 @@ typedef struct ClaimTarget
 	pg_uuid_t	id;
 } ClaimTarget;
 
+/* qsort and bsearch comparators: uuids by their bytes, the order of uuid_cmp */
+static int
+batch_uuid_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, UUID_LEN);
+}
+
 static int
 uuid_datum_cmp(const void *a, const void *b)
 {
-	return memcmp(DatumGetUUIDP(*(const Datum *) a), DatumGetUUIDP(*(const Datum *) b), UUID_LEN);
+	return batch_uuid_cmp(DatumGetUUIDP(*(const Datum *) a), DatumGetUUIDP(*(const Datum *) b));
 }
 
 static int
 claim_target_cmp(const void *a, const void *b)
 {
-	return memcmp(((const ClaimTarget *) a)->id.data, ((const ClaimTarget *) b)->id.data, UUID_LEN);
+	return batch_uuid_cmp(&((const ClaimTarget *) a)->id, &((const ClaimTarget *) b)->id);
 }
 
 /* A uuid[] or bigint[] argument as datums: not NULL, one dimension, no NULL element. */
@@ -286,7 +293,8 @@ nadi_lease_renew_many(PG_FUNCTION_ARGS)
 	Datum		values[5];
 	TimestampTz expires_at;
 	int64		expires_in_ms;
-	SPITupleTable *tt;
+	pg_uuid_t  *renewed;
+	uint64		nrenewed;
 
 	NADI_ARG_NOT_NULL(0, "host_id");
 	host = text_to_cstring(PG_GETARG_TEXT_PP(0));
@@ -317,30 +325,27 @@ nadi_lease_renew_many(PG_FUNCTION_ARGS)
 						4, (Oid[]) {TEXTOID, UUIDARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID}),
 			  values, NULL, false, 0);
 	nadi_exec(nadi_plan(&renew_plan,
-						"WITH renewed AS ("
-						"  UPDATE nadi.session_leases l SET renewed_at = $4, expires_at = $5 "
-						"  FROM unnest($2::uuid[], $3::bigint[]) AS u(session_id, epoch) "
-						"  WHERE l.session_id = u.session_id AND l.cell_host_id = $1 "
-						"  AND l.epoch = u.epoch AND l.expires_at > $4 "
-						"  RETURNING l.session_id) "
-						"SELECT u.session_id, r.session_id IS NOT NULL "
-						"FROM unnest($2::uuid[]) WITH ORDINALITY AS u(session_id, ord) "
-						"LEFT JOIN renewed r ON r.session_id = u.session_id ORDER BY u.ord",
+						"UPDATE nadi.session_leases l SET renewed_at = $4, expires_at = $5 "
+						"FROM unnest($2::uuid[], $3::bigint[]) AS u(session_id, epoch) "
+						"WHERE l.session_id = u.session_id AND l.cell_host_id = $1 "
+						"AND l.epoch = u.epoch AND l.expires_at > $4 "
+						"RETURNING l.session_id",
 						5, (Oid[]) {TEXTOID, UUIDARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID,
 						TIMESTAMPTZOID}),
 			  values, NULL, false, 0);
-	tt = SPI_tuptable;
+	renewed = nadi_spi_uuids(&nrenewed);
+	qsort(renewed, nrenewed, sizeof(pg_uuid_t), batch_uuid_cmp);
 
 	/* the time left, from now (not from the transaction's start) */
 	expires_in_ms = (expires_at - (GetCurrentTimestamp() + (TimestampTz) nadi_clock_offset_ms * 1000)) / 1000;
-	for (uint64 r = 0; r < SPI_processed; r++)
+	for (int i = 0; i < b.n; i++)
 	{
 		Datum		out[3];
 		bool		nulls[3] = {false, false, false};
-		bool		isnull;
-		bool		ok = DatumGetBool(SPI_getbinval(tt->vals[r], tt->tupdesc, 2, &isnull));
+		bool		ok = bsearch(DatumGetUUIDP(b.ids[i]), renewed, nrenewed, sizeof(pg_uuid_t),
+								 batch_uuid_cmp) != NULL;
 
-		out[0] = SPI_getbinval(tt->vals[r], tt->tupdesc, 1, &isnull);
+		out[0] = b.ids[i];
 		out[1] = BoolGetDatum(ok);
 		out[2] = Int64GetDatum(Max(expires_in_ms, 0));
 		nulls[2] = !ok;
