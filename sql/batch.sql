@@ -19,6 +19,7 @@ SELECT name, epoch FROM bs ORDER BY name;
 CREATE TEMP VIEW held AS
     SELECT array_agg(sid ORDER BY name) AS ids, array_agg(epoch ORDER BY name) AS epochs FROM bs;
 CREATE FUNCTION nm(id uuid) RETURNS text LANGUAGE sql AS $$ SELECT name FROM bs WHERE sid = id $$;
+CREATE FUNCTION bsid(n text) RETURNS uuid LANGUAGE sql AS $$ SELECT sid FROM bs WHERE name = n $$;
 
 -- s1: two messages (FIFO: one at a time); s2: a tool call; s3: nothing;
 -- s4: a command in its retry backoff; s5: released (suspended) with nothing queued
@@ -70,6 +71,30 @@ FROM nadi.lease_renew_many('batch-a', (SELECT ids FROM held), (SELECT epochs FRO
 SELECT nm(session_id), cell_host_id, expires_at = nadi.now() + current_setting('nadi.lease_ttl')::interval AS renewed
 FROM nadi.session_leases WHERE session_id IN (SELECT sid FROM bs) ORDER BY 1;
 COMMIT;
+-- command_complete_many: s4's and s1's running commands complete with their
+-- events; s2 has nothing running, sb is batch-b's, s3 has no such command.
+-- One row per item, in the caller's order.
+SELECT last_seq AS sb_seq FROM nadi.sessions WHERE session_id = bsid('sb') \gset
+SELECT nm(session_id), command_id - 1000 AS c, status FROM nadi.command_complete_many('batch-a',
+    ARRAY[bsid('s4'), bsid('s1'), bsid('sb'), bsid('s2'), bsid('s3')], ARRAY[1, 1, 1, 1, 1]::bigint[],
+    ARRAY[:c4, :c2, :cb, :c3, 1999]::bigint[],
+    ARRAY['{"ok": 4}', NULL, '{}', '{}', '{}']::jsonb[],
+    ARRAY['[{"kind": "model.reply", "payload": {"text": "four"}}, {"kind": "tool.result", "payload": {"n": 4}}]',
+          '[{"kind": "model.reply", "payload": {"text": "two"}}]', '[{"kind": "model.reply"}]', NULL, NULL]::jsonb[]);
+SELECT nm(session_id), command_id - 1000 AS c, status, result FROM nadi.command_inbox
+WHERE session_id IN (SELECT sid FROM bs) ORDER BY command_id;
+-- gapless, in order, command.completed last; last_seq is the last event
+SELECT nm(session_id), seq, kind, command_id - 1000 AS c, epoch, payload FROM nadi.events
+WHERE session_id IN (bsid('s1'), bsid('s4')) AND seq > (SELECT max(seq) FROM nadi.events e
+    WHERE e.session_id = events.session_id AND e.kind = 'command.started')
+ORDER BY nm(session_id), seq;
+SELECT nm(s.session_id), s.last_seq = max(e.seq) AS last_seq_ok, count(*) = max(e.seq) AS gapless
+FROM nadi.sessions s JOIN nadi.events e USING (session_id)
+WHERE s.session_id IN (SELECT sid FROM bs) GROUP BY s.session_id, s.last_seq ORDER BY 1;
+SELECT last_seq = :sb_seq AS sb_untouched FROM nadi.sessions WHERE session_id = bsid('sb');
+-- completing again: not running any more
+SELECT nm(session_id), status FROM nadi.command_complete_many('batch-a', ARRAY[bsid('s1')], ARRAY[1::bigint], ARRAY[:c2::bigint]);
+
 -- a stale epoch and a wrong host are not renewed and not claimed
 SELECT nm(session_id), ok, expires_in_ms
 FROM nadi.lease_renew_many('batch-a', ARRAY[(SELECT sid FROM bs WHERE name = 's1')], ARRAY[7::bigint]);
@@ -106,6 +131,11 @@ SELECT try($$SELECT nadi.command_claim_many('batch-a', (SELECT ids FROM held), (
 SELECT try($$SELECT nadi.command_claim_many('batch-a', (SELECT ids FROM held), (SELECT epochs FROM held), NULL)$$);
 SELECT try($$SELECT nadi.command_claim_many('batch-a', ARRAY[ARRAY[sid, sid]], ARRAY[ARRAY[1, 1]]::bigint[]) FROM bs WHERE name = 's1'$$);
 SELECT try($$SELECT nadi.lease_renew_many('batch-a', array_fill(gen_random_uuid(), ARRAY[100001]), array_fill(1::bigint, ARRAY[100001]))$$);
+SELECT try($$SELECT nadi.command_complete_many('batch-a', ARRAY[bsid('s1'), bsid('s2')], ARRAY[1, 1]::bigint[], ARRAY[1]::bigint[])$$);
+SELECT try($$SELECT nadi.command_complete_many('batch-a', ARRAY[bsid('s1')], ARRAY[1]::bigint[], NULL)$$);
+SELECT try($$SELECT nadi.command_complete_many('batch-a', ARRAY[bsid('s1')], ARRAY[1]::bigint[], ARRAY[1]::bigint[], ARRAY['{}', '{}']::jsonb[])$$);
+SELECT try($$SELECT nadi.command_complete_many('batch-a', ARRAY[bsid('s1')], ARRAY[1]::bigint[], ARRAY[1]::bigint[], NULL, ARRAY['{"kind": "x.y"}']::jsonb[])$$);
+SELECT try($$SELECT nadi.command_complete_many('batch-a', ARRAY[bsid('s1')], ARRAY[1]::bigint[], ARRAY[1]::bigint[], NULL, ARRAY['[{"kind": "command.completed"}]']::jsonb[])$$);
 
 
 -- privileges: only nadi_cell (and superuser) may call them, and a cell login
@@ -113,6 +143,7 @@ SELECT try($$SELECT nadi.lease_renew_many('batch-a', array_fill(gen_random_uuid(
 GRANT SELECT ON held TO nadi_cell;
 SET ROLE nadi_edge;
 SELECT try($$SELECT nadi.command_claim_many('batch-a', '{}', '{}')$$);
+SELECT try($$SELECT nadi.command_complete_many('batch-a', '{}', '{}', '{}')$$);
 SELECT try($$SELECT nadi.lease_renew_many('batch-a', '{}', '{}')$$);
 RESET ROLE;
 SET ROLE nadi_admin;
@@ -120,6 +151,7 @@ SELECT try($$SELECT nadi.command_claim_many('batch-a', '{}', '{}')$$);
 RESET ROLE;
 SET ROLE nadi_cell;
 SELECT try($$SELECT nadi.command_claim_many('batch-a', '{}', '{}')$$);
+SELECT try($$SELECT nadi.command_complete_many('batch-a', '{}', '{}', '{}')$$);
 SELECT try($$SELECT nadi.lease_renew_many('batch-a', '{}', '{}')$$);
 RESET ROLE;
 -- nothing changed by the refused calls
@@ -135,6 +167,6 @@ SELECT try($$SELECT nadi.lease_renew_many('batch-b', '{}', '{}')$$);
 RESET ROLE;
 SELECT nadi.host_unbind('cell', 'batch-a');
 
-DROP FUNCTION nm(uuid);
+DROP FUNCTION nm(uuid), bsid(text);
 DROP VIEW held;
 DROP TABLE bs, before;

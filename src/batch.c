@@ -1,7 +1,8 @@
 /*
  * batch.c — the set-based calls of a cell host: one statement claims the
  * next command of many sessions (nadi.command_claim_many), one renews many
- * leases (nadi.lease_renew_many).  The caller names the sessions it holds
+ * leases (nadi.lease_renew_many), one completes many commands and appends
+ * their events (nadi.command_complete_many).  The caller names the sessions it holds
  * and the epoch it holds each at; every claim and every renewal is fenced by
  * that epoch, and a session whose lease moved on is reported, not raised, so
  * one lost session does not abort the work of all the others.
@@ -349,6 +350,151 @@ nadi_lease_renew_many(PG_FUNCTION_ARGS)
 		out[1] = BoolGetDatum(ok);
 		out[2] = Int64GetDatum(Max(expires_in_ms, 0));
 		nulls[2] = !ok;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+	}
+	nadi_finish();
+	return (Datum) 0;
+}
+
+/*
+ * A jsonb[] argument as one Jsonb per element (NULL for a NULL element, or
+ * for all of them when the argument is NULL); n elements are required.
+ */
+static Jsonb **
+batch_jsonbs(FunctionCallInfo fcinfo, int arg, const char *name, int n)
+{
+	Jsonb	  **out = palloc0(sizeof(Jsonb *) * (n + 1));
+	Datum	   *values;
+	bool	   *nulls;
+	int			count;
+
+	if (PG_ARGISNULL(arg))
+		return out;
+	if (ARR_NDIM(PG_GETARG_ARRAYTYPE_P(arg)) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a one-dimensional array", name)));
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(arg), JSONBOID, -1, false, TYPALIGN_INT,
+					  &values, &nulls, &count);
+	if (count != n)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("session_ids and %s must have the same length", name),
+				 errdetail("session_ids has %d elements and %s %d.", n, name, count)));
+	for (int i = 0; i < n; i++)
+		out[i] = nulls[i] ? NULL : DatumGetJsonbP(values[i]);
+	return out;
+}
+
+/*
+ * nadi.command_complete_many(host_id, session_ids, epochs, command_ids,
+ *                            results, events)
+ *   → setof (session_id, command_id, status)
+ * Completes one running command per named session, each as
+ * nadi.command_complete(session_id, command_id, epoch, result, events)
+ * would (inbox_complete_locked), in one statement: the sessions are locked
+ * one at a time in session_id order, every one's events and its
+ * command.completed are kept in one EventBatch and inserted by one
+ * multi-row INSERT at the end, and each session's row (last_seq) is written
+ * once.  An item whose lease is not host_id's at its epoch, unexpired, is
+ * reported 'fenced' with nothing written for it; so is a command claimed
+ * under another epoch.  A missing command is 'not_found', one that is not
+ * running 'not_running'.  Bad input (shapes, sizes, event kinds) raises and
+ * the whole call changes nothing.
+ */
+PG_FUNCTION_INFO_V1(nadi_command_complete_many);
+Datum
+nadi_command_complete_many(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr look_plan = NULL;
+	ReturnSetInfo *rsinfo;
+	char	   *host;
+	BatchSessions b;
+	Datum	   *command_ids;
+	int			n_commands;
+	Datum		commands_array;
+	Jsonb	  **results;
+	Jsonb	  **events;
+	ClaimTarget *order;
+	int			norder = 0;
+	const char **statuses;
+	EventBatch	batch = {0};
+	Datum		values[4];
+
+	NADI_ARG_NOT_NULL(0, "host_id");
+	host = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	b = batch_sessions(fcinfo, 1, 2);
+	command_ids = batch_array(fcinfo, 3, "command_ids", &n_commands, &commands_array);
+	if (n_commands != b.n)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("session_ids and command_ids must have the same length"),
+				 errdetail("session_ids has %d elements and command_ids %d.", b.n, n_commands)));
+	results = batch_jsonbs(fcinfo, 4, "results", b.n);
+	events = batch_jsonbs(fcinfo, 5, "events", b.n);
+	statuses = palloc(sizeof(char *) * (b.n + 1));
+	for (int i = 0; i < b.n; i++)
+	{
+		if (results[i] == NULL)
+			results[i] = nadi_jsonb("{}");
+		nadi_check_payload(results[i], "command result");
+		if (events[i])
+			events_check_array(events[i]);
+		statuses[i] = "fenced";
+	}
+	InitMaterializedSRF(fcinfo, 0);
+	rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	nadi_connect();
+	nadi_require_host_binding("cell", host, "complete commands for");
+
+	/* without locks: the sessions whose lease looks like the caller's */
+	values[0] = CStringGetTextDatum(host);
+	values[1] = b.ids_array;
+	values[2] = b.epochs_array;
+	values[3] = TimestampTzGetDatum(nadi_now());
+	nadi_exec(nadi_plan(&look_plan,
+						"SELECT u.ord::integer "
+						"FROM unnest($2::uuid[], $3::bigint[]) WITH ORDINALITY AS u(session_id, epoch, ord) "
+						"JOIN nadi.session_leases l ON l.session_id = u.session_id "
+						"  AND l.cell_host_id = $1 AND l.epoch = u.epoch AND l.expires_at > $4",
+						4, (Oid[]) {TEXTOID, UUIDARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID}),
+			  values, NULL, true, 0);
+	order = palloc(sizeof(ClaimTarget) * (SPI_processed + 1));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int			i = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1,
+												   &isnull)) - 1;
+
+		order[norder].i = i;
+		order[norder].id = *DatumGetUUIDP(b.ids[i]);
+		norder++;
+	}
+
+	/* one session at a time, in session_id order, decided under its lock */
+	qsort(order, norder, sizeof(ClaimTarget), claim_target_cmp);
+	for (int t = 0; t < norder; t++)
+	{
+		int			i = order[t].i;
+		SessionTx  *tx = session_lock(&order[t].id);
+		LeaseInfo	l = lease_read(tx);
+		const char *refused;
+
+		if (!lease_current(&l, b.epochs[i]) || strcmp(l.cell_host_id, host) != 0)
+			continue;
+		inbox_complete_locked(tx, DatumGetInt64(command_ids[i]), b.epochs[i], results[i],
+							  events[i], &batch, &refused);
+		statuses[i] = refused ? refused : "completed";
+		session_save(tx);
+	}
+	session_events_flush(&batch);
+
+	for (int i = 0; i < b.n; i++)
+	{
+		Datum		out[3] = {b.ids[i], command_ids[i], CStringGetTextDatum(statuses[i])};
+		bool		nulls[3] = {false, false, false};
+
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
 	}
 	nadi_finish();

@@ -5,7 +5,7 @@
 -- lease even with the right epoch (every cell login can read it), and
 -- cannot mint tokens for B's sessions; B's login and an administrator can.
 BEGIN;
-SELECT plan(71);
+SELECT plan(72);
 
 CREATE ROLE hosts_cell_a LOGIN IN ROLE nadi_cell;
 CREATE ROLE hosts_cell_b LOGIN IN ROLE nadi_cell;
@@ -142,6 +142,8 @@ SELECT throws_ok(format($$SELECT * FROM nadi.command_claim_many('hcell-b', ARRAY
                         :'s', :e), '42501', NULL, 'A cannot claim a batch as B');
 SELECT throws_ok(format($$SELECT * FROM nadi.lease_renew_many('hcell-b', ARRAY[%L]::uuid[], ARRAY[%s]::bigint[])$$,
                         :'s', :e), '42501', NULL, 'A cannot renew a batch as B');
+SELECT throws_ok(format($$SELECT * FROM nadi.command_complete_many('hcell-b', ARRAY[%L]::uuid[], ARRAY[%s]::bigint[], ARRAY[%s]::bigint[])$$,
+                        :'s', :e, :c), '42501', NULL, 'A cannot complete a batch as B');
 SELECT is((SELECT status FROM nadi.command_claim_many('hcell-a', ARRAY[:'s']::uuid[], ARRAY[:e]::bigint[])),
           'fenced', 'A naming B''s session and epoch under its own host id is told it is fenced');
 SELECT is((SELECT ok FROM nadi.lease_renew_many('hcell-a', ARRAY[:'s']::uuid[], ARRAY[:e]::bigint[])),

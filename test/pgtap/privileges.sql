@@ -6,7 +6,7 @@
 -- for none.  Schema nadi is usable by PUBLIC (authenticate is public), so a
 -- role outside the nadi roles is stopped by the grants alone.
 BEGIN;
-SELECT plan(885);
+SELECT plan(895);
 
 ---------------------------------------------------------------------------
 -- Test roles: one member of each nadi role, and one of none
@@ -145,6 +145,11 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
  -- host bound to it, and only nadi_cell may make them
  (36, 'command_claim_many', 'nadi.command_claim_many(text, uuid[], bigint[], integer)',
       $$SELECT 1 / (1 - count(*))::int FROM nadi.command_claim_many('priv-cell-1', ARRAY['{S}']::uuid[], ARRAY[1]::bigint[])$$,
+      '42501', 'ok', '42501', '42501'),
+ -- the batch completion: the command waits, so it is reported not running
+ (37, 'command_complete_many', 'nadi.command_complete_many(text, uuid[], bigint[], bigint[], jsonb[], jsonb[])',
+      $$SELECT 1 / count(*) FILTER (WHERE status = 'not_running')::int
+        FROM nadi.command_complete_many('priv-cell-1', ARRAY['{S}']::uuid[], ARRAY[1]::bigint[], ARRAY[{C}]::bigint[])$$,
       '42501', 'ok', '42501', '42501'),
  (34, 'command_fail', 'nadi.command_fail(uuid, bigint, bigint, jsonb, boolean)',
       $$SELECT nadi.command_fail('{S}', {C}, 1, '{"error": "x"}')$$, '42501', 'NA006', '42501', 'NA006'),
