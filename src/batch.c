@@ -18,6 +18,17 @@
 #include "nadi.h"
 #include "session.h"
 
+/*
+ * The named sessions whose lease host ($1) holds at the named epoch ($2
+ * session_ids, $3 epochs), unexpired at $4 (nadi.now()): the fence of
+ * lease_check, in SQL, for a look before locking.  u.ord is the 1-based
+ * index of the session in the call.
+ */
+#define BATCH_HELD_LEASES \
+	"FROM unnest($2::uuid[], $3::bigint[]) WITH ORDINALITY AS u(session_id, epoch, ord) " \
+	"JOIN nadi.session_leases l ON l.session_id = u.session_id " \
+	"  AND l.cell_host_id = $1 AND l.epoch = u.epoch AND l.expires_at > $4 "
+
 /* The most sessions one call may name, and the most claims it may make. */
 #define BATCH_MAX_SESSIONS 100000
 #define BATCH_MAX_CLAIMS 1000
@@ -32,12 +43,12 @@ typedef struct BatchSessions
 	Datum		epochs_array;
 } BatchSessions;
 
-/* One session to claim for: its index in BatchSessions, kept by uuid order. */
-typedef struct ClaimTarget
+/* A named session to lock: its index in BatchSessions, sorted by uuid. */
+typedef struct BatchTarget
 {
 	int			i;
 	pg_uuid_t	id;
-} ClaimTarget;
+} BatchTarget;
 
 /* qsort and bsearch comparators: uuids by their bytes, the order of uuid_cmp */
 static int
@@ -53,9 +64,9 @@ uuid_datum_cmp(const void *a, const void *b)
 }
 
 static int
-claim_target_cmp(const void *a, const void *b)
+batch_target_cmp(const void *a, const void *b)
 {
-	return batch_uuid_cmp(&((const ClaimTarget *) a)->id, &((const ClaimTarget *) b)->id);
+	return batch_uuid_cmp(&((const BatchTarget *) a)->id, &((const BatchTarget *) b)->id);
 }
 
 /* A uuid[] or bigint[] argument as datums: not NULL, one dimension, no NULL element. */
@@ -133,6 +144,44 @@ batch_sessions(FunctionCallInfo fcinfo, int ids_arg, int epochs_arg)
 	return b;
 }
 
+/* The named session i as a target to lock. */
+static BatchTarget
+batch_target(const BatchSessions *b, int i)
+{
+	BatchTarget t;
+
+	t.i = i;
+	t.id = *DatumGetUUIDP(b->ids[i]);
+	return t;
+}
+
+/* $1 host, $2 session_ids, $3 epochs, $4 nadi.now(): the batches' look parameters. */
+static void
+batch_look_values(Datum *values, const char *host, const BatchSessions *b)
+{
+	values[0] = CStringGetTextDatum(host);
+	values[1] = b->ids_array;
+	values[2] = b->epochs_array;
+	values[3] = TimestampTzGetDatum(nadi_now());
+}
+
+/*
+ * Lock a target session and decide again under the lock: the session if
+ * host holds its lease at the named epoch, unexpired; NULL (fenced) if not.
+ * Callers lock their targets in uuid order (batch_target_cmp), the order
+ * of reap and place_pending, so concurrent batches cannot deadlock.
+ */
+static SessionTx *
+batch_lock_held(const BatchSessions *b, const BatchTarget *t, const char *host)
+{
+	SessionTx  *tx = session_lock(&t->id);
+	LeaseInfo	l = lease_read(tx);
+
+	if (!lease_current(&l, b->epochs[t->i]) || strcmp(l.cell_host_id, host) != 0)
+		return NULL;
+	return tx;
+}
+
 /*
  * One row of command_claim_many: (session_id, epoch, status, command_id,
  * type, payload, attempts).  claimed is the command_inbox row, or NULL for
@@ -182,7 +231,7 @@ nadi_command_claim_many(PG_FUNCTION_ARGS)
 	Datum		values[4];
 	SPITupleTable *tt;
 	uint64		rows;
-	ClaimTarget *targets;
+	BatchTarget *targets;
 	int			ntargets = 0;
 
 	NADI_ARG_NOT_NULL(0, "host_id");
@@ -206,10 +255,7 @@ nadi_command_claim_many(PG_FUNCTION_ARGS)
 	}
 
 	/* 1. without locks: the sessions fenced, then those worth locking */
-	values[0] = PointerGetDatum(PG_GETARG_TEXT_PP(0));
-	values[1] = b.ids_array;
-	values[2] = b.epochs_array;
-	values[3] = TimestampTzGetDatum(nadi_now());
+	batch_look_values(values, host, &b);
 	nadi_exec(nadi_plan(&look_plan,
 						"SELECT m.ord::integer, m.held FROM ("
 						"  SELECT u.session_id, u.ord, coalesce(l.cell_host_id = $1 "
@@ -226,7 +272,7 @@ nadi_command_claim_many(PG_FUNCTION_ARGS)
 			  values, NULL, true, 0);
 	tt = SPI_tuptable;
 	rows = SPI_processed;
-	targets = palloc(sizeof(ClaimTarget) * (Min(rows, (uint64) max_n) + 1));
+	targets = palloc(sizeof(BatchTarget) * (Min(rows, (uint64) max_n) + 1));
 	for (uint64 r = 0; r < rows; r++)
 	{
 		bool		isnull;
@@ -236,22 +282,17 @@ nadi_command_claim_many(PG_FUNCTION_ARGS)
 		if (!held)
 			claim_row(fcinfo, b.ids[i], b.epochs[i], NULL);
 		else if (ntargets < max_n)
-		{
-			targets[ntargets].i = i;
-			targets[ntargets].id = *DatumGetUUIDP(b.ids[i]);
-			ntargets++;
-		}
+			targets[ntargets++] = batch_target(&b, i);
 	}
 
 	/* 2. one session at a time, in session_id order, decided under its lock */
-	qsort(targets, ntargets, sizeof(ClaimTarget), claim_target_cmp);
+	qsort(targets, ntargets, sizeof(BatchTarget), batch_target_cmp);
 	for (int t = 0; t < ntargets; t++)
 	{
 		int			i = targets[t].i;
-		SessionTx  *tx = session_lock(&targets[t].id);
-		LeaseInfo	l = lease_read(tx);
+		SessionTx  *tx = batch_lock_held(&b, &targets[t], host);
 
-		if (!lease_current(&l, b.epochs[i]) || strcmp(l.cell_host_id, host) != 0)
+		if (tx == NULL)
 			claim_row(fcinfo, b.ids[i], b.epochs[i], NULL);
 		else
 		{
@@ -311,16 +352,10 @@ nadi_lease_renew_many(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	}
 	expires_at = nadi_now() + (TimestampTz) nadi_lease_ttl_ms * 1000;
-	values[0] = CStringGetTextDatum(host);
-	values[1] = b.ids_array;
-	values[2] = b.epochs_array;
-	values[3] = TimestampTzGetDatum(nadi_now());
+	batch_look_values(values, host, &b);
 	values[4] = TimestampTzGetDatum(expires_at);
 	nadi_exec(nadi_plan(&lock_plan,
-						"SELECT s.session_id "
-						"FROM unnest($2::uuid[], $3::bigint[]) AS u(session_id, epoch) "
-						"JOIN nadi.session_leases l ON l.session_id = u.session_id "
-						"  AND l.cell_host_id = $1 AND l.epoch = u.epoch AND l.expires_at > $4 "
+						"SELECT s.session_id " BATCH_HELD_LEASES
 						"JOIN nadi.sessions s ON s.session_id = u.session_id "
 						"ORDER BY s.session_id FOR NO KEY UPDATE OF s",
 						4, (Oid[]) {TEXTOID, UUIDARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID}),
@@ -415,7 +450,7 @@ nadi_command_complete_many(PG_FUNCTION_ARGS)
 	Datum		commands_array;
 	Jsonb	  **results;
 	Jsonb	  **events;
-	ClaimTarget *order;
+	BatchTarget *order;
 	int			norder = 0;
 	const char **statuses;
 	EventBatch	batch = {0};
@@ -449,39 +484,30 @@ nadi_command_complete_many(PG_FUNCTION_ARGS)
 	nadi_require_host_binding("cell", host, "complete commands for");
 
 	/* without locks: the sessions whose lease looks like the caller's */
-	values[0] = CStringGetTextDatum(host);
-	values[1] = b.ids_array;
-	values[2] = b.epochs_array;
-	values[3] = TimestampTzGetDatum(nadi_now());
+	batch_look_values(values, host, &b);
 	nadi_exec(nadi_plan(&look_plan,
-						"SELECT u.ord::integer "
-						"FROM unnest($2::uuid[], $3::bigint[]) WITH ORDINALITY AS u(session_id, epoch, ord) "
-						"JOIN nadi.session_leases l ON l.session_id = u.session_id "
-						"  AND l.cell_host_id = $1 AND l.epoch = u.epoch AND l.expires_at > $4",
+						"SELECT u.ord::integer " BATCH_HELD_LEASES,
 						4, (Oid[]) {TEXTOID, UUIDARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID}),
 			  values, NULL, true, 0);
-	order = palloc(sizeof(ClaimTarget) * (SPI_processed + 1));
+	order = palloc(sizeof(BatchTarget) * (SPI_processed + 1));
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
 		int			i = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1,
 												   &isnull)) - 1;
 
-		order[norder].i = i;
-		order[norder].id = *DatumGetUUIDP(b.ids[i]);
-		norder++;
+		order[norder++] = batch_target(&b, i);
 	}
 
 	/* one session at a time, in session_id order, decided under its lock */
-	qsort(order, norder, sizeof(ClaimTarget), claim_target_cmp);
+	qsort(order, norder, sizeof(BatchTarget), batch_target_cmp);
 	for (int t = 0; t < norder; t++)
 	{
 		int			i = order[t].i;
-		SessionTx  *tx = session_lock(&order[t].id);
-		LeaseInfo	l = lease_read(tx);
+		SessionTx  *tx = batch_lock_held(&b, &order[t], host);
 		const char *refused;
 
-		if (!lease_current(&l, b.epochs[i]) || strcmp(l.cell_host_id, host) != 0)
+		if (tx == NULL)
 			continue;
 		inbox_complete_locked(tx, DatumGetInt64(command_ids[i]), b.epochs[i], results[i],
 							  events[i], &batch, &refused);
