@@ -2,10 +2,10 @@
  * batch.c — the set-based calls of a cell host: one statement claims the
  * next command of many sessions (nadi.command_claim_many), one renews many
  * leases (nadi.lease_renew_many), one completes many commands and appends
- * their events (nadi.command_complete_many).  The caller names the sessions it holds
- * and the epoch it holds each at; every claim and every renewal is fenced by
- * that epoch, and a session whose lease moved on is reported, not raised, so
- * one lost session does not abort the work of all the others.
+ * their events (nadi.command_complete_many).  The caller names the sessions
+ * it holds and the epoch it holds each at; every claim, renewal and
+ * completion is fenced by that epoch, and a session whose lease moved on is
+ * reported, not raised, so one lost session does not abort the others.
  */
 #include "postgres.h"
 
@@ -399,18 +399,19 @@ static Jsonb **
 batch_jsonbs(FunctionCallInfo fcinfo, int arg, const char *name, int n)
 {
 	Jsonb	  **out = palloc0(sizeof(Jsonb *) * (n + 1));
+	ArrayType  *a;
 	Datum	   *values;
 	bool	   *nulls;
 	int			count;
 
 	if (PG_ARGISNULL(arg))
 		return out;
-	if (ARR_NDIM(PG_GETARG_ARRAYTYPE_P(arg)) > 1)
+	a = PG_GETARG_ARRAYTYPE_P(arg);
+	if (ARR_NDIM(a) > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be a one-dimensional array", name)));
-	deconstruct_array(PG_GETARG_ARRAYTYPE_P(arg), JSONBOID, -1, false, TYPALIGN_INT,
-					  &values, &nulls, &count);
+	deconstruct_array(a, JSONBOID, -1, false, TYPALIGN_INT, &values, &nulls, &count);
 	if (count != n)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
