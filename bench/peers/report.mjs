@@ -270,6 +270,10 @@ function workloadD() {
     q();
     if (base.length) q(`- nadi completed ${fmt(rate, 1)} slow commands/s; calling the provider directly completes ${fmt(stats(base.map((r) => r.completed_per_s)).median, 0)}/s (the limit is the provider's delay, not the machine).`);
     q(`- The provider never saw more than ${fmt(inFlight, 0)} of nadi's calls at once: each embedded cell worker waits on one model call at a time, so a cell host runs as many steps at once as it has workers${open > 0 ? `, and ${fmt(open, 0)} slow commands were still open when the window closed` : ''}.`);
+    const answered = stats(n.map((r) => r.provider_slow_answered ?? null));
+    const doneN = stats(n.map((r) => r.slow_completed)).median;
+    if (answered && answered.median > doneN)
+      q(`- The provider answered ${fmt(answered.median, 0)} of nadi's slow calls within the window, yet ${fmt(doneN, 0)} slow commands completed: a cell commits the replies and completions of a round's commands together when the round ends, and a round runs the slow steps of every session it claimed (about ${fmt(Number(d.slow) / n[0].cell_workers, 0)} per worker here) one after the other.`);
     const ns = stats(n.map((r) => r.fast_not_started));
     if (ns && ns.median > 0) q(`- Fast commands wait behind the slow ones: a cell round claims the next command of every session with work and runs their steps one after the other, so ${fmt(ns.median, 0)} of the fast commands had not started when the window closed.`);
     for (const s of tried) {

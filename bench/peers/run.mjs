@@ -572,7 +572,7 @@ async function peerDOnce(system, dsn, o, conf) {
     ret.push(now());
   });
   const fastOf = (list) => new Map(list.filter((m) => m.i >= o.slow).map((m) => [m.i - o.slow, m.at]));
-  await w.until(() => fastOf(w.starts).size >= ret.length, D_GRACE_MS);
+  await w.until(() => fastOf(w.starts).size >= ret.length && fastOf(w.dones).size >= ret.length, D_GRACE_MS);
   slowLeft();
   const starts = fastOf(w.starts), dones = fastOf(w.dones);
   const fixture = await httpJson(`${o.fixture}/stats`, 'GET');
@@ -641,6 +641,11 @@ async function nadiEnd(c, ids, timeoutMs = 30000) {
   const deadline = now() + timeoutMs;
   while (Number((await c.query("SELECT count(*) FROM nadi.sessions WHERE session_id = ANY($1::uuid[]) AND state <> 'terminated'", [ids])).rows[0].count) > 0) {
     if (now() > deadline) fail('nadi: sessions did not terminate');
+    await sleep(50);
+  }
+  // a command in flight ends on its own (a cancel is seen before the next slow call)
+  while (Number((await c.query("SELECT count(*) FROM nadi.command_inbox WHERE session_id = ANY($1::uuid[]) AND status = 'running'", [ids])).rows[0].count) > 0) {
+    if (now() > deadline) fail('nadi: commands of terminated sessions still run');
     await sleep(50);
   }
 }
@@ -854,9 +859,10 @@ async function nadiD(dsn, o) {
   await httpJson(`${o.fixture}/stats/reset`, 'POST', {});
   let ids = [];
   try {
-    const run = await nadiSlowFast(c, { ...o, dsn }, { type: 'message', payload: { text: 'slow step' } }, `${FAST_MARKER} ping`, async () => ({
-      provider_max_in_flight: (await httpJson(`${o.fixture}/stats`, 'GET')).max_in_flight,
-    }));
+    const run = await nadiSlowFast(c, { ...o, dsn }, { type: 'message', payload: { text: 'slow step' } }, `${FAST_MARKER} ping`, async () => {
+      const f = await httpJson(`${o.fixture}/stats`, 'GET');
+      return { provider_max_in_flight: f.max_in_flight, provider_slow_answered: f.slow };
+    });
     ids = run.ids;
     return { ...run.figures, ...run.extra, cell_workers: Number((await c.query("SELECT current_setting('nadi.cell_workers')")).rows[0].current_setting) };
   } finally {
