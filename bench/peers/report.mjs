@@ -302,6 +302,8 @@ function workloadDTools() {
   q('|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
   q(dRow(`nadi (${runs[0].cell_workers} cell workers)`, runs, capS, `${mb('sandboxd_rss_mb')}; ${mb('sandboxd_rss_peak_mb')} | ${mb('cgroup_mb')}; ${mb('cgroup_peak_mb')}`));
   q();
+  q(`In the window sandboxd finished ${runs.map((r) => fmt(r.sandboxd_exec_calls, 0)).join(', ')} exec calls, held ${runs.map((r) => fmt(r.sandboxd_sandboxes, 0)).join(', ')} sandboxes at its end and had at most ${runs.map((r) => fmt(r.sandboxd_containers_up_peak, 0)).join(', ')} containers up at once (run by run); a cell commits the results and completions of a round's commands together when the round ends.`);
+  q();
   q(`Baseline: ${fmt(Number(t.sessions), 0)} execs of ${Number(t.exec_ms) / 1000} s all at once would take ${Number(t.exec_ms) / 1000} s plus the sandboxes' creation: ${fmt(Number(t.sessions) / (Number(t.exec_ms) / 1000), 0)}/s at the most. Memory is sampled every 100 ms: sandboxd's resident set, and the memory of the cgroup its sandboxes run in. Failed tool calls in the window: ${runs.map((r) => r.slow_failed).join(', ')}.`);
   q();
   return o.join('\n');

@@ -10,7 +10,7 @@
 //                [--fast-interval MS] [--cap S] [--concurrency "C1 C2 …"]
 //   node run.mjs direct D --fixture URL [--slow N] [--fast-interval MS] [--cap S]  (D's baseline)
 //   node run.mjs nadi D-tools --dsn URL [--sessions N] [--exec-ms MS] [--fast-sessions N]
-//                [--fast-interval MS] [--cap S] [--sandboxd-pid PID] [--cgroup DIR]
+//                [--fast-interval MS] [--cap S] --sandboxd URL [--sandboxd-pid PID] [--cgroup DIR]
 //
 // SYSTEM is nadi, graphile, pgboss or pgq; WORKLOAD is A (throughput: N no-op
 // jobs enqueued in one transaction, then drained), B (latency: jobs
@@ -133,8 +133,9 @@ async function connectRetry(dsn, timeoutMs) {
 const FAST_MARKER = '[fast]';
 const keepAlive = new http.Agent({ keepAlive: true, maxSockets: Infinity });
 
-// One HTTP request with a JSON body; resolves to the parsed JSON answer.
-function httpJson(url, method, body) {
+// One HTTP request with a JSON body; resolves to the parsed JSON answer
+// (or to the text, with raw).
+function httpJson(url, method, body, raw = false) {
   return new Promise((resolve, reject) => {
     const u = new URL(url);
     const text = body === undefined ? '' : JSON.stringify(body);
@@ -147,7 +148,8 @@ function httpJson(url, method, body) {
         res.on('end', () => {
           if (res.statusCode !== 200) return reject(new Error(`${method} ${url}: HTTP ${res.statusCode}`));
           try {
-            resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+            const text = Buffer.concat(chunks).toString('utf8');
+            resolve(raw ? text : JSON.parse(text));
           } catch (e) {
             reject(e);
           }
@@ -912,13 +914,33 @@ function memorySampler(pid, cgroup) {
   };
 }
 
+// sandboxd's /metrics: sandboxes, containers not stopped, exec calls done.
+async function sandboxdMetrics(url) {
+  const text = await httpJson(`${url}/metrics`, 'GET', undefined, true);
+  const m = { sandboxes: 0, containers_up: 0, exec_calls: 0 };
+  for (const line of text.split('\n')) {
+    let x;
+    if ((x = /^nadi_sandboxd_sandboxes (\S+)/.exec(line))) m.sandboxes = Number(x[1]);
+    else if ((x = /^nadi_sandboxd_containers\{state="([a-z]+)"\} (\S+)/.exec(line))) m.containers_up += x[1] === 'stopped' ? 0 : Number(x[2]);
+    else if ((x = /^nadi_sandboxd_tool_calls_total\{tool="exec",outcome="[a-z_]+"\} (\S+)/.exec(line))) m.exec_calls += Number(x[1]);
+  }
+  return m;
+}
+
 async function nadiDTools(dsn, o) {
   const c = await connect(dsn);
   const stop = memorySampler(o.sandboxdPid, o.cgroup);
+  const before = await sandboxdMetrics(o.sandboxd);
+  let upPeak = 0;
+  const upTimer = setInterval(() => sandboxdMetrics(o.sandboxd).then((m) => (upPeak = Math.max(upPeak, m.containers_up)), () => {}), 250);
   let ids = [];
   try {
     const secs = (o.execMs / 1000).toString();
-    const run = await nadiSlowFast(c, { ...o, dsn }, { type: 'tool', payload: { name: 'exec', args: { argv: ['sleep', secs] } } }, 'ping', async () => stop());
+    const run = await nadiSlowFast(c, { ...o, dsn }, { type: 'tool', payload: { name: 'exec', args: { argv: ['sleep', secs] } } }, 'ping', async () => {
+      clearInterval(upTimer);
+      const after = await sandboxdMetrics(o.sandboxd);
+      return { ...stop(), sandboxes: after.sandboxes, containers_up_peak: Math.max(upPeak, after.containers_up), exec_calls: after.exec_calls - before.exec_calls };
+    });
     ids = run.ids;
     const mb = (x) => (x === null ? null : x / 1048576);
     const m = run.extra;
@@ -929,9 +951,13 @@ async function nadiDTools(dsn, o) {
       sandboxd_rss_peak_mb: mb(m.rss_peak),
       cgroup_mb: mb(m.cgroup_before),
       cgroup_peak_mb: mb(m.cgroup_peak),
+      sandboxd_exec_calls: m.exec_calls,
+      sandboxd_sandboxes: m.sandboxes,
+      sandboxd_containers_up_peak: m.containers_up_peak,
       cell_workers: Number((await c.query("SELECT current_setting('nadi.cell_workers')")).rows[0].current_setting),
     };
   } finally {
+    clearInterval(upTimer);
     const t = now();
     if (ids.length) await nadiEnd(c, ids, 300000);
     process.stderr.write(`run.mjs: nadi D-tools: the sessions ended ${((now() - t) / 1000).toFixed(1)} s after the window\n`);
@@ -1012,6 +1038,7 @@ async function main() {
       execMs: Number(opts.execMs || 500),
       sandboxdPid: opts.sandboxdPid ? Number(opts.sandboxdPid) : null,
       cgroup: opts.cgroup || null,
+      sandboxd: opts.sandboxd,
     });
   else if (system === 'nadi') {
     if (workload === 'A') res = await nadiA(opts.dsn, jobs, Number(opts.sessions || 32));
