@@ -278,7 +278,7 @@ function workloadD() {
     if (ns && ns.median > 0) q(`- Fast commands wait behind the slow ones: a cell round claims the next command of every session with work and runs their steps one after the other, so ${fmt(ns.median, 0)} of the fast commands had not started when the window closed.`);
     for (const s of tried) {
       const pr = stats(pick(s, 'D').map((r) => r.completed_per_s)).median;
-      q(`- ${NAMES[s]} completed ${fmt(pr, 1)} slow jobs/s at its best setting (${fmt(pr / rate, 0)}× nadi): its handlers await the provider concurrently, many per worker process.`);
+      q(`- ${NAMES[s]} completed ${fmt(pr, 1)} slow jobs/s at its best setting (${rate > 0 ? `${fmt(pr / rate, 0)}× nadi` : 'nadi completed none in its window'}): its handlers await the provider concurrently, many per worker process.`);
     }
   }
   q();
@@ -302,7 +302,7 @@ function workloadDTools() {
   q('|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
   q(dRow(`nadi (${runs[0].cell_workers} cell workers)`, runs, capS, `${mb('sandboxd_rss_mb')}; ${mb('sandboxd_rss_peak_mb')} | ${mb('cgroup_mb')}; ${mb('cgroup_peak_mb')}`));
   q();
-  q(`In the window sandboxd finished ${runs.map((r) => fmt(r.sandboxd_exec_calls, 0)).join(', ')} exec calls, held ${runs.map((r) => fmt(r.sandboxd_sandboxes, 0)).join(', ')} sandboxes at its end and had at most ${runs.map((r) => fmt(r.sandboxd_containers_up_peak, 0)).join(', ')} containers up at once (run by run); a cell commits the results and completions of a round's commands together when the round ends.`);
+  q(`By the end of the window sandboxd had finished ${runs.map((r) => fmt(r.sandboxd_exec_calls, 0)).join(', ')} exec calls, held ${runs.map((r) => fmt(r.sandboxd_sandboxes, 0)).join(', ')} sandboxes and had had at most ${runs.map((r) => fmt(r.sandboxd_containers_up_peak, 0)).join(', ')} containers up at once (run by run; a container stays up, idle, after its call). Calls finished but commands not completed: a cell commits the results and completions of a round's commands together when the round ends, and runs the round's tool calls one after the other.`);
   q();
   q(`Baseline: ${fmt(Number(t.sessions), 0)} execs of ${Number(t.exec_ms) / 1000} s all at once would take ${Number(t.exec_ms) / 1000} s plus the sandboxes' creation: ${fmt(Number(t.sessions) / (Number(t.exec_ms) / 1000), 0)}/s at the most. Memory is sampled every 100 ms: sandboxd's resident set, and the memory of the cgroup its sandboxes run in. Failed tool calls in the window: ${runs.map((r) => r.slow_failed).join(', ')}.`);
   q();
