@@ -19,7 +19,7 @@
 //                                   "slow", "fast", "delay_ms"}
 //   POST /stats/reset               zeroes the counters (not in_flight)
 //
-// Once it listens it prints one line, "slow-model ready port=N", on stdout;
+// Once it listens it prints one line, "slow-model ready port=N pid=P", on stdout;
 // --port 0 (the default) takes a port the kernel picks.  SIGTERM or SIGINT
 // ends it.
 import http from 'node:http';
@@ -115,7 +115,7 @@ server.requestTimeout = 0; // a request may wait as long as the delay says
 server.maxHeadersCount = 100;
 server.on('clientError', (err, socket) => socket.destroy());
 server.listen({ port: Number(opts.port), host: opts.host, backlog: 4096 }, () => {
-  process.stdout.write(`slow-model ready port=${server.address().port}\n`);
+  process.stdout.write(`slow-model ready port=${server.address().port} pid=${process.pid}\n`);
 });
 server.on('error', (e) => {
   process.stderr.write(`slow-model: ${e.message}\n`);
