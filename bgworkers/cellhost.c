@@ -1013,7 +1013,7 @@ sweep(CellHost *ch)
 	"WHERE s.cell_host_id = $1 AND s.state IN ('placed', 'terminating') " \
 	"AND get_byte(uuid_send(s.session_id), 15) % $2::integer = $3::integer " \
 	"UNION ALL " \
-	"SELECT DISTINCT c.session_id, NULL, 'work', NULL, NULL, NULL " \
+	"SELECT DISTINCT c.session_id, NULL::text, 'work', NULL::bigint, NULL::jsonb, NULL::text " \
 	"FROM nadi.command_inbox c JOIN nadi.sessions s USING (session_id) " \
 	"WHERE c.status = 'queued' AND c.available_at <= nadi.now() AND s.cell_host_id = $1 " \
 	"AND get_byte(uuid_send(c.session_id), 15) % $2::integer = $3::integer"
