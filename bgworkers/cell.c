@@ -144,6 +144,27 @@ cell_detach(int code, Datum arg)
 }
 
 /*
+ * What the cell is doing, in pg_stat_activity.query of the worker while it
+ * waits (state idle): the embedded cell's counterpart of nadi-celld's
+ * /metrics.  Its store's statements show there while they run.
+ */
+static void
+cell_report(CellHost *ch)
+{
+	char		now[256];
+	CellHostStats st;
+
+	cellhost_stats(ch, &st);
+	snprintf(now, sizeof(now),
+			 "sessions=%ld in_flight=%ld/%d waiting_http=%ld waiting_timer=%ld "
+			 "tenant_max_in_flight=%ld/%d deferred_cell=%llu deferred_tenant=%llu",
+			 st.sessions, st.in_flight, nadi_cell_max_in_flight, st.waiting_http, st.waiting_timer,
+			 st.tenant_max_in_flight, nadi_cell_max_in_flight_tenant,
+			 (unsigned long long) st.deferred_cell, (unsigned long long) st.deferred_tenant);
+	pgstat_report_activity(STATE_IDLE, now);
+}
+
+/*
  * Calls in flight hold sockets of their own, beside the files the server
  * opens: let the worker use as many descriptors as its hard limit allows.
  */
@@ -209,6 +230,7 @@ nadi_cell_main(Datum arg)
 						(errcode(ERRCODE_OUT_OF_MEMORY),
 						 errmsg("nadi cell: could not set up the cell host")));
 			sleep_ms = cellhost_run(ch);
+			cell_report(ch);
 		}
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(run_ctx);
