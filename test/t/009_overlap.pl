@@ -125,8 +125,9 @@ wait_status($other_cmd, 'completed', 'another tenant\'s command');
 is($node->safe_psql('postgres', "SELECT string_agg(status::text, ',' ORDER BY status::text) FROM nadi.command_inbox WHERE command_id IN ("
 	  . join(',', @busy) . ")"),
 	'queued,running,running', 'tenant limit: the tenant\'s third command waits while another tenant\'s runs');
-like($node->safe_psql('postgres', "SELECT query FROM pg_stat_activity WHERE backend_type = 'nadi cell'"),
-	qr/tenant_max_in_flight=2\/2 deferred_cell=0 deferred_tenant=[1-9]/, 'tenant limit: the worker shows the claims it put off');
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'nadi cell' AND query ~ 'tenant_max_in_flight=2/2 deferred_cell=0 deferred_tenant=[1-9]'"),
+	'tenant limit: the worker shows the claims it put off');
 wait_status($_, 'completed', 'a limited command') for @busy;
 pass('tenant limit: the waiting command ran once a slot was free');
 
