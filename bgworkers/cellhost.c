@@ -95,6 +95,8 @@ struct CellHost
 	bool		woken;
 	bool		claiming;
 	bool		deferred;		/* a claim was put off for a limit since the last round */
+	bool		contended;		/* the last round put claims off: only rounds claim (fairly) */
+	int64_t		last_sweep;
 	int64_t		next_sweep;
 	int64_t		next_renew;
 	int64_t		last_heartbeat;
@@ -293,13 +295,13 @@ may_start(CellHost *ch, Sess *s)
 	if (c->max_in_flight > 0 && ch->stats.in_flight >= c->max_in_flight)
 	{
 		ch->stats.deferred_cell++;
-		ch->deferred = true;
+		ch->deferred = ch->contended = true;
 		return false;
 	}
 	if (c->max_in_flight_tenant > 0 && tenant_count(ch, s->tenant) >= c->max_in_flight_tenant)
 	{
 		ch->stats.deferred_tenant++;
-		ch->deferred = true;
+		ch->deferred = ch->contended = true;
 		return false;
 	}
 	slot_take(ch, s);
@@ -355,6 +357,8 @@ array_literal(Sess **of, int n, bool epochs)
 }
 
 #define CLAIM_MAX 1000			/* command_claim_many's max_n */
+#define SWEEP_MIN_MS 1000		/* a round finding sessions it does not hold sweeps, at most so often */
+#define SETTLE_MS 50			/* how long a run's commits go on claiming */
 #define SQL_CLAIM_MANY \
 	"SELECT session_id, status, command_id, type, payload " \
 	"FROM nadi.command_claim_many($1, $2::uuid[], $3::bigint[], $4::integer)"
@@ -606,6 +610,9 @@ timers_due(CellHost *ch)
 static void
 settle(CellHost *ch)
 {
+	int64_t		deadline = rt_now_us() + SETTLE_MS * MS;
+	bool		carry;
+
 	while (ch->stores.n > 0 || ch->finished.n > 0)
 	{
 		SessList	batch = ch->stores;
@@ -641,6 +648,13 @@ settle(CellHost *ch)
 		batch = ch->finished;
 		memset(&ch->finished, 0, sizeof(ch->finished));
 		groups = calloc(batch.n + 2, sizeof(StoreGroup));
+		/*
+		 * A finished session claims its next command here only while no
+		 * one is put off for a limit (else a round shares the slots out)
+		 * and for a bounded time (renewals, calls and timers wait for the
+		 * run to end).
+		 */
+		carry = !ch->contended && rt_now_us() < deadline && rt_now_us() < ch->next_renew;
 		{
 			Sess	  **flushed = malloc(sizeof(Sess *) * (batch.n + 1));
 			Sess	  **next = malloc(sizeof(Sess *) * (batch.n + 1));
@@ -658,10 +672,10 @@ settle(CellHost *ch)
 					groups[ngroups++].stmts = s->rt.pending;
 					s->rt.pending = NULL;
 				}
-				if (nnext < CLAIM_MAX && may_start(ch, s))
+				if (carry && nnext < CLAIM_MAX && may_start(ch, s))
 					next[nnext++] = s;
-				else if (nnext == CLAIM_MAX)
-					ch->woken = true;	/* a round claims for the others */
+				else
+					ch->woken = true;	/* a round claims for it */
 			}
 			if (nnext > 0)
 				groups[ngroups].stmts = json_pack("[o]", claim_many_stmt(ch, next, nnext));
@@ -897,25 +911,109 @@ transit(CellHost *ch, json_t *row, const char *id, const char *state, int64_t ep
 	return s;
 }
 
-/* Claim for the sessions in work the limits let start: one statement per CLAIM_MAX. */
+/* Does tenant a claim before b: fewer commands under way, else its turn this round? */
+static bool
+tenant_before(CellHost *ch, const char *a, const char *b)
+{
+	long		na = tenant_count(ch, a),
+				nb = tenant_count(ch, b);
+
+	if (na != nb)
+		return na < nb;
+	return (id_hash(a) ^ ch->stats.rounds) % 1024 < (id_hash(b) ^ ch->stats.rounds) % 1024;
+}
+
+/* Candidates by tenant, and within a tenant the longest idle first. */
+static int
+by_tenant(const void *a, const void *b)
+{
+	const Sess *x = *(Sess *const *) a;
+	const Sess *y = *(Sess *const *) b;
+	int			c = strcmp(x->tenant, y->tenant);
+
+	if (c != 0)
+		return c;
+	return x->last_active < y->last_active ? -1 : x->last_active > y->last_active;
+}
+
+/*
+ * Claim for the sessions in work the limits let start, fairly: tenants
+ * take turns, one session each, those with the fewest commands under way
+ * first, until the cell is full (a tenant at its own limit drops out).
+ * One statement per CLAIM_MAX claims.
+ */
 static void
 claim_work(CellHost *ch, SessList *work)
 {
+	int			n = work->n;
+	int		   *next = malloc(sizeof(int) * (n + 1));
+	int		   *end = malloc(sizeof(int) * (n + 1));
+	int			ntenants = 0;
 	int			ng = 0;
+	Sess	  **chosen = malloc(sizeof(Sess *) * (n + 1));
+	bool		progress = true;
 
-	for (int i = 0; i < work->n; i++)
-		if (may_start(ch, work->items[i]))
-			work->items[ng++] = work->items[i];
+	if (next == NULL || end == NULL || chosen == NULL)
+		abort();
+	ch->contended = false;
+	qsort(work->items, n, sizeof(Sess *), by_tenant);
+	for (int i = 0; i < n; i++)
+	{
+		if (i == 0 || strcmp(work->items[i]->tenant, work->items[i - 1]->tenant) != 0)
+			next[ntenants++] = i;
+		end[ntenants - 1] = i + 1;
+	}
+	/* tenants with the fewest commands under way go first; ties take turns from round to round */
+	for (int i = 1; i < ntenants; i++)
+		for (int j = i; j > 0 && tenant_before(ch, work->items[next[j]]->tenant, work->items[next[j - 1]]->tenant); j--)
+		{
+			int			t = next[j];
+
+			next[j] = next[j - 1], next[j - 1] = t;
+			t = end[j], end[j] = end[j - 1], end[j - 1] = t;
+		}
+	while (progress)
+	{
+		progress = false;
+		for (int t = 0; t < ntenants; t++)
+		{
+			const CellHostConfig *c = &ch->conf.cell;
+
+			if (next[t] >= end[t])
+				continue;
+			if (may_start(ch, work->items[next[t]]))
+			{
+				chosen[ng++] = work->items[next[t]++];
+				progress = true;
+			}
+			else if (c->max_in_flight > 0 && ch->stats.in_flight >= c->max_in_flight)
+			{
+				progress = false;	/* the cell is full */
+				break;
+			}
+			else if (c->max_in_flight_tenant > 0 &&
+					 tenant_count(ch, work->items[next[t]]->tenant) >= c->max_in_flight_tenant)
+				next[t] = end[t];	/* the tenant is at its limit */
+			else
+			{
+				next[t]++;		/* not this one (lost, or not claiming) */
+				progress = true;
+			}
+		}
+	}
 	for (int at = 0; at < ng; at += CLAIM_MAX)
 	{
-		int			n = ng - at < CLAIM_MAX ? ng - at : CLAIM_MAX;
+		int			m = ng - at < CLAIM_MAX ? ng - at : CLAIM_MAX;
 		StoreGroup	g = {0};
 
-		g.stmts = json_pack("[o]", claim_many_stmt(ch, work->items + at, n));
+		g.stmts = json_pack("[o]", claim_many_stmt(ch, chosen + at, m));
 		ch->store->exec_groups(ch->store->ctx, &g, 1);
-		claimed(ch, work->items + at, n, &g);
+		claimed(ch, chosen + at, m, &g);
 		store_group_free(&g);
 	}
+	free(chosen);
+	free(next);
+	free(end);
 	free(work->items);
 	memset(work, 0, sizeof(*work));
 }
@@ -1063,8 +1161,8 @@ round_run(CellHost *ch)
 	}
 	store_result_free(&r);
 	claim_work(ch, &work);
-	if (unknown)
-		ch->next_sweep = 0;
+	if (unknown && ch->next_sweep > ch->last_sweep + SWEEP_MIN_MS * MS)
+		ch->next_sweep = ch->last_sweep + SWEEP_MIN_MS * MS;	/* at most so often */
 }
 
 /* ---- the interface ---- */
@@ -1124,6 +1222,8 @@ cellhost_new(const CellStore *store, const CellHostConfig *cfg, const RuntimeCon
 	curl_multi_setopt(ch->multi, CURLMOPT_SOCKETDATA, ch);
 	curl_multi_setopt(ch->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
 	curl_multi_setopt(ch->multi, CURLMOPT_TIMERDATA, ch);
+	/* idle connections kept for reuse: the descriptors belong to calls in flight */
+	curl_multi_setopt(ch->multi, CURLMOPT_MAXCONNECTS, 64L);
 	runtime_init(&ch->runtime);
 	cellhost_configure(ch, cfg, rcfg);
 	ch->claiming = true;
@@ -1154,21 +1254,19 @@ cellhost_run(CellHost *ch)
 	timers_due(ch);
 	settle(ch);
 	now = rt_now_us();
+	if (now >= ch->next_renew)
+		renew(ch, false);
 	if (now >= ch->next_sweep)
 	{
 		ch->woken = false;
+		ch->last_sweep = now;
 		ch->next_sweep = now + (int64_t) sweep(ch) * MS;
 	}
-	else
+	else if (ch->woken)
 	{
-		if (ch->woken)
-		{
-			ch->woken = false;
-			round_run(ch);
-			settle(ch);
-		}
-		if (rt_now_us() >= ch->next_renew)
-			renew(ch, false);
+		ch->woken = false;
+		round_run(ch);
+		settle(ch);
 	}
 
 	now = rt_now_us();

@@ -173,12 +173,13 @@ model_is_slow(const ModelConfig *cfg, json_t *messages)
 }
 
 long
-model_sleep_ms(json_t *messages)
+model_sleep_ms(const ModelConfig *cfg, json_t *messages)
 {
 	const char *text = last_text(messages);
 	long		ms;
 
-	if (text == NULL || strncmp(text, "/sleep ", 7) != 0)
+	/* the builtin model's test hook only: a message to a real provider is just text */
+	if (!model_is_builtin(cfg) || text == NULL || strncmp(text, "/sleep ", 7) != 0)
 		return 0;
 	ms = strtol(text + 7, NULL, 10);
 	return ms > 0 && ms <= 600000 ? ms : 0;

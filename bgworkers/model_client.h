@@ -29,9 +29,10 @@ extern bool model_is_slow(const ModelConfig *cfg, json_t *messages);
 
 /*
  * The builtin model's "/sleep MS text": how long the step waits before it
- * answers (ms, at most 10 minutes), 0 for any other last message.
+ * answers (ms, at most 10 minutes), 0 for any other last message and for
+ * any other provider (a tenant cannot hold a cell's slot with it).
  */
-extern long model_sleep_ms(json_t *messages);
+extern long model_sleep_ms(const ModelConfig *cfg, json_t *messages);
 
 /*
  * The builtin model's step: 0 and *reply (caller json_decref()s it), or a

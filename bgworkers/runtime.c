@@ -282,7 +282,7 @@ rt_advance(Runtime *rt, RtSession *s, const HttpReply *reply)
 
 			case ST_MODEL_DELAY:
 				{
-					long		ms = model_sleep_ms(s->messages);
+					long		ms = model_sleep_ms(&rt->cfg.model, s->messages);
 
 					if (ms > 0)
 						return need_timer(s, ms, ST_MODEL_TOKEN);
