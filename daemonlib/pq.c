@@ -394,8 +394,7 @@ pq_connect_wait(const PqConnParams *p, char *err, size_t errsize)
 	return pg;
 }
 
-/* Wait until libpq has a whole result; false on a broken connection or at the deadline. */
-static bool
+bool
 pq_wait_result(PGconn *pg, uint64_t deadline_ms, bool *timed_out)
 {
 	while (PQisBusy(pg))

@@ -136,4 +136,13 @@ PGconn *pq_connect_wait(const PqConnParams *p, char *err, size_t errsize);
 int		pq_exec_wait(PGconn *pg, const char *sql, int nparams, const char *const *params,
 					 uint64_t timeout_ms, PGresult **res, char sqlstate[6], char *err, size_t errsize);
 
+/*
+ * Wait (poll) until libpq has a whole result for PQgetResult, at most
+ * until deadline_ms (CLOCK_MONOTONIC ms): false when the connection broke
+ * or the deadline passed (*timed_out set).  For blocking callers that send
+ * their own queries (nadi-celld's store: prepared statements, BEGIN ...
+ * COMMIT).
+ */
+bool pq_wait_result(PGconn *pg, uint64_t deadline_ms, bool *timed_out);
+
 #endif
