@@ -115,6 +115,30 @@ role_check(PGconn *pg, void *arg, char *msg, size_t msglen)
 	return 0;
 }
 
+/*
+ * Register the host with this capacity (the address too): at the start
+ * (the full capacity, and the state back to live after a drain), after a
+ * reload, and at a drain (0: the placer gives it nothing new while the
+ * commands under way finish).  The SQLSTATE of a failure, or "".
+ */
+static const char *
+host_register(int capacity, char *message, size_t msglen)
+{
+	static char		 sqlstate[6];
+	char			 cap[16];
+	const char		*args[3] = {celld_cfg.host_id, celld_cfg.address, cap};
+	const CellStore *st = store_pq_store(store);
+	StoreResult		 r;
+
+	snprintf(cap, sizeof(cap), "%d", capacity);
+	st->exec(st->ctx, "SELECT state FROM nadi.cell_host_register($1, $2, $3::integer)", 3, args,
+			 &r);
+	snprintf(sqlstate, sizeof(sqlstate), "%s", r.sqlstate);
+	snprintf(message, msglen, "%s", r.message);
+	store_result_free(&r);
+	return sqlstate;
+}
+
 static void
 on_wake(void)
 {
@@ -178,6 +202,12 @@ reload(void)
 	celld_conf_cell(&celld_cfg, &chc, &rtc);
 	rtc.log = rt_log;
 	cellhost_configure(cell, &chc, &rtc);
+	{
+		char msg[512];
+
+		if (*host_register(celld_cfg.capacity, msg, sizeof(msg)))
+			log_warning("SIGHUP: cannot register the new capacity: %s", msg);
+	}
 	log_notice("SIGHUP: configuration reloaded");
 	notify_ready("%s", "Reloaded");
 }
@@ -244,21 +274,42 @@ status_update(bool draining)
 		notify_ready("%ld sessions, %ld commands in flight", s.sessions, s.in_flight);
 }
 
-/* The first connection: wait for the database, stop on a signal or a refusal. */
+/*
+ * The first connection and the registration: wait for the database, stop
+ * on a signal, a refused role or a host id that is not the login's.
+ */
 static int
 first_connect(void)
 {
-	int r;
+	char		msg[512];
+	const char *ss;
+	int			r;
 
-	while ((r = store_pq_connect(store)) != 0)
+	for (;;)
 	{
+		r = store_pq_connect(store);
 		if (r == -EPERM || role_refused)
 			return -EPERM;
-		ev_run_once(200);
+		if (r == 0)
+		{
+			ss = host_register(celld_cfg.capacity, msg, sizeof(msg));
+			if (!*ss)
+				return 0;
+			if (strcmp(ss, "42501") == 0)
+			{
+				log_error("cannot register cell host %s: %s (an administrator binds the host id to "
+						  "this login: SELECT nadi.host_bind('cell', '%s', LOGIN))",
+						  celld_cfg.host_id, msg, celld_cfg.host_id);
+				return -EPERM;
+			}
+			if (strncmp(ss, "08", 2) != 0)
+				log_warning("cannot register cell host %s: %s (SQLSTATE %s); trying again",
+							celld_cfg.host_id, msg, ss);
+		}
+		ev_run_once(r == 0 ? 1000 : 200);
 		if (stop_signals)
 			return -EINTR;
 	}
-	return 0;
 }
 
 int
@@ -343,6 +394,12 @@ main(int argc, char **argv)
 			draining = health.draining = true;
 			drain_deadline = now_ms() + celld_cfg.drain_timeout_ms;
 			cellhost_stop_claiming(cell);
+			{
+				char msg[512];
+
+				if (*host_register(0, msg, sizeof(msg)))
+					log_warning("cannot take the host out of placement: %s", msg);
+			}
 			cellhost_stats(cell, &s);
 			log_notice("draining: %ld commands under way, %ld sessions held (at most %llu ms)",
 					   s.in_flight, s.sessions, (unsigned long long) celld_cfg.drain_timeout_ms);
