@@ -62,6 +62,7 @@ typedef struct CelldHealth
 int		 celld_http_start(const char *listen, CelldHealth *h, uint16_t *port);
 void	 celld_http_stop(void);
 uint64_t celld_http_timeout_ms(void);
+void	 celld_http_run(void);
 
 /* listen.c: LISTEN nadi_cell; on_wake when the payload is our host id (or the listener came back). */
 void	 celld_listen_start(const PqConnParams *p, const char *host_id, void (*on_wake)(void));

@@ -239,6 +239,13 @@ celld_http_start(const char *listen, CelldHealth *h, uint16_t *port)
 	return 0;
 }
 
+void
+celld_http_run(void)
+{
+	if (listeners.n > 0)
+		MHD_run(listeners.l[0].d); /* idle connections time out here */
+}
+
 uint64_t
 celld_http_timeout_ms(void)
 {

@@ -218,12 +218,8 @@ setup_signals(void)
 	sigset_t mask;
 	int		 fd;
 
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGHUP);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
+	if (signals_block(&mask) < 0)
+		return -1;
 	fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (fd < 0 || ev_init() < 0 || ev_io_start(&sig_io, fd, EPOLLIN, on_signal, NULL) < 0)
 	{
@@ -424,6 +420,7 @@ main(int argc, char **argv)
 			log_error("epoll: %m");
 			break;
 		}
+		celld_http_run();
 	}
 
 	notify_stopping("Stopping");

@@ -189,56 +189,35 @@ store_pq_connect(StorePq *s)
 }
 
 /*
- * Collect the results of what was sent: the first error wins, else the
- * last result.  OUT_LOST/OUT_UNKNOWN (which of them: sent_commit_like)
+ * Collect the results of what was sent (pq_collect: the first error wins,
+ * else the last result).  OUT_LOST, or OUT_UNKNOWN with unknown_if_lost,
  * when the connection broke or no answer came in time; the connection is
  * then gone.
  */
 static Outcome
 collect(StorePq *s, bool unknown_if_lost, PGresult **res, const char *what)
 {
-	uint64_t  deadline = now_ms() + s->timeout_ms;
-	PGresult *keep = NULL, *r;
-	bool	  timed_out = false;
+	bool timed_out;
 
-	*res = NULL;
-	for (;;)
+	if (!pq_collect(s->pg, now_ms() + s->timeout_ms, res, &timed_out))
 	{
-		if (!pq_wait_result(s->pg, deadline, &timed_out))
+		PQclear(*res);
+		*res = NULL;
+		if (timed_out)
 		{
-			PQclear(keep);
-			if (timed_out)
-			{
-				setf(s->error, sizeof(s->error), "%s: no answer within %llu ms", what,
-					 (unsigned long long) s->timeout_ms);
-				log_warning("postgres: %s", s->error);
-				s->stats.lost++;
-				disconnect(s);
-				s->retry_at_ms = now_ms() + pq_backoff_next(&s->backoff);
-			}
-			else
-				lost(s, what);
-			return unknown_if_lost ? OUT_UNKNOWN : OUT_LOST;
+			setf(s->error, sizeof(s->error), "%s: no answer within %llu ms", what,
+				 (unsigned long long) s->timeout_ms);
+			log_warning("postgres: %s", s->error);
+			s->stats.lost++;
+			disconnect(s);
+			s->retry_at_ms = now_ms() + pq_backoff_next(&s->backoff);
 		}
-		if ((r = PQgetResult(s->pg)) == NULL)
-			break;
-		if (keep && PQresultStatus(keep) == PGRES_FATAL_ERROR)
-			PQclear(r);
 		else
-		{
-			PQclear(keep);
-			keep = r;
-		}
-	}
-	if (PQstatus(s->pg) == CONNECTION_BAD)
-	{
-		PQclear(keep);
-		lost(s, what);
+			lost(s, what);
 		return unknown_if_lost ? OUT_UNKNOWN : OUT_LOST;
 	}
-	*res = keep;
-	if (keep &&
-		(PQresultStatus(keep) == PGRES_TUPLES_OK || PQresultStatus(keep) == PGRES_COMMAND_OK))
+	if (*res &&
+		(PQresultStatus(*res) == PGRES_TUPLES_OK || PQresultStatus(*res) == PGRES_COMMAND_OK))
 		return OUT_OK;
 	return OUT_FAILED;
 }
