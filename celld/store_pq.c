@@ -1,7 +1,7 @@
 /*
  * store_pq.c — the cell store over libpq (see store_pq.h): one blocking
  * connection, statements prepared once per connection and text, groups in
- * one transaction with a savepoint each.
+ * one transaction with a savepoint each, sent in a pipeline.
  *
  * Failure outcomes, as the cell reads them (a failed group is a lost
  * lease, which is always safe: the next holder finds on record what was
@@ -313,59 +313,53 @@ prepared_name(StorePq *s, const char *sql, int nargs, char name[16], PGresult **
 }
 
 /*
- * One statement of the cell, wrapped, its rows into *rows.  unknown_if_lost:
- * a break while it runs leaves its outcome unknown (it commits alone).
+ * Send one statement of the cell, wrapped: prepared under name, or unnamed
+ * when name is "".  false when the connection broke (it is then gone).
  */
-static Outcome
-statement(StorePq *s, const char *sql, int nargs, const char *const *args, bool unknown_if_lost,
-		  json_t **rows, char sqlstate[6], char *message, size_t msglen)
+static bool
+send_statement(StorePq *s, const char *sql, int nargs, const char *const *args, const char *name)
 {
-	char	  name[16];
-	PGresult *res = NULL;
-	Outcome	  o;
-	int		  ok;
+	Oid	  types[nargs + 1];
+	char *wrapped = NULL;
+	bool  ok;
+
+	s->stats.statements++;
+	if (name[0])
+		ok = PQsendQueryPrepared(s->pg, name, nargs, args, NULL, NULL, 0);
+	else
+	{
+		for (int i = 0; i < nargs; i++)
+			types[i] = TEXTOID;
+		ok = asprintf(&wrapped, "SELECT coalesce(json_agg(row_to_json(q)), '[]')::text FROM (%s) q",
+					  sql) >= 0 &&
+			 PQsendQueryParams(s->pg, wrapped, nargs, types, args, NULL, NULL, 0);
+		free(wrapped);
+	}
+	if (!ok)
+		lost(s, "send");
+	return ok;
+}
+
+/*
+ * What a statement's outcome o (its result res) gives the cell: its rows
+ * (*rows, OUT_OK), or its SQLSTATE and message.
+ */
+static void
+outcome_of(StorePq *s, Outcome o, PGresult *res, json_t **rows, char sqlstate[6], char *message,
+		   size_t msglen)
+{
+	json_error_t jerr;
 
 	*rows = NULL;
-	s->stats.statements++;
-	o = prepared_name(s, sql, nargs, name, &res);
-	if (o == OUT_OK)
-	{
-		if (name[0])
-			ok = PQsendQueryPrepared(s->pg, name, nargs, args, NULL, NULL, 0);
-		else
-		{
-			Oid	  types[nargs + 1];
-			char *wrapped = NULL;
-
-			for (int i = 0; i < nargs; i++)
-				types[i] = TEXTOID;
-			ok = asprintf(&wrapped,
-						  "SELECT coalesce(json_agg(row_to_json(q)), '[]')::text FROM (%s) q",
-						  sql) >= 0 &&
-				 PQsendQueryParams(s->pg, wrapped, nargs, types, args, NULL, NULL, 0);
-			free(wrapped);
-		}
-		if (!ok)
-		{
-			lost(s, "send");
-			o = OUT_LOST;
-		}
-		else
-			o = collect(s, unknown_if_lost, &res, "statement");
-	}
 	switch (o)
 	{
 		case OUT_OK:
-		{
-			json_error_t jerr;
-
 			if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
 				*rows = json_loads(PQgetvalue(res, 0, 0), 0, &jerr);
 			if (!*rows)
 				*rows = json_array();
 			sqlstate[0] = '\0';
 			break;
-		}
 		case OUT_FAILED:
 			s->stats.failures++;
 			failure_of(s, res, sqlstate, message, msglen);
@@ -380,6 +374,26 @@ statement(StorePq *s, const char *sql, int nargs, const char *const *args, bool 
 			setf(message, msglen, "%s", s->error);
 			break;
 	}
+}
+
+/*
+ * One statement of the cell, alone: its rows into *rows.  unknown_if_lost:
+ * a break while it runs leaves its outcome unknown (it commits alone).
+ */
+static Outcome
+statement(StorePq *s, const char *sql, int nargs, const char *const *args, bool unknown_if_lost,
+		  json_t **rows, char sqlstate[6], char *message, size_t msglen)
+{
+	char	  name[16];
+	PGresult *res = NULL;
+	Outcome	  o;
+
+	o = prepared_name(s, sql, nargs, name, &res);
+	if (o == OUT_OK)
+		o = send_statement(s, sql, nargs, args, name)
+				? collect(s, unknown_if_lost, &res, "statement")
+				: OUT_LOST;
+	outcome_of(s, o, res, rows, sqlstate, message, msglen);
 	PQclear(res);
 	return o;
 }
@@ -420,21 +434,175 @@ fail_all(StoreGroup *groups, int ngroups, const char *sqlstate, const char *mess
 	}
 }
 
+/* A statement of the store's own, in the pipeline. */
+static bool
+send_command(StorePq *s, const char *sql)
+{
+	if (PQsendQueryParams(s->pg, sql, 0, NULL, NULL, NULL, NULL, 0))
+		return true;
+	lost(s, sql);
+	return false;
+}
+
+/*
+ * The results of one query of the pipeline: OUT_OK, OUT_FAILED (an error,
+ * or skipped after one: PGRES_PIPELINE_ABORTED), OUT_LOST.
+ */
+static Outcome
+pipe_result(StorePq *s, PGresult **res, const char *what)
+{
+	Outcome o = collect(s, false, res, what);
+
+	if (o == OUT_FAILED && *res && PQresultStatus(*res) == PGRES_PIPELINE_SYNC)
+		o = OUT_OK;
+	return o;
+}
+
+/*
+ * One stretch of the pipeline, groups from..n-1 (at most PIPE_CHUNK):
+ * SAVEPOINT, statements, RELEASE of each, then a sync, and their results.
+ * Returns the index after the last group done: a failed group stops the
+ * stretch (the server skips the rest until the sync); its savepoint is
+ * then rolled back to and released, and the next stretch starts after it.
+ * -1 when the connection broke (sqlstate, message set).
+ */
+#define PIPE_CHUNK 64
+
+static int
+pipe_stretch(StorePq *s, StoreGroup *groups, int from, int n, char names[][16], bool begin,
+			 char sqlstate[6], char *message, size_t msglen)
+{
+	int		  end = from + PIPE_CHUNK < n ? from + PIPE_CHUNK : n, failed = -1, ni = 0;
+	PGresult *res = NULL;
+	Outcome	  o;
+
+	for (int g = 0; g < from; g++)
+		ni += (int) json_array_size(groups[g].stmts);
+	if (begin && !send_command(s, "BEGIN"))
+		goto broken;
+	for (int g = from, k = ni; g < end; g++)
+	{
+		size_t	i;
+		json_t *stmt;
+
+		if (!send_command(s, "SAVEPOINT g"))
+			goto broken;
+		json_array_foreach(groups[g].stmts, i, stmt)
+		{
+			json_t	   *jargs = json_array_get(stmt, 1);
+			int			nargs = (int) json_array_size(jargs);
+			const char *args[nargs + 1];
+
+			for (int a = 0; a < nargs; a++)
+				args[a] = json_string_value(json_array_get(jargs, a)); /* NULL: SQL NULL */
+			if (!send_statement(s, json_string_value(json_array_get(stmt, 0)), nargs, args,
+								names[k++]))
+				goto broken;
+		}
+		if (!send_command(s, "RELEASE SAVEPOINT g"))
+			goto broken;
+	}
+	if (!PQpipelineSync(s->pg))
+	{
+		lost(s, "sync");
+		goto broken;
+	}
+
+	if (begin && (o = pipe_result(s, &res, "BEGIN")) != OUT_OK)
+		goto result_broken;
+	PQclear(res);
+	res = NULL;
+	for (int g = from; g < end; g++)
+	{
+		StoreGroup *grp = &groups[g];
+		size_t		i;
+		json_t	   *stmt;
+
+		/* SAVEPOINT, the statements, RELEASE: after a failure, each is skipped */
+		for (i = 0; i < json_array_size(grp->stmts) + 2; i++)
+		{
+			json_t *rows;
+
+			o = pipe_result(s, &res, "batch");
+			if (o == OUT_LOST)
+				goto result_broken;
+			stmt = i > 0 && i <= json_array_size(grp->stmts) ? json_array_get(grp->stmts, i - 1)
+															 : NULL;
+			if (failed < 0 && o == OUT_FAILED)
+			{
+				failed = g;
+				outcome_of(s, o, res, &rows, grp->sqlstate, grp->message, sizeof(grp->message));
+				if (!stmt) /* SAVEPOINT or RELEASE itself: nothing can go on */
+				{
+					setf(sqlstate, 6, "%s", grp->sqlstate);
+					setf(message, msglen, "%s", grp->message);
+					PQclear(res);
+					return -2;
+				}
+			}
+			else if (failed < 0 && stmt)
+			{
+				outcome_of(s, o, res, &rows, grp->sqlstate, grp->message, sizeof(grp->message));
+				json_array_append_new(grp->results, rows);
+			}
+			PQclear(res);
+			res = NULL;
+		}
+	}
+	if ((o = pipe_result(s, &res, "sync")) != OUT_OK)
+		goto result_broken;
+	PQclear(res);
+	if (failed < 0)
+		return end;
+	/* the failed group rolls back alone; the groups after it go on */
+	if (!send_command(s, "ROLLBACK TO SAVEPOINT g") || !send_command(s, "RELEASE SAVEPOINT g") ||
+		!PQpipelineSync(s->pg))
+		goto broken;
+	for (int q = 0; q < 3; q++)
+	{
+		res = NULL;
+		o = pipe_result(s, &res, "rollback to savepoint");
+		if (o != OUT_OK)
+			goto result_broken;
+		PQclear(res);
+	}
+	return failed + 1;
+
+result_broken:
+	if (o != OUT_LOST)
+		failure_of(s, res, sqlstate, message, msglen);
+	PQclear(res);
+	if (o != OUT_LOST)
+		return -2;
+broken:
+	setf(sqlstate, 6, "%s", STORE_PQ_CONNECTION_FAILURE);
+	setf(message, msglen, "%s", s->error);
+	return -1;
+}
+
+/*
+ * The groups in one transaction, a savepoint each, pipelined: every
+ * statement is prepared first (once per connection: outside the
+ * transaction), then the groups are sent in stretches with one round trip
+ * each (and one more per failed group), then COMMIT.
+ */
 static void
 pq_exec_groups(void *ctx, StoreGroup *groups, int ngroups)
 {
 	StorePq *s = ctx;
 	char	 sqlstate[6], message[512];
-	Outcome	 o;
+	int		 nstmts = 0, k = 0, g;
+	char(*names)[16];
 
 	if (ngroups == 0)
 		return;
-	for (int g = 0; g < ngroups; g++)
+	for (g = 0; g < ngroups; g++)
 	{
 		groups[g].sqlstate[0] = '\0';
 		groups[g].message[0] = '\0';
 		json_decref(groups[g].results);
 		groups[g].results = json_array();
+		nstmts += (int) json_array_size(groups[g].stmts);
 	}
 	if (!ensure(s, sqlstate, message, sizeof(message)))
 	{
@@ -442,48 +610,62 @@ pq_exec_groups(void *ctx, StoreGroup *groups, int ngroups)
 		return;
 	}
 	s->stats.batches++;
-	if (command(s, "BEGIN", false, sqlstate, message, sizeof(message)) != OUT_OK)
+	names = calloc(nstmts + 1, sizeof(*names));
+	if (!names)
 	{
-		fail_all(groups, ngroups, sqlstate, message);
+		fail_all(groups, ngroups, "53200", "out of memory");
 		return;
 	}
-	for (int g = 0; g < ngroups; g++)
+	for (g = 0; g < ngroups; g++)
 	{
-		StoreGroup *grp = &groups[g];
-		size_t		i;
-		json_t	   *stmt;
+		size_t	i;
+		json_t *stmt;
 
-		if (command(s, "SAVEPOINT g", false, sqlstate, message, sizeof(message)) != OUT_OK)
-			goto broken;
-		json_array_foreach(grp->stmts, i, stmt)
+		json_array_foreach(groups[g].stmts, i, stmt)
 		{
-			json_t	   *jargs = json_array_get(stmt, 1);
-			int			nargs = (int) json_array_size(jargs);
-			const char *args[nargs + 1];
-			json_t	   *rows;
+			PGresult *fail = NULL;
+			Outcome	  o =
+				prepared_name(s, json_string_value(json_array_get(stmt, 0)),
+							  (int) json_array_size(json_array_get(stmt, 1)), names[k++], &fail);
 
-			for (int a = 0; a < nargs; a++)
-				args[a] = json_string_value(json_array_get(jargs, a)); /* NULL: SQL NULL */
-			o = statement(s, json_string_value(json_array_get(stmt, 0)), nargs, args, false, &rows,
-						  grp->sqlstate, grp->message, sizeof(grp->message));
-			if (o == OUT_LOST || o == OUT_UNKNOWN)
+			if (o == OUT_LOST)
 			{
-				setf(sqlstate, sizeof(sqlstate), "%s", grp->sqlstate);
-				setf(message, sizeof(message), "%s", grp->message);
-				goto broken;
+				free(names);
+				fail_all(groups, ngroups, STORE_PQ_CONNECTION_FAILURE, s->error);
+				return;
 			}
 			if (o == OUT_FAILED)
-				break;
-			json_array_append_new(grp->results, rows);
+			{
+				/* it cannot even be prepared: run unnamed, to fail in its group */
+				PQclear(fail);
+				names[k - 1][0] = '\0';
+			}
 		}
-		if (grp->sqlstate[0])
-		{
-			if (command(s, "ROLLBACK TO SAVEPOINT g", false, sqlstate, message, sizeof(message)) !=
-				OUT_OK)
-				goto broken;
-		}
-		if (command(s, "RELEASE SAVEPOINT g", false, sqlstate, message, sizeof(message)) != OUT_OK)
-			goto broken;
+	}
+	if (PQenterPipelineMode(s->pg) != 1)
+	{
+		free(names);
+		fail_all(groups, ngroups, "XX000", "cannot enter pipeline mode");
+		return;
+	}
+	for (g = 0; g >= 0 && g < ngroups;)
+		g = pipe_stretch(s, groups, g, ngroups, names, g == 0, sqlstate, message, sizeof(message));
+	free(names);
+	if (g < 0)
+	{
+		/* the transaction is gone with the connection, or cannot go on: nothing committed */
+		if (s->pg)
+			disconnect(s); /* a pipeline in an unknown state is not worth saving */
+		fail_all(groups, ngroups, sqlstate, message);
+		log_warning("postgres: a batch of %d groups failed: %s (SQLSTATE %s)", ngroups, message,
+					sqlstate);
+		return;
+	}
+	if (PQexitPipelineMode(s->pg) != 1)
+	{
+		lost(s, "pipeline");
+		fail_all(groups, ngroups, STORE_PQ_CONNECTION_FAILURE, s->error);
+		return;
 	}
 	/* the one exchange whose outcome a lost connection leaves unknown */
 	if (command(s, "COMMIT", true, sqlstate, message, sizeof(message)) == OUT_OK)
@@ -491,19 +673,6 @@ pq_exec_groups(void *ctx, StoreGroup *groups, int ngroups)
 	fail_all(groups, ngroups, sqlstate, message);
 	log_warning("postgres: a batch of %d groups failed at commit: %s (SQLSTATE %s)", ngroups,
 				message, sqlstate);
-	return;
-
-broken:
-	/* the transaction is gone with the connection (or cannot go on): nothing committed */
-	if (s->pg)
-	{
-		char ss[6], m[256];
-
-		(void) command(s, "ROLLBACK", false, ss, m, sizeof(m));
-	}
-	fail_all(groups, ngroups, sqlstate, message);
-	log_warning("postgres: a batch of %d groups failed: %s (SQLSTATE %s)", ngroups, message,
-				sqlstate);
 }
 
 const CellStore *

@@ -10,7 +10,9 @@
  * with text parameters, prepared once per connection and text, its rows
  * handed back as a JSON array of objects.  exec is one statement in a
  * transaction of its own; exec_groups is BEGIN, per group SAVEPOINT,
- * statements, RELEASE (or ROLLBACK TO, the group failed alone), COMMIT.
+ * statements, RELEASE (or ROLLBACK TO, the group failed alone), COMMIT,
+ * pipelined (libpq pipeline mode): one round trip for up to 64 groups, one
+ * more per failed group, and the COMMIT.
  *
  * A broken connection fails what was under way (08006; 08007 when the
  * outcome cannot be known: lost while a COMMIT or a lone statement waited

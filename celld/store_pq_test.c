@@ -175,6 +175,53 @@ main(int argc, char **argv)
 		store_result_free(&r);
 	}
 
+	/* a batch longer than one pipeline stretch, with failures here and there */
+	{
+		enum
+		{
+			N = 150
+		};
+		const char *put = "SELECT k FROM store_put($1::integer) AS k";
+		StoreGroup	g[N];
+		char		keys[N][2][16];
+		bool		ok = true, rows_ok = true;
+
+		for (int i = 0; i < N; i++)
+		{
+			const char *sqls[2] = {put, put}, *args[2] = {keys[i][0], keys[i][1]};
+			bool		fail = i == 10 || i == 63 || i == 64 || i == 65 || i == 149;
+
+			snprintf(keys[i][0], 16, "%d", 1000 + 2 * i);
+			/* a failing group: its second insert repeats the first */
+			snprintf(keys[i][1], 16, "%d", fail ? 1000 + 2 * i : 1001 + 2 * i);
+			g[i] = group(2, sqls, args);
+		}
+		st->exec_groups(st->ctx, g, N);
+		for (int i = 0; i < N; i++)
+		{
+			bool fail = i == 10 || i == 63 || i == 64 || i == 65 || i == 149;
+
+			if (fail != (strcmp(g[i].sqlstate, "23505") == 0) || (!fail && g[i].sqlstate[0]))
+				ok = false;
+			if (!fail &&
+				json_integer_value(json_object_get(
+					json_array_get(json_array_get(g[i].results, 1), 0), "k")) != 1001 + 2 * i)
+				rows_ok = false;
+		}
+		check(ok,
+			  "a batch of 150 groups (three pipeline stretches): exactly the 5 failing ones fail");
+		check(rows_ok, "and every other group has its rows");
+		free_groups(g, N);
+		st->exec(
+			st->ctx,
+			"SELECT count(*) AS n, count(*) FILTER (WHERE k IN (1020, 1126, 1128, 1130, 1298)) AS "
+			"failed FROM store_test WHERE k >= 1000",
+			0, NULL, &r);
+		check(strcmp(dump(r.rows), "[{\"failed\":0,\"n\":290}]") == 0,
+			  "the 145 good groups committed both rows, the 5 failed ones nothing");
+		store_result_free(&r);
+	}
+
 	/* the connection breaks inside the batch: nothing committed, 08006 */
 	{
 		const char *put = "SELECT k FROM store_put($1::integer) AS k";
