@@ -45,7 +45,7 @@ static const struct conf_key keys[] = {
 	 3600000},
 	{"idle_suspend", CONF_MS, C(idle_suspend_ms),
 	 "a session with nothing open this long is released (default 60s)", 0, NULL, 10,
-	 INT64_C(1) << 40},
+	 INT64_C(30) * 86400000},
 	{"max_in_flight", CONF_INT, C(max_in_flight),
 	 "commands under way at once, of every tenant (default 1000; 0: no limit)", 0, NULL, 0,
 	 1000000},
