@@ -15,7 +15,8 @@
 #include "store_pq.h"
 
 #define CELLD_PROGRAM "nadi-celld"
-#define CELLD_CHANNEL "nadi_cell" /* NOTIFY nadi_cell, '<host id>': a command for that host */
+#define CELLD_CHANNEL \
+	"nadi_cell" /* NOTIFY nadi_cell, '<host id>' (or '*'): a command for that host */
 
 typedef struct CelldConfig
 {
@@ -64,7 +65,7 @@ void	 celld_http_stop(void);
 uint64_t celld_http_timeout_ms(void);
 void	 celld_http_run(void);
 
-/* listen.c: LISTEN nadi_cell; on_wake when the payload is our host id (or the listener came back). */
+/* listen.c: LISTEN nadi_cell; on_wake when the payload is our host id or "*" (or the listener came back). */
 void	 celld_listen_start(const PqConnParams *p, const char *host_id, void (*on_wake)(void));
 void	 celld_listen_set_host(const char *host_id);
 bool	 celld_listen_up(void);

@@ -3,7 +3,8 @@
  * (daemonlib/pq) in the event loop that LISTENs on nadi_cell.  A commit
  * that enqueues a command for a host with no embedded cell attached
  * notifies that channel with the host id as its payload (src/wake.c); a
- * payload equal to ours wakes the cell, others are ignored.  When the
+ * payload equal to ours wakes the cell, and so does "*" (a commit that woke
+ * more hosts than it keeps track of: every cell looks); others are ignored.  When the
  * connection comes (back) up the cell is woken too: notifications sent
  * while it was down are lost, so the cell looks for itself.  The cell's
  * heartbeat rounds are the safety net, not the mechanism.
@@ -98,7 +99,7 @@ listen_results(void)
 	}
 	while ((n = PQnotifies(L.pq.pg)) != NULL)
 	{
-		if (n->extra && strcmp(n->extra, L.host_id) == 0)
+		if (n->extra && (strcmp(n->extra, L.host_id) == 0 || strcmp(n->extra, "*") == 0))
 		{
 			L.wakeups++;
 			L.on_wake();
