@@ -194,25 +194,6 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 }
 
 static void
-on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-			 enum MHD_RequestTerminationCode toe)
-{
-	struct http_req *r = *con_cls;
-
-	if (!r)
-	{
-		HttpAccess a;
-
-		http_access_start(&a, NULL, NULL, NULL);
-		http_access_end(&a, conn, toe);
-		return;
-	}
-	mhd_req_done(&r->m, conn, toe);
-	free(r);
-	*con_cls = NULL;
-}
-
-static void
 on_ready(EvIo *w, uint32_t events)
 {
 	MHD_run(w->data);
@@ -229,7 +210,7 @@ celld_http_start(const char *listen, CelldHealth *h, uint16_t *port)
 	if (!listen || !listen[0] || strcmp(listen, "off") == 0)
 		return 0;
 	r = mhd_listeners_start(&listeners, NULL, listen, MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 64,
-							on_request, on_completed);
+							on_request, mhd_req_completed);
 	if (r < 0)
 		return r;
 	info = MHD_get_daemon_info(listeners.l[0].d, MHD_DAEMON_INFO_EPOLL_FD);
