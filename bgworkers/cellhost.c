@@ -50,7 +50,8 @@ typedef struct Sess
 	int64_t		last_active;
 	int64_t		timer_at;		/* a timer need's deadline, or 0 */
 	HttpCall   *call;			/* the call in flight, or NULL */
-	bool		busy;			/* a command is under way */
+	bool		busy;			/* a command is under way (or a claim is asked for) */
+	bool		started;		/* while claims are handed out: this one's started */
 	bool		listed;			/* seen in this round's listing */
 	bool		has_work;		/* this round's listing: a command is due */
 	struct Sess *hnext;			/* hash chain */
@@ -93,7 +94,8 @@ struct CellHost
 	json_t	   *tenants;		/* tenant → commands under way */
 	bool		woken;
 	bool		claiming;
-	int64_t		next_round;
+	bool		deferred;		/* a claim was put off for a limit since the last round */
+	int64_t		next_sweep;
 	int64_t		next_renew;
 	int64_t		last_heartbeat;
 	CellHostStats stats;
@@ -238,13 +240,27 @@ tenant_add(CellHost *ch, const char *tenant, int d)
 		json_object_del(ch->tenants, t);
 }
 
+/*
+ * A command slot: taken when a claim is asked for (so that one batch of
+ * claims cannot go past a limit), given back when the command is over or
+ * the claim gave nothing.
+ */
 static void
-command_begin(CellHost *ch, Sess *s)
+slot_take(CellHost *ch, Sess *s)
 {
 	s->busy = true;
 	tenant_add(ch, s->tenant, 1);
 	ch->stats.in_flight++;
-	ch->stats.commands_started++;
+}
+
+static void
+slot_give(CellHost *ch, Sess *s)
+{
+	if (!s->busy)
+		return;
+	s->busy = false;
+	tenant_add(ch, s->tenant, -1);
+	ch->stats.in_flight--;
 }
 
 static void
@@ -252,30 +268,41 @@ command_end(CellHost *ch, Sess *s)
 {
 	if (!s->busy)
 		return;
-	s->busy = false;
-	tenant_add(ch, s->tenant, -1);
-	ch->stats.in_flight--;
 	ch->stats.commands_finished++;
+	slot_give(ch, s);
+	if (ch->deferred)
+	{
+		/* a claim was put off for a limit: a round looks again now a slot is free */
+		ch->deferred = false;
+		ch->woken = true;
+	}
 }
 
-/* May one more command of s's tenant start?  Counts what it puts off. */
+/*
+ * May one more command of s's tenant start?  If so its slot is taken (the
+ * claim's outcome gives it back or starts the command); counts what it
+ * puts off.
+ */
 static bool
 may_start(CellHost *ch, Sess *s)
 {
 	const CellHostConfig *c = &ch->conf.cell;
 
-	if (!ch->claiming)
+	if (!ch->claiming || s->busy || s->rt.epoch < 0)
 		return false;
 	if (c->max_in_flight > 0 && ch->stats.in_flight >= c->max_in_flight)
 	{
 		ch->stats.deferred_cell++;
+		ch->deferred = true;
 		return false;
 	}
 	if (c->max_in_flight_tenant > 0 && tenant_count(ch, s->tenant) >= c->max_in_flight_tenant)
 	{
 		ch->stats.deferred_tenant++;
+		ch->deferred = true;
 		return false;
 	}
+	slot_take(ch, s);
 	return true;
 }
 
@@ -302,35 +329,100 @@ lease_from_row(Sess *s, json_t *row, int64_t now)
 	}
 }
 
-#define SQL_CLAIM \
-	"SELECT command_id, type, payload FROM nadi.command_claim($1::uuid, $2::bigint)"
-
-static json_t *
-claim_stmt(Sess *s)
+/*
+ * "{a,b,c}": an array literal of the sessions' ids, or of their epochs
+ * (uuids and integers need no quoting); malloc'd.
+ */
+static char *
+array_literal(Sess **of, int n, bool epochs)
 {
-	char		epoch[32];
-	const char *args[2] = {s->rt.id, epoch};
+	size_t		cap = (size_t) n * 40 + 3;
+	char	   *a = malloc(cap);
+	size_t		len = 0;
 
-	snprintf(epoch, sizeof(epoch), "%lld", (long long) s->rt.epoch);
-	return store_stmt(SQL_CLAIM, 2, args);
+	if (a == NULL)
+		abort();
+	a[len++] = '{';
+	for (int i = 0; i < n; i++)
+	{
+		if (epochs)
+			len += snprintf(a + len, cap - len, "%s%lld", i ? "," : "", (long long) of[i]->rt.epoch);
+		else
+			len += snprintf(a + len, cap - len, "%s%s", i ? "," : "", of[i]->rt.id);
+	}
+	snprintf(a + len, cap - len, "}");
+	return a;
 }
 
-/* A claim came back: start the command it gave, if any. */
-static void
-claimed(CellHost *ch, Sess *s, const StoreGroup *g, int stmt)
+#define CLAIM_MAX 1000			/* command_claim_many's max_n */
+#define SQL_CLAIM_MANY \
+	"SELECT session_id, status, command_id, type, payload " \
+	"FROM nadi.command_claim_many($1, $2::uuid[], $3::bigint[], $4::integer)"
+
+/*
+ * One statement that claims the next command of each session in of[]
+ * (their slots taken by may_start, at most CLAIM_MAX): for a group of the
+ * caller's transaction.
+ */
+static json_t *
+claim_many_stmt(CellHost *ch, Sess **of, int n)
 {
-	json_t	   *row = json_array_get(store_group_rows(g, stmt), 0);
+	char	   *ids = array_literal(of, n, false);
+	char	   *epochs = array_literal(of, n, true);
+	char		max[16];
+	const char *args[4] = {ch->conf.cell.host_id, ids, epochs, max};
+	json_t	   *stmt;
+
+	snprintf(max, sizeof(max), "%d", n);
+	stmt = store_stmt(SQL_CLAIM_MANY, 4, args);
+	free(ids);
+	free(epochs);
+	return stmt;
+}
+
+/*
+ * The claims came back (rows of command_claim_many, or a failed group):
+ * start each command claimed, drop each session fenced, give the other
+ * slots back.
+ */
+static void
+claimed(CellHost *ch, Sess **of, int n, const StoreGroup *g)
+{
+	json_t	   *rows = g->sqlstate[0] == '\0' ? store_group_rows(g, 0) : NULL;
+	json_t	   *row;
+	size_t		k;
 
 	if (g->sqlstate[0] != '\0')
+		chlog(ch, RT_LOG_WARNING, "nadi cell: could not claim commands: %s", g->message);
+	json_array_foreach(rows, k, row)
 	{
-		s->rt.epoch = -1;		/* the lease moved on */
-		return;
+		Sess	   *s = sess_find(ch, json_string_value(json_object_get(row, "session_id")) ? json_string_value(json_object_get(row, "session_id")) : "");
+		const char *status = json_string_value(json_object_get(row, "status"));
+
+		if (s == NULL || !s->busy || status == NULL)
+			continue;
+		if (s->rt.epoch < 0)
+			continue;			/* its last commit was refused: it goes (the claim runs again elsewhere) */
+		if (strcmp(status, "fenced") == 0)
+		{
+			slot_give(ch, s);
+			s->rt.epoch = -1;	/* the lease moved on: dropped at the next renewal */
+		}
+		else if (strcmp(status, "claimed") == 0 && s->rt.need.kind == RT_NEED_NONE && !s->started)
+		{
+			s->started = true;
+			s->last_active = rt_now_us();
+			ch->stats.commands_started++;
+			advance(ch, s, runtime_start(&ch->runtime, &s->rt, row));
+		}
 	}
-	if (row == NULL)
-		return;
-	s->last_active = rt_now_us();
-	command_begin(ch, s);
-	advance(ch, s, runtime_start(&ch->runtime, &s->rt, row));
+	/* the rest had nothing to claim */
+	for (int i = 0; i < n; i++)
+	{
+		if (of[i]->busy && !of[i]->started)
+			slot_give(ch, of[i]);
+		of[i]->started = false;
+	}
 }
 
 /* ---- the driver ---- */
@@ -542,51 +634,53 @@ settle(CellHost *ch)
 			continue;
 		}
 
-		/* the finished commands: their last writes, and each session's next claim */
+		/*
+		 * The finished commands: their last writes (a group per session),
+		 * then one claim of the next command of each (a last group).
+		 */
 		batch = ch->finished;
 		memset(&ch->finished, 0, sizeof(ch->finished));
-		groups = calloc(batch.n * 2 + 1, sizeof(StoreGroup));
+		groups = calloc(batch.n + 2, sizeof(StoreGroup));
 		{
-			int		   *flush_at = calloc(batch.n + 1, sizeof(int));
-			int		   *claim_at = calloc(batch.n + 1, sizeof(int));
+			Sess	  **flushed = malloc(sizeof(Sess *) * (batch.n + 1));
+			Sess	  **next = malloc(sizeof(Sess *) * (batch.n + 1));
+			int			nnext = 0;
 
 			for (int i = 0; i < batch.n; i++)
 			{
 				Sess	   *s = batch.items[i];
 
-				flush_at[i] = claim_at[i] = -1;
 				if (s->rt.epoch < 0)
 					continue;
 				if (s->rt.pending && json_array_size(s->rt.pending) > 0)
 				{
-					flush_at[i] = ngroups;
+					flushed[ngroups] = s;
 					groups[ngroups++].stmts = s->rt.pending;
 					s->rt.pending = NULL;
 				}
-				if (may_start(ch, s))
-				{
-					claim_at[i] = ngroups;
-					groups[ngroups++].stmts = json_pack("[o]", claim_stmt(s));
-				}
+				if (nnext < CLAIM_MAX && may_start(ch, s))
+					next[nnext++] = s;
+				else if (nnext == CLAIM_MAX)
+					ch->woken = true;	/* a round claims for the others */
 			}
-			ch->store->exec_groups(ch->store->ctx, groups, ngroups);
-			for (int i = 0; i < batch.n; i++)
+			if (nnext > 0)
+				groups[ngroups].stmts = json_pack("[o]", claim_many_stmt(ch, next, nnext));
+			ch->store->exec_groups(ch->store->ctx, groups, ngroups + (nnext > 0));
+			for (int g = 0; g < ngroups; g++)
 			{
-				Sess	   *s = batch.items[i];
-
-				if (flush_at[i] >= 0 && groups[flush_at[i]].sqlstate[0] != '\0')
+				if (groups[g].sqlstate[0] != '\0')
 				{
 					chlog(ch, RT_LOG_DEBUG, "nadi cell: session %s: commit refused (%s): %s",
-						  s->rt.id, groups[flush_at[i]].sqlstate, groups[flush_at[i]].message);
-					s->rt.epoch = -1;
+						  flushed[g]->rt.id, groups[g].sqlstate, groups[g].message);
+					flushed[g]->rt.epoch = -1;
 				}
-				else if (claim_at[i] >= 0)
-					claimed(ch, s, &groups[claim_at[i]], 0);
 			}
-			for (int g = 0; g < ngroups; g++)
+			if (nnext > 0)
+				claimed(ch, next, nnext, &groups[ngroups]);
+			for (int g = 0; g < ngroups + (nnext > 0); g++)
 				store_group_free(&groups[g]);
-			free(flush_at);
-			free(claim_at);
+			free(flushed);
+			free(next);
 		}
 		free(groups);
 		free(batch.items);
@@ -679,17 +773,16 @@ release(CellHost *ch, Sess *s)
 
 /*
  * Renew the leases with less than two thirds of their TTL left (one
- * transaction, a group each); with drop, forget the sessions that are not
- * ours any more (not listed, or lost).
+ * statement, lease_renew_many); with drop, forget the sessions that are not
+ * ours any more (not listed, or lost).  A lost session's call in flight is
+ * taken back at once.
  */
 static void
 renew(CellHost *ch, bool drop)
 {
 	size_t		n;
 	Sess	  **all = sess_all(ch, &n);
-	StoreGroup *groups = calloc(n + 1, sizeof(StoreGroup));
-	Sess	  **of = malloc(sizeof(Sess *) * (n + 1));
-	int			ng = 0;
+	int			nd = 0;
 	int64_t		now = rt_now_us();
 	int64_t		ttl_min = 0;
 
@@ -707,34 +800,37 @@ renew(CellHost *ch, bool drop)
 		if (s->lease_ttl > 0 && (ttl_min == 0 || s->lease_ttl < ttl_min))
 			ttl_min = s->lease_ttl;
 		if (s->lease_expires - now < s->lease_ttl * 2 / 3)
-		{
-			char		epoch[32];
-			const char *args[2] = {s->rt.id, epoch};
-
-			snprintf(epoch, sizeof(epoch), "%lld", (long long) s->rt.epoch);
-			groups[ng].stmts = json_pack("[o]", store_stmt("SELECT (extract(epoch FROM expires_at - nadi.now()) * 1000)::bigint "
-														   "AS expires_in_ms FROM nadi.lease_renew($1::uuid, $2::bigint)", 2, args));
-			of[ng++] = s;
-		}
+			all[nd++] = s;		/* due: all[] is reused for them */
 	}
-	if (ng > 0)
-		ch->store->exec_groups(ch->store->ctx, groups, ng);
-	for (int g = 0; g < ng; g++)
+	for (int at = 0; at < nd; at += 10000)
 	{
-		if (groups[g].sqlstate[0] != '\0')
-		{
-			/* lost: a call in flight is taken back at once */
-			of[g]->rt.epoch = -1;
-			ch->stats.leases_lost++;
-			forget(ch, of[g]);
-		}
+		int			m = nd - at < 10000 ? nd - at : 10000;
+		char	   *ids = array_literal(all + at, m, false);
+		char	   *epochs = array_literal(all + at, m, true);
+		const char *args[3] = {ch->conf.cell.host_id, ids, epochs};
+		StoreResult r = exec1(ch, "SELECT ok, expires_in_ms FROM nadi.lease_renew_many($1, $2::uuid[], $3::bigint[])",
+							  3, args);
+
+		if (r.sqlstate[0] != '\0')
+			chlog(ch, RT_LOG_WARNING, "nadi cell: could not renew leases: %s", r.message);
 		else
-			lease_from_row(of[g], json_array_get(store_group_rows(&groups[g], 0), 0), now);
-		store_group_free(&groups[g]);
+			for (int i = 0; i < m; i++)
+			{
+				json_t	   *row = json_array_get(r.rows, i);	/* in our order */
+
+				if (json_is_true(json_object_get(row, "ok")))
+					lease_from_row(all[at + i], row, now);
+				else
+				{
+					ch->stats.leases_lost++;
+					forget(ch, all[at + i]);
+				}
+			}
+		store_result_free(&r);
+		free(ids);
+		free(epochs);
 	}
 	ch->next_renew = now + (ttl_min > 0 ? ttl_min / 6 : ch->conf.cell.heartbeat_ms * MS);
-	free(groups);
-	free(of);
 	free(all);
 }
 
@@ -774,24 +870,87 @@ heartbeat(CellHost *ch)
 	"AND get_byte(uuid_send(s.session_id), 15) % $2::integer = $3::integer"
 
 /*
- * One round: list this cell's sessions, take placed ones, release
- * terminating and idle ones, claim for the sessions with work (limits
- * allowing).  Returns the ms until the next round is due.
+ * A placed session: take it (again, if the listing is newer than what we
+ * hold).  A terminating one: let it go.  Returns the session if it is ours
+ * and goes on, else NULL.  epoch is the listing's.
+ */
+static Sess *
+transit(CellHost *ch, json_t *row, const char *id, const char *state, int64_t epoch)
+{
+	Sess	   *s = sess_find(ch, id);
+
+	if (strcmp(state, "placed") == 0)
+	{
+		if (s)
+			forget(ch, s);
+		if ((s = take(ch, id, row)) != NULL)
+			epoch = s->rt.epoch;	/* the listing predates our acquire */
+	}
+	if (s == NULL || s->rt.epoch != epoch)
+		return NULL;			/* not ours (or not any more) */
+	s->listed = true;
+	if (strcmp(state, "terminating") == 0)
+	{
+		release(ch, s);
+		return NULL;
+	}
+	return s;
+}
+
+/* Claim for the sessions in work the limits let start: one statement per CLAIM_MAX. */
+static void
+claim_work(CellHost *ch, SessList *work)
+{
+	int			ng = 0;
+
+	for (int i = 0; i < work->n; i++)
+		if (may_start(ch, work->items[i]))
+			work->items[ng++] = work->items[i];
+	for (int at = 0; at < ng; at += CLAIM_MAX)
+	{
+		int			n = ng - at < CLAIM_MAX ? ng - at : CLAIM_MAX;
+		StoreGroup	g = {0};
+
+		g.stmts = json_pack("[o]", claim_many_stmt(ch, work->items + at, n));
+		ch->store->exec_groups(ch->store->ctx, &g, 1);
+		claimed(ch, work->items + at, n, &g);
+		store_group_free(&g);
+	}
+	free(work->items);
+	memset(work, 0, sizeof(*work));
+}
+
+/* The partition of the host's sessions this cell takes, as query arguments. */
+static void
+partition_args(CellHost *ch, char *nw, char *ix, const char **args)
+{
+	snprintf(nw, 16, "%d", ch->conf.cell.workers > 0 ? ch->conf.cell.workers : 1);
+	snprintf(ix, 16, "%d", ch->conf.cell.index);
+	args[0] = ch->conf.cell.host_id;
+	args[1] = nw;
+	args[2] = ix;
+}
+
+/*
+ * A sweep (every heartbeat, and when a delayed command comes due): list
+ * every session of this cell, take placed ones, release terminating and
+ * idle ones, forget what is no longer ours, claim for the sessions with
+ * work.  Its cost grows with the sessions held, so it runs seldom; a
+ * wake-up runs a round (below).  Returns the ms until the next sweep.
  */
 static long
-round_run(CellHost *ch)
+sweep(CellHost *ch)
 {
 	const CellHostConfig *c = &ch->conf.cell;
 	char		nw[16],
 				ix[16];
-	const char *args[3] = {c->host_id, nw, ix};
+	const char *args[3];
 	StoreResult list;
 	json_t	   *row;
 	size_t		k;
 	int64_t		now = rt_now_us();
 	long		sleep_ms = c->heartbeat_ms;
 	SessList	work = {0};
-	StoreGroup *groups;
 
 	ch->stats.rounds++;
 	if (now - ch->last_heartbeat >= c->heartbeat_ms * MS || ch->last_heartbeat == 0)
@@ -799,8 +958,7 @@ round_run(CellHost *ch)
 		heartbeat(ch);
 		ch->last_heartbeat = now;
 	}
-	snprintf(nw, sizeof(nw), "%d", c->workers > 0 ? c->workers : 1);
-	snprintf(ix, sizeof(ix), "%d", c->index);
+	partition_args(ch, nw, ix, args);
 	list = exec1(ch, SQL_LIST, 3, args);
 	if (list.sqlstate[0] != '\0')
 	{
@@ -816,30 +974,13 @@ round_run(CellHost *ch)
 	{
 		const char *id = json_string_value(json_object_get(row, "session_id"));
 		const char *state = json_string_value(json_object_get(row, "state"));
-		int64_t		epoch = json_integer_value(json_object_get(row, "epoch"));
 		json_t	   *due = json_object_get(row, "next_due_ms");
 		Sess	   *s;
 
-		if (id == NULL || state == NULL)
+		if (id == NULL || state == NULL ||
+			(s = transit(ch, row, id, state, json_integer_value(json_object_get(row, "epoch")))) == NULL)
 			continue;
-		s = sess_find(ch, id);
-		if (strcmp(state, "placed") == 0)
-		{
-			if (s)
-				forget(ch, s);
-			if ((s = take(ch, id, row)) != NULL)
-				epoch = s->rt.epoch;	/* the listing predates our acquire */
-		}
-		if (s == NULL || s->rt.epoch != epoch)
-			continue;			/* not ours (or not any more) */
-		s->listed = true;
-		if (strcmp(state, "terminating") == 0)
-		{
-			release(ch, s);
-			continue;
-		}
-		s->has_work = json_is_true(json_object_get(row, "has_work"));
-		if (s->has_work && !s->busy)
+		if (json_is_true(json_object_get(row, "has_work")) && !s->busy)
 			list_push(&work, s);
 		else if (json_is_number(due))
 		{
@@ -852,31 +993,78 @@ round_run(CellHost *ch)
 			release(ch, s);
 	}
 	store_result_free(&list);
-
-	/* the claims: one transaction, a group per session the limits let start */
-	groups = calloc(work.n + 1, sizeof(StoreGroup));
-	{
-		int			ng = 0;
-
-		for (int i = 0; i < work.n; i++)
-			if (may_start(ch, work.items[i]))
-			{
-				groups[ng].stmts = json_pack("[o]", claim_stmt(work.items[i]));
-				work.items[ng++] = work.items[i];
-			}
-		if (ng > 0)
-			ch->store->exec_groups(ch->store->ctx, groups, ng);
-		for (int i = 0; i < ng; i++)
-		{
-			claimed(ch, work.items[i], &groups[i], 0);
-			store_group_free(&groups[i]);
-		}
-	}
-	free(groups);
-	free(work.items);
+	claim_work(ch, &work);
 	settle(ch);
 	renew(ch, true);
 	return sleep_ms;
+}
+
+/*
+ * What a wake-up asks for: the sessions of this cell that were placed or
+ * are terminating, and those with a command due.  Both come from indexes
+ * of what changes (sessions in transit, open commands), so a round costs
+ * the same however many idle sessions the cell holds.
+ */
+#define SQL_ROUND \
+	"SELECT s.session_id, s.tenant_id, s.state::text AS state, l.epoch, s.policy, " \
+	"h.address AS sandbox_url " \
+	"FROM nadi.sessions s JOIN nadi.session_leases l USING (session_id) " \
+	"LEFT JOIN nadi.sandbox_hosts h ON h.host_id = s.sandbox_host_id " \
+	"WHERE s.cell_host_id = $1 AND s.state IN ('placed', 'terminating') " \
+	"AND get_byte(uuid_send(s.session_id), 15) % $2::integer = $3::integer " \
+	"UNION ALL " \
+	"SELECT DISTINCT c.session_id, NULL::text, 'work', NULL::bigint, NULL::jsonb, NULL::text " \
+	"FROM nadi.command_inbox c JOIN nadi.sessions s USING (session_id) " \
+	"WHERE c.status = 'queued' AND c.available_at <= nadi.now() AND s.cell_host_id = $1 " \
+	"AND get_byte(uuid_send(c.session_id), 15) % $2::integer = $3::integer"
+
+static void
+round_run(CellHost *ch)
+{
+	char		nw[16],
+				ix[16];
+	const char *args[3];
+	StoreResult r;
+	json_t	   *row;
+	size_t		k;
+	SessList	work = {0};
+	bool		unknown = false;
+
+	ch->stats.rounds++;
+	partition_args(ch, nw, ix, args);
+	r = exec1(ch, SQL_ROUND, 3, args);
+	if (r.sqlstate[0] != '\0')
+	{
+		chlog(ch, RT_LOG_WARNING, "nadi cell: could not look for work: %s", r.message);
+		store_result_free(&r);
+		return;
+	}
+	/* sessions in transit first: a placed session may have its first command due */
+	json_array_foreach(r.rows, k, row)
+	{
+		const char *id = json_string_value(json_object_get(row, "session_id"));
+		const char *state = json_string_value(json_object_get(row, "state"));
+
+		if (id && state && strcmp(state, "work") != 0)
+			(void) transit(ch, row, id, state, json_integer_value(json_object_get(row, "epoch")));
+	}
+	json_array_foreach(r.rows, k, row)
+	{
+		const char *id = json_string_value(json_object_get(row, "session_id"));
+		const char *state = json_string_value(json_object_get(row, "state"));
+		Sess	   *s;
+
+		if (id == NULL || state == NULL || strcmp(state, "work") != 0)
+			continue;
+		if ((s = sess_find(ch, id)) == NULL)
+			unknown = true;		/* e.g. a lease this host holds from before a restart */
+		else if (!s->busy)
+			list_push(&work, s);
+	}
+	store_result_free(&r);
+	claim_work(ch, &work);
+	if (unknown)
+		ch->next_sweep = 0;
 }
 
 /* ---- the interface ---- */
@@ -966,16 +1154,25 @@ cellhost_run(CellHost *ch)
 	timers_due(ch);
 	settle(ch);
 	now = rt_now_us();
-	if (ch->woken || now >= ch->next_round)
+	if (now >= ch->next_sweep)
 	{
 		ch->woken = false;
-		ch->next_round = now + (int64_t) round_run(ch) * MS;
+		ch->next_sweep = now + (int64_t) sweep(ch) * MS;
 	}
-	else if (now >= ch->next_renew)
-		renew(ch, false);
+	else
+	{
+		if (ch->woken)
+		{
+			ch->woken = false;
+			round_run(ch);
+			settle(ch);
+		}
+		if (rt_now_us() >= ch->next_renew)
+			renew(ch, false);
+	}
 
 	now = rt_now_us();
-	next = ch->next_round < ch->next_renew ? ch->next_round : ch->next_renew;
+	next = ch->next_sweep < ch->next_renew ? ch->next_sweep : ch->next_renew;
 	for (int i = 0; i < ch->timers.n; i++)
 		if (ch->timers.items[i]->timer_at < next)
 			next = ch->timers.items[i]->timer_at;

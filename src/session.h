@@ -19,9 +19,16 @@ extern void lease_drop(SessionTx *tx, const char *reason);
 extern void placement_require_fit(const SessionTx *tx, const char *host);
 
 /* events.c */
-extern void events_append_array(SessionTx *tx, Jsonb *events, int64 command_id, int64 epoch);
+extern void events_append_array(SessionTx *tx, Jsonb *events, int64 command_id, int64 epoch,
+								EventBatch *batch);
+extern void events_check_array(Jsonb *events);
 
 /* inbox.c */
 extern int	inbox_cancel_open(SessionTx *tx, const char *reason);
+extern SPITupleTable *inbox_claim_head(SessionTx *tx, int64 epoch);
+extern SPITupleTable *inbox_complete_locked(SessionTx *tx, int64 command_id, int64 epoch,
+											Jsonb *result, Jsonb *events, EventBatch *batch,
+											const char **refused);
+
 
 #endif							/* NADI_SESSION_H */
