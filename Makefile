@@ -1,6 +1,6 @@
 # Nadi: top-level build.  The PostgreSQL extension is built with PGXS from
 # src/ (SQL-callable C) and bgworkers/ (background workers); the daemons in
-# edge/ and sandboxd/ have Makefiles of their own and are built from here.
+# edge/, sandboxd/ and celld/ have Makefiles of their own and are built from here.
 
 EXTENSION   = nadi
 MODULE_big  = nadi
@@ -64,7 +64,7 @@ all: check-layers
 check-layers: $(OBJS)
 	scripts/check-layers $(OBJS)
 
-DAEMON_DIRS = $(patsubst %/Makefile,%,$(wildcard edge/Makefile sandboxd/Makefile))
+DAEMON_DIRS = $(patsubst %/Makefile,%,$(wildcard edge/Makefile sandboxd/Makefile celld/Makefile))
 
 all: daemons
 daemons:

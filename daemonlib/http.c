@@ -460,3 +460,22 @@ mhd_req_done(struct mhd_req *r, struct MHD_Connection *conn, enum MHD_RequestTer
 	free(r->path);
 	r->path = NULL;
 }
+
+void
+mhd_req_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+				  enum MHD_RequestTerminationCode toe)
+{
+	struct mhd_req *r = *con_cls;
+
+	if (!r)
+	{
+		/* refused by libmicrohttpd before the handler saw it */
+		HttpAccess a;
+		http_access_start(&a, NULL, NULL, NULL);
+		http_access_end(&a, conn, toe);
+		return;
+	}
+	mhd_req_done(r, conn, toe);
+	free(r);
+	*con_cls = NULL;
+}

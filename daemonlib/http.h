@@ -267,4 +267,13 @@ extern enum MHD_Result mhd_req_queue(struct mhd_req *r, struct MHD_Connection *c
 extern void
 mhd_req_done(struct mhd_req *r, struct MHD_Connection *conn, enum MHD_RequestTerminationCode toe);
 
+/*
+ * An MHD_RequestCompletedCallback for a daemon whose *con_cls is a
+ * malloc'd struct http_req starting with its struct mhd_req (nothing else
+ * to free): its access-log line (also for a request libmicrohttpd refused
+ * before the handler saw it), then free.
+ */
+extern void mhd_req_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+							  enum MHD_RequestTerminationCode toe);
+
 #endif /* NADI_DAEMONLIB_HTTP_H */

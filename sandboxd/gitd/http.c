@@ -164,33 +164,13 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 	return mhd_req_queue(&r->m, conn);
 }
 
-static void
-on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-			 enum MHD_RequestTerminationCode toe)
-{
-	struct http_req *r = *con_cls;
-	(void) cls;
-
-	if (!r)
-	{
-		/* refused by libmicrohttpd before the handler saw it */
-		HttpAccess a;
-		http_access_start(&a, NULL, NULL, NULL);
-		http_access_end(&a, conn, toe);
-		return;
-	}
-	mhd_req_done(&r->m, conn, toe);
-	free(r);
-	*con_cls = NULL;
-}
-
 int
 http_init(void)
 {
 	return mhd_listeners_start(&listeners, cfg.listen_unix, cfg.listen_tcp,
 							   MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
 								   MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG,
-							   (unsigned) cfg.max_connections, on_request, on_completed);
+							   (unsigned) cfg.max_connections, on_request, mhd_req_completed);
 }
 
 /* Stop accepting connections; those open are served to the end. */
