@@ -745,7 +745,8 @@ async function nadiB(dsn, count, intervalMs, sessions) {
 // postmaster restarts every backend.  celld: the nadi-celld process whose
 // host holds the session; PostgreSQL should not notice.  Either way a
 // connection opened before the kill is tried after it, and the postmaster's
-// start time compared.
+// start time and the checkpointer's pid are compared (a crash restart keeps
+// the postmaster, and so its start time, but starts a new checkpointer).
 async function nadiC(dsn, boundS, sleepMs) {
   let c = await connect(dsn);
   const [sid] = await nadiSessions(c, 1);
@@ -758,7 +759,8 @@ async function nadiC(dsn, boundS, sleepMs) {
   }
   await sleep(Math.min(500, sleepMs / 4));
   const witness = await connect(dsn);
-  const pmBefore = (await witness.query('SELECT pg_postmaster_start_time()::text AS t')).rows[0].t;
+  const PM = "SELECT pg_postmaster_start_time()::text AS t, (SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer') AS ckpt";
+  const pmBefore = (await witness.query(PM)).rows[0];
   let pid, victim;
   if (CELLS.kind === 'celld') {
     victim = (await c.query('SELECT cell_host_id FROM nadi.sessions WHERE session_id = $1', [sid])).rows[0].cell_host_id;
@@ -805,7 +807,10 @@ async function nadiC(dsn, boundS, sleepMs) {
     res.conn_kept = false;
   }
   witness.end().catch(() => {});
-  res.pg_restarted = (await c.query('SELECT pg_postmaster_start_time()::text AS t')).rows[0].t !== pmBefore;
+  const pmAfter = (await c.query(PM)).rows[0];
+  res.postmaster_restarted = pmAfter.t !== pmBefore.t;
+  res.backends_restarted = pmAfter.ckpt !== pmBefore.ckpt;
+  res.pg_restarted = res.postmaster_restarted || res.backends_restarted;
   const r = await c.query(
     "SELECT count(*) FILTER (WHERE kind = 'command.started') AS starts, count(*) FILTER (WHERE kind = 'command.completed') AS completions, " +
       "(SELECT attempts FROM nadi.command_inbox WHERE session_id = $1 AND command_id = $2) AS attempts, " +
@@ -826,6 +831,13 @@ async function nadiC(dsn, boundS, sleepMs) {
   res.lease_ttl = r.rows[0].ttl;
   res.lease_ttl_s = Number(r.rows[0].ttl_ms) / 1000;
   res.again_host = r.rows[0].again_host;
+  // what the session went through after the kill (seconds after it)
+  const trail = await c.query(
+    "SELECT kind, coalesce(payload->>'cell_host_id', payload->>'host_id', payload->>'to', '') AS host, " +
+      'extract(epoch FROM created_at) * 1000 AS at FROM nadi.events WHERE session_id = $1 AND created_at >= to_timestamp($2 / 1000.0) ORDER BY seq',
+    [sid, tKill],
+  );
+  res.trail = trail.rows.map((e) => `${((Number(e.at) - tKill) / 1000).toFixed(2)} ${e.kind}${e.host ? ` ${e.host}` : ''}`).join('; ');
   await nadiEnd(c, [sid]);
   await c.end();
   return res;
