@@ -295,7 +295,12 @@ function workloadD() {
     q('Reading it:');
     q();
     if (base.length) q(`- nadi completed ${fmt(rate, 1)} slow commands/s; calling the provider directly completes ${fmt(stats(base.map((r) => r.completed_per_s)).median, 0)}/s (the limit is the provider's delay, not the machine).`);
-    q(`- The provider never saw more than ${fmt(inFlight, 0)} of nadi's calls at once: each embedded cell worker waits on one model call at a time, so a cell host runs as many steps at once as it has workers${open > 0 ? `, and ${fmt(open, 0)} slow commands were still open when the window closed` : ''}.`);
+    if (inFlight <= 2 * n[0].cell_workers)
+      q(`- The provider never saw more than ${fmt(inFlight, 0)} of nadi's calls at once: each embedded cell worker waits on one model call at a time, so a cell host runs as many steps at once as it has workers${open > 0 ? `, and ${fmt(open, 0)} slow commands were still open when the window closed` : ''}.`);
+    else q(`- The provider saw up to ${fmt(inFlight, 0)} of nadi's calls at once: the cell workers keep many model calls in flight${open > 0 ? `; ${fmt(open, 0)} slow commands were still open when the window closed` : ''}.`);
+    const cd = pick('nadi-celld', 'D');
+    if (cd.length)
+      q(`- ${NAMES['nadi-celld']} completed ${fmt(stats(cd.map((r) => r.completed_per_s)).median, 1)} slow commands/s with up to ${fmt(stats(cd.map((r) => r.provider_max_in_flight)).max, 0)} calls in flight; fast p50 ${fmt(stats(cd.map((r) => r.fast_p50_ms)).median)} ms against the embedded cells' ${fmt(stats(n.map((r) => r.fast_p50_ms)).median)} ms.`);
     const answered = stats(n.map((r) => r.provider_slow_answered ?? null));
     const doneN = stats(n.map((r) => r.slow_completed)).median;
     if (answered && answered.median > doneN)

@@ -833,11 +833,11 @@ async function nadiC(dsn, boundS, sleepMs) {
   res.again_host = r.rows[0].again_host;
   // what the session went through after the kill (seconds after it)
   const trail = await c.query(
-    "SELECT kind, coalesce(payload->>'cell_host_id', payload->>'host_id', payload->>'to', '') AS host, " +
+    "SELECT kind, CASE WHEN kind = 'session.state' THEN payload->>'cause' ELSE coalesce(payload->>'cell_host_id', '') END AS host, " +
       'extract(epoch FROM created_at) * 1000 AS at FROM nadi.events WHERE session_id = $1 AND created_at >= to_timestamp($2 / 1000.0) ORDER BY seq',
     [sid, tKill],
   );
-  res.trail = trail.rows.map((e) => `${((Number(e.at) - tKill) / 1000).toFixed(2)} ${e.kind}${e.host ? ` ${e.host}` : ''}`).join('; ');
+  res.trail = trail.rows.map((e) => `${((Number(e.at) - tKill) / 1000).toFixed(2)} ${e.kind}${e.host ? ` (${e.host})` : ''}`).join('; ');
   await nadiEnd(c, [sid]);
   await c.end();
   return res;
