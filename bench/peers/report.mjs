@@ -294,7 +294,7 @@ function workloadD() {
     q();
     q('Reading it:');
     q();
-    if (base.length) q(`- nadi completed ${fmt(rate, 1)} slow commands/s; calling the provider directly completes ${fmt(stats(base.map((r) => r.completed_per_s)).median, 0)}/s (the limit is the provider's delay, not the machine).`);
+    if (base.length) q(`- ${NAMES.nadi} completed ${fmt(rate, 1)} slow commands/s; calling the provider directly completes ${fmt(stats(base.map((r) => r.completed_per_s)).median, 0)}/s (the limit is the provider's delay, not the machine).`);
     if (inFlight <= 2 * n[0].cell_workers)
       q(`- The provider never saw more than ${fmt(inFlight, 0)} of nadi's calls at once: each embedded cell worker waits on one model call at a time, so a cell host runs as many steps at once as it has workers${open > 0 ? `, and ${fmt(open, 0)} slow commands were still open when the window closed` : ''}.`);
     else q(`- The provider saw up to ${fmt(inFlight, 0)} of nadi's calls at once: the cell workers keep many model calls in flight${open > 0 ? `; ${fmt(open, 0)} slow commands were still open when the window closed` : ''}.`);
