@@ -13,13 +13,16 @@ const rows = readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => J
 
 const NAMES = {
   pgbench: 'pgbench INSERT (baseline)',
-  nadi: 'nadi',
+  nadi: `nadi (embedded, ${opt['cell-workers'] ?? 2} workers)`,
+  'nadi-celld': `nadi (celld ×${opt.celld ?? 2})`,
   graphile: `graphile-worker ${peers.versions['graphile-worker']}`,
   pgboss: `pg-boss ${peers.versions['pg-boss']}`,
   pgq: `PgQ ${peers.versions.pgq ?? ''}`.trim(),
   direct: 'the provider called directly (baseline)',
 };
-const SYSTEMS = ['nadi', 'graphile', 'pgboss', 'pgq'].filter((s) => rows.some((r) => r.system === s && ['A', 'B', 'C'].includes(r.workload)));
+// nadi once per cell kind: its embedded workers ('nadi') and nadi-celld ('nadi-celld')
+const KINDS = ['nadi', 'nadi-celld'];
+const SYSTEMS = ['nadi', 'nadi-celld', 'graphile', 'pgboss', 'pgq'].filter((s) => rows.some((r) => r.system === s && ['A', 'B', 'C'].includes(r.workload)));
 const D_GRACE_S = 2; // run.mjs: D_GRACE_MS
 
 function pick(system, workload) {
@@ -99,6 +102,8 @@ p(`- Machine: ${opt.machine}; load average ${opt.loadavg} at the start, ${opt['l
 p(`- PostgreSQL ${opt.pg}, one cluster for everything, each system in a database of its own; everything (server, workers, load) on the same machine`);
 p(`- Server: ${opt.settings}`);
 p(`- nadi: this tree's build; ${opt.nadi}; the broker places the sessions on the embedded cell host \`bench-cell\`, whose \`nadi cell\` background workers run the commands inside the server`);
+if (SYSTEMS.includes('nadi-celld'))
+  p(`- ${NAMES['nadi-celld']}: the same runs with the cluster restarted with \`nadi.cell_workers = 0\` and ${opt.celld} \`nadi-celld\` processes on this machine instead, each a cell host of its own (\`bench-celld-N\`, a login in \`nadi_cell\` bound to it with \`nadi.host_bind\`), over the unix socket, with the two workers' limits between them (\`max_in_flight\` 1000, \`max_in_flight_tenant\` 500 each), \`idle_suspend\` 10min; for D \`--model openai --model-url\` the provider, \`--proxy-tokens false\``);
 p(`- graphile-worker ${peers.versions['graphile-worker']}, one worker process with \`${JSON.stringify(peers.graphile)}\` (the configuration of its own published performance figures: local queue, batched completion)`);
 p(`- pg-boss ${peers.versions['pg-boss']}, one worker process with ${peers.pgboss.workers} \`work()\` loops, \`pollingIntervalSeconds: ${peers.pgboss.pollingIntervalSeconds}\` (the shortest it allows), \`batchSize: ${peers.pgboss.batchSize}\`; for workload C the queue has \`${JSON.stringify(peers.pgboss_recovery)}\` and the workers \`batchSize: 1\``);
 if (SYSTEMS.includes('pgq'))
@@ -117,17 +122,19 @@ for (const s of SYSTEMS)
 p();
 p(`Baseline: A is pgbench at 32 clients (single-row INSERT, one commit each); B is the latency of one such commit at 1 client (${range(baseTps1, 0)} tps). C has no baseline.`);
 p();
-if (SYSTEMS.includes('nadi') && SYSTEMS.length > 1) {
+const kindsIn = KINDS.filter((k) => SYSTEMS.includes(k));
+if (kindsIn.length && SYSTEMS.length > kindsIn.length) {
   p('nadi as a ratio to each peer (above 1: nadi has more of it; for latency and recovery time, less is better):');
   p();
-  p('| nadi ÷ | A: jobs/s | B: p50 | B: p99 | C: seconds to run again |');
+  p('| nadi ÷ peer | A: jobs/s | B: p50 | B: p99 | C: seconds to run again |');
   p('|:--|--:|--:|--:|--:|');
-  for (const s of SYSTEMS.filter((x) => x !== 'nadi')) {
-    let cr = '–';
-    if (C.nadi?.rec && C[s]) cr = C[s].recovered === 0 ? `< ${fmt(C.nadi.rec.median / C[s].bound, 2)}× (the peer: not within ${C[s].bound} s)` : ratio(C.nadi.rec, C[s].rec);
-    if (s === 'pgq' && cr !== '–') cr += ' (PgQ: a restarted consumer, no takeover)';
-    p(`| ${NAMES[s]} | ${A.nadi && A[s] ? ratio(A.nadi.rate, A[s].rate) : '–'} | ${B.nadi && B[s] ? ratio(B.nadi.p50, B[s].p50) : '–'} | ${B.nadi && B[s] ? ratio(B.nadi.p99, B[s].p99) : '–'} | ${cr} |`);
-  }
+  for (const k of kindsIn)
+    for (const s of SYSTEMS.filter((x) => !KINDS.includes(x))) {
+      let cr = '–';
+      if (C[k]?.rec && C[s]) cr = C[s].recovered === 0 ? `< ${fmt(C[k].rec.median / C[s].bound, 2)}× (the peer: not within ${C[s].bound} s)` : ratio(C[k].rec, C[s].rec);
+      if (s === 'pgq' && cr !== '–') cr += ' (PgQ: a restarted consumer, no takeover)';
+      p(`| ${NAMES[k]} ÷ ${NAMES[s]} | ${A[k] && A[s] ? ratio(A[k].rate, A[s].rate) : '–'} | ${B[k] && B[s] ? ratio(B[k].p50, B[s].p50) : '–'} | ${B[k] && B[s] ? ratio(B[k].p99, B[s].p99) : '–'} | ${cr} |`);
+    }
   p();
 }
 p('More from the same runs:');
@@ -135,13 +142,20 @@ p();
 for (const s of SYSTEMS) {
   if (!A[s]) continue;
   let line = `- ${NAMES[s]}, A: enqueuing ${fmt(Number(opt.jobs), 0)} jobs in one call took ${range(stats(pick(s, 'A').map((r) => r.enqueue_s)), 2)} s (${range(A[s].enq, 0)} jobs/s); draining took ${range(A[s].drain, 2)} s`;
-  if (s === 'nadi') line += `, spread over ${opt.sessions} sessions, ${range(A[s].perCommit, 1)} commands per completing commit`;
+  if (KINDS.includes(s)) line += `, spread over ${opt.sessions} sessions, ${range(A[s].perCommit, 1)} commands per completing commit`;
   p(line);
 }
 for (const s of SYSTEMS) {
   if (!C[s]) continue;
   const e = C[s].extra;
-  if (s === 'nadi') p(`- nadi, C: the command was claimed again with the next lease epoch after its lease (nadi.lease_ttl = ${e.lease_ttl}) expired; attempts ${pick(s, 'C').map((r) => r.attempts).join(', ')}; kill -9 of any backend makes the postmaster restart them all, so the enqueuing connections drop for a moment too`);
+  if (KINDS.includes(s)) {
+    const cs = pick(s, 'C');
+    // run by run, or once when every run says the same
+    const each = (list) => (new Set(list).size === 1 ? list[0] : list.join(', '));
+    const yn = (k, yes, no) => each(cs.map((r) => (r[k] === undefined ? '?' : r[k] ? yes : no)));
+    const within = cs.map((r) => (r.recovered_late_s === null ? 'never' : r.recovered_late_s <= r.lease_ttl_s + 1 ? 'yes' : `no (${fmt(r.recovered_late_s, 2)} s)`));
+    p(`- ${NAMES[s]}, C: kill -9 of ${s === 'nadi' ? 'a `nadi cell` background worker (a backend)' : 'the nadi-celld holding the session'}; the command was claimed again with the next lease epoch after its lease (nadi.lease_ttl = ${e.lease_ttl}) expired, by ${each(cs.map((r) => r.again_host ?? '?'))} (killed: ${each(cs.map((r) => r.killed_host ?? '?'))}); within the lease TTL + 1 s: ${within.join(', ')}; attempts ${each(cs.map((r) => r.attempts))}; PostgreSQL restarted: ${yn('postmaster_restarted', 'the postmaster', 'not the postmaster (pg_postmaster_start_time unchanged)')}, ${yn('backends_restarted', 'every backend (crash restart: a new checkpointer)', 'no backend (the same checkpointer)')}; a connection opened before the kill ${yn('conn_kept', 'still usable', 'dropped')} after it${s === 'nadi' ? ' (kill -9 of any backend makes the postmaster restart them all)' : ''}`);
+  }
   if (s === 'graphile') p(`- graphile-worker, C: the job stayed locked by the dead worker (${pick(s, 'C').map((r) => (r.still_locked ? 'locked' : 'not locked')).join(', ')} at the end); graphile-worker releases a dead worker's jobs only when their lock is 4 hours old`);
   if (s === 'pgq') p(`- PgQ, C: a batch belongs to the consumer (by name) until \`finish_batch\`; PgQ has no takeover by another worker, and two processes consuming under one name would both get the batch. So the second consumer process is started only after the kill, as a supervisor would restart it, and the time is that restart: it got the same batch again at once`);
   if (s === 'pgboss') p(`- pg-boss, C: the job ran again once it expired (expireInSeconds ${peers.pgboss_recovery.expireInSeconds}) and maintenance (every ${peers.pgboss_recovery.maintenanceIntervalSeconds} s) had put it back, then the next poll (${peers.pgboss.pollingIntervalSeconds} s) fetched it; final state ${pick(s, 'C').map((r) => r.state).join(', ')}`);
@@ -152,7 +166,7 @@ p();
 p(`A nadi "job" is a \`message\` command (\`{"text": "x"}\`; the builtin model replies "You said: x", no tool call): enqueue → the cell claims it → model step → reply and completion, four events in the session's log. Its start in B is the \`command.started\` event's \`created_at\`: the start of the cell's claiming transaction on the server's clock, so it can come slightly before the enqueuing client has read its reply. A peer's start is the moment its handler is called in the worker process.`);
 // What the numbers say, written from the medians so it stays true when the
 // numbers move.
-const peersIn = SYSTEMS.filter((s) => s !== 'nadi');
+const peersIn = SYSTEMS.filter((s) => !KINDS.includes(s));
 const med = (x) => x?.median;
 p();
 p('## Reading it');
@@ -196,6 +210,18 @@ if (C.nadi) {
   }
   p(`- nadi's recovery time is the lease TTL left at the kill plus a moment: a \`kill -9\` of any backend makes PostgreSQL restart them all, and the cell workers that come back do not know the leases of the dead ones, so they wait for the broker to see them expire (\`bench/inbox --workers\` times this at several TTLs).`);
 }
+if (SYSTEMS.includes('nadi-celld')) {
+  const k = 'nadi-celld';
+  const cmp = (x, y, more) => (x && y ? `${fmt(med(x))} against the embedded cells' ${fmt(med(y))}${more ? ` (${fmt(med(x) / med(y), 2)}×)` : ''}` : x ? fmt(med(x)) : '–');
+  if (A[k]) p(`- ${NAMES[k]}, A: ${cmp(A[k].rate, A.nadi?.rate, true)} jobs/s (the target, at least the embedded figure: ${A.nadi ? (med(A[k].rate) >= med(A.nadi.rate) ? 'met' : 'missed') : 'no embedded run'}).`);
+  if (B[k]) p(`- ${NAMES[k]}, B: p50 ${cmp(B[k].p50, B.nadi?.p50)} ms, p99 ${cmp(B[k].p99, B.nadi?.p99)} ms; a commit wakes a celld by \`NOTIFY nadi_cell\` on its LISTEN connection, where an embedded worker's latch is set.`);
+  if (C[k]) {
+    const cs = pick(k, 'C');
+    const ok = cs.filter((r) => r.recovered_late_s !== null && r.recovered_late_s <= r.lease_ttl_s + 1 && r.completions === 1 && r.pg_restarted === false && r.conn_kept === true).length;
+    p(`- ${NAMES[k]}, C: ${ok} of ${cs.length} runs met the target (PostgreSQL not restarted, a connection opened before the kill still usable, the command run again in the other celld within the lease TTL + 1 s, completed once); it ran again after ${range(stats(cs.map((r) => r.recovered_late_s)), 2)} s. A celld's crash is a process's, not a backend's: the command waits for the dead host's lease to expire (\`nadi.lease_ttl\`) and for the broker to place the session on a live celld; a host stays placeable until it has missed its heartbeat for \`nadi.host_ttl\`, so the session can be placed on the dead one first.`);
+    for (const r of cs) if (r.trail) p(`  - the session after the kill (seconds after it): ${r.trail}`);
+  }
+}
 p();
 }
 p(workloadD());
@@ -211,8 +237,9 @@ p();
 p('## Where the peers win');
 p();
 p('- Raw throughput and bulk enqueue (above): a peer\'s job is one row; a nadi command is a small transaction history. If you need millions of independent fire-and-forget jobs per hour and no per-session log, a plain queue is cheaper per job.');
-p('- Their workers run outside the database, anywhere, scaled by adding processes; nadi\'s embedded cell runs inside the database server (an external `nadi-celld` is designed, not built), so its work shares the database\'s CPUs, as it does here.');
-p('- A `kill -9` of a nadi cell worker is a crash of a PostgreSQL backend: the postmaster restarts every backend of the cluster, so all clients reconnect (for a fraction of a second here). A peer\'s worker dying is invisible to the database.');
+if (SYSTEMS.includes('nadi-celld')) p('- Their workers need no registration: any process that can connect works. A nadi-celld needs a login in `nadi_cell` bound to its host id, and gets its sessions from the broker.');
+else p('- Their workers run outside the database, anywhere, scaled by adding processes; nadi\'s embedded cell runs inside the database server, so its work shares the database\'s CPUs, as it does here (`nadi-celld` runs the same cell host outside it).');
+p(`- A \`kill -9\` of an embedded nadi cell worker is a crash of a PostgreSQL backend: the postmaster restarts every backend of the cluster, so all clients reconnect (for a fraction of a second here). A peer's worker dying is invisible to the database${SYSTEMS.includes('nadi-celld') ? ', and so is a nadi-celld\'s (workload C above)' : ''}.`);
 }
 console.log(out.join('\n').replace(/\n{3,}/g, '\n\n'));
 
@@ -230,7 +257,7 @@ function dRow(name, runs, capS, extra) {
 }
 function workloadD() {
   const d = kv(opt.d);
-  const order = ['direct', 'nadi', 'graphile', 'pgboss'];
+  const order = ['direct', 'nadi', 'nadi-celld', 'graphile', 'pgboss'];
   const have = order.filter((s) => pick(s, 'D').length);
   if (!have.length) return '';
   const o = [];
@@ -247,11 +274,12 @@ function workloadD() {
     const inFlight = `${fmt(stats(runs.map((r) => r.provider_max_in_flight)).max, 0)}`;
     let extra = inFlight;
     if (s === 'nadi') extra += `; ${runs[0].cell_workers} embedded cell workers, nadi.model = openai`;
+    if (s === 'nadi-celld') extra += `; ${runs[0].cell_hosts} nadi-celld, --model openai`;
     if (s === 'graphile' || s === 'pgboss') {
       const best = [...new Set(runs.map((r) => r.config))].join(' / ');
       extra += `; best of ${runs[0].tried.map((t) => t.config.replace(/^concurrentJobs /, '')).join(', ')}: ${best}`;
     }
-    q(dRow(s === 'nadi' ? `nadi (${runs[0].cell_workers} cell workers)` : NAMES[s], runs, capS, extra));
+    q(dRow(NAMES[s], runs, capS, extra));
   }
   q();
   q(`A nadi slow job is a \`message\` command in a session of its own (${fmt(Number(d.slow), 0)} sessions); the cell's model step calls the provider (\`nadi.model = 'openai'\`, \`nadi.model_url\` the provider, \`nadi.proxy_tokens = off\`). The fast ones are \`message\` commands whose text carries the provider's fast marker, round robin over ${d.fast_sessions} other sessions. Start is the \`command.started\` event, done the \`command.completed\` event (as in B). A peer's job makes the same HTTP call in its handler; start is the handler's call. The baseline sends every slow call at once from one process, with no queue: its "start" is the send.`);
@@ -268,8 +296,13 @@ function workloadD() {
     q();
     q('Reading it:');
     q();
-    if (base.length) q(`- nadi completed ${fmt(rate, 1)} slow commands/s; calling the provider directly completes ${fmt(stats(base.map((r) => r.completed_per_s)).median, 0)}/s (the limit is the provider's delay, not the machine).`);
-    q(`- The provider never saw more than ${fmt(inFlight, 0)} of nadi's calls at once: each embedded cell worker waits on one model call at a time, so a cell host runs as many steps at once as it has workers${open > 0 ? `, and ${fmt(open, 0)} slow commands were still open when the window closed` : ''}.`);
+    if (base.length) q(`- ${NAMES.nadi} completed ${fmt(rate, 1)} slow commands/s; calling the provider directly completes ${fmt(stats(base.map((r) => r.completed_per_s)).median, 0)}/s (the limit is the provider's delay, not the machine).`);
+    if (inFlight <= 2 * n[0].cell_workers)
+      q(`- The provider never saw more than ${fmt(inFlight, 0)} of nadi's calls at once: each embedded cell worker waits on one model call at a time, so a cell host runs as many steps at once as it has workers${open > 0 ? `, and ${fmt(open, 0)} slow commands were still open when the window closed` : ''}.`);
+    else q(`- The provider saw up to ${fmt(inFlight, 0)} of nadi's calls at once: the cell workers keep many model calls in flight${open > 0 ? `; ${fmt(open, 0)} slow commands were still open when the window closed` : ''}.`);
+    const cd = pick('nadi-celld', 'D');
+    if (cd.length)
+      q(`- ${NAMES['nadi-celld']} completed ${fmt(stats(cd.map((r) => r.completed_per_s)).median, 1)} slow commands/s with up to ${fmt(stats(cd.map((r) => r.provider_max_in_flight)).max, 0)} calls in flight; fast p50 ${fmt(stats(cd.map((r) => r.fast_p50_ms)).median)} ms against the embedded cells' ${fmt(stats(n.map((r) => r.fast_p50_ms)).median)} ms.`);
     const answered = stats(n.map((r) => r.provider_slow_answered ?? null));
     const doneN = stats(n.map((r) => r.slow_completed)).median;
     if (answered && answered.median > doneN)

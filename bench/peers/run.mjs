@@ -9,6 +9,8 @@
 //   node run.mjs SYSTEM D --dsn URL --fixture URL [--slow N] [--fast-sessions N]
 //                [--fast-interval MS] [--cap S] [--concurrency "C1 C2 …"]
 //   node run.mjs direct D --fixture URL [--slow N] [--fast-interval MS] [--cap S]  (D's baseline)
+//   nadi's runs also take [--cells embedded|celld] [--cell-hosts "HOST …"] (the cell
+//                hosts its sessions go to) [--celld-pids "HOST=PID …"] (C with celld)
 //   node run.mjs nadi D-tools --dsn URL [--sessions N] [--exec-ms MS] [--fast-sessions N]
 //                [--fast-interval MS] [--cap S] --sandboxd URL [--sandboxd-pid PID] [--cgroup DIR]
 //
@@ -124,6 +126,11 @@ async function connectRetry(dsn, timeoutMs) {
     }
   }
 }
+
+// ---------------------------------------------------------------------------
+// nadi's cells: the embedded workers (host bench-cell) or nadi-celld
+// processes (hosts bench-celld-N, pids for C's kill); set by main().
+const CELLS = { kind: 'embedded', hosts: ['bench-cell'], pids: {} };
 
 // ---------------------------------------------------------------------------
 // Workload D: the slow model provider (bench/slow-model.mjs)
@@ -624,11 +631,11 @@ async function nadiSessions(c, n) {
   for (;;) {
     const r = await c.query(
       "SELECT count(*) FROM nadi.sessions s JOIN nadi.session_leases l USING (session_id) " +
-        "WHERE s.session_id = ANY($1::uuid[]) AND s.state = 'active' AND l.cell_host_id = 'bench-cell'",
-      [ids],
+        "WHERE s.session_id = ANY($1::uuid[]) AND s.state = 'active' AND l.cell_host_id = ANY($2::text[])",
+      [ids, CELLS.hosts],
     );
     if (Number(r.rows[0].count) === n) return ids;
-    if (now() > deadline) fail('nadi sessions did not become active on bench-cell');
+    if (now() > deadline) fail(`nadi sessions did not become active on ${CELLS.hosts.join(', ')}`);
     await sleep(20);
   }
 }
@@ -733,6 +740,13 @@ async function nadiB(dsn, count, intervalMs, sessions) {
   };
 }
 
+// Workload C for nadi: a kill -9 of the cell holding the session, 0.5 s
+// into a /sleep command.  Embedded: a `nadi cell` backend, so the
+// postmaster restarts every backend.  celld: the nadi-celld process whose
+// host holds the session; PostgreSQL should not notice.  Either way a
+// connection opened before the kill is tried after it, and the postmaster's
+// start time and the checkpointer's pid are compared (a crash restart keeps
+// the postmaster, and so its start time, but starts a new checkpointer).
 async function nadiC(dsn, boundS, sleepMs) {
   let c = await connect(dsn);
   const [sid] = await nadiSessions(c, 1);
@@ -744,11 +758,22 @@ async function nadiC(dsn, boundS, sleepMs) {
     await sleep(10);
   }
   await sleep(Math.min(500, sleepMs / 4));
-  const pid = Number((await c.query("SELECT pid FROM pg_stat_activity WHERE backend_type = 'nadi cell' ORDER BY pid LIMIT 1")).rows[0].pid);
+  const witness = await connect(dsn);
+  const PM = "SELECT pg_postmaster_start_time()::text AS t, (SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer') AS ckpt";
+  const pmBefore = (await witness.query(PM)).rows[0];
+  let pid, victim;
+  if (CELLS.kind === 'celld') {
+    victim = (await c.query('SELECT cell_host_id FROM nadi.sessions WHERE session_id = $1', [sid])).rows[0].cell_host_id;
+    pid = CELLS.pids[victim];
+    if (!pid) fail(`nadi: the session is on ${victim}, not one of the nadi-celld processes (${Object.keys(CELLS.pids).join(', ')})`);
+  } else {
+    victim = 'bench-cell';
+    pid = Number((await c.query("SELECT pid FROM pg_stat_activity WHERE backend_type = 'nadi cell' ORDER BY pid LIMIT 1")).rows[0].pid);
+  }
   const tKill = now();
-  process.kill(pid, 'SIGKILL'); // the postmaster then ends every backend and recovers
+  process.kill(pid, 'SIGKILL'); // embedded: the postmaster then ends every backend and recovers
   await c.end().catch(() => {});
-  const res = { bound_s: boundS, job_ms: sleepMs, lease_ttl: null };
+  const res = { bound_s: boundS, job_ms: sleepMs, lease_ttl: null, cells: CELLS.kind, killed_host: victim };
   const until = now() + boundS * 1000;
   let again = null;
   c = null;
@@ -774,12 +799,26 @@ async function nadiC(dsn, boundS, sleepMs) {
   const done = now() + sleepMs + 15000;
   while ((await c.query("SELECT status FROM nadi.command_inbox WHERE session_id = $1 AND command_id = $2", [sid, cmd])).rows[0].status !== 'completed' && now() < done)
     await sleep(50);
+  // the connection opened before the kill: still usable?
+  try {
+    await witness.query('SELECT 1');
+    res.conn_kept = true;
+  } catch {
+    res.conn_kept = false;
+  }
+  witness.end().catch(() => {});
+  const pmAfter = (await c.query(PM)).rows[0];
+  res.postmaster_restarted = pmAfter.t !== pmBefore.t;
+  res.backends_restarted = pmAfter.ckpt !== pmBefore.ckpt;
+  res.pg_restarted = res.postmaster_restarted || res.backends_restarted;
   const r = await c.query(
     "SELECT count(*) FILTER (WHERE kind = 'command.started') AS starts, count(*) FILTER (WHERE kind = 'command.completed') AS completions, " +
       "(SELECT attempts FROM nadi.command_inbox WHERE session_id = $1 AND command_id = $2) AS attempts, " +
       "(SELECT extract(epoch FROM created_at) * 1000 FROM nadi.events WHERE session_id = $1 AND command_id = $2 " +
       "  AND kind = 'command.started' ORDER BY seq OFFSET 1 LIMIT 1) AS again, " +
-      "current_setting('nadi.lease_ttl') AS ttl FROM nadi.events WHERE session_id = $1 AND command_id = $2",
+      "(SELECT payload->>'cell_host_id' FROM nadi.events WHERE session_id = $1 AND kind = 'session.lease' ORDER BY seq DESC LIMIT 1) AS again_host, " +
+      "current_setting('nadi.lease_ttl') AS ttl, (SELECT setting::bigint FROM pg_settings WHERE name = 'nadi.lease_ttl') AS ttl_ms " +
+      "FROM nadi.events WHERE session_id = $1 AND command_id = $2",
     [sid, cmd],
   );
   // the bound limits only how long we watched; the log has the time either way
@@ -790,6 +829,15 @@ async function nadiC(dsn, boundS, sleepMs) {
   res.completions = Number(r.rows[0].completions);
   res.attempts = Number(r.rows[0].attempts);
   res.lease_ttl = r.rows[0].ttl;
+  res.lease_ttl_s = Number(r.rows[0].ttl_ms) / 1000;
+  res.again_host = r.rows[0].again_host;
+  // what the session went through after the kill (seconds after it)
+  const trail = await c.query(
+    "SELECT kind, CASE WHEN kind = 'session.state' THEN payload->>'cause' ELSE coalesce(payload->>'cell_host_id', '') END AS host, " +
+      'extract(epoch FROM created_at) * 1000 AS at FROM nadi.events WHERE session_id = $1 AND created_at >= to_timestamp($2 / 1000.0) ORDER BY seq',
+    [sid, tKill],
+  );
+  res.trail = trail.rows.map((e) => `${((Number(e.at) - tKill) / 1000).toFixed(2)} ${e.kind}${e.host ? ` (${e.host})` : ''}`).join('; ');
   await nadiEnd(c, [sid]);
   await c.end();
   return res;
@@ -866,7 +914,13 @@ async function nadiD(dsn, o) {
       return { provider_max_in_flight: f.max_in_flight, provider_slow_answered: f.slow };
     });
     ids = run.ids;
-    return { ...run.figures, ...run.extra, cell_workers: Number((await c.query("SELECT current_setting('nadi.cell_workers')")).rows[0].current_setting) };
+    return {
+      ...run.figures,
+      ...run.extra,
+      cells: CELLS.kind,
+      cell_hosts: CELLS.hosts.length,
+      cell_workers: Number((await c.query("SELECT current_setting('nadi.cell_workers')")).rows[0].current_setting),
+    };
   } finally {
     // what is left answers at once and is cancelled; then the cluster's model is the builtin one again
     await httpJson(`${o.fixture}/control`, 'POST', { delay_ms: 0 });
@@ -1011,6 +1065,13 @@ async function main() {
   if (what === 'setup') return setup(opts);
   const system = what;
   const workload = a;
+  if (opts.cells) CELLS.kind = opts.cells;
+  if (CELLS.kind !== 'embedded' && CELLS.kind !== 'celld') fail(`--cells: embedded or celld, not ${CELLS.kind}`);
+  if (opts.cellHosts) CELLS.hosts = opts.cellHosts.trim().split(/\s+/);
+  for (const t of (opts.celldPids || '').trim().split(/\s+/).filter(Boolean)) {
+    const [h, p] = t.split('=');
+    CELLS.pids[h] = Number(p);
+  }
   const jobs = Number(opts.jobs || 100000);
   const count = Number(opts.count || 1000);
   const interval = Number(opts.interval || 10);
@@ -1050,7 +1111,10 @@ async function main() {
     else if (workload === 'C') res = await peerC(system, opts.dsn, bound, sleepMs);
   }
   if (!res) fail(`unknown system or workload: ${system} ${workload}`);
-  console.log(JSON.stringify({ system, workload, ...res }));
+  // nadi with nadi-celld is a system of its own in the report
+  const name = system === 'nadi' && CELLS.kind === 'celld' ? 'nadi-celld' : system;
+  if (system === 'nadi') res = { ...res, cells: CELLS.kind, cell_hosts: CELLS.hosts.length };
+  console.log(JSON.stringify({ system: name, workload, ...res }));
   process.exit(0);
 }
 
