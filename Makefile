@@ -1,6 +1,6 @@
 # Nadi: top-level build.  The PostgreSQL extension is built with PGXS from
 # src/ (SQL-callable C) and bgworkers/ (background workers); the daemons in
-# edge/ and sandboxd/ have Makefiles of their own and are built from here.
+# edge/, sandboxd/ and celld/ have Makefiles of their own and are built from here.
 
 EXTENSION   = nadi
 MODULE_big  = nadi
@@ -49,7 +49,7 @@ EXTRA_CLEAN += src/nadi_errcodes.h
 # the daemons' warning set (daemonlib/daemon.mk): nadi-celld will build these files with it
 RUNTIME_WARN = -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral -Wno-unused-parameter \
                -Wno-missing-field-initializers
-RUNTIME_SRCS = $(addprefix bgworkers/,runtime.c runtime_store.c runtime_tools.c runtime_driver.c \
+RUNTIME_SRCS = $(addprefix bgworkers/,runtime.c runtime_store.c runtime_tools.c cellhost.c \
                  model_client.c http_client.c)
 runtime-check: runtime_test
 	./runtime_test
@@ -64,7 +64,7 @@ all: check-layers
 check-layers: $(OBJS)
 	scripts/check-layers $(OBJS)
 
-DAEMON_DIRS = $(patsubst %/Makefile,%,$(wildcard edge/Makefile sandboxd/Makefile))
+DAEMON_DIRS = $(patsubst %/Makefile,%,$(wildcard edge/Makefile sandboxd/Makefile celld/Makefile))
 
 all: daemons
 daemons:

@@ -420,14 +420,37 @@ pq_wait_result(PGconn *pg, uint64_t deadline_ms, bool *timed_out)
 	return true;
 }
 
+bool
+pq_collect(PGconn *pg, uint64_t deadline_ms, PGresult **res, bool *timed_out)
+{
+	PGresult *r;
+
+	*res = NULL;
+	*timed_out = false;
+	for (;;)
+	{
+		if (!pq_wait_result(pg, deadline_ms, timed_out))
+			return false;
+		if ((r = PQgetResult(pg)) == NULL)
+			return PQstatus(pg) != CONNECTION_BAD;
+		if (*res && PQresultStatus(*res) == PGRES_FATAL_ERROR)
+			PQclear(r);
+		else
+		{
+			PQclear(*res);
+			*res = r;
+		}
+	}
+}
+
 int
 pq_exec_wait(PGconn *pg, const char *sql, int nparams, const char *const *params,
 			 uint64_t timeout_ms, PGresult **res, char sqlstate[6], char *err, size_t errsize)
 {
 	uint64_t	   deadline = now_ms() + timeout_ms;
-	PGresult	  *keep = NULL, *r;
+	PGresult	  *keep = NULL;
 	bool		   timed_out = false;
-	bool		   broken = false;
+	bool		   broken;
 	ExecStatusType st;
 
 	*res = NULL;
@@ -441,24 +464,7 @@ pq_exec_wait(PGconn *pg, const char *sql, int nparams, const char *const *params
 		snprintf(sqlstate, 6, "08006");
 		return -ECONNRESET;
 	}
-	/* the first error wins; otherwise the last result */
-	for (;;)
-	{
-		if (!pq_wait_result(pg, deadline, &timed_out))
-		{
-			broken = !timed_out;
-			break;
-		}
-		if ((r = PQgetResult(pg)) == NULL)
-			break;
-		if (keep && PQresultStatus(keep) == PGRES_FATAL_ERROR)
-			PQclear(r);
-		else
-		{
-			PQclear(keep);
-			keep = r;
-		}
-	}
+	broken = !pq_collect(pg, deadline, &keep, &timed_out) && !timed_out;
 	if (timed_out)
 	{
 		PQclear(keep);

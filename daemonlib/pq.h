@@ -136,4 +136,14 @@ PGconn *pq_connect_wait(const PqConnParams *p, char *err, size_t errsize);
 int		pq_exec_wait(PGconn *pg, const char *sql, int nparams, const char *const *params,
 					 uint64_t timeout_ms, PGresult **res, char sqlstate[6], char *err, size_t errsize);
 
+/*
+ * The results of what was sent on a blocking connection, waited for (poll)
+ * at most until deadline_ms (CLOCK_MONOTONIC ms): *res is the first error,
+ * else the last result (NULL if none came).  false when the connection
+ * broke or the deadline passed (*timed_out set); *res may still hold what
+ * came before.  pq_exec_wait's wait, for callers that send their own
+ * queries (nadi-celld's store: prepared statements, BEGIN ... COMMIT).
+ */
+bool pq_collect(PGconn *pg, uint64_t deadline_ms, PGresult **res, bool *timed_out);
+
 #endif
