@@ -119,6 +119,54 @@ fleet_spawn() {
 	FLEET_PIDS+=("$FLEET_SPAWNED")
 }
 
+# ---- connections held open ----------------------------------------------------
+
+# A psql that stays connected and answers one query at a time, each into a
+# file of its own (\g FILE: psql's own output is buffered until it exits).
+declare -A HELD_FD=() HELD_PID=()
+
+# held_open NAME [I]: connect, over TCP from inside host I's namespace with
+# its login, or (no I) on the unix socket as the superuser
+held_open() {
+	local name=$1 i=${2:-} d=$T/held-$1 fd
+	mkdir -p "$d"
+	chown "$FLEET_USER:" "$d"
+	mkfifo "$d/in"
+	chown "$FLEET_USER:" "$d/in"
+	if [ -n "$i" ]; then
+		fleet_spawn "$i" "$d/psql.log" psql -X -q -At "$(fleet_conninfo "$i")" -f "$d/in"
+		HELD_PID[$name]=$FLEET_SPAWNED
+	else
+		runuser -u "$FLEET_USER" -- "$FLEET_BINDIR/psql" -X -q -At -h "$FLEET_PG_DIR" -p "$FLEET_PG_PORT" \
+			-U postgres -d nadi -f "$d/in" >>"$d/psql.log" 2>&1 </dev/null &
+		HELD_PID[$name]=$!
+		FLEET_PIDS+=("$!")
+	fi
+	# read-write: the open does not wait for psql (which opens the fifo only
+	# once connected, and never if it cannot connect); closing it is psql's EOF
+	exec {fd}<>"$d/in"
+	HELD_FD[$name]=$fd
+}
+
+# held_send NAME TAG SQL: send SQL (no semicolon); its rows go to file TAG
+held_send() { echo "$3 \\g $T/held-$1/$2" >&"${HELD_FD[$1]}"; }
+
+# held_answer NAME TAG: the rows of the query TAG, once they came ("" before)
+held_answer() { cat "$T/held-$1/$2" 2>/dev/null; }
+
+# held_is NAME TAG VALUE: the answer to TAG came and is VALUE
+held_is() { [ "$(held_answer "$1" "$2")" = "$3" ]; }
+
+# held_has NAME TAG: the answer to TAG came
+held_has() { [ -s "$T/held-$1/$2" ]; }
+
+# held_close NAME: end the session; fails when psql did not exit 0
+held_close() {
+	local fd=${HELD_FD[$1]}
+	exec {fd}>&-
+	wait "${HELD_PID[$1]}"
+}
+
 # ---- PostgreSQL ---------------------------------------------------------------
 
 # fleet_pg_start N [CONF LINE...]: a cluster in $T/pg, run as the test user,
@@ -143,7 +191,7 @@ fleet_pg_start() {
 		echo "shared_preload_libraries = 'nadi'"
 		echo "nadi.database = 'nadi'"
 		echo "nadi.cell_workers = 0"
-		echo "log_line_prefix = '%m [%p] %q%u@%d %r '"
+		echo "log_line_prefix = '%m [%p] %e %q%u@%d %r '"
 		for line in "$@"; do echo "$line"; done
 	} >>"$FLEET_PG_DIR/data/postgresql.conf"
 	# the test's own connections: the unix socket; the hosts: TCP from the
