@@ -97,7 +97,7 @@ static const NadiSetting cell_settings[] = {
 	&nadi_cell_host_id, "", 0, 0, PGC_POSTMASTER, 0},
 	{NADI_SETTING_INT, "nadi.cell_capacity", "Sessions the embedded cell host offers to hold.", NULL,
 	&nadi_cell_capacity, NULL, 0, 1000000, PGC_SIGHUP, 0},
-	{NADI_SETTING_INT, "nadi.heartbeat_interval", "How often cells heartbeat their host and renew their leases at the latest.", NULL,
+	{NADI_SETTING_INT, "nadi.heartbeat_interval", "How often cells heartbeat their host and sweep every session they hold (leases are renewed on their own schedule).", NULL,
 	&nadi_heartbeat_interval_ms, NULL, 10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
 	{NADI_SETTING_INT, "nadi.idle_suspend", "A session with no command for this long is suspended (its lease released).", NULL,
 	&nadi_idle_suspend_ms, NULL, 10, INT_MAX, PGC_SIGHUP, GUC_UNIT_MS},

@@ -1,8 +1,8 @@
 /*
- * cell.h — the embedded cell host: worker processes that hold session
- * leases and run the agent runtime (cell.c: leases, sessions, the main
- * loop and the runtime's host; runtime*.c: one command; store_spi.c: the
- * store over SPI).
+ * cell.h — the embedded cell host: worker processes, each a cell
+ * (cellhost.c: sessions, leases, rounds, the runtime's driver) over the
+ * SPI store (store_spi.c); cell.c holds the cells' GUCs and the worker's
+ * loop.
  */
 #ifndef NADI_CELL_H
 #define NADI_CELL_H

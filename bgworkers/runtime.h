@@ -36,9 +36,10 @@ typedef enum RtLogLevel
 typedef void (*RtLogFn) (void *arg, RtLogLevel level, const char *msg);
 
 /*
- * Everything the runtime is told.  The strings are the host's: they must
- * stay valid while a command runs (the embedded cell refreshes them between
- * rounds, from its GUCs).
+ * Everything the runtime is told.  The strings are the host's and must
+ * stay valid during each call into the runtime; the runtime keeps no
+ * pointer into them between calls (a request copies its URL, a command its
+ * sandbox host), so the cell host may replace them between two needs.
  */
 typedef struct RuntimeConfig
 {
