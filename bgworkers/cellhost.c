@@ -744,6 +744,22 @@ take(CellHost *ch, const char *id, json_t *row)
 		return NULL;
 	}
 	replay = exec1(ch, "SELECT nadi.session_replay($1::uuid) AS state", 1, args);
+	if (replay.sqlstate[0] != '\0' || !json_is_object(json_object_get(json_array_get(replay.rows, 0), "state")))
+	{
+		/* no conversation to go on from: give the lease back (placed again) rather than start empty */
+		char		epoch[32];
+		const char *rargs[2] = {id, epoch};
+		StoreResult rel;
+
+		chlog(ch, RT_LOG_WARNING, "nadi cell: session %s: could not replay its log: %s", id,
+			  replay.sqlstate[0] ? replay.message : "no state");
+		snprintf(epoch, sizeof(epoch), "%lld", (long long) json_integer_value(json_object_get(lease, "epoch")));
+		rel = exec1(ch, "SELECT epoch FROM nadi.lease_release($1::uuid, $2::bigint)", 2, rargs);
+		store_result_free(&rel);
+		store_result_free(&replay);
+		store_result_free(&r);
+		return NULL;
+	}
 	s = sess_add(ch, id);
 	runtime_session_init(&s->rt, id, json_integer_value(json_object_get(lease, "epoch")),
 						 json_object_get(json_object_get(json_array_get(replay.rows, 0), "state"), "messages"),

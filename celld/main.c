@@ -205,7 +205,8 @@ reload(void)
 	{
 		char msg[512];
 
-		if (*host_register(celld_cfg.capacity, msg, sizeof(msg)))
+		/* draining: the capacity stays 0 */
+		if (stop_signals == 0 && *host_register(celld_cfg.capacity, msg, sizeof(msg)))
 			log_warning("SIGHUP: cannot register the new capacity: %s", msg);
 	}
 	log_notice("SIGHUP: configuration reloaded");
