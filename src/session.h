@@ -23,5 +23,9 @@ extern void events_append_array(SessionTx *tx, Jsonb *events, int64 command_id, 
 
 /* inbox.c */
 extern int	inbox_cancel_open(SessionTx *tx, const char *reason);
+extern void inbox_check_key(text *key);
+extern void inbox_check_command(const char *type, Jsonb *payload);
+extern HeapTuple inbox_enqueue_locked(SessionTx *tx, const char *type, Jsonb *payload, text *key,
+									  int64 *open, TupleDesc *desc);
 
 #endif							/* NADI_SESSION_H */
