@@ -182,6 +182,8 @@ nadi_command_enqueue_many(PG_FUNCTION_ARGS)
 			sessions[element - 1].first = element;
 		}
 
+		element = 0;
+
 		/* the distinct sessions in id order, each naming its first element */
 		qsort(sessions, n, sizeof(BatchSession), session_cmp);
 		for (int i = 0; i < n; i++)
