@@ -68,6 +68,8 @@ SELECT try(format('SELECT nadi.command_enqueue_many(%L)', jsonb_build_array(
 SELECT count(*) AS keyed_dup2 FROM nadi.command_inbox WHERE session_id = :'s3' AND idempotency_key = 'dup2';
 
 -- bad elements: each refuses the whole batch, naming the element
+SELECT session_id AS s4 FROM nadi.session_create('batch-a') \gset
+SELECT state FROM nadi.session_terminate(:'s4');
 SELECT * FROM batch_counts() \gset before_
 SELECT try(format('SELECT nadi.command_enqueue_many(%L)', jsonb_build_array(
     jsonb_build_object('session_id', :'s1', 'type', 'message', 'payload', '{"text": "ok"}'::jsonb),
@@ -88,6 +90,9 @@ SELECT try(format('SELECT nadi.command_enqueue_many(%L)', jsonb_build_array(
     jsonb_build_object('session_id', :'s1', 'type', 'message', 'payload', '{"text": "ok"}'::jsonb, 'idempotency_key', ''))));
 SELECT try(format('SELECT nadi.command_enqueue_many(%L)', jsonb_build_array(
     jsonb_build_object('session_id', :'s1', 'type', 'message', 'payload', '{"text": "ok"}'::jsonb), 42)));
+SELECT try(format('SELECT nadi.command_enqueue_many(%L)', jsonb_build_array(
+    jsonb_build_object('session_id', :'s1', 'type', 'message', 'payload', '{"text": "ok"}'::jsonb),
+    jsonb_build_object('session_id', :'s4', 'type', 'message', 'payload', '{"text": "too late"}'::jsonb))));
 SELECT try($$SELECT nadi.command_enqueue_many('{"session_id": "x"}')$$);
 SELECT try($$SELECT nadi.command_enqueue_many(NULL)$$);
 SELECT count(*) AS empty_batch FROM nadi.command_enqueue_many('[]');

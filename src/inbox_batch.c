@@ -226,6 +226,8 @@ nadi_command_enqueue_many(PG_FUNCTION_ARGS)
 			}
 			heap_deform_tuple(row, desc, values, nulls);
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			heap_freetuple(row);
+			FreeTupleDesc(desc);
 		}
 		element = 0;
 		for (int i = 0; i < nsessions; i++)
