@@ -95,6 +95,9 @@ SELECT try(format('SELECT nadi.command_enqueue_many(%L)', jsonb_build_array(
     jsonb_build_object('session_id', :'s4', 'type', 'message', 'payload', '{"text": "too late"}'::jsonb))));
 SELECT try($$SELECT nadi.command_enqueue_many('{"session_id": "x"}')$$);
 SELECT try($$SELECT nadi.command_enqueue_many(NULL)$$);
+-- at most 1000 commands a batch
+SELECT try(format('SELECT nadi.command_enqueue_many(%L)', (SELECT jsonb_agg(jsonb_build_object(
+    'session_id', :'s1', 'type', 'message', 'payload', '{"text": "many"}'::jsonb)) FROM generate_series(1, 1001))));
 SELECT count(*) AS empty_batch FROM nadi.command_enqueue_many('[]');
 SELECT commands = :before_commands AS no_new_commands, events = :before_events AS no_new_events
 FROM batch_counts();

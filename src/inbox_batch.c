@@ -16,6 +16,13 @@
 #include "nadi.h"
 #include "session.h"
 
+
+/*
+ * The most commands one call may enqueue: a batch locks each of its
+ * sessions and holds every element in memory until it commits.
+ */
+#define INBOX_BATCH_MAX 1000
+
 typedef struct BatchCommand
 {
 	pg_uuid_t	session_id;
@@ -164,6 +171,12 @@ nadi_command_enqueue_many(PG_FUNCTION_ARGS)
 	n = JB_ROOT_COUNT(commands);
 	if (n == 0)
 		return (Datum) 0;
+	if (n > INBOX_BATCH_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("a batch holds at most %d commands", INBOX_BATCH_MAX),
+				 errdetail("The batch has %d; nothing was enqueued.", n),
+				 errhint("Send the commands in several batches.")));
 	cmds = palloc0(sizeof(BatchCommand) * n);
 	sessions = palloc0(sizeof(BatchSession) * n);
 
