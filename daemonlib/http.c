@@ -178,49 +178,10 @@ http_access_end(HttpAccess *a, struct MHD_Connection *conn, enum MHD_RequestTerm
 }
 
 char *
-http_json_add_request_id(char *json, const char *request_id)
-{
-	size_t len;
-	size_t end;
-	size_t idlen;
-	bool   empty;
-	char  *out;
-
-	if (json == NULL || request_id == NULL || !http_request_id_valid(request_id))
-		return json;
-	len = strlen(json);
-	end = len;
-	while (end > 0 && (json[end - 1] == '\n' || json[end - 1] == ' '))
-		end--;
-	if (len == 0 || json[0] != '{' || end == 0 || json[end - 1] != '}')
-		return json;
-	/* "{}" (or "{ }") takes no comma */
-	empty = true;
-	for (size_t i = 1; i + 1 < end; i++)
-		if (json[i] != ' ' && json[i] != '\n')
-			empty = false;
-	idlen = strlen(request_id);
-	/* the id's characters need no escaping in a JSON string */
-	out = malloc(end + idlen + 32);
-	if (out == NULL)
-	{
-		free(json);
-		return NULL;
-	}
-	memcpy(out, json, end - 1);
-	snprintf(out + end - 1, idlen + 32, "%s\"request_id\":\"%s\"}", empty ? "" : ",", request_id);
-	free(json);
-	return out;
-}
-
-char *
 http_problem_text(unsigned status, const char *code, const char *detail, const char *request_id)
 {
-	char *text = problem_text(status, code, detail);
-
-	if (request_id == NULL || *request_id == '\0')
-		return text;
-	return http_json_add_request_id(text, request_id);
+	return problem_text(status, code, detail,
+						request_id && http_request_id_valid(request_id) ? request_id : NULL);
 }
 
 /* ----------------------------------------------------------------------
@@ -468,8 +429,7 @@ mhd_req_problem(const struct mhd_req *r, unsigned status, const char *code, size
 					r->access.request_id);
 	if (text == NULL)
 		return NULL;
-	*bytes = (int64_t) strlen(text) + 1; /* text_response adds a newline */
-	return text_response(text, "application/problem+json");
+	return text_response(text, "application/problem+json", bytes);
 }
 
 enum MHD_Result

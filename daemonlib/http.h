@@ -86,19 +86,11 @@ extern void
 http_access_end(HttpAccess *a, struct MHD_Connection *conn, enum MHD_RequestTerminationCode toe);
 
 /*
- * A problem+json body (problem_text) with "request_id" added; NULL when
- * out of memory.  request_id NULL or empty: the body as problem_text
- * makes it.
+ * A problem+json body (problem_text) with "request_id", when request_id is
+ * a well-formed id (http_request_id_valid); NULL when out of memory.
  */
 extern char *
 http_problem_text(unsigned status, const char *code, const char *detail, const char *request_id);
-
-/*
- * Add "request_id" to a JSON object's text (taken: returned, or freed and
- * NULL when out of memory).  Text that is not an object is returned as it
- * is.
- */
-extern char *http_json_add_request_id(char *json, const char *request_id);
 
 /* ----------------------------------------------------------------------
  * Credentials

@@ -132,7 +132,7 @@ problem_render(int status, const char *code, const char *title, const char *deta
 		json_object_set_new(o, "sqlstate", json_string(sqlstate));
 	if (instance)
 		json_object_set_new(o, "instance", json_string(instance));
-	if (request_id)
+	if (request_id && *request_id)
 		json_object_set_new(o, "request_id", json_string(request_id));
 	text = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
@@ -147,13 +147,13 @@ problem_json(const struct problem *p, const char *instance)
 }
 
 char *
-problem_text(unsigned status, const char *code, const char *detail)
+problem_text(unsigned status, const char *code, const char *detail, const char *request_id)
 {
-	return problem_render((int) status, code, NULL, detail, NULL, NULL, NULL, NULL);
+	return problem_render((int) status, code, NULL, detail, NULL, NULL, NULL, request_id);
 }
 
 struct MHD_Response *
-text_response(char *text, const char *content_type)
+text_response(char *text, const char *content_type, int64_t *bytes)
 {
 	size_t				 len = strlen(text);
 	char				*nl = realloc(text, len + 2);
@@ -165,6 +165,8 @@ text_response(char *text, const char *content_type)
 		text[len++] = '\n';
 		text[len] = '\0';
 	}
+	if (bytes)
+		*bytes = (int64_t) len;
 	resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
 	if (!resp)
 	{

@@ -57,15 +57,17 @@ char *problem_json(const struct problem *p, const char *instance);
 
 /*
  * problem_json() of a problem of status, code and detail (any length; left
- * out when it is not valid UTF-8).  NULL when out of memory.
+ * out when it is not valid UTF-8), with "request_id" when request_id is
+ * neither NULL nor empty.  NULL when out of memory.
  */
-char *problem_text(unsigned status, const char *code, const char *detail);
+char *problem_text(unsigned status, const char *code, const char *detail, const char *request_id);
 
 /*
  * A response carrying text (taken: freed on failure too) with a newline
  * appended, so that curl output and logs read well; NULL on failure.
+ * *bytes (when not NULL) gets the length of the body sent, for the access log.
  */
-struct MHD_Response *text_response(char *text, const char *content_type);
+struct MHD_Response *text_response(char *text, const char *content_type, int64_t *bytes);
 
 /*
  * A non-empty body that must be a JSON object.  NULL with why filled

@@ -364,12 +364,17 @@ http_respond_json(EdgeReq *req, int status, const char *json, const char *const 
 int
 http_respond_problem(EdgeReq *req, const EdgeProblem *p)
 {
-	char	   *body = http_json_add_request_id(problem_json(p, req->url), req->access.request_id);
-	char		retry[16];
-	const char *headers[7] = {NULL};
-	int			n = 0;
-	int			r;
+	struct problem with_id = *p;
+	char		  *body;
+	char		   retry[16];
+	const char	  *headers[7] = {NULL};
+	int			   n = 0;
+	int			   r;
 
+	/* the request's id in the body too, when it is well formed */
+	with_id.request_id =
+		http_request_id_valid(req->access.request_id) ? req->access.request_id : NULL;
+	body = problem_json(&with_id, req->url);
 	if (p->status == 401)
 	{
 		headers[n++] = MHD_HTTP_HEADER_WWW_AUTHENTICATE;

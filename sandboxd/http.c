@@ -117,8 +117,10 @@ http_reply_json(struct http_req *r, unsigned status, json_t *body)
 		http_reply_problem(r, 500, "internal", "cannot encode the answer");
 		return;
 	}
-	int64_t len = (int64_t) strlen(text) + 1; /* text_response adds a newline */
-	deliver(r, status, text_response(text, "application/json"), len);
+	int64_t				 len = 0;
+	struct MHD_Response *resp = text_response(text, "application/json", &len);
+
+	deliver(r, status, resp, len);
 }
 
 void

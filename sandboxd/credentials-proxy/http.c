@@ -44,8 +44,8 @@ static enum MHD_Result
 reply_text(struct MHD_Connection *c, unsigned status, const char *content_type,
 		   const char *const *headers, char *text)
 {
-	int64_t				 len = (int64_t) strlen(text) + 1; /* text_response adds a newline */
-	struct MHD_Response *resp = text_response(text, content_type);
+	int64_t				 len = 0;
+	struct MHD_Response *resp = text_response(text, content_type, &len);
 	HttpAccess			*a = access_of(c);
 	enum MHD_Result		 ret;
 

@@ -64,9 +64,10 @@ deliver(struct http_req *r, unsigned status, struct MHD_Response *resp, int64_t 
 void
 http_reply_text(struct http_req *r, unsigned status, char *text, const char *content_type)
 {
-	int64_t len = (int64_t) strlen(text) + 1; /* text_response adds a newline */
+	int64_t				 len = 0;
+	struct MHD_Response *resp = text_response(text, content_type, &len);
 
-	deliver(r, status, text_response(text, content_type), len);
+	deliver(r, status, resp, len);
 }
 
 void
