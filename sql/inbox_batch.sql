@@ -93,6 +93,25 @@ SELECT try(format('SELECT nadi.command_enqueue_many(%L)', jsonb_build_array(
 SELECT try(format('SELECT nadi.command_enqueue_many(%L)', jsonb_build_array(
     jsonb_build_object('session_id', :'s1', 'type', 'message', 'payload', '{"text": "ok"}'::jsonb),
     jsonb_build_object('session_id', :'s4', 'type', 'message', 'payload', '{"text": "too late"}'::jsonb))));
+-- "payload": null is a payload that is not an object, as for the single enqueue
+SELECT try(format('SELECT nadi.command_enqueue_many(%L)', jsonb_build_array(
+    jsonb_build_object('session_id', :'s1', 'type', 'cancel', 'payload', 'null'::jsonb))));
+SELECT try(format('SELECT nadi.command_enqueue(%L, %L, %L)', :'s1', 'cancel', 'null'));
+-- client values in errors are cut at 64 characters, with their length
+SELECT try(format('SELECT nadi.command_enqueue_many(%L)', jsonb_build_array(
+    jsonb_build_object('session_id', :'s1', 'type', repeat('t', 100000), 'payload', '{}'::jsonb))));
+SELECT try(format('SELECT nadi.command_enqueue(%L, %L)', :'s1', repeat('t', 100000)));
+SELECT try(format('SELECT nadi.command_enqueue_many(%L)', jsonb_build_array(
+    jsonb_build_object('session_id', :'s1', 'type', 'message', repeat('m', 100000), 1))));
+SELECT try(format('SELECT nadi.command_enqueue_many(%L)', jsonb_build_array(
+    jsonb_build_object('session_id', repeat('0', 100000), 'type', 'message'))));
+SELECT try(format('SELECT nadi.command_enqueue_many(%L)', jsonb_build_array(
+    jsonb_build_object('session_id', :'s1', 'type', 'tool', 'payload',
+                       jsonb_build_object('name', repeat('n', 100000))))));
+-- at most 16 MB of commands a batch, refused before anything is parsed
+SELECT try(format('SELECT nadi.command_enqueue_many(%L)', (SELECT jsonb_agg(jsonb_build_object(
+    'session_id', :'s1', 'type', 'message', 'payload', jsonb_build_object('text', repeat('p', 256 * 1024))))
+    FROM generate_series(1, 70))));
 SELECT try($$SELECT nadi.command_enqueue_many('{"session_id": "x"}')$$);
 SELECT try($$SELECT nadi.command_enqueue_many(NULL)$$);
 -- at most 1000 commands a batch
@@ -130,3 +149,18 @@ SELECT seq, kind FROM nadi.events WHERE session_id = :'sb' ORDER BY seq;
 SELECT r AS role, has_function_privilege(r, 'nadi.command_enqueue_many(jsonb)', 'EXECUTE') AS batch,
        has_function_privilege(r, 'nadi.command_enqueue(uuid, text, jsonb, text)', 'EXECUTE') AS single
 FROM unnest(ARRAY['nadi_edge', 'nadi_cell', 'nadi_admin', 'public']) r;
+
+-- a dropped column in the inbox (as an upgrade may leave one): rows are
+-- matched to the function's row type by column name
+ALTER TABLE nadi.command_inbox ADD COLUMN batch_dropped int;
+ALTER TABLE nadi.command_inbox DROP COLUMN batch_dropped;
+SELECT bname(session_id) AS session, type, payload, status FROM nadi.command_enqueue_many(jsonb_build_array(
+    jsonb_build_object('session_id', :'s1', 'type', 'message', 'payload', '{"text": "after drop"}'::jsonb),
+    jsonb_build_object('session_id', :'s2', 'type', 'message', 'payload', '{"text": "after drop"}'::jsonb,
+                       'idempotency_key', 'drop')));
+SELECT bname(session_id) AS session, payload, status
+FROM nadi.command_enqueue(:'s2', 'message', '{"text": "after drop"}', 'drop');
+SELECT state FROM nadi.place(:'sb');
+SELECT epoch AS eb2 FROM nadi.lease_acquire(:'sb', 'batch-cell') \gset
+SELECT bname(session_id) AS session, payload, status, attempts
+FROM nadi.command_claim(:'sb', :eb2);

@@ -74,7 +74,7 @@ payload_validate(const char *type, Jsonb *payload)
 	if (!known)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown command type \"%s\"", type),
+				 errmsg("unknown command type %s", nadi_shown(type, strlen(type))),
 				 errhint("Command types are message, tool, cancel, approve and deny.")));
 	if (!JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload))
 		payload_invalid(type, "The payload must be a JSON object.");

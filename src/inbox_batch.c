@@ -7,6 +7,7 @@
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
 #include "access/htup_details.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
@@ -22,6 +23,17 @@
  * sessions and holds every element in memory until it commits.
  */
 #define INBOX_BATCH_MAX 1000
+
+/*
+ * The most bytes the commands of one call may take (as jsonb): a batch holds
+ * its payloads in memory until they are stored, so this bounds what one
+ * call can make the backend allocate.  A larger payload goes on its own
+ * through nadi.command_enqueue.
+ */
+#define INBOX_BATCH_MAX_BYTES (16 * 1024 * 1024)
+
+/* The longest text form of a uuid that uuid_in accepts, with braces and dashes. */
+#define UUID_TEXT_MAX 40
 
 typedef struct BatchCommand
 {
@@ -50,9 +62,15 @@ element_invalid(const char *detail)
 }
 
 /* A member of an element that must be a string, or NULL when optional. */
-static char *
-element_string(JsonbValue *v, const char *name, bool optional)
+static JsonbValue *
+element_string(JsonbContainer *obj, const char *name, bool optional)
 {
+	JsonbValue	k = {.type = jbvString};
+	JsonbValue *v;
+
+	k.val.string.val = (char *) name;
+	k.val.string.len = strlen(name);
+	v = findJsonbValueFromContainer(obj, JB_FOBJECT, &k);
 	if (v == NULL || v->type == jbvNull)
 	{
 		if (!optional)
@@ -61,52 +79,74 @@ element_string(JsonbValue *v, const char *name, bool optional)
 	}
 	if (v->type != jbvString)
 		element_invalid(psprintf("\"%s\" must be a string.", name));
-	return pnstrdup(v->val.string.val, v->val.string.len);
+	return v;
 }
 
-/* Parse and check one element of the array, without touching any table. */
+/* An element's session_id; a string too long to be a uuid is not echoed whole. */
+static pg_uuid_t
+element_session_id(JsonbValue *v)
+{
+	if (v->val.string.len > UUID_TEXT_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("invalid input syntax for type uuid: %s",
+						nadi_shown(v->val.string.val, v->val.string.len))));
+	return *DatumGetUUIDP(DirectFunctionCall1(uuid_in,
+											  CStringGetDatum(pnstrdup(v->val.string.val,
+																	   v->val.string.len))));
+}
+
+/*
+ * Parse and check one element of the array, without touching any table.
+ * The element is read in place; only its payload is copied out.
+ */
 static BatchCommand
 element_parse(JsonbValue *elem)
 {
 	BatchCommand c = {0};
-	Jsonb	   *obj;
+	JsonbContainer *obj;
 	JsonbIterator *it;
 	JsonbIteratorToken tok;
 	JsonbValue	k;
 	JsonbValue *v;
-	char	   *s;
 
 	if (elem->type != jbvBinary || !JsonContainerIsObject(elem->val.binary.data))
 		element_invalid("Each element must be a JSON object.");
-	obj = JsonbValueToJsonb(elem);
+	obj = elem->val.binary.data;
 
 	/* no unknown members: a misspelt "idempotency_key" must not go unnoticed */
-	it = JsonbIteratorInit(&obj->root);
+	it = JsonbIteratorInit(obj);
 	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
 	{
-		char	   *name;
-
 		if (tok != WJB_KEY)
 			continue;
-		name = pnstrdup(k.val.string.val, k.val.string.len);
-		if (strcmp(name, "session_id") != 0 && strcmp(name, "type") != 0 &&
-			strcmp(name, "payload") != 0 && strcmp(name, "idempotency_key") != 0)
-			element_invalid(psprintf("Unknown member \"%s\"; an element has session_id, type, "
-									 "payload and idempotency_key.", name));
+		if (!((k.val.string.len == 10 && memcmp(k.val.string.val, "session_id", 10) == 0) ||
+			  (k.val.string.len == 4 && memcmp(k.val.string.val, "type", 4) == 0) ||
+			  (k.val.string.len == 7 && memcmp(k.val.string.val, "payload", 7) == 0) ||
+			  (k.val.string.len == 15 && memcmp(k.val.string.val, "idempotency_key", 15) == 0)))
+			element_invalid(psprintf("Unknown member %s; an element has session_id, type, "
+									 "payload and idempotency_key.",
+									 nadi_shown(k.val.string.val, k.val.string.len)));
 	}
 
-	s = element_string(nadi_jsonb_member(obj, "session_id"), "session_id", false);
-	c.session_id = *DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(s)));
-	c.type = element_string(nadi_jsonb_member(obj, "type"), "type", false);
-	v = nadi_jsonb_member(obj, "payload");
-	if (v == NULL || v->type == jbvNull)
+	c.session_id = element_session_id(element_string(obj, "session_id", false));
+	v = element_string(obj, "type", false);
+	c.type = pnstrdup(v->val.string.val, v->val.string.len);
+
+	/*
+	 * A missing payload is {} as in nadi.command_enqueue, where it is SQL
+	 * NULL; a JSON null is a payload that is not an object there, and here.
+	 */
+	k.type = jbvString;
+	k.val.string.val = "payload";
+	k.val.string.len = 7;
+	v = findJsonbValueFromContainer(obj, JB_FOBJECT, &k);
+	if (v == NULL)
 		c.payload = nadi_jsonb("{}");
-	else if (v->type == jbvBinary)
-		c.payload = JsonbValueToJsonb(v);
 	else
-		c.payload = nadi_jsonb("null");	/* a scalar: refused as not an object */
-	s = element_string(nadi_jsonb_member(obj, "idempotency_key"), "idempotency_key", true);
-	c.key = s ? cstring_to_text(s) : NULL;
+		c.payload = JsonbValueToJsonb(v);
+	v = element_string(obj, "idempotency_key", true);
+	c.key = v ? cstring_to_text_with_len(v->val.string.val, v->val.string.len) : NULL;
 	inbox_check_key(c.key);
 	inbox_check_command(c.type, c.payload);
 	return c;
@@ -143,9 +183,11 @@ rethrow_for_element(MemoryContext cxt, int element)
  * (payload and idempotency_key optional).  Returns one row per element, in
  * the array's order, as nadi.command_enqueue would have returned it: a key
  * already used in the session (also by an earlier element of the same
- * batch) returns the command first enqueued with it.  The sessions are
- * locked in the order of their ids, so batches over the same sessions never
- * deadlock; any refused element refuses the whole batch.
+ * batch) returns the command first enqueued with it.  Any refused element
+ * refuses the whole batch.  The sessions are locked in ascending order of
+ * their ids, as every nadi function that locks several sessions does, before
+ * any command is stored; a deadlock needs a transaction that took session
+ * locks in another order over several statements (docs/SQL_API.md).
  */
 PG_FUNCTION_INFO_V1(nadi_command_enqueue_many);
 Datum
@@ -161,6 +203,16 @@ nadi_command_enqueue_many(PG_FUNCTION_ARGS)
 	volatile int element = 0;
 
 	NADI_ARG_NOT_NULL(0, "commands");
+	/* measured before it is detoasted: a refused batch is never expanded */
+	if (toast_raw_datum_size(PG_GETARG_DATUM(0)) > INBOX_BATCH_MAX_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_NADI_PAYLOAD_TOO_LARGE),
+				 errmsg("batch is too large"),
+				 errdetail("The commands take %zu bytes as jsonb; a batch may take at most %d bytes. "
+						   "Nothing was enqueued.",
+						   toast_raw_datum_size(PG_GETARG_DATUM(0)), INBOX_BATCH_MAX_BYTES),
+				 errhint("Send the commands in smaller batches, and a large payload on its own "
+						 "with nadi.command_enqueue.")));
 	commands = PG_GETARG_JSONB_P(0);
 	if (!JB_ROOT_IS_ARRAY(commands) || JB_ROOT_IS_SCALAR(commands))
 		ereport(ERROR,
@@ -182,9 +234,6 @@ nadi_command_enqueue_many(PG_FUNCTION_ARGS)
 
 	PG_TRY();
 	{
-		Datum	   *values = NULL;
-		bool	   *nulls = NULL;
-
 		/* every element checked before any lock is taken */
 		for (element = 1; element <= n; element++)
 		{
@@ -224,23 +273,25 @@ nadi_command_enqueue_many(PG_FUNCTION_ARGS)
 			sessions[i].open = -1;
 		}
 
+		/*
+		 * Each element runs in its own SPI level: what it allocates and the
+		 * results of its queries (the stored payload, its event) are freed
+		 * once its row is in the result, so memory does not grow with the
+		 * batch.  The SessionTx structs live in the outer level;
+		 * inbox_enqueue_locked changes only their scalar fields.
+		 */
 		for (element = 1; element <= n; element++)
 		{
 			BatchCommand *c = &cmds[element - 1];
 			BatchSession *s = &sessions[c->session];
 			TupleDesc	desc;
-			HeapTuple	row = inbox_enqueue_locked(s->tx, c->type, c->payload, c->key,
-												   &s->open, &desc);
+			HeapTuple	row;
 
-			if (values == NULL)
-			{
-				values = palloc(sizeof(Datum) * desc->natts);
-				nulls = palloc(sizeof(bool) * desc->natts);
-			}
-			heap_deform_tuple(row, desc, values, nulls);
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-			heap_freetuple(row);
-			FreeTupleDesc(desc);
+			nadi_connect();
+			row = inbox_enqueue_locked(s->tx, c->type, c->payload, c->key, &s->open, &desc);
+			tuplestore_puttuple(rsinfo->setResult, nadi_row_convert(row, desc, rsinfo->setDesc));
+			nadi_finish();
+			pfree(c->payload);
 		}
 		element = 0;
 		for (int i = 0; i < nsessions; i++)
