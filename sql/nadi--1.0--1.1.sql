@@ -309,7 +309,8 @@ SET search_path = pg_catalog, pg_temp;
 -- comes back in the array's order, each as nadi.command_enqueue would have
 -- returned it, with its checks, errors and events; the sessions are locked
 -- in the order of their ids.  A refused element refuses the whole batch,
--- naming the element (counting from 1) in the error's detail.
+-- naming the element (counting from 1) in the error's detail.  A batch holds
+-- at most 1,000 commands and 16 MB of them (inbox_batch.c).
 CREATE FUNCTION nadi.command_enqueue_many(commands jsonb)
 RETURNS SETOF nadi.command_inbox
 AS 'MODULE_PATHNAME', 'nadi_command_enqueue_many' LANGUAGE C VOLATILE SECURITY DEFINER

@@ -230,7 +230,17 @@ nadi_row_convert(HeapTuple tuple, TupleDesc in, TupleDesc out)
 	HeapTuple	copy;
 
 	if (map == NULL)
-		return heap_copytuple(tuple);
+	{
+		/* formed anew: the tuple may carry columns past in's (a caller's extra) */
+		Datum	   *values = palloc(sizeof(Datum) * out->natts);
+		bool	   *nulls = palloc(sizeof(bool) * out->natts);
+
+		heap_deform_tuple(tuple, in, values, nulls);
+		copy = heap_form_tuple(out, values, nulls);
+		pfree(values);
+		pfree(nulls);
+		return copy;
+	}
 	copy = execute_attr_map_tuple(tuple, map);
 	free_conversion_map(map);
 	return copy;
