@@ -13,7 +13,7 @@ SHLIB_LINK  = -lcrypto -ljansson -lcurl
 
 # pg_regress: sql/<name>.sql against expected/<name>.out, in a server of its
 # own started with test/nadi.conf (shared_preload_libraries = 'nadi').
-REGRESS      = setup sessions inbox leases events placement token lifecycle egress tools sandboxd_token inbox_batch
+REGRESS      = setup sessions inbox leases events placement token lifecycle egress tools sandboxd_token batch inbox_batch
 REGRESS_OPTS = --temp-config=test/nadi.conf --temp-instance=tmp_check --load-extension=nadi
 # isolationtester specs: test/isolation/specs/*.spec
 ISOLATION      = $(sort $(notdir $(basename $(wildcard test/isolation/specs/*.spec))))
@@ -49,7 +49,7 @@ EXTRA_CLEAN += src/nadi_errcodes.h
 # the daemons' warning set (daemonlib/daemon.mk): nadi-celld will build these files with it
 RUNTIME_WARN = -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral -Wno-unused-parameter \
                -Wno-missing-field-initializers
-RUNTIME_SRCS = $(addprefix bgworkers/,runtime.c runtime_store.c runtime_tools.c runtime_driver.c \
+RUNTIME_SRCS = $(addprefix bgworkers/,runtime.c runtime_store.c runtime_tools.c cellhost.c \
                  model_client.c http_client.c)
 runtime-check: runtime_test
 	./runtime_test

@@ -1,9 +1,8 @@
 /*
- * http_client.c — JSON over HTTP with libcurl, bounded in time and size, and
- * abortable (a worker asked to stop gives up the call at once).  The
- * blocking driver (runtime_driver.c) performs the runtime's requests here,
- * one at a time (http_perform); a non-blocking one adds each call's easy
- * handle to a curl multi handle and finishes it when curl says it is done.
+ * http_client.c — JSON over HTTP with libcurl, bounded in time and size.
+ * The cell host (cellhost.c) adds each call's easy handle to its curl multi
+ * handle and finishes it when curl says it is done, or takes it back when
+ * the session goes (-EINTR); http_perform makes one call blocking.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -42,20 +41,6 @@ on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
 	b->len += n;
 	b->data[b->len] = '\0';
 	return n;
-}
-
-typedef struct Abort
-{
-	HttpAbortFn fn;
-	void	   *arg;
-} Abort;
-
-static int
-on_progress(void *clientp, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
-{
-	Abort	   *a = clientp;
-
-	return a->fn && a->fn(a->arg) ? 1 : 0;
 }
 
 int
@@ -100,8 +85,8 @@ struct HttpCall
 	struct curl_slist *headers;
 	char	   *payload;		/* CURLOPT_POSTFIELDS is not copied */
 	Buffer		buf;
-	Abort		abort_cb;
 	const HttpRequest *req;
+	void	   *owner;			/* the driver's (http_call_set_owner) */
 };
 
 static void
@@ -116,8 +101,7 @@ http_call_free(HttpCall *call)
 }
 
 int
-http_call_new(const HttpRequest *req, HttpAbortFn abort_fn, void *abort_arg, HttpCall **out,
-			  HttpReply *reply)
+http_call_new(const HttpRequest *req, HttpCall **out, HttpReply *reply)
 {
 	HttpCall   *call = calloc(1, sizeof(HttpCall));
 	CURL	   *curl;
@@ -135,8 +119,6 @@ http_call_new(const HttpRequest *req, HttpAbortFn abort_fn, void *abort_arg, Htt
 	curl = call->curl;
 	call->req = req;
 	call->buf.max = req->max_bytes;
-	call->abort_cb.fn = abort_fn;
-	call->abort_cb.arg = abort_arg;
 	call->headers = curl_slist_append(call->headers, "Accept: application/json");
 	if (req->body)
 	{
@@ -157,9 +139,6 @@ http_call_new(const HttpRequest *req, HttpAbortFn abort_fn, void *abort_arg, Htt
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &call->buf);
-	curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
-	curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &call->abort_cb);
 	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(curl, CURLOPT_PRIVATE, call);
 	/* the path goes out as built: no dot segment is resolved on our side */
@@ -191,6 +170,18 @@ void *
 http_call_handle(HttpCall *call)
 {
 	return call->curl;
+}
+
+void
+http_call_set_owner(HttpCall *call, void *owner)
+{
+	call->owner = owner;
+}
+
+void *
+http_call_owner(HttpCall *call)
+{
+	return call->owner;
 }
 
 void
@@ -234,11 +225,11 @@ http_call_finish(HttpCall *call, int curl_result, HttpReply *reply)
 }
 
 void
-http_perform(const HttpRequest *req, HttpAbortFn abort_fn, void *abort_arg, HttpReply *reply)
+http_perform(const HttpRequest *req, HttpReply *reply)
 {
 	HttpCall   *call;
 
-	if (http_call_new(req, abort_fn, abort_arg, &call, reply) == 0)
+	if (http_call_new(req, &call, reply) == 0)
 		http_call_finish(call, curl_easy_perform(call->curl), reply);
 }
 

@@ -2,8 +2,8 @@
  * http_client.h — requests the agent runtime wants made (JSON over HTTP to
  * a model provider or a sandbox host), and the one libcurl adapter that
  * makes them.  The runtime only builds an HttpRequest and reads an
- * HttpReply; a driver performs the request (http_perform: blocking, one at
- * a time).  No PostgreSQL headers.
+ * HttpReply; a driver performs the request (the cell host: many at once,
+ * with curl multi).  No PostgreSQL headers.
  */
 #ifndef NADI_HTTP_CLIENT_H
 #define NADI_HTTP_CLIENT_H
@@ -32,7 +32,7 @@ typedef struct HttpRequest
  *   -ETIMEDOUT     the request was sent; no whole answer came in time
  *   -EIO           the request was sent (or sending failed part way); the
  *                  connection broke before a whole answer
- *   -EINTR         the driver was told to stop (abort_fn)
+ *   -EINTR         the driver took the call back (its session went away)
  *   -EMSGSIZE      the answer was over max_bytes
  *   -EINVAL        the request could not be made (a malformed URL)
  * After -ETIMEDOUT, -EIO or -EMSGSIZE the server may have acted on the
@@ -53,15 +53,8 @@ extern int	http_request_set(HttpRequest *req, const char *method, const char *ur
 extern void http_request_clear(HttpRequest *req);
 extern void http_reply_clear(HttpReply *reply);
 
-/*
- * Called by libcurl while a blocking request is out: true stops it (-EINTR).
- * The embedded cell renews its leases from here.
- */
-typedef bool (*HttpAbortFn) (void *arg);
-
-/* Perform req, blocking until it is answered, fails or is aborted. */
-extern void http_perform(const HttpRequest *req, HttpAbortFn abort_fn, void *abort_arg,
-						 HttpReply *reply);
+/* Perform req, blocking until it is answered or fails (for tests and tools). */
+extern void http_perform(const HttpRequest *req, HttpReply *reply);
 
 /*
  * The same in two halves, for a driver with many requests in flight:
@@ -73,9 +66,12 @@ extern void http_perform(const HttpRequest *req, HttpAbortFn abort_fn, void *abo
  */
 typedef struct HttpCall HttpCall;
 
-extern int	http_call_new(const HttpRequest *req, HttpAbortFn abort_fn, void *abort_arg,
-						  HttpCall **call, HttpReply *reply);
+extern int	http_call_new(const HttpRequest *req, HttpCall **call, HttpReply *reply);
 extern void *http_call_handle(HttpCall *call);
+
+/* What the driver keeps with a call (its session), and gets back when curl is done with it. */
+extern void http_call_set_owner(HttpCall *call, void *owner);
+extern void *http_call_owner(HttpCall *call);
 extern void http_call_finish(HttpCall *call, int curl_result, HttpReply *reply);
 
 /*

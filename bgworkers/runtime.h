@@ -178,18 +178,4 @@ extern RtNeed *runtime_on_timer(Runtime *rt, RtSession *s);
 /* A monotonic clock, µs. */
 extern int64_t rt_now_us(void);
 
-/*
- * The blocking driver (runtime_driver.c): meets every need of one command
- * in turn, with the store, http_perform and the host's wait.
- */
-typedef struct RtHost
-{
-	const CellStore *store;
-	HttpAbortFn abort;			/* while a request is out: keep leases, stop? */
-	void		(*wait) (void *arg, long ms);	/* a timer: wait ms, keeping leases */
-	void	   *arg;
-} RtHost;
-
-extern void runtime_run(Runtime *rt, RtSession *s, json_t *row, const RtHost *host);
-
 #endif							/* NADI_RUNTIME_H */

@@ -25,6 +25,8 @@ extern PGDLLEXPORT void nadi_notifier_main(Datum arg);
 /* worker.c: what every worker's main loop shares */
 extern void worker_setup(const char *what);
 extern bool worker_wait(long timeout_ms);
+extern bool worker_wait_fd(long timeout_ms, pgsocket fd);
+extern bool worker_reloaded(void);
 extern bool worker_extension_ready(void);
 
 #endif							/* NADI_WORKER_H */

@@ -301,6 +301,59 @@ AS 'MODULE_PATHNAME', 'nadi_egress_revoke' LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 
 ---------------------------------------------------------------------------
+-- The set-based calls of a cell host
+---------------------------------------------------------------------------
+--
+-- One statement claims the next command of many sessions, one renews many
+-- leases, one completes many commands with their events (src/batch.c).  The caller names each session with the epoch it
+-- holds it at; every claim and renewal is fenced by that epoch, and a session
+-- whose lease moved on is reported (status 'fenced', ok = false) instead of
+-- raising NA005, so one lost session does not abort the others' work.
+CREATE FUNCTION nadi.command_claim_many(host_id text, session_ids uuid[], epochs bigint[],
+                                        max_n integer DEFAULT 100)
+RETURNS TABLE (session_id uuid, epoch bigint, status text, command_id bigint, type text,
+               payload jsonb, attempts integer)
+AS 'MODULE_PATHNAME', 'nadi_command_claim_many' LANGUAGE C VOLATILE SECURITY DEFINER ROWS 10
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION nadi.lease_renew_many(host_id text, session_ids uuid[], epochs bigint[])
+RETURNS TABLE (session_id uuid, ok boolean, expires_in_ms bigint)
+AS 'MODULE_PATHNAME', 'nadi_lease_renew_many' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- One running command per named session completed, with the cell's events
+-- (a JSON array of {"kind", "payload"} per session, or NULL) appended
+-- before its command.completed; all events inserted by one statement.
+CREATE FUNCTION nadi.command_complete_many(host_id text, session_ids uuid[], epochs bigint[],
+                                           command_ids bigint[], results jsonb[] DEFAULT NULL,
+                                           events jsonb[] DEFAULT NULL)
+RETURNS TABLE (session_id uuid, command_id bigint, status text)
+AS 'MODULE_PATHNAME', 'nadi_command_complete_many' LANGUAGE C VOLATILE SECURITY DEFINER ROWS 10
+SET search_path = pg_catalog, pg_temp;
+
+REVOKE ALL ON FUNCTION
+    nadi.command_claim_many(text, uuid[], bigint[], integer),
+    nadi.lease_renew_many(text, uuid[], bigint[]),
+    nadi.command_complete_many(text, uuid[], bigint[], bigint[], jsonb[], jsonb[])
+FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+    nadi.command_claim_many(text, uuid[], bigint[], integer),
+    nadi.lease_renew_many(text, uuid[], bigint[]),
+    nadi.command_complete_many(text, uuid[], bigint[], bigint[], jsonb[], jsonb[])
+TO nadi_cell;
+-- Cells find what a wake-up is about without listing every session they hold
+---------------------------------------------------------------------------
+--
+-- A cell woken by a commit looks for its sessions that were placed or are
+-- terminating (this index: the few in transit, not the many active ones)
+-- and for its sessions with a command due (command_inbox_open_idx), so its
+-- round costs the same however many idle sessions it holds
+-- (bgworkers/cellhost.c).
+CREATE INDEX sessions_cell_host_transit_idx ON nadi.sessions (cell_host_id)
+    WHERE state IN ('placed', 'terminating');
+
+---------------------------------------------------------------------------
 -- Set-based enqueue: many commands, across sessions, in one statement
 ---------------------------------------------------------------------------
 --

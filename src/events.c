@@ -111,11 +111,40 @@ nadi_event_append(PG_FUNCTION_ARGS)
 }
 
 /*
+ * One element of a cell's events array, checked: its kind (validated) and
+ * its payload ({} when absent).
+ */
+static void
+event_elem(JsonbValue *v, char **kind_out, Jsonb **payload_out)
+{
+	Jsonb	   *elem;
+	JsonbValue *kind;
+	JsonbValue *payload;
+
+	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("each event must be a JSON object with \"kind\" and \"payload\"")));
+	elem = JsonbValueToJsonb(v);
+	kind = nadi_jsonb_member(elem, "kind");
+	payload = nadi_jsonb_member(elem, "payload");
+	if (kind == NULL || kind->type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("each event needs a string \"kind\"")));
+	*kind_out = pnstrdup(kind->val.string.val, kind->val.string.len);
+	events_kind_validate(*kind_out);
+	*payload_out = payload ? JsonbValueToJsonb(payload) : nadi_jsonb("{}");
+}
+
+/*
  * Append cell events given as a JSON array of {"kind", "payload"} to a
- * locked session whose lease the caller has checked.
+ * locked session whose lease the caller has checked: now, or into batch
+ * (session_events_flush inserts them) when it is not NULL.  Check them
+ * first with events_check_array.
  */
 void
-events_append_array(SessionTx *tx, Jsonb *events, int64 command_id, int64 epoch)
+events_append_array(SessionTx *tx, Jsonb *events, int64 command_id, int64 epoch, EventBatch *batch)
 {
 	JsonbIterator *it = JsonbIteratorInit(&events->root);
 	JsonbValue	v;
@@ -123,28 +152,44 @@ events_append_array(SessionTx *tx, Jsonb *events, int64 command_id, int64 epoch)
 
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
-		Jsonb	   *elem;
-		JsonbValue *kind;
-		JsonbValue *payload;
-		char	   *kind_text;
+		char	   *kind;
+		Jsonb	   *payload;
 
 		if (tok != WJB_ELEM)
 			continue;
-		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("each event must be a JSON object with \"kind\" and \"payload\"")));
-		elem = JsonbValueToJsonb(&v);
-		kind = nadi_jsonb_member(elem, "kind");
-		payload = nadi_jsonb_member(elem, "payload");
-		if (kind == NULL || kind->type != jbvString)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("each event needs a string \"kind\"")));
-		kind_text = pnstrdup(kind->val.string.val, kind->val.string.len);
-		events_kind_validate(kind_text);
-		session_event(tx, kind_text, payload ? JsonbValueToJsonb(payload) : nadi_jsonb("{}"),
-					  command_id, epoch);
+		event_elem(&v, &kind, &payload);
+		if (batch)
+			session_event_batched(batch, tx, kind, payload, command_id, epoch);
+		else
+			session_event(tx, kind, payload, command_id, epoch);
+	}
+}
+
+/*
+ * Refuse a cell's events unless they are a JSON array of {"kind",
+ * "payload"} objects with kinds a cell may write, within the payload limit:
+ * bad input raises before anything is written.
+ */
+void
+events_check_array(Jsonb *events)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (!JB_ROOT_IS_ARRAY(events) || JB_ROOT_IS_SCALAR(events))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("events must be a JSON array of {\"kind\", \"payload\"} objects")));
+	nadi_check_payload(events, "events");
+	it = JsonbIteratorInit(&events->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *kind;
+		Jsonb	   *payload;
+
+		if (tok == WJB_ELEM)
+			event_elem(&v, &kind, &payload);
 	}
 }
 

@@ -108,9 +108,9 @@ command_not_found(int64 command_id, const char *session_id)
 			 errmsg("command " INT64_FORMAT " not found in session %s", command_id, session_id)));
 }
 
-/* Load one command of a locked session; raise if it does not exist. */
-static CommandRef
-command_load(SessionTx *tx, int64 command_id)
+/* Load one command of a locked session into *c; false if it does not exist. */
+static bool
+command_find(SessionTx *tx, int64 command_id, CommandRef *out)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		values[2] = {UUIDPGetDatum(&tx->id), Int64GetDatum(command_id)};
@@ -127,7 +127,7 @@ command_load(SessionTx *tx, int64 command_id)
 						2, (Oid[]) {UUIDOID, INT8OID}),
 			  values, NULL, false, 1);
 	if (SPI_processed != 1)
-		command_not_found(command_id, tx->id_text);
+		return false;
 	row = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	c.id = command_id;
@@ -138,6 +138,18 @@ command_load(SessionTx *tx, int64 command_id)
 	c.claimed_epoch = isnull ? -1 : DatumGetInt64(d);
 	c.cancel_requested = DatumGetBool(SPI_getbinval(row, desc, 5, &isnull));
 	c.type = SPI_getvalue(row, desc, 6);
+	*out = c;
+	return true;
+}
+
+/* Load one command of a locked session; raise if it does not exist. */
+static CommandRef
+command_load(SessionTx *tx, int64 command_id)
+{
+	CommandRef	c;
+
+	if (!command_find(tx, command_id, &c))
+		command_not_found(command_id, tx->id_text);
 	return c;
 }
 
@@ -642,24 +654,64 @@ claim_worth_locking(const pg_uuid_t *id, int64 epoch)
 }
 
 /*
+ * Claim the head of a locked session's queue under epoch, whose fence the
+ * caller has checked: the head becomes running if the session is active and
+ * the head is queued and due, and command.started records it.  Nothing is
+ * claimed while another command of the session is running or waiting (one in
+ * flight per session), or while the head waits out its retry backoff.
+ * Returns the claimed command_inbox row (a tuple table valid until
+ * SPI_finish) or NULL.  Shared by command_claim and command_claim_many
+ * (batch.c).
+ */
+SPITupleTable *
+inbox_claim_head(SessionTx *tx, int64 epoch)
+{
+	static SPIPlanPtr plan = NULL;
+	CommandRef	head;
+	TimestampTz available_at = 0;
+	Datum		values[3];
+	SPITupleTable *claimed;
+	StringInfoData buf;
+	bool		isnull;
+
+	head = command_head(tx, &available_at);
+	if (tx->state != SS_ACTIVE || head.id == 0 || strcmp(head.status, "queued") != 0 ||
+		available_at > nadi_now())
+		return NULL;
+	values[0] = UUIDPGetDatum(&tx->id);
+	values[1] = Int64GetDatum(head.id);
+	values[2] = Int64GetDatum(epoch);
+	nadi_exec(nadi_plan(&plan,
+						"UPDATE nadi.command_inbox SET status = 'running', "
+						"attempts = attempts + 1, claimed_epoch = $3, claimed_at = nadi.now() "
+						"WHERE session_id = $1 AND command_id = $2 RETURNING *",
+						3, (Oid[]) {UUIDOID, INT8OID, INT8OID}),
+			  values, NULL, false, 0);
+	claimed = SPI_tuptable;
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	nadi_json_int(&buf, "attempt",
+				  DatumGetInt32(SPI_getbinval(claimed->vals[0], claimed->tupdesc,
+											  SPI_fnumber(claimed->tupdesc, "attempts"),
+											  &isnull)));
+	appendStringInfoChar(&buf, '}');
+	session_event(tx, "command.started", nadi_jsonb(buf.data), head.id, epoch);
+	session_save(tx);
+	return claimed;
+}
+
+/*
  * nadi.command_claim(session_id, epoch) → setof command_inbox (0 or 1 row)
  * The head of the session's queue, if it is queued and due, becomes running
- * under the caller's epoch.  Nothing is returned while another command of
- * the session is running or waiting (one in flight per session), or while
- * the head waits out its retry backoff.
+ * under the caller's epoch (inbox_claim_head).
  */
 PG_FUNCTION_INFO_V1(nadi_command_claim);
 Datum
 nadi_command_claim(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
 	SessionTx  *tx;
-	CommandRef	head;
-	TimestampTz available_at = 0;
+	SPITupleTable *claimed;
 	int64		epoch;
-	Datum		values[3];
-	StringInfoData buf;
-	bool		isnull;
 
 	NADI_ARG_NOT_NULL(0, "session_id");
 	NADI_ARG_NOT_NULL(1, "epoch");
@@ -679,32 +731,63 @@ nadi_command_claim(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	}
 	tx = session_lock_fenced(PG_GETARG_UUID_P(0), epoch, NULL);
-	head = command_head(tx, &available_at);
-	if (tx->state == SS_ACTIVE && head.id != 0 && strcmp(head.status, "queued") == 0 &&
-		available_at <= nadi_now())
-	{
-		values[0] = UUIDPGetDatum(&tx->id);
-		values[1] = Int64GetDatum(head.id);
-		values[2] = Int64GetDatum(epoch);
-		nadi_exec(nadi_plan(&plan,
-							"UPDATE nadi.command_inbox SET status = 'running', "
-							"attempts = attempts + 1, claimed_epoch = $3, claimed_at = nadi.now() "
-							"WHERE session_id = $1 AND command_id = $2 RETURNING *",
-							3, (Oid[]) {UUIDOID, INT8OID, INT8OID}),
-				  values, NULL, false, 0);
-		nadi_rows_to_srf(fcinfo);
-		initStringInfo(&buf);
-		appendStringInfoChar(&buf, '{');
-		nadi_json_int(&buf, "attempt",
-					  DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-												  SPI_fnumber(SPI_tuptable->tupdesc, "attempts"),
-												  &isnull)));
-		appendStringInfoChar(&buf, '}');
-		session_event(tx, "command.started", nadi_jsonb(buf.data), head.id, epoch);
-		session_save(tx);
-	}
+	claimed = inbox_claim_head(tx, epoch);
+	if (claimed)
+		nadi_tuptable_to_srf(fcinfo, claimed, 1);
 	nadi_finish();
 	return (Datum) 0;
+}
+
+/*
+ * Complete a command of a locked session whose lease the caller has checked
+ * at epoch: the cell's events (optional) in order, the command completed
+ * with result, then command.completed.  The events go into batch when it is
+ * not NULL (the caller flushes it), else they are inserted now.  Returns the
+ * completed command_inbox row (a tuple table valid until SPI_finish).  A
+ * command that is missing, not running, or running under another epoch
+ * raises (NA003, NA006, NA005) when refused is NULL; otherwise *refused is
+ * set ("not_found", "not_running", "fenced") and NULL returned, with
+ * nothing written.
+ */
+SPITupleTable *
+inbox_complete_locked(SessionTx *tx, int64 command_id, int64 epoch, Jsonb *result,
+					  Jsonb *events, EventBatch *batch, const char **refused)
+{
+	CommandRef	c;
+	SPITupleTable *row;
+	StringInfoData buf;
+
+	if (refused)
+	{
+		if (!command_find(tx, command_id, &c))
+			*refused = "not_found";
+		else if (strcmp(c.status, "running") != 0)
+			*refused = "not_running";
+		else if (c.claimed_epoch != epoch)
+			*refused = "fenced";
+		else
+			*refused = NULL;
+		if (*refused)
+			return NULL;
+	}
+	else
+	{
+		c = command_load(tx, command_id);
+		command_require_running(&c, epoch);
+	}
+	if (events)
+		events_append_array(tx, events, c.id, epoch, batch);
+	command_update(tx, c.id, "completed", result, NULL, 0, true);
+	row = SPI_tuptable;
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	nadi_json_raw(&buf, "result", nadi_jsonb_text(result));
+	appendStringInfoChar(&buf, '}');
+	if (batch)
+		session_event_batched(batch, tx, "command.completed", nadi_jsonb(buf.data), c.id, epoch);
+	else
+		session_event(tx, "command.completed", nadi_jsonb(buf.data), c.id, epoch);
+	return row;
 }
 
 /*
@@ -720,12 +803,11 @@ nadi_command_complete(PG_FUNCTION_ARGS)
 {
 	MemoryContext outer = CurrentMemoryContext;
 	SessionTx  *tx;
-	CommandRef	c;
+	SPITupleTable *row;
 	int64		epoch;
 	Jsonb	   *result_json;
 	Jsonb	   *events = NULL;
 	Datum		result;
-	StringInfoData buf;
 
 	NADI_ARG_NOT_NULL(0, "session_id");
 	NADI_ARG_NOT_NULL(1, "command_id");
@@ -733,28 +815,16 @@ nadi_command_complete(PG_FUNCTION_ARGS)
 	epoch = PG_GETARG_INT64(2);
 	result_json = PG_ARGISNULL(3) ? nadi_jsonb("{}") : PG_GETARG_JSONB_P(3);
 	nadi_check_payload(result_json, "command result");
-
 	if (!PG_ARGISNULL(4))
 	{
 		events = PG_GETARG_JSONB_P(4);
-		if (!JB_ROOT_IS_ARRAY(events) || JB_ROOT_IS_SCALAR(events))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("events must be a JSON array of {\"kind\", \"payload\"} objects")));
-		nadi_check_payload(events, "events");
+		events_check_array(events);
 	}
 
 	nadi_connect();
-	c = command_lock_running(fcinfo, epoch, &tx);
-	if (events)
-		events_append_array(tx, events, c.id, epoch);
-	command_update(tx, c.id, "completed", result_json, NULL, 0, true);
-	result = nadi_spi_row(fcinfo, outer);
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	nadi_json_raw(&buf, "result", nadi_jsonb_text(result_json));
-	appendStringInfoChar(&buf, '}');
-	session_event(tx, "command.completed", nadi_jsonb(buf.data), c.id, epoch);
+	tx = session_lock_fenced(PG_GETARG_UUID_P(0), epoch, NULL);
+	row = inbox_complete_locked(tx, PG_GETARG_INT64(1), epoch, result_json, events, NULL, NULL);
+	result = nadi_row_datum(fcinfo, row->vals[0], row->tupdesc, outer);
 	session_save(tx);
 	nadi_finish();
 	PG_RETURN_DATUM(result);

@@ -118,6 +118,7 @@ extern Datum nadi_spi_row(FunctionCallInfo fcinfo, MemoryContext outer);
 extern pg_uuid_t *nadi_spi_uuids(uint64 *n);
 extern int64 *nadi_spi_int8s(uint64 *n);
 extern void nadi_rows_to_srf(FunctionCallInfo fcinfo);
+extern void nadi_tuptable_to_srf(FunctionCallInfo fcinfo, SPITupleTable *tt, uint64 n);
 extern int	nadi_exec(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only, long count);
 extern Jsonb *nadi_jsonb(const char *text);
 extern JsonbValue *nadi_jsonb_member(Jsonb *j, const char *key);

@@ -9,7 +9,9 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 
 #include "nadi.h"
 #include "session_core.h"
@@ -226,6 +228,17 @@ session_set_hosts(SessionTx *tx, const char *cell_host_id, const char *sandbox_h
  * inserted row is left in SPI_tuptable.  The NOTIFY is delivered at commit
  * and folded into one per session per transaction.
  */
+static int64
+event_next_seq(SessionTx *tx, Jsonb *payload)
+{
+	nadi_check_payload(payload, "event payload");
+	tx->last_seq++;
+	tx->dirty = true;
+	if (nadi_notify)
+		nadi_notify_session(&tx->id, tx->id_text);
+	return tx->last_seq;
+}
+
 int64
 session_event(SessionTx *tx, const char *kind, Jsonb *payload, int64 command_id, int64 epoch)
 {
@@ -234,9 +247,7 @@ session_event(SessionTx *tx, const char *kind, Jsonb *payload, int64 command_id,
 	Datum		values[8];
 	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
-	nadi_check_payload(payload, "event payload");
-	tx->last_seq++;
-	tx->dirty = true;
+	event_next_seq(tx, payload);
 	values[0] = UUIDPGetDatum(&tx->id);
 	values[1] = Int64GetDatum(tx->last_seq);
 	values[2] = CStringGetTextDatum(tx->tenant);
@@ -255,9 +266,85 @@ session_event(SessionTx *tx, const char *kind, Jsonb *payload, int64 command_id,
 						"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
 						8, types),
 			  values, nulls, false, 0);
-	if (nadi_notify)
-		nadi_notify_session(&tx->id, tx->id_text);
 	return tx->last_seq;
+}
+
+/* session_event for an EventBatch: the row is kept for session_events_flush. */
+int64
+session_event_batched(EventBatch *b, SessionTx *tx, const char *kind, Jsonb *payload,
+					  int64 command_id, int64 epoch)
+{
+	if (b->n == b->cap)
+	{
+		int			cap = Max(16, b->cap * 2);
+
+#define BATCH_GROW(field, type) \
+		b->field = b->field ? repalloc(b->field, sizeof(type) * cap) : palloc(sizeof(type) * cap)
+		BATCH_GROW(session_ids, Datum);
+		BATCH_GROW(seqs, Datum);
+		BATCH_GROW(tenants, Datum);
+		BATCH_GROW(kinds, Datum);
+		BATCH_GROW(payloads, Datum);
+		BATCH_GROW(command_ids, Datum);
+		BATCH_GROW(command_id_nulls, bool);
+		BATCH_GROW(epochs, Datum);
+		BATCH_GROW(epoch_nulls, bool);
+#undef BATCH_GROW
+		b->cap = cap;
+	}
+	event_next_seq(tx, payload);
+	b->session_ids[b->n] = UUIDPGetDatum(&tx->id);
+	b->seqs[b->n] = Int64GetDatum(tx->last_seq);
+	b->tenants[b->n] = CStringGetTextDatum(tx->tenant);
+	b->kinds[b->n] = CStringGetTextDatum(kind);
+	b->payloads[b->n] = JsonbPGetDatum(payload);
+	b->command_ids[b->n] = Int64GetDatum(command_id);
+	b->command_id_nulls[b->n] = command_id <= 0;
+	b->epochs[b->n] = Int64GetDatum(epoch);
+	b->epoch_nulls[b->n] = epoch < 0;
+	b->n++;
+	return tx->last_seq;
+}
+
+static Datum
+event_array(Datum *values, bool *nulls, int n, Oid type)
+{
+	int16		len;
+	bool		byval;
+	char		align;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(type, &len, &byval, &align);
+	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs, type, len, byval, align));
+}
+
+/* Insert every event kept in b, in one statement, and empty b. */
+void
+session_events_flush(EventBatch *b)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[8];
+
+	if (b->n == 0)
+		return;
+	values[0] = event_array(b->session_ids, NULL, b->n, UUIDOID);
+	values[1] = event_array(b->seqs, NULL, b->n, INT8OID);
+	values[2] = event_array(b->tenants, NULL, b->n, TEXTOID);
+	values[3] = event_array(b->kinds, NULL, b->n, TEXTOID);
+	values[4] = event_array(b->payloads, NULL, b->n, JSONBOID);
+	values[5] = event_array(b->command_ids, b->command_id_nulls, b->n, INT8OID);
+	values[6] = event_array(b->epochs, b->epoch_nulls, b->n, INT8OID);
+	values[7] = TimestampTzGetDatum(nadi_now());
+	nadi_exec(nadi_plan(&plan,
+						"INSERT INTO nadi.events "
+						"(session_id, seq, tenant_id, kind, payload, command_id, epoch, created_at) "
+						"SELECT e.*, $8 FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], "
+						"$5::jsonb[], $6::bigint[], $7::bigint[]) AS e",
+						8, (Oid[]) {UUIDARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+						JSONBARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID}),
+			  values, NULL, false, 0);
+	b->n = 0;
 }
 
 /* Write a locked session's changes back, if it has any. */
@@ -353,6 +440,17 @@ lease_read(const SessionTx *tx)
  * current, held, unexpired lease, and 42501 unless the caller may act for
  * the cell host holding it.  Returns the lease.
  */
+/*
+ * Is the lease l (read under the session lock) held at epoch and not yet
+ * expired?  The test of the fence, for callers that report a moved-on lease
+ * instead of raising (the set-based calls of a cell host, batch.c).
+ */
+bool
+lease_current(const LeaseInfo *l, int64 epoch)
+{
+	return l->held && l->epoch == epoch && l->expires_at > nadi_now();
+}
+
 LeaseInfo
 lease_check(const SessionTx *tx, int64 epoch)
 {

@@ -78,10 +78,37 @@ extern void session_set_state(SessionTx *tx, SessionState to, const char *cause)
 extern void session_set_hosts(SessionTx *tx, const char *cell_host_id, const char *sandbox_host_id);
 extern int64 session_event(SessionTx *tx, const char *kind, Jsonb *payload,
 						   int64 command_id, int64 epoch);
+
+/*
+ * Events of many sessions inserted by one statement.  session_event_batched
+ * numbers an event under its session's lock exactly as session_event does
+ * (gapless; a rollback takes the numbers back) but keeps the row;
+ * session_events_flush inserts every kept row, in one INSERT, before the
+ * function returns.  Lives in the SPI procedure context.
+ */
+typedef struct EventBatch
+{
+	int			n;
+	int			cap;
+	Datum	   *session_ids;
+	Datum	   *seqs;
+	Datum	   *tenants;
+	Datum	   *kinds;
+	Datum	   *payloads;
+	Datum	   *command_ids;
+	bool	   *command_id_nulls;
+	Datum	   *epochs;
+	bool	   *epoch_nulls;
+} EventBatch;
+
+extern int64 session_event_batched(EventBatch *b, SessionTx *tx, const char *kind, Jsonb *payload,
+								   int64 command_id, int64 epoch);
+extern void session_events_flush(EventBatch *b);
 extern void session_save(SessionTx *tx);
 
 /* The fence, under the session lock. */
 extern LeaseInfo lease_read(const SessionTx *tx);
+extern bool lease_current(const LeaseInfo *l, int64 epoch);
 extern LeaseInfo lease_check(const SessionTx *tx, int64 epoch);
 extern SessionTx *session_lock_fenced(const pg_uuid_t *id, int64 epoch, LeaseInfo *lease);
 

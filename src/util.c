@@ -306,18 +306,18 @@ nadi_spi_int8s(uint64 *n)
 }
 
 /*
- * Append every row of the last SPI result to a materialized set-returning
- * function's result.  InitMaterializedSRF must have been called before
- * SPI_connect.
+ * Append the first n rows of an SPI tuple table to a materialized
+ * set-returning function's result.  InitMaterializedSRF must have been
+ * called before SPI_connect.  A tuple table stays valid until SPI_finish,
+ * also after later statements.
  */
 void
-nadi_rows_to_srf(FunctionCallInfo fcinfo)
+nadi_tuptable_to_srf(FunctionCallInfo fcinfo, SPITupleTable *tt, uint64 n)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	SPITupleTable *tt = SPI_tuptable;
 	TupleConversionMap *map = convert_tuples_by_name(tt->tupdesc, rsinfo->setDesc);
 
-	for (uint64 i = 0; i < SPI_processed; i++)
+	for (uint64 i = 0; i < n; i++)
 	{
 		HeapTuple	row = map ? execute_attr_map_tuple(tt->vals[i], map) : tt->vals[i];
 
@@ -327,6 +327,13 @@ nadi_rows_to_srf(FunctionCallInfo fcinfo)
 	}
 	if (map)
 		free_conversion_map(map);
+}
+
+/* Every row of the last SPI result, as nadi_tuptable_to_srf(). */
+void
+nadi_rows_to_srf(FunctionCallInfo fcinfo)
+{
+	nadi_tuptable_to_srf(fcinfo, SPI_tuptable, SPI_processed);
 }
 
 /* A member of a jsonb object, or NULL (also when j is not an object). */

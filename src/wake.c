@@ -3,7 +3,9 @@
  * broker something to do (a command enqueued, a session pending, a host
  * changed) records whom to wake; an XactCallback sets their latches once the
  * commit is durable, and forgets them on abort.  Workers wait on their latch,
- * so a command reaches its cell without any polling.
+ * so a command reaches its cell without any polling.  A cell host with no
+ * embedded worker (a cell outside PostgreSQL) is woken by NOTIFY nadi_cell
+ * with its host id instead, sent by the same commit.
  */
 #include "postgres.h"
 
@@ -190,8 +192,51 @@ nadi_notify_drain(pg_uuid_t *out, int max, bool *overflow)
 }
 
 /*
- * Runs in the committing backend after the commit record is flushed
- * (XACT_EVENT_COMMIT), so a woken worker always finds the committed rows.
+ * Just before commit: a host to wake that has no embedded cell worker
+ * attached is served by a cell outside PostgreSQL (nadi-celld), which
+ * LISTENs on "nadi_cell": NOTIFY it with the host id, once per host per
+ * transaction.  NOTIFY is transactional, so it is heard only if the commit
+ * succeeds.  "*" (after more hosts than pending_hosts holds) asks every
+ * external cell to look.  A host with an embedded worker costs one pass over
+ * the slots and no NOTIFY.
+ */
+static void
+wake_notify_external_cells(void)
+{
+	bool		external[MAX_PENDING_HOSTS];
+
+	if (pending_all_cells)
+	{
+		Async_Notify(NADI_CELL_CHANNEL, "*");
+		return;
+	}
+	for (int h = 0; h < n_pending_hosts; h++)
+		external[h] = true;
+	if (nadi_shared != NULL)
+	{
+		LWLockAcquire(nadi_shared->lock, LW_SHARED);
+		for (int i = 0; i < NADI_MAX_WORKERS; i++)
+		{
+			NadiWorkerSlot *slot = &nadi_shared->slots[i];
+
+			if (slot->kind != NADI_WORKER_CELL)
+				continue;
+			for (int h = 0; h < n_pending_hosts; h++)
+				if (strcmp(slot->host_id, pending_hosts[h]) == 0)
+					external[h] = false;
+		}
+		LWLockRelease(nadi_shared->lock);
+	}
+	for (int h = 0; h < n_pending_hosts; h++)
+		if (external[h])
+			Async_Notify(NADI_CELL_CHANNEL, pending_hosts[h]);
+}
+
+/*
+ * Runs in the committing backend.  Before the commit (XACT_EVENT_PRE_COMMIT)
+ * it queues the NOTIFY for external cells; after the commit record is
+ * flushed (XACT_EVENT_COMMIT) it sets latches, so a woken worker always
+ * finds the committed rows.
  */
 static void
 wake_xact_callback(XactEvent event, void *arg)
@@ -200,6 +245,12 @@ wake_xact_callback(XactEvent event, void *arg)
 		event == XACT_EVENT_PREPARE)
 	{
 		wake_clear();
+		return;
+	}
+	if (event == XACT_EVENT_PRE_COMMIT)
+	{
+		if (n_pending_hosts > 0 || pending_all_cells)
+			wake_notify_external_cells();
 		return;
 	}
 	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT)

@@ -10,6 +10,10 @@
 #include "utils/uuid.h"
 
 #define NADI_MAX_WORKERS 64
+
+/* NOTIFY channel of cell hosts with no embedded worker (payload: host id) */
+#define NADI_CELL_CHANNEL "nadi_cell"
+
 #define NADI_HOST_ID_LEN 64
 
 typedef enum NadiWorkerKind

@@ -288,12 +288,12 @@ test_http(void)
 	HttpReply	reply;
 
 	CHECK(http_request_set(&req, "GET", "http://127.0.0.1:1/v1/tools", "t", NULL, 2000, 1024) == 0);
-	http_perform(&req, NULL, NULL, &reply);
+	http_perform(&req, &reply);
 	CHECK(reply.rc == -ECONNREFUSED);	/* nothing reached a server: safe to retry */
 	CHECK(strstr(reply.error, "127.0.0.1:1") != NULL);
 	http_reply_clear(&reply);
 	CHECK(http_request_set(&req, "GET", "unix:no-separator", NULL, NULL, 2000, 1024) == 0);
-	http_perform(&req, NULL, NULL, &reply);
+	http_perform(&req, &reply);
 	CHECK(reply.rc == -EINVAL);
 	http_reply_clear(&reply);
 	http_request_clear(&req);

@@ -17,8 +17,10 @@ const NAMES = {
   graphile: `graphile-worker ${peers.versions['graphile-worker']}`,
   pgboss: `pg-boss ${peers.versions['pg-boss']}`,
   pgq: `PgQ ${peers.versions.pgq ?? ''}`.trim(),
+  direct: 'the provider called directly (baseline)',
 };
-const SYSTEMS = ['nadi', 'graphile', 'pgboss', 'pgq'].filter((s) => rows.some((r) => r.system === s));
+const SYSTEMS = ['nadi', 'graphile', 'pgboss', 'pgq'].filter((s) => rows.some((r) => r.system === s && ['A', 'B', 'C'].includes(r.workload)));
+const D_GRACE_S = 2; // run.mjs: D_GRACE_MS
 
 function pick(system, workload) {
   return rows.filter((r) => r.system === system && r.workload === workload);
@@ -71,6 +73,8 @@ for (const s of SYSTEMS) {
 
 const out = [];
 const p = (s = '') => out.push(s);
+const hasABC = rows.some((r) => ['A', 'B', 'C'].includes(r.workload));
+const kv = (text) => Object.fromEntries((text || '').split(/\s+/).filter(Boolean).map((t) => t.split('=')));
 const cRecovery = (s) => {
   const c = C[s];
   if (!c) return '–';
@@ -102,6 +106,7 @@ if (SYSTEMS.includes('pgq'))
 p(`- Node ${peers.versions.node}, node-postgres ${peers.versions.pg}; each peer's workers run in a child process of the process that enqueues`);
 p(`- ${opt.runs} runs of everything, back to back; every figure is the median, with (min–max); ${opt.minutes} minutes in all`);
 p();
+if (hasABC) {
 p('## Results');
 p();
 p(`| system | A: jobs/s | A ÷ baseline | B: enqueue→start p50 (ms) | p99 (ms) | max (ms) | B p50 ÷ baseline | C: kill -9 → runs again (s) | C: the killed job |`);
@@ -192,6 +197,10 @@ if (C.nadi) {
   p(`- nadi's recovery time is the lease TTL left at the kill plus a moment: a \`kill -9\` of any backend makes PostgreSQL restart them all, and the cell workers that come back do not know the leases of the dead ones, so they wait for the broker to see them expire (\`bench/inbox --workers\` times this at several TTLs).`);
 }
 p();
+}
+p(workloadD());
+p(workloadDTools());
+if (hasABC) {
 p('## What nadi does that the peers do not');
 p();
 p('- **Fencing epochs.** Every lease has an epoch that only grows; every write a cell makes carries it, and a write from an old epoch is refused (SQLSTATE NA005). A worker that was paused, partitioned or presumed dead cannot complete, fail or append anything after its session moved on. graphile-worker completes a job by its id (the `DELETE` does not check who locked it) and pg-boss by id while the job is `active`, so a late completion from a worker whose job was already handed to another is accepted; PgQ finishes a batch by its id for whoever holds it.');
@@ -204,4 +213,98 @@ p();
 p('- Raw throughput and bulk enqueue (above): a peer\'s job is one row; a nadi command is a small transaction history. If you need millions of independent fire-and-forget jobs per hour and no per-session log, a plain queue is cheaper per job.');
 p('- Their workers run outside the database, anywhere, scaled by adding processes; nadi\'s embedded cell runs inside the database server (an external `nadi-celld` is designed, not built), so its work shares the database\'s CPUs, as it does here.');
 p('- A `kill -9` of a nadi cell worker is a crash of a PostgreSQL backend: the postmaster restarts every backend of the cluster, so all clients reconnect (for a fraction of a second here). A peer\'s worker dying is invisible to the database.');
-console.log(out.join('\n'));
+}
+console.log(out.join('\n').replace(/\n{3,}/g, '\n\n'));
+
+// Workload D (agent-like) and D-tools: their own tables, from their own runs.
+function latCell(runs, key, capS) {
+  const open = runs.filter((r) => r[key] === null).length;
+  const st = stats(runs.map((r) => r[key]));
+  if (!st) return `> ${capS} s`;
+  return open ? `${range(st)}; ${open} of ${runs.length} runs > ${capS} s` : range(st);
+}
+function dRow(name, runs, capS, extra) {
+  const st = (k) => stats(runs.map((r) => r[k]));
+  const done = st('slow_completed');
+  return `| ${name} | ${range(st('completed_per_s'), 1)} | ${fmt(done.median, 0)} of ${fmt(runs[0].slow, 0)} | ${range(st('window_s'), 1)} | ${latCell(runs, 'fast_p50_ms', capS)} | ${latCell(runs, 'fast_p99_ms', capS)} | ${range(st('fast_not_started'), 0)} of ${fmt(st('fast_count').median, 0)} | ${latCell(runs, 'fast_done_p99_ms', capS)} | ${extra} |`;
+}
+function workloadD() {
+  const d = kv(opt.d);
+  const order = ['direct', 'nadi', 'graphile', 'pgboss'];
+  const have = order.filter((s) => pick(s, 'D').length);
+  if (!have.length) return '';
+  const o = [];
+  const q = (x = '') => o.push(x);
+  const capS = Number(d.cap_s);
+  q('## Workload D: agent-like (slow model calls in flight, fast commands beside them)');
+  q();
+  q(`${fmt(Number(d.slow), 0)} slow jobs are enqueued at once, each waiting ${fmt(Number(d.delay_ms), 0)} ms on a slow OpenAI-compatible provider (\`bench/slow-model.mjs\` on loopback, which serves any number of requests at once), while fast jobs (answered at once) come in every ${d.fast_interval_ms} ms. The window runs from the slow jobs' commit until the last of them completed, or ${capS} s at most; what is not done by then is counted open. Fast jobs are enqueued during the window only; one that had not started ${D_GRACE_S} s after it closed counts as later than the window.`);
+  q();
+  q('| system | slow completed/s | slow done in the window | window (s) | fast enqueue→start p50 (ms) | p99 (ms) | fast not started | fast enqueue→done p99 (ms) | provider calls in flight at most; setting |');
+  q('|:--|--:|--:|--:|--:|--:|--:|--:|:--|');
+  for (const s of have) {
+    const runs = pick(s, 'D');
+    const inFlight = `${fmt(stats(runs.map((r) => r.provider_max_in_flight)).max, 0)}`;
+    let extra = inFlight;
+    if (s === 'nadi') extra += `; ${runs[0].cell_workers} embedded cell workers, nadi.model = openai`;
+    if (s === 'graphile' || s === 'pgboss') {
+      const best = [...new Set(runs.map((r) => r.config))].join(' / ');
+      extra += `; best of ${runs[0].tried.map((t) => t.config.replace(/^concurrentJobs /, '')).join(', ')}: ${best}`;
+    }
+    q(dRow(s === 'nadi' ? `nadi (${runs[0].cell_workers} cell workers)` : NAMES[s], runs, capS, extra));
+  }
+  q();
+  q(`A nadi slow job is a \`message\` command in a session of its own (${fmt(Number(d.slow), 0)} sessions); the cell's model step calls the provider (\`nadi.model = 'openai'\`, \`nadi.model_url\` the provider, \`nadi.proxy_tokens = off\`). The fast ones are \`message\` commands whose text carries the provider's fast marker, round robin over ${d.fast_sessions} other sessions. Start is the \`command.started\` event, done the \`command.completed\` event (as in B). A peer's job makes the same HTTP call in its handler; start is the handler's call. The baseline sends every slow call at once from one process, with no queue: its "start" is the send.`);
+  const tried = have.filter((s) => s === 'graphile' || s === 'pgboss');
+  if (tried.length) q();
+  for (const s of tried)
+    q(`- ${NAMES[s]}, every setting tried (run by run): ${pick(s, 'D').map((r) => r.tried.map((t) => `${t.config}: ${fmt(t.completed_per_s, 1)}/s, fast p99 ${t.fast_p99_ms === null ? `> ${capS} s` : `${fmt(t.fast_p99_ms)} ms`}`).join('; ')).join(' | ')}`);
+  const n = pick('nadi', 'D');
+  const base = pick('direct', 'D');
+  if (n.length) {
+    const rate = stats(n.map((r) => r.completed_per_s)).median;
+    const open = stats(n.map((r) => r.slow_open)).median;
+    const inFlight = stats(n.map((r) => r.provider_max_in_flight)).max;
+    q();
+    q('Reading it:');
+    q();
+    if (base.length) q(`- nadi completed ${fmt(rate, 1)} slow commands/s; calling the provider directly completes ${fmt(stats(base.map((r) => r.completed_per_s)).median, 0)}/s (the limit is the provider's delay, not the machine).`);
+    q(`- The provider never saw more than ${fmt(inFlight, 0)} of nadi's calls at once: each embedded cell worker waits on one model call at a time, so a cell host runs as many steps at once as it has workers${open > 0 ? `, and ${fmt(open, 0)} slow commands were still open when the window closed` : ''}.`);
+    const answered = stats(n.map((r) => r.provider_slow_answered ?? null));
+    const doneN = stats(n.map((r) => r.slow_completed)).median;
+    if (answered && answered.median > doneN)
+      q(`- The provider answered ${fmt(answered.median, 0)} of nadi's slow calls within the window, yet ${fmt(doneN, 0)} slow commands completed: a cell commits the replies and completions of a round's commands together when the round ends, and a round runs the slow steps of every session it claimed (about ${fmt(Number(d.slow) / n[0].cell_workers, 0)} per worker here) one after the other.`);
+    const ns = stats(n.map((r) => r.fast_not_started));
+    if (ns && ns.median > 0) q(`- Fast commands wait behind the slow ones: a cell round claims the next command of every session with work and runs their steps one after the other, so ${fmt(ns.median, 0)} of the fast commands had not started when the window closed.`);
+    for (const s of tried) {
+      const pr = stats(pick(s, 'D').map((r) => r.completed_per_s)).median;
+      q(`- ${NAMES[s]} completed ${fmt(pr, 1)} slow jobs/s at its best setting (${rate > 0 ? `${fmt(pr / rate, 0)}× nadi` : 'nadi completed none in its window'}): its handlers await the provider concurrently, many per worker process.`);
+    }
+  }
+  q();
+  return o.join('\n');
+}
+function workloadDTools() {
+  const t = kv(opt.t);
+  const d = kv(opt.d);
+  const runs = pick('nadi', 'D-tools');
+  if (!runs.length) return '';
+  const capS = Number(d.cap_s);
+  const st = (k) => stats(runs.map((r) => r[k]));
+  const mb = (k) => range(st(k), 0);
+  const o = [];
+  const q = (x = '') => o.push(x);
+  q('## Workload D-tools: an exec in a sandbox per session');
+  q();
+  q(`${fmt(Number(t.sessions), 0)} sessions each get one tool command, \`exec\` of \`sleep ${Number(t.exec_ms) / 1000}\`, in a sandbox of its own (the first call of a session creates it), enqueued at once; nadi-sandboxd runs up to ${t.max_running} containers at once (\`max_running\`; its defaults are 256 sandboxes, 32 running, a queue of 16 calls per sandbox). Fast \`message\` commands (the builtin model) come in every ${d.fast_interval_ms} ms, round robin over ${d.fast_sessions} other sessions; the window is as in D, ${capS} s at most.`);
+  q();
+  q('| system | execs completed/s | done in the window | window (s) | fast enqueue→start p50 (ms) | p99 (ms) | fast not started | fast enqueue→done p99 (ms) | sandboxd RSS before; peak (MiB) | sandboxes\' cgroup before; peak (MiB) |');
+  q('|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+  q(dRow(`nadi (${runs[0].cell_workers} cell workers)`, runs, capS, `${mb('sandboxd_rss_mb')}; ${mb('sandboxd_rss_peak_mb')} | ${mb('cgroup_mb')}; ${mb('cgroup_peak_mb')}`));
+  q();
+  q(`By the end of the window sandboxd had finished ${runs.map((r) => fmt(r.sandboxd_exec_calls, 0)).join(', ')} exec calls, held ${runs.map((r) => fmt(r.sandboxd_sandboxes, 0)).join(', ')} sandboxes and had had at most ${runs.map((r) => fmt(r.sandboxd_containers_up_peak, 0)).join(', ')} containers up at once (run by run; a container stays up, idle, after its call). Calls finished but commands not completed: a cell commits the results and completions of a round's commands together when the round ends, and runs the round's tool calls one after the other.`);
+  q();
+  q(`Baseline: ${fmt(Number(t.sessions), 0)} execs of ${Number(t.exec_ms) / 1000} s all at once would take ${Number(t.exec_ms) / 1000} s plus the sandboxes' creation: ${fmt(Number(t.sessions) / (Number(t.exec_ms) / 1000), 0)}/s at the most. Memory is sampled every 100 ms: sandboxd's resident set, and the memory of the cgroup its sandboxes run in. Failed tool calls in the window: ${runs.map((r) => r.slow_failed).join(', ')}.`);
+  q();
+  return o.join('\n');
+}

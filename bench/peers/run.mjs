@@ -6,18 +6,28 @@
 //   node run.mjs setup   --dsn-gw URL --dsn-boss URL [--dsn-pgq URL]
 //   node run.mjs SYSTEM WORKLOAD [--dsn URL] [--jobs N] [--sessions N (nadi: A 32, B 8)]
 //                [--count N] [--interval MS] [--bound S] [--sleep MS]
-//   node run.mjs report RESULTS.jsonl
+//   node run.mjs SYSTEM D --dsn URL --fixture URL [--slow N] [--fast-sessions N]
+//                [--fast-interval MS] [--cap S] [--concurrency "C1 C2 …"]
+//   node run.mjs direct D --fixture URL [--slow N] [--fast-interval MS] [--cap S]  (D's baseline)
+//   node run.mjs nadi D-tools --dsn URL [--sessions N] [--exec-ms MS] [--fast-sessions N]
+//                [--fast-interval MS] [--cap S] --sandboxd URL [--sandboxd-pid PID] [--cgroup DIR]
 //
 // SYSTEM is nadi, graphile, pgboss or pgq; WORKLOAD is A (throughput: N no-op
 // jobs enqueued in one transaction, then drained), B (latency: jobs
-// enqueued one at a time, every --interval ms, into an idle system) or C
-// (recovery: a worker killed with SIGKILL while it runs a job).
+// enqueued one at a time, every --interval ms, into an idle system), C
+// (recovery: a worker killed with SIGKILL while it runs a job), D
+// (agent-like: --slow jobs, each waiting on a slow model provider,
+// bench/slow-model.mjs at --fixture, while fast jobs trickle in; not PgQ)
+// or D-tools (nadi only: each of --sessions sessions runs a --exec-ms exec
+// in a sandbox of its own, while fast commands trickle in).
 //
 // Peers' workers run in child processes of this one (forked, reporting over
 // the IPC channel), so enqueuing and working are separate processes, as in
 // production.  Times are wall-clock milliseconds (performance.timeOrigin +
 // performance.now(), or the server's clock for nadi, same machine).
 import { fork } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -116,6 +126,52 @@ async function connectRetry(dsn, timeoutMs) {
 }
 
 // ---------------------------------------------------------------------------
+// Workload D: the slow model provider (bench/slow-model.mjs)
+// ---------------------------------------------------------------------------
+
+// The marker that makes the provider answer at once (its --fast-marker).
+const FAST_MARKER = '[fast]';
+const keepAlive = new http.Agent({ keepAlive: true, maxSockets: Infinity });
+
+// One HTTP request with a JSON body; resolves to the parsed JSON answer
+// (or to the text, with raw).
+function httpJson(url, method, body, raw = false) {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const text = body === undefined ? '' : JSON.stringify(body);
+    const req = http.request(
+      { host: u.hostname, port: u.port, path: u.pathname, method, agent: keepAlive,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) } },
+      (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => {
+          if (res.statusCode !== 200) return reject(new Error(`${method} ${url}: HTTP ${res.statusCode}`));
+          try {
+            const text = Buffer.concat(chunks).toString('utf8');
+            resolve(raw ? text : JSON.parse(text));
+          } catch (e) {
+            reject(e);
+          }
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end(text);
+  });
+}
+
+// A peer's job of workload D: the same chat-completions call a nadi cell
+// makes for a message command (POST {fixture}/v1/chat/completions).
+async function modelCall(fixture, fast) {
+  const r = await httpJson(`${fixture}/v1/chat/completions`, 'POST', {
+    model: 'default',
+    messages: [{ role: 'user', content: fast ? `${FAST_MARKER} ping` : 'slow step' }],
+  });
+  if (!r.choices?.[0]?.message) throw new Error('the provider answered without a message');
+}
+
+// ---------------------------------------------------------------------------
 // Workers of the peers, in child processes
 // ---------------------------------------------------------------------------
 
@@ -124,7 +180,7 @@ const quietLogger = async () => {
   return new Logger(() => () => {});
 };
 
-async function graphileWorker(dsn, workload, sleepMs) {
+async function graphileWorker(dsn, workload, sleepMs, cfg) {
   const { run } = await import('graphile-worker');
   let handled = 0;
   const runner = await run({
@@ -134,16 +190,17 @@ async function graphileWorker(dsn, workload, sleepMs) {
       [QUEUE]: async (payload) => {
         if (workload !== 'A') process.send({ t: 'start', i: payload.i, at: now(), pid: process.pid });
         if (sleepMs > 0) await sleep(sleepMs);
+        if (workload === 'D') await modelCall(cfg.fixture, payload.fast);
         handled++;
         if (workload !== 'A') process.send({ t: 'done', i: payload.i, at: now(), pid: process.pid });
       },
     },
-    preset: { worker: { connectionString: dsn, ...GRAPHILE_PRESET } },
+    preset: { worker: { connectionString: dsn, ...GRAPHILE_PRESET, ...(cfg.graphile || {}) } },
   });
   return { handled: () => handled, stop: () => runner.stop() };
 }
 
-async function pgbossWorker(dsn, workload, sleepMs) {
+async function pgbossWorker(dsn, workload, sleepMs, cfg) {
   const { default: PgBoss } = await import('pg-boss');
   const recovery = workload === 'C';
   const boss = new PgBoss({
@@ -156,17 +213,26 @@ async function pgbossWorker(dsn, workload, sleepMs) {
   boss.on('error', (e) => process.stderr.write(`pg-boss: ${e.message}\n`));
   await boss.start();
   let handled = 0;
-  const workers = recovery ? 1 : PGBOSS_WORK.workers;
+  const work = { ...PGBOSS_WORK, ...(cfg.pgboss || {}) };
+  const workers = recovery ? 1 : work.workers;
   for (let w = 0; w < workers; w++) {
     await boss.work(
       QUEUE,
-      { pollingIntervalSeconds: PGBOSS_WORK.pollingIntervalSeconds, batchSize: recovery ? 1 : PGBOSS_WORK.batchSize },
+      { pollingIntervalSeconds: work.pollingIntervalSeconds, batchSize: recovery ? 1 : work.batchSize },
       async (jobs) => {
         const at = now();
         if (workload !== 'A') for (const j of jobs) process.send({ t: 'start', i: j.data.i, at, pid: process.pid });
         if (sleepMs > 0) await sleep(sleepMs);
+        if (workload === 'D')
+          // the batch's jobs wait on the provider together; each reports its own end
+          await Promise.all(
+            jobs.map(async (j) => {
+              await modelCall(cfg.fixture, j.data.fast);
+              process.send({ t: 'done', i: j.data.i, at: now(), pid: process.pid });
+            }),
+          );
         handled += jobs.length;
-        if (workload !== 'A') for (const j of jobs) process.send({ t: 'done', i: j.data.i, at: now(), pid: process.pid });
+        if (workload !== 'A' && workload !== 'D') for (const j of jobs) process.send({ t: 'done', i: j.data.i, at: now(), pid: process.pid });
       },
     );
   }
@@ -207,10 +273,10 @@ async function pgqWorker(dsn, workload, sleepMs) {
   };
 }
 
-async function workerMain(system, dsn, workload, sleepMs) {
+async function workerMain(system, dsn, workload, sleepMs, cfg) {
   process.on('disconnect', () => process.exit(1)); // the parent is gone: so are we
   const make = { graphile: graphileWorker, pgboss: pgbossWorker, pgq: pgqWorker }[system];
-  const w = await make(dsn, workload, sleepMs);
+  const w = await make(dsn, workload, sleepMs, cfg);
   const tick = setInterval(() => process.send({ t: 'count', n: w.handled() }), 100);
   process.on('message', async (m) => {
     if (m.t === 'stop') {
@@ -224,8 +290,8 @@ async function workerMain(system, dsn, workload, sleepMs) {
 }
 
 // A forked worker with its messages collected.
-function startWorker(system, dsn, workload, sleepMs = 0) {
-  const child = fork(SELF, ['worker', system, workload, '--dsn', dsn, '--sleep', String(sleepMs)], {
+function startWorker(system, dsn, workload, sleepMs = 0, cfg = {}) {
+  const child = fork(SELF, ['worker', system, workload, '--dsn', dsn, '--sleep', String(sleepMs), '--cfg', JSON.stringify(cfg)], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const w = { child, pid: child.pid, count: 0, starts: [], dones: [], exited: false, waiters: [] };
@@ -282,9 +348,10 @@ async function peerEnqueuer(system, dsn) {
     const { makeWorkerUtils } = await import('graphile-worker');
     const utils = await makeWorkerUtils({ connectionString: dsn, logger: await quietLogger() });
     return {
-      addMany: (n) => utils.addJobs(Array.from({ length: n }, (_, i) => ({ identifier: QUEUE, payload: { i } }))),
-      addOne: (i) => utils.addJob(QUEUE, { i }),
+      addMany: (n, extra = {}) => utils.addJobs(Array.from({ length: n }, (_, i) => ({ identifier: QUEUE, payload: { i, ...extra } }))),
+      addOne: (i, extra = {}) => utils.addJob(QUEUE, { i, ...extra }),
       left: async (c) => Number((await c.query('SELECT count(*) FROM graphile_worker._private_jobs')).rows[0].count),
+      clear: (c) => c.query('DELETE FROM graphile_worker._private_jobs'),
       release: () => utils.release(),
     };
   }
@@ -302,8 +369,9 @@ async function peerEnqueuer(system, dsn) {
   boss.on('error', () => {});
   await boss.start();
   return {
-    addMany: (n) => boss.insert(Array.from({ length: n }, (_, i) => ({ name: QUEUE, data: { i } }))),
-    addOne: (i) => boss.send(QUEUE, { i }),
+    addMany: (n, extra = {}) => boss.insert(Array.from({ length: n }, (_, i) => ({ name: QUEUE, data: { i, ...extra } }))),
+    addOne: (i, extra = {}) => boss.send(QUEUE, { i, ...extra }),
+    clear: (c) => c.query('DELETE FROM pgboss.job WHERE name = $1', [QUEUE]),
     left: async (c) =>
       Number((await c.query("SELECT count(*) FROM pgboss.job WHERE name = $1 AND state < 'completed'", [QUEUE])).rows[0].count),
     release: () => boss.stop({ graceful: false, wait: true, close: true }),
@@ -401,6 +469,150 @@ async function peerC(system, dsn, boundS, sleepMs) {
   return res;
 }
 
+// Workload D's figures, the same for every system.  slowDone: when each slow
+// job completed (ms); fast: {ret, start, done} per fast job (start and done
+// null if they had not happened by the time of measurement).  A fast job
+// that had not started counts as infinitely late: the percentile is then
+// null, shown as "more than the window".
+function dFigures({ slow, tCommit, tEnd, slowDone, fast }) {
+  const inWindow = slowDone.filter((t) => t <= tEnd).sort((a, b) => a - b);
+  const all = inWindow.length === slow;
+  const windowMs = (all ? inWindow[inWindow.length - 1] : tEnd) - tCommit;
+  const pct = (values, p) => {
+    const v = percentile(values.slice().sort((a, b) => a - b), p);
+    return v === null || v === Infinity ? null : v;
+  };
+  const startLat = fast.map((f) => (f.start === null ? Infinity : f.start - f.ret));
+  const doneLat = fast.map((f) => (f.done === null ? Infinity : f.done - f.ret));
+  return {
+    slow,
+    slow_completed: inWindow.length,
+    slow_open: slow - inWindow.length,
+    window_s: windowMs / 1000,
+    completed_per_s: inWindow.length / (windowMs / 1000),
+    fast_count: fast.length,
+    fast_not_started: fast.filter((f) => f.start === null).length,
+    fast_p50_ms: pct(startLat, 0.5),
+    fast_p99_ms: pct(startLat, 0.99),
+    fast_max_ms: pct(startLat, 1),
+    fast_done_p50_ms: pct(doneLat, 0.5),
+    fast_done_p99_ms: pct(doneLat, 0.99),
+  };
+}
+
+// The fast trickle: one job every intervalMs from tCommit until the slow
+// ones are all done (slowLeft() is 0) or the cap; returns when it stopped.
+async function trickle(tCommit, capS, intervalMs, slowLeft, enqueueOne) {
+  const deadline = tCommit + capS * 1000;
+  for (let k = 0; ; ) {
+    if (now() >= deadline || (await slowLeft()) === 0) return now();
+    const due = tCommit + k * intervalMs;
+    if (due > now()) {
+      await sleep(Math.min(due - now(), deadline - now(), 20));
+      continue;
+    }
+    await enqueueOne(k++);
+  }
+}
+
+// How long the fast jobs get to start after the window closed.
+const D_GRACE_MS = 2000;
+
+// The baseline of D: the provider called directly from this process, every
+// slow call at once, the fast calls on the same schedule; no queue at all.
+// A fast call "starts" when it is sent; its done time is the answer's.
+async function directD(o) {
+  await httpJson(`${o.fixture}/stats/reset`, 'POST', {});
+  const slowDone = [];
+  const fast = [];
+  const tCommit = now();
+  const slowCalls = Array.from({ length: o.slow }, () => modelCall(o.fixture, false).then(() => slowDone.push(now())));
+  const tEnd = await trickle(tCommit, o.cap, o.fastInterval, () => o.slow - slowDone.length, async () => {
+    const f = { ret: now(), start: now(), done: null };
+    fast.push(f);
+    modelCall(o.fixture, true).then(() => (f.done = now()));
+  });
+  await Promise.race([Promise.all(slowCalls), sleep(D_GRACE_MS)]);
+  await sleep(100);
+  const fixture = await httpJson(`${o.fixture}/stats`, 'GET');
+  return { ...dFigures({ slow: o.slow, tCommit, tEnd, slowDone, fast }), provider_max_in_flight: fixture.max_in_flight };
+}
+
+// A peer's settings for D, from "--concurrency": graphile-worker
+// concurrentJobs ("24 250 1100"), pg-boss work() loops x batchSize
+// ("4x500 16x100").
+function peerDConfigs(system, spec) {
+  return spec
+    .trim()
+    .split(/\s+/)
+    .map((t) => {
+      if (system === 'graphile') return { label: `concurrentJobs ${t}`, cfg: { graphile: { concurrentJobs: Number(t) } } };
+      const [w, b] = t.split('x').map(Number);
+      return { label: `${w} work() × batchSize ${b}`, cfg: { pgboss: { workers: w, batchSize: b } } };
+    });
+}
+
+async function peerDOnce(system, dsn, o, conf) {
+  const q = await peerEnqueuer(system, dsn);
+  const c = await connect(dsn);
+  await q.clear(c);
+  const w = startWorker(system, dsn, 'D', 0, { fixture: o.fixture, ...conf.cfg });
+  if (!(await w.until(() => w.ready, 30000))) fail(`${system} worker did not start`);
+  await sleep(1000);
+  await httpJson(`${o.fixture}/stats/reset`, 'POST', {});
+  const slowDone = [];
+  let seen = 0;
+  const slowLeft = () => {
+    for (; seen < w.dones.length; seen++) if (w.dones[seen].i < o.slow) slowDone.push(w.dones[seen].at);
+    return o.slow - slowDone.length;
+  };
+  const ret = [];
+  await q.addMany(o.slow, { fast: false });
+  const tCommit = now();
+  const tEnd = await trickle(tCommit, o.cap, o.fastInterval, slowLeft, async (k) => {
+    await q.addOne(o.slow + k, { fast: true });
+    ret.push(now());
+  });
+  const fastOf = (list) => new Map(list.filter((m) => m.i >= o.slow).map((m) => [m.i - o.slow, m.at]));
+  await w.until(() => fastOf(w.starts).size >= ret.length && fastOf(w.dones).size >= ret.length, D_GRACE_MS);
+  slowLeft();
+  const starts = fastOf(w.starts), dones = fastOf(w.dones);
+  const fixture = await httpJson(`${o.fixture}/stats`, 'GET');
+  await w.stop();
+  await q.clear(c); // what the cap left
+  await q.release();
+  await c.end();
+  return {
+    config: conf.label,
+    ...dFigures({
+      slow: o.slow,
+      tCommit,
+      tEnd,
+      slowDone,
+      fast: ret.map((r, k) => ({ ret: r, start: starts.get(k) ?? null, done: dones.get(k) ?? null })),
+    }),
+    provider_max_in_flight: fixture.max_in_flight,
+  };
+}
+
+// Every setting of --concurrency in turn; the best (most slow jobs completed
+// per second, then the lowest fast p99) is the result, the others are listed.
+async function peerD(system, dsn, o) {
+  const tried = [];
+  for (const conf of peerDConfigs(system, o.concurrency)) {
+    const r = await peerDOnce(system, dsn, o, conf);
+    process.stderr.write(`run.mjs: ${system} D, ${conf.label}: ${fmtD(r)}\n`);
+    tried.push(r);
+  }
+  const p99 = (r) => (r.fast_p99_ms === null ? Infinity : r.fast_p99_ms);
+  const best = tried.slice().sort((a, b) => b.completed_per_s - a.completed_per_s || p99(a) - p99(b))[0];
+  return { ...best, tried: tried.map((r) => ({ config: r.config, completed_per_s: r.completed_per_s, fast_p99_ms: r.fast_p99_ms })) };
+}
+
+function fmtD(r) {
+  return `${r.slow_completed}/${r.slow} slow in ${r.window_s.toFixed(2)} s (${r.completed_per_s.toFixed(1)}/s), fast p50 ${r.fast_p50_ms} ms p99 ${r.fast_p99_ms} ms (${r.fast_not_started} of ${r.fast_count} not started), provider in flight at most ${r.provider_max_in_flight}`;
+}
+
 // ---------------------------------------------------------------------------
 // nadi: the server's own workers; only SQL from here
 // ---------------------------------------------------------------------------
@@ -408,7 +620,7 @@ async function peerC(system, dsn, boundS, sleepMs) {
 async function nadiSessions(c, n) {
   const ids = [];
   for (let k = 0; k < n; k++) ids.push((await c.query("SELECT session_id FROM nadi.session_create('bench')")).rows[0].session_id);
-  const deadline = now() + 60000;
+  const deadline = now() + 60000 + 100 * n;
   for (;;) {
     const r = await c.query(
       "SELECT count(*) FROM nadi.sessions s JOIN nadi.session_leases l USING (session_id) " +
@@ -426,11 +638,16 @@ const OPEN = "status IN ('queued', 'running', 'waiting')";
 // Done with these sessions: terminate them, as an application would, so the
 // next run starts from a cell with no sessions (the cell's rounds cost more
 // the more sessions it holds, idle or not).
-async function nadiEnd(c, ids) {
+async function nadiEnd(c, ids, timeoutMs = 30000) {
   await c.query('SELECT count(nadi.session_terminate(s)) FROM unnest($1::uuid[]) s', [ids]);
-  const deadline = now() + 30000;
+  const deadline = now() + timeoutMs;
   while (Number((await c.query("SELECT count(*) FROM nadi.sessions WHERE session_id = ANY($1::uuid[]) AND state <> 'terminated'", [ids])).rows[0].count) > 0) {
     if (now() > deadline) fail('nadi: sessions did not terminate');
+    await sleep(50);
+  }
+  // a command in flight ends on its own (a cancel is seen before the next slow call)
+  while (Number((await c.query("SELECT count(*) FROM nadi.command_inbox WHERE session_id = ANY($1::uuid[]) AND status = 'running'", [ids])).rows[0].count) > 0) {
+    if (now() > deadline) fail('nadi: commands of terminated sessions still run');
     await sleep(50);
   }
 }
@@ -587,6 +804,176 @@ async function nadiC(dsn, boundS, sleepMs) {
   return res;
 }
 
+// Workloads D and D-tools for nadi: `slow` sessions get one command each
+// (enqueued in one statement) while fast message commands trickle into
+// `fastSessions` other sessions.  Starts and completions are the events'
+// created_at (server clock, as in B).  The window ends when every slow
+// command has completed or at the cap; what is still open then is reported,
+// and the sessions are terminated (which cancels their open commands: a cell
+// checks for a cancel before each slow call), so the run ends in bounded time.
+async function nadiSlowFast(c, o, slowCmd, fastText, onWindowEnd) {
+  const ids = await nadiSessions(c, o.slow + o.fastSessions);
+  const slowIds = ids.slice(0, o.slow), fastIds = ids.slice(o.slow);
+  await sleep(1000);
+  const poll = await connect(o.dsn);
+  const ret = new Map();
+  let left = o.slow, polledAt = 0;
+  const slowLeft = async () => {
+    if (now() - polledAt >= 100) {
+      polledAt = now();
+      left = Number((await poll.query("SELECT count(*) FROM nadi.command_inbox WHERE session_id = ANY($1::uuid[]) AND status <> 'completed'", [slowIds])).rows[0].count);
+    }
+    return left;
+  };
+  await c.query('SELECT count(nadi.command_enqueue(s, $2, $3)) FROM unnest($1::uuid[]) s', [slowIds, slowCmd.type, JSON.stringify(slowCmd.payload)]);
+  const tCommit = now();
+  const tEnd = await trickle(tCommit, o.cap, o.fastInterval, slowLeft, async (k) => {
+    const r = await c.query("SELECT command_id FROM nadi.command_enqueue($1, 'message', $2)", [fastIds[k % fastIds.length], JSON.stringify({ text: fastText })]);
+    ret.set(`${fastIds[k % fastIds.length]}/${r.rows[0].command_id}`, now());
+  });
+  await sleep(D_GRACE_MS);
+  const extra = onWindowEnd ? await onWindowEnd() : {};
+  const ev = await c.query(
+    "SELECT session_id::text || '/' || command_id AS id, session_id = ANY($2::uuid[]) AS slow, " +
+      "extract(epoch FROM min(created_at) FILTER (WHERE kind = 'command.started')) * 1000 AS started, " +
+      "extract(epoch FROM min(created_at) FILTER (WHERE kind = 'command.completed')) * 1000 AS completed, " +
+      "count(*) FILTER (WHERE kind IN ('command.failed', 'command.dead', 'tool.error')) AS failed " +
+      "FROM nadi.events WHERE session_id = ANY($1::uuid[]) AND command_id IS NOT NULL GROUP BY session_id, command_id",
+    [ids, slowIds],
+  );
+  const byId = new Map(ev.rows.map((r) => [r.id, r]));
+  const slowRows = ev.rows.filter((r) => r.slow);
+  const figures = dFigures({
+    slow: o.slow,
+    tCommit,
+    tEnd,
+    slowDone: slowRows.filter((r) => r.completed !== null).map((r) => Number(r.completed)),
+    fast: [...ret].map(([id, at]) => {
+      const r = byId.get(id);
+      return { ret: at, start: r?.started != null ? Number(r.started) : null, done: r?.completed != null ? Number(r.completed) : null };
+    }),
+  });
+  figures.slow_failed = slowRows.reduce((n, r) => n + Number(r.failed), 0);
+  await poll.end();
+  return { ids, figures, extra };
+}
+
+async function nadiD(dsn, o) {
+  const c = await connect(dsn);
+  const url = `${o.fixture}/v1`;
+  // one model for the cluster: the provider answers "[fast]" messages at once
+  await c.query("ALTER SYSTEM SET nadi.model = 'openai'");
+  await c.query(`ALTER SYSTEM SET nadi.model_url = '${url.replace(/'/g, "''")}'`);
+  await c.query('ALTER SYSTEM SET nadi.proxy_tokens = off'); // no signing key, no credentials proxy
+  await c.query('SELECT pg_reload_conf()');
+  await sleep(1000);
+  await httpJson(`${o.fixture}/stats/reset`, 'POST', {});
+  let ids = [];
+  try {
+    const run = await nadiSlowFast(c, { ...o, dsn }, { type: 'message', payload: { text: 'slow step' } }, `${FAST_MARKER} ping`, async () => {
+      const f = await httpJson(`${o.fixture}/stats`, 'GET');
+      return { provider_max_in_flight: f.max_in_flight, provider_slow_answered: f.slow };
+    });
+    ids = run.ids;
+    return { ...run.figures, ...run.extra, cell_workers: Number((await c.query("SELECT current_setting('nadi.cell_workers')")).rows[0].current_setting) };
+  } finally {
+    // what is left answers at once and is cancelled; then the cluster's model is the builtin one again
+    await httpJson(`${o.fixture}/control`, 'POST', { delay_ms: 0 });
+    const t = now();
+    if (ids.length) await nadiEnd(c, ids, 300000);
+    process.stderr.write(`run.mjs: nadi D: the sessions ended ${((now() - t) / 1000).toFixed(1)} s after the window\n`);
+    await httpJson(`${o.fixture}/control`, 'POST', { delay_ms: o.delay });
+    for (const g of ['nadi.model', 'nadi.model_url', 'nadi.proxy_tokens']) await c.query(`ALTER SYSTEM RESET ${g}`);
+    await c.query('SELECT pg_reload_conf()');
+    await c.end();
+  }
+}
+
+// Memory: the peak of sandboxd's resident set (VmHWM) and of the sandboxes'
+// cgroup (memory.current or memory.usage_in_bytes, sampled every 100 ms).
+function memorySampler(pid, cgroup) {
+  const read = (f) => {
+    try {
+      return readFileSync(f, 'utf8');
+    } catch {
+      return null;
+    }
+  };
+  const kb = (name) => {
+    const m = pid && new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(read(`/proc/${pid}/status`) || '');
+    return m ? Number(m[1]) * 1024 : null;
+  };
+  const cg = () => {
+    if (!cgroup) return null;
+    const v = read(`${cgroup}/memory.current`) ?? read(`${cgroup}/memory.usage_in_bytes`);
+    return v === null ? null : Number(v);
+  };
+  const m = { rss_before: kb('VmRSS'), cgroup_before: cg(), rss_peak: null, cgroup_peak: null };
+  const sample = () => {
+    const r = kb('VmRSS'), g = cg();
+    if (r !== null) m.rss_peak = Math.max(m.rss_peak ?? 0, r);
+    if (g !== null) m.cgroup_peak = Math.max(m.cgroup_peak ?? 0, g);
+  };
+  sample();
+  const t = setInterval(sample, 100);
+  return () => {
+    clearInterval(t);
+    sample();
+    return m;
+  };
+}
+
+// sandboxd's /metrics: sandboxes, containers not stopped, exec calls done.
+async function sandboxdMetrics(url) {
+  const text = await httpJson(`${url}/metrics`, 'GET', undefined, true);
+  const m = { sandboxes: 0, containers_up: 0, exec_calls: 0 };
+  for (const line of text.split('\n')) {
+    let x;
+    if ((x = /^nadi_sandboxd_sandboxes (\S+)/.exec(line))) m.sandboxes = Number(x[1]);
+    else if ((x = /^nadi_sandboxd_containers\{state="([a-z]+)"\} (\S+)/.exec(line))) m.containers_up += x[1] === 'stopped' ? 0 : Number(x[2]);
+    else if ((x = /^nadi_sandboxd_tool_calls_total\{tool="exec",outcome="[a-z_]+"\} (\S+)/.exec(line))) m.exec_calls += Number(x[1]);
+  }
+  return m;
+}
+
+async function nadiDTools(dsn, o) {
+  const c = await connect(dsn);
+  const stop = memorySampler(o.sandboxdPid, o.cgroup);
+  const before = await sandboxdMetrics(o.sandboxd);
+  let upPeak = 0;
+  const upTimer = setInterval(() => sandboxdMetrics(o.sandboxd).then((m) => (upPeak = Math.max(upPeak, m.containers_up)), () => {}), 250);
+  let ids = [];
+  try {
+    const secs = (o.execMs / 1000).toString();
+    const run = await nadiSlowFast(c, { ...o, dsn }, { type: 'tool', payload: { name: 'exec', args: { argv: ['sleep', secs] } } }, 'ping', async () => {
+      clearInterval(upTimer);
+      const after = await sandboxdMetrics(o.sandboxd);
+      return { ...stop(), sandboxes: after.sandboxes, containers_up_peak: Math.max(upPeak, after.containers_up), exec_calls: after.exec_calls - before.exec_calls };
+    });
+    ids = run.ids;
+    const mb = (x) => (x === null ? null : x / 1048576);
+    const m = run.extra;
+    return {
+      ...run.figures,
+      exec_ms: o.execMs,
+      sandboxd_rss_mb: mb(m.rss_before),
+      sandboxd_rss_peak_mb: mb(m.rss_peak),
+      cgroup_mb: mb(m.cgroup_before),
+      cgroup_peak_mb: mb(m.cgroup_peak),
+      sandboxd_exec_calls: m.exec_calls,
+      sandboxd_sandboxes: m.sandboxes,
+      sandboxd_containers_up_peak: m.containers_up_peak,
+      cell_workers: Number((await c.query("SELECT current_setting('nadi.cell_workers')")).rows[0].current_setting),
+    };
+  } finally {
+    clearInterval(upTimer);
+    const t = now();
+    if (ids.length) await nadiEnd(c, ids, 300000);
+    process.stderr.write(`run.mjs: nadi D-tools: the sessions ended ${((now() - t) / 1000).toFixed(1)} s after the window\n`);
+    await c.end();
+  }
+}
+
 // ---------------------------------------------------------------------------
 // setup and report
 // ---------------------------------------------------------------------------
@@ -629,7 +1016,7 @@ async function setup(opts) {
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const [what, a, b] = opts.positional;
-  if (what === 'worker') return workerMain(a, opts.dsn, b, Number(opts.sleep || 0));
+  if (what === 'worker') return workerMain(a, opts.dsn, b, Number(opts.sleep || 0), JSON.parse(opts.cfg || '{}'));
   if (what === 'setup') return setup(opts);
   const system = what;
   const workload = a;
@@ -638,8 +1025,31 @@ async function main() {
   const interval = Number(opts.interval || 10);
   const bound = Number(opts.bound || 30);
   const sleepMs = Number(opts.sleep || 3000);
+  const d = {
+    fixture: opts.fixture,
+    slow: Number(opts.slow || 1000),
+    fastSessions: Number(opts.fastSessions || 50),
+    fastInterval: Number(opts.fastInterval || 20),
+    cap: Number(opts.cap || 60),
+    delay: Number(opts.delay || 1500),
+    concurrency: opts.concurrency || (system === 'graphile' ? '24 250 1100' : '4x500 16x100 64x20'),
+  };
   let res;
-  if (system === 'nadi') {
+  if (workload === 'D' && !d.fixture) fail('workload D needs --fixture URL (bench/slow-model.mjs)');
+  if (workload === 'D-tools' && system !== 'nadi') fail('workload D-tools is for nadi only');
+  if (workload === 'D' && system === 'direct') res = await directD(d);
+  else if (workload === 'D' && system === 'nadi') res = await nadiD(opts.dsn, d);
+  else if (workload === 'D' && (system === 'graphile' || system === 'pgboss')) res = await peerD(system, opts.dsn, d);
+  else if (workload === 'D-tools')
+    res = await nadiDTools(opts.dsn, {
+      ...d,
+      slow: Number(opts.sessions || 200),
+      execMs: Number(opts.execMs || 500),
+      sandboxdPid: opts.sandboxdPid ? Number(opts.sandboxdPid) : null,
+      cgroup: opts.cgroup || null,
+      sandboxd: opts.sandboxd,
+    });
+  else if (system === 'nadi') {
     if (workload === 'A') res = await nadiA(opts.dsn, jobs, Number(opts.sessions || 32));
     else if (workload === 'B') res = await nadiB(opts.dsn, count, interval, Number(opts.sessions || 8));
     else if (workload === 'C') res = await nadiC(opts.dsn, bound, sleepMs);

@@ -9,23 +9,43 @@ use strict;
 use warnings;
 use IO::Socket::INET;
 
-# start($log, sub { my ($head, $body, $conn) = @_; return ($status_line, $json) }, $port)
+# start($log, sub { my ($head, $body, $conn) = @_; return ($status_line, $json) }, $port, $concurrent)
 # A callback that returns nothing hangs up without answering (after reading
 # the whole request); $conn is the client's connection (see wait_hangup).
-# $port: listen there (default: any free port).
+# $port: listen there (default: any free port).  $concurrent: each connection
+# is served by a process of its own, so slow answers do not hold up others
+# (by default one request at a time).
 # Returns ($port, $pid); stop($pid) ends it.
 sub start
 {
-	my ($log, $answer, $want_port) = @_;
-	my $listen = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $want_port // 0, Listen => 5,
+	my ($log, $answer, $want_port, $concurrent) = @_;
+	my $listen = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $want_port // 0, Listen => 64,
 		ReuseAddr => 1)
 	  or die "listen: $!";
 	my $port = $listen->sockport;
 	my $pid = fork();
 	die "fork: $!" unless defined $pid;
 	return ($port, $pid) if $pid;
-	while (my $c = $listen->accept)
+	local $SIG{CHLD} = 'IGNORE' if $concurrent;
+	while (1)
 	{
+		my $c = $listen->accept;
+		if (!$c)
+		{
+			next if $!{EINTR};
+			last;
+		}
+		if ($concurrent)
+		{
+			my $child = fork();
+			die "fork: $!" unless defined $child;
+			if ($child)
+			{
+				close $c;
+				next;
+			}
+			close $listen;
+		}
 		my ($head, $body, $len) = ('', '', 0);
 		while (my $line = <$c>)
 		{
@@ -38,14 +58,13 @@ sub start
 		print $fh $head, $body, "\n----\n";
 		close $fh;
 		my ($status, $json) = $answer->($head, $body, $c);
-		if (!defined $status)
+		if (defined $status)
 		{
-			close $c;
-			next;
+			print $c "HTTP/1.1 $status\r\nContent-Type: application/json\r\nContent-Length: "
+			  . length($json) . "\r\nConnection: close\r\n\r\n$json";
 		}
-		print $c "HTTP/1.1 $status\r\nContent-Type: application/json\r\nContent-Length: "
-		  . length($json) . "\r\nConnection: close\r\n\r\n$json";
 		close $c;
+		exit 0 if $concurrent;
 	}
 	exit 0;
 }

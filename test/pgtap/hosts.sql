@@ -5,7 +5,7 @@
 -- lease even with the right epoch (every cell login can read it), and
 -- cannot mint tokens for B's sessions; B's login and an administrator can.
 BEGIN;
-SELECT plan(67);
+SELECT plan(72);
 
 CREATE ROLE hosts_cell_a LOGIN IN ROLE nadi_cell;
 CREATE ROLE hosts_cell_b LOGIN IN ROLE nadi_cell;
@@ -138,6 +138,16 @@ SELECT throws_ok(format($$SELECT nadi.lease_renew(%L, %s)$$, :'s', :e), '42501',
                  'A cannot renew B''s lease');
 SELECT throws_ok(format($$SELECT nadi.lease_release(%L, %s)$$, :'s', :e), '42501', NULL,
                  'A cannot release B''s lease');
+SELECT throws_ok(format($$SELECT * FROM nadi.command_claim_many('hcell-b', ARRAY[%L]::uuid[], ARRAY[%s]::bigint[])$$,
+                        :'s', :e), '42501', NULL, 'A cannot claim a batch as B');
+SELECT throws_ok(format($$SELECT * FROM nadi.lease_renew_many('hcell-b', ARRAY[%L]::uuid[], ARRAY[%s]::bigint[])$$,
+                        :'s', :e), '42501', NULL, 'A cannot renew a batch as B');
+SELECT throws_ok(format($$SELECT * FROM nadi.command_complete_many('hcell-b', ARRAY[%L]::uuid[], ARRAY[%s]::bigint[], ARRAY[%s]::bigint[])$$,
+                        :'s', :e, :c), '42501', NULL, 'A cannot complete a batch as B');
+SELECT is((SELECT status FROM nadi.command_claim_many('hcell-a', ARRAY[:'s']::uuid[], ARRAY[:e]::bigint[])),
+          'fenced', 'A naming B''s session and epoch under its own host id is told it is fenced');
+SELECT is((SELECT ok FROM nadi.lease_renew_many('hcell-a', ARRAY[:'s']::uuid[], ARRAY[:e]::bigint[])),
+          false, 'and does not renew B''s lease');
 SELECT throws_ok(format($$SELECT nadi.sandbox_token(%L, 'sbx1')$$, :'s'), '42501',
                  'role "hosts_cell_a" may not mint tokens as cell host "hcell-b"',
                  'A cannot mint a sandbox token for B''s session');

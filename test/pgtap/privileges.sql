@@ -6,7 +6,7 @@
 -- for none.  Schema nadi is usable by PUBLIC (authenticate is public), so a
 -- role outside the nadi roles is stopped by the grants alone.
 BEGIN;
-SELECT plan(875);
+SELECT plan(905);
 
 ---------------------------------------------------------------------------
 -- Test roles: one member of each nadi role, and one of none
@@ -144,6 +144,17 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
       $$SELECT nadi.command_await_permission('{S}', {C}, 1, '{"tool": "rm"}')$$, '42501', 'ok', '42501', 'ok'),
  (33, 'command_claim (while waiting)', 'nadi.command_claim(uuid, bigint)',
       $$SELECT 1 / (1 - count(*))::int FROM nadi.command_claim('{S}', 1)$$, '42501', 'ok', '42501', 'ok'),
+ -- the batch claim names the session held at epoch 1 (its command waits:
+ -- nothing to claim, and not fenced); the cell's batch calls are for the
+ -- host bound to it, and only nadi_cell may make them
+ (36, 'command_claim_many', 'nadi.command_claim_many(text, uuid[], bigint[], integer)',
+      $$SELECT 1 / (1 - count(*))::int FROM nadi.command_claim_many('priv-cell-1', ARRAY['{S}']::uuid[], ARRAY[1]::bigint[])$$,
+      '42501', 'ok', '42501', '42501'),
+ -- the batch completion: the command waits, so it is reported not running
+ (37, 'command_complete_many', 'nadi.command_complete_many(text, uuid[], bigint[], bigint[], jsonb[], jsonb[])',
+      $$SELECT 1 / count(*) FILTER (WHERE status = 'not_running')::int
+        FROM nadi.command_complete_many('priv-cell-1', ARRAY['{S}']::uuid[], ARRAY[1]::bigint[], ARRAY[{C}]::bigint[])$$,
+      '42501', 'ok', '42501', '42501'),
  (34, 'command_fail', 'nadi.command_fail(uuid, bigint, bigint, jsonb, boolean)',
       $$SELECT nadi.command_fail('{S}', {C}, 1, '{"error": "x"}')$$, '42501', 'NA006', '42501', 'NA006'),
  (35, 'command_complete', 'nadi.command_complete(uuid, bigint, bigint, jsonb, jsonb)',
@@ -153,6 +164,9 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
       $$SELECT nadi.lease_acquire('{S}', 'priv-cell-1')$$, '42501', 'NA004', '42501', 'NA004'),
  (41, 'lease_renew', 'nadi.lease_renew(uuid, bigint)',
       $$SELECT nadi.lease_renew('{S}', 1)$$, '42501', 'ok', '42501', 'ok'),
+ (43, 'lease_renew_many', 'nadi.lease_renew_many(text, uuid[], bigint[])',
+      $$SELECT 1 / count(*) FILTER (WHERE ok)::int FROM nadi.lease_renew_many('priv-cell-1', ARRAY['{S}']::uuid[], ARRAY[1]::bigint[])$$,
+      '42501', 'ok', '42501', '42501'),
  (42, 'reap', 'nadi.reap()',
       $$SELECT nadi.reap()$$, '42501', '42501', '42501', 'ok'),
  -- hosts and placement

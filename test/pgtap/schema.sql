@@ -1,7 +1,7 @@
 -- Schema: tables, keys, types, the SQL API's signatures, who may EXECUTE
 -- what by default, and row-level security being switched on.
 BEGIN;
-SELECT plan(149);
+SELECT plan(152);
 
 ---------------------------------------------------------------------------
 -- Schema and tables
@@ -164,7 +164,11 @@ INSERT INTO api VALUES
     -- host bindings and labels (1.1)
     ('host_bind',                ARRAY['text', 'text', 'name']),
     ('host_unbind',              ARRAY['text', 'text']),
-    ('host_set_labels',          ARRAY['text', 'text', 'jsonb']);
+    ('host_set_labels',          ARRAY['text', 'text', 'jsonb']),
+    -- the set-based calls of a cell host (1.1)
+    ('command_claim_many',       ARRAY['text', 'uuid[]', 'bigint[]', 'integer']),
+    ('lease_renew_many',         ARRAY['text', 'uuid[]', 'bigint[]']),
+    ('command_complete_many',    ARRAY['text', 'uuid[]', 'bigint[]', 'bigint[]', 'jsonb[]', 'jsonb[]']);
 
 SELECT has_function('nadi', fname, args,
                     format('function nadi.%s(%s) exists', fname, array_to_string(args, ', ')))

@@ -67,6 +67,42 @@ sub wait_status
 	$node->safe_psql('postgres', "SELECT nadi.session_terminate('$s')");
 }
 
+# a cell host with no embedded worker is woken by NOTIFY nadi_cell (its host
+# id); the embedded host's work wakes its workers' latches and notifies no one
+{
+	my ($in, $stdout, $stderr) = ("LISTEN nadi_cell;\n", '', '');
+	my $listener = IPC::Run::start(
+		[ 'psql', '-X', '-A', '-t', '-d', $node->connstr('postgres') ],
+		'<', \$in, '>', \$stdout, '2>', \$stderr);
+	$listener->pump until $stdout =~ /LISTEN/;
+
+	# an external host: the broker places a session there (the placing
+	# commit wakes it); then it drains, so the next session goes to tap-cell
+	$node->safe_psql('postgres', q{SELECT nadi.cell_host_register('tap-ext', NULL, 10, '{"pool": "ext"}')});
+	my $e = $node->safe_psql('postgres',
+		q{SELECT session_id FROM nadi.session_create('acme', labels => '{"pool": "ext"}')});
+	$node->poll_query_until('postgres',
+		"SELECT state = 'placed' AND cell_host_id = 'tap-ext' FROM nadi.sessions WHERE session_id = '$e'")
+	  or die 'the session was not placed on tap-ext';
+	$node->safe_psql('postgres', q{SELECT nadi.cell_host_set_state('tap-ext', 'draining')});
+
+	# the embedded host: placed, taken, a command enqueued, run
+	my $s = $node->safe_psql('postgres', "SELECT session_id FROM nadi.session_create('acme')");
+	$node->poll_query_until('postgres',
+		"SELECT state = 'active' AND cell_host_id = 'tap-cell' FROM nadi.sessions WHERE session_id = '$s'")
+	  or die 'the session was not taken by tap-cell';
+	my $c = $node->safe_psql('postgres',
+		qq{SELECT command_id FROM nadi.command_enqueue('$s', 'message', '{"text": "hi"}')});
+	wait_status($s, $c, 'completed') or die 'the command did not complete';
+
+	$in .= "SELECT 'done';\n";
+	$listener->finish;
+	like($stdout, qr/Asynchronous notification "nadi_cell" with payload "tap-ext" received/,
+		'NOTIFY nadi_cell with the host id wakes a cell host with no embedded worker');
+	unlike($stdout, qr/payload "tap-cell"/, 'the embedded host is woken by its latches alone');
+	$node->safe_psql('postgres', "SELECT nadi.session_terminate(x) FROM unnest(ARRAY['$e', '$s']::uuid[]) x");
+}
+
 # a message goes through the model and back, with no polling anywhere
 my $sid = $node->safe_psql('postgres', "SELECT session_id FROM nadi.session_create('acme', policy => '{\"require_approval\": [\"exec\"]}')");
 my $c1 = $node->safe_psql('postgres', "SELECT command_id FROM nadi.command_enqueue('$sid', 'message', '{\"text\": \"hello\"}')");
