@@ -50,7 +50,8 @@ typedef struct Sess
 	int64_t		last_active;
 	int64_t		timer_at;		/* a timer need's deadline, or 0 */
 	HttpCall   *call;			/* the call in flight, or NULL */
-	bool		busy;			/* a command is under way */
+	bool		busy;			/* a command is under way (or a claim is asked for) */
+	bool		started;		/* while claims are handed out: this one's started */
 	bool		listed;			/* seen in this round's listing */
 	bool		has_work;		/* this round's listing: a command is due */
 	struct Sess *hnext;			/* hash chain */
@@ -93,6 +94,7 @@ struct CellHost
 	json_t	   *tenants;		/* tenant → commands under way */
 	bool		woken;
 	bool		claiming;
+	bool		deferred;		/* a claim was put off for a limit since the last round */
 	int64_t		next_sweep;
 	int64_t		next_renew;
 	int64_t		last_heartbeat;
@@ -238,13 +240,27 @@ tenant_add(CellHost *ch, const char *tenant, int d)
 		json_object_del(ch->tenants, t);
 }
 
+/*
+ * A command slot: taken when a claim is asked for (so that one batch of
+ * claims cannot go past a limit), given back when the command is over or
+ * the claim gave nothing.
+ */
 static void
-command_begin(CellHost *ch, Sess *s)
+slot_take(CellHost *ch, Sess *s)
 {
 	s->busy = true;
 	tenant_add(ch, s->tenant, 1);
 	ch->stats.in_flight++;
-	ch->stats.commands_started++;
+}
+
+static void
+slot_give(CellHost *ch, Sess *s)
+{
+	if (!s->busy)
+		return;
+	s->busy = false;
+	tenant_add(ch, s->tenant, -1);
+	ch->stats.in_flight--;
 }
 
 static void
@@ -252,30 +268,41 @@ command_end(CellHost *ch, Sess *s)
 {
 	if (!s->busy)
 		return;
-	s->busy = false;
-	tenant_add(ch, s->tenant, -1);
-	ch->stats.in_flight--;
 	ch->stats.commands_finished++;
+	slot_give(ch, s);
+	if (ch->deferred)
+	{
+		/* a claim was put off for a limit: a round looks again now a slot is free */
+		ch->deferred = false;
+		ch->woken = true;
+	}
 }
 
-/* May one more command of s's tenant start?  Counts what it puts off. */
+/*
+ * May one more command of s's tenant start?  If so its slot is taken (the
+ * claim's outcome gives it back or starts the command); counts what it
+ * puts off.
+ */
 static bool
 may_start(CellHost *ch, Sess *s)
 {
 	const CellHostConfig *c = &ch->conf.cell;
 
-	if (!ch->claiming)
+	if (!ch->claiming || s->busy || s->rt.epoch < 0)
 		return false;
 	if (c->max_in_flight > 0 && ch->stats.in_flight >= c->max_in_flight)
 	{
 		ch->stats.deferred_cell++;
+		ch->deferred = true;
 		return false;
 	}
 	if (c->max_in_flight_tenant > 0 && tenant_count(ch, s->tenant) >= c->max_in_flight_tenant)
 	{
 		ch->stats.deferred_tenant++;
+		ch->deferred = true;
 		return false;
 	}
+	slot_take(ch, s);
 	return true;
 }
 
@@ -302,35 +329,100 @@ lease_from_row(Sess *s, json_t *row, int64_t now)
 	}
 }
 
-#define SQL_CLAIM \
-	"SELECT command_id, type, payload FROM nadi.command_claim($1::uuid, $2::bigint)"
-
-static json_t *
-claim_stmt(Sess *s)
+/*
+ * "{a,b,c}": an array literal of the sessions' ids, or of their epochs
+ * (uuids and integers need no quoting); malloc'd.
+ */
+static char *
+array_literal(Sess **of, int n, bool epochs)
 {
-	char		epoch[32];
-	const char *args[2] = {s->rt.id, epoch};
+	size_t		cap = (size_t) n * 40 + 3;
+	char	   *a = malloc(cap);
+	size_t		len = 0;
 
-	snprintf(epoch, sizeof(epoch), "%lld", (long long) s->rt.epoch);
-	return store_stmt(SQL_CLAIM, 2, args);
+	if (a == NULL)
+		abort();
+	a[len++] = '{';
+	for (int i = 0; i < n; i++)
+	{
+		if (epochs)
+			len += snprintf(a + len, cap - len, "%s%lld", i ? "," : "", (long long) of[i]->rt.epoch);
+		else
+			len += snprintf(a + len, cap - len, "%s%s", i ? "," : "", of[i]->rt.id);
+	}
+	snprintf(a + len, cap - len, "}");
+	return a;
 }
 
-/* A claim came back: start the command it gave, if any. */
-static void
-claimed(CellHost *ch, Sess *s, const StoreGroup *g, int stmt)
+#define CLAIM_MAX 1000			/* command_claim_many's max_n */
+#define SQL_CLAIM_MANY \
+	"SELECT session_id, status, command_id, type, payload " \
+	"FROM nadi.command_claim_many($1, $2::uuid[], $3::bigint[], $4::integer)"
+
+/*
+ * One statement that claims the next command of each session in of[]
+ * (their slots taken by may_start, at most CLAIM_MAX): for a group of the
+ * caller's transaction.
+ */
+static json_t *
+claim_many_stmt(CellHost *ch, Sess **of, int n)
 {
-	json_t	   *row = json_array_get(store_group_rows(g, stmt), 0);
+	char	   *ids = array_literal(of, n, false);
+	char	   *epochs = array_literal(of, n, true);
+	char		max[16];
+	const char *args[4] = {ch->conf.cell.host_id, ids, epochs, max};
+	json_t	   *stmt;
+
+	snprintf(max, sizeof(max), "%d", n);
+	stmt = store_stmt(SQL_CLAIM_MANY, 4, args);
+	free(ids);
+	free(epochs);
+	return stmt;
+}
+
+/*
+ * The claims came back (rows of command_claim_many, or a failed group):
+ * start each command claimed, drop each session fenced, give the other
+ * slots back.
+ */
+static void
+claimed(CellHost *ch, Sess **of, int n, const StoreGroup *g)
+{
+	json_t	   *rows = g->sqlstate[0] == '\0' ? store_group_rows(g, 0) : NULL;
+	json_t	   *row;
+	size_t		k;
 
 	if (g->sqlstate[0] != '\0')
+		chlog(ch, RT_LOG_WARNING, "nadi cell: could not claim commands: %s", g->message);
+	json_array_foreach(rows, k, row)
 	{
-		s->rt.epoch = -1;		/* the lease moved on */
-		return;
+		Sess	   *s = sess_find(ch, json_string_value(json_object_get(row, "session_id")) ? json_string_value(json_object_get(row, "session_id")) : "");
+		const char *status = json_string_value(json_object_get(row, "status"));
+
+		if (s == NULL || !s->busy || status == NULL)
+			continue;
+		if (s->rt.epoch < 0)
+			continue;			/* its last commit was refused: it goes (the claim runs again elsewhere) */
+		if (strcmp(status, "fenced") == 0)
+		{
+			slot_give(ch, s);
+			s->rt.epoch = -1;	/* the lease moved on: dropped at the next renewal */
+		}
+		else if (strcmp(status, "claimed") == 0 && s->rt.need.kind == RT_NEED_NONE && !s->started)
+		{
+			s->started = true;
+			s->last_active = rt_now_us();
+			ch->stats.commands_started++;
+			advance(ch, s, runtime_start(&ch->runtime, &s->rt, row));
+		}
 	}
-	if (row == NULL)
-		return;
-	s->last_active = rt_now_us();
-	command_begin(ch, s);
-	advance(ch, s, runtime_start(&ch->runtime, &s->rt, row));
+	/* the rest had nothing to claim */
+	for (int i = 0; i < n; i++)
+	{
+		if (of[i]->busy && !of[i]->started)
+			slot_give(ch, of[i]);
+		of[i]->started = false;
+	}
 }
 
 /* ---- the driver ---- */
@@ -542,51 +634,53 @@ settle(CellHost *ch)
 			continue;
 		}
 
-		/* the finished commands: their last writes, and each session's next claim */
+		/*
+		 * The finished commands: their last writes (a group per session),
+		 * then one claim of the next command of each (a last group).
+		 */
 		batch = ch->finished;
 		memset(&ch->finished, 0, sizeof(ch->finished));
-		groups = calloc(batch.n * 2 + 1, sizeof(StoreGroup));
+		groups = calloc(batch.n + 2, sizeof(StoreGroup));
 		{
-			int		   *flush_at = calloc(batch.n + 1, sizeof(int));
-			int		   *claim_at = calloc(batch.n + 1, sizeof(int));
+			Sess	  **flushed = malloc(sizeof(Sess *) * (batch.n + 1));
+			Sess	  **next = malloc(sizeof(Sess *) * (batch.n + 1));
+			int			nnext = 0;
 
 			for (int i = 0; i < batch.n; i++)
 			{
 				Sess	   *s = batch.items[i];
 
-				flush_at[i] = claim_at[i] = -1;
 				if (s->rt.epoch < 0)
 					continue;
 				if (s->rt.pending && json_array_size(s->rt.pending) > 0)
 				{
-					flush_at[i] = ngroups;
+					flushed[ngroups] = s;
 					groups[ngroups++].stmts = s->rt.pending;
 					s->rt.pending = NULL;
 				}
-				if (may_start(ch, s))
-				{
-					claim_at[i] = ngroups;
-					groups[ngroups++].stmts = json_pack("[o]", claim_stmt(s));
-				}
+				if (nnext < CLAIM_MAX && may_start(ch, s))
+					next[nnext++] = s;
+				else if (nnext == CLAIM_MAX)
+					ch->woken = true;	/* a round claims for the others */
 			}
-			ch->store->exec_groups(ch->store->ctx, groups, ngroups);
-			for (int i = 0; i < batch.n; i++)
+			if (nnext > 0)
+				groups[ngroups].stmts = json_pack("[o]", claim_many_stmt(ch, next, nnext));
+			ch->store->exec_groups(ch->store->ctx, groups, ngroups + (nnext > 0));
+			for (int g = 0; g < ngroups; g++)
 			{
-				Sess	   *s = batch.items[i];
-
-				if (flush_at[i] >= 0 && groups[flush_at[i]].sqlstate[0] != '\0')
+				if (groups[g].sqlstate[0] != '\0')
 				{
 					chlog(ch, RT_LOG_DEBUG, "nadi cell: session %s: commit refused (%s): %s",
-						  s->rt.id, groups[flush_at[i]].sqlstate, groups[flush_at[i]].message);
-					s->rt.epoch = -1;
+						  flushed[g]->rt.id, groups[g].sqlstate, groups[g].message);
+					flushed[g]->rt.epoch = -1;
 				}
-				else if (claim_at[i] >= 0)
-					claimed(ch, s, &groups[claim_at[i]], 0);
 			}
-			for (int g = 0; g < ngroups; g++)
+			if (nnext > 0)
+				claimed(ch, next, nnext, &groups[ngroups]);
+			for (int g = 0; g < ngroups + (nnext > 0); g++)
 				store_group_free(&groups[g]);
-			free(flush_at);
-			free(claim_at);
+			free(flushed);
+			free(next);
 		}
 		free(groups);
 		free(batch.items);
@@ -679,17 +773,16 @@ release(CellHost *ch, Sess *s)
 
 /*
  * Renew the leases with less than two thirds of their TTL left (one
- * transaction, a group each); with drop, forget the sessions that are not
- * ours any more (not listed, or lost).
+ * statement, lease_renew_many); with drop, forget the sessions that are not
+ * ours any more (not listed, or lost).  A lost session's call in flight is
+ * taken back at once.
  */
 static void
 renew(CellHost *ch, bool drop)
 {
 	size_t		n;
 	Sess	  **all = sess_all(ch, &n);
-	StoreGroup *groups = calloc(n + 1, sizeof(StoreGroup));
-	Sess	  **of = malloc(sizeof(Sess *) * (n + 1));
-	int			ng = 0;
+	int			nd = 0;
 	int64_t		now = rt_now_us();
 	int64_t		ttl_min = 0;
 
@@ -707,34 +800,37 @@ renew(CellHost *ch, bool drop)
 		if (s->lease_ttl > 0 && (ttl_min == 0 || s->lease_ttl < ttl_min))
 			ttl_min = s->lease_ttl;
 		if (s->lease_expires - now < s->lease_ttl * 2 / 3)
-		{
-			char		epoch[32];
-			const char *args[2] = {s->rt.id, epoch};
-
-			snprintf(epoch, sizeof(epoch), "%lld", (long long) s->rt.epoch);
-			groups[ng].stmts = json_pack("[o]", store_stmt("SELECT (extract(epoch FROM expires_at - nadi.now()) * 1000)::bigint "
-														   "AS expires_in_ms FROM nadi.lease_renew($1::uuid, $2::bigint)", 2, args));
-			of[ng++] = s;
-		}
+			all[nd++] = s;		/* due: all[] is reused for them */
 	}
-	if (ng > 0)
-		ch->store->exec_groups(ch->store->ctx, groups, ng);
-	for (int g = 0; g < ng; g++)
+	for (int at = 0; at < nd; at += 10000)
 	{
-		if (groups[g].sqlstate[0] != '\0')
-		{
-			/* lost: a call in flight is taken back at once */
-			of[g]->rt.epoch = -1;
-			ch->stats.leases_lost++;
-			forget(ch, of[g]);
-		}
+		int			m = nd - at < 10000 ? nd - at : 10000;
+		char	   *ids = array_literal(all + at, m, false);
+		char	   *epochs = array_literal(all + at, m, true);
+		const char *args[3] = {ch->conf.cell.host_id, ids, epochs};
+		StoreResult r = exec1(ch, "SELECT ok, expires_in_ms FROM nadi.lease_renew_many($1, $2::uuid[], $3::bigint[])",
+							  3, args);
+
+		if (r.sqlstate[0] != '\0')
+			chlog(ch, RT_LOG_WARNING, "nadi cell: could not renew leases: %s", r.message);
 		else
-			lease_from_row(of[g], json_array_get(store_group_rows(&groups[g], 0), 0), now);
-		store_group_free(&groups[g]);
+			for (int i = 0; i < m; i++)
+			{
+				json_t	   *row = json_array_get(r.rows, i);	/* in our order */
+
+				if (json_is_true(json_object_get(row, "ok")))
+					lease_from_row(all[at + i], row, now);
+				else
+				{
+					ch->stats.leases_lost++;
+					forget(ch, all[at + i]);
+				}
+			}
+		store_result_free(&r);
+		free(ids);
+		free(epochs);
 	}
 	ch->next_renew = now + (ttl_min > 0 ? ttl_min / 6 : ch->conf.cell.heartbeat_ms * MS);
-	free(groups);
-	free(of);
 	free(all);
 }
 
@@ -801,27 +897,25 @@ transit(CellHost *ch, json_t *row, const char *id, const char *state, int64_t ep
 	return s;
 }
 
-/* Claim for the sessions in work the limits let start: one transaction, a group each. */
+/* Claim for the sessions in work the limits let start: one statement per CLAIM_MAX. */
 static void
 claim_work(CellHost *ch, SessList *work)
 {
-	StoreGroup *groups = calloc(work->n + 1, sizeof(StoreGroup));
 	int			ng = 0;
 
 	for (int i = 0; i < work->n; i++)
 		if (may_start(ch, work->items[i]))
-		{
-			groups[ng].stmts = json_pack("[o]", claim_stmt(work->items[i]));
 			work->items[ng++] = work->items[i];
-		}
-	if (ng > 0)
-		ch->store->exec_groups(ch->store->ctx, groups, ng);
-	for (int i = 0; i < ng; i++)
+	for (int at = 0; at < ng; at += CLAIM_MAX)
 	{
-		claimed(ch, work->items[i], &groups[i], 0);
-		store_group_free(&groups[i]);
+		int			n = ng - at < CLAIM_MAX ? ng - at : CLAIM_MAX;
+		StoreGroup	g = {0};
+
+		g.stmts = json_pack("[o]", claim_many_stmt(ch, work->items + at, n));
+		ch->store->exec_groups(ch->store->ctx, &g, 1);
+		claimed(ch, work->items + at, n, &g);
+		store_group_free(&g);
 	}
-	free(groups);
 	free(work->items);
 	memset(work, 0, sizeof(*work));
 }
@@ -919,7 +1013,7 @@ sweep(CellHost *ch)
 	"WHERE s.cell_host_id = $1 AND s.state IN ('placed', 'terminating') " \
 	"AND get_byte(uuid_send(s.session_id), 15) % $2::integer = $3::integer " \
 	"UNION ALL " \
-	"SELECT DISTINCT c.session_id, NULL, 'work', NULL, NULL, NULL " \
+	"SELECT DISTINCT c.session_id, NULL::text, 'work', NULL::bigint, NULL::jsonb, NULL::text " \
 	"FROM nadi.command_inbox c JOIN nadi.sessions s USING (session_id) " \
 	"WHERE c.status = 'queued' AND c.available_at <= nadi.now() AND s.cell_host_id = $1 " \
 	"AND get_byte(uuid_send(c.session_id), 15) % $2::integer = $3::integer"

@@ -9,6 +9,11 @@ use strict;
 use warnings;
 use IO::Socket::INET;
 
+# endpoints this process started: stopped when it exits, also when a test dies
+my @started;
+my $owner = $$;
+END { kill 'KILL', @started if $$ == $owner && @started; }
+
 # start($log, sub { my ($head, $body, $conn) = @_; return ($status_line, $json) }, $port, $concurrent)
 # A callback that returns nothing hangs up without answering (after reading
 # the whole request); $conn is the client's connection (see wait_hangup).
@@ -25,7 +30,15 @@ sub start
 	my $port = $listen->sockport;
 	my $pid = fork();
 	die "fork: $!" unless defined $pid;
-	return ($port, $pid) if $pid;
+	if ($pid)
+	{
+		push @started, $pid;
+		return ($port, $pid);
+	}
+	# the test harness reads the test's output to its end: the endpoint
+	# (and what it forks) must not hold it open
+	open(STDOUT, '>', '/dev/null');
+	open(STDERR, '>', '/dev/null');
 	local $SIG{CHLD} = 'IGNORE' if $concurrent;
 	while (1)
 	{

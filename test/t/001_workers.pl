@@ -105,6 +105,11 @@ sub wait_status
 
 # a message goes through the model and back, with no polling anywhere
 my $sid = $node->safe_psql('postgres', "SELECT session_id FROM nadi.session_create('acme', policy => '{\"require_approval\": [\"exec\"]}')");
+# (the command goes in once the cell holds the session, so that the log
+# below has one order: a command enqueued earlier is as good, and is
+# received before the lease)
+$node->poll_query_until('postgres', "SELECT state = 'active' FROM nadi.sessions WHERE session_id = '$sid'")
+  or die 'the session was not taken';
 my $c1 = $node->safe_psql('postgres', "SELECT command_id FROM nadi.command_enqueue('$sid', 'message', '{\"text\": \"hello\"}')");
 ok(wait_status($sid, $c1, 'completed'), 'message completed');
 is($node->safe_psql('postgres', "SELECT result->>'text' FROM nadi.command_inbox WHERE command_id = $c1"),

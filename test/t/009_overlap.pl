@@ -125,6 +125,9 @@ is($node->safe_psql('postgres', "SELECT string_agg(status::text, ',' ORDER BY st
 wait_status($_, 'completed', 'a limited command') for @busy;
 pass('tenant limit: the waiting command ran once a slot was free');
 
+unlike(slurp_file($node->logfile), qr/nadi cell: could not/,
+	'the cell\'s rounds, claims and renewals never failed');
+
 NadiProvider::stop($pid);
 $node->stop;
 done_testing();
