@@ -59,6 +59,11 @@ static const char *const stmt_sql[STMT__COUNT] = {
 		"SELECT " SESSION_JSON " FROM nadi.session_terminate($1::uuid, $2::text) s",
 	[STMT_COMMAND_ENQUEUE] = "SELECT " COMMAND_JSON ", c.command_id, c.created_at <> nadi.now() "
 							 "FROM nadi.command_enqueue($1::uuid, $2::text, $3::jsonb, $4::text) c",
+	/* the commands in the batch's order, and whether every one was a replay */
+	[STMT_COMMAND_ENQUEUE_MANY] = "SELECT '[' || coalesce(string_agg(" COMMAND_JSON
+								  ", ',' ORDER BY c.ordinality), '') || ']', "
+								  "coalesce(bool_and(c.created_at <> nadi.now()), false) "
+								  "FROM nadi.command_enqueue_many($1::jsonb) WITH ORDINALITY c",
 	[STMT_COMMAND_GET] = "SELECT " COMMAND_JSON " FROM nadi.command_get($1::uuid, $2::bigint) c",
 	[STMT_COMMAND_LIST] = "SELECT " COMMAND_JSON ", c.command_id FROM nadi.command_list($1::uuid, "
 						  "$2::nadi.command_status, $3::bigint, $4::integer) c",

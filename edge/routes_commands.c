@@ -1,7 +1,8 @@
 /*
  * routes_commands.c — the REST routes of a session's commands (send, list,
- * get, cancel, approve, deny) and of its events (a JSON page, or a
- * Server-Sent Events stream handed to sse.c).  routes.c dispatches here.
+ * get, cancel, approve, deny), of a batch of commands across sessions, and
+ * of a session's events (a JSON page, or a Server-Sent Events stream handed
+ * to sse.c).  routes.c dispatches here.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,6 +110,71 @@ command_create(EdgeReq *req)
 	if (payload == NULL)
 		json_object_set_new(body, "payload", payload = json_object());
 	enqueue(req, json_string_value(type), payload);
+}
+
+static void
+done_commands_batch(void *arg, EdgeDbResult *r)
+{
+	EdgeReq	   *req = arg;
+	EdgeBuf		b = {0};
+	const char *replayed[] = {"Idempotency-Replayed", "true", NULL};
+
+	req->job = NULL;
+	if (!r->ok || db_rows(r) != 1)
+	{
+		single_row(req, r, 202);
+		return;
+	}
+	buf_printf(&b, "{\"commands\":%s}", db_value(r, 0, 0));
+	http_respond_json(req, 202, buf_cstr(&b),
+					  strcmp(db_value(r, 0, 1), "t") == 0 ? replayed : NULL);
+	buf_free(&b);
+}
+
+/*
+ * POST /v1/commands/batch {"commands": [{session_id, type, payload,
+ * idempotency_key}, ...]}: one call of nadi.command_enqueue_many under the
+ * request's token, which checks every element (and names the one it
+ * refuses); all of the batch is enqueued, or none of it.
+ */
+void
+commands_batch(EdgeReq *req)
+{
+	static const char *const fields[] = {"commands", NULL};
+	RouteCtx				*c = req->state;
+	json_t					*body;
+	json_t					*commands;
+	EdgeProblem				 p;
+	char					*text;
+	const char				*params[1];
+
+	if (http_header(req, "Idempotency-Key") != NULL)
+	{
+		respond_problem(req, 400, "invalid_idempotency_key", "%s",
+						"A batch takes no Idempotency-Key header: give each command its own "
+						"\"idempotency_key\".");
+		return;
+	}
+	if ((body = body_json(req, false)) == NULL)
+		return;
+	c->body = body;
+	if (json_only_fields(body, fields, &p) < 0)
+	{
+		http_respond_problem(req, &p);
+		return;
+	}
+	commands = json_object_get(body, "commands");
+	if (!json_is_array(commands))
+	{
+		respond_problem(req, 400, "invalid_field", "%s",
+						"\"commands\" must be a JSON array of {session_id, type, payload, "
+						"idempotency_key}.");
+		return;
+	}
+	text = json_compact(commands);
+	params[0] = text;
+	route_db(req, STMT_COMMAND_ENQUEUE_MANY, 1, params, done_commands_batch);
+	free(text);
 }
 
 /* approve / deny of one waiting tool call: {"reason": "..."} optional */

@@ -43,6 +43,7 @@ void list_rows(EdgeReq *req, EdgeDbResult *r, const char *name, int limit, bool 
 
 /* routes_commands.c */
 void command_create(EdgeReq *req);
+void commands_batch(EdgeReq *req);
 void command_decide(EdgeReq *req);
 void command_get(EdgeReq *req);
 void command_cancel(EdgeReq *req);

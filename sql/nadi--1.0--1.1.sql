@@ -352,3 +352,22 @@ TO nadi_cell;
 -- (bgworkers/cellhost.c).
 CREATE INDEX sessions_cell_host_transit_idx ON nadi.sessions (cell_host_id)
     WHERE state IN ('placed', 'terminating');
+
+---------------------------------------------------------------------------
+-- Set-based enqueue: many commands, across sessions, in one statement
+---------------------------------------------------------------------------
+--
+-- commands is a JSON array of {session_id, type, payload, idempotency_key}
+-- (payload defaults to {}, idempotency_key to none).  One row per element
+-- comes back in the array's order, each as nadi.command_enqueue would have
+-- returned it, with its checks, errors and events; the sessions are locked
+-- in the order of their ids.  A refused element refuses the whole batch,
+-- naming the element (counting from 1) in the error's detail.  A batch holds
+-- at most 1,000 commands and 16 MB of them (inbox_batch.c).
+CREATE FUNCTION nadi.command_enqueue_many(commands jsonb)
+RETURNS SETOF nadi.command_inbox
+AS 'MODULE_PATHNAME', 'nadi_command_enqueue_many' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+REVOKE ALL ON FUNCTION nadi.command_enqueue_many(jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION nadi.command_enqueue_many(jsonb) TO nadi_edge, nadi_admin;

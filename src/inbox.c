@@ -74,7 +74,7 @@ payload_validate(const char *type, Jsonb *payload)
 	if (!known)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown command type \"%s\"", type),
+				 errmsg("unknown command type %s", nadi_shown(type, strlen(type))),
 				 errhint("Command types are message, tool, cancel, approve and deny.")));
 	if (!JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload))
 		payload_invalid(type, "The payload must be a JSON object.");
@@ -412,58 +412,54 @@ control_apply(SessionTx *tx, const char *type, Jsonb *payload)
 	return nadi_jsonb(buf.data);
 }
 
+/* Refuse an idempotency key of the wrong length. */
+void
+inbox_check_key(text *key)
+{
+	if (key && (VARSIZE_ANY_EXHDR(key) == 0 || VARSIZE_ANY_EXHDR(key) > 255))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("idempotency_key must be 1 to 255 bytes long")));
+}
+
+/* Check a command's type and payload before any lock is taken. */
+void
+inbox_check_command(const char *type, Jsonb *payload)
+{
+	payload_validate(type, payload);
+}
+
 /*
- * nadi.command_enqueue(session_id, type, payload, idempotency_key)
- *   → command_inbox
- * The same idempotency key returns the same command and changes nothing;
- * the same key with a different request is refused.  A suspended session
- * goes back to pending; the holding cell is woken at commit.
+ * Enqueue one checked command into a locked session (the body of
+ * nadi.command_enqueue, also run once per element by
+ * nadi.command_enqueue_many).  Returns the command's row (or the row first
+ * enqueued with the same key) in the current memory context, and its
+ * descriptor in *desc.  *open caches how many open commands the session has
+ * (-1: not known yet) so that a batch counts them once per session; it is
+ * kept up to date here.  The caller saves the session (session_save).
  */
-PG_FUNCTION_INFO_V1(nadi_command_enqueue);
-Datum
-nadi_command_enqueue(PG_FUNCTION_ARGS)
+HeapTuple
+inbox_enqueue_locked(SessionTx *tx, const char *type, Jsonb *payload, text *key,
+					 int64 *open, TupleDesc *desc)
 {
 	static SPIPlanPtr key_plan = NULL;
 	static SPIPlanPtr count_plan = NULL;
 	static SPIPlanPtr insert_plan = NULL;
-	MemoryContext outer = CurrentMemoryContext;
-	pg_uuid_t  *id;
-	char	   *type;
-	Jsonb	   *payload;
-	text	   *key = NULL;
-	SessionTx  *tx;
+	MemoryContext mine = CurrentMemoryContext;
+	MemoryContext old;
 	Datum		values[10];
 	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	Datum		result;
-	bool		control;
+	bool		control = is_control(type);
 	Jsonb	   *control_result = NULL;
 	int64		command_id;
 	bool		isnull;
+	HeapTuple	row;
 	StringInfoData buf;
-
-	NADI_ARG_NOT_NULL(0, "session_id");
-	NADI_ARG_NOT_NULL(1, "type");
-	id = PG_GETARG_UUID_P(0);
-	type = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	payload = PG_ARGISNULL(2) ? nadi_jsonb("{}") : PG_GETARG_JSONB_P(2);
-	if (!PG_ARGISNULL(3))
-	{
-		key = PG_GETARG_TEXT_PP(3);
-		if (VARSIZE_ANY_EXHDR(key) == 0 || VARSIZE_ANY_EXHDR(key) > 255)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("idempotency_key must be 1 to 255 bytes long")));
-	}
-	payload_validate(type, payload);
-	control = is_control(type);
-
-	nadi_connect();
-	tx = session_lock(id);
 
 	/* a retry with the same key gets the original, whatever happened since */
 	if (key)
 	{
-		values[0] = UUIDPGetDatum(id);
+		values[0] = UUIDPGetDatum(&tx->id);
 		values[1] = PointerGetDatum(key);
 		nadi_exec(nadi_plan(&key_plan,
 							"SELECT * FROM nadi.command_inbox "
@@ -472,13 +468,13 @@ nadi_command_enqueue(PG_FUNCTION_ARGS)
 				  values, NULL, false, 1);
 		if (SPI_processed == 1)
 		{
-			HeapTuple	row = SPI_tuptable->vals[0];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			char	   *old_type = SPI_getvalue(row, desc, SPI_fnumber(desc, "type"));
-			Jsonb	   *old_payload = DatumGetJsonbP(SPI_getbinval(row, desc,
-																	SPI_fnumber(desc, "payload"),
-																	&isnull));
+			TupleDesc	d = SPI_tuptable->tupdesc;
+			char	   *old_type;
+			Jsonb	   *old_payload;
 
+			row = SPI_tuptable->vals[0];
+			old_type = SPI_getvalue(row, d, SPI_fnumber(d, "type"));
+			old_payload = DatumGetJsonbP(SPI_getbinval(row, d, SPI_fnumber(d, "payload"), &isnull));
 			if (strcmp(old_type, type) != 0 ||
 				compareJsonbContainers(&old_payload->root, &payload->root) != 0)
 				ereport(ERROR,
@@ -487,9 +483,11 @@ nadi_command_enqueue(PG_FUNCTION_ARGS)
 						 errdetail("The key was first used for a %s command with another payload.",
 								   old_type),
 						 errhint("Use a new idempotency key for a new command.")));
-			result = nadi_row_datum(fcinfo, row, desc, outer);
-			nadi_finish();
-			PG_RETURN_DATUM(result);
+			old = MemoryContextSwitchTo(mine);
+			*desc = CreateTupleDescCopy(d);
+			row = heap_copytuple(row);
+			MemoryContextSwitchTo(old);
+			return row;
 		}
 	}
 
@@ -500,28 +498,36 @@ nadi_command_enqueue(PG_FUNCTION_ARGS)
 				 errdetail("Commands can only be sent to a live session.")));
 
 	if (control)
+	{
 		control_result = control_apply(tx, type, payload);
+		*open = -1;				/* a control command may have closed some */
+	}
 	else
 	{
-		values[0] = UUIDPGetDatum(id);
-		values[1] = Int32GetDatum(nadi_max_queued_per_session);
-		nadi_exec(nadi_plan(&count_plan,
-							"SELECT count(*) FROM (SELECT 1 FROM nadi.command_inbox "
-							"WHERE session_id = $1 AND status IN " OPEN_STATUSES " LIMIT $2) s",
-							2, (Oid[]) {UUIDOID, INT4OID}),
-				  values, NULL, false, 1);
-		if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) >=
-			nadi_max_queued_per_session)
+		if (*open < 0)
+		{
+			values[0] = UUIDPGetDatum(&tx->id);
+			values[1] = Int32GetDatum(nadi_max_queued_per_session);
+			nadi_exec(nadi_plan(&count_plan,
+								"SELECT count(*) FROM (SELECT 1 FROM nadi.command_inbox "
+								"WHERE session_id = $1 AND status IN " OPEN_STATUSES " LIMIT $2) s",
+								2, (Oid[]) {UUIDOID, INT4OID}),
+					  values, NULL, false, 1);
+			*open = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+												&isnull));
+		}
+		if (*open >= nadi_max_queued_per_session)
 			ereport(ERROR,
 					(errcode(ERRCODE_NADI_LIMIT_EXCEEDED),
 					 errmsg("session %s has too many open commands", tx->id_text),
 					 errdetail("The limit is %d queued, running or waiting commands.",
 							   nadi_max_queued_per_session),
 					 errhint("Wait for the session to catch up, or raise nadi.max_queued_commands.")));
+		(*open)++;
 	}
 
 	/* the command id is drawn under the session lock: ids follow commit order */
-	values[0] = UUIDPGetDatum(id);
+	values[0] = UUIDPGetDatum(&tx->id);
 	values[1] = CStringGetTextDatum(tx->tenant);
 	values[2] = CStringGetTextDatum(type);
 	values[3] = JsonbPGetDatum(payload);
@@ -547,7 +553,10 @@ nadi_command_enqueue(PG_FUNCTION_ARGS)
 	command_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 											 SPI_fnumber(SPI_tuptable->tupdesc, "command_id"),
 											 &isnull));
-	result = nadi_spi_row(fcinfo, outer);
+	old = MemoryContextSwitchTo(mine);
+	*desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
+	row = heap_copytuple(SPI_tuptable->vals[0]);
+	MemoryContextSwitchTo(old);
 
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
@@ -569,6 +578,43 @@ nadi_command_enqueue(PG_FUNCTION_ARGS)
 		else
 			nadi_wake_cell_at_commit(tx->cell_host_id);
 	}
+	return row;
+}
+
+/*
+ * nadi.command_enqueue(session_id, type, payload, idempotency_key)
+ *   → command_inbox
+ * The same idempotency key returns the same command and changes nothing;
+ * the same key with a different request is refused.  A suspended session
+ * goes back to pending; the holding cell is woken at commit.
+ */
+PG_FUNCTION_INFO_V1(nadi_command_enqueue);
+Datum
+nadi_command_enqueue(PG_FUNCTION_ARGS)
+{
+	MemoryContext outer = CurrentMemoryContext;
+	char	   *type;
+	Jsonb	   *payload;
+	text	   *key = NULL;
+	SessionTx  *tx;
+	HeapTuple	row;
+	TupleDesc	desc;
+	int64		open = -1;
+	Datum		result;
+
+	NADI_ARG_NOT_NULL(0, "session_id");
+	NADI_ARG_NOT_NULL(1, "type");
+	type = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	payload = PG_ARGISNULL(2) ? nadi_jsonb("{}") : PG_GETARG_JSONB_P(2);
+	if (!PG_ARGISNULL(3))
+		key = PG_GETARG_TEXT_PP(3);
+	inbox_check_key(key);
+	payload_validate(type, payload);
+
+	nadi_connect();
+	tx = session_lock(PG_GETARG_UUID_P(0));
+	row = inbox_enqueue_locked(tx, type, payload, key, &open, &desc);
+	result = nadi_row_datum(fcinfo, row, desc, outer);
 	session_save(tx);
 	nadi_finish();
 	PG_RETURN_DATUM(result);

@@ -104,6 +104,8 @@ extern void nadi_check_payload(Jsonb *payload, const char *what);
 extern void nadi_check_limit(int32 limit, int32 max);
 extern bool nadi_tool_name_ok(const char *name, size_t len);
 extern void nadi_check_tool_name(const JsonbValue *v, const char *where);
+#define NADI_SHOWN_CHARS 64		/* most characters of a client's value an error shows */
+extern char *nadi_shown(const char *s, int len);
 extern void nadi_check_approval_policy(Jsonb *policy);
 extern char *nadi_uuid_out(const pg_uuid_t *u);
 extern void nadi_uuid_parse(const char *text, pg_uuid_t *u);
@@ -111,6 +113,7 @@ extern TimestampTz nadi_timestamptz_parse(const char *text);
 extern void nadi_uuid_v7(pg_uuid_t *u);
 extern Datum nadi_row_datum(FunctionCallInfo fcinfo, HeapTuple tuple, TupleDesc spi_desc,
 							MemoryContext outer);
+extern HeapTuple nadi_row_convert(HeapTuple tuple, TupleDesc in, TupleDesc out);
 extern Datum nadi_spi_row(FunctionCallInfo fcinfo, MemoryContext outer);
 extern pg_uuid_t *nadi_spi_uuids(uint64 *n);
 extern int64 *nadi_spi_int8s(uint64 *n);

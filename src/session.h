@@ -25,6 +25,10 @@ extern void events_check_array(Jsonb *events);
 
 /* inbox.c */
 extern int	inbox_cancel_open(SessionTx *tx, const char *reason);
+extern void inbox_check_key(text *key);
+extern void inbox_check_command(const char *type, Jsonb *payload);
+extern HeapTuple inbox_enqueue_locked(SessionTx *tx, const char *type, Jsonb *payload, text *key,
+									  int64 *open, TupleDesc *desc);
 extern SPITupleTable *inbox_claim_head(SessionTx *tx, int64 epoch);
 extern SPITupleTable *inbox_complete_locked(SessionTx *tx, int64 command_id, int64 epoch,
 											Jsonb *result, Jsonb *events, EventBatch *batch,

@@ -123,8 +123,11 @@ session_require_visible(const pg_uuid_t *id)
 /*
  * Lock a session row and load it.  Raises ERRCODE_NADI_SESSION_NOT_FOUND
  * when it does not exist or the caller may not see it (the two look the same
- * on purpose, so ids do not leak across tenants).  Call with SPI connected;
- * the struct lives in the SPI procedure context.
+ * on purpose, so ids do not leak across tenants).  Visibility is a filter of
+ * the scan, below the row lock: a session the caller may not see is never
+ * locked, so the caller neither waits for another tenant's writer nor learns
+ * from waiting that the id exists.  Call with SPI connected; the struct
+ * lives in the SPI procedure context.
  */
 SessionTx *
 session_lock(const pg_uuid_t *id)
@@ -142,7 +145,8 @@ session_lock(const pg_uuid_t *id)
 	nadi_exec(nadi_plan(&plan,
 						"SELECT tenant_id, state::text, cell_host_id, sandbox_host_id, "
 						"last_seq, crash_count, policy "
-						"FROM nadi.sessions WHERE session_id = $1 FOR NO KEY UPDATE",
+						"FROM nadi.sessions WHERE session_id = $1 "
+						"AND nadi.tenant_visible(tenant_id, session_id) FOR NO KEY UPDATE",
 						1, types),
 			  values, NULL, false, 1);
 	if (SPI_processed == 1)

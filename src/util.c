@@ -6,6 +6,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/tupconvert.h"
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
 #include "funcapi.h"
@@ -97,30 +98,37 @@ nadi_tool_name_ok(const char *name, size_t len)
 	return true;
 }
 
+/*
+ * A value from a client as an error shows it: JSON-quoted and escaped, cut
+ * at 64 characters, with its length in bytes after it when cut.  Errors
+ * echo hostile input into the client's answer and the server log, so no
+ * value of any length goes there whole.
+ */
+char *
+nadi_shown(const char *s, int len)
+{
+	StringInfoData shown;
+	int			n = pg_mbcliplen(s, len, NADI_SHOWN_CHARS);
+
+	initStringInfo(&shown);
+	escape_json(&shown, pnstrdup(s, n));
+	if (n < len)
+		appendStringInfo(&shown, " (%d bytes)", len);
+	return shown.data;
+}
+
 /* Raise NA013 unless v is a string that is a tool name; where says whose. */
 void
 nadi_check_tool_name(const JsonbValue *v, const char *where)
 {
-	StringInfoData shown;
-
 	if (v != NULL && v->type == jbvString &&
 		nadi_tool_name_ok(v->val.string.val, v->val.string.len))
 		return;
-	initStringInfo(&shown);
-	if (v == NULL || v->type != jbvString)
-		appendStringInfoString(&shown, "(not a string)");
-	else
-	{
-		/* shown escaped and cut short: the name is hostile input */
-		int			n = pg_mbcliplen(v->val.string.val, v->val.string.len, 64);
-
-		escape_json(&shown, pnstrdup(v->val.string.val, n));
-		if (n < v->val.string.len)
-			appendStringInfo(&shown, " (%d bytes)", v->val.string.len);
-	}
 	ereport(ERROR,
 			(errcode(ERRCODE_NADI_INVALID_TOOL_NAME),
-			 errmsg("invalid tool name %s in %s", shown.data, where),
+			 errmsg("invalid tool name %s in %s",
+					v == NULL || v->type != jbvString ? "(not a string)" :
+					nadi_shown(v->val.string.val, v->val.string.len), where),
 			 errdetail("A tool name is a string of 1 to 64 characters: a lower-case letter, then lower-case letters, digits or \"_\"."),
 			 errhint("Use the name of a tool the sandbox host lists (GET /v1/tools), such as \"exec\".")));
 }
@@ -209,9 +217,39 @@ nadi_uuid_v7(pg_uuid_t *u)
 }
 
 /*
- * Convert a row produced by SPI (a table's "RETURNING *" or "SELECT *") into
- * a datum of the function's declared row type, allocated in the caller's
- * memory context (which must be the one current before SPI_connect).
+ * A row produced by SPI (a table's "RETURNING *" or "SELECT *") in the shape
+ * of out, the function's row type, as a new tuple in the current memory
+ * context.  Columns are matched by name: "*" leaves out a table's dropped
+ * columns, which its row type still counts (they stay null), so the two
+ * need not have the same number of columns.
+ */
+HeapTuple
+nadi_row_convert(HeapTuple tuple, TupleDesc in, TupleDesc out)
+{
+	TupleConversionMap *map = convert_tuples_by_name(in, out);
+	HeapTuple	copy;
+
+	if (map == NULL)
+	{
+		/* formed anew: the tuple may carry columns past in's (a caller's extra) */
+		Datum	   *values = palloc(sizeof(Datum) * out->natts);
+		bool	   *nulls = palloc(sizeof(bool) * out->natts);
+
+		heap_deform_tuple(tuple, in, values, nulls);
+		copy = heap_form_tuple(out, values, nulls);
+		pfree(values);
+		pfree(nulls);
+		return copy;
+	}
+	copy = execute_attr_map_tuple(tuple, map);
+	free_conversion_map(map);
+	return copy;
+}
+
+/*
+ * Convert a row produced by SPI into a datum of the function's declared row
+ * type, allocated in the caller's memory context (which must be the one
+ * current before SPI_connect).
  */
 Datum
 nadi_row_datum(FunctionCallInfo fcinfo, HeapTuple tuple, TupleDesc spi_desc,
@@ -219,21 +257,14 @@ nadi_row_datum(FunctionCallInfo fcinfo, HeapTuple tuple, TupleDesc spi_desc,
 {
 	TupleDesc	tupdesc;
 	MemoryContext old = MemoryContextSwitchTo(outer);
-	Datum	   *values;
-	bool	   *nulls;
-	HeapTuple	copy;
+	Datum		result;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	tupdesc = BlessTupleDesc(tupdesc);
-	values = palloc(sizeof(Datum) * spi_desc->natts);
-	nulls = palloc(sizeof(bool) * spi_desc->natts);
-	heap_deform_tuple(tuple, spi_desc, values, nulls);
-	if (tupdesc->natts != spi_desc->natts)
-		elog(ERROR, "row has %d columns, function returns %d", spi_desc->natts, tupdesc->natts);
-	copy = heap_form_tuple(tupdesc, values, nulls);
+	result = heap_copy_tuple_as_datum(nadi_row_convert(tuple, spi_desc, tupdesc), tupdesc);
 	MemoryContextSwitchTo(old);
-	return HeapTupleGetDatum(copy);
+	return result;
 }
 
 /* The first row of the last SPI result, as nadi_row_datum returns it. */
@@ -284,15 +315,18 @@ void
 nadi_tuptable_to_srf(FunctionCallInfo fcinfo, SPITupleTable *tt, uint64 n)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int			natts = tt->tupdesc->natts;
-	Datum	   *values = palloc(sizeof(Datum) * natts);
-	bool	   *nulls = palloc(sizeof(bool) * natts);
+	TupleConversionMap *map = convert_tuples_by_name(tt->tupdesc, rsinfo->setDesc);
 
 	for (uint64 i = 0; i < n; i++)
 	{
-		heap_deform_tuple(tt->vals[i], tt->tupdesc, values, nulls);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		HeapTuple	row = map ? execute_attr_map_tuple(tt->vals[i], map) : tt->vals[i];
+
+		tuplestore_puttuple(rsinfo->setResult, row);
+		if (map)
+			heap_freetuple(row);
 	}
+	if (map)
+		free_conversion_map(map);
 }
 
 /* Every row of the last SPI result, as nadi_tuptable_to_srf(). */

@@ -39,10 +39,17 @@ static bool callback_registered = false;
 
 static void ensure_callback(void);
 
-/* Backend-local: sessions to hand to the notifier when this commits. */
-#define MAX_PENDING_NOTIFY 64
-static pg_uuid_t pending_notify[MAX_PENDING_NOTIFY];
+/*
+ * Backend-local: sessions to hand to the notifier when this commits.  The
+ * list grows in TopTransactionContext as a transaction touches sessions (a
+ * batch may touch a thousand), up to half the notifier's ring; past that the
+ * listeners are told to re-read everything ("*"), which costs every edge a
+ * read of every feed, so the cap is far above what one call touches.
+ */
+#define MAX_PENDING_NOTIFY (NADI_NOTIFY_RING / 2)
+static pg_uuid_t *pending_notify = NULL;	/* in TopTransactionContext */
 static int	n_pending_notify = 0;
+static int	pending_notify_size = 0;
 static bool pending_notify_overflow = false;
 
 static void
@@ -91,7 +98,9 @@ wake_clear(void)
 	n_pending_hosts = 0;
 	pending_all_cells = false;
 	pending_broker = false;
+	pending_notify = NULL;		/* freed with TopTransactionContext */
 	n_pending_notify = 0;
+	pending_notify_size = 0;
 	pending_notify_overflow = false;
 }
 
@@ -143,13 +152,25 @@ nadi_notify_session(const pg_uuid_t *id, const char *id_text)
 		return;
 	}
 	ensure_callback();
-	for (int i = 0; i < n_pending_notify; i++)
+	/* newest first: a session's events usually come one after another */
+	for (int i = n_pending_notify - 1; i >= 0; i--)
 		if (memcmp(pending_notify[i].data, id->data, UUID_LEN) == 0)
 			return;
 	if (n_pending_notify == MAX_PENDING_NOTIFY)
+	{
 		pending_notify_overflow = true;
-	else
-		pending_notify[n_pending_notify++] = *id;
+		return;
+	}
+	if (n_pending_notify == pending_notify_size)
+	{
+		int			size = pending_notify_size == 0 ? 64 : Min(pending_notify_size * 2, MAX_PENDING_NOTIFY);
+
+		pending_notify = pending_notify == NULL ?
+			MemoryContextAlloc(TopTransactionContext, sizeof(pg_uuid_t) * size) :
+			repalloc(pending_notify, sizeof(pg_uuid_t) * size);
+		pending_notify_size = size;
+	}
+	pending_notify[n_pending_notify++] = *id;
 }
 
 /*

@@ -659,17 +659,26 @@ async function nadiEnd(c, ids, timeoutMs = 30000) {
   }
 }
 
+const NADI_BATCH = 1000;
+
 async function nadiA(dsn, jobs, sessions) {
   const c = await connect(dsn);
   const ids = await nadiSessions(c, sessions);
   const per = Math.ceil(jobs / sessions);
   const t0 = now();
-  // one transaction, interleaved across sessions
-  await c.query(
-    "SELECT count(nadi.command_enqueue(s, 'message', '{\"text\": \"x\"}')) FROM (" +
-      'SELECT s, g FROM unnest($1::uuid[]) s, generate_series(1, $2) g ORDER BY g, s LIMIT $3) q',
-    [ids, per, jobs],
-  );
+  // one transaction, interleaved across sessions, in batches of nadi.command_enqueue_many's
+  // most (1,000), as the peers add theirs with one addJobs / insert call
+  await c.query('BEGIN');
+  for (let off = 0; off < jobs; off += NADI_BATCH) {
+    await c.query(
+      'SELECT count(*) FROM nadi.command_enqueue_many((' +
+        "SELECT jsonb_agg(jsonb_build_object('session_id', s, 'type', 'message', 'payload', '{\"text\": \"x\"}'::jsonb) " +
+        'ORDER BY g, s) FROM (SELECT s, g FROM unnest($1::uuid[]) s, generate_series(1, $2) g ' +
+        'ORDER BY g, s OFFSET $3 LIMIT $4) q))',
+      [ids, per, off, Math.min(NADI_BATCH, jobs - off)],
+    );
+  }
+  await c.query('COMMIT');
   const tCommit = now();
   const deadline = now() + 600000;
   for (;;) {

@@ -6,7 +6,7 @@
 -- for none.  Schema nadi is usable by PUBLIC (authenticate is public), so a
 -- role outside the nadi roles is stopped by the grants alone.
 BEGIN;
-SELECT plan(895);
+SELECT plan(905);
 
 ---------------------------------------------------------------------------
 -- Test roles: one member of each nadi role, and one of none
@@ -120,6 +120,10 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
  -- the command inbox, client side
  (20, 'command_enqueue', 'nadi.command_enqueue(uuid, text, jsonb, text)',
       format($$SELECT nadi.command_enqueue(%L, 'message', '{"text": "more"}')$$, :'s_spare'),
+      'NA002', '42501', '42501', 'ok'),
+ (25, 'command_enqueue_many', 'nadi.command_enqueue_many(jsonb)',
+      format($$SELECT count(*) FROM nadi.command_enqueue_many(jsonb_build_array(jsonb_build_object(
+                 'session_id', %L, 'type', 'message', 'payload', '{"text": "batch"}'::jsonb)))$$, :'s_spare'),
       'NA002', '42501', '42501', 'ok'),
  (21, 'command_get', 'nadi.command_get(uuid, bigint)',
       $$SELECT nadi.command_get('{S}', {C})$$, 'NA002', 'ok', '42501', 'ok'),

@@ -1,7 +1,7 @@
 -- Schema: tables, keys, types, the SQL API's signatures, who may EXECUTE
 -- what by default, and row-level security being switched on.
 BEGIN;
-SELECT plan(151);
+SELECT plan(152);
 
 ---------------------------------------------------------------------------
 -- Schema and tables
@@ -112,6 +112,7 @@ INSERT INTO api VALUES
     ('session_terminate',        ARRAY['uuid', 'text']),
     ('session_transition',       ARRAY['uuid', 'nadi.session_state', 'text']),
     ('command_enqueue',          ARRAY['uuid', 'text', 'jsonb', 'text']),
+    ('command_enqueue_many',     ARRAY['jsonb']),
     ('command_get',              ARRAY['uuid', 'bigint']),
     ('command_list',             ARRAY['uuid', 'nadi.command_status', 'bigint', 'integer']),
     ('command_cancel',           ARRAY['uuid', 'bigint']),
