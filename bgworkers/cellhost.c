@@ -1304,15 +1304,22 @@ cellhost_stop_claiming(CellHost *ch)
 	ch->claiming = false;
 }
 
-void
-cellhost_release_all(CellHost *ch)
+/* fn for every session (fn may drop it) */
+static void
+each_session(CellHost *ch, void (*fn) (CellHost *, Sess *))
 {
 	size_t		n;
 	Sess	  **all = sess_all(ch, &n);
 
 	for (size_t i = 0; i < n; i++)
-		release(ch, all[i]);
+		fn(ch, all[i]);
 	free(all);
+}
+
+void
+cellhost_release_all(CellHost *ch)
+{
+	each_session(ch, release);
 }
 
 void
@@ -1339,12 +1346,7 @@ cellhost_runtime(CellHost *ch)
 void
 cellhost_free(CellHost *ch)
 {
-	size_t		n;
-	Sess	  **all = sess_all(ch, &n);
-
-	for (size_t i = 0; i < n; i++)
-		forget(ch, all[i]);
-	free(all);
+	each_session(ch, forget);
 	curl_multi_cleanup(ch->multi);
 	close(ch->epfd);
 	json_decref(ch->tenants);
