@@ -619,11 +619,15 @@ container_tool(struct http_req *r, struct sbx_sandbox *sb, const char *tool, jso
 			return;
 		if ((k = arg_uint(r, tool, args, "timeout_ms", cfg.call_timeout_max_ms, &timeout)) < 0)
 			return;
-		if (k == 0 &&
-			(k = arg_uint(r, tool, args, "timeout", cfg.call_timeout_max_ms / 1000, &timeout)) < 0)
-			return;
-		if (k > 0 && json_object_get(args, "timeout"))
-			timeout *= 1000;
+		/* "timeout" (seconds) counts only without "timeout_ms" */
+		if (k == 0)
+		{
+			if ((k = arg_uint(r, tool, args, "timeout", cfg.call_timeout_max_ms / 1000, &timeout)) <
+				0)
+				return;
+			if (k > 0)
+				timeout *= 1000;
+		}
 	}
 
 	if (!(tc = tool_call_new(r, tool, kind, timeout)))

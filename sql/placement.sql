@@ -57,6 +57,20 @@ SELECT state FROM nadi.cell_host_set_state('p-acme', 'draining');
 SELECT session_id AS a2 FROM nadi.session_create('acme', labels => '{"pool": "p"}') \gset
 SELECT cell_host_id FROM nadi.place(:'a2');
 
+-- a host that has not heartbeated for half a lease TTL comes after one that
+-- has, though it is live and less loaded (a host that just died would get
+-- its sessions back until marked dead)
+SELECT current_setting('nadi.clock_offset') AS prev_offset \gset
+SET nadi.clock_offset = '-7s';
+SELECT nadi.cell_host_register('q-a-stale', NULL, 4, '{"pool": "q"}') IS NOT NULL AS stale_registered;
+SET nadi.clock_offset = '0';
+SELECT nadi.cell_host_register('q-b-fresh', NULL, 4, '{"pool": "q"}') IS NOT NULL AS fresh_registered;
+SELECT session_id AS q1 FROM nadi.session_create('acme', labels => '{"pool": "q"}') \gset
+SELECT cell_host_id FROM nadi.place(:'q1');
+SELECT count(*) AS q1_gone FROM nadi.session_terminate(:'q1');
+SELECT count(nadi.cell_host_set_state(h, 'dead')) AS q_hosts_gone FROM unnest(ARRAY['q-a-stale', 'q-b-fresh']) h;
+SET nadi.clock_offset = :'prev_offset';
+
 -- bad input
 SELECT try($$SELECT nadi.cell_host_register(NULL)$$);
 SELECT try($$SELECT nadi.cell_host_register('bad host!')$$);

@@ -336,10 +336,15 @@ place_locked_try(SessionTx *tx, int attempt)
 	values[0] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool) {false});
 	values[1] = CStringGetTextDatum(tx->tenant);
 	values[2] = TimestampTzGetDatum(nadi_now() - (TimestampTz) nadi_host_ttl_ms * 1000);
+	values[3] = TimestampTzGetDatum(nadi_now() - (TimestampTz) nadi_lease_ttl_ms * 1000 / 2);
 
 	/*
 	 * Load counts the sessions a host has taken on and not let go; a host
-	 * labelled "tenant" serves that tenant only, and is preferred by it.
+	 * labelled "tenant" serves that tenant only, and is preferred by it.  A
+	 * host that has not heartbeated for half a lease TTL comes after those
+	 * that have: a host that just died is still live (host_ttl), has the
+	 * least load (its sessions were just taken from it) and would otherwise
+	 * get them back, until it is marked dead.
 	 */
 	nadi_exec(nadi_plan(&cell_plan,
 						"SELECT h.host_id FROM nadi.cell_hosts h, LATERAL ("
@@ -347,9 +352,10 @@ place_locked_try(SessionTx *tx, int attempt)
 						"  AND s.state IN ('placed', 'active', 'terminating')) l "
 						"WHERE h.state = 'live' AND h.heartbeat_at > $3 AND h.labels @> $1 "
 						"AND coalesce(h.labels->>'tenant', $2) = $2 AND l.load < h.capacity "
-						"ORDER BY (h.labels ? 'tenant') DESC, l.load::float8 / h.capacity, h.host_id "
+						"ORDER BY (h.labels ? 'tenant') DESC, (h.heartbeat_at > $4) DESC, "
+						"l.load::float8 / h.capacity, h.host_id "
 						"LIMIT 1",
-						3, (Oid[]) {JSONBOID, TEXTOID, TIMESTAMPTZOID}),
+						4, (Oid[]) {JSONBOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}),
 			  values, NULL, false, 1);
 	if (SPI_processed != 1)
 		return false;
