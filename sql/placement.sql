@@ -62,9 +62,9 @@ SELECT cell_host_id FROM nadi.place(:'a2');
 -- its sessions back until marked dead)
 SELECT current_setting('nadi.clock_offset') AS prev_offset \gset
 SET nadi.clock_offset = '-7s';
-SELECT nadi.cell_host_register('q-a-stale', NULL, 4, '{"pool": "q"}') IS NOT NULL AS stale_registered;
+SELECT host_id AS stale_registered FROM nadi.cell_host_register('q-a-stale', NULL, 4, '{"pool": "q"}');
 SET nadi.clock_offset = '0';
-SELECT nadi.cell_host_register('q-b-fresh', NULL, 4, '{"pool": "q"}') IS NOT NULL AS fresh_registered;
+SELECT host_id AS fresh_registered FROM nadi.cell_host_register('q-b-fresh', NULL, 4, '{"pool": "q"}');
 SELECT session_id AS q1 FROM nadi.session_create('acme', labels => '{"pool": "q"}') \gset
 SELECT cell_host_id FROM nadi.place(:'q1');
 SELECT count(*) AS q1_gone FROM nadi.session_terminate(:'q1');
