@@ -23,7 +23,7 @@ ISOLATION_OPTS = --inputdir=test/isolation --outputdir=output_iso \
 TAP_TESTS   = 1
 PROVE_TESTS = test/t/*.pl
 
-EXTRA_CLEAN = tmp_check tmp_check_iso output_iso results regression.diffs regression.out runtime_test
+EXTRA_CLEAN = tmp_check tmp_check_iso output_iso results regression.diffs regression.out runtime_test cellhost_test
 
 # No LLVM bitcode: it would need clang at install time for no gain here.
 override with_llvm = no
@@ -51,11 +51,12 @@ RUNTIME_WARN = -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral 
                -Wno-missing-field-initializers
 RUNTIME_SRCS = $(addprefix bgworkers/,runtime.c runtime_store.c runtime_tools.c cellhost.c \
                  model_client.c http_client.c)
-runtime-check: runtime_test
+runtime-check: runtime_test cellhost_test
 	./runtime_test
-runtime_test: test/runtime_test.c $(RUNTIME_SRCS) $(wildcard bgworkers/*.h) src/nadi_errcodes.h
+	./cellhost_test
+runtime_test cellhost_test: %: test/%.c $(RUNTIME_SRCS) $(wildcard bgworkers/*.h) src/nadi_errcodes.h
 	$(CC) -iquote src -std=gnu11 -O2 -g $(RUNTIME_WARN) \
-	    -o $@ test/runtime_test.c $(RUNTIME_SRCS) -ljansson -lcurl
+	    -o $@ test/$@.c $(RUNTIME_SRCS) -ljansson -lcurl
 installcheck: runtime-check
 
 # The extension's layers call downward only: base, session core, SQL API
