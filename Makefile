@@ -54,7 +54,7 @@ RUNTIME_SRCS = $(addprefix bgworkers/,runtime.c runtime_store.c runtime_tools.c 
 runtime-check: runtime_test cellhost_test
 	./runtime_test
 	./cellhost_test
-runtime_test cellhost_test: %: test/%.c $(RUNTIME_SRCS) $(wildcard bgworkers/*.h) src/nadi_errcodes.h
+runtime_test cellhost_test: %: test/%.c test/check.h $(RUNTIME_SRCS) $(wildcard bgworkers/*.h) src/nadi_errcodes.h
 	$(CC) -iquote src -std=gnu11 -O2 -g $(RUNTIME_WARN) \
 	    -o $@ test/$@.c $(RUNTIME_SRCS) -ljansson -lcurl
 installcheck: runtime-check

@@ -19,24 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "../bgworkers/cellhost.h"
-
-static int	passed,
-			failed;
-
-#define CHECK(cond) check((cond), #cond, __LINE__)
-
-static void
-check(int ok, const char *what, int line)
-{
-	if (ok)
-		passed++;
-	else
-	{
-		failed++;
-		printf("FAIL cellhost_test.c:%d: %s\n", line, what);
-	}
-}
 
 #define NSESS 5
 static const char *ids[NSESS] = {
@@ -254,6 +238,5 @@ main(void)
 	test_fair_claims();
 	test_run_returns();
 	test_sleep_is_builtin_only();
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return check_summary();
 }

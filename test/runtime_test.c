@@ -13,24 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "../bgworkers/runtime_int.h"
-
-static int	passed,
-			failed;
-
-#define CHECK(cond) check((cond), #cond, __LINE__)
-
-static void
-check(int ok, const char *what, int line)
-{
-	if (ok)
-		passed++;
-	else
-	{
-		failed++;
-		printf("FAIL runtime_test.c:%d: %s\n", line, what);
-	}
-}
 
 static Runtime rt;
 static int	logged;
@@ -215,9 +199,9 @@ instant(const char *type, const char *payload, const char *policy,
 	RtSession	s;
 	RtNeed	   *n = begin(&s, policy, 5, type, payload);
 
-	check(n->kind == RT_NEED_NONE, "nothing asked of anyone", line);
-	check(wrote(s.pending, fn1, text1), fn1, line);
-	check(wrote(s.pending, fn2, text2), fn2, line);
+	check(n->kind == RT_NEED_NONE, "nothing asked of anyone", __FILE__, line);
+	check(wrote(s.pending, fn1, text1), fn1, __FILE__, line);
+	check(wrote(s.pending, fn2, text2), fn2, __FILE__, line);
 	runtime_session_free(&s);
 }
 
@@ -319,6 +303,5 @@ main(void)
 	test_tool_command();
 	test_instant();
 	test_lost_lease();
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return check_summary();
 }
