@@ -70,7 +70,7 @@ typedef struct OwnedConfig
 {
 	CellHostConfig cell;
 	RuntimeConfig rt;
-	char	   *strs[9];
+	char	   *strs[7];		/* what the two configurations point at */
 } OwnedConfig;
 
 struct CellHost
@@ -162,6 +162,8 @@ id_hash(const char *id)
 static Sess *
 sess_find(CellHost *ch, const char *id)
 {
+	if (id == NULL)
+		return NULL;
 	for (Sess *s = ch->buckets[id_hash(id) % ch->nbuckets]; s; s = s->hnext)
 		if (strcmp(s->rt.id, id) == 0)
 			return s;
@@ -400,7 +402,7 @@ claimed(CellHost *ch, Sess **of, int n, const StoreGroup *g)
 		chlog(ch, RT_LOG_WARNING, "nadi cell: could not claim commands: %s", g->message);
 	json_array_foreach(rows, k, row)
 	{
-		Sess	   *s = sess_find(ch, json_string_value(json_object_get(row, "session_id")) ? json_string_value(json_object_get(row, "session_id")) : "");
+		Sess	   *s = sess_find(ch, json_string_value(json_object_get(row, "session_id")));
 		const char *status = json_string_value(json_object_get(row, "status"));
 
 		if (s == NULL || !s->busy || status == NULL)
@@ -737,6 +739,7 @@ take(CellHost *ch, const char *id, json_t *row)
 	json_t	   *lease = json_array_get(r.rows, 0);
 	StoreResult replay;
 	Sess	   *s;
+	const char *tenant;
 
 	if (r.sqlstate[0] != '\0' || lease == NULL)
 	{
@@ -765,7 +768,8 @@ take(CellHost *ch, const char *id, json_t *row)
 						 json_object_get(json_object_get(json_array_get(replay.rows, 0), "state"), "messages"),
 						 json_object_get(row, "policy"),
 						 json_string_value(json_object_get(row, "sandbox_url")));
-	s->tenant = strdup(json_string_value(json_object_get(row, "tenant_id")) ? json_string_value(json_object_get(row, "tenant_id")) : "");
+	tenant = json_string_value(json_object_get(row, "tenant_id"));
+	s->tenant = strdup(tenant ? tenant : "");
 	s->last_active = rt_now_us();
 	lease_from_row(s, lease, s->last_active);
 	store_result_free(&replay);
@@ -1350,7 +1354,7 @@ cellhost_free(CellHost *ch)
 	curl_multi_cleanup(ch->multi);
 	close(ch->epfd);
 	json_decref(ch->tenants);
-	for (int i = 0; i < 9; i++)
+	for (size_t i = 0; i < sizeof(ch->conf.strs) / sizeof(ch->conf.strs[0]); i++)
 		free(ch->conf.strs[i]);
 	free(ch->stores.items);
 	free(ch->finished.items);
