@@ -205,9 +205,15 @@ acp_reply_problem(AcpConn *c, json_t *id, const EdgeProblem *p)
 void
 acp_notify_update(AcpSession *s, json_t *update)
 {
+	if (s->seq <= s->quiet_through)
+	{
+		json_decref(update);
+		return;
+	}
 	acp_send(s->conn,
-			 json_pack("{s:s, s:{s:s, s:o}}", "method", "session/update", "params", "sessionId",
-					   s->sid, "update", update),
+			 json_pack("{s:s, s:{s:s, s:o, s:{s:{s:I}}}}", "method", "session/update", "params",
+					   "sessionId", s->sid, "update", update, "_meta", "nadi", "seq",
+					   (json_int_t) s->seq),
 			 s->sid, NULL);
 }
 
@@ -342,7 +348,7 @@ done_session_new(void *arg, EdgeDbResult *r)
 	}
 	else
 		acp_session_attach(c, db_value(r, 0, 1), strtoll(db_value(r, 0, 2), NULL, 10), op->rpc_id,
-						   false);
+						   false, 0);
 	acp_op_done(op);
 }
 
@@ -637,11 +643,18 @@ acp_handle(AcpConn *c, json_t *msg)
 	else if (strcmp(method, "session/load") == 0)
 	{
 		const char *sid = json_string_value(json_object_get(params, "sessionId"));
+		json_t	   *after =
+			json_object_get(json_object_get(json_object_get(params, "_meta"), "nadi"), "after");
 
 		if (!nadi_jwt_uuid_text(sid))
 			acp_reply_error(c, id, ACP_NOT_FOUND, "Resource not found: no such session.", NULL);
+		else if (after && (!json_is_integer(after) || json_integer_value(after) < 0))
+			acp_reply_error(c, id, RPC_INVALID_PARAMS,
+							"Invalid params: _meta.nadi.after must be a non-negative integer "
+							"(the seq of the last update the client saw).",
+							NULL);
 		else if (acp_session_find(c, sid) || session_room(c, id))
-			acp_session_attach(c, sid, 0, id, true);
+			acp_session_attach(c, sid, 0, id, true, after ? json_integer_value(after) : 0);
 	}
 	else if (strcmp(method, "session/prompt") == 0)
 		method_session_prompt(c, id, params);

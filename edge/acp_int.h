@@ -49,6 +49,8 @@ typedef struct AcpSession
 	json_t			  *open_id; /* session/new or session/load waiting */
 	bool			   is_load;
 	bool			   replaying;
+	int64_t			   seq;			  /* the event being turned into updates */
+	int64_t			   quiet_through; /* no updates for events up to this seq */
 	AcpCmd			  *cmds;
 	int				   ncmds;
 	struct AcpSession *next;
@@ -109,7 +111,8 @@ void	acp_enqueue(AcpOp *op, const char *sid, const char *type, json_t *payload, 
 
 /* acp_session.c */
 AcpSession *acp_session_find(AcpConn *c, const char *sid);
-void acp_session_attach(AcpConn *c, const char *sid, int64_t after, json_t *open_id, bool is_load);
+void acp_session_attach(AcpConn *c, const char *sid, int64_t after, json_t *open_id, bool is_load,
+						int64_t quiet_through);
 void acp_session_detach(AcpSession *s);
 void acp_free_dead(AcpConn *c);
 AcpCmd *acp_cmd_get(AcpSession *s, int64_t id);

@@ -23,6 +23,12 @@
  * the turn with end_turn and says what failed.  After session/cancel every
  * open prompt of the session is answered "cancelled", whatever ends it.
  *
+ * Every session/update carries the seq of the event it comes from in
+ * _meta.nadi.seq.  session/load with _meta.nadi.after = N (a client that
+ * resumes) still reads the whole log, to know each command's state, but
+ * sends no update for events up to N: a client that remembers the last seq
+ * it saw gets every update once, across reconnects and edges.
+ *
  * session/load reads the log from the start with `replaying` set and is
  * answered when the read catches up (feed.c's caught_up); a tool call still
  * waiting for a decision then gets a session/request_permission.  Reads are
@@ -278,6 +284,7 @@ session_event(AcpSession *s, int64_t seq, json_t *ev)
 
 	if (kind == NULL || !json_is_integer(cmd_id))
 		return;
+	s->seq = seq;
 	m = acp_cmd_get(s, json_integer_value(cmd_id));
 	if (m == NULL)
 		return;
@@ -494,7 +501,8 @@ static const EdgeSubOps acp_sub_ops = {
 
 /* Attach sid to the connection and read its log after `after`. */
 void
-acp_session_attach(AcpConn *c, const char *sid, int64_t after, json_t *open_id, bool is_load)
+acp_session_attach(AcpConn *c, const char *sid, int64_t after, json_t *open_id, bool is_load,
+				   int64_t quiet_through)
 {
 	AcpSession *s = acp_session_find(c, sid);
 
@@ -511,6 +519,7 @@ acp_session_attach(AcpConn *c, const char *sid, int64_t after, json_t *open_id, 
 	s->open_id = json_incref(open_id);
 	s->is_load = is_load;
 	s->replaying = is_load;
+	s->quiet_through = quiet_through;
 	s->next = c->sessions;
 	c->sessions = s;
 	c->nsessions++;

@@ -1,0 +1,270 @@
+#!/usr/bin/env node
+// A chaos run: a local stack (test/chaos/stack.sh), the workload
+// (workload.mjs) through its public HTTP API, random faults chosen from a
+// seed, then healing, convergence, the facts of the database, a teardown
+// that must leave nothing behind, and the checker (check.mjs) over it all.
+//
+//   node test/chaos/chaos.mjs [--seed N] [--duration 60s|30m] [--sessions N]
+//        [--faults kind,kind,...] [--max-faults N] [--out DIR] [--keep]
+//        [--expect-anomaly KIND]
+//
+// Must run as root (sandboxd, network namespaces) from a tree that is built
+// and installed (`make && make install`).  Prints the seed first: the same
+// seed chooses the same faults and the same workload again.
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+
+import { check, printReport } from "./check.mjs";
+import { rng, sleep, sqlJson, stack } from "./lib.mjs";
+import { Workload } from "./workload.mjs";
+
+const { values: opt } = parseArgs({
+  options: {
+    seed: { type: "string" },
+    duration: { type: "string", default: "60s" },
+    sessions: { type: "string", default: "8" },
+    faults: { type: "string", default: "all" },
+    "max-faults": { type: "string", default: "1000" },
+    out: { type: "string" },
+    keep: { type: "boolean", default: false },
+    "expect-anomaly": { type: "string" },
+  },
+});
+
+const seed = opt.seed !== undefined ? Number(opt.seed) : Math.floor(Math.random() * 2 ** 31);
+if (!Number.isInteger(seed) || seed < 0) throw new Error("--seed wants a non-negative integer");
+const durMatch = /^(\d+)(s|m|h)?$/.exec(opt.duration);
+if (!durMatch) throw new Error("--duration wants N, Ns, Nm or Nh");
+const durationMs = Number(durMatch[1]) * { s: 1000, m: 60000, h: 3600000 }[durMatch[2] ?? "s"];
+console.log(`chaos: seed ${seed}, duration ${opt.duration}, ${opt.sessions} sessions`);
+
+// -- the faults -------------------------------------------------------------
+// Each: the target it holds while active (one fault per target at a time),
+// what injects it and what heals it, and how long it lasts (ms).
+const FAULTS = {
+  "kill-edge": { target: (r) => r.pick(["edge-1", "edge-2"]), inject: (t) => ["kill", t], heal: (t) => ["start", t], ms: [300, 3000] },
+  "kill-cell": { target: () => "pg", inject: () => ["kill", "cell"], ms: [3000, 3000] },
+  "kill-broker": { target: () => "pg", inject: () => ["kill", "broker"], ms: [3000, 3000] },
+  "kill-notifier": { target: () => "pg", inject: () => ["kill", "notifier"], ms: [3000, 3000] },
+  "kill-celld": { target: () => "celld", inject: () => ["kill", "celld"], heal: () => ["start", "celld"], ms: [300, 3000] },
+  "kill-sandboxd": { target: () => "sandboxd", inject: () => ["kill", "sandboxd"], heal: () => ["start", "sandboxd"], ms: [300, 3000] },
+  "kill-credproxy": { target: () => "credproxy", inject: () => ["kill", "credproxy"], heal: () => ["start", "credproxy"], ms: [300, 3000] },
+  "kill-gitd": { target: () => "gitd", inject: () => ["kill", "gitd"], heal: () => ["start", "gitd"], ms: [300, 3000] },
+  "pg-restart": { target: () => "pg", inject: () => ["pg-crash"], heal: () => ["pg-start"], ms: [500, 4000] },
+  "partition-celld": { target: () => "celld", inject: () => ["link", "down"], heal: () => ["link", "up"], ms: [2000, 9000] },
+  // longer than the lease (4 s): the process comes back to sessions it lost
+  "pause-celld": { target: () => "celld", inject: () => ["stop", "celld"], heal: (t, pid) => ["cont", "celld", pid], ms: [5000, 8000] },
+  "pause-cell": { target: () => "pg", inject: () => ["stop", "cell"], heal: (t, pid) => ["cont", "cell", pid], ms: [5000, 8000] },
+  "clock-celld": {
+    target: () => "celld",
+    inject: (t, r) => ["clock", "celld", String(r.pick([-1, 1]) * r.int(1000, 8000))],
+    heal: () => ["clock", "celld", "0"],
+    ms: [4000, 12000],
+  },
+  "clock-cells": {
+    target: () => "pg",
+    inject: (t, r) => ["clock", "cells", String(r.pick([-1, 1]) * r.int(1000, 8000))],
+    heal: () => ["clock", "cells", "0"],
+    ms: [4000, 12000],
+  },
+  "store-full": { target: () => "sandboxd", inject: () => ["fill-store"], heal: () => ["free-store"], ms: [2000, 8000] },
+};
+const kinds = opt.faults === "all" ? Object.keys(FAULTS) : opt.faults === "none" ? [] : opt.faults.split(",");
+for (const k of kinds) if (!FAULTS[k]) throw new Error(`unknown fault ${k}; known: ${Object.keys(FAULTS).join(" ")}`);
+
+// -- the run directory and ports --------------------------------------------
+const dir = opt.out ?? mkdtempSync("/var/tmp/nadi-chaos.");
+mkdirSync(dir, { recursive: true });
+execFileSync("chmod", ["755", dir]);
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+const ports = [];
+while (ports.length < 5) {
+  const p = await freePort();
+  if (!ports.includes(p)) ports.push(p);
+}
+const env = { CHAOS_DIR: dir, CHAOS_PORTS: ports.join(" ") };
+writeFileSync(join(dir, "meta.json"), JSON.stringify({ seed, duration: opt.duration, sessions: Number(opt.sessions), faults: kinds, ports }));
+
+async function st(args, quiet = false) {
+  const r = await stack(env, args);
+  if (r.code !== 0 && !quiet) console.log(`chaos: stack.sh ${args.join(" ")}: exit ${r.code}: ${r.err.trim().split("\n").slice(-3).join(" / ")}`);
+  return r;
+}
+
+let tornDown = false;
+async function teardown() {
+  if (tornDown) return;
+  tornDown = true;
+  await st(["teardown"], true);
+}
+process.on("SIGINT", async () => {
+  await teardown();
+  process.exit(130);
+});
+
+// -- run --------------------------------------------------------------------
+const t0 = Date.now();
+const faultLog = [];
+let exitCode = 1;
+try {
+  console.log("chaos: starting the stack");
+  const up = await st(["setup"]);
+  if (up.code !== 0) {
+    console.log(up.out.slice(-2000), up.err.slice(-4000));
+    throw new Error("the stack did not start");
+  }
+  console.log(`chaos: stack up in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  const token = (await sqlJson(env, "SELECT to_json(nadi.token_mint('chaos', 'chaos-client', 'tenant', '4 hours'))"));
+  const wl = new Workload({
+    dir, seed, token, sessions: Number(opt.sessions),
+    edges: [`http://127.0.0.1:${ports[0]}`, `http://127.0.0.1:${ports[1]}`],
+  });
+  await wl.createSessions();
+  wl.start();
+
+  // faults, until the duration is over
+  const fr = rng(seed);
+  const active = new Map(); // target -> {kind, until, heal}
+  const healOne = async (target) => {
+    const a = active.get(target);
+    if (!a) return;
+    active.delete(target);
+    if (a.heal) await st(a.heal);
+    faultLog.push({ t: Date.now() - t0, kind: a.kind, target, healed: true });
+  };
+  const end = Date.now() + durationMs;
+  let injected = 0;
+  let nextAt = Date.now() + 3000;
+  while (Date.now() < end) {
+    for (const [target, a] of [...active]) if (Date.now() >= a.until) await healOne(target);
+    if (kinds.length && injected < Number(opt["max-faults"]) && Date.now() >= nextAt) {
+      const kind = fr.pick(kinds);
+      const f = FAULTS[kind];
+      const target = f.target(fr);
+      const ms = fr.int(f.ms[0], f.ms[1]);
+      if (!active.has(target)) {
+        const args = f.inject(target, fr);
+        const r = await st(args, true);
+        const pid = r.out.trim().split("\n").pop();
+        if (r.code === 0) {
+          injected++;
+          active.set(target, { kind, until: Date.now() + ms, heal: f.heal ? f.heal(target, pid) : null });
+          faultLog.push({ t: Date.now() - t0, kind, target, args, ms });
+          console.log(`chaos: +${((Date.now() - t0) / 1000).toFixed(1)}s ${kind} ${target} (${ms} ms)`);
+        } else {
+          faultLog.push({ t: Date.now() - t0, kind, target, args, skipped: r.err.trim().slice(-200) });
+        }
+      }
+      nextAt = Date.now() + fr.int(1500, 4000);
+    }
+    await sleep(100);
+  }
+  for (const target of [...active.keys()]) await healOne(target);
+  // every process up again (a kill the postmaster restarted needs nothing)
+  for (const d of ["edge-1", "edge-2", "sandboxd", "credproxy", "gitd", "celld"]) await st(["start", d], true);
+  console.log(`chaos: faults over after ${((Date.now() - t0) / 1000).toFixed(1)} s (${injected} injected); converging`);
+
+  // the drivers stop sending and wait for their commands
+  wl.stopping = true;
+  const drivers = Promise.all(wl.tasks);
+  const convergeBy = Date.now() + 120000;
+  const pending = async () =>
+    sqlJson(env, `SELECT json_build_object(
+        'open', (SELECT count(*) FROM nadi.command_inbox WHERE status IN ('queued', 'running', 'waiting')),
+        'transit', (SELECT count(*) FROM nadi.sessions WHERE state IN ('placed', 'terminating')))`).catch(() => null);
+  let p = null;
+  while (Date.now() < convergeBy) {
+    p = await pending();
+    // waiting commands are the drivers' to answer: they still run
+    if (p && p.open === 0 && p.transit === 0) break;
+    await sleep(500);
+  }
+  const converged = p && p.open === 0 && p.transit === 0;
+  console.log(`chaos: ${converged ? "converged" : "did NOT converge"} after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  wl.stopping = true;
+  // the followers catch up with the last event of their session
+  const seqs = (await sqlJson(env, "SELECT json_object_agg(session_id, last_seq) FROM nadi.sessions")) ?? {};
+  for (const [sid, seq] of Object.entries(seqs)) wl.finalSeq.set(sid, seq);
+  const followedTo = seqs;
+  const followBy = Date.now() + 60000;
+  while (Date.now() < followBy) {
+    const r = await Promise.race([drivers.then(() => true), sleep(500).then(() => false)]);
+    if (r) break;
+  }
+  wl.followersDone = true;
+  wl.hardStop = true;
+  await Promise.race([drivers, sleep(15000)]);
+  const acpRef = {};
+  for (const s of wl.sessions) if (s.acp) acpRef[s.id] = await wl.acpReference(s);
+  await Promise.all([wl.req.close(), wl.sse.close(), wl.acp.close()]);
+
+  // the facts of the database and the host, before teardown
+  const facts = await sqlJson(env, readFileSync(new URL("./facts.sql", import.meta.url), "utf8"));
+  const sbx = (await st(["pid", "sandboxd"], true)).out.trim();
+  const containers = (await st(["containers"], true)).out.trim().split("\n").filter(Boolean)
+    .map((l) => { const [pid, ppid, machine] = l.split(" "); return { pid: Number(pid), ppid: Number(ppid), machine }; });
+  Object.assign(facts, {
+    converged, followedTo, acpRef, sandboxdPid: Number(sbx) || null, containers,
+    sessionsCreated: wl.sessions.map((s) => ({ id: s.id, approval: s.approval, acp: s.acp })),
+    stats: wl.stats, faults: faultLog, seed,
+  });
+  await teardown();
+  facts.leftovers = leftovers(dir);
+  writeFileSync(join(dir, "facts.json"), JSON.stringify(facts));
+
+  const report = check(dir);
+  printReport(report);
+  if (opt["expect-anomaly"]) {
+    const n = report.anomalies.filter((a) => a.kind === opt["expect-anomaly"]).length;
+    console.log(`chaos: expected anomaly ${opt["expect-anomaly"]}: ${n ? `found ${n}` : "NOT found"}`);
+    exitCode = n ? 0 : 1;
+  } else exitCode = report.anomalies.length ? 1 : 0;
+} catch (e) {
+  console.log(`chaos: ${e.stack ?? e}`);
+  exitCode = 2;
+} finally {
+  await teardown();
+  console.log(`chaos: seed ${seed}; run directory ${dir}${exitCode === 0 && !opt.keep ? " (removed)" : ""}`);
+  if (exitCode === 0 && !opt.keep) execFileSync("rm", ["-rf", dir]);
+}
+process.exit(exitCode);
+
+// What a run must not leave behind: processes, mounts, loop devices,
+// network namespaces of its own.
+function leftovers(d) {
+  const out = [];
+  for (const pid of readdirSync("/proc").filter((x) => /^\d+$/.test(x))) {
+    let cmd = "";
+    try {
+      cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ");
+    } catch {
+      continue;
+    }
+    if (cmd.includes(d) && Number(pid) !== process.pid) out.push({ what: "process", pid: Number(pid), cmd: cmd.slice(0, 200) });
+  }
+  for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n"))
+    if (line.includes(d)) out.push({ what: "mount", line: line.slice(0, 200) });
+  try {
+    for (const l of execFileSync("losetup", ["-l", "-n", "-O", "NAME,BACK-FILE"], { encoding: "utf8" }).split("\n"))
+      if (l.includes(d)) out.push({ what: "loop", line: l.trim() });
+  } catch {}
+  const net = existsSync(join(d, "net.env")) ? readFileSync(join(d, "net.env"), "utf8") : "";
+  const tag = /FLEET_TAG="?([0-9a-f]+)/.exec(net)?.[1];
+  if (tag) {
+    const ns = execFileSync("ip", ["netns", "list"], { encoding: "utf8" });
+    if (ns.includes(tag)) out.push({ what: "netns", line: ns.trim() });
+  }
+  return out;
+}
