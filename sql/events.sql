@@ -66,5 +66,19 @@ SELECT cell_wakeups - :w0 AS after_rollback FROM nadi.wakeup_stats();
 SELECT status FROM nadi.command_enqueue(:'s', 'message', '{"text": "committed"}');
 SELECT cell_wakeups - :w0 AS after_commit FROM nadi.wakeup_stats();
 
+-- a client's own tool command: its result is the command's, not the
+-- conversation's (the model never asked for it), so the replay leaves it out
+-- of the messages, as the cell does (a chaos run found the two disagreeing)
+SELECT command_id AS m2 FROM nadi.command_claim(:'s', :e) \gset
+SELECT status FROM nadi.command_complete(:'s', :m2, :e, '{"text": "ok"}');
+SELECT jsonb_array_length(nadi.session_replay(:'s')->'messages') AS n_before \gset
+SELECT command_id AS t FROM nadi.command_enqueue(:'s', 'tool', '{"name": "uppercase", "args": {"text": "x"}}') \gset
+SELECT attempts FROM nadi.command_claim(:'s', :e);
+SELECT kind FROM nadi.event_append(:'s', :e, 'tool.call', '{"name": "uppercase"}', :t);
+SELECT kind FROM nadi.event_append(:'s', :e, 'tool.result', '{"name": "uppercase", "ok": true, "result": "X"}', :t);
+SELECT status FROM nadi.command_complete(:'s', :t, :e, '{"result": "X"}');
+SELECT jsonb_array_length(nadi.session_replay(:'s')->'messages') = :n_before AS not_in_the_conversation,
+       nadi.session_replay(:'s')->'commands'->-1 AS the_command;
+
 SELECT cell_host_id FROM nadi.lease_release(:'s', :e);
 SELECT state FROM nadi.session_terminate(:'s');

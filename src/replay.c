@@ -237,7 +237,17 @@ replay_apply(Replay *r, int64 seq, const char *kind, Jsonb *p, int64 cmd)
 	else if (strcmp(kind, "tool.result") == 0)
 	{
 		/* what the model sees of a result: result, else stdout, else error */
-		char	   *content = member_json(p, "result");
+		CommandState *c = command_find(r, cmd);
+		char	   *content;
+
+		/*
+		 * A client's own tool command is not part of the conversation: the
+		 * model never asked for it, and the cell never shows it the result
+		 * (a "tool" message answers a tool call of the model's).
+		 */
+		if (c && strcmp(c->type, "tool") == 0)
+			return;
+		content = member_json(p, "result");
 
 		if (content == NULL || strcmp(content, "null") == 0)
 			content = member_json(p, "stdout");
