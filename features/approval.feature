@@ -10,7 +10,7 @@ Feature: Tool calls that need approval
     And "acme" has a session whose policy requires approval for "exec"
     When "acme" sends the message '/tool exec {"argv": ["echo", "-n", "approved"]}'
     Then the command waits for permission
-    And the command has one "permission.requested" event
+    And the command has one "permission.requested" event whose tool is "exec"
     And the command has no "tool.call" event
 
   Scenario: Approval granted: the tool runs and the model gets its result

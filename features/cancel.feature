@@ -19,6 +19,16 @@ Feature: Cancel a command
     And the command "queued" has no "command.started" event
     And the command "queued" has one "command.cancelled" event
 
+  Scenario: A running command is asked to stop, and stops
+    Given "acme" has a session
+    When "acme" sends the message "/sleep 5000 slow" as "slow"
+    Then the command "slow" starts running
+    When "acme" cancels the command "slow"
+    Then the answer is the command, cancel requested
+    And the command "slow" ends "cancelled"
+    And the command "slow" has one "command.cancel_requested" event
+    And the command "slow" has no "command.completed" event
+
   Scenario: A command waiting for approval is cancelled and its tool never runs
     Given "acme" has a session whose policy requires approval for "exec"
     When "acme" sends the message '/tool exec {"argv": ["echo", "never"]}'

@@ -23,3 +23,7 @@ Then("the answer carries {string}: {string}", function (name, value) {
 Then("the answer does not carry {string}", function (name) {
   assert.equal(this.res.headers.get(name), null, `header ${name}; ${this.answer()}`);
 });
+
+Then("the answer's {string} starts with {string}", function (name, value) {
+  assert.ok((this.res.headers.get(name) || "").startsWith(value), `header ${name}; ${this.answer()}`);
+});
