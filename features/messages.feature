@@ -27,5 +27,6 @@ Feature: Send a message
     And "acme" sends the message "second" as "two"
     Then the command "one" completes
     And the command "two" completes
+    And the command "one" ended before the command "two" started
     And the command completes
     And its result text is "You said: second"

@@ -23,6 +23,7 @@ Feature: Tenants never see each other's sessions
       | read the events of         |
       | follow the event stream of |
       | cancel the command of      |
+      | approve the command of     |
       | terminate                  |
 
   Scenario: A refused request changes nothing

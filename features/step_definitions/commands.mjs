@@ -135,6 +135,19 @@ Then("the command {string} has one {string} event", async function (name, kind) 
   await oneEvent(this, this.cmd(name), kind);
 });
 
+// one command at a time per session: the first's last event comes before
+// the second's start in the log
+Then("the command {string} ended before the command {string} started", async function (first, second) {
+  const a = this.cmd(first);
+  const b = this.cmd(second);
+  const log = await this.events(a.tenant, a.session_id);
+  const ended = log.filter((e) => e.command_id === a.id && e.kind === "command.completed");
+  const started = log.filter((e) => e.command_id === b.id && e.kind === "command.started");
+  assert.equal(ended.length, 1, `command ${a.id} completed ${ended.length} times`);
+  assert.ok(started.length >= 1, `command ${b.id} never started`);
+  assert.ok(ended[0].seq < started[0].seq, `command ${b.id} started (seq ${started[0].seq}) before command ${a.id} ended (seq ${ended[0].seq})`);
+});
+
 // the kinds of the command's events, in the order of the log, among those
 // the table names (the log has others, e.g. leases, that no table lists)
 Then("the command's events include, in this order:", async function (table) {
