@@ -81,4 +81,9 @@ test:
 demo:
 	scripts/nadi demo
 
-.PHONY: daemons clean-daemons test demo runtime-check check-layers
+# The acceptance features (features/*.feature) against a local stack, as
+# `make test` runs them (test/suites/35-features); TAGS=@approval runs some.
+features:
+	NADI_SRC=$(CURDIR) NADI_FEATURES_TAGS="$(TAGS)" PATH="$$($(PG_CONFIG) --bindir):$$PATH" test/suites/35-features
+
+.PHONY: daemons clean-daemons test demo features runtime-check check-layers
