@@ -55,7 +55,7 @@ runtime-check: runtime_test cellhost_test
 	./runtime_test
 	./cellhost_test
 runtime_test cellhost_test: %: test/%.c test/check.h $(RUNTIME_SRCS) $(wildcard bgworkers/*.h) src/nadi_errcodes.h
-	$(CC) -iquote src -std=gnu11 -O2 -g $(RUNTIME_WARN) \
+	$(CC) -iquote src -std=gnu11 -O2 -g $(COPT) $(RUNTIME_WARN) \
 	    -o $@ test/$@.c $(RUNTIME_SRCS) -ljansson -lcurl
 installcheck: runtime-check
 
@@ -78,6 +78,10 @@ clean-daemons:
 # build what they need; `make test` runs every suite as an unprivileged user.
 test:
 	scripts/test
+# `make test` with every tier built for gcov, then line and branch coverage
+# per tier against test/coverage-floors.txt (docs/RELIABILITY.md, Coverage).
+coverage:
+	scripts/coverage
 demo:
 	scripts/nadi demo
 
@@ -86,4 +90,4 @@ demo:
 features:
 	NADI_SRC=$(CURDIR) NADI_FEATURES_TAGS="$(TAGS)" PATH="$$($(PG_CONFIG) --bindir):$$PATH" test/suites/35-features
 
-.PHONY: daemons clean-daemons test demo features runtime-check check-layers
+.PHONY: daemons clean-daemons test coverage demo features runtime-check check-layers

@@ -14,6 +14,9 @@
 # the daemon's directory (dl-NAME.o, src-NAME.o) with the same flags.
 #
 #   make            build $(PROG)
+#   make COPT='--coverage -O0'   the same, with COPT added to every compile and
+#                   link of $(PROG)'s objects (as PostgreSQL's COPT does for
+#                   the extension; `make coverage` sets it)
 #   make asan       build $(PROG)-asan (AddressSanitizer + UBSan); ASAN_DIR=/tmp/x builds elsewhere
 #   make clean
 #
@@ -46,7 +49,7 @@ ASAN_DIR ?= .
 ASAN_OBJS = $(SRCS:%.c=$(ASAN_DIR)/%.asan.o) $(DAEMONLIB:%=$(ASAN_DIR)/dl-%.asan.o) \
             $(EXT_SRC:%=$(ASAN_DIR)/src-%.asan.o) $(RUNTIME_SRC:%=$(ASAN_DIR)/rt-%.asan.o)
 HDRS = $(wildcard *.h $(DL_DIR)/*.h $(NADI_TOP)/src/jwt*.h) nadi_version.h $(ERRCODES_H)
-COMPILE = $(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -pthread $(PKG_CFLAGS) -c -o $@ $<
+COMPILE = $(CC) $(CPPFLAGS) $(CFLAGS) $(COPT) $(WARN) -pthread $(PKG_CFLAGS) -c -o $@ $<
 ASAN_COMPILE = $(CC) $(CPPFLAGS) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 	-fno-sanitize-recover=undefined $(WARN) -pthread $(PKG_CFLAGS) -c -o $@ $<
 
@@ -69,7 +72,7 @@ $(ERRCODES_H): $(NADI_TOP)/src/errcodes.txt $(NADI_TOP)/scripts/gen-errcodes.pl
 	{ cmp -s $@.tmp$$$$ $@ && rm -f $@.tmp$$$$ || mv -f $@.tmp$$$$ $@; }
 
 $(PROG): $(OBJS)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(PKG_LIBS) $(LIBS_MORE)
+	$(CC) $(CFLAGS) $(COPT) $(LDFLAGS) -o $@ $(OBJS) $(PKG_LIBS) $(LIBS_MORE)
 
 %.o: %.c $(HDRS)
 	$(COMPILE)
