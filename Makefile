@@ -80,5 +80,8 @@ test:
 	scripts/test
 demo:
 	scripts/nadi demo
+# The mutation gate (by hand): scripts/mutation --help
+mutation:
+	scripts/mutation $(MUTATION_ARGS)
 
-.PHONY: daemons clean-daemons test demo runtime-check check-layers
+.PHONY: daemons clean-daemons test demo mutation runtime-check check-layers
