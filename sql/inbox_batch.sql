@@ -164,3 +164,11 @@ SELECT state FROM nadi.place(:'sb');
 SELECT epoch AS eb2 FROM nadi.lease_acquire(:'sb', 'batch-cell') \gset
 SELECT bname(session_id) AS session, payload, status, attempts
 FROM nadi.command_claim(:'sb', :eb2);
+
+-- an idempotency key names one command: the same payload under another type
+-- is a different command, refused like another payload
+SELECT session_id AS k FROM nadi.session_create('acme') \gset
+SELECT type FROM nadi.command_enqueue(:'k', 'tool', '{"name": "echo", "text": "hi"}', 'key-2');
+SELECT try(format($$SELECT nadi.command_enqueue(%L, 'message', '{"name": "echo", "text": "hi"}', 'key-2')$$, :'k'));
+SELECT type, count(*) FROM nadi.command_list(:'k') GROUP BY type;
+SELECT state FROM nadi.session_terminate(:'k');
