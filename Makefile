@@ -84,10 +84,13 @@ coverage:
 	scripts/coverage
 demo:
 	scripts/nadi demo
+# The mutation gate (by hand): scripts/mutation --help
+mutation:
+	scripts/mutation $(MUTATION_ARGS)
 
 # The acceptance features (features/*.feature) against a local stack, as
 # `make test` runs them (test/suites/35-features); TAGS=@approval runs some.
 features:
 	NADI_SRC=$(CURDIR) NADI_FEATURES_TAGS="$(TAGS)" PATH="$$($(PG_CONFIG) --bindir):$$PATH" test/suites/35-features
 
-.PHONY: daemons clean-daemons test coverage demo features runtime-check check-layers
+.PHONY: daemons clean-daemons test coverage demo features mutation chaos runtime-check check-layers

@@ -164,3 +164,16 @@ SELECT state FROM nadi.place(:'sb');
 SELECT epoch AS eb2 FROM nadi.lease_acquire(:'sb', 'batch-cell') \gset
 SELECT bname(session_id) AS session, payload, status, attempts
 FROM nadi.command_claim(:'sb', :eb2);
+
+-- an idempotency key names one command: the same payload under another type
+-- is a different command, refused like another payload
+SELECT session_id AS k FROM nadi.session_create('acme') \gset
+SELECT command_id AS kc FROM nadi.command_enqueue(:'k', 'tool', '{"name": "echo", "text": "hi"}', 'key-2') \gset
+SELECT try(format($$SELECT nadi.command_enqueue(%L, 'message', '{"name": "echo", "text": "hi"}', 'key-2')$$, :'k'));
+SELECT type, count(*) FROM nadi.command_list(:'k') GROUP BY type;
+-- approve and deny decide only a call that waits for permission, named or not
+SELECT replace(try(format($$SELECT nadi.command_enqueue(%L, 'approve', '{"command_id": %s}')$$, :'k', :kc)),
+               :'kc', '<kc>') AS approve_queued;
+SELECT try(format($$SELECT nadi.command_enqueue(%L, 'deny', '{}')$$, :'k'));
+SELECT status FROM nadi.command_get(:'k', :kc);
+SELECT state FROM nadi.session_terminate(:'k');

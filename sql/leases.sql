@@ -96,3 +96,16 @@ SELECT * FROM evlog(:'s');
 SELECT action, tenant_id, mask(detail::text) FROM nadi.audit_log
 WHERE session_id = :'s' ORDER BY audit_id;
 RESET nadi.clock_offset;
+
+-- the fence at the very instant of expiry: at expires_at the lease is over
+SELECT session_id AS x FROM nadi.session_create('acme', labels => '{"pool": "lease"}') \gset
+SELECT cell_host_id IS NOT NULL AS placed FROM nadi.place(:'x');
+SELECT epoch AS xe FROM nadi.lease_acquire(:'x', (SELECT cell_host_id FROM nadi.sessions WHERE session_id = :'x')) \gset
+BEGIN;
+SELECT expires_at - renewed_at AS ttl FROM nadi.lease_renew(:'x', :xe);
+SET LOCAL nadi.clock_offset = '10s';
+SELECT nadi.now() = expires_at AS at_expiry FROM nadi.session_leases WHERE session_id = :'x';
+SELECT try(format($$SELECT nadi.lease_renew(%L, %s)$$, :'x', :xe));
+ROLLBACK;
+SELECT cell_host_id FROM nadi.lease_release(:'x', :xe);
+SELECT state FROM nadi.session_terminate(:'x');
