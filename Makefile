@@ -84,6 +84,11 @@ coverage:
 	scripts/coverage
 demo:
 	scripts/nadi demo
+# A chaos run (by hand; test/suites/60-chaos runs short ones in make test):
+# random faults under a workload, then the checker.  SEED=N replays a run.
+DURATION ?= 5m
+chaos:
+	scripts/chaos --duration $(DURATION) $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
 # The mutation gate (by hand): scripts/mutation --help
 mutation:
 	scripts/mutation $(MUTATION_ARGS)

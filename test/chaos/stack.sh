@@ -67,6 +67,10 @@ pid_of() {
 	esac
 }
 
+# alive PID: the process runs (a killed one may linger as a zombie until
+# its parent, often init, reaps it: it does not run)
+alive() { [ -n "$1" ] && [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
+
 # save_cmd NAME: remember the command line of a running daemon
 save_cmd() {
 	local pid
@@ -83,7 +87,7 @@ start_saved() {
 	local -a argv
 	mapfile -d '' argv <"$CMDS/$name"
 	pid=$(pid_of "$name")
-	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then return 0; fi
+	if alive "$pid"; then return 0; fi
 	if [ "$name" = celld ]; then
 		load_net
 		fleet_spawn 0 "$log" "${argv[@]}"
@@ -156,14 +160,14 @@ cmd_setup() {
 cmd_kill() {
 	local pid
 	pid=$(pid_of "$1")
-	[ -n "$pid" ] || { echo "stack.sh: $1 is not running" >&2; return 1; }
+	alive "$pid" || { echo "stack.sh: $1 is not running" >&2; return 1; }
 	kill -KILL "$pid"
 }
 
 cmd_signal() {
 	local sig=$1 name=$2 pid
 	pid=$(pid_of "$name")
-	[ -n "$pid" ] || { echo "stack.sh: $name is not running" >&2; return 1; }
+	alive "$pid" || { echo "stack.sh: $name is not running" >&2; return 1; }
 	kill "-$sig" "$pid"
 	echo "$pid"
 }

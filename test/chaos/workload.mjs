@@ -94,11 +94,13 @@ export class Workload {
   }
 
   start() {
-    this.tasks = [];
+    this.drivers = [];
+    this.sseTasks = [];
+    this.acpTasks = [];
     for (const s of this.sessions) {
-      this.tasks.push(this.drive(s));
-      this.tasks.push(this.followSse(s));
-      if (s.acp) this.tasks.push(this.followAcp(s));
+      this.drivers.push(this.drive(s));
+      this.sseTasks.push(this.followSse(s));
+      if (s.acp) this.acpTasks.push(this.followAcp(s));
     }
   }
 
