@@ -456,6 +456,15 @@ inbox_enqueue_locked(SessionTx *tx, const char *type, Jsonb *payload, text *key,
 	HeapTuple	row;
 	StringInfoData buf;
 
+#ifdef NADI_UNSAFE_NO_IDEMPOTENCY
+
+	/*
+	 * An extension that forgets the key, built for one purpose only:
+	 * test/suites/60-chaos shows that the chaos checker catches the
+	 * duplicate commands a retried request then makes.
+	 */
+	key = NULL;
+#endif
 	/* a retry with the same key gets the original, whatever happened since */
 	if (key)
 	{

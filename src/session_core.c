@@ -448,25 +448,14 @@ lease_read(const SessionTx *tx)
 bool
 lease_current(const LeaseInfo *l, int64 epoch)
 {
-#ifdef NADI_UNSAFE_NO_FENCING
-	return true;
-#endif
 	return l->held && l->epoch == epoch && l->expires_at > nadi_now();
 }
 
-/*
- * NADI_UNSAFE_NO_FENCING builds an extension without the fence, for one
- * purpose: test/suites/60-chaos shows that the chaos checker catches a
- * cell that writes after its lease moved on.  Never for anything else.
- */
 LeaseInfo
 lease_check(const SessionTx *tx, int64 epoch)
 {
 	LeaseInfo	l = lease_read(tx);
 
-#ifdef NADI_UNSAFE_NO_FENCING
-	return l;
-#endif
 	if (!l.held || l.epoch != epoch)
 		ereport(ERROR,
 				(errcode(ERRCODE_NADI_FENCED),

@@ -6,10 +6,12 @@
 //
 //   node test/chaos/chaos.mjs [--seed N] [--duration 60s|30m] [--sessions N]
 //        [--faults kind,kind,...] [--max-faults N] [--out DIR] [--keep]
-//        [--order random|cycle] [--expect-anomaly KIND[,KIND...]]
+//        [--order random|cycle] [--cell-workers N] [--expect-anomaly KIND[,KIND...]]
 //
 // --order cycle goes through every fault kind in a shuffled order (the
 // seed's) before it repeats one: a short run still injects every kind.
+// --cell-workers 0 leaves nadi-celld the only cell host (the embedded cells
+// would otherwise take the sessions it loses, and keep them).
 //
 // Must run as root (sandboxd, network namespaces) from a tree that is built
 // and installed (`make && make install`).  Prints the seed first: the same
@@ -35,6 +37,7 @@ const { values: opt } = parseArgs({
     keep: { type: "boolean", default: false },
     "expect-anomaly": { type: "string" },
     order: { type: "string", default: "random" },
+    "cell-workers": { type: "string", default: "2" },
   },
 });
 
@@ -99,7 +102,7 @@ while (ports.length < 5) {
   const p = await freePort();
   if (!ports.includes(p)) ports.push(p);
 }
-const env = { CHAOS_DIR: dir, CHAOS_PORTS: ports.join(" ") };
+const env = { CHAOS_DIR: dir, CHAOS_PORTS: ports.join(" "), CHAOS_CELL_WORKERS: opt["cell-workers"] };
 writeFileSync(join(dir, "meta.json"), JSON.stringify({ seed, duration: opt.duration, sessions: Number(opt.sessions), faults: kinds, ports }));
 
 async function st(args, quiet = false) {

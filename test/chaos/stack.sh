@@ -4,7 +4,8 @@
 # directory CHAOS_DIR (state in CHAOS_DIR/state, logs in CHAOS_DIR/state/log).
 #
 #   setup                 start the stack: scripts/nadi (PostgreSQL with the
-#                         broker, the notifier and two embedded cell workers,
+#                         broker, the notifier and CHAOS_CELL_WORKERS (2)
+#                         embedded cell workers,
 #                         an edge, gitd, credproxy, sandboxd), a second edge,
 #                         and one nadi-celld in a network namespace of its own
 #                         (reaching PostgreSQL over TCP through a veth pair)
@@ -39,6 +40,9 @@ PGBIN=$("${PG_CONFIG:-pg_config}" --bindir)
 FLEET_BINDIR=$PGBIN
 CMDS=$CHAOS_DIR/cmd # the command line of each daemon, NUL-separated
 NETENV=$CHAOS_DIR/net.env
+# embedded cell workers (0: nadi-celld is the only cell host)
+WORKERS=${CHAOS_CELL_WORKERS:-2}
+[[ "$WORKERS" =~ ^[0-9]$ ]] || { echo "stack.sh: CHAOS_CELL_WORKERS must be 0-9" >&2; exit 2; }
 
 read_ports() {
 	read -r E1 E2 SBX CP PGP <<<"${CHAOS_PORTS:?CHAOS_PORTS must name five ports}"
@@ -89,9 +93,16 @@ start_saved() {
 	pid=$(pid_of "$name")
 	if alive "$pid"; then return 0; fi
 	if [ "$name" = celld ]; then
+		# into the namespace's network only: `ip netns exec` would also give
+		# it a copy of every mount of the moment (a sandbox store among
+		# them), which would keep that store's loop device after the stack
+		# unmounted it
 		load_net
-		fleet_spawn 0 "$log" "${argv[@]}"
-		echo "$FLEET_SPAWNED" >"$STATE/celld.pid"
+		nsenter --net="/run/netns/${FLEET_NS[0]}" \
+			setpriv --reuid="$NADI_USER" --regid="$NADI_USER" --init-groups \
+			env -i PATH="$PGBIN:/usr/bin:/bin" HOME="$T" PGPASSFILE="$T/pgpass.0" LANG=C.UTF-8 \
+			"${argv[@]}" >>"$log" 2>&1 </dev/null 9>&- &
+		echo $! >"$STATE/celld.pid"
 	else
 		"${argv[@]}" >>"$log" 2>&1 </dev/null 9>&- &
 		echo $! >"$(pidfile "$name")"
@@ -115,7 +126,8 @@ cmd_setup() {
 	psql_su -c "ALTER SYSTEM SET nadi.lease_ttl = '4s'" -c "ALTER SYSTEM SET nadi.host_ttl = '6s'" \
 		-c "ALTER SYSTEM SET nadi.heartbeat_interval = '1s'" \
 		-c "ALTER SYSTEM SET listen_addresses = '$(fleet_host_addr 0)'" \
-		-c "ALTER SYSTEM SET password_encryption = 'scram-sha-256'" >/dev/null
+		-c "ALTER SYSTEM SET password_encryption = 'scram-sha-256'" \
+		-c "ALTER SYSTEM SET nadi.cell_workers = $WORKERS" >/dev/null
 	psql_su -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'chaos_celld') THEN CREATE ROLE chaos_celld LOGIN IN ROLE nadi_cell; END IF; END \$\$" \
 		-c "SELECT nadi.host_bind('cell', 'chaos-celld', 'chaos_celld')" >/dev/null
 	psql_su -c "SET password_encryption = 'scram-sha-256'" -c "ALTER ROLE chaos_celld PASSWORD '$pw'" >/dev/null
@@ -146,10 +158,13 @@ cmd_setup() {
 		--host-id chaos-celld --listen 127.0.0.1:0 --sandboxd-url "http://$(fleet_host_addr 0):$SBX" \
 		--heartbeat 1s >"$CMDS/celld"
 	start_saved celld
-	# every host up: two embedded cells, nadi-celld, sandboxd
+	# without embedded cells, their host takes no new sessions
+	[ "$WORKERS" -gt 0 ] ||
+		psql_su -c "SELECT nadi.cell_host_set_state('local-cell', 'dead') FROM nadi.cell_hosts WHERE host_id = 'local-cell'" >/dev/null
+	# every host up: the embedded cells, nadi-celld
 	for _ in $(seq 150); do
-		[ "$(psql_su -c "SELECT count(*) FROM nadi.cell_hosts WHERE state = 'live' AND host_id IN ('local-cell', 'chaos-celld')")" = 2 ] &&
-			[ "$(psql_su -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'nadi cell'")" = 2 ] && return 0
+		[ "$(psql_su -c "SELECT count(*) FROM nadi.cell_hosts WHERE state = 'live' AND host_id IN ('local-cell', 'chaos-celld')")" = $((WORKERS > 0 ? 2 : 1)) ] &&
+			[ "$(psql_su -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'nadi cell'")" = "$WORKERS" ] && return 0
 		sleep 0.2
 	done
 	echo "stack.sh: the cell hosts did not come up" >&2

@@ -197,12 +197,14 @@ export class Workload {
       // sometimes the client goes away by itself
       const cut = s.rng.chance(0.3) ? setTimeout(() => ac.abort(), s.rng.int(500, 5000)) : null;
       const stopper = setInterval(() => { if (this.done(s, last)) ac.abort(); }, 200);
+      let opened = false;
       try {
         const headers = { Authorization: `Bearer ${this.token}`, Accept: "text/event-stream" };
         if (last > 0) headers["Last-Event-ID"] = String(last);
         const r = await fetch(`${edge}/v1/sessions/${s.id}/events`, { headers, signal: ac.signal });
         this.sse.write({ sid: s.id, conn, open: r.status, after: last, edge });
         if (r.status === 200) {
+          opened = true;
           const dec = new TextDecoder();
           let buf = "";
           let id = null;
@@ -233,7 +235,9 @@ export class Workload {
         clearInterval(stopper);
       }
       if (!this.done(s, last)) {
-        this.stats.sseReconnects++;
+        // a stream that was open and ended: the client resumes (failed
+        // attempts to connect while an edge is down are not counted)
+        if (opened) this.stats.sseReconnects++;
         await sleep(200);
       }
     }
@@ -284,7 +288,7 @@ export class Workload {
         const again = () => {
           clearTimeout(cut);
           clearInterval(stopper);
-          if (!this.followersDone) this.stats.acpReconnects++;
+          if (!this.followersDone && loaded) this.stats.acpReconnects++;
           setTimeout(connect, this.followersDone ? 0 : 300);
         };
         ws.on("close", again);

@@ -64,6 +64,7 @@ function openStream() {
 
 // Everything the agent sends, per session.
 const updates = new Map();
+const seqs = new Map(); // session -> _meta.nadi.seq of each update, in order
 const permissionRequests = [];
 let decisions = [];
 
@@ -73,6 +74,8 @@ function makeApp() {
     .onNotification(acp.methods.client.session.update, ({ params }) => {
       if (!updates.has(params.sessionId)) updates.set(params.sessionId, []);
       updates.get(params.sessionId).push(params.update);
+      if (!seqs.has(params.sessionId)) seqs.set(params.sessionId, []);
+      seqs.get(params.sessionId).push(params._meta?.nadi?.seq);
     })
     .onRequest(acp.methods.client.session.requestPermission, async ({ params }) => {
       permissionRequests.push(params);
@@ -172,6 +175,7 @@ async function firstConnection() {
 async function loadConnection(sessionId) {
   const before = (updates.get(sessionId) ?? []).length;
   updates.set(sessionId, []);
+  seqs.set(sessionId, []);
   await makeApp().connectWith(openStream(), async (agent) => {
     await withTimeout(agent.request(acp.methods.agent.initialize, { protocolVersion: 1, clientCapabilities: {} }),
       10000, "initialize");
@@ -195,11 +199,47 @@ async function loadConnection(sessionId) {
     check("replay sends what the first connection saw, and the user turns",
       (updates.get(sessionId) ?? []).length >= before, `${(updates.get(sessionId) ?? []).length} < ${before}`);
 
+    // every update names the event it comes from, in log order
+    const all = seqs.get(sessionId) ?? [];
+    check("every session/update carries _meta.nadi.seq, never going back",
+      all.length === replayed && all.every((q, i) => Number.isInteger(q) && q > 0 && (i === 0 || q >= all[i - 1])),
+      JSON.stringify(all));
+    await resumeConnection(sessionId, all);
+
     // the loaded session takes new prompts
     const again = await prompt(agent, sessionId, "again");
     check("prompt after session/load", again.stopReason === "end_turn" &&
       texts(sessionId, "agent_message_chunk").includes("You said: again"), JSON.stringify(again));
   });
+}
+
+// A client that resumes: session/load with _meta.nadi.after = N gets the
+// updates of the events after N only, the same as a full load sends.
+async function resumeConnection(sessionId, full) {
+  const mid = full[Math.floor(full.length / 2)];
+  const saved = updates.get(sessionId);
+  const savedSeqs = seqs.get(sessionId);
+  updates.set(sessionId, []);
+  seqs.set(sessionId, []);
+  await makeApp().connectWith(openStream(), async (agent) => {
+    await withTimeout(agent.request(acp.methods.agent.initialize, { protocolVersion: 1, clientCapabilities: {} }),
+      10000, "initialize");
+    for (const after of [-1, "7", 1.5]) {
+      const e = await agent.request(acp.methods.agent.session.load, {
+        sessionId, cwd: "/tmp", mcpServers: [], _meta: { nadi: { after } },
+      }).then(() => null, (err) => err);
+      check(`session/load refuses _meta.nadi.after ${JSON.stringify(after)}`, e && e.code === -32602, String(e?.message));
+    }
+    await withTimeout(agent.request(acp.methods.agent.session.load, {
+      sessionId, cwd: "/tmp", mcpServers: [], _meta: { nadi: { after: mid } },
+    }), 15000, "session/load after");
+    const got = seqs.get(sessionId) ?? [];
+    const want = full.filter((q) => q > mid);
+    check(`session/load after seq ${mid}: the updates of the events after it, once (${got.length} of ${full.length})`,
+      JSON.stringify(got) === JSON.stringify(want), `${JSON.stringify(got)} != ${JSON.stringify(want)}`);
+  });
+  updates.set(sessionId, saved);
+  seqs.set(sessionId, savedSeqs);
 }
 
 try {
