@@ -643,14 +643,17 @@ acp_handle(AcpConn *c, json_t *msg)
 	else if (strcmp(method, "session/load") == 0)
 	{
 		const char *sid = json_string_value(json_object_get(params, "sessionId"));
-		json_t	   *after =
-			json_object_get(json_object_get(json_object_get(params, "_meta"), "nadi"), "after");
+		json_t	   *meta = json_object_get(params, "_meta");
+		json_t	   *nadi = json_object_get(meta, "nadi");
+		json_t	   *after = json_object_get(nadi, "after");
 
 		if (!nadi_jwt_uuid_text(sid))
 			acp_reply_error(c, id, ACP_NOT_FOUND, "Resource not found: no such session.", NULL);
-		else if (after && (!json_is_integer(after) || json_integer_value(after) < 0))
+		else if ((meta && !json_is_object(meta)) || (nadi && !json_is_object(nadi)) ||
+				 (after && (!json_is_integer(after) || json_integer_value(after) < 0)))
 			acp_reply_error(c, id, RPC_INVALID_PARAMS,
-							"Invalid params: _meta.nadi.after must be a non-negative integer "
+							"Invalid params: _meta and _meta.nadi must be objects, and "
+							"_meta.nadi.after a non-negative integer "
 							"(the seq of the last update the client saw).",
 							NULL);
 		else if (acp_session_find(c, sid) || session_room(c, id))

@@ -27,7 +27,8 @@
  * _meta.nadi.seq.  session/load with _meta.nadi.after = N (a client that
  * resumes) still reads the whole log, to know each command's state, but
  * sends no update for events up to N: a client that remembers the last seq
- * it saw gets every update once, across reconnects and edges.
+ * it saw gets every update once, across reconnects and edges.  An N beyond
+ * the log is lowered to its last seq once the read caught up.
  *
  * session/load reads the log from the start with `replaying` set and is
  * answered when the read catches up (feed.c's caught_up); a tool call still
@@ -282,9 +283,9 @@ session_event(AcpSession *s, int64_t seq, json_t *ev)
 	AcpCmd	   *m;
 	char		msg_id[32];
 
+	s->seq = seq;
 	if (kind == NULL || !json_is_integer(cmd_id))
 		return;
-	s->seq = seq;
 	m = acp_cmd_get(s, json_integer_value(cmd_id));
 	if (m == NULL)
 		return;
@@ -473,6 +474,9 @@ acp_caught_up(EdgeSub *sub)
 	json_decref(s->open_id);
 	s->open_id = NULL;
 	s->replaying = false;
+	/* an `after` beyond the log holds back nothing that comes next */
+	if (s->quiet_through > s->seq)
+		s->quiet_through = s->seq;
 	/* a tool call still waiting for a decision: ask this client too */
 	for (AcpCmd *m = s->cmds; m; m = m->next)
 		if (m->perm_pending && !m->finished)

@@ -30,6 +30,13 @@ _PG_init(void)
 				 errdetail("nadi needs shared memory for its commit-time wake-ups and starts background workers."),
 				 errhint("Add nadi to shared_preload_libraries in postgresql.conf and restart the server.")));
 
+#ifdef NADI_UNSAFE_NO_IDEMPOTENCY
+	/* a build for the chaos suite's broken run only (src/inbox.c) */
+	ereport(WARNING,
+			(errmsg("nadi was built with NADI_UNSAFE_NO_IDEMPOTENCY: idempotency keys are ignored"),
+			 errdetail("This build exists to show that the chaos checker catches duplicate commands."),
+			 errhint("Install a normal build (make install without COPT).")));
+#endif
 	nadi_guc_define();
 	nadi_workers_define_gucs();
 	MarkGUCPrefixReserved("nadi");

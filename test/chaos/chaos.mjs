@@ -84,6 +84,10 @@ const kinds = opt.faults === "all" ? Object.keys(FAULTS) : opt.faults === "none"
 for (const k of kinds) if (!FAULTS[k]) throw new Error(`unknown fault ${k}; known: ${Object.keys(FAULTS).join(" ")}`);
 
 // -- the run directory and ports --------------------------------------------
+// a directory of our own: removed after a clean run unless --keep; an --out
+// directory must not exist yet (it is never removed)
+if (opt.out && existsSync(opt.out)) throw new Error(`--out ${opt.out} exists already; name a new directory`);
+const ownDir = !opt.out;
 const dir = opt.out ?? mkdtempSync("/var/tmp/nadi-chaos.");
 mkdirSync(dir, { recursive: true });
 execFileSync("chmod", ["755", dir]);
@@ -117,9 +121,16 @@ async function teardown() {
   tornDown = true;
   await st(["teardown"], true);
 }
-process.on("SIGINT", async () => {
+// whatever ends the run, the stack goes
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"])
+  process.on(sig, async () => {
+    await teardown();
+    process.exit(128 + { SIGINT: 2, SIGTERM: 15, SIGHUP: 1 }[sig]);
+  });
+process.on("uncaughtException", async (e) => {
+  console.log(`chaos: ${e.stack ?? e}`);
   await teardown();
-  process.exit(130);
+  process.exit(2);
 });
 
 // -- run --------------------------------------------------------------------
@@ -134,7 +145,9 @@ try {
     throw new Error("the stack did not start");
   }
   console.log(`chaos: stack up in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  const token = (await sqlJson(env, "SELECT to_json(nadi.token_mint('chaos', 'chaos-client', 'tenant', '4 hours'))"));
+  // valid for the whole run and its convergence
+  const ttl = `${Math.ceil(durationMs / 1000) + 3600} seconds`;
+  const token = await sqlJson(env, `SELECT to_json(nadi.token_mint('chaos', 'chaos-client', 'tenant', '${ttl}'))`);
   const wl = new Workload({
     dir, seed, token, sessions: Number(opt.sessions),
     edges: [`http://127.0.0.1:${ports[0]}`, `http://127.0.0.1:${ports[1]}`],
@@ -253,8 +266,9 @@ try {
   exitCode = 2;
 } finally {
   await teardown();
-  console.log(`chaos: seed ${seed}; run directory ${dir}${exitCode === 0 && !opt.keep ? " (removed)" : ""}`);
-  if (exitCode === 0 && !opt.keep) execFileSync("rm", ["-rf", dir]);
+  const remove = exitCode === 0 && !opt.keep && ownDir;
+  console.log(`chaos: seed ${seed}; run directory ${dir}${remove ? " (removed)" : ""}`);
+  if (remove) execFileSync("rm", ["-rf", dir]);
 }
 process.exit(exitCode);
 

@@ -7,7 +7,7 @@
 //   node test/chaos/check.mjs RUN_DIR      prints the table; exit 1 on any anomaly
 //
 // Anomaly kinds (docs/RELIABILITY.md explains each):
-//   lost, not_final, twice, idempotency, unexpected_answer, order, overlap,
+//   lost, not_final, twice, outcome, idempotency, unexpected_answer, order, overlap,
 //   seq_gap, stale_epoch, replay, checkpoint, sse_duplicate, sse_order,
 //   sse_gap, sse_content, acp_duplicate, acp_order, acp_missing, approval,
 //   stuck, dead_lease, orphan_container, leftover
@@ -77,6 +77,26 @@ export function check(dir) {
       bad("not_final", c.session_id, `command ${c.command_id} is ${c.status} with no event that says so`);
   }
 
+  // what the clients asked for: cancels (answered or not) and decisions
+  const cancelAsked = new Set(reqs.filter((r) => r.op === "cancel").map((r) => r.of));
+  const denied = new Set(reqs.filter((r) => r.op === "deny" && r.status === 202).map((r) => r.of));
+  const approved = new Set(reqs.filter((r) => r.op === "approve" && r.status === 202).map((r) => r.of));
+  const STATUS_OF = { "command.completed": "completed", "command.dead": "dead", "command.cancelled": "cancelled" };
+  for (const c of facts.commands) {
+    if (CONTROL.has(c.type)) continue;
+    const evs = eventsByCmd.get(c.command_id) ?? [];
+    const end = evs.findIndex((e) => TERMINAL.has(e.kind));
+    if (end < 0) continue;
+    if (STATUS_OF[evs[end].kind] !== c.status)
+      bad("outcome", c.session_id, `command ${c.command_id} is ${c.status} but its log ends with ${evs[end].kind}`);
+    const after = evs.slice(end + 1).find((e) => !TERMINAL.has(e.kind));
+    if (after) bad("outcome", c.session_id, `command ${c.command_id} has ${after.kind} at seq ${after.seq} after it ended`);
+    if (c.status === "cancelled" && !cancelAsked.has(c.command_id) && !denied.has(c.command_id))
+      bad("outcome", c.session_id, `command ${c.command_id} was cancelled though no client asked for it`);
+    if (!evs.some((e) => e.kind === "command.started") && c.status !== "cancelled")
+      bad("outcome", c.session_id, `command ${c.command_id} is ${c.status} but never started`);
+  }
+
   // -- per session: the log ------------------------------------------------
   const leaseBySession = new Map(facts.leases.map((l) => [l.session_id, l]));
   for (const [sid, evs] of eventsBySession) {
@@ -87,17 +107,29 @@ export function check(dir) {
     if (s && evs.length && s.last_seq !== evs[evs.length - 1].seq) bad("seq_gap", sid, `last_seq ${s.last_seq}, last event ${evs[evs.length - 1].seq}`);
     // no write of a stale epoch: epochs never go back along the log, and a
     // cell's writes carry the epoch of the lease taken last before them
+    // — and no cell writes while no lease is held (after it was released,
+    // expired or revoked, before the next one is taken)
     let epoch = 0;
     let leaseEpoch = 0;
+    let held = false;
+    let staleSeen = false;
     for (const e of evs) {
-      if (e.kind === "session.lease" && e.payload?.epoch != null) leaseEpoch = Math.max(leaseEpoch, Number(e.payload.epoch));
+      if (e.kind === "session.lease" && e.payload?.epoch != null) {
+        leaseEpoch = Math.max(leaseEpoch, Number(e.payload.epoch));
+        held = e.payload.event === "acquired" || e.payload.event === "taken_over" || e.payload.event === "renewed";
+      }
       if (e.epoch == null) continue;
+      if (!held && !staleSeen && e.kind !== "session.lease") {
+        bad("stale_epoch", sid, `seq ${e.seq} (${e.kind}) was written at epoch ${e.epoch} while no lease was held`);
+        staleSeen = true;
+      }
       if (e.epoch < epoch) { bad("stale_epoch", sid, `seq ${e.seq} (${e.kind}) has epoch ${e.epoch} after epoch ${epoch}`); break; }
       if (e.epoch < leaseEpoch && e.kind !== "session.lease") { bad("stale_epoch", sid, `seq ${e.seq} (${e.kind}) has epoch ${e.epoch}; the lease was at ${leaseEpoch}`); break; }
       epoch = e.epoch;
     }
     // in order, one at a time: a command starts only when the one before
-    // it let go (finished, requeued, failed for a retry, waits for a decision)
+    // it let go (finished, requeued, failed for a retry); one that waits for
+    // a decision still holds the session: nothing overtakes it
     let open = null;
     let lastFirstStart = 0;
     const started = new Set();
@@ -112,7 +144,7 @@ export function check(dir) {
           started.add(e.command_id);
         }
         open = e.command_id;
-      } else if (open === e.command_id && (TERMINAL.has(e.kind) || e.kind === "command.requeued" || e.kind === "permission.requested" ||
+      } else if (open === e.command_id && (TERMINAL.has(e.kind) || e.kind === "command.requeued" ||
         (e.kind === "command.failed" && e.payload?.will_retry))) open = null;
     }
     // approvals: no tool the model called that needed one ran without it;
@@ -123,7 +155,14 @@ export function check(dir) {
       for (const e of evs) {
         const c = e.command_id != null ? cmds.get(e.command_id) : null;
         if (!c || c.type !== "message") continue;
-        if (e.kind === "permission.resolved") decision.set(c.command_id, e.payload?.decision);
+        if (e.kind === "permission.resolved") {
+          const d = e.payload?.decision;
+          decision.set(c.command_id, d);
+          // the log says what the client said
+          if ((d === "approved" && denied.has(c.command_id) && !approved.has(c.command_id)) ||
+            (d === "denied" && approved.has(c.command_id) && !denied.has(c.command_id)))
+            bad("approval", sid, `command ${c.command_id} was ${d} at seq ${e.seq}, not what the client decided`);
+        }
         if ((e.kind === "tool.call" || e.kind === "tool.result") && need.has(e.name)) {
           const d = decision.get(c.command_id);
           if (d !== "approved") bad("approval", sid, `command ${c.command_id} (${c.tool}) ran at seq ${e.seq} ${d ? `after it was ${d}` : "without approval"}`);
@@ -211,7 +250,8 @@ export function check(dir) {
   // -- convergence -----------------------------------------------------------
   if (!facts.converged) bad("stuck", null, "open commands or sessions in transit remained after the faults stopped");
   for (const s of facts.sessions)
-    if (s.state === "placed" || s.state === "terminating") bad("stuck", s.session_id, `session still ${s.state}`);
+    if (s.state === "placed" || s.state === "terminating" || s.state === "failed")
+      bad("stuck", s.session_id, `session ${s.state}${s.state === "failed" ? " (no client terminated it)" : ""}`);
   const hosts = new Map(facts.hosts.map((h) => [h.host_id, h]));
   for (const l of facts.leases) {
     const h = l.cell_host_id ? hosts.get(l.cell_host_id) : null;
@@ -241,7 +281,7 @@ export function check(dir) {
     events: facts.events.length,
     sessions: facts.sessions.length,
     stats: facts.stats ?? {},
-    takeovers: facts.events.filter((e) => e.kind === "session.lease" && e.payload?.event === "acquired" && Number(e.payload?.epoch) > 1).length,
+    takeovers: facts.events.filter((e) => e.kind === "session.lease" && ["acquired", "taken_over"].includes(e.payload?.event) && Number(e.payload?.epoch) > 1).length,
     anomalies, byKind,
   };
 }

@@ -94,6 +94,17 @@ const breaks = [
   ["a refused request", "unexpected_answer", (h) => { h.reqs.push({ op: "enqueue", sid: S, key: "k9", status: 404, code: "session_not_found" }); }],
   ["commands out of order", "order", (h) => { h.facts.events[3].command_id = 11; h.facts.events[7].command_id = 10; }],
   ["two commands at once", "overlap", (h) => { h.facts.events[5].kind = "cell.note"; }],
+  ["a command ran while another waited for a decision", "overlap", (h) => { h.facts.events[9] = { ...h.facts.events[9], kind: "command.started", command_id: 10 }; }],
+  ["a write while no lease was held", "stale_epoch", (h) => {
+    // the lease is released at seq 11, and a cell writes before the next one is taken
+    h.facts.events.splice(11, 0, { session_id: S, seq: 0, kind: "cell.note", command_id: null, epoch: 1, payload: null, name: null });
+    h.facts.events[10] = { ...h.facts.events[10], kind: "session.lease", command_id: null, epoch: null, payload: { event: "released", epoch: 1 } };
+  }],
+  ["the log approved what the client denied", "approval", (h) => { h.reqs.push({ op: "deny", sid: S, key: "k2-deny", status: 202, cid: 15, of: 11 }); h.reqs = h.reqs.filter((r) => r.op !== "approve"); }],
+  ["a status that is not the log's", "outcome", (h) => { h.facts.commands[0].status = "cancelled"; h.facts.replays[0].replay.commands[0].status = "cancelled"; }],
+  ["an event after a command ended", "outcome", (h) => { h.facts.events[6] = { ...h.facts.events[6], kind: "model.reply", command_id: 10, epoch: 1 }; }],
+  ["a cancel no client asked for", "outcome", (h) => { h.facts.events[21].kind = "command.cancelled"; h.facts.commands[3].status = "cancelled"; h.facts.replays[0].replay.commands[3].status = "cancelled"; h.reqs = h.reqs.filter((r) => r.op !== "deny"); }],
+  ["a session that failed", "stuck", (h) => { h.facts.sessions[0].state = "failed"; }],
   ["a gap in the log", "seq_gap", (h) => { h.facts.events.splice(4, 1); }],
   ["a write of a stale epoch", "stale_epoch", (h) => { h.facts.events[14].epoch = 1; }],
   ["the replay disagrees with the inbox", "replay", (h) => { h.facts.replays[0].replay.commands[1].status = "running"; }],

@@ -116,8 +116,12 @@ cmd_setup() {
 	chmod 755 "$CHAOS_DIR" "$STATE"
 	# the namespace first: sandboxd listens on its host-side address, which
 	# the embedded cells (on the host) and nadi-celld (inside) both reach
-	fleet_net_setup 1
+	# (what it made is written down even when it failed half way: teardown
+	# removes it)
+	local net_ok=0
+	fleet_net_setup 1 && net_ok=1
 	declare -p FLEET_TAG FLEET_NETS FLEET_NS FLEET_VETH FLEET_NSVETH >"$NETENV"
+	[ "$net_ok" = 1 ] || { echo "stack.sh: could not set up the network namespace" >&2; return 1; }
 	NADI_PGPORT=$PGP NADI_EDGE_PORT=$E1 NADI_SANDBOXD_PORT=$SBX NADI_CREDPROXY_PORT=$CP \
 		NADI_SANDBOXD_ADDR=$(fleet_host_addr 0) "$ROOT/scripts/nadi" start 9>&-
 	# short leases and heartbeats, so that a paused or partitioned cell loses
@@ -228,13 +232,22 @@ clock)
 	*) echo "stack.sh: clock celld|cells MS" >&2; exit 2 ;;
 	esac ;;
 fill-store)
-	# a file as large as the free space of the store; what is left after
-	# BTRFS's own reserve is filled with a second write
-	f=$STATE/sandboxd/store/.chaos-fill
-	avail=$(df --output=avail -B1 "$STATE/sandboxd/store" | tail -n 1)
+	# only a store that is this run's own loop-mounted image: filling the
+	# state directory's file system would fill the host's
+	store=$STATE/sandboxd/store
+	src=$(findmnt -n -o SOURCE --target "$store" 2>/dev/null || true)
+	case "$src" in
+	/dev/loop*) ;;
+	*) echo "stack.sh: $store is not a loop-mounted store ($src); not filling it" >&2; exit 1 ;;
+	esac
+	[ "$(findmnt -n -o TARGET --target "$store")" = "$store" ] || { echo "stack.sh: $store is not mounted" >&2; exit 1; }
+	f=$store/.chaos-fill
+	avail=$(df --output=avail -B1 "$store" | tail -n 1)
+	# a file as large as the free space; what BTRFS still finds is written,
+	# at most the free space again
 	fallocate -l "$avail" "$f" 2>/dev/null || fallocate -l $((avail * 9 / 10)) "$f" 2>/dev/null || true
-	dd if=/dev/zero of="$f" bs=1M oflag=append conv=notrunc status=none 2>/dev/null || true
-	df --output=avail -B1 "$STATE/sandboxd/store" | tail -n 1 ;;
+	dd if=/dev/zero of="$f" bs=1M count=$((avail / 1048576 + 1)) oflag=append conv=notrunc status=none 2>/dev/null || true
+	df --output=avail -B1 "$store" | tail -n 1 ;;
 free-store) rm -f "$STATE/sandboxd/store/.chaos-fill"; sync ;;
 sql) read_ports; psql_su -f - ;;
 containers)

@@ -88,7 +88,10 @@ export class Workload {
       // behind, which only the convergence check sees
       const res = await this.call("create", null, "POST", "/v1/sessions", body, null);
       if (res.status !== 201) throw new Error(`could not create a session: ${res.status}`);
-      this.sessions.push({ id: res.body.id, approval, acp: i % 2 === 0, rng: rng(this.seed + 7919 * (i + 1)) });
+      // a random source per consumer, so that timing does not change what
+      // the driver chooses (the followers' disconnects draw from their own)
+      const base = this.seed + 7919 * (i + 1);
+      this.sessions.push({ id: res.body.id, approval, acp: i % 2 === 0, rng: rng(base), sseRng: rng(base ^ 0x55e), acpRng: rng(base ^ 0xac9) });
     }
     void r;
   }
@@ -195,7 +198,7 @@ export class Workload {
       const edge = this.edge();
       const ac = new AbortController();
       // sometimes the client goes away by itself
-      const cut = s.rng.chance(0.3) ? setTimeout(() => ac.abort(), s.rng.int(500, 5000)) : null;
+      const cut = s.sseRng.chance(0.3) ? setTimeout(() => ac.abort(), s.sseRng.int(500, 5000)) : null;
       const stopper = setInterval(() => { if (this.done(s, last)) ac.abort(); }, 200);
       let opened = false;
       try {
@@ -259,7 +262,7 @@ export class Workload {
         const url = this.edge().replace(/^http/, "ws") + "/acp";
         const ws = new WebSocket(url, { headers: { Authorization: `Bearer ${this.token}` } });
         let loaded = false;
-        const cut = s.rng.chance(0.3) ? setTimeout(() => ws.terminate(), s.rng.int(1000, 6000)) : null;
+        const cut = s.acpRng.chance(0.3) ? setTimeout(() => ws.terminate(), s.acpRng.int(1000, 6000)) : null;
         const stopper = setInterval(() => { if (this.followersDone) ws.close(); }, 200);
         ws.on("open", () => {
           ws.send(JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: 1, clientCapabilities: {} } }));
@@ -312,7 +315,12 @@ export class Workload {
         ws.send(JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: 1, clientCapabilities: {} } }));
       });
       ws.on("message", (data) => {
-        const m = JSON.parse(String(data));
+        let m;
+        try {
+          m = JSON.parse(String(data));
+        } catch {
+          return;
+        }
         if (m.id === 1 && m.result) {
           ws.send(JSON.stringify({ jsonrpc: "2.0", id: 2, method: "session/load", params: { sessionId: s.id, cwd: "/", mcpServers: [] } }));
         } else if (m.id === 2) {

@@ -230,6 +230,10 @@ async function resumeConnection(sessionId, full) {
       }).then(() => null, (err) => err);
       check(`session/load refuses _meta.nadi.after ${JSON.stringify(after)}`, e && e.code === -32602, String(e?.message));
     }
+    const e2 = await agent.request(acp.methods.agent.session.load, {
+      sessionId, cwd: "/tmp", mcpServers: [], _meta: { nadi: 5 },
+    }).then(() => null, (err) => err);
+    check("session/load refuses a _meta.nadi that is not an object", e2 && e2.code === -32602, String(e2?.message));
     await withTimeout(agent.request(acp.methods.agent.session.load, {
       sessionId, cwd: "/tmp", mcpServers: [], _meta: { nadi: { after: mid } },
     }), 15000, "session/load after");
