@@ -125,10 +125,13 @@ cmd_setup() {
 	NADI_PGPORT=$PGP NADI_EDGE_PORT=$E1 NADI_SANDBOXD_PORT=$SBX NADI_CREDPROXY_PORT=$CP \
 		NADI_SANDBOXD_ADDR=$(fleet_host_addr 0) "$ROOT/scripts/nadi" start 9>&-
 	# short leases and heartbeats, so that a paused or partitioned cell loses
-	# its sessions within a short run; TCP for the namespace, scram only
+	# its sessions within a short run; idle sessions suspended after 2 s, so
+	# that cells write checkpoints and sessions come back by replay; TCP for
+	# the namespace, scram only
 	pw=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
 	psql_su -c "ALTER SYSTEM SET nadi.lease_ttl = '4s'" -c "ALTER SYSTEM SET nadi.host_ttl = '6s'" \
 		-c "ALTER SYSTEM SET nadi.heartbeat_interval = '1s'" \
+		-c "ALTER SYSTEM SET nadi.idle_suspend = '2s'" \
 		-c "ALTER SYSTEM SET listen_addresses = '$(fleet_host_addr 0)'" \
 		-c "ALTER SYSTEM SET password_encryption = 'scram-sha-256'" \
 		-c "ALTER SYSTEM SET nadi.cell_workers = $WORKERS" >/dev/null
