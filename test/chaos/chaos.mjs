@@ -50,36 +50,48 @@ const durationMs = Number(durMatch[1]) * { s: 1000, m: 60000, h: 3600000 }[durMa
 console.log(`chaos: seed ${seed}, duration ${opt.duration}, ${opt.sessions} sessions`);
 
 // -- the faults -------------------------------------------------------------
-// Each: the target it holds while active (one fault per target at a time),
-// what injects it and what heals it, and how long it lasts (ms).
+// Each fault kind:
+//   targets  what it may hit; a target is a lock: one fault per target at a
+//            time ("pg" is everything inside PostgreSQL, so a kill of a
+//            worker, a restart, a paused cell and the server's clock never
+//            overlap), and a fault whose targets are all busy waits
+//   inject   stack.sh arguments that cause it (the last line it prints, a
+//            pid for a paused process, goes to heal)
+//   heal     stack.sh arguments that undo it after `ms` (none: the target is
+//            only held for `ms`, e.g. while the postmaster restarts)
+// A new kind: an entry here, its subcommand in stack.sh, a row in the table
+// of docs/RELIABILITY.md; a new daemon also goes into DAEMONS.
+const one = (t) => () => [t];
 const FAULTS = {
-  "kill-edge": { target: (r) => r.pick(["edge-1", "edge-2"]), inject: (t) => ["kill", t], heal: (t) => ["start", t], ms: [300, 3000] },
-  "kill-cell": { target: () => "pg", inject: () => ["kill", "cell"], ms: [3000, 3000] },
-  "kill-broker": { target: () => "pg", inject: () => ["kill", "broker"], ms: [3000, 3000] },
-  "kill-notifier": { target: () => "pg", inject: () => ["kill", "notifier"], ms: [3000, 3000] },
-  "kill-celld": { target: () => "celld", inject: () => ["kill", "celld"], heal: () => ["start", "celld"], ms: [300, 3000] },
-  "kill-sandboxd": { target: () => "sandboxd", inject: () => ["kill", "sandboxd"], heal: () => ["start", "sandboxd"], ms: [300, 3000] },
-  "kill-credproxy": { target: () => "credproxy", inject: () => ["kill", "credproxy"], heal: () => ["start", "credproxy"], ms: [300, 3000] },
-  "kill-gitd": { target: () => "gitd", inject: () => ["kill", "gitd"], heal: () => ["start", "gitd"], ms: [300, 3000] },
-  "pg-restart": { target: () => "pg", inject: () => ["pg-crash"], heal: () => ["pg-start"], ms: [500, 4000] },
-  "partition-celld": { target: () => "celld", inject: () => ["link", "down"], heal: () => ["link", "up"], ms: [2000, 9000] },
+  "kill-edge": { targets: () => ["edge-1", "edge-2"], inject: (t) => ["kill", t], heal: (t) => ["start", t], ms: [300, 3000] },
+  "kill-cell": { targets: one("pg"), inject: () => ["kill", "cell"], ms: [3000, 3000] },
+  "kill-broker": { targets: one("pg"), inject: () => ["kill", "broker"], ms: [3000, 3000] },
+  "kill-notifier": { targets: one("pg"), inject: () => ["kill", "notifier"], ms: [3000, 3000] },
+  "kill-celld": { targets: one("celld"), inject: () => ["kill", "celld"], heal: () => ["start", "celld"], ms: [300, 3000] },
+  "kill-sandboxd": { targets: one("sandboxd"), inject: () => ["kill", "sandboxd"], heal: () => ["start", "sandboxd"], ms: [300, 3000] },
+  "kill-credproxy": { targets: one("credproxy"), inject: () => ["kill", "credproxy"], heal: () => ["start", "credproxy"], ms: [300, 3000] },
+  "kill-gitd": { targets: one("gitd"), inject: () => ["kill", "gitd"], heal: () => ["start", "gitd"], ms: [300, 3000] },
+  "pg-restart": { targets: one("pg"), inject: () => ["pg-crash"], heal: () => ["pg-start"], ms: [500, 4000] },
+  "partition-celld": { targets: one("celld"), inject: () => ["link", "down"], heal: () => ["link", "up"], ms: [2000, 9000] },
   // longer than the lease (4 s): the process comes back to sessions it lost
-  "pause-celld": { target: () => "celld", inject: () => ["stop", "celld"], heal: (t, pid) => ["cont", "celld", pid], ms: [5000, 8000] },
-  "pause-cell": { target: () => "pg", inject: () => ["stop", "cell"], heal: (t, pid) => ["cont", "cell", pid], ms: [5000, 8000] },
+  "pause-celld": { targets: one("celld"), inject: () => ["stop", "celld"], heal: (t, pid) => ["cont", "celld", pid], ms: [5000, 8000] },
+  "pause-cell": { targets: one("pg"), inject: () => ["stop", "cell"], heal: (t, pid) => ["cont", "cell", pid], ms: [5000, 8000] },
   "clock-celld": {
-    target: () => "celld",
+    targets: one("celld"),
     inject: (t, r) => ["clock", "celld", String(r.pick([-1, 1]) * r.int(1000, 8000))],
     heal: () => ["clock", "celld", "0"],
     ms: [4000, 12000],
   },
   "clock-cells": {
-    target: () => "pg",
+    targets: one("pg"),
     inject: (t, r) => ["clock", "cells", String(r.pick([-1, 1]) * r.int(1000, 8000))],
     heal: () => ["clock", "cells", "0"],
     ms: [4000, 12000],
   },
-  "store-full": { target: () => "sandboxd", inject: () => ["fill-store"], heal: () => ["free-store"], ms: [2000, 8000] },
+  "store-full": { targets: one("sandboxd"), inject: () => ["fill-store"], heal: () => ["free-store"], ms: [2000, 8000] },
 };
+// the daemons started again when the faults are over (the workers come back with PostgreSQL)
+const DAEMONS = ["edge-1", "edge-2", "sandboxd", "credproxy", "gitd", "celld"];
 const kinds = opt.faults === "all" ? Object.keys(FAULTS) : opt.faults === "none" ? [] : opt.faults.split(",");
 for (const k of kinds) if (!FAULTS[k]) throw new Error(`unknown fault ${k}; known: ${Object.keys(FAULTS).join(" ")}`);
 
@@ -168,30 +180,37 @@ try {
   const end = Date.now() + durationMs;
   let injected = 0;
   let cycle = [];
+  const seenKinds = new Set();
   let nextAt = Date.now() + 3000;
   while (Date.now() < end) {
     for (const [target, a] of [...active]) if (Date.now() >= a.until) await healOne(target);
     if (kinds.length && injected < Number(opt["max-faults"]) && Date.now() >= nextAt) {
+      // random: any kind (a busy target is a skip, and says so); cycle: the
+      // next kind of a shuffled cycle whose target is free (none: wait)
+      const free = (k) => FAULTS[k].targets().filter((t) => !active.has(t));
       let kind = fr.pick(kinds);
       if (opt.order === "cycle") {
-        // the next kind of the cycle whose target is free
         if (!cycle.length) cycle = shuffle([...kinds], fr);
-        const i = cycle.findIndex((k) => !active.has(FAULTS[k].target(rng(0))) || k === "kill-edge");
+        const i = cycle.findIndex((k) => free(k).length > 0);
         if (i < 0) {
-          await sleep(200); // every target of the cycle is busy: wait for one
+          await sleep(200);
           continue;
         }
         kind = cycle.splice(i, 1)[0];
       }
       const f = FAULTS[kind];
-      const target = f.target(fr);
       const ms = fr.int(f.ms[0], f.ms[1]);
-      if (!active.has(target)) {
+      const targets = free(kind);
+      if (!targets.length) {
+        faultLog.push({ t: Date.now() - t0, kind, skipped: "its target is down already" });
+      } else {
+        const target = fr.pick(targets);
         const args = f.inject(target, fr);
         const r = await st(args, true);
         const pid = r.out.trim().split("\n").pop();
         if (r.code === 0) {
           injected++;
+          seenKinds.add(kind);
           active.set(target, { kind, until: Date.now() + ms, heal: f.heal ? f.heal(target, pid) : null });
           faultLog.push({ t: Date.now() - t0, kind, target, args, ms });
           console.log(`chaos: +${((Date.now() - t0) / 1000).toFixed(1)}s ${kind} ${target} (${ms} ms)`);
@@ -199,14 +218,17 @@ try {
           faultLog.push({ t: Date.now() - t0, kind, target, args, skipped: r.err.trim().slice(-200) });
         }
       }
-      nextAt = Date.now() + fr.int(1500, 4000);
+      // a cycle of every kind fits in a short run
+      nextAt = Date.now() + (opt.order === "cycle" ? fr.int(1000, 2500) : fr.int(1500, 4000));
     }
     await sleep(100);
   }
   for (const target of [...active.keys()]) await healOne(target);
   // every process up again (a kill the postmaster restarted needs nothing)
-  for (const d of ["edge-1", "edge-2", "sandboxd", "credproxy", "gitd", "celld"]) await st(["start", d], true);
+  for (const d of DAEMONS) await st(["start", d], true);
   console.log(`chaos: faults over after ${((Date.now() - t0) / 1000).toFixed(1)} s (${injected} injected); converging`);
+  const missing = kinds.filter((k) => !seenKinds.has(k));
+  if (missing.length) console.log(`chaos: fault kinds not injected: ${missing.join(" ")}`);
 
   // the drivers stop sending and wait for their commands
   wl.stopping = true;

@@ -183,7 +183,7 @@ export function check(dir) {
   }
   for (const k of facts.checkpoints)
     if (!k.equal) bad("checkpoint", k.session_id, `the checkpoint at seq ${k.seq} differs from the replay of the log before it`);
-  // a client saw the session's last event only if the log has it
+  // a session a command was acknowledged for still exists
   for (const r of reqs) if (r.op === "enqueue" && r.status === 202 && !sessions.has(r.sid)) bad("lost", r.sid, "the session is gone");
 
   // -- SSE: every event of the session once, in order, across reconnects ---

@@ -11,8 +11,10 @@
 #                         (reaching PostgreSQL over TCP through a veth pair)
 #   kill NAME             SIGKILL a process: edge-1 edge-2 sandboxd credproxy
 #                         gitd celld cell broker notifier
+#   pid NAME              its pid
 #   start NAME            start it again with the command line it had
-#   stop NAME / cont NAME SIGSTOP / SIGCONT it
+#   stop NAME / cont NAME [PID]  SIGSTOP it (prints the pid) / SIGCONT it (a
+#                         cell's backend has no pid file: PID names it)
 #   pg-crash / pg-start   PostgreSQL stopped in immediate mode / started
 #   link down|up          cut nadi-celld's namespace off the host, or heal it
 #   clock celld|cells MS  nadi.clock_offset for nadi-celld's login (it
@@ -66,7 +68,8 @@ pid_of() {
 	case "$1" in
 	edge-1) cat "$STATE/edge.pid" 2>/dev/null || true ;;
 	cell | broker | notifier)
-		psql_su -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'nadi $1' ORDER BY random() LIMIT 1" 2>/dev/null || true ;;
+		# the oldest such backend: the same choice for the same state of the server
+		psql_su -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'nadi $1' ORDER BY backend_start, pid LIMIT 1" 2>/dev/null || true ;;
 	*) cat "$STATE/$1.pid" 2>/dev/null || true ;;
 	esac
 }

@@ -79,7 +79,6 @@ export class Workload {
   }
 
   async createSessions() {
-    const r = rng(this.seed ^ 0x5e55);
     for (let i = 0; i < this.nsessions; i++) {
       const approval = i % 3 === 1; // a third require approval for exec
       const body = { metadata: { chaos: String(i) } };
@@ -93,7 +92,6 @@ export class Workload {
       const base = this.seed + 7919 * (i + 1);
       this.sessions.push({ id: res.body.id, approval, acp: i % 2 === 0, rng: rng(base), sseRng: rng(base ^ 0x55e), acpRng: rng(base ^ 0xac9) });
     }
-    void r;
   }
 
   start() {
