@@ -84,6 +84,32 @@ SELECT count(*) FROM (SELECT nadi.cell_host_heartbeat(h) FROM unnest(ARRAY['leas
 SELECT leases_expired, commands_requeued, sessions_failed FROM nadi.reap();
 SELECT state, crash_count FROM nadi.session_get(:'p');
 SELECT status FROM nadi.command_get(:'p', :pc);
+
+-- a completed command resets the count: crashes spread over a session's
+-- life are not a poison command (a chaos run of 30 minutes failed every
+-- session after its fourth lost cell)
+SELECT session_id AS q FROM nadi.session_create('acme', labels => '{"pool": "lease"}') \gset
+SELECT command_id AS q1 FROM nadi.command_enqueue(:'q', 'message', '{"text": "one"}') \gset
+SELECT command_id AS q2 FROM nadi.command_enqueue(:'q', 'message', '{"text": "two"}') \gset
+SELECT cell_host_id IS NOT NULL FROM nadi.place(:'q');
+SELECT epoch AS qe FROM nadi.lease_acquire(:'q', (SELECT cell_host_id FROM nadi.sessions WHERE session_id = :'q')) \gset
+SELECT command_id = :q1 AS first FROM nadi.command_claim(:'q', :qe);
+SET nadi.clock_offset = '80s';
+SELECT count(*) FROM (SELECT nadi.cell_host_heartbeat(h) FROM unnest(ARRAY['lease-a', 'lease-b']) h) x;
+SELECT sessions_failed FROM nadi.reap();
+SELECT state, crash_count FROM nadi.session_get(:'q');
+SELECT cell_host_id IS NOT NULL FROM nadi.place(:'q');
+SELECT epoch AS qe FROM nadi.lease_acquire(:'q', (SELECT cell_host_id FROM nadi.sessions WHERE session_id = :'q')) \gset
+SELECT command_id = :q1 AS first_again FROM nadi.command_claim(:'q', :qe);
+SELECT status FROM nadi.command_complete(:'q', :q1, :qe, '{"text": "done"}');
+SELECT crash_count FROM nadi.session_get(:'q');
+SELECT command_id = :q2 AS second FROM nadi.command_claim(:'q', :qe);
+SET nadi.clock_offset = '100s';
+SELECT count(*) FROM (SELECT nadi.cell_host_heartbeat(h) FROM unnest(ARRAY['lease-a', 'lease-b']) h) x;
+SELECT sessions_failed FROM nadi.reap();
+SELECT state, crash_count FROM nadi.session_get(:'q');
+SELECT state FROM nadi.session_terminate(:'q');
+SET nadi.clock_offset = '60s';
 RESET nadi.crash_budget;
 
 -- bad input

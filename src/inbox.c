@@ -788,6 +788,14 @@ inbox_complete_locked(SessionTx *tx, int64 command_id, int64 epoch, Jsonb *resul
 		events_append_array(tx, events, c.id, epoch, batch);
 	command_update(tx, c.id, "completed", result, NULL, 0, true);
 	row = SPI_tuptable;
+
+	/*
+	 * The session made progress: the crash budget counts crashes since its
+	 * last completed command, so cells lost now and then over a long life
+	 * (a fleet's ordinary failures) never add up to a failed session.  A
+	 * command that keeps killing its cell still dead-letters by its attempts.
+	 */
+	tx->crash_count = 0;
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
 	nadi_json_raw(&buf, "result", nadi_jsonb_text(result));
