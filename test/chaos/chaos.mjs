@@ -306,6 +306,13 @@ function shuffle(xs, r) {
 // network namespaces of its own.
 function leftovers(d) {
   const out = [];
+  // this process and those that started it (their command lines name d)
+  const mine = new Set();
+  for (let pid = process.pid; pid > 1; ) {
+    mine.add(pid);
+    const m = /PPid:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    pid = m ? Number(m[1]) : 0;
+  }
   for (const pid of readdirSync("/proc").filter((x) => /^\d+$/.test(x))) {
     let cmd = "";
     try {
@@ -313,7 +320,7 @@ function leftovers(d) {
     } catch {
       continue;
     }
-    if (cmd.includes(d) && Number(pid) !== process.pid) out.push({ what: "process", pid: Number(pid), cmd: cmd.slice(0, 200) });
+    if (cmd.includes(d) && !mine.has(Number(pid))) out.push({ what: "process", pid: Number(pid), cmd: cmd.slice(0, 200) });
   }
   for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n"))
     if (line.includes(d)) out.push({ what: "mount", line: line.slice(0, 200) });

@@ -142,6 +142,9 @@ export class Workload {
         const res = await this.call("enqueue", s.id, "POST", `/v1/sessions/${s.id}/commands`, body, key, {
           ctype: body.type, tool: body.payload.name ?? null,
         });
+        // a session that is no longer live takes nothing more (the checker
+        // reports the answer); its driver stops, as a client would
+        if (res.status === 409 && res.body?.code === "session_not_live") return;
         if (res.status !== 202) continue;
         const cmd = { id: res.body.id, key, body };
         burst.push(cmd);
