@@ -468,6 +468,7 @@ sub op_finish
 	{
 		$status = 'completed';
 		$c->{completed}++;
+		$s->{crash} = 0;    # progress: the crash budget starts again
 		$self->count('completed');
 	}
 	elsif ($how eq 'await')
