@@ -294,7 +294,7 @@ function firstDiff(a, b) {
 }
 
 export function printReport(r) {
-  const row = (k, v) => console.log(`  ${k.padEnd(34)} ${String(v).padStart(8)}`);
+  const row = (k, v) => console.log(`  ${k.padEnd(40)} ${String(v).padStart(8)}`);
   console.log(`\nchaos run, seed ${r.seed}`);
   console.log("  faults injected");
   const fk = Object.keys(r.faults).sort();
