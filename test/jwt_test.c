@@ -18,23 +18,9 @@
 #include "../src/jwt_claims.h"
 #include "../daemonlib/jwks.h"
 
-static int	passed,
-			failed;
+#include "check.h"
 
-#define CHECK(cond) check((cond), #cond, __FILE__, __LINE__)
 #define CHECK_RC(expr, want) check_rc((expr), (want), #expr, __FILE__, __LINE__)
-
-static void
-check(int ok, const char *what, const char *file, int line)
-{
-	if (ok)
-		passed++;
-	else
-	{
-		failed++;
-		printf("FAIL %s:%d: %s\n", file, line, what);
-	}
-}
 
 static void
 check_rc(int got, int want, const char *what, const char *file, int line)
@@ -972,6 +958,5 @@ main(void)
 	test_claims();
 	test_signed_tokens();
 	test_jwks();
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed == 0 ? 0 : 1;
+	return check_summary();
 }

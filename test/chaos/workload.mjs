@@ -260,35 +260,20 @@ export class Workload {
         }
         conn++;
         const myConn = conn;
-        const url = this.edge().replace(/^http/, "ws") + "/acp";
-        const ws = new WebSocket(url, { headers: { Authorization: `Bearer ${this.token}` } });
         let loaded = false;
-        const cut = s.acpRng.chance(0.3) ? setTimeout(() => ws.terminate(), s.acpRng.int(1000, 6000)) : null;
-        const stopper = setInterval(() => { if (this.followersDone) ws.close(); }, 200);
-        ws.on("open", () => {
-          ws.send(JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: 1, clientCapabilities: {} } }));
-        });
-        ws.on("message", (data) => {
-          let m;
-          try {
-            m = JSON.parse(String(data));
-          } catch {
-            return;
-          }
-          if (m.id === 1 && m.result) {
-            ws.send(JSON.stringify({
-              jsonrpc: "2.0", id: 2, method: "session/load",
-              params: { sessionId: s.id, cwd: "/", mcpServers: [], _meta: { nadi: { after: last } } },
-            }));
-          } else if (m.id === 2) {
-            loaded = !m.error;
-            this.acp.write({ sid: s.id, conn: myConn, loaded, after: last, error: m.error?.message ?? null });
-          } else if (m.method === "session/update") {
+        const ws = this.acpLoad(this.edge(), s.id, last, {
+          onLoad: (error) => {
+            loaded = !error;
+            this.acp.write({ sid: s.id, conn: myConn, loaded, after: last, error: error?.message ?? null });
+          },
+          onUpdate: (m) => {
             const seq = m.params?._meta?.nadi?.seq;
             this.acp.write({ sid: s.id, conn: myConn, seq: seq ?? null, update: m.params?.update?.sessionUpdate ?? null });
             if (typeof seq === "number" && seq > last) last = seq;
-          }
+          },
         });
+        const cut = s.acpRng.chance(0.3) ? setTimeout(() => ws.terminate(), s.acpRng.int(1000, 6000)) : null;
+        const stopper = setInterval(() => { if (this.followersDone) ws.close(); }, 200);
         const again = () => {
           clearTimeout(cut);
           clearInterval(stopper);
@@ -296,7 +281,6 @@ export class Workload {
           setTimeout(connect, this.followersDone ? 0 : 300);
         };
         ws.on("close", again);
-        ws.on("error", () => {}); // close follows
       };
       connect();
     });
@@ -307,35 +291,46 @@ export class Workload {
   acpReference(s) {
     return new Promise((resolve) => {
       const seqs = [];
-      const ws = new WebSocket(this.edges[0].replace(/^http/, "ws") + "/acp", {
-        headers: { Authorization: `Bearer ${this.token}` },
+      let ok = false;
+      const ws = this.acpLoad(this.edges[0], s.id, null, {
+        onLoad: (error) => {
+          ok = !error;
+          ws.close();
+        },
+        onUpdate: (m) => seqs.push(m.params?._meta?.nadi?.seq ?? null),
       });
       const timer = setTimeout(() => ws.terminate(), 30000);
-      let ok = false;
-      ws.on("open", () => {
-        ws.send(JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: 1, clientCapabilities: {} } }));
-      });
-      ws.on("message", (data) => {
-        let m;
-        try {
-          m = JSON.parse(String(data));
-        } catch {
-          return;
-        }
-        if (m.id === 1 && m.result) {
-          ws.send(JSON.stringify({ jsonrpc: "2.0", id: 2, method: "session/load", params: { sessionId: s.id, cwd: "/", mcpServers: [] } }));
-        } else if (m.id === 2) {
-          ok = !m.error;
-          ws.close();
-        } else if (m.method === "session/update") {
-          seqs.push(m.params?._meta?.nadi?.seq ?? null);
-        }
-      });
-      ws.on("error", () => {});
       ws.on("close", () => {
         clearTimeout(timer);
         resolve(ok ? seqs : null);
       });
     });
+  }
+
+  // An ACP connection over WebSocket that initializes and loads session sid
+  // (after: resume after that seq; null: the whole log, no _meta).  Calls
+  // onUpdate with each session/update and onLoad with the answer's error
+  // (null when loaded); errors end in "close", which the caller handles.
+  acpLoad(edge, sid, after, { onLoad, onUpdate }) {
+    const ws = new WebSocket(edge.replace(/^http/, "ws") + "/acp", { headers: { Authorization: `Bearer ${this.token}` } });
+    ws.on("open", () => {
+      ws.send(JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: 1, clientCapabilities: {} } }));
+    });
+    ws.on("message", (data) => {
+      let m;
+      try {
+        m = JSON.parse(String(data));
+      } catch {
+        return;
+      }
+      if (m.id === 1 && m.result) {
+        const params = { sessionId: sid, cwd: "/", mcpServers: [] };
+        if (after !== null) params._meta = { nadi: { after } };
+        ws.send(JSON.stringify({ jsonrpc: "2.0", id: 2, method: "session/load", params }));
+      } else if (m.id === 2) onLoad(m.error ?? null);
+      else if (m.method === "session/update") onUpdate(m);
+    });
+    ws.on("error", () => {});
+    return ws;
   }
 }

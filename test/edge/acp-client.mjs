@@ -234,6 +234,15 @@ async function resumeConnection(sessionId, full) {
       sessionId, cwd: "/tmp", mcpServers: [], _meta: { nadi: 5 },
     }).then(() => null, (err) => err);
     check("session/load refuses a _meta.nadi that is not an object", e2 && e2.code === -32602, String(e2?.message));
+    // an after beyond the log (a cursor no client could have seen): the load
+    // is answered and replays nothing
+    await withTimeout(agent.request(acp.methods.agent.session.load, {
+      sessionId, cwd: "/tmp", mcpServers: [], _meta: { nadi: { after: Number.MAX_SAFE_INTEGER } },
+    }), 15000, "session/load after the end");
+    check("session/load after a seq beyond the log is answered and replays nothing",
+      (seqs.get(sessionId) ?? []).length === 0, JSON.stringify(seqs.get(sessionId)));
+    seqs.set(sessionId, []);
+    updates.set(sessionId, []);
     await withTimeout(agent.request(acp.methods.agent.session.load, {
       sessionId, cwd: "/tmp", mcpServers: [], _meta: { nadi: { after: mid } },
     }), 15000, "session/load after");
