@@ -104,6 +104,10 @@ nadi_broker_main(Datum arg)
 			placed = broker_step("place", "SELECT nadi.place_pending(1000)");
 		while (placed == 1000);
 
+		/* the operator's call counts (1.1): fold what the trigger appended */
+		if (broker_step("has fold", "SELECT (to_regprocedure('nadi._call_counts_fold()') IS NOT NULL)::int::int8") == 1)
+			broker_step("fold", "SELECT nadi._call_counts_fold()");
+
 		/* sleep until the next lease can expire, or until woken */
 		next_ms = broker_step("deadline",
 							  "SELECT greatest(0, ceil(extract(epoch FROM min(expires_at) - nadi.now()) * 1000))::bigint "

@@ -371,3 +371,323 @@ SET search_path = pg_catalog, pg_temp;
 
 REVOKE ALL ON FUNCTION nadi.command_enqueue_many(jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION nadi.command_enqueue_many(jsonb) TO nadi_edge, nadi_admin;
+
+---------------------------------------------------------------------------
+-- Operator statistics
+---------------------------------------------------------------------------
+--
+-- Views in the style of pg_stat_*, named nadi.stat_*, for the operator's
+-- numbers: sessions by tenant and state, the queue, dead letters, hosts
+-- with their load and leases, takeovers and crashes, tool and model calls,
+-- tokens.  They are read by members of nadi_monitor (granted to
+-- nadi_admin; grant it to the login of an edge that exports them, or of a
+-- dashboard).  A tenant token in force narrows every view to its tenant
+-- and hides the hosts; an admin token, or no token, shows everything.
+--
+-- What they cost: the queue and dead letters are read through the partial
+-- indexes of open and dead commands, hosts' load and leases through the
+-- partial indexes of placed sessions and held leases, crashes through a
+-- partial index of the sessions with crash_count > 0; sessions by state
+-- scan nadi.sessions (not events).  Calls, tokens and takeovers are never
+-- counted from nadi.events: a trigger on the few event kinds that carry
+-- them appends one row to nadi.call_count_deltas (no index, no row lock, so
+-- writers never wait on each other), the broker folds those rows into
+-- nadi.call_counts (one row per tenant, kind and name) every cycle, and the
+-- views add both.
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'nadi_monitor') THEN
+        CREATE ROLE nadi_monitor NOLOGIN;
+    END IF;
+END
+$roles$;
+GRANT nadi_monitor TO nadi_admin;
+
+-- The tenant whose numbers the caller may see: NULL for all of them (no
+-- token: the caller is a member of nadi_monitor; or an admin token), the
+-- token's tenant under a tenant token; 42501 under a session or sandbox
+-- token.
+CREATE FUNCTION nadi._stat_tenant()
+RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    claims jsonb := nadi.current_claims();
+BEGIN
+    IF claims IS NULL OR claims->>'scope' = 'admin' THEN
+        RETURN NULL;
+    ELSIF claims->>'scope' = 'tenant' THEN
+        RETURN claims->>'tenant';
+    END IF;
+    RAISE EXCEPTION 'operator statistics are not for % tokens', claims->>'scope'
+        USING ERRCODE = '42501', HINT = 'Use a tenant or an admin token.';
+END
+$fn$;
+
+-- Counted calls, leases taken from a holder, tokens: one row per tenant,
+-- kind and name, written only by the fold below.  latency_sum is seconds
+-- over the latency_count calls whose duration is known.
+CREATE TABLE nadi.call_counts (
+    tenant_id     text NOT NULL,
+    kind          text NOT NULL CHECK (kind IN ('tool', 'model', 'lease')),
+    name          text NOT NULL,
+    calls         bigint NOT NULL DEFAULT 0,
+    errors        bigint NOT NULL DEFAULT 0,
+    latency_count bigint NOT NULL DEFAULT 0,
+    latency_sum   double precision NOT NULL DEFAULT 0,
+    input_tokens  bigint NOT NULL DEFAULT 0,
+    output_tokens bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, kind, name)
+);
+
+-- What the trigger appends, one row per counted event, until folded.
+CREATE TABLE nadi.call_count_deltas (
+    tenant_id     text NOT NULL,
+    kind          text NOT NULL,
+    name          text NOT NULL,
+    calls         bigint NOT NULL,
+    errors        bigint NOT NULL,
+    latency_count bigint NOT NULL,
+    latency_sum   double precision NOT NULL,
+    input_tokens  bigint NOT NULL,
+    output_tokens bigint NOT NULL
+);
+
+SELECT pg_catalog.pg_extension_config_dump('nadi.call_counts', '');
+SELECT pg_catalog.pg_extension_config_dump('nadi.call_count_deltas', '');
+REVOKE ALL ON nadi.call_counts, nadi.call_count_deltas FROM PUBLIC;
+
+-- One counted event: a tool.result or tool.error (a tool call; an error
+-- when ok is false or it is a tool.error; its duration from the tool.call
+-- of the same command just before it), a model.reply (a model call; its
+-- duration and tokens when the cell recorded them: latency_ms, usage), a
+-- command.failed with code model_error (a model call that failed), a
+-- session.lease expired or taken_over (a takeover: a holder lost a lease
+-- it had not given back).  Names that are not identifiers count as
+-- "(invalid)", so a model cannot make up label values; no payload can
+-- make it fail (and with it the event's insert).
+CREATE FUNCTION nadi._count_event()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    k     text;
+    n     text;
+    err   boolean := false;
+    lat   double precision;
+    t_in  bigint := 0;
+    t_out bigint := 0;
+BEGIN
+    IF NEW.kind IN ('tool.result', 'tool.error') THEN
+        k := 'tool';
+        n := NEW.payload->>'name';
+        err := NEW.kind = 'tool.error' OR coalesce(NEW.payload->'ok' = 'false'::jsonb, false);
+        SELECT extract(epoch FROM NEW.created_at - e.created_at) INTO lat
+        FROM nadi.events e
+        WHERE e.session_id = NEW.session_id AND e.seq < NEW.seq AND e.seq >= NEW.seq - 64
+          AND e.kind = 'tool.call' AND e.command_id = NEW.command_id
+          AND e.payload->>'name' IS NOT DISTINCT FROM n
+        ORDER BY e.seq DESC LIMIT 1;
+        IF n IS NULL OR n !~ '^[a-z][a-z0-9_]{0,63}$' THEN
+            n := '(invalid)';
+        END IF;
+    ELSIF NEW.kind IN ('model.reply', 'command.failed') THEN
+        k := 'model';
+        n := coalesce(NEW.payload->>'model', 'model');
+        IF n !~ '^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$' THEN
+            n := '(invalid)';
+        END IF;
+        err := NEW.kind = 'command.failed';
+        IF jsonb_typeof(NEW.payload->'latency_ms') = 'number' THEN
+            lat := least(greatest((NEW.payload->>'latency_ms')::double precision, 0), 1e9) / 1000;
+        END IF;
+        IF jsonb_typeof(NEW.payload->'usage'->'input_tokens') = 'number' THEN
+            t_in := least(greatest((NEW.payload->'usage'->>'input_tokens')::numeric, 0), 1e15)::bigint;
+        END IF;
+        IF jsonb_typeof(NEW.payload->'usage'->'output_tokens') = 'number' THEN
+            t_out := least(greatest((NEW.payload->'usage'->>'output_tokens')::numeric, 0), 1e15)::bigint;
+        END IF;
+    ELSE
+        k := 'lease';
+        n := NEW.payload->>'event';
+    END IF;
+    INSERT INTO nadi.call_count_deltas
+    VALUES (NEW.tenant_id, k, n, 1, err::integer, (lat IS NOT NULL)::integer, coalesce(lat, 0),
+            t_in, t_out);
+    RETURN NULL;
+END
+$fn$;
+
+CREATE TRIGGER events_count AFTER INSERT ON nadi.events
+FOR EACH ROW
+WHEN (NEW.kind IN ('tool.result', 'tool.error', 'model.reply')
+      OR (NEW.kind = 'command.failed' AND NEW.payload->'error'->>'code' = 'model_error')
+      OR (NEW.kind = 'session.lease' AND NEW.payload->>'event' IN ('expired', 'taken_over')))
+EXECUTE FUNCTION nadi._count_event();
+
+-- Fold the deltas into the counts (the broker, every cycle).  One folder at
+-- a time; another caller meanwhile returns at once.  Returns the rows folded.
+CREATE FUNCTION nadi._call_counts_fold()
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtext('nadi.call_counts_fold')) THEN
+        RETURN 0;
+    END IF;
+    WITH d AS (DELETE FROM nadi.call_count_deltas RETURNING *),
+    s AS (SELECT tenant_id, kind, name, sum(calls) AS calls, sum(errors) AS errors,
+                 sum(latency_count) AS latency_count, sum(latency_sum) AS latency_sum,
+                 sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+                 count(*) AS n
+          FROM d GROUP BY tenant_id, kind, name),
+    u AS (INSERT INTO nadi.call_counts AS c
+              (tenant_id, kind, name, calls, errors, latency_count, latency_sum, input_tokens,
+               output_tokens)
+          SELECT tenant_id, kind, name, calls, errors, latency_count, latency_sum, input_tokens,
+                 output_tokens
+          FROM s ORDER BY tenant_id, kind, name
+          ON CONFLICT (tenant_id, kind, name) DO UPDATE
+          SET calls = c.calls + EXCLUDED.calls, errors = c.errors + EXCLUDED.errors,
+              latency_count = c.latency_count + EXCLUDED.latency_count,
+              latency_sum = c.latency_sum + EXCLUDED.latency_sum,
+              input_tokens = c.input_tokens + EXCLUDED.input_tokens,
+              output_tokens = c.output_tokens + EXCLUDED.output_tokens)
+    SELECT coalesce(sum(s.n), 0) INTO n FROM s;
+    RETURN n;
+END
+$fn$;
+
+-- The crashed sessions, few of them: an index of their own.
+CREATE INDEX sessions_crashed_idx ON nadi.sessions (tenant_id) WHERE crash_count > 0;
+
+-- Sessions by tenant and state; last_activity is the newest updated_at.
+CREATE VIEW nadi.stat_sessions AS
+WITH v AS MATERIALIZED (SELECT nadi._stat_tenant() AS only)
+SELECT s.tenant_id, s.state, count(*) AS sessions, max(s.updated_at) AS last_activity
+FROM nadi.sessions s, v
+WHERE v.only IS NULL OR s.tenant_id = v.only
+GROUP BY s.tenant_id, s.state;
+
+-- Open and dead commands per tenant, and overall (tenant_id NULL, always
+-- there): the oldest queued command's created_at and its age in seconds
+-- (by nadi.now()).
+CREATE VIEW nadi.stat_queue AS
+WITH v AS MATERIALIZED (SELECT nadi._stat_tenant() AS only),
+c AS (SELECT c.tenant_id, c.status, c.created_at
+      FROM nadi.command_inbox c, v
+      WHERE c.status IN ('queued', 'running', 'waiting') AND (v.only IS NULL OR c.tenant_id = v.only)
+      UNION ALL
+      SELECT c.tenant_id, c.status, c.created_at
+      FROM nadi.command_inbox c, v
+      WHERE c.status = 'dead' AND (v.only IS NULL OR c.tenant_id = v.only))
+SELECT c.tenant_id,
+       count(*) FILTER (WHERE c.status = 'queued') AS queued,
+       count(*) FILTER (WHERE c.status = 'running') AS running,
+       count(*) FILTER (WHERE c.status = 'waiting') AS waiting,
+       count(*) FILTER (WHERE c.status = 'dead') AS dead,
+       min(c.created_at) FILTER (WHERE c.status = 'queued') AS oldest_queued_at,
+       extract(epoch FROM nadi.now() - min(c.created_at) FILTER (WHERE c.status = 'queued'))::double precision
+           AS oldest_queued_age_seconds
+FROM c
+GROUP BY GROUPING SETS ((c.tenant_id), ());
+
+-- Dead commands (dead letters) with their last error; newest first is
+-- ORDER BY finished_at DESC.
+CREATE VIEW nadi.stat_dead_letters AS
+WITH v AS MATERIALIZED (SELECT nadi._stat_tenant() AS only)
+SELECT c.session_id, c.tenant_id, c.command_id, c.type, c.attempts, c.max_attempts,
+       c.last_error, c.created_at, c.finished_at
+FROM nadi.command_inbox c, v
+WHERE c.status = 'dead' AND (v.only IS NULL OR c.tenant_id = v.only);
+
+-- Cell and sandbox hosts (administrators only: none under a tenant token):
+-- load is the sessions placed on the host (placed, active or terminating
+-- for a cell; not yet over for a sandbox host), leases the unexpired
+-- leases a cell holds.
+CREATE VIEW nadi.stat_hosts AS
+WITH v AS MATERIALIZED (SELECT nadi._stat_tenant() AS only),
+cl AS (SELECT s.cell_host_id AS host_id, count(*) AS n FROM nadi.sessions s
+       WHERE s.state IN ('placed', 'active', 'terminating') GROUP BY s.cell_host_id),
+sl AS (SELECT s.sandbox_host_id AS host_id, count(*) AS n FROM nadi.sessions s
+       WHERE s.state NOT IN ('terminated', 'failed') AND s.sandbox_host_id IS NOT NULL
+       GROUP BY s.sandbox_host_id),
+ll AS (SELECT l.cell_host_id AS host_id, count(*) AS n FROM nadi.session_leases l
+       WHERE l.cell_host_id IS NOT NULL AND l.expires_at > nadi.now() GROUP BY l.cell_host_id)
+SELECT 'cell'::text AS kind, h.host_id, h.state, h.address, h.capacity, h.labels,
+       coalesce(cl.n, 0) AS load, coalesce(ll.n, 0) AS leases, h.heartbeat_at,
+       extract(epoch FROM nadi.now() - h.heartbeat_at)::double precision AS heartbeat_age_seconds
+FROM nadi.cell_hosts h CROSS JOIN v
+LEFT JOIN cl ON cl.host_id = h.host_id LEFT JOIN ll ON ll.host_id = h.host_id
+WHERE v.only IS NULL
+UNION ALL
+SELECT 'sandbox', h.host_id, h.state, h.address, h.capacity, h.labels,
+       coalesce(sl.n, 0), 0, h.heartbeat_at,
+       extract(epoch FROM nadi.now() - h.heartbeat_at)::double precision
+FROM nadi.sandbox_hosts h CROSS JOIN v
+LEFT JOIN sl ON sl.host_id = h.host_id
+WHERE v.only IS NULL;
+
+-- Sessions whose crash budget is in use (crash_count > 0: cells lost while
+-- a command ran, since its last completed command), with their lease epoch.
+CREATE VIEW nadi.stat_crashes AS
+WITH v AS MATERIALIZED (SELECT nadi._stat_tenant() AS only)
+SELECT s.session_id, s.tenant_id, s.state, s.crash_count, l.epoch, s.updated_at
+FROM nadi.sessions s CROSS JOIN v
+LEFT JOIN nadi.session_leases l ON l.session_id = s.session_id
+WHERE s.crash_count > 0 AND (v.only IS NULL OR s.tenant_id = v.only);
+
+-- The counts, folded or not yet.
+CREATE VIEW nadi.stat_calls AS
+WITH v AS MATERIALIZED (SELECT nadi._stat_tenant() AS only),
+a AS (SELECT tenant_id, kind, name, calls, errors, latency_count, latency_sum, input_tokens,
+             output_tokens FROM nadi.call_counts
+      UNION ALL
+      SELECT tenant_id, kind, name, calls, errors, latency_count, latency_sum, input_tokens,
+             output_tokens FROM nadi.call_count_deltas)
+SELECT a.tenant_id, a.kind, a.name, sum(a.calls)::bigint AS calls, sum(a.errors)::bigint AS errors,
+       sum(a.latency_count)::bigint AS latency_count,
+       sum(a.latency_sum)::double precision AS latency_sum_seconds,
+       (sum(a.latency_sum) / nullif(sum(a.latency_count), 0))::double precision AS latency_avg_seconds,
+       sum(a.input_tokens)::bigint AS input_tokens, sum(a.output_tokens)::bigint AS output_tokens
+FROM a, v
+WHERE v.only IS NULL OR a.tenant_id = v.only
+GROUP BY a.tenant_id, a.kind, a.name;
+
+-- Takeovers per tenant: leases a holder lost without giving them back,
+-- because they expired (the reaper, or a takeover that used up the crash
+-- budget) or another cell took them over once expired.  Counted as they
+-- happen (session.lease events), so the number only grows.  With the crash
+-- counts of the tenant's sessions now.
+CREATE VIEW nadi.stat_takeovers AS
+WITH t AS (SELECT c.tenant_id, sum(c.calls)::bigint AS takeovers,
+                  coalesce(sum(c.calls) FILTER (WHERE c.name = 'expired'), 0)::bigint AS leases_expired,
+                  coalesce(sum(c.calls) FILTER (WHERE c.name = 'taken_over'), 0)::bigint AS leases_taken_over
+           FROM nadi.stat_calls c WHERE c.kind = 'lease' GROUP BY c.tenant_id),
+s AS (SELECT x.tenant_id, count(*) AS sessions_with_crashes, sum(x.crash_count)::bigint AS crash_count_total
+      FROM nadi.stat_crashes x GROUP BY x.tenant_id)
+SELECT coalesce(t.tenant_id, s.tenant_id) AS tenant_id, coalesce(t.takeovers, 0) AS takeovers,
+       coalesce(t.leases_expired, 0) AS leases_expired,
+       coalesce(t.leases_taken_over, 0) AS leases_taken_over,
+       coalesce(s.sessions_with_crashes, 0) AS sessions_with_crashes,
+       coalesce(s.crash_count_total, 0) AS crash_count_total
+FROM t FULL JOIN s ON s.tenant_id = t.tenant_id;
+
+-- Tokens the model providers reported, per tenant.
+CREATE VIEW nadi.stat_tokens AS
+SELECT c.tenant_id, sum(c.input_tokens)::bigint AS input_tokens,
+       sum(c.output_tokens)::bigint AS output_tokens
+FROM nadi.stat_calls c WHERE c.kind = 'model'
+GROUP BY c.tenant_id;
+
+REVOKE ALL ON FUNCTION nadi._stat_tenant(), nadi._count_event(), nadi._call_counts_fold() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION nadi._stat_tenant() TO nadi_monitor;
+REVOKE ALL ON nadi.stat_sessions, nadi.stat_queue, nadi.stat_dead_letters, nadi.stat_hosts,
+    nadi.stat_crashes, nadi.stat_calls, nadi.stat_takeovers, nadi.stat_tokens FROM PUBLIC;
+GRANT SELECT ON nadi.stat_sessions, nadi.stat_queue, nadi.stat_dead_letters, nadi.stat_hosts,
+    nadi.stat_crashes, nadi.stat_calls, nadi.stat_takeovers, nadi.stat_tokens TO nadi_monitor;
