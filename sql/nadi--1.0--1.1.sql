@@ -488,7 +488,7 @@ BEGIN
         FROM nadi.events e
         WHERE e.session_id = NEW.session_id AND e.seq < NEW.seq AND e.seq >= NEW.seq - 64
           AND e.kind = 'tool.call' AND e.command_id = NEW.command_id
-          AND e.payload->>'name' IS NOT DISTINCT FROM n
+          AND e.payload->>'name' = n
         ORDER BY e.seq DESC LIMIT 1;
         IF n IS NULL OR n !~ '^[a-z][a-z0-9_]{0,63}$' THEN
             n := '(invalid)';
@@ -540,25 +540,27 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('nadi.call_counts_fold')) THEN
         RETURN 0;
     END IF;
-    WITH d AS (DELETE FROM nadi.call_count_deltas RETURNING *),
-    s AS (SELECT tenant_id, kind, name, sum(calls) AS calls, sum(errors) AS errors,
+    -- (the CTEs' names are quoted: an unquoted name there would read as a
+    -- table's, and this extension's functions name tables with their schema)
+    WITH "deleted" AS (DELETE FROM nadi.call_count_deltas RETURNING *),
+    "summed" AS (SELECT tenant_id, kind, name, sum(calls) AS calls, sum(errors) AS errors,
                  sum(latency_count) AS latency_count, sum(latency_sum) AS latency_sum,
                  sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
                  count(*) AS n
-          FROM d GROUP BY tenant_id, kind, name),
+          FROM "deleted" GROUP BY tenant_id, kind, name),
     u AS (INSERT INTO nadi.call_counts AS c
               (tenant_id, kind, name, calls, errors, latency_count, latency_sum, input_tokens,
                output_tokens)
           SELECT tenant_id, kind, name, calls, errors, latency_count, latency_sum, input_tokens,
                  output_tokens
-          FROM s ORDER BY tenant_id, kind, name
+          FROM "summed" ORDER BY tenant_id, kind, name
           ON CONFLICT (tenant_id, kind, name) DO UPDATE
           SET calls = c.calls + EXCLUDED.calls, errors = c.errors + EXCLUDED.errors,
               latency_count = c.latency_count + EXCLUDED.latency_count,
               latency_sum = c.latency_sum + EXCLUDED.latency_sum,
               input_tokens = c.input_tokens + EXCLUDED.input_tokens,
               output_tokens = c.output_tokens + EXCLUDED.output_tokens)
-    SELECT coalesce(sum(s.n), 0) INTO n FROM s;
+    SELECT coalesce(sum(x.n), 0) INTO n FROM "summed" x;
     RETURN n;
 END
 $fn$;

@@ -6,7 +6,7 @@
 -- for none.  Schema nadi is usable by PUBLIC (authenticate is public), so a
 -- role outside the nadi roles is stopped by the grants alone.
 BEGIN;
-SELECT plan(905);
+SELECT plan(955);
 
 ---------------------------------------------------------------------------
 -- Test roles: one member of each nadi role, and one of none
@@ -236,6 +236,14 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
       '42501', '42501', '42501', 'ok'),
  (77, 'host_unbind', 'nadi.host_unbind(text, text)',
       $$SELECT nadi.host_unbind('cell', 'priv-cell-3')$$, '42501', '42501', '42501', 'ok'),
+ -- operator statistics (1.1): the views' tenant, nadi_monitor's (nadi_admin
+ -- is a member); the trigger and the broker's fold, the owner's alone
+ (79, '_stat_tenant', 'nadi._stat_tenant()',
+      $$SELECT nadi._stat_tenant()$$, '42501', '42501', '42501', 'ok'),
+ (80, '_count_event', 'nadi._count_event()',
+      $$SELECT nadi._count_event()$$, '42501', '42501', '42501', '42501'),
+ (81, '_call_counts_fold', 'nadi._call_counts_fold()',
+      $$SELECT nadi._call_counts_fold()$$, '42501', '42501', '42501', '42501'),
  -- last: the cell lets go of its session
  (90, 'lease_release', 'nadi.lease_release(uuid, bigint)',
       $$SELECT nadi.lease_release('{S}', 1)$$, '42501', 'ok', '42501', 'ok');
@@ -289,6 +297,8 @@ INSERT INTO tables VALUES
     ('signing_keys',   false, false, false, true),
     ('egress_rules',   false, false, false, true),
     ('host_bindings',  false, false, false, true),
+    ('call_counts',    false, false, false, false),
+    ('call_count_deltas', false, false, false, false),
     ('signing_key_secrets', false, false, false, false);
 
 SELECT table_privs_are('nadi', t.tname, r.role, CASE WHEN r.can THEN ARRAY['SELECT'] ELSE '{}'::text[] END,

@@ -1,7 +1,7 @@
 -- Schema: tables, keys, types, the SQL API's signatures, who may EXECUTE
 -- what by default, and row-level security being switched on.
 BEGIN;
-SELECT plan(152);
+SELECT plan(155);
 
 ---------------------------------------------------------------------------
 -- Schema and tables
@@ -22,7 +22,10 @@ SELECT set_eq(
       WHERE c.relnamespace = 'nadi'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')$$,
     ARRAY['sessions', 'events', 'command_inbox', 'cell_hosts', 'session_leases',
           'sandbox_hosts', 'audit_log', 'signing_keys', 'signing_key_secrets', 'egress_rules',
-          'host_bindings'],
+          'host_bindings',
+          -- operator statistics (1.1): the call counts and the nadi.stat_* views
+          'call_counts', 'call_count_deltas', 'stat_sessions', 'stat_queue', 'stat_dead_letters',
+          'stat_hosts', 'stat_crashes', 'stat_calls', 'stat_takeovers', 'stat_tokens'],
     'nadi has exactly the expected tables');
 
 ---------------------------------------------------------------------------
@@ -168,7 +171,11 @@ INSERT INTO api VALUES
     -- the set-based calls of a cell host (1.1)
     ('command_claim_many',       ARRAY['text', 'uuid[]', 'bigint[]', 'integer']),
     ('lease_renew_many',         ARRAY['text', 'uuid[]', 'bigint[]']),
-    ('command_complete_many',    ARRAY['text', 'uuid[]', 'bigint[]', 'bigint[]', 'jsonb[]', 'jsonb[]']);
+    ('command_complete_many',    ARRAY['text', 'uuid[]', 'bigint[]', 'bigint[]', 'jsonb[]', 'jsonb[]']),
+    -- operator statistics (1.1)
+    ('_stat_tenant',             ARRAY[]::text[]),
+    ('_count_event',             ARRAY[]::text[]),
+    ('_call_counts_fold',        ARRAY[]::text[]);
 
 SELECT has_function('nadi', fname, args,
                     format('function nadi.%s(%s) exists', fname, array_to_string(args, ', ')))
