@@ -215,6 +215,34 @@ model_request(const ModelConfig *cfg, json_t *messages, json_t *tools, const cha
 	return 0;
 }
 
+/*
+ * What the provider says the call used and which model answered, when it
+ * says so: "usage" {"input_tokens", "output_tokens"} (chat completions'
+ * prompt_tokens and completion_tokens, or the names themselves) and
+ * "model".  They go into the model.reply event, where the operator's
+ * numbers count them.
+ */
+static void
+reply_usage(json_t *reply, json_t *resp)
+{
+	json_t	   *u = json_object_get(resp, "usage");
+	json_t	   *in = json_object_get(u, "prompt_tokens");
+	json_t	   *out = json_object_get(u, "completion_tokens");
+
+	if (!json_is_integer(in))
+		in = json_object_get(u, "input_tokens");
+	if (!json_is_integer(out))
+		out = json_object_get(u, "output_tokens");
+	if (json_is_integer(in) || json_is_integer(out))
+		json_object_set_new(reply, "usage",
+							json_pack("{s:I, s:I}", "input_tokens",
+									  json_is_integer(in) ? json_integer_value(in) : 0,
+									  "output_tokens",
+									  json_is_integer(out) ? json_integer_value(out) : 0));
+	if (str_member(resp, "model"))
+		json_object_set(reply, "model", json_object_get(resp, "model"));
+}
+
 int
 model_take_reply(const HttpReply *answer, json_t **reply, char *err, size_t errlen)
 {
@@ -243,6 +271,7 @@ model_take_reply(const HttpReply *answer, json_t **reply, char *err, size_t errl
 		return -EPROTO;
 	}
 	*reply = reply_new(str_member(msg, "content") ? str_member(msg, "content") : "");
+	reply_usage(*reply, resp);
 	calls = json_object_get(msg, "tool_calls");
 	json_array_foreach(calls, i, call)
 	{

@@ -318,12 +318,19 @@ rt_advance(Runtime *rt, RtSession *s, const HttpReply *reply)
 						c->rc = model_builtin_step(s->messages, &c->reply, c->err, sizeof(c->err));
 					else if ((c->rc = model_request(&rt->cfg.model, s->messages, NULL, token,
 													&s->need.http, c->err, sizeof(c->err))) == 0)
+					{
+						c->model_sent_us = rt_now_us();
 						return need_http(s, RT_NEED_MODEL, ST_MODEL_ANSWER);
+					}
 				}
 				break;
 
 			case ST_MODEL_ANSWER:
 				c->rc = model_take_reply(reply, &c->reply, c->err, sizeof(c->err));
+				/* how long the provider took: the operator's numbers count it (nadi.stat_calls) */
+				if (c->rc >= 0 && c->reply)
+					json_object_set_new(c->reply, "latency_ms",
+										json_integer((json_int_t) ((rt_now_us() - c->model_sent_us) / 1000)));
 				need_clear(&s->need);
 				c->state = ST_MODEL_GOT;
 				break;

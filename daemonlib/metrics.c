@@ -190,6 +190,16 @@ metrics_gauge(struct metrics_out *o, const char *name, const char *help, const c
 }
 
 void
+metrics_counter_f(struct metrics_out *o, const char *name, const char *help,
+				  const char *const *labels, double value)
+{
+	char text[32];
+
+	snprintf(text, sizeof(text), "%.17g", value);
+	scalar(o, name, "counter", help, labels, text);
+}
+
+void
 metrics_histogram(struct metrics_out *o, const char *name, const char *help,
 				  const char *const *labels, const struct metrics_histogram *h)
 {

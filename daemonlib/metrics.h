@@ -60,6 +60,9 @@ void				metrics_gauge(struct metrics_out *o, const char *name, const char *help,
 								  const char *const *labels, double value);
 void				metrics_histogram(struct metrics_out *o, const char *name, const char *help,
 									  const char *const *labels, const struct metrics_histogram *h);
+/* A counter whose value is not a whole number (seconds spent, ...). */
+void metrics_counter_f(struct metrics_out *o, const char *name, const char *help,
+					   const char *const *labels, double value);
 /* NAME{code="1xx"} ... NAME{code="5xx"}, NAME{code="other"}: counts indexed by metrics_http_class(). */
 void metrics_http_codes(struct metrics_out *o, const char *name, const char *help,
 						const uint64_t counts[METRICS_HTTP_CLASSES]);

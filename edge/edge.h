@@ -55,6 +55,8 @@ typedef struct EdgeConfig
 	int		 acp_idle_s; /* HTTP ACP connection with no stream */
 	bool	 dev_no_auth;
 	int		 verbose;
+	bool	 export_db_metrics;		/* this edge exports the nadi_db_* numbers (operator.c) */
+	int		 db_metrics_interval_s; /* and reads them this often */
 } EdgeConfig;
 
 extern EdgeConfig	 edge_cfg;
@@ -188,6 +190,7 @@ typedef enum EdgeStmt
 	STMT_COMMAND_CANCEL,
 	STMT_EVENTS_READ,
 	STMT_EVENTS_FOLLOW, /* a subscriber's read: also the session's last seq */
+	STMT_OPERATOR,		/* the operator's numbers, one JSON object (operator.c) */
 	STMT__COUNT
 } EdgeStmt;
 
@@ -444,5 +447,14 @@ typedef struct EdgeMetrics
 extern EdgeMetrics edge_metrics;
 void			   metrics_observe_request(int status, uint64_t elapsed_ms);
 char			  *metrics_render(void);
+
+/* ------------------------------------------------------------------------
+ * The operator's numbers (operator.c): GET /v1/operator, nadi_db_* metrics
+ * ------------------------------------------------------------------------ */
+struct metrics_out;
+void operator_get(EdgeReq *req);
+void operator_tick(void);
+void operator_metrics(struct metrics_out *o);
+void operator_shutdown(void);
 
 #endif /* EDGE_H */

@@ -46,6 +46,7 @@ EdgeConfig edge_cfg = {
 	.jwks_refresh_s = 60,
 	.drain_timeout_s = 10,
 	.acp_idle_s = 300,
+	.db_metrics_interval_s = 10,
 };
 
 volatile bool edge_draining;
@@ -117,6 +118,11 @@ static const struct conf_key edge_keys[] = {
 	{"dev_no_auth", CONF_BOOL, E(dev_no_auth),
 	 "DEVELOPMENT ONLY: requests without a token run with the edge's own database role"},
 	{"verbose", CONF_FUNC, 0, "debug logging (--log-level=debug)", CONF_SWITCH, set_verbose},
+	{"export_db_metrics", CONF_BOOL, E(export_db_metrics),
+	 "export the database-wide nadi_db_* metrics (on one edge only; its role needs nadi_monitor)"},
+	{"db_metrics_interval", CONF_INT, E(db_metrics_interval_s),
+	 "seconds between reads of the nadi.stat_* views for export_db_metrics (default 10)", 0, NULL,
+	 1, 3600},
 	CONF_KEY_LOG_LEVEL,
 };
 #undef E
@@ -183,6 +189,7 @@ tick(EvTimer *t)
 	sse_tick();
 	acp_http_tick();
 	ws_tick();
+	operator_tick();
 	(void) notify_watchdog_tick(now_ms());
 	ev_timer_arm(t, 1000, tick, NULL);
 }
@@ -244,5 +251,6 @@ main(int argc, char **argv)
 	ready_file_remove(edge_cfg.ready_file);
 	http_stop();
 	db_shutdown();
+	operator_shutdown();
 	return 0;
 }

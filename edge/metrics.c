@@ -89,5 +89,6 @@ metrics_render(void)
 	metrics_gauge(o, "nadi_edge_db_listen_up", "1 while the LISTEN connection is up.", NULL,
 				  db.listen_up);
 	metrics_gauge(o, "nadi_edge_draining", "1 while shutting down.", NULL, edge_draining);
+	operator_metrics(o);
 	return metrics_end(o, NULL);
 }

@@ -611,6 +611,14 @@ routes_dispatch(EdgeReq *req)
 			acp_http_handle(req);
 		return;
 	}
+	if (p->n == 1 && strcmp(p->seg[0], "operator") == 0)
+	{
+		if (is_method(req, "GET"))
+			route_authenticate(req, operator_get);
+		else
+			method_not_allowed(req, "GET");
+		return;
+	}
 	if (p->n == 2 && strcmp(p->seg[0], "commands") == 0 && strcmp(p->seg[1], "batch") == 0)
 	{
 		if (strcmp(req->method, "POST") == 0)

@@ -20,7 +20,7 @@ my ($port, $pid) = NadiProvider::start(
 		my ($head, $body) = @_;
 		return ('200 OK',
 			$body =~ /returned|was denied/
-			? '{"choices":[{"message":{"role":"assistant","content":"The provider saw the result."}}]}'
+			? '{"model":"test-model-0613","usage":{"prompt_tokens":31,"completion_tokens":7},"choices":[{"message":{"role":"assistant","content":"The provider saw the result."}}]}'
 			: '{"choices":[{"message":{"role":"assistant","content":"Let me run that.","tool_calls":[{"id":"call_1","type":"function","function":{"name":"exec","arguments":"{\\"argv\\":[\\"id\\"]}"}}]}}]}');
 	});
 
@@ -70,6 +70,19 @@ $node->poll_query_until('postgres', "SELECT status = 'completed' FROM nadi.comma
   or die 'not completed after the denial';
 is($node->safe_psql('postgres', "SELECT result->>'text' FROM nadi.command_inbox WHERE command_id = $c"),
 	'The provider saw the result.', 'the denial went back to the provider, which answered');
+
+# What the provider reported goes into the event, and the operator's numbers
+# count it: calls, the latency the cell measured, tokens (nadi.stat_calls).
+is($node->safe_psql('postgres',
+	"SELECT payload->>'model' || ' ' || (payload->'usage') || ' ' || (jsonb_typeof(payload->'latency_ms')) "
+	  . "FROM nadi.events WHERE kind = 'model.reply' AND payload ? 'usage'"),
+	'test-model-0613 {"input_tokens": 31, "output_tokens": 7} number',
+	'a model.reply carries the usage and model the provider reported, and the latency');
+is($node->safe_psql('postgres',
+	"SELECT calls || ' ' || errors || ' ' || latency_count || ' ' || input_tokens || ' ' || output_tokens "
+	  . "FROM nadi.stat_calls WHERE tenant_id = 'acme' AND kind = 'model' AND name = 'test-model-0613'"),
+	'1 0 1 31 7',
+	'nadi.stat_calls counts the model calls, their latencies and tokens per model');
 
 my $sent = slurp_file($log);
 like($sent, qr{POST /v1/chat/completions}, 'chat completions endpoint');
