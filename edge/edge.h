@@ -445,4 +445,13 @@ extern EdgeMetrics edge_metrics;
 void			   metrics_observe_request(int status, uint64_t elapsed_ms);
 char			  *metrics_render(void);
 
+/* ------------------------------------------------------------------------
+ * The web console at /console and CORS for the API (console.c)
+ * ------------------------------------------------------------------------ */
+bool console_is_path(const char *url);
+void console_handle(EdgeReq *req);
+int	 console_cors_add(const char *value, bool from_flag);
+void console_cors_headers(EdgeReq *req, struct MHD_Response *r);
+bool console_cors_preflight(EdgeReq *req);
+
 #endif /* EDGE_H */

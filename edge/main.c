@@ -116,6 +116,9 @@ static const struct conf_key edge_keys[] = {
 	 "seconds an HTTP ACP connection without a stream lives (default 300)", 0, NULL, 1, 86400},
 	{"dev_no_auth", CONF_BOOL, E(dev_no_auth),
 	 "DEVELOPMENT ONLY: requests without a token run with the edge's own database role"},
+	{"cors_origins", CONF_FUNC, 0,
+	 "origins (scheme://host[:port]) whose pages may call the API (repeatable; default none)",
+	 CONF_LIST, console_cors_add},
 	{"verbose", CONF_FUNC, 0, "debug logging (--log-level=debug)", CONF_SWITCH, set_verbose},
 	CONF_KEY_LOG_LEVEL,
 };
