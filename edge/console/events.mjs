@@ -15,16 +15,26 @@ export class EventLog {
     this.retryMs = 1000;
     this.stopped = false;
     this.ctrl = null;
+    this.wake = null;
+    // Offline, a stream may hang without an error: drop it, and come back
+    // at once when the network does.
+    this.onOffline = () => { if (this.ctrl) this.ctrl.abort(); };
+    this.onOnline = () => { if (this.wake) this.wake(); };
   }
 
   start() {
+    window.addEventListener('offline', this.onOffline);
+    window.addEventListener('online', this.onOnline);
     this.loop();
     return this;
   }
 
   stop() {
     this.stopped = true;
+    window.removeEventListener('offline', this.onOffline);
+    window.removeEventListener('online', this.onOnline);
     if (this.ctrl) this.ctrl.abort();
+    if (this.wake) this.wake();
   }
 
   async loop() {
@@ -58,7 +68,11 @@ export class EventLog {
       }
       if (this.stopped) return;
       this.onState('reconnecting', { after: this.lastSeq });
-      await new Promise((res) => setTimeout(res, Math.min(this.retryMs * Math.max(1, failures), 10000)));
+      await new Promise((res) => {
+        const t = setTimeout(res, Math.min(this.retryMs * Math.max(1, failures), 10000));
+        this.wake = () => { clearTimeout(t); res(); };
+      });
+      this.wake = null;
     }
   }
 
