@@ -35,7 +35,7 @@ function signInPage(main) {
   const msg = el('p', { class: 'error', id: 'signin-error', role: 'alert' });
   const form = el('form', { id: 'signin', class: 'card narrow' },
     el('h1', { text: 'Sign in' }),
-    el('p', { class: 'muted', text: 'Paste an API token (nadi.token_mint, or the local stack’s `token` command). ' +
+    el('p', { class: 'muted', text: 'Paste an API token (nadi.token_mint, or the local stack’s token command). ' +
       'It stays in this tab’s session storage and travels only in the Authorization header.' }),
     el('label', { for: 'token', text: 'Token' }), input, msg,
     el('button', { type: 'submit', text: 'Sign in' }));
