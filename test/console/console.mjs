@@ -244,6 +244,20 @@ try {
     await a.locator(`#commands-body tr[data-command="${cid}"][data-status="cancelled"]`).waitFor({ timeout: T });
   });
 
+  await check('a tool call from the form that times out shows as a dead letter with its error', async () => {
+    const before = await a.evaluate(() => Math.max(0, ...[...document.querySelectorAll('#commands-body tr[data-command]')].map((tr) => Number(tr.getAttribute('data-command')))));
+    await a.fill('#tool-name', 'exec');
+    await a.fill('#tool-args', '{"argv": ["sleep", "100000"], "timeout": 2}');
+    await a.click('#send-tool button[type=submit]');
+    const cid = String(before + 1);
+    await a.locator(`#commands-body tr[data-command="${cid}"]`).waitFor({ timeout: T });
+    await waitText(a, `li[data-kind="command.received"][data-command="${cid}"]`, 'sleep');
+    // with "exec needs approval" the call may wait for one first
+    await a.locator(`#approvals .approval[data-command="${cid}"], #dead .dead-letter[data-command="${cid}"]`).first().waitFor({ timeout: T });
+    if (await a.locator(`#approvals .approval[data-command="${cid}"]`).count()) await a.click(`#approvals .approval[data-command="${cid}"] button.approve`);
+    await waitText(a, `#dead .dead-letter[data-command="${cid}"]`, 'timed_out');
+  });
+
   await check('the session shows in the list with its tenant and open commands', async () => {
     await a.click('nav a[href="/console/sessions"]');
     const row = a.locator(`#sessions-body tr[data-session="${sid}"]`);
