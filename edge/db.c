@@ -38,11 +38,14 @@
 	"'metadata', s.metadata, 'labels', s.labels, 'policy', s.policy, 'last_seq', s.last_seq, " \
 	"'created_at', s.created_at, 'updated_at', s.updated_at"
 #define SESSION_JSON "json_build_object(" SESSION_FIELDS ")::text"
-/* the list adds the session's open (queued, running, waiting) commands */
+/*
+ * the list adds the session's open commands: a count over the partial index
+ * command_inbox_open_idx, under the token's row-level security
+ */
 #define SESSION_OPEN_JSON \
 	"json_build_object(" SESSION_FIELDS ", 'open_commands', (SELECT count(*) FROM " \
-	"unnest('{queued,running,waiting}'::nadi.command_status[]) st, " \
-	"nadi.command_list(s.session_id, st, 0, 1000)))::text"
+	"nadi.command_inbox ci WHERE ci.session_id = s.session_id " \
+	"AND ci.status IN ('queued', 'running', 'waiting')))::text"
 #define COMMAND_JSON \
 	"json_build_object('id', c.command_id, 'session_id', c.session_id, 'type', c.type, " \
 	"'status', c.status, 'payload', c.payload, 'idempotency_key', c.idempotency_key, " \
