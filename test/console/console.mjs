@@ -189,9 +189,10 @@ try {
 
   await check('reloaded mid-stream, every event shows once, none missing', async () => {
     await send(a, '/sleep 2500 after the reload');
-    const started = a.locator('li[data-kind="command.started"]').last();
-    await started.waitFor({ timeout: T });
-    const cid = await started.getAttribute('data-command');
+    const received = a.locator('li[data-kind="command.received"]', { hasText: '/sleep 2500 after the reload' });
+    await received.waitFor({ timeout: T });
+    const cid = await received.getAttribute('data-command');
+    await a.locator(`li[data-kind="command.started"][data-command="${cid}"]`).waitFor({ timeout: T });
     await a.reload();
     await a.locator(`li[data-kind="command.completed"][data-command="${cid}"]`).waitFor({ timeout: T });
     await waitText(a, `li[data-kind="model.reply"][data-command="${cid}"]`, 'after the reload');
@@ -245,13 +246,12 @@ try {
   });
 
   await check('a tool call from the form that times out shows as a dead letter with its error', async () => {
-    const before = await a.evaluate(() => Math.max(0, ...[...document.querySelectorAll('#commands-body tr[data-command]')].map((tr) => Number(tr.getAttribute('data-command')))));
     await a.fill('#tool-name', 'exec');
     await a.fill('#tool-args', '{"argv": ["sleep", "100000"], "timeout": 2}');
     await a.click('#send-tool button[type=submit]');
-    const cid = String(before + 1);
-    await a.locator(`#commands-body tr[data-command="${cid}"]`).waitFor({ timeout: T });
-    await waitText(a, `li[data-kind="command.received"][data-command="${cid}"]`, 'sleep');
+    const received = a.locator('li[data-kind="command.received"]', { hasText: '100000' });
+    await received.waitFor({ timeout: T });
+    const cid = await received.getAttribute('data-command');
     // with "exec needs approval" the call may wait for one first
     await a.locator(`#approvals .approval[data-command="${cid}"], #dead .dead-letter[data-command="${cid}"]`).first().waitFor({ timeout: T });
     if (await a.locator(`#approvals .approval[data-command="${cid}"]`).count()) await a.click(`#approvals .approval[data-command="${cid}"] button.approve`);
