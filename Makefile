@@ -93,9 +93,16 @@ chaos:
 mutation:
 	scripts/mutation $(MUTATION_ARGS)
 
+# Screenshots of the web console (docs/CONSOLE.md) into docs/assets/console-*.png:
+# test/suites/32-console against a local stack (root), keeping its pictures;
+# while GET /v1/operator is absent the operator picture renders a sample answer.
+console-screenshots:
+	NADI_SRC=$(CURDIR) NADI_CONSOLE_SHOTS=$(CURDIR)/docs/assets NADI_CONSOLE_SHOTS_FIXTURE=1 \
+		PATH="$$($(PG_CONFIG) --bindir):$$PATH" test/suites/32-console
+
 # The acceptance features (features/*.feature) against a local stack, as
 # `make test` runs them (test/suites/35-features); TAGS=@approval runs some.
 features:
 	NADI_SRC=$(CURDIR) NADI_FEATURES_TAGS="$(TAGS)" PATH="$$($(PG_CONFIG) --bindir):$$PATH" test/suites/35-features
 
-.PHONY: daemons clean-daemons test coverage demo features mutation chaos runtime-check check-layers
+.PHONY: daemons clean-daemons test coverage demo features console-screenshots mutation chaos runtime-check check-layers

@@ -33,10 +33,19 @@
 #define DB_OPTIONS \
 	"-c TimeZone=UTC -c statement_timeout=30s -c idle_in_transaction_session_timeout=30s"
 
-#define SESSION_JSON \
-	"json_build_object('id', s.session_id, 'tenant_id', s.tenant_id, 'state', s.state, " \
+#define SESSION_FIELDS \
+	"'id', s.session_id, 'tenant_id', s.tenant_id, 'state', s.state, " \
 	"'metadata', s.metadata, 'labels', s.labels, 'policy', s.policy, 'last_seq', s.last_seq, " \
-	"'created_at', s.created_at, 'updated_at', s.updated_at)::text"
+	"'created_at', s.created_at, 'updated_at', s.updated_at"
+#define SESSION_JSON "json_build_object(" SESSION_FIELDS ")::text"
+/*
+ * the list adds the session's open commands: a count over the partial index
+ * command_inbox_open_idx, under the token's row-level security
+ */
+#define SESSION_OPEN_JSON \
+	"json_build_object(" SESSION_FIELDS ", 'open_commands', (SELECT count(*) FROM " \
+	"nadi.command_inbox ci WHERE ci.session_id = s.session_id " \
+	"AND ci.status IN ('queued', 'running', 'waiting')))::text"
 #define COMMAND_JSON \
 	"json_build_object('id', c.command_id, 'session_id', c.session_id, 'type', c.type, " \
 	"'status', c.status, 'payload', c.payload, 'idempotency_key', c.idempotency_key, " \
@@ -53,7 +62,7 @@ static const char *const stmt_sql[STMT__COUNT] = {
 		"coalesce($2::jsonb, '{}'), coalesce($3::jsonb, '{}'), coalesce($4::jsonb, '{}')) s",
 	[STMT_SESSION_GET] = "SELECT " SESSION_JSON " FROM nadi.session_get($1::uuid) s",
 	[STMT_SESSION_LIST] =
-		"SELECT " SESSION_JSON ", s.session_id FROM nadi.session_list($1::nadi.session_state, "
+		"SELECT " SESSION_OPEN_JSON ", s.session_id FROM nadi.session_list($1::nadi.session_state, "
 		"$2::uuid, $3::integer, $4::text) s",
 	[STMT_SESSION_TERMINATE] =
 		"SELECT " SESSION_JSON " FROM nadi.session_terminate($1::uuid, $2::text) s",

@@ -457,4 +457,13 @@ void operator_tick(void);
 void operator_metrics(struct metrics_out *o);
 void operator_shutdown(void);
 
+/* ------------------------------------------------------------------------
+ * The web console at /console and CORS for the API (console.c)
+ * ------------------------------------------------------------------------ */
+bool console_is_path(const char *url);
+void console_handle(EdgeReq *req);
+int	 console_cors_add(const char *value, bool from_flag);
+void console_cors_headers(EdgeReq *req, struct MHD_Response *r);
+bool console_cors_preflight(EdgeReq *req);
+
 #endif /* EDGE_H */

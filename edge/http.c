@@ -308,6 +308,7 @@ respond(EdgeReq *req, int status, struct MHD_Response *r, int64_t bytes)
 	if (r == NULL)
 		return -ENOMEM;
 	http_access_answer(&req->access, r, (unsigned int) status, bytes);
+	console_cors_headers(req, r);
 	if (edge_draining)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	if (req == in_handler && !req->suspended)

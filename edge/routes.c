@@ -581,6 +581,14 @@ routes_dispatch(EdgeReq *req)
 	}
 	req->state = c;
 	req->state_free = ctx_free;
+	if (console_is_path(req->url))
+	{
+		req->route = "console";
+		console_handle(req);
+		return;
+	}
+	if (console_cors_preflight(req))
+		return;
 	p = &c->path;
 	if (!path_split(req->url, p))
 	{
