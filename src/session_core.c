@@ -105,7 +105,9 @@ session_not_found(const pg_uuid_t *id)
 	if (OidIsValid(RangeVarGetRelid(makeRangeVar("nadi", "purged_sessions", -1), NoLock, true)))
 	{
 		nadi_exec(nadi_plan(&plan,
-							"SELECT tenant_id, state::text, purged_at::text FROM nadi.purged_sessions "
+							"SELECT tenant_id, state::text, "
+							"to_char(purged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
+							"FROM nadi.purged_sessions "
 							"WHERE session_id = $1",
 							1, (Oid[]) {UUIDOID}),
 				  values, NULL, true, 1);
