@@ -102,6 +102,10 @@ session_not_found(const pg_uuid_t *id)
 	static SPIPlanPtr plan = NULL;
 	Datum		values[1] = {UUIDPGetDatum(id)};
 
+	/*
+	 * Not read-only: a fresh snapshot, so that a caller that waited for the
+	 * purge's lock on the session row sees the tombstone that purge wrote.
+	 */
 	if (OidIsValid(RangeVarGetRelid(makeRangeVar("nadi", "purged_sessions", -1), NoLock, true)))
 	{
 		nadi_exec(nadi_plan(&plan,
@@ -110,7 +114,7 @@ session_not_found(const pg_uuid_t *id)
 							"FROM nadi.purged_sessions "
 							"WHERE session_id = $1",
 							1, (Oid[]) {UUIDOID}),
-				  values, NULL, true, 1);
+				  values, NULL, false, 1);
 		if (SPI_processed == 1 &&
 			nadi_tenant_visible(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), id))
 			ereport(ERROR,
