@@ -489,6 +489,18 @@ BEGIN
 END
 $fn$;
 
+-- True when a legal hold keeps the rows of this session (or, session_id
+-- NULL, these rows of the tenant): a hold on the session, or on its tenant.
+-- The one rule every purge applies.
+CREATE FUNCTION nadi._held(tenant_id text, session_id uuid)
+RETURNS boolean
+LANGUAGE sql STABLE
+AS $fn$
+    SELECT EXISTS (SELECT 1 FROM nadi.legal_holds h
+                   WHERE h.session_id = _held.session_id
+                      OR (h.session_id IS NULL AND h.tenant_id = _held.tenant_id))
+$fn$;
+
 -- One batch: up to batch_size ended sessions, not held, whose end is older
 -- than older_than, removed with everything they own.  Audit rows stay.
 CREATE FUNCTION nadi.purge_batch(older_than interval, batch_size integer DEFAULT 100,
@@ -511,9 +523,7 @@ BEGIN
     FROM (SELECT s.session_id FROM nadi.sessions s
           WHERE s.state IN ('terminated', 'failed')
             AND s.updated_at < nadi.now() - older_than
-            AND NOT EXISTS (SELECT 1 FROM nadi.legal_holds h
-                            WHERE h.tenant_id = s.tenant_id
-                              AND (h.session_id IS NULL OR h.session_id = s.session_id))
+            AND NOT nadi._held(s.tenant_id, s.session_id)
           ORDER BY s.session_id
           LIMIT batch_size
           FOR UPDATE SKIP LOCKED) c;
@@ -590,9 +600,7 @@ BEGIN
     WHERE a.audit_id IN (
         SELECT x.audit_id FROM nadi.audit_log x
         WHERE x.at < nadi.now() - older_than
-          AND NOT EXISTS (SELECT 1 FROM nadi.legal_holds h
-                          WHERE h.session_id = x.session_id
-                             OR (h.session_id IS NULL AND h.tenant_id = x.tenant_id))
+          AND NOT nadi._held(x.tenant_id, x.session_id)
         ORDER BY x.at, x.audit_id
         LIMIT batch_size
         FOR UPDATE SKIP LOCKED);
@@ -601,9 +609,7 @@ BEGIN
     WHERE p.session_id IN (
         SELECT x.session_id FROM nadi.purged_sessions x
         WHERE x.purged_at < nadi.now() - older_than
-          AND NOT EXISTS (SELECT 1 FROM nadi.legal_holds h
-                          WHERE h.session_id = x.session_id
-                             OR (h.session_id IS NULL AND h.tenant_id = x.tenant_id))
+          AND NOT nadi._held(x.tenant_id, x.session_id)
         ORDER BY x.purged_at, x.session_id
         LIMIT batch_size
         FOR UPDATE SKIP LOCKED);
@@ -731,6 +737,7 @@ END
 $fn$;
 
 REVOKE ALL ON FUNCTION
+    nadi._held(text, uuid),
     nadi._retention_check(interval, integer),
     nadi._retention_loop_check(integer, interval),
     nadi.purge_batch(interval, integer),

@@ -6,7 +6,7 @@
 -- for none.  Schema nadi is usable by PUBLIC (authenticate is public), so a
 -- role outside the nadi roles is stopped by the grants alone.
 BEGIN;
-SELECT plan(1037);
+SELECT plan(1047);
 
 ---------------------------------------------------------------------------
 -- Test roles: one member of each nadi role, and one of none
@@ -239,6 +239,8 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
  -- data lifecycle (1.1): the administrator's.  A purge inside a transaction
  -- block (as here) cannot commit between its batches: 2D000 from the
  -- procedure itself, after the grant.
+ (79, '_held', 'nadi._held(text, uuid)',
+      $$SELECT nadi._held('acme', NULL)$$, '42501', '42501', '42501', '42501'),
  (80, '_retention_check', 'nadi._retention_check(interval, integer)',
       $$SELECT nadi._retention_check('1 day', 10)$$, '42501', '42501', '42501', 'ok'),
  (81, '_retention_loop_check', 'nadi._retention_loop_check(integer, interval)',

@@ -1,7 +1,7 @@
 -- Schema: tables, keys, types, the SQL API's signatures, who may EXECUTE
 -- what by default, and row-level security being switched on.
 BEGIN;
-SELECT plan(167);
+SELECT plan(168);
 
 ---------------------------------------------------------------------------
 -- Schema and tables
@@ -179,6 +179,7 @@ INSERT INTO api VALUES
     ('hold_set',                 ARRAY['text', 'uuid', 'text']),
     ('hold_release',             ARRAY['text', 'uuid', 'text']),
     ('_retention_check',         ARRAY['interval', 'integer']),
+    ('_held',                    ARRAY['text', 'uuid']),
     ('_retention_loop_check',    ARRAY['integer', 'interval']);
 
 SELECT has_function('nadi', fname, args,
