@@ -91,7 +91,9 @@ broker_step(const char *what, const char *sql)
  * nadi.retention_interval, batches of nadi.purge_batch and
  * nadi.purge_audit_batch, each in its own transaction, at most
  * RETENTION_MAX_BATCHES of each per run so that placement never waits long
- * behind a purge (a backlog is worked off over the next runs).  Nothing
+ * behind a purge (a backlog is worked off over the next runs), and each
+ * waits at most a second for its lock (a hold being set in a transaction
+ * left open must not stall placement: the next run tries again).  Nothing
  * runs before the extension has the 1.1 schema.
  */
 #define RETENTION_BATCH 100
@@ -117,6 +119,7 @@ broker_retention(void)
 	if (nadi_retention_s > 0)
 	{
 		snprintf(sql, sizeof(sql),
+				 "SET LOCAL lock_timeout = '1s'; "
 				 "SELECT sessions::bigint FROM nadi.purge_batch(make_interval(secs => %d), %d)",
 				 nadi_retention_s, RETENTION_BATCH);
 		for (int i = 0; i < RETENTION_MAX_BATCHES; i++)
@@ -126,6 +129,7 @@ broker_retention(void)
 	if (nadi_audit_retention_s > 0)
 	{
 		snprintf(sql, sizeof(sql),
+				 "SET LOCAL lock_timeout = '1s'; "
 				 "SELECT greatest(audit_rows, tombstones)::bigint "
 				 "FROM nadi.purge_audit_batch(make_interval(secs => %d), %d)",
 				 nadi_audit_retention_s, RETENTION_AUDIT_BATCH);
