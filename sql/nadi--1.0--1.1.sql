@@ -750,8 +750,9 @@ REVOKE ALL ON PROCEDURE
     nadi.purge_audit(interval, integer, integer, interval, bigint, bigint, integer)
 FROM PUBLIC;
 
--- The procedures run as their caller and check their arguments with the
--- helpers; the batches check that the caller is an administrator.
+-- The procedures run as their caller and check their arguments with
+-- _retention_check and _retention_loop_check; the batches check that the
+-- caller is an administrator.
 GRANT EXECUTE ON FUNCTION
     nadi._retention_check(interval, integer),
     nadi._retention_loop_check(integer, interval),
