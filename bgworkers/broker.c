@@ -2,9 +2,10 @@
  * broker.c — the `nadi broker` background worker: one per cluster, in the
  * database nadi.database.  It places pending sessions on live cell hosts
  * (nadi.place_pending) and heals (nadi.reap: expired leases, dead hosts,
- * orphaned placements, crash budgets).  It never reads a command's payload
- * and is never in the path of a command or a tool call: cells claim
- * commands themselves, woken by the enqueuing commit.
+ * orphaned placements, crash budgets), and runs retention when it is
+ * configured (nadi.retention, nadi.audit_retention).  It never reads a
+ * command's payload and is never in the path of a command or a tool call:
+ * cells claim commands themselves, woken by the enqueuing commit.
  *
  * It sleeps on its latch.  Commits that make a session pending or change a
  * host set it (wake.c); the timeout is the next lease expiry or host
@@ -20,6 +21,7 @@
 #include "storage/ipc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "nadi.h"
 #include "wake.h"
@@ -84,6 +86,59 @@ broker_step(const char *what, const char *sql)
 	return result;
 }
 
+/*
+ * Retention (nadi.retention, nadi.audit_retention; off by default): every
+ * nadi.retention_interval, batches of nadi.purge_batch and
+ * nadi.purge_audit_batch, each in its own transaction, at most
+ * RETENTION_MAX_BATCHES of each per run so that placement never waits long
+ * behind a purge (a backlog is worked off over the next runs), and each
+ * waits at most a second for its lock (a hold being set in a transaction
+ * left open must not stall placement: the next run tries again).  Nothing
+ * runs before the extension has the 1.1 schema.
+ */
+#define RETENTION_BATCH 100
+#define RETENTION_AUDIT_BATCH 1000
+#define RETENTION_MAX_BATCHES 10
+
+static void
+broker_retention(void)
+{
+	static TimestampTz last = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	char		sql[256];
+
+	if (nadi_retention_s <= 0 && nadi_audit_retention_s <= 0)
+		return;
+	if (last != 0 && !TimestampDifferenceExceeds(last, now, nadi_retention_interval_ms))
+		return;
+	last = now;
+	if (broker_step("retention", "SELECT count(*) FROM pg_catalog.pg_proc "
+					"WHERE proname = 'purge_audit_batch' "
+					"AND pronamespace = 'nadi'::pg_catalog.regnamespace") != 1)
+		return;
+	if (nadi_retention_s > 0)
+	{
+		snprintf(sql, sizeof(sql),
+				 "SET LOCAL lock_timeout = '1s'; "
+				 "SELECT sessions::bigint FROM nadi.purge_batch(make_interval(secs => %d), %d)",
+				 nadi_retention_s, RETENTION_BATCH);
+		for (int i = 0; i < RETENTION_MAX_BATCHES; i++)
+			if (broker_step("purge", sql) < RETENTION_BATCH)
+				break;
+	}
+	if (nadi_audit_retention_s > 0)
+	{
+		snprintf(sql, sizeof(sql),
+				 "SET LOCAL lock_timeout = '1s'; "
+				 "SELECT greatest(audit_rows, tombstones)::bigint "
+				 "FROM nadi.purge_audit_batch(make_interval(secs => %d), %d)",
+				 nadi_audit_retention_s, RETENTION_AUDIT_BATCH);
+		for (int i = 0; i < RETENTION_MAX_BATCHES; i++)
+			if (broker_step("purge_audit", sql) < RETENTION_AUDIT_BATCH)
+				break;
+	}
+}
+
 void
 nadi_broker_main(Datum arg)
 {
@@ -103,6 +158,7 @@ nadi_broker_main(Datum arg)
 		do
 			placed = broker_step("place", "SELECT nadi.place_pending(1000)");
 		while (placed == 1000);
+		broker_retention();
 
 		/* the operator's call counts (1.1): fold what the trigger appended */
 		if (broker_step("has fold", "SELECT (to_regprocedure('nadi._call_counts_fold()') IS NOT NULL)::int::int8") == 1)

@@ -5,6 +5,7 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
 #include <unistd.h>
 
 #include "miscadmin.h"
@@ -20,6 +21,9 @@ bool		nadi_broker_enabled = true;
 int			nadi_broker_naptime_ms = 1000;
 int			nadi_cell_workers = 2;
 bool		nadi_notifier_enabled = true;
+int			nadi_retention_s = 0;
+int			nadi_audit_retention_s = 0;
+int			nadi_retention_interval_ms = 60000;
 
 static const NadiSetting settings[] = {
 	{NADI_SETTING_STRING, "nadi.database", "Database the nadi broker and cells work in.", NULL,
@@ -33,6 +37,14 @@ static const NadiSetting settings[] = {
 	{NADI_SETTING_BOOL, "nadi.notifier", "Send NOTIFY nadi_events from a worker that batches many commits' notifications.",
 		"Off: each event-writing transaction sends its own NOTIFY, which serializes their commits.",
 	&nadi_notifier_enabled, NULL, 0, 0, PGC_POSTMASTER, 0},
+	{NADI_SETTING_INT, "nadi.retention", "How long ended sessions are kept before the broker purges them (0: never).",
+		"Every nadi.retention_interval the broker runs nadi.purge_batch for the sessions that ended longer ago; legal holds apply.",
+	&nadi_retention_s, NULL, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_S},
+	{NADI_SETTING_INT, "nadi.audit_retention", "How long audit rows are kept before the broker purges them (0: never).",
+		"Every nadi.retention_interval the broker runs nadi.purge_audit_batch for older audit rows and tombstones; legal holds apply.",
+	&nadi_audit_retention_s, NULL, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_S},
+	{NADI_SETTING_INT, "nadi.retention_interval", "How often the broker runs retention (nadi.retention, nadi.audit_retention).", NULL,
+	&nadi_retention_interval_ms, NULL, 100, INT_MAX / 2, PGC_SIGHUP, GUC_UNIT_MS},
 };
 
 void

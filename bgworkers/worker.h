@@ -13,6 +13,9 @@ extern bool nadi_broker_enabled;
 extern int	nadi_broker_naptime_ms;
 extern int	nadi_cell_workers;
 extern bool nadi_notifier_enabled;
+extern int	nadi_retention_s;
+extern int	nadi_audit_retention_s;
+extern int	nadi_retention_interval_ms;
 
 extern void nadi_workers_define_gucs(void);
 extern void nadi_workers_register(void);

@@ -347,7 +347,7 @@ int	 feed_count(void);
 /* ------------------------------------------------------------------------
  * SSE streams of session events (sse.c)
  * ------------------------------------------------------------------------ */
-void sse_open(EdgeReq *req, const char *sid, int64_t after);
+void sse_open(EdgeReq *req, const char *sid, int64_t after, bool event_names);
 void sse_tick(void);
 void sse_drain(void);
 int	 sse_active(void);

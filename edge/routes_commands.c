@@ -303,19 +303,44 @@ wants_sse(EdgeReq *req)
 	return accept && strstr(accept, "text/event-stream") != NULL;
 }
 
+/*
+ * ?event_names=: "1" or "true" names each SSE event by its kind ("event:"
+ * lines, for EventSource listeners by kind); "0", "false" or absent keeps
+ * unnamed events (onmessage).  Anything else is a 400.
+ */
+static bool
+query_event_names(EdgeReq *req, bool *out)
+{
+	const char *v = http_query(req, "event_names");
+
+	*out = false;
+	if (v == NULL || strcmp(v, "0") == 0 || strcmp(v, "false") == 0)
+		return true;
+	if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0)
+	{
+		*out = true;
+		return true;
+	}
+	respond_problem(req, 400, "invalid_parameter", "%s",
+					"\"event_names\" must be 1, true, 0 or false.");
+	return false;
+}
+
 void
 events_get(EdgeReq *req)
 {
-	static const char *const q[] = {"after", "limit", NULL};
+	static const char *const q[] = {"after", "limit", "event_names", NULL};
 	RouteCtx				*c = req->state;
 	const char				*last = http_header(req, "Last-Event-ID");
 	int64_t					 after;
 	int64_t					 limit;
+	bool					 event_names;
 	char					 a[24];
 	char					 lim[16];
 	const char				*params[3];
 
-	if (!query_only(req, q) || !query_int(req, "after", 0, INT64_MAX, 0, &after))
+	if (!query_only(req, q) || !query_int(req, "after", 0, INT64_MAX, 0, &after) ||
+		!query_event_names(req, &event_names))
 		return;
 	if (wants_sse(req))
 	{
@@ -325,7 +350,7 @@ events_get(EdgeReq *req)
 							"Last-Event-ID must be the id of an event (a non-negative integer).");
 			return;
 		}
-		sse_open(req, c->path.seg[1], after);
+		sse_open(req, c->path.seg[1], after, event_names);
 		return;
 	}
 	if (!query_int(req, "limit", 1, LIST_MAX, 100, &limit))

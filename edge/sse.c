@@ -11,7 +11,8 @@
  *
  * Session event streams (GET /v1/sessions/{id}/events with Accept:
  * text/event-stream) subscribe to the session's feed (feed.c) from
- * Last-Event-ID or ?after=.  Each event is "id: <seq>\ndata: <json>\n\n";
+ * Last-Event-ID or ?after=.  Each event is "id: <seq>\ndata: <json>\n\n",
+ * or with ?event_names=1 "id: <seq>\nevent: <kind>\ndata: <json>\n\n";
  * ": ping" comments every --heartbeat seconds keep proxies from timing the
  * stream out and find clients that went away uncleanly; a clean hang-up is
  * seen at once (the edge watches the socket of a suspended stream for it).
@@ -25,6 +26,7 @@
 
 #include <sys/epoll.h>
 
+#include <jansson.h>
 #include <microhttpd.h>
 
 #include "edge.h"
@@ -52,8 +54,9 @@ typedef struct SseStream
 	EdgeAuth		  auth;
 	EdgeReq			 *req; /* until the response is queued */
 	uint64_t		  last_ping_ms;
-	EvTimer			  reap;	 /* frees a stream that never started */
-	EdgeQuota		 *quota; /* the stream's share of the limits */
+	bool			  event_names; /* "event: <kind>" lines (?event_names=1) */
+	EvTimer			  reap;		   /* frees a stream that never started */
+	EdgeQuota		 *quota;	   /* the stream's share of the limits */
 	struct SseStream *prev, *next;
 } SseStream;
 
@@ -273,7 +276,34 @@ sse_room(EdgeStream *st EDGE_UNUSED, void *owner)
 	feed_sub_room(&ss->sub);
 }
 
-/* id: <seq>, then the JSON as data: lines (it has no newlines, but be safe). */
+/*
+ * An event's kind for an "event:" line: the events table's pattern
+ * (lower-case words joined by dots) is checked again here, so that nothing
+ * but [a-z0-9_.] ever reaches the line: no newline, no colon, no field of
+ * its own.  false when the JSON has no such kind (the event goes unnamed).
+ */
+static bool
+sse_event_kind(const char *json, size_t len, char *out, size_t outlen)
+{
+	json_error_t err;
+	json_t		*j = json_loadb(json, len, 0, &err);
+	const char	*k = json_string_value(json_object_get(j, "kind"));
+	size_t		 n = k ? strlen(k) : 0;
+	bool		 ok = n > 0 && n < outlen && k[0] >= 'a' && k[0] <= 'z' && k[n - 1] != '.';
+
+	for (size_t i = 0; ok && i < n; i++)
+		ok = (k[i] >= 'a' && k[i] <= 'z') || (k[i] >= '0' && k[i] <= '9') || k[i] == '_' ||
+			 (k[i] == '.' && k[i + 1] >= 'a' && k[i + 1] <= 'z');
+	if (ok)
+		memcpy(out, k, n + 1);
+	json_decref(j);
+	return ok;
+}
+
+/*
+ * id: <seq>, event: <kind> when the stream names events, then the JSON as
+ * data: lines (it has no newlines, but be safe).
+ */
 static bool
 sse_deliver(EdgeSub *s, int64_t seq, const char *json, size_t len)
 {
@@ -281,9 +311,12 @@ sse_deliver(EdgeSub *s, int64_t seq, const char *json, size_t len)
 	EdgeBuf		b = {0};
 	const char *p = json;
 	const char *end = json + len;
+	char		kind[256];
 	int			r;
 
 	buf_printf(&b, "id: %lld\n", (long long) seq);
+	if (ss->event_names && sse_event_kind(json, len, kind, sizeof(kind)))
+		buf_printf(&b, "event: %s\n", kind);
 	while (p < end)
 	{
 		const char *nl = memchr(p, '\n', (size_t) (end - p));
@@ -383,13 +416,14 @@ static const EdgeSubOps sse_ops = {
 };
 
 /*
- * Open a stream for req (authenticated) on session sid after event after.
+ * Open a stream for req (authenticated) on session sid after event after,
+ * its events named by kind when event_names.
  * The request stays suspended until the first read: an unknown session,
  * another tenant's session or a bad token is answered as usual, not as an
  * empty stream.
  */
 void
-sse_open(EdgeReq *req, const char *sid, int64_t after)
+sse_open(EdgeReq *req, const char *sid, int64_t after, bool event_names)
 {
 	SseStream  *ss;
 	EdgeQuota  *quota = NULL;
@@ -417,6 +451,7 @@ sse_open(EdgeReq *req, const char *sid, int64_t after)
 		return;
 	}
 	ss->quota = quota;
+	ss->event_names = event_names;
 	ss->req = req;
 	ss->last_ping_ms = ev_now_ms();
 	ss->next = streams;

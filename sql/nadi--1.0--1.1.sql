@@ -693,3 +693,397 @@ REVOKE ALL ON nadi.stat_sessions, nadi.stat_queue, nadi.stat_dead_letters, nadi.
     nadi.stat_crashes, nadi.stat_calls, nadi.stat_takeovers, nadi.stat_tokens FROM PUBLIC;
 GRANT SELECT ON nadi.stat_sessions, nadi.stat_queue, nadi.stat_dead_letters, nadi.stat_hosts,
     nadi.stat_crashes, nadi.stat_calls, nadi.stat_takeovers, nadi.stat_tokens TO nadi_monitor;
+
+---------------------------------------------------------------------------
+-- Data lifecycle: retention, legal holds, audit retention
+---------------------------------------------------------------------------
+--
+-- nadi.purge() removes the sessions that ended (terminated or failed) longer
+-- ago than a retention interval, with their events, commands and lease, in
+-- bounded batches; each batch is one call of nadi.purge_batch(), its own
+-- short transaction when nadi.purge() runs them (COMMIT between batches).
+-- A batch locks the sessions it removes FOR UPDATE SKIP LOCKED, in
+-- session_id order and before any of their rows (the order every writer
+-- takes), so it never waits for a session lock and never touches a live
+-- session: only ended sessions are candidates, and an ended session never
+-- becomes live again.  What is left of a removed session is a tombstone in
+-- nadi.purged_sessions: asking for it answers NA014 (HTTP 410) instead of
+-- "not found".
+--
+-- A legal hold (nadi.hold_set) on a session or on a whole tenant keeps its
+-- sessions and its audit rows from every purge until it is released.  Holds
+-- and purges exclude each other through a table lock on nadi.legal_holds
+-- (purges SHARE, hold changes SHARE ROW EXCLUSIVE): a hold set while a batch
+-- runs waits for the batch, and a batch sees every hold committed before it.
+--
+-- Audit rows (and tombstones) have their own retention: nadi.purge_audit().
+-- Everything here is for administrators only.
+
+CREATE TABLE nadi.legal_holds (
+    hold_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id  text NOT NULL CHECK (tenant_id <> '' AND length(tenant_id) <= 255),
+    session_id uuid,                -- NULL: every session of the tenant
+    reason     text NOT NULL CHECK (reason <> '' AND length(reason) <= 1024),
+    set_at     timestamptz NOT NULL,
+    set_by     text NOT NULL,
+    CONSTRAINT legal_holds_target UNIQUE NULLS NOT DISTINCT (tenant_id, session_id)
+);
+
+CREATE INDEX legal_holds_session_idx ON nadi.legal_holds (session_id)
+    WHERE session_id IS NOT NULL;
+
+-- What is left of a purged session: enough to answer "it was purged".
+CREATE TABLE nadi.purged_sessions (
+    session_id uuid PRIMARY KEY,
+    tenant_id  text NOT NULL,
+    state      nadi.session_state NOT NULL,
+    last_seq   bigint NOT NULL,
+    created_at timestamptz NOT NULL,
+    ended_at   timestamptz NOT NULL,
+    purged_at  timestamptz NOT NULL
+);
+
+CREATE INDEX purged_sessions_purged_at_idx ON nadi.purged_sessions (purged_at);
+
+-- The ended sessions in the order a purge visits them.  The columns are
+-- ones no update changes on a live session's hot path (state already has an
+-- index), so session updates stay HOT.
+CREATE INDEX sessions_ended_idx ON nadi.sessions (session_id)
+    WHERE state IN ('terminated', 'failed');
+
+CREATE INDEX audit_log_at_idx ON nadi.audit_log (at);
+
+SELECT pg_catalog.pg_extension_config_dump('nadi.legal_holds', '');
+SELECT pg_catalog.pg_extension_config_dump('nadi.purged_sessions', '');
+
+ALTER TABLE nadi.purged_sessions ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON nadi.purged_sessions
+    USING (nadi.tenant_visible(tenant_id, session_id));
+
+REVOKE ALL ON nadi.legal_holds, nadi.purged_sessions FROM PUBLIC;
+GRANT SELECT ON nadi.legal_holds TO nadi_admin;
+GRANT SELECT ON nadi.purged_sessions TO nadi_edge, nadi_admin;
+
+-- The arguments every purge takes, checked.
+CREATE FUNCTION nadi._retention_check(older_than interval, batch_size integer)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF older_than IS NULL THEN
+        RAISE EXCEPTION 'older_than must not be null' USING ERRCODE = '22004',
+            HINT = 'Pass the retention interval, for example ''30 days''.';
+    END IF;
+    IF older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must not be negative'
+            USING ERRCODE = '22023',
+                  DETAIL = format('older_than was %s.', older_than),
+                  HINT = 'Rows older than older_than are removed: ''0'' removes every one that qualifies.';
+    END IF;
+    IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'batch_size must be between 1 and 10000'
+            USING ERRCODE = '22023',
+                  DETAIL = format('batch_size was %s.', coalesce(batch_size::text, 'NULL')),
+                  HINT = 'A batch is one short transaction: keep it small under load.';
+    END IF;
+END
+$fn$;
+
+-- The loop arguments of nadi.purge and nadi.purge_audit, checked.
+CREATE FUNCTION nadi._retention_loop_check(max_batches integer, time_budget interval)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF max_batches IS NULL OR max_batches NOT BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'max_batches must be between 1 and 1000000'
+            USING ERRCODE = '22023',
+                  DETAIL = format('max_batches was %s.', coalesce(max_batches::text, 'NULL'));
+    END IF;
+    IF time_budget IS NOT NULL AND time_budget <= interval '0' THEN
+        RAISE EXCEPTION 'time_budget must be positive'
+            USING ERRCODE = '22023',
+                  DETAIL = format('time_budget was %s.', time_budget),
+                  HINT = 'Pass NULL for no time limit.';
+    END IF;
+END
+$fn$;
+
+-- True when a legal hold keeps the rows of this session (or, session_id
+-- NULL, these rows of the tenant): a hold on the session, or on its tenant.
+-- The one rule every purge applies.
+CREATE FUNCTION nadi._held(tenant_id text, session_id uuid)
+RETURNS boolean
+LANGUAGE sql STABLE
+AS $fn$
+    SELECT EXISTS (SELECT 1 FROM nadi.legal_holds h
+                   WHERE h.session_id = _held.session_id
+                      OR (h.session_id IS NULL AND h.tenant_id = _held.tenant_id))
+$fn$;
+
+-- One batch: up to batch_size ended sessions, not held, whose end is older
+-- than older_than, removed with everything they own.  Audit rows stay.
+CREATE FUNCTION nadi.purge_batch(older_than interval, batch_size integer DEFAULT 100,
+                                 OUT sessions integer, OUT events bigint,
+                                 OUT commands bigint, OUT leases integer)
+RETURNS record
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    ids uuid[];
+BEGIN
+    PERFORM nadi._require_admin();
+    PERFORM nadi._retention_check(older_than, batch_size);
+    sessions := 0; events := 0; commands := 0; leases := 0;
+    -- no hold can be set or released until this batch ends; the statements
+    -- below (each with a snapshot of its own) see every hold committed
+    LOCK TABLE nadi.legal_holds IN SHARE MODE;
+    SELECT array_agg(c.session_id ORDER BY c.session_id) INTO ids
+    FROM (SELECT s.session_id FROM nadi.sessions s
+          WHERE s.state IN ('terminated', 'failed')
+            AND s.updated_at < nadi.now() - older_than
+            AND NOT nadi._held(s.tenant_id, s.session_id)
+          ORDER BY s.session_id
+          LIMIT batch_size
+          FOR UPDATE SKIP LOCKED) c;
+    IF ids IS NULL THEN
+        RETURN;
+    END IF;
+    INSERT INTO nadi.purged_sessions (session_id, tenant_id, state, last_seq, created_at,
+                                      ended_at, purged_at)
+    SELECT s.session_id, s.tenant_id, s.state, s.last_seq, s.created_at, s.updated_at, nadi.now()
+    FROM nadi.sessions s WHERE s.session_id = ANY (ids);
+    DELETE FROM nadi.events e WHERE e.session_id = ANY (ids);
+    GET DIAGNOSTICS events = ROW_COUNT;
+    DELETE FROM nadi.command_inbox c WHERE c.session_id = ANY (ids);
+    GET DIAGNOSTICS commands = ROW_COUNT;
+    DELETE FROM nadi.session_leases l WHERE l.session_id = ANY (ids);
+    GET DIAGNOSTICS leases = ROW_COUNT;
+    DELETE FROM nadi.sessions s WHERE s.session_id = ANY (ids);
+    GET DIAGNOSTICS sessions = ROW_COUNT;
+    INSERT INTO nadi.audit_log (at, actor, action, detail)
+    VALUES (nadi.now(), nadi._actor(), 'retention.purge',
+            jsonb_build_object('older_than', older_than::text, 'sessions', sessions,
+                               'events', events, 'commands', commands, 'leases', leases));
+END
+$fn$;
+
+-- Batches of nadi.purge_batch, each committed before the next, until none
+-- is left, max_batches ran or time_budget passed (NULL: no limit).  CALL it
+-- outside a transaction block (it commits); inside one, call
+-- nadi.purge_batch() instead.
+CREATE PROCEDURE nadi.purge(older_than interval, batch_size integer DEFAULT 100,
+                            max_batches integer DEFAULT 1000,
+                            time_budget interval DEFAULT '1 minute',
+                            INOUT sessions bigint DEFAULT NULL, INOUT events bigint DEFAULT NULL,
+                            INOUT commands bigint DEFAULT NULL, INOUT leases bigint DEFAULT NULL,
+                            INOUT batches integer DEFAULT NULL)
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    started timestamptz := pg_catalog.clock_timestamp();
+    r record;
+BEGIN
+    PERFORM nadi._retention_check(older_than, batch_size);
+    PERFORM nadi._retention_loop_check(max_batches, time_budget);
+    sessions := 0; events := 0; commands := 0; leases := 0; batches := 0;
+    LOOP
+        r := nadi.purge_batch(older_than, batch_size);
+        batches := batches + 1;
+        sessions := sessions + r.sessions;
+        events := events + r.events;
+        commands := commands + r.commands;
+        leases := leases + r.leases;
+        COMMIT;
+        EXIT WHEN r.sessions < batch_size OR batches >= max_batches
+                  OR (time_budget IS NOT NULL
+                      AND pg_catalog.clock_timestamp() - started >= time_budget);
+    END LOOP;
+END
+$fn$;
+
+-- One batch of audit retention: up to batch_size audit rows older than
+-- older_than, and tombstones purged longer ago than that, none of a held
+-- session or tenant.
+CREATE FUNCTION nadi.purge_audit_batch(older_than interval, batch_size integer DEFAULT 1000,
+                                       OUT audit_rows integer, OUT tombstones integer)
+RETURNS record
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM nadi._require_admin();
+    PERFORM nadi._retention_check(older_than, batch_size);
+    LOCK TABLE nadi.legal_holds IN SHARE MODE;
+    DELETE FROM nadi.audit_log a
+    WHERE a.audit_id IN (
+        SELECT x.audit_id FROM nadi.audit_log x
+        WHERE x.at < nadi.now() - older_than
+          AND NOT nadi._held(x.tenant_id, x.session_id)
+        ORDER BY x.at, x.audit_id
+        LIMIT batch_size
+        FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS audit_rows = ROW_COUNT;
+    DELETE FROM nadi.purged_sessions p
+    WHERE p.session_id IN (
+        SELECT x.session_id FROM nadi.purged_sessions x
+        WHERE x.purged_at < nadi.now() - older_than
+          AND NOT nadi._held(x.tenant_id, x.session_id)
+        ORDER BY x.purged_at, x.session_id
+        LIMIT batch_size
+        FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS tombstones = ROW_COUNT;
+    IF audit_rows > 0 OR tombstones > 0 THEN
+        INSERT INTO nadi.audit_log (at, actor, action, detail)
+        VALUES (nadi.now(), nadi._actor(), 'retention.purge_audit',
+                jsonb_build_object('older_than', older_than::text, 'audit_rows', audit_rows,
+                                   'tombstones', tombstones));
+    END IF;
+END
+$fn$;
+
+-- Batches of nadi.purge_audit_batch, as nadi.purge runs nadi.purge_batch.
+CREATE PROCEDURE nadi.purge_audit(older_than interval, batch_size integer DEFAULT 1000,
+                                  max_batches integer DEFAULT 1000,
+                                  time_budget interval DEFAULT '1 minute',
+                                  INOUT audit_rows bigint DEFAULT NULL,
+                                  INOUT tombstones bigint DEFAULT NULL,
+                                  INOUT batches integer DEFAULT NULL)
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    started timestamptz := pg_catalog.clock_timestamp();
+    r record;
+BEGIN
+    PERFORM nadi._retention_check(older_than, batch_size);
+    PERFORM nadi._retention_loop_check(max_batches, time_budget);
+    audit_rows := 0; tombstones := 0; batches := 0;
+    LOOP
+        r := nadi.purge_audit_batch(older_than, batch_size);
+        batches := batches + 1;
+        audit_rows := audit_rows + r.audit_rows;
+        tombstones := tombstones + r.tombstones;
+        COMMIT;
+        EXIT WHEN (r.audit_rows < batch_size AND r.tombstones < batch_size)
+                  OR batches >= max_batches
+                  OR (time_budget IS NOT NULL
+                      AND pg_catalog.clock_timestamp() - started >= time_budget);
+    END LOOP;
+END
+$fn$;
+
+-- Put a session (session_id given) or a whole tenant (session_id NULL) on
+-- legal hold, or change the reason of the hold in force.
+CREATE FUNCTION nadi.hold_set(tenant_id text, session_id uuid, reason text)
+RETURNS nadi.legal_holds
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    owner text;
+    h nadi.legal_holds;
+BEGIN
+    PERFORM nadi._require_admin();
+    IF tenant_id IS NULL OR tenant_id = '' OR length(tenant_id) > 255 THEN
+        RAISE EXCEPTION 'invalid tenant_id' USING ERRCODE = '22023',
+            DETAIL = 'A tenant_id is 1 to 255 characters.';
+    END IF;
+    IF reason IS NULL OR btrim(reason) = '' OR length(reason) > 1024 THEN
+        RAISE EXCEPTION 'a legal hold needs a reason' USING ERRCODE = '22023',
+            DETAIL = 'The reason is 1 to 1024 characters, not blank.',
+            HINT = 'Name the matter or request the hold is for.';
+    END IF;
+    -- waits for a purge batch under way; holds are set one at a time
+    LOCK TABLE nadi.legal_holds IN SHARE ROW EXCLUSIVE MODE;
+    IF session_id IS NOT NULL THEN
+        SELECT s.tenant_id INTO owner FROM nadi.sessions s WHERE s.session_id = hold_set.session_id;
+        IF NOT FOUND THEN
+            IF EXISTS (SELECT 1 FROM nadi.purged_sessions p WHERE p.session_id = hold_set.session_id) THEN
+                RAISE EXCEPTION 'session % was purged', session_id USING ERRCODE = 'NA014',
+                    DETAIL = 'Its events and commands are gone; there is nothing left to hold.';
+            END IF;
+            RAISE EXCEPTION 'session % not found', session_id USING ERRCODE = 'NA002';
+        END IF;
+        IF owner <> tenant_id THEN
+            RAISE EXCEPTION 'session % is not of tenant %', session_id, quote_literal(tenant_id)
+                USING ERRCODE = '22023', HINT = 'Pass the session''s own tenant_id.';
+        END IF;
+    END IF;
+    INSERT INTO nadi.legal_holds AS l (tenant_id, session_id, reason, set_at, set_by)
+    VALUES (tenant_id, session_id, reason, nadi.now(), nadi._actor())
+    ON CONFLICT ON CONSTRAINT legal_holds_target
+    DO UPDATE SET reason = EXCLUDED.reason, set_at = EXCLUDED.set_at, set_by = EXCLUDED.set_by
+    RETURNING * INTO h;
+    INSERT INTO nadi.audit_log (at, actor, tenant_id, session_id, action, detail)
+    VALUES (nadi.now(), nadi._actor(), h.tenant_id, h.session_id, 'hold.set',
+            jsonb_build_object('hold_id', h.hold_id, 'reason', h.reason));
+    RETURN h;
+END
+$fn$;
+
+-- Release a hold; false when there was none.  The rows it kept are purged
+-- by the next purge that finds them old enough.
+CREATE FUNCTION nadi.hold_release(tenant_id text, session_id uuid, reason text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    h nadi.legal_holds;
+BEGIN
+    PERFORM nadi._require_admin();
+    IF tenant_id IS NULL THEN
+        RAISE EXCEPTION 'tenant_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF length(reason) > 1024 THEN
+        RAISE EXCEPTION 'reason is too long' USING ERRCODE = '22023',
+            DETAIL = 'The reason is at most 1024 characters.';
+    END IF;
+    LOCK TABLE nadi.legal_holds IN SHARE ROW EXCLUSIVE MODE;
+    DELETE FROM nadi.legal_holds l
+    WHERE l.tenant_id = hold_release.tenant_id
+      AND l.session_id IS NOT DISTINCT FROM hold_release.session_id
+    RETURNING * INTO h;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO nadi.audit_log (at, actor, tenant_id, session_id, action, detail)
+    VALUES (nadi.now(), nadi._actor(), h.tenant_id, h.session_id, 'hold.release',
+            jsonb_strip_nulls(jsonb_build_object('hold_id', h.hold_id, 'held_for', h.reason,
+                                                 'reason', reason)));
+    RETURN true;
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION
+    nadi._held(text, uuid),
+    nadi._retention_check(interval, integer),
+    nadi._retention_loop_check(integer, interval),
+    nadi.purge_batch(interval, integer),
+    nadi.purge_audit_batch(interval, integer),
+    nadi.hold_set(text, uuid, text),
+    nadi.hold_release(text, uuid, text)
+FROM PUBLIC;
+REVOKE ALL ON PROCEDURE
+    nadi.purge(interval, integer, integer, interval, bigint, bigint, bigint, bigint, integer),
+    nadi.purge_audit(interval, integer, integer, interval, bigint, bigint, integer)
+FROM PUBLIC;
+
+-- The procedures run as their caller and check their arguments with
+-- _retention_check and _retention_loop_check; the batches check that the
+-- caller is an administrator.
+GRANT EXECUTE ON FUNCTION
+    nadi._retention_check(interval, integer),
+    nadi._retention_loop_check(integer, interval),
+    nadi.purge_batch(interval, integer),
+    nadi.purge_audit_batch(interval, integer),
+    nadi.hold_set(text, uuid, text),
+    nadi.hold_release(text, uuid, text)
+TO nadi_admin;
+GRANT EXECUTE ON PROCEDURE
+    nadi.purge(interval, integer, integer, interval, bigint, bigint, bigint, bigint, integer),
+    nadi.purge_audit(interval, integer, integer, interval, bigint, bigint, integer)
+TO nadi_admin;

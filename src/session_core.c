@@ -8,7 +8,9 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "nodes/makefuncs.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -91,10 +93,38 @@ transition_find(SessionState from, SessionState to)
 /*
  * Raise "session not found".  A session the caller may not see is reported
  * the same way as one that does not exist, so ids do not leak across tenants.
+ * A session removed by nadi.purge() that the caller may see answers
+ * "purged" (NA014) from its tombstone instead (none before the 1.1 schema).
  */
 void
 session_not_found(const pg_uuid_t *id)
 {
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1] = {UUIDPGetDatum(id)};
+
+	/*
+	 * Not read-only: a fresh snapshot, so that a caller that waited for the
+	 * purge's lock on the session row sees the tombstone that purge wrote.
+	 */
+	if (OidIsValid(RangeVarGetRelid(makeRangeVar("nadi", "purged_sessions", -1), NoLock, true)))
+	{
+		nadi_exec(nadi_plan(&plan,
+							"SELECT tenant_id, state::text, "
+							"to_char(purged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
+							"FROM nadi.purged_sessions "
+							"WHERE session_id = $1",
+							1, (Oid[]) {UUIDOID}),
+				  values, NULL, false, 1);
+		if (SPI_processed == 1 &&
+			nadi_tenant_visible(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), id))
+			ereport(ERROR,
+					(errcode(ERRCODE_NADI_SESSION_PURGED),
+					 errmsg("session %s was purged", nadi_uuid_out(id)),
+					 errdetail("The session ended (%s) and its events and commands were removed at %s.",
+							   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
+							   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3)),
+					 errhint("Purged sessions cannot be read or resumed; create a new session.")));
+	}
 	ereport(ERROR,
 			(errcode(ERRCODE_NADI_SESSION_NOT_FOUND),
 			 errmsg("session %s not found", nadi_uuid_out(id)),

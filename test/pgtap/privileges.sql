@@ -6,7 +6,7 @@
 -- for none.  Schema nadi is usable by PUBLIC (authenticate is public), so a
 -- role outside the nadi roles is stopped by the grants alone.
 BEGIN;
-SELECT plan(955);
+SELECT plan(1097);
 
 ---------------------------------------------------------------------------
 -- Test roles: one member of each nadi role, and one of none
@@ -244,8 +244,29 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
       $$SELECT nadi._count_event()$$, '42501', '42501', '42501', '42501'),
  (81, '_call_counts_fold', 'nadi._call_counts_fold()',
       $$SELECT nadi._call_counts_fold()$$, '42501', '42501', '42501', '42501'),
+ -- data lifecycle (1.1): the administrator's.  A purge inside a transaction
+ -- block (as here) cannot commit between its batches: 2D000 from the
+ -- procedure itself, after the grant.
+ (82, '_held', 'nadi._held(text, uuid)',
+      $$SELECT nadi._held('acme', NULL)$$, '42501', '42501', '42501', '42501'),
+ (83, '_retention_check', 'nadi._retention_check(interval, integer)',
+      $$SELECT nadi._retention_check('1 day', 10)$$, '42501', '42501', '42501', 'ok'),
+ (84, '_retention_loop_check', 'nadi._retention_loop_check(integer, interval)',
+      $$SELECT nadi._retention_loop_check(10, '1 minute')$$, '42501', '42501', '42501', 'ok'),
+ (85, 'purge_batch', 'nadi.purge_batch(interval, integer)',
+      $$SELECT nadi.purge_batch('100 years')$$, '42501', '42501', '42501', 'ok'),
+ (86, 'purge', 'nadi.purge(interval, integer, integer, interval, bigint, bigint, bigint, bigint, integer)',
+      $$CALL nadi.purge('100 years')$$, '42501', '42501', '42501', '2D000'),
+ (87, 'purge_audit_batch', 'nadi.purge_audit_batch(interval, integer)',
+      $$SELECT nadi.purge_audit_batch('100 years')$$, '42501', '42501', '42501', 'ok'),
+ (88, 'purge_audit', 'nadi.purge_audit(interval, integer, integer, interval, bigint, bigint, integer)',
+      $$CALL nadi.purge_audit('100 years')$$, '42501', '42501', '42501', '2D000'),
+ (89, 'hold_set', 'nadi.hold_set(text, uuid, text)',
+      $$SELECT nadi.hold_set('acme', NULL, 'pgtap')$$, '42501', '42501', '42501', 'ok'),
+ (90, 'hold_release', 'nadi.hold_release(text, uuid, text)',
+      $$SELECT nadi.hold_release('acme', NULL)$$, '42501', '42501', '42501', 'ok'),
  -- last: the cell lets go of its session
- (90, 'lease_release', 'nadi.lease_release(uuid, bigint)',
+ (99, 'lease_release', 'nadi.lease_release(uuid, bigint)',
       $$SELECT nadi.lease_release('{S}', 1)$$, '42501', 'ok', '42501', 'ok');
 
 -- PUBLIC may call these (authenticate refuses the garbage token itself).
@@ -299,6 +320,8 @@ INSERT INTO tables VALUES
     ('host_bindings',  false, false, false, true),
     ('call_counts',    false, false, false, false),
     ('call_count_deltas', false, false, false, false),
+    ('legal_holds',    false, false, false, true),
+    ('purged_sessions', true, false, false, true),
     ('signing_key_secrets', false, false, false, false);
 
 SELECT table_privs_are('nadi', t.tname, r.role, CASE WHEN r.can THEN ARRAY['SELECT'] ELSE '{}'::text[] END,
@@ -442,7 +465,8 @@ FROM tables t
 JOIN (VALUES ('sessions', 'tenant_id'), ('command_inbox', 'payload'), ('events', 'payload'),
              ('session_leases', 'epoch'), ('cell_hosts', 'capacity'), ('sandbox_hosts', 'capacity'),
              ('audit_log', 'detail'), ('signing_keys', 'kid'), ('signing_key_secrets', 'secret'),
-             ('host_bindings', 'role_name'))
+             ('host_bindings', 'role_name'), ('legal_holds', 'reason'),
+             ('purged_sessions', 'tenant_id'))
           AS k(tname, col) USING (tname),
      writes w,
      (VALUES (1, 'priv_edge'), (2, 'priv_cell'), (3, 'priv_sandbox'), (4, 'priv_admin')) AS r(n, role);

@@ -1,7 +1,7 @@
 -- Schema: tables, keys, types, the SQL API's signatures, who may EXECUTE
 -- what by default, and row-level security being switched on.
 BEGIN;
-SELECT plan(155);
+SELECT plan(171);
 
 ---------------------------------------------------------------------------
 -- Schema and tables
@@ -12,7 +12,7 @@ SELECT has_extension('nadi');
 SELECT has_table('nadi', t, format('table nadi.%s exists', t))
 FROM unnest(ARRAY['sessions', 'events', 'command_inbox', 'cell_hosts', 'session_leases',
                   'sandbox_hosts', 'audit_log', 'signing_keys', 'signing_key_secrets', 'egress_rules',
-                  'host_bindings']) AS t;
+                  'host_bindings', 'legal_holds', 'purged_sessions']) AS t;
 
 SELECT has_sequence('nadi', 'command_id_seq', 'sequence nadi.command_id_seq exists');
 
@@ -25,7 +25,7 @@ SELECT set_eq(
           'host_bindings',
           -- operator statistics (1.1): the call counts and the nadi.stat_* views
           'call_counts', 'call_count_deltas', 'stat_sessions', 'stat_queue', 'stat_dead_letters',
-          'stat_hosts', 'stat_crashes', 'stat_calls', 'stat_takeovers', 'stat_tokens'],
+          'stat_hosts', 'stat_crashes', 'stat_calls', 'stat_takeovers', 'stat_tokens', 'legal_holds', 'purged_sessions'],
     'nadi has exactly the expected tables');
 
 ---------------------------------------------------------------------------
@@ -43,6 +43,8 @@ SELECT col_is_pk('nadi', 'audit_log', 'audit_id', 'audit_log is keyed by audit_i
 SELECT col_is_pk('nadi', 'signing_keys', 'kid', 'signing_keys is keyed by kid');
 SELECT col_is_pk('nadi', 'signing_key_secrets', 'kid', 'signing_key_secrets is keyed by kid');
 SELECT col_is_pk('nadi', 'host_bindings', ARRAY['kind', 'host_id'], 'host_bindings is keyed by (kind, host_id)');
+SELECT col_is_pk('nadi', 'purged_sessions', 'session_id', 'purged_sessions is keyed by session_id');
+SELECT col_is_pk('nadi', 'legal_holds', 'hold_id', 'legal_holds is keyed by hold_id');
 
 -- The per-session tables are the ones with a NOT NULL session_id.
 SELECT set_eq(
@@ -50,8 +52,8 @@ SELECT set_eq(
       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'session_id'
                          AND a.attnotnull AND NOT a.attisdropped
       WHERE c.relnamespace = 'nadi'::regnamespace AND c.relkind = 'r'$$,
-    ARRAY['sessions', 'session_leases', 'command_inbox', 'events'],
-    'the per-session tables are sessions, session_leases, command_inbox and events');
+    ARRAY['sessions', 'session_leases', 'command_inbox', 'events', 'purged_sessions'],
+    'the per-session tables are sessions, session_leases, command_inbox, events and purged_sessions (1.1)');
 
 SELECT is_empty(
     $$SELECT c.relname FROM pg_class c
@@ -175,7 +177,17 @@ INSERT INTO api VALUES
     -- operator statistics (1.1)
     ('_stat_tenant',             ARRAY[]::text[]),
     ('_count_event',             ARRAY[]::text[]),
-    ('_call_counts_fold',        ARRAY[]::text[]);
+    ('_call_counts_fold',        ARRAY[]::text[]),
+    -- data lifecycle (1.1)
+    ('purge',                    ARRAY['interval', 'integer', 'integer', 'interval', 'bigint', 'bigint', 'bigint', 'bigint', 'integer']),
+    ('purge_batch',              ARRAY['interval', 'integer']),
+    ('purge_audit',              ARRAY['interval', 'integer', 'integer', 'interval', 'bigint', 'bigint', 'integer']),
+    ('purge_audit_batch',        ARRAY['interval', 'integer']),
+    ('hold_set',                 ARRAY['text', 'uuid', 'text']),
+    ('hold_release',             ARRAY['text', 'uuid', 'text']),
+    ('_retention_check',         ARRAY['interval', 'integer']),
+    ('_held',                    ARRAY['text', 'uuid']),
+    ('_retention_loop_check',    ARRAY['integer', 'interval']);
 
 SELECT has_function('nadi', fname, args,
                     format('function nadi.%s(%s) exists', fname, array_to_string(args, ', ')))
@@ -195,8 +207,17 @@ SELECT is_empty(
 SELECT is_empty(
     $$SELECT p.oid::regprocedure FROM pg_proc p
       WHERE p.pronamespace = 'nadi'::regnamespace AND p.provolatile = 'v' AND NOT p.prosecdef
-        AND p.proname NOT IN ('wakeup_stats')$$,
-    'every volatile API function but wakeup_stats is SECURITY DEFINER');
+        AND p.proname NOT IN ('wakeup_stats', 'purge', 'purge_audit')$$,
+    'every volatile API function but wakeup_stats and the purge procedures is SECURITY DEFINER');
+-- The purge procedures commit between batches, which a SECURITY DEFINER
+-- procedure may not: they run as their caller and only call the batches
+-- (SECURITY DEFINER, checking for an administrator) and the argument checks.
+SELECT is_empty(
+    $$SELECT p.oid::regprocedure FROM pg_proc p
+      WHERE p.pronamespace = 'nadi'::regnamespace AND p.prokind = 'p'
+        AND (p.prosecdef OR p.prosrc ~* '(from|join|into|update)\s+(?!nadi\.)[a-z_]+\s'
+             OR p.prosrc !~ 'nadi\.purge(_audit)?_batch\(')$$,
+    'the purge procedures run as their caller, touch no table and call only the batches');
 
 -- A SECURITY DEFINER function that runs queries must not resolve names
 -- through the caller's search_path (a caller's pg_temp.text domain, or an
@@ -277,10 +298,10 @@ SELECT is_empty(
 ---------------------------------------------------------------------------
 SELECT ok((SELECT relrowsecurity FROM pg_class WHERE oid = format('nadi.%s', t)::regclass),
           format('row-level security is enabled on nadi.%s', t))
-FROM unnest(ARRAY['sessions', 'events', 'command_inbox', 'session_leases', 'audit_log']) AS t;
+FROM unnest(ARRAY['sessions', 'events', 'command_inbox', 'session_leases', 'audit_log', 'purged_sessions']) AS t;
 
 SELECT policies_are('nadi', t, ARRAY['tenant_isolation'], format('nadi.%s has the tenant_isolation policy', t))
-FROM unnest(ARRAY['sessions', 'events', 'command_inbox', 'session_leases', 'audit_log']) AS t;
+FROM unnest(ARRAY['sessions', 'events', 'command_inbox', 'session_leases', 'audit_log', 'purged_sessions']) AS t;
 
 -- The policies apply to every command and every role.
 SELECT policy_cmd_is('nadi', t, 'tenant_isolation', 'ALL', format('nadi.%s policy covers every command', t))
