@@ -84,36 +84,24 @@ state_name_valid(const char *s)
 static int
 json_depth(json_t *v)
 {
-	int			max = 0;
-	const char *k;
-	size_t		i;
-	json_t	   *x;
+	bool   obj = json_is_object(v);
+	size_t n = obj ? json_object_size(v) : json_array_size(v);
+	void  *it = obj ? json_object_iter(v) : NULL;
+	int	   max = 0;
 
-	if (json_is_object(v))
+	if (!obj && !json_is_array(v))
+		return 0;
+	for (size_t i = 0; i < n; i++)
 	{
-		json_object_foreach(v, k, x)
-		{
-			int d = json_depth(x);
+		int d = json_depth(obj ? json_object_iter_value(it) : json_array_get(v, i));
 
-			if (d > CLI_JSON_DEPTH)
-				return d;
-			max = MAX(max, d);
-		}
-		return max + 1;
+		if (d > CLI_JSON_DEPTH)
+			return d;
+		max = MAX(max, d);
+		if (obj)
+			it = json_object_iter_next(v, it);
 	}
-	if (json_is_array(v))
-	{
-		json_array_foreach(v, i, x)
-		{
-			int d = json_depth(x);
-
-			if (d > CLI_JSON_DEPTH)
-				return d;
-			max = MAX(max, d);
-		}
-		return max + 1;
-	}
-	return 0;
+	return max + 1;
 }
 
 json_t *

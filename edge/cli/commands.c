@@ -48,30 +48,46 @@ check_cid(const char *s)
 
 /* ---- sessions ----------------------------------------------------------- */
 
-static int
-sessions_ls(int argc, char **argv)
+/*
+ * A list: its options (--FILTER NAME, --limit N, --json, --help), operands
+ * (the session id when the list is a session's), the GET, then each row
+ * printed by row() under head, or the answer as JSON.
+ */
+typedef struct List
 {
-	static const struct option opts[] = {{"state", required_argument, NULL, 's'},
-										 {"limit", required_argument, NULL, 'l'},
-										 {"json", no_argument, NULL, 'j'},
-										 {"help", no_argument, NULL, 'h'},
-										 {NULL, 0, NULL, 0}};
-	const char				  *state = NULL;
-	uint64_t				   limit = 100;
-	bool					   json = false;
-	_cleanup_(freep) char	  *path = NULL;
-	Answer					   a;
-	json_t					  *v;
-	size_t					   i;
-	int						   o, r;
+	const char *cmd;	/* "sessions", "commands" */
+	const char *filter; /* the filter's option and query parameter */
+	const char *key;	/* the answer's array */
+	bool		of_session;
+	const char *head;
+	void (*row)(json_t *v);
+} List;
+
+static int
+list_run(const List *l, int argc, char **argv)
+{
+	const struct option	   opts[] = {{l->filter, required_argument, NULL, 'f'},
+									 {"limit", required_argument, NULL, 'l'},
+									 {"json", no_argument, NULL, 'j'},
+									 {"help", no_argument, NULL, 'h'},
+									 {NULL, 0, NULL, 0}};
+	_cleanup_(freep) char *s = NULL;
+	_cleanup_(freep) char *path = NULL;
+	const char			  *filter = NULL;
+	uint64_t			   limit = 100;
+	bool				   json = false;
+	Answer				   a;
+	json_t				  *v;
+	size_t				   i;
+	int					   o, r;
 
 	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1)
 		switch (o)
 		{
-			case 's':
+			case 'f':
 				if (!state_name_valid(optarg))
-					return cli_err(EXIT_USAGE, "--state: not a state name");
-				state = optarg;
+					return cli_err(EXIT_USAGE, "--%s: not a %s name", l->filter, l->filter);
+				filter = optarg;
 				break;
 			case 'l':
 				if (parse_count(optarg, &limit) < 0 || limit < 1 || limit > 1000)
@@ -81,27 +97,59 @@ sessions_ls(int argc, char **argv)
 				json = true;
 				break;
 			case 'h':
-				return usage("sessions", true);
+				return usage(l->cmd, true);
 			default:
-				return usage("sessions", false);
+				return usage(l->cmd, false);
 		}
-	if (optind != argc)
-		return usage("sessions", false);
-	path = xasprintf("/v1/sessions?limit=%llu%s%s", (unsigned long long) limit,
-					 state ? "&state=" : "", state ? state : "");
+	if (optind != argc - (l->of_session ? 1 : 0))
+		return usage(l->cmd, false);
+	if (l->of_session && (r = check_sid(argv[optind])) != 0)
+		return r;
+	if (l->of_session)
+		s = seg(argv[optind]);
+	if (l->of_session)
+		path = xasprintf("/v1/sessions/%s/commands?limit=%llu", s, (unsigned long long) limit);
+	else
+		path = xasprintf("/v1/sessions?limit=%llu", (unsigned long long) limit);
+	if (filter)
+	{
+		char *p = xasprintf("%s&%s=%s", path, l->filter, filter);
+
+		free(path);
+		path = p;
+	}
 	if ((r = api_call("GET", path, NULL, NULL, &a)) != EXIT_OK)
 		return r;
 	if (json)
 		print_json(a.json, false);
 	else
 	{
-		printf("%-36s  %-12s  %-10s  %s\n", "ID", "STATE", "TENANT", "UPDATED");
-		json_array_foreach(json_object_get(a.json, "sessions"), i, v)
-			printf("%-36s  %-12s  %-10s  %s\n", str(v, "id") ?: "?", str(v, "state") ?: "?",
-				   str(v, "tenant_id") ?: "?", str(v, "updated_at") ?: "");
+		puts(l->head);
+		json_array_foreach(json_object_get(a.json, l->key), i, v) l->row(v);
 	}
 	answer_free(&a);
 	return EXIT_OK;
+}
+
+static void
+session_row(json_t *v)
+{
+	printf("%-36s  %-12s  %-10s  %s\n", str(v, "id") ?: "?", str(v, "state") ?: "?",
+		   str(v, "tenant_id") ?: "?", str(v, "updated_at") ?: "");
+}
+
+static int
+sessions_ls(int argc, char **argv)
+{
+	static const List l = {
+		"sessions",
+		"state",
+		"sessions",
+		false,
+		"ID                                    STATE         TENANT      UPDATED",
+		session_row};
+
+	return list_run(&l, argc, argv);
 }
 
 static int
@@ -762,64 +810,25 @@ cmd_cancel(int argc, char **argv)
 	return command_action("cancel", argc, argv);
 }
 
+static void
+command_row(json_t *v)
+{
+	json_t *p = json_object_get(v, "payload");
+	char   *what = json_dumps(p, JSON_COMPACT);
+
+	printf("%-8lld  %-8s  %-10s  %-8lld  %.60s\n",
+		   (long long) json_integer_value(json_object_get(v, "id")), str(v, "type") ?: "?",
+		   str(v, "status") ?: "?", (long long) json_integer_value(json_object_get(v, "attempts")),
+		   str(p, "text") ?: str(p, "name") ?: what ?: "");
+	free(what);
+}
+
 int
 cmd_commands(int argc, char **argv)
 {
-	static const struct option opts[] = {{"status", required_argument, NULL, 's'},
-										 {"json", no_argument, NULL, 'j'},
-										 {"help", no_argument, NULL, 'h'},
-										 {NULL, 0, NULL, 0}};
-	_cleanup_(freep) char	  *s = NULL;
-	_cleanup_(freep) char	  *path = NULL;
-	const char				  *status = NULL;
-	bool					   json = false;
-	Answer					   a;
-	json_t					  *v;
-	size_t					   i;
-	int						   o, r;
+	static const List l = {
+		"commands", "status", "commands", true, "ID        TYPE      STATUS      ATTEMPTS  WHAT",
+		command_row};
 
-	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1)
-		switch (o)
-		{
-			case 's':
-				if (!state_name_valid(optarg))
-					return cli_err(EXIT_USAGE, "--status: not a status name");
-				status = optarg;
-				break;
-			case 'j':
-				json = true;
-				break;
-			case 'h':
-				return usage("commands", true);
-			default:
-				return usage("commands", false);
-		}
-	if (optind != argc - 1)
-		return usage("commands", false);
-	if ((r = check_sid(argv[optind])) != 0)
-		return r;
-	s = seg(argv[optind]);
-	path = xasprintf("/v1/sessions/%s/commands?limit=1000%s%s", s, status ? "&status=" : "",
-					 status ? status : "");
-	if ((r = api_call("GET", path, NULL, NULL, &a)) != EXIT_OK)
-		return r;
-	if (json)
-		print_json(a.json, false);
-	else
-	{
-		printf("%-8s  %-8s  %-10s  %-8s  %s\n", "ID", "TYPE", "STATUS", "ATTEMPTS", "WHAT");
-		json_array_foreach(json_object_get(a.json, "commands"), i, v)
-		{
-			json_t *p = json_object_get(v, "payload");
-			char   *what = json_dumps(p, JSON_COMPACT);
-
-			printf("%-8lld  %-8s  %-10s  %-8lld  %.60s\n", (long long) json_integer_value(json_object_get(v, "id")),
-				   str(v, "type") ?: "?", str(v, "status") ?: "?",
-				   (long long) json_integer_value(json_object_get(v, "attempts")),
-				   str(p, "text") ?: str(p, "name") ?: what ?: "");
-			free(what);
-		}
-	}
-	answer_free(&a);
-	return EXIT_OK;
+	return list_run(&l, argc, argv);
 }

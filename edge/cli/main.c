@@ -78,7 +78,7 @@ static const Cmd cmds[] = {
 	{"cancel", cmd_cancel, true, "cancel SESSION COMMAND [--json]",
 	 "Cancel a command: a queued or waiting one at once, a running one is\n"
 	 "stopped by its cell.\n"},
-	{"commands", cmd_commands, true, "commands SESSION [--status STATUS] [--json]",
+	{"commands", cmd_commands, true, "commands SESSION [--status STATUS] [--limit N] [--json]",
 	 "List the session's commands with their status and attempts.\n"},
 	{"acp", cmd_acp, true, "acp [NADI-ACP OPTIONS]",
 	 "Run the stdio ACP bridge (nadi-acp) for an editor, with this\n"
