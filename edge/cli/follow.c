@@ -23,6 +23,8 @@
 #include "daemonlib/util.h"
 
 #define LINE_MAX_BYTES (32 * 1024 * 1024)
+/* the edge's default heartbeat is 15 s */
+#define STREAM_IDLE_S 60
 
 typedef struct Conn
 {
@@ -39,6 +41,7 @@ typedef struct Conn
 	long	retry_ms;  /* the server's retry: */
 	int64_t events;	   /* events delivered on this connection */
 	time_t	last_tick; /* on_tick */
+	time_t	last_data; /* the last bytes from the edge (it pings every 15 s) */
 } Conn;
 
 static int
@@ -196,6 +199,7 @@ on_data(char *p, size_t size, size_t n, void *arg)
 	size_t add = size * n;
 	size_t start = 0;
 
+	c->last_data = time(NULL);
 	if (!c->checked)
 	{
 		long		status = 0;
@@ -241,6 +245,9 @@ on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t u
 
 	if (c->result)
 		return 1;
+	/* a stream silent for four heartbeats is dead: end it, and resume */
+	if (c->last_data && now - c->last_data > STREAM_IDLE_S)
+		return 1;
 	if (c->f->on_tick && c->stream && now != c->last_tick)
 	{
 		c->last_tick = now;
@@ -277,9 +284,7 @@ connect_once(Follow *f, Conn *c, bool *connected)
 	curl_easy_setopt(c->easy, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(c->easy, CURLOPT_XFERINFOFUNCTION, on_progress);
 	curl_easy_setopt(c->easy, CURLOPT_XFERINFODATA, c);
-	/* the edge pings every 15 s: a stream silent for much longer is dead */
-	curl_easy_setopt(c->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(c->easy, CURLOPT_LOW_SPEED_TIME, 60L);
+	c->last_data = time(NULL);
 	rc = curl_easy_perform(c->easy);
 	curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
 	curl_easy_cleanup(c->easy);
