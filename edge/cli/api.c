@@ -273,6 +273,7 @@ api_call(const char *method, const char *path, json_t *body, const char *idem_ke
 	char				   errbuf[CURL_ERROR_SIZE] = "";
 	CURL				  *c;
 	CURLcode			   rc;
+	int					   r;
 
 	memset(a, 0, sizeof(*a));
 	if (cli_cfg.token && !token_safe(cli_cfg.token))
@@ -319,13 +320,20 @@ api_call(const char *method, const char *path, json_t *body, const char *idem_ke
 	curl_easy_cleanup(c);
 	curl_slist_free_all(h);
 	if (rc != CURLE_OK)
+	{
+		answer_free(a);
 		return cli_err(EXIT_UNAVAILABLE, "%s %s: %s", method, cli_cfg.url,
 					   errbuf[0] ? errbuf : curl_easy_strerror(rc));
-	if (a->body)
-		a->json = json_loadb(a->body, a->len, 0, NULL);
+	}
 	if (a->status >= 200 && a->status < 300)
+	{
+		if (a->body)
+			a->json = json_loadb(a->body, a->len, 0, NULL);
 		return EXIT_OK;
-	return problem_print(a->status, a->body, a->len);
+	}
+	r = problem_print(a->status, a->body, a->len);
+	answer_free(a);
+	return r;
 }
 
 void

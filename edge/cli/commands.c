@@ -486,8 +486,7 @@ enqueue(const char *sid, json_t *body, const EnqueueOpts *o)
 	}
 	if (a.replayed)
 		fprintf(stderr, "%s: the Idempotency-Key was used before: command %s\n", cli_prog, w.cid);
-	w.status = str(a.json, "status") ? strdup(str(a.json, "status")) : NULL;
-	if (final_status(w.status))
+	if (final_status(str(a.json, "status")))
 		w.cmd = json_incref(a.json);
 	answer_free(&a);
 	if (w.cmd == NULL)

@@ -415,6 +415,8 @@ event_render(FILE *out, json_t *ev)
 	{
 		fprintf(out, "%s ", str(p, "name") ?: str(p, "tool") ?: "");
 		put_json(out, json_object_get(p, "args") ?: p, 300);
+		if (kind[0] == 'p')
+			fprintf(out, "      needs approval: nadi approve|deny SESSION %lld\n", (long long) cmd);
 	}
 	else if (strcmp(kind, "tool.result") == 0)
 	{

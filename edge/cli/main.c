@@ -126,7 +126,19 @@ overview(FILE *out)
 {
 	fprintf(out, "usage: nadi [--version] [--help] COMMAND [ARGS]\n\n");
 	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++)
-		fprintf(out, "  nadi %s\n", cmds[i].synopsis);
+	{
+		/* a synopsis of several lines is indented for "usage: " */
+		fputs("  nadi ", out);
+		for (const char *p = cmds[i].synopsis; *p; p++)
+			if (p[0] == '\n' && strncmp(p + 1, "       ", 7) == 0)
+			{
+				fputs("\n  ", out);
+				p += 7;
+			}
+			else
+				fputc(*p, out);
+		fputc('\n', out);
+	}
 	fprintf(out, "\nnadi COMMAND --help for more; man nadi.\n\n%s", exit_codes);
 }
 
