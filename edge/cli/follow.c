@@ -337,8 +337,8 @@ follow_run(Follow *f)
 				return cli_err(EXIT_UNAVAILABLE, "no stream for %d s; giving up", f->give_up_s);
 			delay = delay ? MIN(delay * 2, 5000) : c.retry_ms;
 		}
-		if (!f->quiet && isatty(STDERR_FILENO))
-			fprintf(stderr, "%s: stream ended after seq %lld; resuming\n", cli_prog,
+		if (!f->quiet)
+			fprintf(stderr, "%s: the stream ended after seq %lld; resuming\n", cli_prog,
 					(long long) f->after);
 		usleep((useconds_t) delay * 1000);
 	}
