@@ -83,7 +83,7 @@ test:
 coverage:
 	scripts/coverage
 demo:
-	scripts/nadi demo
+	scripts/nadi-local demo
 # A chaos run (by hand; test/suites/60-chaos runs short ones in make test):
 # random faults under a workload, then the checker.  SEED=N replays a run.
 DURATION ?= 5m

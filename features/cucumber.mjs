@@ -1,7 +1,7 @@
 // cucumber-js configuration: the features at the top of features/, the
 // World and the SSE client in support/, the steps in step_definitions/.
 // test/suites/35-features (make features) runs it against a local stack;
-// NADI_EDGE_URL names the edge, NADI_SRC the checkout whose scripts/nadi
+// NADI_EDGE_URL names the edge, NADI_SRC the checkout whose scripts/nadi-local
 // mints tokens.  Undefined or pending steps fail the run (strict).
 const common = {
   import: ["support/**/*.mjs", "step_definitions/**/*.mjs"],

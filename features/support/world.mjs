@@ -2,8 +2,8 @@
 // session, the commands a scenario sent (the last one and the named ones),
 // the last HTTP answer, and the event streams it follows.  Requests go to
 // nadi-edge (NADI_EDGE_URL) with Node's fetch; tokens are minted with
-// nadi.token_mint through `scripts/nadi psql` of the checkout in NADI_SRC,
-// as `scripts/nadi token` does.
+// nadi.token_mint through `scripts/nadi-local psql` of the checkout in NADI_SRC,
+// as `scripts/nadi-local token` does.
 import { execFileSync } from "node:child_process";
 import assert from "node:assert/strict";
 import { After, setDefaultTimeout, setWorldConstructor, World } from "@cucumber/cucumber";
@@ -13,7 +13,7 @@ export const WAIT_MS = Number(process.env.NADI_FEATURES_WAIT_MS || 60000);
 setDefaultTimeout(WAIT_MS + 30000);
 
 const BASE = process.env.NADI_EDGE_URL;
-const NADI = `${process.env.NADI_SRC || new URL("../..", import.meta.url).pathname}/scripts/nadi`;
+const NADI = `${process.env.NADI_SRC || new URL("../..", import.meta.url).pathname}/scripts/nadi-local`;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 export const FINAL = ["completed", "dead", "cancelled"];
@@ -31,7 +31,7 @@ class NadiWorld extends World {
     this.res = null;
   }
 
-  // mint(tenant): a tenant-scoped token, as `scripts/nadi token` mints one
+  // mint(tenant): a tenant-scoped token, as `scripts/nadi-local token` mints one
   mint(tenant) {
     const sql = "SELECT nadi.token_mint(:'tenant', :'subject', 'tenant', '1 hour')";
     return execFileSync(NADI, ["psql", "-tA", "-v", `tenant=${tenant}`, "-v", `subject=${tenant}-client`], {

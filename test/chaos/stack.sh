@@ -3,7 +3,7 @@
 # to it.  test/chaos/chaos.mjs calls it; every subcommand works on the run
 # directory CHAOS_DIR (state in CHAOS_DIR/state, logs in CHAOS_DIR/state/log).
 #
-#   setup                 start the stack: scripts/nadi (PostgreSQL with the
+#   setup                 start the stack: scripts/nadi-local (PostgreSQL with the
 #                         broker, the notifier and CHAOS_CELL_WORKERS (2)
 #                         embedded cell workers,
 #                         an edge, gitd, credproxy, sandboxd), a second edge,
@@ -126,7 +126,7 @@ cmd_setup() {
 	declare -p FLEET_TAG FLEET_NETS FLEET_NS FLEET_VETH FLEET_NSVETH >"$NETENV"
 	[ "$net_ok" = 1 ] || { echo "stack.sh: could not set up the network namespace" >&2; return 1; }
 	NADI_PGPORT=$PGP NADI_EDGE_PORT=$E1 NADI_SANDBOXD_PORT=$SBX NADI_CREDPROXY_PORT=$CP \
-		NADI_SANDBOXD_ADDR=$(fleet_host_addr 0) "$ROOT/scripts/nadi" start 9>&-
+		NADI_SANDBOXD_ADDR=$(fleet_host_addr 0) "$ROOT/scripts/nadi-local" start 9>&-
 	# short leases and heartbeats, so that a paused or partitioned cell loses
 	# its sessions within a short run; idle sessions suspended after 2 s, so
 	# that cells write checkpoints and sessions come back by replay; TCP for
@@ -208,7 +208,7 @@ cmd_teardown() {
 	if [ -f "$STATE/edge-2.pid" ]; then kill -TERM "$(cat "$STATE/edge-2.pid")" 2>/dev/null || true; fi
 	rm -f "$STATE/store-fill" 2>/dev/null || true
 	[ ! -f "$STATE/sandboxd/store/.chaos-fill" ] || rm -f "$STATE/sandboxd/store/.chaos-fill"
-	NADI_PGPORT=$PGP "$ROOT/scripts/nadi" stop >/dev/null 2>&1 || true
+	NADI_PGPORT=$PGP "$ROOT/scripts/nadi-local" stop >/dev/null 2>&1 || true
 	if [ -f "$STATE/pg/postmaster.pid" ]; then pg_ctl_ -m immediate stop || true; fi
 	fleet_cleanup
 }
