@@ -143,7 +143,7 @@ status_exit(long status)
 		return EXIT_OK;
 	if (status == 401 || status == 403)
 		return EXIT_AUTH;
-	if (status == 404)
+	if (status == 404 || status == 410) /* 410: the session was purged */
 		return EXIT_NOT_FOUND;
 	if (status == 429 || status >= 500 || status == 0)
 		return EXIT_UNAVAILABLE;

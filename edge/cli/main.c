@@ -94,7 +94,7 @@ static const char exit_codes[] = "Exit codes:\n"
 								 "  1  error (configuration, an unexpected answer)\n"
 								 "  2  usage: bad arguments, refused before any request\n"
 								 "  3  not authenticated or not allowed (401, 403)\n"
-								 "  4  not found (404)\n"
+								 "  4  not found (404), or purged (410)\n"
 								 "  5  refused by the edge (400, 409, 413, 415, 422)\n"
 								 "  6  unavailable: no answer, 429, 5xx\n"
 								 "  7  --wait: the command ended dead or cancelled\n";
