@@ -693,3 +693,144 @@ REVOKE ALL ON nadi.stat_sessions, nadi.stat_queue, nadi.stat_dead_letters, nadi.
     nadi.stat_crashes, nadi.stat_calls, nadi.stat_takeovers, nadi.stat_tokens FROM PUBLIC;
 GRANT SELECT ON nadi.stat_sessions, nadi.stat_queue, nadi.stat_dead_letters, nadi.stat_hosts,
     nadi.stat_crashes, nadi.stat_calls, nadi.stat_takeovers, nadi.stat_tokens TO nadi_monitor;
+
+---------------------------------------------------------------------------
+-- Operator statistics: what a payload may do to the counts
+---------------------------------------------------------------------------
+--
+-- nadi._count_event() again, bounded where the first one was not:
+--   - latency_ms is clamped as a number before it becomes a double, so a
+--     payload of 1e400 or 1e-400 no longer fails the cast (and with it the
+--     event's insert, and the command's completion);
+--   - usage is clamped to a billion tokens per call (was 10^15, of which
+--     some ten thousand replies overflowed the bigint sums: the fold then
+--     failed on every cycle and the stat_calls and stat_tokens views with
+--     it, for every tenant);
+--   - a tenant has at most 100 names of each kind (tool, model): a name
+--     not yet counted when 100 are counts as "(other)", so a model that
+--     makes up tool names cannot grow nadi.call_counts, nor the label
+--     values of nadi_db_calls_total, without end.  The bound holds for the
+--     folded counts; names made up between two folds may pass it until the
+--     next one.
+CREATE OR REPLACE FUNCTION nadi._count_event()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    k     text;
+    n     text;
+    err   boolean := false;
+    lat   double precision;
+    t_in  bigint := 0;
+    t_out bigint := 0;
+BEGIN
+    IF NEW.kind IN ('tool.result', 'tool.error') THEN
+        k := 'tool';
+        n := NEW.payload->>'name';
+        err := NEW.kind = 'tool.error' OR coalesce(NEW.payload->'ok' = 'false'::jsonb, false);
+        SELECT extract(epoch FROM NEW.created_at - e.created_at) INTO lat
+        FROM nadi.events e
+        WHERE e.session_id = NEW.session_id AND e.seq < NEW.seq AND e.seq >= NEW.seq - 64
+          AND e.kind = 'tool.call' AND e.command_id = NEW.command_id
+          AND e.payload->>'name' = n
+        ORDER BY e.seq DESC LIMIT 1;
+        IF n IS NULL OR n !~ '^[a-z][a-z0-9_]{0,63}$' THEN
+            n := '(invalid)';
+        END IF;
+    ELSIF NEW.kind IN ('model.reply', 'command.failed') THEN
+        k := 'model';
+        n := coalesce(NEW.payload->>'model', 'model');
+        IF n !~ '^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$' THEN
+            n := '(invalid)';
+        END IF;
+        err := NEW.kind = 'command.failed';
+        IF jsonb_typeof(NEW.payload->'latency_ms') = 'number' THEN
+            lat := round(least(greatest((NEW.payload->>'latency_ms')::numeric, 0), 1e9), 3)::double precision / 1000;
+        END IF;
+        IF jsonb_typeof(NEW.payload->'usage'->'input_tokens') = 'number' THEN
+            t_in := least(greatest((NEW.payload->'usage'->>'input_tokens')::numeric, 0), 1e9)::bigint;
+        END IF;
+        IF jsonb_typeof(NEW.payload->'usage'->'output_tokens') = 'number' THEN
+            t_out := least(greatest((NEW.payload->'usage'->>'output_tokens')::numeric, 0), 1e9)::bigint;
+        END IF;
+    ELSE
+        k := 'lease';
+        n := NEW.payload->>'event';
+    END IF;
+    -- at most 100 names per tenant and kind (one index probe per event; the
+    -- count only for a name not counted yet)
+    IF k <> 'lease' AND NOT EXISTS (
+            SELECT 1 FROM nadi.call_counts c
+            WHERE c.tenant_id = NEW.tenant_id AND c.kind = k AND c.name = n)
+       AND (SELECT count(*) FROM (SELECT 1 FROM nadi.call_counts c
+                                  WHERE c.tenant_id = NEW.tenant_id AND c.kind = k
+                                  LIMIT 100) x) >= 100 THEN
+        n := '(other)';
+    END IF;
+    INSERT INTO nadi.call_count_deltas
+    VALUES (NEW.tenant_id, k, n, 1, err::integer, (lat IS NOT NULL)::integer, coalesce(lat, 0),
+            t_in, t_out);
+    RETURN NULL;
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION nadi._count_event() FROM PUBLIC;
+
+-- nadi._call_counts_fold() again: the fold holds the bound of 100 names
+-- per tenant and kind for the names the trigger let through between two
+-- folds (the most called first; the others go to "(other)").
+CREATE OR REPLACE FUNCTION nadi._call_counts_fold()
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtext('nadi.call_counts_fold')) THEN
+        RETURN 0;
+    END IF;
+    -- (the CTEs' names are quoted: an unquoted name there would read as a
+    -- table's, and this extension's functions name tables with their schema)
+    WITH "deleted" AS (DELETE FROM nadi.call_count_deltas RETURNING *),
+    "grouped" AS (SELECT d.tenant_id, d.kind, d.name, sum(d.calls) AS calls,
+                         sum(d.errors) AS errors, sum(d.latency_count) AS latency_count,
+                         sum(d.latency_sum) AS latency_sum, sum(d.input_tokens) AS input_tokens,
+                         sum(d.output_tokens) AS output_tokens, count(*) AS n,
+                         d.kind = 'lease' OR EXISTS (
+                             SELECT 1 FROM nadi.call_counts c
+                             WHERE c.tenant_id = d.tenant_id AND c.kind = d.kind
+                               AND c.name = d.name) AS known
+                  FROM "deleted" d GROUP BY d.tenant_id, d.kind, d.name),
+    "ranked" AS (SELECT g.*,
+                        CASE WHEN g.known OR row_number() OVER (
+                                 PARTITION BY g.tenant_id, g.kind, g.known
+                                 ORDER BY g.calls DESC, g.name) + (
+                                 SELECT count(*) FROM nadi.call_counts c
+                                 WHERE c.tenant_id = g.tenant_id AND c.kind = g.kind) <= 100
+                             THEN g.name ELSE '(other)' END AS kept
+                 FROM "grouped" g),
+    "summed" AS (SELECT r.tenant_id, r.kind, r.kept AS name, sum(r.calls) AS calls,
+                        sum(r.errors) AS errors, sum(r.latency_count) AS latency_count,
+                        sum(r.latency_sum) AS latency_sum, sum(r.input_tokens) AS input_tokens,
+                        sum(r.output_tokens) AS output_tokens, sum(r.n) AS n
+                 FROM "ranked" r GROUP BY r.tenant_id, r.kind, r.kept),
+    u AS (INSERT INTO nadi.call_counts AS c
+              (tenant_id, kind, name, calls, errors, latency_count, latency_sum, input_tokens,
+               output_tokens)
+          SELECT tenant_id, kind, name, calls, errors, latency_count, latency_sum, input_tokens,
+                 output_tokens
+          FROM "summed" ORDER BY tenant_id, kind, name
+          ON CONFLICT (tenant_id, kind, name) DO UPDATE
+          SET calls = c.calls + EXCLUDED.calls, errors = c.errors + EXCLUDED.errors,
+              latency_count = c.latency_count + EXCLUDED.latency_count,
+              latency_sum = c.latency_sum + EXCLUDED.latency_sum,
+              input_tokens = c.input_tokens + EXCLUDED.input_tokens,
+              output_tokens = c.output_tokens + EXCLUDED.output_tokens)
+    SELECT coalesce(sum(x.n), 0) INTO n FROM "summed" x;
+    RETURN n;
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION nadi._call_counts_fold() FROM PUBLIC;
