@@ -153,3 +153,16 @@ SELECT name, count(*) AS deltas FROM nadi.call_count_deltas WHERE tenant_id = 's
 GROUP BY name ORDER BY name;
 SELECT count(*) AS names, sum(calls) AS calls FROM nadi.stat_calls
 WHERE tenant_id = 'stat-b' AND kind = 'tool';
+
+-- a result whose transaction started before its call's: no negative
+-- duration (the name is stat-b's 102nd: it counts as "(other)")
+SELECT command_id AS c5 FROM nadi.command_enqueue(:'s3', 'tool', '{"name": "backwards"}') \gset
+SELECT command_id = :c5 AS claimed FROM nadi.command_claim(:'s3', :e3);
+SELECT count(*) AS appended FROM (
+    SELECT nadi.event_append(:'s3', :e3, 'tool.call', '{"name": "backwards"}', :c5)) x;
+SET nadi.clock_offset = '-1h';
+SELECT count(*) AS appended FROM (
+    SELECT nadi.event_append(:'s3', :e3, 'tool.result', '{"name": "backwards", "ok": true}', :c5)) x;
+RESET nadi.clock_offset;
+SELECT name, calls, latency_count, latency_sum_seconds FROM nadi.stat_calls
+WHERE tenant_id = 'stat-b' AND name = '(other)';
