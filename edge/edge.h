@@ -446,7 +446,7 @@ typedef struct EdgeMetrics
 
 extern EdgeMetrics edge_metrics;
 void			   metrics_observe_request(int status, uint64_t elapsed_ms);
-char			  *metrics_render(void);
+char			  *metrics_render(bool with_db);
 
 /* ------------------------------------------------------------------------
  * The operator's numbers (operator.c): GET /v1/operator, nadi_db_* metrics

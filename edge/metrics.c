@@ -23,9 +23,12 @@ metrics_observe_request(int status, uint64_t elapsed_ms)
 	metrics_histogram_observe(&latency, (double) elapsed_ms / 1000.0);
 }
 
-/* The exposition text (malloc'd), or NULL when out of memory. */
+/*
+ * The exposition text (malloc'd), or NULL when out of memory.  with_db: the
+ * database's nadi_db_* numbers too (every tenant's: admin tokens only).
+ */
 char *
-metrics_render(void)
+metrics_render(bool with_db)
 {
 	struct metrics_out *o = metrics_begin("nadi-edge");
 	EdgeDbStats			db;
@@ -89,6 +92,7 @@ metrics_render(void)
 	metrics_gauge(o, "nadi_edge_db_listen_up", "1 while the LISTEN connection is up.", NULL,
 				  db.listen_up);
 	metrics_gauge(o, "nadi_edge_draining", "1 while shutting down.", NULL, edge_draining);
-	operator_metrics(o);
+	if (with_db)
+		operator_metrics(o);
 	return metrics_end(o, NULL);
 }

@@ -294,10 +294,15 @@ done_ready(void *arg, EdgeDbResult *r)
 	http_respond_json(req, 200, body, NULL);
 }
 
+/*
+ * The edge's own numbers for anyone who reaches /metrics; the database's
+ * nadi_db_* (every tenant's sessions, calls and tokens, the hosts) only
+ * with an admin token, like GET /v1/operator.
+ */
 static void
 route_metrics(EdgeReq *req)
 {
-	char *text = metrics_render();
+	char *text = metrics_render(req->has_auth && req->auth.scope == SCOPE_ADMIN);
 
 	if (text == NULL)
 		respond_problem(req, 503, "unavailable", "%s", "Out of memory.");
@@ -603,10 +608,13 @@ routes_dispatch(EdgeReq *req)
 			method_not_allowed(req, "GET");
 		else if (strcmp(p->seg[0], "healthz") == 0)
 			http_respond_json(req, 200, "{\"status\":\"ok\"}", NULL);
-		else if (strcmp(p->seg[0], "metrics") == 0)
+		else if (strcmp(p->seg[0], "metrics") != 0)
+			route_db(req, STMT_PING, 0, NULL, done_ready);
+		/* a token only for the database's numbers: without one, the edge's own */
+		else if (http_header(req, "Authorization") == NULL)
 			route_metrics(req);
 		else
-			route_db(req, STMT_PING, 0, NULL, done_ready);
+			route_authenticate(req, route_metrics);
 		return;
 	}
 	if (p->n == 1 && strcmp(p->seg[0], "acp") == 0)

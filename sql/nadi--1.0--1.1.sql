@@ -454,8 +454,10 @@ CREATE TABLE nadi.call_count_deltas (
     output_tokens bigint NOT NULL
 );
 
-SELECT pg_catalog.pg_extension_config_dump('nadi.call_counts', '');
-SELECT pg_catalog.pg_extension_config_dump('nadi.call_count_deltas', '');
+-- The counts are made from nadi.events, and a restore loads the events
+-- through the trigger: the two tables are not registered for pg_dump (their
+-- rows would be counted twice after a restore); a restore counts again
+-- what it loads.
 REVOKE ALL ON nadi.call_counts, nadi.call_count_deltas FROM PUBLIC;
 
 -- One counted event: a tool.result or tool.error (a tool call; an error
@@ -466,7 +468,17 @@ REVOKE ALL ON nadi.call_counts, nadi.call_count_deltas FROM PUBLIC;
 -- session.lease expired or taken_over (a takeover: a holder lost a lease
 -- it had not given back).  Names that are not identifiers count as
 -- "(invalid)", so a model cannot make up label values; no payload can
--- make it fail (and with it the event's insert).
+-- make it fail (and with it the event's insert):
+--   - latency_ms is clamped as a number before it becomes a double (1e400
+--     or 1e-400 would fail the cast);
+--   - usage is clamped to a billion tokens per call, so the bigint sums
+--     cannot overflow (the fold, and the views, would then fail for every
+--     tenant);
+--   - a tenant has at most 100 names of each kind (tool, model): a name not
+--     yet counted when 100 are counts as "(other)", so a model that makes up
+--     tool names cannot grow nadi.call_counts, nor the label values of
+--     nadi_db_calls_total, without end.  The bound holds for the folded
+--     counts; names made up between two folds may pass it until the next.
 CREATE FUNCTION nadi._count_event()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -490,6 +502,9 @@ BEGIN
           AND e.kind = 'tool.call' AND e.command_id = NEW.command_id
           AND e.payload->>'name' = n
         ORDER BY e.seq DESC LIMIT 1;
+        IF lat < 0 THEN
+            lat := 0;               -- (transactions' clocks: never a negative duration)
+        END IF;
         IF n IS NULL OR n !~ '^[a-z][a-z0-9_]{0,63}$' THEN
             n := '(invalid)';
         END IF;
@@ -501,17 +516,27 @@ BEGIN
         END IF;
         err := NEW.kind = 'command.failed';
         IF jsonb_typeof(NEW.payload->'latency_ms') = 'number' THEN
-            lat := least(greatest((NEW.payload->>'latency_ms')::double precision, 0), 1e9) / 1000;
+            lat := round(least(greatest((NEW.payload->>'latency_ms')::numeric, 0), 1e9), 3)::double precision / 1000;
         END IF;
         IF jsonb_typeof(NEW.payload->'usage'->'input_tokens') = 'number' THEN
-            t_in := least(greatest((NEW.payload->'usage'->>'input_tokens')::numeric, 0), 1e15)::bigint;
+            t_in := least(greatest((NEW.payload->'usage'->>'input_tokens')::numeric, 0), 1e9)::bigint;
         END IF;
         IF jsonb_typeof(NEW.payload->'usage'->'output_tokens') = 'number' THEN
-            t_out := least(greatest((NEW.payload->'usage'->>'output_tokens')::numeric, 0), 1e15)::bigint;
+            t_out := least(greatest((NEW.payload->'usage'->>'output_tokens')::numeric, 0), 1e9)::bigint;
         END IF;
     ELSE
         k := 'lease';
         n := NEW.payload->>'event';
+    END IF;
+    -- at most 100 names per tenant and kind (one index probe per event; the
+    -- count only for a name not counted yet)
+    IF k <> 'lease' AND NOT EXISTS (
+            SELECT 1 FROM nadi.call_counts c
+            WHERE c.tenant_id = NEW.tenant_id AND c.kind = k AND c.name = n)
+       AND (SELECT count(*) FROM (SELECT 1 FROM nadi.call_counts c
+                                  WHERE c.tenant_id = NEW.tenant_id AND c.kind = k
+                                  LIMIT 100) x) >= 100 THEN
+        n := '(other)';
     END IF;
     INSERT INTO nadi.call_count_deltas
     VALUES (NEW.tenant_id, k, n, 1, err::integer, (lat IS NOT NULL)::integer, coalesce(lat, 0),
@@ -529,6 +554,9 @@ EXECUTE FUNCTION nadi._count_event();
 
 -- Fold the deltas into the counts (the broker, every cycle).  One folder at
 -- a time; another caller meanwhile returns at once.  Returns the rows folded.
+-- It holds the bound of 100 names per tenant and kind for the names the
+-- trigger let through between two folds (the most called first; the others
+-- go to "(other)").
 CREATE FUNCTION nadi._call_counts_fold()
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -543,11 +571,28 @@ BEGIN
     -- (the CTEs' names are quoted: an unquoted name there would read as a
     -- table's, and this extension's functions name tables with their schema)
     WITH "deleted" AS (DELETE FROM nadi.call_count_deltas RETURNING *),
-    "summed" AS (SELECT tenant_id, kind, name, sum(calls) AS calls, sum(errors) AS errors,
-                 sum(latency_count) AS latency_count, sum(latency_sum) AS latency_sum,
-                 sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-                 count(*) AS n
-          FROM "deleted" GROUP BY tenant_id, kind, name),
+    "grouped" AS (SELECT d.tenant_id, d.kind, d.name, sum(d.calls) AS calls,
+                         sum(d.errors) AS errors, sum(d.latency_count) AS latency_count,
+                         sum(d.latency_sum) AS latency_sum, sum(d.input_tokens) AS input_tokens,
+                         sum(d.output_tokens) AS output_tokens, count(*) AS n,
+                         d.kind = 'lease' OR EXISTS (
+                             SELECT 1 FROM nadi.call_counts c
+                             WHERE c.tenant_id = d.tenant_id AND c.kind = d.kind
+                               AND c.name = d.name) AS known
+                  FROM "deleted" d GROUP BY d.tenant_id, d.kind, d.name),
+    "ranked" AS (SELECT g.*,
+                        CASE WHEN g.known OR row_number() OVER (
+                                 PARTITION BY g.tenant_id, g.kind, g.known
+                                 ORDER BY g.calls DESC, g.name) + (
+                                 SELECT count(*) FROM nadi.call_counts c
+                                 WHERE c.tenant_id = g.tenant_id AND c.kind = g.kind) <= 100
+                             THEN g.name ELSE '(other)' END AS kept
+                 FROM "grouped" g),
+    "summed" AS (SELECT r.tenant_id, r.kind, r.kept AS name, sum(r.calls) AS calls,
+                        sum(r.errors) AS errors, sum(r.latency_count) AS latency_count,
+                        sum(r.latency_sum) AS latency_sum, sum(r.input_tokens) AS input_tokens,
+                        sum(r.output_tokens) AS output_tokens, sum(r.n) AS n
+                 FROM "ranked" r GROUP BY r.tenant_id, r.kind, r.kept),
     u AS (INSERT INTO nadi.call_counts AS c
               (tenant_id, kind, name, calls, errors, latency_count, latency_sum, input_tokens,
                output_tokens)

@@ -116,3 +116,53 @@ SELECT count(*) AS appended FROM (
                  ('model.reply', '{"model": "a b", "latency_ms": "x", "usage": []}')) AS v(k, p)) x;
 SELECT kind, name, calls, errors, latency_count, input_tokens, output_tokens
 FROM nadi.stat_calls WHERE tenant_id = 'stat-b' ORDER BY 1, 2;
+
+-- numbers a double cannot hold: the event is still appended
+SELECT count(*) AS appended FROM (
+    SELECT nadi.event_append(:'s3', :e3, 'model.reply', p::jsonb)
+    FROM (VALUES ('{"model": "huge", "latency_ms": 1e400}'),
+                 ('{"model": "huge", "latency_ms": 1e-400, "usage": {"input_tokens": 1e-400}}')) AS v(p)) x;
+SELECT kind, name, calls, latency_count, latency_sum_seconds FROM nadi.stat_calls
+WHERE tenant_id = 'stat-b' AND name = 'huge';
+
+-- tokens no call uses: clamped per call, so ten thousand such replies
+-- neither overflow the sums nor stop the fold
+SELECT count(*) AS appended FROM (
+    SELECT nadi.event_append(:'s3', :e3, 'model.reply',
+                             '{"model": "greedy", "usage": {"input_tokens": 1e18, "output_tokens": 9e15}}')
+    FROM generate_series(1, 10000)) x;
+SELECT nadi._call_counts_fold() >= 10000 AS folded;
+SELECT name, calls, input_tokens, output_tokens FROM nadi.stat_calls
+WHERE tenant_id = 'stat-b' AND name = 'greedy';
+SELECT input_tokens > 0 AS tokens_ok FROM nadi.stat_tokens WHERE tenant_id = 'stat-b';
+
+-- a model that makes up tool names: at most 100 names per tenant and kind
+-- are counted, the others as "(other)"; no call is lost
+SELECT count(*) AS appended FROM (
+    SELECT nadi.event_append(:'s3', :e3, 'tool.result',
+                             jsonb_build_object('name', 'made_up_' || i, 'ok', false))
+    FROM generate_series(1, 150) i) x;
+SELECT nadi._call_counts_fold() >= 150 AS folded;
+SELECT count(*) AS names, sum(calls) AS calls, sum(calls) FILTER (WHERE name = '(other)') AS other
+FROM nadi.stat_calls WHERE tenant_id = 'stat-b' AND kind = 'tool';
+SELECT count(*) AS appended FROM (
+    SELECT nadi.event_append(:'s3', :e3, 'tool.result',
+                             jsonb_build_object('name', 'later_' || i, 'ok', false))
+    FROM generate_series(1, 20) i) x;
+SELECT name, count(*) AS deltas FROM nadi.call_count_deltas WHERE tenant_id = 'stat-b'
+GROUP BY name ORDER BY name;
+SELECT count(*) AS names, sum(calls) AS calls FROM nadi.stat_calls
+WHERE tenant_id = 'stat-b' AND kind = 'tool';
+
+-- a result whose transaction started before its call's: no negative
+-- duration (the name is stat-b's 102nd: it counts as "(other)")
+SELECT command_id AS c5 FROM nadi.command_enqueue(:'s3', 'tool', '{"name": "backwards"}') \gset
+SELECT command_id = :c5 AS claimed FROM nadi.command_claim(:'s3', :e3);
+SELECT count(*) AS appended FROM (
+    SELECT nadi.event_append(:'s3', :e3, 'tool.call', '{"name": "backwards"}', :c5)) x;
+SET nadi.clock_offset = '-1h';
+SELECT count(*) AS appended FROM (
+    SELECT nadi.event_append(:'s3', :e3, 'tool.result', '{"name": "backwards", "ok": true}', :c5)) x;
+RESET nadi.clock_offset;
+SELECT name, calls, latency_count, latency_sum_seconds FROM nadi.stat_calls
+WHERE tenant_id = 'stat-b' AND name = '(other)';
