@@ -529,6 +529,16 @@ EXECUTE FUNCTION nadi._count_event();
 
 -- Fold the deltas into the counts (the broker, every cycle).  One folder at
 -- a time; another caller meanwhile returns at once.  Returns the rows folded.
+--
+-- Why two tables: the trigger runs in the transactions of the cells that
+-- append events; if it updated the one nadi.call_counts row of (tenant,
+-- kind, name), every cell completing a call of the same tool would queue
+-- on that row's lock until the others commit.  Appending never waits.
+-- Why nothing is lost or counted twice: the DELETE takes only the delta
+-- rows its snapshot sees, and the upsert adds exactly those, in the same
+-- transaction; deltas committed meanwhile stay for the next fold.  The
+-- stat views add nadi.call_counts and the remaining deltas in one
+-- snapshot, so a reader sees each counted event once, folded or not.
 CREATE FUNCTION nadi._call_counts_fold()
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
