@@ -866,6 +866,10 @@ BEGIN
                                       ended_at, purged_at)
     SELECT s.session_id, s.tenant_id, s.state, s.last_seq, s.created_at, s.updated_at, nadi.now()
     FROM nadi.sessions s WHERE s.session_id = ANY (ids);
+    -- The rows of the sessions first, one statement a table, although the
+    -- foreign keys cascade: a cascade deletes them row by row through its
+    -- triggers, and these statements count what they remove.  The session
+    -- rows, locked above, are deleted last.
     DELETE FROM nadi.events e WHERE e.session_id = ANY (ids);
     GET DIAGNOSTICS events = ROW_COUNT;
     DELETE FROM nadi.command_inbox c WHERE c.session_id = ANY (ids);
