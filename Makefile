@@ -94,10 +94,9 @@ mutation:
 	scripts/mutation $(MUTATION_ARGS)
 
 # Screenshots of the web console (docs/CONSOLE.md) into docs/assets/console-*.png:
-# test/suites/32-console against a local stack (root), keeping its pictures;
-# while GET /v1/operator is absent the operator picture renders a sample answer.
+# test/suites/32-console against a local stack (root), keeping its pictures.
 console-screenshots:
-	NADI_SRC=$(CURDIR) NADI_CONSOLE_SHOTS=$(CURDIR)/docs/assets NADI_CONSOLE_SHOTS_FIXTURE=1 \
+	NADI_SRC=$(CURDIR) NADI_CONSOLE_SHOTS=$(CURDIR)/docs/assets \
 		PATH="$$($(PG_CONFIG) --bindir):$$PATH" test/suites/32-console
 
 # The acceptance features (features/*.feature) against a local stack, as

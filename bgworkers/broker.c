@@ -160,7 +160,13 @@ nadi_broker_main(Datum arg)
 		while (placed == 1000);
 		broker_retention();
 
-		/* the operator's call counts (1.1): fold what the trigger appended */
+		/*
+		 * The operator's call counts: fold what the events' trigger appended
+		 * (nadi._call_counts_fold() in sql/nadi--1.0--1.1.sql says why they
+		 * are two tables).  The probe is there because this library also runs
+		 * against a database whose extension is still 1.0 (before ALTER
+		 * EXTENSION nadi UPDATE), which has no such function.
+		 */
 		if (broker_step("has fold", "SELECT (to_regprocedure('nadi._call_counts_fold()') IS NOT NULL)::int::int8") == 1)
 			broker_step("fold", "SELECT nadi._call_counts_fold()");
 

@@ -557,6 +557,16 @@ EXECUTE FUNCTION nadi._count_event();
 -- It holds the bound of 100 names per tenant and kind for the names the
 -- trigger let through between two folds (the most called first; the others
 -- go to "(other)").
+--
+-- Why two tables: the trigger runs in the transactions of the cells that
+-- append events; if it updated the one nadi.call_counts row of (tenant,
+-- kind, name), every cell completing a call of the same tool would queue
+-- on that row's lock until the others commit.  Appending never waits.
+-- Why nothing is lost or counted twice: the DELETE takes only the delta
+-- rows its snapshot sees, and the upsert adds exactly those, in the same
+-- transaction; deltas committed meanwhile stay for the next fold.  The
+-- stat views add nadi.call_counts and the remaining deltas in one
+-- snapshot, so a reader sees each counted event once, folded or not.
 CREATE FUNCTION nadi._call_counts_fold()
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -901,6 +911,10 @@ BEGIN
                                       ended_at, purged_at)
     SELECT s.session_id, s.tenant_id, s.state, s.last_seq, s.created_at, s.updated_at, nadi.now()
     FROM nadi.sessions s WHERE s.session_id = ANY (ids);
+    -- The rows of the sessions first, one statement a table, although the
+    -- foreign keys cascade: a cascade deletes them row by row through its
+    -- triggers, and these statements count what they remove.  The session
+    -- rows, locked above, are deleted last.
     DELETE FROM nadi.events e WHERE e.session_id = ANY (ids);
     GET DIAGNOSTICS events = ROW_COUNT;
     DELETE FROM nadi.command_inbox c WHERE c.session_id = ANY (ids);

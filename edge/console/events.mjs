@@ -37,6 +37,12 @@ export class EventLog {
     if (this.wake) this.wake();
   }
 
+  // One stream at a time.  A stream that ends cleanly (an expired token,
+  // an edge shutting down, a slow reader cut off) is reopened like a broken
+  // one, from lastSeq; the pause is the server's retry: times the failures
+  // in a row (at most 10 s), cut short by the browser's 'online' event.
+  // Only a 4xx other than 429 ends the log for good: asking again would get
+  // the same answer.
   async loop() {
     let failures = 0;
     while (!this.stopped) {
@@ -116,6 +122,7 @@ export class EventLog {
       return;
     }
     if (!ev || typeof ev !== 'object') return;
+    // the seq in the data is authoritative; the id: line is the same number
     const seq = Number(ev.seq ?? id);
     if (!Number.isSafeInteger(seq) || seq <= this.lastSeq) return; // seen already
     this.lastSeq = seq;

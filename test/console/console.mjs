@@ -5,11 +5,8 @@
 //   TOKEN_A       a tenant token; TOKEN_B another tenant's; TOKEN_ADMIN an admin's
 //   CHROMIUM      the browser (default /usr/bin/chromium)
 //   SHOTS         a directory: screenshots of each page go there
-//   SHOTS_FIXTURE 1: when GET /v1/operator is 404, the operator screenshot
-//                 renders a sample answer of its documented shape instead
 //
-// Prints "ok - ...", "not ok - ..." and "skip - ... (why)" lines; exits 1
-// on any "not ok".
+// Prints "ok - ..." and "not ok - ..." lines; exits 1 on any "not ok".
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -26,9 +23,6 @@ function notOk(what, why) {
   failed++;
   console.log(`not ok - ${what}${why ? `: ${why}` : ''}`);
 }
-function skip(what, why) {
-  console.log(`skip - ${what} (${why})`);
-}
 async function check(what, fn) {
   try {
     const r = await fn();
@@ -43,22 +37,6 @@ async function shot(page, name) {
   mkdirSync(SHOTS, { recursive: true });
   await page.screenshot({ path: join(SHOTS, `console-${name}.png`) });
 }
-
-const sampleOperator = () => ({
-  at: new Date().toISOString(),
-  sessions: [{ tenant_id: 'demo', state: 'active', sessions: 3, last_activity: new Date().toISOString() },
-    { tenant_id: 'acme', state: 'terminated', sessions: 12, last_activity: new Date(Date.now() - 3600e3).toISOString() }],
-  queue: { queued: 4, running: 2, waiting: 1, dead: 1, oldest_queued_at: new Date(Date.now() - 7e3).toISOString(), oldest_queued_age_seconds: 7.2 },
-  hosts: [
-    { kind: 'cell', host_id: 'cell-a', state: 'live', address: null, capacity: 64, load: 3, leases: 3, heartbeat_at: new Date().toISOString(), heartbeat_age_seconds: 0.8 },
-    { kind: 'sandbox', host_id: 'sandboxd-1', state: 'live', address: '127.0.0.1:7100', capacity: 16, load: 2, leases: 2, heartbeat_at: new Date().toISOString(), heartbeat_age_seconds: 1.4 },
-  ],
-  takeovers: { takeovers_total: 2, sessions_with_crashes: 1, crash_count_total: 1 },
-  crashes: [{ session_id: '0190aaaa-0000-7000-8000-000000000001', tenant_id: 'acme', crash_count: 1, epoch: 3 }],
-  dead_letters: [{ session_id: '0190aaaa-0000-7000-8000-000000000002', tenant_id: 'acme', command_id: 17, type: 'tool', attempts: 5, last_error: { code: 'timed_out', message: 'the tool call hit its time limit' }, finished_at: new Date(Date.now() - 600e3).toISOString() }],
-  calls: [{ tenant_id: 'demo', kind: 'tool', name: 'exec', calls: 41, errors: 2, latency_avg_seconds: 0.182 }],
-  tokens: [{ tenant_id: 'demo', input_tokens: 12840, output_tokens: 3121 }],
-});
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -304,32 +282,18 @@ try {
   await check('an admin token sees the Operator link', () => adm.locator('#nav-operator').isVisible());
   await adm.click('#nav-operator');
   await adm.waitForSelector('#operator-refused, #op-hosts', { timeout: T });
-  const refused = await adm.locator('#operator-refused').count() ? await adm.locator('#operator-refused').textContent() : null;
-  if (refused && /404/.test(refused)) {
-    skip('the operator page renders hosts and the queue', 'GET /v1/operator answers 404 on this edge');
-    skip('a tenant token is refused the operator page', 'GET /v1/operator answers 404 on this edge');
-    if (SHOTS && process.env.SHOTS_FIXTURE === '1') {
-      await adm.route('**/v1/operator', (route) => route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify(sampleOperator()) }));
-      await adm.reload();
-      await adm.waitForSelector('#op-hosts', { timeout: T });
-      console.log('# the operator screenshot shows a sample answer (the route is not on this edge)');
-      await shot(adm, 'operator');
-      await adm.unroute('**/v1/operator');
-    }
-  } else {
-    await check('the operator page renders hosts and the queue', async () => {
-      await adm.locator('#op-hosts tbody tr[data-host]').first().waitFor({ timeout: T });
-      const kinds = await adm.locator('#op-hosts tbody tr[data-host] td:first-child').allTextContents();
-      return kinds.some((k) => k === 'cell' || k === 'sandbox') && (await adm.locator('#op-queue .stat').count()) >= 4;
-    });
-    await shot(adm, 'operator');
-    await check('a tenant token is refused the operator page', async () => {
-      await a.goto(`${BASE}/console/operator`);
-      // refused (403; or 404 if the route hides itself from tenants), and nothing shown
-      await a.locator('#operator-refused', { hasText: /40[34]/ }).waitFor({ timeout: T });
-      return (await a.locator('#op-hosts, #op-queue').count()) === 0;
-    });
-  }
+  await check('the operator page renders hosts and the queue', async () => {
+    await adm.locator('#op-hosts tbody tr[data-host]').first().waitFor({ timeout: T });
+    const kinds = await adm.locator('#op-hosts tbody tr[data-host] td:first-child').allTextContents();
+    return kinds.some((k) => k === 'cell' || k === 'sandbox') && (await adm.locator('#op-queue .stat').count()) >= 4;
+  });
+  await shot(adm, 'operator');
+  await check('a tenant token is refused the operator page', async () => {
+    await a.goto(`${BASE}/console/operator`);
+    // refused (403, as GET /v1/operator answers a tenant token), and nothing shown
+    await a.locator('#operator-refused', { hasText: /403/ }).waitFor({ timeout: T });
+    return (await a.locator('#op-hosts, #op-queue').count()) === 0;
+  });
   await check('the operator page renders any answer of its shape as text, missing keys too', async () => {
     const hostile = { hosts: [{ kind: 'cell', host_id: '<b>evil</b>', state: '<i>x</i>' }], queue: { queued: 3 } };
     await adm.route('**/v1/operator', (route) => route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify(hostile) }));
