@@ -100,48 +100,62 @@ broker_step(const char *what, const char *sql)
 #define RETENTION_AUDIT_BATCH 1000
 #define RETENTION_MAX_BATCHES 10
 
+/* Whether the database has the function (its extension may still be 1.0). */
+static bool
+broker_has_function(const char *regprocedure)
+{
+	char		sql[160];
+
+	snprintf(sql, sizeof(sql), "SELECT (to_regprocedure('%s') IS NOT NULL)::int::int8",
+			 regprocedure);
+	return broker_step("probe", sql) == 1;
+}
+
+/*
+ * Up to RETENTION_MAX_BATCHES calls of one purge batch function (whose one
+ * column is the rows it removed), until a batch removes fewer than
+ * batch_size.
+ */
+static void
+broker_purge_batches(const char *what, const char *select, int older_than_s, int batch_size)
+{
+	char		sql[256];
+
+	snprintf(sql, sizeof(sql),
+			 "SET LOCAL lock_timeout = '1s'; SELECT %s(make_interval(secs => %d), %d)", select,
+			 older_than_s, batch_size);
+	for (int i = 0; i < RETENTION_MAX_BATCHES; i++)
+		if (broker_step(what, sql) < batch_size)
+			break;
+}
+
 static void
 broker_retention(void)
 {
 	static TimestampTz last = 0;
 	TimestampTz now = GetCurrentTimestamp();
-	char		sql[256];
 
 	if (nadi_retention_s <= 0 && nadi_audit_retention_s <= 0)
 		return;
 	if (last != 0 && !TimestampDifferenceExceeds(last, now, nadi_retention_interval_ms))
 		return;
 	last = now;
-	if (broker_step("retention", "SELECT count(*) FROM pg_catalog.pg_proc "
-					"WHERE proname = 'purge_audit_batch' "
-					"AND pronamespace = 'nadi'::pg_catalog.regnamespace") != 1)
+	if (!broker_has_function("nadi.purge_audit_batch(interval, integer)"))
 		return;
 	if (nadi_retention_s > 0)
-	{
-		snprintf(sql, sizeof(sql),
-				 "SET LOCAL lock_timeout = '1s'; "
-				 "SELECT sessions::bigint FROM nadi.purge_batch(make_interval(secs => %d), %d)",
-				 nadi_retention_s, RETENTION_BATCH);
-		for (int i = 0; i < RETENTION_MAX_BATCHES; i++)
-			if (broker_step("purge", sql) < RETENTION_BATCH)
-				break;
-	}
+		broker_purge_batches("purge", "sessions::bigint FROM nadi.purge_batch",
+							 nadi_retention_s, RETENTION_BATCH);
 	if (nadi_audit_retention_s > 0)
-	{
-		snprintf(sql, sizeof(sql),
-				 "SET LOCAL lock_timeout = '1s'; "
-				 "SELECT greatest(audit_rows, tombstones)::bigint "
-				 "FROM nadi.purge_audit_batch(make_interval(secs => %d), %d)",
-				 nadi_audit_retention_s, RETENTION_AUDIT_BATCH);
-		for (int i = 0; i < RETENTION_MAX_BATCHES; i++)
-			if (broker_step("purge_audit", sql) < RETENTION_AUDIT_BATCH)
-				break;
-	}
+		broker_purge_batches("purge_audit",
+							 "greatest(audit_rows, tombstones)::bigint FROM nadi.purge_audit_batch",
+							 nadi_audit_retention_s, RETENTION_AUDIT_BATCH);
 }
 
 void
 nadi_broker_main(Datum arg)
 {
+	bool		have_fold = false; /* once found, the probe is not repeated */
+
 	worker_setup("nadi broker");
 	broker_slot = nadi_worker_attach(NADI_WORKER_BROKER, NULL);
 	before_shmem_exit(broker_detach, (Datum) 0);
@@ -165,9 +179,10 @@ nadi_broker_main(Datum arg)
 		 * (nadi._call_counts_fold() in sql/nadi--1.0--1.1.sql says why they
 		 * are two tables).  The probe is there because this library also runs
 		 * against a database whose extension is still 1.0 (before ALTER
-		 * EXTENSION nadi UPDATE), which has no such function.
+		 * EXTENSION nadi UPDATE), which has no such function; once it is
+		 * there (the update ran), it stays.
 		 */
-		if (broker_step("has fold", "SELECT (to_regprocedure('nadi._call_counts_fold()') IS NOT NULL)::int::int8") == 1)
+		if (have_fold || (have_fold = broker_has_function("nadi._call_counts_fold()")))
 			broker_step("fold", "SELECT nadi._call_counts_fold()");
 
 		/* sleep until the next lease can expire, or until woken */

@@ -220,7 +220,8 @@ export function sessionPage(main, id) {
     } catch (x) {
       if (stopped) return;
       main.append(el('section', { class: 'card', id: 'not-found' },
-        el('h1', { text: x instanceof ApiError && x.status === 404 ? 'Session not found' : 'Session unavailable' }),
+        el('h1', { text: !(x instanceof ApiError) ? 'Session unavailable'
+          : x.status === 404 ? 'Session not found' : x.status === 410 ? 'Session purged' : 'Session unavailable' }),
         el('p', { text: x.message }),
         el('a', { href: '/console/sessions', 'data-link': true, text: 'All sessions' })));
       return;
