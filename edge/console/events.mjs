@@ -119,6 +119,11 @@ export class EventLog {
     const seq = Number(ev.seq ?? id);
     if (!Number.isSafeInteger(seq) || seq <= this.lastSeq) return; // seen already
     this.lastSeq = seq;
-    this.onEvent(ev);
+    try {
+      this.onEvent(ev);
+    } catch (e) {
+      // the page's trouble with one event must not cut the stream
+      console.error(e);
+    }
   }
 }

@@ -4,18 +4,23 @@
 // the dead letters; forms to send a message or a tool call.  Every text of
 // an event goes in with textContent (dom.mjs): payloads are hostile.
 import { api, ApiError } from './api.mjs';
-import { el, clear, ago, badge, json } from './dom.mjs';
+import { el, clear, ago, badge, json, clip } from './dom.mjs';
 import { EventLog } from './events.mjs';
 
 const POLL_MS = 2000;
 const OPEN = new Set(['queued', 'running', 'waiting']);
+// The log shows the newest LOG_MAX events; older ones leave the page (the
+// API keeps them), so a session of any length leaves the tab usable.
+export const LOG_MAX = 2000;
 
+// Texts of events are cut (clip): a model's reply or a tool's output may be
+// megabytes.
 function pre(text, cls) {
-  return el('pre', { class: cls, text });
+  return el('pre', { class: cls, text: clip(text) });
 }
 
 function str(v) {
-  return typeof v === 'string' ? v : json(v);
+  return clip(typeof v === 'string' ? v : json(v));
 }
 
 // The body of one event, by kind; anything unknown shows its payload.
@@ -122,10 +127,23 @@ export function sessionPage(main, id) {
   const terminate = el('button', { type: 'button', id: 'terminate', class: 'deny', text: 'Terminate' });
   terminate.addEventListener('click', () => act(`${base}/terminate`, {}));
 
+  let dropped = 0;
+  const droppedNote = el('li', { id: 'log-dropped', class: 'muted', hidden: true });
+  logList.append(droppedNote);
+
   function appendEvent(ev) {
     if (seen.has(ev.seq)) return; // EventLog already drops them; twice sure
     seen.add(ev.seq);
-    const { role, body } = eventBody(ev, decide);
+    let role;
+    let body;
+    try {
+      ({ role, body } = eventBody(ev, decide));
+    } catch (x) {
+      // a payload of an unexpected shape: shown raw, never lost
+      role = 'system';
+      body = [el('p', { class: 'bad', text: `This event could not be shown as ${String(ev.kind)}: ${x.message}` }),
+        pre(json(ev.payload), 'args')];
+    }
     const item = el('li', { class: `ev role-${role}`, 'data-seq': ev.seq, 'data-kind': ev.kind,
       'data-command': ev.command_id ?? undefined },
       el('div', { class: 'meta' }, el('span', { class: 'seq', text: `#${ev.seq}` }), ' ',
@@ -135,6 +153,14 @@ export function sessionPage(main, id) {
       body);
     const atBottom = logList.scrollHeight - logList.scrollTop - logList.clientHeight < 40;
     logList.append(item);
+    while (logList.childElementCount > LOG_MAX + 1) {
+      logList.removeChild(droppedNote.nextElementSibling);
+      dropped++;
+    }
+    if (dropped) {
+      droppedNote.hidden = false;
+      droppedNote.textContent = `${dropped} earlier events are not shown here (only the newest ${LOG_MAX} are).`;
+    }
     if (atBottom) logList.scrollTop = logList.scrollHeight;
     updateDecisions();
     refreshSoon();

@@ -280,6 +280,47 @@ try {
     if (v.length) throw new Error(v.join('; '));
   });
 
+  // --- a hostile model's events (written by the suite: HOSTILE_SID, HOSTILE_SEQS) ---
+  const { HOSTILE_SID, HOSTILE_SEQS } = process.env;
+  if (!HOSTILE_SID || !/^\d+(,\d+){3}$/.test(HOSTILE_SEQS || '')) {
+    notOk('a hostile model\'s events', `the suite wrote none (${HOSTILE_SID}, ${HOSTILE_SEQS})`);
+  } else {
+    const [big, oddExit, oddCommand, markup] = HOSTILE_SEQS.split(',').map(Number);
+    const hx = await newTab();
+    await signIn(hx, TOKEN_A);
+    await hx.goto(`${BASE}/console/sessions/${HOSTILE_SID}`);
+    const shown = hx.locator(`#log li[data-seq="${markup}"]`);
+    await check('a flood of 2100 events and 1 MB of output all arrive, the last one shown', () => shown.waitFor({ timeout: T }));
+    const r = await hx.evaluate(() => ({
+      seqs: [...document.querySelectorAll('#log li[data-seq]')].map((li) => Number(li.getAttribute('data-seq'))),
+      dropped: document.querySelector('#log-dropped')?.hidden === false ? document.querySelector('#log-dropped').textContent : '',
+    }));
+    await check('the log keeps the newest 2000 events, in order, and says how many it left out', () => {
+      const contiguous = r.seqs.every((s, i) => s === markup - r.seqs.length + 1 + i);
+      if (r.seqs.length > 2000 || !contiguous || !/^\d+ earlier events are not shown/.test(r.dropped)) {
+        throw new Error(`${r.seqs.length} events shown (${r.seqs[0]}..${r.seqs[r.seqs.length - 1]}), note "${r.dropped}"`);
+      }
+    });
+    await check('1 MB of tool output is cut, and say so', async () => {
+      const t = await hx.locator(`#log li[data-seq="${big}"] pre.stdout`).textContent({ timeout: T });
+      if (t.length > 20000 || !/more characters not shown/.test(t)) throw new Error(`${t.length} characters shown`);
+    });
+    await check('payload fields of unexpected types still show their event (raw if need be)', async () => {
+      for (const seq of [oddExit, oddCommand]) {
+        if (!(await hx.locator(`#log li[data-seq="${seq}"]`).count())) throw new Error(`event #${seq} is not shown`);
+      }
+    });
+    await check('and the stream was never cut for them (one connection)', () => {
+      if (hx.streams.length !== 1) throw new Error(`${hx.streams.length} connections: ${hx.streams.join(',')}`);
+    });
+    await check('markup and a __proto__ key in a payload are text only', () => hx.evaluate(() =>
+      document.querySelectorAll('#log img').length === 0 && window.__pwned === undefined && ({}).polluted === undefined));
+    await check('no CSP violation on the hostile session\'s page', async () => {
+      const v = await hx.evaluate(() => window.__csp);
+      if (v.length) throw new Error(v.join('; '));
+    });
+  }
+
   // --- another tenant ---------------------------------------------------------
   const b = await newTab();
   await check('another tenant\'s token lists nothing of the first', async () => {
