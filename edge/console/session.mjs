@@ -130,6 +130,12 @@ export function sessionPage(main, id) {
   let dropped = 0;
   const droppedNote = el('li', { id: 'log-dropped', class: 'muted', hidden: true });
   logList.append(droppedNote);
+  function noteDropped(n) {
+    if (!n) return;
+    dropped += n;
+    droppedNote.hidden = false;
+    droppedNote.textContent = `${dropped} earlier events are not shown here (only the newest ${LOG_MAX} are).`;
+  }
 
   function appendEvent(ev) {
     if (seen.has(ev.seq)) return; // EventLog already drops them; twice sure
@@ -153,14 +159,9 @@ export function sessionPage(main, id) {
       body);
     const atBottom = logList.scrollHeight - logList.scrollTop - logList.clientHeight < 40;
     logList.append(item);
-    while (logList.childElementCount > LOG_MAX + 1) {
-      logList.removeChild(droppedNote.nextElementSibling);
-      dropped++;
-    }
-    if (dropped) {
-      droppedNote.hidden = false;
-      droppedNote.textContent = `${dropped} earlier events are not shown here (only the newest ${LOG_MAX} are).`;
-    }
+    let n = 0;
+    for (; logList.childElementCount > LOG_MAX + 1; n++) logList.removeChild(droppedNote.nextElementSibling);
+    noteDropped(n);
     if (atBottom) logList.scrollTop = logList.scrollHeight;
     updateDecisions();
     refreshSoon();
@@ -241,8 +242,9 @@ export function sessionPage(main, id) {
   }
 
   (async () => {
+    let first;
     try {
-      await api('GET', base);
+      first = await api('GET', base);
     } catch (x) {
       if (stopped) return;
       main.append(el('section', { class: 'card', id: 'not-found' },
@@ -262,7 +264,12 @@ export function sessionPage(main, id) {
               el('thead', {}, el('tr', {}, ['#', 'Type', 'Status', 'Attempts', 'Error', ''].map((h) => el('th', { text: h })))),
               cmdBody)),
           el('section', { class: 'card' }, el('h2', { text: 'Dead letters' }), dead))));
+    // a long log: only its newest LOG_MAX events are read, not all of it
+    const last = Number(first && first.last_seq);
+    const after = Number.isSafeInteger(last) && last > LOG_MAX ? last - LOG_MAX : 0;
+    noteDropped(after);
     log = new EventLog(id, {
+      after,
       onEvent: appendEvent,
       onState: (s, d) => {
         streamState.textContent = s === 'live' ? '● live' : s === 'reconnecting' ? `reconnecting after #${d.after}…`

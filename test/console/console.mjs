@@ -313,6 +313,9 @@ try {
     await check('and the stream was never cut for them (one connection)', () => {
       if (hx.streams.length !== 1) throw new Error(`${hx.streams.length} connections: ${hx.streams.join(',')}`);
     });
+    await check('the page read only the newest 2000 events, not the whole log', () => {
+      if (hx.streams[0] !== String(r.seqs[0] - 1) || r.seqs[0] <= 1) throw new Error(`Last-Event-ID ${hx.streams[0]}, first event shown #${r.seqs[0]}`);
+    });
     await check('markup and a __proto__ key in a payload are text only', () => hx.evaluate(() =>
       document.querySelectorAll('#log img').length === 0 && window.__pwned === undefined && ({}).polluted === undefined));
     await check('no CSP violation on the hostile session\'s page', async () => {
