@@ -195,6 +195,26 @@ origin_ok(const char *o)
 	return true;
 }
 
+/*
+ * An origin as a browser sends it: lower case, without the scheme's default
+ * port (a listed "https://Console.Example:443" would otherwise never match
+ * the "https://console.example" of its pages).
+ */
+static void
+origin_serialize(char *o)
+{
+	size_t n;
+
+	for (char *c = o; *c; c++)
+		if (*c >= 'A' && *c <= 'Z')
+			*c = (char) (*c - 'A' + 'a');
+	n = strlen(o);
+	if (strncmp(o, "https://", 8) == 0 && n > 12 && strcmp(o + n - 4, ":443") == 0)
+		o[n - 4] = '\0';
+	else if (strncmp(o, "http://", 7) == 0 && n > 10 && strcmp(o + n - 3, ":80") == 0)
+		o[n - 3] = '\0';
+}
+
 /* cors_origins: origins separated by commas or blanks; repeatable. */
 int
 console_cors_add(const char *value, bool from_flag EDGE_UNUSED)
@@ -217,6 +237,7 @@ console_cors_add(const char *value, bool from_flag EDGE_UNUSED)
 			rc = -EINVAL;
 			break;
 		}
+		origin_serialize(o);
 		for (int i = 0; i < n_cors; i++)
 			seen |= strcmp(cors_origins[i], o) == 0;
 		if (seen)
