@@ -120,6 +120,7 @@ export class EventLog {
     const seq = Number(ev.seq ?? id);
     if (!Number.isSafeInteger(seq) || seq <= this.lastSeq) return; // seen already
     this.lastSeq = seq;
+    ev.seq = seq;
     try {
       this.onEvent(ev);
     } catch (e) {

@@ -78,7 +78,7 @@ export function sessionPage(main, id) {
   let timer = null;
   let log = null;
   let commands = [];
-  const seen = new Set();
+  let shown = 0; // the last seq shown: a number, not a set that grows with the log
 
   const title = el('h1', {}, 'Session ', el('span', { class: 'mono', text: id }));
   const info = el('div', { class: 'bar', id: 'session-info' });
@@ -138,8 +138,8 @@ export function sessionPage(main, id) {
   }
 
   function appendEvent(ev) {
-    if (seen.has(ev.seq)) return; // EventLog already drops them; twice sure
-    seen.add(ev.seq);
+    if (!(ev.seq > shown)) return; // EventLog already drops them; twice sure
+    shown = ev.seq;
     let role;
     let body;
     try {
