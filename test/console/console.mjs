@@ -238,9 +238,12 @@ try {
 
   await check('a cancelled long command shows cancelled', async () => {
     await send(a, '/sleep 20000 cancel me');
-    const row = a.locator('#commands-body tr[data-status="running"], #commands-body tr[data-status="queued"]').first();
+    // its own row (the newest open row may still be the previous command's)
+    const received = a.locator('li[data-kind="command.received"]', { hasText: '/sleep 20000 cancel me' });
+    await received.waitFor({ timeout: T });
+    const cid = await received.getAttribute('data-command');
+    const row = a.locator(`#commands-body tr[data-command="${cid}"]:is([data-status="running"], [data-status="queued"])`);
     await row.waitFor({ timeout: T });
-    const cid = await row.getAttribute('data-command');
     await row.locator('button', { hasText: 'Cancel' }).click();
     await a.locator(`#commands-body tr[data-command="${cid}"][data-status="cancelled"]`).waitFor({ timeout: T });
   });
