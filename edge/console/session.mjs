@@ -58,8 +58,10 @@ function eventBody(ev, decide) {
         el('button', { type: 'button', class: 'approve', text: 'Approve', onclick: () => decide(ev.command_id, 'approve') }),
         el('button', { type: 'button', class: 'deny', text: 'Deny', onclick: () => decide(ev.command_id, 'deny') }));
       const tool = p.tool ?? p.name ?? (p.call && p.call.name);
+      // what is to be approved is shown whole, never cut (nadi writes these
+      // events, the payload limit bounds them)
       return { role: 'ask', body: [el('p', {}, 'asks permission to run ', el('code', { text: str(tool ?? '?') })),
-        pre(json(p.args ?? (p.call && p.call.args) ?? p), 'args'), buttons] };
+        el('pre', { class: 'args', text: json(p.args ?? (p.call && p.call.args) ?? p) }), buttons] };
     }
     case 'permission.resolved':
       return { role: 'system', body: [el('p', { class: p.decision === 'approved' ? 'good' : 'bad',

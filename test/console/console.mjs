@@ -179,6 +179,15 @@ try {
     if (ran !== 0) throw new Error(`${ran} tool.call/tool.result events for the denied command`);
   });
 
+  await check('a permission request shows its arguments whole, however long: nothing hidden from who approves', async () => {
+    await send(a, `/tool exec {"argv": ["echo", "${'p'.repeat(20000)}", "the-end-of-the-request"]}`);
+    const cid = await waitingRequest(a);
+    const t = await a.locator(`li[data-kind="permission.requested"][data-command="${cid}"] pre`).textContent();
+    await a.click(`#approvals .approval[data-command="${cid}"] button.deny`);
+    await waitText(a, `li[data-kind="permission.resolved"][data-command="${cid}"]`, 'denied');
+    if (!t.includes('the-end-of-the-request')) throw new Error(`${t.length} characters shown, not the end`);
+  });
+
   await check('a hostile message renders as text: no element, no script run', async () => {
     const evil = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script><b>bold</b>';
     await send(a, evil);
