@@ -8,8 +8,9 @@
  * of /console and /console/NAME serve them; the console's own routes
  * (/console/sessions, /console/sessions/<uuid>, /console/operator) are
  * index.html, whose script routes on the client; anything else is 404.
- * Every answer carries a Content-Security-Policy without inline scripts or
- * styles, nosniff, no-referrer and frame denial.  docs/CONSOLE.md.
+ * Every answer under /console, its 404 and 405 too, carries a
+ * Content-Security-Policy without inline scripts or styles, nosniff,
+ * no-referrer and frame denial.  docs/CONSOLE.md.
  *
  * CORS: only the exact origins of `cors_origins` (none by default) get
  * Access-Control-Allow-Origin on the API's answers and an answer to a
@@ -99,16 +100,17 @@ console_lookup(const char *rest)
 	return NULL;
 }
 
+/*
+ * On every answer under /console, problems (404, 405, 413, 503) included:
+ * added by console_cors_headers(), which http.c calls for every answer.
+ */
 static void
 console_headers(struct MHD_Response *r)
 {
 	MHD_add_response_header(r, "Content-Security-Policy", CONSOLE_CSP);
-	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
 	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
 	MHD_add_response_header(r, "X-Frame-Options", "DENY");
 	MHD_add_response_header(r, "Cross-Origin-Opener-Policy", "same-origin");
-	/* revalidated each time (the ETag makes that a 304), never stale */
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
 }
 
 bool
@@ -163,7 +165,8 @@ console_handle(EdgeReq *req)
 	if (status == 200)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, a->ctype);
 	MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, a->etag);
-	console_headers(r);
+	/* revalidated each time (the ETag makes that a 304), never stale */
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
 	http_respond_response(req, status, r);
 }
 
@@ -192,6 +195,26 @@ origin_ok(const char *o)
 	return true;
 }
 
+/*
+ * An origin as a browser sends it: lower case, without the scheme's default
+ * port (a listed "https://Console.Example:443" would otherwise never match
+ * the "https://console.example" of its pages).
+ */
+static void
+origin_serialize(char *o)
+{
+	size_t n;
+
+	for (char *c = o; *c; c++)
+		if (*c >= 'A' && *c <= 'Z')
+			*c = (char) (*c - 'A' + 'a');
+	n = strlen(o);
+	if (strncmp(o, "https://", 8) == 0 && n > 12 && strcmp(o + n - 4, ":443") == 0)
+		o[n - 4] = '\0';
+	else if (strncmp(o, "http://", 7) == 0 && n > 10 && strcmp(o + n - 3, ":80") == 0)
+		o[n - 3] = '\0';
+}
+
 /* cors_origins: origins separated by commas or blanks; repeatable. */
 int
 console_cors_add(const char *value, bool from_flag EDGE_UNUSED)
@@ -214,6 +237,7 @@ console_cors_add(const char *value, bool from_flag EDGE_UNUSED)
 			rc = -EINVAL;
 			break;
 		}
+		origin_serialize(o);
 		for (int i = 0; i < n_cors; i++)
 			seen |= strcmp(cors_origins[i], o) == 0;
 		if (seen)
@@ -244,13 +268,23 @@ cors_match(EdgeReq *req)
 	return NULL;
 }
 
-/* Called for every answer (http.c): the API's get CORS headers when allowed. */
+/*
+ * Called for every answer (http.c): nosniff on all of them (a problem
+ * document repeats the request's path); the console's security headers on
+ * the console's; CORS headers on the API's when allowed.
+ */
 void
 console_cors_headers(EdgeReq *req, struct MHD_Response *r)
 {
 	const char *o;
 
-	if (n_cors == 0 || console_is_path(req->url))
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	if (console_is_path(req->url))
+	{
+		console_headers(r);
+		return;
+	}
+	if (n_cors == 0)
 		return;
 	MHD_add_response_header(r, "Vary", "Origin");
 	if ((o = cors_match(req)) == NULL)

@@ -26,6 +26,8 @@ export function clear(node) {
 export function ago(ts) {
   if (!ts) return el('span', { class: 'muted', text: '—' });
   const t = Date.parse(ts);
+  // not a time ("infinity", garbage): shown as it is, never thrown on
+  if (!Number.isFinite(t) || Math.abs(t) > 8.64e15) return el('span', { text: typeof ts === 'string' ? ts : json(ts) });
   const s = Math.max(0, Math.round((Date.now() - t) / 1000));
   const text = s < 60 ? `${s} s ago` : s < 3600 ? `${Math.floor(s / 60)} min ago`
     : s < 86400 ? `${Math.floor(s / 3600)} h ago` : new Date(t).toISOString().slice(0, 10);
@@ -42,4 +44,12 @@ export function json(v) {
 
 export function badge(state) {
   return el('span', { class: `badge st-${String(state).replace(/[^a-z_]/g, '')}`, text: state });
+}
+
+// A text cut to max characters, with what was left out said at its end:
+// one event's stdout or message may be megabytes, and the page stays usable.
+export const CLIP = 16384;
+export function clip(text, max = CLIP) {
+  const s = String(text);
+  return s.length <= max ? s : `${s.slice(0, max)}\n… ${s.length - max} more characters not shown`;
 }

@@ -6,12 +6,13 @@
 import { headers } from './api.mjs';
 
 export class EventLog {
-  // onEvent(event), onState('live' | 'reconnecting' | 'ended', detail)
-  constructor(sessionId, { onEvent, onState }) {
+  // onEvent(event), onState('live' | 'reconnecting' | 'ended', detail);
+  // after: the seq to start after (0: the whole log)
+  constructor(sessionId, { onEvent, onState, after = 0 }) {
     this.url = `/v1/sessions/${encodeURIComponent(sessionId)}/events`;
     this.onEvent = onEvent;
     this.onState = onState || (() => {});
-    this.lastSeq = 0;
+    this.lastSeq = Number.isSafeInteger(after) && after > 0 ? after : 0;
     this.retryMs = 1000;
     this.stopped = false;
     this.ctrl = null;
@@ -126,6 +127,12 @@ export class EventLog {
     const seq = Number(ev.seq ?? id);
     if (!Number.isSafeInteger(seq) || seq <= this.lastSeq) return; // seen already
     this.lastSeq = seq;
-    this.onEvent(ev);
+    ev.seq = seq;
+    try {
+      this.onEvent(ev);
+    } catch (e) {
+      // the page's trouble with one event must not cut the stream
+      console.error(e);
+    }
   }
 }

@@ -3,7 +3,7 @@
 // command; takeovers and crashes; dead letters; call latency and errors;
 // tokens used.  Every key may be missing: what is there is shown.
 import { api, ApiError } from './api.mjs';
-import { el, clear, ago, badge } from './dom.mjs';
+import { el, clear, ago, badge, clip } from './dom.mjs';
 
 const POLL_MS = 5000;
 
@@ -14,7 +14,7 @@ function arr(v) {
 function cell(v) {
   if (v === undefined || v === null) return el('td', { class: 'muted', text: '—' });
   if (typeof v === 'number') return el('td', { class: 'num', text: Number.isInteger(v) ? v : v.toFixed(3) });
-  return el('td', { text: typeof v === 'string' ? v : JSON.stringify(v) });
+  return el('td', { text: clip(typeof v === 'string' ? v : JSON.stringify(v), 2000) });
 }
 
 function table(id, cols, rows, render) {

@@ -4,18 +4,23 @@
 // the dead letters; forms to send a message or a tool call.  Every text of
 // an event goes in with textContent (dom.mjs): payloads are hostile.
 import { api, ApiError } from './api.mjs';
-import { el, clear, ago, badge, json } from './dom.mjs';
+import { el, clear, ago, badge, json, clip } from './dom.mjs';
 import { EventLog } from './events.mjs';
 
 const POLL_MS = 2000;
 const OPEN = new Set(['queued', 'running', 'waiting']);
+// The log shows the newest LOG_MAX events; older ones leave the page (the
+// API keeps them), so a session of any length leaves the tab usable.
+export const LOG_MAX = 2000;
 
+// Texts of events are cut (clip): a model's reply or a tool's output may be
+// megabytes.
 function pre(text, cls) {
-  return el('pre', { class: cls, text });
+  return el('pre', { class: cls, text: clip(text) });
 }
 
 function str(v) {
-  return typeof v === 'string' ? v : json(v);
+  return clip(typeof v === 'string' ? v : json(v));
 }
 
 // The body of one event, by kind; anything unknown shows its payload.
@@ -53,8 +58,10 @@ function eventBody(ev, decide) {
         el('button', { type: 'button', class: 'approve', text: 'Approve', onclick: () => decide(ev.command_id, 'approve') }),
         el('button', { type: 'button', class: 'deny', text: 'Deny', onclick: () => decide(ev.command_id, 'deny') }));
       const tool = p.tool ?? p.name ?? (p.call && p.call.name);
+      // what is to be approved is shown whole, never cut (nadi writes these
+      // events, the payload limit bounds them)
       return { role: 'ask', body: [el('p', {}, 'asks permission to run ', el('code', { text: str(tool ?? '?') })),
-        pre(json(p.args ?? (p.call && p.call.args) ?? p), 'args'), buttons] };
+        el('pre', { class: 'args', text: json(p.args ?? (p.call && p.call.args) ?? p) }), buttons] };
     }
     case 'permission.resolved':
       return { role: 'system', body: [el('p', { class: p.decision === 'approved' ? 'good' : 'bad',
@@ -73,7 +80,7 @@ export function sessionPage(main, id) {
   let timer = null;
   let log = null;
   let commands = [];
-  const seen = new Set();
+  let shown = 0; // the last seq shown: a number, not a set that grows with the log
 
   const title = el('h1', {}, 'Session ', el('span', { class: 'mono', text: id }));
   const info = el('div', { class: 'bar', id: 'session-info' });
@@ -122,10 +129,29 @@ export function sessionPage(main, id) {
   const terminate = el('button', { type: 'button', id: 'terminate', class: 'deny', text: 'Terminate' });
   terminate.addEventListener('click', () => act(`${base}/terminate`, {}));
 
+  let dropped = 0;
+  const droppedNote = el('li', { id: 'log-dropped', class: 'muted', hidden: true });
+  logList.append(droppedNote);
+  function noteDropped(n) {
+    if (!n) return;
+    dropped += n;
+    droppedNote.hidden = false;
+    droppedNote.textContent = `${dropped} earlier events are not shown here (only the newest ${LOG_MAX} are).`;
+  }
+
   function appendEvent(ev) {
-    if (seen.has(ev.seq)) return; // EventLog already drops them; twice sure
-    seen.add(ev.seq);
-    const { role, body } = eventBody(ev, decide);
+    if (!(ev.seq > shown)) return; // EventLog already drops them; twice sure
+    shown = ev.seq;
+    let role;
+    let body;
+    try {
+      ({ role, body } = eventBody(ev, decide));
+    } catch (x) {
+      // a payload of an unexpected shape: shown raw, never lost
+      role = 'system';
+      body = [el('p', { class: 'bad', text: `This event could not be shown as ${String(ev.kind)}: ${x.message}` }),
+        pre(json(ev.payload), 'args')];
+    }
     const item = el('li', { class: `ev role-${role}`, 'data-seq': ev.seq, 'data-kind': ev.kind,
       'data-command': ev.command_id ?? undefined },
       el('div', { class: 'meta' }, el('span', { class: 'seq', text: `#${ev.seq}` }), ' ',
@@ -135,6 +161,9 @@ export function sessionPage(main, id) {
       body);
     const atBottom = logList.scrollHeight - logList.scrollTop - logList.clientHeight < 40;
     logList.append(item);
+    let n = 0;
+    for (; logList.childElementCount > LOG_MAX + 1; n++) logList.removeChild(droppedNote.nextElementSibling);
+    noteDropped(n);
     if (atBottom) logList.scrollTop = logList.scrollHeight;
     updateDecisions();
     refreshSoon();
@@ -215,8 +244,9 @@ export function sessionPage(main, id) {
   }
 
   (async () => {
+    let first;
     try {
-      await api('GET', base);
+      first = await api('GET', base);
     } catch (x) {
       if (stopped) return;
       main.append(el('section', { class: 'card', id: 'not-found' },
@@ -237,7 +267,12 @@ export function sessionPage(main, id) {
               el('thead', {}, el('tr', {}, ['#', 'Type', 'Status', 'Attempts', 'Error', ''].map((h) => el('th', { text: h })))),
               cmdBody)),
           el('section', { class: 'card' }, el('h2', { text: 'Dead letters' }), dead))));
+    // a long log: only its newest LOG_MAX events are read, not all of it
+    const last = Number(first && first.last_seq);
+    const after = Number.isSafeInteger(last) && last > LOG_MAX ? last - LOG_MAX : 0;
+    noteDropped(after);
     log = new EventLog(id, {
+      after,
       onEvent: appendEvent,
       onState: (s, d) => {
         streamState.textContent = s === 'live' ? '● live' : s === 'reconnecting' ? `reconnecting after #${d.after}…`

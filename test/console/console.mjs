@@ -157,6 +157,15 @@ try {
     if (ran !== 0) throw new Error(`${ran} tool.call/tool.result events for the denied command`);
   });
 
+  await check('a permission request shows its arguments whole, however long: nothing hidden from who approves', async () => {
+    await send(a, `/tool exec {"argv": ["echo", "${'p'.repeat(20000)}", "the-end-of-the-request"]}`);
+    const cid = await waitingRequest(a);
+    const t = await a.locator(`li[data-kind="permission.requested"][data-command="${cid}"] pre`).textContent();
+    await a.click(`#approvals .approval[data-command="${cid}"] button.deny`);
+    await waitText(a, `li[data-kind="permission.resolved"][data-command="${cid}"]`, 'denied');
+    if (!t.includes('the-end-of-the-request')) throw new Error(`${t.length} characters shown, not the end`);
+  });
+
   await check('a hostile message renders as text: no element, no script run', async () => {
     const evil = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script><b>bold</b>';
     await send(a, evil);
@@ -216,9 +225,12 @@ try {
 
   await check('a cancelled long command shows cancelled', async () => {
     await send(a, '/sleep 20000 cancel me');
-    const row = a.locator('#commands-body tr[data-status="running"], #commands-body tr[data-status="queued"]').first();
+    // its own row (the newest open row may still be the previous command's)
+    const received = a.locator('li[data-kind="command.received"]', { hasText: '/sleep 20000 cancel me' });
+    await received.waitFor({ timeout: T });
+    const cid = await received.getAttribute('data-command');
+    const row = a.locator(`#commands-body tr[data-command="${cid}"]:is([data-status="running"], [data-status="queued"])`);
     await row.waitFor({ timeout: T });
-    const cid = await row.getAttribute('data-command');
     await row.locator('button', { hasText: 'Cancel' }).click();
     await a.locator(`#commands-body tr[data-command="${cid}"][data-status="cancelled"]`).waitFor({ timeout: T });
   });
@@ -257,6 +269,50 @@ try {
     const v = await a.evaluate(() => window.__csp);
     if (v.length) throw new Error(v.join('; '));
   });
+
+  // --- a hostile model's events (written by the suite: HOSTILE_SID, HOSTILE_SEQS) ---
+  const { HOSTILE_SID, HOSTILE_SEQS } = process.env;
+  if (!HOSTILE_SID || !/^\d+(,\d+){3}$/.test(HOSTILE_SEQS || '')) {
+    notOk('a hostile model\'s events', `the suite wrote none (${HOSTILE_SID}, ${HOSTILE_SEQS})`);
+  } else {
+    const [big, oddExit, oddCommand, markup] = HOSTILE_SEQS.split(',').map(Number);
+    const hx = await newTab();
+    await signIn(hx, TOKEN_A);
+    await hx.goto(`${BASE}/console/sessions/${HOSTILE_SID}`);
+    const shown = hx.locator(`#log li[data-seq="${markup}"]`);
+    await check('a flood of 2100 events and 1 MB of output all arrive, the last one shown', () => shown.waitFor({ timeout: T }));
+    const r = await hx.evaluate(() => ({
+      seqs: [...document.querySelectorAll('#log li[data-seq]')].map((li) => Number(li.getAttribute('data-seq'))),
+      dropped: document.querySelector('#log-dropped')?.hidden === false ? document.querySelector('#log-dropped').textContent : '',
+    }));
+    await check('the log keeps the newest 2000 events, in order, and says how many it left out', () => {
+      const contiguous = r.seqs.every((s, i) => s === markup - r.seqs.length + 1 + i);
+      if (r.seqs.length > 2000 || !contiguous || !/^\d+ earlier events are not shown/.test(r.dropped)) {
+        throw new Error(`${r.seqs.length} events shown (${r.seqs[0]}..${r.seqs[r.seqs.length - 1]}), note "${r.dropped}"`);
+      }
+    });
+    await check('1 MB of tool output is cut, and say so', async () => {
+      const t = await hx.locator(`#log li[data-seq="${big}"] pre.stdout`).textContent({ timeout: T });
+      if (t.length > 20000 || !/more characters not shown/.test(t)) throw new Error(`${t.length} characters shown`);
+    });
+    await check('payload fields of unexpected types still show their event (raw if need be)', async () => {
+      for (const seq of [oddExit, oddCommand]) {
+        if (!(await hx.locator(`#log li[data-seq="${seq}"]`).count())) throw new Error(`event #${seq} is not shown`);
+      }
+    });
+    await check('and the stream was never cut for them (one connection)', () => {
+      if (hx.streams.length !== 1) throw new Error(`${hx.streams.length} connections: ${hx.streams.join(',')}`);
+    });
+    await check('the page read only the newest 2000 events, not the whole log', () => {
+      if (hx.streams[0] !== String(r.seqs[0] - 1) || r.seqs[0] <= 1) throw new Error(`Last-Event-ID ${hx.streams[0]}, first event shown #${r.seqs[0]}`);
+    });
+    await check('markup and a __proto__ key in a payload are text only', () => hx.evaluate(() =>
+      document.querySelectorAll('#log img').length === 0 && window.__pwned === undefined && ({}).polluted === undefined));
+    await check('no CSP violation on the hostile session\'s page', async () => {
+      const v = await hx.evaluate(() => window.__csp);
+      if (v.length) throw new Error(v.join('; '));
+    });
+  }
 
   // --- another tenant ---------------------------------------------------------
   const b = await newTab();
