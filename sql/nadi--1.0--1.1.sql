@@ -1118,7 +1118,7 @@ BEGIN
     IF grace IS NULL OR grace < interval '0' THEN
         RAISE EXCEPTION 'grace must be an interval of zero or more' USING ERRCODE = '22023',
             DETAIL = format('grace was %s.', coalesce(grace::text, 'NULL')),
-            HINT = 'A session counts as ended once it has been terminated or failed for longer than grace.';
+            HINT = 'A session counts as ended once it has been terminated or failed for grace or longer.';
     END IF;
     RETURN QUERY
     SELECT DISTINCT i.id

@@ -1,6 +1,6 @@
 -- nadi.sessions_ended: which of a sandbox host's sessions ended (nadi-
 -- sandboxd's reaper destroys their sandboxes).  Ended (terminated or failed)
--- longer ago than grace, purged, or never created; live and recently ended
+-- grace or longer ago, purged, or never created; live and recently ended
 -- ones are not.  Only ids that were asked come back.
 \pset null '(null)'
 
