@@ -1096,9 +1096,12 @@ TO nadi_admin;
 -- It asks with the session ids of its own sandboxes; the answer is those of
 -- them whose session ended (terminated or failed) grace or longer ago, or
 -- is gone: purged (only its tombstone in nadi.purged_sessions is left) or
--- never created.  The answer is a subset of the question, so a sandbox host
--- learns nothing of a session whose id it does not already hold, and of
--- one it holds only "ended or not".  At most 1000 ids a call.
+-- never created.  A legal hold (nadi.hold_set) on the session or on its
+-- tenant keeps its sandbox as it keeps its rows: a held session is not
+-- ended here until the hold is released.  The answer is a subset of the
+-- question, so a sandbox host learns nothing of a session whose id it does
+-- not already hold, and of one it holds only "ended or not".  At most 1000
+-- ids a call.
 CREATE FUNCTION nadi.sessions_ended(session_ids uuid[], grace interval DEFAULT '1 minute')
 RETURNS SETOF uuid
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -1126,7 +1129,8 @@ BEGIN
     LEFT JOIN nadi.sessions s ON s.session_id = i.id
     WHERE i.id IS NOT NULL
       AND (s.session_id IS NULL
-           OR (s.state IN ('terminated', 'failed') AND s.updated_at <= nadi.now() - grace));
+           OR (s.state IN ('terminated', 'failed') AND s.updated_at <= nadi.now() - grace
+               AND NOT nadi._held(s.tenant_id, s.session_id)));
 END
 $fn$;
 

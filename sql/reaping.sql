@@ -29,6 +29,17 @@ SELECT pg_temp.ended('0');
 SET nadi.clock_offset = '61s';
 SELECT pg_temp.ended('1 minute');
 RESET nadi.clock_offset;
+-- a legal hold keeps a session's sandbox as it keeps its rows, until released
+SELECT hold_id IS NOT NULL AS held FROM nadi.hold_set('reap-acme', :'r_term', 'reaping test');
+SET nadi.clock_offset = '61s';
+SELECT pg_temp.ended('1 minute');
+RESET nadi.clock_offset;
+SELECT hold_id IS NOT NULL AS tenant_held FROM nadi.hold_set('reap-acme', NULL, 'the whole tenant');
+SELECT nadi.hold_release('reap-acme', :'r_term') AS released;
+SET nadi.clock_offset = '61s';
+SELECT pg_temp.ended('1 minute');
+RESET nadi.clock_offset;
+SELECT nadi.hold_release('reap-acme', NULL) AS released;
 -- purged: only the tombstone is left, which counts as ended whatever the grace
 UPDATE nadi.sessions SET updated_at = updated_at - interval '1 day' WHERE session_id = :'r_gone';
 SELECT sessions >= 1 AS purged FROM nadi.purge_batch('12 hours');
