@@ -144,6 +144,13 @@ send_query(void)
 		n = 4;
 		current = Q_REGISTER;
 	}
+	else if (next_beat_ms <= now)
+	{
+		sql = "SELECT host_id FROM nadi.sandbox_host_heartbeat($1)";
+		params[0] = cfg.host_id;
+		n = 1;
+		current = Q_HEARTBEAT;
+	}
 	else if (reap_next_ms() <= now && (ids = reap_question()))
 	{
 		snprintf(grace, sizeof grace, "%llu milliseconds", (unsigned long long) cfg.reap_grace_ms);
@@ -153,17 +160,10 @@ send_query(void)
 		n = 2;
 		current = Q_REAP;
 	}
-	else if (next_beat_ms > now)
-	{
-		go_idle(); /* nothing due yet (the reaper had nothing to ask) */
-		return;
-	}
 	else
 	{
-		sql = "SELECT host_id FROM nadi.sandbox_host_heartbeat($1)";
-		params[0] = cfg.host_id;
-		n = 1;
-		current = Q_HEARTBEAT;
+		go_idle(); /* nothing due (the reaper had nothing to ask) */
+		return;
 	}
 	if (!PQsendQueryParams(conn.pg, sql, n, NULL, params, NULL, NULL, 0))
 	{
