@@ -119,7 +119,7 @@ metrics_render(size_t *len)
 					"Reaper failures: questions to the database, deletions of reaped sandboxes.",
 					METRICS_LABELS("stage", "delete"), reap.delete_failures);
 	metrics_counter(o, "nadi_sandboxd_reap_rounds_total",
-					"Reaper rounds that asked about every candidate sandbox.", NULL, reap.cycles);
+					"Reaper rounds that asked about every candidate sandbox.", NULL, reap.rounds);
 	metrics_gauge(o, "nadi_sandboxd_draining", "Whether the daemon is draining.", NULL,
 				  sbx_draining ? 1 : 0);
 	return metrics_end(o, len);

@@ -102,7 +102,7 @@ reap_question(void)
 	if (!cand && !start_round())
 	{
 		end_round();
-		stats.cycles++;
+		stats.rounds++;
 		return NULL;
 	}
 	pending = n_cand - pos < REAP_BATCH ? n_cand - pos : REAP_BATCH;
@@ -201,7 +201,7 @@ reap_answered(bool ok, const char *why)
 	{
 		log_debug("reaper: asked about %zu sessions", n_cand);
 		end_round();
-		stats.cycles++;
+		stats.rounds++;
 	}
 }
 

@@ -19,7 +19,7 @@ struct reap_stats
 	uint64_t reaped;		  /* sandboxes destroyed because their session ended */
 	uint64_t query_failures;  /* questions that failed or were cut off */
 	uint64_t delete_failures; /* reaped sandboxes whose subvolumes could not be deleted */
-	uint64_t cycles;		  /* rounds that asked about every candidate */
+	uint64_t rounds;		  /* rounds that asked about every candidate */
 };
 
 /* When the next question is due (now_ms() clock); UINT64_MAX: never (disabled). */
