@@ -37,6 +37,8 @@ struct sbx_config cfg = {
 	.start_timeout_ms = 20000,
 	.heartbeat_ms = 10000,
 	.jwks_refresh_ms = 60000,
+	.reap_interval_ms = 30000,
+	.reap_grace_ms = 60000,
 	.limits = SBX_LIMITS_AUTO,
 	.read_only_root = true,
 };
@@ -167,6 +169,10 @@ static const struct conf_key keys[] = {
 	{"heartbeat", CONF_MS, S(heartbeat_ms), "interval of registration heartbeats", 0, NULL},
 	{"jwks_refresh", CONF_MS, S(jwks_refresh_ms),
 	 "interval of signing-key refreshes (session tokens)", 0, NULL},
+	{"reap_interval", CONF_MS, S(reap_interval_ms),
+	 "destroy the sandboxes of ended sessions this often (needs pg_conninfo; 0: never)", 0, NULL},
+	{"reap_grace", CONF_MS, S(reap_grace_ms),
+	 "how long a session has ended (or a sandbox existed) before the reaper destroys it", 0, NULL},
 	{"limits", CONF_FUNC, 0, "auto, unit, cgroup2, cgroup1 or rlimit", 0, parse_limits},
 	{"read_only_root", CONF_BOOL, S(read_only_root),
 	 "mount the sandbox root read-only (workspace stays writable)", 0, NULL},
@@ -278,6 +284,8 @@ config_finish(void)
 		return conf_invalid("max_running, max_sandboxes and max_queue must be positive");
 	if (cfg.jwks_refresh_ms < 1000)
 		return conf_invalid("jwks_refresh must be at least 1s");
+	if (cfg.reap_interval_ms != 0 && cfg.reap_interval_ms < 100)
+		return conf_invalid("reap_interval must be 0 (no reaping) or at least 100ms");
 	if (cfg.output_limit == 0 || cfg.output_limit > (64 << 20))
 		return conf_invalid("output_limit must be between 1 byte and 64M");
 	if (cfg.private_users && (cfg.private_users_base % SBX_USERNS_SIZE != 0 ||

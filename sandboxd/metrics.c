@@ -11,6 +11,7 @@
 #include "limits.h"
 #include "metrics.h"
 #include "pg.h"
+#include "reap.h"
 #include "sandbox.h"
 #include "btrfs_store.h"
 
@@ -66,6 +67,7 @@ metrics_render(size_t *len)
 {
 	struct metrics_out *o = metrics_begin("nadi-sandboxd");
 	unsigned			by_state[CT_STOPPING + 1] = {0};
+	struct reap_stats	reap;
 
 	if (!o)
 		return NULL;
@@ -106,6 +108,18 @@ metrics_render(size_t *len)
 	metrics_gauge(o, "nadi_sandboxd_registered",
 				  "Whether the last registration or heartbeat succeeded.", NULL,
 				  pg_registered() ? 1 : 0);
+	reap_get_stats(&reap);
+	metrics_counter(o, "nadi_sandboxd_reaped_total",
+					"Sandboxes the reaper destroyed because their session ended.", NULL,
+					reap.reaped);
+	metrics_counter(o, "nadi_sandboxd_reap_failures_total",
+					"Reaper failures: questions to the database, deletions of reaped sandboxes.",
+					METRICS_LABELS("stage", "query"), reap.query_failures);
+	metrics_counter(o, "nadi_sandboxd_reap_failures_total",
+					"Reaper failures: questions to the database, deletions of reaped sandboxes.",
+					METRICS_LABELS("stage", "delete"), reap.delete_failures);
+	metrics_counter(o, "nadi_sandboxd_reap_rounds_total",
+					"Reaper rounds that asked about every candidate sandbox.", NULL, reap.rounds);
 	metrics_gauge(o, "nadi_sandboxd_draining", "Whether the daemon is draining.", NULL,
 				  sbx_draining ? 1 : 0);
 	return metrics_end(o, len);

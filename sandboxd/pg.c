@@ -6,7 +6,9 @@
  * and retries after pq's back-off; the next success registers again, so a
  * database restart or a lost row heals by itself.  The same
  * connection fetches nadi.jwks() for access.c: once connected and whenever
- * access.c asks, between heartbeats.  The role in the conninfo needs only
+ * access.c asks, between heartbeats; and it asks the reaper's questions
+ * (reap.c: which sessions of this host's sandboxes ended) when they are due,
+ * between heartbeats too.  The role in the conninfo needs only
  * nadi_sandbox_host.
  */
 #include <libpq-fe.h>
@@ -17,6 +19,7 @@
 #include "access.h"
 #include "daemonlib/pq.h"
 #include "pg.h"
+#include "reap.h"
 #include "sbx.h"
 
 #define RETRY_MS 5000 /* after a failed registration or heartbeat */
@@ -33,7 +36,8 @@ enum pg_query
 {
 	Q_REGISTER,
 	Q_HEARTBEAT,
-	Q_JWKS
+	Q_JWKS,
+	Q_REAP
 };
 
 static PqConn		 conn = {.fd = -1};
@@ -72,6 +76,8 @@ drop(const char *why)
 	if (why && (!warned || registered))
 		log_warning("postgres: %s; retrying in %llu ms", why, (unsigned long long) delay_ms);
 	warned = true;
+	if (state == PG_QUERY && current == Q_REAP)
+		reap_answered(false, why ? why : "the connection to postgres was lost");
 	need_jwks = false;
 	access_keys_failed(why ? why : "the connection to postgres was lost");
 	ev_io_stop(&io);
@@ -109,12 +115,16 @@ flush(void)
 		watch();
 }
 
+static void go_idle(void);
+
 static void
 send_query(void)
 {
-	char		cap[32];
-	const char *sql, *params[4];
-	int			n;
+	char				   cap[32], grace[48];
+	const char			  *sql, *params[4];
+	int					   n;
+	uint64_t			   now = now_ms();
+	_cleanup_(freep) char *ids = NULL;
 
 	if (need_jwks)
 	{
@@ -134,12 +144,26 @@ send_query(void)
 		n = 4;
 		current = Q_REGISTER;
 	}
-	else
+	else if (next_beat_ms <= now)
 	{
 		sql = "SELECT host_id FROM nadi.sandbox_host_heartbeat($1)";
 		params[0] = cfg.host_id;
 		n = 1;
 		current = Q_HEARTBEAT;
+	}
+	else if (reap_next_ms() <= now && (ids = reap_question()))
+	{
+		snprintf(grace, sizeof grace, "%llu milliseconds", (unsigned long long) cfg.reap_grace_ms);
+		sql = "SELECT nadi.sessions_ended($1::uuid[], $2::interval)";
+		params[0] = ids;
+		params[1] = grace;
+		n = 2;
+		current = Q_REAP;
+	}
+	else
+	{
+		go_idle(); /* nothing due (the reaper had nothing to ask) */
+		return;
 	}
 	if (!PQsendQueryParams(conn.pg, sql, n, NULL, params, NULL, NULL, 0))
 	{
@@ -160,11 +184,14 @@ on_timer(EvTimer *t)
 		send_query();
 }
 
-/* Idle until the next heartbeat, or on to the keys access.c asked for meanwhile. */
+/*
+ * Idle until the next heartbeat or reaper question, or on to the keys
+ * access.c asked for meanwhile.
+ */
 static void
 go_idle(void)
 {
-	uint64_t now = now_ms();
+	uint64_t now = now_ms(), due = next_beat_ms;
 
 	state = PG_IDLE;
 	conn.events = EPOLLIN; /* notice a closed connection while idle */
@@ -174,7 +201,11 @@ go_idle(void)
 	if (need_jwks)
 		send_query();
 	else
-		ev_timer_arm(&timer, next_beat_ms > now ? next_beat_ms - now : 0, on_timer, NULL);
+	{
+		if (!need_register && reap_next_ms() < due)
+			due = reap_next_ms();
+		ev_timer_arm(&timer, due > now ? due - now : 0, on_timer, NULL);
+	}
 }
 
 static void
@@ -206,6 +237,34 @@ handle_jwks(void)
 	go_idle();
 }
 
+/* The reaper's answer: the ids of ended sessions, one a row. */
+static void
+handle_reap(void)
+{
+	PGresult *res;
+	char	  line[PQ_ERROR_MAX] = "";
+	bool	  ok = true;
+
+	while ((res = PQgetResult(conn.pg)))
+	{
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQnfields(res) == 1)
+		{
+			for (int i = 0; i < PQntuples(res); i++)
+				if (!PQgetisnull(res, i, 0))
+					reap_ended(PQgetvalue(res, i, 0));
+		}
+		else
+		{
+			if (ok)
+				pq_error_line(conn.pg, res, line, sizeof line);
+			ok = false;
+		}
+		PQclear(res);
+	}
+	reap_answered(ok, line);
+	go_idle();
+}
+
 static void
 handle_results(void)
 {
@@ -215,6 +274,11 @@ handle_results(void)
 	if (current == Q_JWKS)
 	{
 		handle_jwks();
+		return;
+	}
+	if (current == Q_REAP)
+	{
+		handle_reap();
 		return;
 	}
 	while ((res = PQgetResult(conn.pg)))

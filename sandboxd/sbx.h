@@ -82,7 +82,9 @@ struct sbx_config
 	uint64_t idle_timeout_ms;
 	uint64_t start_timeout_ms;
 	uint64_t heartbeat_ms;
-	uint64_t jwks_refresh_ms; /* signing keys for session tokens (access.c) */
+	uint64_t jwks_refresh_ms;  /* signing keys for session tokens (access.c) */
+	uint64_t reap_interval_ms; /* the reaper's rounds (reap.c); 0: no reaping */
+	uint64_t reap_grace_ms;	   /* how long a session has ended before its sandbox goes */
 	enum sbx_limit_mode limits;
 	bool				read_only_root;
 	char			   *token; /* loaded from token_file */

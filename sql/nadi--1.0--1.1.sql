@@ -1146,3 +1146,52 @@ GRANT EXECUTE ON PROCEDURE
     nadi.purge(interval, integer, integer, interval, bigint, bigint, bigint, bigint, integer),
     nadi.purge_audit(interval, integer, integer, interval, bigint, bigint, integer)
 TO nadi_admin;
+
+---------------------------------------------------------------------------
+-- Sandbox reaping: which of a sandbox host's sessions ended
+---------------------------------------------------------------------------
+--
+-- nadi-sandboxd destroys the sandboxes of sessions that ended (its reaper).
+-- It asks with the session ids of its own sandboxes; the answer is those of
+-- them whose session ended (terminated or failed) grace or longer ago, or
+-- is gone: purged (only its tombstone in nadi.purged_sessions is left) or
+-- never created.  A legal hold (nadi.hold_set) on the session or on its
+-- tenant keeps its sandbox as it keeps its rows: a held session is not
+-- ended here until the hold is released.  The answer is a subset of the
+-- question, so a sandbox host learns nothing of a session whose id it does
+-- not already hold, and of one it holds only "ended or not".  At most 1000
+-- ids a call.
+CREATE FUNCTION nadi.sessions_ended(session_ids uuid[], grace interval DEFAULT '1 minute')
+RETURNS SETOF uuid
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF session_ids IS NULL THEN
+        RAISE EXCEPTION 'session_ids must not be null' USING ERRCODE = '22004',
+            HINT = 'Pass the session ids of the sandboxes to check, as a uuid[].';
+    END IF;
+    IF cardinality(session_ids) > 1000 THEN
+        RAISE EXCEPTION 'too many session ids' USING ERRCODE = '54000',
+            DETAIL = format('%s ids were passed; a call takes at most 1000.',
+                            cardinality(session_ids)),
+            HINT = 'Ask in batches of at most 1000 ids.';
+    END IF;
+    IF grace IS NULL OR grace < interval '0' THEN
+        RAISE EXCEPTION 'grace must be an interval of zero or more' USING ERRCODE = '22023',
+            DETAIL = format('grace was %s.', coalesce(grace::text, 'NULL')),
+            HINT = 'A session counts as ended once it has been terminated or failed for grace or longer.';
+    END IF;
+    RETURN QUERY
+    SELECT DISTINCT i.id
+    FROM unnest(session_ids) AS i(id)
+    LEFT JOIN nadi.sessions s ON s.session_id = i.id
+    WHERE i.id IS NOT NULL
+      AND (s.session_id IS NULL
+           OR (s.state IN ('terminated', 'failed') AND s.updated_at <= nadi.now() - grace
+               AND NOT nadi._held(s.tenant_id, s.session_id)));
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION nadi.sessions_ended(uuid[], interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION nadi.sessions_ended(uuid[], interval) TO nadi_sandbox_host, nadi_admin;

@@ -6,7 +6,7 @@
 -- for none.  Schema nadi is usable by PUBLIC (authenticate is public), so a
 -- role outside the nadi roles is stopped by the grants alone.
 BEGIN;
-SELECT plan(1097);
+SELECT plan(1107);
 
 ---------------------------------------------------------------------------
 -- Test roles: one member of each nadi role, and one of none
@@ -265,6 +265,10 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
       $$SELECT nadi.hold_set('acme', NULL, 'pgtap')$$, '42501', '42501', '42501', 'ok'),
  (90, 'hold_release', 'nadi.hold_release(text, uuid, text)',
       $$SELECT nadi.hold_release('acme', NULL)$$, '42501', '42501', '42501', 'ok'),
+ -- sandbox reaping (1.1): the sandbox hosts' (and the administrator's)
+ (91, 'sessions_ended', 'nadi.sessions_ended(uuid[], interval)',
+      $$SELECT count(*) FROM nadi.sessions_ended(ARRAY['{S}']::uuid[], '1 minute')$$,
+      '42501', '42501', 'ok', 'ok'),
  -- last: the cell lets go of its session
  (99, 'lease_release', 'nadi.lease_release(uuid, bigint)',
       $$SELECT nadi.lease_release('{S}', 1)$$, '42501', 'ok', '42501', 'ok');

@@ -1,7 +1,7 @@
 -- Schema: tables, keys, types, the SQL API's signatures, who may EXECUTE
 -- what by default, and row-level security being switched on.
 BEGIN;
-SELECT plan(171);
+SELECT plan(172);
 
 ---------------------------------------------------------------------------
 -- Schema and tables
@@ -187,7 +187,9 @@ INSERT INTO api VALUES
     ('hold_release',             ARRAY['text', 'uuid', 'text']),
     ('_retention_check',         ARRAY['interval', 'integer']),
     ('_held',                    ARRAY['text', 'uuid']),
-    ('_retention_loop_check',    ARRAY['integer', 'interval']);
+    ('_retention_loop_check',    ARRAY['integer', 'interval']),
+    -- sandbox reaping (1.1)
+    ('sessions_ended',           ARRAY['uuid[]', 'interval']);
 
 SELECT has_function('nadi', fname, args,
                     format('function nadi.%s(%s) exists', fname, array_to_string(args, ', ')))
