@@ -2,7 +2,7 @@
 # provider (chat completions) or a sandbox host: it records every request
 # (head and body) in a log file and answers what a callback decides.  Used by
 # test/t/003_model_provider.pl, test/t/004_model_via_proxy.pl and
-# test/t/007_tool_calls.pl.
+# test/t/007_tool_calls.pl; test/cli/sse-count-proxy.pl relays through it.
 package NadiProvider;
 
 use strict;
