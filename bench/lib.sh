@@ -9,7 +9,7 @@
 # and uses psql_c [-d DB] ..., as_user CMD..., $tmp, $port, $dsn, $PGBIN.
 # bench_on_exit CMD registers more cleanup (run before the cluster stops).
 
-BENCH_USER=nadi-bench
+BENCH_USER=${NADI_BENCH_USER:-nadi-bench}  # as root: the user that runs the cluster
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
