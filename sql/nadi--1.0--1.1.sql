@@ -846,7 +846,8 @@ END
 $fn$;
 
 -- The loop arguments of nadi.purge and nadi.purge_audit, checked.
-CREATE FUNCTION nadi._retention_loop_check(max_batches integer, time_budget interval)
+CREATE FUNCTION nadi._retention_loop_check(max_batches integer, time_budget interval,
+                                           pause interval)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -862,6 +863,12 @@ BEGIN
             USING ERRCODE = '22023',
                   DETAIL = format('time_budget was %s.', time_budget),
                   HINT = 'Pass NULL for no time limit.';
+    END IF;
+    IF pause IS NOT NULL AND (pause < interval '0' OR pause > interval '1 minute') THEN
+        RAISE EXCEPTION 'pause must be between 0 and 1 minute'
+            USING ERRCODE = '22023',
+                  DETAIL = format('pause was %s.', pause),
+                  HINT = 'The pause is the rest between two batches, so that a live workload keeps its pace; NULL or 0: none.';
     END IF;
 END
 $fn$;
@@ -931,12 +938,14 @@ END
 $fn$;
 
 -- Batches of nadi.purge_batch, each committed before the next, until none
--- is left, max_batches ran or time_budget passed (NULL: no limit).  CALL it
--- outside a transaction block (it commits); inside one, call
--- nadi.purge_batch() instead.
+-- is left, max_batches ran or time_budget passed (NULL: no limit), resting
+-- pause between two batches (NULL: none) so that a live workload beside it
+-- keeps its pace.  CALL it outside a transaction block (it commits); inside
+-- one, call nadi.purge_batch() instead.
 CREATE PROCEDURE nadi.purge(older_than interval, batch_size integer DEFAULT 100,
                             max_batches integer DEFAULT 1000,
                             time_budget interval DEFAULT '1 minute',
+                            pause interval DEFAULT NULL,
                             INOUT sessions bigint DEFAULT NULL, INOUT events bigint DEFAULT NULL,
                             INOUT commands bigint DEFAULT NULL, INOUT leases bigint DEFAULT NULL,
                             INOUT batches integer DEFAULT NULL)
@@ -947,7 +956,7 @@ DECLARE
     r record;
 BEGIN
     PERFORM nadi._retention_check(older_than, batch_size);
-    PERFORM nadi._retention_loop_check(max_batches, time_budget);
+    PERFORM nadi._retention_loop_check(max_batches, time_budget, pause);
     sessions := 0; events := 0; commands := 0; leases := 0; batches := 0;
     LOOP
         r := nadi.purge_batch(older_than, batch_size);
@@ -960,6 +969,9 @@ BEGIN
         EXIT WHEN r.sessions < batch_size OR batches >= max_batches
                   OR (time_budget IS NOT NULL
                       AND pg_catalog.clock_timestamp() - started >= time_budget);
+        IF pause > interval '0' THEN
+            PERFORM pg_catalog.pg_sleep(extract(epoch FROM pause)::float8);
+        END IF;
     END LOOP;
 END
 $fn$;
@@ -1008,6 +1020,7 @@ $fn$;
 CREATE PROCEDURE nadi.purge_audit(older_than interval, batch_size integer DEFAULT 1000,
                                   max_batches integer DEFAULT 1000,
                                   time_budget interval DEFAULT '1 minute',
+                                  pause interval DEFAULT NULL,
                                   INOUT audit_rows bigint DEFAULT NULL,
                                   INOUT tombstones bigint DEFAULT NULL,
                                   INOUT batches integer DEFAULT NULL)
@@ -1018,7 +1031,7 @@ DECLARE
     r record;
 BEGIN
     PERFORM nadi._retention_check(older_than, batch_size);
-    PERFORM nadi._retention_loop_check(max_batches, time_budget);
+    PERFORM nadi._retention_loop_check(max_batches, time_budget, pause);
     audit_rows := 0; tombstones := 0; batches := 0;
     LOOP
         r := nadi.purge_audit_batch(older_than, batch_size);
@@ -1030,6 +1043,9 @@ BEGIN
                   OR batches >= max_batches
                   OR (time_budget IS NOT NULL
                       AND pg_catalog.clock_timestamp() - started >= time_budget);
+        IF pause > interval '0' THEN
+            PERFORM pg_catalog.pg_sleep(extract(epoch FROM pause)::float8);
+        END IF;
     END LOOP;
 END
 $fn$;
@@ -1120,15 +1136,15 @@ $fn$;
 REVOKE ALL ON FUNCTION
     nadi._held(text, uuid),
     nadi._retention_check(interval, integer),
-    nadi._retention_loop_check(integer, interval),
+    nadi._retention_loop_check(integer, interval, interval),
     nadi.purge_batch(interval, integer),
     nadi.purge_audit_batch(interval, integer),
     nadi.hold_set(text, uuid, text),
     nadi.hold_release(text, uuid, text)
 FROM PUBLIC;
 REVOKE ALL ON PROCEDURE
-    nadi.purge(interval, integer, integer, interval, bigint, bigint, bigint, bigint, integer),
-    nadi.purge_audit(interval, integer, integer, interval, bigint, bigint, integer)
+    nadi.purge(interval, integer, integer, interval, interval, bigint, bigint, bigint, bigint, integer),
+    nadi.purge_audit(interval, integer, integer, interval, interval, bigint, bigint, integer)
 FROM PUBLIC;
 
 -- The procedures run as their caller and check their arguments with
@@ -1136,15 +1152,15 @@ FROM PUBLIC;
 -- caller is an administrator.
 GRANT EXECUTE ON FUNCTION
     nadi._retention_check(interval, integer),
-    nadi._retention_loop_check(integer, interval),
+    nadi._retention_loop_check(integer, interval, interval),
     nadi.purge_batch(interval, integer),
     nadi.purge_audit_batch(interval, integer),
     nadi.hold_set(text, uuid, text),
     nadi.hold_release(text, uuid, text)
 TO nadi_admin;
 GRANT EXECUTE ON PROCEDURE
-    nadi.purge(interval, integer, integer, interval, bigint, bigint, bigint, bigint, integer),
-    nadi.purge_audit(interval, integer, integer, interval, bigint, bigint, integer)
+    nadi.purge(interval, integer, integer, interval, interval, bigint, bigint, bigint, bigint, integer),
+    nadi.purge_audit(interval, integer, integer, interval, interval, bigint, bigint, integer)
 TO nadi_admin;
 
 ---------------------------------------------------------------------------

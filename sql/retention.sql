@@ -50,6 +50,8 @@ SELECT try($$SELECT nadi.purge_batch('1 day', 10001)$$);
 SELECT try($$SELECT nadi.purge_batch('1 day', NULL)$$);
 SELECT try($$CALL nadi.purge('1 day', max_batches => 0)$$);
 SELECT try($$CALL nadi.purge('1 day', time_budget => '0')$$);
+SELECT try($$CALL nadi.purge('1 day', pause => '-1 second')$$);
+SELECT try($$CALL nadi.purge_audit('1 day', pause => '2 minutes')$$);
 SELECT try($$SELECT nadi.purge_audit_batch('-1 day')$$);
 SELECT try($$CALL nadi.purge_audit('1 day', batch_size => 0)$$);
 -- CALL commits between batches: not inside a transaction block
@@ -78,7 +80,7 @@ UPDATE nadi.sessions SET updated_at = updated_at - interval '3 days', created_at
 WHERE tenant_id LIKE 'ret-%';
 SELECT * FROM nadi.purge_batch('2 days', 1);
 SET ROLE nadi_admin;
-CALL nadi.purge('2 days', batch_size => 1);
+CALL nadi.purge('2 days', batch_size => 1, pause => '1 millisecond');
 RESET ROLE;
 SELECT * FROM nadi.purge_batch('2 days');
 SELECT session_id = :'h' AS h, session_id = :'t' AS t, session_id = :'l' AS l, state

@@ -179,15 +179,15 @@ INSERT INTO api VALUES
     ('_count_event',             ARRAY[]::text[]),
     ('_call_counts_fold',        ARRAY[]::text[]),
     -- data lifecycle (1.1)
-    ('purge',                    ARRAY['interval', 'integer', 'integer', 'interval', 'bigint', 'bigint', 'bigint', 'bigint', 'integer']),
+    ('purge',                    ARRAY['interval', 'integer', 'integer', 'interval', 'interval', 'bigint', 'bigint', 'bigint', 'bigint', 'integer']),
     ('purge_batch',              ARRAY['interval', 'integer']),
-    ('purge_audit',              ARRAY['interval', 'integer', 'integer', 'interval', 'bigint', 'bigint', 'integer']),
+    ('purge_audit',              ARRAY['interval', 'integer', 'integer', 'interval', 'interval', 'bigint', 'bigint', 'integer']),
     ('purge_audit_batch',        ARRAY['interval', 'integer']),
     ('hold_set',                 ARRAY['text', 'uuid', 'text']),
     ('hold_release',             ARRAY['text', 'uuid', 'text']),
     ('_retention_check',         ARRAY['interval', 'integer']),
     ('_held',                    ARRAY['text', 'uuid']),
-    ('_retention_loop_check',    ARRAY['integer', 'interval']),
+    ('_retention_loop_check',    ARRAY['integer', 'interval', 'interval']),
     -- sandbox reaping (1.1)
     ('sessions_ended',           ARRAY['uuid[]', 'interval']);
 
