@@ -441,7 +441,7 @@ event_count(const pg_uuid_t *session_id, int64 seq, Datum tenant, const char *ki
 								"AND e.payload->>'name' = $4->>'name' "
 								"ORDER BY e.seq DESC LIMIT 1",
 								5, types),
-					  lv, NULL, true, 1);
+					  lv, NULL, false, 1);	/* (not read-only: sees its own batch) */
 			if (SPI_processed == 1)
 			{
 				d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
