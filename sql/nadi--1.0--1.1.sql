@@ -389,9 +389,10 @@ GRANT EXECUTE ON FUNCTION nadi.command_enqueue_many(jsonb) TO nadi_edge, nadi_ad
 -- partial indexes of placed sessions and held leases, crashes through a
 -- partial index of the sessions with crash_count > 0; sessions by state
 -- scan nadi.sessions (not events).  Calls, tokens and takeovers are never
--- counted from nadi.events: a trigger on the few event kinds that carry
--- them appends one row to nadi.call_count_deltas (no index, no row lock, so
--- writers never wait on each other), the broker folds those rows into
+-- counted from nadi.events: the extension's C code that writes an event of
+-- the few kinds that carry them appends one row to nadi.call_count_deltas
+-- (no index, no row lock, so writers never wait on each other; no trigger,
+-- so the other kinds pay nothing), the broker folds those rows into
 -- nadi.call_counts (one row per tenant, kind and name) every cycle, and the
 -- views add both.
 DO $roles$
@@ -441,7 +442,7 @@ CREATE TABLE nadi.call_counts (
     PRIMARY KEY (tenant_id, kind, name)
 );
 
--- What the trigger appends, one row per counted event, until folded.
+-- What the event writer appends, one row per counted event, until folded.
 CREATE TABLE nadi.call_count_deltas (
     tenant_id     text NOT NULL,
     kind          text NOT NULL,
@@ -454,111 +455,22 @@ CREATE TABLE nadi.call_count_deltas (
     output_tokens bigint NOT NULL
 );
 
--- The counts are made from nadi.events, and a restore loads the events
--- through the trigger: the two tables are not registered for pg_dump (their
--- rows would be counted twice after a restore); a restore counts again
--- what it loads.
+-- The counts are made when the events are written, not from nadi.events:
+-- a restore loads the events without counting them, so the two tables are
+-- registered for pg_dump and a restore brings back the counts as they
+-- were, folded or not (docs/OPERATIONS.md).  What counts: the comment of
+-- event_count in src/session_core.c.
 REVOKE ALL ON nadi.call_counts, nadi.call_count_deltas FROM PUBLIC;
-
--- One counted event: a tool.result or tool.error (a tool call; an error
--- when ok is false or it is a tool.error; its duration from the tool.call
--- of the same command just before it), a model.reply (a model call; its
--- duration and tokens when the cell recorded them: latency_ms, usage), a
--- command.failed with code model_error (a model call that failed), a
--- session.lease expired or taken_over (a takeover: a holder lost a lease
--- it had not given back).  Names that are not identifiers count as
--- "(invalid)", so a model cannot make up label values; no payload can
--- make it fail (and with it the event's insert):
---   - latency_ms is clamped as a number before it becomes a double (1e400
---     or 1e-400 would fail the cast);
---   - usage is clamped to a billion tokens per call, so the bigint sums
---     cannot overflow (the fold, and the views, would then fail for every
---     tenant);
---   - a tenant has at most 100 names of each kind (tool, model): a name not
---     yet counted when 100 are counts as "(other)", so a model that makes up
---     tool names cannot grow nadi.call_counts, nor the label values of
---     nadi_db_calls_total, without end.  The bound holds for the folded
---     counts; names made up between two folds may pass it until the next.
-CREATE FUNCTION nadi._count_event()
-RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    k     text;
-    n     text;
-    err   boolean := false;
-    lat   double precision;
-    t_in  bigint := 0;
-    t_out bigint := 0;
-BEGIN
-    IF NEW.kind IN ('tool.result', 'tool.error') THEN
-        k := 'tool';
-        n := NEW.payload->>'name';
-        err := NEW.kind = 'tool.error' OR coalesce(NEW.payload->'ok' = 'false'::jsonb, false);
-        SELECT extract(epoch FROM NEW.created_at - e.created_at) INTO lat
-        FROM nadi.events e
-        WHERE e.session_id = NEW.session_id AND e.seq < NEW.seq AND e.seq >= NEW.seq - 64
-          AND e.kind = 'tool.call' AND e.command_id = NEW.command_id
-          AND e.payload->>'name' = n
-        ORDER BY e.seq DESC LIMIT 1;
-        IF lat < 0 THEN
-            lat := 0;               -- (transactions' clocks: never a negative duration)
-        END IF;
-        IF n IS NULL OR n !~ '^[a-z][a-z0-9_]{0,63}$' THEN
-            n := '(invalid)';
-        END IF;
-    ELSIF NEW.kind IN ('model.reply', 'command.failed') THEN
-        k := 'model';
-        n := coalesce(NEW.payload->>'model', 'model');
-        IF n !~ '^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$' THEN
-            n := '(invalid)';
-        END IF;
-        err := NEW.kind = 'command.failed';
-        IF jsonb_typeof(NEW.payload->'latency_ms') = 'number' THEN
-            lat := round(least(greatest((NEW.payload->>'latency_ms')::numeric, 0), 1e9), 3)::double precision / 1000;
-        END IF;
-        IF jsonb_typeof(NEW.payload->'usage'->'input_tokens') = 'number' THEN
-            t_in := least(greatest((NEW.payload->'usage'->>'input_tokens')::numeric, 0), 1e9)::bigint;
-        END IF;
-        IF jsonb_typeof(NEW.payload->'usage'->'output_tokens') = 'number' THEN
-            t_out := least(greatest((NEW.payload->'usage'->>'output_tokens')::numeric, 0), 1e9)::bigint;
-        END IF;
-    ELSE
-        k := 'lease';
-        n := NEW.payload->>'event';
-    END IF;
-    -- at most 100 names per tenant and kind (one index probe per event; the
-    -- count only for a name not counted yet)
-    IF k <> 'lease' AND NOT EXISTS (
-            SELECT 1 FROM nadi.call_counts c
-            WHERE c.tenant_id = NEW.tenant_id AND c.kind = k AND c.name = n)
-       AND (SELECT count(*) FROM (SELECT 1 FROM nadi.call_counts c
-                                  WHERE c.tenant_id = NEW.tenant_id AND c.kind = k
-                                  LIMIT 100) x) >= 100 THEN
-        n := '(other)';
-    END IF;
-    INSERT INTO nadi.call_count_deltas
-    VALUES (NEW.tenant_id, k, n, 1, err::integer, (lat IS NOT NULL)::integer, coalesce(lat, 0),
-            t_in, t_out);
-    RETURN NULL;
-END
-$fn$;
-
-CREATE TRIGGER events_count AFTER INSERT ON nadi.events
-FOR EACH ROW
-WHEN (NEW.kind IN ('tool.result', 'tool.error', 'model.reply')
-      OR (NEW.kind = 'command.failed' AND NEW.payload->'error'->>'code' = 'model_error')
-      OR (NEW.kind = 'session.lease' AND NEW.payload->>'event' IN ('expired', 'taken_over')))
-EXECUTE FUNCTION nadi._count_event();
+SELECT pg_catalog.pg_extension_config_dump('nadi.call_counts', '');
+SELECT pg_catalog.pg_extension_config_dump('nadi.call_count_deltas', '');
 
 -- Fold the deltas into the counts (the broker, every cycle).  One folder at
 -- a time; another caller meanwhile returns at once.  Returns the rows folded.
 -- It holds the bound of 100 names per tenant and kind for the names the
--- trigger let through between two folds (the most called first; the others
+-- event writer let through between two folds (the most called first; the others
 -- go to "(other)").
 --
--- Why two tables: the trigger runs in the transactions of the cells that
+-- Why two tables: the counting runs in the transactions of the cells that
 -- append events; if it updated the one nadi.call_counts row of (tenant,
 -- kind, name), every cell completing a call of the same tool would queue
 -- on that row's lock until the others commit.  Appending never waits.
@@ -742,7 +654,7 @@ SELECT c.tenant_id, sum(c.input_tokens)::bigint AS input_tokens,
 FROM nadi.stat_calls c WHERE c.kind = 'model'
 GROUP BY c.tenant_id;
 
-REVOKE ALL ON FUNCTION nadi._stat_tenant(), nadi._count_event(), nadi._call_counts_fold() FROM PUBLIC;
+REVOKE ALL ON FUNCTION nadi._stat_tenant(), nadi._call_counts_fold() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION nadi._stat_tenant() TO nadi_monitor;
 REVOKE ALL ON nadi.stat_sessions, nadi.stat_queue, nadi.stat_dead_letters, nadi.stat_hosts,
     nadi.stat_crashes, nadi.stat_calls, nadi.stat_takeovers, nadi.stat_tokens FROM PUBLIC;

@@ -1,5 +1,5 @@
--- Operator statistics: the nadi.stat_* views, the call counts the trigger
--- keeps and the broker folds, and who may read them.
+-- Operator statistics: the nadi.stat_* views, the call counts the event
+-- writer keeps and the broker folds, and who may read them.
 \pset null '(null)'
 SET nadi.clock_offset = '0';
 SELECT nadi.cell_host_register('stat-cell', 'local', 7, '{"pool": "stat"}') IS NOT NULL AS cell;

@@ -14,6 +14,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/numeric.h"
 
 #include "nadi.h"
 #include "session_core.h"
@@ -269,6 +270,246 @@ event_next_seq(SessionTx *tx, Jsonb *payload)
 	return tx->last_seq;
 }
 
+/*
+ * The operator's call counts (nadi.stat_calls), made where the events are
+ * written.  One counted event appends one row to nadi.call_count_deltas,
+ * which the broker folds into nadi.call_counts (nadi._call_counts_fold):
+ *   - a tool.result or tool.error: a tool call; an error when ok is false
+ *     or it is a tool.error; its duration from the tool.call of the same
+ *     command and name at most 64 events before it, never negative;
+ *   - a model.reply: a model call, with its duration and tokens when the
+ *     cell recorded them (latency_ms, usage);
+ *   - a command.failed with error code model_error: a failed model call;
+ *   - a session.lease expired or taken_over: a takeover.
+ * Names that are not identifiers count as "(invalid)", so a model cannot
+ * make up label values; no payload can make counting fail (and with it the
+ * append): latency_ms and usage are clamped as numbers (latency to 1e9 ms,
+ * tokens to a billion per call, so the bigint sums cannot overflow); and a
+ * tenant has at most 100 names of each kind (tool, model): a name not yet
+ * folded when 100 are counts as "(other)" (names made up between two folds
+ * may pass until the next fold, which holds the bound for them).
+ */
+
+/* The member key of the object c (NULL: none, or c is NULL). */
+static JsonbValue *
+count_member(JsonbContainer *c, const char *key)
+{
+	JsonbValue	k;
+
+	if (c == NULL)
+		return NULL;
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	return findJsonbValueFromContainer(c, JB_FOBJECT, &k);
+}
+
+/* c->>key for a scalar member; NULL when missing or null.  A member that is
+ * an object or an array gives "{", which no name rule accepts. */
+static char *
+count_member_text(JsonbContainer *c, const char *key)
+{
+	JsonbValue *v = count_member(c, key);
+
+	if (v == NULL)
+		return NULL;
+	switch (v->type)
+	{
+		case jbvNull:
+			return NULL;
+		case jbvString:
+			return pnstrdup(v->val.string.val, v->val.string.len);
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out,
+													   NumericGetDatum(v->val.numeric)));
+		case jbvBool:
+			return v->val.boolean ? "true" : "false";
+		default:
+			return "{";
+	}
+}
+
+/* The object member key of c, or NULL when missing or not an object. */
+static JsonbContainer *
+count_member_object(JsonbContainer *c, const char *key)
+{
+	JsonbValue *v = count_member(c, key);
+
+	if (v == NULL || v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		return NULL;
+	return v->val.binary.data;
+}
+
+/* A numeric member clamped to [0, max]; false when not a number. */
+static bool
+count_member_numeric(JsonbContainer *c, const char *key, int64 max, Datum *out)
+{
+	JsonbValue *v = count_member(c, key);
+	Datum		n;
+
+	if (v == NULL || v->type != jbvNumeric)
+		return false;
+	n = DirectFunctionCall2(numeric_larger, NumericGetDatum(v->val.numeric),
+							NumericGetDatum(int64_to_numeric(0)));
+	*out = DirectFunctionCall2(numeric_smaller, n, NumericGetDatum(int64_to_numeric(max)));
+	return true;
+}
+
+static bool
+count_alnum(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+/* ^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$ */
+static bool
+count_model_name_ok(const char *s)
+{
+	size_t		len = strlen(s);
+
+	if (len < 1 || len > 64 || !count_alnum(s[0]))
+		return false;
+	for (size_t i = 1; i < len; i++)
+	{
+		char		c = s[i];
+
+		if (!(count_alnum(c) || c == '.' || c == '_' || c == ':' || c == '/' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+static bool
+count_string_is(JsonbContainer *c, const char *key, const char *want)
+{
+	JsonbValue *v = count_member(c, key);
+
+	return v != NULL && v->type == jbvString && v->val.string.len == (int) strlen(want) &&
+		memcmp(v->val.string.val, want, v->val.string.len) == 0;
+}
+
+/* Count one event just inserted, if its kind is counted. */
+static void
+event_count(const pg_uuid_t *session_id, int64 seq, Datum tenant, const char *kind,
+			Jsonb *payload, int64 command_id, TimestampTz created_at)
+{
+	static SPIPlanPtr latency_plan = NULL;
+	static SPIPlanPtr insert_plan = NULL;
+	JsonbContainer *p;
+	const char *k;
+	char	   *n;
+	bool		err = false;
+	bool		has_lat = false;
+	double		lat = 0;
+	int64		t_in = 0;
+	int64		t_out = 0;
+	Datum		values[8];
+	Datum		d;
+
+	if (payload == NULL || !JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload))
+		p = NULL;
+	else
+		p = &payload->root;
+	if (strcmp(kind, "tool.result") == 0 || strcmp(kind, "tool.error") == 0)
+	{
+		k = "tool";
+		n = count_member_text(p, "name");
+		if (strcmp(kind, "tool.error") == 0)
+			err = true;
+		else
+		{
+			JsonbValue *ok = count_member(p, "ok");
+
+			err = ok != NULL && ok->type == jbvBool && !ok->val.boolean;
+		}
+		if (n != NULL && command_id > 0)
+		{
+			Oid			types[5] = {UUIDOID, INT8OID, INT8OID, JSONBOID, TIMESTAMPTZOID};
+			Datum		lv[5];
+			bool		isnull;
+
+			lv[0] = UUIDPGetDatum(session_id);
+			lv[1] = Int64GetDatum(seq);
+			lv[2] = Int64GetDatum(command_id);
+			lv[3] = JsonbPGetDatum(payload);
+			lv[4] = TimestampTzGetDatum(created_at);
+			nadi_exec(nadi_plan(&latency_plan,
+								"SELECT greatest(extract(epoch FROM $5 - e.created_at)::float8, 0) "
+								"FROM nadi.events e "
+								"WHERE e.session_id = $1 AND e.seq < $2 AND e.seq >= $2 - 64 "
+								"AND e.kind = 'tool.call' AND e.command_id = $3 "
+								"AND e.payload->>'name' = $4->>'name' "
+								"ORDER BY e.seq DESC LIMIT 1",
+								5, types),
+					  lv, NULL, false, 1);	/* (not read-only: sees its own batch) */
+			if (SPI_processed == 1)
+			{
+				d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+				if (!isnull)
+				{
+					has_lat = true;
+					lat = DatumGetFloat8(d);
+				}
+			}
+		}
+		if (!nadi_tool_name_ok(n, n ? strlen(n) : 0))
+			n = "(invalid)";
+	}
+	else if (strcmp(kind, "model.reply") == 0 ||
+			 (strcmp(kind, "command.failed") == 0 &&
+			  count_string_is(count_member_object(p, "error"), "code", "model_error")))
+	{
+		JsonbContainer *usage = count_member_object(p, "usage");
+
+		k = "model";
+		n = count_member_text(p, "model");
+		if (n == NULL)
+			n = "model";
+		if (!count_model_name_ok(n))
+			n = "(invalid)";
+		err = kind[0] == 'c';	/* command.failed */
+		if (count_member_numeric(p, "latency_ms", 1000000000, &d))
+		{
+			d = DirectFunctionCall2(numeric_round, d, Int32GetDatum(3));
+			lat = DatumGetFloat8(DirectFunctionCall1(numeric_float8, d)) / 1000;
+			has_lat = true;
+		}
+		if (count_member_numeric(usage, "input_tokens", 1000000000, &d))
+			t_in = DatumGetInt64(DirectFunctionCall1(numeric_int8, d));
+		if (count_member_numeric(usage, "output_tokens", 1000000000, &d))
+			t_out = DatumGetInt64(DirectFunctionCall1(numeric_int8, d));
+	}
+	else if (strcmp(kind, "session.lease") == 0 &&
+			 (count_string_is(p, "event", "expired") || count_string_is(p, "event", "taken_over")))
+	{
+		k = "lease";
+		n = count_member_text(p, "event");
+	}
+	else
+		return;
+
+	values[0] = tenant;
+	values[1] = CStringGetTextDatum(k);
+	values[2] = CStringGetTextDatum(n);
+	values[3] = Int64GetDatum(err ? 1 : 0);
+	values[4] = Int64GetDatum(has_lat ? 1 : 0);
+	values[5] = Float8GetDatum(has_lat ? lat : 0);
+	values[6] = Int64GetDatum(t_in);
+	values[7] = Int64GetDatum(t_out);
+	/* the bound: one index probe, and the count only for a name not folded */
+	nadi_exec(nadi_plan(&insert_plan,
+						"INSERT INTO nadi.call_count_deltas "
+						"SELECT $1, $2, CASE WHEN $2 = 'lease' OR EXISTS ("
+						"SELECT 1 FROM nadi.call_counts c "
+						"WHERE c.tenant_id = $1 AND c.kind = $2 AND c.name = $3) "
+						"OR (SELECT count(*) FROM (SELECT 1 FROM nadi.call_counts c "
+						"WHERE c.tenant_id = $1 AND c.kind = $2 LIMIT 100) x) < 100 "
+						"THEN $3 ELSE '(other)' END, 1, $4, $5, $6, $7, $8",
+						8, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID, FLOAT8OID,
+						INT8OID, INT8OID}),
+			  values, NULL, false, 0);
+}
+
 int64
 session_event(SessionTx *tx, const char *kind, Jsonb *payload, int64 command_id, int64 epoch)
 {
@@ -296,6 +537,16 @@ session_event(SessionTx *tx, const char *kind, Jsonb *payload, int64 command_id,
 						"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
 						8, types),
 			  values, nulls, false, 0);
+	{
+		/* the inserted row stays the caller's */
+		SPITupleTable *row = SPI_tuptable;
+		uint64		processed = SPI_processed;
+
+		event_count(&tx->id, tx->last_seq, values[2], kind, payload, command_id,
+					DatumGetTimestampTz(values[7]));
+		SPI_tuptable = row;
+		SPI_processed = processed;
+	}
 	return tx->last_seq;
 }
 
@@ -374,6 +625,12 @@ session_events_flush(EventBatch *b)
 						8, (Oid[]) {UUIDARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 						JSONBARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID}),
 			  values, NULL, false, 0);
+	/* counted after the whole batch is in, as a tool.call may be in it */
+	for (int i = 0; i < b->n; i++)
+		event_count(DatumGetUUIDP(b->session_ids[i]), DatumGetInt64(b->seqs[i]), b->tenants[i],
+					TextDatumGetCString(b->kinds[i]), DatumGetJsonbP(b->payloads[i]),
+					b->command_id_nulls[i] ? 0 : DatumGetInt64(b->command_ids[i]),
+					DatumGetTimestampTz(values[7]));
 	b->n = 0;
 }
 

@@ -6,7 +6,7 @@
 -- for none.  Schema nadi is usable by PUBLIC (authenticate is public), so a
 -- role outside the nadi roles is stopped by the grants alone.
 BEGIN;
-SELECT plan(1107);
+SELECT plan(1097);
 
 ---------------------------------------------------------------------------
 -- Test roles: one member of each nadi role, and one of none
@@ -237,11 +237,9 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
  (77, 'host_unbind', 'nadi.host_unbind(text, text)',
       $$SELECT nadi.host_unbind('cell', 'priv-cell-3')$$, '42501', '42501', '42501', 'ok'),
  -- operator statistics (1.1): the views' tenant, nadi_monitor's (nadi_admin
- -- is a member); the trigger and the broker's fold, the owner's alone
+ -- is a member); the broker's fold, the owner's alone
  (79, '_stat_tenant', 'nadi._stat_tenant()',
       $$SELECT nadi._stat_tenant()$$, '42501', '42501', '42501', 'ok'),
- (80, '_count_event', 'nadi._count_event()',
-      $$SELECT nadi._count_event()$$, '42501', '42501', '42501', '42501'),
  (81, '_call_counts_fold', 'nadi._call_counts_fold()',
       $$SELECT nadi._call_counts_fold()$$, '42501', '42501', '42501', '42501'),
  -- data lifecycle (1.1): the administrator's.  A purge inside a transaction

@@ -1,7 +1,7 @@
 -- Schema: tables, keys, types, the SQL API's signatures, who may EXECUTE
 -- what by default, and row-level security being switched on.
 BEGIN;
-SELECT plan(172);
+SELECT plan(171);
 
 ---------------------------------------------------------------------------
 -- Schema and tables
@@ -176,7 +176,6 @@ INSERT INTO api VALUES
     ('command_complete_many',    ARRAY['text', 'uuid[]', 'bigint[]', 'bigint[]', 'jsonb[]', 'jsonb[]']),
     -- operator statistics (1.1)
     ('_stat_tenant',             ARRAY[]::text[]),
-    ('_count_event',             ARRAY[]::text[]),
     ('_call_counts_fold',        ARRAY[]::text[]),
     -- data lifecycle (1.1)
     ('purge',                    ARRAY['interval', 'integer', 'integer', 'interval', 'interval', 'bigint', 'bigint', 'bigint', 'bigint', 'integer']),

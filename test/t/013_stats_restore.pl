@@ -1,7 +1,10 @@
 # Dump and restore keep the operator's call counts as they were.  The
-# counts are made from nadi.events by a trigger, and a restore loads the
-# events through it; were the counts dumped as well, every number would
-# come back doubled.
+# counts are made where the extension writes an event, not from
+# nadi.events: a restore loads the events without counting them (no
+# trigger), and the counts, folded or not, come back from the dump itself
+# (nadi.call_counts and nadi.call_count_deltas are registered for it).
+# Were they counted again from the loaded events as well, every number
+# would come back doubled.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -14,6 +17,7 @@ $node->append_conf('postgresql.conf', q{
 shared_preload_libraries = 'nadi'
 nadi.broker = off
 nadi.cell_workers = 0
+nadi.lease_ttl = '10min'
 });
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE before_dump');
@@ -52,6 +56,17 @@ $node->command_ok([ 'pg_restore', '-d', $node->connstr('restored'), $dump ], 'pg
 is($node->safe_psql('restored', $counts), $before, 'the counts after the restore are the same');
 $node->safe_psql('restored', 'SELECT nadi._call_counts_fold()');
 is($node->safe_psql('restored', $counts), $before, 'and after a fold');
+is($node->safe_psql('restored', 'SELECT count(*) FROM nadi.call_count_deltas'), '0',
+	'the fold took the restored deltas');
+
+# the restored database counts what is written after the restore
+$node->safe_psql('restored', qq{
+SELECT nadi.event_append('$sid', $epoch, 'tool.result', '{"name": "exec", "ok": false}');
+SELECT nadi.event_append('$sid', $epoch, 'tool.call', '{"name": "exec"}');
+});
+is($node->safe_psql('restored', $counts),
+	"acme model m1 2 0 1 0.120000 15 3\nacme tool exec 3 2 0 0.000000 0 0",
+	'an append after the restore is counted once');
 
 $node->stop;
 done_testing();
