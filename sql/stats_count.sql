@@ -31,3 +31,14 @@ SELECT count(nadi.event_append(:'s', :ep, k, p::jsonb)) FROM (VALUES
 SELECT kind, name, calls, errors, latency_count, latency_sum, input_tokens, output_tokens
 FROM nadi.call_count_deltas WHERE tenant_id = 'count-a'
 ORDER BY kind, name, errors, latency_count, latency_sum, input_tokens;
+
+-- nadi.count_calls = off: events are written, nothing is counted
+SELECT count(*) AS deltas_before FROM nadi.call_count_deltas WHERE tenant_id = 'count-a' \gset
+SET nadi.count_calls = off;
+SELECT count(nadi.event_append(:'s', :ep, 'tool.result', '{"name": "ls", "ok": true}'));
+RESET nadi.count_calls;
+SELECT count(*) - :deltas_before AS counted_while_off
+FROM nadi.call_count_deltas WHERE tenant_id = 'count-a';
+SELECT count(nadi.event_append(:'s', :ep, 'tool.result', '{"name": "ls", "ok": true}'));
+SELECT count(*) - :deltas_before AS counted_after
+FROM nadi.call_count_deltas WHERE tenant_id = 'count-a';

@@ -21,6 +21,7 @@ int			nadi_max_queued_per_session = 10000;
 int			nadi_max_live_sessions = 10000;
 int			nadi_clock_offset_ms = 0;
 bool		nadi_notify = true;
+bool		nadi_count_calls = true;
 bool		nadi_allow_hs256 = false;
 
 /* The settings, one row each; boot values are the variables' own. */
@@ -48,6 +49,9 @@ static const NadiSetting settings[] = {
 	&nadi_clock_offset_ms, NULL, INT_MIN / 2, INT_MAX / 2, PGC_SUSET, GUC_UNIT_MS},
 	{NADI_SETTING_BOOL, "nadi.notify", "Send NOTIFY nadi_events with the session id when events commit.", NULL,
 	&nadi_notify, NULL, 0, 0, PGC_SUSET, 0},
+	{NADI_SETTING_BOOL, "nadi.count_calls", "Count tool and model calls, tokens and takeovers for the operator's numbers (nadi.stat_calls, nadi.stat_tokens, nadi.stat_takeovers).",
+		"Off: events are written without being counted (the numbers stop growing).",
+	&nadi_count_calls, NULL, 0, 0, PGC_SUSET, 0},
 	{NADI_SETTING_BOOL, "nadi.allow_hs256", "Allow HS256 (shared secret) signing keys: a development option only.", NULL,
 	&nadi_allow_hs256, NULL, 0, 0, PGC_SUSET, 0},
 };

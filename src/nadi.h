@@ -35,6 +35,7 @@ extern int	nadi_max_queued_per_session;
 extern int	nadi_max_live_sessions;
 extern int	nadi_clock_offset_ms;
 extern bool nadi_notify;
+extern bool nadi_count_calls;
 extern bool nadi_allow_hs256;
 
 extern void nadi_guc_define(void);

@@ -406,6 +406,8 @@ event_count(const pg_uuid_t *session_id, int64 seq, Datum tenant, const char *ki
 	Datum		values[8];
 	Datum		d;
 
+	if (!nadi_count_calls)
+		return;
 	if (payload == NULL || !JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload))
 		p = NULL;
 	else
