@@ -1206,66 +1206,37 @@ GRANT EXECUTE ON FUNCTION nadi.sessions_ended(uuid[], interval) TO nadi_sandbox_
 -- READ or SERIALIZABLE the snapshot is the transaction's, possibly taken
 -- before the lock was granted: a batch would not see a hold committed while
 -- it waited (and purge the held session), and nadi.hold_set would hold a
--- session a purge had already removed and report success.  Both refuse any
--- other isolation level (25001).
+-- session a purge had already removed and report success.  A statement
+-- trigger on every table a purge deletes from and on nadi.legal_holds
+-- refuses any other isolation level (25000, invalid_transaction_state).
 
-CREATE FUNCTION nadi._read_committed_check(what text)
-RETURNS void
-LANGUAGE plpgsql STABLE
+CREATE FUNCTION nadi._read_committed_only()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION '% runs only at READ COMMITTED', what USING ERRCODE = '25001',
-            DETAIL = format('The transaction is %s: its snapshot may predate a legal hold.',
-                            upper(current_setting('transaction_isolation'))),
+        RAISE EXCEPTION 'purges and legal holds run only at READ COMMITTED' USING ERRCODE = '25000',
+            DETAIL = format('%s on nadi.%s in a %s transaction, whose snapshot may predate a legal hold.',
+                            TG_OP, TG_TABLE_NAME, upper(current_setting('transaction_isolation'))),
             HINT = 'Call it in a READ COMMITTED transaction (SET TRANSACTION ISOLATION LEVEL READ COMMITTED).';
     END IF;
-END
-$fn$;
-
--- The argument check every purge calls first, now with the isolation check.
-CREATE OR REPLACE FUNCTION nadi._retention_check(older_than interval, batch_size integer)
-RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    PERFORM nadi._read_committed_check('a purge');
-    IF older_than IS NULL THEN
-        RAISE EXCEPTION 'older_than must not be null' USING ERRCODE = '22004',
-            HINT = 'Pass the retention interval, for example ''30 days''.';
-    END IF;
-    IF older_than < interval '0' THEN
-        RAISE EXCEPTION 'older_than must not be negative'
-            USING ERRCODE = '22023',
-                  DETAIL = format('older_than was %s.', older_than),
-                  HINT = 'Rows older than older_than are removed: ''0'' removes every one that qualifies.';
-    END IF;
-    IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
-        RAISE EXCEPTION 'batch_size must be between 1 and 10000'
-            USING ERRCODE = '22023',
-                  DETAIL = format('batch_size was %s.', coalesce(batch_size::text, 'NULL')),
-                  HINT = 'A batch is one short transaction: keep it small under load.';
-    END IF;
-END
-$fn$;
-
--- Every change of a hold (nadi.hold_set, nadi.hold_release) passes here.
-CREATE FUNCTION nadi._legal_holds_isolation()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    PERFORM nadi._read_committed_check('a change of a legal hold');
     RETURN NULL;
 END
 $fn$;
 
-CREATE TRIGGER legal_holds_isolation
+CREATE TRIGGER read_committed_only
     BEFORE INSERT OR UPDATE OR DELETE ON nadi.legal_holds
-    FOR EACH STATEMENT EXECUTE FUNCTION nadi._legal_holds_isolation();
+    FOR EACH STATEMENT EXECUTE FUNCTION nadi._read_committed_only();
+CREATE TRIGGER read_committed_only
+    BEFORE DELETE ON nadi.sessions
+    FOR EACH STATEMENT EXECUTE FUNCTION nadi._read_committed_only();
+CREATE TRIGGER read_committed_only
+    BEFORE DELETE ON nadi.audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION nadi._read_committed_only();
+CREATE TRIGGER read_committed_only
+    BEFORE DELETE ON nadi.purged_sessions
+    FOR EACH STATEMENT EXECUTE FUNCTION nadi._read_committed_only();
 
-REVOKE ALL ON FUNCTION nadi._read_committed_check(text), nadi._legal_holds_isolation() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION nadi._read_committed_check(text) TO nadi_admin;
+REVOKE ALL ON FUNCTION nadi._read_committed_only() FROM PUBLIC;
