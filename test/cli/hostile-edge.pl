@@ -47,9 +47,4 @@ sub answer
 }
 
 my ($port) = NadiProvider::start('/dev/null', \&answer, 0, 1);
-open(my $fh, '>', "$ready.tmp") or die "$ready: $!";
-print $fh "$port\n";
-close $fh;
-rename("$ready.tmp", $ready) or die "$ready: $!";
-$SIG{TERM} = $SIG{INT} = sub { exit 0 };    # NadiProvider's END stops the endpoint
-sleep 1 while 1;
+NadiProvider::serve_until_term($ready, $port);
