@@ -211,7 +211,14 @@ on_data(char *p, size_t size, size_t n, void *arg)
 		c->stream = status == 200 && ct && strncmp(ct, "text/event-stream", 17) == 0;
 	}
 	if (grow(&c->buf, &c->cap, c->len + add + 1) < 0)
+	{
+		/* resuming would ask for the same line again, for ever: stop */
+		if (c->stream)
+			c->result =
+				cli_err(EXIT_ERROR, "the stream sent a line longer than %d MiB after seq %lld",
+						LINE_MAX_BYTES >> 20, (long long) c->f->after);
 		return 0;
+	}
 	memcpy(c->buf + c->len, p, add);
 	c->len += add;
 	c->buf[c->len] = '\0';

@@ -5,8 +5,8 @@
 # whose strings carry terminal control sequences (ESC, BEL, the C1 CSI
 # U+009B: clear the screen, retitle the window, write the clipboard) and
 # whose last one says the session failed; the session list
-# (GET /v1/sessions) has a tenant with such a sequence.  Anything else is
-# 404.  Writes its port to READY-FILE; ends on TERM.
+# (GET /v1/sessions) has a tenant with such a sequence.  The stream of
+# session ...0002 is a line of 33 MiB.  Anything else is 404.  Writes its port to READY-FILE; ends on TERM.
 use strict;
 use warnings;
 use FindBin;
@@ -35,6 +35,15 @@ sub answer
 	my ($head, $body, $c) = @_;
 	my ($path) = $head =~ /^GET (\S+)/;
 	$path //= '';
+	if ($path =~ m{^/v1/sessions/0{8}-0{4}-4000-8000-0{11}2/events$})
+	{
+		# one line of 33 MiB, more than nadi takes, then nothing
+		print $c "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+		  "data: ";
+		my $mib = 'x' x (1 << 20);
+		for (1 .. 33) { print $c $mib or last }
+		return;
+	}
 	if ($path =~ m{^/v1/sessions/[0-9a-f-]{36}/events$})
 	{
 		my $sse = join('', map { "id: " . ($_ + 1) . "\ndata: $events[$_]\n\n" } 0 .. $#events);
