@@ -50,6 +50,15 @@ broker_step(const char *what, const char *sql)
 	pgstat_report_activity(STATE_RUNNING, sql);
 	SetCurrentStatementStartTimestamp();	/* else now() stays at worker start */
 	StartTransactionCommand();
+
+	/*
+	 * READ COMMITTED whatever default_transaction_isolation says (the
+	 * database's or the role's settings apply to a worker too): a purge
+	 * batch must see every hold committed while it waited for its lock, so
+	 * it refuses to run on a transaction snapshot.  No snapshot is taken
+	 * yet, so the level may still change.
+	 */
+	XactIsoLevel = XACT_READ_COMMITTED;
 	PG_TRY();
 	{
 		PushActiveSnapshot(GetTransactionSnapshot());

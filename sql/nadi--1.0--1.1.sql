@@ -1123,3 +1123,48 @@ $fn$;
 
 REVOKE ALL ON FUNCTION nadi.sessions_ended(uuid[], interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION nadi.sessions_ended(uuid[], interval) TO nadi_sandbox_host, nadi_admin;
+
+---------------------------------------------------------------------------
+-- Data lifecycle review: purges and holds only at READ COMMITTED
+---------------------------------------------------------------------------
+--
+-- Purges and holds exclude each other through the table lock on
+-- nadi.legal_holds, and a batch sees every hold committed before it because
+-- each statement after the lock takes a new snapshot.  Under REPEATABLE
+-- READ or SERIALIZABLE the snapshot is the transaction's, possibly taken
+-- before the lock was granted: a batch would not see a hold committed while
+-- it waited (and purge the held session), and nadi.hold_set would hold a
+-- session a purge had already removed and report success.  A statement
+-- trigger on every table a purge deletes from and on nadi.legal_holds
+-- refuses any other isolation level (25000, invalid_transaction_state).
+
+CREATE FUNCTION nadi._read_committed_only()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'purges and legal holds run only at READ COMMITTED' USING ERRCODE = '25000',
+            DETAIL = format('%s on nadi.%s in a %s transaction, whose snapshot may predate a legal hold.',
+                            TG_OP, TG_TABLE_NAME, upper(current_setting('transaction_isolation'))),
+            HINT = 'Call it in a READ COMMITTED transaction (SET TRANSACTION ISOLATION LEVEL READ COMMITTED).';
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+CREATE TRIGGER read_committed_only
+    BEFORE INSERT OR UPDATE OR DELETE ON nadi.legal_holds
+    FOR EACH STATEMENT EXECUTE FUNCTION nadi._read_committed_only();
+CREATE TRIGGER read_committed_only
+    BEFORE DELETE ON nadi.sessions
+    FOR EACH STATEMENT EXECUTE FUNCTION nadi._read_committed_only();
+CREATE TRIGGER read_committed_only
+    BEFORE DELETE ON nadi.audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION nadi._read_committed_only();
+CREATE TRIGGER read_committed_only
+    BEFORE DELETE ON nadi.purged_sessions
+    FOR EACH STATEMENT EXECUTE FUNCTION nadi._read_committed_only();
+
+REVOKE ALL ON FUNCTION nadi._read_committed_only() FROM PUBLIC;

@@ -152,12 +152,41 @@ status_exit(long status)
 	return EXIT_ERROR;
 }
 
+/*
+ * The length of the control character s starts with: 1 for C0 and DEL, 2
+ * for C1 (U+0080 to U+009F in UTF-8: U+009B is a CSI to many terminals), 0
+ * for anything a terminal prints.
+ */
+size_t
+term_control(const char *s)
+{
+	unsigned char c = (unsigned char) s[0];
+
+	if (c < 0x20 || c == 0x7f)
+		return c ? 1 : 0;
+	if (c == 0xc2 && (unsigned char) s[1] >= 0x80 && (unsigned char) s[1] <= 0x9f)
+		return 2;
+	return 0;
+}
+
+void
+term_put(FILE *out, const char *s, bool lines)
+{
+	for (size_t n; s && *s; s += n ? n : 1)
+	{
+		n = term_control(s);
+		if (n == 0 || (lines && (*s == '\n' || *s == '\t')))
+			fputc(*s, out);
+		else
+			fputc('?', out);
+	}
+}
+
 /* printable for a terminal: control characters as '?' */
 static void
 put_clean(FILE *out, const char *s)
 {
-	for (; *s; s++)
-		fputc(((unsigned char) *s < 0x20 && *s != '\n') || *s == 0x7f ? '?' : *s, out);
+	term_put(out, s, true);
 }
 
 int

@@ -85,6 +85,13 @@ char *seg(const char *s);
 struct curl_slist *api_headers(struct curl_slist *h);
 /* The problem of an answer on stderr; its exit code. */
 int problem_print(long status, const char *body, size_t len);
+/*
+ * Text from the edge for a terminal: control characters (C0 but, with
+ * lines, newline and tab; DEL; C1) as '?', so that text a model wrote
+ * cannot move the cursor, retitle the window or write to the clipboard.
+ */
+size_t term_control(const char *s);
+void   term_put(FILE *out, const char *s, bool lines);
 
 /* follow.c */
 typedef struct Follow

@@ -32,6 +32,21 @@ print_json(json_t *v, bool pretty)
 	free(s);
 }
 
+/* one row of a table: columns padded to their widths (0: the last), control characters as '?' */
+static void
+row_put(const char *const *cols, const int *width, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+	{
+		size_t len = strlen(cols[i]);
+
+		term_put(stdout, cols[i], false);
+		if (i + 1 < n)
+			printf("%*s", (int) (len < (size_t) width[i] ? (size_t) width[i] - len : 0) + 2, "");
+	}
+	putchar('\n');
+}
+
 static int
 check_sid(const char *s)
 {
@@ -134,8 +149,11 @@ list_run(const List *l, int argc, char **argv)
 static void
 session_row(json_t *v)
 {
-	printf("%-36s  %-12s  %-10s  %s\n", str(v, "id") ?: "?", str(v, "state") ?: "?",
-		   str(v, "tenant_id") ?: "?", str(v, "updated_at") ?: "");
+	const char *cols[] = {str(v, "id") ?: "?", str(v, "state") ?: "?", str(v, "tenant_id") ?: "?",
+						  str(v, "updated_at") ?: ""};
+	const int width[] = {36, 12, 10, 0};
+
+	row_put(cols, width, ARRAY_SIZE(cols));
 }
 
 static int
@@ -394,9 +412,14 @@ wait_tick(Follow *f)
 
 	if (!w->tty)
 		return;
-	fprintf(stderr, "\r\033[K%c command %s %s%s%s %llds", spin[w->spin++ % 4], w->cid,
-			w->status ?: "queued", w->tool ? ": " : "", w->tool ?: "",
-			(long long) (time(NULL) - w->started));
+	fprintf(stderr, "\r\033[K%c command %s ", spin[w->spin++ % 4], w->cid);
+	term_put(stderr, w->status ?: "queued", false);
+	if (w->tool)
+	{
+		fputs(": ", stderr);
+		term_put(stderr, w->tool, false);
+	}
+	fprintf(stderr, " %llds", (long long) (time(NULL) - w->started));
 	fflush(stderr);
 }
 
@@ -414,8 +437,13 @@ wait_report(Wait *w, bool json)
 	{
 		const char *text = str(result, "text");
 
-		if (text)
-			printf("%s%s", text, *text && text[strlen(text) - 1] == '\n' ? "" : "\n");
+		/* a reply read on a terminal is a model's text: no control characters */
+		if (text && isatty(STDOUT_FILENO))
+			term_put(stdout, text, true);
+		else if (text)
+			fputs(text, stdout);
+		if (text && (!*text || text[strlen(text) - 1] != '\n'))
+			putchar('\n');
 		else
 			print_json(result, true);
 	}
@@ -428,7 +456,8 @@ wait_report(Wait *w, bool json)
 		{
 			char *e = json_dumps(json_object_get(w->cmd, "error"), JSON_COMPACT | JSON_ENCODE_ANY);
 
-			fprintf(stderr, ": %s", e ?: "");
+			fputs(": ", stderr);
+			term_put(stderr, e, false);
 			free(e);
 		}
 		fputc('\n', stderr);
@@ -669,8 +698,9 @@ tail_event(Follow *f, json_t *ev)
 	int64_t		n;
 	int			r;
 
+	/* terminated or failed: the session is over, nothing more comes */
 	if (strcmp(kind, "session.state") == 0 && str(p, "to") &&
-		strcmp(str(p, "to"), "terminated") == 0)
+		(strcmp(str(p, "to"), "terminated") == 0 || strcmp(str(p, "to"), "failed") == 0))
 		return -1;
 	if (t->until_idle && !t->draining &&
 		(strcmp(kind, "command.completed") == 0 || strcmp(kind, "command.dead") == 0 ||
@@ -815,10 +845,16 @@ command_row(json_t *v)
 	json_t *p = json_object_get(v, "payload");
 	char   *what = json_dumps(p, JSON_COMPACT);
 
-	printf("%-8lld  %-8s  %-10s  %-8lld  %.60s\n",
-		   (long long) json_integer_value(json_object_get(v, "id")), str(v, "type") ?: "?",
-		   str(v, "status") ?: "?", (long long) json_integer_value(json_object_get(v, "attempts")),
-		   str(p, "text") ?: str(p, "name") ?: what ?: "");
+	char		id[24], attempts[24];
+	char		shown[61];
+	const char *cols[] = {id, str(v, "type") ?: "?", str(v, "status") ?: "?", attempts, shown};
+	const int	width[] = {8, 8, 10, 8, 0};
+
+	snprintf(id, sizeof(id), "%lld", (long long) json_integer_value(json_object_get(v, "id")));
+	snprintf(attempts, sizeof(attempts), "%lld",
+			 (long long) json_integer_value(json_object_get(v, "attempts")));
+	snprintf(shown, sizeof(shown), "%s", str(p, "text") ?: str(p, "name") ?: what ?: "");
+	row_put(cols, width, ARRAY_SIZE(cols));
 	free(what);
 }
 

@@ -215,6 +215,8 @@ cmd_login(int argc, char **argv)
 	_cleanup_(freep) char	  *text = NULL;
 	char					  *url = NULL;
 	bool					   check = true;
+	struct stat				   st;
+	_cleanup_(closep) int	   dfd = -1;
 	Answer					   a;
 	int						   o, r;
 
@@ -264,8 +266,22 @@ cmd_login(int argc, char **argv)
 		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 			return cli_err(EXIT_ERROR, "%s: %m", dir);
 	}
+	/*
+	 * The file is written beside itself under a name others can guess: in
+	 * a directory another user may write to, they could create that name
+	 * first and read the token as it is written.  The directory checked is
+	 * the one written to (by its descriptor), even if it is renamed.
+	 */
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || fstat(dfd, &st) < 0)
+		return cli_err(EXIT_ERROR, "%s: %m", dir);
+	if (st.st_uid != geteuid() || (st.st_mode & 022))
+		return cli_err(EXIT_ERROR,
+					   "%s: not a directory of yours that only you may write to (mode %03o); "
+					   "the token is not stored there",
+					   dir, st.st_mode & 0777);
 	text = xasprintf("# nadi login\nurl = %s\ntoken = %s\n", cli_cfg.url, cli_cfg.token);
-	r = write_file_atomic(AT_FDCWD, path, text, strlen(text), 0600);
+	r = write_file_atomic(dfd, "config", text, strlen(text), 0600);
 	explicit_bzero(text, strlen(text));
 	if (r < 0)
 		return cli_err(EXIT_ERROR, "%s: %s", path, strerror(-r));

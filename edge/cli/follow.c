@@ -211,7 +211,14 @@ on_data(char *p, size_t size, size_t n, void *arg)
 		c->stream = status == 200 && ct && strncmp(ct, "text/event-stream", 17) == 0;
 	}
 	if (grow(&c->buf, &c->cap, c->len + add + 1) < 0)
+	{
+		/* resuming would ask for the same line again, for ever: stop */
+		if (c->stream)
+			c->result =
+				cli_err(EXIT_ERROR, "the stream sent a line longer than %d MiB after seq %lld",
+						LINE_MAX_BYTES >> 20, (long long) c->f->after);
 		return 0;
+	}
 	memcpy(c->buf + c->len, p, add);
 	c->len += add;
 	c->buf[c->len] = '\0';
@@ -357,16 +364,23 @@ put_text(FILE *out, const char *s, const char *indent)
 {
 	bool bol = true;
 
-	for (; s && *s; s++)
+	for (size_t n; s && *s; s += n ? n : 1)
 	{
 		if (bol)
 			fputs(indent, out);
 		bol = *s == '\n';
-		fputc(((unsigned char) *s < 0x20 && *s != '\n' && *s != '\t') || *s == 0x7f ? '?' : *s,
-			  out);
+		n = term_control(s);
+		fputc(n == 0 || *s == '\n' || *s == '\t' ? *s : '?', out);
 	}
 	if (!bol)
 		fputc('\n', out);
+}
+
+/* a string of the event on one line, control characters as '?' */
+static void
+put_str(FILE *out, const char *s)
+{
+	term_put(out, s, false);
 }
 
 static void
@@ -394,8 +408,10 @@ event_render(FILE *out, json_t *ev)
 	/* "2026-12-06T17:10:00.123Z" → "17:10:00" */
 	if (at && strlen(at) >= 19)
 		snprintf(head, sizeof(head), "%.8s ", at + 11);
-	fprintf(out, "%5lld %s%-22s", (long long) json_integer_value(json_object_get(ev, "seq")), head,
-			kind);
+	fprintf(out, "%5lld ", (long long) json_integer_value(json_object_get(ev, "seq")));
+	put_str(out, head);
+	put_str(out, kind);
+	fprintf(out, "%*s", strlen(kind) < 22 ? (int) (22 - strlen(kind)) : 0, "");
 	if (cmd)
 		fprintf(out, " #%lld", (long long) cmd);
 	fputc(' ', out);
@@ -405,7 +421,8 @@ event_render(FILE *out, json_t *ev)
 	{
 		json_t *inner = json_object_get(p, "payload");
 
-		fprintf(out, "%s ", str(p, "type") ?: "?");
+		put_str(out, str(p, "type") ?: "?");
+		fputc(' ', out);
 		if (str(inner, "text"))
 			put_text(out, str(inner, "text"), "");
 		else
@@ -413,7 +430,8 @@ event_render(FILE *out, json_t *ev)
 	}
 	else if (strcmp(kind, "tool.call") == 0 || strcmp(kind, "permission.requested") == 0)
 	{
-		fprintf(out, "%s ", str(p, "name") ?: str(p, "tool") ?: "");
+		put_str(out, str(p, "name") ?: str(p, "tool") ?: "");
+		fputc(' ', out);
 		put_json(out, json_object_get(p, "args") ?: p, 300);
 		if (kind[0] == 'p')
 			fprintf(out, "      needs approval: nadi approve|deny SESSION %lld\n", (long long) cmd);
@@ -422,8 +440,8 @@ event_render(FILE *out, json_t *ev)
 	{
 		json_t *es = json_object_get(p, "exit_status");
 
-		fprintf(out, "%s %s", str(p, "name") ?: "",
-				json_is_false(json_object_get(p, "ok")) ? "failed" : "ok");
+		put_str(out, str(p, "name") ?: "");
+		fputs(json_is_false(json_object_get(p, "ok")) ? " failed" : " ok", out);
 		if (json_is_integer(es))
 			fprintf(out, " (exit %lld)", (long long) json_integer_value(es));
 		if (json_is_true(json_object_get(p, "timed_out")))
@@ -440,11 +458,24 @@ event_render(FILE *out, json_t *ev)
 			put_text(out, str(p, "stderr"), "      ! ");
 	}
 	else if (strcmp(kind, "tool.error") == 0)
-		fprintf(out, "%s: %s\n", str(p, "code") ?: "error", str(p, "message") ?: "");
+	{
+		put_str(out, str(p, "code") ?: "error");
+		fputs(": ", out);
+		put_str(out, str(p, "message") ?: "");
+		fputc('\n', out);
+	}
 	else if (strcmp(kind, "permission.resolved") == 0)
-		fprintf(out, "%s\n", str(p, "decision") ?: "");
+	{
+		put_str(out, str(p, "decision") ?: "");
+		fputc('\n', out);
+	}
 	else if (strcmp(kind, "session.state") == 0)
-		fprintf(out, "%s -> %s\n", str(p, "from") ?: "?", str(p, "to") ?: "?");
+	{
+		put_str(out, str(p, "from") ?: "?");
+		fputs(" -> ", out);
+		put_str(out, str(p, "to") ?: "?");
+		fputc('\n', out);
+	}
 	else if (strcmp(kind, "command.failed") == 0 || strcmp(kind, "command.dead") == 0)
 		put_json(out, json_object_get(p, "error") ?: p, 300);
 	else if (strcmp(kind, "command.completed") == 0)

@@ -107,9 +107,4 @@ sub relay
 }
 
 my ($port) = NadiProvider::start('/dev/null', \&relay, 0, 1);
-open(my $fh, '>', "$ready.tmp") or die "$ready: $!";
-print $fh "$port\n";
-close $fh;
-rename("$ready.tmp", $ready) or die "$ready: $!";
-$SIG{TERM} = $SIG{INT} = sub { exit 0 };    # NadiProvider's END stops the endpoint
-sleep 1 while 1;
+NadiProvider::serve_until_term($ready, $port);

@@ -108,4 +108,18 @@ sub stop
 	waitpid($pid, 0);
 }
 
+# serve_until_term($ready, $port): for a helper script run by a suite: write
+# $port to the file $ready (whole, through a rename), then wait for TERM or
+# INT; the endpoints this process started stop with it (END above).
+sub serve_until_term
+{
+	my ($ready, $port) = @_;
+	open(my $fh, '>', "$ready.tmp") or die "$ready: $!";
+	print $fh "$port\n";
+	close $fh;
+	rename("$ready.tmp", $ready) or die "$ready: $!";
+	$SIG{TERM} = $SIG{INT} = sub { exit 0 };
+	sleep 1 while 1;
+}
+
 1;

@@ -6,7 +6,7 @@
 -- for none.  Schema nadi is usable by PUBLIC (authenticate is public), so a
 -- role outside the nadi roles is stopped by the grants alone.
 BEGIN;
-SELECT plan(1097);
+SELECT plan(1107);
 
 ---------------------------------------------------------------------------
 -- Test roles: one member of each nadi role, and one of none
@@ -267,6 +267,10 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
  (91, 'sessions_ended', 'nadi.sessions_ended(uuid[], interval)',
       $$SELECT count(*) FROM nadi.sessions_ended(ARRAY['{S}']::uuid[], '1 minute')$$,
       '42501', '42501', 'ok', 'ok'),
+ -- purges and holds at READ COMMITTED only (1.1): the statement
+ -- triggers' function, the owner's
+ (92, '_read_committed_only', 'nadi._read_committed_only()',
+      $$SELECT nadi._read_committed_only()$$, '42501', '42501', '42501', '42501'),
  -- last: the cell lets go of its session
  (99, 'lease_release', 'nadi.lease_release(uuid, bigint)',
       $$SELECT nadi.lease_release('{S}', 1)$$, '42501', 'ok', '42501', 'ok');

@@ -1,7 +1,7 @@
 -- Schema: tables, keys, types, the SQL API's signatures, who may EXECUTE
 -- what by default, and row-level security being switched on.
 BEGIN;
-SELECT plan(171);
+SELECT plan(172);
 
 ---------------------------------------------------------------------------
 -- Schema and tables
@@ -188,7 +188,9 @@ INSERT INTO api VALUES
     ('_held',                    ARRAY['text', 'uuid']),
     ('_retention_loop_check',    ARRAY['integer', 'interval', 'interval']),
     -- sandbox reaping (1.1)
-    ('sessions_ended',           ARRAY['uuid[]', 'interval']);
+    ('sessions_ended',           ARRAY['uuid[]', 'interval']),
+    -- purges and holds at READ COMMITTED only (1.1)
+    ('_read_committed_only',     ARRAY[]::text[]);
 
 SELECT has_function('nadi', fname, args,
                     format('function nadi.%s(%s) exists', fname, array_to_string(args, ', ')))

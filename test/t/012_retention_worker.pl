@@ -2,7 +2,9 @@
 # set, the broker purges sessions that ended longer ago than the one and
 # audit rows older than the other, every nadi.retention_interval, and
 # leaves live sessions, sessions that ended recently and held ones alone.
-# Off (0), it purges nothing.
+# Off (0), it purges nothing.  The server's default isolation is
+# REPEATABLE READ, where a purge batch refuses to run: the broker runs its
+# batches at READ COMMITTED all the same.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -18,10 +20,14 @@ nadi.broker = on
 nadi.broker_naptime = 100ms
 nadi.cell_workers = 0
 nadi.retention_interval = 200ms
+default_transaction_isolation = 'repeatable read'
 });
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION nadi');
-my $q = sub { $node->safe_psql('postgres', shift) };
+# the test's own statements at READ COMMITTED (nadi.hold_set refuses others)
+my $q = sub {
+	$node->safe_psql('postgres', "SET default_transaction_isolation = 'read committed';\n" . shift);
+};
 
 is($q->('SHOW nadi.retention'), '0', 'retention is off by default');
 
@@ -43,6 +49,11 @@ $node->poll_query_until('postgres',
   or die 'no broker';
 sleep 1;
 is($q->($names), 'held,live,old1,old2,recent', 'with retention off nothing is purged');
+# a batch on the server's default isolation (REPEATABLE READ) is refused
+my ($rc, $out, $err) = $node->psql('postgres', q{SELECT nadi.purge_batch('1d')});
+like($err, qr/purges and legal holds run only at READ COMMITTED/,
+	'a purge batch refuses a REPEATABLE READ transaction');
+is($q->($names), 'held,live,old1,old2,recent', 'and purges nothing');
 
 $node->append_conf('postgresql.conf', "nadi.retention = '1d'\n");
 $node->reload;
