@@ -1082,10 +1082,13 @@ TO nadi_admin;
 -- nadi-sandboxd destroys the sandboxes of sessions that ended (its reaper).
 -- It asks with the session ids of its own sandboxes; the answer is those of
 -- them whose session ended (terminated or failed) grace or longer ago, or
--- is gone: purged (only its tombstone in nadi.purged_sessions is left) or
--- never created.  A legal hold (nadi.hold_set) on the session or on its
--- tenant keeps its sandbox as it keeps its rows: a held session is not
--- ended here until the hold is released.  The answer is a subset of the
+-- was purged (only its tombstone in nadi.purged_sessions is left).  An id
+-- this database has never seen is not ended: a sandboxd pointed at the
+-- wrong database, a restored backup or a lagging replica must not destroy
+-- live sandboxes (a sandbox of no session is the operator's to delete).  A
+-- legal hold (nadi.hold_set) on the session or on its tenant keeps its
+-- sandbox as it keeps its rows, purged or not: a held session is not ended
+-- here until the hold is released.  The answer is a subset of the
 -- question, so a sandbox host learns nothing of a session whose id it does
 -- not already hold, and of one it holds only "ended or not".  At most 1000
 -- ids a call.
@@ -1114,8 +1117,10 @@ BEGIN
     SELECT DISTINCT i.id
     FROM unnest(session_ids) AS i(id)
     LEFT JOIN nadi.sessions s ON s.session_id = i.id
+    LEFT JOIN nadi.purged_sessions p ON p.session_id = i.id
     WHERE i.id IS NOT NULL
-      AND (s.session_id IS NULL
+      AND ((s.session_id IS NULL AND p.session_id IS NOT NULL
+            AND NOT nadi._held(p.tenant_id, p.session_id))
            OR (s.state IN ('terminated', 'failed') AND s.updated_at <= nadi.now() - grace
                AND NOT nadi._held(s.tenant_id, s.session_id)));
 END

@@ -1,7 +1,8 @@
 -- nadi.sessions_ended: which of a sandbox host's sessions ended (nadi-
 -- sandboxd's reaper destroys their sandboxes).  Ended (terminated or failed)
--- grace or longer ago, purged, or never created; live and recently ended
--- ones are not.  Only ids that were asked come back.
+-- grace or longer ago, or purged; live and recently ended ones are not, nor
+-- an id the database never knew (a sandboxd on the wrong database must not
+-- destroy live sandboxes).  Only ids that were asked come back.
 \pset null '(null)'
 
 SELECT session_id AS r_live FROM nadi.session_create('reap-acme') \gset
@@ -22,7 +23,7 @@ CREATE FUNCTION pg_temp.ended(grace interval) RETURNS text LANGUAGE sql AS $$
     JOIN reap_ids r ON r.id = e
 $$;
 
--- just ended: within a minute's grace only the never created one counts
+-- just ended: within a minute's grace none counts (never created: never)
 SELECT pg_temp.ended('1 minute');
 SELECT pg_temp.ended('0');
 -- a minute on (the clock of every expiry decision), the ended ones too
@@ -45,11 +46,15 @@ UPDATE nadi.sessions SET updated_at = updated_at - interval '1 day' WHERE sessio
 SELECT sessions >= 1 AS purged FROM nadi.purge_batch('12 hours');
 SELECT count(*) AS tombstone FROM nadi.purged_sessions WHERE session_id = :'r_gone';
 SELECT pg_temp.ended('1 hour');
+-- a hold on the tenant set after the purge keeps the purged one's sandbox
+SELECT hold_id IS NOT NULL AS held FROM nadi.hold_set('reap-acme', NULL, 'reaping test, tenant');
+SELECT pg_temp.ended('1 hour');
+SELECT nadi.hold_release('reap-acme', NULL) AS released;
 
 -- only what was asked comes back: an empty question, NULLs, duplicates
 SELECT count(*) AS answers FROM nadi.sessions_ended('{}', '0');
-SELECT e = :'r_none' AS never_created
-FROM nadi.sessions_ended(ARRAY[NULL, :'r_none', :'r_none', :'r_live']::uuid[], '0') e;
+SELECT e = :'r_gone' AS purged_once
+FROM nadi.sessions_ended(ARRAY[NULL, :'r_gone', :'r_gone', :'r_none', :'r_live']::uuid[], '0') e;
 SELECT count(*) AS answers FROM nadi.sessions_ended(ARRAY[:'r_live']::uuid[]);
 
 -- the arguments, checked: at most 1000 ids, a grace of zero or more
