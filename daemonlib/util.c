@@ -3,6 +3,7 @@
  * Functions return a negative errno on failure and log nothing: the caller
  * knows what the file or value was for.
  */
+#include <ctype.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -497,4 +498,22 @@ signals_block(sigset_t *mask)
 	sigaddset(mask, SIGINT);
 	sigaddset(mask, SIGHUP);
 	return -pthread_sigmask(SIG_BLOCK, mask, NULL);
+}
+
+bool
+uuid_text_valid(const char *s)
+{
+	if (s == NULL)
+		return false;
+	for (int i = 0; i < 36; i++)
+	{
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+		{
+			if (s[i] != '-')
+				return false;
+		}
+		else if (!isxdigit((unsigned char) s[i]))
+			return false;
+	}
+	return s[36] == '\0';
 }

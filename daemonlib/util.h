@@ -91,6 +91,9 @@ int mirror_owner_dir_ensure(int rootfd, const char *owner);
  */
 bool url_path_safe(const char *s, size_t len);
 
+/* The text of a uuid, 8-4-4-4-12 hex digits (either case), and nothing more. */
+bool uuid_text_valid(const char *s);
+
 /*
  * Ignore SIGPIPE and block SIGTERM, SIGINT and SIGHUP in the calling thread
  * (before any other thread exists, so that every thread inherits the mask);

@@ -11,7 +11,6 @@
  * fails ends the round; the next round asks again.  Nothing is reaped
  * while the daemon drains.
  */
-#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -27,27 +26,10 @@ static uint64_t			 next_round_ms;
 static bool				 started, warned;
 static struct reap_stats stats;
 
-/* The canonical text of a uuid (either case), as nadi.sessions_ended takes it. */
-static bool
-uuid_text(const char *s)
-{
-	for (int i = 0; i < 36; i++)
-	{
-		if (i == 8 || i == 13 || i == 18 || i == 23)
-		{
-			if (s[i] != '-')
-				return false;
-		}
-		else if (!isxdigit((unsigned char) s[i]))
-			return false;
-	}
-	return s[36] == '\0';
-}
-
 static bool
 candidate(const struct sbx_sandbox *sb, time_t now)
 {
-	return !sb->destroying && uuid_text(sb->session_id) && now >= sb->created_at &&
+	return !sb->destroying && uuid_text_valid(sb->session_id) && now >= sb->created_at &&
 		   (uint64_t) (now - sb->created_at) * 1000 >= cfg.reap_grace_ms;
 }
 

@@ -5,7 +5,6 @@
  * problem+json (RFC 9457) printed on stderr with the exit code its status
  * stands for.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,24 +16,6 @@
 
 #include "cli.h"
 #include "daemonlib/util.h"
-
-bool
-uuid_valid(const char *s)
-{
-	if (s == NULL || strlen(s) != 36)
-		return false;
-	for (int i = 0; i < 36; i++)
-	{
-		if (i == 8 || i == 13 || i == 18 || i == 23)
-		{
-			if (s[i] != '-')
-				return false;
-		}
-		else if (!isxdigit((unsigned char) s[i]))
-			return false;
-	}
-	return true;
-}
 
 /* 1 to 2^63-1, decimal digits only (no sign, no leading zero) */
 bool

@@ -63,7 +63,6 @@ typedef struct Answer
 	bool	replayed; /* Idempotency-Replayed: true */
 } Answer;
 
-bool uuid_valid(const char *s);
 bool command_id_valid(const char *s);
 bool tool_name_valid(const char *s);
 bool state_name_valid(const char *s);

@@ -50,7 +50,7 @@ row_put(const char *const *cols, const int *width, size_t n)
 static int
 check_sid(const char *s)
 {
-	return uuid_valid(s) ? 0 : cli_err(EXIT_USAGE, "not a session id (a UUID): %.64s", s);
+	return uuid_text_valid(s) ? 0 : cli_err(EXIT_USAGE, "not a session id (a UUID): %.64s", s);
 }
 
 static int
