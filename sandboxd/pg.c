@@ -358,7 +358,15 @@ on_io(EvIo *w, uint32_t revents)
 static void
 start_connect(void)
 {
-	const PqConnParams params = {.conninfo = cfg.pg_conninfo, .program = "nadi-sandboxd"};
+	/*
+	 * Every statement on this connection is short (registration, heartbeat,
+	 * keys, the reaper's question); one stuck behind a lock must not hold up
+	 * the heartbeats that keep this host live, so the server cuts it.
+	 */
+	const PqConnParams params = {
+		.conninfo = cfg.pg_conninfo,
+		.program = "nadi-sandboxd",
+		.options = "-c statement_timeout=10s -c idle_in_transaction_session_timeout=15s"};
 
 	if (pq_conn_start(&conn, &params) != PQ_STEP_WAIT)
 	{
