@@ -19,6 +19,10 @@ function pre(text, cls) {
   return el('pre', { class: cls, text: clip(text) });
 }
 
+// The tool and arguments of each permission request seen in the log, by
+// command id: the approvals panel repeats them beside its buttons.
+const asks = new Map();
+
 function str(v) {
   return clip(typeof v === 'string' ? v : json(v));
 }
@@ -58,6 +62,7 @@ function eventBody(ev, decide) {
         el('button', { type: 'button', class: 'approve', text: 'Approve', onclick: () => decide(ev.command_id, 'approve') }),
         el('button', { type: 'button', class: 'deny', text: 'Deny', onclick: () => decide(ev.command_id, 'deny') }));
       const tool = p.tool ?? p.name ?? (p.call && p.call.name);
+      asks.set(String(ev.command_id), { tool, args: p.args ?? (p.call && p.call.args) ?? p });
       // what is to be approved is shown whole, never cut (nadi writes these
       // events, the payload limit bounds them)
       return { role: 'ask', body: [el('p', {}, 'asks permission to run ', el('code', { text: str(tool ?? '?') })),
@@ -194,8 +199,11 @@ export function sessionPage(main, id) {
     const waiting = commands.filter((c) => c.status === 'waiting');
     if (!waiting.length) approvals.append(el('p', { class: 'muted', text: 'Nothing waits for approval.' }));
     for (const c of waiting) {
+      const ask = asks.get(String(c.id));
       approvals.append(el('div', { class: 'approval', 'data-command': c.id },
-        el('span', {}, `command ${c.id} `, el('code', { text: str(c.payload?.name ?? c.payload?.text ?? c.type) })),
+        el('span', {}, `command ${c.id} `, el('code', { text: str(ask ? ask.tool ?? '?' : c.payload?.name ?? c.payload?.text ?? c.type) })),
+        // the arguments, whole: what Approve lets run
+        ask ? el('pre', { class: 'args', text: json(ask.args) }) : null,
         el('button', { type: 'button', class: 'approve', text: 'Approve', onclick: () => decide(c.id, 'approve') }),
         el('button', { type: 'button', class: 'deny', text: 'Deny', onclick: () => decide(c.id, 'deny') })));
     }

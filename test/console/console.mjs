@@ -157,13 +157,18 @@ try {
     if (ran !== 0) throw new Error(`${ran} tool.call/tool.result events for the denied command`);
   });
 
-  await check('a permission request shows its arguments whole, however long: nothing hidden from who approves', async () => {
+  await check('a permission request shows its arguments whole, however long, in the log and beside Approve: nothing hidden from who approves', async () => {
     await send(a, `/tool exec {"argv": ["echo", "${'p'.repeat(20000)}", "the-end-of-the-request"]}`);
     const cid = await waitingRequest(a);
     const t = await a.locator(`li[data-kind="permission.requested"][data-command="${cid}"] pre`).textContent();
+    // the approvals panel repeats them beside its buttons, whole too
+    const side = a.locator(`#approvals .approval[data-command="${cid}"] pre.args`);
+    await side.waitFor({ timeout: T });
+    const t2 = await side.textContent();
     await a.click(`#approvals .approval[data-command="${cid}"] button.deny`);
     await waitText(a, `li[data-kind="permission.resolved"][data-command="${cid}"]`, 'denied');
     if (!t.includes('the-end-of-the-request')) throw new Error(`${t.length} characters shown, not the end`);
+    if (!t2.includes('the-end-of-the-request')) throw new Error(`the approvals panel shows ${t2.length} characters, not the end`);
   });
 
   await check('a hostile message renders as text: no element, no script run', async () => {
