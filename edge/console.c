@@ -147,7 +147,8 @@ console_handle(EdgeReq *req)
 		return;
 	}
 	inm = http_header(req, MHD_HTTP_HEADER_IF_NONE_MATCH);
-	if (inm && strstr(inm, a->etag) != NULL)
+	/* "*" matches any current representation (RFC 9110, 13.1.2) */
+	if (inm && (strcmp(inm, "*") == 0 || strstr(inm, a->etag) != NULL))
 	{
 		status = 304;
 		r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
