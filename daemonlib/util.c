@@ -231,7 +231,14 @@ write_file_atomic(int dirfd, const char *path, const void *data, size_t len, mod
 
 	if (!tmp)
 		return -ENOMEM;
-	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+	/*
+	 * A file of that name left by a crash is removed, and the new one must
+	 * be ours (O_EXCL): in a directory someone else may write to, nobody can
+	 * have it opened beforehand to read what is written.
+	 */
+	if (unlinkat(dirfd, tmp, 0) < 0 && errno != ENOENT)
+		return -errno;
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
 	if (fd < 0)
 		return -errno;
 	while (len > 0)
