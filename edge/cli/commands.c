@@ -22,10 +22,16 @@ str(json_t *o, const char *k)
 	return json_string_value(json_object_get(o, k));
 }
 
+/*
+ * JSON for machines, often read on a terminal: every character beyond ASCII
+ * (C1 controls included) as a \u escape, so a model's text cannot reach the
+ * terminal as an escape sequence; a JSON reader sees the same strings.
+ */
 static void
 print_json(json_t *v, bool pretty)
 {
-	char *s = json_dumps(v, (pretty ? JSON_INDENT(2) : JSON_COMPACT) | JSON_ENCODE_ANY);
+	char *s = json_dumps(v, (pretty ? JSON_INDENT(2) : JSON_COMPACT) | JSON_ENCODE_ANY |
+								JSON_ENSURE_ASCII);
 
 	if (s)
 		puts(s);

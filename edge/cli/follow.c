@@ -89,7 +89,8 @@ deliver(Follow *f, json_t *ev)
 	{
 		if (f->json)
 		{
-			char *s = json_dumps(ev, JSON_COMPACT);
+			/* as print_json: beyond ASCII as \u escapes, terminal-safe */
+			char *s = json_dumps(ev, JSON_COMPACT | JSON_ENSURE_ASCII);
 
 			if (s)
 				puts(s);
