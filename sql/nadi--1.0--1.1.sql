@@ -845,7 +845,8 @@ BEGIN
     INSERT INTO nadi.audit_log (at, actor, action, detail)
     VALUES (nadi.now(), nadi._actor(), 'retention.purge',
             jsonb_build_object('older_than', older_than::text, 'sessions', sessions,
-                               'events', events, 'commands', commands, 'leases', leases));
+                               'events', events, 'commands', commands, 'leases', leases,
+                               'session_ids', to_jsonb(ids)));
 END
 $fn$;
 

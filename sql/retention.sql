@@ -91,7 +91,8 @@ SELECT count(*) AS leases_left FROM nadi.session_leases WHERE session_id IN (:'a
 SELECT session_id = :'a' AS a, tenant_id, state, last_seq, ended_at <= purged_at AS ordered
 FROM nadi.purged_sessions WHERE tenant_id LIKE 'ret-%' ORDER BY state;
 SELECT count(*) AS live_commands FROM nadi.command_inbox WHERE session_id = :'l';
-SELECT detail FROM nadi.audit_log WHERE action = 'retention.purge' ORDER BY audit_id;
+SELECT detail - 'session_ids' AS detail, jsonb_array_length(detail->'session_ids') AS ids
+FROM nadi.audit_log WHERE action = 'retention.purge' ORDER BY audit_id;
 
 -- a purged session answers so, wherever it is named
 SELECT try(format($$SELECT nadi.session_get(%L)$$, :'a'));
