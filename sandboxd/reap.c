@@ -4,10 +4,10 @@
  * are at least reap_grace old (a sandbox the operator named otherwise is
  * never asked about), and asks about them REAP_BATCH at a time, one
  * question after the other on pg.c's connection.  The database answers
- * with those whose session ended reap_grace ago or more, was purged or
- * never existed; each of those sandboxes is destroyed as the operator's
- * DELETE destroys it (sandbox_destroy: cancel the queue, stop the
- * container, delete the subvolumes and the metadata).  A question that
+ * with those whose session ended reap_grace ago or more or was purged (an
+ * id it never knew is not ended); each of those sandboxes is destroyed as
+ * the operator's DELETE destroys it (sandbox_destroy: cancel the queue, stop
+ * the container, delete the subvolumes and the metadata).  A question that
  * fails ends the round; the next round asks again.  Nothing is reaped
  * while the daemon drains.
  */
