@@ -194,9 +194,14 @@ nadi_broker_main(Datum arg)
 		if (have_fold || (have_fold = broker_has_function("nadi._call_counts_fold()")))
 			broker_step("fold", "SELECT nadi._call_counts_fold()");
 
-		/* sleep until the next lease can expire, or until woken */
+		/*
+		 * sleep until the next lease can expire, or until woken; with no
+		 * lease held the answer is NULL (greatest() would skip the NULL and
+		 * say 0: a wake-up every millisecond), so the nap time applies
+		 */
 		next_ms = broker_step("deadline",
-							  "SELECT greatest(0, ceil(extract(epoch FROM min(expires_at) - nadi.now()) * 1000))::bigint "
+							  "SELECT CASE WHEN min(expires_at) IS NOT NULL THEN "
+							  "greatest(0, ceil(extract(epoch FROM min(expires_at) - nadi.now()) * 1000))::bigint END "
 							  "FROM nadi.session_leases WHERE cell_host_id IS NOT NULL");
 		if (next_ms < 0 || next_ms > nadi_broker_naptime_ms)
 			next_ms = nadi_broker_naptime_ms;
