@@ -10,6 +10,10 @@ OBJS        = $(NADI_SRCS:.c=.o)
 PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter \
               -Wno-sign-compare -Wno-missing-field-initializers
 SHLIB_LINK  = -lcrypto -ljansson -lcurl
+# The extension version this library's workers run at: nadi.control's
+# default_version (the embedded cells wait while the schema is another).
+NADI_EXT_VERSION := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" nadi.control)
+PG_CPPFLAGS += -DNADI_EXT_VERSION='"$(NADI_EXT_VERSION)"'
 
 # pg_regress: sql/<name>.sql against expected/<name>.out, in a server of its
 # own started with test/nadi.conf (shared_preload_libraries = 'nadi').
@@ -34,6 +38,7 @@ include $(PGXS)
 
 # A changed header rebuilds every object (structures are shared between files).
 $(OBJS): $(wildcard src/*.h bgworkers/*.h) src/nadi_errcodes.h
+bgworkers/cell.o: nadi.control
 
 # The SQLSTATEs (ERRCODE_NADI_*) and their HTTP answers, from the one list
 # src/errcodes.txt; the daemons' build (daemonlib/daemon.mk) makes the same
