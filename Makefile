@@ -12,7 +12,12 @@ PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter \
 SHLIB_LINK  = -lcrypto -ljansson -lcurl
 # The extension version this library's workers run at: nadi.control's
 # default_version (the embedded cells wait while the schema is another).
-NADI_EXT_VERSION := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" nadi.control)
+# (read next to this Makefile, so that a build in another directory finds it)
+NADI_EXT_VERSION := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" \
+                      $(dir $(firstword $(MAKEFILE_LIST)))nadi.control)
+ifeq ($(NADI_EXT_VERSION),)
+$(error nadi.control next to the Makefile has no default_version)
+endif
 PG_CPPFLAGS += -DNADI_EXT_VERSION='"$(NADI_EXT_VERSION)"'
 
 # pg_regress: sql/<name>.sql against expected/<name>.out, in a server of its
