@@ -43,7 +43,7 @@ include $(PGXS)
 
 # A changed header rebuilds every object (structures are shared between files).
 $(OBJS): $(wildcard src/*.h bgworkers/*.h) src/nadi_errcodes.h
-bgworkers/cell.o: nadi.control
+bgworkers/cell.o src/caller.o: nadi.control
 
 # The SQLSTATEs (ERRCODE_NADI_*) and their HTTP answers, from the one list
 # src/errcodes.txt; the daemons' build (daemonlib/daemon.mk) makes the same

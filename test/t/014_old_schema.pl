@@ -75,6 +75,23 @@ is($node->safe_psql('postgres', "SELECT (nadi.token_verify('$tok'))->>'tenant'")
 is($node->safe_psql('postgres', "SELECT count(*) FROM nadi.session_list() WHERE session_id = '$sid'"),
 	'1', 'session_list');
 is($node->safe_psql('postgres', "SELECT count(*) > 0 FROM nadi.jwks()"), 't', 'jwks');
+# The logins of the previous release: an edge's (tokens, no host) works;
+# a host login's calls, which the new library checks against the host
+# bindings new in 1.1, are refused with an error naming both versions until
+# the update (an administrator's and the embedded cells' are not checked).
+$node->safe_psql('postgres', q{
+CREATE ROLE old_edge LOGIN IN ROLE nadi_edge;
+CREATE ROLE old_cell LOGIN IN ROLE nadi_cell;
+});
+is($node->safe_psql('postgres', "BEGIN; SELECT FROM nadi.authenticate('$tok'); SELECT tenant_id FROM nadi.session_get('$sid'); COMMIT",
+		extra_params => [ '-U', 'old_edge' ]),
+	"acme", "an edge login of $old authenticates a token and reads a session");
+my ($hrc, $hout, $herr) = $node->psql('postgres', "SELECT nadi.cell_host_heartbeat('ext-cell')",
+	extra_params => [ '-U', 'old_cell' ]);
+like($herr, qr/ERROR:  the nadi extension in this database is version \Q$old\E, this nadi library \(\Q$current\E\) checks host logins against nadi.host_bindings/,
+	"a host login's heartbeat is refused, naming $old and $current")
+  or diag($herr);
+like($herr, qr/HINT:  Run ALTER EXTENSION nadi UPDATE, then bind each host login/, '... with what to do');
 $node->safe_psql('postgres', "SELECT nadi.lease_release('$sid', $epoch)");
 $node->safe_psql('postgres', "SELECT nadi.cell_host_set_state('ext-cell', 'draining')");
 # A session for the embedded cell, queued on the old schema.
@@ -110,6 +127,10 @@ is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extna
 ok($node->poll_query_until('postgres',
 		"SELECT status = 'completed' AND result->>'text' = 'You said: queued on the old schema' FROM nadi.command_get('$s2', $c2)"),
 	'the embedded cell runs the command queued on the old schema');
+$node->safe_psql('postgres', "SELECT nadi.host_bind('cell', 'ext-cell', 'old_cell')");
+is($node->safe_psql('postgres', "SELECT host_id FROM nadi.cell_host_heartbeat('ext-cell')",
+		extra_params => [ '-U', 'old_cell' ]),
+	'ext-cell', 'after the update and nadi.host_bind the host login heartbeats');
 is($node->safe_psql('postgres', "SELECT count(*) FROM nadi.stat_sessions"), '2', "the $current API answers (stat_sessions)")
   if $current eq '1.1';
 
