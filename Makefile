@@ -10,6 +10,15 @@ OBJS        = $(NADI_SRCS:.c=.o)
 PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter \
               -Wno-sign-compare -Wno-missing-field-initializers
 SHLIB_LINK  = -lcrypto -ljansson -lcurl
+# The extension version this library's workers run at: nadi.control's
+# default_version (the embedded cells wait while the schema is another).
+# (read next to this Makefile, so that a build in another directory finds it)
+NADI_EXT_VERSION := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" \
+                      $(dir $(firstword $(MAKEFILE_LIST)))nadi.control)
+ifeq ($(NADI_EXT_VERSION),)
+$(error nadi.control next to the Makefile has no default_version)
+endif
+PG_CPPFLAGS += -DNADI_EXT_VERSION='"$(NADI_EXT_VERSION)"'
 
 # pg_regress: sql/<name>.sql against expected/<name>.out, in a server of its
 # own started with test/nadi.conf (shared_preload_libraries = 'nadi').
@@ -34,6 +43,7 @@ include $(PGXS)
 
 # A changed header rebuilds every object (structures are shared between files).
 $(OBJS): $(wildcard src/*.h bgworkers/*.h) src/nadi_errcodes.h
+bgworkers/cell.o src/caller.o: nadi.control
 
 # The SQLSTATEs (ERRCODE_NADI_*) and their HTTP answers, from the one list
 # src/errcodes.txt; the daemons' build (daemonlib/daemon.mk) makes the same

@@ -180,6 +180,41 @@ cell_raise_fd_limit(void)
 	}
 }
 
+/*
+ * Whether the database has the extension at the version this library's
+ * cells run at (NADI_EXT_VERSION, nadi.control's default_version).  In a
+ * rolling upgrade the new library runs against the old schema from the
+ * restart until ALTER EXTENSION nadi UPDATE: the cells wait for the update
+ * instead of calling functions the old schema lacks, and the first of them
+ * says so once per version seen, naming both.
+ */
+static bool
+cell_schema_ready(void)
+{
+	static char warned[32];
+	StoreResult r;
+	const char *have = NULL;
+	bool		ready;
+
+	store_spi.exec(store_spi.ctx, "SELECT extversion FROM pg_extension WHERE extname = 'nadi'", 0, NULL, &r);
+	if (json_array_size(r.rows) == 1)
+		have = json_string_value(json_object_get(json_array_get(r.rows, 0), "extversion"));
+	ready = have != NULL && strcmp(have, NADI_EXT_VERSION) == 0;
+	if (have != NULL && !ready && cell_index == 0 && strcmp(warned, have) != 0)
+	{
+		strlcpy(warned, have, sizeof(warned));
+		ereport(WARNING,
+				(errmsg("nadi cell: the nadi extension in database \"%s\" is version %s, this nadi library's cells run at version %s: they wait",
+						nadi_database, have, NADI_EXT_VERSION),
+				 errhint("Run ALTER EXTENSION nadi UPDATE in database \"%s\"; the cells start by themselves.",
+						 nadi_database)));
+	}
+	if (ready)
+		warned[0] = '\0';
+	store_result_free(&r);
+	return ready;
+}
+
 void
 nadi_cell_main(Datum arg)
 {
@@ -215,13 +250,7 @@ nadi_cell_main(Datum arg)
 		/* is the extension there?  Until it is, then once per heartbeat */
 		if (ready_at == 0 ||
 			TimestampDifferenceExceeds(ready_at, GetCurrentTimestamp(), nadi_heartbeat_interval_ms))
-		{
-			StoreResult r;
-
-			store_spi.exec(store_spi.ctx, "SELECT 1 AS ready FROM pg_extension WHERE extname = 'nadi'", 0, NULL, &r);
-			ready_at = json_array_size(r.rows) == 1 ? GetCurrentTimestamp() : 0;
-			store_result_free(&r);
-		}
+			ready_at = cell_schema_ready() ? GetCurrentTimestamp() : 0;
 		if (ready_at != 0)
 		{
 			cell_config(&cfg, &rcfg);

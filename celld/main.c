@@ -57,7 +57,9 @@ rt_log(void *arg, RtLogLevel level, const char *msg)
  * Every new store connection: the login must be a member of nadi_cell and
  * no superuser (a cell host holds nothing more: no model key, no upstream
  * secret, no sandbox hosts' operator token).  A refusal stops the daemon;
- * a database without the extension is waited for.
+ * a database without the extension, or with another version of it than
+ * this build's (a rolling upgrade before ALTER EXTENSION nadi UPDATE), is
+ * waited for.
  */
 static int
 role_check(PGconn *pg, void *arg, char *msg, size_t msglen)
@@ -67,7 +69,7 @@ role_check(PGconn *pg, void *arg, char *msg, size_t msglen)
 					  "    AND pg_has_role(r.oid, 'nadi_cell', 'MEMBER') AS cell, "
 					  "  to_regrole('nadi_admin') IS NOT NULL "
 					  "    AND pg_has_role(r.oid, 'nadi_admin', 'MEMBER') AS admin, "
-					  "  EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'nadi') AS ext "
+					  "  (SELECT extversion FROM pg_extension WHERE extname = 'nadi') AS ext "
 					  "FROM pg_roles r WHERE r.rolname = current_user";
 	PGresult   *res = NULL;
 	char		ss[6], err[PQ_ERROR_MAX];
@@ -92,9 +94,20 @@ role_check(PGconn *pg, void *arg, char *msg, size_t msglen)
 		PQclear(res);
 		return -EPERM;
 	}
-	if (strcmp(PQgetvalue(res, 0, 4), "t") != 0)
+	if (PQgetisnull(res, 0, 4))
 	{
 		snprintf(msg, msglen, "the nadi extension is not installed in this database (yet)");
+		PQclear(res);
+		return -EIO;
+	}
+	if (strcmp(PQgetvalue(res, 0, 4), NADI_EXT_VERSION) != 0)
+	{
+		/* a rolling upgrade: waited for until ALTER EXTENSION nadi UPDATE */
+		snprintf(
+			msg, msglen,
+			"the nadi extension in this database is version %s, nadi-celld %s needs version %s: "
+			"waiting for ALTER EXTENSION nadi UPDATE",
+			PQgetvalue(res, 0, 4), NADI_VERSION, NADI_EXT_VERSION);
 		PQclear(res);
 		return -EIO;
 	}

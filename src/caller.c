@@ -13,11 +13,13 @@
 #include "access/xact.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "fmgr.h"
 
@@ -309,6 +311,24 @@ nadi_require_host_binding(const char *kind, const char *host_id, const char *wha
 
 	if (nadi_caller_is_host_admin())
 		return;
+	if (!OidIsValid(get_relname_relid("host_bindings", get_namespace_oid("nadi", false))))
+	{
+		/*
+		 * The library is newer than the schema: a rolling upgrade between
+		 * the restart and ALTER EXTENSION nadi UPDATE.
+		 */
+		char	   *have = NULL;
+
+		if (SPI_execute("SELECT extversion FROM pg_extension WHERE extname = 'nadi'", true, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+			have = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the nadi extension in this database is version %s, this nadi library (%s) checks host logins against nadi.host_bindings, new in 1.1",
+						have ? have : "(unknown)", NADI_EXT_VERSION),
+				 errhint("Run ALTER EXTENSION nadi UPDATE, then bind each host login: nadi.host_bind('%s', '%s', role).",
+						 kind, host_id)));
+	}
 	values[0] = CStringGetTextDatum(kind);
 	values[1] = CStringGetTextDatum(host_id);
 	nadi_exec(nadi_plan(&plan,
