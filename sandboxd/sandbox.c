@@ -95,31 +95,50 @@ sandbox_json(const struct sbx_sandbox *sb)
 /* ---- egress ------------------------------------------------------------------ */
 
 /*
- * Make PROXY_DIR/<id>/ a real directory owned by root, mode 0755, whatever
- * was there (a symlink would redirect the container's bind mount).
+ * Make PROXY_DIR/<id>/ a real directory owned by PROXY_DIR's owner, mode
+ * 0755, whatever was there (a symlink would redirect the container's bind
+ * mount).
  */
 int
 sandbox_proxy_prepare(const char *id)
 {
 	_cleanup_(closep) int dfd = -1;
-	struct stat			  st;
+	struct stat			  st, dst;
+	char				  tmp[NAME_MAX + 1];
+	int					  r;
 
 	if (!cfg.proxy_dir)
 		return 0;
 	dfd = open(cfg.proxy_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
+	if (dfd < 0 || fstat(dfd, &dst) < 0)
 		return -errno;
-	if (fstatat(dfd, id, &st, AT_SYMLINK_NOFOLLOW) == 0 && (!S_ISDIR(st.st_mode) || st.st_uid != 0))
+	if (fstatat(dfd, id, &st, AT_SYMLINK_NOFOLLOW) == 0)
 	{
-		log_warning("sandbox %s: replacing %s/%s, which is not root's directory", id, cfg.proxy_dir,
-					id);
+		if (S_ISDIR(st.st_mode) && st.st_uid == dst.st_uid)
+			/* Against a directory left with other modes. */
+			return fchmodat(dfd, id, 0755, 0) < 0 ? -errno : 0;
+		log_warning("sandbox %s: replacing %s/%s, which is not a directory of %s's owner", id,
+					cfg.proxy_dir, id, cfg.proxy_dir);
 		rm_rf_at(dfd, id);
 	}
-	if (mkdirat(dfd, id, 0755) < 0 && errno != EEXIST)
+	/*
+	 * The directory belongs to proxy_dir's owner (the credentials proxy's
+	 * user, which binds <id>/proxy.sock in it without any capability).  Made
+	 * under a name that is no sandbox id, handed over, then renamed: the
+	 * proxy, watching proxy_dir, sees it only once it may write there.
+	 */
+	snprintf(tmp, sizeof tmp, ".tmp-%s", id);
+	rm_rf_at(dfd, tmp);
+	if (mkdirat(dfd, tmp, 0755) < 0)
 		return -errno;
-	/* Against the umask, and a directory left with other modes. */
-	if (fchmodat(dfd, id, 0755, 0) < 0)
-		return -errno;
+	if (fchmodat(dfd, tmp, 0755, 0) < 0 || /* against the umask */
+		fchownat(dfd, tmp, dst.st_uid, dst.st_gid, AT_SYMLINK_NOFOLLOW) < 0 ||
+		renameat(dfd, tmp, dfd, id) < 0)
+	{
+		r = -errno;
+		rm_rf_at(dfd, tmp);
+		return r;
+	}
 	return 0;
 }
 
@@ -153,6 +172,11 @@ proxy_sweep(void)
 	while ((de = readdir(d)))
 	{
 		size_t n = strspn(de->d_name, "0123456789abcdef");
+		if (strncmp(de->d_name, ".tmp-", 5) == 0) /* a prepare cut short */
+		{
+			rm_rf_at(dirfd(d), de->d_name);
+			continue;
+		}
 		if (n != SBX_ID_LEN || de->d_name[n] || sandbox_find(de->d_name))
 			continue;
 		log_notice("removing proxy directory %s/%s of a sandbox that is gone", cfg.proxy_dir,

@@ -41,9 +41,19 @@ pthread_rwlock_t cp_secret_lock = PTHREAD_RWLOCK_INITIALIZER;
 void
 upstream_clear(struct upstream *up)
 {
-	char **fields[] = {&up->name,		 &up->url,		  &up->scheme,	&up->host,
-					   &up->origin,		 &up->base,		  &up->header,	&up->format,
-					   &up->secret_file, &up->secret_env, &up->resolve, &up->ca_file};
+	char **fields[] = {&up->name,
+					   &up->url,
+					   &up->scheme,
+					   &up->host,
+					   &up->origin,
+					   &up->base,
+					   &up->header,
+					   &up->format,
+					   &up->secret_file,
+					   &up->secret_env,
+					   &up->secret_credential,
+					   &up->resolve,
+					   &up->ca_file};
 
 	for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
 	{
@@ -191,9 +201,19 @@ out:
 	return r;
 }
 
+/* A systemd credential's name: a file name, not "." or "..". */
+static bool
+credential_name_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n > 0 && n <= 255 && !strchr(s, '/') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
+}
+
 /*
- * "NAME url=URL [header=NAME] [format=F] secret_file=PATH|secret_env=VAR
- * [resolve=ADDR] [ca_file=PATH]" → *up (cleared on error, err says why).
+ * "NAME url=URL [header=NAME] [format=F]
+ * secret_file=PATH|secret_env=VAR|secret_credential=NAME [resolve=ADDR]
+ * [ca_file=PATH]" → *up (cleared on error, err says why).
  */
 int
 upstream_parse(const char *spec, struct upstream *up, char *err, size_t errlen)
@@ -236,6 +256,8 @@ upstream_parse(const char *spec, struct upstream *up, char *err, size_t errlen)
 			field = &up->secret_file;
 		else if (strcmp(k, "secret_env") == 0)
 			field = &up->secret_env;
+		else if (strcmp(k, "secret_credential") == 0)
+			field = &up->secret_credential;
 		else if (strcmp(k, "resolve") == 0)
 			field = &up->resolve;
 		else if (strcmp(k, "ca_file") == 0)
@@ -244,7 +266,7 @@ upstream_parse(const char *spec, struct upstream *up, char *err, size_t errlen)
 		{
 			snprintf(err, errlen,
 					 "upstream %s: unknown key \"%s\" (url, header, format, secret_file, "
-					 "secret_env, resolve, ca_file)",
+					 "secret_env, secret_credential, resolve, ca_file)",
 					 up->name, k);
 			goto fail;
 		}
@@ -286,10 +308,20 @@ upstream_parse(const char *spec, struct upstream *up, char *err, size_t errlen)
 				 up->name);
 		goto fail;
 	}
-	if (!up->secret_file == !up->secret_env)
+	if (!!up->secret_file + !!up->secret_env + !!up->secret_credential != 1)
 	{
 		snprintf(err, errlen,
-				 "upstream %s: give exactly one of secret_file=PATH and secret_env=VAR", up->name);
+				 "upstream %s: give exactly one of secret_file=PATH, secret_env=VAR and "
+				 "secret_credential=NAME",
+				 up->name);
+		goto fail;
+	}
+	if (up->secret_credential && !credential_name_valid(up->secret_credential))
+	{
+		snprintf(err, errlen,
+				 "upstream %s: secret_credential is a credential's name (LoadCredential=NAME:...), "
+				 "not a path",
+				 up->name);
 		goto fail;
 	}
 	if (up->resolve)
@@ -406,6 +438,26 @@ load_secret(const struct upstream *up, char **ret)
 		if (r < 0)
 			return r;
 	}
+	else if (up->secret_credential)
+	{
+		/* systemd's LoadCredential=: a private copy, re-read as it stands. */
+		const char			  *dir = getenv("CREDENTIALS_DIRECTORY");
+		_cleanup_(freep) char *path = NULL;
+
+		if (!dir || dir[0] != '/')
+		{
+			log_error("upstream %s: secret_credential=%s needs $CREDENTIALS_DIRECTORY (set by "
+					  "systemd for LoadCredential=%s:FILE in the unit)",
+					  up->name, up->secret_credential, up->secret_credential);
+			return -ENOENT;
+		}
+		path = xasprintf("%s/%s", dir, up->secret_credential);
+		if (!path)
+			return -ENOMEM;
+		r = read_secret_file(path, &s);
+		if (r < 0)
+			return r;
+	}
 	else
 	{
 		const char *e = getenv(up->secret_env);
@@ -479,7 +531,8 @@ config_reload_secrets(void)
 #define S(f) offsetof(struct cp_config, f)
 static const struct conf_key keys[] = {
 	{"upstream", CONF_FUNC, 0,
-	 "\"NAME url=URL [header=H] [format=F] secret_file=P|secret_env=V\" (repeatable)",
+	 "\"NAME url=URL [header=H] [format=F] secret_file=P|secret_env=V|secret_credential=C\" "
+	 "(repeatable)",
 	 CONF_LIST | CONF_SECRET | CONF_BARE, add_upstream},
 	{"pg_conninfo", CONF_STR, S(pg_conninfo),
 	 "libpq conninfo of a role in nadi_sandbox_host (required)", 0, NULL},

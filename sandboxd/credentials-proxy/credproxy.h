@@ -46,9 +46,10 @@ struct upstream
 	char	*format; /* its value, one "%s" standing for the secret */
 	char	*secret_file;
 	char	*secret_env;
-	char	*resolve; /* connect to this address instead of resolving host */
-	char	*ca_file; /* CA bundle for this upstream's TLS */
-	char	*secret;  /* under cp_secret_lock */
+	char	*secret_credential; /* a name in $CREDENTIALS_DIRECTORY (LoadCredential=) */
+	char	*resolve;			/* connect to this address instead of resolving host */
+	char	*ca_file;			/* CA bundle for this upstream's TLS */
+	char	*secret;			/* under cp_secret_lock */
 };
 
 struct cp_config
