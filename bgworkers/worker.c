@@ -84,7 +84,12 @@ worker_wait_fd(long timeout_ms, pgsocket fd)
 		return worker_wait(timeout_ms);
 	if (set == NULL)
 	{
+#if PG_VERSION_NUM >= 170000
+		/* PG17: a resource owner, not a context (always TopMemoryContext); NULL: lives on */
+		set = CreateWaitEventSet(NULL, 3);
+#else
 		set = CreateWaitEventSet(TopMemoryContext, 3);
+#endif
 		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 		AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 		AddWaitEventToSet(set, WL_SOCKET_READABLE, fd, NULL, NULL);

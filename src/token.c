@@ -621,8 +621,13 @@ verify_token(text *token, const char *audience, VerifiedToken *out)
 	/* the claims as jsonb, for the caller and nadi.current_claims() */
 	if (!pg_verifymbstr(p->payload, (int) p->payload_len, true))
 		INVALID_TOKEN("The token's claims are not valid text in the database encoding.");
+#if PG_VERSION_NUM >= 170000
+	lex = makeJsonLexContextCstringLen(NULL, p->payload, p->payload_len,
+									   GetDatabaseEncoding(), true);
+#else
 	lex = makeJsonLexContextCstringLen(p->payload, (int) p->payload_len,
 									   GetDatabaseEncoding(), true);
+#endif
 	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
 		INVALID_TOKEN("The token's claims are not valid JSON.");
 	out->claims = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(p->payload)));
