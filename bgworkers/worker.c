@@ -85,7 +85,11 @@ worker_wait_fd(long timeout_ms, pgsocket fd)
 	if (set == NULL)
 	{
 #if PG_VERSION_NUM >= 170000
-		/* PG17: a resource owner, not a context (always TopMemoryContext); NULL: lives on */
+		/*
+		 * PostgreSQL 17: CreateWaitEventSet takes a resource owner, not a
+		 * memory context, and always allocates in TopMemoryContext; with no
+		 * owner the set lives as long as the process, as this one must.
+		 */
 		set = CreateWaitEventSet(NULL, 3);
 #else
 		set = CreateWaitEventSet(TopMemoryContext, 3);

@@ -621,6 +621,10 @@ verify_token(text *token, const char *audience, VerifiedToken *out)
 	/* the claims as jsonb, for the caller and nadi.current_claims() */
 	if (!pg_verifymbstr(p->payload, (int) p->payload_len, true))
 		INVALID_TOKEN("The token's claims are not valid text in the database encoding.");
+	/*
+	 * PostgreSQL 17 gave makeJsonLexContextCstringLen the lexer to fill as
+	 * its first argument (NULL: allocate one, as before) and a size_t length.
+	 */
 #if PG_VERSION_NUM >= 170000
 	lex = makeJsonLexContextCstringLen(NULL, p->payload, p->payload_len,
 									   GetDatabaseEncoding(), true);
