@@ -88,6 +88,11 @@ clean-daemons:
 # build what they need; `make test` runs every suite as an unprivileged user.
 test:
 	scripts/test
+# Every PostgreSQL suite (pg_regress, isolation, TAP, pgTAP) on PostgreSQL 15
+# (this machine) and 17 (a Debian 13 container), as a table (root).
+.PHONY: test-matrix
+test-matrix:
+	scripts/test-matrix
 # `make test` with every tier built for gcov, then line and branch coverage
 # per tier against test/coverage-floors.txt (docs/RELIABILITY.md, Coverage).
 coverage:

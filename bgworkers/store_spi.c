@@ -26,6 +26,22 @@
 #include "store_spi.h"
 
 /*
+ * The group's PG_TRY nests inside the batch's.  PostgreSQL 16 gave PG_TRY,
+ * PG_CATCH and PG_END_TRY an optional suffix so that a nested block's locals
+ * do not shadow the outer ones (PGXS builds with -Wshadow=compatible-local
+ * since 16); PostgreSQL 15's macros take no argument.
+ */
+#if PG_VERSION_NUM >= 160000
+#define NADI_PG_INNER_TRY()		PG_TRY(inner)
+#define NADI_PG_INNER_CATCH()	PG_CATCH(inner)
+#define NADI_PG_INNER_END_TRY()	PG_END_TRY(inner)
+#else
+#define NADI_PG_INNER_TRY()		PG_TRY()
+#define NADI_PG_INNER_CATCH()	PG_CATCH()
+#define NADI_PG_INNER_END_TRY()	PG_END_TRY()
+#endif
+
+/*
  * In a PG_CATCH block: keep the error's SQLSTATE and message in the
  * caller's buffers and clear the error state (the caller then rolls back).
  */
@@ -216,7 +232,7 @@ spi_exec_groups(void *ctx, StoreGroup *groups, int ngroups)
 			grp->results = json_array();
 			BeginInternalSubTransaction(NULL);
 			MemoryContextSwitchTo(xact_ctx);
-			PG_TRY();
+			NADI_PG_INNER_TRY();
 			{
 				size_t		i;
 				json_t	   *stmt;
@@ -242,7 +258,7 @@ spi_exec_groups(void *ctx, StoreGroup *groups, int ngroups)
 				MemoryContextSwitchTo(xact_ctx);
 				CurrentResourceOwner = owner;
 			}
-			PG_CATCH();
+			NADI_PG_INNER_CATCH();
 			{
 				store_spi_caught(caller, grp->sqlstate, grp->message, sizeof(grp->message));
 				RollbackAndReleaseCurrentSubTransaction();
@@ -250,7 +266,7 @@ spi_exec_groups(void *ctx, StoreGroup *groups, int ngroups)
 				CurrentResourceOwner = owner;
 				store_spi_log_failure(grp->sqlstate, grp->message);
 			}
-			PG_END_TRY();
+			NADI_PG_INNER_END_TRY();
 		}
 		SPI_finish();
 		PopActiveSnapshot();

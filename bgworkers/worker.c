@@ -84,7 +84,16 @@ worker_wait_fd(long timeout_ms, pgsocket fd)
 		return worker_wait(timeout_ms);
 	if (set == NULL)
 	{
+#if PG_VERSION_NUM >= 170000
+		/*
+		 * PostgreSQL 17: CreateWaitEventSet takes a resource owner, not a
+		 * memory context, and always allocates in TopMemoryContext; with no
+		 * owner the set lives as long as the process, as this one must.
+		 */
+		set = CreateWaitEventSet(NULL, 3);
+#else
 		set = CreateWaitEventSet(TopMemoryContext, 3);
+#endif
 		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 		AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 		AddWaitEventToSet(set, WL_SOCKET_READABLE, fd, NULL, NULL);

@@ -621,8 +621,17 @@ verify_token(text *token, const char *audience, VerifiedToken *out)
 	/* the claims as jsonb, for the caller and nadi.current_claims() */
 	if (!pg_verifymbstr(p->payload, (int) p->payload_len, true))
 		INVALID_TOKEN("The token's claims are not valid text in the database encoding.");
+	/*
+	 * PostgreSQL 17 gave makeJsonLexContextCstringLen the lexer to fill as
+	 * its first argument (NULL: allocate one, as before) and a size_t length.
+	 */
+#if PG_VERSION_NUM >= 170000
+	lex = makeJsonLexContextCstringLen(NULL, p->payload, p->payload_len,
+									   GetDatabaseEncoding(), true);
+#else
 	lex = makeJsonLexContextCstringLen(p->payload, (int) p->payload_len,
 									   GetDatabaseEncoding(), true);
+#endif
 	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
 		INVALID_TOKEN("The token's claims are not valid JSON.");
 	out->claims = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(p->payload)));

@@ -143,7 +143,10 @@ SELECT ok((SELECT count(*) FROM seen) > 0, 'acme token: the leaky function did s
 -- The token lives in this backend: a parallel worker must not evaluate the
 -- policy (it would see no token, or a stale one).  Forced parallelism, with
 -- the leader not scanning, still gives the same rows.
-SET LOCAL force_parallel_mode = on;
+-- (force_parallel_mode is debug_parallel_query since PostgreSQL 16)
+SELECT set_config(CASE WHEN current_setting('server_version_num')::int >= 160000
+                       THEN 'debug_parallel_query' ELSE 'force_parallel_mode' END,
+                  'on', true) AS forced_parallel \gset
 SET LOCAL parallel_setup_cost = 0;
 SET LOCAL parallel_tuple_cost = 0;
 SET LOCAL min_parallel_table_scan_size = 0;
@@ -153,7 +156,9 @@ SELECT set_eq('SELECT session_id FROM nadi.sessions', ARRAY[:'a1', :'a2']::uuid[
 SELECT set_eq('SELECT tenant_id, count(*) FROM nadi.events GROUP BY tenant_id',
               format($$VALUES ('acme', %s::bigint)$$, :acme_events),
               'acme token, forced parallel query: every acme event and no other');
-RESET force_parallel_mode;
+SELECT set_config(CASE WHEN current_setting('server_version_num')::int >= 160000
+                       THEN 'debug_parallel_query' ELSE 'force_parallel_mode' END,
+                  'off', true) AS forced_parallel \gset
 RESET parallel_setup_cost;
 RESET parallel_tuple_cost;
 RESET min_parallel_table_scan_size;

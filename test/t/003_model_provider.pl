@@ -5,7 +5,9 @@
 # model token (nadi.model_token) the proxy checks before it adds the key.
 use strict;
 use warnings;
-use lib "$ENV{TESTDIR}/test/perl";
+# test/perl, found from this file: PostgreSQL 17's PGXS no longer exports TESTDIR
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
 use NadiProvider;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;

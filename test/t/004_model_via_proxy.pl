@@ -8,13 +8,15 @@ use strict;
 use warnings;
 use IO::Socket::INET;
 use IPC::Run;
-use lib "$ENV{TESTDIR}/test/perl";
+# test/perl, found from this file: PostgreSQL 17's PGXS no longer exports TESTDIR
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
 use NadiProvider;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $proxy_bin = "$ENV{TESTDIR}/sandboxd/credentials-proxy/nadi-credproxy";
+my $proxy_bin = "$FindBin::RealBin/../../sandboxd/credentials-proxy/nadi-credproxy";
 plan skip_all => "nadi-credproxy is not built ($proxy_bin)" unless -x $proxy_bin;
 
 my $tmp = PostgreSQL::Test::Utils::tempdir;

@@ -13,7 +13,9 @@
 #     without is; a call that could not connect is retried
 use strict;
 use warnings;
-use lib "$ENV{TESTDIR}/test/perl";
+# test/perl, found from this file: PostgreSQL 17's PGXS no longer exports TESTDIR
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
 use NadiProvider;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
