@@ -68,12 +68,15 @@ check-layers: $(OBJS)
 DAEMON_DIRS = $(patsubst %/Makefile,%,$(wildcard edge/Makefile sandboxd/Makefile celld/Makefile))
 
 # NADI_EXTENSION_ONLY=1: the extension alone (the Debian build runs it once
-# per PostgreSQL major with pg_buildext and builds the daemons once).
+# per PostgreSQL major with pg_buildext and builds the daemons once); so does
+# an empty DAEMON_DIRS (scripts/coverage).
 ifneq ($(NADI_EXTENSION_ONLY),1)
 all: daemons
 clean: clean-daemons
+ifneq ($(strip $(DAEMON_DIRS)),)
 install: install-daemons
 uninstall: uninstall-daemons
+endif
 endif
 daemons:
 	@for d in $(DAEMON_DIRS); do $(MAKE) -C $$d || exit 1; done
