@@ -83,38 +83,6 @@ daemons:
 clean-daemons:
 	@for d in $(DAEMON_DIRS); do $(MAKE) -C $$d clean || exit 1; done
 
-# The README's commands.  Both install what they need (scripts/bootstrap) and
-# build what they need; `make test` runs every suite as an unprivileged user.
-test:
-	scripts/test
-# `make test` with every tier built for gcov, then line and branch coverage
-# per tier against test/coverage-floors.txt (docs/RELIABILITY.md, Coverage).
-coverage:
-	scripts/coverage
-demo:
-	scripts/nadi-local demo
-# A chaos run (by hand; test/suites/60-chaos runs short ones in make test):
-# random faults under a workload, then the checker.  SEED=N replays a run.
-DURATION ?= 5m
-chaos:
-	scripts/chaos --duration $(DURATION) $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
-# The mutation gate (by hand): scripts/mutation --help
-mutation:
-	scripts/mutation $(MUTATION_ARGS)
-
-# Screenshots of the web console (docs/CONSOLE.md) into docs/assets/console-*.png:
-# test/suites/32-console against a local stack (root), keeping its pictures.
-console-screenshots:
-	NADI_SRC=$(CURDIR) NADI_CONSOLE_SHOTS=$(CURDIR)/docs/assets \
-		PATH="$$($(PG_CONFIG) --bindir):$$PATH" test/suites/32-console
-
-# The acceptance features (features/*.feature) against a local stack, as
-# `make test` runs them (test/suites/35-features); TAGS=@approval runs some.
-features:
-	NADI_SRC=$(CURDIR) NADI_FEATURES_TAGS="$(TAGS)" PATH="$$($(PG_CONFIG) --bindir):$$PATH" test/suites/35-features
-
-.PHONY: daemons clean-daemons test coverage demo features console-screenshots mutation chaos runtime-check check-layers
-
 # `make install` installs the extension (PGXS, into PostgreSQL's directories)
 # and the daemons; `make uninstall` removes exactly those files.  The daemons'
 # part follows the usual convention (DESTDIR is prepended to every path):
@@ -179,3 +147,35 @@ uninstall-daemons:
 		'$(DESTDIR)$(DOCDIR)/credentials-proxy' '$(DESTDIR)$(DOCDIR)' 2>/dev/null
 
 .PHONY: install-daemons uninstall-daemons
+
+# The README's commands.  Both install what they need (scripts/bootstrap) and
+# build what they need; `make test` runs every suite as an unprivileged user.
+test:
+	scripts/test
+# `make test` with every tier built for gcov, then line and branch coverage
+# per tier against test/coverage-floors.txt (docs/RELIABILITY.md, Coverage).
+coverage:
+	scripts/coverage
+demo:
+	scripts/nadi-local demo
+# A chaos run (by hand; test/suites/60-chaos runs short ones in make test):
+# random faults under a workload, then the checker.  SEED=N replays a run.
+DURATION ?= 5m
+chaos:
+	scripts/chaos --duration $(DURATION) $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
+# The mutation gate (by hand): scripts/mutation --help
+mutation:
+	scripts/mutation $(MUTATION_ARGS)
+
+# Screenshots of the web console (docs/CONSOLE.md) into docs/assets/console-*.png:
+# test/suites/32-console against a local stack (root), keeping its pictures.
+console-screenshots:
+	NADI_SRC=$(CURDIR) NADI_CONSOLE_SHOTS=$(CURDIR)/docs/assets \
+		PATH="$$($(PG_CONFIG) --bindir):$$PATH" test/suites/32-console
+
+# The acceptance features (features/*.feature) against a local stack, as
+# `make test` runs them (test/suites/35-features); TAGS=@approval runs some.
+features:
+	NADI_SRC=$(CURDIR) NADI_FEATURES_TAGS="$(TAGS)" PATH="$$($(PG_CONFIG) --bindir):$$PATH" test/suites/35-features
+
+.PHONY: daemons clean-daemons test coverage demo features console-screenshots mutation chaos runtime-check check-layers
