@@ -77,12 +77,86 @@ check-layers: $(OBJS)
 
 DAEMON_DIRS = $(patsubst %/Makefile,%,$(wildcard edge/Makefile sandboxd/Makefile celld/Makefile))
 
+# NADI_EXTENSION_ONLY=1: the extension alone (the Debian build runs it once
+# per PostgreSQL major with pg_buildext and builds the daemons once); so does
+# an empty DAEMON_DIRS (scripts/coverage).
+ifneq ($(NADI_EXTENSION_ONLY),1)
 all: daemons
+clean: clean-daemons
+ifneq ($(strip $(DAEMON_DIRS)),)
+install: install-daemons
+uninstall: uninstall-daemons
+endif
+endif
 daemons:
 	@for d in $(DAEMON_DIRS); do $(MAKE) -C $$d || exit 1; done
-clean: clean-daemons
 clean-daemons:
 	@for d in $(DAEMON_DIRS); do $(MAKE) -C $$d clean || exit 1; done
+
+# `make install` installs the extension (PGXS, into PostgreSQL's directories)
+# and the daemons; `make uninstall` removes exactly those files.  The daemons'
+# part follows the usual convention (DESTDIR is prepended to every path):
+#   PREFIX      /usr/local
+#   BINDIR      $(PREFIX)/bin: nadi-edge, nadi-acp, nadi, nadi-sandboxd,
+#               nadi-sbx-init (next to nadi-sandboxd, where it looks first),
+#               nadi-gitd, nadi-credproxy, nadi-celld
+#   SYSCONFDIR  /etc: the units read $(SYSCONFDIR)/nadi/*.conf; nothing is
+#               written there (an administrator's files are never replaced,
+#               nor removed by uninstall)
+#   DOCDIR      $(PREFIX)/share/doc/nadi: the units' Documentation= pages, and
+#               the example configurations in $(DOCDIR)/examples
+#   UNITDIR     $(PREFIX)/lib/systemd/system (systemd reads /usr/local/lib/...
+#               too); the units' /usr/local/bin/, /usr/local/share/doc/nadi
+#               and /etc/nadi/ are rewritten to BINDIR, DOCDIR and SYSCONFDIR
+#   MANDIR      $(PREFIX)/share/man
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+DOCDIR     ?= $(PREFIX)/share/doc/nadi
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+MANDIR     ?= $(PREFIX)/share/man
+NADI_INSTALL_BIN  = install -m 755
+NADI_INSTALL_DATA = install -m 644
+
+NADI_BINS  = edge/nadi-edge edge/nadi-acp edge/cli/nadi sandboxd/nadi-sandboxd sandboxd/nadi-sbx-init \
+             sandboxd/gitd/nadi-gitd sandboxd/credentials-proxy/nadi-credproxy celld/nadi-celld
+NADI_UNITS = edge/nadi-edge.service sandboxd/nadi-sandboxd.service sandboxd/gitd/nadi-gitd.service \
+             sandboxd/credentials-proxy/nadi-credproxy.service celld/nadi-celld.service
+NADI_EXAMPLES = $(sort $(wildcard sandboxd/*.conf.example sandboxd/*/*.conf.example celld/*.conf.example \
+                  edge/*.conf.example))
+NADI_MAN1  = edge/cli/nadi.1
+# the pages the units' Documentation= lines name, as DOCDIR/NAME
+NADI_DOCS  = HTTP_API.md:docs/HTTP_API.md SANDBOXD.md:docs/SANDBOXD.md OPERATIONS.md:docs/OPERATIONS.md \
+             celld/README.md:celld/README.md gitd/README.md:sandboxd/gitd/README.md \
+             credentials-proxy/README.md:sandboxd/credentials-proxy/README.md
+NADI_UNIT_SED = -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/share/doc/nadi|$(DOCDIR)|g' \
+                -e 's|/etc/nadi/|$(SYSCONFDIR)/nadi/|g'
+
+install-daemons: daemons
+	install -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(UNITDIR)' '$(DESTDIR)$(MANDIR)/man1' \
+		'$(DESTDIR)$(DOCDIR)/examples' '$(DESTDIR)$(DOCDIR)/celld' '$(DESTDIR)$(DOCDIR)/gitd' \
+		'$(DESTDIR)$(DOCDIR)/credentials-proxy'
+	$(NADI_INSTALL_BIN) $(NADI_BINS) '$(DESTDIR)$(BINDIR)/'
+	@set -e; for u in $(NADI_UNITS); do \
+		echo "sed ... $$u > $(DESTDIR)$(UNITDIR)/$${u##*/}"; \
+		sed $(NADI_UNIT_SED) $$u > '$(DESTDIR)$(UNITDIR)'/$${u##*/}.tmp; \
+		chmod 644 '$(DESTDIR)$(UNITDIR)'/$${u##*/}.tmp; \
+		mv -f '$(DESTDIR)$(UNITDIR)'/$${u##*/}.tmp '$(DESTDIR)$(UNITDIR)'/$${u##*/}; \
+	done
+	$(NADI_INSTALL_DATA) $(NADI_EXAMPLES) '$(DESTDIR)$(DOCDIR)/examples/'
+	$(NADI_INSTALL_DATA) $(NADI_MAN1) '$(DESTDIR)$(MANDIR)/man1/'
+	@set -e; for d in $(NADI_DOCS); do $(NADI_INSTALL_DATA) $${d#*:} '$(DESTDIR)$(DOCDIR)'/$${d%%:*}; done
+
+uninstall-daemons:
+	rm -f $(addprefix '$(DESTDIR)$(BINDIR)'/,$(notdir $(NADI_BINS))) \
+	      $(addprefix '$(DESTDIR)$(UNITDIR)'/,$(notdir $(NADI_UNITS))) \
+	      $(addprefix '$(DESTDIR)$(DOCDIR)'/examples/,$(notdir $(NADI_EXAMPLES))) \
+	      $(addprefix '$(DESTDIR)$(MANDIR)'/man1/,$(notdir $(NADI_MAN1))) \
+	      $(foreach d,$(NADI_DOCS),'$(DESTDIR)$(DOCDIR)'/$(firstword $(subst :, ,$(d))))
+	-rmdir '$(DESTDIR)$(DOCDIR)/examples' '$(DESTDIR)$(DOCDIR)/celld' '$(DESTDIR)$(DOCDIR)/gitd' \
+		'$(DESTDIR)$(DOCDIR)/credentials-proxy' '$(DESTDIR)$(DOCDIR)' 2>/dev/null
+
+.PHONY: install-daemons uninstall-daemons
 
 # The README's commands.  Both install what they need (scripts/bootstrap) and
 # build what they need; `make test` runs every suite as an unprivileged user.
