@@ -15,11 +15,15 @@
 
 BOOT_NSPAWN="" # pid of the outer systemd-nspawn
 BOOT_LEADER="" # pid of the container's systemd (PID 1 inside)
-BOOT_ROOT=""   # the booted tree (an overlay of the cached root)
+
+# (BOOT_MINUS=loop or BOOT_MINUS=net boots without the one or the other, to
+# show what each is for: test/suites/72-sandboxd-systemd NADI_SYSTEMD_MINUS.)
+BOOT_MINUS=${BOOT_MINUS:-}
 
 # boot_loop_binds: --bind options for /dev/loop-control and the loop nodes.
 boot_loop_binds() {
 	local d
+	[ "$BOOT_MINUS" != loop ] || return 0
 	echo "--bind=/dev/loop-control"
 	for d in /dev/loop[0-9]*; do
 		[ -b "$d" ] && echo "--bind=$d"
@@ -32,10 +36,14 @@ boot_loop_binds() {
 boot_start() {
 	local root=$1 log=$2 i state
 	shift 2
-	BOOT_ROOT=$root
+	# Where the host runs systemd, nspawn runs in a scope of its own with
+	# Delegate=yes, so that the container's systemd gets the controllers
+	# (systemd-run --scope execs nspawn: $! stays nspawn's pid).
+	local wrap=()
+	[ ! -d /run/systemd/system ] || wrap=(systemd-run --scope --quiet --collect -p Delegate=yes --)
 	# shellcheck disable=SC2046
-	setsid systemd-nspawn -q -b --register=no --keep-unit --console=pipe -D "$root" \
-		--private-network $(boot_loop_binds) "$@" </dev/null >"$log" 2>&1 &
+	setsid "${wrap[@]}" systemd-nspawn -q -b --register=no --keep-unit --console=pipe -D "$root" \
+		$([ "$BOOT_MINUS" = net ] || echo --private-network) $(boot_loop_binds) "$@" </dev/null >"$log" 2>&1 &
 	BOOT_NSPAWN=$!
 	for i in $(seq 1 100); do
 		BOOT_LEADER=$(boot_leader_pid "$BOOT_NSPAWN")
