@@ -23,7 +23,6 @@
 struct pending
 {
 	char			unit[128];
-	char			id[64];
 	pid_t			pid;
 	unit_started_cb cb;
 	void		   *ud;
@@ -166,16 +165,17 @@ unit_scope_cgroup(const char *id, bool memory_v1)
  * daemon's cgroup namespace, whatever systemd's own root is.
  */
 static void
-scope_learn_cgroups(const char *id, pid_t pid)
+scope_learn_cgroups(const char *name, pid_t pid)
 {
+	/* by name: a start cancelled meanwhile may share its id with a newer scope */
 	for (struct scope *s = scopes; s; s = s->next)
-		if (strcmp(s->id, id) == 0)
+		if (strcmp(s->name, name) == 0)
 		{
 			free(s->cg2);
 			free(s->mem1);
 			s->cg2 = limits_cgroup_dir(pid, NULL);
 			s->mem1 = limits_cgroup_dir(pid, "memory");
-			log_debug("sandbox %s: scope %s, cgroup %s", id, s->name, s->cg2 ? s->cg2 : "?");
+			log_debug("sandbox %s: scope %s, cgroup %s", s->id, name, s->cg2 ? s->cg2 : "?");
 			return;
 		}
 }
@@ -190,7 +190,7 @@ pending_finish(struct pending *p)
 			break;
 		}
 	if (p->result == 0)
-		scope_learn_cgroups(p->id, p->pid);
+		scope_learn_cgroups(p->unit, p->pid);
 	if (p->cb)
 		p->cb(p->ud, p->result);
 	free(p);
@@ -300,7 +300,6 @@ unit_start_scope(const char *id, pid_t pid, unit_started_cb cb, void *ud)
 	if (!p)
 		return -ENOMEM;
 	snprintf(p->unit, sizeof p->unit, "%s", name);
-	snprintf(p->id, sizeof p->id, "%s", id);
 	p->pid = pid;
 	snprintf(desc, sizeof desc, "nadi sandbox %s", id);
 	p->cb = cb;
