@@ -4,20 +4,18 @@
 # service and its containers as transient scope units.  Source it after
 # setting T (a scratch directory); it defines functions and variables only.
 #
-# What the booted container gets from the host, beyond nspawn's defaults, is
-# exactly what nested containers on a loop-mounted BTRFS store need (see
-# docs/SANDBOXD.md, "Under systemd"):
-#   --bind=/dev/loop-control and --bind=/dev/loopN for every loop node of the
-#   host (LOOP_CTL_GET_FREE names a node that must exist in the container's
-#   private /dev; nspawn's /dev has none);
-#   --private-network, which gives the container CAP_NET_ADMIN over a network
-#   namespace of its own (the nested nspawn brings lo up in each sandbox).
+# What the booted container gets from the host beyond nspawn's defaults is
+# the smallest set nested containers on a loop-mounted BTRFS store need (see
+# docs/SANDBOXD.md, "Under systemd"): --bind=/dev/loop-control and
+# --bind=/dev/loopN for every loop node of the host (LOOP_CTL_GET_FREE names
+# a node that must exist in the container's private /dev; nspawn's has none).
+# It shares the host's network (the tests listen on 127.0.0.1, ports the
+# kernel picks); NSPAWN options given to boot_start add to this.
 
 BOOT_NSPAWN="" # pid of the outer systemd-nspawn
 BOOT_LEADER="" # pid of the container's systemd (PID 1 inside)
 
-# (BOOT_MINUS=loop or BOOT_MINUS=net boots without the one or the other, to
-# show what each is for: test/suites/72-sandboxd-systemd NADI_SYSTEMD_MINUS.)
+# (BOOT_MINUS=loop boots without the loop nodes, to show what they are for.)
 BOOT_MINUS=${BOOT_MINUS:-}
 
 # boot_loop_binds: --bind options for /dev/loop-control and the loop nodes.
@@ -43,7 +41,7 @@ boot_start() {
 	[ ! -d /run/systemd/system ] || wrap=(systemd-run --scope --quiet --collect -p Delegate=yes --)
 	# shellcheck disable=SC2046
 	setsid "${wrap[@]}" systemd-nspawn -q -b --register=no --keep-unit --console=pipe -D "$root" \
-		$([ "$BOOT_MINUS" = net ] || echo --private-network) $(boot_loop_binds) "$@" </dev/null >"$log" 2>&1 &
+		$(boot_loop_binds) "$@" </dev/null >"$log" 2>&1 &
 	BOOT_NSPAWN=$!
 	for i in $(seq 1 100); do
 		BOOT_LEADER=$(boot_leader_pid "$BOOT_NSPAWN")
