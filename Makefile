@@ -194,3 +194,11 @@ features:
 	NADI_SRC=$(CURDIR) NADI_FEATURES_TAGS="$(TAGS)" PATH="$$($(PG_CONFIG) --bindir):$$PATH" test/suites/35-features
 
 .PHONY: daemons clean-daemons test coverage demo features console-screenshots mutation chaos runtime-check check-layers
+
+# nadi-sandboxd where systemd is PID 1, in full: test/suites/72-sandboxd-systemd
+# with test/suites/20-sandboxd inside the booted container (root; make test
+# runs the short checks only).
+test-systemd:
+	$(MAKE) -C sandboxd
+	NADI_SRC=$(CURDIR) NADI_SYSTEMD_FULL=1 test/suites/72-sandboxd-systemd
+.PHONY: test-systemd

@@ -20,6 +20,8 @@ static enum sbx_limit_mode mode = SBX_LIMITS_RLIMIT;
 static char				  *v2_parent;		 /* cgroup2: sandboxes are v2_parent/sbx-ID */
 static bool				   v2_parent_ours;	 /* v2_parent was made by us (remove at exit) */
 static char				  *v1_mem, *v1_pids; /* cgroup1: parents in both hierarchies */
+/* unit: systemd cannot enforce MemoryMax=/TasksMax= here; the rlimits do */
+static bool unit_rlimits;
 
 enum sbx_limit_mode
 limits_mode(void)
@@ -60,14 +62,20 @@ find_mount(const char *fstype, const char *opt)
 	return ret;
 }
 
-/* This process's path in the hierarchy holding controller (NULL: the v2 one). */
+/* Path of process pid (0: this one) in the hierarchy holding controller (NULL: the v2 one). */
 static char *
-own_path(const char *controller)
+own_path_of(pid_t pid, const char *controller)
 {
-	FILE *f = fopen("/proc/self/cgroup", "re");
+	char  fn[64];
+	FILE *f;
 	char  line[4096];
 	char *ret = NULL;
 
+	if (pid > 0)
+		snprintf(fn, sizeof fn, "/proc/%d/cgroup", (int) pid);
+	else
+		snprintf(fn, sizeof fn, "/proc/self/cgroup");
+	f = fopen(fn, "re");
 	if (!f)
 		return NULL;
 	while (!ret && fgets(line, sizeof line, f))
@@ -97,6 +105,24 @@ own_path(const char *controller)
 	}
 	fclose(f);
 	return ret;
+}
+
+static char *
+own_path(const char *controller)
+{
+	return own_path_of(0, controller);
+}
+
+char *
+limits_cgroup_dir(pid_t pid, const char *controller)
+{
+	_cleanup_(freep) char *mnt =
+		controller ? find_mount("cgroup", controller) : find_mount("cgroup2", NULL);
+	_cleanup_(freep) char *path = own_path_of(pid, controller);
+
+	if (!mnt || !path)
+		return NULL;
+	return xasprintf("%s%s", mnt, strcmp(path, "/") == 0 ? "" : path);
 }
 
 /*
@@ -210,6 +236,32 @@ try_cgroup1(void)
 	return 0;
 }
 
+/*
+ * Why systemd could not enforce MemoryMax= and TasksMax= on the scopes (NULL
+ * when it can): on the unified hierarchy the memory and pids controllers
+ * must be available at its root; on a legacy or hybrid one their v1
+ * hierarchies must be writable (systemd-nspawn mounts them read-only in a
+ * container).  systemd accepts the properties either way and says nothing.
+ */
+static const char *
+unit_lacks_controllers(void)
+{
+	_cleanup_(freep) char *avail = NULL, *mm = NULL, *pm = NULL;
+
+	if (read_full_file(AT_FDCWD, "/sys/fs/cgroup/cgroup.controllers", &avail, NULL, 4096) >= 0)
+		return has_word(avail, "memory") && has_word(avail, "pids")
+				   ? NULL
+				   : "the unified hierarchy lacks the memory or pids controller (bound to a v1 "
+					 "hierarchy of the host?)";
+	mm = find_mount("cgroup", "memory");
+	pm = find_mount("cgroup", "pids");
+	if (!mm || !pm)
+		return "no memory or pids hierarchy is mounted";
+	if (access(mm, W_OK) < 0 || access(pm, W_OK) < 0)
+		return "the memory and pids hierarchies are read-only (a container)";
+	return NULL;
+}
+
 int
 limits_init(void)
 {
@@ -223,8 +275,13 @@ limits_init(void)
 			r = unit_init();
 			if (r == 0)
 			{
+				const char *why = unit_lacks_controllers();
 				mode = SBX_LIMITS_UNIT;
-				v2_parent = unit_slice_cgroup();
+				if (why)
+				{
+					unit_rlimits = true;
+					log_warning("systemd cannot enforce MemoryMax= and TasksMax= here: %s", why);
+				}
 				goto chosen;
 			}
 			log_warning("systemd is PID 1 but its bus is unusable (%s)", strerror(-r));
@@ -270,7 +327,11 @@ chosen:
 	switch (mode)
 	{
 		case SBX_LIMITS_UNIT:
-			log_notice("limits: systemd transient scopes (MemoryMax=, TasksMax=) over sd-bus");
+			if (unit_rlimits)
+				log_notice("limits: systemd transient scopes over sd-bus, with per-process rlimits "
+						   "(RLIMIT_AS, RLIMIT_NPROC) and the init's memory watch");
+			else
+				log_notice("limits: systemd transient scopes (MemoryMax=, TasksMax=) over sd-bus");
 			break;
 		case SBX_LIMITS_CGROUP2:
 			log_notice("limits: cgroup v2 below %s (memory.max, pids.max)", v2_parent);
@@ -297,11 +358,6 @@ chosen:
 static char *
 group_path(const char *parent, const char *id)
 {
-	if (mode == SBX_LIMITS_UNIT)
-	{
-		const char *scope = unit_scope_name(id);
-		return scope ? xasprintf("%s/%s", parent, scope) : NULL;
-	}
 	return xasprintf("%s/sbx-%s", parent, id);
 }
 
@@ -405,7 +461,13 @@ read_key(const char *dir, const char *file, const char *key)
 uint64_t
 limits_oom_kills(const char *id)
 {
-	if (mode == SBX_LIMITS_CGROUP2 || mode == SBX_LIMITS_UNIT)
+	if (mode == SBX_LIMITS_UNIT)
+	{
+		const char *g2 = unit_scope_cgroup(id, false), *g1 = unit_scope_cgroup(id, true);
+		uint64_t	n = g2 ? read_key(g2, "memory.events", "oom_kill") : 0;
+		return n ? n : g1 ? read_key(g1, "memory.oom_control", "oom_kill") : 0;
+	}
+	if (mode == SBX_LIMITS_CGROUP2)
 	{
 		_cleanup_(freep) char *g = v2_parent ? group_path(v2_parent, id) : NULL;
 		return g ? read_key(g, "memory.events", "oom_kill") : 0;
@@ -458,8 +520,14 @@ void
 limits_kill(const char *id)
 {
 	if (mode == SBX_LIMITS_UNIT)
+	{
+		/* systemd's KillUnit, and at once the scope's own cgroup.kill */
+		const char *g = unit_scope_cgroup(id, false);
 		unit_kill(id);
-	if ((mode == SBX_LIMITS_CGROUP2 || mode == SBX_LIMITS_UNIT) && v2_parent)
+		if (g && write_at(g, "cgroup.kill", "1") < 0)
+			kill_procs(g);
+	}
+	else if (mode == SBX_LIMITS_CGROUP2 && v2_parent)
 	{
 		_cleanup_(freep) char *g = group_path(v2_parent, id);
 		if (g && write_at(g, "cgroup.kill", "1") < 0)
@@ -501,7 +569,7 @@ void
 limits_call_rlimits(uint64_t *as, uint64_t *nproc)
 {
 	*as = *nproc = 0;
-	if (mode == SBX_LIMITS_RLIMIT)
+	if (mode == SBX_LIMITS_RLIMIT || (mode == SBX_LIMITS_UNIT && unit_rlimits))
 	{
 		*as = cfg.memory_max;
 		*nproc = cfg.pids_max;

@@ -9,6 +9,7 @@
 #define SBX_LIMITS_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "sbx.h"
 
@@ -29,6 +30,8 @@ void limits_kill(const char *id);
 void limits_release(const char *id);
 /* Per-call rlimits the container init applies (0: none). */
 void limits_call_rlimits(uint64_t *as, uint64_t *nproc);
+/* Directory of process pid (0: this one) in the hierarchy of controller (NULL: cgroup v2). */
+char *limits_cgroup_dir(pid_t pid, const char *controller);
 /* Kill and remove groups a previous daemon left behind. */
 void limits_cleanup_leftovers(void);
 /* At exit: remove the daemon's (empty) parent groups. */

@@ -14,6 +14,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-daemon.h>
 
+#include "limits.h"
 #include "sbx.h"
 #include "unit.h"
 
@@ -22,6 +23,7 @@
 struct pending
 {
 	char			unit[128];
+	pid_t			pid;
 	unit_started_cb cb;
 	void		   *ud;
 	bool			replied, job_done;
@@ -35,6 +37,7 @@ struct scope
 {
 	char		  id[64];
 	char		  name[128];
+	char		 *cg2, *mem1; /* its cgroup: unified, and v1 memory (NULL: none) */
 	struct scope *next;
 };
 
@@ -62,6 +65,8 @@ unit_forget(const char *id)
 		{
 			struct scope *s = *pp;
 			*pp = s->next;
+			free(s->cg2);
+			free(s->mem1);
 			free(s);
 			return;
 		}
@@ -145,6 +150,36 @@ bus_arm(void)
 		ev_timer_cancel(&bus_timer);
 }
 
+const char *
+unit_scope_cgroup(const char *id, bool memory_v1)
+{
+	for (struct scope *s = scopes; s; s = s->next)
+		if (strcmp(s->id, id) == 0)
+			return memory_v1 ? s->mem1 : s->cg2;
+	return NULL;
+}
+
+/*
+ * Where systemd put the scope: the cgroups of its process, read before that
+ * process runs nspawn (which moves itself further down).  Relative to this
+ * daemon's cgroup namespace, whatever systemd's own root is.
+ */
+static void
+scope_learn_cgroups(const char *name, pid_t pid)
+{
+	/* by name: a start cancelled meanwhile may share its id with a newer scope */
+	for (struct scope *s = scopes; s; s = s->next)
+		if (strcmp(s->name, name) == 0)
+		{
+			free(s->cg2);
+			free(s->mem1);
+			s->cg2 = limits_cgroup_dir(pid, NULL);
+			s->mem1 = limits_cgroup_dir(pid, "memory");
+			log_debug("sandbox %s: scope %s, cgroup %s", s->id, name, s->cg2 ? s->cg2 : "?");
+			return;
+		}
+}
+
 static void
 pending_finish(struct pending *p)
 {
@@ -154,6 +189,8 @@ pending_finish(struct pending *p)
 			*pp = p->next;
 			break;
 		}
+	if (p->result == 0)
+		scope_learn_cgroups(p->unit, p->pid);
 	if (p->cb)
 		p->cb(p->ud, p->result);
 	free(p);
@@ -226,15 +263,6 @@ unit_done(void)
 		unit_forget(scopes->id);
 }
 
-char *
-unit_slice_cgroup(void)
-{
-	/* systemd mounts the unified hierarchy at /sys/fs/cgroup (or .../unified on hybrid hosts). */
-	if (access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0)
-		return strdup("/sys/fs/cgroup/" SLICE);
-	return strdup("/sys/fs/cgroup/unified/" SLICE);
-}
-
 static int
 on_start_reply(sd_bus_message *m, void *userdata, sd_bus_error *err)
 {
@@ -272,6 +300,7 @@ unit_start_scope(const char *id, pid_t pid, unit_started_cb cb, void *ud)
 	if (!p)
 		return -ENOMEM;
 	snprintf(p->unit, sizeof p->unit, "%s", name);
+	p->pid = pid;
 	snprintf(desc, sizeof desc, "nadi sandbox %s", id);
 	p->cb = cb;
 	p->ud = ud;

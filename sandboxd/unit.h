@@ -14,8 +14,6 @@ typedef void (*unit_started_cb)(void *ud, int r);
 bool unit_available(void);
 int	 unit_init(void);
 void unit_done(void);
-/* cgroup directory of nadi.slice, for memory.events and cgroup.kill. */
-char *unit_slice_cgroup(void);
 /* Put pid into a new scope; cb(ud, 0) once the scope is running. */
 int unit_start_scope(const char *id, pid_t pid, unit_started_cb cb, void *ud);
 /* Forget a pending start (the container was torn down first). */
@@ -23,6 +21,9 @@ void unit_cancel(void *ud);
 void unit_kill(const char *id);
 /* Name of the sandbox's current scope (NULL when none); forget it once gone. */
 const char *unit_scope_name(const char *id);
+/* The current scope's cgroup directory once it runs: unified (cgroup.kill,
+ * memory.events) or, memory_v1, in the v1 memory hierarchy; NULL: none. */
+const char *unit_scope_cgroup(const char *id, bool memory_v1);
 void		unit_forget(const char *id);
 
 #endif
