@@ -62,12 +62,12 @@ limit_mode_name(enum sbx_limit_mode m)
 	return "?";
 }
 
+/* UID[:GID] or a user name (then its primary group); -errno. */
 static int
-parse_user(const char *v, bool from_flag)
+user_ids(const char *v, uid_t *uid, gid_t *gid)
 {
 	unsigned long u, g;
 	char		 *end;
-	(void) from_flag;
 
 	if (isdigit((unsigned char) v[0]))
 	{
@@ -86,9 +86,23 @@ parse_user(const char *v, bool from_flag)
 		u = pw->pw_uid;
 		g = pw->pw_gid;
 	}
-	cfg.run_uid = (uid_t) u;
-	cfg.run_gid = (gid_t) g;
+	*uid = (uid_t) u;
+	*gid = (gid_t) g;
 	return 0;
+}
+
+static int
+parse_user(const char *v, bool from_flag)
+{
+	(void) from_flag;
+	return user_ids(v, &cfg.run_uid, &cfg.run_gid);
+}
+
+static int
+parse_proxy_user(const char *v, bool from_flag)
+{
+	(void) from_flag;
+	return user_ids(v, &cfg.proxy_uid, &cfg.proxy_gid);
 }
 
 static int
@@ -134,7 +148,13 @@ static const struct conf_key keys[] = {
 	{"git_mirror_dir", CONF_STR, S(git_mirror_dir),
 	 "nadi-gitd's mirror directory, read-only at /srv/nadi-git (git_clone)", 0, NULL},
 	{"proxy_dir", CONF_STR, S(proxy_dir),
-	 "per-sandbox credentials-proxy socket directories, bound at /.nadi/proxy", 0, NULL},
+	 "per-sandbox credentials-proxy socket directories, bound at /.nadi/proxy (with a proxy_user "
+	 "other than root: it and the directories above it root's, written by root only)",
+	 0, NULL},
+	{"proxy_user", CONF_FUNC, 0,
+	 "UID[:GID] or user name of nadi-credproxy: it owns each sandbox's proxy directory (default "
+	 "root)",
+	 0, parse_proxy_user},
 	{"loop_size", CONF_SIZE, S(loop_size), "size of the BTRFS image made when STATE is not BTRFS",
 	 0, NULL},
 	{"run_user", CONF_FUNC, 0, "UID[:GID] or user name tools run as inside the sandbox", 0,
@@ -238,6 +258,54 @@ egress_dir(const char *key, char **dir, bool create)
 	return 0;
 }
 
+/*
+ * With proxy_user not root, the proxy directories are handed to another
+ * user and bound into containers by path: nobody but root may rename or
+ * replace a name on that path, or that user could point a bind mount (or a
+ * chmod) at anything.  (A root proxy can do anything anyway.)  So PATH and every directory above it must be root's and not
+ * writable by group or others (a sticky directory such as /tmp aside, below
+ * which only the owner renames).  0, or -EPERM after logging why.
+ */
+static int
+root_only_path(const char *key, const char *path)
+{
+	char		buf[4096];
+	struct stat st;
+	size_t		len = strlen(path);
+
+	if (len >= sizeof buf)
+		return conf_invalid("%s is too long", key);
+	memcpy(buf, path, len + 1);
+	while (len > 1 && buf[len - 1] == '/')
+		buf[--len] = '\0';
+	for (;;)
+	{
+		if (lstat(buf, &st) < 0)
+		{
+			log_error("%s: cannot stat %s: %m", key, buf);
+			return -errno;
+		}
+		if (!S_ISDIR(st.st_mode) || st.st_uid != 0 ||
+			((st.st_mode & (S_IWGRP | S_IWOTH)) &&
+			 !((st.st_mode & S_ISVTX) && strlen(buf) < strlen(path))))
+		{
+			log_error("%s %s: %s is %s (owner uid %u, mode %04o): it and every directory above it "
+					  "must be root's directories that only root writes, so that no other user can "
+					  "replace what is bound into the sandboxes",
+					  key, path, buf, S_ISDIR(st.st_mode) ? "not safe" : "not a directory",
+					  (unsigned) st.st_uid, (unsigned) (st.st_mode & 07777));
+			return -EPERM;
+		}
+		if (strcmp(buf, "/") == 0)
+			return 0;
+		char *slash = strrchr(buf, '/');
+		if (slash == buf)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+	}
+}
+
 /* Fill derived defaults and check the whole configuration. */
 int
 config_finish(void)
@@ -298,7 +366,9 @@ config_finish(void)
 			"with private_users, run_user must be a uid and gid below 65536 (the range each "
 			"sandbox maps)");
 	if ((r = egress_dir("git_mirror_dir", &cfg.git_mirror_dir, false)) < 0 ||
-		(r = egress_dir("proxy_dir", &cfg.proxy_dir, true)) < 0)
+		(r = egress_dir("proxy_dir", &cfg.proxy_dir, true)) < 0 ||
+		(cfg.proxy_dir && cfg.proxy_uid != 0 &&
+		 (r = root_only_path("proxy_dir", cfg.proxy_dir)) < 0))
 		return r;
 	if (access(cfg.agent_path, X_OK) < 0)
 	{

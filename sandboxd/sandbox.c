@@ -95,44 +95,50 @@ sandbox_json(const struct sbx_sandbox *sb)
 /* ---- egress ------------------------------------------------------------------ */
 
 /*
- * Make PROXY_DIR/<id>/ a real directory owned by PROXY_DIR's owner, mode
- * 0755, whatever was there (a symlink would redirect the container's bind
- * mount).
+ * Make PROXY_DIR/<id>/ a real directory owned by proxy_user, mode 0755,
+ * whatever was there.  With a proxy_user other than root, PROXY_DIR and the
+ * directories above it are root's and written by root only (checked at
+ * start), so that user cannot swap a name under us; still, every step goes
+ * through descriptors and never follows a symbolic link.
  */
 int
 sandbox_proxy_prepare(const char *id)
 {
 	_cleanup_(closep) int dfd = -1;
-	struct stat			  st, dst;
+	_cleanup_(closep) int fd = -1;
+	struct stat			  st;
 	char				  tmp[NAME_MAX + 1];
 	int					  r;
 
 	if (!cfg.proxy_dir)
 		return 0;
-	dfd = open(cfg.proxy_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0 || fstat(dfd, &dst) < 0)
+	dfd = open(cfg.proxy_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0 || fstat(dfd, &st) < 0)
 		return -errno;
-	if (fstatat(dfd, id, &st, AT_SYMLINK_NOFOLLOW) == 0)
+	if (cfg.proxy_uid != 0 && (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH))))
+		return -EPERM; /* changed since the start: refuse rather than hand anything over */
+	fd = openat(dfd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd >= 0 && fstat(fd, &st) == 0 && st.st_uid == cfg.proxy_uid)
+		/* Against a directory left with other modes. */
+		return fchmod(fd, 0755) < 0 ? -errno : 0;
+	if (fd >= 0 || errno != ENOENT)
 	{
-		if (S_ISDIR(st.st_mode) && st.st_uid == dst.st_uid)
-			/* Against a directory left with other modes. */
-			return fchmodat(dfd, id, 0755, 0) < 0 ? -errno : 0;
-		log_warning("sandbox %s: replacing %s/%s, which is not a directory of %s's owner", id,
-					cfg.proxy_dir, id, cfg.proxy_dir);
+		log_warning("sandbox %s: replacing %s/%s, which is not a directory of the proxy user", id,
+					cfg.proxy_dir, id);
 		rm_rf_at(dfd, id);
 	}
+	closep(&fd);
 	/*
-	 * The directory belongs to proxy_dir's owner (the credentials proxy's
-	 * user, which binds <id>/proxy.sock in it without any capability).  Made
-	 * under a name that is no sandbox id, handed over, then renamed: the
-	 * proxy, watching proxy_dir, sees it only once it may write there.
+	 * Made under a name that is no sandbox id, handed over, then renamed:
+	 * the proxy, watching proxy_dir, sees it only once it may write there.
 	 */
 	snprintf(tmp, sizeof tmp, ".tmp-%s", id);
 	rm_rf_at(dfd, tmp);
-	if (mkdirat(dfd, tmp, 0755) < 0)
+	if (mkdirat(dfd, tmp, 0700) < 0)
 		return -errno;
-	if (fchmodat(dfd, tmp, 0755, 0) < 0 || /* against the umask */
-		fchownat(dfd, tmp, dst.st_uid, dst.st_gid, AT_SYMLINK_NOFOLLOW) < 0 ||
+	fd = openat(dfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || fchown(fd, cfg.proxy_uid, cfg.proxy_gid) < 0 ||
+		fchmod(fd, 0755) < 0 || /* against the umask */
 		renameat(dfd, tmp, dfd, id) < 0)
 	{
 		r = -errno;

@@ -61,6 +61,8 @@ struct sbx_config
 	char	*labels;		 /* JSON object text */
 	char	*git_mirror_dir; /* nadi-gitd's mirrors, bound read-only at /srv/nadi-git; NULL: none */
 	char	*proxy_dir;		 /* PROXY_DIR/<id>/ bound at /.nadi/proxy; NULL: no way out */
+	uid_t	 proxy_uid;		 /* owner of PROXY_DIR/<id>/ (nadi-credproxy's user; 0) */
+	gid_t	 proxy_gid;
 	uint64_t loop_size;
 	uid_t	 run_uid;
 	gid_t	 run_gid;

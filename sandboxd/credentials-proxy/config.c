@@ -615,7 +615,7 @@ config_finish(void)
 			"no upstream configured: add --upstream=\"NAME url=... secret_file=...\" or an "
 			"\"upstream NAME ...\" line to the config file");
 	if (!cfg.sandbox_dir)
-		cfg.sandbox_dir = strdup("/run/nadi-credproxy/sandboxes");
+		cfg.sandbox_dir = strdup("/run/nadi-sandboxd/proxy");
 	if (!cfg.proxy_id)
 		cfg.proxy_id = conf_hostname("credproxy");
 	if (!cfg.sandbox_dir || !cfg.proxy_id)
