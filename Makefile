@@ -132,6 +132,17 @@ NADI_DOCS  = HTTP_API.md:docs/HTTP_API.md SANDBOXD.md:docs/SANDBOXD.md OPERATION
 NADI_UNIT_SED = -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/share/doc/nadi|$(DOCDIR)|g' \
                 -e 's|/etc/nadi/|$(SYSCONFDIR)/nadi/|g'
 
+# The paths go into sed expressions, shell words and unit files: refuse
+# whitespace and the characters that would change what they mean there.
+NADI_PATH_VARS = DESTDIR PREFIX BINDIR SYSCONFDIR DOCDIR UNITDIR MANDIR
+nadi_bad_paths = $(strip $(foreach v,$(NADI_PATH_VARS),$(if $(or $(word 2,x$($(v))x),$(findstring &,$($(v))),\
+                   $(findstring |,$($(v))),$(findstring ',$($(v))),$(findstring ",$($(v))),$(findstring \,$($(v))),\
+                   $(findstring %,$($(v))),$(findstring $$,$($(v))),$(findstring ;,$($(v)))),$(v))))
+
+install-daemons uninstall-daemons: nadi-check-paths
+nadi-check-paths:
+	$(if $(nadi_bad_paths),$(error $(nadi_bad_paths): no whitespace or any of & | ' " \ % $$ ; in install paths))
+
 install-daemons: daemons
 	install -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(UNITDIR)' '$(DESTDIR)$(MANDIR)/man1' \
 		'$(DESTDIR)$(DOCDIR)/examples' '$(DESTDIR)$(DOCDIR)/celld' '$(DESTDIR)$(DOCDIR)/gitd' \
@@ -156,7 +167,7 @@ uninstall-daemons:
 	-rmdir '$(DESTDIR)$(DOCDIR)/examples' '$(DESTDIR)$(DOCDIR)/celld' '$(DESTDIR)$(DOCDIR)/gitd' \
 		'$(DESTDIR)$(DOCDIR)/credentials-proxy' '$(DESTDIR)$(DOCDIR)' 2>/dev/null
 
-.PHONY: install-daemons uninstall-daemons
+.PHONY: install-daemons uninstall-daemons nadi-check-paths
 
 # The README's commands.  Both install what they need (scripts/bootstrap) and
 # build what they need; `make test` runs every suite as an unprivileged user.

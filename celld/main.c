@@ -53,11 +53,26 @@ rt_log(void *arg, RtLogLevel level, const char *msg)
 		   "%s", msg);
 }
 
+/* MAJOR.MINOR versions compared as numbers: <0, 0, >0 (a malformed one is oldest). */
+static int
+ext_version_cmp(const char *a, const char *b)
+{
+	unsigned long am = 0, an = 0, bm = 0, bn = 0;
+
+	if (sscanf(a, "%lu.%lu", &am, &an) != 2)
+		return -1;
+	if (sscanf(b, "%lu.%lu", &bm, &bn) != 2)
+		return 1;
+	if (am != bm)
+		return am < bm ? -1 : 1;
+	return an < bn ? -1 : an > bn;
+}
+
 /*
  * Every new store connection: the login must be a member of nadi_cell and
  * no superuser (a cell host holds nothing more: no model key, no upstream
  * secret, no sandbox hosts' operator token).  A refusal stops the daemon;
- * a database without the extension, or with another version of it than
+ * a database without the extension, or with an older version of it than
  * this build's (a rolling upgrade before ALTER EXTENSION nadi UPDATE), is
  * waited for.
  */
@@ -100,9 +115,13 @@ role_check(PGconn *pg, void *arg, char *msg, size_t msglen)
 		PQclear(res);
 		return -EIO;
 	}
-	if (strcmp(PQgetvalue(res, 0, 4), NADI_EXT_VERSION) != 0)
+	if (ext_version_cmp(PQgetvalue(res, 0, 4), NADI_EXT_VERSION) < 0)
 	{
-		/* a rolling upgrade: waited for until ALTER EXTENSION nadi UPDATE */
+		/*
+		 * A rolling upgrade: waited for until ALTER EXTENSION nadi UPDATE.  A
+		 * newer schema is served (upgrade scripts keep what older cells call;
+		 * docs/RELEASES.md), so updating the database does not stop the fleet.
+		 */
 		snprintf(
 			msg, msglen,
 			"the nadi extension in this database is version %s, nadi-celld %s needs version %s: "
