@@ -326,8 +326,8 @@ nadi_require_host_binding(const char *kind, const char *host_id, const char *wha
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the nadi extension in this database is version %s, this nadi library (%s) checks host logins against nadi.host_bindings, new in 1.1",
 						have ? have : "(unknown)", NADI_EXT_VERSION),
-				 errhint("Run ALTER EXTENSION nadi UPDATE, then bind each host login: nadi.host_bind('%s', '%s', role).",
-						 kind, host_id)));
+				 errhint("Run ALTER EXTENSION nadi UPDATE, then bind each host login: nadi.host_bind('%s', host_id, role).",
+						 kind)));
 	}
 	values[0] = CStringGetTextDatum(kind);
 	values[1] = CStringGetTextDatum(host_id);
