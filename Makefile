@@ -78,8 +78,8 @@ check-layers: $(OBJS)
 DAEMON_DIRS = $(patsubst %/Makefile,%,$(wildcard edge/Makefile sandboxd/Makefile celld/Makefile))
 
 # NADI_EXTENSION_ONLY=1: the extension alone (the Debian build runs it once
-# per PostgreSQL major with pg_buildext and builds the daemons once); so does
-# an empty DAEMON_DIRS (scripts/coverage).
+# per PostgreSQL major with pg_buildext and builds the daemons once); so
+# does an empty DAEMON_DIRS.  `make install-extension` is that install.
 ifneq ($(NADI_EXTENSION_ONLY),1)
 all: daemons
 clean: clean-daemons
@@ -167,7 +167,11 @@ uninstall-daemons:
 	-rmdir '$(DESTDIR)$(DOCDIR)/examples' '$(DESTDIR)$(DOCDIR)/celld' '$(DESTDIR)$(DOCDIR)/gitd' \
 		'$(DESTDIR)$(DOCDIR)/credentials-proxy' '$(DESTDIR)$(DOCDIR)' 2>/dev/null
 
-.PHONY: install-daemons uninstall-daemons nadi-check-paths
+# the extension alone (what the tests and the local stack need)
+install-extension:
+	$(MAKE) install NADI_EXTENSION_ONLY=1
+
+.PHONY: install-daemons uninstall-daemons nadi-check-paths install-extension
 
 # The README's commands.  Both install what they need (scripts/bootstrap) and
 # build what they need; `make test` runs every suite as an unprivileged user.
