@@ -11,7 +11,7 @@
 # a node that must exist in the container's private /dev; nspawn's has none).
 # It shares the host's network (the tests listen on 127.0.0.1, ports the
 # kernel picks); NSPAWN options given to boot_start add to this.
-# test/suites/70-packages and 71-systemd-units boot with it too, with
+# test/systemd/booted-units.sh (70-packages, 71-systemd-units) boots with it too, with
 # BOOT_MINUS=loop (they need no loop device) and --private-network.
 
 BOOT_NSPAWN="" # pid of the outer systemd-nspawn
