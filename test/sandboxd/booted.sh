@@ -11,9 +11,12 @@
 # a node that must exist in the container's private /dev; nspawn's has none).
 # It shares the host's network (the tests listen on 127.0.0.1, ports the
 # kernel picks); NSPAWN options given to boot_start add to this.
+# test/systemd/booted-units.sh (70-packages, 71-systemd-units) boots with it too, with
+# BOOT_MINUS=loop (they need no loop device) and --private-network.
 
 BOOT_NSPAWN="" # pid of the outer systemd-nspawn
 BOOT_LEADER="" # pid of the container's systemd (PID 1 inside)
+BOOT_STATUS="" # nspawn's exit status, after boot_stop (0: powered off cleanly)
 
 # (BOOT_MINUS=loop boots without the loop nodes, to show what they are for.)
 BOOT_MINUS=${BOOT_MINUS:-}
@@ -39,9 +42,19 @@ boot_start() {
 	# (systemd-run --scope execs nspawn: $! stays nspawn's pid).
 	local wrap=()
 	[ ! -d /run/systemd/system ] || wrap=(systemd-run --scope --quiet --collect -p Delegate=yes --)
+	# The global lock the caller may hold is not passed on to the container
+	# (it must not outlive the caller holding it); the subshell execs, so
+	# $! is nspawn's pid.
 	# shellcheck disable=SC2046
-	setsid "${wrap[@]}" systemd-nspawn -q -b --register=no --keep-unit --console=pipe -D "$root" \
-		$(boot_loop_binds) "$@" </dev/null >"$log" 2>&1 &
+	(
+		for fd in /proc/self/fd/*; do
+			fd=${fd##*/}
+			[ "$fd" -gt 2 ] 2>/dev/null || continue
+			case $(readlink "/proc/self/fd/$fd" 2>/dev/null) in *.lock) eval "exec $fd>&-" ;; esac
+		done
+		exec setsid "${wrap[@]}" systemd-nspawn -q -b --register=no --keep-unit --console=pipe -D "$root" \
+			$(boot_loop_binds) "$@" </dev/null >"$log" 2>&1
+	) &
 	BOOT_NSPAWN=$!
 	for i in $(seq 1 100); do
 		BOOT_LEADER=$(boot_leader_pid "$BOOT_NSPAWN")
@@ -95,6 +108,8 @@ boot_stop() {
 	done
 	kill -KILL "$BOOT_NSPAWN" 2>/dev/null
 	wait "$BOOT_NSPAWN" 2>/dev/null
+	# shellcheck disable=SC2034 # (read by the caller)
+	BOOT_STATUS=$?
 	BOOT_NSPAWN=""
 	BOOT_LEADER=""
 }
