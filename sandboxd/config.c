@@ -222,6 +222,76 @@ load_token(void)
 }
 
 /*
+ * The proxy directories are handed to proxy_user and bound into containers
+ * by path: nobody but root may rename or replace a name on that path, or
+ * the proxy's user (or anyone else) could point a bind mount (or a chmod)
+ * at any directory of the host.  So PATH and every directory above it must be root's and not
+ * writable by group or others (a sticky directory such as /tmp aside, below
+ * which only the owner renames).  0, or -EPERM after logging why.
+ */
+static int
+root_only_path(const char *key, const char *path, size_t full_len)
+{
+	char		buf[4096];
+	struct stat st;
+	size_t		len = strlen(path);
+
+	if (len >= sizeof buf)
+		return conf_invalid("%s is too long", key);
+	memcpy(buf, path, len + 1);
+	while (len > 1 && buf[len - 1] == '/')
+		buf[--len] = '\0';
+	for (;;)
+	{
+		if (lstat(buf, &st) < 0)
+		{
+			log_error("%s: cannot stat %s: %m", key, buf);
+			return -errno;
+		}
+		if (!S_ISDIR(st.st_mode) || st.st_uid != 0 ||
+			((st.st_mode & (S_IWGRP | S_IWOTH)) &&
+			 !((st.st_mode & S_ISVTX) && strlen(buf) < full_len)))
+		{
+			log_error("%s %s: %s is %s (owner uid %u, mode %04o): it and every directory above it "
+					  "must be root's directories that only root writes, so that no other user can "
+					  "replace what is bound into the sandboxes",
+					  key, path, buf, S_ISDIR(st.st_mode) ? "not safe" : "not a directory",
+					  (unsigned) st.st_uid, (unsigned) (st.st_mode & 07777));
+			return -EPERM;
+		}
+		if (strcmp(buf, "/") == 0)
+			return 0;
+		char *slash = strrchr(buf, '/');
+		if (slash == buf)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+	}
+}
+
+/* root_only_path() of the longest part of PATH that exists (before mkdir_p). */
+static int
+root_only_existing(const char *key, const char *path)
+{
+	char		buf[4096];
+	struct stat st;
+	size_t		len = strlen(path);
+
+	if (len >= sizeof buf)
+		return conf_invalid("%s is too long", key);
+	memcpy(buf, path, len + 1);
+	while (lstat(buf, &st) < 0 && errno == ENOENT && strcmp(buf, "/") != 0)
+	{
+		char *slash = strrchr(buf, '/');
+		if (slash == buf)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+	}
+	return root_only_path(key, buf, len);
+}
+
+/*
  * An egress directory (git_mirror_dir, proxy_dir): empty means none; else
  * an absolute directory without ':' (nspawn's --bind separator).  A missing
  * proxy_dir is created (mode 0755); the mirror directory belongs to
@@ -243,6 +313,16 @@ egress_dir(const char *key, char **dir, bool create)
 	}
 	if ((*dir)[0] != '/' || strchr(*dir, ':'))
 		return conf_invalid("%s must be an absolute path without ':' (got \"%s\")", key, *dir);
+	/* one spelling of the path: no trailing '/', no empty, '.' or '..' part */
+	for (size_t n = strlen(*dir); n > 1 && (*dir)[n - 1] == '/'; n--)
+		(*dir)[n - 1] = '\0';
+	if (strstr(*dir, "//") || strstr(*dir, "/./") || strstr(*dir, "/../") ||
+		(strlen(*dir) >= 2 && strcmp(*dir + strlen(*dir) - 2, "/.") == 0) ||
+		(strlen(*dir) >= 3 && strcmp(*dir + strlen(*dir) - 3, "/..") == 0))
+		return conf_invalid("%s must not have empty, '.' or '..' parts (got \"%s\")", key, *dir);
+	/* the directories that exist already are checked before any is made */
+	if (create && (r = root_only_existing(key, *dir)) < 0)
+		return r;
 	if (create && (r = mkdir_p(*dir, 0755)) < 0)
 	{
 		errno = -r;
@@ -256,54 +336,6 @@ egress_dir(const char *key, char **dir, bool create)
 		return -ENOTDIR;
 	}
 	return 0;
-}
-
-/*
- * With proxy_user not root, the proxy directories are handed to another
- * user and bound into containers by path: nobody but root may rename or
- * replace a name on that path, or that user could point a bind mount (or a
- * chmod) at anything.  (A root proxy can do anything anyway.)  So PATH and every directory above it must be root's and not
- * writable by group or others (a sticky directory such as /tmp aside, below
- * which only the owner renames).  0, or -EPERM after logging why.
- */
-static int
-root_only_path(const char *key, const char *path)
-{
-	char		buf[4096];
-	struct stat st;
-	size_t		len = strlen(path);
-
-	if (len >= sizeof buf)
-		return conf_invalid("%s is too long", key);
-	memcpy(buf, path, len + 1);
-	while (len > 1 && buf[len - 1] == '/')
-		buf[--len] = '\0';
-	for (;;)
-	{
-		if (lstat(buf, &st) < 0)
-		{
-			log_error("%s: cannot stat %s: %m", key, buf);
-			return -errno;
-		}
-		if (!S_ISDIR(st.st_mode) || st.st_uid != 0 ||
-			((st.st_mode & (S_IWGRP | S_IWOTH)) &&
-			 !((st.st_mode & S_ISVTX) && strlen(buf) < strlen(path))))
-		{
-			log_error("%s %s: %s is %s (owner uid %u, mode %04o): it and every directory above it "
-					  "must be root's directories that only root writes, so that no other user can "
-					  "replace what is bound into the sandboxes",
-					  key, path, buf, S_ISDIR(st.st_mode) ? "not safe" : "not a directory",
-					  (unsigned) st.st_uid, (unsigned) (st.st_mode & 07777));
-			return -EPERM;
-		}
-		if (strcmp(buf, "/") == 0)
-			return 0;
-		char *slash = strrchr(buf, '/');
-		if (slash == buf)
-			slash[1] = '\0';
-		else
-			*slash = '\0';
-	}
 }
 
 /* Fill derived defaults and check the whole configuration. */
@@ -365,10 +397,13 @@ config_finish(void)
 		return conf_invalid(
 			"with private_users, run_user must be a uid and gid below 65536 (the range each "
 			"sandbox maps)");
+	if (cfg.proxy_uid != 0 && (cfg.proxy_uid == cfg.run_uid || cfg.proxy_uid == 65534))
+		return conf_invalid("proxy_user must be a user of its own (not run_user, not nobody): "
+							"whoever shares its uid could take over the sandboxes' proxy sockets");
 	if ((r = egress_dir("git_mirror_dir", &cfg.git_mirror_dir, false)) < 0 ||
 		(r = egress_dir("proxy_dir", &cfg.proxy_dir, true)) < 0 ||
-		(cfg.proxy_dir && cfg.proxy_uid != 0 &&
-		 (r = root_only_path("proxy_dir", cfg.proxy_dir)) < 0))
+		(cfg.proxy_dir &&
+		 (r = root_only_path("proxy_dir", cfg.proxy_dir, strlen(cfg.proxy_dir))) < 0))
 		return r;
 	if (access(cfg.agent_path, X_OK) < 0)
 	{

@@ -96,11 +96,33 @@ sandbox_json(const struct sbx_sandbox *sb)
 
 /*
  * Make PROXY_DIR/<id>/ a real directory owned by proxy_user, mode 0755,
- * whatever was there.  With a proxy_user other than root, PROXY_DIR and the
- * directories above it are root's and written by root only (checked at
- * start), so that user cannot swap a name under us; still, every step goes
- * through descriptors and never follows a symbolic link.
+ * whatever was there.  PROXY_DIR and the directories above it are root's
+ * and written by root only (checked at start, PROXY_DIR again here), so no
+ * other user can swap a name under us; still, every step goes through
+ * descriptors and never follows a symbolic link.
  */
+/*
+ * PROXY_DIR opened without following a link, still root's and written by
+ * root only (as checked at start); a descriptor, or -errno.
+ */
+static int
+proxy_dir_open(void)
+{
+	struct stat st;
+	int			dfd = open(cfg.proxy_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+	if (dfd < 0)
+		return -errno;
+	if (fstat(dfd, &st) < 0 || st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)))
+	{
+		close(dfd);
+		log_error("%s is no longer a directory of root's that only root writes: leaving it alone",
+				  cfg.proxy_dir);
+		return -EPERM;
+	}
+	return dfd;
+}
+
 int
 sandbox_proxy_prepare(const char *id)
 {
@@ -112,11 +134,8 @@ sandbox_proxy_prepare(const char *id)
 
 	if (!cfg.proxy_dir)
 		return 0;
-	dfd = open(cfg.proxy_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (dfd < 0 || fstat(dfd, &st) < 0)
-		return -errno;
-	if (cfg.proxy_uid != 0 && (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH))))
-		return -EPERM; /* changed since the start: refuse rather than hand anything over */
+	if ((dfd = proxy_dir_open()) < 0)
+		return dfd;
 	fd = openat(dfd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd >= 0 && fstat(fd, &st) == 0 && st.st_uid == cfg.proxy_uid)
 		/* Against a directory left with other modes. */
@@ -157,8 +176,8 @@ proxy_remove(const char *id)
 
 	if (!cfg.proxy_dir)
 		return;
-	dfd = open(cfg.proxy_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	r = dfd < 0 ? -errno : rm_rf_at(dfd, id);
+	dfd = proxy_dir_open();
+	r = dfd < 0 ? dfd : rm_rf_at(dfd, id);
 	if (r < 0)
 	{
 		errno = -r;
@@ -170,11 +189,16 @@ proxy_remove(const char *id)
 static void
 proxy_sweep(void)
 {
-	DIR			  *d = cfg.proxy_dir ? opendir(cfg.proxy_dir) : NULL;
+	int			   dfd = cfg.proxy_dir ? proxy_dir_open() : -1;
+	DIR			  *d = dfd >= 0 ? fdopendir(dfd) : NULL;
 	struct dirent *de;
 
 	if (!d)
+	{
+		if (dfd >= 0)
+			close(dfd);
 		return;
+	}
 	while ((de = readdir(d)))
 	{
 		size_t n = strspn(de->d_name, "0123456789abcdef");
