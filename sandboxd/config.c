@@ -225,13 +225,15 @@ load_token(void)
  * The proxy directories are handed to proxy_user and bound into containers
  * by path: nobody but root may rename or replace a name on that path, or
  * the proxy's user (or anyone else) could point a bind mount (or a chmod)
- * at any directory of the host.  So PATH and every directory above it must be root's and not
- * writable by group or others (a sticky directory such as /tmp aside, below
- * which only the owner renames).  0, or -EPERM after logging why.
+ * at any directory of the host.  So PATH and every directory above it must
+ * be root's and not writable by group or others (a sticky directory above
+ * FULL, the configured path PATH is a part of, aside: below it only the
+ * owner renames).  0, or -EPERM after logging why.
  */
 static int
-root_only_path(const char *key, const char *path, size_t full_len)
+root_only_path(const char *key, const char *path, const char *full)
 {
+	size_t		full_len = strlen(full);
 	char		buf[4096];
 	struct stat st;
 	size_t		len = strlen(path);
@@ -255,7 +257,7 @@ root_only_path(const char *key, const char *path, size_t full_len)
 			log_error("%s %s: %s is %s (owner uid %u, mode %04o): it and every directory above it "
 					  "must be root's directories that only root writes, so that no other user can "
 					  "replace what is bound into the sandboxes",
-					  key, path, buf, S_ISDIR(st.st_mode) ? "not safe" : "not a directory",
+					  key, full, buf, S_ISDIR(st.st_mode) ? "not safe" : "not a directory",
 					  (unsigned) st.st_uid, (unsigned) (st.st_mode & 07777));
 			return -EPERM;
 		}
@@ -288,7 +290,7 @@ root_only_existing(const char *key, const char *path)
 		else
 			*slash = '\0';
 	}
-	return root_only_path(key, buf, len);
+	return root_only_path(key, buf, path);
 }
 
 /*
@@ -402,8 +404,7 @@ config_finish(void)
 							"whoever shares its uid could take over the sandboxes' proxy sockets");
 	if ((r = egress_dir("git_mirror_dir", &cfg.git_mirror_dir, false)) < 0 ||
 		(r = egress_dir("proxy_dir", &cfg.proxy_dir, true)) < 0 ||
-		(cfg.proxy_dir &&
-		 (r = root_only_path("proxy_dir", cfg.proxy_dir, strlen(cfg.proxy_dir))) < 0))
+		(cfg.proxy_dir && (r = root_only_path("proxy_dir", cfg.proxy_dir, cfg.proxy_dir)) < 0))
 		return r;
 	if (access(cfg.agent_path, X_OK) < 0)
 	{
