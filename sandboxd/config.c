@@ -227,13 +227,13 @@ load_token(void)
  * the proxy's user (or anyone else) could point a bind mount (or a chmod)
  * at any directory of the host.  So PATH and every directory above it must
  * be root's and not writable by group or others (a sticky directory above
- * FULL, the configured path PATH is a part of, aside: below it only the
- * owner renames).  0, or -EPERM after logging why.
+ * PATH aside: below it only the owner renames).  MISSING_OK: the parts that
+ * do not exist yet are skipped (checked before mkdir_p makes them).  0, or
+ * -errno after logging why.
  */
 static int
-root_only_path(const char *key, const char *path, const char *full)
+root_only_path(const char *key, const char *path, bool missing_ok)
 {
-	size_t		full_len = strlen(full);
 	char		buf[4096];
 	struct stat st;
 	size_t		len = strlen(path);
@@ -241,26 +241,29 @@ root_only_path(const char *key, const char *path, const char *full)
 	if (len >= sizeof buf)
 		return conf_invalid("%s is too long", key);
 	memcpy(buf, path, len + 1);
-	while (len > 1 && buf[len - 1] == '/')
-		buf[--len] = '\0';
 	for (;;)
 	{
 		if (lstat(buf, &st) < 0)
 		{
-			log_error("%s: cannot stat %s: %m", key, buf);
-			return -errno;
+			if (!missing_ok || errno != ENOENT)
+			{
+				log_error("%s: cannot stat %s: %m", key, buf);
+				return -errno;
+			}
 		}
-		if (!S_ISDIR(st.st_mode) || st.st_uid != 0 ||
-			((st.st_mode & (S_IWGRP | S_IWOTH)) &&
-			 !((st.st_mode & S_ISVTX) && strlen(buf) < full_len)))
+		else if (!S_ISDIR(st.st_mode) || st.st_uid != 0 ||
+				 ((st.st_mode & (S_IWGRP | S_IWOTH)) &&
+				  !((st.st_mode & S_ISVTX) && strlen(buf) < len)))
 		{
 			log_error("%s %s: %s is %s (owner uid %u, mode %04o): it and every directory above it "
 					  "must be root's directories that only root writes, so that no other user can "
 					  "replace what is bound into the sandboxes",
-					  key, full, buf, S_ISDIR(st.st_mode) ? "not safe" : "not a directory",
+					  key, path, buf, S_ISDIR(st.st_mode) ? "not safe" : "not a directory",
 					  (unsigned) st.st_uid, (unsigned) (st.st_mode & 07777));
 			return -EPERM;
 		}
+		else
+			missing_ok = false; /* what is above an existing part exists */
 		if (strcmp(buf, "/") == 0)
 			return 0;
 		char *slash = strrchr(buf, '/');
@@ -269,28 +272,6 @@ root_only_path(const char *key, const char *path, const char *full)
 		else
 			*slash = '\0';
 	}
-}
-
-/* root_only_path() of the longest part of PATH that exists (before mkdir_p). */
-static int
-root_only_existing(const char *key, const char *path)
-{
-	char		buf[4096];
-	struct stat st;
-	size_t		len = strlen(path);
-
-	if (len >= sizeof buf)
-		return conf_invalid("%s is too long", key);
-	memcpy(buf, path, len + 1);
-	while (lstat(buf, &st) < 0 && errno == ENOENT && strcmp(buf, "/") != 0)
-	{
-		char *slash = strrchr(buf, '/');
-		if (slash == buf)
-			slash[1] = '\0';
-		else
-			*slash = '\0';
-	}
-	return root_only_path(key, buf, path);
 }
 
 /*
@@ -323,7 +304,7 @@ egress_dir(const char *key, char **dir, bool create)
 		(strlen(*dir) >= 3 && strcmp(*dir + strlen(*dir) - 3, "/..") == 0))
 		return conf_invalid("%s must not have empty, '.' or '..' parts (got \"%s\")", key, *dir);
 	/* the directories that exist already are checked before any is made */
-	if (create && (r = root_only_existing(key, *dir)) < 0)
+	if (create && (r = root_only_path(key, *dir, true)) < 0)
 		return r;
 	if (create && (r = mkdir_p(*dir, 0755)) < 0)
 	{
@@ -404,7 +385,7 @@ config_finish(void)
 							"whoever shares its uid could take over the sandboxes' proxy sockets");
 	if ((r = egress_dir("git_mirror_dir", &cfg.git_mirror_dir, false)) < 0 ||
 		(r = egress_dir("proxy_dir", &cfg.proxy_dir, true)) < 0 ||
-		(cfg.proxy_dir && (r = root_only_path("proxy_dir", cfg.proxy_dir, cfg.proxy_dir)) < 0))
+		(cfg.proxy_dir && (r = root_only_path("proxy_dir", cfg.proxy_dir, false)) < 0))
 		return r;
 	if (access(cfg.agent_path, X_OK) < 0)
 	{
