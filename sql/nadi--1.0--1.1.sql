@@ -1174,3 +1174,98 @@ CREATE TRIGGER read_committed_only
     FOR EACH STATEMENT EXECUTE FUNCTION nadi._read_committed_only();
 
 REVOKE ALL ON FUNCTION nadi._read_committed_only() FROM PUBLIC;
+
+-- ==== Session forks: a new session from any event of another ====
+--
+-- nadi.session_fork(session_id, at_seq) makes a session of the same tenant,
+-- with the parent's metadata, labels and policy, whose first event is
+-- session.forked {parent_session_id, at_seq, seq, workspace, tenant_id,
+-- metadata, messages}: the parent's conversation at seq (nadi.session_replay
+-- of the fork starts from it) and the workspace snapshot its sandbox had
+-- taken by then.  seq is at_seq unless a command was under way there; then it
+-- is the seq just before that command started.  The fork counts against the
+-- tenant's live sessions as any new session does.  nadi.session_forks records
+-- each fork; a purge removes the row with the fork (the parent may be purged
+-- first: the fork holds all it needs).
+CREATE TABLE nadi.session_forks (
+    session_id        uuid PRIMARY KEY REFERENCES nadi.sessions ON DELETE CASCADE,
+    tenant_id         text NOT NULL,
+    parent_session_id uuid NOT NULL,   -- no foreign key: the parent may be purged
+    at_seq            bigint NOT NULL CHECK (at_seq >= 1),
+    seq               bigint NOT NULL CHECK (seq >= 1 AND seq <= at_seq),
+    workspace         jsonb CHECK (workspace IS NULL OR jsonb_typeof(workspace) = 'object'),
+    created_at        timestamptz NOT NULL
+);
+
+CREATE INDEX session_forks_parent_idx ON nadi.session_forks (parent_session_id);
+
+SELECT pg_catalog.pg_extension_config_dump('nadi.session_forks', '');
+
+ALTER TABLE nadi.session_forks ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON nadi.session_forks
+    USING (nadi.tenant_visible(tenant_id, session_id));
+
+REVOKE ALL ON nadi.session_forks FROM PUBLIC;
+GRANT SELECT ON nadi.session_forks TO nadi_edge, nadi_cell, nadi_admin;
+
+CREATE FUNCTION nadi.session_fork(session_id uuid, at_seq bigint DEFAULT NULL)
+RETURNS nadi.session_forks
+AS 'MODULE_PATHNAME', 'nadi_session_fork' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- _token_mint_internal with extra claims (a JSON object; never the ones the
+-- minter sets); only the owner may execute it.
+CREATE FUNCTION nadi._token_mint_claims(tenant_id text, subject text, scope text,
+                                        ttl interval, session_id uuid, audience text,
+                                        claims jsonb)
+RETURNS text
+AS 'MODULE_PATHNAME', 'nadi_token_mint_claims' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- nadi.sandboxd_token as before, plus, for a fork whose origin had a
+-- workspace snapshot, the claim "fork": {"host", "sandbox", "snapshot"}
+-- naming it: what lets the fork's cell create its sandbox from that
+-- snapshot at nadi-sandboxd.
+CREATE OR REPLACE FUNCTION nadi.sandboxd_token(session_id uuid, ttl interval DEFAULT '15 minutes')
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s nadi.sessions;
+    w jsonb;
+BEGIN
+    IF session_id IS NULL THEN
+        RAISE EXCEPTION 'session_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF ttl IS NULL OR ttl < interval '1 second' OR ttl > interval '1 hour' THEN
+        RAISE EXCEPTION 'invalid ttl'
+            USING ERRCODE = '22023',
+                  DETAIL = 'Sandbox host tokens live from 1 second to 1 hour.',
+                  HINT = 'Mint a new token before the old one expires.';
+    END IF;
+    SELECT * INTO s FROM nadi.sessions x WHERE x.session_id = sandboxd_token.session_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'session % does not exist', session_id USING ERRCODE = 'NA002';
+    END IF;
+    IF s.state IN ('terminated', 'failed') THEN
+        RAISE EXCEPTION 'session % is %', session_id, s.state
+            USING ERRCODE = 'NA010', DETAIL = 'Sandbox host tokens are minted only for live sessions.';
+    END IF;
+    SELECT f.workspace INTO w FROM nadi.session_forks f WHERE f.session_id = s.session_id;
+    RETURN nadi._token_mint_claims(
+        s.tenant_id, nadi._session_token_subject(s.session_id), 'sandbox', ttl, s.session_id,
+        'nadi-sandboxd',
+        CASE WHEN w IS NOT NULL THEN
+            jsonb_build_object('fork', jsonb_build_object('host', w->'host_id',
+                                                          'sandbox', w->'sandbox_id',
+                                                          'snapshot', w->'snapshot'))
+        END);
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION
+    nadi.session_fork(uuid, bigint),
+    nadi._token_mint_claims(text, text, text, interval, uuid, text, jsonb)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION nadi.session_fork(uuid, bigint) TO nadi_edge, nadi_admin;

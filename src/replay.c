@@ -46,6 +46,9 @@ typedef struct Replay
 	int			ncommands;
 	int			capcommands;
 	HTAB	   *index;
+	char	   *fork;			/* a fork's origin (JSON text), or NULL */
+	int64		span_command;	/* the command under way (started, not ended) */
+	int64		span_start;		/* the seq of its first command.started */
 } Replay;
 
 static char *
@@ -135,6 +138,62 @@ message_add(Replay *r, const char *role, const char *content_json, int64 command
 	appendStringInfoString(m, one.data);
 }
 
+/*
+ * A fork's first event: its tenant, where it came from, and the parent's
+ * conversation at the fork point, which the fork's own events extend.
+ */
+static void
+replay_forked(Replay *r, Jsonb *p)
+{
+	JsonbValue *messages = nadi_jsonb_member(p, "messages");
+	StringInfoData buf;
+
+	r->tenant = member_text(p, "tenant_id");
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	nadi_json_raw(&buf, "parent_session_id", member_json(p, "parent_session_id"));
+	nadi_json_raw(&buf, "at_seq", member_json(p, "at_seq"));
+	nadi_json_raw(&buf, "seq", member_json(p, "seq"));
+	nadi_json_raw(&buf, "workspace", member_json(p, "workspace"));
+	appendStringInfoChar(&buf, '}');
+	r->fork = buf.data;
+	if (messages == NULL || messages->type != jbvBinary ||
+		!JsonContainerIsArray(messages->val.binary.data))
+		return;
+	for (uint32 i = 0; i < JsonContainerSize(messages->val.binary.data); i++)
+	{
+		JsonbValue *m = getIthJsonbValueFromContainer(messages->val.binary.data, i);
+
+		if (r->nmessages++ > 0)
+			appendStringInfoChar(&r->messages, ',');
+		appendStringInfoString(&r->messages, nadi_jsonb_text(JsonbValueToJsonb(m)));
+	}
+}
+
+/*
+ * Which command is under way: from its first command.started until it
+ * completes, fails for good, dies or is cancelled (a retry, a requeue or a
+ * wait for permission leave it under way).  A fork never starts inside one.
+ */
+static void
+replay_track_span(Replay *r, int64 seq, const char *kind, int64 cmd)
+{
+	CommandState *c;
+
+	if (r->span_command == 0 && cmd > 0 && strcmp(kind, "command.started") == 0)
+	{
+		r->span_command = cmd;
+		r->span_start = seq;
+		return;
+	}
+	if (r->span_command == 0 || cmd != r->span_command)
+		return;
+	c = command_find(r, cmd);
+	if (c && (strcmp(c->status, "completed") == 0 || strcmp(c->status, "failed") == 0 ||
+			  strcmp(c->status, "dead") == 0 || strcmp(c->status, "cancelled") == 0))
+		r->span_command = 0;
+}
+
 /* Apply one event.  Unknown kinds change nothing but last_seq. */
 static void
 replay_apply(Replay *r, int64 seq, const char *kind, Jsonb *p, int64 cmd)
@@ -143,6 +202,8 @@ replay_apply(Replay *r, int64 seq, const char *kind, Jsonb *p, int64 cmd)
 
 	if (strcmp(kind, "session.created") == 0)
 		r->tenant = member_text(p, "tenant_id");
+	else if (strcmp(kind, "session.forked") == 0)
+		replay_forked(r, p);
 	else if (strcmp(kind, "session.state") == 0)
 		r->state = member_text(p, "to");
 	else if (strcmp(kind, "session.lease") == 0)
@@ -275,6 +336,7 @@ replay_json(Replay *r, const pg_uuid_t *id)
 	else
 		nadi_json_raw(&buf, "open_command", "null");
 	nadi_json_raw(&buf, "pending_permission", r->pending_permission);
+	nadi_json_raw(&buf, "fork", r->fork);
 	appendStringInfoString(&buf, ",\"messages\":[");
 	appendStringInfoString(&buf, r->messages.data);
 	appendStringInfoString(&buf, "],\"commands\":[");
@@ -299,39 +361,23 @@ replay_json(Replay *r, const pg_uuid_t *id)
 }
 
 /*
- * nadi.session_replay(session_id, upto) → jsonb
- * The state after applying events 1..upto (all when upto is NULL).
+ * Fold the events 1..upto of a visible session into *r (SPI connected).
  */
-PG_FUNCTION_INFO_V1(nadi_session_replay);
-Datum
-nadi_session_replay(PG_FUNCTION_ARGS)
+static void
+replay_run(Replay *r, const pg_uuid_t *id, int64 upto)
 {
 	static SPIPlanPtr plan = NULL;
-	MemoryContext outer = CurrentMemoryContext;
-	pg_uuid_t  *id;
-	int64		upto = PG_ARGISNULL(1) ? PG_INT64_MAX : PG_GETARG_INT64(1);
-	Replay		r = {0};
 	HASHCTL		ctl = {0};
 	Portal		portal;
 	Datum		values[2];
-	char	   *json;
-	Jsonb	   *result;
 
-	NADI_ARG_NOT_NULL(0, "session_id");
-	id = PG_GETARG_UUID_P(0);
-	if (upto < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("upto must not be negative")));
-
-	nadi_connect();
-	session_require_visible(id);
+	memset(r, 0, sizeof(*r));
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(ReplayCommand);
 	ctl.hcxt = CurrentMemoryContext;
-	r.index = hash_create("nadi replay commands", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	r.state = "pending";
-	initStringInfo(&r.messages);
+	r->index = hash_create("nadi replay commands", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	r->state = "pending";
+	initStringInfo(&r->messages);
 
 	values[0] = UUIDPGetDatum(id);
 	values[1] = Int64GetDatum(upto);
@@ -356,11 +402,62 @@ nadi_session_replay(PG_FUNCTION_ARGS)
 			Jsonb	   *payload = DatumGetJsonbP(SPI_getbinval(row, desc, 3, &isnull));
 			Datum		cmd = SPI_getbinval(row, desc, 4, &isnull);
 
-			replay_apply(&r, seq, kind, payload, isnull ? 0 : DatumGetInt64(cmd));
+			replay_apply(r, seq, kind, payload, isnull ? 0 : DatumGetInt64(cmd));
+			replay_track_span(r, seq, kind, isnull ? 0 : DatumGetInt64(cmd));
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
+}
+
+/*
+ * Where a fork asked at at_seq starts, and the conversation it inherits: at
+ * at_seq, unless a command is under way there; then just before that
+ * command started (its end is never half copied).  The caller checked that
+ * the session is visible and at_seq within its log; SPI connected.
+ */
+ReplayFork
+replay_fork_point(const pg_uuid_t *id, int64 at_seq)
+{
+	Replay		r;
+	ReplayFork	f;
+
+	replay_run(&r, id, at_seq);
+	f.seq = at_seq;
+	if (r.span_command > 0)
+	{
+		f.seq = r.span_start - 1;
+		replay_run(&r, id, f.seq);
+	}
+	f.messages = psprintf("[%s]", r.messages.data);
+	return f;
+}
+
+/*
+ * nadi.session_replay(session_id, upto) → jsonb
+ * The state after applying events 1..upto (all when upto is NULL).
+ */
+PG_FUNCTION_INFO_V1(nadi_session_replay);
+Datum
+nadi_session_replay(PG_FUNCTION_ARGS)
+{
+	MemoryContext outer = CurrentMemoryContext;
+	pg_uuid_t  *id;
+	int64		upto = PG_ARGISNULL(1) ? PG_INT64_MAX : PG_GETARG_INT64(1);
+	Replay		r;
+	char	   *json;
+	Jsonb	   *result;
+
+	NADI_ARG_NOT_NULL(0, "session_id");
+	id = PG_GETARG_UUID_P(0);
+	if (upto < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("upto must not be negative")));
+
+	nadi_connect();
+	session_require_visible(id);
+	replay_run(&r, id, upto);
 	json = replay_json(&r, id);
 
 	{

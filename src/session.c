@@ -58,41 +58,22 @@ arg_object(FunctionCallInfo fcinfo, int n, const char *name)
 }
 
 /*
- * nadi.session_create(tenant_id, metadata, labels, policy) → sessions
- * The tenant comes from the token in force when there is one.
+ * Insert a new pending session with its lease row, under the per-tenant
+ * limit on live sessions (serialized per tenant).  Its first event is the
+ * caller's to write.  Call with SPI connected.
  */
-PG_FUNCTION_INFO_V1(nadi_session_create);
-Datum
-nadi_session_create(PG_FUNCTION_ARGS)
+void
+session_insert(const pg_uuid_t *id, const char *tenant, Jsonb *metadata, Jsonb *labels,
+			   Jsonb *policy)
 {
 	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr lease_plan = NULL;
 	static SPIPlanPtr count_plan = NULL;
-	Oid			types[7] = {UUIDOID, TEXTOID, JSONBOID, JSONBOID, JSONBOID, TIMESTAMPTZOID, INT4OID};
-	Datum		values[7];
-	MemoryContext outer = CurrentMemoryContext;
-	const char *tenant;
-	Jsonb	   *metadata = arg_object(fcinfo, 1, "metadata");
-	Jsonb	   *labels = arg_object(fcinfo, 2, "labels");
-	Jsonb	   *policy = arg_object(fcinfo, 3, "policy");
-	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
-	SessionTx  *tx;
-	StringInfoData buf;
-	Datum		result;
+	Oid			types[6] = {UUIDOID, TEXTOID, JSONBOID, JSONBOID, JSONBOID, TIMESTAMPTZOID};
+	Datum		values[6];
 	int64		live;
 	bool		isnull;
 
-	nadi_check_approval_policy(policy);
-	tenant = nadi_caller_tenant_for_create(PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0)));
-	if (tenant[0] == '\0' || strlen(tenant) > 255)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("tenant_id must be 1 to 255 bytes long")));
-	nadi_uuid_v7(id);
-
-	nadi_connect();
-
-	/* the per-tenant limit on live sessions, serialized per tenant */
 	values[0] = CStringGetTextDatum(tenant);
 	nadi_exec(nadi_plan(&count_plan,
 						"SELECT pg_advisory_xact_lock(1851878505, hashtext($1)), "
@@ -124,6 +105,36 @@ nadi_session_create(PG_FUNCTION_ARGS)
 	nadi_exec(nadi_plan(&lease_plan,
 						"INSERT INTO nadi.session_leases (session_id) VALUES ($1)", 1, types),
 			  values, NULL, false, 0);
+}
+
+/*
+ * nadi.session_create(tenant_id, metadata, labels, policy) → sessions
+ * The tenant comes from the token in force when there is one.
+ */
+PG_FUNCTION_INFO_V1(nadi_session_create);
+Datum
+nadi_session_create(PG_FUNCTION_ARGS)
+{
+	MemoryContext outer = CurrentMemoryContext;
+	const char *tenant;
+	Jsonb	   *metadata = arg_object(fcinfo, 1, "metadata");
+	Jsonb	   *labels = arg_object(fcinfo, 2, "labels");
+	Jsonb	   *policy = arg_object(fcinfo, 3, "policy");
+	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
+	SessionTx  *tx;
+	StringInfoData buf;
+	Datum		result;
+
+	nadi_check_approval_policy(policy);
+	tenant = nadi_caller_tenant_for_create(PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	if (tenant[0] == '\0' || strlen(tenant) > 255)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("tenant_id must be 1 to 255 bytes long")));
+	nadi_uuid_v7(id);
+
+	nadi_connect();
+	session_insert(id, tenant, metadata, labels, policy);
 
 	tx = session_lock(id);
 	initStringInfo(&buf);

@@ -11,12 +11,22 @@
 /* session.c */
 extern Datum session_row(FunctionCallInfo fcinfo, const pg_uuid_t *id, MemoryContext outer);
 extern void session_finish_termination(SessionTx *tx, const char *cause);
+extern void session_insert(const pg_uuid_t *id, const char *tenant, Jsonb *metadata,
+						   Jsonb *labels, Jsonb *policy);
 
 /* lease.c */
 extern void lease_drop(SessionTx *tx, const char *reason);
 
 /* placement.c */
 extern void placement_require_fit(const SessionTx *tx, const char *host);
+
+/* replay.c */
+typedef struct ReplayFork
+{
+	int64		seq;			/* the fork point used (at most the one asked) */
+	char	   *messages;		/* the conversation at seq: a JSON array */
+} ReplayFork;
+extern ReplayFork replay_fork_point(const pg_uuid_t *id, int64 at_seq);
 
 /* events.c */
 extern void events_append_array(SessionTx *tx, Jsonb *events, int64 command_id, int64 epoch,

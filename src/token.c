@@ -319,6 +319,49 @@ nadi_token_mint_internal(PG_FUNCTION_ARGS)
 	return token_mint(fcinfo);
 }
 
+/*
+ * nadi._token_mint_claims(): _token_mint_internal with claims of the
+ * caller's added (argument 7, a JSON object, or NULL), for the narrow tokens
+ * that carry more than who may do what (nadi.sandboxd_token's "fork").  The
+ * claims the minter sets itself cannot be among them.  Only the extension's
+ * owner may execute it.
+ */
+PG_FUNCTION_INFO_V1(nadi_token_mint_claims);
+Datum
+nadi_token_mint_claims(PG_FUNCTION_ARGS)
+{
+	return token_mint(fcinfo);
+}
+
+/* The extra claims of nadi._token_mint_claims as members to append, or NULL. */
+static char *
+extra_claims(FunctionCallInfo fcinfo)
+{
+	static const char *const own[] = {"iss", "sub", "aud", "tenant", "scope", "sid", "iat", "nbf",
+	"exp", "jti"};
+	Jsonb	   *extra;
+	char	   *text;
+	size_t		len;
+
+	if (PG_NARGS() < 7 || PG_ARGISNULL(6))
+		return NULL;
+	extra = PG_GETARG_JSONB_P(6);
+	nadi_check_object(extra, "claims");
+	for (int i = 0; i < lengthof(own); i++)
+		if (nadi_jsonb_member(extra, own[i]) != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("claim \"%s\" is set by the minter", own[i]),
+					 errdetail("Extra claims may not replace iss, sub, aud, tenant, scope, sid, iat, nbf, exp or jti.")));
+	if (JB_ROOT_COUNT(extra) == 0)
+		return NULL;
+	/* the object's members without its braces */
+	text = nadi_jsonb_text(extra);
+	len = strlen(text);
+	Assert(len >= 2 && text[0] == '{' && text[len - 1] == '}');
+	return pnstrdup(text + 1, len - 2);
+}
+
 static Datum
 token_mint(FunctionCallInfo fcinfo)
 {
@@ -344,6 +387,7 @@ token_mint(FunctionCallInfo fcinfo)
 	char	   *jti;
 	StringInfoData payload;
 	StringInfoData detail;
+	char	   *extra;
 	char	   *token;
 	size_t		token_len;
 	int			rc;
@@ -353,6 +397,7 @@ token_mint(FunctionCallInfo fcinfo)
 	NADI_ARG_NOT_NULL(2, "scope");
 	NADI_ARG_NOT_NULL(3, "ttl");
 	audience = name_arg(fcinfo, 5, "audience");
+	extra = extra_claims(fcinfo);
 
 	scope_name = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	scope = nadi_scope_from_string(scope_name);
@@ -460,6 +505,8 @@ token_mint(FunctionCallInfo fcinfo)
 	nadi_json_int(&payload, "nbf", iat);
 	nadi_json_int(&payload, "exp", exp);
 	nadi_json_str(&payload, "jti", jti);
+	if (extra)
+		appendStringInfo(&payload, ",%s", extra);
 	appendStringInfoChar(&payload, '}');
 
 	token = palloc(NADI_JWT_MAX_TOKEN + 1);
@@ -486,6 +533,8 @@ token_mint(FunctionCallInfo fcinfo)
 	nadi_json_str(&detail, "aud", audience);
 	nadi_json_str(&detail, "exp", nadi_timestamptz_iso(exp_ts));
 	nadi_json_str(&detail, "jti", jti);
+	if (extra)
+		appendStringInfo(&detail, ",%s", extra);
 	appendStringInfoChar(&detail, '}');
 	nadi_audit("token.mint", sid, tenant, nadi_jsonb(detail.data));
 

@@ -1,0 +1,190 @@
+/*
+ * fork.c — nadi.session_fork: a new session that starts where another one
+ * was at one event of its log.  The fork's first event, session.forked,
+ * carries the parent's conversation at the fork point (replay.c seeds the
+ * fork's replayed state with it) and the workspace snapshot the parent's
+ * sandbox had taken by then (the latest "workspace" of a tool.result, a
+ * session.forked or a command.rolled_back at or before it), which
+ * nadi.sandboxd_token hands to the fork's cell as its "fork" claim.  The
+ * fork keeps everything it needs: the parent may end or be purged later.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+#include "nadi.h"
+#include "session.h"
+#include "wake.h"
+
+/*
+ * The parent's tenant, metadata, labels, policy and last seq, its row
+ * locked FOR KEY SHARE: appends to the parent go on (they lock it FOR NO KEY
+ * UPDATE), a purge skips it until the fork commits.  Raises as the other
+ * session functions do when the caller may not see it (NA002) or it was
+ * purged (NA014).
+ */
+typedef struct ForkParent
+{
+	char	   *tenant;
+	Jsonb	   *metadata;
+	Jsonb	   *labels;
+	Jsonb	   *policy;
+	int64		last_seq;
+} ForkParent;
+
+static ForkParent
+fork_parent(const pg_uuid_t *id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1] = {UUIDPGetDatum(id)};
+	ForkParent	p;
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+
+	session_require_visible(id);
+	nadi_exec(nadi_plan(&plan,
+						"SELECT tenant_id, metadata, labels, policy, last_seq FROM nadi.sessions "
+						"WHERE session_id = $1 FOR KEY SHARE",
+						1, (Oid[]) {UUIDOID}),
+			  values, NULL, false, 1);
+	if (SPI_processed != 1)
+		session_not_found(id);	/* purged while we waited */
+	row = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	p.tenant = SPI_getvalue(row, desc, 1);
+	p.metadata = DatumGetJsonbPCopy(SPI_getbinval(row, desc, 2, &isnull));
+	p.labels = DatumGetJsonbPCopy(SPI_getbinval(row, desc, 3, &isnull));
+	p.policy = DatumGetJsonbPCopy(SPI_getbinval(row, desc, 4, &isnull));
+	p.last_seq = DatumGetInt64(SPI_getbinval(row, desc, 5, &isnull));
+	return p;
+}
+
+/*
+ * The workspace snapshot of the session at seq, as JSON text
+ * {"host_id", "sandbox_id", "snapshot"}, or NULL when none was recorded.
+ */
+static char *
+fork_workspace(const pg_uuid_t *id, int64 seq)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[2] = {UUIDPGetDatum(id), Int64GetDatum(seq)};
+
+	nadi_exec(nadi_plan(&plan,
+						"SELECT jsonb_build_object('host_id', w->'host_id', 'sandbox_id', w->'sandbox_id', "
+						"                          'snapshot', w->'snapshot')::text "
+						"FROM (SELECT e.payload->'workspace' AS w FROM nadi.events e "
+						"      WHERE e.session_id = $1 AND e.seq <= $2 "
+						"        AND e.kind IN ('tool.result', 'session.forked', 'command.rolled_back') "
+						"        AND jsonb_typeof(e.payload->'workspace') = 'object' "
+						"      ORDER BY e.seq DESC LIMIT 1) x "
+						"WHERE jsonb_typeof(w->'sandbox_id') = 'string' "
+						"  AND jsonb_typeof(w->'snapshot') = 'string' "
+						"  AND coalesce(jsonb_typeof(w->'host_id'), 'null') IN ('string', 'null')",
+						2, (Oid[]) {UUIDOID, INT8OID}),
+			  values, NULL, true, 1);
+	if (SPI_processed != 1)
+		return NULL;
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+/*
+ * nadi.session_fork(session_id, at_seq) → session_forks
+ * A new session of the parent's tenant, with its metadata, labels and
+ * policy, whose first event is session.forked.  at_seq NULL: the latest
+ * event.  A point inside a command under way moves back to just before that
+ * command started; the row returned says which seq was used.
+ */
+PG_FUNCTION_INFO_V1(nadi_session_fork);
+Datum
+nadi_session_fork(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr insert_plan = NULL;
+	static SPIPlanPtr row_plan = NULL;
+	MemoryContext outer = CurrentMemoryContext;
+	pg_uuid_t  *parent_id;
+	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
+	ForkParent	parent;
+	const char *tenant;
+	int64		at_seq;
+	ReplayFork	point;
+	char	   *workspace;
+	StringInfoData buf;
+	Jsonb	   *payload;
+	SessionTx  *tx;
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		result;
+
+	NADI_ARG_NOT_NULL(0, "session_id");
+	parent_id = PG_GETARG_UUID_P(0);
+
+	nadi_connect();
+	parent = fork_parent(parent_id);
+	tenant = nadi_caller_tenant_for_create(parent.tenant);
+	at_seq = PG_ARGISNULL(1) ? parent.last_seq : PG_GETARG_INT64(1);
+	if (at_seq < 1 || at_seq > parent.last_seq)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("at_seq " INT64_FORMAT " is outside the log of session %s",
+						at_seq, nadi_uuid_out(parent_id)),
+				 errdetail("The session's events are numbered 1 to " INT64_FORMAT ".",
+						   parent.last_seq),
+				 errhint("Pass the seq of an event of the session, or NULL for its latest.")));
+
+	point = replay_fork_point(parent_id, at_seq);
+	workspace = fork_workspace(parent_id, point.seq);
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	nadi_json_str(&buf, "parent_session_id", nadi_uuid_out(parent_id));
+	nadi_json_int(&buf, "at_seq", at_seq);
+	nadi_json_int(&buf, "seq", point.seq);
+	nadi_json_raw(&buf, "workspace", workspace);
+	nadi_json_str(&buf, "tenant_id", tenant);
+	nadi_json_raw(&buf, "metadata", nadi_jsonb_text(parent.metadata));
+	nadi_json_raw(&buf, "messages", point.messages);
+	appendStringInfoChar(&buf, '}');
+	payload = nadi_jsonb(buf.data);
+	nadi_check_payload(payload, "the conversation to fork");
+
+	nadi_uuid_v7(id);
+	session_insert(id, tenant, parent.metadata, parent.labels, parent.policy);
+	tx = session_lock(id);
+	session_event(tx, "session.forked", payload, 0, -1);
+	session_save(tx);
+
+	values[0] = UUIDPGetDatum(id);
+	values[1] = CStringGetTextDatum(tenant);
+	values[2] = UUIDPGetDatum(parent_id);
+	values[3] = Int64GetDatum(at_seq);
+	values[4] = Int64GetDatum(point.seq);
+	if (workspace)
+		values[5] = JsonbPGetDatum(nadi_jsonb(workspace));
+	else
+		nulls[5] = 'n';
+	nadi_exec(nadi_plan(&insert_plan,
+						"INSERT INTO nadi.session_forks (session_id, tenant_id, parent_session_id, "
+						"at_seq, seq, workspace, created_at) VALUES ($1, $2, $3, $4, $5, $6, nadi.now())",
+						6, (Oid[]) {UUIDOID, TEXTOID, UUIDOID, INT8OID, INT8OID, JSONBOID}),
+			  values, nulls, false, 0);
+	nadi_wake_broker_at_commit();
+
+	resetStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	nadi_json_str(&buf, "parent_session_id", nadi_uuid_out(parent_id));
+	nadi_json_int(&buf, "at_seq", at_seq);
+	nadi_json_int(&buf, "seq", point.seq);
+	nadi_json_raw(&buf, "workspace", workspace);
+	appendStringInfoChar(&buf, '}');
+	nadi_audit("session.fork", id, tenant, nadi_jsonb(buf.data));
+
+	nadi_exec(nadi_plan(&row_plan, "SELECT * FROM nadi.session_forks WHERE session_id = $1",
+						1, (Oid[]) {UUIDOID}),
+			  values, NULL, false, 1);
+	result = nadi_spi_row(fcinfo, outer);
+	nadi_finish();
+	PG_RETURN_DATUM(result);
+}
