@@ -2,9 +2,9 @@
  * acp.c — the Agent Client Protocol (JSON-RPC 2.0, protocol version 1), the
  * agent side, independent of the transport (acp_http.c, ws.c): connections,
  * their database calls, and the methods — initialize, authenticate,
- * session/new, session/load, session/prompt, session/cancel — and the
- * client's answers to session/request_permission.  acp_session.c turns a
- * session's events into session/update notifications.
+ * session/new, session/load, session/prompt, session/cancel, session/fork
+ * (unstable) — and the client's answers to session/request_permission.
+ * acp_session.c turns a session's events into session/update notifications.
  *
  * An ACP session is a Nadi session.  session/new creates one (policy and
  * labels may come in _meta.nadi), session/load replays one from its event
@@ -309,11 +309,13 @@ session_room(AcpConn *c, json_t *id)
 static json_t *
 initialize_result(void)
 {
-	return json_pack("{s:i, s:{s:b, s:{s:b, s:b, s:b}, s:{s:b, s:b}}, s:[], s:{s:s, s:s, s:s}}",
-					 "protocolVersion", 1, "agentCapabilities", "loadSession", 1,
-					 "promptCapabilities", "image", 0, "audio", 0, "embeddedContext", 1,
-					 "mcpCapabilities", "http", 0, "sse", 0, "authMethods", "agentInfo", "name",
-					 "nadi-edge", "title", "Nadi", "version", NADI_VERSION);
+	/* sessionCapabilities.fork: the unstable session/fork */
+	return json_pack(
+		"{s:i, s:{s:b, s:{s:b, s:b, s:b}, s:{s:b, s:b}, s:{s:{}}}, s:[], s:{s:s, s:s, s:s}}",
+		"protocolVersion", 1, "agentCapabilities", "loadSession", 1, "promptCapabilities", "image",
+		0, "audio", 0, "embeddedContext", 1, "mcpCapabilities", "http", 0, "sse", 0,
+		"sessionCapabilities", "fork", "authMethods", "agentInfo", "name", "nadi-edge", "title",
+		"Nadi", "version", NADI_VERSION);
 }
 
 char *
@@ -385,6 +387,85 @@ method_session_new(AcpConn *c, json_t *id, json_t *params)
 	json_decref(meta);
 	for (int i = 0; i < 3; i++)
 		free(t[i]);
+}
+
+/*
+ * session/fork (unstable): a new Nadi session from the source session at
+ * its latest completed point, or at _meta.nadi.at_seq (nadi.session_fork
+ * moves a point inside a running command back to before that command).
+ * The fork is attached to the connection from its first event on, as
+ * session/new does (the client has the conversation it forked); the answer
+ * says in _meta.nadi where the fork came from and which seq was used.
+ * cwd and mcpServers are the source's: a fork keeps its workspace.
+ */
+static void
+done_session_fork(void *arg, EdgeDbResult *r)
+{
+	AcpOp	*op = arg;
+	AcpConn *c = op->conn;
+
+	op->job = NULL;
+	c->opening--;
+	if (!r->ok || db_rows(r) != 1)
+	{
+		EdgeProblem p;
+
+		problem_from_db(&p, r->ok ? SQLSTATE_NADI_SESSION_NOT_FOUND : r->sqlstate, r->message,
+						r->detail, r->hint);
+		acp_reply_problem(c, op->rpc_id, &p);
+	}
+	else
+	{
+		const char *sid = db_value(r, 0, 1);
+		json_t	   *fork = json_loads(db_value(r, 0, 3), 0, NULL);
+		AcpSession *s;
+
+		acp_session_attach(c, sid, strtoll(db_value(r, 0, 2), NULL, 10), op->rpc_id, false, 0);
+		if ((s = acp_session_find(c, sid)) != NULL && fork)
+			s->open_meta = json_pack("{s:o}", "nadi", fork);
+		else
+			json_decref(fork);
+	}
+	acp_op_done(op);
+}
+
+static void
+method_session_fork(AcpConn *c, json_t *id, json_t *params)
+{
+	const char *sid = json_string_value(json_object_get(params, "sessionId"));
+	json_t	   *cwd = json_object_get(params, "cwd");
+	json_t	   *meta = json_object_get(params, "_meta");
+	json_t	   *nadi = json_object_get(meta, "nadi");
+	json_t	   *at = json_object_get(nadi, "at_seq");
+	char		num[24];
+	const char *p[2] = {sid, NULL};
+	AcpOp	   *op;
+
+	if (!nadi_jwt_uuid_text(sid))
+	{
+		acp_reply_error(c, id, ACP_NOT_FOUND, "Resource not found: no such session.", NULL);
+		return;
+	}
+	if ((cwd && !json_is_string(cwd)) || (meta && !json_is_object(meta)) ||
+		(nadi && !json_is_object(nadi)) ||
+		(at && !json_is_null(at) && (!json_is_integer(at) || json_integer_value(at) < 1)))
+	{
+		acp_reply_error(c, id, RPC_INVALID_PARAMS,
+						"Invalid params: cwd must be a string, _meta and _meta.nadi objects, and "
+						"_meta.nadi.at_seq a positive integer (the seq of an event of the "
+						"session to fork at).",
+						NULL);
+		return;
+	}
+	if (!session_room(c, id) || (op = acp_op_new(c, id, NULL, 0)) == NULL)
+		return;
+	if (at && json_is_integer(at))
+	{
+		snprintf(num, sizeof(num), "%lld", (long long) json_integer_value(at));
+		p[1] = num;
+	}
+	if (acp_op_submit(op, STMT_SESSION_FORK, 2, p, done_session_fork))
+		c->opening++;
 }
 
 static void
@@ -661,6 +742,8 @@ acp_handle(AcpConn *c, json_t *msg)
 	}
 	else if (strcmp(method, "session/prompt") == 0)
 		method_session_prompt(c, id, params);
+	else if (strcmp(method, "session/fork") == 0)
+		method_session_fork(c, id, params);
 	else
 		acp_reply_error(c, id, RPC_METHOD_NOT_FOUND, "Method not found.",
 						json_pack("{s:s}", "method", method));

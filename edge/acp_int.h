@@ -46,7 +46,8 @@ typedef struct AcpSession
 	AcpConn			  *conn;
 	char			   sid[37];
 	EdgeSub			   sub;
-	json_t			  *open_id; /* session/new or session/load waiting */
+	json_t			  *open_id;	  /* session/new or session/load waiting */
+	json_t			  *open_meta; /* the answer's _meta (session/fork), or NULL */
 	bool			   is_load;
 	bool			   replaying;
 	int64_t			   seq;			  /* the event being turned into updates */

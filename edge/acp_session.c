@@ -116,6 +116,8 @@ acp_session_detach(AcpSession *s)
 	}
 	json_decref(s->open_id);
 	s->open_id = NULL;
+	json_decref(s->open_meta);
+	s->open_meta = NULL;
 	/* a feed callback may be running for s: free it on the next iteration */
 	s->conn = NULL;
 	s->next = c->dead;
@@ -469,10 +471,15 @@ acp_caught_up(EdgeSub *sub)
 		return;
 	if (s->is_load)
 		acp_reply(s->conn, s->open_id, json_object());
+	else if (s->open_meta)
+		acp_reply(s->conn, s->open_id,
+				  json_pack("{s:s, s:O}", "sessionId", s->sid, "_meta", s->open_meta));
 	else
 		acp_reply(s->conn, s->open_id, json_pack("{s:s}", "sessionId", s->sid));
 	json_decref(s->open_id);
 	s->open_id = NULL;
+	json_decref(s->open_meta);
+	s->open_meta = NULL;
 	s->replaying = false;
 	/* an `after` beyond the log holds back nothing that comes next */
 	if (s->quiet_through > s->seq)

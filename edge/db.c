@@ -53,6 +53,23 @@
 	"'cancel_requested', c.cancel_requested, 'result', c.result, 'error', c.last_error, " \
 	"'created_at', c.created_at, 'finished_at', c.finished_at)::text"
 
+/*
+ * A fork and its session.  The fork's own row is not visible to this
+ * statement (nadi.session_fork inserts it), so the session is built from
+ * what the fork is by definition: pending, one event, the parent's
+ * metadata, labels and policy.
+ */
+#define FORK_JSON \
+	"json_build_object('parent_session_id', f.parent_session_id, 'at_seq', f.at_seq, " \
+	"'seq', f.seq, 'workspace', f.workspace)"
+#define FORK_SQL \
+	"WITH f AS MATERIALIZED (SELECT * FROM nadi.session_fork($1::uuid, $2::bigint)) " \
+	"SELECT json_build_object('id', f.session_id, 'tenant_id', f.tenant_id, 'state', 'pending', " \
+	"'metadata', p.metadata, 'labels', p.labels, 'policy', p.policy, 'last_seq', 1, " \
+	"'created_at', f.created_at, 'updated_at', f.created_at, 'fork', " FORK_JSON ")::text, " \
+	"f.session_id, 1, " FORK_JSON "::text " \
+	"FROM f JOIN nadi.sessions p ON p.session_id = f.parent_session_id"
+
 /* Every statement takes text parameters and casts them itself. */
 static const char *const stmt_sql[STMT__COUNT] = {
 	[STMT_PING] = "SELECT 1",
@@ -129,6 +146,7 @@ static const char *const stmt_sql[STMT__COUNT] = {
 		"'tokens', coalesce((SELECT json_agg(json_build_object('tenant_id', o.tenant_id, "
 		"'input_tokens', o.input_tokens, 'output_tokens', o.output_tokens) ORDER BY o.tenant_id) "
 		"FROM nadi.stat_tokens o), '[]'))::text",
+	[STMT_SESSION_FORK] = FORK_SQL,
 };
 
 #define AUTH_SQL "SELECT nadi.authenticate($1::text) IS NOT NULL"

@@ -191,6 +191,7 @@ typedef enum EdgeStmt
 	STMT_EVENTS_READ,
 	STMT_EVENTS_FOLLOW, /* a subscriber's read: also the session's last seq */
 	STMT_OPERATOR,		/* the operator's numbers, one JSON object (operator.c) */
+	STMT_SESSION_FORK,	/* the fork as a session, its id, last seq, where it came from */
 	STMT__COUNT
 } EdgeStmt;
 

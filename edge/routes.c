@@ -524,6 +524,14 @@ dispatch_session(EdgeReq *req, RouteCtx *c)
 			method_not_allowed(req, "POST");
 		return;
 	}
+	if (p->n == 3 && strcmp(p->seg[2], "fork") == 0)
+	{
+		if (strcmp(req->method, "POST") == 0)
+			route_authenticate(req, session_fork);
+		else
+			method_not_allowed(req, "POST");
+		return;
+	}
 	if (p->n == 3 && strcmp(p->seg[2], "events") == 0)
 	{
 		if (is_method(req, "GET"))

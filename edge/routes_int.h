@@ -50,4 +50,7 @@ void command_cancel(EdgeReq *req);
 void command_list(EdgeReq *req);
 void events_get(EdgeReq *req);
 
+/* routes_fork.c */
+void session_fork(EdgeReq *req);
+
 #endif /* ROUTES_INT_H */

@@ -255,9 +255,56 @@ async function resumeConnection(sessionId, full) {
   seqs.set(sessionId, savedSeqs);
 }
 
+// session/fork (unstable): a new session from the source at its latest
+// completed point, or at _meta.nadi.at_seq; the answer says in _meta.nadi
+// which seq was used.  The fork takes prompts of its own.
+const FORK = "session/fork"; // unstable: the SDK's method table may not name it
+async function forkConnection(sessionId) {
+  await makeApp().connectWith(openStream(), async (agent) => {
+    const init = await withTimeout(agent.request(acp.methods.agent.initialize, { protocolVersion: 1, clientCapabilities: {} }),
+      10000, "initialize");
+    check("initialize advertises sessionCapabilities.fork",
+      JSON.stringify(init.agentCapabilities?.sessionCapabilities?.fork) === "{}", JSON.stringify(init.agentCapabilities));
+    const f = await withTimeout(agent.request(FORK, {
+      sessionId, cwd: "/tmp", mcpServers: [],
+    }), 15000, "session/fork");
+    const n = f?._meta?.nadi;
+    check("session/fork: a new session, forked from the source at its latest point",
+      /^[0-9a-f-]{36}$/.test(f?.sessionId ?? "") && f.sessionId !== sessionId &&
+      n?.parent_session_id === sessionId && Number.isInteger(n?.seq) && n.seq > 1 && n.seq <= n.at_seq,
+    JSON.stringify(f));
+    const f1 = await withTimeout(agent.request(FORK, {
+      sessionId, cwd: "/tmp", _meta: { nadi: { at_seq: 1 } },
+    }), 15000, "session/fork at_seq 1");
+    check("session/fork at _meta.nadi.at_seq 1", f1?._meta?.nadi?.seq === 1 && f1?._meta?.nadi?.at_seq === 1,
+      JSON.stringify(f1));
+    const r = await prompt(agent, f.sessionId, "on the branch");
+    check("the fork takes prompts of its own", r.stopReason === "end_turn" &&
+      texts(f.sessionId, "agent_message_chunk").includes("You said: on the branch"), JSON.stringify(r));
+    check("the source sees nothing of the fork's prompts",
+      !texts(sessionId, "agent_message_chunk").includes("You said: on the branch"));
+    for (const at of [0, -3, "7", 1.5, { x: 1 }]) {
+      const e = await agent.request(FORK, {
+        sessionId, cwd: "/tmp", _meta: { nadi: { at_seq: at } },
+      }).then(() => null, (err) => err);
+      check(`session/fork refuses _meta.nadi.at_seq ${JSON.stringify(at)}`, e && e.code === -32602, String(e?.message));
+    }
+    const big = await agent.request(FORK, {
+      sessionId, cwd: "/tmp", _meta: { nadi: { at_seq: 1000000 } },
+    }).then(() => null, (err) => err);
+    check("session/fork refuses an at_seq beyond the log", big && big.code === -32602 &&
+      big.data?.code === "invalid_parameter", JSON.stringify(big));
+    const unknown = await agent.request(FORK, {
+      sessionId: "00000000-0000-0000-0000-000000000000", cwd: "/tmp",
+    }).then(() => null, (err) => err);
+    check("session/fork of an unknown session is an error", unknown && unknown.code === -32002, String(unknown?.message));
+  });
+}
+
 try {
   const sid = await firstConnection();
   if (sid) await loadConnection(sid);
+  if (sid) await forkConnection(sid);
 } catch (e) {
   check("no exception", false, e?.stack ?? String(e));
 }
