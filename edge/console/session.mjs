@@ -1,6 +1,7 @@
 // session.mjs — one session: its event log live (events.mjs), rendered as a
 // conversation with the tool calls, their output and the permission
-// requests (Approve / Deny); the commands with status, attempts and errors;
+// requests (Approve / Deny), each event with "fork here" (a new session from
+// this one as it was there); the commands with status, attempts and errors;
 // the dead letters; forms to send a message or a tool call.  Every text of
 // an event goes in with textContent (dom.mjs): payloads are hostile.
 import { api, ApiError } from './api.mjs';
@@ -71,6 +72,21 @@ function eventBody(ev, decide) {
     case 'permission.resolved':
       return { role: 'system', body: [el('p', { class: p.decision === 'approved' ? 'good' : 'bad',
         text: `${str(p.decision ?? '?')}${p.reason ? `: ${str(p.reason)}` : ''}` })] };
+    case 'session.forked': {
+      // a fork's first event: where it came from, and the conversation it
+      // starts with (the source's at that seq)
+      const parent = typeof p.parent_session_id === 'string' ? p.parent_session_id : '';
+      const b = [el('p', {}, 'Forked from session ',
+        el('a', { class: 'mono parent', href: `/console/sessions/${encodeURIComponent(parent)}`, 'data-link': true, text: parent }),
+        ` at #${str(p.seq)}`,
+        p.at_seq !== p.seq ? el('span', { class: 'muted', text: ` (asked #${str(p.at_seq)}: inside a command, so just before it)` }) : null,
+        p.workspace && typeof p.workspace === 'object' ? el('span', { class: 'muted', text: ` · workspace ${str(p.workspace.snapshot)}` }) : null)];
+      const msgs = Array.isArray(p.messages) ? p.messages : [];
+      b.push(el('details', { class: 'inherited' }, el('summary', { text: `${msgs.length} messages before the fork` }),
+        el('ol', {}, msgs.map((m) => el('li', { class: `role-${str(m?.role ?? '?')}` },
+          el('span', { class: 'kind', text: `${str(m?.role ?? '?')}: ` }), str(m?.content ?? ''))))));
+      return { role: 'system', body: b };
+    }
     case 'command.failed':
     case 'command.dead':
       return { role: 'system', body: [el('p', { class: 'bad', text: str(p.error?.message ?? p.message ?? p.error ?? p) })] };
@@ -108,6 +124,17 @@ export function sessionPage(main, id) {
     }
   }
   const decide = (cid, what) => act(`${base}/commands/${cid}/${what}`, {});
+  // "fork here": a new session from this one at an event, then its page
+  async function forkAt(seq) {
+    err.textContent = '';
+    try {
+      const f = await api('POST', `${base}/fork`, { at_seq: seq });
+      const { navigate } = await import('./app.mjs');
+      navigate(`/console/sessions/${f.id}`);
+    } catch (x) {
+      err.textContent = x.message;
+    }
+  }
   const cancel = (cid) => act(`${base}/commands/${cid}/cancel`);
 
   const msgText = el('textarea', { id: 'msg-text', rows: 2, placeholder: 'Message', 'aria-label': 'Message' });
@@ -162,7 +189,9 @@ export function sessionPage(main, id) {
       el('div', { class: 'meta' }, el('span', { class: 'seq', text: `#${ev.seq}` }), ' ',
         el('span', { class: 'kind', text: ev.kind }),
         ev.command_id ? el('span', { class: 'muted', text: ` · command ${ev.command_id}` }) : null, ' ',
-        ago(ev.created_at)),
+        ago(ev.created_at), ' ',
+        el('button', { type: 'button', class: 'small fork', title: 'A new session from this one as it was here',
+          text: 'fork here', onclick: () => forkAt(ev.seq) })),
       body);
     const atBottom = logList.scrollHeight - logList.scrollTop - logList.clientHeight < 40;
     logList.append(item);

@@ -275,6 +275,52 @@ try {
     if (v.length) throw new Error(v.join('; '));
   });
 
+  // --- "fork here" ------------------------------------------------------------
+  let helloCmd = null;
+  const isOther = (u) => /^\/console\/sessions\/[0-9a-f-]{36}$/.test(u.pathname) && !u.pathname.endsWith(sid);
+  await check('"fork here" on an event opens a new session that starts there, with the conversation up to it', async () => {
+    await a.goto(`${BASE}/console/sessions/${sid}`);
+    const received = a.locator('li[data-kind="command.received"]', { hasText: 'hello console' }).first();
+    await received.waitFor({ timeout: T });
+    helloCmd = await received.getAttribute('data-command');
+    const done = a.locator(`li[data-kind="command.completed"][data-command="${helloCmd}"]`);
+    await done.waitFor({ timeout: T });
+    const seq = await done.getAttribute('data-seq');
+    await done.locator('button.fork').click();
+    await a.waitForURL(isOther, { timeout: T });
+    const forked = a.locator('li[data-kind="session.forked"]');
+    await forked.waitFor({ timeout: T });
+    const t = await forked.textContent();
+    if (!t.includes(sid) || !t.includes(`at #${seq}`) || t.includes('asked #')) throw new Error(t);
+    const msgs = await forked.locator('details.inherited li').allTextContents();
+    if (!msgs.some((m) => m.includes('hello console')) || !msgs.some((m) => m.includes('You said: hello console'))) {
+      throw new Error(JSON.stringify(msgs));
+    }
+    // the fork goes on by itself
+    await a.locator('#stream-status', { hasText: 'live' }).waitFor({ timeout: T });
+    await send(a, 'on the fork');
+    await waitText(a, 'li[data-kind="model.reply"]', 'You said: on the fork');
+  });
+  await check('"fork here" inside a command forks from just before that command, and says so', async () => {
+    await a.click('li[data-kind="session.forked"] a.parent');
+    await a.waitForURL((u) => u.pathname.endsWith(sid), { timeout: T });
+    const reply = a.locator(`li[data-kind="model.reply"][data-command="${helloCmd}"]`);
+    await reply.waitFor({ timeout: T });
+    const started = Number(await a.locator(`li[data-kind="command.started"][data-command="${helloCmd}"]`).first().getAttribute('data-seq'));
+    const asked = await reply.getAttribute('data-seq');
+    await reply.locator('button.fork').click();
+    await a.waitForURL(isOther, { timeout: T });
+    const forked = a.locator('li[data-kind="session.forked"]');
+    await forked.waitFor({ timeout: T });
+    const t = await forked.textContent();
+    if (!t.includes(`at #${started - 1}`) || !t.includes(`asked #${asked}`)) throw new Error(t);
+    await shot(a, 'fork');
+  });
+  await check('no CSP violation on the forks\' pages', async () => {
+    const v = await a.evaluate(() => window.__csp);
+    if (v.length) throw new Error(v.join('; '));
+  });
+
   // --- a hostile model's events (written by the suite: HOSTILE_SID, HOSTILE_SEQS) ---
   const { HOSTILE_SID, HOSTILE_SEQS } = process.env;
   if (!HOSTILE_SID || !/^\d+(,\d+){3}$/.test(HOSTILE_SEQS || '')) {
