@@ -332,25 +332,34 @@ acp_initialize_response(AcpConn *c, json_t *msg)
 	return text;
 }
 
+/*
+ * The answer to a statement that opens a session on the connection
+ * (session/new, session/fork): false, and the request answered with the
+ * problem, when it made none.
+ */
+static bool
+session_opened(AcpOp *op, EdgeDbResult *r)
+{
+	EdgeProblem p;
+
+	op->job = NULL;
+	op->conn->opening--;
+	if (r->ok && db_rows(r) == 1)
+		return true;
+	problem_from_db(&p, r->ok ? SQLSTATE_NADI_SESSION_NOT_FOUND : r->sqlstate, r->message,
+					r->detail, r->hint);
+	acp_reply_problem(op->conn, op->rpc_id, &p);
+	return false;
+}
+
 static void
 done_session_new(void *arg, EdgeDbResult *r)
 {
-	AcpOp	*op = arg;
-	AcpConn *c = op->conn;
+	AcpOp *op = arg;
 
-	op->job = NULL;
-	c->opening--;
-	if (!r->ok || db_rows(r) != 1)
-	{
-		EdgeProblem p;
-
-		problem_from_db(&p, r->ok ? SQLSTATE_NADI_SESSION_NOT_FOUND : r->sqlstate, r->message,
-						r->detail, r->hint);
-		acp_reply_problem(c, op->rpc_id, &p);
-	}
-	else
-		acp_session_attach(c, db_value(r, 0, 1), strtoll(db_value(r, 0, 2), NULL, 10), op->rpc_id,
-						   false, 0);
+	if (session_opened(op, r))
+		acp_session_attach(op->conn, db_value(r, 0, 1), strtoll(db_value(r, 0, 2), NULL, 10),
+						   op->rpc_id, false, 0);
 	acp_op_done(op);
 }
 
@@ -404,17 +413,7 @@ done_session_fork(void *arg, EdgeDbResult *r)
 	AcpOp	*op = arg;
 	AcpConn *c = op->conn;
 
-	op->job = NULL;
-	c->opening--;
-	if (!r->ok || db_rows(r) != 1)
-	{
-		EdgeProblem p;
-
-		problem_from_db(&p, r->ok ? SQLSTATE_NADI_SESSION_NOT_FOUND : r->sqlstate, r->message,
-						r->detail, r->hint);
-		acp_reply_problem(c, op->rpc_id, &p);
-	}
-	else
+	if (session_opened(op, r))
 	{
 		const char *sid = db_value(r, 0, 1);
 		json_t	   *fork = json_loads(db_value(r, 0, 3), 0, NULL);

@@ -315,7 +315,8 @@ route_metrics(EdgeReq *req)
  * Sessions
  * ------------------------------------------------------------------------ */
 
-static void
+/* 201 with the row and Location: /v1/sessions/<column 1> (also for a fork). */
+void
 done_session_created(void *arg, EdgeDbResult *r)
 {
 	EdgeReq	   *req = arg;

@@ -10,27 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <microhttpd.h>
-
 #include "edge.h"
 #include "routes_int.h"
-
-static void
-done_session_forked(void *arg, EdgeDbResult *r)
-{
-	EdgeReq	   *req = arg;
-	char		loc[64];
-	const char *headers[] = {MHD_HTTP_HEADER_LOCATION, loc, NULL};
-
-	req->job = NULL;
-	if (!r->ok || db_rows(r) != 1)
-	{
-		single_row(req, r, 201);
-		return;
-	}
-	snprintf(loc, sizeof(loc), "/v1/sessions/%s", db_value(r, 0, 1));
-	http_respond_json(req, 201, db_value(r, 0, 0), headers);
-}
 
 void
 session_fork(EdgeReq *req)
@@ -65,6 +46,6 @@ session_fork(EdgeReq *req)
 		snprintf(num, sizeof(num), "%lld", (long long) json_integer_value(at));
 		params[1] = num;
 	}
-	route_db(req, STMT_SESSION_FORK, 2, params, done_session_forked);
+	route_db(req, STMT_SESSION_FORK, 2, params, done_session_created);
 	json_decref(body);
 }

@@ -40,6 +40,7 @@ query_int(EdgeReq *req, const char *name, int64_t min, int64_t max, int64_t dflt
 void single_row(EdgeReq *req, EdgeDbResult *r, int status);
 void done_row200(void *arg, EdgeDbResult *r);
 void list_rows(EdgeReq *req, EdgeDbResult *r, const char *name, int limit, bool quote_cursor);
+void done_session_created(void *arg, EdgeDbResult *r);
 
 /* routes_commands.c */
 void command_create(EdgeReq *req);

@@ -90,6 +90,18 @@ fork_workspace(const pg_uuid_t *id, int64 seq)
 	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }
 
+/* Opens a JSON object with where a fork comes from (the event, the audit row). */
+static void
+fork_origin(StringInfo buf, const pg_uuid_t *parent_id, int64 at_seq, int64 seq,
+			const char *workspace)
+{
+	appendStringInfoChar(buf, '{');
+	nadi_json_str(buf, "parent_session_id", nadi_uuid_out(parent_id));
+	nadi_json_int(buf, "at_seq", at_seq);
+	nadi_json_int(buf, "seq", seq);
+	nadi_json_raw(buf, "workspace", workspace);
+}
+
 /*
  * nadi.session_fork(session_id, at_seq) → session_forks
  * A new session of the parent's tenant, with its metadata, labels and
@@ -138,11 +150,7 @@ nadi_session_fork(PG_FUNCTION_ARGS)
 	workspace = fork_workspace(parent_id, point.seq);
 
 	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	nadi_json_str(&buf, "parent_session_id", nadi_uuid_out(parent_id));
-	nadi_json_int(&buf, "at_seq", at_seq);
-	nadi_json_int(&buf, "seq", point.seq);
-	nadi_json_raw(&buf, "workspace", workspace);
+	fork_origin(&buf, parent_id, at_seq, point.seq, workspace);
 	nadi_json_str(&buf, "tenant_id", tenant);
 	nadi_json_raw(&buf, "metadata", nadi_jsonb_text(parent.metadata));
 	nadi_json_raw(&buf, "messages", point.messages);
@@ -173,11 +181,7 @@ nadi_session_fork(PG_FUNCTION_ARGS)
 	nadi_wake_broker_at_commit();
 
 	resetStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	nadi_json_str(&buf, "parent_session_id", nadi_uuid_out(parent_id));
-	nadi_json_int(&buf, "at_seq", at_seq);
-	nadi_json_int(&buf, "seq", point.seq);
-	nadi_json_raw(&buf, "workspace", workspace);
+	fork_origin(&buf, parent_id, at_seq, point.seq, workspace);
 	appendStringInfoChar(&buf, '}');
 	nadi_audit("session.fork", id, tenant, nadi_jsonb(buf.data));
 
