@@ -275,6 +275,59 @@ result_text(json_t *payload)
 	return t;
 }
 
+/*
+ * A fork's first event, on session/load: the conversation it starts with
+ * (its source's), as the user's and the agent's messages.  What one event
+ * sends stays within the room the transport keeps for it (the newest
+ * messages go, with a note of how many did not).
+ */
+static void
+forked_replay(AcpSession *s, int64_t seq, json_t *payload)
+{
+	json_t *msgs = json_object_get(payload, "messages");
+	size_t	n = json_array_size(msgs), from = n, bytes = 0;
+	char	msg_id[48];
+
+	while (from > 0)
+	{
+		const char *t =
+			json_string_value(json_object_get(json_array_get(msgs, from - 1), "content"));
+		size_t len = t ? strnlen(t, ACP_TEXT_MAX) + 256 : 0;
+
+		if (bytes + len > ACP_RESERVE / 2)
+			break;
+		bytes += len;
+		from--;
+	}
+	if (from > 0)
+	{
+		char note[96];
+
+		snprintf(note, sizeof(note), "(%zu earlier messages of the forked session are not shown)",
+				 from);
+		snprintf(msg_id, sizeof(msg_id), "fork-%lld", (long long) seq);
+		acp_notify_update(s, json_pack("{s:s, s:o, s:s}", "sessionUpdate", "agent_message_chunk",
+									   "content", acp_text_block(note), "messageId", msg_id));
+	}
+	for (size_t i = from; i < n; i++)
+	{
+		json_t	   *m = json_array_get(msgs, i);
+		const char *role = json_string_value(json_object_get(m, "role"));
+		const char *text = json_string_value(json_object_get(m, "content"));
+		char		clipped[ACP_TEXT_MAX + 1];
+
+		if (role == NULL || text == NULL || *text == '\0' ||
+			(strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0))
+			continue;
+		snprintf(clipped, sizeof(clipped), "%s", text);
+		snprintf(msg_id, sizeof(msg_id), "fork-%lld-%zu", (long long) seq, i);
+		acp_notify_update(
+			s, json_pack("{s:s, s:o, s:s}", "sessionUpdate",
+						 strcmp(role, "user") == 0 ? "user_message_chunk" : "agent_message_chunk",
+						 "content", acp_text_block(clipped), "messageId", msg_id));
+	}
+}
+
 /* One event of an attached session, in log order. */
 static void
 session_event(AcpSession *s, int64_t seq, json_t *ev)
@@ -286,6 +339,8 @@ session_event(AcpSession *s, int64_t seq, json_t *ev)
 	char		msg_id[32];
 
 	s->seq = seq;
+	if (kind && s->replaying && strcmp(kind, "session.forked") == 0)
+		forked_replay(s, seq, payload);
 	if (kind == NULL || !json_is_integer(cmd_id))
 		return;
 	m = acp_cmd_get(s, json_integer_value(cmd_id));

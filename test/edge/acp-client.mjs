@@ -260,6 +260,7 @@ async function resumeConnection(sessionId, full) {
 // which seq was used.  The fork takes prompts of its own.
 const FORK = "session/fork"; // unstable: the SDK's method table may not name it
 async function forkConnection(sessionId) {
+  let forked = null;
   await makeApp().connectWith(openStream(), async (agent) => {
     const init = await withTimeout(agent.request(acp.methods.agent.initialize, { protocolVersion: 1, clientCapabilities: {} }),
       10000, "initialize");
@@ -298,6 +299,20 @@ async function forkConnection(sessionId) {
       sessionId: "00000000-0000-0000-0000-000000000000", cwd: "/tmp",
     }).then(() => null, (err) => err);
     check("session/fork of an unknown session is an error", unknown && unknown.code === -32002, String(unknown?.message));
+    forked = f.sessionId;
+  });
+  if (!forked) return;
+  // session/load of the fork replays the conversation it started with, then its own
+  updates.set(forked, []);
+  await makeApp().connectWith(openStream(), async (agent) => {
+    await withTimeout(agent.request(acp.methods.agent.initialize, { protocolVersion: 1, clientCapabilities: {} }),
+      10000, "initialize");
+    await withTimeout(agent.request(acp.methods.agent.session.load, { sessionId: forked, cwd: "/tmp", mcpServers: [] }),
+      15000, "session/load of the fork");
+    const users = texts(forked, "user_message_chunk");
+    check("session/load of a fork: the source's messages, then the fork's own",
+      users[0] === "hello" && users.at(-1) === "on the branch" &&
+      texts(forked, "agent_message_chunk").includes("You said: hello"), JSON.stringify(users));
   });
 }
 
