@@ -73,6 +73,17 @@ SELECT status FROM nadi.command_complete(:'p', :c2, :e, '{}');
 SELECT last_seq AS done2 FROM nadi.sessions WHERE session_id = :'p' \gset
 SELECT * FROM fork_check(:'p', :done2);
 SELECT * FROM fork_check(:'p', NULL);
+-- a command waiting for permission is still under way: moved back too
+SELECT command_id AS c3 FROM nadi.command_enqueue(:'p', 'message', '{"text": "ask first"}') \gset
+SELECT status FROM nadi.command_claim(:'p', :e);
+SELECT seq AS started3 FROM nadi.events WHERE session_id = :'p' AND kind = 'command.started'
+    AND command_id = :c3 \gset
+SELECT seq FROM nadi.event_append(:'p', :e, 'model.reply',
+    '{"text": "May I?", "tool_calls": [{"id": "t3", "name": "exec", "args": {}}]}', :c3);
+SELECT status FROM nadi.command_await_permission(:'p', :c3, :e, '{"tool": "exec", "args": {}}');
+SELECT :started3 - 1 AS expected_seq;
+SELECT * FROM fork_check(:'p', NULL);
+SELECT last_seq AS done2 FROM nadi.sessions WHERE session_id = :'p' \gset
 
 -- the fork's first event, in full
 SELECT session_id AS f1 FROM nadi.session_fork(:'p', :done1) \gset
