@@ -583,7 +583,10 @@ pool_take(const char *session_id, const char *tenant, const char *image, struct 
 	log_info("pool: entry %s of image %s is now the sandbox of session %s", sb->id, image,
 			 session_id);
 	run_kick(sb); /* its idle timer starts now */
-	pool_kick();
+	/*
+	 * No pool_kick(): the next round (pool_interval) refills, so that the
+	 * new entry's start does not compete with the session's first call.
+	 */
 	*ret = sb;
 	return 0;
 }
