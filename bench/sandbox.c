@@ -146,6 +146,31 @@ fork_exec(char *const argv[])
 	return now_ms() - t0;
 }
 
+/*
+ * POST body to /v1/sandboxes, then the first echo in the new sandbox; each
+ * answer must hold its want_* text (NULL: anything).  *created is when the
+ * create answered.  The sandbox id, or NULL (said on stderr).
+ */
+static char *
+create_then_echo(const char *body, const char *want_create, const char *want_echo, double *created)
+{
+	char path[512], *id;
+
+	if (request("POST", "/v1/sandboxes", body) != 201 || (want_create && !strstr(resp, want_create)) ||
+	    !(id = field("id"))) {
+		fprintf(stderr, "create failed: %s\n", resp ? resp : "");
+		return NULL;
+	}
+	*created = now_ms();
+	snprintf(path, sizeof path, "/v1/sandboxes/%s/tools/echo", id);
+	if (request("POST", path, "{\"args\":{\"text\":\"hello\"}}") != 200 || !strstr(resp, want_echo)) {
+		fprintf(stderr, "first echo failed (or not %s): %s\n", want_echo, resp ? resp : "");
+		free(id);
+		return NULL;
+	}
+	return id;
+}
+
 /* Ready entries of image in the pool, as GET /healthz says; -1 on error. */
 static long
 pool_ready(const char *image)
@@ -181,19 +206,11 @@ pool_main(const char *image, int n, const char *label, const char *tenant)
 			}
 			usleep(2000);
 		}
-		t0 = now_ms();
 		snprintf(body, sizeof body, "{\"session_id\":\"bench-pool-%s-%d-%d\",\"image\":\"%s\"%s%s%s}", label, (int)getpid(), k,
 			 image, tenant ? ",\"tenant\":\"" : "", tenant ? tenant : "", tenant ? "\"" : "");
-		if (request("POST", "/v1/sandboxes", body) != 201 || !strstr(resp, "\"from_pool\":true") || !(id = field("id"))) {
-			fprintf(stderr, "create from the pool failed: %s\n", resp ? resp : "");
+		t0 = now_ms();
+		if (!(id = create_then_echo(body, "\"from_pool\":true", "\"cold\":false", &t1)))
 			return 1;
-		}
-		t1 = now_ms();
-		snprintf(path, sizeof path, "/v1/sandboxes/%s/tools/echo", id);
-		if (request("POST", path, "{\"args\":{\"text\":\"hello\"}}") != 200 || !strstr(resp, "\"cold\":false")) {
-			fprintf(stderr, "first echo failed or was cold: %s\n", resp ? resp : "");
-			return 1;
-		}
 		t2 = now_ms();
 		v[k] = t2 - t0;
 		v2[k] = t1 - t0;
@@ -259,18 +276,11 @@ main(int argc, char **argv)
 	/* cold: snapshot + container start + echo + destroy */
 	k = 0;
 	for (int i = 0; i < n_cold; i++) {
-		double t0 = now_ms(), t1, t2;
+		double t0, t1, t2;
 		snprintf(body, sizeof body, "{\"session_id\":\"bench-%s-%d-%d\",\"image\":\"%s\"}", label, (int)getpid(), i, image);
-		if (request("POST", "/v1/sandboxes", body) != 201 || !(id = field("id"))) {
-			fprintf(stderr, "create failed: %s\n", resp ? resp : "");
+		t0 = now_ms();
+		if (!(id = create_then_echo(body, NULL, "\"cold\":true", &t1)))
 			return 1;
-		}
-		t1 = now_ms();
-		snprintf(path, sizeof path, "/v1/sandboxes/%s/tools/echo", id);
-		if (request("POST", path, "{\"args\":{\"text\":\"hello\"}}") != 200 || !strstr(resp, "\"cold\":true")) {
-			fprintf(stderr, "cold echo failed: %s\n", resp ? resp : "");
-			return 1;
-		}
 		t2 = now_ms();
 		snprintf(path, sizeof path, "/v1/sandboxes/%s", id);
 		if (request("DELETE", path, NULL) != 204) {
