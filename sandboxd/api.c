@@ -281,7 +281,7 @@ restore(struct http_req *r)
 		http_reply_problem(r, 400, "invalid_args", "\"object\" (a string) is required");
 	else if (json_object_get(body, "session_id") && (!session || !session_id_valid(session)))
 		http_reply_problem(r, 400, "invalid_args", "\"session_id\" is not a valid session id");
-	else if (sandbox_count() >= cfg.max_sandboxes)
+	else if (sandbox_count() - pool_count() >= cfg.max_sandboxes)
 		http_reply_problem(r, 503, "no_capacity", "this host holds its maximum of %llu sandboxes",
 						   (unsigned long long) cfg.max_sandboxes);
 	else
