@@ -437,17 +437,17 @@ pool_init(void)
 			log_warning("pool: no base image \"%s\" (yet): its pool stays empty until it appears",
 						images[i].name);
 	scan_store_images();
-	started = true;
+	/* Without a pool there are no rounds (and no memory checks) at all. */
+	started = cfg.pool_size > 0;
 	for (size_t i = 0; i < n_images; i++)
 		if (images[i].size)
 		{
 			log_notice("pool: keeping %llu warm container%s of image %s",
 					   (unsigned long long) images[i].size, images[i].size == 1 ? "" : "s",
 					   images[i].name);
-			pool_kick();
+			started = true;
 		}
-	if (cfg.pool_size)
-		pool_kick(); /* images imported later are found by the rounds */
+	pool_kick(); /* with pool_size, images imported later are found by the rounds */
 	return 0;
 }
 
