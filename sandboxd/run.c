@@ -874,14 +874,8 @@ on_exit_(EvIo *io, uint32_t revents)
 static bool
 make_room(void)
 {
-	struct sbx_sandbox *lru = pool_victim();
+	struct sbx_sandbox *lru = NULL, *entry = pool_victim();
 
-	/* Warm pool entries go first. */
-	if (lru)
-	{
-		run_stop(lru, lru->ct.state != CT_IDLE, "making room");
-		return true;
-	}
 	for (struct sbx_sandbox *sb = sandboxes; sb; sb = sb->next)
 	{
 		if (sb->ct.state == CT_STOPPING)
@@ -890,6 +884,8 @@ make_room(void)
 			(!lru || sb->last_used_ms < lru->last_used_ms))
 			lru = sb;
 	}
+	if (entry) /* warm pool entries go first (one still starting is killed) */
+		lru = entry;
 	if (!lru)
 		return false;
 	run_stop(lru, false, "making room");
