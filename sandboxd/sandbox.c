@@ -433,6 +433,11 @@ sandbox_pool_assign(struct sbx_sandbox *sb, const char *session_id, const char *
 		return r;
 	}
 	sb->pooled = false;
+	/*
+	 * Whatever create_common does for a new session's sandbox beyond the
+	 * snapshot and its metadata belongs here too: an entry becomes a
+	 * session's sandbox here, not there.
+	 */
 	return 0;
 }
 
