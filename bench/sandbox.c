@@ -7,8 +7,12 @@
  *   warm    echo in a sandbox whose container is up
  *   cp -a   copy of the image tree (what a snapshot replaces), with and without reflinks
  *   exec    plain fork/exec of the same command on the host
+ *   pool    (--pool) create → first echo when the daemon keeps a warm pool:
+ *           the sandbox takes a running container; between iterations the
+ *           driver waits (untimed) until the pool has a ready entry again
  *
  * usage: sandbox URL TOKEN IMAGE IMAGE_PATH SCRATCH N_COLD N_WARM N_COPY LABEL
+ *        sandbox --pool URL TOKEN IMAGE N LABEL [TENANT]
  * Prints one table row per case: label, case, n, p50, p99, mean (ms).
  */
 #include <curl/curl.h>
@@ -142,15 +146,110 @@ fork_exec(char *const argv[])
 	return now_ms() - t0;
 }
 
+/*
+ * POST body to /v1/sandboxes, then the first echo in the new sandbox; each
+ * answer must hold its want_* text (NULL: anything).  *created is when the
+ * create answered.  The sandbox id, or NULL (said on stderr).
+ */
+static char *
+create_then_echo(const char *body, const char *want_create, const char *want_echo, double *created)
+{
+	char path[512], *id;
+
+	if (request("POST", "/v1/sandboxes", body) != 201 || (want_create && !strstr(resp, want_create)) ||
+	    !(id = field("id"))) {
+		fprintf(stderr, "create failed: %s\n", resp ? resp : "");
+		return NULL;
+	}
+	*created = now_ms();
+	snprintf(path, sizeof path, "/v1/sandboxes/%s/tools/echo", id);
+	if (request("POST", path, "{\"args\":{\"text\":\"hello\"}}") != 200 || !strstr(resp, want_echo)) {
+		fprintf(stderr, "first echo failed (or not %s): %s\n", want_echo, resp ? resp : "");
+		free(id);
+		return NULL;
+	}
+	return id;
+}
+
+/* Ready entries of image in the pool, as GET /healthz says; -1 on error. */
+static long
+pool_ready(const char *image)
+{
+	json_t *j;
+	long n = -1;
+
+	if (request("GET", "/healthz", NULL) != 200)
+		return -1;
+	j = json_loads(resp, 0, NULL);
+	json_t *r = json_object_get(json_object_get(json_object_get(json_object_get(j, "pool"), "images"), image), "ready");
+	if (json_is_integer(r))
+		n = (long)json_integer_value(r);
+	json_decref(j);
+	return n;
+}
+
+/* create → first command from the warm pool */
+static int
+pool_main(const char *image, int n, const char *label, const char *tenant)
+{
+	double *v = calloc((size_t)n + 1, sizeof *v), *v2 = calloc((size_t)n + 1, sizeof *v),
+	       *v3 = calloc((size_t)n + 1, sizeof *v);
+	char body[512], path[512], *id;
+	int k;
+
+	for (k = 0; k < n; k++) {
+		double t0, t1, t2, until = now_ms() + 60000;
+		while (pool_ready(image) < 1) {
+			if (now_ms() > until) {
+				fprintf(stderr, "the pool did not refill in 60 s\n");
+				return 1;
+			}
+			usleep(2000);
+		}
+		snprintf(body, sizeof body, "{\"session_id\":\"bench-pool-%s-%d-%d\",\"image\":\"%s\"%s%s%s}", label, (int)getpid(), k,
+			 image, tenant ? ",\"tenant\":\"" : "", tenant ? tenant : "", tenant ? "\"" : "");
+		t0 = now_ms();
+		if (!(id = create_then_echo(body, "\"from_pool\":true", "\"cold\":false", &t1)))
+			return 1;
+		t2 = now_ms();
+		v[k] = t2 - t0;
+		v2[k] = t1 - t0;
+		v3[k] = t2 - t1;
+		snprintf(path, sizeof path, "/v1/sandboxes/%s", id);
+		if (request("DELETE", path, NULL) != 204) {
+			fprintf(stderr, "delete failed: %s\n", resp ? resp : "");
+			return 1;
+		}
+		free(id);
+	}
+	report(label, tenant ? "pool, tenant: create -> first command" : "pool: create -> first command", v, k);
+	report(label, tenant ? "  of which create (+ mount tenant's mirrors)" : "  of which create (takes a warm entry)", v2, k);
+	report(label, "  of which first echo (warm)", v3, k);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
 	const char *image, *image_path, *scratch, *label;
 	int n_cold, n_warm, n_copy, k;
-	double *v, *v2, *v3, *v4;
+	double *v, *v2, *v3, *v4, *v5;
 	char body[512], path[512];
 	char *id;
 
+	if ((argc == 7 || argc == 8) && strcmp(argv[1], "--pool") == 0) {
+		int r;
+		base = argv[2];
+		token = argv[3];
+		curl_global_init(CURL_GLOBAL_DEFAULT);
+		curl = curl_easy_init();
+		curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
+		curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
+		r = pool_main(argv[4], atoi(argv[5]), argv[6], argc == 8 ? argv[7] : NULL);
+		curl_easy_cleanup(curl);
+		curl_global_cleanup();
+		return r;
+	}
 	if (argc != 10) {
 		fprintf(stderr, "usage: %s URL TOKEN IMAGE IMAGE_PATH SCRATCH N_COLD N_WARM N_COPY LABEL\n", argv[0]);
 		return 2;
@@ -172,22 +271,16 @@ main(int argc, char **argv)
 	v2 = calloc((size_t)(n_cold + 16), sizeof *v);
 	v3 = calloc((size_t)(n_cold + 16), sizeof *v);
 	v4 = calloc((size_t)(n_cold + 16), sizeof *v);
+	v5 = calloc((size_t)(n_cold + 16), sizeof *v);
 
 	/* cold: snapshot + container start + echo + destroy */
 	k = 0;
 	for (int i = 0; i < n_cold; i++) {
-		double t0 = now_ms(), t1, t2;
+		double t0, t1, t2;
 		snprintf(body, sizeof body, "{\"session_id\":\"bench-%s-%d-%d\",\"image\":\"%s\"}", label, (int)getpid(), i, image);
-		if (request("POST", "/v1/sandboxes", body) != 201 || !(id = field("id"))) {
-			fprintf(stderr, "create failed: %s\n", resp ? resp : "");
+		t0 = now_ms();
+		if (!(id = create_then_echo(body, NULL, "\"cold\":true", &t1)))
 			return 1;
-		}
-		t1 = now_ms();
-		snprintf(path, sizeof path, "/v1/sandboxes/%s/tools/echo", id);
-		if (request("POST", path, "{\"args\":{\"text\":\"hello\"}}") != 200 || !strstr(resp, "\"cold\":true")) {
-			fprintf(stderr, "cold echo failed: %s\n", resp ? resp : "");
-			return 1;
-		}
 		t2 = now_ms();
 		snprintf(path, sizeof path, "/v1/sandboxes/%s", id);
 		if (request("DELETE", path, NULL) != 204) {
@@ -198,6 +291,7 @@ main(int argc, char **argv)
 		v2[k] = t1 - t0;
 		v3[k] = t2 - t1;
 		v4[k] = now_ms() - t2;
+		v5[k] = t2 - t0;
 		k++;
 		free(id);
 	}
@@ -205,6 +299,7 @@ main(int argc, char **argv)
 	report(label, "  of which create (btrfs snapshot)", v2, k);
 	report(label, "  of which first echo (nspawn start + call)", v3, k);
 	report(label, "  of which destroy (stop + delete subvolume)", v4, k);
+	report(label, "cold: create -> first command", v5, k);
 
 	/* warm: echo in a running container */
 	snprintf(body, sizeof body, "{\"session_id\":\"bench-warm-%s-%d\",\"image\":\"%s\"}", label, (int)getpid(), image);

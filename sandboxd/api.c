@@ -19,6 +19,7 @@
 #include "http.h"
 #include "limits.h"
 #include "metrics.h"
+#include "pool.h"
 #include "sandbox.h"
 #include "btrfs_store.h"
 #include "tools.h"
@@ -101,6 +102,7 @@ healthz(struct http_req *r)
 						  "limits", limit_mode_name(limits_mode()), "storage",
 						  store_is_loop() ? "loop" : "btrfs", "host_id", cfg.host_id, "proxy",
 						  cfg.proxy_dir != NULL, "git_mirrors", cfg.git_mirror_dir != NULL);
+	json_object_set_new(j, "pool", pool_json());
 	http_reply_json(r, sbx_draining ? 503 : 200, j);
 }
 
@@ -199,11 +201,20 @@ create_sandbox(struct http_req *r)
 			http_reply_json(r, 200, sandbox_json(sb));
 		goto out;
 	}
-	if (sandbox_count() >= cfg.max_sandboxes)
+	/* Warm pool entries hold no place a session could have. */
+	if (sandbox_count() - pool_count() >= cfg.max_sandboxes)
 	{
 		http_add_header(r, "Retry-After", "5");
 		http_reply_problem(r, 503, "no_capacity", "this host holds its maximum of %llu sandboxes",
 						   (unsigned long long) cfg.max_sandboxes);
+		goto out;
+	}
+	/* A plain create takes a warm pool entry when there is one (one made from a snapshot never does). */
+	if (pool_take(session, tenant, image, &sb) == 0)
+	{
+		json_t *j = sandbox_json(sb);
+		json_object_set_new(j, "from_pool", json_true());
+		http_reply_json(r, 201, j);
 		goto out;
 	}
 	k = sandbox_create(session, tenant, image, &sb);
@@ -227,7 +238,7 @@ list_sandboxes(struct http_req *r)
 	const char *session = http_query(r, "session_id");
 
 	for (struct sbx_sandbox *sb = sandboxes; sb; sb = sb->next)
-		if (!session || strcmp(session, sb->session_id) == 0)
+		if (!sb->pooled && (!session || strcmp(session, sb->session_id) == 0))
 			json_array_append_new(a, sandbox_json(sb));
 	http_reply_json(r, 200, json_pack("{s:o}", "sandboxes", a));
 }
@@ -270,7 +281,7 @@ restore(struct http_req *r)
 		http_reply_problem(r, 400, "invalid_args", "\"object\" (a string) is required");
 	else if (json_object_get(body, "session_id") && (!session || !session_id_valid(session)))
 		http_reply_problem(r, 400, "invalid_args", "\"session_id\" is not a valid session id");
-	else if (sandbox_count() >= cfg.max_sandboxes)
+	else if (sandbox_count() - pool_count() >= cfg.max_sandboxes)
 		http_reply_problem(r, 503, "no_capacity", "this host holds its maximum of %llu sandboxes",
 						   (unsigned long long) cfg.max_sandboxes);
 	else
@@ -570,7 +581,8 @@ api_dispatch(struct http_req *r)
 			is(r, "POST") ? restore(r) : method_not_allowed(r, "POST");
 		return;
 	}
-	if (!id_valid(seg[2], SBX_ID_LEN) || !(sb = sandbox_find(seg[2])))
+	/* A warm pool entry is no one's sandbox yet: not reachable by id. */
+	if (!id_valid(seg[2], SBX_ID_LEN) || !(sb = sandbox_find(seg[2])) || sb->pooled)
 	{
 		http_reply_problem(r, 404, "sandbox_not_found", "no sandbox with id \"%.64s\"", seg[2]);
 		return;

@@ -41,6 +41,9 @@ struct sbx_config cfg = {
 	.reap_grace_ms = 60000,
 	.limits = SBX_LIMITS_AUTO,
 	.read_only_root = true,
+	.pool_min_available = 256ULL << 20,
+	.pool_max_pressure = 20,
+	.pool_interval_ms = 1000,
 };
 
 const char *
@@ -196,6 +199,19 @@ static const struct conf_key keys[] = {
 	{"limits", CONF_FUNC, 0, "auto, unit, cgroup2, cgroup1 or rlimit", 0, parse_limits},
 	{"read_only_root", CONF_BOOL, S(read_only_root),
 	 "mount the sandbox root read-only (workspace stays writable)", 0, NULL},
+	{"pool_size", CONF_COUNT, S(pool_size),
+	 "warm containers kept per base image, for new sessions' first calls (0: no pool)", 0, NULL},
+	{"pool_images", CONF_STR, S(pool_images),
+	 "NAME[=N],...: images kept warm and their own pool sizes (a NAME alone: pool_size)", 0, NULL},
+	{"pool_min_available", CONF_SIZE, S(pool_min_available),
+	 "the pool shrinks while MemAvailable is below this (0: not checked)", 0, NULL},
+	{"pool_max_pressure", CONF_COUNT, S(pool_max_pressure),
+	 "the pool shrinks while memory PSI some avg10 is at or above this percentage (0: off)", 0,
+	 NULL},
+	{"pool_pressure_file", CONF_STR, S(pool_pressure_file),
+	 "PSI file of pool_max_pressure (default /proc/pressure/memory)", 0, NULL},
+	{"pool_interval", CONF_MS, S(pool_interval_ms), "how often the pool checks memory and refills",
+	 0, NULL},
 	CONF_KEY_LOG_LEVEL,
 };
 #undef S
@@ -356,6 +372,12 @@ config_finish(void)
 		cfg.host_id = conf_hostname("sandbox-host");
 	if (!cfg.labels)
 		cfg.labels = strdup("{}");
+	if (!cfg.pool_pressure_file)
+		cfg.pool_pressure_file = strdup("/proc/pressure/memory");
+	if (cfg.pool_interval_ms < 10)
+		return conf_invalid("pool_interval must be at least 10ms");
+	if (cfg.pool_size > cfg.max_running)
+		return conf_invalid("pool_size must not exceed max_running");
 	if (!cfg.image_dir || !cfg.object_dir || !cfg.nspawn_path || !cfg.btrfs_path ||
 		!cfg.agent_path || !cfg.host_id || !cfg.labels)
 		return -ENOMEM;

@@ -24,6 +24,7 @@
 #include "http.h"
 #include "limits.h"
 #include "pg.h"
+#include "pool.h"
 #include "sandbox.h"
 #include "btrfs_store.h"
 #include "unit.h"
@@ -99,6 +100,7 @@ on_signal(EvIo *io, uint32_t revents)
 			log_notice("%s: draining (send it again to stop at once)",
 					   strsignal((int) si.ssi_signo));
 			sbx_draining = true;
+			pool_done(); /* no more entries; those there stop with the rest */
 			notify_stopping("Draining");
 			http_quiesce();
 			run_stop_all(false);
@@ -237,6 +239,9 @@ main(int argc, char **argv)
 		goto fail;
 	access_init();
 	pg_init();
+	r = pool_init();
+	if (r < 0)
+		goto fail;
 
 	notify_ready("Serving %zu sandboxes (limits: %s)", sandbox_count(),
 				 limit_mode_name(limits_mode()));
@@ -262,6 +267,7 @@ main(int argc, char **argv)
 	child_kill_all();
 	for (uint64_t until = now_ms() + 3000; (run_count() || child_count()) && now_ms() < until;)
 		ev_run_once(100);
+	pool_done();
 	http_done();
 	pg_done();
 	access_done();

@@ -11,6 +11,7 @@
 #include "limits.h"
 #include "metrics.h"
 #include "pg.h"
+#include "pool.h"
 #include "reap.h"
 #include "sandbox.h"
 #include "btrfs_store.h"
@@ -122,5 +123,6 @@ metrics_render(size_t *len)
 					"Reaper rounds that asked about every candidate sandbox.", NULL, reap.rounds);
 	metrics_gauge(o, "nadi_sandboxd_draining", "Whether the daemon is draining.", NULL,
 				  sbx_draining ? 1 : 0);
+	pool_metrics(o);
 	return metrics_end(o, len);
 }

@@ -18,6 +18,7 @@
 #include "child.h"
 #include "limits.h"
 #include "metrics.h"
+#include "pool.h"
 #include "sandbox.h"
 #include "btrfs_store.h"
 #include "unit.h"
@@ -444,8 +445,8 @@ on_unit_started(void *ud, int r)
 static void on_exit_(EvIo *io, uint32_t revents);
 
 /* owner's directory below git_mirror_dir, made when missing; NULL (logged) when it cannot be. */
-static char *
-git_mirror_dir(const char *owner)
+char *
+run_git_mirror_dir(const char *owner)
 {
 	_cleanup_(closep) int fd = open(cfg.git_mirror_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	int					  r = fd < 0 ? -errno : mirror_owner_dir_ensure(fd, owner);
@@ -503,12 +504,15 @@ build_argv(const struct sbx_sandbox *sb, uint64_t userns_base, char **argv, char
 		 * sandbox's tenant (no other's), and the git config git_clone
 		 * points GIT_CONFIG_GLOBAL at.
 		 */
-		_cleanup_(freep) char *tdir = sb->tenant[0] ? git_mirror_dir(sb->tenant) : NULL;
-		_cleanup_(freep) char *sdir = git_mirror_dir(MIRROR_OWNER_SHARED);
+		_cleanup_(freep) char *tdir = sb->tenant[0] ? run_git_mirror_dir(sb->tenant) : NULL;
+		_cleanup_(freep) char *sdir = run_git_mirror_dir(MIRROR_OWNER_SHARED);
 		if (sdir)
 			argv[a++] = OWN("--bind-ro=%s/%s:%s", cfg.git_mirror_dir, sdir, SBX_GIT_MOUNT);
 		if (tdir)
 			argv[a++] = OWN("--bind-ro=%s/%s:%s", cfg.git_mirror_dir, tdir, MIRROR_MOUNT_TENANT);
+		else if (sb->pooled)
+			/* A warm pool entry: the tenant's mirrors are mounted on this when it is taken. */
+			argv[a++] = OWN("--bind-ro=%s/%s:%s", root, SBX_POOL_EMPTY_HOST, MIRROR_MOUNT_TENANT);
 		argv[a++] = OWN("--bind-ro=%s/%s:%s", root, SBX_GITCONFIG_HOST, SBX_GITCONFIG);
 	}
 	if (cfg.proxy_dir)
@@ -850,12 +854,15 @@ on_exit_(EvIo *io, uint32_t revents)
 				 ct->last_log[0] ? ct->last_log : ct->stop_reason);
 		fail_queue(sb, -EIO, msg);
 		metrics_container_failed();
+		if (sb->pooled && !sb->destroying)
+			pool_start_failed(sb);
 	}
 	memset(ct, 0, sizeof *ct);
 	ct->pidfd = ct->ctl_r = ct->ctl_w = ct->log_r = ct->go_w = -1;
 	ct->state = CT_STOPPED;
 
 	sandbox_on_stopped(sb); /* may free sb (destroy) */
+	pool_kick();
 	/* A freed slot may let another sandbox start; queued calls here restart cold. */
 	for (struct sbx_sandbox *o = sandboxes; o; o = o->next)
 		if (o->ct.state == CT_STOPPED && o->q_head)
@@ -867,7 +874,7 @@ on_exit_(EvIo *io, uint32_t revents)
 static bool
 make_room(void)
 {
-	struct sbx_sandbox *lru = NULL;
+	struct sbx_sandbox *lru = NULL, *entry = pool_victim();
 
 	for (struct sbx_sandbox *sb = sandboxes; sb; sb = sb->next)
 	{
@@ -877,6 +884,8 @@ make_room(void)
 			(!lru || sb->last_used_ms < lru->last_used_ms))
 			lru = sb;
 	}
+	if (entry) /* warm pool entries go first (one still starting is killed) */
+		lru = entry;
 	if (!lru)
 		return false;
 	run_stop(lru, false, "making room");
@@ -922,6 +931,8 @@ kick(struct sbx_sandbox *sb)
 				run_stop(sb, false, "drain");
 				return;
 			}
+			if (sb->pooled) /* warm until taken */
+				return;
 			if (cfg.idle_timeout_ms == 0)
 				run_stop(sb, false, "idle");
 			else
@@ -930,6 +941,30 @@ kick(struct sbx_sandbox *sb)
 		default:
 			return;
 	}
+}
+
+int
+run_warm(struct sbx_sandbox *sb)
+{
+	if (sb->ct.state != CT_STOPPED || sb->destroying)
+		return 0;
+	if (n_running >= cfg.max_running)
+		return -EAGAIN;
+	return start(sb);
+}
+
+void
+run_kick(struct sbx_sandbox *sb)
+{
+	kick(sb);
+}
+
+pid_t
+run_init_pid(const struct sbx_sandbox *sb)
+{
+	if (sb->ct.state != CT_IDLE && sb->ct.state != CT_BUSY)
+		return 0;
+	return container_init_pid(sb->ct.pid);
 }
 
 int

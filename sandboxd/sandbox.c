@@ -366,6 +366,81 @@ fail:
 	return r;
 }
 
+/* ---- warm pool entries (pool.c) ---------------------------------------------- */
+
+struct sbx_sandbox *
+sandbox_pool_begin(const char *image)
+{
+	char				id[SBX_ID_LEN + 1];
+	struct sbx_sandbox *sb;
+
+	if (random_hex(id, SBX_ID_LEN / 2) < 0 || !(sb = sandbox_new(id, "", NULL, image, time(NULL))))
+		return NULL;
+	sb->pooled = true;
+	if (meta_write(sb, "creating") < 0)
+	{
+		free(sb);
+		return NULL;
+	}
+	return sb;
+}
+
+int
+sandbox_pool_commit(struct sbx_sandbox *sb)
+{
+	int r = meta_write(sb, "pool");
+
+	if (r < 0)
+	{
+		sandbox_pool_abort(sb);
+		return r;
+	}
+	link_sandbox(sb);
+	r = sandbox_proxy_prepare(sb->id);
+	if (r < 0)
+	{
+		/* The container start tries again, and fails if it cannot. */
+		errno = -r;
+		log_error("sandbox %s: cannot make its proxy directory in %s: %m", sb->id, cfg.proxy_dir);
+	}
+	log_info("sandbox %s made for the warm pool of image %s", sb->id, sb->image);
+	return 0;
+}
+
+void
+sandbox_pool_abort(struct sbx_sandbox *sb)
+{
+	store_sandbox_delete(sb->id);
+	meta_remove(sb->id);
+	free(sb);
+}
+
+int
+sandbox_pool_assign(struct sbx_sandbox *sb, const char *session_id, const char *tenant)
+{
+	time_t created = sb->created_at;
+	int	   r;
+
+	snprintf(sb->session_id, sizeof sb->session_id, "%s", session_id);
+	snprintf(sb->tenant, sizeof sb->tenant, "%s", tenant ? tenant : "");
+	sb->created_at = time(NULL);
+	/* The one step that makes it the session's: a restart before it removes the entry. */
+	r = meta_write(sb, "active");
+	if (r < 0)
+	{
+		sb->session_id[0] = sb->tenant[0] = '\0';
+		sb->created_at = created;
+		return r;
+	}
+	sb->pooled = false;
+	/*
+	 * Whatever create_common does for a new session's sandbox beyond the
+	 * snapshot and its metadata belongs here too: an entry becomes a
+	 * session's sandbox here, not there.
+	 */
+	return 0;
+}
+
 /* A tenant is what a mirror may be owned by. */
 _Static_assert(SBX_TENANT_MAX == MIRROR_OWNER_MAX, "a tenant is a mirror owner");
 bool
@@ -462,6 +537,8 @@ sandbox_on_stopped(struct sbx_sandbox *sb)
 {
 	if (sb->destroying)
 		finish_destroy(sb);
+	else if (sb->pooled) /* an entry is warm or nothing: the pool makes another */
+		sandbox_destroy(sb, NULL, NULL);
 }
 
 /* ---- recovery -------------------------------------------------------------- */
@@ -491,7 +568,10 @@ adopt(const char *file)
 	}
 	if (strcmp(state, "active") != 0)
 	{
-		log_notice("sandbox %s was %s when the daemon stopped; removing it", id, state);
+		if (strcmp(state, "pool") == 0) /* never taken: its container died with the daemon */
+			log_notice("removing warm pool entry %s of the previous run", id);
+		else
+			log_notice("sandbox %s was %s when the daemon stopped; removing it", id, state);
 		store_sandbox_delete(id);
 		meta_remove(id);
 	}

@@ -102,7 +102,8 @@ struct sbx_sandbox
 	char				 image[SBX_IMAGE_MAX + 1];
 	time_t				 created_at;
 	bool				 destroying;
-	unsigned			 ops; /* snapshot exports in flight */
+	bool				 pooled; /* a warm pool entry: no session yet (pool.c) */
+	unsigned			 ops;	 /* snapshot exports in flight */
 	struct sbx_container ct;
 	struct sbx_call		*q_head, *q_tail, *current;
 	size_t				 q_len;
@@ -130,6 +131,17 @@ int sandbox_set_tenant(struct sbx_sandbox *sb, const char *tenant);
 /* A tenant id as sandboxd keeps it: 1 to SBX_TENANT_MAX bytes, no control characters. */
 bool tenant_valid(const char *s);
 int	 sandbox_destroy(struct sbx_sandbox *sb, sandbox_destroy_cb cb, void *ud);
+/*
+ * Warm pool entries (pool.c): begin writes metadata "creating" for a new
+ * sandbox of image with no session, not yet in the registry; the caller
+ * takes the snapshot (store_sandbox_create), then commit (metadata "pool",
+ * registered) or abort (removed).  assign makes an entry the sandbox of a
+ * session in one atomic metadata write; -errno and unchanged on failure.
+ */
+struct sbx_sandbox *sandbox_pool_begin(const char *image);
+int					sandbox_pool_commit(struct sbx_sandbox *sb);
+void				sandbox_pool_abort(struct sbx_sandbox *sb);
+int sandbox_pool_assign(struct sbx_sandbox *sb, const char *session_id, const char *tenant);
 /* Called by run.c whenever a container has fully stopped. */
 void sandbox_on_stopped(struct sbx_sandbox *sb);
 /* Make PROXY_DIR/<id>/ (no-op without proxy_dir); -errno. */
@@ -147,5 +159,13 @@ unsigned run_count(void); /* containers not stopped */
 unsigned run_busy(void);  /* calls queued or running */
 void	 run_kill_orphans(void);
 void	 run_result_free(struct sbx_result *r);
+/* Pool entries (pool.c): start a container with no call waiting; -errno. */
+int run_warm(struct sbx_sandbox *sb);
+/* Look at a sandbox's queue and container again (an entry just taken). */
+void run_kick(struct sbx_sandbox *sb);
+/* PID 1 of a running container, as the host sees it; 0 if none. */
+pid_t run_init_pid(const struct sbx_sandbox *sb);
+/* owner's directory below git_mirror_dir (made when missing), relative; NULL (logged) if not. */
+char *run_git_mirror_dir(const char *owner);
 
 #endif

@@ -89,8 +89,15 @@ struct sbx_config
 	uint64_t reap_grace_ms;	   /* how long a session has ended before its sandbox goes */
 	enum sbx_limit_mode limits;
 	bool				read_only_root;
-	char			   *token; /* loaded from token_file */
-	size_t				token_len;
+	/* the warm pool (pool.c) */
+	uint64_t pool_size;			 /* entries per base image of the store; 0: none */
+	char	*pool_images;		 /* "NAME[=N],...": images kept warm, with their own sizes */
+	uint64_t pool_min_available; /* MemAvailable below this: the pool shrinks; 0: not checked */
+	uint64_t pool_max_pressure;	 /* PSI some avg10 (percent) at or above this: shrinks; 0: off */
+	char	*pool_pressure_file; /* the PSI file read (a cgroup's memory.pressure works) */
+	uint64_t pool_interval_ms;	 /* how often the pool looks at itself and the memory */
+	char	*token;				 /* loaded from token_file */
+	size_t	 token_len;
 };
 
 extern struct sbx_config cfg;
