@@ -63,6 +63,9 @@ http_pending(void)
 
 	for (struct http_req *r = requests; r; r = r->next)
 		n += r->suspended ? 1 : 0;
+	/* A streamed answer is pending until MHD has sent all of it (a drain waits for it). */
+	for (struct http_stream *s = streams; s; s = s->next)
+		n += s->mhd_done ? 0 : 1;
 	return n;
 }
 

@@ -23,7 +23,7 @@ void	 http_run(void);		/* let MHD process ready sockets */
 int64_t	 http_timeout_ms(void); /* MHD's next deadline, -1 for none */
 void	 http_quiesce(void);	/* stop accepting connections (drain) */
 void	 http_done(void);
-unsigned http_pending(void); /* requests waiting for an answer */
+unsigned http_pending(void); /* requests waiting for an answer, streamed answers not yet sent */
 
 const char *http_method(const struct http_req *r);
 const char *http_path(const struct http_req *r);
