@@ -62,8 +62,9 @@ tools_known(const char *name)
 /*
  * What a caller needs to know to call a tool and wait for it: the limit a
  * call gets unless it asks for another (timeout_max_ms: the most it may ask
- * for, when it may ask at all), and whether a call changes the sandbox, so
- * that a caller never repeats one blindly after an unknown outcome.
+ * for, when it may ask at all), whether a call changes the sandbox, so
+ * that a caller never repeats one blindly after an unknown outcome, and
+ * whether it streams its output (streams: true).
  */
 json_t *
 tools_list_json(void)
@@ -81,6 +82,9 @@ tools_list_json(void)
 		if (exec)
 			json_object_set_new(t, "timeout_max_ms",
 								json_integer((json_int_t) cfg.call_timeout_max_ms));
+		/* its output while it runs, to a caller that accepts NDJSON (tools_call_streamed) */
+		if (strcmp(n, "exec") == 0)
+			json_object_set_new(t, "streams", json_true());
 		json_array_append_new(a, t);
 	}
 	return a;
