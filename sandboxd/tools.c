@@ -332,22 +332,36 @@ git_clone_result(const struct tool_call *tc, const struct sbx_result *res)
 
 #define NDJSON "application/x-ndjson"
 
-/* One NDJSON line {key: v} (v taken) on tc's stream. */
-static void
-stream_line(struct tool_call *tc, const char *key, json_t *v)
+/*
+ * {key: v} (v taken) as one NDJSON line, malloc'd, its newline where the
+ * NUL was (*len counts it); NULL when it cannot be encoded.
+ */
+static char *
+ndjson_line(const char *key, json_t *v, size_t *len)
 {
 	json_t *line = json_pack("{s:o}", key, v);
 	char   *text =
 		  line ? json_dumps(line, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(10)) : NULL;
 
+	json_decref(line);
 	if (text)
 	{
-		size_t n = strlen(text);
-		text[n] = '\n'; /* the NUL becomes the line's end */
-		http_stream_write(tc->st, text, n + 1);
+		*len = strlen(text) + 1;
+		text[*len - 1] = '\n';
 	}
+	return text;
+}
+
+/* One line {key: v} (v taken) on tc's stream. */
+static void
+stream_line(struct tool_call *tc, const char *key, json_t *v)
+{
+	size_t n;
+	char  *text = ndjson_line(key, v, &n);
+
+	if (text)
+		http_stream_write(tc->st, text, n);
 	free(text);
-	json_decref(line);
 }
 
 /* Partial output of a streamed exec: the answer starts (200, NDJSON) with the first. */
@@ -380,32 +394,27 @@ call_output(struct sbx_call *c, const struct sbx_partial *p)
 }
 
 /*
- * The answer of a call whose caller takes NDJSON: the last line of the
- * stream when output went out, else a body of that one line.
+ * The answer of a call whose caller takes NDJSON: {"result": answer} as
+ * the stream's last line when output went out, else as the whole body.
  */
 static void
-stream_answer(struct tool_call *tc, const char *key, json_t *v)
+stream_result(struct tool_call *tc, json_t *answer)
 {
-	char *text;
+	size_t n;
+	char  *text;
 
 	if (tc->st)
 	{
-		stream_line(tc, key, v);
+		stream_line(tc, "result", answer);
 		http_stream_end(tc->st);
 		tc->st = NULL;
 		return;
 	}
-	v = json_pack("{s:o}", key, v);
-	text = v ? json_dumps(v, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(10)) : NULL;
-	json_decref(v);
-	if (!text)
-	{
+	text = ndjson_line("result", answer, &n);
+	if (text)
+		http_reply_text(tc->req, 200, NDJSON, text, n);
+	else
 		http_reply_problem(tc->req, 500, "internal", "cannot encode the answer");
-		return;
-	}
-	size_t n = strlen(text);
-	text[n] = '\n';
-	http_reply_text(tc->req, 200, NDJSON, text, n + 1);
 }
 
 static void
@@ -465,7 +474,7 @@ call_done(struct sbx_call *c, int err)
 	outcome = res->timed_out ? "timed_out" : ok ? "ok" : "failed";
 	metrics_call(tc->tool, outcome, c->cold, us);
 	if (tc->stream)
-		stream_answer(tc, "result", answer(ok, res, c->cold, us, result));
+		stream_result(tc, answer(ok, res, c->cold, us, result));
 	else
 		http_reply_json(tc->req, 200, answer(ok, res, c->cold, us, result));
 	run_result_free(res);
