@@ -59,7 +59,7 @@ EXTRA_CLEAN += src/nadi_errcodes.h
 # the daemons' warning set (daemonlib/daemon.mk): nadi-celld will build these files with it
 RUNTIME_WARN = -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral -Wno-unused-parameter \
                -Wno-missing-field-initializers
-RUNTIME_SRCS = $(addprefix bgworkers/,runtime.c runtime_store.c runtime_tools.c cellhost.c \
+RUNTIME_SRCS = $(addprefix bgworkers/,runtime.c runtime_store.c runtime_tools.c runtime_output.c cellhost.c \
                  model_client.c http_client.c)
 runtime-check: runtime_test cellhost_test
 	./runtime_test

@@ -7,7 +7,11 @@
  * A run (cellhost_run) does, in this order:
  *
  *   calls     curl's sockets and timeouts; every finished call goes back to
- *             its session's runtime (runtime_on_model_reply/_tool_result)
+ *             its session's runtime (runtime_on_model_reply/_tool_result);
+ *             a tool call's output lines, as its answer streams in, go to
+ *             the runtime as they come (runtime_tool_output)
+ *   output    the tool.output events that are due, of every session with a
+ *             call out (one transaction, a group each), while the calls go on
  *   timers    due timers (runtime_on_timer)
  *   round     when woken or due: heartbeat, list this cell's sessions, take
  *             placed ones, release terminating and idle ones, claim the next
@@ -54,6 +58,8 @@ typedef struct Sess
 	bool		started;		/* while claims are handed out: this one's started */
 	bool		listed;			/* seen in this round's listing */
 	bool		has_work;		/* this round's listing: a command is due */
+	bool		out_listed;		/* in CellHost.outputs */
+	struct CellHost *ch;
 	struct Sess *hnext;			/* hash chain */
 } Sess;
 
@@ -90,6 +96,7 @@ struct CellHost
 	SessList	stores;			/* sessions whose need is the store */
 	SessList	finished;		/* commands over: commit their writes */
 	SessList	timers;			/* sessions waiting on a timer */
+	SessList	outputs;		/* sessions with tool.output events kept */
 
 	json_t	   *tenants;		/* tenant → commands under way */
 	bool		woken;
@@ -201,6 +208,7 @@ sess_add(CellHost *ch, const char *id)
 	if (ch->nsessions >= ch->nbuckets)
 		table_grow(ch);
 	strncpy(s->rt.id, id, sizeof(s->rt.id) - 1);
+	s->ch = ch;
 	b = id_hash(id) % ch->nbuckets;
 	s->hnext = ch->buckets[b];
 	ch->buckets[b] = s;
@@ -447,6 +455,78 @@ call_abort(CellHost *ch, Sess *s)
 	ch->stats.waiting_http--;
 }
 
+/* An output line of a tool call's streamed answer (from curl's write callback). */
+static void
+on_tool_output(void *arg, json_t *output)
+{
+	Sess	   *s = arg;
+
+	runtime_tool_output(&s->ch->runtime, &s->rt, output);
+	if (!s->out_listed && runtime_output_due(&s->rt) > 0)
+	{
+		s->out_listed = true;
+		list_push(&s->ch->outputs, s);
+	}
+}
+
+/*
+ * The tool.output events that are due, of every session with a call out:
+ * one transaction, a group per session (fenced: a refused group means the
+ * lease moved on).  Returns when the next ones are due (µs), or 0.
+ */
+static int64_t
+outputs_flush(CellHost *ch)
+{
+	int64_t		now = rt_now_us();
+	int64_t		next = 0;
+	StoreGroup *groups;
+	Sess	  **of;
+	int			n = 0;
+
+	if (ch->outputs.n == 0)
+		return 0;
+	groups = calloc(ch->outputs.n + 1, sizeof(StoreGroup));
+	of = malloc(sizeof(Sess *) * (ch->outputs.n + 1));
+	if (groups == NULL || of == NULL)
+		abort();
+	for (int i = 0; i < ch->outputs.n; i++)
+	{
+		Sess	   *s = ch->outputs.items[i];
+		int64_t		due = runtime_output_due(&s->rt);
+
+		if (due == 0 || s->rt.epoch < 0)
+		{
+			s->out_listed = false;
+			ch->outputs.items[i--] = ch->outputs.items[--ch->outputs.n];
+			continue;
+		}
+		if (due > now)
+		{
+			next = next == 0 || due < next ? due : next;
+			continue;
+		}
+		of[n] = s;
+		groups[n++].stmts = runtime_output_take(&s->rt);
+		s->out_listed = false;
+		ch->outputs.items[i--] = ch->outputs.items[--ch->outputs.n];
+	}
+	if (n > 0)
+		ch->store->exec_groups(ch->store->ctx, groups, n);
+	for (int g = 0; g < n; g++)
+	{
+		if (groups[g].sqlstate[0] != '\0')
+		{
+			chlog(ch, RT_LOG_DEBUG, "nadi cell: session %s: tool.output refused (%s): %s",
+				  of[g]->rt.id, groups[g].sqlstate, groups[g].message);
+			of[g]->rt.epoch = -1;
+		}
+		store_group_free(&groups[g]);
+	}
+	free(groups);
+	free(of);
+	return next;
+}
+
 /*
  * Meet need as far as can be done without waiting: an HTTP need becomes a
  * call in flight, a timer a deadline, a store need waits for the next
@@ -480,6 +560,8 @@ advance(CellHost *ch, Sess *s, RtNeed *need)
 				if (http_call_new(&need->http, &call, &reply) == 0)
 				{
 					http_call_set_owner(call, s);
+					if (need->kind == RT_NEED_TOOL)
+						http_call_set_line_fn(call, on_tool_output, s);
 					if (curl_multi_add_handle(ch->multi, http_call_handle(call)) == CURLM_OK)
 					{
 						s->call = call;
@@ -719,6 +801,7 @@ forget(CellHost *ch, Sess *s)
 	command_end(ch, s);
 	list_remove(&ch->stores, s);
 	list_remove(&ch->finished, s);
+	list_remove(&ch->outputs, s);
 	while (*p && *p != s)
 		p = &(*p)->hnext;
 	if (*p)
@@ -1267,10 +1350,12 @@ long
 cellhost_run(CellHost *ch)
 {
 	int64_t		now,
-				next;
+				next,
+				out_next;
 	long		ms;
 
 	curl_io(ch);
+	out_next = outputs_flush(ch);
 	timers_due(ch);
 	settle(ch);
 	now = rt_now_us();
@@ -1296,6 +1381,8 @@ cellhost_run(CellHost *ch)
 			next = ch->timers.items[i]->timer_at;
 	if (ch->curl_deadline && ch->curl_deadline < next)
 		next = ch->curl_deadline;
+	if (out_next && out_next < next)
+		next = out_next;
 	if (ch->woken || next <= now)
 		return 0;
 	ms = (long) ((next - now + MS - 1) / MS);
@@ -1359,6 +1446,7 @@ cellhost_free(CellHost *ch)
 	free(ch->stores.items);
 	free(ch->finished.items);
 	free(ch->timers.items);
+	free(ch->outputs.items);
 	free(ch->buckets);
 	free(ch);
 }

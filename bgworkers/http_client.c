@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 
@@ -22,10 +23,8 @@ typedef struct Buffer
 } Buffer;
 
 static size_t
-on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
+buffer_add(Buffer *b, const char *ptr, size_t n)
 {
-	Buffer	   *b = userdata;
-	size_t		n = size * nmemb;
 	char	   *grown;
 
 	if (b->len + n > b->max)
@@ -33,6 +32,8 @@ on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
 		b->overflow = true;
 		return 0;				/* makes curl fail with CURLE_WRITE_ERROR */
 	}
+	if (n == 0)
+		return 0;
 	grown = realloc(b->data, b->len + n + 1);
 	if (grown == NULL)
 		return 0;
@@ -87,12 +88,83 @@ struct HttpCall
 	Buffer		buf;
 	const HttpRequest *req;
 	void	   *owner;			/* the driver's (http_call_set_owner) */
+	int			streamed;		/* 0: not known yet; 1: NDJSON lines; -1: read whole */
+	json_t	   *result;			/* a streamed answer's {"result": X} */
+	bool		bad_line;		/* a streamed line that was not JSON, or came after the result */
+	HttpLineFn	line_fn;
+	void	   *line_arg;
 };
+
+/* One line of a streamed answer. */
+static void
+stream_line(HttpCall *call, const char *line, size_t len)
+{
+	json_t	   *j = json_loadb(line, len, 0, NULL);
+	json_t	   *v;
+
+	if (len == 0)
+	{
+		json_decref(j);
+		return;
+	}
+	if (j == NULL || call->result != NULL)
+		call->bad_line = true;
+	else if ((v = json_object_get(j, "output")) != NULL && json_is_object(v))
+	{
+		if (call->line_fn)
+			call->line_fn(call->line_arg, v);
+	}
+	else if ((v = json_object_get(j, "result")) != NULL)
+		call->result = json_incref(v);
+	else
+		call->bad_line = true;
+	json_decref(j);
+}
+
+static size_t
+on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	HttpCall   *call = userdata;
+	size_t		n = size * nmemb;
+	size_t		start = 0;
+	char	   *nl;
+
+	if (call->streamed == 0)
+	{
+		const char *type = NULL;
+
+		curl_easy_getinfo(call->curl, CURLINFO_CONTENT_TYPE, &type);
+		call->streamed = call->req->stream && type &&
+			strncasecmp(type, "application/x-ndjson", 20) == 0 ? 1 : -1;
+	}
+	if (call->streamed < 0)
+		return buffer_add(&call->buf, ptr, n);
+	/* lines: what is before each newline completes the buffered line */
+	while ((nl = memchr(ptr + start, '\n', n - start)) != NULL)
+	{
+		size_t		k = nl - (ptr + start);
+
+		if (call->buf.len > 0)
+		{
+			if (buffer_add(&call->buf, ptr + start, k) != k)
+				return 0;
+			stream_line(call, call->buf.data, call->buf.len);
+			call->buf.len = 0;
+		}
+		else
+			stream_line(call, ptr + start, k);
+		start += k + 1;
+	}
+	if (start < n && buffer_add(&call->buf, ptr + start, n - start) != n - start)
+		return 0;
+	return n;
+}
 
 static void
 http_call_free(HttpCall *call)
 {
 	free(call->buf.data);
+	json_decref(call->result);
 	free(call->payload);
 	curl_slist_free_all(call->headers);
 	if (call->curl)
@@ -119,7 +191,9 @@ http_call_new(const HttpRequest *req, HttpCall **out, HttpReply *reply)
 	curl = call->curl;
 	call->req = req;
 	call->buf.max = req->max_bytes;
-	call->headers = curl_slist_append(call->headers, "Accept: application/json");
+	call->headers = curl_slist_append(call->headers, req->stream
+									  ? "Accept: application/x-ndjson, application/json"
+									  : "Accept: application/json");
 	if (req->body)
 	{
 		call->payload = json_dumps(req->body, JSON_COMPACT);
@@ -138,7 +212,7 @@ http_call_new(const HttpRequest *req, HttpCall **out, HttpReply *reply)
 	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, req->timeout_ms < 5000 ? req->timeout_ms : 5000);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &call->buf);
+	curl_easy_setopt(curl, CURLOPT_WRITEDATA, call);
 	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(curl, CURLOPT_PRIVATE, call);
 	/* the path goes out as built: no dot segment is resolved on our side */
@@ -185,6 +259,13 @@ http_call_owner(HttpCall *call)
 }
 
 void
+http_call_set_line_fn(HttpCall *call, HttpLineFn fn, void *arg)
+{
+	call->line_fn = fn;
+	call->line_arg = arg;
+}
+
+void
 http_call_finish(HttpCall *call, int curl_result, HttpReply *reply)
 {
 	CURLcode	rc = (CURLcode) curl_result;
@@ -218,7 +299,14 @@ http_call_finish(HttpCall *call, int curl_result, HttpReply *reply)
 	else
 	{
 		curl_easy_getinfo(call->curl, CURLINFO_RESPONSE_CODE, &reply->status);
-		if (call->buf.len > 0)
+		if (call->streamed > 0)
+		{
+			/* a last line without its newline; no result line: no body (the answer broke off) */
+			if (call->buf.len > 0)
+				stream_line(call, call->buf.data, call->buf.len);
+			reply->body = call->bad_line ? NULL : json_incref(call->result);
+		}
+		else if (call->buf.len > 0)
 			reply->body = json_loadb(call->buf.data, call->buf.len, 0, &jerr);
 	}
 	http_call_free(call);

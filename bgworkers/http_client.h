@@ -20,8 +20,19 @@ typedef struct HttpRequest
 	char	   *bearer;			/* malloc'd, or NULL */
 	json_t	   *body;			/* sent as JSON when not NULL */
 	long		timeout_ms;
-	size_t		max_bytes;		/* longest answer taken */
+	size_t		max_bytes;		/* longest answer taken (streamed: longest line) */
+	bool		stream;			/* take a streamed answer (below) */
 } HttpRequest;
+
+/*
+ * A streamed answer: with req.stream the request accepts
+ * application/x-ndjson.  When the server answers so, each line is read as
+ * it arrives: {"output": {...}} goes to the call's line function
+ * (http_call_set_line_fn) at once, and the last line {"result": X} becomes
+ * the reply's body X, as if X had been the whole answer.  Any other answer
+ * is read whole, as without stream.
+ */
+typedef void (*HttpLineFn) (void *arg, json_t *output);
 
 /*
  * What came back.  rc is 0 with status and body (NULL if the answer was not
@@ -72,6 +83,9 @@ extern void *http_call_handle(HttpCall *call);
 /* What the driver keeps with a call (its session), and gets back when curl is done with it. */
 extern void http_call_set_owner(HttpCall *call, void *owner);
 extern void *http_call_owner(HttpCall *call);
+
+/* Where a streamed answer's output lines go (borrowed; called from curl's write callback). */
+extern void http_call_set_line_fn(HttpCall *call, HttpLineFn fn, void *arg);
 extern void http_call_finish(HttpCall *call, int curl_result, HttpReply *reply);
 
 /*

@@ -80,6 +80,7 @@ command_clear(RtCommand *c)
 	json_decref(c->args);
 	json_decref(c->result);
 	json_decref(c->reply);
+	json_decref(c->out);
 	memset(c, 0, sizeof(*c));
 }
 

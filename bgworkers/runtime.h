@@ -135,6 +135,10 @@ typedef struct RtCommand
 	json_t	   *result;
 	json_t	   *reply;			/* the model's reply */
 	int64_t		model_sent_us;	/* when the model request went out (rt_now_us) */
+	json_t	   *out;			/* the call's tool.output events not yet written */
+	int64_t		out_bytes;		/* output taken of the call at hand */
+	int64_t		out_at;			/* when its tool.output events were last written */
+	bool		out_cut;		/* it reached RT_OUTPUT_MAX */
 	char		base[256];		/* the session's sandbox host */
 	char		err[512];
 } RtCommand;
@@ -179,5 +183,23 @@ extern RtNeed *runtime_on_timer(Runtime *rt, RtSession *s);
 
 /* A monotonic clock, µs. */
 extern int64_t rt_now_us(void);
+
+/*
+ * tool.output (runtime_output.c): a tool call's output while it runs, as
+ * its sandbox host streams it ({stream, data, offset, truncated?}, the
+ * output lines of a streamed answer, http_client.h).  The runtime keeps it
+ * for the call at hand, one event per stream, up to RT_OUTPUT_MAX bytes a
+ * call.  The driver writes what is kept at most every RT_OUTPUT_EVERY_US,
+ * while the call is in flight: runtime_output_due says when (0: nothing
+ * kept), runtime_output_take gives the statements (fenced event_append,
+ * for a group of the driver's transaction).  What is left when the
+ * answer comes goes with the tool.result, before it.
+ */
+#define RT_OUTPUT_MAX		(64 * 1024)
+#define RT_OUTPUT_EVERY_US	INT64_C(500000)
+
+extern void runtime_tool_output(Runtime *rt, RtSession *s, json_t *output);
+extern int64_t runtime_output_due(const RtSession *s);
+extern json_t *runtime_output_take(RtSession *s);
 
 #endif							/* NADI_RUNTIME_H */

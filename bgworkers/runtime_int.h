@@ -127,6 +127,10 @@ extern int	tool_call_take(const HttpReply *reply, json_t **result, bool *sandbox
 						   bool *unauthorized, char *err, size_t errlen);
 
 extern long tool_wait_ms(json_t *info, json_t *args, long tool_timeout_ms);
+
+/* runtime_output.c: a new call's output starts; the rest of the call's output goes to s->pending. */
+extern void rt_output_reset(RtCommand *c);
+extern void rt_output_flush(RtSession *s);
 extern bool tool_has_side_effects(json_t *info);
 extern json_t *tool_content(json_t *result);
 extern json_t *tool_failure(json_t *result);

@@ -191,6 +191,8 @@ tool_call_request(HttpRequest *req, const char *base, const char *sandbox_id, co
 		snprintf(err, errlen, "out of memory");
 		return -EAGAIN;
 	}
+	/* an exec's output while it runs: tool.output events (runtime_output.c) */
+	req->stream = true;
 	return 0;
 }
 
@@ -652,6 +654,7 @@ tool_advance(Runtime *rt, RtSession *s, const HttpReply *reply)
 
 				need_clear(&s->need);
 				c->state = ST_CALL_END;
+				rt_output_reset(c);
 				if (token == NULL)
 					c->rc = -EAGAIN;
 				else if ((c->rc = tool_call_request(&s->need.http, c->base, s->sandbox_id,
@@ -668,6 +671,8 @@ tool_advance(Runtime *rt, RtSession *s, const HttpReply *reply)
 				bool		lost,
 							unauthorized;
 
+				/* the output not yet written goes before the tool.result */
+				rt_output_flush(s);
 				c->rc = tool_call_take(reply, &c->result, &lost, &unauthorized, c->err, sizeof(c->err));
 				if (lost)
 					s->sandbox_id[0] = '\0';

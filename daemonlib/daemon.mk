@@ -7,7 +7,7 @@
 #   DAEMONLIB  the daemonlib/ sources it links (names without .c)
 #   EXT_SRC    sources of the extension it shares (src/NAME.c, e.g. jwt)
 #   RUNTIME_SRC files of the agent runtime it drives (bgworkers/NAME.c, e.g.
-#              runtime runtime_store runtime_tools model_client http_client)
+#              runtime runtime_store runtime_tools runtime_output model_client http_client)
 #   PKGS       pkg-config packages (libsystemd is added when present)
 #
 # and includes this file.  Objects of daemonlib/ and src/ are compiled into

@@ -11,6 +11,7 @@
 
 #define ACP_MAX_CMDS 256
 #define ACP_TEXT_MAX (64 * 1024)
+#define ACP_OUTPUT_TAIL (8 * 1024) /* output shown while a tool call runs */
 /* Room one event's messages may need: tool text and raw output are capped. */
 #define ACP_RESERVE (192 * 1024)
 
@@ -31,6 +32,8 @@ typedef struct AcpCmd
 	char		   call_id[48];
 	char		   call_name[128];
 	json_t		  *call_args;
+	char		  *out; /* the tail of the call's tool.output, ACP_OUTPUT_TAIL bytes at most */
+	size_t		   out_len;
 	bool		   perm_pending;
 	bool		   perm_asked;
 	bool		   cancel_requested;

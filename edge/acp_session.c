@@ -10,6 +10,9 @@
  *   permission.requested        tool_call if none yet; session/request_permission
  *   permission.resolved denied  tool_call_update, failed
  *   tool.call                   tool_call (direct tool) or tool_call_update, in_progress
+ *   tool.output                 tool_call_update, in_progress, with content: the
+ *                               tail of the call's output so far (ACP content
+ *                               replaces what the client shows)
  *   tool.result                 tool_call_update, completed or failed
  *   tool.error                  tool_call_update, failed (a retry reports again)
  *   command.completed           session/prompt answered: end_turn
@@ -69,6 +72,7 @@ static void
 cmd_free(AcpCmd *m)
 {
 	json_decref(m->call_args);
+	free(m->out);
 	json_decref(m->stop_meta);
 	json_decref(m->prompt_id);
 	free(m);
@@ -241,10 +245,62 @@ tool_update(AcpSession *s, const char *call_id, const char *status, const char *
 	acp_notify_update(s, u);
 }
 
+/*
+ * A tool.output event: its data joins the tail of the call's output
+ * (ACP_OUTPUT_TAIL bytes, cut on a character boundary), which the client
+ * is shown in place of what it had.
+ */
+static void
+tool_output(AcpSession *s, AcpCmd *m, json_t *payload)
+{
+	json_t *data = json_object_get(payload, "data");
+	size_t	n = json_string_length(data), keep, drop;
+	char   *buf;
+
+	if (!json_is_string(data) || n == 0)
+		return;
+	if (n > ACP_OUTPUT_TAIL)
+	{
+		keep = 0;
+		drop = n - ACP_OUTPUT_TAIL;
+	}
+	else
+	{
+		keep = m->out_len + n > ACP_OUTPUT_TAIL ? ACP_OUTPUT_TAIL - n : m->out_len;
+		drop = 0;
+	}
+	buf = malloc(keep + n - drop + 1);
+	if (buf == NULL)
+		return;
+	if (keep > 0)
+		memcpy(buf, m->out + (m->out_len - keep), keep);
+	memcpy(buf + keep, json_string_value(data) + drop, n - drop);
+	n = keep + n - drop;
+	buf[n] = '\0';
+	/* the cut is at the front: skip what is left of a character there */
+	drop = 0;
+	while (drop < n && ((unsigned char) buf[drop] & 0xc0) == 0x80)
+		drop++;
+	memmove(buf, buf + drop, n - drop + 1);
+	free(m->out);
+	m->out = buf;
+	m->out_len = n - drop;
+	tool_update(s, m->call_id, "in_progress", m->out, NULL);
+}
+
+static void
+output_clear(AcpCmd *m)
+{
+	free(m->out);
+	m->out = NULL;
+	m->out_len = 0;
+}
+
 static void
 tool_start(AcpSession *s, AcpCmd *m, int64_t seq, const char *name, json_t *args,
 		   const char *status)
 {
+	output_clear(m);
 	snprintf(m->call_id, sizeof(m->call_id), "call-%lld", (long long) seq);
 	snprintf(m->call_name, sizeof(m->call_name), "%s", name ? name : "tool");
 	json_decref(m->call_args);
@@ -410,8 +466,11 @@ session_event(AcpSession *s, int64_t seq, json_t *ev)
 		else
 			tool_update(s, m->call_id, "in_progress", NULL, NULL);
 	}
+	else if (strcmp(kind, "tool.output") == 0 && m->call_id[0])
+		tool_output(s, m, payload);
 	else if (strcmp(kind, "tool.result") == 0 && m->call_id[0])
 	{
+		output_clear(m);
 		char *text = result_text(payload);
 
 		tool_update(s, m->call_id,

@@ -303,6 +303,15 @@ proxy_token_valid(json_t *v)
 	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
 }
 
+/* Does the caller take a streamed answer (Accept names application/x-ndjson)? */
+static bool
+accepts_ndjson(const struct http_req *r)
+{
+	const char *accept = http_header(r, "Accept");
+
+	return accept && strcasestr(accept, "application/x-ndjson");
+}
+
 static void
 tool(struct http_req *r, struct sbx_sandbox *sb, const char *name)
 {
@@ -339,7 +348,10 @@ tool(struct http_req *r, struct sbx_sandbox *sb, const char *name)
 		json_object_set_new(body, "args", json_object());
 		args = json_object_get(body, "args");
 	}
-	tools_call(r, sb, name, args, token ? json_string_value(token) : NULL);
+	if (accepts_ndjson(r))
+		tools_call_streamed(r, sb, name, args, token ? json_string_value(token) : NULL);
+	else
+		tools_call(r, sb, name, args, token ? json_string_value(token) : NULL);
 	json_decref(body);
 }
 

@@ -23,6 +23,8 @@ struct sbx_config cfg = {
 	.call_timeout_ms = 30000,
 	.call_timeout_max_ms = 600000,
 	.output_limit = 1 << 20,
+	.stream_interval_ms = 250,
+	.stream_max = 64 << 10,
 	.fsize_max = 1ULL << 30,
 	.tmp_size = 64ULL << 20,
 	.disk_max = 1ULL << 30,
@@ -170,6 +172,10 @@ static const struct conf_key keys[] = {
 	 NULL},
 	{"output_limit", CONF_SIZE, S(output_limit), "bytes kept of stdout and of stderr per call", 0,
 	 NULL},
+	{"stream_interval", CONF_MS, S(stream_interval_ms),
+	 "a streamed exec sends its new output at most this often", 0, NULL},
+	{"stream_max", CONF_SIZE, S(stream_max),
+	 "bytes of output a streamed exec sends while it runs (its result still has it all)", 0, NULL},
 	{"fsize_max", CONF_SIZE, S(fsize_max), "largest file a tool may write (RLIMIT_FSIZE)", 0, NULL},
 	{"tmp_size", CONF_SIZE, S(tmp_size), "size of the private /tmp and /dev/shm", 0, NULL},
 	{"disk_max", CONF_SIZE, S(disk_max),
@@ -393,6 +399,10 @@ config_finish(void)
 		return conf_invalid("reap_interval must be 0 (no reaping) or at least 100ms");
 	if (cfg.output_limit == 0 || cfg.output_limit > (64 << 20))
 		return conf_invalid("output_limit must be between 1 byte and 64M");
+	if (cfg.stream_interval_ms < 10 || cfg.stream_interval_ms > 60000)
+		return conf_invalid("stream_interval must be between 10ms and 60s");
+	if (cfg.stream_max == 0 || cfg.stream_max > (64 << 20))
+		return conf_invalid("stream_max must be between 1 byte and 64M");
 	if (cfg.private_users && (cfg.private_users_base % SBX_USERNS_SIZE != 0 ||
 							  cfg.private_users_base < SBX_USERNS_SIZE ||
 							  cfg.private_users_base + SBX_USERNS_SIZE > SBX_USERNS_END))

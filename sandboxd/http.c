@@ -39,6 +39,19 @@ struct http_req
 	struct http_req		   *next;
 };
 
+/* A streamed answer (http_stream_start): a buffer MHD's content reader drains. */
+struct http_stream
+{
+	struct MHD_Connection *conn;
+	char				  *buf;
+	size_t				   len, off, cap;
+	bool				   suspended; /* the reader found nothing: the connection waits */
+	bool				   ended;	  /* no more writes: the body ends when drained */
+	bool				   owner_done, mhd_done;
+	struct http_stream	  *prev, *next;
+};
+
+static struct http_stream  *streams; /* live streams, for http_done */
 static struct mhd_listeners listeners;
 static EvIo					listener_io[ARRAY_SIZE(listeners.l)];
 static struct http_req	   *requests; /* every live request */
@@ -50,6 +63,9 @@ http_pending(void)
 
 	for (struct http_req *r = requests; r; r = r->next)
 		n += r->suspended ? 1 : 0;
+	/* A streamed answer is pending until MHD has sent all of it (a drain waits for it). */
+	for (struct http_stream *s = streams; s; s = s->next)
+		n += s->mhd_done ? 0 : 1;
 	return n;
 }
 
@@ -203,6 +219,135 @@ http_reply_errno(struct http_req *r, int err, const char *what)
 			http_reply_problem(r, 500, "internal", "%s: %s", what, strerror(-err));
 			break;
 	}
+}
+
+const char *
+http_header(const struct http_req *r, const char *name)
+{
+	return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+/* ---- streamed answers ---------------------------------------------------- */
+
+static void
+stream_release(struct http_stream *s)
+{
+	if (!s->owner_done || !s->mhd_done)
+		return;
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		streams = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	free(s->buf);
+	free(s);
+}
+
+static void
+stream_wake(struct http_stream *s)
+{
+	if (s->suspended)
+	{
+		s->suspended = false;
+		MHD_resume_connection(s->conn);
+	}
+}
+
+static ssize_t
+stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct http_stream *s = cls;
+	size_t				n = s->len - s->off;
+	(void) pos;
+
+	if (n > 0)
+	{
+		if (n > max)
+			n = max;
+		memcpy(buf, s->buf + s->off, n);
+		s->off += n;
+		if (s->off == s->len)
+			s->off = s->len = 0;
+		return (ssize_t) n;
+	}
+	if (s->ended)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	/* Nothing yet: the connection waits until the next write (as the edge's event streams). */
+	s->suspended = true;
+	MHD_suspend_connection(s->conn);
+	return 0;
+}
+
+static void
+stream_reader_free(void *cls)
+{
+	struct http_stream *s = cls;
+
+	s->mhd_done = true;
+	s->ended = true;
+	stream_release(s);
+}
+
+struct http_stream *
+http_stream_start(struct http_req *r, unsigned status, const char *content_type)
+{
+	struct http_stream	*s = calloc(1, sizeof *s);
+	struct MHD_Response *resp = NULL;
+
+	if (s)
+		resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, s,
+												 stream_reader_free);
+	if (!resp)
+	{
+		free(s);
+		http_reply_problem(r, 500, "internal", "out of memory");
+		return NULL;
+	}
+	s->conn = r->conn;
+	s->next = streams;
+	if (streams)
+		streams->prev = s;
+	streams = s;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	deliver(r, status, resp, -1);
+	return s;
+}
+
+int
+http_stream_write(struct http_stream *s, const char *data, size_t len)
+{
+	if (!s || s->ended)
+		return -EPIPE;
+	if (s->len + len > s->cap)
+	{
+		size_t cap = s->cap ? s->cap : 4096;
+		char  *n;
+
+		while (cap < s->len + len)
+			cap *= 2;
+		n = realloc(s->buf, cap);
+		if (!n)
+			return -ENOMEM;
+		s->buf = n;
+		s->cap = cap;
+	}
+	memcpy(s->buf + s->len, data, len);
+	s->len += len;
+	stream_wake(s);
+	return 0;
+}
+
+void
+http_stream_end(struct http_stream *s)
+{
+	if (!s)
+		return;
+	s->ended = true;
+	s->owner_done = true;
+	stream_wake(s);
+	stream_release(s);
 }
 
 json_t *
@@ -513,6 +658,11 @@ http_done(void)
 	for (struct http_req *r = requests; r; r = r->next)
 		if (r->suspended)
 			http_reply_problem(r, 503, "draining", "this sandbox host is shutting down");
+	for (struct http_stream *s = streams; s; s = s->next)
+	{
+		s->ended = true;
+		stream_wake(s);
+	}
 	http_run();
 	for (size_t i = 0; i < listeners.n; i++)
 		ev_io_stop(&listener_io[i]);

@@ -23,7 +23,7 @@ void	 http_run(void);		/* let MHD process ready sockets */
 int64_t	 http_timeout_ms(void); /* MHD's next deadline, -1 for none */
 void	 http_quiesce(void);	/* stop accepting connections (drain) */
 void	 http_done(void);
-unsigned http_pending(void); /* requests waiting for an answer */
+unsigned http_pending(void); /* requests waiting for an answer, streamed answers not yet sent */
 
 const char *http_method(const struct http_req *r);
 const char *http_path(const struct http_req *r);
@@ -44,5 +44,19 @@ void http_reply_empty(struct http_req *r, unsigned status);
 /* Map a negative errno from a file operation onto a problem answer. */
 void http_reply_errno(struct http_req *r, int err, const char *what);
 void http_add_header(struct http_req *r, const char *name, const char *value);
+/* A request header (NULL: none). */
+const char *http_header(const struct http_req *r, const char *name);
+
+/*
+ * An answer whose body is written while it is sent (chunked): started with
+ * its status like any answer, written to, then ended.  Writes after the
+ * client went away are dropped (-EPIPE).  The stream is freed once ended
+ * and done with.
+ */
+struct http_stream;
+struct http_stream		*
+http_stream_start(struct http_req *r, unsigned status, const char *content_type);
+int	 http_stream_write(struct http_stream *s, const char *data, size_t len);
+void http_stream_end(struct http_stream *s);
 
 #endif

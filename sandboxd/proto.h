@@ -35,6 +35,8 @@ enum proto_tag
 	PT_NPROC = 18,		/* u64 RLIMIT_NPROC (0: none) */
 	PT_UID = 19,		/* u64 */
 	PT_GID = 20,		/* u64 */
+	PT_STREAM_MS = 21,	/* u64: send PT_PARTIAL frames at most this often (0 or absent: none) */
+	PT_STREAM_MAX = 22, /* u64: bytes of partial output per call, both streams together */
 
 	/* init → daemon: the result */
 	PT_EXIT = 40,	/* u64 exit status, when the command exited */
@@ -44,6 +46,17 @@ enum proto_tag
 	PT_FLAGS = 44,		 /* u64 PF_* */
 	PT_DURATION_US = 45, /* u64 */
 	PT_ERROR = 46,		 /* text: why the command could not run */
+
+	/*
+	 * init → daemon, while the command runs and only when the request had
+	 * PT_STREAM_MS: a frame whose first record is PT_PARTIAL, then the
+	 * stream's new bytes (PT_STDOUT or PT_STDERR, at most one of each) and
+	 * their offsets; PF_STREAM_CUT in PT_FLAGS once PT_STREAM_MAX is reached
+	 * (no partial frame follows).  The final frame is the result as always.
+	 */
+	PT_PARTIAL = 50,	   /* u64 0 */
+	PT_STDOUT_OFFSET = 51, /* u64: offset in the call's stdout of this PT_STDOUT */
+	PT_STDERR_OFFSET = 52, /* u64 */
 };
 
 enum
@@ -53,6 +66,7 @@ enum
 	PF_TIMED_OUT = 1 << 2,
 	PF_EXEC_FAILED = 1 << 3,
 	PF_OOM_KILLED = 1 << 4, /* rlimit mode: the call went over memory_max (see sbx_init.c) */
+	PF_STREAM_CUT = 1 << 5, /* a partial frame: the call's PT_STREAM_MAX is reached */
 };
 
 /*

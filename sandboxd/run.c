@@ -210,6 +210,81 @@ parse_result(const unsigned char *p, size_t len, struct sbx_result *res)
 	return 0;
 }
 
+/*
+ * A partial frame (proto.h): the new output of the running call.  0, or
+ * -EBADMSG when it breaks the protocol (a stream twice, data beyond the
+ * output limit).
+ */
+static int
+parse_partial(const unsigned char *p, size_t len, struct sbx_partial *part)
+{
+	struct preader r;
+	uint16_t	   tag;
+	const char	  *val;
+	uint32_t	   vlen;
+	uint64_t	   v;
+	int			   k;
+
+	memset(part, 0, sizeof *part);
+	preader_init(&r, p, len);
+	while ((k = preader_next(&r, &tag, &val, &vlen)) > 0)
+	{
+		int i = tag == PT_STDOUT || tag == PT_STDOUT_OFFSET ? 0 : 1;
+
+		switch (tag)
+		{
+			case PT_STDOUT:
+			case PT_STDERR:
+				if (part->data[i] || vlen > cfg.output_limit)
+					return -EBADMSG;
+				part->data[i] = val;
+				part->len[i] = vlen;
+				break;
+			case PT_STDOUT_OFFSET:
+			case PT_STDERR_OFFSET:
+				if (proto_u64(val, vlen, &part->offset[i]) < 0 ||
+					part->offset[i] > cfg.output_limit)
+					return -EBADMSG;
+				break;
+			case PT_FLAGS:
+				if (proto_u64(val, vlen, &v) < 0)
+					return -EBADMSG;
+				part->cut = v & PF_STREAM_CUT;
+				break;
+			default:
+				break;
+		}
+	}
+	return k;
+}
+
+/* A partial frame for the running call: to its output callback (ignored for a call that asked for none). */
+static void
+handle_partial(struct sbx_sandbox *sb, struct sbx_call *c, const unsigned char *payload, size_t len)
+{
+	struct sbx_partial part;
+
+	if (parse_partial(payload, len, &part) < 0)
+	{
+		force_stop(sb, "malformed partial output from the container");
+		return;
+	}
+	if (c->output && (part.data[0] || part.data[1] || part.cut))
+		c->output(c, &part);
+}
+
+static bool
+is_partial(const unsigned char *payload, size_t len)
+{
+	struct preader r;
+	uint16_t	   tag;
+	const char	  *val;
+	uint32_t	   vlen;
+
+	preader_init(&r, payload, len);
+	return preader_next(&r, &tag, &val, &vlen) == 1 && tag == PT_PARTIAL;
+}
+
 static void
 handle_frame(struct sbx_sandbox *sb, const unsigned char *payload, size_t len)
 {
@@ -243,6 +318,11 @@ handle_frame(struct sbx_sandbox *sb, const unsigned char *payload, size_t len)
 	if (ct->state != CT_BUSY || !c)
 	{
 		force_stop(sb, "unexpected frame from the container");
+		return;
+	}
+	if (is_partial(payload, len))
+	{
+		handle_partial(sb, c, payload, len);
 		return;
 	}
 	if (parse_result(payload, len, &c->res) < 0)

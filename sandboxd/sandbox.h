@@ -56,6 +56,16 @@ struct sbx_call;
 /* err < 0: the call never ran (detail in errmsg); otherwise see c->res. */
 typedef void (*sbx_call_done)(struct sbx_call *c, int err);
 
+/* Output of a running call (a partial frame, proto.h): new bytes of each stream and where they go. */
+struct sbx_partial
+{
+	const char *data[2]; /* stdout, stderr (NULL: nothing new) */
+	size_t		len[2];
+	uint64_t	offset[2];
+	bool		cut; /* the call's stream_max is reached: nothing more comes */
+};
+typedef void (*sbx_call_output)(struct sbx_call *c, const struct sbx_partial *p);
+
 struct sbx_call
 {
 	struct sbx_sandbox *sb;
@@ -66,6 +76,7 @@ struct sbx_call
 	struct sbx_result	res;
 	char				errmsg[256];
 	sbx_call_done		done;
+	sbx_call_output		output; /* set: the frame asks for partial output (PT_STREAM_MS) */
 	void			   *ud;
 	struct sbx_call	   *next;
 };

@@ -71,6 +71,8 @@ struct sbx_config
 	uint64_t call_timeout_ms;
 	uint64_t call_timeout_max_ms;
 	uint64_t output_limit;
+	uint64_t stream_interval_ms; /* a streamed exec: partial output at most this often */
+	uint64_t stream_max;		 /* bytes of partial output per streamed call */
 	uint64_t fsize_max;
 	uint64_t tmp_size;
 	uint64_t disk_max;

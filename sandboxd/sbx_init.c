@@ -60,6 +60,7 @@ struct request
 	size_t		in_len;
 	char	   *cwd;
 	uint64_t	timeout_ms, out_limit, fsize, as, nproc, uid, gid;
+	uint64_t	stream_ms, stream_max; /* partial frames (proto.h); 0: none */
 };
 
 struct stream
@@ -68,6 +69,14 @@ struct stream
 	char  *buf;
 	size_t len;
 	int	   truncated;
+	size_t sent; /* bytes of buf already sent in partial frames */
+};
+
+/* Partial output while the command runs (PT_STREAM_MS): when it was last sent, how much. */
+struct partial
+{
+	uint64_t last_ms, bytes;
+	int		 cut; /* PT_STREAM_MAX reached: nothing more is sent */
 };
 
 enum
@@ -397,11 +406,89 @@ stream_read(struct stream *s, uint64_t limit)
 	}
 }
 
+/* Bytes of p[0..n) that end on a UTF-8 character boundary (an incomplete tail waits). */
+static size_t
+utf8_whole(const char *p, size_t n)
+{
+	for (size_t back = 1; back <= 3 && back <= n; back++)
+	{
+		unsigned char c = (unsigned char) p[n - back];
+		size_t		  need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 0;
+
+		if ((c & 0xc0) == 0x80)
+			continue; /* a continuation byte: look further back */
+		return need > back ? n - back : n;
+	}
+	return n;
+}
+
+/* Add s's unsent bytes, as far as the budget goes, to a partial frame. */
+static void
+partial_add(struct pbuf *b, struct partial *pt, const struct request *q, struct stream *s,
+			uint16_t tag, uint16_t off_tag)
+{
+	size_t avail = s->len - s->sent, take;
+
+	if (avail == 0 || pt->cut)
+		return;
+	take = s->fd >= 0 ? utf8_whole(s->buf + s->sent, avail) : avail;
+	if (pt->bytes + take > q->stream_max)
+	{
+		take = utf8_whole(s->buf + s->sent, (size_t) (q->stream_max - pt->bytes));
+		pt->cut = 1;
+	}
+	if (take == 0)
+		return;
+	pbuf_add(b, tag, s->buf + s->sent, take);
+	pbuf_add_u64(b, off_tag, s->sent);
+	s->sent += take;
+	pt->bytes += take;
+}
+
+/* Send the new output as one partial frame (see proto.h). */
+static void
+partial_send(const struct request *q, struct partial *pt, struct stream *so, struct stream *se)
+{
+	struct pbuf b = {0};
+
+	pt->last_ms = mono_ms();
+	pbuf_begin(&b);
+	pbuf_add_u64(&b, PT_PARTIAL, 0);
+	partial_add(&b, pt, q, so, PT_STDOUT, PT_STDOUT_OFFSET);
+	partial_add(&b, pt, q, se, PT_STDERR, PT_STDERR_OFFSET);
+	if (pt->cut)
+		pbuf_add_u64(&b, PT_FLAGS, PF_STREAM_CUT);
+	if (pbuf_finish(&b) == 0)
+		(void) write_full(1, b.data, b.len);
+	pbuf_free(&b);
+}
+
+/*
+ * Is a partial frame due now?  With unsent output and none sent for
+ * stream_ms; otherwise *until is brought forward to when one may be.
+ */
+static int
+partial_due(const struct request *q, const struct partial *pt, const struct stream *so,
+			const struct stream *se, uint64_t now, uint64_t *until)
+{
+	uint64_t at;
+
+	if (!q->stream_ms || pt->cut || (so->len == so->sent && se->len == se->sent))
+		return 0;
+	at = pt->last_ms + q->stream_ms;
+	if (now >= at)
+		return 1;
+	if (at < *until)
+		*until = at;
+	return 0;
+}
+
 static void
 run(const struct request *q, struct pbuf *out)
 {
 	int				   in[2] = {-1, -1}, o[2] = {-1, -1}, e[2] = {-1, -1}, rp[2] = {-1, -1};
-	struct stream	   so = {-1, NULL, 0, 0}, se = {-1, NULL, 0, 0};
+	struct stream	   so = {-1, NULL, 0, 0, 0}, se = {-1, NULL, 0, 0, 0};
+	struct partial	   part = {0, 0, 0};
 	struct exec_report report = {0, 0};
 	uint64_t		   t0 = mono_us(), deadline, grace = 0, flags = 0, next_watch = 0;
 	size_t			   in_off = 0;
@@ -476,6 +563,11 @@ run(const struct request *q, struct pbuf *out)
 		until = exited ? grace : deadline;
 		if (q->as && until > next_watch)
 			until = next_watch;
+		if (partial_due(q, &part, &so, &se, now, &until))
+		{
+			partial_send(q, &part, &so, &se);
+			continue;
+		}
 
 		pf[i_sig = n++] = (struct pollfd){sigfd, POLLIN, 0};
 		pf[i_ctl = n++] = (struct pollfd){0, 0, 0}; /* POLLHUP: the daemon went away */
@@ -533,6 +625,18 @@ run(const struct request *q, struct pbuf *out)
 		stream_read(&so, q->out_limit);
 	if (se.fd >= 0)
 		stream_read(&se, q->out_limit);
+	/* The rest of the partial output, so that the partial frames add up to the output. */
+	if (q->stream_ms && !part.cut && (so.len > so.sent || se.len > se.sent))
+	{
+		/* Every writer is gone: the tails are complete, an incomplete character included. */
+		for (struct stream *s = &so; s; s = s == &so ? &se : NULL)
+			if (s->fd >= 0)
+			{
+				close(s->fd);
+				s->fd = -1;
+			}
+		partial_send(q, &part, &so, &se);
+	}
 	if (rp_fd >= 0)
 	{
 		if (read(rp_fd, &report, sizeof report) != sizeof report)
@@ -846,6 +950,12 @@ parse_request(const char *payload, size_t len, struct request *q)
 				break;
 			case PT_GID:
 				num = &q->gid;
+				break;
+			case PT_STREAM_MS:
+				num = &q->stream_ms;
+				break;
+			case PT_STREAM_MAX:
+				num = &q->stream_max;
 				break;
 			default:
 				continue;

@@ -36,12 +36,16 @@ enum kind
 
 struct tool_call
 {
-	struct sbx_call	 call;
-	struct http_req *req;
-	const char		*tool;
-	enum kind		 kind;
-	char			*repo, *path, *branch; /* git_clone */
+	struct sbx_call		call;
+	struct http_req	   *req;
+	const char		   *tool;
+	enum kind			kind;
+	char			   *repo, *path, *branch; /* git_clone */
+	bool				stream;				  /* the caller takes NDJSON (tools_call_streamed) */
+	struct http_stream *st;					  /* the NDJSON answer, once output came */
 };
+
+static bool want_stream; /* set around tools_call_streamed's call of tools_call */
 
 static const char *const known[] = {"echo",		 "uppercase",  "list_files", "exec",
 									"read_file", "write_file", "edit_file",	 "git_clone"};
@@ -58,8 +62,9 @@ tools_known(const char *name)
 /*
  * What a caller needs to know to call a tool and wait for it: the limit a
  * call gets unless it asks for another (timeout_max_ms: the most it may ask
- * for, when it may ask at all), and whether a call changes the sandbox, so
- * that a caller never repeats one blindly after an unknown outcome.
+ * for, when it may ask at all), whether a call changes the sandbox, so
+ * that a caller never repeats one blindly after an unknown outcome, and
+ * whether it streams its output (streams: true).
  */
 json_t *
 tools_list_json(void)
@@ -77,6 +82,9 @@ tools_list_json(void)
 		if (exec)
 			json_object_set_new(t, "timeout_max_ms",
 								json_integer((json_int_t) cfg.call_timeout_max_ms));
+		/* its output while it runs, to a caller that accepts NDJSON (tools_call_streamed) */
+		if (strcmp(n, "exec") == 0)
+			json_object_set_new(t, "streams", json_true());
 		json_array_append_new(a, t);
 	}
 	return a;
@@ -320,6 +328,95 @@ git_clone_result(const struct tool_call *tc, const struct sbx_result *res)
 								  : json_null());
 }
 
+/* ---- streamed answers (tools_call_streamed) -------------------------------- */
+
+#define NDJSON "application/x-ndjson"
+
+/*
+ * {key: v} (v taken) as one NDJSON line, malloc'd, its newline where the
+ * NUL was (*len counts it); NULL when it cannot be encoded.
+ */
+static char *
+ndjson_line(const char *key, json_t *v, size_t *len)
+{
+	json_t *line = json_pack("{s:o}", key, v);
+	char   *text =
+		  line ? json_dumps(line, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(10)) : NULL;
+
+	json_decref(line);
+	if (text)
+	{
+		*len = strlen(text) + 1;
+		text[*len - 1] = '\n';
+	}
+	return text;
+}
+
+/* One line {key: v} (v taken) on tc's stream. */
+static void
+stream_line(struct tool_call *tc, const char *key, json_t *v)
+{
+	size_t n;
+	char  *text = ndjson_line(key, v, &n);
+
+	if (text)
+		http_stream_write(tc->st, text, n);
+	free(text);
+}
+
+/* Partial output of a streamed exec: the answer starts (200, NDJSON) with the first. */
+static void
+call_output(struct sbx_call *c, const struct sbx_partial *p)
+{
+	static const char *const names[2] = {"stdout", "stderr"};
+	struct tool_call		*tc = c->ud;
+	int						 last = p->data[1] ? 1 : 0;
+
+	if (!tc->st && !(tc->st = http_stream_start(tc->req, 200, NDJSON)))
+	{
+		c->output = NULL; /* answered 500: nothing more goes to the caller */
+		return;
+	}
+	for (int i = 0; i < 2; i++)
+	{
+		json_t *o;
+
+		if (!p->data[i] && !(i == last && p->cut))
+			continue;
+		o = json_object();
+		json_object_set_new(o, "stream", json_string(names[i]));
+		json_object_set_new(o, "data", text_json(p->data[i], p->len[i], NULL));
+		json_object_set_new(o, "offset", json_integer((json_int_t) p->offset[i]));
+		if (i == last && p->cut)
+			json_object_set_new(o, "truncated", json_true());
+		stream_line(tc, "output", o);
+	}
+}
+
+/*
+ * The answer of a call whose caller takes NDJSON: {"result": answer} as
+ * the stream's last line when output went out, else as the whole body.
+ */
+static void
+stream_result(struct tool_call *tc, json_t *answer)
+{
+	size_t n;
+	char  *text;
+
+	if (tc->st)
+	{
+		stream_line(tc, "result", answer);
+		http_stream_end(tc->st);
+		tc->st = NULL;
+		return;
+	}
+	text = ndjson_line("result", answer, &n);
+	if (text)
+		http_reply_text(tc->req, 200, NDJSON, text, n);
+	else
+		http_reply_problem(tc->req, 500, "internal", "cannot encode the answer");
+}
+
 static void
 call_done(struct sbx_call *c, int err)
 {
@@ -330,6 +427,7 @@ call_done(struct sbx_call *c, int err)
 	json_t			  *result = NULL;
 	bool			   ok;
 
+	/* err < 0: the call never ran, so no output went out: the problem answers as always. */
 	if (err < 0)
 	{
 		metrics_call(tc->tool, "error", c->cold, us);
@@ -375,7 +473,10 @@ call_done(struct sbx_call *c, int err)
 	}
 	outcome = res->timed_out ? "timed_out" : ok ? "ok" : "failed";
 	metrics_call(tc->tool, outcome, c->cold, us);
-	http_reply_json(tc->req, 200, answer(ok, res, c->cold, us, result));
+	if (tc->stream)
+		stream_result(tc, answer(ok, res, c->cold, us, result));
+	else
+		http_reply_json(tc->req, 200, answer(ok, res, c->cold, us, result));
 	run_result_free(res);
 	tool_call_free(tc);
 }
@@ -532,6 +633,12 @@ tool_call_submit(struct http_req *r, struct sbx_sandbox *sb, struct tool_call *t
 	pbuf_add_u64(b, PT_NPROC, nproc);
 	pbuf_add_u64(b, PT_UID, cfg.run_uid);
 	pbuf_add_u64(b, PT_GID, cfg.run_gid);
+	if (tc->stream)
+	{
+		pbuf_add_u64(b, PT_STREAM_MS, cfg.stream_interval_ms);
+		pbuf_add_u64(b, PT_STREAM_MAX, cfg.stream_max);
+		tc->call.output = call_output;
+	}
 	if (pbuf_finish(b) < 0)
 	{
 		pbuf_free(b);
@@ -632,6 +739,7 @@ container_tool(struct http_req *r, struct sbx_sandbox *sb, const char *tool, jso
 
 	if (!(tc = tool_call_new(r, tool, kind, timeout)))
 		return;
+	tc->stream = want_stream && kind == T_EXEC;
 	b = &tc->call.frame;
 	if (kind == T_ECHO)
 	{
@@ -1052,4 +1160,13 @@ tools_call(struct http_req *r, struct sbx_sandbox *sb, const char *name, json_t 
 		git_clone_tool(r, sb, args, proxy_token);
 	else
 		file_tool(r, sb, name, args);
+}
+
+void
+tools_call_streamed(struct http_req *r, struct sbx_sandbox *sb, const char *name, json_t *args,
+					const char *proxy_token)
+{
+	want_stream = true;
+	tools_call(r, sb, name, args, proxy_token);
+	want_stream = false;
 }

@@ -20,5 +20,14 @@ json_t *tools_list_json(void);
  */
 void tools_call(struct http_req *r, struct sbx_sandbox *sb, const char *name, json_t *args,
 				const char *proxy_token);
+/*
+ * The same, streamed (the caller accepts application/x-ndjson): an exec
+ * answers 200 with a line {"output": {stream, data, offset, truncated?}}
+ * per partial output while it runs, then {"result": <the answer>}.  Other
+ * tools, and anything refused before the command runs, answer as
+ * tools_call does.
+ */
+void tools_call_streamed(struct http_req *r, struct sbx_sandbox *sb, const char *name, json_t *args,
+						 const char *proxy_token);
 
 #endif

@@ -188,6 +188,95 @@ test_tool_command(void)
 	runtime_session_free(&s);
 }
 
+/* Index of the first queued write that calls fn with text in its arguments, or -1. */
+static int
+wrote_at(json_t *stmts, const char *fn, const char *text)
+{
+	for (size_t i = 0; i < json_array_size(stmts); i++)
+	{
+		json_t	   *one = json_pack("[O]", json_array_get(stmts, i));
+		int			hit = wrote(one, fn, text);
+
+		json_decref(one);
+		if (hit)
+			return (int) i;
+	}
+	return -1;
+}
+
+static void
+output(RtSession *s, const char *stream, const char *data, long long offset, bool cut)
+{
+	json_t	   *o = json_pack("{s:s, s:s, s:I}", "stream", stream, "data", data, "offset", (json_int_t) offset);
+
+	if (cut)
+		json_object_set_new(o, "truncated", json_true());
+	runtime_tool_output(&rt, s, o);
+	json_decref(o);
+}
+
+/*
+ * tool.output: a streamed call's output is kept while the call is out, one
+ * event per stream, capped; taken as statements, and what is left goes
+ * before the tool.result.
+ */
+static void
+test_tool_output(void)
+{
+	RtSession	s;
+	json_t	   *stmts;
+	char	   *big = malloc(70001);
+	RtNeed	   *n;
+
+	/* a host whose list is not cached yet (the last test: the others use the cache) */
+	for (int i = 0; i < TOOLS_CACHE_SLOTS; i++)
+		json_decref(rt.tools[i].tools);
+	memset(rt.tools, 0, sizeof(rt.tools));
+	n = begin(&s, NULL, 9, "tool", "{\"name\": \"exec\", \"args\": {\"argv\": [\"x\"]}}");
+
+	n = store_answer(&s, n, json_pack("{s:s}", "token", "tok-1"));
+	n = http_answer(&s, n, 0, 200, "{\"tools\": [{\"name\": \"exec\", \"side_effects\": false}]}");
+	n = store_answer(&s, n, json_pack("{s:b}", "cancel_requested", 0));
+	n = http_answer(&s, n, 0, 201, "{\"id\": \"sbx-9\"}");
+	CHECK(n->kind == RT_NEED_TOOL && strstr(n->http.url, "/tools/exec") != NULL);
+	CHECK(n->http.stream);
+	CHECK(runtime_output_due(&s) == 0);
+	output(&s, "stdout", "ab", 0, false);
+	output(&s, "stdout", "cd", 2, false);
+	CHECK(runtime_output_due(&s) > 0 && runtime_output_due(&s) <= rt_now_us());
+	stmts = runtime_output_take(&s);
+	CHECK(json_array_size(stmts) == 1 && wrote(stmts, "event_append", "tool.output"));
+	CHECK(wrote(stmts, "event_append", "\\\"data\\\":\\\"abcd\\\"") && wrote(stmts, "event_append", "\\\"name\\\":\\\"exec\\\""));
+	json_decref(stmts);
+	CHECK(runtime_output_due(&s) == 0);
+	/* the next ones wait RT_OUTPUT_EVERY_US */
+	output(&s, "stdout", "ef", 4, false);
+	output(&s, "stderr", "x", 0, false);
+	CHECK(runtime_output_due(&s) > rt_now_us());
+	memset(big, 'a', 70000);
+	big[70000] = '\0';
+	output(&s, "stdout", big, 6, false);
+	output(&s, "stdout", "never", 70006, false);
+	CHECK(s.cmd.out_cut && s.cmd.out_bytes == RT_OUTPUT_MAX);
+	stmts = runtime_output_take(&s);
+	/* ef and the capped rest are one event (contiguous), the stderr one another */
+	CHECK(json_array_size(stmts) == 3 || json_array_size(stmts) == 2);
+	CHECK(wrote(stmts, "event_append", "\\\"truncated\\\":true") && !wrote(stmts, "event_append", "never"));
+	json_decref(stmts);
+	/* what is left when the answer comes goes before the tool.result */
+	s.cmd.out_cut = false;
+	output(&s, "stderr", "tail", 1, false);
+	n = http_answer(&s, n, 0, 200, "{\"ok\": true, \"stdout\": \"abcdef\"}");
+	CHECK(n->kind == RT_NEED_NONE);
+	CHECK(wrote_at(s.pending, "event_append", "tool.output") >= 0 &&
+		  wrote_at(s.pending, "event_append", "tool.output") < wrote_at(s.pending, "event_append", "tool.result"));
+	/* no call out: output is not taken */
+	output(&s, "stdout", "late", 0, false);
+	CHECK(runtime_output_due(&s) == 0);
+	free(big);
+	runtime_session_free(&s);
+}
+
 /*
  * A command that needs nothing (every step instant): it ends at once with
  * the two writes named (function, text in its arguments) queued.
@@ -303,5 +392,6 @@ main(void)
 	test_tool_command();
 	test_instant();
 	test_lost_lease();
+	test_tool_output();
 	return check_summary();
 }

@@ -82,6 +82,33 @@ http_reply_errno(struct http_req *r, int err, const char *what)
 	reply(r, 500);
 }
 
+/* Streamed answers: never asked for here (tools_call only). */
+struct http_stream *
+http_stream_start(struct http_req *r, unsigned status, const char *content_type)
+{
+	abort();
+}
+
+int
+http_stream_write(struct http_stream *s, const char *data, size_t len)
+{
+	abort();
+}
+
+void
+http_stream_end(struct http_stream *s)
+{
+	abort();
+}
+
+void
+http_reply_text(struct http_req *r, unsigned status, const char *content_type, char *text,
+				size_t len)
+{
+	free(text);
+	reply(r, status);
+}
+
 /* ---- the container side ---- */
 
 void
