@@ -85,6 +85,7 @@ payload_validate(const char *type, Jsonb *payload)
 		v = nadi_jsonb_member(payload, "text");
 		if (v == NULL || v->type != jbvString)
 			payload_invalid(type, "A message needs a string \"text\".");
+		busy_check_policy(payload, "payload");
 	}
 	else if (strcmp(type, "tool") == 0)
 	{
@@ -348,6 +349,15 @@ inbox_cancel_open(SessionTx *tx, const char *reason)
 	return count;
 }
 
+/* Cancel one open command of a locked session (busy.c's interrupt and rollback). */
+void
+inbox_cancel_command(SessionTx *tx, int64 command_id, const char *reason)
+{
+	CommandRef	c = command_load(tx, command_id);
+
+	(void) command_cancel_one(tx, &c, reason);
+}
+
 /* The command a control command acts on: explicit, or found by status. */
 static CommandRef
 control_target(SessionTx *tx, const char *type, Jsonb *payload)
@@ -513,6 +523,9 @@ inbox_enqueue_locked(SessionTx *tx, const char *type, Jsonb *payload, text *key,
 	}
 	else
 	{
+		/* a message while another runs: the session's policy (busy.c) */
+		if (strcmp(type, "message") == 0 && busy_apply(tx, payload))
+			*open = -1;
 		if (*open < 0)
 		{
 			values[0] = UUIDPGetDatum(&tx->id);
