@@ -68,7 +68,8 @@ busy_check_policy(Jsonb *j, const char *where)
  * command.started, to_seq the last event before this one; workspace the
  * latest snapshot a tool.result recorded before from_seq, else the session
  * sandbox's first one (ws-0); absent when no tool call ever recorded one.
- * Returns false (and records nothing) if the command never started.
+ * Returns false (and records nothing) if the command never started, or an
+ * earlier message rolled it back already.
  */
 static bool
 busy_record_rollback(SessionTx *tx, int64 command_id)
@@ -81,20 +82,22 @@ busy_record_rollback(SessionTx *tx, int64 command_id)
 	StringInfoData buf;
 
 	nadi_exec(nadi_plan(&plan,
-						"WITH s AS (SELECT min(seq) AS from_seq FROM nadi.events "
-						"  WHERE session_id = $1 AND command_id = $2 AND kind = 'command.started'), "
+						"WITH s AS (SELECT min(seq) FILTER (WHERE kind = 'command.started') AS from_seq, "
+						"  bool_or(kind = 'command.rolled_back') AS done FROM nadi.events "
+						"  WHERE session_id = $1 AND command_id = $2 "
+						"  AND kind IN ('command.started', 'command.rolled_back')), "
 						"a AS (SELECT payload->'workspace' AS w FROM nadi.events "
 						"  WHERE session_id = $1 AND kind = 'tool.result' "
 						"  AND jsonb_typeof(payload->'workspace') = 'object' ORDER BY seq DESC LIMIT 1), "
 						"b AS (SELECT e.payload->'workspace' AS w FROM nadi.events e, s "
 						"  WHERE e.session_id = $1 AND e.seq < s.from_seq AND e.kind = 'tool.result' "
 						"  AND jsonb_typeof(e.payload->'workspace') = 'object' ORDER BY e.seq DESC LIMIT 1) "
-						"SELECT s.from_seq, (CASE WHEN b.w->'sandbox_id' = a.w->'sandbox_id' THEN b.w "
+						"SELECT CASE WHEN s.done THEN NULL ELSE s.from_seq END, (CASE WHEN b.w->'sandbox_id' = a.w->'sandbox_id' THEN b.w "
 						"  WHEN a.w IS NOT NULL THEN jsonb_build_object('host_id', a.w->'host_id', "
 						"  'sandbox_id', a.w->'sandbox_id', 'snapshot', 'ws-0') END)::text "
 						"FROM s LEFT JOIN a ON true LEFT JOIN b ON true",
 						2, (Oid[]) {UUIDOID, INT8OID}),
-			  values, NULL, true, 1);
+			  values, NULL, false, 1);	/* a fresh snapshot: after the lock wait */
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (isnull)
 		return false;
