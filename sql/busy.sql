@@ -6,9 +6,14 @@
 \pset null '(null)'
 SELECT nadi.cell_host_register('busy-cell', 'local', 100, '{"pool": "busy"}') IS NOT NULL AS registered;
 
+-- try(), with command ids masked
+CREATE FUNCTION busy_try(q text) RETURNS text LANGUAGE sql AS $$
+    SELECT regexp_replace(try(q), 'Message \d+', 'Message <id>')
+$$;
+
 -- validation
-SELECT try($$SELECT nadi.session_create('acme', policy => '{"on_message_while_running": "nope"}')$$);
-SELECT try($$SELECT nadi.session_create('acme', policy => '{"on_message_while_running": 1}')$$);
+SELECT busy_try($$SELECT nadi.session_create('acme', policy => '{"on_message_while_running": "nope"}')$$);
+SELECT busy_try($$SELECT nadi.session_create('acme', policy => '{"on_message_while_running": 1}')$$);
 SELECT policy FROM nadi.session_create('acme', policy => '{"on_message_while_running": "enqueue"}');
 CREATE FUNCTION busy_session(strategy text) RETURNS uuid LANGUAGE sql AS $$
     SELECT session_id FROM nadi.session_create('acme', labels => '{"pool": "busy"}',
@@ -21,12 +26,12 @@ $$;
 -- reject: a message while one is open (queued or running) fails with NA015
 SELECT busy_session('reject') AS s \gset
 SELECT busy_lease(:'s') AS e \gset
-SELECT try(format($$SELECT nadi.command_enqueue(%L, 'message', '{"text": "x", "on_message_while_running": "later"}')$$, :'s'));
+SELECT busy_try(format($$SELECT nadi.command_enqueue(%L, 'message', '{"text": "x", "on_message_while_running": "later"}')$$, :'s'));
 SELECT command_id AS m1 FROM nadi.command_enqueue(:'s', 'message', '{"text": "first"}') \gset
-SELECT try(format($$SELECT nadi.command_enqueue(%L, 'message', '{"text": "second"}')$$, :'s'));
+SELECT busy_try(format($$SELECT nadi.command_enqueue(%L, 'message', '{"text": "second"}')$$, :'s'));
 SELECT command_id = :m1 AS claimed FROM nadi.command_claim(:'s', :e);
-SELECT try(format($$SELECT nadi.command_enqueue(%L, 'message', '{"text": "second"}')$$, :'s'));
-SELECT try(format($$SELECT nadi.command_enqueue_many(jsonb_build_array(jsonb_build_object(
+SELECT busy_try(format($$SELECT nadi.command_enqueue(%L, 'message', '{"text": "second"}')$$, :'s'));
+SELECT busy_try(format($$SELECT nadi.command_enqueue_many(jsonb_build_array(jsonb_build_object(
     'session_id', %L, 'type', 'message', 'payload', '{"text": "batched"}'::jsonb)))$$, :'s'));
 -- a tool command is not a message: it queues; a message may ask to queue anyway
 SELECT type, status FROM nadi.command_enqueue(:'s', 'tool', '{"name": "echo"}');
@@ -80,8 +85,13 @@ SELECT kind, command_id = :m2 AS m2, payload->>'from_seq' = :'m2_from' AS from_o
        (payload->>'to_seq')::bigint < seq AS to_ok, payload - 'from_seq' - 'to_seq' - 'command_id' AS payload
 FROM nadi.events WHERE session_id = :'s' AND kind IN ('command.rolled_back', 'command.cancel_requested')
 ORDER BY seq;
--- the conversation has m1 and no m2, even after a late reply of m2's cell
+-- m2's cell has not stopped yet (a late reply): its turn is still there, as
+-- in the cell's conversation, until it stops
 SELECT nadi.event_append(:'s', :e, 'model.reply', '{"text": "late"}', :m2) IS NOT NULL;
+SELECT count(*) FILTER (WHERE (m->>'command_id')::bigint = :m2) AS m2_messages_while_running
+FROM jsonb_array_elements(nadi.session_replay(:'s')->'messages') m;
+-- m2 stops at the cancel: the conversation has m1 and no m2
+SELECT status FROM nadi.command_fail(:'s', :m2, :e, '{"code": "cancelled"}', false);
 SELECT m->>'role' AS role, m->'content' AS content, (m->>'command_id')::bigint = :m1 AS of_m1
 FROM jsonb_array_elements(nadi.session_replay(:'s')->'messages') m;
 SELECT c->>'status' AS status, c->'rolled_back' AS rolled_back, c->'cancel_requested' AS cancel_requested
@@ -91,11 +101,22 @@ SELECT kind FROM nadi.events WHERE session_id = :'s' AND command_id = :m2 ORDER 
 -- replay up to before the rollback still shows m2's turn
 SELECT count(*) FILTER (WHERE (m->>'command_id')::bigint = :m2) AS m2_messages_before_rollback
 FROM jsonb_array_elements(nadi.session_replay(:'s', :m2_from + 2)->'messages') m;
--- m2 stops; m3 runs next, and its turn joins the conversation
-SELECT status FROM nadi.command_fail(:'s', :m2, :e, '{"code": "cancelled"}', false);
+-- m3 runs next, and its turn joins the conversation
 SELECT command_id = :m3 AS next FROM nadi.command_claim(:'s', :e);
 SELECT status FROM nadi.command_complete(:'s', :m3, :e, '{"text": "wrote c"}',
   '[{"kind": "model.reply", "payload": {"text": "wrote c"}}]');
+SELECT m->>'role' AS role, m->'content' AS content
+FROM jsonb_array_elements(nadi.session_replay(:'s')->'messages') m;
+
+-- a rolled-back message whose cell completes it before it sees the cancel:
+-- the rollback did not take, its turn stays (as in its cell's conversation)
+SELECT busy_session('rollback') AS s \gset
+SELECT busy_lease(:'s') AS e \gset
+SELECT command_id AS m1 FROM nadi.command_enqueue(:'s', 'message', '{"text": "quick"}') \gset
+SELECT command_id = :m1 AS claimed FROM nadi.command_claim(:'s', :e);
+SELECT status FROM nadi.command_enqueue(:'s', 'message', '{"text": "too late"}');
+SELECT status FROM nadi.command_complete(:'s', :m1, :e, '{"text": "done"}',
+  '[{"kind": "model.reply", "payload": {"text": "done"}}]');
 SELECT m->>'role' AS role, m->'content' AS content
 FROM jsonb_array_elements(nadi.session_replay(:'s')->'messages') m;
 
@@ -126,5 +147,5 @@ SELECT status FROM nadi.command_await_permission(:'s', :m1, :e, '{"tool": "exec"
 SELECT status FROM nadi.command_enqueue(:'s', 'message', '{"text": "never mind"}');
 SELECT status FROM nadi.command_get(:'s', :m1);
 SELECT state, cell_host_id FROM nadi.session_get(:'s');
-SELECT try(format('SELECT * FROM nadi.command_claim(%L, %s)', :'s', :e));
+SELECT busy_try(format('SELECT * FROM nadi.command_claim(%L, %s)', :'s', :e));
 SELECT jsonb_array_length(nadi.session_replay(:'s')->'messages') AS messages;

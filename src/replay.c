@@ -29,7 +29,7 @@ typedef struct CommandState
 	bool		cancel_requested;
 	char	   *text;			/* a message's text (JSON), until it starts */
 	char	   *pending_tool;	/* tool (JSON string) awaiting permission */
-	bool		rolled_back;	/* command.rolled_back: out of the conversation */
+	int			rolled_back;	/* 1: command.rolled_back; 2: it ended so, out of the conversation */
 } CommandState;
 
 typedef struct Replay
@@ -104,7 +104,7 @@ command_add(Replay *r, int64 id, const char *type, const char *status)
 	r->commands[r->ncommands].cancel_requested = false;
 	r->commands[r->ncommands].text = NULL;
 	r->commands[r->ncommands].pending_tool = NULL;
-	r->commands[r->ncommands].rolled_back = false;
+	r->commands[r->ncommands].rolled_back = 0;
 	r->ncommands++;
 }
 
@@ -127,7 +127,7 @@ message_add(Replay *r, const char *role, const char *content_json, int64 command
 	StringInfoData one;
 	CommandState *c = command_id > 0 ? command_find(r, command_id) : NULL;
 
-	if (c && c->rolled_back)
+	if (c && c->rolled_back == 2)
 		return;					/* a rolled-back command adds nothing any more */
 	initStringInfo(&one);
 	appendStringInfoChar(&one, '{');
@@ -154,20 +154,20 @@ message_add(Replay *r, const char *role, const char *content_json, int64 command
 }
 
 /*
- * command.rolled_back: the command's messages leave the conversation, and
- * its later events add none (the log keeps them all).
+ * A command rolled back (command.rolled_back) that then ends without
+ * completing: its messages leave the conversation, and its later events add
+ * none (the log keeps them all).  One that completes all the same (its cell
+ * finished before it saw the cancel) keeps them, as its cell does.
  */
 static void
-messages_roll_back(Replay *r, int64 command_id)
+messages_roll_back(Replay *r, CommandState *c)
 {
-	CommandState *c = command_find(r, command_id);
 	StringInfoData kept;
 	int			n = 0;
 	int			start = 0;
+	int64		command_id = c->id;
 
-	if (c == NULL)
-		return;
-	c->rolled_back = true;
+	c->rolled_back = 2;
 	initStringInfo(&kept);
 	for (int i = 0; i < r->nmessages; i++)
 	{
@@ -236,21 +236,36 @@ replay_apply(Replay *r, int64 seq, const char *kind, Jsonb *p, int64 cmd)
 		r->open_command = cmd;
 	}
 	else if (strcmp(kind, "command.completed") == 0)
+	{
+		CommandState *c = command_find(r, cmd);
+
+		if (c && c->rolled_back == 1)
+			c->rolled_back = 0; /* the rollback lost the race */
 		command_status(r, cmd, "completed");
+	}
 	else if (strcmp(kind, "command.failed") == 0)
 	{
 		JsonbValue *retry = nadi_jsonb_member(p, "will_retry");
 
 		command_status(r, cmd, (retry && retry->type == jbvBool && retry->val.boolean) ? "queued" : "failed");
 	}
-	else if (strcmp(kind, "command.dead") == 0)
-		command_status(r, cmd, "dead");
-	else if (strcmp(kind, "command.cancelled") == 0)
-		command_status(r, cmd, "cancelled");
+	else if (strcmp(kind, "command.dead") == 0 || strcmp(kind, "command.cancelled") == 0)
+	{
+		CommandState *c = command_find(r, cmd);
+
+		if (c && c->rolled_back == 1)
+			messages_roll_back(r, c);
+		command_status(r, cmd, strcmp(kind, "command.dead") == 0 ? "dead" : "cancelled");
+	}
 	else if (strcmp(kind, "command.requeued") == 0)
 		command_status(r, cmd, "queued");
 	else if (strcmp(kind, "command.rolled_back") == 0)
-		messages_roll_back(r, cmd);
+	{
+		CommandState *c = command_find(r, cmd);
+
+		if (c && c->rolled_back == 0)
+			c->rolled_back = 1;
+	}
 	else if (strcmp(kind, "command.cancel_requested") == 0)
 	{
 		CommandState *c = command_find(r, cmd);
@@ -342,7 +357,7 @@ replay_json(Replay *r, const pg_uuid_t *id)
 		nadi_json_str(&c, "status", r->commands[i].status);
 		if (r->commands[i].cancel_requested)
 			nadi_json_raw(&c, "cancel_requested", "true");
-		if (r->commands[i].rolled_back)
+		if (r->commands[i].rolled_back == 2)
 			nadi_json_raw(&c, "rolled_back", "true");
 		appendStringInfoChar(&c, '}');
 		if (i > 0)
