@@ -80,6 +80,7 @@ command_clear(RtCommand *c)
 	json_decref(c->args);
 	json_decref(c->result);
 	json_decref(c->reply);
+	json_decref(c->rollback);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -244,6 +245,11 @@ rt_advance(Runtime *rt, RtSession *s, const HttpReply *reply)
 		switch ((RtState) c->state)
 		{
 			case ST_DONE:
+				if (c->rollback)
+				{
+					c->state = ST_ROLLBACK;
+					break;
+				}
 				command_clear(c);
 				need_clear(&s->need);
 				return &s->need;
@@ -467,6 +473,13 @@ rt_advance(Runtime *rt, RtSession *s, const HttpReply *reply)
 				took_token(rt, s);
 				need_clear(&s->need);
 				c->state = c->token_next;
+				break;
+
+			case ST_ROLLBACK:
+			case ST_ROLLBACK_SEND:
+			case ST_ROLLBACK_SENT:
+				if ((n = rollback_advance(rt, s, reply)) != NULL)
+					return n;
 				break;
 		}
 		/* a need's outcome is read by the state it was made for, and no other */

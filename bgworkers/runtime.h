@@ -134,6 +134,7 @@ typedef struct RtCommand
 	json_t	   *args;
 	json_t	   *result;
 	json_t	   *reply;			/* the model's reply */
+	json_t	   *rollback;		/* command.rolled_back's payload: the command stops rolled back */
 	int64_t		model_sent_us;	/* when the model request went out (rt_now_us) */
 	char		base[256];		/* the session's sandbox host */
 	char		err[512];
