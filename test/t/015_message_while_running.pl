@@ -72,14 +72,7 @@ $node->safe_psql('postgres', 'SELECT nadi.key_create()');
 
 sub q1 { return $node->safe_psql('postgres', $_[0]); }
 
-sub requests
-{
-	return () unless -e $log;
-	return map {
-		my ($head, $body) = /\A(.*?\r\n\r\n)(.*)\z/s;
-		[ $head =~ m{^(\S+) (\S+)}, ($head =~ m{^Authorization: (.*?)\r$}mi)[0] // '', $body ]
-	} grep { /\S/ } split /\n----\n/, slurp_file($log);
-}
+sub requests { return NadiProvider::requests($log); }
 
 sub held_calls { return scalar grep { $_->[1] =~ m{/tools/exec$} && $_->[3] =~ /held/ } requests(); }
 
