@@ -11,6 +11,8 @@
 #     asks the sandbox host to restore the snapshot from before it
 #     (POST /v1/sandboxes/<id>/restore {"snapshot": "ws-1"}) with the
 #     session's token, before the new message runs
+#   - rollback of a message waiting for permission: cancelled at once; the
+#     cell that held the session replays it without that turn
 # Ordering only, never timings.
 use strict;
 use warnings;
@@ -172,6 +174,26 @@ is(q1(qq{SELECT (e.payload->'messages') = (nadi.session_replay('$sid', e.seq - 1
 is(q1("SELECT (SELECT seq FROM nadi.events WHERE command_id = $b AND kind = 'workspace.restore') < "
 	  . "(SELECT seq FROM nadi.events WHERE command_id = $c AND kind = 'command.started')"),
 	't', 'the workspace was restored before the new message started');
+
+# ---- rollback of a message waiting for permission ------------------------------
+# No cell runs it: it is cancelled at once, and the holding cell loses the
+# lease, so that a cell replays the session without its turn
+$sid = q1("SELECT session_id FROM nadi.session_create('acme', "
+	  . "policy => '{\"on_message_while_running\": \"rollback\", \"require_approval\": [\"exec\"]}')");
+my $w = enqueue($sid, '/tool exec {"argv": ["write-3"]}');
+ok(wait_status($w, 'waiting'), 'rollback while waiting: a message waits for permission');
+my $epoch = q1("SELECT epoch FROM nadi.session_leases WHERE session_id = '$sid'");
+my $after = enqueue($sid, 'never mind');
+is(q1("SELECT status FROM nadi.command_inbox WHERE command_id = $w"), 'cancelled', 'it is cancelled at once');
+ok(wait_status($after, 'completed'), 'the new message runs');
+ok(q1("SELECT epoch FROM nadi.session_leases WHERE session_id = '$sid'") > $epoch,
+	'under a new lease (the session was replayed)');
+is(conversation($sid), "$after,$after", 'the conversation has only the new message');
+$node->poll_query_until('postgres', "SELECT state = 'suspended' FROM nadi.sessions WHERE session_id = '$sid'")
+  or die 'the session was not suspended';
+is(q1(qq{SELECT (e.payload->'messages') = (nadi.session_replay('$sid', e.seq - 1)->'messages')
+	FROM nadi.events e WHERE e.session_id = '$sid' AND e.kind = 'cell.checkpoint' ORDER BY e.seq DESC LIMIT 1}),
+	't', 'and so does the cell\'s');
 
 $node->stop;
 done_testing();
