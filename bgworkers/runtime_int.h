@@ -54,6 +54,7 @@ typedef enum RtState
 	/* sub-step: a token minted (then cmd.token_next) */
 	ST_TOKEN_MINTED,			/* (store) */
 	/* a message rolled back by a newer one: its workspace restored, then it stops */
+	ST_MSG_CANCEL,				/* (store) a resumed message asked to stop while it waited */
 	ST_ROLLBACK,
 	ST_ROLLBACK_SEND,
 	ST_ROLLBACK_SENT			/* (http) */

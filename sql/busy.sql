@@ -137,15 +137,26 @@ SELECT nadi.event_append(:'s', :e, 'tool.result', '{"name": "exec", "ok": true,
 SELECT status FROM nadi.command_enqueue(:'s', 'message', '{"text": "again"}');
 SELECT payload->'workspace' AS workspace FROM nadi.events WHERE session_id = :'s' AND kind = 'command.rolled_back';
 
--- a rolled-back message waiting for permission is cancelled at once, and the
--- holding cell loses the lease so that a cell replays the conversation
+-- a rolled-back message waiting for permission goes back to the head of the
+-- queue, asked to stop: its cell claims it and stops it at once (restoring
+-- its workspace), then the new message runs; until then its turn is there,
+-- as in the cell's conversation
 SELECT busy_session('rollback') AS s \gset
 SELECT busy_lease(:'s') AS e \gset
 SELECT command_id AS m1 FROM nadi.command_enqueue(:'s', 'message', '{"text": "ask"}') \gset
 SELECT command_id = :m1 AS claimed FROM nadi.command_claim(:'s', :e);
 SELECT status FROM nadi.command_await_permission(:'s', :m1, :e, '{"tool": "exec", "args": {}}');
-SELECT status FROM nadi.command_enqueue(:'s', 'message', '{"text": "never mind"}');
-SELECT status FROM nadi.command_get(:'s', :m1);
-SELECT state, cell_host_id FROM nadi.session_get(:'s');
-SELECT busy_try(format('SELECT * FROM nadi.command_claim(%L, %s)', :'s', :e));
+SELECT command_id AS m2, status FROM nadi.command_enqueue(:'s', 'message', '{"text": "never mind"}') \gset
+SELECT status, cancel_requested FROM nadi.command_get(:'s', :m1);
+SELECT state FROM nadi.session_get(:'s');
 SELECT jsonb_array_length(nadi.session_replay(:'s')->'messages') AS messages;
+-- a second rollback meanwhile leaves m1 on its way out to its cell (once
+-- rolled back), and cancels m2, which never started
+SELECT command_id AS m3 FROM nadi.command_enqueue(:'s', 'message', '{"text": "third"}') \gset
+SELECT command_id - :m1 AS n, status, cancel_requested FROM nadi.command_inbox
+WHERE session_id = :'s' ORDER BY command_id;
+SELECT count(*) AS rolled_back FROM nadi.events WHERE session_id = :'s' AND kind = 'command.rolled_back';
+SELECT command_id = :m1 AS m1_first FROM nadi.command_claim(:'s', :e);
+SELECT status FROM nadi.command_fail(:'s', :m1, :e, '{"code": "cancelled"}', false);
+SELECT jsonb_array_length(nadi.session_replay(:'s')->'messages') AS messages;
+SELECT command_id = :m3 AS m3_next FROM nadi.command_claim(:'s', :e);

@@ -129,7 +129,6 @@ busy_apply(SessionTx *tx, Jsonb *payload)
 	Datum		values[1] = {UUIDPGetDatum(&tx->id)};
 	uint64		n;
 	SPITupleTable *tt;
-	bool		reload = false;
 
 	if (v == NULL && tx->policy != NULL)
 		v = nadi_jsonb_member(tx->policy, BUSY_KEY);
@@ -138,8 +137,8 @@ busy_apply(SessionTx *tx, Jsonb *payload)
 		return false;				/* enqueue (a policy stored before 1.1 is not checked) */
 
 	nadi_exec(nadi_plan(&plan,
-						"SELECT command_id, status::text, status <> 'queued' OR attempts > 0 "
-						"FROM nadi.command_inbox WHERE session_id = $1 AND type = 'message' "
+						"SELECT command_id, status::text, status <> 'queued' OR attempts > 0, "
+						"cancel_requested FROM nadi.command_inbox WHERE session_id = $1 AND type = 'message' "
 						"AND status IN ('queued', 'running', 'waiting') ORDER BY command_id",
 						1, (Oid[]) {UUIDOID}),
 			  values, NULL, false, 0);
@@ -162,25 +161,21 @@ busy_apply(SessionTx *tx, Jsonb *payload)
 		int64		id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
 		bool		running = strcmp(SPI_getvalue(tt->vals[i], tt->tupdesc, 2), "running") == 0;
 		bool		started = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 3, &isnull));
+		bool		stopping = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 4, &isnull));
 		bool		rollback = strcmp(strategies[strategy], "rollback") == 0;
 
+		/*
+		 * A rolled-back message that had started and that no cell is running
+		 * (waiting for permission, or for a retry) goes back to the head of
+		 * the queue asked to stop: its cell claims it, sees the cancel at
+		 * once, drops its turn and restores its workspace, as for a running
+		 * one.  One already on that way is left to it.
+		 */
 		if (rollback && started && busy_record_rollback(tx, id) && !running)
-			reload = true;
-		inbox_cancel_command(tx, id, rollback ? "rolled back by a new message" :
-							 "interrupted by a new message");
-	}
-
-	/*
-	 * A rolled-back message no cell is running (waiting for permission, or
-	 * for a retry) is in the conversation the holding cell keeps: take the
-	 * lease back, so that a cell replays the session without it.  A running
-	 * one is dropped by its cell when it stops at the cancel.
-	 */
-	if (reload && tx->state == SS_ACTIVE && lease_read(tx).held)
-	{
-		lease_drop(tx, "message rolled back");
-		session_set_state(tx, SS_PENDING, "a message was rolled back; the conversation is replayed");
-		session_set_hosts(tx, NULL, tx->sandbox_host_id);
+			inbox_stop_at_cell(tx, id, "rolled back by a new message");
+		else if (!(stopping && strcmp(SPI_getvalue(tt->vals[i], tt->tupdesc, 2), "queued") == 0))
+			inbox_cancel_command(tx, id, rollback ? "rolled back by a new message" :
+								 "interrupted by a new message");
 	}
 	return true;
 }

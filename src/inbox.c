@@ -258,6 +258,22 @@ command_update(SessionTx *tx, int64 command_id, const char *status, Jsonb *resul
 			  values, nulls, false, 0);
 }
 
+/* Ask the cell to stop a command (it sees cancel_requested), and wake it. */
+static void
+command_request_cancel(SessionTx *tx, int64 command_id, const char *reason)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[2] = {UUIDPGetDatum(&tx->id), Int64GetDatum(command_id)};
+
+	nadi_exec(nadi_plan(&plan,
+						"UPDATE nadi.command_inbox SET cancel_requested = true "
+						"WHERE session_id = $1 AND command_id = $2",
+						2, (Oid[]) {UUIDOID, INT8OID}),
+			  values, NULL, false, 0);
+	session_event(tx, "command.cancel_requested", nadi_json_strings("reason", reason, NULL), command_id, -1);
+	nadi_wake_cell_at_commit(tx->cell_host_id);
+}
+
 /*
  * Cancel one command of a locked session: a queued or waiting one at once,
  * a running one by asking its cell (which sees cancel_requested).  Returns
@@ -266,8 +282,6 @@ command_update(SessionTx *tx, int64 command_id, const char *status, Jsonb *resul
 static bool
 command_cancel_one(SessionTx *tx, const CommandRef *c, const char *reason)
 {
-	static SPIPlanPtr flag_plan = NULL;
-
 	if (strcmp(c->status, "queued") == 0 || strcmp(c->status, "waiting") == 0)
 	{
 		command_update(tx, c->id, "cancelled", NULL, NULL, 0, true);
@@ -276,18 +290,8 @@ command_cancel_one(SessionTx *tx, const CommandRef *c, const char *reason)
 	}
 	if (strcmp(c->status, "running") == 0)
 	{
-		Datum		values[2] = {UUIDPGetDatum(&tx->id), Int64GetDatum(c->id)};
-
 		if (!c->cancel_requested)
-		{
-			nadi_exec(nadi_plan(&flag_plan,
-								"UPDATE nadi.command_inbox SET cancel_requested = true "
-								"WHERE session_id = $1 AND command_id = $2",
-								2, (Oid[]) {UUIDOID, INT8OID}),
-					  values, NULL, false, 0);
-			session_event(tx, "command.cancel_requested", nadi_json_strings("reason", reason, NULL), c->id, -1);
-			nadi_wake_cell_at_commit(tx->cell_host_id);
-		}
+			command_request_cancel(tx, c->id, reason);
 		return true;
 	}
 	return false;
@@ -356,6 +360,19 @@ inbox_cancel_command(SessionTx *tx, int64 command_id, const char *reason)
 	CommandRef	c = command_load(tx, command_id);
 
 	(void) command_cancel_one(tx, &c, reason);
+}
+
+/*
+ * A waiting or queued command of a locked session that its cell must stop
+ * itself (busy.c's rollback: the cell restores what the command changed):
+ * back to the head of the queue, due now, with its cancel asked for; the
+ * cell that claims it sees the cancel before anything else.
+ */
+void
+inbox_stop_at_cell(SessionTx *tx, int64 command_id, const char *reason)
+{
+	command_update(tx, command_id, "queued", NULL, NULL, nadi_now(), false);
+	command_request_cancel(tx, command_id, reason);
 }
 
 /* The command a control command acts on: explicit, or found by status. */

@@ -11,8 +11,8 @@
 #     asks the sandbox host to restore the snapshot from before it
 #     (POST /v1/sandboxes/<id>/restore {"snapshot": "ws-1"}) with the
 #     session's token, before the new message runs
-#   - rollback of a message waiting for permission: cancelled at once; the
-#     cell that held the session replays it without that turn
+#   - rollback of a message waiting for permission: back to the head of the
+#     queue asked to stop, its cell stops it as above
 # Ordering only, never timings.
 use strict;
 use warnings;
@@ -176,19 +176,25 @@ is(q1("SELECT (SELECT seq FROM nadi.events WHERE command_id = $b AND kind = 'wor
 	't', 'the workspace was restored before the new message started');
 
 # ---- rollback of a message waiting for permission ------------------------------
-# No cell runs it: it is cancelled at once, and the holding cell loses the
-# lease, so that a cell replays the session without its turn
+# No cell runs it: it goes back to the head of the queue asked to stop, and
+# its cell stops it at once (its turn dropped, its workspace restored)
 $sid = q1("SELECT session_id FROM nadi.session_create('acme', "
 	  . "policy => '{\"on_message_while_running\": \"rollback\", \"require_approval\": [\"exec\"]}')");
-my $w = enqueue($sid, '/tool exec {"argv": ["write-3"]}');
-ok(wait_status($w, 'waiting'), 'rollback while waiting: a message waits for permission');
-my $epoch = q1("SELECT epoch FROM nadi.session_leases WHERE session_id = '$sid'");
+my $w0 = enqueue($sid, '/tool exec {"argv": ["write-4"]}');
+ok(wait_status($w0, 'waiting'), 'rollback while waiting: a first message waits for permission');
+q1("SELECT nadi.command_enqueue('$sid', 'approve', jsonb_build_object('command_id', $w0))");
+ok(wait_status($w0, 'completed'), '... is approved and writes (snapshot ws-4)');
+my $w = enqueue($sid, '/tool exec {"argv": ["write-5"]}');
+ok(wait_status($w, 'waiting'), 'a second message waits for permission');
 my $after = enqueue($sid, 'never mind');
-is(q1("SELECT status FROM nadi.command_inbox WHERE command_id = $w"), 'cancelled', 'it is cancelled at once');
-ok(wait_status($after, 'completed'), 'the new message runs');
-ok(q1("SELECT epoch FROM nadi.session_leases WHERE session_id = '$sid'") > $epoch,
-	'under a new lease (the session was replayed)');
-is(conversation($sid), "$after,$after", 'the conversation has only the new message');
+ok(wait_status($w, 'cancelled'), 'rolled back, it is stopped by its cell');
+ok(wait_status($after, 'completed'), 'then the new message runs');
+is(q1("SELECT payload->>'ok' || ' ' || (payload->'workspace'->>'snapshot') FROM nadi.events "
+	  . "WHERE command_id = $w AND kind = 'workspace.restore'"), 'true ws-4',
+	'the workspace went back to the snapshot from before it');
+@restores = grep { $_->[1] eq '/v1/sandboxes/sbx-1/restore' } requests();
+like($restores[-1][3] // '', qr/^\{"snapshot":\s*"ws-4"\}$/, '... at the sandbox host');
+is(conversation($sid), "$w0,$w0,$w0,$w0,$after,$after", 'the conversation lacks the rolled-back turn');
 $node->poll_query_until('postgres', "SELECT state = 'suspended' FROM nadi.sessions WHERE session_id = '$sid'")
   or die 'the session was not suspended';
 is(q1(qq{SELECT (e.payload->'messages') = (nadi.session_replay('$sid', e.seq - 1)->'messages')
