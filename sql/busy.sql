@@ -148,6 +148,8 @@ SELECT command_id = :m1 AS claimed FROM nadi.command_claim(:'s', :e);
 SELECT status FROM nadi.command_await_permission(:'s', :m1, :e, '{"tool": "exec", "args": {}}');
 SELECT command_id AS m2, status FROM nadi.command_enqueue(:'s', 'message', '{"text": "never mind"}') \gset
 SELECT status, cancel_requested FROM nadi.command_get(:'s', :m1);
+SELECT c->>'status' AS replayed_status, c->'cancel_requested' AS replayed_cancel
+FROM jsonb_array_elements(nadi.session_replay(:'s')->'commands') c WHERE (c->>'command_id')::bigint = :m1;
 SELECT state FROM nadi.session_get(:'s');
 SELECT jsonb_array_length(nadi.session_replay(:'s')->'messages') AS messages;
 -- a second rollback meanwhile leaves m1 on its way out to its cell (once

@@ -8,11 +8,14 @@
  *   reject     the enqueue fails with NA015 (HTTP 409 session_busy)
  *   interrupt  the open messages are cancelled (a running one at its next
  *              step, as nadi.command_cancel does), then the new one runs
- *   rollback   as interrupt, and each cancelled message that had started is
- *              rolled back: a command.rolled_back event after which
+ *   rollback   each open message that had started is rolled back: a
+ *              command.rolled_back event naming the workspace snapshot from
+ *              before it, and its cell asked to stop it (a waiting one goes
+ *              back to the head of the queue for that); the cell drops its
+ *              turn, restores the snapshot and ends it cancelled, and
  *              nadi.session_replay() leaves its events out of the
- *              conversation (the log keeps them), naming the workspace
- *              snapshot from before it for the cell to restore
+ *              conversation from then on (the log keeps them).  The others
+ *              are cancelled at once.
  *
  * Only messages are concerned, on both sides: a new tool command always
  * queues, and an open tool command neither makes the session busy nor is
@@ -92,7 +95,8 @@ busy_record_rollback(SessionTx *tx, int64 command_id)
 						"b AS (SELECT e.payload->'workspace' AS w FROM nadi.events e, s "
 						"  WHERE e.session_id = $1 AND e.seq < s.from_seq AND e.kind = 'tool.result' "
 						"  AND jsonb_typeof(e.payload->'workspace') = 'object' ORDER BY e.seq DESC LIMIT 1) "
-						"SELECT CASE WHEN s.done THEN NULL ELSE s.from_seq END, (CASE WHEN b.w->'sandbox_id' = a.w->'sandbox_id' THEN b.w "
+						"SELECT CASE WHEN s.done THEN NULL ELSE s.from_seq END, "
+						"  (CASE WHEN b.w->'sandbox_id' = a.w->'sandbox_id' THEN b.w "
 						"  WHEN a.w IS NOT NULL THEN jsonb_build_object('host_id', a.w->'host_id', "
 						"  'sandbox_id', a.w->'sandbox_id', 'snapshot', 'ws-0') END)::text "
 						"FROM s LEFT JOIN a ON true LEFT JOIN b ON true",
@@ -118,7 +122,7 @@ busy_record_rollback(SessionTx *tx, int64 command_id)
 /*
  * Apply the policy for a new message (payload already checked) to a locked,
  * live session, before the message is inserted.  Raises NA015 under reject;
- * returns true when it cancelled commands.
+ * returns true when it acted on open messages.
  */
 bool
 busy_apply(SessionTx *tx, Jsonb *payload)

@@ -371,7 +371,18 @@ inbox_cancel_command(SessionTx *tx, int64 command_id, const char *reason)
 void
 inbox_stop_at_cell(SessionTx *tx, int64 command_id, const char *reason)
 {
+	StringInfoData buf;
+	bool		isnull;
+
 	command_update(tx, command_id, "queued", NULL, NULL, nadi_now(), false);
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	nadi_json_str(&buf, "reason", reason);
+	nadi_json_int(&buf, "attempts",
+				  DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+											  SPI_fnumber(SPI_tuptable->tupdesc, "attempts"), &isnull)));
+	appendStringInfoChar(&buf, '}');
+	session_event(tx, "command.requeued", nadi_jsonb(buf.data), command_id, -1);
 	command_request_cancel(tx, command_id, reason);
 }
 
