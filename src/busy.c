@@ -141,8 +141,7 @@ busy_apply(SessionTx *tx, Jsonb *payload)
 		return false;				/* enqueue (a policy stored before 1.1 is not checked) */
 
 	nadi_exec(nadi_plan(&plan,
-						"SELECT command_id, status::text, status <> 'queued' OR attempts > 0, "
-						"cancel_requested FROM nadi.command_inbox WHERE session_id = $1 AND type = 'message' "
+						"SELECT command_id, status::text, cancel_requested FROM nadi.command_inbox WHERE session_id = $1 AND type = 'message' "
 						"AND status IN ('queued', 'running', 'waiting') ORDER BY command_id",
 						1, (Oid[]) {UUIDOID}),
 			  values, NULL, false, 0);
@@ -164,19 +163,25 @@ busy_apply(SessionTx *tx, Jsonb *payload)
 		bool		isnull;
 		int64		id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
 		bool		running = strcmp(SPI_getvalue(tt->vals[i], tt->tupdesc, 2), "running") == 0;
-		bool		started = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 3, &isnull));
-		bool		stopping = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 4, &isnull));
+		bool		stopping = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 3, &isnull));
 		bool		rollback = strcmp(strategies[strategy], "rollback") == 0;
 
 		/*
-		 * A rolled-back message that had started and that no cell is running
-		 * (waiting for permission, or for a retry) goes back to the head of
-		 * the queue asked to stop: its cell claims it, sees the cancel at
-		 * once, drops its turn and restores its workspace, as for a running
-		 * one.  One already on that way is left to it.
+		 * Only the first open message can have started (the queue runs in
+		 * order).  Rolled back, a running one is asked to stop; one no cell
+		 * is running (waiting for permission, approved and queued again, or
+		 * waiting for a retry) goes back to the head of the queue asked to
+		 * stop: its cell claims it, sees the cancel at once, drops its turn
+		 * and restores its workspace, as for a running one.  One already on
+		 * that way is left to it.
 		 */
-		if (rollback && started && busy_record_rollback(tx, id) && !running)
-			inbox_stop_at_cell(tx, id, "rolled back by a new message");
+		if (rollback && i == 0 && busy_record_rollback(tx, id))
+		{
+			if (running)
+				inbox_cancel_command(tx, id, "rolled back by a new message");
+			else
+				inbox_stop_at_cell(tx, id, "rolled back by a new message");
+		}
 		else if (!(stopping && strcmp(SPI_getvalue(tt->vals[i], tt->tupdesc, 2), "queued") == 0))
 			inbox_cancel_command(tx, id, rollback ? "rolled back by a new message" :
 								 "interrupted by a new message");
