@@ -81,6 +81,7 @@ command_clear(RtCommand *c)
 	json_decref(c->result);
 	json_decref(c->reply);
 	json_decref(c->out);
+	json_decref(c->rollback);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -245,12 +246,33 @@ rt_advance(Runtime *rt, RtSession *s, const HttpReply *reply)
 		switch ((RtState) c->state)
 		{
 			case ST_DONE:
+				if (c->rollback)
+				{
+					c->state = ST_ROLLBACK;
+					break;
+				}
 				command_clear(c);
 				need_clear(&s->need);
 				return &s->need;
 
 			case ST_MSG_DECISION:
 				took_decision(s);
+				break;
+
+			case ST_MSG_CANCEL:
+				if (took_cancel(s))
+					c->state = ST_DONE;
+				else
+				{
+					char		cmd[32];
+					const char *args[2] = {s->id, cmd};
+
+					snprintf(cmd, sizeof(cmd), "%" PRId64, c->id);
+					c->state = ST_MSG_DECISION;
+					return need_store(s, false, "SELECT kind, payload FROM nadi.events WHERE session_id = $1::uuid "
+									  "AND command_id = $2::bigint AND kind IN ('permission.requested', "
+									  "'permission.resolved') ORDER BY seq DESC LIMIT 2", 2, args);
+				}
 				break;
 
 			case ST_LOOP:
@@ -469,6 +491,13 @@ rt_advance(Runtime *rt, RtSession *s, const HttpReply *reply)
 				need_clear(&s->need);
 				c->state = c->token_next;
 				break;
+
+			case ST_ROLLBACK:
+			case ST_ROLLBACK_SEND:
+			case ST_ROLLBACK_SENT:
+				if ((n = rollback_advance(rt, s, reply)) != NULL)
+					return n;
+				break;
 		}
 		/* a need's outcome is read by the state it was made for, and no other */
 		reply = NULL;
@@ -497,19 +526,17 @@ runtime_start(Runtime *rt, RtSession *s, json_t *row)
 	}
 	else if (type && strcmp(type, "message") == 0)
 	{
-		char		cmd[32];
-		const char *args[2] = {s->id, cmd};
-
-		/* only a command that ran before can have waited for a decision */
+		/*
+		 * Only a command that ran before can have waited for a decision; and
+		 * be asked to stop while it waited (rolled back by a newer message,
+		 * it comes back only to stop here: busy.c)
+		 */
 		if (conversation_last(s) == NULL)
 			message_resume(s, NULL, NULL);
 		else
 		{
-			snprintf(cmd, sizeof(cmd), "%" PRId64, c->id);
-			c->state = ST_MSG_DECISION;
-			return need_store(s, false, "SELECT kind, payload FROM nadi.events WHERE session_id = $1::uuid "
-							  "AND command_id = $2::bigint AND kind IN ('permission.requested', "
-							  "'permission.resolved') ORDER BY seq DESC LIMIT 2", 2, args);
+			c->state = ST_MSG_CANCEL;
+			return need_cancel_check(s);
 		}
 	}
 	else

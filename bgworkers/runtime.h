@@ -134,6 +134,7 @@ typedef struct RtCommand
 	json_t	   *args;
 	json_t	   *result;
 	json_t	   *reply;			/* the model's reply */
+	json_t	   *rollback;		/* command.rolled_back's payload: the command stops rolled back */
 	int64_t		model_sent_us;	/* when the model request went out (rt_now_us) */
 	json_t	   *out;			/* the call's tool.output events not yet written */
 	int64_t		out_bytes;		/* output taken of the call at hand */

@@ -52,7 +52,12 @@ typedef enum RtState
 	ST_CALL_ANSWERED,			/* (http) */
 	ST_CALL_END,
 	/* sub-step: a token minted (then cmd.token_next) */
-	ST_TOKEN_MINTED				/* (store) */
+	ST_TOKEN_MINTED,			/* (store) */
+	/* a message rolled back by a newer one: its workspace restored, then it stops */
+	ST_MSG_CANCEL,				/* (store) a resumed message asked to stop while it waited */
+	ST_ROLLBACK,
+	ST_ROLLBACK_SEND,
+	ST_ROLLBACK_SENT			/* (http) */
 } RtState;
 
 typedef enum ToolCheck
@@ -91,6 +96,9 @@ extern void rt_park(RtSession *s, json_t *call);
 
 /* runtime_tools.c: one step of a name check or a call (ST_CHECK … ST_CALL_END) */
 extern RtNeed *tool_advance(Runtime *rt, RtSession *s, const HttpReply *reply);
+
+/* runtime_tools.c: a rolled-back command's end (ST_ROLLBACK … ST_ROLLBACK_SENT) */
+extern RtNeed *rollback_advance(Runtime *rt, RtSession *s, const HttpReply *reply);
 
 /* ^[a-z][a-z0-9_]{0,63}$, as at enqueue */
 extern bool tool_name_valid(const char *name);

@@ -209,7 +209,11 @@ need_cancel_check(RtSession *s)
 	const char *args[2] = {s->id, cmd};
 
 	snprintf(cmd, sizeof(cmd), "%" PRId64, s->cmd.id);
-	return need_store(s, true, "SELECT cancel_requested FROM nadi.command_inbox "
+	/* a cancel of a message rolled back by a newer one carries the rollback (read only then) */
+	return need_store(s, true, "SELECT cancel_requested, CASE WHEN cancel_requested THEN "
+					  "(SELECT e.payload FROM nadi.events e WHERE e.session_id = c.session_id "
+					  "AND e.command_id = c.command_id AND e.kind = 'command.rolled_back' LIMIT 1) "
+					  "END AS rolled_back FROM nadi.command_inbox c "
 					  "WHERE session_id = $1::uuid AND command_id = $2::bigint", 2, args);
 }
 
@@ -223,7 +227,21 @@ took_cancel(RtSession *s)
 	if (s->epoch < 0)
 		return true;
 	yes = json_is_true(json_object_get(row, "cancel_requested"));
-	if (yes)
+	if (yes && json_is_object(json_object_get(row, "rolled_back")))
+	{
+		/*
+		 * Rolled back: the command's turn leaves the conversation (as
+		 * nadi.session_replay drops it once the command stops), and it stops
+		 * at ST_DONE, after its workspace is restored (rollback_advance).
+		 */
+		for (size_t i = json_array_size(s->messages); i > 0; i--)
+			if (json_integer_value(json_object_get(json_array_get(s->messages, i - 1), "command_id")) ==
+				s->cmd.id)
+				json_array_remove(s->messages, i - 1);
+		json_decref(s->cmd.rollback);
+		s->cmd.rollback = json_incref(json_object_get(row, "rolled_back"));
+	}
+	else if (yes)
 		rt_fail(s, "cancelled", "cancelled at the cell's next step", false);
 	return yes;
 }

@@ -691,3 +691,122 @@ tool_advance(Runtime *rt, RtSession *s, const HttpReply *reply)
 	}
 	return NULL;
 }
+
+/*
+ * The end of a message rolled back by a newer one (cmd.rollback, the
+ * command.rolled_back payload; its turn already left the conversation):
+ * the session's sandbox goes back to the workspace snapshot the payload
+ * names, if any (POST <base>/v1/sandboxes/<id>/restore {"snapshot"}), a
+ * workspace.restore event records how that went, and the command stops as
+ * cancelled.  A restore that fails is recorded and logged; the command
+ * stops all the same (the new message runs on the workspace as it is).
+ */
+static void
+rollback_end(Runtime *rt, RtSession *s, json_t *workspace, const char *error)
+{
+	RtCommand  *c = &s->cmd;
+
+	if (workspace)
+	{
+		json_t	   *ev = json_pack("{s:I, s:O, s:b}", "command_id", (json_int_t) c->id,
+								   "workspace", workspace, "ok", error == NULL);
+
+		if (error)
+		{
+			json_object_set_new(ev, "error", json_string(error));
+			rt_log(rt, RT_LOG_WARNING, "nadi cell: session %s: command %" PRId64
+				   " rolled back, but its workspace was not restored: %s", s->id, c->id, error);
+		}
+		rt_event(s, "workspace.restore", ev);
+		json_decref(ev);
+	}
+	rt_fail(s, "cancelled", "rolled back by a new message at the cell's next step", false);
+	json_decref(c->rollback);
+	c->rollback = NULL;
+	need_clear(&s->need);
+	c->state = ST_DONE;
+}
+
+RtNeed *
+rollback_advance(Runtime *rt, RtSession *s, const HttpReply *reply)
+{
+	RtCommand  *c = &s->cmd;
+	json_t	   *ws = json_object_get(c->rollback, "workspace");
+	const char *sandbox = json_string_value(json_object_get(ws, "sandbox_id"));
+	const char *snapshot = json_string_value(json_object_get(ws, "snapshot"));
+	RtNeed	   *n;
+
+	if (s->epoch < 0)
+	{
+		json_decref(c->rollback);
+		c->rollback = NULL;
+		c->state = ST_DONE;
+		return NULL;
+	}
+	switch ((RtState) c->state)
+	{
+		case ST_ROLLBACK:
+			{
+				const char *base = s->sandbox_url[0] ? s->sandbox_url
+					: (rt->cfg.sandboxd_url ? rt->cfg.sandboxd_url : "");
+
+				if (sandbox == NULL || snapshot == NULL)
+					rollback_end(rt, s, NULL, NULL);	/* no tool call ever took a snapshot */
+				else if (base[0] == '\0' || strlen(base) >= sizeof(c->base))
+					rollback_end(rt, s, ws, "no usable sandbox host URL");
+				else
+				{
+					snprintf(c->base, sizeof(c->base), "%s", base);
+					if ((n = need_token(s, RT_TOKEN_SANDBOXD, ST_ROLLBACK_SEND)) != NULL)
+						return n;
+				}
+			}
+			break;
+
+		case ST_ROLLBACK_SEND:
+			{
+				char		url[1024];
+				const char *token = token_get(s, RT_TOKEN_SANDBOXD, c->err, sizeof(c->err));
+
+				need_clear(&s->need);
+				/* the id goes into the path: only what sandboxd assigns */
+				if (token == NULL)
+					rollback_end(rt, s, ws, c->err);
+				else if (sandbox[0] == '\0' || strlen(sandbox) > 64 ||
+						 sandbox[strspn(sandbox, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")] != '\0')
+					rollback_end(rt, s, ws, "the snapshot names an unusable sandbox id");
+				else
+				{
+					snprintf(url, sizeof(url), "%s/v1/sandboxes/%s/restore", c->base, sandbox);
+					if (http_request_set(&s->need.http, "POST", url, token,
+										 json_pack("{s:s}", "snapshot", snapshot),
+										 rt->cfg.tool_timeout_ms, 1 << 20) < 0)
+						rollback_end(rt, s, ws, "out of memory");
+					else
+						return need_http(s, RT_NEED_TOOL, ST_ROLLBACK_SENT);
+				}
+			}
+			break;
+
+		case ST_ROLLBACK_SENT:
+			if (reply->rc < 0)
+				snprintf(c->err, sizeof(c->err), "%s", reply->error);
+			else if (reply->status / 100 != 2)
+			{
+				const char *detail = json_string_value(json_object_get(reply->body, "detail"));
+
+				if (reply->status == 401)
+					s->tokens[RT_TOKEN_SANDBOXD].renew_at = 0;
+				snprintf(c->err, sizeof(c->err), "the sandbox host answered %ld%s%.400s", reply->status,
+						 detail ? ": " : "", detail ? detail : "");
+			}
+			else
+				c->err[0] = '\0';
+			rollback_end(rt, s, ws, c->err[0] ? c->err : NULL);
+			break;
+
+		default:
+			break;
+	}
+	return NULL;
+}

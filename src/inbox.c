@@ -85,6 +85,7 @@ payload_validate(const char *type, Jsonb *payload)
 		v = nadi_jsonb_member(payload, "text");
 		if (v == NULL || v->type != jbvString)
 			payload_invalid(type, "A message needs a string \"text\".");
+		busy_check_policy(payload, "payload");
 	}
 	else if (strcmp(type, "tool") == 0)
 	{
@@ -257,6 +258,22 @@ command_update(SessionTx *tx, int64 command_id, const char *status, Jsonb *resul
 			  values, nulls, false, 0);
 }
 
+/* Ask the cell to stop a command (it sees cancel_requested), and wake it. */
+static void
+command_request_cancel(SessionTx *tx, int64 command_id, const char *reason)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[2] = {UUIDPGetDatum(&tx->id), Int64GetDatum(command_id)};
+
+	nadi_exec(nadi_plan(&plan,
+						"UPDATE nadi.command_inbox SET cancel_requested = true "
+						"WHERE session_id = $1 AND command_id = $2",
+						2, (Oid[]) {UUIDOID, INT8OID}),
+			  values, NULL, false, 0);
+	session_event(tx, "command.cancel_requested", nadi_json_strings("reason", reason, NULL), command_id, -1);
+	nadi_wake_cell_at_commit(tx->cell_host_id);
+}
+
 /*
  * Cancel one command of a locked session: a queued or waiting one at once,
  * a running one by asking its cell (which sees cancel_requested).  Returns
@@ -265,8 +282,6 @@ command_update(SessionTx *tx, int64 command_id, const char *status, Jsonb *resul
 static bool
 command_cancel_one(SessionTx *tx, const CommandRef *c, const char *reason)
 {
-	static SPIPlanPtr flag_plan = NULL;
-
 	if (strcmp(c->status, "queued") == 0 || strcmp(c->status, "waiting") == 0)
 	{
 		command_update(tx, c->id, "cancelled", NULL, NULL, 0, true);
@@ -275,18 +290,8 @@ command_cancel_one(SessionTx *tx, const CommandRef *c, const char *reason)
 	}
 	if (strcmp(c->status, "running") == 0)
 	{
-		Datum		values[2] = {UUIDPGetDatum(&tx->id), Int64GetDatum(c->id)};
-
 		if (!c->cancel_requested)
-		{
-			nadi_exec(nadi_plan(&flag_plan,
-								"UPDATE nadi.command_inbox SET cancel_requested = true "
-								"WHERE session_id = $1 AND command_id = $2",
-								2, (Oid[]) {UUIDOID, INT8OID}),
-					  values, NULL, false, 0);
-			session_event(tx, "command.cancel_requested", nadi_json_strings("reason", reason, NULL), c->id, -1);
-			nadi_wake_cell_at_commit(tx->cell_host_id);
-		}
+			command_request_cancel(tx, c->id, reason);
 		return true;
 	}
 	return false;
@@ -346,6 +351,39 @@ inbox_cancel_open(SessionTx *tx, const char *reason)
 		count += command_cancel_one(tx, &c, reason) ? 1 : 0;
 	}
 	return count;
+}
+
+/* Cancel one open command of a locked session (busy.c's interrupt and rollback). */
+void
+inbox_cancel_command(SessionTx *tx, int64 command_id, const char *reason)
+{
+	CommandRef	c = command_load(tx, command_id);
+
+	(void) command_cancel_one(tx, &c, reason);
+}
+
+/*
+ * A waiting or queued command of a locked session that its cell must stop
+ * itself (busy.c's rollback: the cell restores what the command changed):
+ * back to the head of the queue, due now, with its cancel asked for; the
+ * cell that claims it sees the cancel before anything else.
+ */
+void
+inbox_stop_at_cell(SessionTx *tx, int64 command_id, const char *reason)
+{
+	StringInfoData buf;
+	bool		isnull;
+
+	command_update(tx, command_id, "queued", NULL, NULL, nadi_now(), false);
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	nadi_json_str(&buf, "reason", reason);
+	nadi_json_int(&buf, "attempts",
+				  DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+											  SPI_fnumber(SPI_tuptable->tupdesc, "attempts"), &isnull)));
+	appendStringInfoChar(&buf, '}');
+	session_event(tx, "command.requeued", nadi_jsonb(buf.data), command_id, -1);
+	command_request_cancel(tx, command_id, reason);
 }
 
 /* The command a control command acts on: explicit, or found by status. */
@@ -513,6 +551,9 @@ inbox_enqueue_locked(SessionTx *tx, const char *type, Jsonb *payload, text *key,
 	}
 	else
 	{
+		/* a message while another runs: the session's policy (busy.c) */
+		if (strcmp(type, "message") == 0 && busy_apply(tx, payload))
+			*open = -1;
 		if (*open < 0)
 		{
 			values[0] = UUIDPGetDatum(&tx->id);

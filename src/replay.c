@@ -29,6 +29,7 @@ typedef struct CommandState
 	bool		cancel_requested;
 	char	   *text;			/* a message's text (JSON), until it starts */
 	char	   *pending_tool;	/* tool (JSON string) awaiting permission */
+	int			rolled_back;	/* 1: command.rolled_back; 2: it ended so, out of the conversation */
 } CommandState;
 
 typedef struct Replay
@@ -42,6 +43,9 @@ typedef struct Replay
 	char	   *pending_permission;	/* JSON text */
 	StringInfoData messages;	/* JSON array elements, comma separated */
 	int			nmessages;
+	int64	   *message_cmd;	/* each message's command (0: none) */
+	int		   *message_end;	/* and where it ends in messages.data */
+	int			capmessages;
 	CommandState *commands;
 	int			ncommands;
 	int			capcommands;
@@ -103,6 +107,7 @@ command_add(Replay *r, int64 id, const char *type, const char *status)
 	r->commands[r->ncommands].cancel_requested = false;
 	r->commands[r->ncommands].text = NULL;
 	r->commands[r->ncommands].pending_tool = NULL;
+	r->commands[r->ncommands].rolled_back = 0;
 	r->ncommands++;
 }
 
@@ -123,7 +128,10 @@ message_add(Replay *r, const char *role, const char *content_json, int64 command
 {
 	StringInfo	m = &r->messages;
 	StringInfoData one;
+	CommandState *c = command_id > 0 ? command_find(r, command_id) : NULL;
 
+	if (c && c->rolled_back == 2)
+		return;					/* a rolled-back command adds nothing any more */
 	initStringInfo(&one);
 	appendStringInfoChar(&one, '{');
 	nadi_json_str(&one, "role", role);
@@ -133,9 +141,52 @@ message_add(Replay *r, const char *role, const char *content_json, int64 command
 	if (extra_key && extra_json)
 		nadi_json_raw(&one, extra_key, extra_json);
 	appendStringInfoChar(&one, '}');
-	if (r->nmessages++ > 0)
+	if (r->nmessages == r->capmessages)
+	{
+		r->capmessages = r->capmessages ? r->capmessages * 2 : 64;
+		r->message_cmd = r->message_cmd ? repalloc(r->message_cmd, sizeof(int64) * r->capmessages)
+			: palloc(sizeof(int64) * r->capmessages);
+		r->message_end = r->message_end ? repalloc(r->message_end, sizeof(int) * r->capmessages)
+			: palloc(sizeof(int) * r->capmessages);
+	}
+	if (r->nmessages > 0)
 		appendStringInfoChar(m, ',');
 	appendStringInfoString(m, one.data);
+	r->message_cmd[r->nmessages] = command_id;
+	r->message_end[r->nmessages++] = m->len;
+}
+
+/*
+ * A command rolled back (command.rolled_back) that then ends without
+ * completing: its messages leave the conversation, and its later events add
+ * none (the log keeps them all).  One that completes all the same (its cell
+ * finished before it saw the cancel) keeps them, as its cell does.
+ */
+static void
+messages_roll_back(Replay *r, CommandState *c)
+{
+	StringInfoData kept;
+	int			n = 0;
+	int			start = 0;
+	int64		command_id = c->id;
+
+	c->rolled_back = 2;
+	initStringInfo(&kept);
+	for (int i = 0; i < r->nmessages; i++)
+	{
+		int			from = start + (i > 0 ? 1 : 0);	/* past the comma */
+
+		start = r->message_end[i];
+		if (r->message_cmd[i] == command_id)
+			continue;
+		if (n > 0)
+			appendStringInfoChar(&kept, ',');
+		appendBinaryStringInfo(&kept, r->messages.data + from, r->message_end[i] - from);
+		r->message_cmd[n] = r->message_cmd[i];
+		r->message_end[n++] = kept.len;
+	}
+	r->nmessages = n;
+	r->messages = kept;
 }
 
 /*
@@ -246,19 +297,36 @@ replay_apply(Replay *r, int64 seq, const char *kind, Jsonb *p, int64 cmd)
 		r->open_command = cmd;
 	}
 	else if (strcmp(kind, "command.completed") == 0)
+	{
+		CommandState *c = command_find(r, cmd);
+
+		if (c && c->rolled_back == 1)
+			c->rolled_back = 0; /* the rollback lost the race */
 		command_status(r, cmd, "completed");
+	}
 	else if (strcmp(kind, "command.failed") == 0)
 	{
 		JsonbValue *retry = nadi_jsonb_member(p, "will_retry");
 
 		command_status(r, cmd, (retry && retry->type == jbvBool && retry->val.boolean) ? "queued" : "failed");
 	}
-	else if (strcmp(kind, "command.dead") == 0)
-		command_status(r, cmd, "dead");
-	else if (strcmp(kind, "command.cancelled") == 0)
-		command_status(r, cmd, "cancelled");
+	else if (strcmp(kind, "command.dead") == 0 || strcmp(kind, "command.cancelled") == 0)
+	{
+		CommandState *c = command_find(r, cmd);
+
+		if (c && c->rolled_back == 1)
+			messages_roll_back(r, c);
+		command_status(r, cmd, strcmp(kind, "command.dead") == 0 ? "dead" : "cancelled");
+	}
 	else if (strcmp(kind, "command.requeued") == 0)
 		command_status(r, cmd, "queued");
+	else if (strcmp(kind, "command.rolled_back") == 0)
+	{
+		CommandState *c = command_find(r, cmd);
+
+		if (c && c->rolled_back == 0)
+			c->rolled_back = 1;
+	}
 	else if (strcmp(kind, "command.cancel_requested") == 0)
 	{
 		CommandState *c = command_find(r, cmd);
@@ -351,6 +419,8 @@ replay_json(Replay *r, const pg_uuid_t *id)
 		nadi_json_str(&c, "status", r->commands[i].status);
 		if (r->commands[i].cancel_requested)
 			nadi_json_raw(&c, "cancel_requested", "true");
+		if (r->commands[i].rolled_back == 2)
+			nadi_json_raw(&c, "rolled_back", "true");
 		appendStringInfoChar(&c, '}');
 		if (i > 0)
 			appendStringInfoChar(&buf, ',');

@@ -126,6 +126,7 @@ nadi_session_create(PG_FUNCTION_ARGS)
 	Datum		result;
 
 	nadi_check_approval_policy(policy);
+	busy_check_policy(policy, "policy");
 	tenant = nadi_caller_tenant_for_create(PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	if (tenant[0] == '\0' || strlen(tenant) > 255)
 		ereport(ERROR,

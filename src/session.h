@@ -35,6 +35,8 @@ extern void events_check_array(Jsonb *events);
 
 /* inbox.c */
 extern int	inbox_cancel_open(SessionTx *tx, const char *reason);
+extern void inbox_cancel_command(SessionTx *tx, int64 command_id, const char *reason);
+extern void inbox_stop_at_cell(SessionTx *tx, int64 command_id, const char *reason);
 extern void inbox_check_key(text *key);
 extern void inbox_check_command(const char *type, Jsonb *payload);
 extern HeapTuple inbox_enqueue_locked(SessionTx *tx, const char *type, Jsonb *payload, text *key,
@@ -44,5 +46,8 @@ extern SPITupleTable *inbox_complete_locked(SessionTx *tx, int64 command_id, int
 											Jsonb *result, Jsonb *events, EventBatch *batch,
 											const char **refused);
 
+/* busy.c */
+extern void busy_check_policy(Jsonb *j, const char *where);
+extern bool busy_apply(SessionTx *tx, Jsonb *payload);
 
 #endif							/* NADI_SESSION_H */

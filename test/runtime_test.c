@@ -372,6 +372,75 @@ test_http(void)
 	http_request_clear(&req);
 }
 
+/* Where a queued write calling fn sits in s->pending (-1: none). */
+static int
+pending_at(RtSession *s, const char *fn)
+{
+	for (size_t i = 0; i < json_array_size(s->pending); i++)
+		if (strstr(json_string_value(json_array_get(json_array_get(s->pending, i), 0)), fn))
+			return (int) i;
+	return -1;
+}
+
+/*
+ * A message rolled back by a newer one (on_message_while_running =
+ * rollback): the cancel check reads the rollback with the cancel; the turn
+ * leaves the conversation (an earlier command's stays), the sandbox host is
+ * asked to restore the snapshot named (answering status; 0: the payload
+ * names none), workspace.restore is recorded before the command fails as
+ * cancelled.  resumed: the message ran before (its turn is in the
+ * conversation), and is checked for a cancel before anything else.
+ */
+static void
+test_rollback(long status, bool resumed)
+{
+	RtSession	s;
+	json_error_t jerr;
+	json_t	   *conv = json_loads(resumed ?
+								  "[{\"role\": \"user\", \"content\": \"before\", \"command_id\": 1},"
+								  " {\"role\": \"user\", \"content\": \"/tool exec {}\", \"command_id\": 2}]" :
+								  "[{\"role\": \"user\", \"content\": \"before\", \"command_id\": 1}]", 0, &jerr);
+	json_t	   *row = claimed(2, "message", resumed ? "{\"text\": \"/tool exec {}\"}" : "{\"text\": \"/sleep 50 slow\"}");
+	json_t	   *rb = json_loads(status ? "{\"command_id\": 2, \"workspace\": {\"host_id\": null, "
+								"\"sandbox_id\": \"sbx-1\", \"snapshot\": \"ws-1\"}}" : "{\"command_id\": 2}", 0, &jerr);
+	RtNeed	   *n;
+	int			before = logged;
+
+	runtime_session_init(&s, "00000000-0000-0000-0000-000000000001", 7, conv, NULL, "http://sandbox.test");
+	n = runtime_start(&rt, &s, row);
+	CHECK(n->kind == RT_NEED_STORE && stmt_has(n, n->read, "cancel_requested") &&
+		  stmt_has(n, n->read, "command.rolled_back"));
+	CHECK(json_array_size(s.messages) == 2);
+	n = store_answer(&s, n, json_pack("{s:b, s:O}", "cancel_requested", 1, "rolled_back", rb));
+	CHECK(json_array_size(s.messages) == 1);
+	CHECK(json_integer_value(json_object_get(json_array_get(s.messages, 0), "command_id")) == 1);
+	if (status)
+	{
+		CHECK(n->kind == RT_NEED_STORE && stmt_has(n, n->read, "nadi.sandboxd_token"));
+		n = store_answer(&s, n, json_pack("{s:s}", "token", "tok-1"));
+		CHECK(n->kind == RT_NEED_TOOL && strcmp(n->http.method, "POST") == 0);
+		CHECK(n->http.url && strcmp(n->http.url, "http://sandbox.test/v1/sandboxes/sbx-1/restore") == 0);
+		CHECK(n->http.bearer && strcmp(n->http.bearer, "tok-1") == 0);
+		CHECK(json_is_object(n->http.body) && json_object_size(n->http.body) == 1 &&
+			  strcmp(json_string_value(json_object_get(n->http.body, "snapshot")) ?: "", "ws-1") == 0);
+		CHECK(pending_at(&s, "command_fail") < 0);	/* nothing ends before the restore */
+		n = http_answer(&s, n, 0, status, status == 200 ? "{}" : "{\"detail\": \"no such snapshot\"}");
+		CHECK(wrote(s.pending, "event_append", "workspace.restore"));
+		CHECK(wrote(s.pending, "event_append", status == 200 ? "\\\"ok\\\":true" : "no such snapshot"));
+		CHECK(pending_at(&s, "event_append") >= 0 && pending_at(&s, "event_append") < pending_at(&s, "command_fail"));
+		CHECK((logged > before) == (status != 200));
+	}
+	else
+		CHECK(!wrote(s.pending, "event_append", "workspace.restore"));
+	CHECK(n->kind == RT_NEED_NONE);
+	CHECK(wrote(s.pending, "command_fail", "cancelled"));
+	CHECK(!wrote(s.pending, "command_complete", NULL));
+	json_decref(rb);
+	json_decref(row);
+	json_decref(conv);
+	runtime_session_free(&s);
+}
+
 int
 main(void)
 {
@@ -393,5 +462,9 @@ main(void)
 	test_instant();
 	test_lost_lease();
 	test_tool_output();
+	test_rollback(200, false);
+	test_rollback(404, false);
+	test_rollback(0, false);
+	test_rollback(200, true);
 	return check_summary();
 }

@@ -1,8 +1,9 @@
 # A loopback HTTP endpoint for the TAP tests that answers like a model
 # provider (chat completions) or a sandbox host: it records every request
 # (head and body) in a log file and answers what a callback decides.  Used by
-# test/t/003_model_provider.pl, test/t/004_model_via_proxy.pl and
-# test/t/007_tool_calls.pl; test/cli/sse-count-proxy.pl relays through it.
+# test/t/003_model_provider.pl, test/t/004_model_via_proxy.pl,
+# test/t/007_tool_calls.pl and test/t/015_message_while_running.pl;
+# test/cli/sse-count-proxy.pl relays through it.
 package NadiProvider;
 
 use strict;
@@ -99,6 +100,21 @@ sub wait_hangup
 		return 1 if !$n;
 	}
 	return 0;
+}
+
+# requests($log): every request the endpoint logged, as
+# [method, path, authorization header, body]
+sub requests
+{
+	my ($log) = @_;
+	return () unless -e $log;
+	open(my $fh, '<', $log) or die "$log: $!";
+	my $all = do { local $/; <$fh> };
+	close $fh;
+	return map {
+		my ($head, $body) = /\A(.*?\r\n\r\n)(.*)\z/s;
+		[ $head =~ m{^(\S+) (\S+)}, ($head =~ m{^Authorization: (.*?)\r$}mi)[0] // '', $body ]
+	} grep { /\S/ } split /\n----\n/, $all;
 }
 
 sub stop

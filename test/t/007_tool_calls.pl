@@ -95,14 +95,7 @@ $node->safe_psql('postgres', 'CREATE EXTENSION nadi');
 $node->safe_psql('postgres', 'SELECT nadi.key_create()');
 
 # Every request the endpoint got: [method, path, authorization, body].
-sub requests
-{
-	return () unless -e $log;
-	return map {
-		my ($head, $body) = /\A(.*?\r\n\r\n)(.*)\z/s;
-		[ $head =~ m{^(\S+) (\S+)}, ($head =~ m{^Authorization: (.*?)\r$}mi)[0] // '', $body ]
-	} grep { /\S/ } split /\n----\n/, slurp_file($log);
-}
+sub requests { return NadiProvider::requests($log); }
 
 sub tool_posts
 {
