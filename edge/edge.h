@@ -276,7 +276,7 @@ struct EdgeReq
 	EdgeJob	   *job;
 	void	   *ext; /* owned by acp_http.c / ws.c */
 	EdgeReqFree ext_free;
-	HttpConn   *ci; /* its connection's deadlines (daemonlib/http.h) */
+	HttpConn   *ci;		 /* its connection's deadlines (daemonlib/http.h) */
 	char	   *raw_url; /* the request target as received, before MHD decoded it */
 	/* a body streamed to its route as it comes (files.c); data NULL: its end */
 	int (*upload)(EdgeReq *req, const char *data, size_t *size);
@@ -314,7 +314,7 @@ void files_shutdown(void);
 int	 files_active(void);
 /* The file path of raw[0..n) (percent-encoded), checked; NULL with *why set. */
 char *files_path_decode(const char *raw, size_t n, const char **why);
-int	 route_authenticate(EdgeReq *req, void (*cont)(EdgeReq *req));
+int	  route_authenticate(EdgeReq *req, void (*cont)(EdgeReq *req));
 
 /* ------------------------------------------------------------------------
  * Session event feeds (feed.c): one fetch per session per notification,
@@ -396,9 +396,9 @@ typedef void (*StreamClosedFn)(EdgeStream *st, void *owner);
 typedef void (*StreamRoomFn)(EdgeStream *st, void *owner);
 EdgeStream *stream_new(size_t limit, StreamClosedFn closed, StreamRoomFn room, void *owner);
 /* A body of ctype, size bytes (MHD_SIZE_UNKNOWN: chunked), from st (files.c). */
-struct MHD_Response *stream_response_as(EdgeStream *st, struct MHD_Connection *conn,
-										const char *ctype, uint64_t size);
-void		stream_free(EdgeStream *st); /* only before stream_response */
+struct MHD_Response *
+stream_response_as(EdgeStream *st, struct MHD_Connection *conn, const char *ctype, uint64_t size);
+void				 stream_free(EdgeStream *st); /* only before stream_response */
 struct MHD_Response *stream_response(EdgeStream *st, struct MHD_Connection *conn);
 int	   stream_write(EdgeStream *st, const char *data, size_t len); /* -ENOBUFS if full */
 size_t stream_room(const EdgeStream *st);

@@ -61,26 +61,26 @@ typedef enum FxStep
 
 typedef struct Fx
 {
-	int			refs; /* the request, the stream, the end job */
-	EdgeReq	   *req;  /* NULL once the request is gone */
-	EdgeAuth	auth; /* for the end job, which may outlive the request */
-	bool		has_auth;
-	bool		put;
-	FxStep		step;
-	char		sid[37];
-	char	   *path; /* decoded and checked */
-	EdgeQuota  *quota;
-	char		transfer_id[24];
-	char	   *base; /* the sandbox host's base URL */
-	char	   *token;
-	char	   *image;
-	char		sandbox_id[65];
-	CURL	   *easy;
+	int				   refs; /* the request, the stream, the end job */
+	EdgeReq			  *req;	 /* NULL once the request is gone */
+	EdgeAuth		   auth; /* for the end job, which may outlive the request */
+	bool			   has_auth;
+	bool			   put;
+	FxStep			   step;
+	char			   sid[37];
+	char			  *path; /* decoded and checked */
+	EdgeQuota		  *quota;
+	char			   transfer_id[24];
+	char			  *base; /* the sandbox host's base URL */
+	char			  *token;
+	char			  *image;
+	char			   sandbox_id[65];
+	CURL			  *easy;
 	struct curl_slist *hdrs;
-	char	   *post;  /* POST body */
-	EdgeBuf		small; /* a JSON answer of the sandbox host */
-	bool		small_over;
-	char		ctype[128];
+	char			  *post;  /* POST body */
+	EdgeBuf			   small; /* a JSON answer of the sandbox host */
+	bool			   small_over;
+	char			   ctype[128];
 	/* PUT */
 	EdgeBuf	 in;
 	bool	 in_eof;
@@ -93,7 +93,7 @@ typedef struct Fx
 	bool		out_paused; /* libcurl's write waits for room */
 	bool		curl_failed;
 	int64_t		expect; /* the file's length, when the sandbox host said it */
-	uint64_t	bytes; /* to the sandbox host (PUT) or to the client (GET) */
+	uint64_t	bytes;	/* to the sandbox host (PUT) or to the client (GET) */
 	/* the answer */
 	bool		answered;
 	bool		finished;
@@ -370,8 +370,8 @@ fx_curl_stop(Fx *fx)
 static void
 fx_send(Fx *fx)
 {
-	EdgeReq *req = fx->req;
-	char	 retry[16];
+	EdgeReq	   *req = fx->req;
+	char		retry[16];
 	const char *headers[3] = {NULL};
 
 	if (req == NULL || fx->streaming)
@@ -423,8 +423,7 @@ fx_finish(Fx *fx)
 	snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long) fx->bytes);
 	snprintf(status, sizeof(status), "%d", fx->status);
 	fx->refs++;
-	if (db_submit(STMT_FILES_END, fx->has_auth ? &fx->auth : NULL, 4, params, done_end, fx) ==
-		NULL)
+	if (db_submit(STMT_FILES_END, fx->has_auth ? &fx->auth : NULL, 4, params, done_end, fx) == NULL)
 	{
 		log_warning("file transfer %s of session %s: its outcome was not recorded (queue full)",
 					fx->transfer_id, fx->sid);
@@ -460,13 +459,11 @@ fx_problem(Fx *fx, int status, const char *code, const char *detail, int retry_a
 
 	problem_set(&p, status, code, "%s", detail);
 	if (fx->req)
-		p.request_id = http_request_id_valid(fx->req->access.request_id)
-						   ? fx->req->access.request_id
-						   : NULL;
+		p.request_id =
+			http_request_id_valid(fx->req->access.request_id) ? fx->req->access.request_id : NULL;
 	body = problem_json(&p, fx->req ? fx->req->url : NULL);
 	fx->retry_after = retry_after;
-	fx_answer(fx, status, "application/problem+json", body ? body : "{}",
-			  body ? strlen(body) : 2);
+	fx_answer(fx, status, "application/problem+json", body ? body : "{}", body ? strlen(body) : 2);
 	free(body);
 }
 
@@ -591,16 +588,16 @@ fx_start(Fx *fx)
 static void
 fx_upstream_error(Fx *fx, long code)
 {
-	json_t	   *j = fx->small.len ? json_loadb(buf_head(&fx->small), buf_pending(&fx->small), 0,
-											   NULL)
-								 : NULL;
+	json_t *j =
+		fx->small.len ? json_loadb(buf_head(&fx->small), buf_pending(&fx->small), 0, NULL) : NULL;
 	const char *pcode = json_string_value(json_object_get(j, "code"));
 	const char *detail = json_string_value(json_object_get(j, "detail"));
 	char		msg[1024];
 
-	if (code == 401 || code == 403)
+	if (code == 401 || (code == 403 && (pcode == NULL || strcmp(pcode, "forbidden") == 0)))
 	{
-		snprintf(msg, sizeof(msg), "The sandbox host refused this edge's token for the session (%s).",
+		snprintf(msg, sizeof(msg),
+				 "The sandbox host refused this edge's token for the session (%s).",
 				 detail ? detail : "no detail");
 		fx_problem(fx, 502, "sandbox_host_refused", msg, 0);
 	}
@@ -752,14 +749,16 @@ fx_upload(EdgeReq *req, const char *data, size_t *size)
 		int64_t		len;
 
 		/* not the end while a declared length is still due */
-		if (fx->in_eof || fx->step != FX_TRANSFER ||
-			(cl && edge_parse_int64(cl, 0, INT64_MAX, &len) && fx->received < (uint64_t) len))
-			return 0;
-		fx->in_eof = true;
-		http_conn_deadline(req->ci, 0);
-		fx_unpause_in(fx);
-		if (!fx->answered)
-			http_suspend(req); /* until the sandbox host answers */
+		if (!fx->in_eof &&
+			!(cl && edge_parse_int64(cl, 0, INT64_MAX, &len) && fx->received < (uint64_t) len))
+		{
+			fx->in_eof = true;
+			http_conn_deadline(req->ci, 0);
+			fx_unpause_in(fx);
+		}
+		/* until the transfer starts, or the sandbox host answers */
+		if (!fx->answered && req->ready == NULL)
+			http_suspend(req);
 		return 0;
 	}
 	if (fx->step != FX_TRANSFER)
@@ -953,7 +952,8 @@ fx_transfer_done(Fx *fx, long code)
 		if (fx->put)
 			fx->bytes = fx->received;
 		fx_answer(fx, (int) code,
-				  fx->put || !is_octets(fx->ctype) ? "application/json" : "application/octet-stream",
+				  fx->put || !is_octets(fx->ctype) ? "application/json"
+												   : "application/octet-stream",
 				  buf_head(&fx->small), buf_pending(&fx->small));
 	}
 	else
@@ -1076,8 +1076,8 @@ files_begin(EdgeReq *req)
 		http_respond_problem(req, &p);
 		return;
 	}
-	req->job = db_submit(STMT_FILES_BEGIN, req->has_auth ? &req->auth : NULL, 3, params,
-						 done_begin, req);
+	req->job =
+		db_submit(STMT_FILES_BEGIN, req->has_auth ? &req->auth : NULL, 3, params, done_begin, req);
 	if (req->job == NULL)
 	{
 		problem_set(&p, 503, "overloaded", "Too many requests are waiting for the database.");
@@ -1085,7 +1085,13 @@ files_begin(EdgeReq *req)
 		http_respond_problem(req, &p);
 		return;
 	}
-	http_suspend(req);
+	/*
+	 * A PUT's connection goes on (a "100 Continue" is sent, the body comes,
+	 * and waits in fx_upload until the transfer starts): libmicrohttpd calls
+	 * a handler resumed before the body again as if the body had ended.
+	 */
+	if (!fx->put)
+		http_suspend(req);
 }
 
 /* ------------------------------------------------------------------------

@@ -160,6 +160,15 @@ access_handler(void *cls EDGE_UNUSED, struct MHD_Connection *conn, const char *u
 	}
 	if (req->ready)
 	{
+		/*
+		 * A streamed body whose answer came first: the rest is discarded,
+		 * and the answer goes at its end (MHD queues none in between).
+		 */
+		if (*upload_data_size)
+		{
+			*upload_data_size = 0;
+			return MHD_YES;
+		}
 		req->status = req->ready_status;
 		ret = MHD_queue_response(conn, (unsigned int) req->ready_status, req->ready);
 		MHD_destroy_response(req->ready);
@@ -266,14 +275,14 @@ http_start(void)
 	slow.header_timeout_ms = (uint64_t) edge_cfg.header_timeout_s * 1000;
 	if (strchr(edge_cfg.listen_addr, ':') != NULL)
 		flags |= MHD_USE_IPv6;
-	mhd = MHD_start_daemon(
-		flags, 0, NULL, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
-		MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
-		(unsigned int) edge_cfg.max_conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-		(unsigned int) edge_cfg.max_conns_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
-		(unsigned int) edge_cfg.idle_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, request_completed,
-		NULL, MHD_OPTION_NOTIFY_CONNECTION, http_slow_notify, &slow, MHD_OPTION_URI_LOG_CALLBACK,
-		uri_log, NULL, MHD_OPTION_END);
+	mhd = MHD_start_daemon(flags, 0, NULL, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER,
+						   mhd_logger, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
+						   MHD_OPTION_CONNECTION_LIMIT, (unsigned int) edge_cfg.max_conns,
+						   MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+						   (unsigned int) edge_cfg.max_conns_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
+						   (unsigned int) edge_cfg.idle_timeout_s, MHD_OPTION_NOTIFY_COMPLETED,
+						   request_completed, NULL, MHD_OPTION_NOTIFY_CONNECTION, http_slow_notify,
+						   &slow, MHD_OPTION_URI_LOG_CALLBACK, uri_log, NULL, MHD_OPTION_END);
 	if (mhd == NULL)
 	{
 		log_error("could not start the HTTP server on %s port %u", edge_cfg.listen_addr,
