@@ -303,6 +303,7 @@ void http_resume_conn(struct MHD_Connection *conn);
  * Routes (routes.c)
  * ------------------------------------------------------------------------ */
 void routes_dispatch(EdgeReq *req);
+int	 route_authenticate(EdgeReq *req, void (*cont)(EdgeReq *req));
 
 /* ------------------------------------------------------------------------
  * Files in and out of a session's sandbox (files.c)
@@ -314,7 +315,6 @@ void files_shutdown(void);
 int	 files_active(void);
 /* The file path of raw[0..n) (percent-encoded), checked; NULL with *why set. */
 char *files_path_decode(const char *raw, size_t n, const char **why);
-int	  route_authenticate(EdgeReq *req, void (*cont)(EdgeReq *req));
 
 /* ------------------------------------------------------------------------
  * Session event feeds (feed.c): one fetch per session per notification,
