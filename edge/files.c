@@ -40,6 +40,7 @@
 #include <curl/curl.h>
 #include <microhttpd.h>
 
+#include "daemonlib/util.h"
 #include "edge.h"
 #include "jwt.h"
 #include "routes_int.h"
@@ -117,18 +118,6 @@ files_active(void)
 /* ------------------------------------------------------------------------
  * The path
  * ------------------------------------------------------------------------ */
-
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 char *
 files_path_decode(const char *raw, size_t n, const char **why)
