@@ -124,6 +124,9 @@ int cmd_decide(int argc, char **argv); /* approve, deny */
 int cmd_cancel(int argc, char **argv);
 int cmd_commands(int argc, char **argv);
 
+/* files.c */
+int cmd_files(int argc, char **argv); /* files put|get */
+
 /* main.c */
 /* --help of a command (on stdout), or its usage line on stderr with EXIT_USAGE. */
 int usage(const char *cmd, bool help);
