@@ -614,7 +614,8 @@ fx_upload(EdgeReq *req, const char *data, size_t *size)
 	Fx	  *fx = req->state;
 	size_t room, n;
 
-	if (fx == NULL || fx->answered)
+	/* answered already (refused before its body, or by the sandbox host) */
+	if (fx == NULL || fx->answered || req->status != 0)
 	{
 		*size = 0; /* not wanted any more: discarded */
 		return 0;
