@@ -78,6 +78,8 @@ int status_exit(long status);
  */
 int	 api_call(const char *method, const char *path, json_t *body, const char *idem_key, Answer *a);
 void answer_free(Answer *a);
+/* A libcurl write callback that appends to the Answer arg's body (64 MB at most). */
+size_t answer_append(char *p, size_t size, size_t n, void *arg);
 /* path segment escaped (a new string) */
 char *seg(const char *s);
 /* A curl_slist with Authorization and more (token checked for header safety). */

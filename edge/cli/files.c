@@ -19,7 +19,6 @@
 #include "daemonlib/util.h"
 
 #define PATH_MAX_BYTES 4096
-#define PROBLEM_MAX (64 * 1024)
 
 typedef struct Xfer
 {
@@ -27,9 +26,8 @@ typedef struct Xfer
 	const char *file; /* GET: where to write; NULL or "-": stdout */
 	FILE	   *out;
 	bool		failed_open;
-	bool		keep; /* PUT: the answer (JSON) is kept, whatever its status */
-	char	   *err;  /* the body of an answer that is not a success (or kept) */
-	size_t		errlen;
+	bool		keep;	/* PUT: the answer (JSON) is kept, whatever its status */
+	Answer		answer; /* the body of an answer that is not a success (or kept) */
 } Xfer;
 
 static size_t
@@ -41,17 +39,7 @@ get_body(char *p, size_t size, size_t n, void *arg)
 
 	curl_easy_getinfo(x->c, CURLINFO_RESPONSE_CODE, &status);
 	if (x->keep || status < 200 || status >= 300)
-	{
-		char *q;
-
-		if (x->errlen + len > PROBLEM_MAX || (q = realloc(x->err, x->errlen + len + 1)) == NULL)
-			return 0;
-		x->err = q;
-		memcpy(x->err + x->errlen, p, len);
-		x->errlen += len;
-		x->err[x->errlen] = '\0';
-		return len;
-	}
+		return answer_append(p, size, n, &x->answer);
 	if (x->out == NULL)
 	{
 		x->out = x->file && strcmp(x->file, "-") != 0 ? fopen(x->file, "wbx") : stdout;
@@ -192,7 +180,7 @@ cmd_files(int argc, char **argv)
 	else if (x.failed_open)
 		r = cli_err(EXIT_ERROR, "%s: %m (it must not exist yet)", file);
 	else if (status < 200 || status >= 300)
-		r = status ? problem_print(status, x.err, x.errlen)
+		r = status ? problem_print(status, x.answer.body, x.answer.len)
 				   : cli_err(EXIT_UNAVAILABLE, "no answer from %s: %s", cli_cfg.url,
 							 errbuf[0] ? errbuf : curl_easy_strerror(rc));
 	else if (rc != CURLE_OK)
@@ -200,11 +188,11 @@ cmd_files(int argc, char **argv)
 					errbuf[0] ? errbuf : curl_easy_strerror(rc));
 	else
 		r = EXIT_OK;
-	if (r == EXIT_OK && put && json && x.err)
+	if (r == EXIT_OK && put && json && x.answer.body)
 	{
-		fwrite(x.err, 1, x.errlen, stdout);
+		fwrite(x.answer.body, 1, x.answer.len, stdout);
 		putchar('\n');
 	}
-	free(x.err);
+	free(x.answer.body);
 	return r;
 }
