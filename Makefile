@@ -22,7 +22,7 @@ PG_CPPFLAGS += -DNADI_EXT_VERSION='"$(NADI_EXT_VERSION)"'
 
 # pg_regress: sql/<name>.sql against expected/<name>.out, in a server of its
 # own started with test/nadi.conf (shared_preload_libraries = 'nadi').
-REGRESS      = setup sessions inbox leases events placement token lifecycle egress tools sandboxd_token batch inbox_batch stats stats_count retention reaping fork busy
+REGRESS      = setup sessions inbox leases events placement token lifecycle egress tools sandboxd_token batch inbox_batch stats stats_count retention reaping fork busy session_files
 REGRESS_OPTS = --temp-config=test/nadi.conf --temp-instance=tmp_check --load-extension=nadi
 # isolationtester specs: test/isolation/specs/*.spec
 ISOLATION      = $(sort $(notdir $(basename $(wildcard test/isolation/specs/*.spec))))

@@ -442,7 +442,7 @@ mirror_owner_dir_ensure(int rootfd, const char *owner)
 	return mkdir_owned(rootfd, rel, 0755, &root);
 }
 
-static int
+int
 hexval(char c)
 {
 	if (c >= '0' && c <= '9')

@@ -90,6 +90,8 @@ int mirror_owner_dir_ensure(int rootfd, const char *owner);
  * fragment, a backslash, a control character or a malformed %-escape.
  */
 bool url_path_safe(const char *s, size_t len);
+/* The value of a hex digit, or -1. */
+int hexval(char c);
 
 /* The text of a uuid, 8-4-4-4-12 hex digits (either case), and nothing more. */
 bool uuid_text_valid(const char *s);

@@ -57,6 +57,11 @@ typedef struct EdgeConfig
 	int		 verbose;
 	bool	 export_db_metrics;		/* this edge exports the nadi_db_* numbers (operator.c) */
 	int		 db_metrics_interval_s; /* and reads them this often */
+	uint64_t files_max_bytes;		/* largest file PUT through the edge (files.c) */
+	uint64_t files_buffer;			/* bytes buffered per transfer, each way */
+	int		 max_transfers;			/* file transfers at once */
+	int		 max_transfers_per_tenant;
+	char	*files_image; /* image of a sandbox a PUT makes; NULL: the database's */
 } EdgeConfig;
 
 extern EdgeConfig	 edge_cfg;
@@ -192,6 +197,8 @@ typedef enum EdgeStmt
 	STMT_EVENTS_FOLLOW, /* a subscriber's read: also the session's last seq */
 	STMT_OPERATOR,		/* the operator's numbers, one JSON object (operator.c) */
 	STMT_SESSION_FORK,	/* the fork as a session, its id, last seq, where it came from */
+	STMT_FILES_BEGIN,	/* a file transfer: its audit row, the sandbox host, a token (files.c) */
+	STMT_FILES_END,		/* and its outcome */
 	STMT__COUNT
 } EdgeStmt;
 
@@ -270,7 +277,10 @@ struct EdgeReq
 	EdgeJob	   *job;
 	void	   *ext; /* owned by acp_http.c / ws.c */
 	EdgeReqFree ext_free;
-	HttpConn   *ci; /* its connection's deadlines (daemonlib/http.h) */
+	HttpConn   *ci;		 /* its connection's deadlines (daemonlib/http.h) */
+	char	   *raw_url; /* the request target as received, before MHD decoded it */
+	/* a body streamed to its route as it comes (files.c); data NULL: its end */
+	int (*upload)(EdgeReq *req, const char *data, size_t *size);
 };
 
 int			http_start(void);
@@ -287,6 +297,7 @@ int	 http_respond_json(EdgeReq *req, int status, const char *json, const char *c
 int	 http_respond_problem(EdgeReq *req, const EdgeProblem *p);
 int	 http_respond_response(EdgeReq *req, int status, struct MHD_Response *r);
 void http_suspend(EdgeReq *req);
+void http_resume(EdgeReq *req); /* undo http_suspend without an answer */
 void http_resume_conn(struct MHD_Connection *conn);
 
 /* ------------------------------------------------------------------------
@@ -294,6 +305,17 @@ void http_resume_conn(struct MHD_Connection *conn);
  * ------------------------------------------------------------------------ */
 void routes_dispatch(EdgeReq *req);
 int	 route_authenticate(EdgeReq *req, void (*cont)(EdgeReq *req));
+
+/* ------------------------------------------------------------------------
+ * Files in and out of a session's sandbox (files.c)
+ * ------------------------------------------------------------------------ */
+bool files_is_route(const char *raw_url);
+void files_route(EdgeReq *req);
+int	 files_init(void);
+void files_shutdown(void);
+int	 files_active(void);
+/* The file path of raw[0..n) (percent-encoded), checked; NULL with *why set. */
+char *files_path_decode(const char *raw, size_t n, const char **why);
 
 /* ------------------------------------------------------------------------
  * Session event feeds (feed.c): one fetch per session per notification,
@@ -360,6 +382,7 @@ typedef enum QuotaKind
 {
 	QUOTA_STREAM = 0, /* an SSE stream (events or ACP over HTTP) */
 	QUOTA_ACP,		  /* an ACP connection (HTTP or WebSocket) */
+	QUOTA_FILES,	  /* a file transfer to or from a sandbox (files.c) */
 	QUOTA__KINDS
 } QuotaKind;
 
@@ -373,7 +396,10 @@ typedef struct EdgeStream EdgeStream;
 typedef void (*StreamClosedFn)(EdgeStream *st, void *owner);
 typedef void (*StreamRoomFn)(EdgeStream *st, void *owner);
 EdgeStream *stream_new(size_t limit, StreamClosedFn closed, StreamRoomFn room, void *owner);
-void		stream_free(EdgeStream *st); /* only before stream_response */
+/* A body of ctype, size bytes (MHD_SIZE_UNKNOWN: chunked), from st (files.c). */
+struct MHD_Response *
+stream_response_as(EdgeStream *st, struct MHD_Connection *conn, const char *ctype, uint64_t size);
+void				 stream_free(EdgeStream *st); /* only before stream_response */
 struct MHD_Response *stream_response(EdgeStream *st, struct MHD_Connection *conn);
 int	   stream_write(EdgeStream *st, const char *data, size_t len); /* -ENOBUFS if full */
 size_t stream_room(const EdgeStream *st);

@@ -70,6 +70,12 @@ request_completed(void *cls EDGE_UNUSED, struct MHD_Connection *conn, void **con
 	if (req == NULL)
 		return;
 	*con_cls = NULL;
+	if (req->conn == NULL) /* ended before its handler ran (uri_log made it) */
+	{
+		free(req->raw_url);
+		free(req);
+		return;
+	}
 	http_access_end(&req->access, conn, toe);
 	nreqs--;
 	http_conn_deadline(req->ci, (uint64_t) edge_cfg.idle_timeout_s * 1000);
@@ -85,7 +91,29 @@ request_completed(void *cls EDGE_UNUSED, struct MHD_Connection *conn, void **con
 		MHD_destroy_response(req->ready);
 	auth_clear(&req->auth);
 	req_body_free(&req->body);
+	free(req->raw_url);
 	free(req);
+}
+
+/* MHD_OPTION_URI_LOG_CALLBACK: the request begins; keep its target as received. */
+static void *
+uri_log(void *cls EDGE_UNUSED, const char *uri, struct MHD_Connection *conn EDGE_UNUSED)
+{
+	EdgeReq *req = calloc(1, sizeof(*req));
+
+	if (req && (req->raw_url = strdup(uri)) == NULL)
+	{
+		free(req);
+		req = NULL;
+	}
+	return req;
+}
+
+/* A file PUT goes to its route at once: its body streams through (files.c). */
+static bool
+upload_streamed(EdgeReq *req)
+{
+	return strcmp(req->method, "PUT") == 0 && req->raw_url && files_is_route(req->raw_url);
 }
 
 static enum MHD_Result
@@ -96,10 +124,9 @@ access_handler(void *cls EDGE_UNUSED, struct MHD_Connection *conn, const char *u
 	EdgeReq		   *req = *con_cls;
 	enum MHD_Result ret;
 
-	if (req == NULL)
+	if (req == NULL || req->conn == NULL)
 	{
-		req = calloc(1, sizeof(*req));
-		if (req == NULL)
+		if (req == NULL && (req = calloc(1, sizeof(*req))) == NULL)
 			return MHD_NO;
 		nreqs++;
 		req->conn = conn;
@@ -111,7 +138,14 @@ access_handler(void *cls EDGE_UNUSED, struct MHD_Connection *conn, const char *u
 		req->ci = http_conn_of(conn);
 		http_conn_deadline(req->ci, (uint64_t) edge_cfg.body_timeout_s * 1000);
 		*con_cls = req;
-		if (req_body_announced_too_large(conn, edge_cfg.body_limit))
+		if (upload_streamed(req) && !edge_draining)
+		{
+			req->dispatched = true;
+			in_handler = req;
+			files_route(req);
+			in_handler = NULL;
+		}
+		else if (req_body_announced_too_large(conn, edge_cfg.body_limit))
 		{
 			EdgeProblem p;
 
@@ -126,10 +160,31 @@ access_handler(void *cls EDGE_UNUSED, struct MHD_Connection *conn, const char *u
 	}
 	if (req->ready)
 	{
+		/*
+		 * A streamed body whose answer came first: the rest is discarded,
+		 * and the answer goes at its end (MHD queues none in between).
+		 */
+		if (*upload_data_size)
+		{
+			*upload_data_size = 0;
+			return MHD_YES;
+		}
 		req->status = req->ready_status;
 		ret = MHD_queue_response(conn, (unsigned int) req->ready_status, req->ready);
 		MHD_destroy_response(req->ready);
 		req->ready = NULL;
+		return ret;
+	}
+	if (req->upload)
+	{
+		/* a streamed body: its chunks, then its end, go to the route */
+		const char *data = *upload_data_size ? upload_data : NULL;
+
+		if (data == NULL && req->suspended)
+			return MHD_YES;
+		in_handler = req;
+		ret = req->upload(req, data, upload_data_size) == 0 ? MHD_YES : MHD_NO;
+		in_handler = NULL;
 		return ret;
 	}
 	if (*upload_data_size)
@@ -220,13 +275,14 @@ http_start(void)
 	slow.header_timeout_ms = (uint64_t) edge_cfg.header_timeout_s * 1000;
 	if (strchr(edge_cfg.listen_addr, ':') != NULL)
 		flags |= MHD_USE_IPv6;
-	mhd = MHD_start_daemon(
-		flags, 0, NULL, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
-		MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
-		(unsigned int) edge_cfg.max_conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-		(unsigned int) edge_cfg.max_conns_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
-		(unsigned int) edge_cfg.idle_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, request_completed,
-		NULL, MHD_OPTION_NOTIFY_CONNECTION, http_slow_notify, &slow, MHD_OPTION_END);
+	mhd = MHD_start_daemon(flags, 0, NULL, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER,
+						   mhd_logger, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
+						   MHD_OPTION_CONNECTION_LIMIT, (unsigned int) edge_cfg.max_conns,
+						   MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+						   (unsigned int) edge_cfg.max_conns_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
+						   (unsigned int) edge_cfg.idle_timeout_s, MHD_OPTION_NOTIFY_COMPLETED,
+						   request_completed, NULL, MHD_OPTION_NOTIFY_CONNECTION, http_slow_notify,
+						   &slow, MHD_OPTION_URI_LOG_CALLBACK, uri_log, NULL, MHD_OPTION_END);
 	if (mhd == NULL)
 	{
 		log_error("could not start the HTTP server on %s port %u", edge_cfg.listen_addr,
@@ -288,6 +344,15 @@ http_suspend(EdgeReq *req)
 		return;
 	MHD_suspend_connection(req->conn);
 	req->suspended = true;
+}
+
+void
+http_resume(EdgeReq *req)
+{
+	if (!req->suspended)
+		return;
+	req->suspended = false;
+	http_resume_conn(req->conn);
 }
 
 void

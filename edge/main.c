@@ -47,6 +47,10 @@ EdgeConfig edge_cfg = {
 	.drain_timeout_s = 10,
 	.acp_idle_s = 300,
 	.db_metrics_interval_s = 10,
+	.files_max_bytes = 64 * 1024 * 1024,
+	.files_buffer = 256 * 1024,
+	.max_transfers = 256,
+	.max_transfers_per_tenant = 16,
 };
 
 volatile bool edge_draining;
@@ -126,6 +130,19 @@ static const struct conf_key edge_keys[] = {
 	{"db_metrics_interval", CONF_INT, E(db_metrics_interval_s),
 	 "seconds between reads of the nadi.stat_* views for export_db_metrics (default 10)", 0, NULL,
 	 1, 3600},
+	{"files_max_bytes", CONF_SIZE, E(files_max_bytes),
+	 "largest file PUT /v1/sessions/{id}/files/{path} takes (default 64M; at most the sandbox "
+	 "hosts' max_file_bytes)",
+	 0, NULL, 1, 1LL << 40},
+	{"files_buffer", CONF_SIZE, E(files_buffer),
+	 "bytes a file transfer buffers each way (default 256K)", 0, NULL, 4096, 64LL << 20},
+	{"max_transfers", CONF_INT, E(max_transfers), "file transfers at once (default 256)", 0, NULL,
+	 0, 1000000},
+	{"max_transfers_per_tenant", CONF_INT, E(max_transfers_per_tenant),
+	 "file transfers one tenant may run at once (default 16)", 0, NULL, 0, 1000000},
+	{"files_image", CONF_STR, E(files_image),
+	 "image of the sandbox a file PUT makes for a session without one (default: the database's "
+	 "nadi.sandbox_image, as the embedded cells)"},
 	CONF_KEY_LOG_LEVEL,
 };
 #undef E
@@ -226,7 +243,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	db_listen_handlers(feed_on_notify, feed_on_listen_up);
-	if (db_init() < 0 || auth_init() < 0 || http_start() < 0 ||
+	if (db_init() < 0 || auth_init() < 0 || files_init() < 0 || http_start() < 0 ||
 		ready_file_write(edge_cfg.ready_file, (uint16_t) edge_cfg.port) < 0)
 		return 1;
 	ev_timer_arm(&tick_timer, 1000, tick, NULL);
@@ -253,6 +270,7 @@ main(int argc, char **argv)
 	log_info("stopped");
 	ready_file_remove(edge_cfg.ready_file);
 	http_stop();
+	files_shutdown();
 	db_shutdown();
 	operator_shutdown();
 	return 0;

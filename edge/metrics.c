@@ -73,6 +73,9 @@ metrics_render(bool with_db)
 	metrics_gauge(o, "nadi_edge_acp_sessions", "Sessions loaded on ACP connections.", NULL,
 				  acp_session_count());
 	metrics_gauge(o, "nadi_edge_websockets", "Open WebSocket connections.", NULL, ws_count());
+	metrics_gauge(o, "nadi_edge_file_transfers",
+				  "File transfers to or from sandboxes under way (PUT/GET .../files/...).", NULL,
+				  files_active());
 	metrics_counter(o, "nadi_edge_acp_messages_in_total", "JSON-RPC messages received.", NULL,
 					m->acp_messages_in);
 	metrics_counter(o, "nadi_edge_acp_messages_out_total", "JSON-RPC messages sent.", NULL,

@@ -37,14 +37,31 @@ tenant_hash(const char *t)
 static int
 edge_limit(QuotaKind kind)
 {
+	if (kind == QUOTA_FILES)
+		return edge_cfg.max_transfers;
 	return kind == QUOTA_STREAM ? edge_cfg.max_streams : edge_cfg.max_acp;
 }
 
 static int
 tenant_limit(QuotaKind kind)
 {
+	if (kind == QUOTA_FILES)
+		return edge_cfg.max_transfers_per_tenant;
 	return kind == QUOTA_STREAM ? edge_cfg.max_streams_per_tenant : edge_cfg.max_acp_per_tenant;
 }
+
+/* The problems of a limit reached, per kind: edge-wide code and text, the tenant's code and what. */
+static const struct
+{
+	const char *edge_code, *edge_text, *tenant_code, *what;
+} quota_words[QUOTA__KINDS] = {
+	[QUOTA_STREAM] = {"too_many_streams", "This edge holds as many streams as it may.",
+					  "tenant_stream_limit", "streams"},
+	[QUOTA_ACP] = {"too_many_connections", "This edge holds as many ACP connections as it may.",
+				   "tenant_connection_limit", "ACP connections"},
+	[QUOTA_FILES] = {"too_many_transfers", "This edge runs as many file transfers as it may.",
+					 "tenant_transfer_limit", "file transfers"},
+};
 
 /*
  * Take one of kind for auth's tenant.  NULL when a limit is reached, with p
@@ -60,11 +77,7 @@ quota_take(QuotaKind kind, const EdgeAuth *auth, EdgeProblem *p)
 
 	if (total[kind] >= edge_limit(kind))
 	{
-		if (kind == QUOTA_STREAM)
-			problem_set(p, 503, "too_many_streams", "This edge holds as many streams as it may.");
-		else
-			problem_set(p, 503, "too_many_connections",
-						"This edge holds as many ACP connections as it may.");
+		problem_set(p, 503, quota_words[kind].edge_code, "%s", quota_words[kind].edge_text);
 		p->retry_after = 2;
 		return NULL;
 	}
@@ -74,16 +87,10 @@ quota_take(QuotaKind kind, const EdgeAuth *auth, EdgeProblem *p)
 	if (q && q->held[kind] >= tenant_limit(kind))
 	{
 		edge_metrics.tenant_limited++;
-		if (kind == QUOTA_STREAM)
-			problem_set(p, 429, "tenant_stream_limit",
-						"The tenant holds %d streams on this edge, as many as one tenant may; "
-						"close one first.",
-						q->held[kind]);
-		else
-			problem_set(p, 429, "tenant_connection_limit",
-						"The tenant holds %d ACP connections on this edge, as many as one tenant "
-						"may; close one first.",
-						q->held[kind]);
+		problem_set(p, 429, quota_words[kind].tenant_code,
+					"The tenant holds %d %s on this edge, as many as one tenant may; "
+					"close one first.",
+					q->held[kind], quota_words[kind].what);
 		p->retry_after = 2;
 		return NULL;
 	}
@@ -103,10 +110,8 @@ quota_take(QuotaKind kind, const EdgeAuth *auth, EdgeProblem *p)
 	else if (q == NULL)
 	{
 		edge_metrics.tenant_limited++;
-		problem_set(p, 429,
-					kind == QUOTA_STREAM ? "tenant_stream_limit" : "tenant_connection_limit",
-					"This edge allows a tenant no %s.",
-					kind == QUOTA_STREAM ? "streams" : "ACP connections");
+		problem_set(p, 429, quota_words[kind].tenant_code, "This edge allows a tenant no %s.",
+					quota_words[kind].what);
 		return NULL;
 	}
 	q->held[kind]++;

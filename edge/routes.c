@@ -585,9 +585,15 @@ dispatch_session(EdgeReq *req, RouteCtx *c)
 void
 routes_dispatch(EdgeReq *req)
 {
-	RouteCtx *c = calloc(1, sizeof(*c));
+	RouteCtx *c;
 	Path	 *p;
 
+	if (req->raw_url && files_is_route(req->raw_url))
+	{
+		files_route(req);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
 	if (c == NULL)
 	{
 		respond_problem(req, 503, "unavailable", "%s", "Out of memory.");

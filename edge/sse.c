@@ -182,19 +182,25 @@ stream_reader_free(void *cls)
  * st and frees it when the connection closes.
  */
 struct MHD_Response *
-stream_response(EdgeStream *st, struct MHD_Connection *conn)
+stream_response_as(EdgeStream *st, struct MHD_Connection *conn, const char *ctype, uint64_t size)
 {
-	struct MHD_Response *r = MHD_create_response_from_callback(
-		MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, st, stream_reader_free);
+	struct MHD_Response *r =
+		MHD_create_response_from_callback(size, 16 * 1024, stream_reader, st, stream_reader_free);
 
 	if (r == NULL)
 		return NULL;
 	st->conn = conn;
 	st->has_response = true;
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
 	MHD_add_response_header(r, "X-Accel-Buffering", "no");
 	return r;
+}
+
+struct MHD_Response *
+stream_response(EdgeStream *st, struct MHD_Connection *conn)
+{
+	return stream_response_as(st, conn, "text/event-stream", MHD_SIZE_UNKNOWN);
 }
 
 int

@@ -184,6 +184,7 @@ session_token(const char *tok, struct access_principal *out, char *why, size_t w
 	memcpy(out->sid, c.sid, sizeof out->sid);
 	snprintf(out->tenant, sizeof out->tenant, "%s", c.tenant);
 	snprintf(out->subject, sizeof out->subject, "%s", c.subject);
+	out->files_only = strncmp(c.subject, ACCESS_FILES_PREFIX, strlen(ACCESS_FILES_PREFIX)) == 0;
 	out->kind = ACCESS_SESSION;
 out:
 	return res;

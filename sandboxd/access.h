@@ -28,7 +28,11 @@ struct access_principal
 	char			 sid[37];					   /* ACCESS_SESSION: the session (uuid text) */
 	char			 tenant[SBX_TENANT_MAX + 1];   /* ACCESS_SESSION: the session's tenant */
 	char			 subject[SBX_SUBJECT_MAX + 1]; /* ACCESS_SESSION: "cell:<host>" or "admin" */
+	bool			 files_only; /* ACCESS_SESSION: subject "files:..." (the edge's file routes) */
 };
+
+/* A session token whose subject starts with this reaches its session's files only. */
+#define ACCESS_FILES_PREFIX "files:"
 
 enum access_result
 {

@@ -7,7 +7,11 @@
  * Authorization: the operator token reaches everything.  A session token
  * (access.h) reaches GET /v1/tools, POST /v1/sandboxes for its own session,
  * and, on its session's sandbox, GET /v1/sandboxes/ID, its tools and its
- * files; anything else is 403 "forbidden".
+ * files; anything else is 403 "forbidden".  It may also list the sandboxes
+ * of its own session (GET /v1/sandboxes?session_id=SID).  A session token
+ * of the edge's file routes (subject "files:...", access.h) reaches only
+ * the creation, the listing and GET /v1/sandboxes/ID of its session's
+ * sandbox and that sandbox's files: no tool.
  */
 #include <stdio.h>
 #include <string.h>
@@ -64,6 +68,16 @@ operator_only(struct http_req *r, const char *what)
 		return true;
 	forbidden(r, what);
 	return false;
+}
+
+/* A session token may list its own session's sandboxes (GET /v1/sandboxes?session_id=SID). */
+static bool
+own_session_list(struct http_req *r)
+{
+	const char *session = http_query(r, "session_id");
+
+	return http_principal(r)->kind == ACCESS_SESSION && session &&
+		   strcmp(session, http_principal(r)->sid) == 0;
 }
 
 /* A tool name is an identifier: ^[a-z][a-z0-9_]{0,63}$. */
@@ -577,7 +591,7 @@ api_dispatch(struct http_req *r)
 		goto not_found;
 	if (n == 2)
 	{
-		if (is(r, "GET") && !operator_only(r, "the list of sandboxes"))
+		if (is(r, "GET") && !own_session_list(r) && !operator_only(r, "the list of sandboxes"))
 			return;
 		if (is(r, "GET"))
 			list_sandboxes(r);
@@ -623,7 +637,11 @@ api_dispatch(struct http_req *r)
 	}
 	if (n == 5 && strcmp(seg[3], "tools") == 0)
 	{
-		if (!tool_name_valid(seg[4]))
+		if (http_principal(r)->files_only)
+			http_reply_problem(r, 403, "forbidden",
+							   "a token of the file routes reaches no tool; that needs the "
+							   "session's own token");
+		else if (!tool_name_valid(seg[4]))
 			http_reply_problem(r, 422, "invalid_tool_name",
 							   "a tool name is 1 to 64 lower-case letters, digits and '_', "
 							   "starting with a letter");
@@ -634,6 +652,11 @@ api_dispatch(struct http_req *r)
 	if (n == 4 && strcmp(seg[3], "files") == 0)
 	{
 		files(r, sb);
+		return;
+	}
+	if (http_principal(r)->files_only)
+	{
+		forbidden(r, "this route with a token of the file routes");
 		return;
 	}
 	if (n == 4 && strcmp(seg[3], "snapshots") == 0)

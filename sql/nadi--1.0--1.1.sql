@@ -1269,3 +1269,111 @@ REVOKE ALL ON FUNCTION
     nadi._token_mint_claims(text, text, text, interval, uuid, text, jsonb)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION nadi.session_fork(uuid, bigint) TO nadi_edge, nadi_admin;
+
+
+-- ==== Files in and out through the edge ====
+--
+-- PUT and GET /v1/sessions/{id}/files/{path} on nadi-edge reach the
+-- session's sandbox on its sandbox host.  The edge holds no credential of
+-- its own there: for each transfer it calls nadi.session_files_begin under
+-- the client's token, which checks that the caller may act for the
+-- session's tenant (another tenant's session does not exist: NA002), writes
+-- the transfer's first audit row and mints a short-lived token for that
+-- session's files alone: audience "nadi-sandboxd", scope "sandbox", sid the
+-- session, sub "files:<actor>".  nadi-sandboxd lets a token whose subject
+-- starts with "files:" create and find its session's sandbox and read and
+-- write its files, and nothing else (no tool call).  No row comes back when
+-- the session has no sandbox host yet (it is not placed).
+-- nadi.session_files_end records the outcome (bytes, HTTP status) in a
+-- second row that repeats who, what and where, so one row tells it all.
+CREATE FUNCTION nadi.session_files_begin(session_id uuid, direction text, path text,
+                                         ttl interval DEFAULT '5 minutes')
+RETURNS TABLE (transfer_id bigint, address text, token text, image text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s nadi.sessions;
+    addr text;
+    id bigint;
+BEGIN
+    IF session_id IS NULL OR direction IS NULL OR path IS NULL THEN
+        RAISE EXCEPTION 'session_id, direction and path must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF direction NOT IN ('in', 'out') THEN
+        RAISE EXCEPTION 'direction must be "in" or "out"' USING ERRCODE = '22023';
+    END IF;
+    IF length(path) NOT BETWEEN 1 AND 4096 THEN
+        RAISE EXCEPTION 'a path is 1 to 4096 characters' USING ERRCODE = '22023';
+    END IF;
+    IF ttl IS NULL OR ttl < interval '1 second' OR ttl > interval '1 hour' THEN
+        RAISE EXCEPTION 'invalid ttl' USING ERRCODE = '22023',
+            DETAIL = 'Sandbox host tokens live from 1 second to 1 hour.';
+    END IF;
+    SELECT * INTO s FROM nadi.sessions x WHERE x.session_id = session_files_begin.session_id;
+    IF NOT FOUND OR NOT nadi.tenant_visible(s.tenant_id, s.session_id) THEN
+        RAISE EXCEPTION 'session % does not exist', session_id USING ERRCODE = 'NA002';
+    END IF;
+    IF s.state IN ('terminated', 'failed') THEN
+        RAISE EXCEPTION 'session % is %', session_id, s.state
+            USING ERRCODE = 'NA010', DETAIL = 'The files of a session are reached while it lives.';
+    END IF;
+    SELECT h.address INTO addr FROM nadi.sandbox_hosts h WHERE h.host_id = s.sandbox_host_id;
+    IF addr IS NULL THEN
+        RETURN;
+    END IF;
+    INSERT INTO nadi.audit_log (at, actor, tenant_id, session_id, action, detail)
+    VALUES (nadi.now(), nadi._actor(), s.tenant_id, s.session_id,
+            CASE direction WHEN 'in' THEN 'files.put' ELSE 'files.get' END,
+            jsonb_build_object('direction', direction, 'path', path,
+                               'sandbox_host_id', s.sandbox_host_id))
+    RETURNING audit_id INTO id;
+    RETURN QUERY SELECT id, addr,
+        nadi._token_mint_internal(s.tenant_id, left('files:' || nadi._actor(), 255), 'sandbox',
+                                  ttl, s.session_id, 'nadi-sandboxd'),
+        coalesce(nullif(current_setting('nadi.sandbox_image', true), ''), 'busybox');
+END
+$fn$;
+
+-- One outcome per transfer.
+CREATE UNIQUE INDEX audit_log_files_done_idx ON nadi.audit_log (((detail->>'transfer_id')::bigint))
+    WHERE action = 'files.done';
+
+CREATE FUNCTION nadi.session_files_end(transfer_id bigint, bytes bigint, status integer,
+                                       sandbox_id text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    b nadi.audit_log;
+    id bigint;
+BEGIN
+    IF transfer_id IS NULL OR bytes IS NULL OR status IS NULL THEN
+        RAISE EXCEPTION 'transfer_id, bytes and status must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF bytes < 0 OR status NOT BETWEEN 0 AND 599 OR length(sandbox_id) > 64 THEN
+        RAISE EXCEPTION 'invalid bytes, status or sandbox_id' USING ERRCODE = '22023';
+    END IF;
+    SELECT * INTO b FROM nadi.audit_log a
+    WHERE a.audit_id = session_files_end.transfer_id AND a.action IN ('files.put', 'files.get');
+    IF NOT FOUND OR NOT nadi.tenant_visible(b.tenant_id, b.session_id) OR b.actor <> nadi._actor() THEN
+        RAISE EXCEPTION 'transfer % does not exist', transfer_id USING ERRCODE = '22023';
+    END IF;
+    BEGIN
+        INSERT INTO nadi.audit_log (at, actor, tenant_id, session_id, action, detail)
+        VALUES (nadi.now(), b.actor, b.tenant_id, b.session_id, 'files.done',
+                b.detail || jsonb_build_object('transfer_id', b.audit_id, 'bytes', bytes,
+                                               'status', status, 'sandbox_id', sandbox_id))
+        RETURNING audit_id INTO id;
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'transfer % is already finished', transfer_id USING ERRCODE = '22023';
+    END;
+    RETURN id;
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION nadi.session_files_begin(uuid, text, text, interval),
+                       nadi.session_files_end(bigint, bigint, integer, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION nadi.session_files_begin(uuid, text, text, interval),
+                          nadi.session_files_end(bigint, bigint, integer, text) TO nadi_edge, nadi_admin;

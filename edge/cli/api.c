@@ -244,8 +244,8 @@ api_headers(struct curl_slist *h)
 	return curl_slist_append(h, "User-Agent: nadi-cli");
 }
 
-static size_t
-on_body(char *p, size_t size, size_t n, void *arg)
+size_t
+answer_append(char *p, size_t size, size_t n, void *arg)
 {
 	Answer *a = arg;
 	size_t	add = size * n;
@@ -316,7 +316,7 @@ api_call(const char *method, const char *path, json_t *body, const char *idem_ke
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, answer_append);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, a);
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, a);

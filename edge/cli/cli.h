@@ -78,6 +78,8 @@ int status_exit(long status);
  */
 int	 api_call(const char *method, const char *path, json_t *body, const char *idem_key, Answer *a);
 void answer_free(Answer *a);
+/* A libcurl write callback that appends to the Answer arg's body (64 MB at most). */
+size_t answer_append(char *p, size_t size, size_t n, void *arg);
 /* path segment escaped (a new string) */
 char *seg(const char *s);
 /* A curl_slist with Authorization and more (token checked for header safety). */
@@ -123,6 +125,9 @@ int cmd_tail(int argc, char **argv);
 int cmd_decide(int argc, char **argv); /* approve, deny */
 int cmd_cancel(int argc, char **argv);
 int cmd_commands(int argc, char **argv);
+
+/* files.c */
+int cmd_files(int argc, char **argv); /* files put|get */
 
 /* main.c */
 /* --help of a command (on stdout), or its usage line on stderr with EXIT_USAGE. */

@@ -80,6 +80,13 @@ static const Cmd cmds[] = {
 	 "stopped by its cell.\n"},
 	{"commands", cmd_commands, true, "commands SESSION [--status STATUS] [--limit N] [--json]",
 	 "List the session's commands with their status and attempts.\n"},
+	{"files", cmd_files, true,
+	 "files put SESSION PATH [FILE] [--json]\n"
+	 "       nadi files get SESSION PATH [FILE]",
+	 "put sends FILE (- or none: stdin) to PATH in the session's sandbox (made\n"
+	 "when the session has none yet); get writes the file at PATH to FILE (- or\n"
+	 "none: stdout; an existing FILE is not overwritten), or a directory's listing\n"
+	 "(JSON).  PATH is relative to the sandbox's workspace.  Both stream.\n"},
 	{"acp", cmd_acp, true, "acp [NADI-ACP OPTIONS]",
 	 "Run the stdio ACP bridge (nadi-acp) for an editor, with this\n"
 	 "configuration's URL and token (NADI_ACP_URL and NADI_TOKEN win).\n"},

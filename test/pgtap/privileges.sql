@@ -6,7 +6,7 @@
 -- for none.  Schema nadi is usable by PUBLIC (authenticate is public), so a
 -- role outside the nadi roles is stopped by the grants alone.
 BEGIN;
-SELECT plan(1107);
+SELECT plan(1127);
 
 ---------------------------------------------------------------------------
 -- Test roles: one member of each nadi role, and one of none
@@ -271,6 +271,12 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
  -- triggers' function, the owner's
  (92, '_read_committed_only', 'nadi._read_committed_only()',
       $$SELECT nadi._read_committed_only()$$, '42501', '42501', '42501', '42501'),
+ -- files in and out through the edge (1.1): the edge's (and the
+ -- administrator's); without a token the edge sees no session
+ (93, 'session_files_begin', 'nadi.session_files_begin(uuid, text, text, interval)',
+      $$SELECT count(*) FROM nadi.session_files_begin('{S}', 'in', 'x')$$, 'NA002', '42501', '42501', 'ok'),
+ (94, 'session_files_end', 'nadi.session_files_end(bigint, bigint, integer, text)',
+      $$SELECT nadi.session_files_end(0, 0, 200)$$, '22023', '42501', '42501', '22023'),
  -- last: the cell lets go of its session
  (99, 'lease_release', 'nadi.lease_release(uuid, bigint)',
       $$SELECT nadi.lease_release('{S}', 1)$$, '42501', 'ok', '42501', 'ok');

@@ -1,7 +1,7 @@
 -- Schema: tables, keys, types, the SQL API's signatures, who may EXECUTE
 -- what by default, and row-level security being switched on.
 BEGIN;
-SELECT plan(172);
+SELECT plan(174);
 
 ---------------------------------------------------------------------------
 -- Schema and tables
@@ -190,7 +190,10 @@ INSERT INTO api VALUES
     -- sandbox reaping (1.1)
     ('sessions_ended',           ARRAY['uuid[]', 'interval']),
     -- purges and holds at READ COMMITTED only (1.1)
-    ('_read_committed_only',     ARRAY[]::text[]);
+    ('_read_committed_only',     ARRAY[]::text[]),
+    -- files in and out through the edge (1.1)
+    ('session_files_begin',      ARRAY['uuid', 'text', 'text', 'interval']),
+    ('session_files_end',        ARRAY['bigint', 'bigint', 'integer', 'text']);
 
 SELECT has_function('nadi', fname, args,
                     format('function nadi.%s(%s) exists', fname, array_to_string(args, ', ')))
