@@ -1093,6 +1093,15 @@ TO nadi_admin;
 -- question, so a sandbox host learns nothing of a session whose id it does
 -- not already hold, and of one it holds only "ended or not".  At most 1000
 -- ids a call.
+--
+-- A fork makes its sandbox from a snapshot of another session's sandbox the
+-- first time it needs one (session_forks.workspace).  Until it has, that
+-- sandbox must stay: nadi.sessions_ended does not report a session while a
+-- live fork below it (a fork of it, or a fork of such a fork, which may
+-- inherit the same snapshot) has a workspace to start from and no
+-- tool.result of its own that names a workspace snapshot yet.  The rule
+-- keeps more than it must in one case (a fork of a fork that started from
+-- the middle session's own snapshot also keeps the top one), never less.
 CREATE FUNCTION nadi.sessions_ended(session_ids uuid[], grace interval DEFAULT '1 minute')
 RETURNS SETOF uuid
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -1123,7 +1132,24 @@ BEGIN
       AND ((s.session_id IS NULL AND p.session_id IS NOT NULL
             AND NOT nadi._held(p.tenant_id, p.session_id))
            OR (s.state IN ('terminated', 'failed') AND s.updated_at <= nadi.now() - grace
-               AND NOT nadi._held(s.tenant_id, s.session_id)));
+               AND NOT nadi._held(s.tenant_id, s.session_id)))
+      AND NOT EXISTS (
+            WITH RECURSIVE below(session_id, depth) AS (
+                SELECT f.session_id, 1 FROM nadi.session_forks f
+                WHERE f.parent_session_id = i.id
+                UNION ALL
+                SELECT f.session_id, b.depth + 1 FROM nadi.session_forks f
+                JOIN below b ON f.parent_session_id = b.session_id
+                WHERE b.depth < 64)
+            SELECT 1
+            FROM below b
+            JOIN nadi.session_forks f ON f.session_id = b.session_id
+            JOIN nadi.sessions c ON c.session_id = f.session_id
+            WHERE f.workspace IS NOT NULL
+              AND c.state NOT IN ('terminated', 'failed')
+              AND NOT EXISTS (SELECT 1 FROM nadi.events e
+                              WHERE e.session_id = f.session_id AND e.kind = 'tool.result'
+                                AND e.payload ? 'workspace'));
 END
 $fn$;
 
