@@ -1134,15 +1134,15 @@ BEGIN
            OR (s.state IN ('terminated', 'failed') AND s.updated_at <= nadi.now() - grace
                AND NOT nadi._held(s.tenant_id, s.session_id)))
       AND NOT EXISTS (
-            WITH RECURSIVE below(session_id, depth) AS (
+            WITH RECURSIVE forks_below(session_id, depth) AS (
                 SELECT f.session_id, 1 FROM nadi.session_forks f
                 WHERE f.parent_session_id = i.id
                 UNION ALL
                 SELECT f.session_id, b.depth + 1 FROM nadi.session_forks f
-                JOIN below b ON f.parent_session_id = b.session_id
+                JOIN forks_below b ON f.parent_session_id = b.session_id
                 WHERE b.depth < 64)
             SELECT 1
-            FROM below b
+            FROM forks_below b
             JOIN nadi.session_forks f ON f.session_id = b.session_id
             JOIN nadi.sessions c ON c.session_id = f.session_id
             WHERE f.workspace IS NOT NULL

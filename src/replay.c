@@ -122,11 +122,12 @@ command_status(Replay *r, int64 id, const char *status)
 		r->open_command = 0;
 }
 
+static void message_push(Replay *r, const char *json, int64 command_id);
+
 static void
 message_add(Replay *r, const char *role, const char *content_json, int64 command_id,
 			const char *extra_key, const char *extra_json)
 {
-	StringInfo	m = &r->messages;
 	StringInfoData one;
 	CommandState *c = command_id > 0 ? command_find(r, command_id) : NULL;
 
@@ -141,6 +142,15 @@ message_add(Replay *r, const char *role, const char *content_json, int64 command
 	if (extra_key && extra_json)
 		nadi_json_raw(&one, extra_key, extra_json);
 	appendStringInfoChar(&one, '}');
+	message_push(r, one.data, command_id);
+}
+
+/* Append one message (JSON text) of command_id (0: none) to the conversation. */
+static void
+message_push(Replay *r, const char *json, int64 command_id)
+{
+	StringInfo	m = &r->messages;
+
 	if (r->nmessages == r->capmessages)
 	{
 		r->capmessages = r->capmessages ? r->capmessages * 2 : 64;
@@ -151,7 +161,7 @@ message_add(Replay *r, const char *role, const char *content_json, int64 command
 	}
 	if (r->nmessages > 0)
 		appendStringInfoChar(m, ',');
-	appendStringInfoString(m, one.data);
+	appendStringInfoString(m, json);
 	r->message_cmd[r->nmessages] = command_id;
 	r->message_end[r->nmessages++] = m->len;
 }
@@ -215,9 +225,8 @@ replay_forked(Replay *r, Jsonb *p)
 	{
 		JsonbValue *m = getIthJsonbValueFromContainer(messages->val.binary.data, i);
 
-		if (r->nmessages++ > 0)
-			appendStringInfoChar(&r->messages, ',');
-		appendStringInfoString(&r->messages, nadi_jsonb_text(JsonbValueToJsonb(m)));
+		/* the parent's commands are not the fork's: no command of its own */
+		message_push(r, nadi_jsonb_text(JsonbValueToJsonb(m)), 0);
 	}
 }
 

@@ -277,6 +277,13 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
       $$SELECT count(*) FROM nadi.session_files_begin('{S}', 'in', 'x')$$, 'NA002', '42501', '42501', 'ok'),
  (94, 'session_files_end', 'nadi.session_files_end(bigint, bigint, integer, text)',
       $$SELECT nadi.session_files_end(0, 0, 200)$$, '22023', '42501', '42501', '22023'),
+ -- session forks (1.1): the edge's (and the administrator's); without a
+ -- token the edge sees no session; the claims mint is the owner's alone
+ (95, 'session_fork', 'nadi.session_fork(uuid, bigint)',
+      $$SELECT count(*) FROM nadi.session_fork('{S}', 1)$$, 'NA002', '42501', '42501', 'ok'),
+ (96, '_token_mint_claims', 'nadi._token_mint_claims(text, text, text, interval, uuid, text, jsonb)',
+      $$SELECT nadi._token_mint_claims('acme', 'x', 'admin', '1 hour', NULL, 'nadi', '{}')$$,
+      '42501', '42501', '42501', '42501'),
  -- last: the cell lets go of its session
  (99, 'lease_release', 'nadi.lease_release(uuid, bigint)',
       $$SELECT nadi.lease_release('{S}', 1)$$, '42501', 'ok', '42501', 'ok');
@@ -334,6 +341,7 @@ INSERT INTO tables VALUES
     ('call_count_deltas', false, false, false, false),
     ('legal_holds',    false, false, false, true),
     ('purged_sessions', true, false, false, true),
+    ('session_forks',  true,  true,  false, true),
     ('signing_key_secrets', false, false, false, false);
 
 SELECT table_privs_are('nadi', t.tname, r.role, CASE WHEN r.can THEN ARRAY['SELECT'] ELSE '{}'::text[] END,
@@ -478,7 +486,7 @@ JOIN (VALUES ('sessions', 'tenant_id'), ('command_inbox', 'payload'), ('events',
              ('session_leases', 'epoch'), ('cell_hosts', 'capacity'), ('sandbox_hosts', 'capacity'),
              ('audit_log', 'detail'), ('signing_keys', 'kid'), ('signing_key_secrets', 'secret'),
              ('host_bindings', 'role_name'), ('legal_holds', 'reason'),
-             ('purged_sessions', 'tenant_id'))
+             ('purged_sessions', 'tenant_id'), ('session_forks', 'workspace'))
           AS k(tname, col) USING (tname),
      writes w,
      (VALUES (1, 'priv_edge'), (2, 'priv_cell'), (3, 'priv_sandbox'), (4, 'priv_admin')) AS r(n, role);

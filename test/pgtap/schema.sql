@@ -12,7 +12,7 @@ SELECT has_extension('nadi');
 SELECT has_table('nadi', t, format('table nadi.%s exists', t))
 FROM unnest(ARRAY['sessions', 'events', 'command_inbox', 'cell_hosts', 'session_leases',
                   'sandbox_hosts', 'audit_log', 'signing_keys', 'signing_key_secrets', 'egress_rules',
-                  'host_bindings', 'legal_holds', 'purged_sessions']) AS t;
+                  'host_bindings', 'legal_holds', 'purged_sessions', 'session_forks']) AS t;
 
 SELECT has_sequence('nadi', 'command_id_seq', 'sequence nadi.command_id_seq exists');
 
@@ -25,7 +25,9 @@ SELECT set_eq(
           'host_bindings',
           -- operator statistics (1.1): the call counts and the nadi.stat_* views
           'call_counts', 'call_count_deltas', 'stat_sessions', 'stat_queue', 'stat_dead_letters',
-          'stat_hosts', 'stat_crashes', 'stat_calls', 'stat_takeovers', 'stat_tokens', 'legal_holds', 'purged_sessions'],
+          'stat_hosts', 'stat_crashes', 'stat_calls', 'stat_takeovers', 'stat_tokens', 'legal_holds', 'purged_sessions',
+          -- session forks (1.1)
+          'session_forks'],
     'nadi has exactly the expected tables');
 
 ---------------------------------------------------------------------------
@@ -44,6 +46,7 @@ SELECT col_is_pk('nadi', 'signing_keys', 'kid', 'signing_keys is keyed by kid');
 SELECT col_is_pk('nadi', 'signing_key_secrets', 'kid', 'signing_key_secrets is keyed by kid');
 SELECT col_is_pk('nadi', 'host_bindings', ARRAY['kind', 'host_id'], 'host_bindings is keyed by (kind, host_id)');
 SELECT col_is_pk('nadi', 'purged_sessions', 'session_id', 'purged_sessions is keyed by session_id');
+SELECT col_is_pk('nadi', 'session_forks', 'session_id', 'session_forks is keyed by session_id');
 SELECT col_is_pk('nadi', 'legal_holds', 'hold_id', 'legal_holds is keyed by hold_id');
 
 -- The per-session tables are the ones with a NOT NULL session_id.
@@ -52,8 +55,8 @@ SELECT set_eq(
       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'session_id'
                          AND a.attnotnull AND NOT a.attisdropped
       WHERE c.relnamespace = 'nadi'::regnamespace AND c.relkind = 'r'$$,
-    ARRAY['sessions', 'session_leases', 'command_inbox', 'events', 'purged_sessions'],
-    'the per-session tables are sessions, session_leases, command_inbox, events and purged_sessions (1.1)');
+    ARRAY['sessions', 'session_leases', 'command_inbox', 'events', 'purged_sessions', 'session_forks'],
+    'the per-session tables are sessions, session_leases, command_inbox, events, purged_sessions and session_forks (1.1)');
 
 SELECT is_empty(
     $$SELECT c.relname FROM pg_class c
@@ -193,7 +196,10 @@ INSERT INTO api VALUES
     ('_read_committed_only',     ARRAY[]::text[]),
     -- files in and out through the edge (1.1)
     ('session_files_begin',      ARRAY['uuid', 'text', 'text', 'interval']),
-    ('session_files_end',        ARRAY['bigint', 'bigint', 'integer', 'text']);
+    ('session_files_end',        ARRAY['bigint', 'bigint', 'integer', 'text']),
+    -- session forks (1.1)
+    ('session_fork',             ARRAY['uuid', 'bigint']),
+    ('_token_mint_claims',       ARRAY['text', 'text', 'text', 'interval', 'uuid', 'text', 'jsonb']);
 
 SELECT has_function('nadi', fname, args,
                     format('function nadi.%s(%s) exists', fname, array_to_string(args, ', ')))
@@ -245,8 +251,8 @@ SELECT is_empty(
     $$SELECT p.oid::regprocedure FROM pg_proc p
       WHERE p.pronamespace = 'nadi'::regnamespace AND p.prosecdef
         AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'plpgsql')
-        AND p.prosrc ~* '(from|join)\s+(?!nadi\.)[a-z_]+\s'$$,
-    'the PL/pgSQL ones name every table with its schema');
+        AND p.prosrc ~* '(from|join)\s+(?!nadi\.|forks_below\s)[a-z_]+\s'$$,
+    'the PL/pgSQL ones name every table with its schema (forks_below: the reaper''s recursive CTE)');
 
 ---------------------------------------------------------------------------
 -- EXECUTE: revoked from PUBLIC but for the few meant for everyone
@@ -304,10 +310,10 @@ SELECT is_empty(
 ---------------------------------------------------------------------------
 SELECT ok((SELECT relrowsecurity FROM pg_class WHERE oid = format('nadi.%s', t)::regclass),
           format('row-level security is enabled on nadi.%s', t))
-FROM unnest(ARRAY['sessions', 'events', 'command_inbox', 'session_leases', 'audit_log', 'purged_sessions']) AS t;
+FROM unnest(ARRAY['sessions', 'events', 'command_inbox', 'session_leases', 'audit_log', 'purged_sessions', 'session_forks']) AS t;
 
 SELECT policies_are('nadi', t, ARRAY['tenant_isolation'], format('nadi.%s has the tenant_isolation policy', t))
-FROM unnest(ARRAY['sessions', 'events', 'command_inbox', 'session_leases', 'audit_log', 'purged_sessions']) AS t;
+FROM unnest(ARRAY['sessions', 'events', 'command_inbox', 'session_leases', 'audit_log', 'purged_sessions', 'session_forks']) AS t;
 
 -- The policies apply to every command and every role.
 SELECT policy_cmd_is('nadi', t, 'tenant_isolation', 'ALL', format('nadi.%s policy covers every command', t))
