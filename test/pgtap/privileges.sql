@@ -6,7 +6,7 @@
 -- for none.  Schema nadi is usable by PUBLIC (authenticate is public), so a
 -- role outside the nadi roles is stopped by the grants alone.
 BEGIN;
-SELECT plan(1127);
+SELECT plan(1173);
 
 ---------------------------------------------------------------------------
 -- Test roles: one member of each nadi role, and one of none

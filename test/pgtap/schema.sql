@@ -1,7 +1,7 @@
 -- Schema: tables, keys, types, the SQL API's signatures, who may EXECUTE
 -- what by default, and row-level security being switched on.
 BEGIN;
-SELECT plan(174);
+SELECT plan(180);
 
 ---------------------------------------------------------------------------
 -- Schema and tables
