@@ -246,6 +246,9 @@ TO nadi_admin;
 -- tenant, sub "cell:<host holding the lease>" (or "admin").  nadi-sandboxd
 -- verifies it against nadi.jwks() and lets it reach only the sandboxes of
 -- that session; its operator routes take the operator token alone.
+-- The token of a fork whose origin had a workspace snapshot also carries
+-- the claim "fork": {"host", "sandbox", "snapshot"} naming that snapshot:
+-- what lets the fork's cell create its sandbox from it at nadi-sandboxd.
 CREATE FUNCTION nadi.sandboxd_token(session_id uuid, ttl interval DEFAULT '15 minutes')
 RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -253,6 +256,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     s nadi.sessions;
+    w jsonb;
 BEGIN
     IF session_id IS NULL THEN
         RAISE EXCEPTION 'session_id must not be null' USING ERRCODE = '22004';
@@ -271,8 +275,15 @@ BEGIN
         RAISE EXCEPTION 'session % is %', session_id, s.state
             USING ERRCODE = 'NA010', DETAIL = 'Sandbox host tokens are minted only for live sessions.';
     END IF;
-    RETURN nadi._token_mint_internal(s.tenant_id, nadi._session_token_subject(s.session_id),
-                                     'sandbox', ttl, s.session_id, 'nadi-sandboxd');
+    SELECT f.workspace INTO w FROM nadi.session_forks f WHERE f.session_id = s.session_id;
+    RETURN nadi._token_mint_claims(
+        s.tenant_id, nadi._session_token_subject(s.session_id), 'sandbox', ttl, s.session_id,
+        'nadi-sandboxd',
+        CASE WHEN w IS NOT NULL THEN
+            jsonb_build_object('fork', jsonb_build_object('host', w->'host_id',
+                                                          'sandbox', w->'sandbox_id',
+                                                          'snapshot', w->'snapshot'))
+        END);
 END
 $fn$;
 
@@ -1247,48 +1258,6 @@ CREATE FUNCTION nadi._token_mint_claims(tenant_id text, subject text, scope text
 RETURNS text
 AS 'MODULE_PATHNAME', 'nadi_token_mint_claims' LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
-
--- nadi.sandboxd_token as before, plus, for a fork whose origin had a
--- workspace snapshot, the claim "fork": {"host", "sandbox", "snapshot"}
--- naming it: what lets the fork's cell create its sandbox from that
--- snapshot at nadi-sandboxd.
-CREATE OR REPLACE FUNCTION nadi.sandboxd_token(session_id uuid, ttl interval DEFAULT '15 minutes')
-RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    s nadi.sessions;
-    w jsonb;
-BEGIN
-    IF session_id IS NULL THEN
-        RAISE EXCEPTION 'session_id must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF ttl IS NULL OR ttl < interval '1 second' OR ttl > interval '1 hour' THEN
-        RAISE EXCEPTION 'invalid ttl'
-            USING ERRCODE = '22023',
-                  DETAIL = 'Sandbox host tokens live from 1 second to 1 hour.',
-                  HINT = 'Mint a new token before the old one expires.';
-    END IF;
-    SELECT * INTO s FROM nadi.sessions x WHERE x.session_id = sandboxd_token.session_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'session % does not exist', session_id USING ERRCODE = 'NA002';
-    END IF;
-    IF s.state IN ('terminated', 'failed') THEN
-        RAISE EXCEPTION 'session % is %', session_id, s.state
-            USING ERRCODE = 'NA010', DETAIL = 'Sandbox host tokens are minted only for live sessions.';
-    END IF;
-    SELECT f.workspace INTO w FROM nadi.session_forks f WHERE f.session_id = s.session_id;
-    RETURN nadi._token_mint_claims(
-        s.tenant_id, nadi._session_token_subject(s.session_id), 'sandbox', ttl, s.session_id,
-        'nadi-sandboxd',
-        CASE WHEN w IS NOT NULL THEN
-            jsonb_build_object('fork', jsonb_build_object('host', w->'host_id',
-                                                          'sandbox', w->'sandbox_id',
-                                                          'snapshot', w->'snapshot'))
-        END);
-END
-$fn$;
 
 REVOKE ALL ON FUNCTION
     nadi.session_fork(uuid, bigint),
