@@ -60,6 +60,12 @@ http_principal(const struct http_req *r)
 }
 
 const char *
+http_req_bearer(const struct http_req *r)
+{
+	return bearer_token(r->conn);
+}
+
+const char *
 http_query(const struct http_req *r, const char *key)
 {
 	return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);

@@ -30,7 +30,9 @@ const char *http_path(const struct http_req *r);
 const char *http_query(const struct http_req *r, const char *key);
 /* Who sent r (access.h); ACCESS_NONE on the public routes. */
 const struct access_principal *http_principal(const struct http_req *r);
-const char					  *http_body(const struct http_req *r, size_t *len);
+/* The bearer token r came with (NULL: none); valid while r is. */
+const char *http_req_bearer(const struct http_req *r);
+const char *http_body(const struct http_req *r, size_t *len);
 /* The body as a JSON object ({} when empty); answers 400 itself on error. */
 json_t *http_body_json(struct http_req *r);
 

@@ -19,6 +19,7 @@
 #include "limits.h"
 #include "sandbox.h"
 #include "btrfs_store.h"
+#include "workspace.h"
 
 struct sbx_sandbox *sandboxes;
 void				main_kick(void);
@@ -336,7 +337,7 @@ create_common(const char *session_id, const char *tenant, const char *image, con
 	r = meta_write(sb, "creating");
 	if (r < 0)
 		goto fail;
-	r = src ? store_sandbox_from_subvolume(id, src) : store_sandbox_create(id, image);
+	r = src ? store_sandbox_from_subvolume(id, src, image) : store_sandbox_create(id, image);
 	if (r < 0)
 	{
 		meta_remove(id);
@@ -350,6 +351,7 @@ create_common(const char *session_id, const char *tenant, const char *image, con
 		goto fail;
 	}
 	link_sandbox(sb);
+	ws_created(sb);
 	r = sandbox_proxy_prepare(id);
 	if (r < 0)
 	{
@@ -462,6 +464,8 @@ sandbox_on_stopped(struct sbx_sandbox *sb)
 {
 	if (sb->destroying)
 		finish_destroy(sb);
+	else
+		ws_on_stopped(sb);
 }
 
 /* ---- recovery -------------------------------------------------------------- */
@@ -507,7 +511,7 @@ adopt(const char *file)
 	else
 	{
 		struct sbx_sandbox *sb = sandbox_new(id, session, tenant, image, (time_t) created);
-		int					k = store_sandbox_quota(id);
+		int					k = store_sandbox_quota(id, image);
 		if (k < 0)
 		{
 			errno = -k;
@@ -516,6 +520,7 @@ adopt(const char *file)
 		if (sb)
 		{
 			link_sandbox(sb);
+			ws_adopted(sb);
 			log_info("adopted sandbox %s (session %s)", id, session);
 			if ((k = sandbox_proxy_prepare(id)) < 0)
 			{

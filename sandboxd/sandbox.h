@@ -102,7 +102,11 @@ struct sbx_sandbox
 	char				 image[SBX_IMAGE_MAX + 1];
 	time_t				 created_at;
 	bool				 destroying;
-	unsigned			 ops; /* snapshot exports in flight */
+	unsigned			 ops;		  /* snapshot exports, streams and restores in flight */
+	uint64_t			 ws_calls;	  /* the call counter ws-N snapshots are named by */
+	uint64_t			 ws_base;	  /* transaction of the last ws snapshot (0: unknown) */
+	struct http_req		*restore_req; /* a restore waiting for the container to stop */
+	char				 restore_snap[72];
 	struct sbx_container ct;
 	struct sbx_call		*q_head, *q_tail, *current;
 	size_t				 q_len;
