@@ -1174,3 +1174,8 @@ CREATE TRIGGER read_committed_only
     FOR EACH STATEMENT EXECUTE FUNCTION nadi._read_committed_only();
 
 REVOKE ALL ON FUNCTION nadi._read_committed_only() FROM PUBLIC;
+
+-- ==== sandbox hosts find each other: a fork pulls a workspace snapshot from the host that has it ====
+-- nadi-sandboxd looks up the address of the host named in a fork's "from"
+-- (never an address a client gave): these two columns, nothing else.
+GRANT SELECT (host_id, address) ON nadi.sandbox_hosts TO nadi_sandbox_host;
