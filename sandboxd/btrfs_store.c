@@ -708,6 +708,41 @@ store_userns_base(const char *id, uint64_t *base)
 }
 
 /*
+ * What systemd-nspawn adds to a tree on its first start (its
+ * base-filesystem table: /bin, /lib, /sbin and /lib64 as links into /usr
+ * where /usr has them, /usr, /var and /root), made here once: otherwise the
+ * first container start writes into the sandbox and the call it serves
+ * looks as if it had changed the files (a workspace snapshot for nothing).
+ */
+static void
+base_filesystem(int fd)
+{
+	static const char *const links[][3] = {
+		{"bin", "usr/bin", NULL},
+		{"lib", "usr/lib", NULL},
+		{"sbin", "usr/sbin", NULL},
+#if defined(__x86_64__)
+		{"lib64", "usr/lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"},
+		{"lib64", "usr/lib64", "usr/lib64/ld-linux-x86-64.so.2"},
+#endif
+	};
+	struct stat st;
+
+	for (size_t i = 0; i < ARRAY_SIZE(links); i++)
+	{
+		const char *check = links[i][2] ? links[i][2] : links[i][1];
+		if (fstatat(fd, links[i][0], &st, AT_SYMLINK_NOFOLLOW) == 0 ||
+			fstatat(fd, check, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (symlinkat(links[i][1], fd, links[i][0]) < 0)
+			log_debug("cannot link %s to %s in a sandbox root: %m", links[i][0], links[i][1]);
+	}
+	ensure_dir(fd, "usr", 0755, 0, 0);
+	ensure_dir(fd, "var", 0755, 0, 0);
+	ensure_dir(fd, "root", 0700, 0, 0);
+}
+
+/*
  * Give a fresh sandbox root the mount points the container needs: the
  * workspace (owned by the sandbox user), the init's directory and file, and
  * the API file systems' directories, which a read-only root cannot grow.
@@ -736,6 +771,7 @@ prepare_root(const char *path)
 	r = ensure_dir(fd, SBX_WORKSPACE, 0755, cfg.run_uid, cfg.run_gid);
 	if (r < 0)
 		return r;
+	base_filesystem(fd);
 	f = openat(fd, SBX_AGENT_DIR "/init", O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0755);
 	if (f < 0)
 		return -errno;
