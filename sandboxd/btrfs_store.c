@@ -883,6 +883,26 @@ store_sandbox_delete(const char *id)
 	return r;
 }
 
+void
+store_remove_dir(const char *dir)
+{
+	DIR			  *d = opendir(dir);
+	struct dirent *de;
+
+	while (d && (de = readdir(d)))
+	{
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		_cleanup_(freep) char *p = xasprintf("%s/%s", dir, de->d_name);
+		if (p)
+			store_delete_subvolume(p);
+	}
+	if (d)
+		closedir(d);
+	if (rmdir(dir) < 0 && errno != ENOENT)
+		log_warning("cannot remove %s: %m", dir);
+}
+
 char *
 store_snapshot_path(const char *id, const char *name)
 {

@@ -51,6 +51,8 @@ char  *store_snapshot_path(const char *id, const char *name);
 char **store_snapshot_list(const char *id);
 int	   store_snapshot_delete(const char *id, const char *name);
 int	   store_delete_subvolume(const char *path);
+/* Remove dir and what it holds, received subvolumes included (incoming/TMP). */
+void store_remove_dir(const char *dir);
 /* The transaction that made path, and when; -errno. */
 int store_subvolume_times(const char *path, uint64_t *otransid, time_t *otime);
 /* 1 when sandbox id's files changed in a transaction after gen, 0 if not, -errno. */

@@ -319,9 +319,8 @@ restore_swap(struct sbx_sandbox *sb)
 		restore_reply(sb, k);
 		return;
 	}
-	store_delete_subvolume(old);
 	*strrchr(old, '/') = '\0';
-	rmdir(old);
+	store_remove_dir(old);
 	{
 		uint64_t t = 0;
 		if (store_subvolume_times(cur, &t, NULL) == 0)
@@ -436,12 +435,9 @@ ws_stream(struct http_req *r, struct sbx_sandbox *sb, const char *name)
 						   sb->id, name);
 		return;
 	}
-	x = calloc(1, sizeof *x);
+	x = http_calloc(r, sizeof *x);
 	if (!x)
-	{
-		http_reply_problem(r, 500, "internal", "out of memory");
 		return;
-	}
 	x->req = r;
 	x->sb = sb;
 	snprintf(x->name, sizeof x->name, "%s", name);
@@ -492,21 +488,7 @@ pull_free(struct pull_ctx *x)
 		free(x->bearer);
 	}
 	if (x->dir)
-	{
-		DIR			  *d = opendir(x->dir);
-		struct dirent *de;
-		while (d && (de = readdir(d)))
-		{
-			if (de->d_name[0] == '.')
-				continue;
-			_cleanup_(freep) char *q = xasprintf("%s/%s", x->dir, de->d_name);
-			if (q)
-				store_delete_subvolume(q);
-		}
-		if (d)
-			closedir(d);
-		rmdir(x->dir);
-	}
+		store_remove_dir(x->dir);
 	free(x->dir);
 	free(x->file);
 	free(x->hdr);
@@ -697,12 +679,9 @@ ws_create_from(struct http_req *r, const char *session, const char *tenant, cons
 						   "sandbox host %s is unknown here: this host has no database", host_id);
 		return;
 	}
-	x = calloc(1, sizeof *x);
+	x = http_calloc(r, sizeof *x);
 	if (!x)
-	{
-		http_reply_problem(r, 500, "internal", "out of memory");
 		return;
-	}
 	x->req = r;
 	x->t0 = now_us();
 	snprintf(x->session, sizeof x->session, "%s", session);

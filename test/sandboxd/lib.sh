@@ -58,17 +58,23 @@ sbx_start() {
 	return 1
 }
 
-# sbx_stop [SIGNAL]: stop the daemon we started and wait for it (5 s, then KILL).
-sbx_stop() {
-	local sig=${1:-TERM} i
-	[ -n "$SBX_PID" ] || return 0
-	kill -"$sig" "$SBX_PID" 2>/dev/null
-	for i in $(seq 1 50); do
-		kill -0 "$SBX_PID" 2>/dev/null || break
+# sbx_kill_wait PID [SIGNAL]: send SIGNAL (TERM) to PID, KILL it after 5 s,
+# and wait for it; returns its exit status.
+sbx_kill_wait() {
+	local pid=$1 sig=${2:-TERM}
+	kill -"$sig" "$pid" 2>/dev/null
+	for _ in $(seq 1 50); do
+		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
 	done
-	kill -KILL "$SBX_PID" 2>/dev/null
-	wait "$SBX_PID" 2>/dev/null
+	kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+}
+
+# sbx_stop [SIGNAL]: stop the daemon we started and wait for it (5 s, then KILL).
+sbx_stop() {
+	[ -n "$SBX_PID" ] || return 0
+	sbx_kill_wait "$SBX_PID" "${1:-TERM}"
 	SBX_RC=$?
 	SBX_PID=""
 }
@@ -291,16 +297,9 @@ on() {
 
 # sbx_node_stop NAME: SIGTERM (drain), then KILL after 5 s.
 sbx_node_stop() {
-	local name=$1
-	[ -n "${SBX_NODE_PID[$name]:-}" ] || return 0
-	kill -TERM "${SBX_NODE_PID[$name]}" 2>/dev/null
-	for _ in $(seq 1 50); do
-		kill -0 "${SBX_NODE_PID[$name]}" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "${SBX_NODE_PID[$name]}" 2>/dev/null
-	wait "${SBX_NODE_PID[$name]}" 2>/dev/null
-	SBX_NODE_PID[$name]=""
+	[ -n "${SBX_NODE_PID[$1]:-}" ] || return 0
+	sbx_kill_wait "${SBX_NODE_PID[$1]}"
+	SBX_NODE_PID[$1]=""
 }
 
 # sbx_node_cleanup NAME...: kill those daemons and their containers, unmount their stores.
