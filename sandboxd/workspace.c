@@ -634,11 +634,14 @@ pull_resolved(void *ud, const char *address, const char *why)
 	}
 	/* The credential from a file, never on a command line. */
 	_cleanup_(freep) char *hdr_arg = xasprintf("@%s", x->hdr);
-	k = hdr_arg
-			? child_spawn((const char *[]){cfg.curl_path, "-sS", "--fail-with-body", "--max-time",
-										   "3600", "--proto", "=http", "-H", hdr_arg, url, NULL},
-						  out, pull_fetched, x)
-			: -ENOMEM;
+	char				   room[32];
+	/* No redirects, http only, and no stream larger than the store's free space. */
+	snprintf(room, sizeof room, "%llu", (unsigned long long) store_free_bytes());
+	k = hdr_arg ? child_spawn((const char *[]){cfg.curl_path, "-sS", "--fail-with-body",
+											   "--max-time", "3600", "--proto", "=http",
+											   "--max-filesize", room, "-H", hdr_arg, url, NULL},
+							  out, pull_fetched, x)
+				: -ENOMEM;
 	if (k < 0)
 	{
 		http_reply_problem(x->req, 500, "internal", "cannot run %s: %s", cfg.curl_path,
