@@ -40,6 +40,14 @@ is_subvolume(const char *p)
 	return btrfs_util_is_subvolume(p) == BTRFS_UTIL_OK;
 }
 
+static struct ws_stats stats;
+
+const struct ws_stats *
+ws_get_stats(void)
+{
+	return &stats;
+}
+
 bool
 ws_snapshot_name_valid(const char *s)
 {
@@ -136,7 +144,10 @@ drop_snapshot(struct sbx_sandbox *sb, const char *name, const char *why)
 		log_warning("sandbox %s: cannot remove snapshot %s (%s): %m", sb->id, name, why);
 	}
 	else
+	{
+		stats.removed++;
 		log_debug("sandbox %s: removed snapshot %s (%s)", sb->id, name, why);
+	}
 }
 
 /* Retention (see the head of the file); the newest ws snapshot stays. */
@@ -256,8 +267,17 @@ ws_after_call(struct sbx_sandbox *sb, bool side_effects)
 		errno = -changed;
 		log_warning("sandbox %s: cannot tell whether its files changed (%m); snapshotting", sb->id);
 	}
-	if (changed == 0 || !ws_take(sb, name))
+	if (changed == 0)
+	{
+		stats.unchanged++;
 		return NULL;
+	}
+	if (!ws_take(sb, name))
+	{
+		stats.failed++;
+		return NULL;
+	}
+	stats.taken++;
 	ws_retain(sb);
 	return ws_object(sb, name);
 }
@@ -326,6 +346,7 @@ restore_swap(struct sbx_sandbox *sb)
 		if (store_subvolume_times(cur, &t, NULL) == 0)
 			sb->ws_base = t; /* changes from here on are new */
 	}
+	stats.restores++;
 	log_info("sandbox %s: workspace restored from snapshot %s", sb->id, sb->restore_snap);
 	restore_reply(sb, 0);
 }
@@ -497,7 +518,7 @@ pull_free(struct pull_ctx *x)
 
 static void
 reply_created(struct http_req *r, const char *session, const char *tenant, const char *image,
-			  const char *src, const char *from)
+			  const char *src, const char *from, bool remote)
 {
 	struct sbx_sandbox *sb;
 	int					k;
@@ -521,6 +542,10 @@ reply_created(struct http_req *r, const char *session, const char *tenant, const
 		http_reply_errno(r, k, "create the sandbox");
 		return;
 	}
+	if (remote)
+		stats.forks_remote++;
+	else
+		stats.forks_local++;
 	{
 		json_t *j = sandbox_json(sb);
 		json_object_set_new(j, "from", json_string(from));
@@ -538,6 +563,7 @@ pull_received(void *ud, int status, const char *err)
 
 	if (status != 0)
 	{
+		stats.fork_failures++;
 		http_reply_problem(x->req, 422, "restore_failed", "btrfs receive of %s/%s failed: %s",
 						   x->src_id, x->name, *err ? err : "unknown error");
 		pull_free(x);
@@ -557,7 +583,7 @@ pull_received(void *ud, int status, const char *err)
 	{
 		log_info("pulled snapshot %s from host %s in %llu ms", x->name, x->host_id,
 				 (unsigned long long) ((now_us() - x->t0) / 1000));
-		reply_created(x->req, x->session, x->tenant, x->image, got, from);
+		reply_created(x->req, x->session, x->tenant, x->image, got, from, true);
 	}
 	pull_free(x);
 }
@@ -573,6 +599,7 @@ pull_fetched(void *ud, int status, const char *err)
 	{
 		/* curl --fail-with-body: the other host's problem is in the file. */
 		_cleanup_(freep) char *body = NULL;
+		stats.fork_failures++;
 		read_full_file(AT_FDCWD, x->file, &body, NULL, 2048);
 		http_reply_problem(x->req, 502, "fork_source_failed",
 						   "cannot fetch snapshot %s of sandbox %s from host %s: %s%s%.512s",
@@ -603,6 +630,7 @@ pull_resolved(void *ud, const char *address, const char *why)
 
 	if (!address)
 	{
+		stats.fork_failures++;
 		http_reply_problem(x->req, 404, "host_not_found", "sandbox host %s: %s", x->host_id,
 						   why ? why : "not registered");
 		pull_free(x);
@@ -673,7 +701,7 @@ ws_create_from(struct http_req *r, const char *session, const char *tenant, cons
 							   src_id, name);
 		else
 			reply_created(r, session, tenant && *tenant ? tenant : src->tenant, image, p,
-						  from ? from : name);
+						  from ? from : name, false);
 		return;
 	}
 	if (!cfg.pg_conninfo || !*cfg.pg_conninfo)

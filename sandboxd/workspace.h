@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 struct http_req;
 struct sbx_sandbox;
@@ -20,6 +21,15 @@ struct sbx_sandbox;
 bool ws_snapshot_name_valid(const char *s);
 /* This host's id as workspace objects carry it: NULL when it is not registered anywhere. */
 const char *ws_host_id(void);
+
+/* Counted since start, for /metrics. */
+struct ws_stats
+{
+	uint64_t taken, unchanged, failed; /* after calls with side effects */
+	uint64_t removed;				   /* by retention */
+	uint64_t forks_local, forks_remote, fork_failures, restores;
+};
+const struct ws_stats *ws_get_stats(void);
 
 /* ws-0 of a new sandbox; the counter and baseline of an adopted one. */
 void ws_created(struct sbx_sandbox *sb);
