@@ -899,7 +899,8 @@ store_remove_dir(const char *dir)
 	}
 	if (d)
 		closedir(d);
-	if (rmdir(dir) < 0 && errno != ENOENT)
+	/* A subvolume, or not a directory at all, goes as store_delete_subvolume removes it. */
+	if (rmdir(dir) < 0 && errno != ENOENT && store_delete_subvolume(dir) < 0)
 		log_warning("cannot remove %s: %m", dir);
 }
 

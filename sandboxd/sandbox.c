@@ -552,20 +552,7 @@ clear_dir(const char *rel)
 			continue;
 		log_notice("removing %s left by a previous run", p);
 		/* A restore target holds one received subvolume per directory. */
-		DIR			  *sub = opendir(p);
-		struct dirent *se;
-		while (sub && (se = readdir(sub)))
-		{
-			if (se->d_name[0] == '.' &&
-				(!se->d_name[1] || (se->d_name[1] == '.' && !se->d_name[2])))
-				continue;
-			_cleanup_(freep) char *q = xasprintf("%s/%s", p, se->d_name);
-			if (q)
-				store_delete_subvolume(q);
-		}
-		if (sub)
-			closedir(sub);
-		store_delete_subvolume(p);
+		store_remove_dir(p);
 	}
 	closedir(d);
 }
