@@ -17,6 +17,7 @@
 #include "http.h"
 #include "sandbox.h"
 #include "btrfs_store.h"
+#include "workspace.h"
 
 struct export_ctx
 {
@@ -129,8 +130,7 @@ export_snapshot(struct http_req *r, struct sbx_sandbox *sb, const char *snapshot
 	snap_path = store_snapshot_path(sb->id, x->snapshot);
 	if (!snap_path || access(snap_path, F_OK) < 0)
 	{
-		http_reply_problem(r, 404, "snapshot_not_found", "sandbox %s has no snapshot \"%s\"",
-						   sb->id, x->snapshot);
+		ws_reply_no_snapshot(r, sb->id, x->snapshot);
 		export_free(x);
 		return;
 	}

@@ -48,6 +48,12 @@ ws_get_stats(void)
 	return &stats;
 }
 
+void
+ws_reply_no_snapshot(struct http_req *r, const char *id, const char *name)
+{
+	http_reply_problem(r, 404, "snapshot_not_found", "sandbox %s has no snapshot \"%s\"", id, name);
+}
+
 bool
 ws_snapshot_name_valid(const char *s)
 {
@@ -387,8 +393,7 @@ ws_restore(struct http_req *r, struct sbx_sandbox *sb)
 	p = store_snapshot_path(sb->id, name);
 	if (!p || !is_subvolume(p))
 	{
-		http_reply_problem(r, 404, "snapshot_not_found", "sandbox %s has no snapshot \"%s\"",
-						   sb->id, name);
+		ws_reply_no_snapshot(r, sb->id, name);
 		goto out;
 	}
 	if (sb->ops > 0 || sb->current || sb->q_len > 0)
@@ -452,8 +457,7 @@ ws_stream(struct http_req *r, struct sbx_sandbox *sb, const char *name)
 
 	if (!p || !dir || !is_subvolume(p))
 	{
-		http_reply_problem(r, 404, "snapshot_not_found", "sandbox %s has no snapshot \"%s\"",
-						   sb->id, name);
+		ws_reply_no_snapshot(r, sb->id, name);
 		return;
 	}
 	x = http_calloc(r, sizeof *x);
@@ -697,8 +701,7 @@ ws_create_from(struct http_req *r, const char *session, const char *tenant, cons
 		else if (tenant && *tenant && src->tenant[0] && strcmp(tenant, src->tenant) != 0)
 			http_reply_problem(r, 403, "forbidden", "sandbox %s belongs to another tenant", src_id);
 		else if (!p || !is_subvolume(p))
-			http_reply_problem(r, 404, "snapshot_not_found", "sandbox %s has no snapshot \"%s\"",
-							   src_id, name);
+			ws_reply_no_snapshot(r, src_id, name);
 		else
 			reply_created(r, session, tenant && *tenant ? tenant : src->tenant, image, p,
 						  from ? from : name, false);

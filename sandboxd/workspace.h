@@ -19,6 +19,8 @@ struct sbx_sandbox;
 
 /* A snapshot name as routes and bodies take it: ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$, no "..". */
 bool ws_snapshot_name_valid(const char *s);
+/* 404 snapshot_not_found: sandbox id has no snapshot name. */
+void ws_reply_no_snapshot(struct http_req *r, const char *id, const char *name);
 /* This host's id as workspace objects carry it: NULL when it is not registered anywhere. */
 const char *ws_host_id(void);
 
