@@ -212,7 +212,7 @@ ws_object(const struct sbx_sandbox *sb, const char *name)
 					 "sandbox_id", sb->id, "snapshot", name);
 }
 
-/* Take ws-N (N the counter, or the next free number); the name taken, or NULL. */
+/* Take ws-N (N the counter, or the next free number) into name; false if it failed. */
 static bool
 ws_take(struct sbx_sandbox *sb, char name[32])
 {
