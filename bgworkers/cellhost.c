@@ -851,6 +851,7 @@ take(CellHost *ch, const char *id, json_t *row)
 						 json_object_get(json_object_get(json_array_get(replay.rows, 0), "state"), "messages"),
 						 json_object_get(row, "policy"),
 						 json_string_value(json_object_get(row, "sandbox_url")));
+	runtime_session_fork(&s->rt, json_object_get(json_array_get(replay.rows, 0), "state"));
 	tenant = json_string_value(json_object_get(row, "tenant_id"));
 	s->tenant = strdup(tenant ? tenant : "");
 	s->last_active = rt_now_us();

@@ -86,8 +86,28 @@ command_clear(RtCommand *c)
 }
 
 void
+runtime_session_fork(RtSession *s, json_t *state)
+{
+	json_t	   *ws = json_object_get(json_object_get(state, "fork"), "workspace");
+	json_t	   *host = json_object_get(ws, "host_id");
+	const char *sandbox = json_string_value(json_object_get(ws, "sandbox_id"));
+	const char *snapshot = json_string_value(json_object_get(ws, "snapshot"));
+
+	json_decref(s->fork_from);
+	s->fork_from = NULL;
+	if (!sandbox || !snapshot || (host && !json_is_null(host) && !json_is_string(host)))
+		return;
+	/* sandboxd's "from": host_id only when there is one */
+	s->fork_from = json_pack("{s:s, s:s}", "sandbox_id", sandbox, "snapshot", snapshot);
+	if (s->fork_from && json_is_string(host))
+		json_object_set(s->fork_from, "host_id", host);
+}
+
+void
 runtime_session_free(RtSession *s)
 {
+	json_decref(s->fork_from);
+	s->fork_from = NULL;
 	command_clear(&s->cmd);
 	need_clear(&s->need);
 	json_decref(s->pending);

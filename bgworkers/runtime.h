@@ -157,6 +157,7 @@ typedef struct RtSession
 	RtToken		tokens[RT_TOKEN_KINDS];
 	RtCommand	cmd;
 	RtNeed		need;
+	json_t	   *fork_from;		/* a fork's workspace snapshot: its sandbox is made "from" it */
 } RtSession;
 
 extern void runtime_init(Runtime *rt);
@@ -165,6 +166,13 @@ extern void runtime_init(Runtime *rt);
 extern void runtime_session_init(RtSession *s, const char *id, int64_t epoch,
 								 json_t *messages, json_t *policy, const char *sandbox_url);
 extern void runtime_session_free(RtSession *s);
+
+/*
+ * The replayed state of a session (nadi.session_replay()): when it is a fork
+ * whose origin had a workspace snapshot ("fork": {"workspace": {host_id,
+ * sandbox_id, snapshot}}), its sandbox is made from that snapshot.
+ */
+extern void runtime_session_fork(RtSession *s, json_t *state);
 
 /*
  * Start a command the host has just claimed for s (row: command_id, type,

@@ -118,6 +118,10 @@ extern int	tools_list_take(ToolsCache *c, const HttpReply *reply, bool *unauthor
 /* POST <base>/v1/sandboxes, and the id it answers (0, -EAGAIN, -EPROTO, -EINTR). */
 extern int	tool_sandbox_request(HttpRequest *req, const char *base, const char *token,
 								 const char *session_id, const char *image, long timeout_ms);
+/* The same with "from" (a fork's workspace snapshot; NULL: none). */
+extern int	tool_sandbox_request_from(HttpRequest *req, const char *base, const char *token,
+									  const char *session_id, const char *image, json_t *from,
+									  long timeout_ms);
 extern int	tool_sandbox_take(const HttpReply *reply, char *id, size_t idlen,
 							  char *err, size_t errlen);
 

@@ -118,12 +118,21 @@ int
 tool_sandbox_request(HttpRequest *req, const char *base, const char *token,
 					 const char *session_id, const char *image, long timeout_ms)
 {
+	return tool_sandbox_request_from(req, base, token, session_id, image, NULL, timeout_ms);
+}
+
+int
+tool_sandbox_request_from(HttpRequest *req, const char *base, const char *token,
+						  const char *session_id, const char *image, json_t *from,
+						  long timeout_ms)
+{
 	char		url[1024];
+	json_t	   *body = json_pack("{s:s, s:s}", "session_id", session_id, "image", image ? image : "");
 
 	snprintf(url, sizeof(url), "%s/v1/sandboxes", base);
-	return http_request_set(req, "POST", url, token,
-							json_pack("{s:s, s:s}", "session_id", session_id, "image", image ? image : ""),
-							timeout_ms, 1 << 20);
+	if (body && from)
+		json_object_set(body, "from", from);
+	return http_request_set(req, "POST", url, token, body, timeout_ms, 1 << 20);
 }
 
 int
@@ -622,8 +631,9 @@ tool_advance(Runtime *rt, RtSession *s, const HttpReply *reply)
 				}
 				else if (s->sandbox_id[0] == '\0')
 				{
-					if (tool_sandbox_request(&s->need.http, c->base, token, s->id,
-											 rt->cfg.sandbox_image, rt->cfg.tool_timeout_ms) == 0)
+					if (tool_sandbox_request_from(&s->need.http, c->base, token, s->id,
+												  rt->cfg.sandbox_image, s->fork_from,
+												  rt->cfg.tool_timeout_ms) == 0)
 						return need_http(s, RT_NEED_TOOL, ST_CALL_SANDBOX_MADE);
 					snprintf(c->err, sizeof(c->err), "out of memory");
 					c->rc = -EAGAIN;

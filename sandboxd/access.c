@@ -12,6 +12,8 @@
  * request waits for that one refresh, WAIT_MAX_MS at most.  pg.c fetches
  * them over its connection.
  */
+#include <ctype.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -19,7 +21,9 @@
 #include "jwt.h"
 #include "jwt_claims.h"
 #include "pg.h"
+#include "sandbox.h"
 #include "sbx.h"
+#include "workspace.h"
 #include "daemonlib/jwks.h"
 
 #define WAIT_MAX_MS 5000 /* a request waits this long for a refresh at most */
@@ -147,6 +151,59 @@ access_wait_cancel(void *arg)
 		goto out; \
 	} while (0)
 
+bool
+access_host_id_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 63 || !isalnum((unsigned char) s[0]))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char) s[i]) && !strchr("._:-", s[i]))
+			return false;
+	return true;
+}
+
+/* The "fork" claim, when there is one (absent or null: none); -EINVAL when malformed. */
+static int
+fork_claim(const char *payload, size_t len, struct access_principal *out)
+{
+	json_t	   *j = json_loadb(payload, len, 0, NULL), *f, *host, *v;
+	const char *key, *sb, *snap;
+	int			r = 0;
+
+	f = json_object_get(j, "fork");
+	if (!f || json_is_null(f))
+		goto out;
+	r = -EINVAL;
+	if (!json_is_object(f))
+		goto out;
+	json_object_foreach(f, key, v)
+	{
+		if (strcmp(key, "host") != 0 && strcmp(key, "sandbox") != 0 && strcmp(key, "snapshot") != 0)
+			goto out;
+	}
+	host = json_object_get(f, "host");
+	sb = json_string_value(json_object_get(f, "sandbox"));
+	snap = json_string_value(json_object_get(f, "snapshot"));
+	if (!host || !(json_is_null(host) ||
+				   (json_is_string(host) && access_host_id_valid(json_string_value(host)))))
+		goto out;
+	if (!sb || strlen(sb) != SBX_ID_LEN || strspn(sb, "0123456789abcdef") != SBX_ID_LEN)
+		goto out;
+	if (!ws_snapshot_name_valid(snap))
+		goto out;
+	out->fork = true;
+	snprintf(out->fork_host, sizeof out->fork_host, "%s",
+			 json_is_string(host) ? json_string_value(host) : "");
+	snprintf(out->fork_sandbox, sizeof out->fork_sandbox, "%s", sb);
+	snprintf(out->fork_snapshot, sizeof out->fork_snapshot, "%s", snap);
+	r = 0;
+out:
+	json_decref(j);
+	return r;
+}
+
 static enum access_result
 session_token(const char *tok, struct access_principal *out, char *why, size_t whylen)
 {
@@ -180,6 +237,9 @@ session_token(const char *tok, struct access_principal *out, char *why, size_t w
 		return ACCESS_DENIED;
 	if (c.scope != NADI_JWT_SCOPE_SANDBOX)
 		DENY("the token's scope is not \"sandbox\"");
+	if (fork_claim(jp->payload, jp->payload_len, out) < 0)
+		DENY("the token's \"fork\" claim is not {host: null or a host id, sandbox: a sandbox "
+			 "id, snapshot: a snapshot name}");
 	/* sandbox-scoped: the validator has made sure of its "sid" */
 	memcpy(out->sid, c.sid, sizeof out->sid);
 	snprintf(out->tenant, sizeof out->tenant, "%s", c.tenant);

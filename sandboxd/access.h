@@ -29,6 +29,15 @@ struct access_principal
 	char			 tenant[SBX_TENANT_MAX + 1];   /* ACCESS_SESSION: the session's tenant */
 	char			 subject[SBX_SUBJECT_MAX + 1]; /* ACCESS_SESSION: "cell:<host>" or "admin" */
 	bool			 files_only; /* ACCESS_SESSION: subject "files:..." (the edge's file routes) */
+	/*
+	 * ACCESS_SESSION with a "fork" claim {host, sandbox, snapshot}: the one
+	 * snapshot this token may make its session's sandbox from (and pull
+	 * from the host that has it).  fork_host "" stands for null.
+	 */
+	bool fork;
+	char fork_host[64];
+	char fork_sandbox[32];
+	char fork_snapshot[72];
 };
 
 /* A session token whose subject starts with this reaches its session's files only. */
@@ -59,6 +68,9 @@ void access_wait_cancel(void *arg);
 /* From pg.c: the text of nadi.jwks(), or a failed (or lost) query. */
 void access_keys_loaded(const char *jwks);
 void access_keys_failed(const char *why);
+
+/* A host id as nadi.sandbox_hosts takes it: ^[A-Za-z0-9][A-Za-z0-9._:-]{0,62}$. */
+bool access_host_id_valid(const char *s);
 
 int	 access_init(void);
 void access_done(void);

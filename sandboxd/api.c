@@ -27,6 +27,7 @@
 #include "sandbox.h"
 #include "btrfs_store.h"
 #include "tools.h"
+#include "workspace.h"
 
 extern bool sbx_draining;
 
@@ -136,12 +137,67 @@ metrics(struct http_req *r)
 
 /* ---- /v1/sandboxes ------------------------------------------------------------ */
 
+/* "from" of POST /v1/sandboxes: a snapshot, here (no host_id, or this host's) or elsewhere. */
+struct from
+{
+	const char *host_id, *sandbox_id, *snapshot;
+};
+
+/*
+ * Parse "from" strictly into *f and check that the caller may use it: the
+ * operator may; a session token only with a "fork" claim naming exactly
+ * that snapshot.  false: answered.
+ */
+static bool
+from_allowed(struct http_req *r, json_t *v, struct from *f)
+{
+	const struct access_principal *who = http_principal(r);
+	json_t						  *host, *x;
+	const char					  *key;
+
+	if (!json_is_object(v))
+		goto invalid;
+	json_object_foreach(v, key, x)
+	{
+		if (strcmp(key, "host_id") != 0 && strcmp(key, "sandbox_id") != 0 &&
+			strcmp(key, "snapshot") != 0)
+			goto invalid;
+	}
+	host = json_object_get(v, "host_id");
+	f->sandbox_id = json_string_value(json_object_get(v, "sandbox_id"));
+	f->snapshot = json_string_value(json_object_get(v, "snapshot"));
+	f->host_id = json_string_value(host);
+	if (host && !json_is_null(host) && !(f->host_id && access_host_id_valid(f->host_id)))
+		goto invalid;
+	if (!f->sandbox_id || strlen(f->sandbox_id) != SBX_ID_LEN ||
+		strspn(f->sandbox_id, "0123456789abcdef") != SBX_ID_LEN ||
+		!ws_snapshot_name_valid(f->snapshot))
+		goto invalid;
+	if (who->kind == ACCESS_OPERATOR)
+		return true;
+	if (who->kind == ACCESS_SESSION && who->fork &&
+		strcmp(who->fork_host, f->host_id ? f->host_id : "") == 0 &&
+		strcmp(who->fork_sandbox, f->sandbox_id) == 0 &&
+		strcmp(who->fork_snapshot, f->snapshot) == 0)
+		return true;
+	http_reply_problem(r, 403, "forbidden",
+					   "this token may not make a sandbox from that snapshot: a session token "
+					   "needs a \"fork\" claim naming exactly it");
+	return false;
+invalid:
+	http_reply_problem(r, 400, "invalid_args",
+					   "\"from\" must be {host_id?: a host id or null, sandbox_id: 20 hex "
+					   "digits, snapshot: a snapshot name}");
+	return false;
+}
+
 static void
 create_sandbox(struct http_req *r)
 {
 	const struct access_principal *who = http_principal(r);
 	json_t						  *body = http_body_json(r);
 	const char					  *session, *image, *tenant = NULL, *key;
+	struct from					   from = {0};
 	struct sbx_sandbox			  *sb;
 	json_t						  *v;
 	int							   k;
@@ -151,7 +207,7 @@ create_sandbox(struct http_req *r)
 	json_object_foreach(body, key, v)
 	{
 		if (strcmp(key, "session_id") != 0 && strcmp(key, "image") != 0 &&
-			strcmp(key, "tenant") != 0)
+			strcmp(key, "tenant") != 0 && strcmp(key, "from") != 0)
 		{
 			http_reply_problem(r, 400, "invalid_args", "unknown field \"%s\"", key);
 			goto out;
@@ -170,6 +226,8 @@ create_sandbox(struct http_req *r)
 						   SBX_TENANT_MAX);
 		goto out;
 	}
+	if (json_object_get(body, "from") && !from_allowed(r, json_object_get(body, "from"), &from))
+		goto out;
 	if (who->kind == ACCESS_SESSION)
 	{
 		/* A session token creates its own session's sandbox, which takes the token's tenant. */
@@ -221,6 +279,11 @@ create_sandbox(struct http_req *r)
 		http_add_header(r, "Retry-After", "5");
 		http_reply_problem(r, 503, "no_capacity", "this host holds its maximum of %llu sandboxes",
 						   (unsigned long long) cfg.max_sandboxes);
+		goto out;
+	}
+	if (from.sandbox_id)
+	{
+		ws_create_from(r, session, tenant, image, from.host_id, from.sandbox_id, from.snapshot);
 		goto out;
 	}
 	/* A plain create takes a warm pool entry when there is one (one made from a snapshot never does). */
@@ -529,6 +592,29 @@ static void export(struct http_req *r, struct sbx_sandbox *sb)
 	json_decref(body);
 }
 
+/* GET .../snapshots/NAME/stream: the operator, or a fork's token naming this snapshot here. */
+static bool
+stream_allowed(struct http_req *r, const struct sbx_sandbox *sb, const char *name)
+{
+	const struct access_principal *who = http_principal(r);
+
+	if (!ws_snapshot_name_valid(name))
+	{
+		http_reply_problem(r, 400, "invalid_args", "\"%.64s\" is not a snapshot name", name);
+		return false;
+	}
+	if (is_operator(r))
+		return true;
+	if (who->kind == ACCESS_SESSION && who->fork && strcmp(who->fork_host, cfg.host_id) == 0 &&
+		strcmp(who->fork_sandbox, sb->id) == 0 && strcmp(who->fork_snapshot, name) == 0 &&
+		(!sb->tenant[0] || strcmp(sb->tenant, who->tenant) == 0))
+		return true;
+	http_reply_problem(r, 403, "forbidden",
+					   "a session token reaches a snapshot's stream only with a \"fork\" claim "
+					   "naming it on this host");
+	return false;
+}
+
 /* Split path into at most n segments after the prefix; returns the count. */
 static size_t
 segments(char *path, char **seg, size_t n)
@@ -613,6 +699,13 @@ api_dispatch(struct http_req *r)
 		http_reply_problem(r, 404, "sandbox_not_found", "no sandbox with id \"%.64s\"", seg[2]);
 		return;
 	}
+	if (n == 6 && strcmp(seg[3], "snapshots") == 0 && strcmp(seg[5], "stream") == 0)
+	{
+		/* Another host pulls it for a fork: the fork's token names this very snapshot. */
+		if (stream_allowed(r, sb, seg[4]))
+			is(r, "GET") ? ws_stream(r, sb, seg[4]) : method_not_allowed(r, "GET");
+		return;
+	}
 	if (!is_operator(r) && strcmp(sb->session_id, http_principal(r)->sid) != 0)
 	{
 		http_reply_problem(r, 403, "forbidden", "sandbox %s belongs to another session", sb->id);
@@ -633,6 +726,22 @@ api_dispatch(struct http_req *r)
 	if (sb->destroying)
 	{
 		http_reply_problem(r, 409, "sandbox_destroying", "sandbox %s is being destroyed", sb->id);
+		return;
+	}
+	if (sb->restore_req)
+	{
+		http_reply_problem(r, 409, "sandbox_busy", "sandbox %s is being restored", sb->id);
+		return;
+	}
+	if (n == 4 && strcmp(seg[3], "restore") == 0)
+	{
+		/* A rollback: the operator, or the session's own token (not a file route's). */
+		if (http_principal(r)->files_only)
+			http_reply_problem(r, 403, "forbidden",
+							   "a token of the file routes cannot restore a sandbox; that needs "
+							   "the session's own token");
+		else
+			is(r, "POST") ? ws_restore(r, sb) : method_not_allowed(r, "POST");
 		return;
 	}
 	if (n == 5 && strcmp(seg[3], "tools") == 0)

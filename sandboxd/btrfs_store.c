@@ -7,9 +7,11 @@
  * crashed is found and used again.
  */
 #include <btrfsutil.h>
+#include <endian.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/btrfs.h>
+#include <linux/btrfs_tree.h>
 #include <linux/loop.h>
 #include <linux/magic.h>
 #include <stdio.h>
@@ -83,8 +85,49 @@ quota_enable(void)
 	return 0;
 }
 
+/*
+ * The committed qgroup numbers of the subvolume at path (its level-0
+ * qgroup): referenced and exclusive bytes.  -errno; -ENOENT without quotas.
+ */
+int
+store_qgroup_usage(const char *path, uint64_t *rfer, uint64_t *excl)
+{
+	struct btrfs_ioctl_search_args			a = {0};
+	const struct btrfs_ioctl_search_header *h = (const void *) a.buf;
+	const uint64_t						   *item;
+	uint64_t								id;
+	enum btrfs_util_error					e;
+
+	e = btrfs_util_subvolume_id(path, &id);
+	if (e != BTRFS_UTIL_OK)
+		return errno ? -errno : -EIO;
+	a.key.tree_id = BTRFS_QUOTA_TREE_OBJECTID;
+	a.key.min_type = a.key.max_type = BTRFS_QGROUP_INFO_KEY;
+	a.key.min_offset = a.key.max_offset = id; /* qgroup 0/id */
+	a.key.max_objectid = 0;
+	a.key.max_transid = UINT64_MAX;
+	a.key.nr_items = 1;
+	if (ioctl(root_fd, BTRFS_IOC_TREE_SEARCH, &a) < 0)
+		return -errno;
+	if (a.key.nr_items < 1 || h->len < 5 * sizeof(uint64_t))
+		return -ENOENT;
+	/* struct btrfs_qgroup_info_item: generation, rfer, rfer_cmpr, excl, excl_cmpr (LE) */
+	item = (const uint64_t *) (h + 1);
+	*rfer = le64toh(item[1]);
+	*excl = le64toh(item[3]);
+	return 0;
+}
+
+/*
+ * disk_max on a sandbox subvolume, twice: its exclusive data may not exceed
+ * it, and neither may what it references beyond base_rfer (what its source
+ * referenced when it was made).  The second closes the way around the
+ * first that snapshots open: a snapshot shares the sandbox's data, so the
+ * sandbox's exclusive bytes fall to nothing at every snapshot, while what
+ * it references does not.
+ */
 static int
-quota_limit(const char *path)
+quota_limit(const char *path, uint64_t base_rfer)
 {
 	_cleanup_(closep) int				 fd = -1;
 	struct btrfs_ioctl_qgroup_limit_args a = {0};
@@ -97,7 +140,23 @@ quota_limit(const char *path)
 	a.qgroupid = 0; /* the subvolume fd refers to */
 	a.lim.flags = BTRFS_QGROUP_LIMIT_MAX_EXCL;
 	a.lim.max_excl = cfg.disk_max;
+	if (base_rfer)
+	{
+		a.lim.flags |= BTRFS_QGROUP_LIMIT_MAX_RFER;
+		a.lim.max_rfer = base_rfer + cfg.disk_max;
+	}
 	return ioctl(fd, BTRFS_IOC_QGROUP_LIMIT, &a) < 0 ? -errno : 0;
+}
+
+/* What src references (the base of a sandbox made from it); 0 when unknown. */
+static uint64_t
+base_rfer_of(const char *src)
+{
+	uint64_t rfer = 0, excl;
+
+	if (cfg.disk_max == 0 || store_qgroup_usage(src, &rfer, &excl) < 0)
+		return 0;
+	return rfer;
 }
 
 static bool
@@ -525,11 +584,15 @@ store_sandbox_path(const char *id)
 }
 
 int
-store_sandbox_quota(const char *id)
+store_sandbox_quota(const char *id, const char *image)
 {
 	_cleanup_(freep) char *p = store_sandbox_path(id);
+	_cleanup_(freep) char *img = image ? xasprintf("%s/images/%s", root, image) : NULL;
 
-	return p ? quota_limit(p) : -ENOMEM;
+	if (!p)
+		return -ENOMEM;
+	return quota_limit(p, img && btrfs_util_is_subvolume(img) == BTRFS_UTIL_OK ? base_rfer_of(img)
+																			   : 0);
 }
 
 bool
@@ -645,6 +708,41 @@ store_userns_base(const char *id, uint64_t *base)
 }
 
 /*
+ * What systemd-nspawn adds to a tree on its first start (its
+ * base-filesystem table: /bin, /lib, /sbin and /lib64 as links into /usr
+ * where /usr has them, /usr, /var and /root), made here once: otherwise the
+ * first container start writes into the sandbox and the call it serves
+ * looks as if it had changed the files (a workspace snapshot for nothing).
+ */
+static void
+base_filesystem(int fd)
+{
+	static const char *const links[][3] = {
+		{"bin", "usr/bin", NULL},
+		{"lib", "usr/lib", NULL},
+		{"sbin", "usr/sbin", NULL},
+#if defined(__x86_64__)
+		{"lib64", "usr/lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"},
+		{"lib64", "usr/lib64", "usr/lib64/ld-linux-x86-64.so.2"},
+#endif
+	};
+	struct stat st;
+
+	for (size_t i = 0; i < ARRAY_SIZE(links); i++)
+	{
+		const char *check = links[i][2] ? links[i][2] : links[i][1];
+		if (fstatat(fd, links[i][0], &st, AT_SYMLINK_NOFOLLOW) == 0 ||
+			fstatat(fd, check, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (symlinkat(links[i][1], fd, links[i][0]) < 0)
+			log_debug("cannot link %s to %s in a sandbox root: %m", links[i][0], links[i][1]);
+	}
+	ensure_dir(fd, "usr", 0755, 0, 0);
+	ensure_dir(fd, "var", 0755, 0, 0);
+	ensure_dir(fd, "root", 0700, 0, 0);
+}
+
+/*
  * Give a fresh sandbox root the mount points the container needs: the
  * workspace (owned by the sandbox user), the init's directory and file, and
  * the API file systems' directories, which a read-only root cannot grow.
@@ -673,6 +771,7 @@ prepare_root(const char *path)
 	r = ensure_dir(fd, SBX_WORKSPACE, 0755, cfg.run_uid, cfg.run_gid);
 	if (r < 0)
 		return r;
+	base_filesystem(fd);
 	f = openat(fd, SBX_AGENT_DIR "/init", O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0755);
 	if (f < 0)
 		return -errno;
@@ -689,9 +788,10 @@ prepare_root(const char *path)
 }
 
 int
-store_sandbox_from_subvolume(const char *id, const char *src)
+store_sandbox_from_subvolume(const char *id, const char *src, const char *image)
 {
 	_cleanup_(freep) char *dst = store_sandbox_path(id);
+	_cleanup_(freep) char *base = image ? xasprintf("%s/images/%s", root, image) : NULL;
 	enum btrfs_util_error  e;
 	int					   r;
 
@@ -700,7 +800,13 @@ store_sandbox_from_subvolume(const char *id, const char *src)
 	e = btrfs_util_create_snapshot(src, dst, 0, NULL, NULL);
 	if (e != BTRFS_UTIL_OK)
 		return btrfs_errno(e, "cannot snapshot into", dst);
-	r = quota_limit(dst);
+	/* The quota counts from the image when this host has it (a fork, a rollback). */
+	if (!base || btrfs_util_is_subvolume(base) != BTRFS_UTIL_OK)
+	{
+		free(base);
+		base = NULL;
+	}
+	r = quota_limit(dst, base_rfer_of(base ? base : src));
 	if (r < 0)
 	{
 		errno = -r;
@@ -725,7 +831,7 @@ store_sandbox_create(const char *id, const char *image)
 
 	if (!src)
 		return -ENOMEM;
-	return store_sandbox_from_subvolume(id, src);
+	return store_sandbox_from_subvolume(id, src, image);
 }
 
 int
@@ -777,6 +883,27 @@ store_sandbox_delete(const char *id)
 	return r;
 }
 
+void
+store_remove_dir(const char *dir)
+{
+	DIR			  *d = opendir(dir);
+	struct dirent *de;
+
+	while (d && (de = readdir(d)))
+	{
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		_cleanup_(freep) char *p = xasprintf("%s/%s", dir, de->d_name);
+		if (p)
+			store_delete_subvolume(p);
+	}
+	if (d)
+		closedir(d);
+	/* A subvolume, or not a directory at all, goes as store_delete_subvolume removes it. */
+	if (rmdir(dir) < 0 && errno != ENOENT && store_delete_subvolume(dir) < 0)
+		log_warning("cannot remove %s: %m", dir);
+}
+
 char *
 store_snapshot_path(const char *id, const char *name)
 {
@@ -809,6 +936,62 @@ store_snapshot_create(const char *id, const char *name)
 	if (e != BTRFS_UTIL_OK)
 		return btrfs_errno(e, "cannot snapshot", src);
 	return 0;
+}
+
+int
+store_snapshot_delete(const char *id, const char *name)
+{
+	_cleanup_(freep) char *p = store_snapshot_path(id, name);
+
+	return p ? store_delete_subvolume(p) : -ENOMEM;
+}
+
+int
+store_subvolume_times(const char *path, uint64_t *otransid, time_t *otime)
+{
+	struct btrfs_util_subvolume_info info;
+	enum btrfs_util_error			 e;
+
+	errno = 0;
+	e = btrfs_util_subvolume_info(path, 0, &info);
+	if (e != BTRFS_UTIL_OK)
+		return errno ? -errno : -EIO;
+	if (otransid)
+		*otransid = info.otransid;
+	if (otime)
+		*otime = info.otime.tv_sec;
+	return 0;
+}
+
+/*
+ * Whether the sandbox's file tree holds anything written in a transaction
+ * after gen: a tree search of its subvolume for items in blocks newer than
+ * gen.  It sees the running transaction, so a write that is not committed
+ * yet counts (the subvolume's own generation and ctransid do not move until
+ * the commit).  1: changed, 0: not, -errno.
+ */
+int
+store_sandbox_changed_since(const char *id, uint64_t gen)
+{
+	_cleanup_(freep) char		  *p = store_sandbox_path(id);
+	_cleanup_(closep) int		   fd = -1;
+	struct btrfs_ioctl_search_args a = {0};
+
+	if (!p)
+		return -ENOMEM;
+	fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	a.key.tree_id = 0; /* the subvolume fd is in */
+	a.key.max_objectid = UINT64_MAX;
+	a.key.max_type = UINT32_MAX;
+	a.key.max_offset = UINT64_MAX;
+	a.key.min_transid = gen + 1;
+	a.key.max_transid = UINT64_MAX;
+	a.key.nr_items = 1;
+	if (ioctl(fd, BTRFS_IOC_TREE_SEARCH, &a) < 0)
+		return -errno;
+	return a.key.nr_items > 0;
 }
 
 uint64_t

@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "daemonlib/util.h"
 
@@ -35,19 +36,29 @@ void store_strv_free(char **v);
 
 char *store_sandbox_path(const char *id);
 int	  store_sandbox_create(const char *id, const char *image);
-int	  store_sandbox_from_subvolume(const char *id, const char *src);
-int	  store_sandbox_delete(const char *id);
-bool  store_sandbox_exists(const char *id);
+/* The disk quota counts from image when this host has it, else from src. */
+int	 store_sandbox_from_subvolume(const char *id, const char *src, const char *image);
+int	 store_sandbox_delete(const char *id);
+bool store_sandbox_exists(const char *id);
 /* (Re)apply disk_max to an existing sandbox (adoption after a restart). */
-int	   store_sandbox_quota(const char *id);
+int	   store_sandbox_quota(const char *id, const char *image);
 char **store_sandbox_list(void);
 /* First host uid of the sandbox's 65536 (allocated and recorded on first use); -errno. */
 int store_userns_base(const char *id, uint64_t *base);
 
-int		 store_snapshot_create(const char *id, const char *name);
-char	*store_snapshot_path(const char *id, const char *name);
-char   **store_snapshot_list(const char *id);
-int		 store_delete_subvolume(const char *path);
+int	   store_snapshot_create(const char *id, const char *name);
+char  *store_snapshot_path(const char *id, const char *name);
+char **store_snapshot_list(const char *id);
+int	   store_snapshot_delete(const char *id, const char *name);
+int	   store_delete_subvolume(const char *path);
+/* Remove dir and what it holds, received subvolumes included (incoming/TMP). */
+void store_remove_dir(const char *dir);
+/* The transaction that made path, and when; -errno. */
+int store_subvolume_times(const char *path, uint64_t *otransid, time_t *otime);
+/* 1 when sandbox id's files changed in a transaction after gen, 0 if not, -errno. */
+int store_sandbox_changed_since(const char *id, uint64_t gen);
+/* Committed qgroup numbers of a subvolume (referenced, exclusive); -errno. */
+int		 store_qgroup_usage(const char *path, uint64_t *rfer, uint64_t *excl);
 uint64_t store_free_bytes(void);
 
 #endif

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "daemonlib/conf.h"
+#include "sandbox.h"
 #include "sbx.h"
 
 struct sbx_config cfg = {
@@ -28,6 +29,8 @@ struct sbx_config cfg = {
 	.fsize_max = 1ULL << 30,
 	.tmp_size = 64ULL << 20,
 	.disk_max = 1ULL << 30,
+	.ws_snapshots = 32,
+	.ws_snapshot_age_ms = 7ULL * 24 * 3600 * 1000,
 	.private_users = true,
 	.private_users_base = 0x70000000u,
 	.max_request_bytes = 4 << 20,
@@ -144,6 +147,8 @@ static const struct conf_key keys[] = {
 	 "in-container init (default: nadi-sbx-init next to the daemon)", 0, NULL},
 	{"nspawn_path", CONF_STR, S(nspawn_path), "systemd-nspawn binary", 0, NULL},
 	{"btrfs_path", CONF_STR, S(btrfs_path), "btrfs binary (send/receive)", 0, NULL},
+	{"curl_path", CONF_STR, S(curl_path),
+	 "curl binary (fetches a snapshot from another sandbox host for a fork)", 0, NULL},
 	{"pg_conninfo", CONF_STR, S(pg_conninfo), "libpq conninfo for registration (optional)", 0,
 	 NULL},
 	{"host_id", CONF_STR, S(host_id), "host id in nadi.sandbox_hosts (default: hostname)", 0, NULL},
@@ -180,6 +185,10 @@ static const struct conf_key keys[] = {
 	{"tmp_size", CONF_SIZE, S(tmp_size), "size of the private /tmp and /dev/shm", 0, NULL},
 	{"disk_max", CONF_SIZE, S(disk_max),
 	 "disk space a sandbox may add to its image (BTRFS qgroup; 0: no quota)", 0, NULL},
+	{"workspace_snapshots", CONF_COUNT, S(ws_snapshots),
+	 "workspace snapshots (ws-N) kept per sandbox, oldest removed first (0: none taken)", 0, NULL},
+	{"workspace_snapshot_age", CONF_MS, S(ws_snapshot_age_ms),
+	 "workspace snapshots older than this are removed (the newest stays; 0: no limit)", 0, NULL},
 	{"private_users", CONF_BOOL, S(private_users),
 	 "a user namespace and a uid range of its own per sandbox", 0, NULL},
 	{"private_users_base", CONF_COUNT, S(private_users_base),
@@ -361,6 +370,8 @@ config_finish(void)
 		cfg.nspawn_path = strdup("/usr/bin/systemd-nspawn");
 	if (!cfg.btrfs_path)
 		cfg.btrfs_path = strdup("/usr/bin/btrfs");
+	if (!cfg.curl_path)
+		cfg.curl_path = strdup("/usr/bin/curl");
 	if (!cfg.agent_path)
 	{
 		char	exe[4096];
@@ -385,7 +396,7 @@ config_finish(void)
 	if (cfg.pool_size > cfg.max_running)
 		return conf_invalid("pool_size must not exceed max_running");
 	if (!cfg.image_dir || !cfg.object_dir || !cfg.nspawn_path || !cfg.btrfs_path ||
-		!cfg.agent_path || !cfg.host_id || !cfg.labels)
+		!cfg.curl_path || !cfg.agent_path || !cfg.host_id || !cfg.labels)
 		return -ENOMEM;
 	if (cfg.call_timeout_ms == 0 || cfg.call_timeout_ms > cfg.call_timeout_max_ms)
 		return conf_invalid("call_timeout must be between 1ms and call_timeout_max");
@@ -393,6 +404,10 @@ config_finish(void)
 		return conf_invalid("pids_max must be at least 4 and memory_max at least 16M");
 	if (cfg.max_running == 0 || cfg.max_sandboxes == 0 || cfg.max_queue == 0)
 		return conf_invalid("max_running, max_sandboxes and max_queue must be positive");
+	if (cfg.ws_snapshots > SBX_MAX_SNAPSHOTS / 2)
+		return conf_invalid("workspace_snapshots must be at most %d (half of the %d snapshots a "
+							"sandbox may hold)",
+							SBX_MAX_SNAPSHOTS / 2, SBX_MAX_SNAPSHOTS);
 	if (cfg.jwks_refresh_ms < 1000)
 		return conf_invalid("jwks_refresh must be at least 1s");
 	if (cfg.reap_interval_ms != 0 && cfg.reap_interval_ms < 100)

@@ -17,6 +17,7 @@
 #include "http.h"
 #include "sandbox.h"
 #include "btrfs_store.h"
+#include "workspace.h"
 
 struct export_ctx
 {
@@ -36,17 +37,6 @@ struct restore_ctx
 	char			 image[SBX_IMAGE_MAX + 1];
 	char			*dir; /* incoming/TMP */
 };
-
-/* The zeroed state of an export or a restore; NULL (the request answered) when out of memory. */
-static void *
-ctx_alloc(struct http_req *r, size_t size)
-{
-	void *x = calloc(1, size);
-
-	if (!x)
-		http_reply_problem(r, 500, "internal", "out of memory");
-	return x;
-}
 
 static void
 export_free(struct export_ctx *x)
@@ -117,7 +107,7 @@ export_snapshot(struct http_req *r, struct sbx_sandbox *sb, const char *snapshot
 						   "\"snapshot\" must be a name of letters, digits, '.', '_' or '-'");
 		return;
 	}
-	x = ctx_alloc(r, sizeof *x);
+	x = http_calloc(r, sizeof *x);
 	if (!x)
 		return;
 	x->req = r;
@@ -140,8 +130,7 @@ export_snapshot(struct http_req *r, struct sbx_sandbox *sb, const char *snapshot
 	snap_path = store_snapshot_path(sb->id, x->snapshot);
 	if (!snap_path || access(snap_path, F_OK) < 0)
 	{
-		http_reply_problem(r, 404, "snapshot_not_found", "sandbox %s has no snapshot \"%s\"",
-						   sb->id, x->snapshot);
+		ws_reply_no_snapshot(r, sb->id, x->snapshot);
 		export_free(x);
 		return;
 	}
@@ -186,22 +175,7 @@ static void
 restore_free(struct restore_ctx *x)
 {
 	if (x->dir)
-	{
-		DIR			  *d = opendir(x->dir);
-		struct dirent *de;
-		while (d && (de = readdir(d)))
-		{
-			if (de->d_name[0] == '.')
-				continue;
-			_cleanup_(freep) char *p = xasprintf("%s/%s", x->dir, de->d_name);
-			if (p)
-				store_delete_subvolume(p);
-		}
-		if (d)
-			closedir(d);
-		if (rmdir(x->dir) < 0 && errno != ENOENT)
-			log_warning("cannot remove %s: %m", x->dir);
-	}
+		store_remove_dir(x->dir);
 	free(x->dir);
 	free(x);
 }
@@ -277,7 +251,7 @@ restore_object(struct http_req *r, const char *object, const char *session_id)
 						   object);
 		return;
 	}
-	x = ctx_alloc(r, sizeof *x);
+	x = http_calloc(r, sizeof *x);
 	if (!x)
 		return;
 	x->req = r;

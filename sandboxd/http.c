@@ -75,6 +75,22 @@ http_principal(const struct http_req *r)
 	return &r->who;
 }
 
+void *
+http_calloc(struct http_req *r, size_t size)
+{
+	void *x = calloc(1, size);
+
+	if (!x)
+		http_reply_problem(r, 500, "internal", "out of memory");
+	return x;
+}
+
+const char *
+http_req_bearer(const struct http_req *r)
+{
+	return bearer_token(r->conn);
+}
+
 const char *
 http_query(const struct http_req *r, const char *key)
 {

@@ -30,11 +30,15 @@ const char *http_path(const struct http_req *r);
 const char *http_query(const struct http_req *r, const char *key);
 /* Who sent r (access.h); ACCESS_NONE on the public routes. */
 const struct access_principal *http_principal(const struct http_req *r);
-const char					  *http_body(const struct http_req *r, size_t *len);
+/* The bearer token r came with (NULL: none); valid while r is. */
+const char *http_req_bearer(const struct http_req *r);
+const char *http_body(const struct http_req *r, size_t *len);
 /* The body as a JSON object ({} when empty); answers 400 itself on error. */
 json_t *http_body_json(struct http_req *r);
 
-void http_reply_json(struct http_req *r, unsigned status, json_t *body); /* steals body */
+/* Zeroed state for answering r later; NULL (r answered with a 500) when out of memory. */
+void *http_calloc(struct http_req *r, size_t size);
+void  http_reply_json(struct http_req *r, unsigned status, json_t *body); /* steals body */
 void http_reply_problem(struct http_req *r, unsigned status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 void http_reply_text(struct http_req *r, unsigned status, const char *content_type, char *text,

@@ -15,6 +15,7 @@
 #include "reap.h"
 #include "sandbox.h"
 #include "btrfs_store.h"
+#include "workspace.h"
 
 extern bool sbx_draining;
 
@@ -66,9 +67,10 @@ metrics_container_failed(void)
 char *
 metrics_render(size_t *len)
 {
-	struct metrics_out *o = metrics_begin("nadi-sandboxd");
-	unsigned			by_state[CT_STOPPING + 1] = {0};
-	struct reap_stats	reap;
+	struct metrics_out	  *o = metrics_begin("nadi-sandboxd");
+	unsigned			   by_state[CT_STOPPING + 1] = {0};
+	struct reap_stats	   reap;
+	const struct ws_stats *ws;
 
 	if (!o)
 		return NULL;
@@ -121,6 +123,32 @@ metrics_render(size_t *len)
 					METRICS_LABELS("stage", "delete"), reap.delete_failures);
 	metrics_counter(o, "nadi_sandboxd_reap_rounds_total",
 					"Reaper rounds that asked about every candidate sandbox.", NULL, reap.rounds);
+	ws = ws_get_stats();
+	metrics_counter(o, "nadi_sandboxd_workspace_snapshots_total",
+					"Calls with side effects: a workspace snapshot taken, none needed (nothing "
+					"changed), or one that failed.",
+					METRICS_LABELS("outcome", "taken"), ws->taken);
+	metrics_counter(o, "nadi_sandboxd_workspace_snapshots_total",
+					"Calls with side effects: a workspace snapshot taken, none needed (nothing "
+					"changed), or one that failed.",
+					METRICS_LABELS("outcome", "unchanged"), ws->unchanged);
+	metrics_counter(o, "nadi_sandboxd_workspace_snapshots_total",
+					"Calls with side effects: a workspace snapshot taken, none needed (nothing "
+					"changed), or one that failed.",
+					METRICS_LABELS("outcome", "failed"), ws->failed);
+	metrics_counter(o, "nadi_sandboxd_workspace_snapshots_removed_total",
+					"Workspace snapshots removed by retention.", NULL, ws->removed);
+	metrics_counter(o, "nadi_sandboxd_forks_total",
+					"Sandboxes made from a snapshot: here, or pulled from another host.",
+					METRICS_LABELS("source", "local"), ws->forks_local);
+	metrics_counter(o, "nadi_sandboxd_forks_total",
+					"Sandboxes made from a snapshot: here, or pulled from another host.",
+					METRICS_LABELS("source", "remote"), ws->forks_remote);
+	metrics_counter(o, "nadi_sandboxd_fork_failures_total",
+					"Forks from another host that failed (host unknown, fetch or receive).", NULL,
+					ws->fork_failures);
+	metrics_counter(o, "nadi_sandboxd_workspace_restores_total",
+					"Sandboxes rolled back to one of their snapshots.", NULL, ws->restores);
 	metrics_gauge(o, "nadi_sandboxd_draining", "Whether the daemon is draining.", NULL,
 				  sbx_draining ? 1 : 0);
 	pool_metrics(o);

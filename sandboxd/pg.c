@@ -37,8 +37,19 @@ enum pg_query
 	Q_REGISTER,
 	Q_HEARTBEAT,
 	Q_JWKS,
-	Q_REAP
+	Q_REAP,
+	Q_HOST
 };
+
+/* A host address workspace.c waits for (a fork from another host), in a queue. */
+struct host_lookup
+{
+	char				host_id[72];
+	pg_host_cb			cb;
+	void			   *ud;
+	struct host_lookup *next;
+};
+static struct host_lookup *lookups;
 
 static PqConn		 conn = {.fd = -1};
 static enum pg_state state = PG_OFF;
@@ -78,6 +89,13 @@ drop(const char *why)
 	warned = true;
 	if (state == PG_QUERY && current == Q_REAP)
 		reap_answered(false, why ? why : "the connection to postgres was lost");
+	while (lookups)
+	{
+		struct host_lookup *l = lookups;
+		lookups = l->next;
+		l->cb(l->ud, NULL, why ? why : "the connection to postgres was lost");
+		free(l);
+	}
 	need_jwks = false;
 	access_keys_failed(why ? why : "the connection to postgres was lost");
 	ev_io_stop(&io);
@@ -132,6 +150,13 @@ send_query(void)
 		n = 0;
 		need_jwks = false;
 		current = Q_JWKS;
+	}
+	else if (lookups)
+	{
+		sql = "SELECT address FROM nadi.sandbox_hosts WHERE host_id = $1";
+		params[0] = lookups->host_id;
+		n = 1;
+		current = Q_HOST;
 	}
 	else if (need_register)
 	{
@@ -198,7 +223,7 @@ go_idle(void)
 	watch();
 	if (state != PG_IDLE)
 		return;
-	if (need_jwks)
+	if (need_jwks || lookups)
 		send_query();
 	else
 	{
@@ -265,6 +290,58 @@ handle_reap(void)
 	go_idle();
 }
 
+/* The address of the first waiting lookup's host. */
+static void
+handle_host(void)
+{
+	struct host_lookup *l = lookups;
+	PGresult		   *res;
+	char				line[PQ_ERROR_MAX] = "";
+	char			   *address = NULL;
+	bool				ok = true;
+
+	lookups = l->next;
+	while ((res = PQgetResult(conn.pg)))
+	{
+		if (PQresultStatus(res) == PGRES_TUPLES_OK)
+		{
+			if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) && !address)
+				address = strdup(PQgetvalue(res, 0, 0));
+		}
+		else if (ok)
+		{
+			pq_error_line(conn.pg, res, line, sizeof line);
+			ok = false;
+		}
+		PQclear(res);
+	}
+	l->cb(l->ud, ok ? address : NULL, ok ? "not registered, or without an address" : line);
+	free(address);
+	free(l);
+	go_idle();
+}
+
+bool
+pg_host_address(const char *host_id, pg_host_cb cb, void *ud)
+{
+	struct host_lookup *l, **pp = &lookups;
+
+	if (!pg_connected() || !(l = calloc(1, sizeof *l)))
+		return false;
+	snprintf(l->host_id, sizeof l->host_id, "%s", host_id);
+	l->cb = cb;
+	l->ud = ud;
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = l;
+	if (state == PG_IDLE)
+	{
+		ev_timer_cancel(&timer);
+		send_query();
+	}
+	return true;
+}
+
 static void
 handle_results(void)
 {
@@ -279,6 +356,11 @@ handle_results(void)
 	if (current == Q_REAP)
 	{
 		handle_reap();
+		return;
+	}
+	if (current == Q_HOST)
+	{
+		handle_host();
 		return;
 	}
 	while ((res = PQgetResult(conn.pg)))

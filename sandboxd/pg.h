@@ -22,5 +22,12 @@ bool pg_connected(void);
  * connection.
  */
 bool pg_jwks_request(void);
+/*
+ * The address nadi.sandbox_hosts has for host_id: cb(ud, address, NULL),
+ * or cb(ud, NULL, why) when it has none or the query failed.  false (and no
+ * call) without a connection.
+ */
+typedef void (*pg_host_cb)(void *ud, const char *address, const char *why);
+bool pg_host_address(const char *host_id, pg_host_cb cb, void *ud);
 
 #endif

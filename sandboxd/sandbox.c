@@ -19,6 +19,7 @@
 #include "limits.h"
 #include "sandbox.h"
 #include "btrfs_store.h"
+#include "workspace.h"
 
 struct sbx_sandbox *sandboxes;
 void				main_kick(void);
@@ -336,7 +337,7 @@ create_common(const char *session_id, const char *tenant, const char *image, con
 	r = meta_write(sb, "creating");
 	if (r < 0)
 		goto fail;
-	r = src ? store_sandbox_from_subvolume(id, src) : store_sandbox_create(id, image);
+	r = src ? store_sandbox_from_subvolume(id, src, image) : store_sandbox_create(id, image);
 	if (r < 0)
 	{
 		meta_remove(id);
@@ -350,6 +351,7 @@ create_common(const char *session_id, const char *tenant, const char *image, con
 		goto fail;
 	}
 	link_sandbox(sb);
+	ws_created(sb);
 	r = sandbox_proxy_prepare(id);
 	if (r < 0)
 	{
@@ -396,6 +398,12 @@ sandbox_pool_commit(struct sbx_sandbox *sb)
 		return r;
 	}
 	link_sandbox(sb);
+	/*
+	 * ws-0 now, off a session's path: an entry's files do not change while
+	 * it waits (its container only idles), so this is its workspace when a
+	 * session takes it.
+	 */
+	ws_created(sb);
 	r = sandbox_proxy_prepare(sb->id);
 	if (r < 0)
 	{
@@ -436,7 +444,8 @@ sandbox_pool_assign(struct sbx_sandbox *sb, const char *session_id, const char *
 	/*
 	 * Whatever create_common does for a new session's sandbox beyond the
 	 * snapshot and its metadata belongs here too: an entry becomes a
-	 * session's sandbox here, not there.
+	 * session's sandbox here, not there (its ws-0 was taken when it was
+	 * made, sandbox_pool_commit).
 	 */
 	return 0;
 }
@@ -539,6 +548,8 @@ sandbox_on_stopped(struct sbx_sandbox *sb)
 		finish_destroy(sb);
 	else if (sb->pooled) /* an entry is warm or nothing: the pool makes another */
 		sandbox_destroy(sb, NULL, NULL);
+	else
+		ws_on_stopped(sb);
 }
 
 /* ---- recovery -------------------------------------------------------------- */
@@ -587,7 +598,7 @@ adopt(const char *file)
 	else
 	{
 		struct sbx_sandbox *sb = sandbox_new(id, session, tenant, image, (time_t) created);
-		int					k = store_sandbox_quota(id);
+		int					k = store_sandbox_quota(id, image);
 		if (k < 0)
 		{
 			errno = -k;
@@ -596,6 +607,7 @@ adopt(const char *file)
 		if (sb)
 		{
 			link_sandbox(sb);
+			ws_adopted(sb);
 			log_info("adopted sandbox %s (session %s)", id, session);
 			if ((k = sandbox_proxy_prepare(id)) < 0)
 			{
@@ -627,20 +639,7 @@ clear_dir(const char *rel)
 			continue;
 		log_notice("removing %s left by a previous run", p);
 		/* A restore target holds one received subvolume per directory. */
-		DIR			  *sub = opendir(p);
-		struct dirent *se;
-		while (sub && (se = readdir(sub)))
-		{
-			if (se->d_name[0] == '.' &&
-				(!se->d_name[1] || (se->d_name[1] == '.' && !se->d_name[2])))
-				continue;
-			_cleanup_(freep) char *q = xasprintf("%s/%s", p, se->d_name);
-			if (q)
-				store_delete_subvolume(q);
-		}
-		if (sub)
-			closedir(sub);
-		store_delete_subvolume(p);
+		store_remove_dir(p);
 	}
 	closedir(d);
 }

@@ -114,7 +114,11 @@ struct sbx_sandbox
 	time_t				 created_at;
 	bool				 destroying;
 	bool				 pooled; /* a warm pool entry: no session yet (pool.c) */
-	unsigned			 ops;	 /* snapshot exports in flight */
+	unsigned			 ops;		  /* snapshot exports, streams and restores in flight */
+	uint64_t			 ws_calls;	  /* the call counter ws-N snapshots are named by */
+	uint64_t			 ws_base;	  /* transaction of the last ws snapshot (0: unknown) */
+	struct http_req		*restore_req; /* a restore waiting for the container to stop */
+	char				 restore_snap[72];
 	struct sbx_container ct;
 	struct sbx_call		*q_head, *q_tail, *current;
 	size_t				 q_len;

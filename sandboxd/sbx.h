@@ -55,6 +55,7 @@ struct sbx_config
 	char	*agent_path;
 	char	*nspawn_path;
 	char	*btrfs_path;
+	char	*curl_path; /* pulls a snapshot's stream from another host (forks) */
 	char	*pg_conninfo;
 	char	*host_id;
 	char	*advertise;
@@ -76,6 +77,8 @@ struct sbx_config
 	uint64_t fsize_max;
 	uint64_t tmp_size;
 	uint64_t disk_max;
+	uint64_t ws_snapshots;		 /* workspace snapshots kept per sandbox (0: none) */
+	uint64_t ws_snapshot_age_ms; /* ... and for how long at most (0: no limit) */
 	bool	 private_users;		 /* a user namespace and uid range of its own per sandbox */
 	uint64_t private_users_base; /* first host uid of the ranges (65536 per sandbox) */
 	uint64_t max_request_bytes;

@@ -23,6 +23,7 @@
 #include "sandbox.h"
 #include "btrfs_store.h"
 #include "tools.h"
+#include "workspace.h"
 
 #define MAX_LIST_ENTRIES 10000
 
@@ -59,6 +60,27 @@ tools_known(const char *name)
 	return false;
 }
 
+/* Whether a call of tool may change the sandbox (and so gets a workspace snapshot). */
+static bool
+side_effects(const char *tool)
+{
+	return strcmp(tool, "exec") == 0 || strcmp(tool, "git_clone") == 0 ||
+		   strcmp(tool, "write_file") == 0 || strcmp(tool, "edit_file") == 0;
+}
+
+/* The result j gets the "workspace" object when the call left a new snapshot. */
+static json_t *
+with_workspace(json_t *j, struct sbx_sandbox *sb, const char *tool)
+{
+	json_t *ws = ws_after_call(sb, side_effects(tool));
+
+	if (ws && j)
+		json_object_set_new(j, "workspace", ws);
+	else
+		json_decref(ws);
+	return j;
+}
+
 /*
  * What a caller needs to know to call a tool and wait for it: the limit a
  * call gets unless it asks for another (timeout_max_ms: the most it may ask
@@ -75,9 +97,8 @@ tools_list_json(void)
 	{
 		const char *n = known[i];
 		bool		exec = strcmp(n, "exec") == 0 || strcmp(n, "git_clone") == 0;
-		bool	side_effects = exec || strcmp(n, "write_file") == 0 || strcmp(n, "edit_file") == 0;
-		json_t *t = json_pack("{s:s, s:I, s:b}", "name", n, "timeout_ms",
-							  (json_int_t) cfg.call_timeout_ms, "side_effects", side_effects);
+		json_t	   *t = json_pack("{s:s, s:I, s:b}", "name", n, "timeout_ms",
+								  (json_int_t) cfg.call_timeout_ms, "side_effects", side_effects(n));
 
 		if (exec)
 			json_object_set_new(t, "timeout_max_ms",
@@ -425,6 +446,7 @@ call_done(struct sbx_call *c, int err)
 	uint64_t		   us = now_us() - c->submitted_us;
 	const char		  *outcome;
 	json_t			  *result = NULL;
+	json_t			  *ans;
 	bool			   ok;
 
 	/* err < 0: the call never ran, so no output went out: the problem answers as always. */
@@ -473,10 +495,11 @@ call_done(struct sbx_call *c, int err)
 	}
 	outcome = res->timed_out ? "timed_out" : ok ? "ok" : "failed";
 	metrics_call(tc->tool, outcome, c->cold, us);
+	ans = with_workspace(answer(ok, res, c->cold, us, result), c->sb, tc->tool);
 	if (tc->stream)
-		stream_result(tc, answer(ok, res, c->cold, us, result));
+		stream_result(tc, ans);
 	else
-		http_reply_json(tc->req, 200, answer(ok, res, c->cold, us, result));
+		http_reply_json(tc->req, 200, ans);
 	run_result_free(res);
 	tool_call_free(tc);
 }
@@ -945,13 +968,14 @@ git_clone_tool(struct http_req *r, struct sbx_sandbox *sb, json_t *args, const c
 /* ---- host-side file tools -------------------------------------------------- */
 
 static void
-file_answer(struct http_req *r, const char *tool, uint64_t t0, json_t *result, bool truncated)
+file_answer(struct http_req *r, struct sbx_sandbox *sb, const char *tool, uint64_t t0,
+			json_t *result, bool truncated)
 {
 	json_t *j = answer(true, NULL, false, now_us() - t0, result);
 
 	json_object_set_new(j, "truncated", json_boolean(truncated));
 	metrics_call(tool, "ok", false, now_us() - t0);
-	http_reply_json(r, 200, j);
+	http_reply_json(r, 200, with_workspace(j, sb, tool));
 }
 
 static void
@@ -1026,7 +1050,7 @@ file_tool(struct http_req *r, struct sbx_sandbox *sb, const char *tool, json_t *
 			return;
 		}
 		file_answer(
-			r, tool, t0,
+			r, sb, tool, t0,
 			json_pack("{s:s, s:o, s:b}", "path", norm, "entries", entries, "truncated", truncated),
 			truncated);
 	}
@@ -1052,7 +1076,7 @@ file_tool(struct http_req *r, struct sbx_sandbox *sb, const char *tool, json_t *
 		}
 		else
 			content = text_json(data, len, &lossy);
-		file_answer(r, tool, t0,
+		file_answer(r, sb, tool, t0,
 					json_pack("{s:s, s:o, s:s, s:I, s:b, s:b}", "path", norm, "content", content,
 							  "encoding", enc, "bytes", (json_int_t) len, "truncated", truncated,
 							  "lossy", lossy),
@@ -1087,7 +1111,7 @@ file_tool(struct http_req *r, struct sbx_sandbox *sb, const char *tool, json_t *
 			http_reply_errno(r, k, norm);
 			return;
 		}
-		file_answer(r, tool, t0,
+		file_answer(r, sb, tool, t0,
 					json_pack("{s:s, s:I, s:b}", "path", norm, "bytes", (json_int_t) len, "created",
 							  created),
 					false);
@@ -1127,7 +1151,7 @@ file_tool(struct http_req *r, struct sbx_sandbox *sb, const char *tool, json_t *
 			http_reply_errno(r, k, norm);
 			return;
 		}
-		file_answer(r, tool, t0,
+		file_answer(r, sb, tool, t0,
 					json_pack("{s:s, s:I}", "path", norm, "replacements", (json_int_t) count),
 					false);
 	}

@@ -1372,3 +1372,8 @@ REVOKE ALL ON FUNCTION nadi.session_files_begin(uuid, text, text, interval),
                        nadi.session_files_end(bigint, bigint, integer, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION nadi.session_files_begin(uuid, text, text, interval),
                           nadi.session_files_end(bigint, bigint, integer, text) TO nadi_edge, nadi_admin;
+
+-- ==== sandbox hosts find each other: a fork pulls a workspace snapshot from the host that has it ====
+-- nadi-sandboxd looks up the address of the host named in a fork's "from"
+-- (never an address a client gave): these two columns, nothing else.
+GRANT SELECT (host_id, address) ON nadi.sandbox_hosts TO nadi_sandbox_host;

@@ -278,6 +278,63 @@ test_tool_output(void)
 }
 
 /*
+ * A forked session (its replayed state has fork.workspace): its sandbox is
+ * made "from" that snapshot; a fork without a workspace, or a malformed
+ * one, makes a sandbox as any other.
+ */
+static void
+fork_sandbox(const char *state, const char *from)
+{
+	RtSession	s;
+	json_error_t jerr;
+	json_t	   *st = json_loads(state, 0, &jerr);
+	json_t	   *want = from ? json_loads(from, 0, &jerr) : NULL;
+	json_t	   *row = claimed(6, "tool", "{\"name\": \"echo\", \"args\": {}}");
+	RtNeed	   *n;
+
+	session(&s, NULL);
+	runtime_session_fork(&s, st);
+	n = runtime_start(&rt, &s, row);
+	/* the token, the list of tools and the durable tool.call (some cached already) */
+	for (int i = 0; i < 6 && !(n->kind == RT_NEED_TOOL && strcmp(n->http.method, "POST") == 0); i++)
+	{
+		if (n->kind == RT_NEED_STORE && stmt_has(n, n->read, "nadi.sandboxd_token"))
+			n = store_answer(&s, n, json_pack("{s:s}", "token", "tok-f"));
+		else if (n->kind == RT_NEED_STORE)
+			n = store_answer(&s, n, json_pack("{s:b}", "cancel_requested", 0));
+		else if (n->kind == RT_NEED_TOOL)
+			n = http_answer(&s, n, 0, 200, "{\"tools\": [{\"name\": \"echo\", \"side_effects\": false}]}");
+		else
+			break;
+	}
+	CHECK(n->kind == RT_NEED_TOOL && strcmp(n->http.url, "http://sandbox.test/v1/sandboxes") == 0);
+	CHECK(n->http.body != NULL);
+	if (want)
+		CHECK(json_equal(json_object_get(n->http.body, "from"), want));
+	else
+		CHECK(json_object_get(n->http.body, "from") == NULL);
+	json_decref(row);
+	json_decref(st);
+	json_decref(want);
+	runtime_session_free(&s);
+}
+
+static void
+test_fork_sandbox(void)
+{
+	fork_sandbox("{\"messages\": [], \"fork\": {\"parent_session_id\": \"p\", \"at_seq\": 4, \"seq\": 4, "
+				 "\"workspace\": {\"host_id\": \"sbx-a\", \"sandbox_id\": \"0123456789abcdef0123\", "
+				 "\"snapshot\": \"ws-2\"}}}",
+				 "{\"host_id\": \"sbx-a\", \"sandbox_id\": \"0123456789abcdef0123\", \"snapshot\": \"ws-2\"}");
+	fork_sandbox("{\"fork\": {\"workspace\": {\"host_id\": null, \"sandbox_id\": \"0123456789abcdef0123\", "
+				 "\"snapshot\": \"ws-0\"}}}",
+				 "{\"sandbox_id\": \"0123456789abcdef0123\", \"snapshot\": \"ws-0\"}");
+	fork_sandbox("{\"fork\": {\"parent_session_id\": \"p\", \"workspace\": null}}", NULL);
+	fork_sandbox("{\"fork\": null}", NULL);
+	fork_sandbox("{\"fork\": {\"workspace\": {\"sandbox_id\": 5, \"snapshot\": \"ws-0\"}}}", NULL);
+}
+
+/*
  * A command that needs nothing (every step instant): it ends at once with
  * the two writes named (function, text in its arguments) queued.
  */
@@ -459,6 +516,7 @@ main(void)
 	test_sleep_is_a_timer(false);
 	test_sleep_is_a_timer(true);
 	test_tool_command();
+	test_fork_sandbox();
 	test_instant();
 	test_lost_lease();
 	test_tool_output();

@@ -123,6 +123,13 @@ metrics_call(const char *tool, const char *outcome, bool cold, uint64_t duration
 {
 }
 
+/* workspace.c: no snapshots here */
+json_t *
+ws_after_call(struct sbx_sandbox *sb, bool side_effects)
+{
+	return NULL;
+}
+
 static struct sbx_call *pending;
 
 int

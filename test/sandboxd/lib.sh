@@ -58,17 +58,23 @@ sbx_start() {
 	return 1
 }
 
-# sbx_stop [SIGNAL]: stop the daemon we started and wait for it (5 s, then KILL).
-sbx_stop() {
-	local sig=${1:-TERM} i
-	[ -n "$SBX_PID" ] || return 0
-	kill -"$sig" "$SBX_PID" 2>/dev/null
-	for i in $(seq 1 50); do
-		kill -0 "$SBX_PID" 2>/dev/null || break
+# sbx_kill_wait PID [SIGNAL]: send SIGNAL (TERM) to PID, KILL it after 5 s,
+# and wait for it; returns its exit status.
+sbx_kill_wait() {
+	local pid=$1 sig=${2:-TERM}
+	kill -"$sig" "$pid" 2>/dev/null
+	for _ in $(seq 1 50); do
+		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
 	done
-	kill -KILL "$SBX_PID" 2>/dev/null
-	wait "$SBX_PID" 2>/dev/null
+	kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+}
+
+# sbx_stop [SIGNAL]: stop the daemon we started and wait for it (5 s, then KILL).
+sbx_stop() {
+	[ -n "$SBX_PID" ] || return 0
+	sbx_kill_wait "$SBX_PID" "${1:-TERM}"
 	SBX_RC=$?
 	SBX_PID=""
 }
@@ -95,15 +101,16 @@ j() {
 	jq -r "$1" <"$T/body" 2>/dev/null
 }
 
-# sbx_container_pids: pids of the nspawn processes running this scratch
-# directory's sandboxes (from /proc, so that procps is not needed).
+# sbx_container_pids [DIR]: pids of the nspawn processes running this scratch
+# directory's sandboxes (from /proc, so that procps is not needed); DIR: a
+# prefix of their --directory other than $T/state/store/sandboxes/.
 sbx_container_pids() {
-	local f pid
+	local f pid dir=${1:-$T/state/store/sandboxes/}
 	for f in /proc/[0-9]*/cmdline; do
 		pid=${f#/proc/}
 		pid=${pid%/cmdline}
 		[ "$pid" = "$$" ] && continue
-		grep -qa -- "--directory=$T/state/store/sandboxes/" "$f" 2>/dev/null && echo "$pid"
+		grep -qa -- "--directory=$dir" "$f" 2>/dev/null && echo "$pid"
 	done
 }
 
@@ -252,4 +259,72 @@ pg_t_stop() {
 	[ -n "$PG_T_DIR" ] && [ -f "$PG_T_DIR/data/postmaster.pid" ] || return 0
 	runuser -u "$PG_T_USER" -- "$("${PG_CONFIG:-pg_config}" --bindir)/pg_ctl" -D "$PG_T_DIR/data" \
 		-m immediate -w stop >/dev/null 2>&1
+}
+
+# ---- several daemons at once (forks across hosts) ---------------------------
+
+declare -A SBX_NODE_PID SBX_NODE_PORT
+
+# sbx_node_start NAME HOST_ID PG_USER [FLAGS...]: a daemon of its own on
+# $T/NAME/state (its own loop-mounted store), registered as HOST_ID in the
+# cluster of pg_t_start as PG_USER, advertising the port it bound; its log
+# is $T/NAME.log.  SBX_DISK_MAX (default 40M) as for sbx_start.
+sbx_node_start() {
+	local name=$1 host=$2 user=$3 disk=${SBX_DISK_MAX-40M}
+	shift 3
+	mkdir -p "$T/$name"
+	rm -f "$T/$name.ready"
+	"$SBX_BIN" --state-dir="$T/$name/state" --image-dir="$T/images" --token-file="$T/token" \
+		--listen-tcp=127.0.0.1:0 --ready-file="$T/$name.ready" --agent-path="$SBX_INIT" \
+		--loop-size="${SBX_LOOP_SIZE:-1G}" --memory-max=64M --pids-max=32 --call-timeout=10s \
+		--idle-timeout=30s --tmp-size=16M ${disk:+"--disk-max=$disk"} --host-id="$host" \
+		--advertise=http://127.0.0.1:0 --reap-interval=0 \
+		--pg-conninfo="host=$PG_T_DIR port=$PG_T_PORT dbname=nadi user=$user" \
+		"$@" >>"$T/$name.log" 2>&1 &
+	SBX_NODE_PID[$name]=$!
+	SBX_NODE_PORT[$name]=$(wait_ready "$T/$name.ready" "${SBX_NODE_PID[$name]}" 60) && return 0
+	echo "daemon $name did not come up; log:" >&2
+	tail -n 20 "$T/$name.log" >&2
+	return 1
+}
+
+# on NAME METHOD PATH [BODY [CURL ARGS...]]: api against daemon NAME.
+on() {
+	local name=$1
+	shift
+	SBX_PORT=${SBX_NODE_PORT[$name]} api "$@"
+}
+
+# sbx_node_stop NAME: SIGTERM (drain), then KILL after 5 s.
+sbx_node_stop() {
+	[ -n "${SBX_NODE_PID[$1]:-}" ] || return 0
+	sbx_kill_wait "${SBX_NODE_PID[$1]}"
+	SBX_NODE_PID[$1]=""
+}
+
+# sbx_node_cleanup NAME...: kill those daemons and their containers, unmount their stores.
+sbx_node_cleanup() {
+	local name dev p
+	for name in "$@"; do
+		if [ -n "${SBX_NODE_PID[$name]:-}" ]; then
+			kill -KILL "${SBX_NODE_PID[$name]}" 2>/dev/null
+			wait "${SBX_NODE_PID[$name]}" 2>/dev/null
+			SBX_NODE_PID[$name]=""
+		fi
+	done
+	for _ in $(seq 1 30); do
+		[ -n "$(sbx_container_pids "$T/")" ] || break
+		sleep 0.1
+	done
+	for p in $(sbx_container_pids "$T/"); do
+		kill -KILL "$p" 2>/dev/null
+	done
+	for name in "$@"; do
+		if mountpoint -q "$T/$name/state/store" 2>/dev/null; then
+			umount "$T/$name/state/store" 2>/dev/null || umount -l "$T/$name/state/store"
+		fi
+		for dev in $(losetup -j "$T/$name/state/store.img" 2>/dev/null | cut -d: -f1); do
+			losetup -d "$dev" 2>/dev/null
+		done
+	done
 }
