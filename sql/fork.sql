@@ -199,11 +199,11 @@ SELECT count(*) AS fork_rows FROM nadi.session_forks WHERE session_id = :'f0';
 -- to make its own from the parent's snapshot, and lets it go after
 SELECT count(*) AS parent_ended_while_forks_need_it FROM nadi.sessions_ended(ARRAY[:'p']::uuid[], '0');
 -- (a fork of a fork below it keeps it too, as long as it lives)
-SELECT count(*) AS children_ended FROM nadi.session_forks f, LATERAL nadi.session_terminate(f.session_id) t
+SELECT count(*) AS children_ended FROM nadi.session_forks f, LATERAL nadi.session_transition(f.session_id, 'failed', 'test') t
     WHERE f.parent_session_id = :'p'
       AND (SELECT state FROM nadi.sessions s WHERE s.session_id = f.session_id) NOT IN ('terminated', 'failed');
 SELECT count(*) AS parent_ended_with_a_grandchild_live FROM nadi.sessions_ended(ARRAY[:'p']::uuid[], '0');
-SELECT count(*) AS grandchildren_ended FROM nadi.session_forks f, LATERAL nadi.session_terminate(f.session_id) t
+SELECT count(*) AS grandchildren_ended FROM nadi.session_forks f, LATERAL nadi.session_transition(f.session_id, 'failed', 'test') t
     WHERE f.parent_session_id IN (SELECT session_id FROM nadi.session_forks WHERE parent_session_id = :'p')
       AND (SELECT state FROM nadi.sessions s WHERE s.session_id = f.session_id) NOT IN ('terminated', 'failed');
 SELECT count(*) AS parent_ended_after FROM nadi.sessions_ended(ARRAY[:'p']::uuid[], '0');
