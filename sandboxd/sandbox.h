@@ -113,7 +113,7 @@ struct sbx_sandbox
 	char				 image[SBX_IMAGE_MAX + 1];
 	time_t				 created_at;
 	bool				 destroying;
-	bool				 pooled; /* a warm pool entry: no session yet (pool.c) */
+	bool				 pooled;	  /* a warm pool entry: no session yet (pool.c) */
 	unsigned			 ops;		  /* snapshot exports, streams and restores in flight */
 	uint64_t			 ws_calls;	  /* the call counter ws-N snapshots are named by */
 	uint64_t			 ws_base;	  /* transaction of the last ws snapshot (0: unknown) */
