@@ -209,9 +209,22 @@ need_cancel_check(RtSession *s)
 	const char *args[2] = {s->id, cmd};
 
 	snprintf(cmd, sizeof(cmd), "%" PRId64, s->cmd.id);
-	/* a cancel of a message rolled back by a newer one carries the rollback (read only then) */
+	/*
+	 * A cancel of a message rolled back by a newer one carries the rollback
+	 * (read only then).  One without a workspace came before any tool call of
+	 * the session recorded a snapshot: if a call of this very command has
+	 * recorded one since (it changed the files), the workspace to go back to
+	 * is that sandbox's first snapshot, ws-0.
+	 */
 	return need_store(s, true, "SELECT cancel_requested, CASE WHEN cancel_requested THEN "
-					  "(SELECT e.payload FROM nadi.events e WHERE e.session_id = c.session_id "
+					  "(SELECT CASE WHEN e.payload ? 'workspace' THEN e.payload ELSE e.payload || "
+					  "coalesce((SELECT jsonb_build_object('workspace', jsonb_build_object("
+					  "'host_id', t.payload->'workspace'->'host_id', "
+					  "'sandbox_id', t.payload->'workspace'->'sandbox_id', 'snapshot', 'ws-0')) "
+					  "FROM nadi.events t WHERE t.session_id = c.session_id AND t.command_id = c.command_id "
+					  "AND t.kind = 'tool.result' AND jsonb_typeof(t.payload->'workspace') = 'object' "
+					  "ORDER BY t.seq LIMIT 1), '{}') END "
+					  "FROM nadi.events e WHERE e.session_id = c.session_id "
 					  "AND e.command_id = c.command_id AND e.kind = 'command.rolled_back' LIMIT 1) "
 					  "END AS rolled_back FROM nadi.command_inbox c "
 					  "WHERE session_id = $1::uuid AND command_id = $2::bigint", 2, args);
