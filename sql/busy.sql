@@ -162,3 +162,46 @@ SELECT command_id = :m1 AS m1_first FROM nadi.command_claim(:'s', :e);
 SELECT status FROM nadi.command_fail(:'s', :m1, :e, '{"code": "cancelled"}', false);
 SELECT jsonb_array_length(nadi.session_replay(:'s')->'messages') AS messages;
 SELECT command_id = :m3 AS m3_next FROM nadi.command_claim(:'s', :e);
+
+-- where the files are after a rollback: a call the rolled-back command's cell
+-- still made (ws-3, a late result) does not count; a fork after it and a
+-- second rollback both go back to the files from before it (ws-1)
+SELECT busy_session('rollback') AS s \gset
+SELECT busy_lease(:'s') AS e \gset
+SELECT command_id AS m1 FROM nadi.command_enqueue(:'s', 'message', '{"text": "write a"}') \gset
+SELECT command_id = :m1 AS claimed FROM nadi.command_claim(:'s', :e);
+SELECT status FROM nadi.command_complete(:'s', :m1, :e, '{"text": "wrote a"}', '[
+  {"kind": "tool.result", "payload": {"name": "exec", "ok": true,
+     "workspace": {"host_id": null, "sandbox_id": "sbx-5", "snapshot": "ws-1"}}}]');
+SELECT command_id AS m2 FROM nadi.command_enqueue(:'s', 'message', '{"text": "write b"}') \gset
+SELECT command_id = :m2 AS claimed FROM nadi.command_claim(:'s', :e);
+SELECT nadi.event_append(:'s', :e, 'tool.result', '{"name": "exec", "ok": true,
+  "workspace": {"host_id": null, "sandbox_id": "sbx-5", "snapshot": "ws-2"}}', :m2) IS NOT NULL;
+SELECT command_id AS m3 FROM nadi.command_enqueue(:'s', 'message', '{"text": "write c"}') \gset
+SELECT payload->'workspace'->>'snapshot' AS first_rollback_to FROM nadi.events
+WHERE session_id = :'s' AND kind = 'command.rolled_back' AND command_id = :m2;
+SELECT nadi.event_append(:'s', :e, 'tool.result', '{"name": "exec", "ok": true,
+  "workspace": {"host_id": null, "sandbox_id": "sbx-5", "snapshot": "ws-3"}}', :m2) IS NOT NULL;
+SELECT workspace->>'snapshot' AS fork_while_rolling_back FROM nadi.session_fork(:'s');
+SELECT nadi.event_append(:'s', :e, 'workspace.restore', '{"command_id": 0, "ok": true,
+  "workspace": {"host_id": null, "sandbox_id": "sbx-5", "snapshot": "ws-1"}}', :m2) IS NOT NULL;
+SELECT status FROM nadi.command_fail(:'s', :m2, :e, '{"code": "cancelled"}', false);
+SELECT workspace->>'snapshot' AS fork_after_rollback FROM nadi.session_fork(:'s');
+SELECT command_id = :m3 AS claimed FROM nadi.command_claim(:'s', :e);
+SELECT nadi.event_append(:'s', :e, 'tool.result', '{"name": "exec", "ok": true,
+  "workspace": {"host_id": null, "sandbox_id": "sbx-5", "snapshot": "ws-4"}}', :m3) IS NOT NULL;
+SELECT workspace->>'snapshot' AS fork_in_m3_moves_back FROM nadi.session_fork(:'s');
+SELECT command_id AS m4 FROM nadi.command_enqueue(:'s', 'message', '{"text": "write d"}') \gset
+SELECT payload->'workspace'->>'snapshot' AS second_rollback_to FROM nadi.events
+WHERE session_id = :'s' AND kind = 'command.rolled_back' AND command_id = :m3;
+-- a fork's own rollback restores its own sandbox (its ws-0), never the parent's
+SELECT session_id AS f FROM nadi.session_fork(:'s', (SELECT max(seq) FROM nadi.events
+    WHERE session_id = :'s' AND kind = 'command.failed')) \gset
+SELECT busy_lease(:'f') AS fe \gset
+SELECT command_id AS fm1 FROM nadi.command_enqueue(:'f', 'message', '{"text": "in the fork"}') \gset
+SELECT command_id = :fm1 AS claimed FROM nadi.command_claim(:'f', :fe);
+SELECT nadi.event_append(:'f', :fe, 'tool.result', '{"name": "exec", "ok": true,
+  "workspace": {"host_id": null, "sandbox_id": "sbx-6", "snapshot": "ws-1"}}', :fm1) IS NOT NULL;
+SELECT command_id AS fm2 FROM nadi.command_enqueue(:'f', 'message', '{"text": "again"}') \gset
+SELECT payload->'workspace' AS fork_rollback_to FROM nadi.events
+WHERE session_id = :'f' AND kind = 'command.rolled_back';

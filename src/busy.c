@@ -65,12 +65,25 @@ busy_check_policy(Jsonb *j, const char *where)
 			 errhint("It says what a message does when the session is still running another.")));
 }
 
+/* Whether two workspace snapshots (JSON text) are of the same sandbox. */
+static bool
+same_sandbox(const char *a, const char *b)
+{
+	JsonbValue *x = nadi_jsonb_member(nadi_jsonb(a), "sandbox_id");
+	JsonbValue *y = nadi_jsonb_member(nadi_jsonb(b), "sandbox_id");
+
+	return x && y && x->type == jbvString && y->type == jbvString &&
+		x->val.string.len == y->val.string.len &&
+		memcmp(x->val.string.val, y->val.string.val, x->val.string.len) == 0;
+}
+
 /*
  * Record that a started message command is rolled back: command.rolled_back
  * {command_id, from_seq, to_seq, workspace?}.  from_seq is its first
- * command.started, to_seq the last event before this one; workspace the
- * latest snapshot a tool.result recorded before from_seq, else the session
- * sandbox's first one (ws-0); absent when no tool call ever recorded one.
+ * command.started, to_seq the last event before this one; workspace where
+ * the files were before from_seq as the replay folds them (replay.c), else
+ * the session sandbox's first snapshot (ws-0); absent when no tool call
+ * ever recorded one.
  * Returns false (and records nothing) if the command never started, or an
  * earlier message rolled it back already.
  */
@@ -82,6 +95,8 @@ busy_record_rollback(SessionTx *tx, int64 command_id)
 	bool		isnull;
 	Datum		d;
 	int64		from_seq;
+	char	   *first;
+	char	   *workspace;
 	StringInfoData buf;
 
 	nadi_exec(nadi_plan(&plan,
@@ -91,29 +106,37 @@ busy_record_rollback(SessionTx *tx, int64 command_id)
 						"  AND kind IN ('command.started', 'command.rolled_back')), "
 						"a AS (SELECT payload->'workspace' AS w FROM nadi.events "
 						"  WHERE session_id = $1 AND kind = 'tool.result' "
-						"  AND jsonb_typeof(payload->'workspace') = 'object' ORDER BY seq DESC LIMIT 1), "
-						"b AS (SELECT e.payload->'workspace' AS w FROM nadi.events e, s "
-						"  WHERE e.session_id = $1 AND e.seq < s.from_seq AND e.kind = 'tool.result' "
-						"  AND jsonb_typeof(e.payload->'workspace') = 'object' ORDER BY e.seq DESC LIMIT 1) "
+						"  AND jsonb_typeof(payload->'workspace') = 'object' ORDER BY seq DESC LIMIT 1) "
 						"SELECT CASE WHEN s.done THEN NULL ELSE s.from_seq END, "
-						"  (CASE WHEN b.w->'sandbox_id' = a.w->'sandbox_id' THEN b.w "
-						"  WHEN a.w IS NOT NULL THEN jsonb_build_object('host_id', a.w->'host_id', "
+						"  (CASE WHEN a.w IS NOT NULL THEN jsonb_build_object('host_id', a.w->'host_id', "
 						"  'sandbox_id', a.w->'sandbox_id', 'snapshot', 'ws-0') END)::text "
-						"FROM s LEFT JOIN a ON true LEFT JOIN b ON true",
+						"FROM s LEFT JOIN a ON true",
 						2, (Oid[]) {UUIDOID, INT8OID}),
 			  values, NULL, false, 1);	/* a fresh snapshot: after the lock wait */
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (isnull)
 		return false;
 	from_seq = DatumGetInt64(d);
+	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	first = isnull ? NULL : SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
+	/*
+	 * The files from before it, as the replay folds them (a call's snapshot,
+	 * an earlier rollback's restore), when that is a snapshot of the
+	 * sandbox the session's calls use now; else that sandbox's first one
+	 * (ws-0): a fork's origin is a snapshot of its parent's sandbox, and
+	 * its own sandbox started as that (its ws-0).
+	 */
+	workspace = replay_workspace_at(&tx->id, from_seq - 1);
+	if (workspace == NULL || first == NULL || !same_sandbox(workspace, first))
+		workspace = first;
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
 	nadi_json_int(&buf, "command_id", command_id);
 	nadi_json_int(&buf, "from_seq", from_seq);
 	nadi_json_int(&buf, "to_seq", tx->last_seq);
-	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	if (!isnull)
-		nadi_json_raw(&buf, "workspace", SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+	if (workspace)
+		nadi_json_raw(&buf, "workspace", workspace);
 	appendStringInfoChar(&buf, '}');
 	session_event(tx, "command.rolled_back", nadi_jsonb(buf.data), command_id, -1);
 	return true;

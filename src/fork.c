@@ -3,8 +3,8 @@
  * was at one event of its log.  The fork's first event, session.forked,
  * carries the parent's conversation at the fork point (replay.c seeds the
  * fork's replayed state with it) and the workspace snapshot the parent's
- * sandbox had taken by then (the latest "workspace" of a tool.result, a
- * session.forked or a command.rolled_back at or before it), which
+ * files were at by then (as the replay folds them: the latest call's
+ * snapshot, a rolled-back command's undone), which
  * nadi.sandboxd_token hands to the fork's cell as its "fork" claim.  The
  * fork keeps everything it needs: the parent may end or be purged later.
  */
@@ -60,34 +60,6 @@ fork_parent(const pg_uuid_t *id)
 	p.policy = DatumGetJsonbPCopy(SPI_getbinval(row, desc, 4, &isnull));
 	p.last_seq = DatumGetInt64(SPI_getbinval(row, desc, 5, &isnull));
 	return p;
-}
-
-/*
- * The workspace snapshot of the session at seq, as JSON text
- * {"host_id", "sandbox_id", "snapshot"}, or NULL when none was recorded.
- */
-static char *
-fork_workspace(const pg_uuid_t *id, int64 seq)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum		values[2] = {UUIDPGetDatum(id), Int64GetDatum(seq)};
-
-	nadi_exec(nadi_plan(&plan,
-						"SELECT jsonb_build_object('host_id', w->'host_id', 'sandbox_id', w->'sandbox_id', "
-						"                          'snapshot', w->'snapshot')::text "
-						"FROM (SELECT e.payload->'workspace' AS w FROM nadi.events e "
-						"      WHERE e.session_id = $1 AND e.seq <= $2 "
-						"        AND e.kind IN ('tool.result', 'session.forked', 'command.rolled_back') "
-						"        AND jsonb_typeof(e.payload->'workspace') = 'object' "
-						"      ORDER BY e.seq DESC LIMIT 1) x "
-						"WHERE jsonb_typeof(w->'sandbox_id') = 'string' "
-						"  AND jsonb_typeof(w->'snapshot') = 'string' "
-						"  AND coalesce(jsonb_typeof(w->'host_id'), 'null') IN ('string', 'null')",
-						2, (Oid[]) {UUIDOID, INT8OID}),
-			  values, NULL, true, 1);
-	if (SPI_processed != 1)
-		return NULL;
-	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }
 
 /* Opens a JSON object with where a fork comes from (the event, the audit row). */
@@ -147,7 +119,7 @@ nadi_session_fork(PG_FUNCTION_ARGS)
 				 errhint("Pass the seq of an event of the session, or NULL for its latest.")));
 
 	point = replay_fork_point(parent_id, at_seq);
-	workspace = fork_workspace(parent_id, point.seq);
+	workspace = point.workspace;
 
 	initStringInfo(&buf);
 	fork_origin(&buf, parent_id, at_seq, point.seq, workspace);

@@ -30,6 +30,7 @@ typedef struct CommandState
 	char	   *text;			/* a message's text (JSON), until it starts */
 	char	   *pending_tool;	/* tool (JSON string) awaiting permission */
 	int			rolled_back;	/* 1: command.rolled_back; 2: it ended so, out of the conversation */
+	char	   *workspace;		/* its latest snapshot while rolled_back is 1 */
 } CommandState;
 
 typedef struct Replay
@@ -51,6 +52,7 @@ typedef struct Replay
 	int			capcommands;
 	HTAB	   *index;
 	char	   *fork;			/* a fork's origin (JSON text), or NULL */
+	char	   *workspace;		/* the files as they are: a snapshot (JSON text), or NULL */
 	int64		span_command;	/* the command under way (started, not ended) */
 	int64		span_start;		/* the seq of its first command.started */
 } Replay;
@@ -76,6 +78,37 @@ member_json(Jsonb *j, const char *key)
 		return NULL;
 	sub = JsonbValueToJsonb(v);
 	return nadi_jsonb_text(sub);
+}
+
+/*
+ * A payload's "workspace" as {"host_id", "sandbox_id", "snapshot"} (JSON
+ * text; host_id a string or null), or NULL when it has none of that shape.
+ */
+static char *
+workspace_of(Jsonb *p)
+{
+	JsonbValue *w = nadi_jsonb_member(p, "workspace");
+	Jsonb	   *wj;
+	JsonbValue *host;
+	char	   *sandbox;
+	char	   *snapshot;
+	StringInfoData buf;
+
+	if (w == NULL || w->type != jbvBinary || !JsonContainerIsObject(w->val.binary.data))
+		return NULL;
+	wj = JsonbValueToJsonb(w);
+	host = nadi_jsonb_member(wj, "host_id");
+	sandbox = member_text(wj, "sandbox_id");
+	snapshot = member_text(wj, "snapshot");
+	if (sandbox == NULL || snapshot == NULL || (host && host->type != jbvString && host->type != jbvNull))
+		return NULL;
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	nadi_json_raw(&buf, "host_id", host && host->type == jbvString ? member_json(wj, "host_id") : "null");
+	nadi_json_str(&buf, "sandbox_id", sandbox);
+	nadi_json_str(&buf, "snapshot", snapshot);
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
 }
 
 static CommandState *
@@ -108,6 +141,7 @@ command_add(Replay *r, int64 id, const char *type, const char *status)
 	r->commands[r->ncommands].text = NULL;
 	r->commands[r->ncommands].pending_tool = NULL;
 	r->commands[r->ncommands].rolled_back = 0;
+	r->commands[r->ncommands].workspace = NULL;
 	r->ncommands++;
 }
 
@@ -210,6 +244,7 @@ replay_forked(Replay *r, Jsonb *p)
 	StringInfoData buf;
 
 	r->tenant = member_text(p, "tenant_id");
+	r->workspace = workspace_of(p);
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
 	nadi_json_raw(&buf, "parent_session_id", member_json(p, "parent_session_id"));
@@ -310,7 +345,11 @@ replay_apply(Replay *r, int64 seq, const char *kind, Jsonb *p, int64 cmd)
 		CommandState *c = command_find(r, cmd);
 
 		if (c && c->rolled_back == 1)
-			c->rolled_back = 0; /* the rollback lost the race */
+		{
+			c->rolled_back = 0; /* the rollback lost the race: its files stay */
+			if (c->workspace)
+				r->workspace = c->workspace;
+		}
 		command_status(r, cmd, "completed");
 	}
 	else if (strcmp(kind, "command.failed") == 0)
@@ -334,7 +373,24 @@ replay_apply(Replay *r, int64 seq, const char *kind, Jsonb *p, int64 cmd)
 		CommandState *c = command_find(r, cmd);
 
 		if (c && c->rolled_back == 0)
+		{
+			char	   *w = workspace_of(p);
+
 			c->rolled_back = 1;
+			/* the files from before it, once its cell restores them */
+			if (w)
+				r->workspace = w;
+		}
+	}
+	else if (strcmp(kind, "workspace.restore") == 0)
+	{
+		CommandState *c = command_find(r, cmd);
+		JsonbValue *ok = nadi_jsonb_member(p, "ok");
+
+		if (ok && ok->type == jbvBool && ok->val.boolean)
+			r->workspace = workspace_of(p) ? workspace_of(p) : r->workspace;
+		else if (c && c->workspace)
+			r->workspace = c->workspace;	/* not restored: as the command left them */
 	}
 	else if (strcmp(kind, "command.cancel_requested") == 0)
 	{
@@ -377,6 +433,16 @@ replay_apply(Replay *r, int64 seq, const char *kind, Jsonb *p, int64 cmd)
 		/* what the model sees of a result: result, else stdout, else error */
 		CommandState *c = command_find(r, cmd);
 		char	   *content;
+		char	   *w = workspace_of(p);
+
+		/*
+		 * Where the files are: a call's snapshot, unless its command is being
+		 * rolled back (kept aside in case the rollback loses the race).
+		 */
+		if (w && c)
+			c->workspace = w;
+		if (w && (c == NULL || c->rolled_back == 0))
+			r->workspace = w;
 
 		/*
 		 * A client's own tool command is not part of the conversation: the
@@ -509,7 +575,23 @@ replay_fork_point(const pg_uuid_t *id, int64 at_seq)
 		replay_run(&r, id, f.seq);
 	}
 	f.messages = psprintf("[%s]", r.messages.data);
+	f.workspace = r.workspace;
 	return f;
+}
+
+/*
+ * The workspace snapshot the session's files were at after events 1..upto
+ * (JSON text {"host_id", "sandbox_id", "snapshot"}), or NULL when none was
+ * recorded: the latest call's snapshot, except those of a command rolled
+ * back (its files were restored), as the replay folds them.  SPI connected.
+ */
+char *
+replay_workspace_at(const pg_uuid_t *id, int64 upto)
+{
+	Replay		r;
+
+	replay_run(&r, id, upto);
+	return r.workspace;
 }
 
 /*

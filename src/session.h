@@ -25,8 +25,10 @@ typedef struct ReplayFork
 {
 	int64		seq;			/* the fork point used (at most the one asked) */
 	char	   *messages;		/* the conversation at seq: a JSON array */
+	char	   *workspace;		/* the files at seq: a snapshot (JSON text), or NULL */
 } ReplayFork;
 extern ReplayFork replay_fork_point(const pg_uuid_t *id, int64 at_seq);
+extern char *replay_workspace_at(const pg_uuid_t *id, int64 upto);
 
 /* events.c */
 extern void events_append_array(SessionTx *tx, Jsonb *events, int64 command_id, int64 epoch,
