@@ -273,8 +273,7 @@ create_sandbox(struct http_req *r)
 			http_reply_json(r, 200, sandbox_json(sb));
 		goto out;
 	}
-	/* Warm pool entries hold no place a session could have. */
-	if (sandbox_count() - pool_count() >= cfg.max_sandboxes)
+	if (sandbox_host_full())
 	{
 		http_add_header(r, "Retry-After", "5");
 		http_reply_problem(r, 503, "no_capacity", "this host holds its maximum of %llu sandboxes",
@@ -358,7 +357,7 @@ restore(struct http_req *r)
 		http_reply_problem(r, 400, "invalid_args", "\"object\" (a string) is required");
 	else if (json_object_get(body, "session_id") && (!session || !session_id_valid(session)))
 		http_reply_problem(r, 400, "invalid_args", "\"session_id\" is not a valid session id");
-	else if (sandbox_count() - pool_count() >= cfg.max_sandboxes)
+	else if (sandbox_host_full())
 		http_reply_problem(r, 503, "no_capacity", "this host holds its maximum of %llu sandboxes",
 						   (unsigned long long) cfg.max_sandboxes);
 	else
@@ -607,7 +606,7 @@ stream_allowed(struct http_req *r, const struct sbx_sandbox *sb, const char *nam
 		return true;
 	if (who->kind == ACCESS_SESSION && who->fork && strcmp(who->fork_host, cfg.host_id) == 0 &&
 		strcmp(who->fork_sandbox, sb->id) == 0 && strcmp(who->fork_snapshot, name) == 0 &&
-		(!sb->tenant[0] || strcmp(sb->tenant, who->tenant) == 0))
+		sb->tenant[0] && strcmp(sb->tenant, who->tenant) == 0)
 		return true;
 	http_reply_problem(r, 403, "forbidden",
 					   "a session token reaches a snapshot's stream only with a \"fork\" claim "

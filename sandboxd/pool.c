@@ -171,6 +171,13 @@ pool_count(void)
 	return n;
 }
 
+/* No room for another session's sandbox: warm pool entries hold no place a session could have. */
+bool
+sandbox_host_full(void)
+{
+	return sandbox_count() - pool_count() >= cfg.max_sandboxes;
+}
+
 /* Entries of im (made or being made), and how many of them are ready. */
 static size_t
 entries_of(const struct pool_image *im, size_t *ready)

@@ -31,6 +31,8 @@ int
 pool_take(const char *session_id, const char *tenant, const char *image, struct sbx_sandbox **ret);
 /* Pool entries (sandboxes of no session), whatever their container's state. */
 size_t pool_count(void);
+/* No room for another session's sandbox (max_sandboxes, pool entries not counted). */
+bool sandbox_host_full(void);
 /* Something changed (a container stopped, a slot freed): look at the pool soon. */
 void pool_kick(void);
 /* An entry whose container may be stopped to make room for a session's; NULL if none. */

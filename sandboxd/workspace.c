@@ -30,6 +30,7 @@
 #include "child.h"
 #include "http.h"
 #include "pg.h"
+#include "pool.h"
 #include "sandbox.h"
 #include "btrfs_store.h"
 #include "workspace.h"
@@ -455,6 +456,12 @@ ws_stream(struct http_req *r, struct sbx_sandbox *sb, const char *name)
 	struct stream_ctx	  *x;
 	int					   k;
 
+	/* A sandbox on its way out is freed once its container stops: no send may hold it. */
+	if (sb->destroying)
+	{
+		http_reply_problem(r, 409, "sandbox_destroying", "sandbox %s is being destroyed", sb->id);
+		return;
+	}
 	if (!p || !dir || !is_subvolume(p))
 	{
 		ws_reply_no_snapshot(r, sb->id, name);
@@ -533,7 +540,7 @@ reply_created(struct http_req *r, const char *session, const char *tenant, const
 						   session);
 		return;
 	}
-	if (sandbox_count() >= cfg.max_sandboxes)
+	if (sandbox_host_full())
 	{
 		http_add_header(r, "Retry-After", "5");
 		http_reply_problem(r, 503, "no_capacity", "this host holds its maximum of %llu sandboxes",
@@ -668,6 +675,14 @@ pull_resolved(void *ud, const char *address, const char *why)
 	_cleanup_(freep) char *hdr_arg = xasprintf("@%s", x->hdr);
 	char				   room[32];
 	/* No redirects, http only, and no stream larger than the store's free space. */
+	/* curl takes 0 for no limit: a full store (or an unknown free space) takes no stream. */
+	if (store_free_bytes() == 0)
+	{
+		http_reply_problem(x->req, 507, "no_space", "the sandbox store has no free space for %s",
+						   x->name);
+		pull_free(x);
+		return;
+	}
 	snprintf(room, sizeof room, "%llu", (unsigned long long) store_free_bytes());
 	k = hdr_arg ? child_spawn((const char *[]){cfg.curl_path, "-sS", "--fail-with-body",
 											   "--max-time", "3600", "--proto", "=http",
@@ -698,13 +713,29 @@ ws_create_from(struct http_req *r, const char *session, const char *tenant, cons
 
 		if (!src || src->destroying)
 			http_reply_problem(r, 404, "sandbox_not_found", "no sandbox with id \"%s\"", src_id);
-		else if (tenant && *tenant && src->tenant[0] && strcmp(tenant, src->tenant) != 0)
-			http_reply_problem(r, 403, "forbidden", "sandbox %s belongs to another tenant", src_id);
+		else if (http_principal(r)->kind != ACCESS_OPERATOR &&
+				 (!tenant || !*tenant || !src->tenant[0] || strcmp(tenant, src->tenant) != 0))
+			http_reply_problem(r, 403, "forbidden",
+							   "sandbox %s is not of this session's tenant (a session's fork "
+							   "starts only from a snapshot of its own tenant's sandbox)",
+							   src_id);
 		else if (!p || !is_subvolume(p))
 			ws_reply_no_snapshot(r, src_id, name);
 		else
 			reply_created(r, session, tenant && *tenant ? tenant : src->tenant, image, p,
 						  from ? from : name, false);
+		return;
+	}
+	/*
+	 * The pull presents the caller's token to the other host: only a
+	 * session token, whose fork claim names this one snapshot, ever leaves
+	 * this host; the operator's never does.
+	 */
+	if (http_principal(r)->kind == ACCESS_OPERATOR)
+	{
+		http_reply_problem(r, 403, "forbidden",
+						   "a sandbox from another host's snapshot is made with the fork's own "
+						   "session token (the operator token is never sent to another host)");
 		return;
 	}
 	if (!cfg.pg_conninfo || !*cfg.pg_conninfo)
