@@ -1106,13 +1106,13 @@ TO nadi_admin;
 -- ids a call.
 --
 -- A fork makes its sandbox from a snapshot of another session's sandbox the
--- first time it needs one (session_forks.workspace).  Until it has, that
--- sandbox must stay: nadi.sessions_ended does not report a session while a
--- live fork below it (a fork of it, or a fork of such a fork, which may
--- inherit the same snapshot) has a workspace to start from and no
--- tool.result of its own that names a workspace snapshot yet.  The rule
--- keeps more than it must in one case (a fork of a fork that started from
--- the middle session's own snapshot also keeps the top one), never less.
+-- first time it needs one (session_forks.workspace, held by the sandbox of
+-- session_forks.workspace_session_id).  Until it has, that sandbox must
+-- stay: nadi.sessions_ended does not report a session while a live fork
+-- whose snapshot its sandbox holds has no tool.result of its own that names
+-- a workspace snapshot yet (a fork that never changes its files keeps it
+-- while it lives).  The link survives the purge of the sessions between
+-- them (a fork of a fork of it).
 CREATE FUNCTION nadi.sessions_ended(session_ids uuid[], grace interval DEFAULT '1 minute')
 RETURNS SETOF uuid
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -1145,18 +1145,10 @@ BEGIN
            OR (s.state IN ('terminated', 'failed') AND s.updated_at <= nadi.now() - grace
                AND NOT nadi._held(s.tenant_id, s.session_id)))
       AND NOT EXISTS (
-            WITH RECURSIVE forks_below(session_id, depth) AS (
-                SELECT f.session_id, 1 FROM nadi.session_forks f
-                WHERE f.parent_session_id = i.id
-                UNION ALL
-                SELECT f.session_id, b.depth + 1 FROM nadi.session_forks f
-                JOIN forks_below b ON f.parent_session_id = b.session_id
-                WHERE b.depth < 64)
             SELECT 1
-            FROM forks_below b
-            JOIN nadi.session_forks f ON f.session_id = b.session_id
+            FROM nadi.session_forks f
             JOIN nadi.sessions c ON c.session_id = f.session_id
-            WHERE f.workspace IS NOT NULL
+            WHERE f.workspace_session_id = i.id
               AND c.state NOT IN ('terminated', 'failed')
               AND NOT EXISTS (SELECT 1 FROM nadi.events e
                               WHERE e.session_id = f.session_id AND e.kind = 'tool.result'
@@ -1231,10 +1223,14 @@ CREATE TABLE nadi.session_forks (
     at_seq            bigint NOT NULL CHECK (at_seq >= 1),
     seq               bigint NOT NULL CHECK (seq >= 1 AND seq <= at_seq),
     workspace         jsonb CHECK (workspace IS NULL OR jsonb_typeof(workspace) = 'object'),
+    -- the session whose sandbox holds that snapshot (no foreign key either)
+    workspace_session_id uuid,
     created_at        timestamptz NOT NULL
 );
 
 CREATE INDEX session_forks_parent_idx ON nadi.session_forks (parent_session_id);
+CREATE INDEX session_forks_workspace_session_idx ON nadi.session_forks (workspace_session_id)
+    WHERE workspace_session_id IS NOT NULL;
 
 SELECT pg_catalog.pg_extension_config_dump('nadi.session_forks', '');
 

@@ -118,6 +118,10 @@ nadi_session_fork(PG_FUNCTION_ARGS)
 						   parent.last_seq),
 				 errhint("Pass the seq of an event of the session, or NULL for its latest.")));
 
+	/* the fork is a new session: the tenant's limit first, before any replay */
+	nadi_uuid_v7(id);
+	session_insert(id, tenant, parent.metadata, parent.labels, parent.policy);
+
 	point = replay_fork_point(parent_id, at_seq);
 	workspace = point.workspace;
 
@@ -130,8 +134,6 @@ nadi_session_fork(PG_FUNCTION_ARGS)
 	payload = nadi_jsonb(buf.data);
 	nadi_check_payload(payload, "the conversation to fork");
 
-	nadi_uuid_v7(id);
-	session_insert(id, tenant, parent.metadata, parent.labels, parent.policy);
 	tx = session_lock(id);
 	session_event(tx, "session.forked", payload, 0, -1);
 	session_save(tx);
@@ -145,9 +147,21 @@ nadi_session_fork(PG_FUNCTION_ARGS)
 		values[5] = JsonbPGetDatum(nadi_jsonb(workspace));
 	else
 		nulls[5] = 'n';
+
+	/*
+	 * workspace_session_id: the session whose sandbox holds that snapshot
+	 * (the parent's own, or, for a snapshot the parent inherited as a fork
+	 * and never replaced, whoever held it for the parent), which the reaper
+	 * keeps until this fork has made a sandbox of its own.
+	 */
 	nadi_exec(nadi_plan(&insert_plan,
 						"INSERT INTO nadi.session_forks (session_id, tenant_id, parent_session_id, "
-						"at_seq, seq, workspace, created_at) VALUES ($1, $2, $3, $4, $5, $6, nadi.now())",
+						"at_seq, seq, workspace, workspace_session_id, created_at) "
+						"SELECT $1, $2, $3, $4, $5, $6, "
+						"  CASE WHEN $6 IS NULL THEN NULL "
+						"       WHEN p.workspace->'sandbox_id' = $6->'sandbox_id' THEN p.workspace_session_id "
+						"       ELSE $3 END, nadi.now() "
+						"FROM (SELECT NULL) x LEFT JOIN nadi.session_forks p ON p.session_id = $3",
 						6, (Oid[]) {UUIDOID, TEXTOID, UUIDOID, INT8OID, INT8OID, JSONBOID}),
 			  values, nulls, false, 0);
 	nadi_wake_broker_at_commit();

@@ -251,8 +251,8 @@ SELECT is_empty(
     $$SELECT p.oid::regprocedure FROM pg_proc p
       WHERE p.pronamespace = 'nadi'::regnamespace AND p.prosecdef
         AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'plpgsql')
-        AND p.prosrc ~* '(from|join)\s+(?!nadi\.|forks_below\s)[a-z_]+\s'$$,
-    'the PL/pgSQL ones name every table with its schema (forks_below: the reaper''s recursive CTE)');
+        AND p.prosrc ~* '(from|join)\s+(?!nadi\.)[a-z_]+\s'$$,
+    'the PL/pgSQL ones name every table with its schema');
 
 ---------------------------------------------------------------------------
 -- EXECUTE: revoked from PUBLIC but for the few meant for everyone
