@@ -72,7 +72,7 @@
 
 /* Every statement takes text parameters and casts them itself. */
 static const char *const stmt_sql[STMT__COUNT] = {
-	[STMT_FILES_BEGIN] = "SELECT f.transfer_id, f.address, f.token, f.image FROM "
+	[STMT_FILES_BEGIN] = "SELECT f.transfer_id, f.address, f.token, f.image, f.fork FROM "
 						 "nadi.session_files_begin($1::uuid, $2::text, $3::text) f",
 	[STMT_FILES_END] =
 		"SELECT nadi.session_files_end($1::bigint, $2::bigint, $3::integer, $4::text)",

@@ -73,6 +73,7 @@ typedef struct Fx
 	char			  *base; /* the sandbox host's base URL */
 	char			  *token;
 	char			  *image;
+	char			  *from; /* a fork's origin snapshot for the create (JSON text), or NULL */
 	char			   sandbox_id[65];
 	CURL			  *easy;
 	struct curl_slist *hdrs;
@@ -220,6 +221,7 @@ fx_release(Fx *fx)
 		explicit_bzero(fx->token, strlen(fx->token));
 	free(fx->token);
 	free(fx->image);
+	free(fx->from);
 	free(fx->post);
 	free(fx->body);
 	curl_slist_free_all(fx->hdrs);
@@ -516,6 +518,9 @@ fx_create(Fx *fx)
 	json_t *b = json_pack("{s:s, s:s}", "session_id", fx->sid, "image",
 						  edge_cfg.files_image ? edge_cfg.files_image : fx->image);
 
+	/* A fork's sandbox starts from its parent's files, whoever makes it first. */
+	if (b && fx->from)
+		json_object_set_new(b, "from", json_loads(fx->from, 0, NULL));
 	free(fx->post);
 	fx->post = b ? json_dumps(b, JSON_COMPACT) : NULL;
 	json_decref(b);
@@ -916,6 +921,8 @@ done_begin(void *arg, EdgeDbResult *r)
 	fx->base = strdup(db_value(r, 0, 1));
 	fx->token = strdup(db_value(r, 0, 2));
 	fx->image = strdup(db_value(r, 0, 3));
+	if (!db_isnull(r, 0, 4))
+		fx->from = strdup(db_value(r, 0, 4));
 	fx->step = FX_FIND;
 	if (fx->base == NULL || fx->token == NULL || fx->image == NULL)
 	{

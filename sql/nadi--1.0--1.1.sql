@@ -1274,12 +1274,15 @@ GRANT EXECUTE ON FUNCTION nadi.session_fork(uuid, bigint) TO nadi_edge, nadi_adm
 -- session, sub "files:<actor>".  nadi-sandboxd lets a token whose subject
 -- starts with "files:" create and find its session's sandbox and read and
 -- write its files, and nothing else (no tool call).  No row comes back when
--- the session has no sandbox host yet (it is not placed).
+-- the session has no sandbox host yet (it is not placed).  For a fork whose
+-- origin had a workspace snapshot, "fork" is that snapshot as a create's
+-- "from" and the token carries the fork claim naming it: a PUT that makes
+-- the fork's sandbox makes it from its parent's files, as its cell would.
 -- nadi.session_files_end records the outcome (bytes, HTTP status) in a
 -- second row that repeats who, what and where, so one row tells it all.
 CREATE FUNCTION nadi.session_files_begin(session_id uuid, direction text, path text,
                                          ttl interval DEFAULT '5 minutes')
-RETURNS TABLE (transfer_id bigint, address text, token text, image text)
+RETURNS TABLE (transfer_id bigint, address text, token text, image text, fork jsonb)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -1287,6 +1290,7 @@ DECLARE
     s nadi.sessions;
     addr text;
     id bigint;
+    w jsonb;
 BEGIN
     IF session_id IS NULL OR direction IS NULL OR path IS NULL THEN
         RAISE EXCEPTION 'session_id, direction and path must not be null' USING ERRCODE = '22004';
@@ -1319,10 +1323,20 @@ BEGIN
             jsonb_build_object('direction', direction, 'path', path,
                                'sandbox_host_id', s.sandbox_host_id))
     RETURNING audit_id INTO id;
+    SELECT f.workspace INTO w FROM nadi.session_forks f WHERE f.session_id = s.session_id;
     RETURN QUERY SELECT id, addr,
-        nadi._token_mint_internal(s.tenant_id, left('files:' || nadi._actor(), 255), 'sandbox',
-                                  ttl, s.session_id, 'nadi-sandboxd'),
-        coalesce(nullif(current_setting('nadi.sandbox_image', true), ''), 'busybox');
+        nadi._token_mint_claims(s.tenant_id, left('files:' || nadi._actor(), 255), 'sandbox',
+                                ttl, s.session_id, 'nadi-sandboxd',
+                                CASE WHEN w IS NOT NULL THEN
+                                    jsonb_build_object('fork', jsonb_build_object(
+                                        'host', w->'host_id', 'sandbox', w->'sandbox_id',
+                                        'snapshot', w->'snapshot'))
+                                END),
+        coalesce(nullif(current_setting('nadi.sandbox_image', true), ''), 'busybox'),
+        CASE WHEN w IS NOT NULL THEN
+            jsonb_strip_nulls(jsonb_build_object('host_id', w->'host_id', 'sandbox_id', w->'sandbox_id',
+                                                 'snapshot', w->'snapshot'))
+        END;
 END
 $fn$;
 

@@ -58,6 +58,22 @@ SELECT try('SELECT nadi.session_files_end(NULL, 1, 200)');
 SELECT regexp_replace(try(format('SELECT nadi.session_files_end(%s, 1, 200)',
                   (SELECT min(audit_id) FROM nadi.audit_log WHERE session_id = :'s'))), 'transfer \d+', 'transfer N') AS try;
 
+-- a fork: the create's "from" and the token's fork claim name its origin's
+-- snapshot, so a PUT that makes its sandbox makes it from the parent's files
+SELECT epoch AS e FROM nadi.lease_acquire(:'s', 'sf-cell') \gset
+SELECT command_id AS c FROM nadi.command_enqueue(:'s', 'message', '{"text": "write"}') \gset
+SELECT status FROM nadi.command_claim(:'s', :e);
+SELECT status FROM nadi.command_complete(:'s', :c, :e, '{}', '[{"kind": "tool.result", "payload":
+    {"name": "exec", "ok": true, "workspace": {"host_id": "sf-sbx", "sandbox_id": "sb-9", "snapshot": "ws-1"}}}]');
+SELECT session_id AS f FROM nadi.session_fork(:'s') \gset
+SELECT sandbox_host_id FROM nadi.place(:'f');
+SELECT fork, token AS fork_tok FROM nadi.session_files_begin(:'f', 'in', 'in/x') \gset
+SELECT :'fork' AS from_;
+SELECT c->'fork' AS fork_claim, c->>'sub' LIKE 'files:%' AS files_token
+FROM nadi.token_verify(:'fork_tok', 'nadi-sandboxd') AS c;
+SELECT fork IS NULL AS no_from_for_a_session_that_is_no_fork
+FROM nadi.session_files_begin(:'s', 'in', 'in/y');
+
 -- a session that ended
 SELECT state FROM nadi.session_transition(:'s', 'failed', 'test');
 SELECT try(format('SELECT * FROM nadi.session_files_begin(%L, %L, %L)', :'s', 'in', 'x'));
