@@ -491,7 +491,7 @@ attach_mount(struct sbx_sandbox *sb, const char *src, const char *path)
 {
 	struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
 							  .propagation = MS_PRIVATE};
-	_cleanup_(closep) int tree = -1, root = -1, ns = -1, pidfd = -1;
+	_cleanup_(closep) int tree = -1, root = -1, ns = -1, pidfd = -1, initfd = -1;
 	pid_t				  init = run_init_pid(sb), pid;
 	char				  p[64];
 	int					  status;
@@ -501,12 +501,22 @@ attach_mount(struct sbx_sandbox *sb, const char *src, const char *path)
 	tree = open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
 	if (tree < 0 || mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
 		return -errno;
+	/*
+	 * The init's /proc entries, opened between a pidfd of it and a check
+	 * that it still lives: a pid reused by another process meanwhile would
+	 * fail the check, so the mount never lands in another container.
+	 */
+	initfd = pidfd_open(init, 0);
+	if (initfd < 0)
+		return -errno;
 	snprintf(p, sizeof p, "/proc/%d/root", (int) init);
 	root = open(p, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	snprintf(p, sizeof p, "/proc/%d/ns/mnt", (int) init);
 	ns = open(p, O_RDONLY | O_CLOEXEC);
 	if (root < 0 || ns < 0)
 		return -errno;
+	if (pidfd_send_signal(initfd, 0, NULL, 0) < 0)
+		return -ESRCH;
 	pid = fork();
 	if (pid < 0)
 		return -errno;
