@@ -515,7 +515,12 @@ attach_mount(struct sbx_sandbox *sb, const char *src, const char *path)
 	ns = open(p, O_RDONLY | O_CLOEXEC);
 	if (root < 0 || ns < 0)
 		return -errno;
-	if (pidfd_send_signal(initfd, 0, NULL, 0) < 0)
+	/*
+	 * Still nspawn's child (nspawn is ours, reaped by our loop, so its pid is
+	 * stable): the pidfd holds the container's init, not a process that took
+	 * its pid after it died.
+	 */
+	if (pidfd_send_signal(initfd, 0, NULL, 0) < 0 || run_init_pid(sb) != init)
 		return -ESRCH;
 	pid = fork();
 	if (pid < 0)

@@ -729,9 +729,10 @@ ws_create_from(struct http_req *r, const char *session, const char *tenant, cons
 	/*
 	 * The pull presents the caller's token to the other host: only a
 	 * session token, whose fork claim names this one snapshot, ever leaves
-	 * this host; the operator's never does.
+	 * this host; the operator's never does (without one configured, every
+	 * caller is the operator and there is no secret to keep).
 	 */
-	if (http_principal(r)->kind == ACCESS_OPERATOR)
+	if (http_principal(r)->kind == ACCESS_OPERATOR && cfg.token)
 	{
 		http_reply_problem(r, 403, "forbidden",
 						   "a sandbox from another host's snapshot is made with the fork's own "

@@ -1152,7 +1152,7 @@ BEGIN
               AND c.state NOT IN ('terminated', 'failed')
               AND NOT EXISTS (SELECT 1 FROM nadi.events e
                               WHERE e.session_id = f.session_id AND e.kind = 'tool.result'
-                                AND e.payload ? 'workspace'));
+                                AND jsonb_typeof(e.payload->'workspace') = 'object'));
 END
 $fn$;
 
@@ -1276,8 +1276,9 @@ GRANT EXECUTE ON FUNCTION nadi.session_fork(uuid, bigint) TO nadi_edge, nadi_adm
 -- write its files, and nothing else (no tool call).  No row comes back when
 -- the session has no sandbox host yet (it is not placed).  For a fork whose
 -- origin had a workspace snapshot, "fork" is that snapshot as a create's
--- "from" and the token carries the fork claim naming it: a PUT that makes
--- the fork's sandbox makes it from its parent's files, as its cell would.
+-- "from" and the token carries the fork claim naming it (for a PUT only: a
+-- GET never makes a sandbox): a PUT that makes the fork's sandbox makes it
+-- from its parent's files, as its cell would.
 -- nadi.session_files_end records the outcome (bytes, HTTP status) in a
 -- second row that repeats who, what and where, so one row tells it all.
 CREATE FUNCTION nadi.session_files_begin(session_id uuid, direction text, path text,
@@ -1327,13 +1328,13 @@ BEGIN
     RETURN QUERY SELECT id, addr,
         nadi._token_mint_claims(s.tenant_id, left('files:' || nadi._actor(), 255), 'sandbox',
                                 ttl, s.session_id, 'nadi-sandboxd',
-                                CASE WHEN w IS NOT NULL THEN
+                                CASE WHEN w IS NOT NULL AND direction = 'in' THEN
                                     jsonb_build_object('fork', jsonb_build_object(
                                         'host', w->'host_id', 'sandbox', w->'sandbox_id',
                                         'snapshot', w->'snapshot'))
                                 END),
         coalesce(nullif(current_setting('nadi.sandbox_image', true), ''), 'busybox'),
-        CASE WHEN w IS NOT NULL THEN
+        CASE WHEN w IS NOT NULL AND direction = 'in' THEN
             jsonb_strip_nulls(jsonb_build_object('host_id', w->'host_id', 'sandbox_id', w->'sandbox_id',
                                                  'snapshot', w->'snapshot'))
         END;
