@@ -284,14 +284,10 @@ rt_advance(Runtime *rt, RtSession *s, const HttpReply *reply)
 					c->state = ST_DONE;
 				else
 				{
-					char		cmd[32];
-					const char *args[2] = {s->id, cmd};
-
-					snprintf(cmd, sizeof(cmd), "%" PRId64, c->id);
 					c->state = ST_MSG_DECISION;
-					return need_store(s, false, "SELECT kind, payload FROM nadi.events WHERE session_id = $1::uuid "
-									  "AND command_id = $2::bigint AND kind IN ('permission.requested', "
-									  "'permission.resolved') ORDER BY seq DESC LIMIT 2", 2, args);
+					return need_command_store(s, false, "SELECT kind, payload FROM nadi.events WHERE session_id = $1::uuid "
+											  "AND command_id = $2::bigint AND kind IN ('permission.requested', "
+											  "'permission.resolved') ORDER BY seq DESC LIMIT 2");
 				}
 				break;
 

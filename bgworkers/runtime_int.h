@@ -74,6 +74,7 @@ extern void rt_log(Runtime *rt, RtLogLevel level, const char *fmt,...) __attribu
 /* runtime_store.c: needs */
 extern void need_clear(RtNeed *n);
 extern RtNeed *need_store(RtSession *s, bool flush, const char *sql, int nargs, const char *const *args);
+extern RtNeed *need_command_store(RtSession *s, bool flush, const char *sql);
 extern json_t *took_store(RtSession *s);
 extern RtNeed *need_cancel_check(RtSession *s);
 extern bool took_cancel(RtSession *s);

@@ -180,6 +180,17 @@ need_store(RtSession *s, bool flush, const char *sql, int nargs, const char *con
 	return n;
 }
 
+/* A store need whose read takes the session ($1) and the command at hand ($2). */
+RtNeed *
+need_command_store(RtSession *s, bool flush, const char *sql)
+{
+	char		cmd[32];
+	const char *args[2] = {s->id, cmd};
+
+	snprintf(cmd, sizeof(cmd), "%" PRId64, s->cmd.id);
+	return need_store(s, flush, sql, 2, args);
+}
+
 /* After a store need: the lease is lost if the flush failed.  Returns the read's first row. */
 json_t *
 took_store(RtSession *s)
@@ -205,10 +216,6 @@ took_store(RtSession *s)
 RtNeed *
 need_cancel_check(RtSession *s)
 {
-	char		cmd[32];
-	const char *args[2] = {s->id, cmd};
-
-	snprintf(cmd, sizeof(cmd), "%" PRId64, s->cmd.id);
 	/*
 	 * A cancel of a message rolled back by a newer one carries the rollback
 	 * (read only then).  One without a workspace came before any tool call of
@@ -216,7 +223,7 @@ need_cancel_check(RtSession *s)
 	 * recorded one since (it changed the files), the workspace to go back to
 	 * is that sandbox's first snapshot, ws-0.
 	 */
-	return need_store(s, true, "SELECT cancel_requested, CASE WHEN cancel_requested THEN "
+	return need_command_store(s, true, "SELECT cancel_requested, CASE WHEN cancel_requested THEN "
 					  "(SELECT CASE WHEN e.payload ? 'workspace' THEN e.payload ELSE e.payload || "
 					  "coalesce((SELECT jsonb_build_object('workspace', jsonb_build_object("
 					  "'host_id', t.payload->'workspace'->'host_id', "
@@ -227,7 +234,7 @@ need_cancel_check(RtSession *s)
 					  "FROM nadi.events e WHERE e.session_id = c.session_id "
 					  "AND e.command_id = c.command_id AND e.kind = 'command.rolled_back' LIMIT 1) "
 					  "END AS rolled_back FROM nadi.command_inbox c "
-					  "WHERE session_id = $1::uuid AND command_id = $2::bigint", 2, args);
+					  "WHERE session_id = $1::uuid AND command_id = $2::bigint");
 }
 
 /* The outcome of need_cancel_check: true when the command stops here. */

@@ -559,14 +559,10 @@ tool_advance(Runtime *rt, RtSession *s, const HttpReply *reply)
 			/* a call that may have run when its cell went away is not made again blindly */
 			if (tool_has_side_effects(c->info))
 			{
-				char		cmd[32];
-				const char *args[2] = {s->id, cmd};
-
-				snprintf(cmd, sizeof(cmd), "%" PRId64, c->id);
 				c->state = ST_CALL_CUT;
-				return need_store(s, true, "SELECT kind FROM nadi.events WHERE session_id = $1::uuid "
-								  "AND command_id = $2::bigint AND kind IN ('tool.call', 'tool.result', "
-								  "'tool.error') ORDER BY seq DESC LIMIT 1", 2, args);
+				return need_command_store(s, true, "SELECT kind FROM nadi.events WHERE session_id = $1::uuid "
+										  "AND command_id = $2::bigint AND kind IN ('tool.call', 'tool.result', "
+										  "'tool.error') ORDER BY seq DESC LIMIT 1");
 			}
 			break;
 
