@@ -256,7 +256,6 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     s nadi.sessions;
-    w jsonb;
 BEGIN
     IF session_id IS NULL THEN
         RAISE EXCEPTION 'session_id must not be null' USING ERRCODE = '22004';
@@ -275,15 +274,9 @@ BEGIN
         RAISE EXCEPTION 'session % is %', session_id, s.state
             USING ERRCODE = 'NA010', DETAIL = 'Sandbox host tokens are minted only for live sessions.';
     END IF;
-    SELECT f.workspace INTO w FROM nadi.session_forks f WHERE f.session_id = s.session_id;
     RETURN nadi._token_mint_claims(
         s.tenant_id, nadi._session_token_subject(s.session_id), 'sandbox', ttl, s.session_id,
-        'nadi-sandboxd',
-        CASE WHEN w IS NOT NULL THEN
-            jsonb_build_object('fork', jsonb_build_object('host', w->'host_id',
-                                                          'sandbox', w->'sandbox_id',
-                                                          'snapshot', w->'snapshot'))
-        END);
+        'nadi-sandboxd', nadi._fork_claims(s.session_id));
 END
 $fn$;
 
@@ -1255,9 +1248,28 @@ RETURNS text
 AS 'MODULE_PATHNAME', 'nadi_token_mint_claims' LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 
+-- The extra claims of a sandboxd token for a session: for a fork whose
+-- origin had a workspace snapshot, "fork": {"host", "sandbox", "snapshot"}
+-- naming it; NULL otherwise.  nadi.sandboxd_token and the files token of a
+-- PUT (nadi.session_files_begin) carry it.
+CREATE FUNCTION nadi._fork_claims(session_id uuid)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    RETURN (SELECT jsonb_build_object('fork', jsonb_build_object(
+                       'host', f.workspace->'host_id', 'sandbox', f.workspace->'sandbox_id',
+                       'snapshot', f.workspace->'snapshot'))
+            FROM nadi.session_forks f
+            WHERE f.session_id = _fork_claims.session_id AND f.workspace IS NOT NULL);
+END
+$fn$;
+
 REVOKE ALL ON FUNCTION
     nadi.session_fork(uuid, bigint),
-    nadi._token_mint_claims(text, text, text, interval, uuid, text, jsonb)
+    nadi._token_mint_claims(text, text, text, interval, uuid, text, jsonb),
+    nadi._fork_claims(uuid)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION nadi.session_fork(uuid, bigint) TO nadi_edge, nadi_admin;
 
@@ -1324,20 +1336,15 @@ BEGIN
             jsonb_build_object('direction', direction, 'path', path,
                                'sandbox_host_id', s.sandbox_host_id))
     RETURNING audit_id INTO id;
-    SELECT f.workspace INTO w FROM nadi.session_forks f WHERE f.session_id = s.session_id;
+    IF direction = 'in' THEN
+        SELECT f.workspace INTO w FROM nadi.session_forks f WHERE f.session_id = s.session_id;
+    END IF;
     RETURN QUERY SELECT id, addr,
         nadi._token_mint_claims(s.tenant_id, left('files:' || nadi._actor(), 255), 'sandbox',
                                 ttl, s.session_id, 'nadi-sandboxd',
-                                CASE WHEN w IS NOT NULL AND direction = 'in' THEN
-                                    jsonb_build_object('fork', jsonb_build_object(
-                                        'host', w->'host_id', 'sandbox', w->'sandbox_id',
-                                        'snapshot', w->'snapshot'))
-                                END),
+                                CASE WHEN w IS NOT NULL THEN nadi._fork_claims(s.session_id) END),
         coalesce(nullif(current_setting('nadi.sandbox_image', true), ''), 'busybox'),
-        CASE WHEN w IS NOT NULL AND direction = 'in' THEN
-            jsonb_strip_nulls(jsonb_build_object('host_id', w->'host_id', 'sandbox_id', w->'sandbox_id',
-                                                 'snapshot', w->'snapshot'))
-        END;
+        jsonb_strip_nulls(w);  -- {host_id?, sandbox_id, snapshot}: the create's "from"
 END
 $fn$;
 

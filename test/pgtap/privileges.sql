@@ -6,7 +6,7 @@
 -- for none.  Schema nadi is usable by PUBLIC (authenticate is public), so a
 -- role outside the nadi roles is stopped by the grants alone.
 BEGIN;
-SELECT plan(1173);
+SELECT plan(1183);
 
 ---------------------------------------------------------------------------
 -- Test roles: one member of each nadi role, and one of none
@@ -284,6 +284,8 @@ INSERT INTO calls (ord, fname, sig, stmt, edge, cell, sandbox, admin) VALUES
  (96, '_token_mint_claims', 'nadi._token_mint_claims(text, text, text, interval, uuid, text, jsonb)',
       $$SELECT nadi._token_mint_claims('acme', 'x', 'admin', '1 hour', NULL, 'nadi', '{}')$$,
       '42501', '42501', '42501', '42501'),
+ (97, '_fork_claims', 'nadi._fork_claims(uuid)',
+      $$SELECT nadi._fork_claims('{S}')$$, '42501', '42501', '42501', '42501'),
  -- last: the cell lets go of its session
  (99, 'lease_release', 'nadi.lease_release(uuid, bigint)',
       $$SELECT nadi.lease_release('{S}', 1)$$, '42501', 'ok', '42501', 'ok');

@@ -1,7 +1,7 @@
 -- Schema: tables, keys, types, the SQL API's signatures, who may EXECUTE
 -- what by default, and row-level security being switched on.
 BEGIN;
-SELECT plan(180);
+SELECT plan(181);
 
 ---------------------------------------------------------------------------
 -- Schema and tables
@@ -199,7 +199,8 @@ INSERT INTO api VALUES
     ('session_files_end',        ARRAY['bigint', 'bigint', 'integer', 'text']),
     -- session forks (1.1)
     ('session_fork',             ARRAY['uuid', 'bigint']),
-    ('_token_mint_claims',       ARRAY['text', 'text', 'text', 'interval', 'uuid', 'text', 'jsonb']);
+    ('_token_mint_claims',       ARRAY['text', 'text', 'text', 'interval', 'uuid', 'text', 'jsonb']),
+    ('_fork_claims',             ARRAY['uuid']);
 
 SELECT has_function('nadi', fname, args,
                     format('function nadi.%s(%s) exists', fname, array_to_string(args, ', ')))
