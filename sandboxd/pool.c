@@ -483,8 +483,9 @@ pool_done(void)
  * Mount the host directory src read-only at path inside the running
  * container of sb: a detached copy of src made here, then moved into the
  * container's mount namespace by a child that joins it (setns is not for
- * a process that must stay in its own).  It lands on the placeholder the
- * entry was started with.  0 or -errno.
+ * a process that must stay in its own).  It is mounted over the empty
+ * read-only directory the entry's container was started with at that path
+ * (its mount point).  0 or -errno.
  */
 static int
 attach_mount(struct sbx_sandbox *sb, const char *src, const char *path)
