@@ -386,9 +386,13 @@ replay_apply(Replay *r, int64 seq, const char *kind, Jsonb *p, int64 cmd)
 	{
 		CommandState *c = command_find(r, cmd);
 		JsonbValue *ok = nadi_jsonb_member(p, "ok");
+		char	   *w = workspace_of(p);
 
 		if (ok && ok->type == jbvBool && ok->val.boolean)
-			r->workspace = workspace_of(p) ? workspace_of(p) : r->workspace;
+		{
+			if (w)
+				r->workspace = w;
+		}
 		else if (c && c->workspace)
 			r->workspace = c->workspace;	/* not restored: as the command left them */
 	}
